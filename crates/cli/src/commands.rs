@@ -1,0 +1,347 @@
+//! What each subcommand does.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::CommandFactory;
+use paddock_core::{
+    Dirs, ImageStore, Launch, LockError, SandboxLock, SandboxName, SandboxSpec, SandboxState, Stdio, Store,
+};
+use paddock_image::BuildOptions;
+use paddock_policy::{AbsPath, EnvVar, Limits, Mount, User};
+
+use crate::cli::{Cli, Cmd, ImageCmd, RunArgs};
+use crate::error::usage;
+
+pub fn dispatch(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Cmd::Run(args) => run(args),
+        Cmd::Image(cmd) => image(cmd),
+        Cmd::Doctor { json, seccomp } => doctor(json, seccomp),
+        Cmd::Ls { json } => ls(json),
+        Cmd::Rm { names, force } => rm(&names, force),
+        Cmd::Reset { name } => reset(&name),
+        Cmd::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "paddock", &mut std::io::stdout());
+            Ok(0)
+        }
+    }
+}
+
+fn open() -> Result<(Dirs, Store)> {
+    let dirs = Dirs::from_env()?;
+    dirs.ensure()?;
+    let store = Store::open(&dirs.database())?;
+    Ok((dirs, store))
+}
+
+/// Everything `run` needs, validated before anything is created.
+struct Validated {
+    workspace: AbsPath,
+    mounts: Vec<Mount>,
+    limits: Limits,
+    env: Vec<EnvVar>,
+    user: User,
+    name: Option<SandboxName>,
+}
+
+fn validate(args: &RunArgs) -> Result<Validated> {
+    paddock_supervisor::select_check(&args.backend).map_err(|e| usage(e.to_string()))?;
+    let ws = match &args.workspace {
+        Some(w) => w.clone(),
+        None => std::env::current_dir().context("cannot read the current directory")?,
+    };
+    let canonical = std::fs::canonicalize(&ws)
+        .map_err(|e| usage(format!("workspace {} does not exist or is not accessible: {e}", ws.display())))?;
+    if !canonical.is_dir() {
+        return Err(usage(format!("workspace {} is not a directory", ws.display())));
+    }
+    let workspace = AbsPath::try_from(canonical).map_err(|e| usage(format!("workspace: {e}")))?;
+    let mut mounts = Vec::new();
+    for spec in &args.mounts {
+        let m: Mount = spec.parse().map_err(|e: paddock_policy::MountError| usage(e.to_string()))?;
+        if !m.host.as_path().exists() {
+            return Err(usage(format!("mount source {} does not exist", m.host)));
+        }
+        mounts.push(m);
+    }
+    let limits = Limits {
+        cpus: args.cpus.as_deref().map(str::parse).transpose().map_err(|e: paddock_policy::LimitsError| usage(format!("--cpus: {e}")))?,
+        memory: args.memory.as_deref().map(Limits::parse_memory).transpose().map_err(|e| usage(format!("--memory: {e}")))?,
+        pids: args.pids.as_deref().map(Limits::parse_pids).transpose().map_err(|e| usage(format!("--pids: {e}")))?,
+    };
+    let env = args
+        .env
+        .iter()
+        .map(|e| e.parse::<EnvVar>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| usage(e.to_string()))?;
+    let user: User = args.user.parse().map_err(|e: paddock_policy::UserError| usage(e.to_string()))?;
+    let name = args
+        .name
+        .as_deref()
+        .map(str::parse::<SandboxName>)
+        .transpose()
+        .map_err(|e| usage(e.to_string()))?;
+    paddock_core::ImageStore::new(PathBuf::new()).path(&args.image).map_err(|e| usage(e.to_string()))?;
+    Ok(Validated { workspace, mounts, limits, env, user, name })
+}
+
+fn random_suffix() -> String {
+    let mut b = [0u8; 3];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn generated_name(workspace: &AbsPath) -> SandboxName {
+    let base: String = workspace
+        .components()
+        .last()
+        .unwrap_or("sandbox")
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' { c } else { '-' })
+        .take(32)
+        .collect();
+    let base = base.trim_matches('-');
+    let base = if base.is_empty() { "sandbox" } else { base };
+    format!("{base}-{}", random_suffix()).parse().unwrap_or_else(|_| {
+        format!("sandbox-{}", random_suffix()).parse().unwrap_or_else(|_| unreachable_name())
+    })
+}
+
+fn unreachable_name() -> SandboxName {
+    // "sandbox" always satisfies the naming rule.
+    "sandbox".parse().unwrap_or_else(|_| std::process::abort())
+}
+
+fn ensure_image(dirs: &Dirs, name: &str) -> Result<(paddock_core::ImageInfo, PathBuf)> {
+    let store = ImageStore::new(dirs.images());
+    match store.get(name) {
+        Ok(info) => Ok((info, store.rootfs(name)?)),
+        Err(paddock_core::ImageStoreError::NotFound(_)) if name == paddock_core::DEFAULT_IMAGE => {
+            eprintln!("paddock: the default image is not built yet; building it now (about a minute; needs the host's Debian apt sources)");
+            let opts = BuildOptions { progress: std::io::stderr().is_terminal(), ..BuildOptions::default_image(name) };
+            let info = paddock_image::build(&store, &opts).context("building the default image")?;
+            Ok((info, store.rootfs(name)?))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn run(args: RunArgs) -> Result<i32> {
+    let v = validate(&args)?;
+    let (dirs, store) = open()?;
+    let (image, rootfs) = ensure_image(&dirs, &args.image)?;
+    let (backend, _why) = paddock_supervisor::select(&args.backend)?;
+    let existing = match &v.name {
+        Some(n) => store.get(n)?,
+        None => None,
+    };
+    let name = v.name.clone().unwrap_or_else(|| generated_name(&v.workspace));
+    let spec = SandboxSpec {
+        name: name.clone(),
+        backend: backend.id().to_owned(),
+        image: args.image.clone(),
+        workspace: v.workspace.clone(),
+        mounts: v.mounts.clone(),
+        limits: v.limits.clone(),
+        env: v.env.clone(),
+        user: v.user,
+        no_new_privs: args.no_sudo,
+    };
+    spec.validate().map_err(|e| usage(e.to_string()))?;
+    let created = existing.is_none();
+    if let Some(old) = &existing {
+        if old.spec.image != spec.image {
+            return Err(usage(format!(
+                "sandbox {name} uses image {}; `paddock rm {name}` first to change its image",
+                old.spec.image
+            )));
+        }
+        store.update_spec(&spec)?;
+    } else {
+        store.insert(&spec)?;
+    }
+    let tty = !args.no_tty && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let argv = if args.command.is_empty() { vec!["bash".to_owned()] } else { args.command.clone() };
+    let uid = spec.user.uid();
+    let launch = Launch {
+        argv,
+        env: paddock_supervisor::environment(std::env::vars(), &spec.env, uid, tty, name.as_str()),
+        cwd: spec.workspace.to_string(),
+        uid,
+        stdio: if tty { Stdio::Pty } else { Stdio::Inherit },
+    };
+    let result = paddock_supervisor::run_attached(&dirs, &store, &spec, backend.as_ref(), &image, rootfs, &launch);
+    let remove_after = args.rm || (created && result.is_err());
+    if remove_after {
+        let _ = remove_sandbox(&dirs, &store, &name);
+    }
+    let outcome = result?;
+    for d in &outcome.diagnostics {
+        eprintln!("paddock: {d}");
+    }
+    Ok(outcome.exit.status())
+}
+
+fn remove_sandbox(dirs: &Dirs, store: &Store, name: &SandboxName) -> Result<()> {
+    let dir = dirs.sandbox(name);
+    let _lock = lock(&dir, name)?;
+    // Rename first so a half-removed layer is never started again.
+    let doomed = dirs.sandboxes().join(format!(".rm-{name}-{}", std::process::id()));
+    if dir.exists() {
+        std::fs::rename(&dir, &doomed).with_context(|| format!("cannot remove {}", dir.display()))?;
+    }
+    store.delete(name)?;
+    if doomed.exists() {
+        std::fs::remove_dir_all(&doomed).with_context(|| format!("cannot remove {}", doomed.display()))?;
+    }
+    Ok(())
+}
+
+fn lock(dir: &Path, name: &SandboxName) -> Result<Option<SandboxLock>> {
+    if !dir.exists() {
+        return Ok(None);
+    }
+    match SandboxLock::try_acquire(&dir.join("lock")) {
+        Ok(l) => Ok(Some(l)),
+        Err(LockError::Busy) => Err(usage(format!("sandbox {name} is running; stop it first"))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn parse_name(s: &str) -> Result<SandboxName> {
+    s.parse().map_err(|e: paddock_core::NameError| usage(e.to_string()))
+}
+
+fn rm(names: &[String], force: bool) -> Result<i32> {
+    let names: Vec<SandboxName> = names.iter().map(|n| parse_name(n)).collect::<Result<_>>()?;
+    let (dirs, store) = open()?;
+    for name in names {
+        if store.get(&name)?.is_none() {
+            if force {
+                continue;
+            }
+            return Err(usage(format!("no sandbox named {name}")));
+        }
+        remove_sandbox(&dirs, &store, &name)?;
+        println!("{name}");
+    }
+    Ok(0)
+}
+
+fn reset(name: &str) -> Result<i32> {
+    let name = parse_name(name)?;
+    let (dirs, store) = open()?;
+    if store.get(&name)?.is_none() {
+        return Err(usage(format!("no sandbox named {name}")));
+    }
+    let dir = dirs.sandbox(&name);
+    let _lock = lock(&dir, &name)?;
+    for sub in ["upper", "work"] {
+        let p = dir.join(sub);
+        if p.exists() {
+            let doomed = dir.join(format!(".rm-{sub}-{}", std::process::id()));
+            std::fs::rename(&p, &doomed).with_context(|| format!("cannot reset {}", p.display()))?;
+            std::fs::remove_dir_all(&doomed).with_context(|| format!("cannot remove {}", doomed.display()))?;
+        }
+    }
+    println!("{name} reset to image {}", store.get(&name)?.map(|r| r.spec.image).unwrap_or_default());
+    Ok(0)
+}
+
+fn ls(json: bool) -> Result<i32> {
+    let (dirs, store) = open()?;
+    let mut rows = Vec::new();
+    for r in store.list()? {
+        // The lock is the truth: a supervisor killed with SIGKILL leaves a "running" row behind.
+        let running = SandboxLock::is_held(&dirs.sandbox(&r.spec.name).join("lock"));
+        let state = match (running, r.state) {
+            (true, _) => SandboxState::Running,
+            (false, SandboxState::Created) => SandboxState::Created,
+            (false, _) => SandboxState::Stopped,
+        };
+        rows.push((r, state));
+    }
+    if json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(r, s)| serde_json::json!({
+                "name": r.spec.name, "backend": r.spec.backend, "state": s, "image": r.spec.image,
+                "workspace": r.spec.workspace, "created_at": r.created_at, "started_at": r.started_at,
+                "last_exit": r.last_exit, "limits": r.spec.limits,
+            }))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    println!("{:<24} {:<8} {:<8} {:<10} WORKSPACE", "NAME", "BACKEND", "STATE", "LAST-EXIT");
+    for (r, s) in rows {
+        let state = serde_json::to_value(s)?.as_str().unwrap_or("").to_owned();
+        let exit = r.last_exit.map(|e| e.to_string()).unwrap_or_else(|| "-".into());
+        println!("{:<24} {:<8} {:<8} {:<10} {}", r.spec.name, r.spec.backend, state, exit, r.spec.workspace);
+    }
+    Ok(0)
+}
+
+fn image(cmd: ImageCmd) -> Result<i32> {
+    let dirs = Dirs::from_env()?;
+    dirs.ensure()?;
+    let store = ImageStore::new(dirs.images());
+    match cmd {
+        ImageCmd::Build { name, force, suite, mirror } => {
+            paddock_core::ImageStore::new(PathBuf::new()).path(&name).map_err(|e| usage(e.to_string()))?;
+            let mut opts = BuildOptions::default_image(&name);
+            opts.force = force;
+            opts.mirror = mirror;
+            opts.progress = std::io::stderr().is_terminal();
+            if let Some(s) = suite {
+                opts.suite = s;
+            }
+            let started = std::time::Instant::now();
+            let info = paddock_image::build(&store, &opts)?;
+            println!(
+                "built image {} (Debian {}, {:.0} MB) in {:.0?}",
+                info.name,
+                info.suite,
+                info.size as f64 / 1e6,
+                started.elapsed()
+            );
+        }
+        ImageCmd::Ls { json } => {
+            let list = store.list()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!("{:<16} {:<10} {:>8}  PACKAGES", "NAME", "SUITE", "SIZE");
+                for i in list {
+                    println!("{:<16} {:<10} {:>6}MB  {}", i.name, i.suite, i.size / 1_000_000, i.packages.join(","));
+                }
+            }
+        }
+        ImageCmd::Rm { name } => {
+            store.remove(&name)?;
+            println!("{name}");
+        }
+    }
+    Ok(0)
+}
+
+fn doctor(json: bool, seccomp: bool) -> Result<i32> {
+    if seccomp {
+        for r in paddock_supervisor::seccomp_rules() {
+            println!("{:<20} {:<8} {}", r.0, r.1, r.2);
+        }
+        return Ok(0);
+    }
+    let report = paddock_supervisor::doctor::collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", paddock_supervisor::doctor::render(&report));
+    }
+    let usable = report.backends.iter().any(|b| b.usable);
+    Ok(if usable { 0 } else { 1 })
+}

@@ -1,0 +1,16 @@
+//! `paddock`: the command line.
+
+mod cli;
+mod commands;
+mod error;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    let code = match commands::dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => error::report(&e),
+    };
+    std::process::exit(code);
+}

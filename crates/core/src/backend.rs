@@ -1,0 +1,179 @@
+//! The `Backend` trait: one isolation technology behind one interface.
+
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::image::ImageInfo;
+use crate::spec::SandboxSpec;
+
+/// Why a backend could not start or run a sandbox.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// the backend cannot run on this host
+    #[error("the {backend} backend is not usable on this host: {reason}")]
+    Unavailable {
+        /// Backend id.
+        backend: &'static str,
+        /// Why, and what to do.
+        reason: String,
+    },
+    /// a security layer could not be applied, so the sandbox was not started (fail closed)
+    #[error("refusing to start: the {layer} layer could not be applied: {message}")]
+    Layer {
+        /// Which layer.
+        layer: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// an operating-system call failed
+    #[error("{what}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl BackendError {
+    /// Wraps an I/O error with what was being done.
+    pub fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> BackendError {
+        let what = what.into();
+        move |source| BackendError::Io { what, source }
+    }
+}
+
+/// Where the sandbox's standard streams go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stdio {
+    /// The supervisor's own stdin/stdout/stderr are passed in (pipes, files).
+    Inherit,
+    /// A pty is created inside the sandbox; its master is handed to the supervisor.
+    Pty,
+}
+
+/// One command to run in a sandbox.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// The complete environment.
+    pub env: Vec<(String, String)>,
+    /// Working directory inside.
+    pub cwd: String,
+    /// Uid inside.
+    pub uid: u32,
+    /// How the streams are connected.
+    pub stdio: Stdio,
+}
+
+/// Everything a backend needs besides the spec.
+#[derive(Debug, Clone)]
+pub struct StartContext {
+    /// The sandbox's own directory (writable layer, lock, logs).
+    pub sandbox_dir: PathBuf,
+    /// The image's root filesystem.
+    pub image_rootfs: PathBuf,
+    /// The image's metadata.
+    pub image: ImageInfo,
+}
+
+/// How a sandbox's command ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Exit {
+    /// Exited with a status.
+    Code {
+        /// The status.
+        code: i32,
+    },
+    /// Killed by a signal.
+    Signal {
+        /// The signal number.
+        signal: i32,
+    },
+}
+
+impl Exit {
+    /// The status a shell would show: the code, or 128 + the signal.
+    pub fn status(&self) -> i32 {
+        match self {
+            Exit::Code { code } => *code,
+            Exit::Signal { signal } => 128 + signal,
+        }
+    }
+}
+
+/// A running sandbox as its backend sees it.
+pub trait Instance: Send + std::fmt::Debug {
+    /// Host pid of the process that stands for the sandbox (signal it to reach the command).
+    fn pid(&self) -> i32;
+    /// A descriptor that becomes readable when the sandbox has exited (a pidfd).
+    fn exit_fd(&self) -> BorrowedFd<'_>;
+    /// The pty master, when the launch asked for a terminal (taken once).
+    fn take_pty(&mut self) -> Option<OwnedFd>;
+    /// Sends `signal` to the command (forwarded by the in-sandbox helper).
+    fn signal(&self, signal: i32) -> Result<(), BackendError>;
+    /// Waits for the end and cleans up what the backend made on the host for this run.
+    fn wait(&mut self) -> Result<Exit, BackendError>;
+    /// Messages from the sandbox about the command (e.g. "command not found"), taken once.
+    fn diagnostics(&mut self) -> Vec<String>;
+}
+
+/// One line of a backend's probe.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeItem {
+    /// What was checked.
+    pub name: String,
+    /// Whether it works.
+    pub ok: bool,
+    /// What was found.
+    pub detail: String,
+    /// What to do when it does not work.
+    pub fix: Option<String>,
+    /// Whether the backend needs it (false: optional hardening or extra).
+    pub required: bool,
+}
+
+/// What a backend found on this host.
+#[derive(Debug, Clone, Serialize)]
+pub struct Probe {
+    /// Backend id.
+    pub backend: &'static str,
+    /// The checks.
+    pub items: Vec<ProbeItem>,
+}
+
+impl Probe {
+    /// True when every required check passed.
+    pub fn usable(&self) -> bool {
+        self.items.iter().all(|i| i.ok || !i.required)
+    }
+
+    /// The first failing required check, as a sentence.
+    pub fn reason(&self) -> Option<String> {
+        self.items.iter().find(|i| i.required && !i.ok).map(|i| {
+            let fix = i.fix.as_deref().map(|f| format!(" ({f})")).unwrap_or_default();
+            format!("{}: {}{fix}", i.name, i.detail)
+        })
+    }
+}
+
+/// An isolation technology. Implementations live in their own crates; the supervisor picks one.
+pub trait Backend: Send + Sync {
+    /// Short id used on the command line and in the state database (`ns`, `gvisor`, `vm`).
+    fn id(&self) -> &'static str;
+    /// What this host offers the backend.
+    fn probe(&self) -> Probe;
+    /// Starts `launch` in a new instance of the sandbox described by `spec`.
+    fn start(
+        &self,
+        ctx: &StartContext,
+        spec: &SandboxSpec,
+        launch: &Launch,
+    ) -> Result<Box<dyn Instance>, BackendError>;
+}

@@ -1,0 +1,25 @@
+//! The sandbox core: what a sandbox is ([`SandboxSpec`]), how a backend runs one ([`Backend`]),
+//! where Paddock keeps things ([`Dirs`]) and what it remembers ([`Store`]).
+//!
+//! The core never names a concrete backend: backends implement [`Backend`] and the supervisor
+//! chooses one by probing.
+#![forbid(unsafe_code)]
+
+mod backend;
+mod dirs;
+mod idmap;
+mod image;
+mod lock;
+mod spec;
+mod store;
+
+pub use backend::{
+    Backend, BackendError, Exit, Instance, Launch, Probe, ProbeItem, StartContext, Stdio,
+};
+pub use dirs::{Dirs, DirsError};
+pub use idmap::{IdMap, DEFAULT_ID_BASE, ID_RANGE};
+pub use image::{ImageInfo, ImageStore, ImageStoreError, DEFAULT_IMAGE};
+pub use lock::{LockError, SandboxLock};
+pub use paddock_policy::{NameError, SandboxName};
+pub use spec::{SandboxSpec, SpecError};
+pub use store::{SandboxRecord, SandboxState, Store, StoreError};

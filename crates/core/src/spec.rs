@@ -1,0 +1,96 @@
+//! What a sandbox is: everything needed to start it again after a stop.
+
+use paddock_policy::{AbsPath, EnvVar, Limits, Mount, SandboxName, User};
+use serde::{Deserialize, Serialize};
+
+/// Why a spec is inconsistent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// the workspace is a system directory
+    #[error("refusing to use {0} as the workspace: choose a project directory")]
+    SystemWorkspace(AbsPath),
+    /// two mounts (or a mount and the workspace) use the same sandbox path
+    #[error("two mounts use the same sandbox path {0}")]
+    DuplicateTarget(AbsPath),
+}
+
+/// The settings of one sandbox, stored as JSON in the state database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxSpec {
+    /// Unique name.
+    pub name: SandboxName,
+    /// Backend id (`ns`, ...), chosen by the supervisor's probe.
+    pub backend: String,
+    /// Image name.
+    pub image: String,
+    /// The project directory, shared read-write at the same path.
+    pub workspace: AbsPath,
+    /// Extra mounts.
+    pub mounts: Vec<Mount>,
+    /// Resource limits.
+    pub limits: Limits,
+    /// Extra environment (`-e`).
+    pub env: Vec<EnvVar>,
+    /// Default user for commands.
+    pub user: User,
+    /// Set `no_new_privs` for every process (sudo inside then cannot raise privileges).
+    pub no_new_privs: bool,
+}
+
+/// Host directories that are never a workspace.
+const SYSTEM_DIRS: &[&str] = &[
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/proc", "/root", "/run",
+    "/sbin", "/sys", "/tmp", "/usr", "/var",
+];
+
+impl SandboxSpec {
+    /// Checks the spec as a whole (each field is already valid on its own).
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if SYSTEM_DIRS.contains(&self.workspace.as_str()) {
+            return Err(SpecError::SystemWorkspace(self.workspace.clone()));
+        }
+        let mut targets = vec![&self.workspace];
+        for m in &self.mounts {
+            if targets.contains(&&m.sandbox) {
+                return Err(SpecError::DuplicateTarget(m.sandbox.clone()));
+            }
+            targets.push(&m.sandbox);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(ws: &str, mounts: &[&str]) -> SandboxSpec {
+        SandboxSpec {
+            name: "t".parse().unwrap(),
+            backend: "ns".into(),
+            image: "default".into(),
+            workspace: AbsPath::try_from(ws).unwrap(),
+            mounts: mounts.iter().map(|m| m.parse().unwrap()).collect(),
+            limits: Limits::default(),
+            env: vec![],
+            user: User::Agent,
+            no_new_privs: false,
+        }
+    }
+
+    #[test]
+    fn validate() {
+        assert_eq!(spec("/w/p", &["/a:ro"]).validate(), Ok(()));
+        assert!(matches!(spec("/", &[]).validate(), Err(SpecError::SystemWorkspace(_))));
+        assert!(matches!(spec("/etc", &[]).validate(), Err(SpecError::SystemWorkspace(_))));
+        assert!(matches!(spec("/w/p", &["/x:/w/p"]).validate(), Err(SpecError::DuplicateTarget(_))));
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let s = spec("/w/p", &["/a:/b:ro"]);
+        let j = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<SandboxSpec>(&j).unwrap(), s);
+    }
+}

@@ -1,0 +1,60 @@
+//! The report channel: one JSON message per `SOCK_SEQPACKET` datagram, descriptors as
+//! `SCM_RIGHTS`.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use paddock_wire::{MAX_MESSAGE, Report};
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage,
+    SendFlags, recvmsg, sendmsg,
+};
+
+/// Sends one report.
+pub fn send_report(channel: BorrowedFd<'_>, report: &Report) -> io::Result<()> {
+    let bytes = report.encode();
+    sendmsg(channel, &[IoSlice::new(&bytes)], &mut SendAncillaryBuffer::default(), SendFlags::NOSIGNAL)?;
+    Ok(())
+}
+
+/// Sends one report with a descriptor attached.
+pub fn send_fd(channel: BorrowedFd<'_>, report: &Report, fd: BorrowedFd<'_>) -> io::Result<()> {
+    let bytes = report.encode();
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    let fds = [fd];
+    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(io::Error::other("control buffer too small"));
+    }
+    sendmsg(channel, &[IoSlice::new(&bytes)], &mut control, SendFlags::NOSIGNAL)?;
+    Ok(())
+}
+
+/// Receives one report and the descriptor that came with it, if any. `Ok(None)` at end of
+/// stream (the sandbox side closed the channel).
+pub fn recv_report(channel: BorrowedFd<'_>) -> io::Result<Option<(Report, Option<OwnedFd>)>> {
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let msg = loop {
+        match recvmsg(channel, &mut [IoSliceMut::new(&mut buf)], &mut control, RecvFlags::CMSG_CLOEXEC) {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => break other?,
+        }
+    };
+    let mut fd = None;
+    for m in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(fds) = m {
+            // Keep the first; any extra descriptor is dropped (closed) here.
+            for f in fds {
+                fd.get_or_insert(f);
+            }
+        }
+    }
+    if msg.bytes == 0 {
+        return Ok(None);
+    }
+    let report = Report::decode(&buf[..msg.bytes]).map_err(io::Error::other)?;
+    Ok(Some((report, fd)))
+}

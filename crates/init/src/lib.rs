@@ -1,0 +1,87 @@
+//! The in-sandbox helper: pid 1 inside every Paddock sandbox.
+//!
+//! It knows only the wire protocol ([`paddock_wire`]). Given a [`Command`] it starts the command
+//! in its own session (with a terminal created inside the sandbox when asked), forwards the
+//! signals it receives to the command's process group, reaps every orphan, and exits with the
+//! command's status. When it exits the kernel kills whatever is left in the sandbox's pid
+//! namespace, so nothing of the command's tree survives it.
+//!
+//! Later the same helper carries the sandbox's `127.0.0.1:3128` to the host's egress proxy over
+//! the backend's channel.
+
+mod channel;
+mod exec;
+mod signals;
+
+use std::os::fd::{AsFd, OwnedFd};
+
+pub use channel::{recv_report, send_fd, send_report};
+use nix::sys::signal::Signal;
+use nix::unistd::{ForkResult, Pid, fork};
+use paddock_wire::{Command, EXIT_SETUP_FAILED, Report};
+pub use signals::{FORWARDED, block_all as block_forwarded, forward_and_wait};
+
+/// Runs `cmd` as pid 1 of a sandbox and exits with its status. `channel` is the report channel
+/// to the host side.
+pub fn run(cmd: &Command, channel: OwnedFd, host_pid: i32) -> ! {
+    let blocked = match signals::block_all() {
+        Ok(b) => b,
+        Err(e) => fail(&channel, "init", &format!("cannot block signals: {e}")),
+    };
+    let pty = if cmd.tty {
+        match exec::open_pty() {
+            Ok((master, slave)) => {
+                if let Err(e) = send_fd(channel.as_fd(), &Report::PtyMaster, master.as_fd()) {
+                    fail(&channel, "terminal", &format!("cannot hand the terminal to the host: {e}"));
+                }
+                drop(master);
+                Some(slave)
+            }
+            Err(e) => fail(&channel, "terminal", &format!("cannot create a terminal: {e}")),
+        }
+    } else {
+        None
+    };
+    // SAFETY: pid 1 is single-threaded here (the jail never starts threads), so the child may
+    // run arbitrary code after fork.
+    match unsafe { fork() } {
+        Err(e) => fail(&channel, "init", &format!("cannot fork the command: {e}")),
+        Ok(ForkResult::Child) => {
+            signals::unblock(&blocked);
+            exec::exec_command(cmd, pty, channel.as_fd())
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(pty);
+            // Ready only once the command exists, so the host never signals an empty sandbox.
+            let _ = send_report(channel.as_fd(), &Report::Ready { pid: host_pid });
+            let status = forward_and_wait(child, Target::Group, true);
+            std::process::exit(status)
+        }
+    }
+}
+
+/// Where forwarded signals go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The child's process group (the command leads its own session).
+    Group,
+    /// The child process only.
+    Process,
+}
+
+fn fail(channel: &OwnedFd, layer: &str, message: &str) -> ! {
+    let _ = send_report(
+        channel.as_fd(),
+        &Report::SetupFailed { layer: layer.to_owned(), message: message.to_owned() },
+    );
+    std::process::exit(EXIT_SETUP_FAILED)
+}
+
+/// Sends `sig` to `pid` (or its group), ignoring a target that is already gone.
+pub fn deliver(pid: Pid, target: Target, sig: Signal) {
+    let to = match target {
+        Target::Group => Pid::from_raw(-pid.as_raw()),
+        Target::Process => pid,
+    };
+    let _ = nix::sys::signal::kill(to, sig);
+}

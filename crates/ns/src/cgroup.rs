@@ -1,0 +1,275 @@
+//! cgroup limits for a sandbox: v2 where the controller is on the unified hierarchy, v1
+//! otherwise (hybrid hosts have both). A limit that was asked for and cannot be enforced is an
+//! error, never a silent no-op.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use paddock_policy::Limits;
+
+/// Why a cgroup could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// no hierarchy offers the controller a limit needs
+    #[error("cannot enforce {limit}: no {controller} cgroup controller is available ({found}); run as root on a host with cgroup v2 {controller} delegated or cgroup v1 {controller} mounted, or drop {limit}")]
+    Unavailable {
+        /// The flag that asked for it.
+        limit: &'static str,
+        /// The controller.
+        controller: &'static str,
+        /// What the host offers.
+        found: String,
+    },
+    /// a cgroup file could not be written
+    #[error("cannot write {value:?} to {path:?}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The value.
+        value: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Which hierarchy a controller is used from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Hierarchy {
+    /// The unified (v2) hierarchy mounted here.
+    V2(PathBuf),
+    /// A v1 hierarchy mounted here.
+    V1(PathBuf),
+}
+
+impl Hierarchy {
+    fn root(&self) -> &Path {
+        match self {
+            Hierarchy::V2(p) | Hierarchy::V1(p) => p,
+        }
+    }
+}
+
+/// What the host offers.
+#[derive(Debug, Clone, Default)]
+pub struct CgroupHost {
+    /// Mount point of the unified hierarchy, if any.
+    pub v2_root: Option<PathBuf>,
+    /// Controllers available on the unified hierarchy.
+    pub v2_controllers: Vec<String>,
+    /// v1 controller → mount point.
+    pub v1: BTreeMap<String, PathBuf>,
+}
+
+const CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
+
+/// Default task limit when the user gave none and the pids controller exists: enough for any
+/// build, far below what hurts the host.
+pub const DEFAULT_PIDS: u32 = 4096;
+
+impl CgroupHost {
+    /// Reads `/proc/self/mountinfo` and the unified hierarchy's controller list.
+    pub fn detect() -> CgroupHost {
+        let mut host = CgroupHost::default();
+        let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else { return host };
+        for line in info.lines() {
+            // mountinfo: id parent maj:min root mountpoint opts [optional...] - fstype source superopts
+            let Some((left, right)) = line.split_once(" - ") else { continue };
+            let mountpoint = left.split(' ').nth(4).map(PathBuf::from);
+            let mut r = right.split(' ');
+            let (Some(fstype), Some(_src), Some(superopts)) = (r.next(), r.next(), r.next()) else {
+                continue;
+            };
+            let Some(mp) = mountpoint else { continue };
+            match fstype {
+                "cgroup2" if host.v2_root.is_none() => host.v2_root = Some(mp),
+                "cgroup" => {
+                    for opt in superopts.split(',') {
+                        if CONTROLLERS.contains(&opt) {
+                            host.v1.entry(opt.to_owned()).or_insert_with(|| mp.clone());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(root) = &host.v2_root {
+            host.v2_controllers = fs::read_to_string(root.join("cgroup.controllers"))
+                .map(|s| s.split_whitespace().map(str::to_owned).collect())
+                .unwrap_or_default();
+        }
+        host
+    }
+
+    /// Where `controller` is used from.
+    pub fn placement(&self, controller: &str) -> Option<Hierarchy> {
+        if let Some(root) = &self.v2_root
+            && self.v2_controllers.iter().any(|c| c == controller)
+        {
+            return Some(Hierarchy::V2(root.clone()));
+        }
+        self.v1.get(controller).map(|p| Hierarchy::V1(p.clone()))
+    }
+
+    /// One line per controller for `paddock doctor`.
+    pub fn describe(&self) -> Vec<(String, Option<String>)> {
+        CONTROLLERS
+            .iter()
+            .map(|c| {
+                let how = self.placement(c).map(|h| match h {
+                    Hierarchy::V2(p) => format!("cgroup v2 at {}", p.display()),
+                    Hierarchy::V1(p) => format!("cgroup v1 at {}", p.display()),
+                });
+                ((*c).to_owned(), how)
+            })
+            .collect()
+    }
+
+    fn found(&self) -> String {
+        let v2 = match &self.v2_root {
+            Some(_) if self.v2_controllers.is_empty() => "v2 has no controllers".to_owned(),
+            Some(_) => format!("v2 has: {}", self.v2_controllers.join(" ")),
+            None => "no v2 hierarchy".to_owned(),
+        };
+        let v1: Vec<_> = self.v1.keys().cloned().collect();
+        let v1 = if v1.is_empty() { "no v1 controllers".to_owned() } else { format!("v1 has: {}", v1.join(" ")) };
+        format!("{v2}; {v1}")
+    }
+}
+
+/// The cgroups of one running sandbox (one directory per hierarchy used).
+#[derive(Debug, Default)]
+pub struct SandboxCgroups {
+    /// Directories to join (their `cgroup.procs`) and to remove afterwards.
+    pub dirs: Vec<PathBuf>,
+}
+
+fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
+    fs::write(path, value).map_err(|source| CgroupError::Write {
+        path: path.to_owned(),
+        value: value.to_owned(),
+        source,
+    })
+}
+
+impl SandboxCgroups {
+    /// Creates the sandbox's cgroups under `paddock/NAME` and writes the limits.
+    pub fn create(host: &CgroupHost, name: &str, limits: &Limits) -> Result<SandboxCgroups, CgroupError> {
+        let mut wanted: BTreeMap<Hierarchy, Vec<(&str, String)>> = BTreeMap::new();
+        let need = |limit: &'static str, controller: &'static str, required: bool| {
+            match host.placement(controller) {
+                Some(h) => Ok(Some(h)),
+                None if required => Err(CgroupError::Unavailable { limit, controller, found: host.found() }),
+                None => Ok(None),
+            }
+        };
+        if let Some(mem) = limits.memory {
+            let h = need("--memory", "memory", true)?;
+            if let Some(h) = h {
+                let v = mem.0.to_string();
+                let files = match &h {
+                    Hierarchy::V2(_) => vec![("memory.max", v.clone()), ("memory.swap.max", "0".to_owned())],
+                    Hierarchy::V1(_) => {
+                        vec![("memory.limit_in_bytes", v.clone()), ("memory.memsw.limit_in_bytes", v)]
+                    }
+                };
+                wanted.entry(h).or_default().extend(files);
+            }
+        }
+        let pids = limits.pids.unwrap_or(DEFAULT_PIDS);
+        if let Some(h) = need("--pids", "pids", limits.pids.is_some())? {
+            wanted.entry(h).or_default().push(("pids.max", pids.to_string()));
+        }
+        if let Some(cpus) = limits.cpus {
+            if let Some(h) = need("--cpus", "cpu", true)? {
+                let quota = u64::from(cpus.0) * 100;
+                let files = match &h {
+                    Hierarchy::V2(_) => vec![("cpu.max", format!("{quota} 100000"))],
+                    Hierarchy::V1(_) => {
+                        vec![("cpu.cfs_period_us", "100000".to_owned()), ("cpu.cfs_quota_us", quota.to_string())]
+                    }
+                };
+                wanted.entry(h).or_default().extend(files);
+            }
+        }
+        let mut made = SandboxCgroups::default();
+        for (h, files) in wanted {
+            let parent = h.root().join("paddock");
+            if let Hierarchy::V2(root) = &h {
+                enable_v2_controllers(root, &parent, &files)?;
+            } else {
+                mkdir(&parent)?;
+            }
+            let dir = parent.join(name);
+            recreate(&dir)?;
+            made.dirs.push(dir.clone());
+            for (file, value) in files {
+                let path = dir.join(file);
+                // memsw and swap files exist only with swap accounting; without it there is no swap to limit.
+                if (file.contains("memsw") || file.contains("swap")) && !path.exists() {
+                    continue;
+                }
+                if let Err(e) = write(&path, &value) {
+                    made.remove();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(made)
+    }
+
+    /// Removes the directories (the sandbox's processes are gone by then).
+    pub fn remove(&self) {
+        for d in &self.dirs {
+            remove_dir(d);
+        }
+    }
+}
+
+fn mkdir(d: &Path) -> Result<(), CgroupError> {
+    match fs::create_dir(d) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(CgroupError::Write { path: d.to_owned(), value: "(mkdir)".into(), source }),
+    }
+}
+
+/// A directory left by a crashed run is emptied and removed before use.
+fn recreate(dir: &Path) -> Result<(), CgroupError> {
+    if dir.exists() {
+        remove_dir(dir);
+    }
+    mkdir(dir)
+}
+
+fn remove_dir(dir: &Path) {
+    for _ in 0..50 {
+        match fs::remove_dir(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == ErrorKind::NotFound => return,
+            Err(_) => {
+                if fs::write(dir.join("cgroup.kill"), "1").is_err()
+                    && let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs"))
+                {
+                    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                        // SAFETY: kill has no memory effects; the pid came from this cgroup.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+fn enable_v2_controllers(root: &Path, parent: &Path, files: &[(&str, String)]) -> Result<(), CgroupError> {
+    let mut ctrls: Vec<&str> = files.iter().filter_map(|(f, _)| f.split('.').next()).collect();
+    ctrls.sort();
+    ctrls.dedup();
+    let line: String = ctrls.iter().map(|c| format!("+{c} ")).collect();
+    write(&root.join("cgroup.subtree_control"), line.trim())?;
+    mkdir(parent)?;
+    write(&parent.join("cgroup.subtree_control"), line.trim())
+}

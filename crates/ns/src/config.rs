@@ -1,0 +1,47 @@
+//! What the host side tells the jail (JSON on descriptor 3).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// One bind mount into the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bind {
+    /// Canonical host path.
+    pub host: PathBuf,
+    /// Absolute path inside the sandbox.
+    pub target: String,
+    /// Read-only.
+    pub read_only: bool,
+    /// Host uid whose files appear as the agent's (uid 1000) inside.
+    pub owner_uid: u32,
+    /// Host gid whose files appear as the agent's group inside.
+    pub owner_gid: u32,
+    /// The host path is a directory (else a file).
+    pub is_dir: bool,
+}
+
+/// The jail's whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JailConfig {
+    /// Host name inside.
+    pub hostname: String,
+    /// Image root filesystem (overlay lower layer).
+    pub lower: PathBuf,
+    /// Writable layer.
+    pub upper: PathBuf,
+    /// Overlay work directory.
+    pub work: PathBuf,
+    /// Mount point for the sandbox root (in the jail's private mount namespace).
+    pub merged: PathBuf,
+    /// Host id of the sandbox's root.
+    pub id_base: u32,
+    /// The workspace first, then extra mounts.
+    pub binds: Vec<Bind>,
+    /// cgroup directories to join.
+    pub cgroups: Vec<PathBuf>,
+    /// The command.
+    pub command: paddock_wire::Command,
+}

@@ -1,0 +1,193 @@
+//! The jail: the privileged setup of one namespace sandbox, then pid 1 inside it.
+//!
+//! Runs as its own small binary (`paddock-ns-jail`), single-threaded, started by the host side
+//! with the configuration on descriptor 3 and the report channel on descriptor 4.
+//!
+//! Order (every step fails closed with the layer's name):
+//! 1. outer process (host root): own session, die with the supervisor, join the cgroups, make
+//!    the idmap user namespaces for shared folders, unshare mount/net/ipc/uts/pid/cgroup
+//!    namespaces, bring up loopback, set the host name, fork pid 1;
+//! 2. pid 1 (still host root, now in the new namespaces): build the mount tree and pivot into it,
+//!    enter a new user namespace (the outer process writes its maps: sandbox 0-65535 to the
+//!    unprivileged host range), become its root, turn non-dumpable, apply Landlock and seccomp,
+//!    drop capabilities, then run the in-sandbox helper.
+//!
+//! Because the mount, network and other namespaces are owned by the host's user namespace, the
+//! sandbox's root has no capability over them: it cannot mount, unmount or reconfigure the
+//! network even if seccomp were absent.
+
+mod mounts;
+mod sys;
+mod userns;
+
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+
+use nix::unistd::{ForkResult, fork};
+use paddock_init::{Target, forward_and_wait, send_report};
+use paddock_wire::{EXIT_SETUP_FAILED, Report};
+use rustix::thread::{UnshareFlags, unshare_unsafe};
+
+use crate::config::JailConfig;
+
+/// A setup step that failed, with the layer it belongs to.
+#[derive(Debug)]
+pub struct Failure {
+    /// The layer (`mounts`, `seccomp`, ...).
+    pub layer: &'static str,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl Failure {
+    fn new(layer: &'static str, message: impl Into<String>) -> Failure {
+        Failure { layer, message: message.into() }
+    }
+}
+
+trait Layer<T> {
+    fn layer(self, layer: &'static str, what: &str) -> Result<T, Failure>;
+}
+
+impl<T, E: Display> Layer<T> for Result<T, E> {
+    fn layer(self, layer: &'static str, what: &str) -> Result<T, Failure> {
+        self.map_err(|e| Failure::new(layer, format!("{what}: {e}")))
+    }
+}
+
+/// Entry point of the jail binary. Returns the exit status.
+pub fn main() -> i32 {
+    // SAFETY: the host side passes the configuration pipe as descriptor 3 and the report
+    // channel as descriptor 4; nothing else in this process owns them.
+    let (cfg_fd, channel) = unsafe { (OwnedFd::from_raw_fd(3), OwnedFd::from_raw_fd(4)) };
+    for fd in [&cfg_fd, &channel] {
+        let _ = rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC);
+    }
+    let mut text = String::new();
+    let cfg: Result<JailConfig, Failure> = std::fs::File::from(cfg_fd)
+        .read_to_string(&mut text)
+        .layer("config", "cannot read the configuration")
+        .and_then(|_| serde_json::from_str(&text).layer("config", "malformed configuration"));
+    let result = cfg.and_then(|cfg| outer(cfg, channel.try_clone().layer("config", "dup")?));
+    match result {
+        Ok(code) => code,
+        Err(f) => {
+            let _ = send_report(channel.as_fd(), &Report::SetupFailed { layer: f.layer.into(), message: f.message });
+            EXIT_SETUP_FAILED
+        }
+    }
+}
+
+fn outer(cfg: JailConfig, channel: OwnedFd) -> Result<i32, Failure> {
+    rustix::process::umask(rustix::fs::Mode::empty());
+    let _ = rustix::process::setsid();
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .layer("init", "cannot tie the sandbox to its supervisor")?;
+    if rustix::process::getppid().is_none_or(|p| p.as_raw_nonzero().get() == 1) {
+        return Err(Failure::new("init", "the supervisor exited during setup"));
+    }
+    let me = rustix::process::getpid().as_raw_nonzero().get().to_string();
+    for dir in &cfg.cgroups {
+        std::fs::write(dir.join("cgroup.procs"), &me).layer("cgroup", &format!("cannot join {}", dir.display()))?;
+    }
+    let idmaps = userns::idmap_namespaces(&cfg)?;
+    let flags = UnshareFlags::NEWNS
+        | UnshareFlags::NEWNET
+        | UnshareFlags::NEWIPC
+        | UnshareFlags::NEWUTS
+        | UnshareFlags::NEWPID
+        | UnshareFlags::NEWCGROUP;
+    // SAFETY: single-threaded; the new namespaces only affect this process and its children.
+    unsafe { unshare_unsafe(flags) }.layer("namespaces", "cannot create namespaces")?;
+    sys::loopback_up().layer("network", "cannot bring up loopback")?;
+    rustix::system::sethostname(cfg.hostname.as_bytes()).layer("namespaces", "cannot set the host name")?;
+
+    let (from_parent_r, mut to_child_w) = pipe()?;
+    let (mut from_child_r, to_parent_w) = pipe()?;
+    // SAFETY: single-threaded, so the child may run arbitrary code.
+    match unsafe { fork() }.layer("namespaces", "cannot fork pid 1")? {
+        ForkResult::Child => {
+            drop(to_child_w);
+            drop(from_child_r);
+            let code = match pid1(&cfg, channel.try_clone(), idmaps, from_parent_r, to_parent_w) {
+                Ok(never) => match never {},
+                Err(f) => {
+                    let _ = send_report(channel.as_fd(), &Report::SetupFailed { layer: f.layer.into(), message: f.message });
+                    EXIT_SETUP_FAILED
+                }
+            };
+            std::process::exit(code)
+        }
+        ForkResult::Parent { child } => {
+            drop(from_parent_r);
+            drop(to_parent_w);
+            drop(idmaps);
+            drop(channel);
+            let mut b = [0u8; 1];
+            if matches!(from_child_r.read(&mut b), Ok(1)) {
+                let done = userns::write_maps(child, cfg.id_base);
+                let reply = match done {
+                    Ok(()) => child.as_raw().to_le_bytes(),
+                    Err(_) => [0; 4],
+                };
+                let _ = to_child_w.write_all(&reply);
+            }
+            drop(to_child_w);
+            let _ = paddock_init::block_forwarded();
+            Ok(forward_and_wait(child, Target::Process, false))
+        }
+    }
+}
+
+fn pipe() -> Result<(std::fs::File, std::fs::File), Failure> {
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).layer("init", "pipe")?;
+    Ok((r.into(), w.into()))
+}
+
+enum Never {}
+
+fn pid1(
+    cfg: &JailConfig,
+    channel: std::io::Result<OwnedFd>,
+    idmaps: BTreeMap<(u32, u32), OwnedFd>,
+    mut from_parent: std::fs::File,
+    mut to_parent: std::fs::File,
+) -> Result<Never, Failure> {
+    let channel = channel.layer("init", "dup")?;
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .layer("init", "cannot tie pid 1 to the jail")?;
+    mounts::build(cfg, &idmaps)?;
+    drop(idmaps);
+
+    // SAFETY: single-threaded; entering a new user namespace affects only this process.
+    unsafe { unshare_unsafe(UnshareFlags::NEWUSER) }.layer("user namespace", "cannot create the user namespace")?;
+    to_parent.write_all(&[1]).layer("user namespace", "cannot reach the jail")?;
+    drop(to_parent);
+    let mut pid = [0u8; 4];
+    from_parent.read_exact(&mut pid).layer("user namespace", "the jail did not map the user namespace")?;
+    let host_pid = i32::from_le_bytes(pid);
+    if host_pid == 0 {
+        return Err(Failure::new("user namespace", "writing uid_map/gid_map failed"));
+    }
+    drop(from_parent);
+    let root_gid = nix::unistd::Gid::from_raw(0);
+    let root_uid = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setresgid(root_gid, root_gid, root_gid).layer("user namespace", "setresgid")?;
+    nix::unistd::setgroups(&[]).layer("user namespace", "setgroups")?;
+    nix::unistd::setresuid(root_uid, root_uid, root_uid).layer("user namespace", "setresuid")?;
+    sys::set_non_dumpable().layer("init", "cannot make pid 1 non-dumpable")?;
+
+    match crate::landlock::restrict_to_root() {
+        Ok(_) => {}
+        Err(e) if crate::landlock::kernel_abi() == 0 => drop(e),
+        Err(e) => return Err(Failure::new("landlock", e.to_string())),
+    }
+    crate::seccomp::install().layer("seccomp", "cannot install the filter")?;
+    crate::capabilities::restrict().layer("capabilities", "cannot drop capabilities")?;
+    if cfg.command.no_new_privs {
+        rustix::thread::set_no_new_privs(true).layer("no_new_privs", "prctl")?;
+    }
+    paddock_init::run(&cfg.command, channel, host_pid)
+}

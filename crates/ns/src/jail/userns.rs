@@ -1,0 +1,113 @@
+//! User namespaces: the sandbox's own (maps written by the outer jail process) and the ones
+//! that describe idmapped mounts of shared folders.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::waitpid;
+use nix::unistd::{ForkResult, Pid, fork};
+use paddock_core::ID_RANGE;
+use rustix::fs::{Mode, OFlags, open};
+use rustix::thread::{UnshareFlags, unshare_unsafe};
+
+use super::{Failure, Layer};
+use crate::config::JailConfig;
+
+/// The agent's uid and gid inside the sandbox.
+const AGENT: u32 = 1000;
+
+/// Writes the sandbox's maps: inside 0..65535 is host `base..base+65535`.
+pub fn write_maps(child: Pid, base: u32) -> std::io::Result<()> {
+    let line = format!("0 {base} {ID_RANGE}\n");
+    std::fs::write(format!("/proc/{child}/uid_map"), &line)?;
+    std::fs::write(format!("/proc/{child}/gid_map"), &line)
+}
+
+/// The idmapping of a shared folder owned by host `uid:gid`: the owner's files appear as the
+/// agent's, files made by the sandbox's other users keep their (unprivileged) host ids, and
+/// everything else appears as `nobody`. Format: on-disk id, id seen by the sandbox, count.
+pub fn idmap_lines(owner: u32, base: u32) -> Result<String, String> {
+    if (base..base + ID_RANGE).contains(&owner) {
+        return Err(format!("the owner id {owner} lies in the sandbox id range {base}..{}", base + ID_RANGE));
+    }
+    Ok(format!(
+        "{owner} {} 1\n{base} {base} {AGENT}\n{} {} {}\n",
+        base + AGENT,
+        base + AGENT + 1,
+        base + AGENT + 1,
+        ID_RANGE - AGENT - 1
+    ))
+}
+
+/// One user namespace per distinct owner of a shared folder, as descriptors for mount_setattr.
+pub fn idmap_namespaces(cfg: &JailConfig) -> Result<BTreeMap<(u32, u32), OwnedFd>, Failure> {
+    let mut out = BTreeMap::new();
+    for b in &cfg.binds {
+        let key = (b.owner_uid, b.owner_gid);
+        if out.contains_key(&key) {
+            continue;
+        }
+        let uid_map = idmap_lines(b.owner_uid, cfg.id_base).map_err(|e| Failure::new("idmapped mounts", e))?;
+        let gid_map = idmap_lines(b.owner_gid, cfg.id_base).map_err(|e| Failure::new("idmapped mounts", e))?;
+        out.insert(key, make_userns(&uid_map, &gid_map)?);
+    }
+    Ok(out)
+}
+
+fn make_userns(uid_map: &str, gid_map: &str) -> Result<OwnedFd, Failure> {
+    const L: &str = "idmapped mounts";
+    let (mut ready_r, ready_w) = super::pipe()?;
+    let (hold_r, hold_w) = super::pipe()?;
+    // SAFETY: the jail is single-threaded.
+    match unsafe { fork() }.layer(L, "fork")? {
+        ForkResult::Child => {
+            drop(ready_r);
+            drop(hold_w);
+            // SAFETY: single-threaded child.
+            let ok = unsafe { unshare_unsafe(UnshareFlags::NEWUSER) }.is_ok();
+            let mut w = ready_w;
+            let _ = w.write_all(&[u8::from(ok)]);
+            let mut r = hold_r;
+            let _ = r.read(&mut [0u8; 1]);
+            // SAFETY: ends this helper child without running the parent's exit handlers.
+            unsafe { libc::_exit(0) }
+        }
+        ForkResult::Parent { child } => {
+            drop(ready_w);
+            drop(hold_r);
+            let mut b = [0u8; 1];
+            let result = (|| {
+                ready_r.read_exact(&mut b).layer(L, "helper died")?;
+                if b[0] != 1 {
+                    return Err(Failure::new(L, "cannot create a user namespace"));
+                }
+                std::fs::write(format!("/proc/{child}/uid_map"), uid_map).layer(L, "cannot write uid_map")?;
+                std::fs::write(format!("/proc/{child}/gid_map"), gid_map).layer(L, "cannot write gid_map")?;
+                open(format!("/proc/{child}/ns/user").as_str(), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+                    .layer(L, "cannot open the user namespace")
+            })();
+            drop(hold_w);
+            let _ = kill(child, Signal::SIGKILL);
+            let _ = waitpid(child, None);
+            result
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idmap_for_owner() {
+        let base = 0x7000_0000;
+        assert_eq!(
+            idmap_lines(1234, base).unwrap(),
+            format!("1234 {} 1\n{base} {base} 1000\n{} {} 64535\n", base + 1000, base + 1001, base + 1001)
+        );
+        assert!(idmap_lines(base + 5, base).is_err());
+        assert!(idmap_lines(0, base).is_ok());
+    }
+}

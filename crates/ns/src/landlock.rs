@@ -1,0 +1,67 @@
+//! Landlock, the second filesystem layer.
+//!
+//! Applied by the in-sandbox helper after `pivot_root`, so the only hierarchy it allows is the
+//! sandbox's own root: a descriptor or mount that leads outside it (a leaked host descriptor, a
+//! bind mount a kernel bug lets through) is refused by Landlock even if the mount namespace
+//! fails. Where the kernel offers scoping (ABI 6), signals and abstract Unix sockets are limited
+//! to the sandbox too.
+
+use landlock::{
+    ABI, Access, AccessFs, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr,
+    RulesetCreatedAttr, RulesetStatus, Scope,
+};
+
+/// Why Landlock could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum LandlockError {
+    /// the ruleset could not be built or enforced
+    #[error("landlock: {0}")]
+    Ruleset(String),
+}
+
+/// What was enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enforced {
+    /// Every requested restriction.
+    Fully,
+    /// Some restrictions (an older kernel ABI).
+    Partially,
+    /// The kernel has no Landlock.
+    Unsupported,
+}
+
+/// The newest ABI this build knows.
+pub const ABI_USED: ABI = ABI::V6;
+
+/// Restricts the calling thread (and its future children) to the hierarchy under `/`.
+pub fn restrict_to_root() -> Result<Enforced, LandlockError> {
+    let e = |x: &dyn std::fmt::Display| LandlockError::Ruleset(x.to_string());
+    let all = AccessFs::from_all(ABI_USED);
+    let status = Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .handle_access(all)
+        .map_err(|x| e(&x))?
+        .scope(Scope::from_all(ABI_USED))
+        .map_err(|x| e(&x))?
+        .create()
+        .map_err(|x| e(&x))?
+        .add_rule(PathBeneath::new(PathFd::new("/").map_err(|x| e(&x))?, all))
+        .map_err(|x| e(&x))?
+        .restrict_self()
+        .map_err(|x| e(&x))?;
+    Ok(match status.ruleset {
+        RulesetStatus::FullyEnforced => Enforced::Fully,
+        RulesetStatus::PartiallyEnforced => Enforced::Partially,
+        RulesetStatus::NotEnforced => Enforced::Unsupported,
+    })
+}
+
+/// The Landlock ABI version the running kernel offers (0: none).
+pub fn kernel_abi() -> i32 {
+    // SAFETY: LANDLOCK_CREATE_RULESET_VERSION with a null attribute and size 0 only queries the
+    // version; no memory is passed.
+    let v = unsafe {
+        libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0usize, 1u32)
+    };
+    if v < 0 { 0 } else { v as i32 }
+}

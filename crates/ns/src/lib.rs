@@ -1,0 +1,283 @@
+//! The namespace backend: a sandbox made of Linux namespaces (user, mount, pid, net, ipc, uts,
+//! cgroup), an overlay root over the image, seccomp, Landlock and cgroup limits.
+//!
+//! The host side ([`NsBackend`]) prepares the sandbox's directories and cgroups and starts the
+//! `paddock-ns-jail` binary, which does the privileged setup and becomes pid 1 inside (see
+//! [`jail`]). The two talk over a `SOCK_SEQPACKET` socketpair carrying [`paddock_wire::Report`]s.
+
+pub mod capabilities;
+pub mod cgroup;
+pub mod config;
+#[cfg(target_os = "linux")]
+pub mod jail;
+pub mod landlock;
+mod probe;
+pub mod seccomp;
+
+use std::fs;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio as ProcStdio};
+
+use paddock_core::{Backend, BackendError, Exit, Instance, Launch, Probe, SandboxSpec, StartContext, Stdio};
+use paddock_init::recv_report;
+use paddock_policy::AbsPath;
+use paddock_wire::Report;
+use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
+
+use crate::cgroup::{CgroupHost, SandboxCgroups};
+use crate::config::{Bind, JailConfig};
+
+/// The namespace backend.
+#[derive(Debug, Clone)]
+pub struct NsBackend {
+    jail: PathBuf,
+}
+
+/// Name of the jail binary, installed next to `paddock`.
+pub const JAIL_BINARY: &str = "paddock-ns-jail";
+
+impl NsBackend {
+    /// Finds the jail binary next to the running executable.
+    pub fn new() -> NsBackend {
+        let dir = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf));
+        let jail = dir.map(|d| d.join(JAIL_BINARY)).unwrap_or_else(|| PathBuf::from(JAIL_BINARY));
+        NsBackend { jail }
+    }
+
+    /// Uses the jail binary at `path`.
+    pub fn with_jail(path: PathBuf) -> NsBackend {
+        NsBackend { jail: path }
+    }
+}
+
+impl Default for NsBackend {
+    fn default() -> Self {
+        NsBackend::new()
+    }
+}
+
+/// A running namespace sandbox.
+#[derive(Debug)]
+pub struct NsInstance {
+    child: Child,
+    pidfd: OwnedFd,
+    pty: Option<OwnedFd>,
+    channel: OwnedFd,
+    cgroups: SandboxCgroups,
+    diagnostics: Vec<String>,
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackendError {
+    BackendError::io(what)
+}
+
+/// Describes a shared host path: canonical, and owned by whom. A path that is, or passes
+/// through, a symlink is refused (a workspace is attacker-writable, so a symlink there could
+/// point a later run's mount anywhere on the host).
+pub fn describe_bind(host: &AbsPath, target: &AbsPath, read_only: bool, what: &str) -> Result<Bind, BackendError> {
+    let canonical = fs::canonicalize(host.as_path()).map_err(io(format!("{what} {host} is not accessible")))?;
+    if canonical != host.as_path() {
+        return Err(BackendError::Io {
+            what: format!("{what} {host} is a symlink or passes through one (it resolves to {}); give the real path", canonical.display()),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        });
+    }
+    let meta = fs::metadata(&canonical).map_err(io(format!("{what} {host}")))?;
+    Ok(Bind {
+        host: canonical,
+        target: target.as_str().to_owned(),
+        read_only,
+        owner_uid: meta.uid(),
+        owner_gid: meta.gid(),
+        is_dir: meta.is_dir(),
+    })
+}
+
+fn prepare_dirs(dir: &Path, base: u32) -> Result<(PathBuf, PathBuf, PathBuf), BackendError> {
+    let upper = dir.join("upper");
+    let work = dir.join("work");
+    let merged = dir.join("merged");
+    for d in [&work, &merged] {
+        fs::create_dir_all(d).map_err(io(format!("cannot create {}", d.display())))?;
+    }
+    if !upper.exists() {
+        fs::create_dir_all(&upper).map_err(io(format!("cannot create {}", upper.display())))?;
+        // The overlay's root takes its owner and mode from the upper directory.
+        std::os::unix::fs::chown(&upper, Some(base), Some(base)).map_err(io("cannot set the layer's owner"))?;
+        fs::set_permissions(&upper, fs::Permissions::from_mode(0o755)).map_err(io("cannot set the layer's mode"))?;
+    }
+    Ok((upper, work, merged))
+}
+
+impl Backend for NsBackend {
+    fn id(&self) -> &'static str {
+        "ns"
+    }
+
+    fn probe(&self) -> Probe {
+        probe::probe(&self.jail)
+    }
+
+    fn start(&self, ctx: &StartContext, spec: &SandboxSpec, launch: &Launch) -> Result<Box<dyn Instance>, BackendError> {
+        if !rustix::process::geteuid().is_root() {
+            return Err(BackendError::Unavailable {
+                backend: "ns",
+                reason: "the namespace backend currently needs root (it writes id maps and makes idmapped mounts); run paddock as root".into(),
+            });
+        }
+        let base = ctx.image.idmap.base;
+        let mut binds = vec![describe_bind(&spec.workspace, &spec.workspace, false, "workspace")?];
+        if !binds[0].is_dir {
+            return Err(BackendError::Io {
+                what: format!("workspace {} is not a directory", spec.workspace),
+                source: std::io::Error::from(std::io::ErrorKind::NotADirectory),
+            });
+        }
+        for m in &spec.mounts {
+            binds.push(describe_bind(&m.host, &m.sandbox, m.read_only, "mount source")?);
+        }
+        let (upper, work, merged) = prepare_dirs(&ctx.sandbox_dir, base)?;
+        let cgroups = SandboxCgroups::create(&CgroupHost::detect(), spec.name.as_str(), &spec.limits)
+            .map_err(|e| BackendError::Layer { layer: "cgroup".into(), message: e.to_string() })?;
+        let cfg = JailConfig {
+            hostname: spec.name.to_string(),
+            lower: ctx.image_rootfs.clone(),
+            upper,
+            work,
+            merged,
+            id_base: base,
+            binds,
+            cgroups: cgroups.dirs.clone(),
+            command: paddock_wire::Command {
+                argv: launch.argv.clone(),
+                env: launch.env.clone(),
+                cwd: launch.cwd.clone(),
+                uid: launch.uid,
+                gid: launch.uid,
+                groups: vec![],
+                tty: launch.stdio == Stdio::Pty,
+                no_new_privs: spec.no_new_privs,
+            },
+        };
+        let started = spawn(&self.jail, &cfg, launch.stdio);
+        match started {
+            Ok(inst) => Ok(Box::new(NsInstance { cgroups, ..inst })),
+            Err(e) => {
+                cgroups.remove();
+                Err(e)
+            }
+        }
+    }
+}
+
+fn spawn(jail: &Path, cfg: &JailConfig, stdio: Stdio) -> Result<NsInstance, BackendError> {
+    let (ours, theirs) = socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
+        .map_err(|e| BackendError::io("cannot create the report channel")(e.into()))?;
+    let (cfg_r, cfg_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| BackendError::io("cannot create the configuration pipe")(e.into()))?;
+    let mut cmd = std::process::Command::new(jail);
+    cmd.env_clear();
+    if stdio == Stdio::Pty {
+        cmd.stdin(ProcStdio::null()).stdout(ProcStdio::null()).stderr(ProcStdio::null());
+    }
+    let (cfg_raw, theirs_raw) = (cfg_r.as_raw_fd(), theirs.as_raw_fd());
+    // SAFETY: the closure runs in the forked child before exec and only calls fcntl/dup2, which
+    // are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            let a = libc::fcntl(cfg_raw, libc::F_DUPFD, 10);
+            let b = libc::fcntl(theirs_raw, libc::F_DUPFD, 10);
+            if a < 0 || b < 0 || libc::dup2(a, 3) < 0 || libc::dup2(b, 4) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(a);
+            libc::close(b);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(io(format!("cannot start {}", jail.display())))?;
+    drop(theirs);
+    drop(cfg_r);
+    let json = serde_json::to_vec(cfg).unwrap_or_default();
+    let mut w = fs::File::from(cfg_w);
+    let _ = w.write_all(&json);
+    drop(w);
+    let pid = child.id() as i32;
+    let pidfd = rustix::process::pidfd_open(
+        rustix::process::Pid::from_raw(pid).ok_or_else(|| BackendError::io("bad pid")(std::io::ErrorKind::Other.into()))?,
+        rustix::process::PidfdFlags::empty(),
+    )
+    .map_err(|e| BackendError::io("pidfd_open")(e.into()))?;
+    let mut pty = None;
+    loop {
+        match recv_report(ours.as_fd()) {
+            Ok(Some((Report::Ready { .. }, _))) => break,
+            Ok(Some((Report::PtyMaster, fd))) => pty = fd,
+            Ok(Some((Report::SetupFailed { layer, message }, _))) => {
+                let _ = child.wait();
+                return Err(BackendError::Layer { layer, message });
+            }
+            Ok(Some((Report::ExecFailed { .. }, _))) => {
+                // Cannot happen before Ready; treat as a protocol error.
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(BackendError::Layer { layer: "init".into(), message: "unexpected report before ready".into() });
+            }
+            Ok(None) | Err(_) => {
+                let status = child.wait().map_err(io("waiting for the jail"))?;
+                return Err(BackendError::Layer {
+                    layer: "init".into(),
+                    message: format!("the jail exited during setup ({status})"),
+                });
+            }
+        }
+    }
+    Ok(NsInstance { child, pidfd, pty, channel: ours, cgroups: SandboxCgroups::default(), diagnostics: vec![] })
+}
+
+impl Instance for NsInstance {
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn exit_fd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
+    fn take_pty(&mut self) -> Option<OwnedFd> {
+        self.pty.take()
+    }
+
+    fn signal(&self, signal: i32) -> Result<(), BackendError> {
+        // SAFETY: kill has no memory effects; the pid is our child, not yet reaped (we hold it).
+        let rc = unsafe { libc::kill(self.pid(), signal) };
+        if rc == 0 { Ok(()) } else { Err(BackendError::io("cannot signal the sandbox")(std::io::Error::last_os_error())) }
+    }
+
+    fn wait(&mut self) -> Result<Exit, BackendError> {
+        let status = self.child.wait().map_err(io("waiting for the sandbox"));
+        // Reports left in the channel (an exec failure) become diagnostics.
+        let _ = rustix::io::ioctl_fionbio(&self.channel, true);
+        while let Ok(Some((report, _))) = recv_report(self.channel.as_fd()) {
+            if let Report::ExecFailed { program, message, .. } = report {
+                self.diagnostics.push(format!("{program}: {message}"));
+            }
+        }
+        self.cgroups.remove();
+        let status = status?;
+        use std::os::unix::process::ExitStatusExt;
+        Ok(match (status.code(), status.signal()) {
+            (Some(code), _) => Exit::Code { code },
+            (None, Some(signal)) => Exit::Signal { signal },
+            _ => Exit::Code { code: 125 },
+        })
+    }
+
+    fn diagnostics(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.diagnostics)
+    }
+}

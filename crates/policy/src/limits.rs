@@ -1,0 +1,179 @@
+//! Resource limits: CPUs, memory, processes.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a limit was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitsError {
+    /// the size has no number or an unknown unit
+    #[error("invalid size {0:?}: expected a number with an optional unit (k, m, g, t; e.g. 512m, 2g)")]
+    BadSize(String),
+    /// the memory limit is below what a sandbox can start with
+    #[error("memory limit {0} is too small: at least 16m is needed to start a sandbox")]
+    MemoryTooSmall(ByteSize),
+    /// the CPU count is not a positive number
+    #[error("invalid CPU count {0:?}: expected a positive number such as 0.5, 1 or 4")]
+    BadCpus(String),
+    /// the process limit is not a positive integer
+    #[error("invalid process limit {0:?}: expected a whole number of at least 16")]
+    BadPids(String),
+}
+
+/// A size in bytes, parsed from `512m`, `2G`, `1.5GiB`, `1048576`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = LimitsError;
+
+    fn from_str(s: &str) -> Result<Self, LimitsError> {
+        let bad = || LimitsError::BadSize(s.to_owned());
+        let t = s.trim();
+        let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        if num.is_empty() || num.matches('.').count() > 1 {
+            return Err(bad());
+        }
+        let mult: u64 = match unit.to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" | "kib" => 1 << 10,
+            "m" | "mb" | "mib" => 1 << 20,
+            "g" | "gb" | "gib" => 1 << 30,
+            "t" | "tb" | "tib" => 1 << 40,
+            _ => return Err(bad()),
+        };
+        let value: f64 = num.parse().map_err(|_| bad())?;
+        let bytes = value * mult as f64;
+        if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
+            return Err(bad());
+        }
+        Ok(ByteSize(bytes as u64))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(&str, u64); 4] = [("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)];
+        for (u, m) in UNITS {
+            if self.0 >= m && self.0 % m == 0 {
+                return write!(f, "{}{u}", self.0 / m);
+            }
+        }
+        for (u, m) in UNITS {
+            if self.0 >= m {
+                return write!(f, "{:.1}{u}", self.0 as f64 / m as f64);
+            }
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
+/// A CPU allowance in thousandths of a CPU (`1.5` is 1500).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Cpus(pub u32);
+
+impl FromStr for Cpus {
+    type Err = LimitsError;
+
+    fn from_str(s: &str) -> Result<Self, LimitsError> {
+        let bad = || LimitsError::BadCpus(s.to_owned());
+        let v: f64 = s.trim().parse().map_err(|_| bad())?;
+        if !v.is_finite() || v < 0.01 || v > 4096.0 {
+            return Err(bad());
+        }
+        Ok(Cpus((v * 1000.0).round() as u32))
+    }
+}
+
+impl fmt::Display for Cpus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", f64::from(self.0) / 1000.0)
+    }
+}
+
+/// Resource limits for one sandbox. `None` means "no limit beyond the host's".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// CPU bandwidth.
+    pub cpus: Option<Cpus>,
+    /// Memory (and swap: none is allowed beyond this).
+    pub memory: Option<ByteSize>,
+    /// Maximum number of tasks (processes and threads).
+    pub pids: Option<u32>,
+}
+
+impl Limits {
+    /// Parses a memory limit and checks it is large enough to start.
+    pub fn parse_memory(s: &str) -> Result<ByteSize, LimitsError> {
+        let m: ByteSize = s.parse()?;
+        if m.0 < 16 << 20 {
+            return Err(LimitsError::MemoryTooSmall(m));
+        }
+        Ok(m)
+    }
+
+    /// Parses a process limit.
+    pub fn parse_pids(s: &str) -> Result<u32, LimitsError> {
+        match s.trim().parse::<u32>() {
+            Ok(n) if n >= 16 => Ok(n),
+            _ => Err(LimitsError::BadPids(s.to_owned())),
+        }
+    }
+
+    /// True when no limit is set.
+    pub fn is_empty(&self) -> bool {
+        self.cpus.is_none() && self.memory.is_none() && self.pids.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        let cases: &[(&str, Option<u64>)] = &[
+            ("512m", Some(512 << 20)),
+            ("2G", Some(2 << 30)),
+            ("1.5GiB", Some(3 << 29)),
+            ("1048576", Some(1 << 20)),
+            ("64k", Some(64 << 10)),
+            ("12potatoes", None),
+            ("", None),
+            ("m", None),
+            ("1.2.3g", None),
+            ("-5m", None),
+            ("0", None),
+        ];
+        for (s, want) in cases {
+            assert_eq!(s.parse::<ByteSize>().ok().map(|b| b.0), *want, "{s}");
+        }
+    }
+
+    #[test]
+    fn memory_error_says_what_is_wrong() {
+        let e = Limits::parse_memory("12potatoes").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid size \"12potatoes\": expected a number with an optional unit (k, m, g, t; e.g. 512m, 2g)"
+        );
+        assert!(matches!(Limits::parse_memory("1m"), Err(LimitsError::MemoryTooSmall(_))));
+    }
+
+    #[test]
+    fn cpus_and_pids() {
+        assert_eq!("1.5".parse::<Cpus>().unwrap(), Cpus(1500));
+        assert!("0".parse::<Cpus>().is_err());
+        assert!("lots".parse::<Cpus>().is_err());
+        assert_eq!(Limits::parse_pids("256").unwrap(), 256);
+        assert!(Limits::parse_pids("3").is_err());
+        assert_eq!(ByteSize(3 << 29).to_string(), "1.5G");
+        assert_eq!(ByteSize(512 << 20).to_string(), "512M");
+    }
+}

@@ -1,0 +1,109 @@
+//! The supervisor: one host process per running sandbox.
+//!
+//! It picks the backend ([`select`]), holds the sandbox's lock for the sandbox's whole life,
+//! records its state, serves the control socket, relays the terminal and forwards signals, and
+//! reports the command's exit status. Later it also owns the egress proxy and port forwards.
+
+mod control;
+pub mod doctor;
+mod env;
+mod relay;
+mod select;
+
+use std::path::PathBuf;
+
+use paddock_core::{
+    Backend, BackendError, Dirs, Exit, ImageInfo, Launch, LockError, SandboxLock, SandboxSpec, StartContext, Store,
+    StoreError,
+};
+pub use env::environment;
+pub use select::{SelectError, backend_ids, check_name as select_check, select};
+
+/// The namespace backend's seccomp table: (syscall, action, reason).
+pub fn seccomp_rules() -> Vec<(&'static str, &'static str, &'static str)> {
+    paddock_ns::seccomp::RULES
+        .iter()
+        .map(|r| (r.name, if r.deny == paddock_ns::seccomp::Deny::Eperm { "EPERM" } else { "ENOSYS" }, r.reason))
+        .collect()
+}
+
+/// Why a run failed before or around the command.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// the sandbox is running elsewhere
+    #[error("sandbox {0} is already running (stop it first, or pick another --name)")]
+    Busy(String),
+    /// the lock could not be taken
+    #[error("cannot lock sandbox {name}")]
+    Lock {
+        /// Sandbox.
+        name: String,
+        /// Cause.
+        #[source]
+        source: LockError,
+    },
+    /// choosing the backend failed
+    #[error(transparent)]
+    Select(#[from] SelectError),
+    /// the backend failed
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// the state database failed
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// the terminal relay failed
+    #[error("terminal relay failed")]
+    Relay(#[source] std::io::Error),
+}
+
+/// What the run ended with.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// How the command ended.
+    pub exit: Exit,
+    /// Messages from the sandbox (e.g. "command not found").
+    pub diagnostics: Vec<String>,
+}
+
+/// Runs `launch` in the sandbox `spec`, attached to this terminal, and waits for it.
+pub fn run_attached(
+    dirs: &Dirs,
+    store: &Store,
+    spec: &SandboxSpec,
+    backend: &dyn Backend,
+    image: &ImageInfo,
+    image_rootfs: PathBuf,
+    launch: &Launch,
+) -> Result<Outcome, SupervisorError> {
+    let name = spec.name.to_string();
+    let sandbox_dir = dirs.sandbox(&spec.name);
+    std::fs::create_dir_all(&sandbox_dir)
+        .map_err(|source| SupervisorError::Backend(BackendError::Io { what: format!("cannot create {}", sandbox_dir.display()), source }))?;
+    let _lock = match SandboxLock::try_acquire(&sandbox_dir.join("lock")) {
+        Ok(l) => l,
+        Err(LockError::Busy) => return Err(SupervisorError::Busy(name)),
+        Err(source) => return Err(SupervisorError::Lock { name, source }),
+    };
+    store.mark_running(&spec.name, std::process::id())?;
+    let ctx = StartContext { sandbox_dir, image_rootfs, image: image.clone() };
+    let control = control::Server::start(&dirs.control_socket(&spec.name), &name, backend.id());
+    let mut instance = match backend.start(&ctx, spec, launch) {
+        Ok(i) => i,
+        Err(e) => {
+            let _ = store.mark_stopped(&spec.name, None);
+            drop(control);
+            return Err(e.into());
+        }
+    };
+    if let Some(c) = &control {
+        c.set_pid(instance.pid());
+    }
+    let relayed = relay::relay(instance.as_mut());
+    let exit = instance.wait();
+    let diagnostics = instance.diagnostics();
+    let status = exit.as_ref().map(Exit::status).ok();
+    store.mark_stopped(&spec.name, status)?;
+    drop(control);
+    relayed.map_err(SupervisorError::Relay)?;
+    Ok(Outcome { exit: exit?, diagnostics })
+}

@@ -1,0 +1,121 @@
+//! The wire protocol between the host side of Paddock and the in-sandbox helper.
+//!
+//! The helper (pid 1 inside every sandbox) knows only these types. Messages are JSON, one per
+//! datagram on a `SOCK_SEQPACKET` channel (a socketpair for the namespace backend, vsock for a
+//! VM), so each message arrives whole or not at all; file descriptors ride along as
+//! `SCM_RIGHTS` where the channel allows it.
+#![forbid(unsafe_code)]
+
+use serde::{Deserialize, Serialize};
+
+/// Exit status a sandbox reports when its own setup failed (nothing of the command ran).
+pub const EXIT_SETUP_FAILED: i32 = 125;
+/// Exit status when the command exists but cannot be executed.
+pub const EXIT_CANNOT_EXECUTE: i32 = 126;
+/// Exit status when the command is not found.
+pub const EXIT_NOT_FOUND: i32 = 127;
+
+/// The largest message either side accepts.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+
+/// What the in-sandbox helper runs, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Command {
+    /// Program and arguments (the program is looked up in `PATH` inside the sandbox).
+    pub argv: Vec<String>,
+    /// The complete environment: nothing else is inherited.
+    pub env: Vec<(String, String)>,
+    /// Working directory inside the sandbox.
+    pub cwd: String,
+    /// Uid inside the sandbox.
+    pub uid: u32,
+    /// Primary gid inside the sandbox.
+    pub gid: u32,
+    /// Supplementary groups inside the sandbox.
+    pub groups: Vec<u32>,
+    /// Give the command a terminal (a pty created inside the sandbox).
+    pub tty: bool,
+    /// Set `no_new_privs` before exec (setuid programs such as sudo then cannot raise privileges).
+    pub no_new_privs: bool,
+}
+
+/// A message from the sandbox side to the host side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Report {
+    /// The sandbox is set up; `pid` is the helper's pid as seen from the host.
+    Ready {
+        /// Host pid of the in-sandbox helper (pid 1 inside).
+        pid: i32,
+    },
+    /// The pty master for the command's terminal rides along with this message.
+    PtyMaster,
+    /// Setting up a security layer or the filesystem failed; the command was not started.
+    SetupFailed {
+        /// Which layer (e.g. `seccomp`, `landlock`, `mounts`, `cgroup`, `user namespace`).
+        layer: String,
+        /// What went wrong, with the cause chain.
+        message: String,
+    },
+    /// The command could not be started.
+    ExecFailed {
+        /// The program.
+        program: String,
+        /// Why.
+        message: String,
+        /// Exit status the sandbox will end with.
+        status: i32,
+    },
+}
+
+/// Why a message could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// the message is not valid JSON of the expected shape
+    #[error("malformed message from the sandbox")]
+    Malformed(#[source] serde_json::Error),
+    /// the message is larger than the limit
+    #[error("message from the sandbox is too large ({0} bytes)")]
+    TooLarge(usize),
+}
+
+impl Report {
+    /// Encodes the message.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Decodes a message, refusing anything malformed or oversized.
+    pub fn decode(bytes: &[u8]) -> Result<Report, WireError> {
+        if bytes.len() > MAX_MESSAGE {
+            return Err(WireError::TooLarge(bytes.len()));
+        }
+        serde_json::from_slice(bytes).map_err(WireError::Malformed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let msgs = [
+            Report::Ready { pid: 42 },
+            Report::PtyMaster,
+            Report::SetupFailed { layer: "seccomp".into(), message: "x".into() },
+            Report::ExecFailed { program: "nope".into(), message: "not found".into(), status: 127 },
+        ];
+        for m in msgs {
+            assert_eq!(Report::decode(&m.encode()).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn refuses_garbage() {
+        assert!(Report::decode(b"{\"type\":\"ready\"}").is_err());
+        assert!(Report::decode(b"{\"type\":\"ready\",\"pid\":1,\"extra\":2}").is_err());
+        assert!(Report::decode(&vec![b' '; MAX_MESSAGE + 1]).is_err());
+    }
+}
