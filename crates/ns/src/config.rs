@@ -18,6 +18,9 @@ pub struct Bind {
     pub owner_uid: u32,
     /// Host gid whose files appear as the agent's group inside.
     pub owner_gid: u32,
+    /// Map the owner to the agent with an idmapped mount (false: plain read-only bind of a file
+    /// Paddock generated, such as `/etc/hosts`).
+    pub idmap: bool,
     /// The host path is a directory (else a file).
     pub is_dir: bool,
 }

@@ -47,6 +47,9 @@ pub fn restrict_to_root() -> Result<Enforced, LandlockError> {
         .map_err(|x| e(&x))?
         .add_rule(PathBeneath::new(PathFd::new("/").map_err(|x| e(&x))?, all))
         .map_err(|x| e(&x))?
+        // The caller holds CAP_SYS_ADMIN in its user namespace; whether no_new_privs is set is
+        // the sandbox's own setting (it would stop sudo inside).
+        .no_new_privs(false)
         .restrict_self()
         .map_err(|x| e(&x))?;
     Ok(match status.ruleset {

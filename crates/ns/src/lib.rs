@@ -94,6 +94,7 @@ pub fn describe_bind(host: &AbsPath, target: &AbsPath, read_only: bool, what: &s
         owner_uid: meta.uid(),
         owner_gid: meta.gid(),
         is_dir: meta.is_dir(),
+        idmap: true,
     })
 }
 
@@ -111,6 +112,24 @@ fn prepare_dirs(dir: &Path, base: u32) -> Result<(PathBuf, PathBuf, PathBuf), Ba
         fs::set_permissions(&upper, fs::Permissions::from_mode(0o755)).map_err(io("cannot set the layer's mode"))?;
     }
     Ok((upper, work, merged))
+}
+
+/// `/etc/hosts` and `/etc/hostname` for the sandbox, written to the sandbox's directory on the
+/// host (never into the writable layer) and bound read-only.
+fn generated_files(dir: &Path, hostname: &str) -> Result<Vec<Bind>, BackendError> {
+    let etc = dir.join("etc");
+    fs::create_dir_all(&etc).map_err(io(format!("cannot create {}", etc.display())))?;
+    let files = [
+        ("hosts", format!("127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")),
+        ("hostname", format!("{hostname}\n")),
+    ];
+    let mut out = Vec::new();
+    for (name, text) in files {
+        let p = etc.join(name);
+        fs::write(&p, text).map_err(io(format!("cannot write {}", p.display())))?;
+        out.push(Bind { host: p, target: format!("/etc/{name}"), read_only: true, owner_uid: 0, owner_gid: 0, is_dir: false, idmap: false });
+    }
+    Ok(out)
 }
 
 impl Backend for NsBackend {
@@ -141,6 +160,7 @@ impl Backend for NsBackend {
             binds.push(describe_bind(&m.host, &m.sandbox, m.read_only, "mount source")?);
         }
         let (upper, work, merged) = prepare_dirs(&ctx.sandbox_dir, base)?;
+        binds.extend(generated_files(&ctx.sandbox_dir, spec.name.as_str())?);
         let cgroups = SandboxCgroups::create(&CgroupHost::detect(), spec.name.as_str(), &spec.limits)
             .map_err(|e| BackendError::Layer { layer: "cgroup".into(), message: e.to_string() })?;
         let cfg = JailConfig {

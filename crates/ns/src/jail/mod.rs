@@ -5,9 +5,8 @@
 //!
 //! Order (every step fails closed with the layer's name):
 //! 1. outer process (host root): own session, die with the supervisor, join the cgroups, make
-//!    the idmap user namespaces for shared folders, unshare mount/net/ipc/uts/pid/cgroup
-//!    namespaces, bring up loopback, set the host name, fork pid 1;
-//! 2. pid 1 (still host root, now in the new namespaces): build the mount tree and pivot into it,
+//!    the idmap user namespaces for shared folders, unshare net/ipc/uts/pid/cgroup namespaces, bring up loopback, set the host name, fork pid 1;
+//! 2. pid 1 (still host root, now in the new namespaces): unshare the mount namespace, build the mount tree and pivot into it,
 //!    enter a new user namespace (the outer process writes its maps: sandbox 0-65535 to the
 //!    unprivileged host range), become its root, turn non-dumpable, apply Landlock and seccomp,
 //!    drop capabilities, then run the in-sandbox helper.
@@ -93,8 +92,10 @@ fn outer(cfg: JailConfig, channel: OwnedFd) -> Result<i32, Failure> {
         std::fs::write(dir.join("cgroup.procs"), &me).layer("cgroup", &format!("cannot join {}", dir.display()))?;
     }
     let idmaps = userns::idmap_namespaces(&cfg)?;
-    let flags = UnshareFlags::NEWNS
-        | UnshareFlags::NEWNET
+    // The mount namespace is pid 1's alone (made after the fork): pivot_root moves the root of
+    // every process in a mount namespace, and this outer process must keep the host's /proc to
+    // write pid 1's id maps.
+    let flags = UnshareFlags::NEWNET
         | UnshareFlags::NEWIPC
         | UnshareFlags::NEWUTS
         | UnshareFlags::NEWPID
@@ -130,7 +131,10 @@ fn outer(cfg: JailConfig, channel: OwnedFd) -> Result<i32, Failure> {
                 let done = userns::write_maps(child, cfg.id_base);
                 let reply = match done {
                     Ok(()) => child.as_raw().to_le_bytes(),
-                    Err(_) => [0; 4],
+                    Err(e) => {
+                        eprintln!("paddock-ns-jail: writing the id maps failed: {e}");
+                        [0; 4]
+                    }
                 };
                 let _ = to_child_w.write_all(&reply);
             }
@@ -158,6 +162,8 @@ fn pid1(
     let channel = channel.layer("init", "dup")?;
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .layer("init", "cannot tie pid 1 to the jail")?;
+    // SAFETY: single-threaded; the new mount namespace affects only this process.
+    unsafe { unshare_unsafe(UnshareFlags::NEWNS) }.layer("mounts", "cannot create the mount namespace")?;
     mounts::build(cfg, &idmaps)?;
     drop(idmaps);
 
@@ -178,6 +184,7 @@ fn pid1(
     nix::unistd::setgroups(&[]).layer("user namespace", "setgroups")?;
     nix::unistd::setresuid(root_uid, root_uid, root_uid).layer("user namespace", "setresuid")?;
     sys::set_non_dumpable().layer("init", "cannot make pid 1 non-dumpable")?;
+    rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o022));
 
     match crate::landlock::restrict_to_root() {
         Ok(_) => {}

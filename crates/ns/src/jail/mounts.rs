@@ -53,14 +53,7 @@ fn ensure_beneath(root: BorrowedFd<'_>, rel: &str, file: bool, owner: u32) -> Re
             Ok(fd) => fd,
             Err(rustix::io::Errno::NOENT) => {
                 mkdirat(cur.as_fd(), *c, Mode::from_bits_truncate(0o755)).layer(LAYER, &what(c))?;
-                rustix::fs::chownat(
-                    cur.as_fd(),
-                    *c,
-                    Some(rustix::fs::Uid::from_raw(owner)),
-                    Some(rustix::fs::Gid::from_raw(owner)),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .layer(LAYER, &what(c))?;
+                chown_root(cur.as_fd(), c, owner)?;
                 open_dir(cur.as_fd(), c).layer(LAYER, &what(c))?
             }
             Err(e) => return Err(e).layer(LAYER, &what(c)),
@@ -68,6 +61,18 @@ fn ensure_beneath(root: BorrowedFd<'_>, rel: &str, file: bool, owner: u32) -> Re
         cur = next;
     }
     Ok(cur)
+}
+
+/// Gives `name` under `dir` to the sandbox's root (without following a symlink).
+fn chown_root(dir: BorrowedFd<'_>, name: &str, base: u32) -> Result<(), Failure> {
+    rustix::fs::chownat(
+        dir,
+        name,
+        Some(rustix::fs::Uid::from_raw(base)),
+        Some(rustix::fs::Gid::from_raw(base)),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .layer(LAYER, &format!("cannot set the owner of /dev/{name}"))
 }
 
 /// Attaches the detached mount `mnt` on top of `target`.
@@ -137,12 +142,14 @@ pub fn build(cfg: &JailConfig, idmaps: &BTreeMap<(u32, u32), OwnedFd>) -> Result
     for (name, major, minor) in [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)] {
         mknodat(dev_mnt.as_fd(), name, FileType::CharacterDevice, Mode::from_bits_truncate(0o666), rustix::fs::makedev(major, minor))
             .layer(LAYER, &format!("cannot create /dev/{name}"))?;
+        chown_root(dev_mnt.as_fd(), name, base)?;
     }
     for d in ["pts", "shm"] {
         mkdirat(dev_mnt.as_fd(), d, Mode::from_bits_truncate(0o755)).layer(LAYER, "cannot populate /dev")?;
     }
     for (link, target) in [("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
         symlinkat(target, dev_mnt.as_fd(), link).layer(LAYER, "cannot populate /dev")?;
+        chown_root(dev_mnt.as_fd(), link, base)?;
     }
     let tty_gid = (base + 5).to_string();
     let pts = new_fs(
@@ -206,7 +213,7 @@ fn bind(root: BorrowedFd<'_>, b: &Bind, base: u32, idmaps: &BTreeMap<(u32, u32),
         OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC | OpenTreeFlags::AT_RECURSIVE | OpenTreeFlags::AT_EMPTY_PATH,
     )
     .layer(LAYER, &what)?;
-    let userns = idmaps.get(&(b.owner_uid, b.owner_gid)).map(|f| f.as_fd());
+    let userns = if b.idmap { idmaps.get(&(b.owner_uid, b.owner_gid)).map(|f| f.as_fd()) } else { None };
     let mut attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
     if b.read_only {
         attrs |= MOUNT_ATTR_RDONLY;

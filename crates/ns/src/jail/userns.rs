@@ -44,7 +44,7 @@ pub fn idmap_lines(owner: u32, base: u32) -> Result<String, String> {
 /// One user namespace per distinct owner of a shared folder, as descriptors for mount_setattr.
 pub fn idmap_namespaces(cfg: &JailConfig) -> Result<BTreeMap<(u32, u32), OwnedFd>, Failure> {
     let mut out = BTreeMap::new();
-    for b in &cfg.binds {
+    for b in cfg.binds.iter().filter(|b| b.idmap) {
         let key = (b.owner_uid, b.owner_gid);
         if out.contains_key(&key) {
             continue;
