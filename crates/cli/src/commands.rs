@@ -85,7 +85,26 @@ fn validate(args: &RunArgs) -> Result<Validated> {
         .transpose()
         .map_err(|e| usage(e.to_string()))?;
     paddock_core::ImageStore::new(PathBuf::new()).path(&args.image).map_err(|e| usage(e.to_string()))?;
-    Ok(Validated { workspace, mounts, limits, env, user, name })
+    let v = Validated { workspace, mounts, limits, env, user, name };
+    // Whole-spec checks (system directories, clashing mount targets) before anything exists.
+    spec_for(&v, v.name.clone().unwrap_or_else(unreachable_name), "ns", &args.image, args.no_sudo)
+        .validate()
+        .map_err(|e| usage(e.to_string()))?;
+    Ok(v)
+}
+
+fn spec_for(v: &Validated, name: SandboxName, backend: &str, image: &str, no_sudo: bool) -> SandboxSpec {
+    SandboxSpec {
+        name,
+        backend: backend.to_owned(),
+        image: image.to_owned(),
+        workspace: v.workspace.clone(),
+        mounts: v.mounts.clone(),
+        limits: v.limits.clone(),
+        env: v.env.clone(),
+        user: v.user,
+        no_new_privs: no_sudo,
+    }
 }
 
 fn random_suffix() -> String {
@@ -140,18 +159,7 @@ fn run(args: RunArgs) -> Result<i32> {
         None => None,
     };
     let name = v.name.clone().unwrap_or_else(|| generated_name(&v.workspace));
-    let spec = SandboxSpec {
-        name: name.clone(),
-        backend: backend.id().to_owned(),
-        image: args.image.clone(),
-        workspace: v.workspace.clone(),
-        mounts: v.mounts.clone(),
-        limits: v.limits.clone(),
-        env: v.env.clone(),
-        user: v.user,
-        no_new_privs: args.no_sudo,
-    };
-    spec.validate().map_err(|e| usage(e.to_string()))?;
+    let spec = spec_for(&v, name.clone(), backend.id(), &args.image, args.no_sudo);
     let created = existing.is_none();
     if let Some(old) = &existing {
         if old.spec.image != spec.image {

@@ -1,0 +1,257 @@
+//! What a user relies on: exit codes, signals, terminals, ownership, mounts, persistence.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{paddock, sh, sh_with, stderr, stdout, unique};
+
+#[test]
+fn exit_codes_pass_through() {
+    require_root!();
+    let ws = common::workspace();
+    assert_eq!(sh(ws.path(), "exit 7").status.code(), Some(7));
+    assert_eq!(sh(ws.path(), "exit 0").status.code(), Some(0));
+    assert_eq!(sh(ws.path(), "kill -KILL $$").status.code(), Some(137));
+    let nf = sh(ws.path(), "exec /no/such/program");
+    assert_eq!(nf.status.code(), Some(127));
+    let missing = common::paddock().args(["run", "--rm", "-w"]).arg(ws.path()).args(["--", "no-such-command-xyz"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(127), "{missing:?}");
+    assert!(stderr(&missing).contains("no-such-command-xyz: command not found"), "{missing:?}");
+}
+
+#[test]
+fn environment_is_not_inherited() {
+    require_root!();
+    common::ensure_image();
+    let ws = common::workspace();
+    let out = paddock()
+        .env("PADDOCK_TEST_HOST_SECRET", "leaked")
+        .env("LANG", "C.UTF-8")
+        .args(["run", "--rm", "-e", "GIVEN=yes", "-w"])
+        .arg(ws.path())
+        .args(["--", "env"])
+        .output()
+        .unwrap();
+    let o = stdout(&out);
+    assert!(!o.contains("leaked"), "{o}");
+    assert!(o.contains("GIVEN=yes") && o.contains("LANG=C.UTF-8") && o.contains("HOME=/home/agent"), "{o}");
+}
+
+fn wait_for_line(reader: &mut impl BufRead, want: &str) {
+    let mut line = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        line.clear();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            panic!("output ended before {want:?}");
+        }
+        if line.contains(want) {
+            return;
+        }
+    }
+    panic!("no {want:?}");
+}
+
+#[test]
+fn signals_reach_the_command_and_nothing_survives() {
+    require_root!();
+    common::ensure_image();
+    let ws = common::workspace();
+    let tag = format!("{}", 800000 + std::process::id() % 90000);
+    for (sig, name) in [(libc::SIGTERM, "TERM"), (libc::SIGINT, "INT")] {
+        let mut child = paddock()
+            .args(["run", "--rm", "-w"])
+            .arg(ws.path())
+            .args(["--", "bash", "-c"])
+            .arg(format!("trap 'echo got-{name}; exit 42' {name}; (sleep {tag} &); echo ready; while :; do sleep 0.1; done"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        wait_for_line(&mut out, "ready");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        wait_for_line(&mut out, &format!("got-{name}"));
+        assert_eq!(child.wait().unwrap().code(), Some(42));
+        // The orphaned `sleep` was in the sandbox's pid namespace: it is gone too.
+        let survivors: Vec<_> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .filter(|c| String::from_utf8_lossy(c).contains(&tag))
+            .collect();
+        assert!(survivors.is_empty(), "a sandbox process outlived the sandbox");
+    }
+}
+
+fn pty_pair() -> (OwnedFd, OwnedFd) {
+    let r = nix::pty::openpty(None, None).unwrap();
+    (r.master, r.slave)
+}
+
+fn read_until(master: &mut std::fs::File, want: &str, seen: &mut String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut buf = [0u8; 4096];
+    while !seen.contains(want) {
+        assert!(Instant::now() < deadline, "no {want:?} in {seen:?}");
+        match master.read(&mut buf) {
+            Ok(0) => panic!("terminal closed before {want:?}: {seen:?}"),
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => panic!("terminal closed before {want:?}: {seen:?}"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
+fn terminal_resize_and_ctrl_c() {
+    require_root!();
+    common::ensure_image();
+    let ws = common::workspace();
+    let (master, slave) = pty_pair();
+    let slave_fd = slave.as_raw_fd();
+    let mut cmd = paddock();
+    cmd.env("TERM", "xterm")
+        .args(["run", "--rm", "-w"])
+        .arg(ws.path())
+        .args(["--", "bash", "-c", "tty; [ -t 0 ] && echo IS-A-TTY; read x; stty size; sleep 100; echo NOT-INTERRUPTED"])
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave));
+    // SAFETY: setsid and TIOCSCTTY in the child make the pty its controlling terminal.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            if libc::ioctl(slave_fd, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop(cmd);
+    let mut m = std::fs::File::from(master);
+    let mut seen = String::new();
+    read_until(&mut m, "IS-A-TTY", &mut seen);
+    assert!(seen.contains("/dev/pts/0"), "the command's terminal is the sandbox's own pty: {seen:?}");
+    let ws = libc::winsize { ws_row: 33, ws_col: 77, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ on our own pty master with a valid winsize.
+    assert_eq!(unsafe { libc::ioctl(m.as_raw_fd(), libc::TIOCSWINSZ, &ws) }, 0);
+    std::thread::sleep(Duration::from_millis(200));
+    m.write_all(b"go\r").unwrap();
+    read_until(&mut m, "33 77", &mut seen);
+    std::thread::sleep(Duration::from_millis(300));
+    m.write_all(b"\x03").unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "Ctrl-C should interrupt the command: {seen:?}");
+    assert!(!seen.contains("NOT-INTERRUPTED"));
+}
+
+#[test]
+fn files_created_inside_belong_to_the_workspace_owner() {
+    require_root!();
+    let ws = common::workspace();
+    std::os::unix::fs::chown(ws.path(), Some(4242), Some(4343)).unwrap();
+    let out = sh(ws.path(), "id -u; touch made-by-agent; mkdir dir; stat -c %u:%g made-by-agent; stat -c %U . ");
+    assert!(out.status.success(), "{out:?}");
+    let o = stdout(&out);
+    assert!(o.starts_with("1000\n1000:1000\nagent"), "{o}");
+    for name in ["made-by-agent", "dir"] {
+        let m = std::fs::metadata(ws.path().join(name)).unwrap();
+        assert_eq!((m.uid(), m.gid()), (4242, 4343), "{name}");
+    }
+}
+
+#[test]
+fn read_only_mounts_are_read_only() {
+    require_root!();
+    let ws = common::workspace();
+    let shared = common::workspace();
+    std::fs::write(shared.path().join("config"), "cfg-value").unwrap();
+    let spec = format!("{}:ro", shared.path().display());
+    let out = sh_with(
+        ws.path(),
+        &["--mount", &spec],
+        &format!(
+            "cat {d}/config; echo; touch {d}/new && echo WROTE; sudo touch {d}/new2 && echo WROTE; echo x >> {d}/config && echo WROTE; sudo rm {d}/config && echo WROTE; true",
+            d = shared.path().display()
+        ),
+    );
+    let o = stdout(&out);
+    assert!(o.contains("cfg-value"), "{out:?}");
+    assert!(!o.contains("WROTE"), "{out:?}");
+    assert_eq!(std::fs::read_to_string(shared.path().join("config")).unwrap(), "cfg-value");
+    assert_eq!(std::fs::read_dir(shared.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn installed_packages_persist_in_the_sandbox_layer_only() {
+    require_root!();
+    common::ensure_image();
+    let ws = common::workspace();
+    let name = unique("persist");
+    let other = unique("fresh");
+    let run = |n: &str, script: &str| {
+        paddock().args(["run", "--name", n, "-w"]).arg(ws.path()).args(["--", "sh", "-c", script]).output().unwrap()
+    };
+    // A real package install: build a .deb inside and install it with dpkg as root.
+    let install = run(
+        &name,
+        "set -e; d=$(mktemp -d); mkdir -p $d/pkg/DEBIAN $d/pkg/usr/local/bin; \
+         printf 'Package: paddock-test-pkg\\nVersion: 1.0\\nArchitecture: all\\nMaintainer: t <t@t>\\nDescription: test\\n' > $d/pkg/DEBIAN/control; \
+         printf '#!/bin/sh\\necho persisted\\n' > $d/pkg/usr/local/bin/paddock-test-tool; chmod 755 $d/pkg/usr/local/bin/paddock-test-tool; \
+         dpkg-deb --root-owner-group --build $d/pkg $d/p.deb >/dev/null; sudo dpkg -i $d/p.deb >/dev/null; echo installed",
+    );
+    assert!(stdout(&install).contains("installed"), "{install:?}");
+    let again = run(&name, "dpkg -s paddock-test-pkg | grep Status; paddock-test-tool");
+    assert!(stdout(&again).contains("install ok installed") && stdout(&again).contains("persisted"), "{again:?}");
+    let fresh = run(&other, "dpkg -s paddock-test-pkg >/dev/null 2>&1 && echo FOUND; true");
+    assert!(!stdout(&fresh).contains("FOUND"), "the package leaked into another sandbox");
+    let image_tool = common::home().join("images/default/rootfs/usr/local/bin/paddock-test-tool");
+    assert!(!image_tool.exists(), "the package landed in the image");
+    // reset: back to the clean image, workspace untouched.
+    std::fs::write(ws.path().join("keep"), "k").unwrap();
+    let reset = paddock().args(["reset", &name]).output().unwrap();
+    assert!(reset.status.success(), "{reset:?}");
+    let after = run(&name, "dpkg -s paddock-test-pkg >/dev/null 2>&1 && echo FOUND; cat keep");
+    assert!(!stdout(&after).contains("FOUND") && stdout(&after).contains('k'), "{after:?}");
+    for n in [&name, &other] {
+        assert!(paddock().args(["rm", n]).output().unwrap().status.success());
+    }
+    let ls = stdout(&paddock().args(["ls", "--json"]).output().unwrap());
+    assert!(!ls.contains(&name) && !ls.contains(&other), "{ls}");
+}
+
+#[test]
+fn ls_reports_a_killed_supervisor_as_stopped() {
+    require_root!();
+    common::ensure_image();
+    let ws = common::workspace();
+    let name = unique("killed");
+    let mut child = paddock()
+        .args(["run", "--name", &name, "-w"])
+        .arg(ws.path())
+        .args(["--", "sh", "-c", "echo ready; sleep 600"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    wait_for_line(&mut out, "ready");
+    let ls = stdout(&paddock().args(["ls", "--json"]).output().unwrap());
+    assert!(ls.contains(&format!("\"name\": \"{name}\"")) && ls.contains("\"running\""), "{ls}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&stdout(&paddock().args(["ls", "--json"]).output().unwrap())).unwrap();
+    let row = v.as_array().unwrap().iter().find(|r| r["name"] == name.as_str()).unwrap().clone();
+    assert_eq!(row["state"], "stopped", "{row}");
+    // It can be started again.
+    let again = paddock().args(["run", "--name", &name, "-w"]).arg(ws.path()).args(["--", "true"]).output().unwrap();
+    assert!(again.status.success(), "{again:?}");
+    assert!(paddock().args(["rm", &name]).output().unwrap().status.success());
+}

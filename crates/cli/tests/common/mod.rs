@@ -1,0 +1,114 @@
+//! Test harness: the real `paddock` binary, a private state directory, and the default image
+//! (reused from the user's store when the quick start already built it, else built once).
+#![allow(dead_code)]
+
+use std::os::unix::fs::{MetadataExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+pub fn is_root() -> bool {
+    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+}
+
+/// Skips the calling test (with a message) when not root: the namespace backend needs root.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !common::is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+    };
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_paddock"))
+}
+
+pub fn home() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("paddock-home")
+}
+
+fn user_images() -> Option<PathBuf> {
+    let base = match std::env::var_os("PADDOCK_HOME") {
+        Some(h) => PathBuf::from(h),
+        None => match std::env::var_os("XDG_DATA_HOME") {
+            Some(x) => PathBuf::from(x).join("paddock"),
+            None => PathBuf::from(std::env::var_os("HOME")?).join(".local/share/paddock"),
+        },
+    };
+    let images = base.join("images");
+    images.join("default/image.json").exists().then_some(images)
+}
+
+/// Makes sure the test home has the default image; serialised across test binaries.
+pub fn ensure_image() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let home = home();
+        std::fs::create_dir_all(&home).unwrap();
+        let lock = std::fs::File::create(home.join(".image-lock")).unwrap();
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+        let images = home.join("images");
+        if images.join("default/image.json").exists() {
+            return;
+        }
+        if let Some(user) = user_images() {
+            let _ = std::fs::remove_dir_all(&images);
+            let _ = std::fs::remove_file(&images);
+            symlink(user, &images).unwrap();
+            return;
+        }
+        let out = paddock().args(["image", "build"]).output().unwrap();
+        assert!(out.status.success(), "image build failed: {}", String::from_utf8_lossy(&out.stderr));
+    });
+}
+
+/// `paddock` with the test state directory and a clean environment.
+pub fn paddock() -> Command {
+    let mut c = Command::new(bin());
+    c.env_clear()
+        .env("PADDOCK_HOME", home())
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", std::env::var_os("HOME").unwrap_or_default())
+        .stdin(Stdio::null());
+    c
+}
+
+/// A fresh workspace directory (not a system directory).
+pub fn workspace() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("paddock-ws-").tempdir_in("/var/tmp").unwrap()
+}
+
+/// Runs `sh -c script` in a throw-away sandbox on `ws`.
+pub fn sh(ws: &Path, script: &str) -> Output {
+    sh_with(ws, &[], script)
+}
+
+/// Same, with extra `run` flags.
+pub fn sh_with(ws: &Path, flags: &[&str], script: &str) -> Output {
+    ensure_image();
+    paddock()
+        .args(["run", "--rm", "--backend", "ns", "-w"])
+        .arg(ws)
+        .args(flags)
+        .args(["--", "sh", "-c", script])
+        .output()
+        .unwrap()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    let mut b = [0u8; 4];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
+    format!("{prefix}-{:08x}", u32::from_le_bytes(b))
+}
