@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::CommandFactory;
 use paddock_core::{
-    Dirs, ImageStore, Launch, LockError, SandboxLock, SandboxName, SandboxSpec, SandboxState, Stdio, Store,
+    Dirs, ImageStore, Launch, LockError, SandboxLock, SandboxName, SandboxSpec, SandboxState,
+    Stdio, Store,
 };
 use paddock_image::BuildOptions;
 use paddock_policy::{AbsPath, EnvVar, Limits, Mount, User};
@@ -23,7 +24,12 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Rm { names, force } => rm(&names, force),
         Cmd::Reset { name } => reset(&name),
         Cmd::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "paddock", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "paddock",
+                &mut std::io::stdout(),
+            );
             Ok(0)
         }
     }
@@ -52,24 +58,48 @@ fn validate(args: &RunArgs) -> Result<Validated> {
         Some(w) => w.clone(),
         None => std::env::current_dir().context("cannot read the current directory")?,
     };
-    let canonical = std::fs::canonicalize(&ws)
-        .map_err(|e| usage(format!("workspace {} does not exist or is not accessible: {e}", ws.display())))?;
+    let canonical = std::fs::canonicalize(&ws).map_err(|e| {
+        usage(format!(
+            "workspace {} does not exist or is not accessible: {e}",
+            ws.display()
+        ))
+    })?;
     if !canonical.is_dir() {
-        return Err(usage(format!("workspace {} is not a directory", ws.display())));
+        return Err(usage(format!(
+            "workspace {} is not a directory",
+            ws.display()
+        )));
     }
     let workspace = AbsPath::try_from(canonical).map_err(|e| usage(format!("workspace: {e}")))?;
     let mut mounts = Vec::new();
     for spec in &args.mounts {
-        let m: Mount = spec.parse().map_err(|e: paddock_policy::MountError| usage(e.to_string()))?;
+        let m: Mount = spec
+            .parse()
+            .map_err(|e: paddock_policy::MountError| usage(e.to_string()))?;
         if !m.host.as_path().exists() {
             return Err(usage(format!("mount source {} does not exist", m.host)));
         }
         mounts.push(m);
     }
     let limits = Limits {
-        cpus: args.cpus.as_deref().map(str::parse).transpose().map_err(|e: paddock_policy::LimitsError| usage(format!("--cpus: {e}")))?,
-        memory: args.memory.as_deref().map(Limits::parse_memory).transpose().map_err(|e| usage(format!("--memory: {e}")))?,
-        pids: args.pids.as_deref().map(Limits::parse_pids).transpose().map_err(|e| usage(format!("--pids: {e}")))?,
+        cpus: args
+            .cpus
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e: paddock_policy::LimitsError| usage(format!("--cpus: {e}")))?,
+        memory: args
+            .memory
+            .as_deref()
+            .map(Limits::parse_memory)
+            .transpose()
+            .map_err(|e| usage(format!("--memory: {e}")))?,
+        pids: args
+            .pids
+            .as_deref()
+            .map(Limits::parse_pids)
+            .transpose()
+            .map_err(|e| usage(format!("--pids: {e}")))?,
     };
     let env = args
         .env
@@ -77,23 +107,47 @@ fn validate(args: &RunArgs) -> Result<Validated> {
         .map(|e| e.parse::<EnvVar>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| usage(e.to_string()))?;
-    let user: User = args.user.parse().map_err(|e: paddock_policy::UserError| usage(e.to_string()))?;
+    let user: User = args
+        .user
+        .parse()
+        .map_err(|e: paddock_policy::UserError| usage(e.to_string()))?;
     let name = args
         .name
         .as_deref()
         .map(str::parse::<SandboxName>)
         .transpose()
         .map_err(|e| usage(e.to_string()))?;
-    paddock_core::ImageStore::new(PathBuf::new()).path(&args.image).map_err(|e| usage(e.to_string()))?;
-    let v = Validated { workspace, mounts, limits, env, user, name };
-    // Whole-spec checks (system directories, clashing mount targets) before anything exists.
-    spec_for(&v, v.name.clone().unwrap_or_else(unreachable_name), "ns", &args.image, args.no_sudo)
-        .validate()
+    paddock_core::ImageStore::new(PathBuf::new())
+        .path(&args.image)
         .map_err(|e| usage(e.to_string()))?;
+    let v = Validated {
+        workspace,
+        mounts,
+        limits,
+        env,
+        user,
+        name,
+    };
+    // Whole-spec checks (system directories, clashing mount targets) before anything exists.
+    spec_for(
+        &v,
+        v.name.clone().unwrap_or_else(unreachable_name),
+        "ns",
+        &args.image,
+        args.no_sudo,
+    )
+    .validate()
+    .map_err(|e| usage(e.to_string()))?;
     Ok(v)
 }
 
-fn spec_for(v: &Validated, name: SandboxName, backend: &str, image: &str, no_sudo: bool) -> SandboxSpec {
+fn spec_for(
+    v: &Validated,
+    name: SandboxName,
+    backend: &str,
+    image: &str,
+    no_sudo: bool,
+) -> SandboxSpec {
     SandboxSpec {
         name,
         backend: backend.to_owned(),
@@ -109,7 +163,8 @@ fn spec_for(v: &Validated, name: SandboxName, backend: &str, image: &str, no_sud
 
 fn random_suffix() -> String {
     let mut b = [0u8; 3];
-    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
+    let _ = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
@@ -120,14 +175,24 @@ fn generated_name(workspace: &AbsPath) -> SandboxName {
         .unwrap_or("sandbox")
         .chars()
         .map(|c| c.to_ascii_lowercase())
-        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(32)
         .collect();
     let base = base.trim_matches('-');
     let base = if base.is_empty() { "sandbox" } else { base };
-    format!("{base}-{}", random_suffix()).parse().unwrap_or_else(|_| {
-        format!("sandbox-{}", random_suffix()).parse().unwrap_or_else(|_| unreachable_name())
-    })
+    format!("{base}-{}", random_suffix())
+        .parse()
+        .unwrap_or_else(|_| {
+            format!("sandbox-{}", random_suffix())
+                .parse()
+                .unwrap_or_else(|_| unreachable_name())
+        })
 }
 
 fn unreachable_name() -> SandboxName {
@@ -140,8 +205,13 @@ fn ensure_image(dirs: &Dirs, name: &str) -> Result<(paddock_core::ImageInfo, Pat
     match store.get(name) {
         Ok(info) => Ok((info, store.rootfs(name)?)),
         Err(paddock_core::ImageStoreError::NotFound(_)) if name == paddock_core::DEFAULT_IMAGE => {
-            eprintln!("paddock: the default image is not built yet; building it now (about a minute; needs the host's Debian apt sources)");
-            let opts = BuildOptions { progress: std::io::stderr().is_terminal(), ..BuildOptions::default_image(name) };
+            eprintln!(
+                "paddock: the default image is not built yet; building it now (about a minute; needs the host's Debian apt sources)"
+            );
+            let opts = BuildOptions {
+                progress: std::io::stderr().is_terminal(),
+                ..BuildOptions::default_image(name)
+            };
             let info = paddock_image::build(&store, &opts).context("building the default image")?;
             Ok((info, store.rootfs(name)?))
         }
@@ -158,7 +228,10 @@ fn run(args: RunArgs) -> Result<i32> {
         Some(n) => store.get(n)?,
         None => None,
     };
-    let name = v.name.clone().unwrap_or_else(|| generated_name(&v.workspace));
+    let name = v
+        .name
+        .clone()
+        .unwrap_or_else(|| generated_name(&v.workspace));
     let spec = spec_for(&v, name.clone(), backend.id(), &args.image, args.no_sudo);
     let created = existing.is_none();
     if let Some(old) = &existing {
@@ -173,7 +246,11 @@ fn run(args: RunArgs) -> Result<i32> {
         store.insert(&spec)?;
     }
     let tty = !args.no_tty && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
-    let argv = if args.command.is_empty() { vec!["bash".to_owned()] } else { args.command.clone() };
+    let argv = if args.command.is_empty() {
+        vec!["bash".to_owned()]
+    } else {
+        args.command.clone()
+    };
     let uid = spec.user.uid();
     let launch = Launch {
         argv,
@@ -182,7 +259,15 @@ fn run(args: RunArgs) -> Result<i32> {
         uid,
         stdio: if tty { Stdio::Pty } else { Stdio::Inherit },
     };
-    let result = paddock_supervisor::run_attached(&dirs, &store, &spec, backend.as_ref(), &image, rootfs, &launch);
+    let result = paddock_supervisor::run_attached(
+        &dirs,
+        &store,
+        &spec,
+        backend.as_ref(),
+        &image,
+        rootfs,
+        &launch,
+    );
     let remove_after = args.rm || (created && result.is_err());
     if remove_after {
         let _ = remove_sandbox(&dirs, &store, &name);
@@ -198,13 +283,17 @@ fn remove_sandbox(dirs: &Dirs, store: &Store, name: &SandboxName) -> Result<()> 
     let dir = dirs.sandbox(name);
     let _lock = lock(&dir, name)?;
     // Rename first so a half-removed layer is never started again.
-    let doomed = dirs.sandboxes().join(format!(".rm-{name}-{}", std::process::id()));
+    let doomed = dirs
+        .sandboxes()
+        .join(format!(".rm-{name}-{}", std::process::id()));
     if dir.exists() {
-        std::fs::rename(&dir, &doomed).with_context(|| format!("cannot remove {}", dir.display()))?;
+        std::fs::rename(&dir, &doomed)
+            .with_context(|| format!("cannot remove {}", dir.display()))?;
     }
     store.delete(name)?;
     if doomed.exists() {
-        std::fs::remove_dir_all(&doomed).with_context(|| format!("cannot remove {}", doomed.display()))?;
+        std::fs::remove_dir_all(&doomed)
+            .with_context(|| format!("cannot remove {}", doomed.display()))?;
     }
     Ok(())
 }
@@ -221,7 +310,8 @@ fn lock(dir: &Path, name: &SandboxName) -> Result<Option<SandboxLock>> {
 }
 
 fn parse_name(s: &str) -> Result<SandboxName> {
-    s.parse().map_err(|e: paddock_core::NameError| usage(e.to_string()))
+    s.parse()
+        .map_err(|e: paddock_core::NameError| usage(e.to_string()))
 }
 
 fn rm(names: &[String], force: bool) -> Result<i32> {
@@ -252,11 +342,16 @@ fn reset(name: &str) -> Result<i32> {
         let p = dir.join(sub);
         if p.exists() {
             let doomed = dir.join(format!(".rm-{sub}-{}", std::process::id()));
-            std::fs::rename(&p, &doomed).with_context(|| format!("cannot reset {}", p.display()))?;
-            std::fs::remove_dir_all(&doomed).with_context(|| format!("cannot remove {}", doomed.display()))?;
+            std::fs::rename(&p, &doomed)
+                .with_context(|| format!("cannot reset {}", p.display()))?;
+            std::fs::remove_dir_all(&doomed)
+                .with_context(|| format!("cannot remove {}", doomed.display()))?;
         }
     }
-    println!("{name} reset to image {}", store.get(&name)?.map(|r| r.spec.image).unwrap_or_default());
+    println!(
+        "{name} reset to image {}",
+        store.get(&name)?.map(|r| r.spec.image).unwrap_or_default()
+    );
     Ok(0)
 }
 
@@ -285,11 +380,20 @@ fn ls(json: bool) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
-    println!("{:<24} {:<8} {:<8} {:<10} WORKSPACE", "NAME", "BACKEND", "STATE", "LAST-EXIT");
+    println!(
+        "{:<24} {:<8} {:<8} {:<10} WORKSPACE",
+        "NAME", "BACKEND", "STATE", "LAST-EXIT"
+    );
     for (r, s) in rows {
         let state = serde_json::to_value(s)?.as_str().unwrap_or("").to_owned();
-        let exit = r.last_exit.map(|e| e.to_string()).unwrap_or_else(|| "-".into());
-        println!("{:<24} {:<8} {:<8} {:<10} {}", r.spec.name, r.spec.backend, state, exit, r.spec.workspace);
+        let exit = r
+            .last_exit
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<24} {:<8} {:<8} {:<10} {}",
+            r.spec.name, r.spec.backend, state, exit, r.spec.workspace
+        );
     }
     Ok(0)
 }
@@ -299,8 +403,15 @@ fn image(cmd: ImageCmd) -> Result<i32> {
     dirs.ensure()?;
     let store = ImageStore::new(dirs.images());
     match cmd {
-        ImageCmd::Build { name, force, suite, mirror } => {
-            paddock_core::ImageStore::new(PathBuf::new()).path(&name).map_err(|e| usage(e.to_string()))?;
+        ImageCmd::Build {
+            name,
+            force,
+            suite,
+            mirror,
+        } => {
+            paddock_core::ImageStore::new(PathBuf::new())
+                .path(&name)
+                .map_err(|e| usage(e.to_string()))?;
             let mut opts = BuildOptions::default_image(&name);
             opts.force = force;
             opts.mirror = mirror;
@@ -325,7 +436,13 @@ fn image(cmd: ImageCmd) -> Result<i32> {
             } else {
                 println!("{:<16} {:<10} {:>8}  PACKAGES", "NAME", "SUITE", "SIZE");
                 for i in list {
-                    println!("{:<16} {:<10} {:>6}MB  {}", i.name, i.suite, i.size / 1_000_000, i.packages.join(","));
+                    println!(
+                        "{:<16} {:<10} {:>6}MB  {}",
+                        i.name,
+                        i.suite,
+                        i.size / 1_000_000,
+                        i.packages.join(",")
+                    );
                 }
             }
         }

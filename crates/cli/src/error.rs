@@ -19,7 +19,11 @@ pub struct UserError {
 
 /// Invalid input: nothing was created.
 pub fn usage(message: impl Into<String>) -> anyhow::Error {
-    UserError { message: message.into(), code: EXIT_USAGE }.into()
+    UserError {
+        message: message.into(),
+        code: EXIT_USAGE,
+    }
+    .into()
 }
 
 /// Prints `e` and its causes; returns the exit status.
@@ -31,7 +35,10 @@ pub fn report(e: &anyhow::Error) -> i32 {
     if let Some(u) = e.downcast_ref::<UserError>() {
         return u.code;
     }
-    if e.chain().any(|c| c.downcast_ref::<paddock_supervisor::SupervisorError>().is_some()) {
+    if e.chain().any(|c| {
+        c.downcast_ref::<paddock_supervisor::SupervisorError>()
+            .is_some()
+    }) {
         return EXIT_START;
     }
     EXIT_FAILURE

@@ -1,5 +1,7 @@
 //! What a user relies on: exit codes, signals, terminals, ownership, mounts, persistence.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -20,9 +22,17 @@ fn exit_codes_pass_through() {
     assert_eq!(sh(ws.path(), "kill -KILL $$").status.code(), Some(137));
     let nf = sh(ws.path(), "exec /no/such/program");
     assert_eq!(nf.status.code(), Some(127));
-    let missing = common::paddock().args(["run", "--rm", "-w"]).arg(ws.path()).args(["--", "no-such-command-xyz"]).output().unwrap();
+    let missing = common::paddock()
+        .args(["run", "--rm", "-w"])
+        .arg(ws.path())
+        .args(["--", "no-such-command-xyz"])
+        .output()
+        .unwrap();
     assert_eq!(missing.status.code(), Some(127), "{missing:?}");
-    assert!(stderr(&missing).contains("no-such-command-xyz: command not found"), "{missing:?}");
+    assert!(
+        stderr(&missing).contains("no-such-command-xyz: command not found"),
+        "{missing:?}"
+    );
 }
 
 #[test]
@@ -40,7 +50,10 @@ fn environment_is_not_inherited() {
         .unwrap();
     let o = stdout(&out);
     assert!(!o.contains("leaked"), "{o}");
-    assert!(o.contains("GIVEN=yes") && o.contains("LANG=C.UTF-8") && o.contains("HOME=/home/agent"), "{o}");
+    assert!(
+        o.contains("GIVEN=yes") && o.contains("LANG=C.UTF-8") && o.contains("HOME=/home/agent"),
+        "{o}"
+    );
 }
 
 fn wait_for_line(reader: &mut impl BufRead, want: &str) {
@@ -86,7 +99,10 @@ fn signals_reach_the_command_and_nothing_survives() {
             .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
             .filter(|c| String::from_utf8_lossy(c).contains(&tag))
             .collect();
-        assert!(survivors.is_empty(), "a sandbox process outlived the sandbox");
+        assert!(
+            survivors.is_empty(),
+            "a sandbox process outlived the sandbox"
+        );
     }
 }
 
@@ -103,7 +119,9 @@ fn read_until(master: &mut std::fs::File, want: &str, seen: &mut String) {
         match master.read(&mut buf) {
             Ok(0) => panic!("terminal closed before {want:?}: {seen:?}"),
             Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
-            Err(e) if e.raw_os_error() == Some(libc::EIO) => panic!("terminal closed before {want:?}: {seen:?}"),
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => {
+                panic!("terminal closed before {want:?}: {seen:?}")
+            }
             Err(e) => panic!("{e}"),
         }
     }
@@ -120,7 +138,12 @@ fn terminal_resize_and_ctrl_c() {
     cmd.env("TERM", "xterm")
         .args(["run", "--rm", "-w"])
         .arg(ws.path())
-        .args(["--", "bash", "-c", "tty; [ -t 0 ] && echo IS-A-TTY; read x; stty size; sleep 100; echo NOT-INTERRUPTED"])
+        .args([
+            "--",
+            "bash",
+            "-c",
+            "tty; [ -t 0 ] && echo IS-A-TTY; read x; stty size; sleep 100; echo NOT-INTERRUPTED",
+        ])
         .stdin(Stdio::from(slave.try_clone().unwrap()))
         .stdout(Stdio::from(slave.try_clone().unwrap()))
         .stderr(Stdio::from(slave));
@@ -139,17 +162,30 @@ fn terminal_resize_and_ctrl_c() {
     let mut m = std::fs::File::from(master);
     let mut seen = String::new();
     read_until(&mut m, "IS-A-TTY", &mut seen);
-    assert!(seen.contains("/dev/pts/0"), "the command's terminal is the sandbox's own pty: {seen:?}");
-    let ws = libc::winsize { ws_row: 33, ws_col: 77, ws_xpixel: 0, ws_ypixel: 0 };
+    assert!(
+        seen.contains("/dev/pts/0"),
+        "the command's terminal is the sandbox's own pty: {seen:?}"
+    );
+    let ws = libc::winsize {
+        ws_row: 33,
+        ws_col: 77,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     // SAFETY: TIOCSWINSZ on our own pty master with a valid winsize.
-    assert_eq!(unsafe { libc::ioctl(m.as_raw_fd(), libc::TIOCSWINSZ, &ws) }, 0);
+    let rc = unsafe { libc::ioctl(m.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    assert_eq!(rc, 0);
     std::thread::sleep(Duration::from_millis(200));
     m.write_all(b"go\r").unwrap();
     read_until(&mut m, "33 77", &mut seen);
     std::thread::sleep(Duration::from_millis(300));
     m.write_all(b"\x03").unwrap();
     let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130), "Ctrl-C should interrupt the command: {seen:?}");
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "Ctrl-C should interrupt the command: {seen:?}"
+    );
     assert!(!seen.contains("NOT-INTERRUPTED"));
 }
 
@@ -158,7 +194,10 @@ fn files_created_inside_belong_to_the_workspace_owner() {
     require_root!();
     let ws = common::workspace();
     std::os::unix::fs::chown(ws.path(), Some(4242), Some(4343)).unwrap();
-    let out = sh(ws.path(), "id -u; touch made-by-agent; mkdir dir; stat -c %u:%g made-by-agent; stat -c %U . ");
+    let out = sh(
+        ws.path(),
+        "id -u; touch made-by-agent; mkdir dir; stat -c %u:%g made-by-agent; stat -c %U . ",
+    );
     assert!(out.status.success(), "{out:?}");
     let o = stdout(&out);
     assert!(o.starts_with("1000\n1000:1000\nagent"), "{o}");
@@ -186,7 +225,10 @@ fn read_only_mounts_are_read_only() {
     let o = stdout(&out);
     assert!(o.contains("cfg-value"), "{out:?}");
     assert!(!o.contains("WROTE"), "{out:?}");
-    assert_eq!(std::fs::read_to_string(shared.path().join("config")).unwrap(), "cfg-value");
+    assert_eq!(
+        std::fs::read_to_string(shared.path().join("config")).unwrap(),
+        "cfg-value"
+    );
     assert_eq!(std::fs::read_dir(shared.path()).unwrap().count(), 1);
 }
 
@@ -198,7 +240,12 @@ fn installed_packages_persist_in_the_sandbox_layer_only() {
     let name = unique("persist");
     let other = unique("fresh");
     let run = |n: &str, script: &str| {
-        paddock().args(["run", "--name", n, "-w"]).arg(ws.path()).args(["--", "sh", "-c", script]).output().unwrap()
+        paddock()
+            .args(["run", "--name", n, "-w"])
+            .arg(ws.path())
+            .args(["--", "sh", "-c", script])
+            .output()
+            .unwrap()
     };
     // A real package install: build a .deb inside and install it with dpkg as root.
     let install = run(
@@ -209,18 +256,36 @@ fn installed_packages_persist_in_the_sandbox_layer_only() {
          dpkg-deb --root-owner-group --build $d/pkg $d/p.deb >/dev/null; sudo dpkg -i $d/p.deb >/dev/null; echo installed",
     );
     assert!(stdout(&install).contains("installed"), "{install:?}");
-    let again = run(&name, "dpkg -s paddock-test-pkg | grep Status; paddock-test-tool");
-    assert!(stdout(&again).contains("install ok installed") && stdout(&again).contains("persisted"), "{again:?}");
-    let fresh = run(&other, "dpkg -s paddock-test-pkg >/dev/null 2>&1 && echo FOUND; true");
-    assert!(!stdout(&fresh).contains("FOUND"), "the package leaked into another sandbox");
+    let again = run(
+        &name,
+        "dpkg -s paddock-test-pkg | grep Status; paddock-test-tool",
+    );
+    assert!(
+        stdout(&again).contains("install ok installed") && stdout(&again).contains("persisted"),
+        "{again:?}"
+    );
+    let fresh = run(
+        &other,
+        "dpkg -s paddock-test-pkg >/dev/null 2>&1 && echo FOUND; true",
+    );
+    assert!(
+        !stdout(&fresh).contains("FOUND"),
+        "the package leaked into another sandbox"
+    );
     let image_tool = common::home().join("images/default/rootfs/usr/local/bin/paddock-test-tool");
     assert!(!image_tool.exists(), "the package landed in the image");
     // reset: back to the clean image, workspace untouched.
     std::fs::write(ws.path().join("keep"), "k").unwrap();
     let reset = paddock().args(["reset", &name]).output().unwrap();
     assert!(reset.status.success(), "{reset:?}");
-    let after = run(&name, "dpkg -s paddock-test-pkg >/dev/null 2>&1 && echo FOUND; cat keep");
-    assert!(!stdout(&after).contains("FOUND") && stdout(&after).contains('k'), "{after:?}");
+    let after = run(
+        &name,
+        "dpkg -s paddock-test-pkg >/dev/null 2>&1 && echo FOUND; cat keep",
+    );
+    assert!(
+        !stdout(&after).contains("FOUND") && stdout(&after).contains('k'),
+        "{after:?}"
+    );
     for n in [&name, &other] {
         assert!(paddock().args(["rm", n]).output().unwrap().status.success());
     }
@@ -244,14 +309,36 @@ fn ls_reports_a_killed_supervisor_as_stopped() {
     let mut out = BufReader::new(child.stdout.take().unwrap());
     wait_for_line(&mut out, "ready");
     let ls = stdout(&paddock().args(["ls", "--json"]).output().unwrap());
-    assert!(ls.contains(&format!("\"name\": \"{name}\"")) && ls.contains("\"running\""), "{ls}");
+    assert!(
+        ls.contains(&format!("\"name\": \"{name}\"")) && ls.contains("\"running\""),
+        "{ls}"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
-    let v: serde_json::Value = serde_json::from_str(&stdout(&paddock().args(["ls", "--json"]).output().unwrap())).unwrap();
-    let row = v.as_array().unwrap().iter().find(|r| r["name"] == name.as_str()).unwrap().clone();
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout(&paddock().args(["ls", "--json"]).output().unwrap())).unwrap();
+    let row = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name.as_str())
+        .unwrap()
+        .clone();
     assert_eq!(row["state"], "stopped", "{row}");
     // It can be started again.
-    let again = paddock().args(["run", "--name", &name, "-w"]).arg(ws.path()).args(["--", "true"]).output().unwrap();
+    let again = paddock()
+        .args(["run", "--name", &name, "-w"])
+        .arg(ws.path())
+        .args(["--", "true"])
+        .output()
+        .unwrap();
     assert!(again.status.success(), "{again:?}");
-    assert!(paddock().args(["rm", &name]).output().unwrap().status.success());
+    assert!(
+        paddock()
+            .args(["rm", &name])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
 }

@@ -1,5 +1,7 @@
 //! Escape attempts under the real `paddock` binary. Each test fails if the attack works.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::net::TcpListener;
@@ -22,12 +24,20 @@ fn writes_outside_the_workspace_stay_inside() {
     let marker = unique("paddock-outside");
     let out = sh(
         ws.path(),
-        &format!("sudo sh -c 'echo x > /{marker}; echo x > /etc/{marker}; echo x > /var/tmp/{marker}; echo x > /root/{marker}' && echo WROTE"),
+        &format!(
+            "sudo sh -c 'echo x > /{marker}; echo x > /etc/{marker}; echo x > /var/tmp/{marker}; echo x > /root/{marker}' && echo WROTE"
+        ),
     );
-    assert!(stdout(&out).contains("WROTE"), "the sandbox should be able to write its own root: {out:?}");
+    assert!(
+        stdout(&out).contains("WROTE"),
+        "the sandbox should be able to write its own root: {out:?}"
+    );
     for dir in ["", "/etc", "/var/tmp", "/root"] {
         let p = format!("{dir}/{marker}");
-        assert!(!std::path::Path::new(&p).exists(), "{p} appeared on the host");
+        assert!(
+            !std::path::Path::new(&p).exists(),
+            "{p} appeared on the host"
+        );
     }
 }
 
@@ -52,7 +62,12 @@ fn host_secrets_are_invisible() {
     // The symlink exists on the host (the agent may write anything in the workspace) and is
     // only a symlink: reading through it inside reached the sandbox's own root.
     let link = ws.path().join("r");
-    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
 }
 
 #[test]
@@ -61,7 +76,10 @@ fn hardlinks_cannot_reach_other_files() {
     let ws = common::workspace();
     let out = sh(
         ws.path(),
-        &format!("sudo ln /etc/shadow {ws}/x && echo LINKED; ln /etc/passwd {ws}/y && echo LINKED; true", ws = ws.path().display()),
+        &format!(
+            "sudo ln /etc/shadow {ws}/x && echo LINKED; ln /etc/passwd {ws}/y && echo LINKED; true",
+            ws = ws.path().display()
+        ),
     );
     assert!(!stdout(&out).contains("LINKED"), "{out:?}");
     assert!(!ws.path().join("x").exists() && !ws.path().join("y").exists());
@@ -81,9 +99,20 @@ fn path_prefix_siblings_are_invisible() {
     std::fs::create_dir(&evil).unwrap();
     let value = unique("sibling-secret");
     std::fs::write(evil.join("secret"), &value).unwrap();
-    let out = sh(&proj, &format!("cat {}/secret; ls {}; sudo cat {}/secret; true", evil.display(), parent.path().display(), evil.display()));
+    let out = sh(
+        &proj,
+        &format!(
+            "cat {}/secret; ls {}; sudo cat {}/secret; true",
+            evil.display(),
+            parent.path().display(),
+            evil.display()
+        ),
+    );
     assert!(!stdout(&out).contains(&value), "{out:?}");
-    assert!(!stdout(&out).contains("proj-evil"), "sibling listed: {out:?}");
+    assert!(
+        !stdout(&out).contains("proj-evil"),
+        "sibling listed: {out:?}"
+    );
 }
 
 #[test]
@@ -104,10 +133,21 @@ fn ptrace_mount_unshare_are_refused() {
          kill $P; true",
     );
     let o = stdout(&out);
-    for bad in ["MOUNTED", "UNMOUNTED", "UNSHARED_USER", "UNSHARED_MNT", "UNSHARED_NET", "SETNS", "PTRACED"] {
+    for bad in [
+        "MOUNTED",
+        "UNMOUNTED",
+        "UNSHARED_USER",
+        "UNSHARED_MNT",
+        "UNSHARED_NET",
+        "SETNS",
+        "PTRACED",
+    ] {
         assert!(!o.contains(bad), "{bad}: {out:?}");
     }
-    assert!(o.contains("ptrace errno 1"), "ptrace should fail with EPERM: {out:?}");
+    assert!(
+        o.contains("ptrace errno 1"),
+        "ptrace should fail with EPERM: {out:?}"
+    );
     assert!(o.contains("ptrace1 errno 1"), "{out:?}");
 }
 
@@ -121,7 +161,10 @@ fn tiocsti_and_tioclinux_are_refused_even_with_high_bits() {
         "import ctypes\nl=ctypes.CDLL(None,use_errno=True)\nfor req in (0x5412, 0x100005412, 0x541C, 0xffffffff0000541C):\n    r=l.ioctl(0, ctypes.c_ulong(req), ctypes.c_char_p(b'x'))\n    print(hex(req), r, ctypes.get_errno())",
     );
     for req in ["0x5412", "0x100005412", "0x541c", "0xffffffff0000541c"] {
-        assert!(o.contains(&format!("{req} -1 1")), "{req} not refused with EPERM: {o}");
+        assert!(
+            o.contains(&format!("{req} -1 1")),
+            "{req} not refused with EPERM: {o}"
+        );
     }
 }
 
@@ -136,7 +179,10 @@ fn io_uring_bpf_userfaultfd_keyctl_are_refused() {
         "import ctypes\nl=ctypes.CDLL(None,use_errno=True)\nbuf=ctypes.create_string_buffer(256)\nfor nr in (425,321,323,250,298,248):\n    r=l.syscall(nr, 8, buf, 0, 0, 0)\n    print(nr, r, ctypes.get_errno())",
     );
     for nr in ["425", "321", "323", "250", "298", "248"] {
-        assert!(o.contains(&format!("{nr} -1 1")), "syscall {nr} not refused: {o}");
+        assert!(
+            o.contains(&format!("{nr} -1 1")),
+            "syscall {nr} not refused: {o}"
+        );
     }
 }
 
@@ -173,31 +219,51 @@ fn host_loopback_services_are_unreachable() {
     assert!(!o.contains("RESOLVED"), "{o}");
     assert!(!o.contains("UDP SENT"), "{o}");
     assert!(o.contains("refused 127.0.0.1"), "{o}");
-    let bash = sh(ws.path(), &format!("bash -c 'echo x > /dev/tcp/127.0.0.1/{port}' && echo CONNECTED; true"));
+    let bash = sh(
+        ws.path(),
+        &format!("bash -c 'echo x > /dev/tcp/127.0.0.1/{port}' && echo CONNECTED; true"),
+    );
     assert!(!stdout(&bash).contains("CONNECTED"));
-    assert!(listener.accept().is_err(), "the host listener accepted a connection from the sandbox");
+    assert!(
+        listener.accept().is_err(),
+        "the host listener accepted a connection from the sandbox"
+    );
 }
 
 #[test]
 fn host_processes_are_invisible_and_unkillable() {
     require_root!();
     let tag = format!("{}", 900000 + (std::process::id() % 90000));
-    let mut victim = Command::new("sleep").arg(&tag).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut victim = Command::new("sleep")
+        .arg(&tag)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let pid = victim.id();
     let ws = common::workspace();
     let out = sh(
         ws.path(),
         &format!(
             "kill -9 {pid} && echo KILLED; sudo kill -9 {pid} && echo KILLED; \
-             grep -l {tag} /proc/*/cmdline 2>/dev/null && echo SEEN; ls /proc | grep -c '^[0-9]'; true"
+             for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f; echo; done | grep -qx 'sleep {tag} ' && echo SEEN; ls /proc | grep -c '^[0-9]'; true"
         ),
     );
     let o = stdout(&out);
     assert!(!o.contains("KILLED"), "{out:?}");
     assert!(!o.contains("SEEN"), "{out:?}");
-    let count: usize = o.lines().last().unwrap_or("999").trim().parse().unwrap_or(999);
+    let count: usize = o
+        .lines()
+        .last()
+        .unwrap_or("999")
+        .trim()
+        .parse()
+        .unwrap_or(999);
     assert!(count < 20, "the sandbox sees {count} processes: {out:?}");
-    assert!(victim.try_wait().unwrap().is_none(), "the host process died");
+    assert!(
+        victim.try_wait().unwrap().is_none(),
+        "the host process died"
+    );
     victim.kill().unwrap();
     let _ = victim.wait();
 }

@@ -157,7 +157,11 @@ impl Probe {
     /// The first failing required check, as a sentence.
     pub fn reason(&self) -> Option<String> {
         self.items.iter().find(|i| i.required && !i.ok).map(|i| {
-            let fix = i.fix.as_deref().map(|f| format!(" ({f})")).unwrap_or_default();
+            let fix = i
+                .fix
+                .as_deref()
+                .map(|f| format!(" ({f})"))
+                .unwrap_or_default();
             format!("{}: {}{fix}", i.name, i.detail)
         })
     }

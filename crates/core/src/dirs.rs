@@ -36,7 +36,11 @@ pub struct Dirs {
 impl Dirs {
     /// Finds the state directory from the environment.
     pub fn from_env() -> Result<Dirs, DirsError> {
-        let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let var = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         let home = if let Some(p) = var("PADDOCK_HOME") {
             p
         } else if let Some(x) = var("XDG_DATA_HOME") {
@@ -59,7 +63,12 @@ impl Dirs {
 
     /// Creates the directory tree if missing, private to the owner.
     pub fn ensure(&self) -> Result<(), DirsError> {
-        for d in [self.home.clone(), self.images(), self.sandboxes(), self.run()] {
+        for d in [
+            self.home.clone(),
+            self.images(),
+            self.sandboxes(),
+            self.run(),
+        ] {
             ensure_private_dir(&d)?;
         }
         Ok(())
@@ -103,7 +112,14 @@ impl Dirs {
 
 /// Creates `d` (and parents) with mode 0700 and tightens it if it already exists.
 pub(crate) fn ensure_private_dir(d: &Path) -> Result<(), DirsError> {
-    let create = |source| DirsError::Create { path: d.to_owned(), source };
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(d).map_err(create)?;
+    let create = |source| DirsError::Create {
+        path: d.to_owned(),
+        source,
+    };
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(d)
+        .map_err(create)?;
     fs::set_permissions(d, fs::Permissions::from_mode(0o700)).map_err(create)
 }

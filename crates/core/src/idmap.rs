@@ -19,7 +19,9 @@ pub struct IdMap {
 
 impl Default for IdMap {
     fn default() -> Self {
-        IdMap { base: DEFAULT_ID_BASE }
+        IdMap {
+            base: DEFAULT_ID_BASE,
+        }
     }
 }
 

@@ -23,7 +23,9 @@ pub enum ImageStoreError {
     #[error("no image named {0}; build it with `paddock image build {0}`")]
     NotFound(String),
     /// the image's metadata does not parse
-    #[error("image {name} is damaged ({path:?} unreadable); rebuild it with `paddock image build --force {name}`")]
+    #[error(
+        "image {name} is damaged ({path:?} unreadable); rebuild it with `paddock image build --force {name}`"
+    )]
     Damaged {
         /// Image name.
         name: String,
@@ -71,9 +73,15 @@ pub struct ImageStore {
 pub fn check_name(name: &str) -> Result<(), ImageStoreError> {
     let ok = !name.is_empty()
         && name.len() <= 48
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         && !name.starts_with(['-', '_']);
-    if ok { Ok(()) } else { Err(ImageStoreError::BadName(name.to_owned())) }
+    if ok {
+        Ok(())
+    } else {
+        Err(ImageStoreError::BadName(name.to_owned()))
+    }
 }
 
 impl ImageStore {
@@ -108,7 +116,10 @@ impl ImageStore {
             }
             Err(source) => return Err(ImageStoreError::Io { path: meta, source }),
         };
-        serde_json::from_str(&text).map_err(|_| ImageStoreError::Damaged { name: name.to_owned(), path: meta })
+        serde_json::from_str(&text).map_err(|_| ImageStoreError::Damaged {
+            name: name.to_owned(),
+            path: meta,
+        })
     }
 
     /// True when image `name` is complete.
@@ -121,11 +132,18 @@ impl ImageStore {
         let rd = match fs::read_dir(&self.dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-            Err(source) => return Err(ImageStoreError::Io { path: self.dir.clone(), source }),
+            Err(source) => {
+                return Err(ImageStoreError::Io {
+                    path: self.dir.clone(),
+                    source,
+                });
+            }
         };
         let mut out = Vec::new();
         for entry in rd.flatten() {
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
             if check_name(&name).is_ok()
                 && let Ok(info) = self.get(&name)
             {
@@ -144,7 +162,13 @@ impl ImageStore {
         }
         // Rename first so a half-deleted image is never mistaken for a complete one.
         let doomed = self.dir.join(format!(".rm-{name}-{}", std::process::id()));
-        fs::rename(&path, &doomed).map_err(|source| ImageStoreError::Io { path: path.clone(), source })?;
-        fs::remove_dir_all(&doomed).map_err(|source| ImageStoreError::Io { path: doomed, source })
+        fs::rename(&path, &doomed).map_err(|source| ImageStoreError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        fs::remove_dir_all(&doomed).map_err(|source| ImageStoreError::Io {
+            path: doomed,
+            source,
+        })
     }
 }

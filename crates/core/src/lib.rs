@@ -17,8 +17,8 @@ pub use backend::{
     Backend, BackendError, Exit, Instance, Launch, Probe, ProbeItem, StartContext, Stdio,
 };
 pub use dirs::{Dirs, DirsError};
-pub use idmap::{IdMap, DEFAULT_ID_BASE, ID_RANGE};
-pub use image::{ImageInfo, ImageStore, ImageStoreError, DEFAULT_IMAGE};
+pub use idmap::{DEFAULT_ID_BASE, ID_RANGE, IdMap};
+pub use image::{DEFAULT_IMAGE, ImageInfo, ImageStore, ImageStoreError};
 pub use lock::{LockError, SandboxLock};
 pub use paddock_policy::{NameError, SandboxName};
 pub use spec::{SandboxSpec, SpecError};

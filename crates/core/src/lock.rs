@@ -40,11 +40,17 @@ impl SandboxLock {
             .write(true)
             .mode(0o600)
             .open(path)
-            .map_err(|source| LockError::Open { path: path.to_owned(), source })?;
+            .map_err(|source| LockError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
         match flock(&file, FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => Ok(SandboxLock { _file: file }),
             Err(rustix::io::Errno::WOULDBLOCK) => Err(LockError::Busy),
-            Err(e) => Err(LockError::Open { path: path.to_owned(), source: e.into() }),
+            Err(e) => Err(LockError::Open {
+                path: path.to_owned(),
+                source: e.into(),
+            }),
         }
     }
 

@@ -82,9 +82,18 @@ mod tests {
     #[test]
     fn validate() {
         assert_eq!(spec("/w/p", &["/a:ro"]).validate(), Ok(()));
-        assert!(matches!(spec("/", &[]).validate(), Err(SpecError::SystemWorkspace(_))));
-        assert!(matches!(spec("/etc", &[]).validate(), Err(SpecError::SystemWorkspace(_))));
-        assert!(matches!(spec("/w/p", &["/x:/w/p"]).validate(), Err(SpecError::DuplicateTarget(_))));
+        assert!(matches!(
+            spec("/", &[]).validate(),
+            Err(SpecError::SystemWorkspace(_))
+        ));
+        assert!(matches!(
+            spec("/etc", &[]).validate(),
+            Err(SpecError::SystemWorkspace(_))
+        ));
+        assert!(matches!(
+            spec("/w/p", &["/x:/w/p"]).validate(),
+            Err(SpecError::DuplicateTarget(_))
+        ));
     }
 
     #[test]

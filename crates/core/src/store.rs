@@ -26,7 +26,9 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
     /// the database was written by a newer Paddock
-    #[error("state database {path:?} has schema version {found}, newer than this paddock understands ({known}); upgrade paddock")]
+    #[error(
+        "state database {path:?} has schema version {found}, newer than this paddock understands ({known}); upgrade paddock"
+    )]
     TooNew {
         /// The database file.
         path: PathBuf,
@@ -122,32 +124,53 @@ pub struct Store {
 }
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 impl Store {
     /// Opens (creating and migrating as needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let err = |source| StoreError::Sqlite { path: path.to_owned(), source };
+        let err = |source| StoreError::Sqlite {
+            path: path.to_owned(),
+            source,
+        };
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(err)?;
-        let mut store = Store { conn, path: path.to_owned() };
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(err)?;
+        let mut store = Store {
+            conn,
+            path: path.to_owned(),
+        };
         store.migrate()?;
         Ok(store)
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-        move |source| StoreError::Sqlite { path: self.path.clone(), source }
+        move |source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
         let path = self.path.clone();
-        let err = |source| StoreError::Sqlite { path: path.clone(), source };
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
         let known = MIGRATIONS.len() as i64;
-        let found: i64 = self.conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(err)?;
+        let found: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(err)?;
         if found > known {
             return Err(StoreError::TooNew { path, found, known });
         }
@@ -159,10 +182,13 @@ impl Store {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(err)?;
-        let current: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(err)?;
+        let current: i64 = tx
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(err)?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
             tx.execute_batch(sql).map_err(err)?;
-            tx.pragma_update(None, "user_version", i as i64 + 1).map_err(err)?;
+            tx.pragma_update(None, "user_version", i as i64 + 1)
+                .map_err(err)?;
         }
         tx.commit().map_err(err)
     }
@@ -190,9 +216,16 @@ impl Store {
         let json = serde_json::to_string(spec).unwrap_or_default();
         let n = self
             .conn
-            .execute("UPDATE sandboxes SET spec = ?2 WHERE name = ?1", params![spec.name.as_str(), json])
+            .execute(
+                "UPDATE sandboxes SET spec = ?2 WHERE name = ?1",
+                params![spec.name.as_str(), json],
+            )
             .map_err(self.err())?;
-        if n == 0 { Err(StoreError::NotFound(spec.name.clone())) } else { Ok(()) }
+        if n == 0 {
+            Err(StoreError::NotFound(spec.name.clone()))
+        } else {
+            Ok(())
+        }
     }
 
     /// Records that a supervisor started the sandbox.
@@ -254,22 +287,38 @@ impl Store {
     pub fn delete(&self, name: &SandboxName) -> Result<(), StoreError> {
         let n = self
             .conn
-            .execute("DELETE FROM sandboxes WHERE name = ?1", params![name.as_str()])
+            .execute(
+                "DELETE FROM sandboxes WHERE name = ?1",
+                params![name.as_str()],
+            )
             .map_err(self.err())?;
-        if n == 0 { Err(StoreError::NotFound(name.clone())) } else { Ok(()) }
+        if n == 0 {
+            Err(StoreError::NotFound(name.clone()))
+        } else {
+            Ok(())
+        }
     }
 }
 
 type Row = (String, String, i64, Option<i64>, Option<i64>, Option<i64>);
 
 fn row_tuple(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
 }
 
 fn record(name: &str, t: Row) -> Result<SandboxRecord, StoreError> {
     let (spec, state, created_at, started_at, supervisor_pid, last_exit) = t;
-    let spec: SandboxSpec =
-        serde_json::from_str(&spec).map_err(|source| StoreError::BadSpec { name: name.to_owned(), source })?;
+    let spec: SandboxSpec = serde_json::from_str(&spec).map_err(|source| StoreError::BadSpec {
+        name: name.to_owned(),
+        source,
+    })?;
     Ok(SandboxRecord {
         spec,
         state: SandboxState::parse(&state),
@@ -307,15 +356,29 @@ mod tests {
         let store = Store::open(&db).unwrap();
         store.insert(&spec("b")).unwrap();
         store.insert(&spec("a")).unwrap();
-        assert!(matches!(store.insert(&spec("a")), Err(StoreError::Exists(_))));
+        assert!(matches!(
+            store.insert(&spec("a")),
+            Err(StoreError::Exists(_))
+        ));
         let a: SandboxName = "a".parse().unwrap();
         store.mark_running(&a, 42).unwrap();
         let r = store.get(&a).unwrap().unwrap();
-        assert_eq!((r.state, r.supervisor_pid), (SandboxState::Running, Some(42)));
+        assert_eq!(
+            (r.state, r.supervisor_pid),
+            (SandboxState::Running, Some(42))
+        );
         store.mark_stopped(&a, Some(7)).unwrap();
         let r = store.get(&a).unwrap().unwrap();
-        assert_eq!((r.state, r.supervisor_pid, r.last_exit), (SandboxState::Stopped, None, Some(7)));
-        let names: Vec<_> = store.list().unwrap().into_iter().map(|r| r.spec.name.to_string()).collect();
+        assert_eq!(
+            (r.state, r.supervisor_pid, r.last_exit),
+            (SandboxState::Stopped, None, Some(7))
+        );
+        let names: Vec<_> = store
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.spec.name.to_string())
+            .collect();
         assert_eq!(names, ["a", "b"]);
         store.delete(&a).unwrap();
         assert!(store.get(&a).unwrap().is_none());
@@ -324,6 +387,9 @@ mod tests {
         let store = Store::open(&db).unwrap();
         store.conn.pragma_update(None, "user_version", 99).unwrap();
         drop(store);
-        assert!(matches!(Store::open(&db), Err(StoreError::TooNew { found: 99, .. })));
+        assert!(matches!(
+            Store::open(&db),
+            Err(StoreError::TooNew { found: 99, .. })
+        ));
     }
 }

@@ -19,8 +19,20 @@ pub use sources::{AptSource, debian_sources, host_suite};
 
 /// Packages in the default image.
 pub const DEFAULT_PACKAGES: &[&str] = &[
-    "bash", "coreutils", "git", "curl", "ca-certificates", "python3", "python3-pip", "python3-venv",
-    "nodejs", "npm", "sudo", "procps", "less", "xz-utils",
+    "bash",
+    "coreutils",
+    "git",
+    "curl",
+    "ca-certificates",
+    "python3",
+    "python3-pip",
+    "python3-venv",
+    "nodejs",
+    "npm",
+    "sudo",
+    "procps",
+    "less",
+    "xz-utils",
 ];
 
 /// Version of the tree layout written into `image.json`.
@@ -33,10 +45,14 @@ pub enum BuildError {
     #[error("image {0} already exists; use --force to rebuild it")]
     Exists(String),
     /// mmdebstrap is missing and could not be installed
-    #[error("mmdebstrap is not installed and could not be installed automatically: {0}; install it with `apt-get install mmdebstrap`")]
+    #[error(
+        "mmdebstrap is not installed and could not be installed automatically: {0}; install it with `apt-get install mmdebstrap`"
+    )]
     NoMmdebstrap(String),
     /// no usable apt sources
-    #[error("no Debian apt source for {suite} in the host's apt configuration (/etc/apt/sources.list and sources.list.d); pass --mirror URL")]
+    #[error(
+        "no Debian apt source for {suite} in the host's apt configuration (/etc/apt/sources.list and sources.list.d); pass --mirror URL"
+    )]
     NoSources {
         /// The suite looked for.
         suite: String,
@@ -103,7 +119,12 @@ impl BuildOptions {
 }
 
 fn have(cmd: &str) -> bool {
-    Command::new(cmd).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+    Command::new(cmd)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
 }
 
 fn spinner(enabled: bool, msg: &str) -> ProgressBar {
@@ -112,7 +133,8 @@ fn spinner(enabled: bool, msg: &str) -> ProgressBar {
     }
     let pb = ProgressBar::new_spinner();
     pb.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     pb.enable_steady_tick(Duration::from_millis(120));
     pb.set_message(msg.to_owned());
@@ -129,7 +151,13 @@ fn ensure_mmdebstrap(progress: bool) -> Result<(), BuildError> {
     }
     let pb = spinner(progress, "installing mmdebstrap with apt-get");
     let status = Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends", "mmdebstrap"])
+        .args([
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            "mmdebstrap",
+        ])
         .env("DEBIAN_FRONTEND", "noninteractive")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -139,7 +167,9 @@ fn ensure_mmdebstrap(progress: bool) -> Result<(), BuildError> {
     if status.success() && have("mmdebstrap") {
         Ok(())
     } else {
-        Err(BuildError::NoMmdebstrap(format!("apt-get install mmdebstrap: {status}")))
+        Err(BuildError::NoMmdebstrap(format!(
+            "apt-get install mmdebstrap: {status}"
+        )))
     }
 }
 
@@ -152,13 +182,20 @@ pub fn build(store: &ImageStore, opts: &BuildOptions) -> Result<ImageInfo, Build
     ensure_mmdebstrap(opts.progress)?;
     let sources: Vec<String> = match &opts.mirror {
         Some(m) => vec![format!("deb {m} {} main", opts.suite)],
-        None => debian_sources(&opts.suite).iter().map(AptSource::line).collect(),
+        None => debian_sources(&opts.suite)
+            .iter()
+            .map(AptSource::line)
+            .collect(),
     };
     if sources.is_empty() {
-        return Err(BuildError::NoSources { suite: opts.suite.clone() });
+        return Err(BuildError::NoSources {
+            suite: opts.suite.clone(),
+        });
     }
     fs::create_dir_all(store.dir()).map_err(io("cannot create the image store"))?;
-    let tmp = store.dir().join(format!(".build-{}-{}", opts.name, std::process::id()));
+    let tmp = store
+        .dir()
+        .join(format!(".build-{}-{}", opts.name, std::process::id()));
     if tmp.exists() {
         fs::remove_dir_all(&tmp).map_err(io("cannot clear an old build directory"))?;
     }
@@ -180,7 +217,13 @@ pub fn build(store: &ImageStore, opts: &BuildOptions) -> Result<ImageInfo, Build
 
 fn build_in(tmp: &Path, opts: &BuildOptions, sources: &[String]) -> Result<ImageInfo, BuildError> {
     let rootfs = tmp.join("rootfs");
-    let pb = spinner(opts.progress, &format!("building image {} (Debian {}) with mmdebstrap", opts.name, opts.suite));
+    let pb = spinner(
+        opts.progress,
+        &format!(
+            "building image {} (Debian {}) with mmdebstrap",
+            opts.name, opts.suite
+        ),
+    );
     let mut cmd = Command::new("mmdebstrap");
     cmd.args(["--mode=root", "--variant=minbase", "--format=directory"])
         .arg(format!("--include={}", opts.packages.join(",")))
@@ -210,14 +253,21 @@ fn build_in(tmp: &Path, opts: &BuildOptions, sources: &[String]) -> Result<Image
     let status = child.wait().map_err(io("waiting for mmdebstrap"))?;
     pb.finish_and_clear();
     if !status.success() {
-        return Err(BuildError::Mmdebstrap { status: status.to_string(), tail: tail.join("\n") });
+        return Err(BuildError::Mmdebstrap {
+            status: status.to_string(),
+            tail: tail.join("\n"),
+        });
     }
-    let size = shift::shift_tree(&rootfs, opts.idmap.base, opts.progress).map_err(io("cannot shift the image's ownership"))?;
+    let size = shift::shift_tree(&rootfs, opts.idmap.base, opts.progress)
+        .map_err(io("cannot shift the image's ownership"))?;
     let info = ImageInfo {
         name: opts.name.clone(),
         suite: opts.suite.clone(),
         packages: opts.packages.clone(),
-        created_at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0),
+        created_at: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
         size,
         idmap: opts.idmap,
         version: LAYOUT_VERSION,

@@ -11,8 +11,15 @@ use paddock_core::ID_RANGE;
 /// Adds `base` to every uid and gid below the range size, keeping setuid/setgid bits (which
 /// chown clears). Hard links are shifted once. Returns the tree's size in bytes.
 pub fn shift_tree(root: &Path, base: u32, progress: bool) -> std::io::Result<u64> {
-    let pb = if progress { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
-    pb.set_style(ProgressStyle::with_template("{spinner} shifting ownership: {pos} files").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+    let pb = if progress {
+        ProgressBar::new_spinner()
+    } else {
+        ProgressBar::hidden()
+    };
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} shifting ownership: {pos} files")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
     let mut seen = HashSet::new();
     let mut size = 0u64;
     let mut stack = vec![root.to_path_buf()];
@@ -66,6 +73,8 @@ mod tests {
     }
 
     fn rustix_is_root() -> bool {
-        fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+        fs::metadata("/proc/self")
+            .map(|m| m.uid() == 0)
+            .unwrap_or(false)
     }
 }

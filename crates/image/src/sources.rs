@@ -21,7 +21,11 @@ impl AptSource {
 /// The host's Debian codename (`bookworm` when unknown or not Debian).
 pub fn host_suite() -> String {
     let text = fs::read_to_string("/etc/os-release").unwrap_or_default();
-    let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim_matches('"').to_owned());
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.trim_matches('"').to_owned())
+    };
     match (get("ID="), get("VERSION_CODENAME=")) {
         (Some(id), Some(code)) if id == "debian" && !code.is_empty() => code,
         _ => "bookworm".to_owned(),
@@ -41,7 +45,9 @@ pub fn parse(text: &str, deb822: bool) -> Vec<AptSource> {
                 if line.trim_start().starts_with('#') {
                     continue;
                 }
-                let Some((k, v)) = line.split_once(':') else { continue };
+                let Some((k, v)) = line.split_once(':') else {
+                    continue;
+                };
                 let vals: Vec<String> = v.split_whitespace().map(str::to_owned).collect();
                 match k.trim().to_ascii_lowercase().as_str() {
                     "types" => types = vals,
@@ -54,7 +60,10 @@ pub fn parse(text: &str, deb822: bool) -> Vec<AptSource> {
             if enabled && types.iter().any(|t| t == "deb") {
                 for u in &uris {
                     for s in &suites {
-                        out.push(AptSource { uri: u.clone(), suite: s.clone() });
+                        out.push(AptSource {
+                            uri: u.clone(),
+                            suite: s.clone(),
+                        });
                     }
                 }
             }
@@ -74,7 +83,10 @@ pub fn parse(text: &str, deb822: bool) -> Vec<AptSource> {
                 }
             }
             if let (Some(uri), Some(suite)) = (parts.next(), parts.next()) {
-                out.push(AptSource { uri: uri.to_owned(), suite: suite.to_owned() });
+                out.push(AptSource {
+                    uri: uri.to_owned(),
+                    suite: suite.to_owned(),
+                });
             }
         }
     }
@@ -91,7 +103,9 @@ pub fn debian_sources(suite: &str) -> Vec<AptSource> {
         let mut files: Vec<_> = rd.flatten().map(|e| e.path()).collect();
         files.sort();
         for f in files {
-            let Ok(t) = fs::read_to_string(&f) else { continue };
+            let Ok(t) = fs::read_to_string(&f) else {
+                continue;
+            };
             match f.extension().and_then(|e| e.to_str()) {
                 Some("list") => all.extend(parse(&t, false)),
                 Some("sources") => all.extend(parse(&t, true)),
@@ -99,8 +113,15 @@ pub fn debian_sources(suite: &str) -> Vec<AptSource> {
             }
         }
     }
-    let wanted = [suite.to_owned(), format!("{suite}-updates"), format!("{suite}-security")];
-    let mut out: Vec<AptSource> = all.into_iter().filter(|s| wanted.contains(&s.suite)).collect();
+    let wanted = [
+        suite.to_owned(),
+        format!("{suite}-updates"),
+        format!("{suite}-security"),
+    ];
+    let mut out: Vec<AptSource> = all
+        .into_iter()
+        .filter(|s| wanted.contains(&s.suite))
+        .collect();
     out.dedup();
     out
 }
@@ -115,8 +136,14 @@ mod tests {
         assert_eq!(
             parse(one, false),
             vec![
-                AptSource { uri: "http://m.example/debian".into(), suite: "bookworm".into() },
-                AptSource { uri: "http://n.example/d".into(), suite: "bookworm-updates".into() },
+                AptSource {
+                    uri: "http://m.example/debian".into(),
+                    suite: "bookworm".into()
+                },
+                AptSource {
+                    uri: "http://n.example/d".into(),
+                    suite: "bookworm-updates".into()
+                },
             ]
         );
         let d822 = "Types: deb\n# comment\nURIs: http://m.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n\nTypes: deb\nURIs: http://other.example/x\nSuites: nodistro\nEnabled: no\n";

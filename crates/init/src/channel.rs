@@ -7,14 +7,19 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 
 use paddock_wire::{MAX_MESSAGE, Report};
 use rustix::net::{
-    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage,
-    SendFlags, recvmsg, sendmsg,
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, recvmsg, sendmsg,
 };
 
 /// Sends one report.
 pub fn send_report(channel: BorrowedFd<'_>, report: &Report) -> io::Result<()> {
     let bytes = report.encode();
-    sendmsg(channel, &[IoSlice::new(&bytes)], &mut SendAncillaryBuffer::default(), SendFlags::NOSIGNAL)?;
+    sendmsg(
+        channel,
+        &[IoSlice::new(&bytes)],
+        &mut SendAncillaryBuffer::default(),
+        SendFlags::NOSIGNAL,
+    )?;
     Ok(())
 }
 
@@ -27,7 +32,12 @@ pub fn send_fd(channel: BorrowedFd<'_>, report: &Report, fd: BorrowedFd<'_>) -> 
     if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
         return Err(io::Error::other("control buffer too small"));
     }
-    sendmsg(channel, &[IoSlice::new(&bytes)], &mut control, SendFlags::NOSIGNAL)?;
+    sendmsg(
+        channel,
+        &[IoSlice::new(&bytes)],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )?;
     Ok(())
 }
 
@@ -38,7 +48,12 @@ pub fn recv_report(channel: BorrowedFd<'_>) -> io::Result<Option<(Report, Option
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let msg = loop {
-        match recvmsg(channel, &mut [IoSliceMut::new(&mut buf)], &mut control, RecvFlags::CMSG_CLOEXEC) {
+        match recvmsg(
+            channel,
+            &mut [IoSliceMut::new(&mut buf)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
             Err(rustix::io::Errno::INTR) => continue,
             other => break other?,
         }

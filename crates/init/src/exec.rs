@@ -17,14 +17,25 @@ pub fn open_pty() -> std::io::Result<(OwnedFd, OwnedFd)> {
     grantpt(&master)?;
     unlockpt(&master)?;
     let name = ptsname(&master, Vec::new())?;
-    let slave = open(name.as_c_str(), OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC, Mode::empty())?;
+    let slave = open(
+        name.as_c_str(),
+        OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     Ok((master, slave))
 }
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 fn exec_failed(channel: BorrowedFd<'_>, program: &str, message: String, status: i32) -> ! {
-    let _ = send_report(channel, &Report::ExecFailed { program: program.to_owned(), message, status });
+    let _ = send_report(
+        channel,
+        &Report::ExecFailed {
+            program: program.to_owned(),
+            message,
+            status,
+        },
+    );
     // SAFETY: _exit is async-signal-safe and ends this forked child without running the
     // parent's atexit handlers or flushing its stdio buffers twice.
     unsafe { libc::_exit(status) }
@@ -34,7 +45,12 @@ fn exec_failed(channel: BorrowedFd<'_>, program: &str, message: String, status: 
 pub fn exec_command(cmd: &Command, pty: Option<OwnedFd>, channel: BorrowedFd<'_>) -> ! {
     let program = cmd.argv.first().cloned().unwrap_or_default();
     let fail = |what: &str, e: &dyn std::fmt::Display| -> ! {
-        exec_failed(channel, &program, format!("{what}: {e}"), EXIT_CANNOT_EXECUTE)
+        exec_failed(
+            channel,
+            &program,
+            format!("{what}: {e}"),
+            EXIT_CANNOT_EXECUTE,
+        )
     };
     if let Err(e) = setsid() {
         fail("cannot start a session", &e);
@@ -84,11 +100,19 @@ pub fn exec_command(cmd: &Command, pty: Option<OwnedFd>, channel: BorrowedFd<'_>
     if args.is_empty() {
         exec_failed(channel, "", "no command given".into(), EXIT_NOT_FOUND);
     }
-    let path = cmd.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str()).unwrap_or(DEFAULT_PATH);
+    let path = cmd
+        .env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or(DEFAULT_PATH);
     let candidates: Vec<String> = if program.contains('/') {
         vec![program.clone()]
     } else {
-        path.split(':').filter(|d| !d.is_empty()).map(|d| format!("{d}/{program}")).collect()
+        path.split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| format!("{d}/{program}"))
+            .collect()
     };
     let mut denied = None;
     for c in candidates {
@@ -99,8 +123,18 @@ pub fn exec_command(cmd: &Command, pty: Option<OwnedFd>, channel: BorrowedFd<'_>
         }
     }
     match denied {
-        Some(e) => exec_failed(channel, &program, format!("cannot execute: {e}"), EXIT_CANNOT_EXECUTE),
-        None => exec_failed(channel, &program, "command not found".into(), EXIT_NOT_FOUND),
+        Some(e) => exec_failed(
+            channel,
+            &program,
+            format!("cannot execute: {e}"),
+            EXIT_CANNOT_EXECUTE,
+        ),
+        None => exec_failed(
+            channel,
+            &program,
+            "command not found".into(),
+            EXIT_NOT_FOUND,
+        ),
     }
 }
 

@@ -32,12 +32,20 @@ pub fn run(cmd: &Command, channel: OwnedFd, host_pid: i32) -> ! {
         match exec::open_pty() {
             Ok((master, slave)) => {
                 if let Err(e) = send_fd(channel.as_fd(), &Report::PtyMaster, master.as_fd()) {
-                    fail(&channel, "terminal", &format!("cannot hand the terminal to the host: {e}"));
+                    fail(
+                        &channel,
+                        "terminal",
+                        &format!("cannot hand the terminal to the host: {e}"),
+                    );
                 }
                 drop(master);
                 Some(slave)
             }
-            Err(e) => fail(&channel, "terminal", &format!("cannot create a terminal: {e}")),
+            Err(e) => fail(
+                &channel,
+                "terminal",
+                &format!("cannot create a terminal: {e}"),
+            ),
         }
     } else {
         None
@@ -72,7 +80,10 @@ pub enum Target {
 fn fail(channel: &OwnedFd, layer: &str, message: &str) -> ! {
     let _ = send_report(
         channel.as_fd(),
-        &Report::SetupFailed { layer: layer.to_owned(), message: message.to_owned() },
+        &Report::SetupFailed {
+            layer: layer.to_owned(),
+            message: message.to_owned(),
+        },
     );
     std::process::exit(EXIT_SETUP_FAILED)
 }

@@ -13,7 +13,9 @@ use paddock_policy::Limits;
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
     /// no hierarchy offers the controller a limit needs
-    #[error("cannot enforce {limit}: no {controller} cgroup controller is available ({found}); run as root on a host with cgroup v2 {controller} delegated or cgroup v1 {controller} mounted, or drop {limit}")]
+    #[error(
+        "cannot enforce {limit}: no {controller} cgroup controller is available ({found}); run as root on a host with cgroup v2 {controller} delegated or cgroup v1 {controller} mounted, or drop {limit}"
+    )]
     Unavailable {
         /// The flag that asked for it.
         limit: &'static str,
@@ -73,10 +75,14 @@ impl CgroupHost {
     /// Reads `/proc/self/mountinfo` and the unified hierarchy's controller list.
     pub fn detect() -> CgroupHost {
         let mut host = CgroupHost::default();
-        let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else { return host };
+        let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+            return host;
+        };
         for line in info.lines() {
             // mountinfo: id parent maj:min root mountpoint opts [optional...] - fstype source superopts
-            let Some((left, right)) = line.split_once(" - ") else { continue };
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
             let mountpoint = left.split(' ').nth(4).map(PathBuf::from);
             let mut r = right.split(' ');
             let (Some(fstype), Some(_src), Some(superopts)) = (r.next(), r.next(), r.next()) else {
@@ -134,7 +140,11 @@ impl CgroupHost {
             None => "no v2 hierarchy".to_owned(),
         };
         let v1: Vec<_> = self.v1.keys().cloned().collect();
-        let v1 = if v1.is_empty() { "no v1 controllers".to_owned() } else { format!("v1 has: {}", v1.join(" ")) };
+        let v1 = if v1.is_empty() {
+            "no v1 controllers".to_owned()
+        } else {
+            format!("v1 has: {}", v1.join(" "))
+        };
         format!("{v2}; {v1}")
     }
 }
@@ -156,23 +166,37 @@ fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
 
 impl SandboxCgroups {
     /// Creates the sandbox's cgroups under `paddock/NAME` and writes the limits.
-    pub fn create(host: &CgroupHost, name: &str, limits: &Limits) -> Result<SandboxCgroups, CgroupError> {
+    pub fn create(
+        host: &CgroupHost,
+        name: &str,
+        limits: &Limits,
+    ) -> Result<SandboxCgroups, CgroupError> {
         let mut wanted: BTreeMap<Hierarchy, Vec<(&str, String)>> = BTreeMap::new();
-        let need = |limit: &'static str, controller: &'static str, required: bool| {
-            match host.placement(controller) {
-                Some(h) => Ok(Some(h)),
-                None if required => Err(CgroupError::Unavailable { limit, controller, found: host.found() }),
-                None => Ok(None),
-            }
+        let need = |limit: &'static str, controller: &'static str, required: bool| match host
+            .placement(controller)
+        {
+            Some(h) => Ok(Some(h)),
+            None if required => Err(CgroupError::Unavailable {
+                limit,
+                controller,
+                found: host.found(),
+            }),
+            None => Ok(None),
         };
         if let Some(mem) = limits.memory {
             let h = need("--memory", "memory", true)?;
             if let Some(h) = h {
                 let v = mem.0.to_string();
                 let files = match &h {
-                    Hierarchy::V2(_) => vec![("memory.max", v.clone()), ("memory.swap.max", "0".to_owned())],
+                    Hierarchy::V2(_) => vec![
+                        ("memory.max", v.clone()),
+                        ("memory.swap.max", "0".to_owned()),
+                    ],
                     Hierarchy::V1(_) => {
-                        vec![("memory.limit_in_bytes", v.clone()), ("memory.memsw.limit_in_bytes", v)]
+                        vec![
+                            ("memory.limit_in_bytes", v.clone()),
+                            ("memory.memsw.limit_in_bytes", v),
+                        ]
                     }
                 };
                 wanted.entry(h).or_default().extend(files);
@@ -180,15 +204,23 @@ impl SandboxCgroups {
         }
         let pids = limits.pids.unwrap_or(DEFAULT_PIDS);
         if let Some(h) = need("--pids", "pids", limits.pids.is_some())? {
-            wanted.entry(h).or_default().push(("pids.max", pids.to_string()));
+            wanted
+                .entry(h)
+                .or_default()
+                .push(("pids.max", pids.to_string()));
         }
-        if let Some(cpus) = limits.cpus {
-            if let Some(h) = need("--cpus", "cpu", true)? {
+        if let Some(cpus) = limits.cpus
+            && let Some(h) = need("--cpus", "cpu", true)?
+        {
+            {
                 let quota = u64::from(cpus.0) * 100;
                 let files = match &h {
                     Hierarchy::V2(_) => vec![("cpu.max", format!("{quota} 100000"))],
                     Hierarchy::V1(_) => {
-                        vec![("cpu.cfs_period_us", "100000".to_owned()), ("cpu.cfs_quota_us", quota.to_string())]
+                        vec![
+                            ("cpu.cfs_period_us", "100000".to_owned()),
+                            ("cpu.cfs_quota_us", quota.to_string()),
+                        ]
                     }
                 };
                 wanted.entry(h).or_default().extend(files);
@@ -232,7 +264,11 @@ fn mkdir(d: &Path) -> Result<(), CgroupError> {
     match fs::create_dir(d) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
-        Err(source) => Err(CgroupError::Write { path: d.to_owned(), value: "(mkdir)".into(), source }),
+        Err(source) => Err(CgroupError::Write {
+            path: d.to_owned(),
+            value: "(mkdir)".into(),
+            source,
+        }),
     }
 }
 
@@ -264,8 +300,15 @@ fn remove_dir(dir: &Path) {
     }
 }
 
-fn enable_v2_controllers(root: &Path, parent: &Path, files: &[(&str, String)]) -> Result<(), CgroupError> {
-    let mut ctrls: Vec<&str> = files.iter().filter_map(|(f, _)| f.split('.').next()).collect();
+fn enable_v2_controllers(
+    root: &Path,
+    parent: &Path,
+    files: &[(&str, String)],
+) -> Result<(), CgroupError> {
+    let mut ctrls: Vec<&str> = files
+        .iter()
+        .filter_map(|(f, _)| f.split('.').next())
+        .collect();
     ctrls.sort();
     ctrls.dedup();
     let line: String = ctrls.iter().map(|c| format!("+{c} ")).collect();

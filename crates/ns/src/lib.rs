@@ -22,7 +22,9 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio as ProcStdio};
 
-use paddock_core::{Backend, BackendError, Exit, Instance, Launch, Probe, SandboxSpec, StartContext, Stdio};
+use paddock_core::{
+    Backend, BackendError, Exit, Instance, Launch, Probe, SandboxSpec, StartContext, Stdio,
+};
 use paddock_init::recv_report;
 use paddock_policy::AbsPath;
 use paddock_wire::Report;
@@ -43,8 +45,12 @@ pub const JAIL_BINARY: &str = "paddock-ns-jail";
 impl NsBackend {
     /// Finds the jail binary next to the running executable.
     pub fn new() -> NsBackend {
-        let dir = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf));
-        let jail = dir.map(|d| d.join(JAIL_BINARY)).unwrap_or_else(|| PathBuf::from(JAIL_BINARY));
+        let dir = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf));
+        let jail = dir
+            .map(|d| d.join(JAIL_BINARY))
+            .unwrap_or_else(|| PathBuf::from(JAIL_BINARY));
         NsBackend { jail }
     }
 
@@ -78,11 +84,20 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackendError {
 /// Describes a shared host path: canonical, and owned by whom. A path that is, or passes
 /// through, a symlink is refused (a workspace is attacker-writable, so a symlink there could
 /// point a later run's mount anywhere on the host).
-pub fn describe_bind(host: &AbsPath, target: &AbsPath, read_only: bool, what: &str) -> Result<Bind, BackendError> {
-    let canonical = fs::canonicalize(host.as_path()).map_err(io(format!("{what} {host} is not accessible")))?;
+pub fn describe_bind(
+    host: &AbsPath,
+    target: &AbsPath,
+    read_only: bool,
+    what: &str,
+) -> Result<Bind, BackendError> {
+    let canonical =
+        fs::canonicalize(host.as_path()).map_err(io(format!("{what} {host} is not accessible")))?;
     if canonical != host.as_path() {
         return Err(BackendError::Io {
-            what: format!("{what} {host} is a symlink or passes through one (it resolves to {}); give the real path", canonical.display()),
+            what: format!(
+                "{what} {host} is a symlink or passes through one (it resolves to {}); give the real path",
+                canonical.display()
+            ),
             source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
         });
     }
@@ -108,8 +123,10 @@ fn prepare_dirs(dir: &Path, base: u32) -> Result<(PathBuf, PathBuf, PathBuf), Ba
     if !upper.exists() {
         fs::create_dir_all(&upper).map_err(io(format!("cannot create {}", upper.display())))?;
         // The overlay's root takes its owner and mode from the upper directory.
-        std::os::unix::fs::chown(&upper, Some(base), Some(base)).map_err(io("cannot set the layer's owner"))?;
-        fs::set_permissions(&upper, fs::Permissions::from_mode(0o755)).map_err(io("cannot set the layer's mode"))?;
+        std::os::unix::fs::chown(&upper, Some(base), Some(base))
+            .map_err(io("cannot set the layer's owner"))?;
+        fs::set_permissions(&upper, fs::Permissions::from_mode(0o755))
+            .map_err(io("cannot set the layer's mode"))?;
     }
     Ok((upper, work, merged))
 }
@@ -120,14 +137,27 @@ fn generated_files(dir: &Path, hostname: &str) -> Result<Vec<Bind>, BackendError
     let etc = dir.join("etc");
     fs::create_dir_all(&etc).map_err(io(format!("cannot create {}", etc.display())))?;
     let files = [
-        ("hosts", format!("127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")),
+        (
+            "hosts",
+            format!(
+                "127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            ),
+        ),
         ("hostname", format!("{hostname}\n")),
     ];
     let mut out = Vec::new();
     for (name, text) in files {
         let p = etc.join(name);
         fs::write(&p, text).map_err(io(format!("cannot write {}", p.display())))?;
-        out.push(Bind { host: p, target: format!("/etc/{name}"), read_only: true, owner_uid: 0, owner_gid: 0, is_dir: false, idmap: false });
+        out.push(Bind {
+            host: p,
+            target: format!("/etc/{name}"),
+            read_only: true,
+            owner_uid: 0,
+            owner_gid: 0,
+            is_dir: false,
+            idmap: false,
+        });
     }
     Ok(out)
 }
@@ -141,7 +171,12 @@ impl Backend for NsBackend {
         probe::probe(&self.jail)
     }
 
-    fn start(&self, ctx: &StartContext, spec: &SandboxSpec, launch: &Launch) -> Result<Box<dyn Instance>, BackendError> {
+    fn start(
+        &self,
+        ctx: &StartContext,
+        spec: &SandboxSpec,
+        launch: &Launch,
+    ) -> Result<Box<dyn Instance>, BackendError> {
         if !rustix::process::geteuid().is_root() {
             return Err(BackendError::Unavailable {
                 backend: "ns",
@@ -149,7 +184,12 @@ impl Backend for NsBackend {
             });
         }
         let base = ctx.image.idmap.base;
-        let mut binds = vec![describe_bind(&spec.workspace, &spec.workspace, false, "workspace")?];
+        let mut binds = vec![describe_bind(
+            &spec.workspace,
+            &spec.workspace,
+            false,
+            "workspace",
+        )?];
         if !binds[0].is_dir {
             return Err(BackendError::Io {
                 what: format!("workspace {} is not a directory", spec.workspace),
@@ -157,12 +197,21 @@ impl Backend for NsBackend {
             });
         }
         for m in &spec.mounts {
-            binds.push(describe_bind(&m.host, &m.sandbox, m.read_only, "mount source")?);
+            binds.push(describe_bind(
+                &m.host,
+                &m.sandbox,
+                m.read_only,
+                "mount source",
+            )?);
         }
         let (upper, work, merged) = prepare_dirs(&ctx.sandbox_dir, base)?;
         binds.extend(generated_files(&ctx.sandbox_dir, spec.name.as_str())?);
-        let cgroups = SandboxCgroups::create(&CgroupHost::detect(), spec.name.as_str(), &spec.limits)
-            .map_err(|e| BackendError::Layer { layer: "cgroup".into(), message: e.to_string() })?;
+        let cgroups =
+            SandboxCgroups::create(&CgroupHost::detect(), spec.name.as_str(), &spec.limits)
+                .map_err(|e| BackendError::Layer {
+                    layer: "cgroup".into(),
+                    message: e.to_string(),
+                })?;
         let cfg = JailConfig {
             hostname: spec.name.to_string(),
             lower: ctx.image_rootfs.clone(),
@@ -195,14 +244,21 @@ impl Backend for NsBackend {
 }
 
 fn spawn(jail: &Path, cfg: &JailConfig, stdio: Stdio) -> Result<NsInstance, BackendError> {
-    let (ours, theirs) = socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
-        .map_err(|e| BackendError::io("cannot create the report channel")(e.into()))?;
+    let (ours, theirs) = socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| BackendError::io("cannot create the report channel")(e.into()))?;
     let (cfg_r, cfg_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| BackendError::io("cannot create the configuration pipe")(e.into()))?;
     let mut cmd = std::process::Command::new(jail);
     cmd.env_clear();
     if stdio == Stdio::Pty {
-        cmd.stdin(ProcStdio::null()).stdout(ProcStdio::null()).stderr(ProcStdio::null());
+        cmd.stdin(ProcStdio::null())
+            .stdout(ProcStdio::null())
+            .stderr(ProcStdio::null());
     }
     let (cfg_raw, theirs_raw) = (cfg_r.as_raw_fd(), theirs.as_raw_fd());
     // SAFETY: the closure runs in the forked child before exec and only calls fcntl/dup2, which
@@ -219,7 +275,9 @@ fn spawn(jail: &Path, cfg: &JailConfig, stdio: Stdio) -> Result<NsInstance, Back
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(io(format!("cannot start {}", jail.display())))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(io(format!("cannot start {}", jail.display())))?;
     drop(theirs);
     drop(cfg_r);
     let json = serde_json::to_vec(cfg).unwrap_or_default();
@@ -228,7 +286,8 @@ fn spawn(jail: &Path, cfg: &JailConfig, stdio: Stdio) -> Result<NsInstance, Back
     drop(w);
     let pid = child.id() as i32;
     let pidfd = rustix::process::pidfd_open(
-        rustix::process::Pid::from_raw(pid).ok_or_else(|| BackendError::io("bad pid")(std::io::ErrorKind::Other.into()))?,
+        rustix::process::Pid::from_raw(pid)
+            .ok_or_else(|| BackendError::io("bad pid")(std::io::ErrorKind::Other.into()))?,
         rustix::process::PidfdFlags::empty(),
     )
     .map_err(|e| BackendError::io("pidfd_open")(e.into()))?;
@@ -245,7 +304,10 @@ fn spawn(jail: &Path, cfg: &JailConfig, stdio: Stdio) -> Result<NsInstance, Back
                 // Cannot happen before Ready; treat as a protocol error.
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(BackendError::Layer { layer: "init".into(), message: "unexpected report before ready".into() });
+                return Err(BackendError::Layer {
+                    layer: "init".into(),
+                    message: "unexpected report before ready".into(),
+                });
             }
             Ok(None) | Err(_) => {
                 let status = child.wait().map_err(io("waiting for the jail"))?;
@@ -256,7 +318,14 @@ fn spawn(jail: &Path, cfg: &JailConfig, stdio: Stdio) -> Result<NsInstance, Back
             }
         }
     }
-    Ok(NsInstance { child, pidfd, pty, channel: ours, cgroups: SandboxCgroups::default(), diagnostics: vec![] })
+    Ok(NsInstance {
+        child,
+        pidfd,
+        pty,
+        channel: ours,
+        cgroups: SandboxCgroups::default(),
+        diagnostics: vec![],
+    })
 }
 
 impl Instance for NsInstance {
@@ -275,7 +344,13 @@ impl Instance for NsInstance {
     fn signal(&self, signal: i32) -> Result<(), BackendError> {
         // SAFETY: kill has no memory effects; the pid is our child, not yet reaped (we hold it).
         let rc = unsafe { libc::kill(self.pid(), signal) };
-        if rc == 0 { Ok(()) } else { Err(BackendError::io("cannot signal the sandbox")(std::io::Error::last_os_error())) }
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(BackendError::io("cannot signal the sandbox")(
+                std::io::Error::last_os_error(),
+            ))
+        }
     }
 
     fn wait(&mut self) -> Result<Exit, BackendError> {
@@ -283,7 +358,10 @@ impl Instance for NsInstance {
         // Reports left in the channel (an exec failure) become diagnostics.
         let _ = rustix::io::ioctl_fionbio(&self.channel, true);
         while let Ok(Some((report, _))) = recv_report(self.channel.as_fd()) {
-            if let Report::ExecFailed { program, message, .. } = report {
+            if let Report::ExecFailed {
+                program, message, ..
+            } = report
+            {
                 self.diagnostics.push(format!("{program}: {message}"));
             }
         }

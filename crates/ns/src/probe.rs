@@ -7,13 +7,28 @@ use paddock_core::{Probe, ProbeItem};
 
 use crate::cgroup::CgroupHost;
 
-fn item(name: &str, ok: bool, detail: impl Into<String>, fix: Option<&str>, required: bool) -> ProbeItem {
-    ProbeItem { name: name.into(), ok, detail: detail.into(), fix: fix.map(str::to_owned), required }
+fn item(
+    name: &str,
+    ok: bool,
+    detail: impl Into<String>,
+    fix: Option<&str>,
+    required: bool,
+) -> ProbeItem {
+    ProbeItem {
+        name: name.into(),
+        ok,
+        detail: detail.into(),
+        fix: fix.map(str::to_owned),
+        required,
+    }
 }
 
 fn kernel_at_least(major: u32, minor: u32) -> (bool, String) {
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut it = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    let mut it = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
     let (ma, mi) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
     ((ma, mi) >= (major, minor), release.trim().to_owned())
 }
@@ -21,23 +36,84 @@ fn kernel_at_least(major: u32, minor: u32) -> (bool, String) {
 pub fn probe(jail: &Path) -> Probe {
     let mut items = Vec::new();
     let root = rustix::process::geteuid().is_root();
-    items.push(item("root", root, if root { "running as root" } else { "not root" }, Some("run paddock as root (rootless mode is not built yet)"), true));
-    items.push(item("jail binary", jail.exists(), jail.display().to_string(), Some("install paddock-ns-jail next to paddock (cargo build builds both)"), true));
-    let max_userns = fs::read_to_string("/proc/sys/user/max_user_namespaces").ok().and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(0);
-    items.push(item("user namespaces", max_userns > 0, format!("max_user_namespaces = {max_userns}"), Some("sysctl -w user.max_user_namespaces=15000"), true));
+    items.push(item(
+        "root",
+        root,
+        if root { "running as root" } else { "not root" },
+        Some("run paddock as root (rootless mode is not built yet)"),
+        true,
+    ));
+    items.push(item(
+        "jail binary",
+        jail.exists(),
+        jail.display().to_string(),
+        Some("install paddock-ns-jail next to paddock (cargo build builds both)"),
+        true,
+    ));
+    let max_userns = fs::read_to_string("/proc/sys/user/max_user_namespaces")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    items.push(item(
+        "user namespaces",
+        max_userns > 0,
+        format!("max_user_namespaces = {max_userns}"),
+        Some("sysctl -w user.max_user_namespaces=15000"),
+        true,
+    ));
     let filesystems = fs::read_to_string("/proc/filesystems").unwrap_or_default();
-    let overlay = filesystems.lines().any(|l| l.trim_end().ends_with("overlay"));
-    items.push(item("overlayfs", overlay, if overlay { "available" } else { "not in /proc/filesystems" }, Some("modprobe overlay"), true));
+    let overlay = filesystems
+        .lines()
+        .any(|l| l.trim_end().ends_with("overlay"));
+    items.push(item(
+        "overlayfs",
+        overlay,
+        if overlay {
+            "available"
+        } else {
+            "not in /proc/filesystems"
+        },
+        Some("modprobe overlay"),
+        true,
+    ));
     let (idmap_ok, release) = kernel_at_least(5, 12);
-    items.push(item("idmapped mounts", idmap_ok, format!("kernel {release} (5.12+ needed)"), Some("upgrade the kernel to 5.12 or newer"), true));
+    items.push(item(
+        "idmapped mounts",
+        idmap_ok,
+        format!("kernel {release} (5.12+ needed)"),
+        Some("upgrade the kernel to 5.12 or newer"),
+        true,
+    ));
     let actions = fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
     let seccomp = actions.contains("errno");
-    items.push(item("seccomp", seccomp, if seccomp { format!("actions: {}", actions.trim()) } else { "seccomp filters unavailable".into() }, Some("use a kernel built with CONFIG_SECCOMP_FILTER"), true));
+    items.push(item(
+        "seccomp",
+        seccomp,
+        if seccomp {
+            format!("actions: {}", actions.trim())
+        } else {
+            "seccomp filters unavailable".into()
+        },
+        Some("use a kernel built with CONFIG_SECCOMP_FILTER"),
+        true,
+    ));
     let abi = crate::landlock::kernel_abi();
-    items.push(item("landlock", abi > 0, if abi > 0 { format!("ABI {abi}") } else { "not enabled in this kernel".into() }, Some("boot with lsm=...,landlock (optional second layer)"), false));
+    items.push(item(
+        "landlock",
+        abi > 0,
+        if abi > 0 {
+            format!("ABI {abi}")
+        } else {
+            "not enabled in this kernel".into()
+        },
+        Some("boot with lsm=...,landlock (optional second layer)"),
+        false,
+    ));
     let host = CgroupHost::detect();
     for (ctrl, how) in host.describe() {
-        let fix = format!("mount the {ctrl} controller (cgroup v2 with it enabled in cgroup.subtree_control, or v1); needed only for the matching limit");
+        let fix = format!(
+            "mount the {ctrl} controller (cgroup v2 with it enabled in cgroup.subtree_control, or v1); needed only for the matching limit"
+        );
         items.push(ProbeItem {
             name: format!("cgroup {ctrl}"),
             ok: how.is_some(),
@@ -46,5 +122,8 @@ pub fn probe(jail: &Path) -> Probe {
             required: false,
         });
     }
-    Probe { backend: "ns", items }
+    Probe {
+        backend: "ns",
+        items,
+    }
 }

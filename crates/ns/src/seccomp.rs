@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition as Cond,
-    SeccompFilter, SeccompRule, TargetArch, sock_filter,
+    BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op,
+    SeccompCondition as Cond, SeccompFilter, SeccompRule, TargetArch, sock_filter,
 };
 
 /// Why the filter could not be built or installed.
@@ -86,17 +86,47 @@ const NS_FLAGS: &[u64] = &[
 
 /// `socket(domain, type, _)` pairs that are refused: (domain, type & 0xf or None for any type).
 pub const SOCKET_RULES: &[(u64, Option<u64>, &str)] = &[
-    (libc::AF_PACKET as u64, None, "AF_PACKET: raw link-layer frames"),
-    (libc::AF_VSOCK as u64, None, "AF_VSOCK: a path to the hypervisor/host outside the network namespace"),
-    (libc::AF_INET as u64, Some(libc::SOCK_RAW as u64), "raw IPv4: hand-made packets (ICMP, spoofing)"),
-    (libc::AF_INET6 as u64, Some(libc::SOCK_RAW as u64), "raw IPv6: hand-made packets"),
-    (libc::AF_INET as u64, Some(10 /* SOCK_PACKET */), "SOCK_PACKET: legacy raw frames"),
-    (libc::AF_INET6 as u64, Some(10 /* SOCK_PACKET */), "SOCK_PACKET: legacy raw frames"),
+    (
+        libc::AF_PACKET as u64,
+        None,
+        "AF_PACKET: raw link-layer frames",
+    ),
+    (
+        libc::AF_VSOCK as u64,
+        None,
+        "AF_VSOCK: a path to the hypervisor/host outside the network namespace",
+    ),
+    (
+        libc::AF_INET as u64,
+        Some(libc::SOCK_RAW as u64),
+        "raw IPv4: hand-made packets (ICMP, spoofing)",
+    ),
+    (
+        libc::AF_INET6 as u64,
+        Some(libc::SOCK_RAW as u64),
+        "raw IPv6: hand-made packets",
+    ),
+    (
+        libc::AF_INET as u64,
+        Some(10 /* SOCK_PACKET */),
+        "SOCK_PACKET: legacy raw frames",
+    ),
+    (
+        libc::AF_INET6 as u64,
+        Some(10 /* SOCK_PACKET */),
+        "SOCK_PACKET: legacy raw frames",
+    ),
 ];
 
 macro_rules! rule {
     ($name:ident, $scope:expr, $deny:expr, $reason:expr) => {
-        Rule { name: stringify!($name), nr: syscall_nr::$name, scope: $scope, deny: $deny, reason: $reason }
+        Rule {
+            name: stringify!($name),
+            nr: syscall_nr::$name,
+            scope: $scope,
+            deny: $deny,
+            reason: $reason,
+        }
     };
 }
 
@@ -163,70 +193,284 @@ mod syscall_nr {
     pub const fanotify_init: i64 = libc::SYS_fanotify_init;
 }
 
-const TIOCSTI: u64 = libc::TIOCSTI as u64;
-const TIOCLINUX: u64 = libc::TIOCLINUX as u64;
+const TIOCSTI: u64 = libc::TIOCSTI;
+const TIOCLINUX: u64 = libc::TIOCLINUX;
 
 /// The reviewed table.
 pub const RULES: &[Rule] = &[
-    rule!(ptrace, Scope::All, Deny::Eperm, "reads and writes other processes' memory; would let a sandboxed process tamper with the in-sandbox helper"),
-    rule!(process_vm_readv, Scope::All, Deny::Eperm, "cross-process memory read, same power as ptrace"),
-    rule!(process_vm_writev, Scope::All, Deny::Eperm, "cross-process memory write, same power as ptrace"),
-    rule!(kcmp, Scope::All, Deny::Eperm, "compares kernel objects across processes; a kernel-pointer oracle"),
-    rule!(pidfd_getfd, Scope::All, Deny::Eperm, "steals descriptors from other processes"),
-    rule!(bpf, Scope::All, Deny::Eperm, "eBPF programs run in the kernel; large attack surface"),
-    rule!(perf_event_open, Scope::All, Deny::Eperm, "kernel profiling interface; side channels and a long bug history"),
-    rule!(keyctl, Scope::All, Deny::Eperm, "kernel keyrings are not namespaced; host keys could be reached"),
-    rule!(add_key, Scope::All, Deny::Eperm, "kernel keyrings are not namespaced"),
-    rule!(request_key, Scope::All, Deny::Eperm, "kernel keyrings are not namespaced"),
-    rule!(io_uring_setup, Scope::All, Deny::Eperm, "io_uring bypasses syscall filtering and has a long exploit history"),
-    rule!(io_uring_enter, Scope::All, Deny::Eperm, "io_uring bypasses syscall filtering"),
-    rule!(io_uring_register, Scope::All, Deny::Eperm, "io_uring bypasses syscall filtering"),
-    rule!(userfaultfd, Scope::All, Deny::Eperm, "used to stretch kernel race windows in exploits"),
+    rule!(
+        ptrace,
+        Scope::All,
+        Deny::Eperm,
+        "reads and writes other processes' memory; would let a sandboxed process tamper with the in-sandbox helper"
+    ),
+    rule!(
+        process_vm_readv,
+        Scope::All,
+        Deny::Eperm,
+        "cross-process memory read, same power as ptrace"
+    ),
+    rule!(
+        process_vm_writev,
+        Scope::All,
+        Deny::Eperm,
+        "cross-process memory write, same power as ptrace"
+    ),
+    rule!(
+        kcmp,
+        Scope::All,
+        Deny::Eperm,
+        "compares kernel objects across processes; a kernel-pointer oracle"
+    ),
+    rule!(
+        pidfd_getfd,
+        Scope::All,
+        Deny::Eperm,
+        "steals descriptors from other processes"
+    ),
+    rule!(
+        bpf,
+        Scope::All,
+        Deny::Eperm,
+        "eBPF programs run in the kernel; large attack surface"
+    ),
+    rule!(
+        perf_event_open,
+        Scope::All,
+        Deny::Eperm,
+        "kernel profiling interface; side channels and a long bug history"
+    ),
+    rule!(
+        keyctl,
+        Scope::All,
+        Deny::Eperm,
+        "kernel keyrings are not namespaced; host keys could be reached"
+    ),
+    rule!(
+        add_key,
+        Scope::All,
+        Deny::Eperm,
+        "kernel keyrings are not namespaced"
+    ),
+    rule!(
+        request_key,
+        Scope::All,
+        Deny::Eperm,
+        "kernel keyrings are not namespaced"
+    ),
+    rule!(
+        io_uring_setup,
+        Scope::All,
+        Deny::Eperm,
+        "io_uring bypasses syscall filtering and has a long exploit history"
+    ),
+    rule!(
+        io_uring_enter,
+        Scope::All,
+        Deny::Eperm,
+        "io_uring bypasses syscall filtering"
+    ),
+    rule!(
+        io_uring_register,
+        Scope::All,
+        Deny::Eperm,
+        "io_uring bypasses syscall filtering"
+    ),
+    rule!(
+        userfaultfd,
+        Scope::All,
+        Deny::Eperm,
+        "used to stretch kernel race windows in exploits"
+    ),
     rule!(kexec_load, Scope::All, Deny::Eperm, "loads a new kernel"),
-    rule!(kexec_file_load, Scope::All, Deny::Eperm, "loads a new kernel"),
+    rule!(
+        kexec_file_load,
+        Scope::All,
+        Deny::Eperm,
+        "loads a new kernel"
+    ),
     rule!(init_module, Scope::All, Deny::Eperm, "loads kernel code"),
     rule!(finit_module, Scope::All, Deny::Eperm, "loads kernel code"),
-    rule!(delete_module, Scope::All, Deny::Eperm, "unloads kernel code"),
-    rule!(create_module, Scope::All, Deny::Eperm, "obsolete module interface"),
-    rule!(get_kernel_syms, Scope::All, Deny::Eperm, "obsolete module interface"),
-    rule!(query_module, Scope::All, Deny::Eperm, "obsolete module interface"),
-    rule!(open_by_handle_at, Scope::All, Deny::Eperm, "opens files by handle, bypassing the mount tree (the 'shocker' escape)"),
-    rule!(name_to_handle_at, Scope::All, Deny::Eperm, "produces handles for open_by_handle_at"),
-    rule!(mount, Scope::All, Deny::Eperm, "the mount tree is fixed at start; also refused by the locked mount namespace"),
-    rule!(umount2, Scope::All, Deny::Eperm, "unmounting could reveal what a mount covers"),
-    rule!(pivot_root, Scope::All, Deny::Eperm, "the root is fixed at start"),
+    rule!(
+        delete_module,
+        Scope::All,
+        Deny::Eperm,
+        "unloads kernel code"
+    ),
+    rule!(
+        create_module,
+        Scope::All,
+        Deny::Eperm,
+        "obsolete module interface"
+    ),
+    rule!(
+        get_kernel_syms,
+        Scope::All,
+        Deny::Eperm,
+        "obsolete module interface"
+    ),
+    rule!(
+        query_module,
+        Scope::All,
+        Deny::Eperm,
+        "obsolete module interface"
+    ),
+    rule!(
+        open_by_handle_at,
+        Scope::All,
+        Deny::Eperm,
+        "opens files by handle, bypassing the mount tree (the 'shocker' escape)"
+    ),
+    rule!(
+        name_to_handle_at,
+        Scope::All,
+        Deny::Eperm,
+        "produces handles for open_by_handle_at"
+    ),
+    rule!(
+        mount,
+        Scope::All,
+        Deny::Eperm,
+        "the mount tree is fixed at start; also refused by the locked mount namespace"
+    ),
+    rule!(
+        umount2,
+        Scope::All,
+        Deny::Eperm,
+        "unmounting could reveal what a mount covers"
+    ),
+    rule!(
+        pivot_root,
+        Scope::All,
+        Deny::Eperm,
+        "the root is fixed at start"
+    ),
     rule!(open_tree, Scope::All, Deny::Eperm, "new mount API"),
     rule!(move_mount, Scope::All, Deny::Eperm, "new mount API"),
     rule!(fsopen, Scope::All, Deny::Eperm, "new mount API"),
     rule!(fsconfig, Scope::All, Deny::Eperm, "new mount API"),
     rule!(fsmount, Scope::All, Deny::Eperm, "new mount API"),
     rule!(fspick, Scope::All, Deny::Eperm, "new mount API"),
-    rule!(mount_setattr, Scope::All, Deny::Eperm, "could clear read-only flags"),
+    rule!(
+        mount_setattr,
+        Scope::All,
+        Deny::Eperm,
+        "could clear read-only flags"
+    ),
     rule!(setns, Scope::All, Deny::Eperm, "joining other namespaces"),
-    rule!(unshare, Scope::ArgAnyBit { arg: 0, bits: NS_FLAGS }, Deny::Eperm, "new namespaces (a fresh user namespace regains capabilities and kernel attack surface)"),
-    rule!(clone, Scope::ArgAnyBit { arg: 0, bits: NS_FLAGS }, Deny::Eperm, "new namespaces, as with unshare"),
-    rule!(clone3, Scope::All, Deny::Enosys, "its flags live in memory seccomp cannot read; libc falls back to clone, which is checked"),
-    rule!(ioctl, Scope::ArgEq { arg: 1, values: &[TIOCSTI, TIOCLINUX] }, Deny::Eperm, "TIOCSTI/TIOCLINUX push input into a terminal (compared on 32 bits, as the kernel does)"),
-    rule!(socket, Scope::Socket, Deny::Eperm, "raw, packet and vsock sockets bypass the egress proxy"),
-    rule!(acct, Scope::All, Deny::Eperm, "host-wide process accounting"),
+    rule!(
+        unshare,
+        Scope::ArgAnyBit {
+            arg: 0,
+            bits: NS_FLAGS
+        },
+        Deny::Eperm,
+        "new namespaces (a fresh user namespace regains capabilities and kernel attack surface)"
+    ),
+    rule!(
+        clone,
+        Scope::ArgAnyBit {
+            arg: 0,
+            bits: NS_FLAGS
+        },
+        Deny::Eperm,
+        "new namespaces, as with unshare"
+    ),
+    rule!(
+        clone3,
+        Scope::All,
+        Deny::Enosys,
+        "its flags live in memory seccomp cannot read; libc falls back to clone, which is checked"
+    ),
+    rule!(
+        ioctl,
+        Scope::ArgEq {
+            arg: 1,
+            values: &[TIOCSTI, TIOCLINUX]
+        },
+        Deny::Eperm,
+        "TIOCSTI/TIOCLINUX push input into a terminal (compared on 32 bits, as the kernel does)"
+    ),
+    rule!(
+        socket,
+        Scope::Socket,
+        Deny::Eperm,
+        "raw, packet and vsock sockets bypass the egress proxy"
+    ),
+    rule!(
+        acct,
+        Scope::All,
+        Deny::Eperm,
+        "host-wide process accounting"
+    ),
     rule!(swapon, Scope::All, Deny::Eperm, "host swap"),
     rule!(swapoff, Scope::All, Deny::Eperm, "host swap"),
     rule!(reboot, Scope::All, Deny::Eperm, "host power state"),
-    rule!(syslog, Scope::All, Deny::Eperm, "the kernel log leaks host information and kernel pointers"),
-    rule!(settimeofday, Scope::All, Deny::Eperm, "the clock is not namespaced"),
-    rule!(clock_settime, Scope::All, Deny::Eperm, "the clock is not namespaced"),
-    rule!(clock_adjtime, Scope::All, Deny::Eperm, "the clock is not namespaced"),
-    rule!(adjtimex, Scope::All, Deny::Eperm, "the clock is not namespaced"),
+    rule!(
+        syslog,
+        Scope::All,
+        Deny::Eperm,
+        "the kernel log leaks host information and kernel pointers"
+    ),
+    rule!(
+        settimeofday,
+        Scope::All,
+        Deny::Eperm,
+        "the clock is not namespaced"
+    ),
+    rule!(
+        clock_settime,
+        Scope::All,
+        Deny::Eperm,
+        "the clock is not namespaced"
+    ),
+    rule!(
+        clock_adjtime,
+        Scope::All,
+        Deny::Eperm,
+        "the clock is not namespaced"
+    ),
+    rule!(
+        adjtimex,
+        Scope::All,
+        Deny::Eperm,
+        "the clock is not namespaced"
+    ),
     rule!(quotactl, Scope::All, Deny::Eperm, "host filesystem quotas"),
-    rule!(quotactl_fd, Scope::All, Deny::Eperm, "host filesystem quotas"),
-    rule!(lookup_dcookie, Scope::All, Deny::Eperm, "kernel profiling interface"),
-    rule!(uselib, Scope::All, Deny::Eperm, "obsolete loader call with a bug history"),
+    rule!(
+        quotactl_fd,
+        Scope::All,
+        Deny::Eperm,
+        "host filesystem quotas"
+    ),
+    rule!(
+        lookup_dcookie,
+        Scope::All,
+        Deny::Eperm,
+        "kernel profiling interface"
+    ),
+    rule!(
+        uselib,
+        Scope::All,
+        Deny::Eperm,
+        "obsolete loader call with a bug history"
+    ),
     rule!(iopl, Scope::All, Deny::Eperm, "raw I/O port access"),
     rule!(ioperm, Scope::All, Deny::Eperm, "raw I/O port access"),
     rule!(vhangup, Scope::All, Deny::Eperm, "hangs up terminals"),
-    rule!(nfsservctl, Scope::All, Deny::Eperm, "obsolete kernel NFS server control"),
+    rule!(
+        nfsservctl,
+        Scope::All,
+        Deny::Eperm,
+        "obsolete kernel NFS server control"
+    ),
     rule!(_sysctl, Scope::All, Deny::Eperm, "obsolete binary sysctl"),
-    rule!(fanotify_init, Scope::All, Deny::Eperm, "filesystem-wide event monitoring"),
+    rule!(
+        fanotify_init,
+        Scope::All,
+        Deny::Eperm,
+        "filesystem-wide event monitoring"
+    ),
 ];
 
 fn compile_error(e: impl std::fmt::Display) -> SeccompError {
@@ -235,15 +479,18 @@ fn compile_error(e: impl std::fmt::Display) -> SeccompError {
 
 fn rules_for(rule: &Rule) -> Result<Vec<SeccompRule>, SeccompError> {
     let one = |conds: Vec<Cond>| SeccompRule::new(conds).map_err(compile_error);
-    let cond = |arg: u8, len: Len, op: Op, v: u64| Cond::new(arg, len, op, v).map_err(compile_error);
+    let cond =
+        |arg: u8, len: Len, op: Op, v: u64| Cond::new(arg, len, op, v).map_err(compile_error);
     match rule.scope {
         Scope::All => Ok(vec![]),
-        Scope::ArgEq { arg, values } => {
-            values.iter().map(|v| one(vec![cond(arg, Len::Dword, Op::Eq, *v)?])).collect()
-        }
-        Scope::ArgAnyBit { arg, bits } => {
-            bits.iter().map(|b| one(vec![cond(arg, Len::Qword, Op::MaskedEq(*b), *b)?])).collect()
-        }
+        Scope::ArgEq { arg, values } => values
+            .iter()
+            .map(|v| one(vec![cond(arg, Len::Dword, Op::Eq, *v)?]))
+            .collect(),
+        Scope::ArgAnyBit { arg, bits } => bits
+            .iter()
+            .map(|b| one(vec![cond(arg, Len::Qword, Op::MaskedEq(*b), *b)?]))
+            .collect(),
         Scope::Socket => SOCKET_RULES
             .iter()
             .map(|(domain, ty, _)| {
@@ -266,8 +513,13 @@ fn filter(deny: Deny) -> Result<BpfProgram, SeccompError> {
         Deny::Eperm => libc::EPERM,
         Deny::Enosys => libc::ENOSYS,
     } as u32;
-    let f = SeccompFilter::new(map, SeccompAction::Allow, SeccompAction::Errno(errno), TargetArch::x86_64)
-        .map_err(compile_error)?;
+    let f = SeccompFilter::new(
+        map,
+        SeccompAction::Allow,
+        SeccompAction::Errno(errno),
+        TargetArch::x86_64,
+    )
+    .map_err(compile_error)?;
     BpfProgram::try_from(f).map_err(compile_error)
 }
 
@@ -282,9 +534,24 @@ pub fn programs() -> Result<Vec<BpfProgram>, SeccompError> {
     // Prepend: refuse x32 syscall numbers, which share x86_64's architecture value.
     // ld [0] (nr); jge X32 ? next : skip 1; ret ERRNO(ENOSYS)
     let x32 = [
-        sock_filter { code: BPF_LD_W_ABS, jt: 0, jf: 0, k: 0 },
-        sock_filter { code: BPF_JMP_JGE_K, jt: 0, jf: 1, k: X32_SYSCALL_BIT },
-        sock_filter { code: BPF_RET_K, jt: 0, jf: 0, k: 0x0005_0000 | libc::ENOSYS as u32 },
+        sock_filter {
+            code: BPF_LD_W_ABS,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        sock_filter {
+            code: BPF_JMP_JGE_K,
+            jt: 0,
+            jf: 1,
+            k: X32_SYSCALL_BIT,
+        },
+        sock_filter {
+            code: BPF_RET_K,
+            jt: 0,
+            jf: 0,
+            k: 0x0005_0000 | libc::ENOSYS as u32,
+        },
     ];
     eperm.splice(0..0, x32);
     Ok(vec![eperm, filter(Deny::Enosys)?])
@@ -295,11 +562,19 @@ pub fn programs() -> Result<Vec<BpfProgram>, SeccompError> {
 #[cfg(target_os = "linux")]
 pub fn install() -> Result<(), SeccompError> {
     for prog in programs()? {
-        let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr().cast_mut().cast() };
+        let fprog = libc::sock_fprog {
+            len: prog.len() as u16,
+            filter: prog.as_ptr().cast_mut().cast(),
+        };
         // SAFETY: `fprog` points at `prog`, which outlives the call; the kernel copies the
         // program and keeps no pointer to our memory.
         let rc = unsafe {
-            libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &raw const fprog)
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &raw const fprog,
+            )
         };
         if rc != 0 {
             return Err(SeccompError::Install(std::io::Error::last_os_error()));
@@ -317,10 +592,28 @@ mod tests {
         let progs = programs().unwrap();
         assert_eq!(progs.len(), 2);
         let required = [
-            "ptrace", "process_vm_readv", "process_vm_writev", "bpf", "perf_event_open", "keyctl",
-            "add_key", "io_uring_setup", "io_uring_enter", "io_uring_register", "userfaultfd",
-            "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
-            "open_by_handle_at", "ioctl", "socket", "mount", "unshare", "setns",
+            "ptrace",
+            "process_vm_readv",
+            "process_vm_writev",
+            "bpf",
+            "perf_event_open",
+            "keyctl",
+            "add_key",
+            "io_uring_setup",
+            "io_uring_enter",
+            "io_uring_register",
+            "userfaultfd",
+            "kexec_load",
+            "kexec_file_load",
+            "init_module",
+            "finit_module",
+            "delete_module",
+            "open_by_handle_at",
+            "ioctl",
+            "socket",
+            "mount",
+            "unshare",
+            "setns",
         ];
         for r in required {
             assert!(RULES.iter().any(|x| x.name == r), "{r} missing");

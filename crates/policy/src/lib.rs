@@ -15,4 +15,4 @@ pub use limits::{ByteSize, Cpus, Limits, LimitsError};
 pub use mount::{Mount, MountError};
 pub use name::{NameError, SandboxName};
 pub use path::{AbsPath, PathError};
-pub use run::{EnvVar, EnvError, User, UserError};
+pub use run::{EnvError, EnvVar, User, UserError};

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LimitsError {
     /// the size has no number or an unknown unit
-    #[error("invalid size {0:?}: expected a number with an optional unit (k, m, g, t; e.g. 512m, 2g)")]
+    #[error(
+        "invalid size {0:?}: expected a number with an optional unit (k, m, g, t; e.g. 512m, 2g)"
+    )]
     BadSize(String),
     /// the memory limit is below what a sandbox can start with
     #[error("memory limit {0} is too small: at least 16m is needed to start a sandbox")]
@@ -33,7 +35,9 @@ impl FromStr for ByteSize {
     fn from_str(s: &str) -> Result<Self, LimitsError> {
         let bad = || LimitsError::BadSize(s.to_owned());
         let t = s.trim();
-        let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
         if num.is_empty() || num.matches('.').count() > 1 {
             return Err(bad());
@@ -57,9 +61,14 @@ impl FromStr for ByteSize {
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u64); 4] = [("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)];
+        const UNITS: [(&str, u64); 4] = [
+            ("T", 1 << 40),
+            ("G", 1 << 30),
+            ("M", 1 << 20),
+            ("K", 1 << 10),
+        ];
         for (u, m) in UNITS {
-            if self.0 >= m && self.0 % m == 0 {
+            if self.0 >= m && self.0.is_multiple_of(m) {
                 return write!(f, "{}{u}", self.0 / m);
             }
         }
@@ -83,7 +92,7 @@ impl FromStr for Cpus {
     fn from_str(s: &str) -> Result<Self, LimitsError> {
         let bad = || LimitsError::BadCpus(s.to_owned());
         let v: f64 = s.trim().parse().map_err(|_| bad())?;
-        if !v.is_finite() || v < 0.01 || v > 4096.0 {
+        if !v.is_finite() || !(0.01..=4096.0).contains(&v) {
             return Err(bad());
         }
         Ok(Cpus((v * 1000.0).round() as u32))
@@ -163,7 +172,10 @@ mod tests {
             e.to_string(),
             "invalid size \"12potatoes\": expected a number with an optional unit (k, m, g, t; e.g. 512m, 2g)"
         );
-        assert!(matches!(Limits::parse_memory("1m"), Err(LimitsError::MemoryTooSmall(_))));
+        assert!(matches!(
+            Limits::parse_memory("1m"),
+            Err(LimitsError::MemoryTooSmall(_))
+        ));
     }
 
     #[test]

@@ -45,7 +45,17 @@ pub struct Mount {
 
 /// Sandbox paths that no mount may cover or replace.
 const RESERVED: &[&str] = &[
-    "/", "/proc", "/dev", "/sys", "/bin", "/sbin", "/lib", "/lib64", "/usr", "/etc", "/run",
+    "/",
+    "/proc",
+    "/dev",
+    "/sys",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib64",
+    "/usr",
+    "/etc",
+    "/run",
     "/.paddock",
 ];
 
@@ -57,7 +67,10 @@ impl Mount {
                 .iter()
                 .any(|r| target.as_str().starts_with(&format!("{r}/")));
         if reserved {
-            return Err(MountError::ReservedTarget { spec: spec.to_owned(), target: target.clone() });
+            return Err(MountError::ReservedTarget {
+                spec: spec.to_owned(),
+                target: target.clone(),
+            });
         }
         Ok(())
     }
@@ -91,12 +104,19 @@ impl FromStr for Mount {
             return Err(syntax());
         }
         let path = |p: &str| {
-            AbsPath::try_from(p).map_err(|source| MountError::Path { spec: spec.to_owned(), source })
+            AbsPath::try_from(p).map_err(|source| MountError::Path {
+                spec: spec.to_owned(),
+                source,
+            })
         };
         let host = path(host)?;
         let sandbox = path(sandbox)?;
         Mount::check_target(spec, &sandbox)?;
-        Ok(Mount { host, sandbox, read_only })
+        Ok(Mount {
+            host,
+            sandbox,
+            read_only,
+        })
     }
 }
 

@@ -33,9 +33,16 @@ impl FromStr for SandboxName {
     fn from_str(s: &str) -> Result<Self, NameError> {
         let ok = !s.is_empty()
             && s.len() <= 48
-            && s.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-        if ok { Ok(SandboxName(s.to_owned())) } else { Err(NameError::Invalid(s.to_owned())) }
+            && s.bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if ok {
+            Ok(SandboxName(s.to_owned()))
+        } else {
+            Err(NameError::Invalid(s.to_owned()))
+        }
     }
 }
 

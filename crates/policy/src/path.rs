@@ -122,7 +122,9 @@ mod tests {
             ("", Err(())),
         ];
         for (input, want) in cases {
-            let got = AbsPath::try_from(*input).map(|p| p.as_str().to_owned()).map_err(|_| ());
+            let got = AbsPath::try_from(*input)
+                .map(|p| p.as_str().to_owned())
+                .map_err(|_| ());
             assert_eq!(got, want.map(str::to_owned), "{input}");
         }
     }
@@ -131,6 +133,10 @@ mod tests {
     fn prefix_is_component_wise() {
         let proj = AbsPath::try_from("/w/proj").unwrap();
         assert!(AbsPath::try_from("/w/proj/x").unwrap().starts_with(&proj));
-        assert!(!AbsPath::try_from("/w/proj-evil").unwrap().starts_with(&proj));
+        assert!(
+            !AbsPath::try_from("/w/proj-evil")
+                .unwrap()
+                .starts_with(&proj)
+        );
     }
 }

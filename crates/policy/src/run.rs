@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnvError {
     /// no `=` or a bad name
-    #[error("invalid environment variable {0:?}: expected NAME=VALUE with NAME made of letters, digits and '_'")]
+    #[error(
+        "invalid environment variable {0:?}: expected NAME=VALUE with NAME made of letters, digits and '_'"
+    )]
     Invalid(String),
 }
 
@@ -34,7 +36,10 @@ impl FromStr for EnvVar {
         if !name_ok || value.contains('\0') {
             return Err(bad());
         }
-        Ok(EnvVar { name: name.to_owned(), value: value.to_owned() })
+        Ok(EnvVar {
+            name: name.to_owned(),
+            value: value.to_owned(),
+        })
     }
 }
 
@@ -93,7 +98,10 @@ mod tests {
     fn env() {
         assert_eq!(
             "A_1=x=y".parse::<EnvVar>().unwrap(),
-            EnvVar { name: "A_1".into(), value: "x=y".into() }
+            EnvVar {
+                name: "A_1".into(),
+                value: "x=y".into()
+            }
         );
         for bad in ["A", "=x", "1A=x", "A-B=x"] {
             assert!(bad.parse::<EnvVar>().is_err(), "{bad}");

@@ -50,7 +50,10 @@ impl Server {
                 }
             })
             .ok()?;
-        Some(Server { path: path.to_owned(), pid })
+        Some(Server {
+            path: path.to_owned(),
+            pid,
+        })
     }
 
     /// Records the sandbox's host pid once it is known.
@@ -66,7 +69,9 @@ impl Drop for Server {
 }
 
 fn serve(conn: UnixStream, name: &str, backend: &str, pid: &AtomicI32) {
-    let Ok(mut out) = conn.try_clone() else { return };
+    let Ok(mut out) = conn.try_clone() else {
+        return;
+    };
     let reader = BufReader::new(conn);
     for line in reader.lines().take(64) {
         let Ok(line) = line else { return };

@@ -33,29 +33,59 @@ pub struct BackendReport {
 }
 
 fn item(name: &str, ok: bool, detail: impl Into<String>, fix: Option<&str>) -> ProbeItem {
-    ProbeItem { name: name.into(), ok, detail: detail.into(), fix: fix.map(str::to_owned), required: false }
+    ProbeItem {
+        name: name.into(),
+        ok,
+        detail: detail.into(),
+        fix: fix.map(str::to_owned),
+        required: false,
+    }
 }
 
 fn version_of(cmd: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(cmd).args(args).output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    text.lines().next().map(|l| l.trim().to_owned()).filter(|l| !l.is_empty())
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    text.lines()
+        .next()
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty())
 }
 
 fn kvm() -> ProbeItem {
     let p = Path::new("/dev/kvm");
     if !p.exists() {
-        return item("kvm", false, "/dev/kvm is absent", Some("enable virtualisation in firmware or nested virtualisation in the cloud VM"));
+        return item(
+            "kvm",
+            false,
+            "/dev/kvm is absent",
+            Some("enable virtualisation in firmware or nested virtualisation in the cloud VM"),
+        );
     }
     let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let hw = cpuinfo.lines().any(|l| l.starts_with("flags") && (l.contains(" vmx") || l.contains(" svm")));
-    let usable = fs::OpenOptions::new().read(true).write(true).open(p).is_ok();
+    let hw = cpuinfo
+        .lines()
+        .any(|l| l.starts_with("flags") && (l.contains(" vmx") || l.contains(" svm")));
+    let usable = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(p)
+        .is_ok();
     let detail = match (usable, hw) {
         (true, true) => "/dev/kvm usable, CPU has vmx/svm",
-        (true, false) => "/dev/kvm exists but the CPU shows no vmx/svm (paravirtual KVM: a stock guest kernel may not boot; the vm backend will verify with a boot probe)",
+        (true, false) => {
+            "/dev/kvm exists but the CPU shows no vmx/svm (paravirtual KVM: a stock guest kernel may not boot; the vm backend will verify with a boot probe)"
+        }
         (false, _) => "/dev/kvm exists but cannot be opened",
     };
-    item("kvm", usable && hw, detail, Some("the vm backend needs hardware KVM for speed; without it, it falls back to slow emulation"))
+    item(
+        "kvm",
+        usable && hw,
+        detail,
+        Some(
+            "the vm backend needs hardware KVM for speed; without it, it falls back to slow emulation",
+        ),
+    )
 }
 
 /// Collects the report.
@@ -63,45 +93,113 @@ pub fn collect() -> Report {
     let mut host = vec![kvm()];
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     host.push(item("kernel", true, release.trim(), None));
-    let unpriv = fs::read_to_string("/proc/sys/kernel/unprivileged_userns_clone").map(|s| s.trim() == "1").unwrap_or(true);
-    host.push(item("unprivileged user namespaces", unpriv, if unpriv { "allowed" } else { "disabled by sysctl" }, Some("sysctl -w kernel.unprivileged_userns_clone=1 (needed only for a future rootless mode)")));
+    let unpriv = fs::read_to_string("/proc/sys/kernel/unprivileged_userns_clone")
+        .map(|s| s.trim() == "1")
+        .unwrap_or(true);
+    host.push(item(
+        "unprivileged user namespaces",
+        unpriv,
+        if unpriv {
+            "allowed"
+        } else {
+            "disabled by sysctl"
+        },
+        Some(
+            "sysctl -w kernel.unprivileged_userns_clone=1 (needed only for a future rootless mode)",
+        ),
+    ));
     let v2 = fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
         .or_else(|_| fs::read_to_string("/sys/fs/cgroup/unified/cgroup.controllers"))
         .map(|s| s.trim().to_owned());
     host.push(match v2 {
-        Ok(c) if c.is_empty() => item("cgroup v2 controllers", false, "the v2 hierarchy has no controllers (hybrid host; v1 is used)", Some("boot with systemd.unified_cgroup_hierarchy=1 for pure v2")),
+        Ok(c) if c.is_empty() => item(
+            "cgroup v2 controllers",
+            false,
+            "the v2 hierarchy has no controllers (hybrid host; v1 is used)",
+            Some("boot with systemd.unified_cgroup_hierarchy=1 for pure v2"),
+        ),
         Ok(c) => item("cgroup v2 controllers", true, c, None),
-        Err(_) => item("cgroup v2 controllers", false, "no cgroup v2 hierarchy", None),
+        Err(_) => item(
+            "cgroup v2 controllers",
+            false,
+            "no cgroup v2 hierarchy",
+            None,
+        ),
     });
     for (cmd, args, fix) in [
-        ("mmdebstrap", &["--version"][..], "apt-get install mmdebstrap (paddock image build installs it when run as root)"),
-        ("runsc", &["--version"][..], "apt-get install -t bookworm-backports runsc (for the gvisor backend)"),
-        ("qemu-system-x86_64", &["--version"][..], "apt-get install qemu-system-x86 (for the vm backend)"),
+        (
+            "mmdebstrap",
+            &["--version"][..],
+            "apt-get install mmdebstrap (paddock image build installs it when run as root)",
+        ),
+        (
+            "runsc",
+            &["--version"][..],
+            "apt-get install -t bookworm-backports runsc (for the gvisor backend)",
+        ),
+        (
+            "qemu-system-x86_64",
+            &["--version"][..],
+            "apt-get install qemu-system-x86 (for the vm backend)",
+        ),
     ] {
         let v = version_of(cmd, args);
-        host.push(item(cmd, v.is_some(), v.unwrap_or_else(|| "not installed".into()), Some(fix)));
+        host.push(item(
+            cmd,
+            v.is_some(),
+            v.unwrap_or_else(|| "not installed".into()),
+            Some(fix),
+        ));
     }
     let ns = NsBackend::new();
     let probe = ns.probe();
     let ns_usable = probe.usable();
     let backends = vec![
-        BackendReport { backend: "vm".into(), usable: false, built: false, items: vec![item("built", false, "not built yet", None)] },
-        BackendReport { backend: "gvisor".into(), usable: false, built: false, items: vec![item("built", false, "not built yet", None)] },
-        BackendReport { backend: "ns".into(), usable: ns_usable, built: true, items: probe.items.clone() },
+        BackendReport {
+            backend: "vm".into(),
+            usable: false,
+            built: false,
+            items: vec![item("built", false, "not built yet", None)],
+        },
+        BackendReport {
+            backend: "gvisor".into(),
+            usable: false,
+            built: false,
+            items: vec![item("built", false, "not built yet", None)],
+        },
+        BackendReport {
+            backend: "ns".into(),
+            usable: ns_usable,
+            built: true,
+            items: probe.items.clone(),
+        },
     ];
     let auto = if ns_usable {
         "ns (vm and gvisor are not built yet; ns works here)".to_owned()
     } else {
-        format!("none: ns cannot run here ({})", probe.reason().unwrap_or_default())
+        format!(
+            "none: ns cannot run here ({})",
+            probe.reason().unwrap_or_default()
+        )
     };
-    Report { host, backends, auto }
+    Report {
+        host,
+        backends,
+        auto,
+    }
 }
 
 /// Renders the report for a terminal.
 pub fn render(r: &Report) -> String {
     let mut out = String::new();
     let line = |out: &mut String, i: &ProbeItem| {
-        let mark = if i.ok { "ok  " } else if i.required { "FAIL" } else { "--  " };
+        let mark = if i.ok {
+            "ok  "
+        } else if i.required {
+            "FAIL"
+        } else {
+            "--  "
+        };
         out.push_str(&format!("  [{mark}] {:<30} {}\n", i.name, i.detail));
         if !i.ok
             && let Some(f) = &i.fix
@@ -114,7 +212,13 @@ pub fn render(r: &Report) -> String {
         line(&mut out, i);
     }
     for b in &r.backends {
-        let state = if !b.built { "not built yet" } else if b.usable { "usable" } else { "NOT usable" };
+        let state = if !b.built {
+            "not built yet"
+        } else if b.usable {
+            "usable"
+        } else {
+            "NOT usable"
+        };
         out.push_str(&format!("backend {} ({state})\n", b.backend));
         if b.built {
             for i in &b.items {

@@ -16,7 +16,10 @@ pub fn environment(
         n => ("/".to_owned(), n.to_string()),
     };
     let mut env: Vec<(String, String)> = vec![
-        ("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
+        (
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ),
         ("HOME".into(), home),
         ("USER".into(), user.clone()),
         ("LOGNAME".into(), user),

@@ -12,18 +12,28 @@ mod select;
 
 use std::path::PathBuf;
 
-use paddock_core::{
-    Backend, BackendError, Dirs, Exit, ImageInfo, Launch, LockError, SandboxLock, SandboxSpec, StartContext, Store,
-    StoreError,
-};
 pub use env::environment;
+use paddock_core::{
+    Backend, BackendError, Dirs, Exit, ImageInfo, Launch, LockError, SandboxLock, SandboxSpec,
+    StartContext, Store, StoreError,
+};
 pub use select::{SelectError, backend_ids, check_name as select_check, select};
 
 /// The namespace backend's seccomp table: (syscall, action, reason).
 pub fn seccomp_rules() -> Vec<(&'static str, &'static str, &'static str)> {
     paddock_ns::seccomp::RULES
         .iter()
-        .map(|r| (r.name, if r.deny == paddock_ns::seccomp::Deny::Eperm { "EPERM" } else { "ENOSYS" }, r.reason))
+        .map(|r| {
+            (
+                r.name,
+                if r.deny == paddock_ns::seccomp::Deny::Eperm {
+                    "EPERM"
+                } else {
+                    "ENOSYS"
+                },
+                r.reason,
+            )
+        })
         .collect()
 }
 
@@ -77,15 +87,23 @@ pub fn run_attached(
 ) -> Result<Outcome, SupervisorError> {
     let name = spec.name.to_string();
     let sandbox_dir = dirs.sandbox(&spec.name);
-    std::fs::create_dir_all(&sandbox_dir)
-        .map_err(|source| SupervisorError::Backend(BackendError::Io { what: format!("cannot create {}", sandbox_dir.display()), source }))?;
+    std::fs::create_dir_all(&sandbox_dir).map_err(|source| {
+        SupervisorError::Backend(BackendError::Io {
+            what: format!("cannot create {}", sandbox_dir.display()),
+            source,
+        })
+    })?;
     let _lock = match SandboxLock::try_acquire(&sandbox_dir.join("lock")) {
         Ok(l) => l,
         Err(LockError::Busy) => return Err(SupervisorError::Busy(name)),
         Err(source) => return Err(SupervisorError::Lock { name, source }),
     };
     store.mark_running(&spec.name, std::process::id())?;
-    let ctx = StartContext { sandbox_dir, image_rootfs, image: image.clone() };
+    let ctx = StartContext {
+        sandbox_dir,
+        image_rootfs,
+        image: image.clone(),
+    };
     let control = control::Server::start(&dirs.control_socket(&spec.name), &name, backend.id());
     let mut instance = match backend.start(&ctx, spec, launch) {
         Ok(i) => i,
@@ -105,5 +123,8 @@ pub fn run_attached(
     store.mark_stopped(&spec.name, status)?;
     drop(control);
     relayed.map_err(SupervisorError::Relay)?;
-    Ok(Outcome { exit: exit?, diagnostics })
+    Ok(Outcome {
+        exit: exit?,
+        diagnostics,
+    })
 }

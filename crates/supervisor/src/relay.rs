@@ -8,7 +8,14 @@ use rustix::event::{PollFd, PollFlags, poll};
 use rustix::termios::{OptionalActions, Termios, tcgetattr, tcgetwinsize, tcsetattr, tcsetwinsize};
 
 /// Signals the supervisor passes on to the sandbox (SIGWINCH is handled here).
-const FORWARD: [i32; 6] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2];
+const FORWARD: [i32; 6] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
 
 struct SignalPipe {
     read: OwnedFd,
@@ -17,7 +24,9 @@ struct SignalPipe {
 
 impl SignalPipe {
     fn new(signals: &[i32]) -> io::Result<SignalPipe> {
-        let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK)?;
+        let (read, write) = rustix::pipe::pipe_with(
+            rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
+        )?;
         let wfd = write.as_raw_fd();
         std::mem::forget(write); // lives as long as the process; handlers write to it
         let mut ids = Vec::new();
@@ -103,13 +112,15 @@ pub fn relay(instance: &mut dyn Instance) -> io::Result<()> {
         Some(master) => relay_pty(instance, &sigs, master),
         None => loop {
             let exit_fd = instance.exit_fd();
-            let mut fds = [PollFd::new(&sigs.read, PollFlags::IN), PollFd::new(&exit_fd, PollFlags::IN)];
+            let mut fds = [
+                PollFd::new(&sigs.read, PollFlags::IN),
+                PollFd::new(&exit_fd, PollFlags::IN),
+            ];
             match poll(&mut fds, None) {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}
                 Err(e) => return Err(e.into()),
             }
             let exited = !fds[1].revents().is_empty();
-            drop(fds);
             for sig in sigs.drain() {
                 let _ = instance.signal(sig);
             }
@@ -132,7 +143,10 @@ fn relay_pty(instance: &mut dyn Instance, sigs: &SignalPipe, master: OwnedFd) ->
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let exit_fd = instance.exit_fd();
-        let mut fds = vec![PollFd::new(&sigs.read, PollFlags::IN), PollFd::new(&exit_fd, PollFlags::IN)];
+        let mut fds = vec![
+            PollFd::new(&sigs.read, PollFlags::IN),
+            PollFd::new(&exit_fd, PollFlags::IN),
+        ];
         if master_open {
             fds.push(PollFd::new(&master, PollFlags::IN));
         }

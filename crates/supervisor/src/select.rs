@@ -13,7 +13,9 @@ pub enum SelectError {
     #[error("the {0} backend is not built yet; use --backend ns (or auto)")]
     NotBuilt(String),
     /// the backend exists but this host cannot run it
-    #[error("the {backend} backend cannot run here: {reason}; `paddock doctor` shows what is missing")]
+    #[error(
+        "the {backend} backend cannot run here: {reason}; `paddock doctor` shows what is missing"
+    )]
     Unusable {
         /// Backend id.
         backend: String,
@@ -29,7 +31,11 @@ pub fn backend_ids() -> &'static [&'static str] {
 
 /// Checks a `--backend` value without probing.
 pub fn check_name(requested: &str) -> Result<(), SelectError> {
-    if backend_ids().contains(&requested) { Ok(()) } else { Err(SelectError::Unknown(requested.to_owned())) }
+    if backend_ids().contains(&requested) {
+        Ok(())
+    } else {
+        Err(SelectError::Unknown(requested.to_owned()))
+    }
 }
 
 /// Resolves `requested` (`auto` or an id) to a backend that works here, and says why.

@@ -104,8 +104,15 @@ mod tests {
         let msgs = [
             Report::Ready { pid: 42 },
             Report::PtyMaster,
-            Report::SetupFailed { layer: "seccomp".into(), message: "x".into() },
-            Report::ExecFailed { program: "nope".into(), message: "not found".into(), status: 127 },
+            Report::SetupFailed {
+                layer: "seccomp".into(),
+                message: "x".into(),
+            },
+            Report::ExecFailed {
+                program: "nope".into(),
+                message: "not found".into(),
+                status: 127,
+            },
         ];
         for m in msgs {
             assert_eq!(Report::decode(&m.encode()).unwrap(), m);

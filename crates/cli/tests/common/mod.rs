@@ -1,6 +1,6 @@
 //! Test harness: the real `paddock` binary, a private state directory, and the default image
 //! (reused from the user's store when the quick start already built it, else built once).
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::os::unix::fs::{MetadataExt, symlink};
 use std::path::{Path, PathBuf};
@@ -8,7 +8,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 pub fn is_root() -> bool {
-    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 /// Skips the calling test (with a message) when not root: the namespace backend needs root.
@@ -61,7 +63,11 @@ pub fn ensure_image() {
             return;
         }
         let out = paddock().args(["image", "build"]).output().unwrap();
-        assert!(out.status.success(), "image build failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "image build failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     });
 }
 
@@ -78,7 +84,10 @@ pub fn paddock() -> Command {
 
 /// A fresh workspace directory (not a system directory).
 pub fn workspace() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("paddock-ws-").tempdir_in("/var/tmp").unwrap()
+    tempfile::Builder::new()
+        .prefix("paddock-ws-")
+        .tempdir_in("/var/tmp")
+        .unwrap()
 }
 
 /// Runs `sh -c script` in a throw-away sandbox on `ws`.
@@ -109,6 +118,7 @@ pub fn stderr(o: &Output) -> String {
 /// A name no other test uses.
 pub fn unique(prefix: &str) -> String {
     let mut b = [0u8; 4];
-    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
+    let _ = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
     format!("{prefix}-{:08x}", u32::from_le_bytes(b))
 }

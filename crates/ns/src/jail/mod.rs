@@ -42,7 +42,10 @@ pub struct Failure {
 
 impl Failure {
     fn new(layer: &'static str, message: impl Into<String>) -> Failure {
-        Failure { layer, message: message.into() }
+        Failure {
+            layer,
+            message: message.into(),
+        }
     }
 }
 
@@ -73,7 +76,13 @@ pub fn main() -> i32 {
     match result {
         Ok(code) => code,
         Err(f) => {
-            let _ = send_report(channel.as_fd(), &Report::SetupFailed { layer: f.layer.into(), message: f.message });
+            let _ = send_report(
+                channel.as_fd(),
+                &Report::SetupFailed {
+                    layer: f.layer.into(),
+                    message: f.message,
+                },
+            );
             EXIT_SETUP_FAILED
         }
     }
@@ -89,7 +98,8 @@ fn outer(cfg: JailConfig, channel: OwnedFd) -> Result<i32, Failure> {
     }
     let me = rustix::process::getpid().as_raw_nonzero().get().to_string();
     for dir in &cfg.cgroups {
-        std::fs::write(dir.join("cgroup.procs"), &me).layer("cgroup", &format!("cannot join {}", dir.display()))?;
+        std::fs::write(dir.join("cgroup.procs"), &me)
+            .layer("cgroup", &format!("cannot join {}", dir.display()))?;
     }
     let idmaps = userns::idmap_namespaces(&cfg)?;
     // The mount namespace is pid 1's alone (made after the fork): pivot_root moves the root of
@@ -103,7 +113,8 @@ fn outer(cfg: JailConfig, channel: OwnedFd) -> Result<i32, Failure> {
     // SAFETY: single-threaded; the new namespaces only affect this process and its children.
     unsafe { unshare_unsafe(flags) }.layer("namespaces", "cannot create namespaces")?;
     sys::loopback_up().layer("network", "cannot bring up loopback")?;
-    rustix::system::sethostname(cfg.hostname.as_bytes()).layer("namespaces", "cannot set the host name")?;
+    rustix::system::sethostname(cfg.hostname.as_bytes())
+        .layer("namespaces", "cannot set the host name")?;
 
     let (from_parent_r, mut to_child_w) = pipe()?;
     let (mut from_child_r, to_parent_w) = pipe()?;
@@ -112,10 +123,22 @@ fn outer(cfg: JailConfig, channel: OwnedFd) -> Result<i32, Failure> {
         ForkResult::Child => {
             drop(to_child_w);
             drop(from_child_r);
-            let code = match pid1(&cfg, channel.try_clone(), idmaps, from_parent_r, to_parent_w) {
+            let code = match pid1(
+                &cfg,
+                channel.try_clone(),
+                idmaps,
+                from_parent_r,
+                to_parent_w,
+            ) {
                 Ok(never) => match never {},
                 Err(f) => {
-                    let _ = send_report(channel.as_fd(), &Report::SetupFailed { layer: f.layer.into(), message: f.message });
+                    let _ = send_report(
+                        channel.as_fd(),
+                        &Report::SetupFailed {
+                            layer: f.layer.into(),
+                            message: f.message,
+                        },
+                    );
                     EXIT_SETUP_FAILED
                 }
             };
@@ -163,19 +186,28 @@ fn pid1(
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .layer("init", "cannot tie pid 1 to the jail")?;
     // SAFETY: single-threaded; the new mount namespace affects only this process.
-    unsafe { unshare_unsafe(UnshareFlags::NEWNS) }.layer("mounts", "cannot create the mount namespace")?;
+    unsafe { unshare_unsafe(UnshareFlags::NEWNS) }
+        .layer("mounts", "cannot create the mount namespace")?;
     mounts::build(cfg, &idmaps)?;
     drop(idmaps);
 
     // SAFETY: single-threaded; entering a new user namespace affects only this process.
-    unsafe { unshare_unsafe(UnshareFlags::NEWUSER) }.layer("user namespace", "cannot create the user namespace")?;
-    to_parent.write_all(&[1]).layer("user namespace", "cannot reach the jail")?;
+    unsafe { unshare_unsafe(UnshareFlags::NEWUSER) }
+        .layer("user namespace", "cannot create the user namespace")?;
+    to_parent
+        .write_all(&[1])
+        .layer("user namespace", "cannot reach the jail")?;
     drop(to_parent);
     let mut pid = [0u8; 4];
-    from_parent.read_exact(&mut pid).layer("user namespace", "the jail did not map the user namespace")?;
+    from_parent
+        .read_exact(&mut pid)
+        .layer("user namespace", "the jail did not map the user namespace")?;
     let host_pid = i32::from_le_bytes(pid);
     if host_pid == 0 {
-        return Err(Failure::new("user namespace", "writing uid_map/gid_map failed"));
+        return Err(Failure::new(
+            "user namespace",
+            "writing uid_map/gid_map failed",
+        ));
     }
     drop(from_parent);
     let root_gid = nix::unistd::Gid::from_raw(0);

@@ -5,11 +5,14 @@ use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
-use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, ResolveFlags, mkdirat, mknodat, openat, openat2, symlinkat};
+use rustix::fs::{
+    AtFlags, CWD, FileType, Mode, OFlags, ResolveFlags, mkdirat, mknodat, openat, openat2,
+    symlinkat,
+};
 use rustix::mount::{
-    FsMountFlags, FsOpenFlags, MountAttrFlags, MountPropagationFlags, MoveMountFlags, OpenTreeFlags,
-    UnmountFlags, fsconfig_create, fsconfig_set_flag, fsconfig_set_string, fsmount, fsopen, mount_change,
-    move_mount, open_tree, unmount,
+    FsMountFlags, FsOpenFlags, MountAttrFlags, MountPropagationFlags, MoveMountFlags,
+    OpenTreeFlags, UnmountFlags, fsconfig_create, fsconfig_set_flag, fsconfig_set_string, fsmount,
+    fsopen, mount_change, move_mount, open_tree, unmount,
 };
 
 use super::sys::{self, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
@@ -24,15 +27,30 @@ fn resolve_flags() -> ResolveFlags {
 
 /// Opens `name` under `dir` as an O_PATH directory, refusing symlinks.
 fn open_dir(dir: BorrowedFd<'_>, name: &str) -> rustix::io::Result<OwnedFd> {
-    openat2(dir, name, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty(), resolve_flags())
+    openat2(
+        dir,
+        name,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        resolve_flags(),
+    )
 }
 
 /// Walks `rel` (components separated by '/') under `root`, creating missing directories owned
 /// by the sandbox's root, and returns the last one. With `file`, the last component is a file
 /// mount point (created empty if missing).
-fn ensure_beneath(root: BorrowedFd<'_>, rel: &str, file: bool, owner: u32) -> Result<OwnedFd, Failure> {
+fn ensure_beneath(
+    root: BorrowedFd<'_>,
+    rel: &str,
+    file: bool,
+    owner: u32,
+) -> Result<OwnedFd, Failure> {
     let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
-    let what = |c: &str| format!("cannot create mount point /{rel} (at {c:?}); if the sandbox's layer was changed, `paddock reset` it");
+    let what = |c: &str| {
+        format!(
+            "cannot create mount point /{rel} (at {c:?}); if the sandbox's layer was changed, `paddock reset` it"
+        )
+    };
     let mut cur = open_dir(root, ".").layer(LAYER, &what("."))?;
     for (i, c) in comps.iter().enumerate() {
         let last = i + 1 == comps.len();
@@ -46,8 +64,14 @@ fn ensure_beneath(root: BorrowedFd<'_>, rel: &str, file: bool, owner: u32) -> Re
             )
             .layer(LAYER, &what(c))?;
             drop(f);
-            return openat2(cur.as_fd(), *c, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), resolve_flags())
-                .layer(LAYER, &what(c));
+            return openat2(
+                cur.as_fd(),
+                *c,
+                OFlags::PATH | OFlags::CLOEXEC,
+                Mode::empty(),
+                resolve_flags(),
+            )
+            .layer(LAYER, &what(c));
         }
         let next = match open_dir(cur.as_fd(), c) {
             Ok(fd) => fd,
@@ -77,12 +101,23 @@ fn chown_root(dir: BorrowedFd<'_>, name: &str, base: u32) -> Result<(), Failure>
 
 /// Attaches the detached mount `mnt` on top of `target`.
 fn attach(mnt: BorrowedFd<'_>, target: BorrowedFd<'_>, what: &str) -> Result<(), Failure> {
-    move_mount(mnt, "", target, "", MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH)
-        .layer(LAYER, what)
+    move_mount(
+        mnt,
+        "",
+        target,
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+    .layer(LAYER, what)
 }
 
 /// A new filesystem instance as a detached mount.
-fn new_fs(fstype: &str, opts: &[(&str, &str)], flags: &[&str], attrs: MountAttrFlags) -> Result<OwnedFd, Failure> {
+fn new_fs(
+    fstype: &str,
+    opts: &[(&str, &str)],
+    flags: &[&str],
+    attrs: MountAttrFlags,
+) -> Result<OwnedFd, Failure> {
     let what = format!("cannot create {fstype}");
     let fs = fsopen(fstype, FsOpenFlags::FSOPEN_CLOEXEC).layer(LAYER, &what)?;
     for (k, v) in opts {
@@ -98,15 +133,24 @@ fn new_fs(fstype: &str, opts: &[(&str, &str)], flags: &[&str], attrs: MountAttrF
 fn check_overlay_path(p: &Path) -> Result<&str, Failure> {
     match p.to_str() {
         Some(s) if !s.contains([',', ':', '\\']) => Ok(s),
-        _ => Err(Failure::new(LAYER, format!("the state path {} contains ',', ':' or '\\', which overlayfs cannot take; set PADDOCK_HOME to a plain path", p.display()))),
+        _ => Err(Failure::new(
+            LAYER,
+            format!(
+                "the state path {} contains ',', ':' or '\\', which overlayfs cannot take; set PADDOCK_HOME to a plain path",
+                p.display()
+            ),
+        )),
     }
 }
 
 /// Builds the tree and pivots into it. Afterwards `/` is the sandbox root.
 pub fn build(cfg: &JailConfig, idmaps: &BTreeMap<(u32, u32), OwnedFd>) -> Result<(), Failure> {
     let base = cfg.id_base;
-    mount_change("/", MountPropagationFlags::PRIVATE | MountPropagationFlags::REC)
-        .layer(LAYER, "cannot make the mount namespace private")?;
+    mount_change(
+        "/",
+        MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+    )
+    .layer(LAYER, "cannot make the mount namespace private")?;
 
     // The root: the image under the sandbox's writable layer.
     let lower = check_overlay_path(&cfg.lower)?;
@@ -114,20 +158,46 @@ pub fn build(cfg: &JailConfig, idmaps: &BTreeMap<(u32, u32), OwnedFd>) -> Result
     let work = check_overlay_path(&cfg.work)?;
     let overlay = new_fs(
         "overlay",
-        &[("source", "paddock"), ("lowerdir", lower), ("upperdir", upper), ("workdir", work)],
+        &[
+            ("source", "paddock"),
+            ("lowerdir", lower),
+            ("upperdir", upper),
+            ("workdir", work),
+        ],
         &[],
         MountAttrFlags::MOUNT_ATTR_NODEV,
     )?;
-    let merged = openat(CWD, &cfg.merged, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .layer(LAYER, "cannot open the sandbox mount point")?;
-    attach(overlay.as_fd(), merged.as_fd(), "cannot mount the sandbox root")?;
+    let merged = openat(
+        CWD,
+        &cfg.merged,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .layer(LAYER, "cannot open the sandbox mount point")?;
+    attach(
+        overlay.as_fd(),
+        merged.as_fd(),
+        "cannot mount the sandbox root",
+    )?;
     drop(merged);
-    let root = openat(CWD, &cfg.merged, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        .layer(LAYER, "cannot open the sandbox root")?;
+    let root = openat(
+        CWD,
+        &cfg.merged,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .layer(LAYER, "cannot open the sandbox root")?;
     let root = root.as_fd();
 
     // /proc: a fresh instance for the sandbox's pid namespace.
-    let proc_mnt = new_fs("proc", &[], &[], MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV | MountAttrFlags::MOUNT_ATTR_NOEXEC)?;
+    let proc_mnt = new_fs(
+        "proc",
+        &[],
+        &[],
+        MountAttrFlags::MOUNT_ATTR_NOSUID
+            | MountAttrFlags::MOUNT_ATTR_NODEV
+            | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+    )?;
     let proc_dir = ensure_beneath(root, "proc", false, base)?;
     attach(proc_mnt.as_fd(), proc_dir.as_fd(), "cannot mount /proc")?;
 
@@ -135,19 +205,44 @@ pub fn build(cfg: &JailConfig, idmaps: &BTreeMap<(u32, u32), OwnedFd>) -> Result
     let owner = base.to_string();
     let dev_mnt = new_fs(
         "tmpfs",
-        &[("mode", "0755"), ("size", "1m"), ("uid", &owner), ("gid", &owner)],
+        &[
+            ("mode", "0755"),
+            ("size", "1m"),
+            ("uid", &owner),
+            ("gid", &owner),
+        ],
         &[],
         MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NOEXEC,
     )?;
-    for (name, major, minor) in [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)] {
-        mknodat(dev_mnt.as_fd(), name, FileType::CharacterDevice, Mode::from_bits_truncate(0o666), rustix::fs::makedev(major, minor))
-            .layer(LAYER, &format!("cannot create /dev/{name}"))?;
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        mknodat(
+            dev_mnt.as_fd(),
+            name,
+            FileType::CharacterDevice,
+            Mode::from_bits_truncate(0o666),
+            rustix::fs::makedev(major, minor),
+        )
+        .layer(LAYER, &format!("cannot create /dev/{name}"))?;
         chown_root(dev_mnt.as_fd(), name, base)?;
     }
     for d in ["pts", "shm"] {
-        mkdirat(dev_mnt.as_fd(), d, Mode::from_bits_truncate(0o755)).layer(LAYER, "cannot populate /dev")?;
+        mkdirat(dev_mnt.as_fd(), d, Mode::from_bits_truncate(0o755))
+            .layer(LAYER, "cannot populate /dev")?;
     }
-    for (link, target) in [("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
         symlinkat(target, dev_mnt.as_fd(), link).layer(LAYER, "cannot populate /dev")?;
         chown_root(dev_mnt.as_fd(), link, base)?;
     }
@@ -160,14 +255,24 @@ pub fn build(cfg: &JailConfig, idmaps: &BTreeMap<(u32, u32), OwnedFd>) -> Result
     )?;
     let pts_dir = open_dir(dev_mnt.as_fd(), "pts").layer(LAYER, "cannot open /dev/pts")?;
     attach(pts.as_fd(), pts_dir.as_fd(), "cannot mount /dev/pts")?;
-    let shm = new_fs("tmpfs", &[("mode", "1777"), ("uid", &owner), ("gid", &owner)], &[], MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV)?;
+    let shm = new_fs(
+        "tmpfs",
+        &[("mode", "1777"), ("uid", &owner), ("gid", &owner)],
+        &[],
+        MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
+    )?;
     let shm_dir = open_dir(dev_mnt.as_fd(), "shm").layer(LAYER, "cannot open /dev/shm")?;
     attach(shm.as_fd(), shm_dir.as_fd(), "cannot mount /dev/shm")?;
     let dev_dir = ensure_beneath(root, "dev", false, base)?;
     attach(dev_mnt.as_fd(), dev_dir.as_fd(), "cannot mount /dev")?;
 
     // /tmp: private to this run.
-    let tmp = new_fs("tmpfs", &[("mode", "1777"), ("uid", &owner), ("gid", &owner)], &[], MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV)?;
+    let tmp = new_fs(
+        "tmpfs",
+        &[("mode", "1777"), ("uid", &owner), ("gid", &owner)],
+        &[],
+        MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
+    )?;
     let tmp_dir = ensure_beneath(root, "tmp", false, base)?;
     attach(tmp.as_fd(), tmp_dir.as_fd(), "cannot mount /tmp")?;
 
@@ -181,14 +286,32 @@ pub fn build(cfg: &JailConfig, idmaps: &BTreeMap<(u32, u32), OwnedFd>) -> Result
     // Kernel knobs in /proc stay read-only even for the sandbox's root.
     let proc_root = open_dir(root, "proc").layer(LAYER, "cannot open /proc")?;
     for name in ["sys", "sysrq-trigger", "irq", "bus"] {
-        let Ok(tree) = open_tree(proc_root.as_fd(), name, OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC) else {
+        let Ok(tree) = open_tree(
+            proc_root.as_fd(),
+            name,
+            OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+        ) else {
             continue;
         };
-        sys::mount_setattr(tree.as_fd(), false, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, None)
-            .layer(LAYER, &format!("cannot make /proc/{name} read-only"))?;
-        let target = openat(proc_root.as_fd(), name, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-            .layer(LAYER, &format!("cannot open /proc/{name}"))?;
-        attach(tree.as_fd(), target.as_fd(), &format!("cannot make /proc/{name} read-only"))?;
+        sys::mount_setattr(
+            tree.as_fd(),
+            false,
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+            None,
+        )
+        .layer(LAYER, &format!("cannot make /proc/{name} read-only"))?;
+        let target = openat(
+            proc_root.as_fd(),
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .layer(LAYER, &format!("cannot open /proc/{name}"))?;
+        attach(
+            tree.as_fd(),
+            target.as_fd(),
+            &format!("cannot make /proc/{name} read-only"),
+        )?;
     }
     drop(proc_root);
 
@@ -200,20 +323,47 @@ pub fn build(cfg: &JailConfig, idmaps: &BTreeMap<(u32, u32), OwnedFd>) -> Result
     Ok(())
 }
 
-fn bind(root: BorrowedFd<'_>, b: &Bind, base: u32, idmaps: &BTreeMap<(u32, u32), OwnedFd>) -> Result<(), Failure> {
+fn bind(
+    root: BorrowedFd<'_>,
+    b: &Bind,
+    base: u32,
+    idmaps: &BTreeMap<(u32, u32), OwnedFd>,
+) -> Result<(), Failure> {
     let what = format!("cannot share {} at {}", b.host.display(), b.target);
     // The host path was canonicalised by the host side; refusing symlinks here closes the gap
     // between that check and this open.
-    let src_flags = OFlags::PATH | OFlags::CLOEXEC | if b.is_dir { OFlags::DIRECTORY } else { OFlags::empty() };
-    let src = openat2(CWD, &b.host, src_flags, Mode::empty(), ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS)
-        .layer(LAYER, &format!("{what}: the path changed or passes through a symlink"))?;
+    let src_flags = OFlags::PATH
+        | OFlags::CLOEXEC
+        | if b.is_dir {
+            OFlags::DIRECTORY
+        } else {
+            OFlags::empty()
+        };
+    let src = openat2(
+        CWD,
+        &b.host,
+        src_flags,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
+    .layer(
+        LAYER,
+        &format!("{what}: the path changed or passes through a symlink"),
+    )?;
     let tree = open_tree(
         src.as_fd(),
         "",
-        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC | OpenTreeFlags::AT_RECURSIVE | OpenTreeFlags::AT_EMPTY_PATH,
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_RECURSIVE
+            | OpenTreeFlags::AT_EMPTY_PATH,
     )
     .layer(LAYER, &what)?;
-    let userns = if b.idmap { idmaps.get(&(b.owner_uid, b.owner_gid)).map(|f| f.as_fd()) } else { None };
+    let userns = if b.idmap {
+        idmaps.get(&(b.owner_uid, b.owner_gid)).map(|f| f.as_fd())
+    } else {
+        None
+    };
     let mut attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
     if b.read_only {
         attrs |= MOUNT_ATTR_RDONLY;

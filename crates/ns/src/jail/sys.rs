@@ -19,9 +19,19 @@ struct MountAttr {
 }
 
 /// Sets attributes on the (detached or attached) mount tree at `fd`.
-pub fn mount_setattr(fd: BorrowedFd<'_>, recursive: bool, set: u64, userns: Option<BorrowedFd<'_>>) -> io::Result<()> {
+pub fn mount_setattr(
+    fd: BorrowedFd<'_>,
+    recursive: bool,
+    set: u64,
+    userns: Option<BorrowedFd<'_>>,
+) -> io::Result<()> {
     let attr = MountAttr {
-        attr_set: set | if userns.is_some() { MOUNT_ATTR_IDMAP } else { 0 },
+        attr_set: set
+            | if userns.is_some() {
+                MOUNT_ATTR_IDMAP
+            } else {
+                0
+            },
         attr_clr: 0,
         propagation: 0,
         userns_fd: userns.map(|u| u.as_raw_fd() as u64).unwrap_or(0),
@@ -39,7 +49,11 @@ pub fn mount_setattr(fd: BorrowedFd<'_>, recursive: bool, set: u64, userns: Opti
             std::mem::size_of::<MountAttr>(),
         )
     };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Brings the loopback interface up in the current network namespace.

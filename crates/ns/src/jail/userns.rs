@@ -30,7 +30,10 @@ pub fn write_maps(child: Pid, base: u32) -> std::io::Result<()> {
 /// everything else appears as `nobody`. Format: on-disk id, id seen by the sandbox, count.
 pub fn idmap_lines(owner: u32, base: u32) -> Result<String, String> {
     if (base..base + ID_RANGE).contains(&owner) {
-        return Err(format!("the owner id {owner} lies in the sandbox id range {base}..{}", base + ID_RANGE));
+        return Err(format!(
+            "the owner id {owner} lies in the sandbox id range {base}..{}",
+            base + ID_RANGE
+        ));
     }
     Ok(format!(
         "{owner} {} 1\n{base} {base} {AGENT}\n{} {} {}\n",
@@ -49,8 +52,10 @@ pub fn idmap_namespaces(cfg: &JailConfig) -> Result<BTreeMap<(u32, u32), OwnedFd
         if out.contains_key(&key) {
             continue;
         }
-        let uid_map = idmap_lines(b.owner_uid, cfg.id_base).map_err(|e| Failure::new("idmapped mounts", e))?;
-        let gid_map = idmap_lines(b.owner_gid, cfg.id_base).map_err(|e| Failure::new("idmapped mounts", e))?;
+        let uid_map = idmap_lines(b.owner_uid, cfg.id_base)
+            .map_err(|e| Failure::new("idmapped mounts", e))?;
+        let gid_map = idmap_lines(b.owner_gid, cfg.id_base)
+            .map_err(|e| Failure::new("idmapped mounts", e))?;
         out.insert(key, make_userns(&uid_map, &gid_map)?);
     }
     Ok(out)
@@ -83,10 +88,16 @@ fn make_userns(uid_map: &str, gid_map: &str) -> Result<OwnedFd, Failure> {
                 if b[0] != 1 {
                     return Err(Failure::new(L, "cannot create a user namespace"));
                 }
-                std::fs::write(format!("/proc/{child}/uid_map"), uid_map).layer(L, "cannot write uid_map")?;
-                std::fs::write(format!("/proc/{child}/gid_map"), gid_map).layer(L, "cannot write gid_map")?;
-                open(format!("/proc/{child}/ns/user").as_str(), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-                    .layer(L, "cannot open the user namespace")
+                std::fs::write(format!("/proc/{child}/uid_map"), uid_map)
+                    .layer(L, "cannot write uid_map")?;
+                std::fs::write(format!("/proc/{child}/gid_map"), gid_map)
+                    .layer(L, "cannot write gid_map")?;
+                open(
+                    format!("/proc/{child}/ns/user").as_str(),
+                    OFlags::RDONLY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .layer(L, "cannot open the user namespace")
             })();
             drop(hold_w);
             let _ = kill(child, Signal::SIGKILL);
@@ -105,7 +116,12 @@ mod tests {
         let base = 0x7000_0000;
         assert_eq!(
             idmap_lines(1234, base).unwrap(),
-            format!("1234 {} 1\n{base} {base} 1000\n{} {} 64535\n", base + 1000, base + 1001, base + 1001)
+            format!(
+                "1234 {} 1\n{base} {base} 1000\n{} {} 64535\n",
+                base + 1000,
+                base + 1001,
+                base + 1001
+            )
         );
         assert!(idmap_lines(base + 5, base).is_err());
         assert!(idmap_lines(0, base).is_ok());
