@@ -62,10 +62,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let f = d.path().join("f");
         fs::write(&f, b"x").unwrap();
-        fs::set_permissions(&f, fs::Permissions::from_mode(0o4755)).unwrap();
         fs::hard_link(&f, d.path().join("g")).unwrap();
         lchown(d.path(), Some(0), Some(0)).unwrap();
         lchown(&f, Some(0), Some(0)).unwrap();
+        // After the chowns above, which clear setuid themselves.
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o4755)).unwrap();
         shift_tree(d.path(), 0x7000_0000, false).unwrap();
         let m = fs::metadata(&f).unwrap();
         assert_eq!((m.uid(), m.gid()), (0x7000_0000, 0x7000_0000));

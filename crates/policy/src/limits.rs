@@ -185,7 +185,8 @@ mod tests {
         assert!("lots".parse::<Cpus>().is_err());
         assert_eq!(Limits::parse_pids("256").unwrap(), 256);
         assert!(Limits::parse_pids("3").is_err());
-        assert_eq!(ByteSize(3 << 29).to_string(), "1.5G");
+        assert_eq!(ByteSize(3 << 29).to_string(), "1536M");
+        assert_eq!(ByteSize((1 << 30) + 1).to_string(), "1.0G");
         assert_eq!(ByteSize(512 << 20).to_string(), "512M");
     }
 }
