@@ -82,24 +82,9 @@ fn validate(args: &RunArgs) -> Result<Validated> {
         mounts.push(m);
     }
     let limits = Limits {
-        cpus: args
-            .cpus
-            .as_deref()
-            .map(str::parse)
-            .transpose()
-            .map_err(|e: paddock_policy::LimitsError| usage(format!("--cpus: {e}")))?,
-        memory: args
-            .memory
-            .as_deref()
-            .map(Limits::parse_memory)
-            .transpose()
-            .map_err(|e| usage(format!("--memory: {e}")))?,
-        pids: args
-            .pids
-            .as_deref()
-            .map(Limits::parse_pids)
-            .transpose()
-            .map_err(|e| usage(format!("--pids: {e}")))?,
+        cpus: parse_flag("--cpus", args.cpus.as_deref(), str::parse)?,
+        memory: parse_flag("--memory", args.memory.as_deref(), Limits::parse_memory)?,
+        pids: parse_flag("--pids", args.pids.as_deref(), Limits::parse_pids)?,
     };
     let env = args
         .env
@@ -117,9 +102,7 @@ fn validate(args: &RunArgs) -> Result<Validated> {
         .map(str::parse::<SandboxName>)
         .transpose()
         .map_err(|e| usage(e.to_string()))?;
-    paddock_core::ImageStore::new(PathBuf::new())
-        .path(&args.image)
-        .map_err(|e| usage(e.to_string()))?;
+    paddock_core::check_image_name(&args.image).map_err(|e| usage(e.to_string()))?;
     let v = Validated {
         workspace,
         mounts,
@@ -131,7 +114,7 @@ fn validate(args: &RunArgs) -> Result<Validated> {
     // Whole-spec checks (system directories, clashing mount targets) before anything exists.
     spec_for(
         &v,
-        v.name.clone().unwrap_or_else(unreachable_name),
+        v.name.clone().unwrap_or_else(fallback_name),
         "ns",
         &args.image,
         args.no_sudo,
@@ -161,6 +144,18 @@ fn spec_for(
     }
 }
 
+/// Parses an optional flag value; a bad value is a usage error naming the flag.
+fn parse_flag<T, E: std::fmt::Display>(
+    flag: &str,
+    value: Option<&str>,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<Option<T>> {
+    value
+        .map(parse)
+        .transpose()
+        .map_err(|e| usage(format!("{flag}: {e}")))
+}
+
 fn random_suffix() -> String {
     let mut b = [0u8; 3];
     let _ = std::fs::File::open("/dev/urandom")
@@ -186,17 +181,14 @@ fn generated_name(workspace: &AbsPath) -> SandboxName {
         .collect();
     let base = base.trim_matches('-');
     let base = if base.is_empty() { "sandbox" } else { base };
+    // The sanitised base always satisfies the naming rule; the fallback is for safety only.
     format!("{base}-{}", random_suffix())
         .parse()
-        .unwrap_or_else(|_| {
-            format!("sandbox-{}", random_suffix())
-                .parse()
-                .unwrap_or_else(|_| unreachable_name())
-        })
+        .unwrap_or_else(|_| fallback_name())
 }
 
-fn unreachable_name() -> SandboxName {
-    // "sandbox" always satisfies the naming rule.
+/// A name that always satisfies the naming rule.
+fn fallback_name() -> SandboxName {
     "sandbox".parse().unwrap_or_else(|_| std::process::abort())
 }
 
@@ -409,9 +401,7 @@ fn image(cmd: ImageCmd) -> Result<i32> {
             suite,
             mirror,
         } => {
-            paddock_core::ImageStore::new(PathBuf::new())
-                .path(&name)
-                .map_err(|e| usage(e.to_string()))?;
+            paddock_core::check_image_name(&name).map_err(|e| usage(e.to_string()))?;
             let mut opts = BuildOptions::default_image(&name);
             opts.force = force;
             opts.mirror = mirror;

@@ -18,7 +18,9 @@ pub use backend::{
 };
 pub use dirs::{Dirs, DirsError};
 pub use idmap::{DEFAULT_ID_BASE, ID_RANGE, IdMap};
-pub use image::{DEFAULT_IMAGE, ImageInfo, ImageStore, ImageStoreError};
+pub use image::{
+    DEFAULT_IMAGE, ImageInfo, ImageStore, ImageStoreError, check_name as check_image_name,
+};
 pub use lock::{LockError, SandboxLock};
 pub use paddock_policy::{NameError, SandboxName};
 pub use spec::{SandboxSpec, SpecError};

@@ -9,7 +9,7 @@ mod sources;
 
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -275,9 +275,4 @@ fn build_in(tmp: &Path, opts: &BuildOptions, sources: &[String]) -> Result<Image
     let json = serde_json::to_string_pretty(&info).unwrap_or_default();
     fs::write(tmp.join("image.json"), json).map_err(io("cannot write image.json"))?;
     Ok(info)
-}
-
-/// Path of an image's root filesystem.
-pub fn rootfs(store: &ImageStore, name: &str) -> Result<PathBuf, ImageStoreError> {
-    store.rootfs(name)
 }

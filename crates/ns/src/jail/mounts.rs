@@ -180,14 +180,9 @@ pub fn build(cfg: &JailConfig, idmaps: &BTreeMap<(u32, u32), OwnedFd>) -> Result
         "cannot mount the sandbox root",
     )?;
     drop(merged);
-    let root = openat(
-        CWD,
-        &cfg.merged,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .layer(LAYER, "cannot open the sandbox root")?;
-    let root = root.as_fd();
+    // The fsmount descriptor is the overlay's root, now attached: everything below is built
+    // relative to it.
+    let root = overlay.as_fd();
 
     // /proc: a fresh instance for the sandbox's pid namespace.
     let proc_mnt = new_fs(
