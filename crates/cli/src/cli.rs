@@ -48,6 +48,9 @@ pub enum Cmd {
         /// Sandbox name.
         name: String,
     },
+    /// Network rules, presets, checks and the audit log.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
     /// Print shell completions.
     Completions {
         /// Shell.
@@ -96,6 +99,15 @@ pub struct RunArgs {
     /// Never allocate a terminal, even when stdin and stdout are terminals.
     #[arg(short = 'T', long)]
     pub no_tty: bool,
+    /// Allow HOST[:PORT] for this sandbox (repeatable; kept with a named sandbox).
+    #[arg(long = "allow", value_name = "HOST")]
+    pub allow: Vec<String>,
+    /// Network preset (deny-all, balanced, open); a new sandbox gets balanced.
+    #[arg(long = "policy", value_name = "PRESET")]
+    pub policy: Option<String>,
+    /// No network at all: no proxy, only the sandbox's own loopback.
+    #[arg(long, conflicts_with_all = ["allow", "policy"])]
+    pub no_network: bool,
     /// The command (default: bash).
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -128,5 +140,109 @@ pub enum ImageCmd {
     Rm {
         /// Image name.
         name: String,
+    },
+}
+
+/// Hosts and the optional port/method/path of new rules.
+#[derive(Debug, Args)]
+pub struct RuleArgs {
+    /// Host patterns: api.example.com, *.example.com (one label), **.example.com (any depth,
+    /// and the name itself), 10.0.0.0/8, with an optional :PORT.
+    #[arg(required = true, value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Only this sandbox (default: every sandbox).
+    #[arg(long)]
+    pub sandbox: Option<String>,
+    /// Port: a number or "any" (default: 80 for plain HTTP, 443 for HTTPS).
+    #[arg(long)]
+    pub port: Option<String>,
+    /// Only this HTTP method (checked where the request is visible).
+    #[arg(long)]
+    pub method: Option<String>,
+    /// Only paths matching this pattern ('*' matches any run of characters).
+    #[arg(long)]
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    /// List rules (with --sandbox: the global ones and that sandbox's).
+    Ls {
+        /// Only rules that apply to this sandbox.
+        #[arg(long)]
+        sandbox: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Allow hosts.
+    Allow(RuleArgs),
+    /// Deny hosts (an explicit deny beats every allow).
+    Deny(RuleArgs),
+    /// Remove rules by id.
+    Rm {
+        /// Rule ids (from `policy ls`).
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
+    /// Show the decision for a URL and the rule that makes it, without sending anything.
+    /// Exits 0 when allowed, 1 when denied.
+    Check {
+        /// http://host[:port]/path, https://host[:port], or host[:port] (as HTTPS).
+        url: String,
+        /// Decide with this sandbox's rules (default: the global rules only).
+        #[arg(long)]
+        sandbox: Option<String>,
+        /// Method of a plain-HTTP request (default GET).
+        #[arg(long)]
+        method: Option<String>,
+    },
+    /// Apply a preset (replaces the rules of the previous preset, keeps rules you added).
+    Preset {
+        /// deny-all, balanced or open.
+        name: String,
+        /// Only this sandbox (default: global).
+        #[arg(long)]
+        sandbox: Option<String>,
+    },
+    /// List the presets, or print one.
+    Presets {
+        /// The preset to print.
+        name: Option<String>,
+    },
+    /// Show the audit log: every decision the proxy made.
+    Log {
+        /// Only this sandbox.
+        #[arg(long)]
+        sandbox: Option<String>,
+        /// Only denials.
+        #[arg(long)]
+        denied: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// At most this many (the newest; default 100).
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Keep printing new decisions.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Add rules from a TOML file (checked whole first: an error changes nothing).
+    Import {
+        /// The file.
+        file: PathBuf,
+        /// Put every rule in this sandbox's scope.
+        #[arg(long)]
+        sandbox: Option<String>,
+        /// Replace the rules you added before (preset rules are kept).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Print rules as a TOML file.
+    Export {
+        /// Only the rules that apply to this sandbox.
+        #[arg(long)]
+        sandbox: Option<String>,
     },
 }

@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::CommandFactory;
 use paddock_core::{
-    Dirs, ImageStore, Launch, LockError, SandboxLock, SandboxName, SandboxSpec, SandboxState,
-    Stdio, Store,
+    Dirs, ImageStore, Launch, LockError, Network, SandboxLock, SandboxName, SandboxSpec,
+    SandboxState, Stdio, Store,
 };
 use paddock_image::BuildOptions;
+use paddock_policy::net::{Action, Rule, Scope};
 use paddock_policy::{AbsPath, EnvVar, Limits, Mount, User};
 
-use crate::cli::{Cli, Cmd, ImageCmd, RunArgs};
+use crate::cli::{Cli, Cmd, ImageCmd, RuleArgs, RunArgs};
 use crate::error::usage;
 
 pub fn dispatch(cli: Cli) -> Result<i32> {
@@ -23,6 +24,11 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Ls { json } => ls(json),
         Cmd::Rm { names, force } => rm(&names, force),
         Cmd::Reset { name } => reset(&name),
+        Cmd::Policy(cmd) => {
+            let dirs = Dirs::from_env()?;
+            dirs.ensure()?;
+            crate::policy::policy(&dirs, cmd)
+        }
         Cmd::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -44,6 +50,8 @@ fn open() -> Result<(Dirs, Store)> {
 
 /// Everything `run` needs, validated before anything is created.
 struct Validated {
+    allow: Vec<Rule>,
+    no_network: bool,
     workspace: AbsPath,
     mounts: Vec<Mount>,
     limits: Limits,
@@ -103,7 +111,23 @@ fn validate(args: &RunArgs) -> Result<Validated> {
         .transpose()
         .map_err(|e| usage(e.to_string()))?;
     paddock_core::check_image_name(&args.image).map_err(|e| usage(e.to_string()))?;
+    let allow = crate::policy::rules_from(
+        Action::Allow,
+        &RuleArgs {
+            hosts: args.allow.clone(),
+            sandbox: None,
+            port: None,
+            method: None,
+            path: None,
+        },
+    )
+    .map_err(|e| usage(format!("--allow: {e}")))?;
+    if let Some(p) = &args.policy {
+        paddock_proxy::presets::text(p).map_err(|e| usage(format!("--policy: {e}")))?;
+    }
     let v = Validated {
+        allow,
+        no_network: args.no_network,
         workspace,
         mounts,
         limits,
@@ -141,6 +165,11 @@ fn spec_for(
         env: v.env.clone(),
         user: v.user,
         no_new_privs: no_sudo,
+        network: if v.no_network {
+            Network::None
+        } else {
+            Network::Proxy
+        },
     }
 }
 
@@ -237,6 +266,26 @@ fn run(args: RunArgs) -> Result<i32> {
     } else {
         store.insert(&spec)?;
     }
+    if !args.no_network {
+        let mut rules = crate::policy::open_store(&dirs)?;
+        let scope = Scope::Sandbox(name.to_string());
+        let preset = match (&args.policy, rules.preset_of(&scope)?) {
+            (Some(p), _) => Some(p.as_str()),
+            (None, None) => Some(paddock_proxy::presets::DEFAULT),
+            (None, Some(_)) => None,
+        };
+        if let Some(p) = preset {
+            crate::policy::apply_preset(&mut rules, &scope, p)?;
+        }
+        let have = rules.rules_for(name.as_str())?;
+        let fresh: Vec<Rule> = v
+            .allow
+            .iter()
+            .filter(|r| !have.iter().any(|h| h.scope == scope && h.rule == **r))
+            .cloned()
+            .collect();
+        rules.add(&scope, &fresh, "run")?;
+    }
     let tty = !args.no_tty && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let argv = if args.command.is_empty() {
         vec!["bash".to_owned()]
@@ -246,7 +295,14 @@ fn run(args: RunArgs) -> Result<i32> {
     let uid = spec.user.uid();
     let launch = Launch {
         argv,
-        env: paddock_supervisor::environment(std::env::vars(), &spec.env, uid, tty, name.as_str()),
+        env: paddock_supervisor::environment(
+            std::env::vars(),
+            &spec.env,
+            uid,
+            tty,
+            name.as_str(),
+            spec.network == Network::Proxy,
+        ),
         cwd: spec.workspace.to_string(),
         uid,
         stdio: if tty { Stdio::Pty } else { Stdio::Inherit },
@@ -283,6 +339,7 @@ fn remove_sandbox(dirs: &Dirs, store: &Store, name: &SandboxName) -> Result<()> 
             .with_context(|| format!("cannot remove {}", dir.display()))?;
     }
     store.delete(name)?;
+    crate::policy::open_store(dirs)?.remove_scope(&Scope::Sandbox(name.to_string()))?;
     if doomed.exists() {
         std::fs::remove_dir_all(&doomed)
             .with_context(|| format!("cannot remove {}", doomed.display()))?;

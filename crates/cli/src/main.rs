@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod error;
+mod policy;
 
 use clap::Parser;
 

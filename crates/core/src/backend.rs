@@ -108,6 +108,14 @@ impl Exit {
     }
 }
 
+/// Where a sandbox's connections to the egress proxy arrive on the host.
+#[derive(Debug)]
+pub enum Egress {
+    /// A listening TCP socket that lives in the sandbox's own network namespace (bound to its
+    /// `127.0.0.1:3128`); the host accepts from it directly.
+    TcpListener(OwnedFd),
+}
+
 /// A running sandbox as its backend sees it.
 pub trait Instance: Send + std::fmt::Debug {
     /// Host pid of the process that stands for the sandbox (signal it to reach the command).
@@ -122,6 +130,9 @@ pub trait Instance: Send + std::fmt::Debug {
     fn wait(&mut self) -> Result<Exit, BackendError>;
     /// Messages from the sandbox about the command (e.g. "command not found"), taken once.
     fn diagnostics(&mut self) -> Vec<String>;
+    /// Where the sandbox's proxy connections arrive (taken once). `None` when the spec has no
+    /// network; a backend that was asked for the proxy and cannot give it fails `start`.
+    fn take_egress(&mut self) -> Option<Egress>;
 }
 
 /// One line of a backend's probe.

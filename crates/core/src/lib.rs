@@ -14,6 +14,7 @@ mod spec;
 mod store;
 
 pub use backend::{
+    Egress,
     Backend, BackendError, Exit, Instance, Launch, Probe, ProbeItem, StartContext, Stdio,
 };
 pub use dirs::{Dirs, DirsError};
@@ -23,5 +24,5 @@ pub use image::{
 };
 pub use lock::{LockError, SandboxLock};
 pub use paddock_policy::{NameError, SandboxName};
-pub use spec::{SandboxSpec, SpecError};
+pub use spec::{Network, PROXY_PORT, SandboxSpec, SpecError};
 pub use store::{SandboxRecord, SandboxState, Store, StoreError};

@@ -36,7 +36,24 @@ pub struct SandboxSpec {
     pub user: User,
     /// Set `no_new_privs` for every process (sudo inside then cannot raise privileges).
     pub no_new_privs: bool,
+    /// How the sandbox reaches the network.
+    #[serde(default)]
+    pub network: Network,
 }
+
+/// How a sandbox reaches the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Network {
+    /// Only through the host's egress proxy at `127.0.0.1:3128` inside.
+    #[default]
+    Proxy,
+    /// Nothing at all: loopback only.
+    None,
+}
+
+/// The address of the egress proxy inside every sandbox.
+pub const PROXY_PORT: u16 = 3128;
 
 /// Host directories that are never a workspace.
 const SYSTEM_DIRS: &[&str] = &[
@@ -76,6 +93,7 @@ mod tests {
             env: vec![],
             user: User::Agent,
             no_new_privs: false,
+            network: Network::Proxy,
         }
     }
 

@@ -47,4 +47,6 @@ pub struct JailConfig {
     pub cgroups: Vec<PathBuf>,
     /// The command.
     pub command: paddock_wire::Command,
+    /// Open a listening socket on the sandbox's `127.0.0.1:3128` and send it to the host.
+    pub egress: bool,
 }

@@ -23,7 +23,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio as ProcStdio};
 
 use paddock_core::{
-    Backend, BackendError, Exit, Instance, Launch, Probe, SandboxSpec, StartContext, Stdio,
+    Backend, BackendError, Egress, Exit, Instance, Launch, Network, Probe, SandboxSpec,
+    StartContext, Stdio,
 };
 use paddock_init::recv_report;
 use paddock_policy::AbsPath;
@@ -72,6 +73,7 @@ pub struct NsInstance {
     child: Child,
     pidfd: OwnedFd,
     pty: Option<OwnedFd>,
+    egress: Option<OwnedFd>,
     channel: OwnedFd,
     cgroups: SandboxCgroups,
     diagnostics: Vec<String>,
@@ -231,6 +233,7 @@ impl Backend for NsBackend {
                 tty: launch.stdio == Stdio::Pty,
                 no_new_privs: spec.no_new_privs,
             },
+            egress: spec.network == Network::Proxy,
         };
         let started = spawn(&self.jail, &cfg, launch.stdio);
         match started {
@@ -292,10 +295,12 @@ fn spawn(jail: &Path, cfg: &JailConfig, stdio: Stdio) -> Result<NsInstance, Back
     )
     .map_err(|e| BackendError::io("pidfd_open")(e.into()))?;
     let mut pty = None;
+    let mut egress = None;
     loop {
         match recv_report(ours.as_fd()) {
             Ok(Some((Report::Ready { .. }, _))) => break,
             Ok(Some((Report::PtyMaster, fd))) => pty = fd,
+            Ok(Some((Report::EgressListener, fd))) => egress = fd,
             Ok(Some((Report::SetupFailed { layer, message }, _))) => {
                 let _ = child.wait();
                 return Err(BackendError::Layer { layer, message });
@@ -318,10 +323,19 @@ fn spawn(jail: &Path, cfg: &JailConfig, stdio: Stdio) -> Result<NsInstance, Back
             }
         }
     }
+    if cfg.egress && egress.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(BackendError::Layer {
+            layer: "network".into(),
+            message: "the sandbox did not hand over its proxy listener".into(),
+        });
+    }
     Ok(NsInstance {
         child,
         pidfd,
         pty,
+        egress,
         channel: ours,
         cgroups: SandboxCgroups::default(),
         diagnostics: vec![],
@@ -339,6 +353,10 @@ impl Instance for NsInstance {
 
     fn take_pty(&mut self) -> Option<OwnedFd> {
         self.pty.take()
+    }
+
+    fn take_egress(&mut self) -> Option<Egress> {
+        self.egress.take().map(Egress::TcpListener)
     }
 
     fn signal(&self, signal: i32) -> Result<(), BackendError> {

@@ -8,6 +8,7 @@
 mod limits;
 mod mount;
 mod name;
+pub mod net;
 mod path;
 mod run;
 

@@ -9,6 +9,7 @@ pub fn environment(
     uid: u32,
     tty: bool,
     hostname: &str,
+    proxy: bool,
 ) -> Vec<(String, String)> {
     let (home, user) = match uid {
         0 => ("/root".to_owned(), "root".to_owned()),
@@ -35,6 +36,15 @@ pub fn environment(
         } else if k == "LANG" || k == "LANGUAGE" || k.starts_with("LC_") {
             env.push((k, v));
         }
+    }
+    if proxy {
+        let url = format!("http://127.0.0.1:{}", paddock_core::PROXY_PORT);
+        for k in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"] {
+            env.push((k.into(), url.clone()));
+            env.push((k.to_ascii_lowercase(), url.clone()));
+        }
+        env.push(("NO_PROXY".into(), "localhost,127.0.0.1".into()));
+        env.push(("no_proxy".into(), "localhost,127.0.0.1".into()));
     }
     match term {
         Some(t) => env.push(("TERM".into(), t)),
@@ -64,7 +74,7 @@ mod tests {
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()));
         let extra = vec!["FOO=bar".parse().unwrap(), "HOME=/w".parse().unwrap()];
-        let env = environment(host, &extra, 1000, false, "box");
+        let env = environment(host, &extra, 1000, false, "box", false);
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("TERM"), Some("xterm"));
         assert_eq!(get("LC_ALL"), Some("C"));

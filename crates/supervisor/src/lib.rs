@@ -5,6 +5,7 @@
 //! reports the command's exit status. Later it also owns the egress proxy and port forwards.
 
 mod control;
+pub mod egress;
 pub mod doctor;
 mod env;
 mod relay;
@@ -14,8 +15,8 @@ use std::path::PathBuf;
 
 pub use env::environment;
 use paddock_core::{
-    Backend, BackendError, Dirs, Exit, ImageInfo, Launch, LockError, SandboxLock, SandboxSpec,
-    StartContext, Store, StoreError,
+    Backend, BackendError, Dirs, Exit, ImageInfo, Launch, LockError, Network, SandboxLock,
+    SandboxSpec, StartContext, Store, StoreError,
 };
 pub use select::{SelectError, backend_ids, check_name as select_check, select};
 
@@ -116,8 +117,25 @@ pub fn run_attached(
     if let Some(c) = &control {
         c.set_pid(instance.pid());
     }
+    let proxy = match spec.network {
+        Network::None => None,
+        Network::Proxy => match egress::start(&dirs.database(), &name, instance.take_egress()) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                // Fail closed: no proxy, no sandbox.
+                let _ = instance.signal(libc::SIGKILL);
+                let _ = instance.wait();
+                let _ = store.mark_stopped(&spec.name, None);
+                drop(control);
+                return Err(e.into());
+            }
+        },
+    };
     let relayed = relay::relay(instance.as_mut());
     let exit = instance.wait();
+    if let Some(p) = proxy {
+        p.stop();
+    }
     let diagnostics = instance.diagnostics();
     let status = exit.as_ref().map(Exit::status).ok();
     store.mark_stopped(&spec.name, status)?;

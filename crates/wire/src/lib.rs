@@ -51,6 +51,9 @@ pub enum Report {
     },
     /// The pty master for the command's terminal rides along with this message.
     PtyMaster,
+    /// A listening TCP socket on the sandbox's `127.0.0.1:3128` rides along: the host accepts
+    /// the sandbox's proxy connections from it.
+    EgressListener,
     /// Setting up a security layer or the filesystem failed; the command was not started.
     SetupFailed {
         /// Which layer (e.g. `seccomp`, `landlock`, `mounts`, `cgroup`, `user namespace`).

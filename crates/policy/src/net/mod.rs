@@ -1,0 +1,12 @@
+//! Network policy: canonical hosts, address classes, rules and the decision over them.
+
+mod addr;
+mod host;
+mod rule;
+
+pub use addr::{AddrClass, classify};
+pub use host::{Host, HostError, canonical_ip, parse_ipv4_any, split_host_port};
+pub use rule::{
+    Action, Decision, HostPattern, Kind, PathGlob, PortSpec, Rule, RuleError, Scope, StoredRule,
+    Target, decide, decide_address, parse_method,
+};

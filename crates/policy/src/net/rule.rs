@@ -1,0 +1,564 @@
+//! Network rules and the pure decision over them.
+//!
+//! A rule names a host pattern, a port, and optionally a method and path (which can only be
+//! checked where the request is visible: plain HTTP now, intercepted TLS later). The decision is
+//! deny by default, and an explicit deny beats any allow ([`Action`] orders `Deny` above `Allow`,
+//! so "strictest wins" is `max()`).
+
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use super::addr::{AddrClass, classify};
+use super::host::{Host, HostError, canonical_ip};
+
+/// Why a rule could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    /// the host pattern is not valid
+    #[error("invalid host pattern {pattern:?}: {reason}")]
+    Pattern {
+        /// The pattern as given.
+        pattern: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// the port is not a number from 1 to 65535 or `any`
+    #[error("invalid port {0:?}: use a number from 1 to 65535, or \"any\"")]
+    Port(String),
+    /// the method is not an HTTP token
+    #[error("invalid method {0:?}: use an HTTP method such as GET or POST")]
+    Method(String),
+    /// the path does not start with '/'
+    #[error("invalid path {0:?}: a path pattern starts with '/' ('*' matches any run of characters)")]
+    Path(String),
+}
+
+/// What a rule does. `Deny > Allow`, so the strictest of several is their `max()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Let the request through.
+    Allow,
+    /// Refuse it.
+    Deny,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::Allow => "allow",
+            Action::Deny => "deny",
+        })
+    }
+}
+
+/// Which hosts a rule covers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostPattern {
+    /// Exactly this name.
+    Exact(String),
+    /// `*.suffix`: one more label than the suffix (not the suffix itself).
+    OneLabel(String),
+    /// `**.suffix`: the suffix itself and any name below it.
+    AnyDepth(String),
+    /// `**`: every name and every public address.
+    Any,
+    /// An address or range (`10.0.0.0/8`, `127.0.0.1`, `::1`).
+    Net(IpNet),
+}
+
+impl HostPattern {
+    /// Reads a pattern (without port).
+    pub fn parse(raw: &str) -> Result<HostPattern, RuleError> {
+        let bad = |reason: &dyn fmt::Display| RuleError::Pattern {
+            pattern: raw.into(),
+            reason: reason.to_string(),
+        };
+        if raw == "**" || raw == "*" {
+            return Ok(HostPattern::Any);
+        }
+        if let Some((addr, len)) = raw.split_once('/') {
+            let Host::Ip(ip) = Host::parse(addr).map_err(|e| bad(&e))? else {
+                return Err(bad(&"a range needs an IP address before '/'"));
+            };
+            if len.is_empty() || len.len() > 3 || !len.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad(&"bad prefix length"));
+            }
+            let mut len: u8 = len.parse().map_err(|_| bad(&"bad prefix length"))?;
+            // Host::parse reads an IPv4-mapped IPv6 address as the IPv4 address it carries, so
+            // the prefix length of a mapped range (`::ffff:10.0.0.0/104`) is counted from bit 96.
+            if ip.is_ipv4() && addr.contains(':') {
+                len = len.checked_sub(96).ok_or_else(|| {
+                    bad(&"a range of IPv4-mapped addresses needs a prefix length of at least 96")
+                })?;
+            }
+            let net = IpNet::new(ip, len).map_err(|e| bad(&e))?;
+            return Ok(HostPattern::Net(net.trunc()));
+        }
+        let (ctor, rest): (fn(String) -> HostPattern, &str) =
+            if let Some(rest) = raw.strip_prefix("**.") {
+                (HostPattern::AnyDepth, rest)
+            } else if let Some(rest) = raw.strip_prefix("*.") {
+                (HostPattern::OneLabel, rest)
+            } else {
+                (HostPattern::Exact, raw)
+            };
+        if rest.contains('*') {
+            return Err(bad(
+                &"'*' is only allowed as the whole first label ('*.example.com' or '**.example.com')",
+            ));
+        }
+        match Host::parse(rest).map_err(|e: HostError| bad(&e))? {
+            Host::Name(n) => {
+                if !matches!(ctor(String::new()), HostPattern::Exact(_)) && !n.contains('.') {
+                    return Err(bad(&"a wildcard needs a suffix of at least two labels"));
+                }
+                Ok(ctor(n))
+            }
+            Host::Ip(ip) if matches!(ctor(String::new()), HostPattern::Exact(_)) => {
+                Ok(HostPattern::Net(IpNet::from(ip)))
+            }
+            Host::Ip(_) => Err(bad(&"wildcards apply to names, not addresses")),
+        }
+    }
+
+    /// Whether `host` is covered.
+    pub fn matches(&self, host: &Host) -> bool {
+        match (self, host) {
+            (HostPattern::Any, _) => true,
+            (HostPattern::Exact(p), Host::Name(n)) => p == n,
+            (HostPattern::OneLabel(s), Host::Name(n)) => n
+                .strip_suffix(s.as_str())
+                .and_then(|head| head.strip_suffix('.'))
+                .is_some_and(|label| !label.is_empty() && !label.contains('.')),
+            (HostPattern::AnyDepth(s), Host::Name(n)) => {
+                n == s
+                    || n.strip_suffix(s.as_str())
+                        .is_some_and(|head| head.len() > 1 && head.ends_with('.'))
+            }
+            (HostPattern::Net(net), Host::Ip(ip)) => net.contains(&canonical_ip(*ip)),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Exact(n) => f.write_str(n),
+            HostPattern::OneLabel(s) => write!(f, "*.{s}"),
+            HostPattern::AnyDepth(s) => write!(f, "**.{s}"),
+            HostPattern::Any => f.write_str("**"),
+            HostPattern::Net(n) if n.prefix_len() == n.max_prefix_len() => {
+                write!(f, "{}", n.addr())
+            }
+            HostPattern::Net(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// Which ports a rule covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum PortSpec {
+    /// 80 for plain HTTP, 443 for CONNECT.
+    #[default]
+    Default,
+    /// Every port.
+    Any,
+    /// This port.
+    Port(u16),
+}
+
+impl PortSpec {
+    /// Reads `any`, `default` or a number.
+    pub fn parse(raw: &str) -> Result<PortSpec, RuleError> {
+        match raw {
+            "any" | "*" => Ok(PortSpec::Any),
+            "default" | "" => Ok(PortSpec::Default),
+            n if n.len() <= 5 && n.bytes().all(|b| b.is_ascii_digit()) => n
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .map(PortSpec::Port)
+                .ok_or_else(|| RuleError::Port(raw.into())),
+            _ => Err(RuleError::Port(raw.into())),
+        }
+    }
+
+    fn matches(self, port: u16, kind: &Kind) -> bool {
+        match self {
+            PortSpec::Any => true,
+            PortSpec::Port(p) => p == port,
+            PortSpec::Default => port == kind.default_port(),
+        }
+    }
+}
+
+impl fmt::Display for PortSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PortSpec::Default => f.write_str("default"),
+            PortSpec::Any => f.write_str("any"),
+            PortSpec::Port(p) => write!(f, "{p}"),
+        }
+    }
+}
+
+/// A path pattern: starts with '/', `*` matches any run of characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PathGlob(String);
+
+impl PathGlob {
+    /// Reads a pattern.
+    pub fn parse(raw: &str) -> Result<PathGlob, RuleError> {
+        if !raw.starts_with('/') || raw.chars().any(|c| c.is_control() || c == ' ') {
+            return Err(RuleError::Path(raw.into()));
+        }
+        Ok(PathGlob(raw.into()))
+    }
+
+    /// Whether `path` (without query) matches.
+    pub fn matches(&self, path: &str) -> bool {
+        glob(self.0.as_bytes(), path.as_bytes())
+    }
+
+    /// The pattern text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn glob(p: &[u8], s: &[u8]) -> bool {
+    // Iterative wildcard match with one backtrack point: linear in practice, no recursion.
+    let (mut pi, mut si) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, si));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == s[si] {
+            pi += 1;
+            si += 1;
+        } else if let Some((sp, ss)) = star {
+            pi = sp + 1;
+            si = ss + 1;
+            star = Some((sp, ss + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == b'*')
+}
+
+/// Reads an HTTP method for a rule (upper-cased).
+pub fn parse_method(raw: &str) -> Result<String, RuleError> {
+    if raw.is_empty() || raw.len() > 20 || !raw.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err(RuleError::Method(raw.into()));
+    }
+    Ok(raw.to_ascii_uppercase())
+}
+
+/// One rule.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Rule {
+    /// Allow or deny.
+    pub action: Action,
+    /// Hosts covered.
+    pub host: HostPattern,
+    /// Ports covered.
+    pub port: PortSpec,
+    /// Only this method (needs a visible request).
+    pub method: Option<String>,
+    /// Only paths matching this (needs a visible request).
+    pub path: Option<PathGlob>,
+}
+
+impl Rule {
+    /// A rule for `host[:port]` text as a user writes it: `example.com`, `*.example.com:8443`,
+    /// `**.example.com:any`, `10.0.0.0/8`, `10.0.0.0/8:5432`, `fd00::/8:443`, `[::1]:8080`,
+    /// `::1`. The port is a number, `any` or `default` (80 for plain HTTP, 443 for CONNECT,
+    /// which is also what no port means). A port after a bare IPv6 address needs brackets.
+    pub fn parse_target(action: Action, target: &str) -> Result<Rule, RuleError> {
+        let (host, port) = split_target(target)?;
+        Ok(Rule {
+            action,
+            host: HostPattern::parse(host)?,
+            port,
+            method: None,
+            path: None,
+        })
+    }
+
+    /// Whether this rule can be decided only on a visible request (method or path set).
+    pub fn needs_request(&self) -> bool {
+        self.method.is_some() || self.path.is_some()
+    }
+
+    /// Whether the rule's method and path limits match the request: `Some(true)` when they do
+    /// (or there are none), `Some(false)` when they do not, `None` when the request is a tunnel
+    /// that hides them. Methods compare without regard to case, so a deny rule for `DELETE` also
+    /// refuses `delete`, which some servers treat as the same method.
+    fn request_matches(&self, kind: &Kind) -> Option<bool> {
+        match kind {
+            _ if !self.needs_request() => Some(true),
+            Kind::Http { method, path } => Some(
+                self.method
+                    .as_deref()
+                    .is_none_or(|m| m.eq_ignore_ascii_case(method))
+                    && self.path.as_ref().is_none_or(|p| p.matches(path)),
+            ),
+            Kind::Connect => None,
+        }
+    }
+}
+
+/// Splits rule text into the host pattern and the port.
+fn split_target(target: &str) -> Result<(&str, PortSpec), RuleError> {
+    let port = |p: &str| match p {
+        // `example.com:` is a typo, not a request for the default port.
+        "" => Err(RuleError::Port(p.into())),
+        p => PortSpec::parse(p),
+    };
+    if let Some(inner) = target.strip_prefix('[') {
+        // `[v6]`, `[v6]:port`, `[v6]/len`, `[v6]/len:port`: the ']' ends the address.
+        let end = inner.find(']').ok_or_else(|| RuleError::Pattern {
+            pattern: target.into(),
+            reason: "'[' without ']'".into(),
+        })?;
+        let after = &inner[end + 1..];
+        return match after.strip_prefix('/').and_then(|len| len.split_once(':')) {
+            Some((len, p)) => Ok((&target[..end + 3 + len.len()], port(p)?)),
+            None if after.starts_with('/') || after.is_empty() => Ok((target, PortSpec::Default)),
+            None => match after.strip_prefix(':') {
+                Some(p) => Ok((&target[..end + 2], port(p)?)),
+                None => Err(RuleError::Pattern {
+                    pattern: target.into(),
+                    reason: "unexpected text after ']'".into(),
+                }),
+            },
+        };
+    }
+    if let Some((addr, rest)) = target.split_once('/') {
+        // A range: the prefix length has no ':', so a port after it is never ambiguous, even
+        // for IPv6 (`fd00::/8:443`).
+        return match rest.split_once(':') {
+            Some((len, p)) => Ok((&target[..addr.len() + 1 + len.len()], port(p)?)),
+            None => Ok((target, PortSpec::Default)),
+        };
+    }
+    match target.split_once(':') {
+        // Exactly one ':': host and port. More than one: a bare IPv6 address.
+        Some((h, p)) if !p.contains(':') => Ok((h, port(p)?)),
+        _ => Ok((target, PortSpec::Default)),
+    }
+}
+
+/// Where a rule applies.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// Every sandbox.
+    Global,
+    /// One sandbox, by name.
+    Sandbox(String),
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scope::Global => f.write_str("global"),
+            Scope::Sandbox(n) => f.write_str(n),
+        }
+    }
+}
+
+/// A rule as stored, with its id, scope and origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRule {
+    /// Stable id (for `policy rm`).
+    pub id: i64,
+    /// Global or one sandbox.
+    pub scope: Scope,
+    /// Where it came from: `user`, `preset:NAME`, `run`.
+    pub source: String,
+    /// The rule.
+    pub rule: Rule,
+}
+
+/// How the request reached the proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// Plain HTTP: method and path are visible.
+    Http {
+        /// Request method.
+        method: String,
+        /// Request path (no query).
+        path: String,
+    },
+    /// A CONNECT tunnel: only host and port are visible.
+    Connect,
+}
+
+impl Kind {
+    /// 80 for plain HTTP, 443 for CONNECT.
+    pub fn default_port(&self) -> u16 {
+        match self {
+            Kind::Http { .. } => 80,
+            Kind::Connect => 443,
+        }
+    }
+}
+
+/// One destination to decide on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Canonical host.
+    pub host: Host,
+    /// Port.
+    pub port: u16,
+    /// Plain request or tunnel.
+    pub kind: Kind,
+}
+
+/// The outcome, with the rule that decided (none: the default deny).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Allow or deny.
+    pub action: Action,
+    /// The deciding rule's id.
+    pub rule: Option<i64>,
+    /// Why, in words.
+    pub reason: String,
+}
+
+impl Decision {
+    fn deny(rule: Option<i64>, reason: impl Into<String>) -> Decision {
+        Decision {
+            action: Action::Deny,
+            rule,
+            reason: reason.into(),
+        }
+    }
+
+    /// The value of the `x-paddock-decision` header.
+    pub fn header(&self) -> String {
+        match self.rule {
+            Some(id) => format!("{}; rule={id}", self.action),
+            None => format!("{}; rule=default", self.action),
+        }
+    }
+}
+
+/// Decides on a destination. Deny by default; an explicit deny beats every allow.
+///
+/// The reported rule is the first matching deny, or else the first matching allow, in the order
+/// given. A rule that limits methods or paths is checked where the request is visible (plain
+/// HTTP); in a CONNECT tunnel it cannot be, so such an allow rule does not allow the tunnel and
+/// such a deny rule refuses it (fail closed).
+pub fn decide(rules: &[StoredRule], target: &Target) -> Decision {
+    let mut allow: Option<&StoredRule> = None;
+    let mut deny: Option<(&StoredRule, Option<bool>)> = None;
+    for r in rules {
+        if !r.rule.host.matches(&target.host) || !r.rule.port.matches(target.port, &target.kind) {
+            continue;
+        }
+        match (r.rule.action, r.rule.request_matches(&target.kind)) {
+            (Action::Allow, Some(true)) => allow = allow.or(Some(r)),
+            (Action::Deny, seen @ (Some(true) | None)) => deny = deny.or(Some((r, seen))),
+            _ => {}
+        }
+    }
+    if let Some((r, seen)) = deny {
+        return Decision::deny(
+            Some(r.id),
+            match seen {
+                Some(_) => format!("denied by rule {} ({})", r.id, r.scope),
+                None => format!(
+                    "rule {} ({}) denies some methods or paths on this host, which an opaque \
+                     CONNECT tunnel cannot honour",
+                    r.id, r.scope
+                ),
+            },
+        );
+    }
+    if let Some(r) = allow {
+        return Decision {
+            action: Action::Allow,
+            rule: Some(r.id),
+            reason: format!("allowed by rule {} ({})", r.id, r.scope),
+        };
+    }
+    Decision::deny(None, "no rule allows this host and port (deny by default)")
+}
+
+/// Decides on the address a name resolved to (or an IP literal), for the same request `kind`
+/// that [`decide`] saw: public addresses pass unless an address rule denies them; private,
+/// loopback, link-local, CGNAT, multicast and metadata addresses pass only when an allow rule
+/// names that address or range.
+///
+/// Only address rules ([`HostPattern::Net`]) count here. Method and path limits are read as in
+/// [`decide`]: an allow rule with them allows only a plain request that matches, and a deny rule
+/// with them refuses a matching plain request and every CONNECT tunnel. A deny rule with the
+/// default port covers every port of the address; an allow rule with the default port covers
+/// only the request's default port (80 for plain HTTP, 443 for CONNECT).
+pub fn decide_address(rules: &[StoredRule], addr: IpAddr, port: u16, kind: &Kind) -> Decision {
+    let addr = canonical_ip(addr);
+    let names = |r: &StoredRule| matches!(&r.rule.host, HostPattern::Net(n) if n.contains(&addr));
+    let deny = rules
+        .iter()
+        .filter(|r| {
+            r.rule.action == Action::Deny
+                && names(r)
+                && match r.rule.port {
+                    PortSpec::Port(p) => p == port,
+                    PortSpec::Any | PortSpec::Default => true,
+                }
+        })
+        .find_map(|r| match r.rule.request_matches(kind) {
+            Some(true) => Some(Decision::deny(
+                Some(r.id),
+                format!("address {addr} denied by rule {}", r.id),
+            )),
+            None => Some(Decision::deny(
+                Some(r.id),
+                format!(
+                    "rule {} denies some methods or paths on address {addr}, which an opaque \
+                     CONNECT tunnel cannot honour",
+                    r.id
+                ),
+            )),
+            Some(false) => None,
+        });
+    if let Some(d) = deny {
+        return d;
+    }
+    match classify(addr) {
+        AddrClass::Public => Decision {
+            action: Action::Allow,
+            rule: None,
+            reason: format!("{addr} is a public address"),
+        },
+        class => match rules.iter().find(|r| {
+            r.rule.action == Action::Allow
+                && names(r)
+                && r.rule.port.matches(port, kind)
+                && r.rule.request_matches(kind) == Some(true)
+        }) {
+            Some(r) => Decision {
+                action: Action::Allow,
+                rule: Some(r.id),
+                reason: format!("{class} address {addr} allowed by rule {}", r.id),
+            },
+            None => Decision::deny(
+                None,
+                format!("{addr} is a {class} address; only a rule naming it allows it"),
+            ),
+        },
+    }
+}
+
+#[cfg(test)]
+#[path = "rule_tests.rs"]
+mod tests;

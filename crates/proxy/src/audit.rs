@@ -1,0 +1,186 @@
+//! The audit writer: every decision becomes one row, written off the request path.
+//!
+//! Requests hand records to a channel; one thread writes them in batches (one transaction per
+//! batch), so a request never waits for the disk. A decision is inserted when it is made and
+//! its byte counts and duration are filled in when the request or tunnel ends, so a long tunnel
+//! is visible in `policy log --follow` while it is open.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use rusqlite::params;
+
+use crate::store::{self, StoreError};
+
+/// One decision.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// The sandbox.
+    pub sandbox: String,
+    /// The client inside the sandbox.
+    pub client: String,
+    /// Method (`CONNECT` for tunnels).
+    pub method: String,
+    /// Canonical host, or what was sent when it did not parse.
+    pub host: String,
+    /// Port.
+    pub port: Option<u16>,
+    /// Path, where visible.
+    pub path: Option<String>,
+    /// `allow` / `deny`.
+    pub action: &'static str,
+    /// Deciding rule id, `default`, `address` or `protocol`.
+    pub rule: String,
+    /// Why.
+    pub reason: String,
+    /// Status answered.
+    pub status: Option<u16>,
+}
+
+/// The end of an allowed request or tunnel.
+#[derive(Debug, Clone, Copy)]
+pub struct Finish {
+    /// Bytes from the sandbox.
+    pub bytes_up: u64,
+    /// Bytes to the sandbox.
+    pub bytes_down: u64,
+    /// Duration.
+    pub duration_ms: u64,
+    /// Final status, when it changed (e.g. 502 after the upstream failed).
+    pub status: Option<u16>,
+}
+
+enum Msg {
+    Insert(String, i64, Record),
+    Finish(String, Finish),
+}
+
+/// Where decisions go. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AuditSink {
+    tx: mpsc::Sender<Msg>,
+    prefix: std::sync::Arc<str>,
+    counter: std::sync::Arc<AtomicU64>,
+}
+
+/// A decision's handle, to fill in its end.
+#[derive(Debug, Clone)]
+pub struct Entry(String);
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("audit message")
+    }
+}
+
+impl AuditSink {
+    /// Records a decision now.
+    pub fn record(&self, rec: Record) -> Entry {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let key = format!("{}-{n}", self.prefix);
+        let _ = self.tx.send(Msg::Insert(key.clone(), store::now_ms(), rec));
+        Entry(key)
+    }
+
+    /// Fills in the end of a decision.
+    pub fn finish(&self, entry: &Entry, fin: Finish) {
+        let _ = self.tx.send(Msg::Finish(entry.0.clone(), fin));
+    }
+}
+
+/// The writer thread; dropping every sink and calling [`AuditWriter::close`] flushes it.
+#[derive(Debug)]
+pub struct AuditWriter {
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AuditWriter {
+    /// Opens the database and starts the writer.
+    pub fn start(db_path: &Path) -> Result<(AuditWriter, AuditSink), StoreError> {
+        let mut db = store::open(db_path)?;
+        let (tx, rx) = mpsc::channel::<Msg>();
+        let thread = std::thread::Builder::new()
+            .name("paddock-audit".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < 1024 {
+                        match rx.try_recv() {
+                            Ok(m) => batch.push(m),
+                            Err(_) => break,
+                        }
+                    }
+                    if let Err(e) = write_batch(&mut db, &batch) {
+                        tracing::error!("audit log write failed: {e}");
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Sqlite {
+                path: db_path.to_owned(),
+                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            })?;
+        let prefix = format!(
+            "{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        );
+        Ok((
+            AuditWriter {
+                thread: Some(thread),
+            },
+            AuditSink {
+                tx,
+                prefix: prefix.into(),
+                counter: Default::default(),
+            },
+        ))
+    }
+
+    /// Waits until every record sent through now-dropped sinks is written.
+    pub fn close(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn write_batch(db: &mut rusqlite::Connection, batch: &[Msg]) -> rusqlite::Result<()> {
+    let tx = db.transaction()?;
+    {
+        let mut ins = tx.prepare_cached(
+            "INSERT INTO net_audit (key, ts, sandbox, client, method, host, port, path, action,
+                                    rule, reason, status)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?;
+        let mut fin = tx.prepare_cached(
+            "UPDATE net_audit SET bytes_up = ?2, bytes_down = ?3, duration_ms = ?4,
+                                  status = COALESCE(?5, status)
+             WHERE key = ?1",
+        )?;
+        for m in batch {
+            match m {
+                Msg::Insert(key, ts, r) => {
+                    ins.execute(params![
+                        key, ts, r.sandbox, r.client, r.method, r.host, r.port, r.path, r.action,
+                        r.rule, r.reason, r.status
+                    ])?;
+                }
+                Msg::Finish(key, f) => {
+                    fin.execute(params![
+                        key,
+                        f.bytes_up as i64,
+                        f.bytes_down as i64,
+                        f.duration_ms as i64,
+                        f.status
+                    ])?;
+                }
+            }
+        }
+    }
+    tx.commit()
+}

@@ -1,0 +1,111 @@
+//! Paddock's egress proxy: the only way out of a sandbox.
+//!
+//! The proxy accepts connections from any source a backend hands it (a listening socket inside
+//! the sandbox's network namespace, a Unix socket, vsock) and never knows which backend that is.
+//! Each request is decided on its own against the sandbox's rules ([`paddock_policy::net`]):
+//! deny by default, explicit deny wins. Names are resolved here, after the rule check, and the
+//! connection goes to exactly the address that was checked. Every decision is written to the
+//! audit log.
+#![forbid(unsafe_code)]
+
+pub mod head;
+pub mod policyfile;
+pub mod presets;
+pub mod registries;
+
+pub mod audit;
+mod body;
+mod guard;
+pub mod resolve;
+pub mod rules;
+mod server;
+pub mod store;
+
+use std::sync::Arc;
+
+pub use server::{DECISION_HEADER, ProxyConfig};
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// the runtime or a listener could not be set up
+    #[error("egress proxy: {what}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running proxy. Dropping it (or [`ProxyHandle::stop`]) stops accepting, ends open tunnels and
+/// writes their end records.
+#[derive(Debug)]
+pub struct ProxyHandle {
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl ProxyHandle {
+    /// Stops the proxy.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(std::time::Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for ProxyHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Starts serving `listeners` (already bound and listening, e.g. inside a sandbox's network
+/// namespace) on a runtime of its own with `threads` workers.
+pub fn start(
+    cfg: ProxyConfig,
+    listeners: Vec<std::net::TcpListener>,
+    threads: usize,
+) -> Result<ProxyHandle, ProxyError> {
+    let io = |what: &str| {
+        let what = what.to_owned();
+        move |source| ProxyError::Io { what, source }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .thread_name("paddock-proxy")
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(io("cannot start the proxy runtime"))?;
+    let cfg = Arc::new(cfg);
+    for l in listeners {
+        l.set_nonblocking(true)
+            .map_err(io("cannot make the proxy listener non-blocking"))?;
+        let listener = {
+            let _guard = rt.enter();
+            tokio::net::TcpListener::from_std(l).map_err(io("cannot register the proxy listener"))?
+        };
+        let cfg = cfg.clone();
+        rt.spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, peer)) => {
+                        let cfg = cfg.clone();
+                        tokio::spawn(server::serve_connection(cfg, stream, peer.to_string()));
+                    }
+                    Err(e) => {
+                        tracing::warn!("proxy accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+    }
+    Ok(ProxyHandle { runtime: Some(rt) })
+}

@@ -1,0 +1,257 @@
+//! Rules as a TOML file (`paddock policy import/export`, and the built-in presets).
+//!
+//! ```toml
+//! version = 1
+//! [[rule]]
+//! action = "allow"            # or "deny"
+//! host = "api.example.com"    # exact, *.one-label, **.any-depth, ** or an address/range
+//! port = 8443                 # optional: a number or "any" (default: 80 plain, 443 CONNECT)
+//! method = "GET"              # optional, plain HTTP (or intercepted) only
+//! path = "/v1/*"              # optional, likewise
+//! sandbox = "my-box"          # optional: absent means every sandbox
+//! ```
+//!
+//! A file is read whole and checked whole before anything changes; an error names the line.
+
+use paddock_policy::net::{Action, HostPattern, PathGlob, PortSpec, Rule, Scope, StoredRule, parse_method};
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+/// The only file version.
+pub const VERSION: u32 = 1;
+
+/// Why a policy file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// not TOML, or not of the expected shape
+    #[error("{file}: {message}")]
+    Syntax {
+        /// The file name.
+        file: String,
+        /// toml's message (it names line and column).
+        message: String,
+    },
+    /// a field does not hold a valid value
+    #[error("{file}:{line}: {message}")]
+    Invalid {
+        /// The file name.
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    version: Spanned<u32>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    host_registries: bool,
+    #[serde(default)]
+    rule: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    action: Spanned<String>,
+    host: Spanned<String>,
+    #[serde(default)]
+    port: Option<Spanned<RawPort>>,
+    #[serde(default)]
+    method: Option<Spanned<String>>,
+    #[serde(default)]
+    path: Option<Spanned<String>>,
+    #[serde(default)]
+    sandbox: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawPort {
+    Number(i64),
+    Word(String),
+}
+
+/// A parsed policy file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyFile {
+    /// What it is for.
+    pub description: Option<String>,
+    /// Whether the host's package registries are added when it is applied (presets).
+    pub host_registries: bool,
+    /// The rules, with the scope each names (`None`: not named in the file).
+    pub rules: Vec<(Option<String>, Rule)>,
+}
+
+/// Reads a policy file; `file` is the name used in messages.
+pub fn parse(file: &str, text: &str) -> Result<PolicyFile, FileError> {
+    let raw: RawFile = toml::from_str(text).map_err(|e| FileError::Syntax {
+        file: file.into(),
+        message: e.to_string().trim_end().replace('\n', "\n  "),
+    })?;
+    let line = |span: std::ops::Range<usize>| text[..span.start.min(text.len())].matches('\n').count() + 1;
+    let invalid = |span: std::ops::Range<usize>, message: String| FileError::Invalid {
+        file: file.into(),
+        line: line(span),
+        message,
+    };
+    if *raw.version.get_ref() != VERSION {
+        return Err(invalid(raw.version.span(), format!("version {} is not supported (only {VERSION})", raw.version.get_ref())));
+    }
+    let mut rules = Vec::new();
+    for r in raw.rule {
+        let r = r.into_inner();
+        let action = match r.action.get_ref().as_str() {
+            "allow" => Action::Allow,
+            "deny" => Action::Deny,
+            other => return Err(invalid(r.action.span(), format!("action {other:?}: use \"allow\" or \"deny\""))),
+        };
+        let mut rule = Rule::parse_target(action, r.host.get_ref()).map_err(|e| invalid(r.host.span(), e.to_string()))?;
+        if let Some(p) = &r.port {
+            let spec = match p.get_ref() {
+                RawPort::Number(n) => u16::try_from(*n)
+                    .ok()
+                    .filter(|n| *n != 0)
+                    .map(PortSpec::Port)
+                    .ok_or_else(|| invalid(p.span(), format!("port {n} is not from 1 to 65535"))),
+                RawPort::Word(w) => PortSpec::parse(w).map_err(|e| invalid(p.span(), e.to_string())),
+            }?;
+            rule.port = spec;
+        }
+        if let Some(m) = &r.method {
+            rule.method = Some(parse_method(m.get_ref()).map_err(|e| invalid(m.span(), e.to_string()))?);
+        }
+        if let Some(p) = &r.path {
+            rule.path = Some(PathGlob::parse(p.get_ref()).map_err(|e| invalid(p.span(), e.to_string()))?);
+        }
+        let scope = match &r.sandbox {
+            Some(s) => Some(
+                s.get_ref()
+                    .parse::<paddock_policy::SandboxName>()
+                    .map_err(|e| invalid(s.span(), e.to_string()))?
+                    .to_string(),
+            ),
+            None => None,
+        };
+        rules.push((scope, rule));
+    }
+    Ok(PolicyFile {
+        description: raw.description,
+        host_registries: raw.host_registries,
+        rules,
+    })
+}
+
+#[derive(Debug, Serialize)]
+struct OutFile {
+    version: u32,
+    rule: Vec<OutRule>,
+}
+
+#[derive(Debug, Serialize)]
+struct OutRule {
+    action: String,
+    host: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<toml::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sandbox: Option<String>,
+}
+
+/// Writes rules in the file format (importing the result gives the same rules).
+pub fn export(rules: &[StoredRule]) -> String {
+    let out = OutFile {
+        version: VERSION,
+        rule: rules
+            .iter()
+            .map(|r| OutRule {
+                action: r.rule.action.to_string(),
+                host: match &r.rule.host {
+                    // A bare IPv6 address would read as host:port; brackets keep it whole.
+                    HostPattern::Net(n) if n.addr().is_ipv6() && n.prefix_len() == 128 => format!("[{}]", n.addr()),
+                    h => h.to_string(),
+                },
+                port: match r.rule.port {
+                    PortSpec::Default => None,
+                    PortSpec::Any => Some(toml::Value::String("any".into())),
+                    PortSpec::Port(p) => Some(toml::Value::Integer(p.into())),
+                },
+                method: r.rule.method.clone(),
+                path: r.rule.path.as_ref().map(|p| p.as_str().to_owned()),
+                sandbox: match &r.scope {
+                    Scope::Global => None,
+                    Scope::Sandbox(n) => Some(n.clone()),
+                },
+            })
+            .collect(),
+    };
+    toml::to_string_pretty(&out).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn errors_name_the_line() {
+        let text = "version = 1\n\n[[rule]]\naction = \"allow\"\nhost = \"exa mple.com\"\n";
+        let e = parse("p.toml", text).unwrap_err().to_string();
+        assert!(e.starts_with("p.toml:5: invalid host pattern"), "{e}");
+        let text = "version = 1\n[[rule]]\naction = \"allow\"\nhost = \"a.com\"\nport = 70000\n";
+        assert!(parse("p.toml", text).unwrap_err().to_string().starts_with("p.toml:5: port 70000"));
+        let text = "version = 1\n[[rule]]\naction = \"permit\"\nhost = \"a.com\"\n";
+        assert!(parse("p.toml", text).unwrap_err().to_string().starts_with("p.toml:3: action"));
+        let text = "version = 1\n[[rule]]\naction = \"allow\"\nhost = \"a.com\"\ncolour = 1\n";
+        let e = parse("p.toml", text).unwrap_err().to_string();
+        assert!(e.contains("line 5") && e.contains("colour"), "{e}");
+        let text = "version = 2\n";
+        assert!(parse("p.toml", text).unwrap_err().to_string().starts_with("p.toml:1: version 2"));
+    }
+
+    #[test]
+    fn export_then_parse_is_the_same() {
+        let text = r#"version = 1
+[[rule]]
+action = "allow"
+host = "*.example.com"
+port = 8443
+[[rule]]
+action = "deny"
+host = "api.example.com"
+method = "DELETE"
+path = "/repos/*"
+sandbox = "box"
+[[rule]]
+action = "allow"
+host = "10.0.0.0/8"
+port = "any"
+[[rule]]
+action = "allow"
+host = "[::1]"
+"#;
+        let f = parse("a", text).unwrap();
+        let stored: Vec<StoredRule> = f
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, (s, r))| StoredRule {
+                id: i as i64,
+                scope: s.clone().map(Scope::Sandbox).unwrap_or(Scope::Global),
+                source: "user".into(),
+                rule: r.clone(),
+            })
+            .collect();
+        let again = parse("b", &export(&stored)).unwrap();
+        assert_eq!(again.rules, f.rules);
+    }
+}

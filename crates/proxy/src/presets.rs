@@ -1,0 +1,78 @@
+//! Built-in presets: plain policy files shipped with Paddock, listed and printed by
+//! `paddock policy presets`. `balanced` also takes in the package registries this host's own
+//! package managers use, read when the preset is applied.
+
+use paddock_policy::net::{Action, PortSpec, Rule};
+
+use crate::policyfile::{self, FileError, PolicyFile};
+use crate::registries::{HostConfig, discover};
+
+/// The preset new sandboxes get.
+pub const DEFAULT: &str = "balanced";
+
+/// Name and text of every built-in preset.
+pub const PRESETS: &[(&str, &str)] = &[
+    ("deny-all", include_str!("../presets/deny-all.toml")),
+    ("balanced", include_str!("../presets/balanced.toml")),
+    ("open", include_str!("../presets/open.toml")),
+];
+
+/// Why a preset could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PresetError {
+    /// no preset of that name
+    #[error("no preset named {0:?} (presets: deny-all, balanced, open)")]
+    Unknown(String),
+    /// a built-in preset does not parse (a bug)
+    #[error(transparent)]
+    File(#[from] FileError),
+}
+
+/// The text of a preset.
+pub fn text(name: &str) -> Result<&'static str, PresetError> {
+    PRESETS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, t)| *t)
+        .ok_or_else(|| PresetError::Unknown(name.into()))
+}
+
+/// A preset as parsed.
+pub fn load(name: &str) -> Result<PolicyFile, PresetError> {
+    Ok(policyfile::parse(&format!("preset {name}"), text(name)?)?)
+}
+
+/// The rules a preset gives now: its own, plus this host's registries where it asks for them.
+pub fn materialize(name: &str, host: &HostConfig) -> Result<Vec<Rule>, PresetError> {
+    let file = load(name)?;
+    let mut rules: Vec<Rule> = file.rules.into_iter().map(|(_, r)| r).collect();
+    if file.host_registries {
+        for reg in discover(host) {
+            let Ok(mut rule) = Rule::parse_target(Action::Allow, &reg.host) else {
+                continue;
+            };
+            if let Some(p) = reg.port {
+                rule.port = PortSpec::Port(p);
+            }
+            if !rules.contains(&rule) {
+                rules.push(rule);
+            }
+        }
+    }
+    Ok(rules)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn every_preset_parses() {
+        for (name, _) in PRESETS {
+            load(name).unwrap();
+        }
+        assert!(load("deny-all").unwrap().rules.is_empty());
+        assert!(matches!(load("nope"), Err(PresetError::Unknown(_))));
+    }
+}

@@ -1,0 +1,542 @@
+//! The proxy service: CONNECT tunnels, plain HTTP forwarding and WebSocket upgrades, each
+//! request decided on its own.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use paddock_policy::net::{Action, Decision, Host, Kind, Target, decide, decide_address, split_host_port};
+use tokio::net::TcpStream;
+use tokio::sync::Mutex as AsyncMutex;
+
+use crate::audit::{AuditSink, Record};
+use crate::body::{Counted, CountedIo, Direction, Tally};
+use crate::guard::Guarded;
+use crate::resolve::Resolver;
+use crate::rules::RuleSource;
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// The header every answer the proxy makes itself carries.
+pub const DECISION_HEADER: &str = "x-paddock-decision";
+
+/// What one proxy serves.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// The sandbox these connections come from (for rules, audit and messages).
+    pub sandbox: String,
+    /// Its rules.
+    pub rules: RuleSource,
+    /// Where decisions go.
+    pub audit: AuditSink,
+    /// Name resolution.
+    pub resolver: Resolver,
+    /// How long to wait for an upstream connection.
+    pub connect_timeout: Duration,
+}
+
+struct Conn {
+    cfg: Arc<ProxyConfig>,
+    client: String,
+    upstream: AsyncMutex<Option<Pooled>>,
+}
+
+/// One kept-alive upstream connection, reused by the same client connection for the same
+/// canonical destination only.
+struct Pooled {
+    host: Host,
+    port: u16,
+    addr: SocketAddr,
+    sender: hyper::client::conn::http1::SendRequest<Body>,
+}
+
+/// Serves one accepted client connection until it closes.
+pub async fn serve_connection(cfg: Arc<ProxyConfig>, stream: TcpStream, client: String) {
+    let _ = stream.set_nodelay(true);
+    let guarded = Guarded::new(stream);
+    let violation = guarded.violation.clone();
+    let conn = Arc::new(Conn {
+        cfg: cfg.clone(),
+        client: client.clone(),
+        upstream: AsyncMutex::new(None),
+    });
+    let svc = service_fn(move |req| {
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(handle(&conn, req).await) }
+    });
+    let result = http1::Builder::new()
+        .half_close(false)
+        .serve_connection(TokioIo::new(guarded), svc)
+        .with_upgrades()
+        .await;
+    let found = violation.lock().ok().and_then(|v| *v);
+    let reason = match (found, &result) {
+        (Some(v), _) => Some(v.to_string()),
+        (None, Err(e)) if e.is_parse() || e.is_parse_too_large() => Some(format!("malformed request: {e}")),
+        _ => None,
+    };
+    if let Some(reason) = reason {
+        cfg.audit.record(Record {
+            sandbox: cfg.sandbox.clone(),
+            client,
+            method: "-".into(),
+            host: "-".into(),
+            port: None,
+            path: None,
+            action: "deny",
+            rule: "protocol".into(),
+            reason,
+            status: Some(400),
+        });
+    }
+}
+
+async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
+    if req.method() == Method::CONNECT {
+        connect(conn, req).await
+    } else {
+        forward(conn, req).await
+    }
+}
+
+fn text(status: StatusCode, decision: &str, msg: String) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(msg)).map_err(|never| match never {}).boxed());
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    if let Ok(v) = HeaderValue::from_str(decision) {
+        h.insert(HeaderName::from_static(DECISION_HEADER), v);
+    }
+    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+impl Conn {
+    fn record(&self, method: &str, host: &str, port: Option<u16>, path: Option<&str>, d: &Decision, rule: Option<&str>, status: u16) -> crate::audit::Entry {
+        self.cfg.audit.record(Record {
+            sandbox: self.cfg.sandbox.clone(),
+            client: self.client.clone(),
+            method: method.into(),
+            host: host.into(),
+            port,
+            path: path.map(Into::into),
+            action: match d.action {
+                Action::Allow => "allow",
+                Action::Deny => "deny",
+            },
+            rule: rule
+                .map(Into::into)
+                .unwrap_or_else(|| d.rule.map(|r| r.to_string()).unwrap_or_else(|| "default".into())),
+            reason: d.reason.clone(),
+            status: (status != 0).then_some(status),
+        })
+    }
+
+    /// A 400 for a request the proxy cannot read, audited.
+    fn bad_request(&self, method: &str, host: &str, path: Option<&str>, why: String) -> Response<Body> {
+        let d = Decision {
+            action: Action::Deny,
+            rule: None,
+            reason: why.clone(),
+        };
+        self.record(method, host, None, path, &d, Some("protocol"), 400);
+        text(StatusCode::BAD_REQUEST, "deny; rule=protocol", format!("paddock: bad request: {why}\n"))
+    }
+
+    /// A 403 that says which rule decided and how to change it, audited.
+    fn denied(&self, method: &str, target: &Target, path: Option<&str>, d: &Decision, rule: Option<&str>) -> Response<Body> {
+        self.record(method, &target.host.to_string(), Some(target.port), path, d, rule, 403);
+        let sb = &self.cfg.sandbox;
+        let fix = match (rule, d.rule) {
+            (Some("address"), _) => match target.host.ip() {
+                Some(ip) => format!("paddock policy allow {ip} --port {} --sandbox {sb}", target.port),
+                None => format!(
+                    "paddock policy allow {} --port {} --sandbox {sb}   # plus the address range it resolves to",
+                    target.host, target.port
+                ),
+            },
+            (_, Some(id)) => format!("paddock policy rm {id}   # an explicit deny rule decided"),
+            (_, None) => {
+                let port = if target.port == target.kind.default_port() {
+                    String::new()
+                } else {
+                    format!(" --port {}", target.port)
+                };
+                format!("paddock policy allow {}{port} --sandbox {sb}", target.host)
+            }
+        };
+        let header = match rule {
+            Some(r) => format!("deny; rule={r}"),
+            None => d.header(),
+        };
+        text(
+            StatusCode::FORBIDDEN,
+            &header,
+            format!(
+                "paddock: {} {}:{} denied: {}\nto allow it: {fix}\n",
+                method, target.host, target.port, d.reason
+            ),
+        )
+    }
+
+    /// Resolves an allowed target and picks the addresses the rules allow, in order. `Err` is
+    /// the audited answer to send instead.
+    async fn addresses(&self, method: &str, target: &Target, path: Option<&str>) -> Result<Vec<SocketAddr>, Response<Body>> {
+        let ips: Vec<IpAddr> = match self.cfg.resolver.resolve(&target.host, target.port).await {
+            Ok(a) => a,
+            Err(e) => {
+                let d = Decision {
+                    action: Action::Deny,
+                    rule: None,
+                    reason: format!("cannot resolve {}: {e}", target.host),
+                };
+                self.record(method, &target.host.to_string(), Some(target.port), path, &d, Some("resolve"), 502);
+                return Err(text(
+                    StatusCode::BAD_GATEWAY,
+                    "deny; rule=resolve",
+                    format!("paddock: cannot resolve {}: {e}\n", target.host),
+                ));
+            }
+        };
+        let rules = self.cfg.rules.current();
+        let mut first_refusal = None;
+        let mut ok = Vec::new();
+        for ip in ips {
+            let d = decide_address(&rules, ip, target.port, &target.kind);
+            match d.action {
+                Action::Allow => ok.push(SocketAddr::new(ip, target.port)),
+                Action::Deny => {
+                    first_refusal.get_or_insert(d);
+                }
+            }
+        }
+        match (ok.is_empty(), first_refusal) {
+            (false, _) => Ok(ok),
+            (true, Some(d)) => Err(self.denied(method, target, path, &d, Some("address"))),
+            (true, None) => Err(self.bad_request(method, &target.host.to_string(), path, "no address".into())),
+        }
+    }
+
+    async fn dial(&self, addrs: &[SocketAddr]) -> std::io::Result<TcpStream> {
+        let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
+        for a in addrs {
+            match tokio::time::timeout(self.cfg.connect_timeout, TcpStream::connect(a)).await {
+                Ok(Ok(s)) => {
+                    let _ = s.set_nodelay(true);
+                    return Ok(s);
+                }
+                Ok(Err(e)) => last = e,
+                Err(_) => last = std::io::Error::new(std::io::ErrorKind::TimedOut, format!("connecting to {a} timed out")),
+            }
+        }
+        Err(last)
+    }
+}
+
+async fn connect(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let Some(auth) = req.uri().authority().map(|a| a.as_str().to_owned()) else {
+        return conn.bad_request("CONNECT", "-", None, "CONNECT needs host:port".into());
+    };
+    let (h, port) = match split_host_port(&auth) {
+        Ok((h, Some(p))) => (h, p),
+        _ => return conn.bad_request("CONNECT", &auth, None, format!("CONNECT target {auth:?} is not host:port")),
+    };
+    let host = match Host::parse(h) {
+        Ok(h) => h,
+        Err(e) => return conn.bad_request("CONNECT", h, None, e.to_string()),
+    };
+    let target = Target {
+        host,
+        port,
+        kind: Kind::Connect,
+    };
+    let d = decide(&conn.cfg.rules.current(), &target);
+    if d.action == Action::Deny {
+        return conn.denied("CONNECT", &target, None, &d, None);
+    }
+    let addrs = match conn.addresses("CONNECT", &target, None).await {
+        Ok(a) => a,
+        Err(resp) => return resp,
+    };
+    let host = target.host.to_string();
+    let upstream = match conn.dial(&addrs).await {
+        Ok(s) => s,
+        Err(e) => {
+            conn.record("CONNECT", &host, Some(port), None, &d, None, 502);
+            return text(StatusCode::BAD_GATEWAY, &d.header(), format!("paddock: cannot connect to {host}:{port}: {e}\n"));
+        }
+    };
+    let entry = conn.record("CONNECT", &host, Some(port), None, &d, None, 200);
+    let tally = Tally::new(conn.cfg.audit.clone(), entry, started);
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let mut upstream = upstream;
+        if let Ok(upgraded) = on_upgrade.await {
+            let mut client = CountedIo::new(TokioIo::new(upgraded), tally);
+            copy_both(&mut client, &mut upstream).await;
+        }
+    });
+    let mut r = Response::new(empty());
+    if let Ok(v) = HeaderValue::from_str(&d.header()) {
+        r.headers_mut().insert(HeaderName::from_static(DECISION_HEADER), v);
+    }
+    r
+}
+
+/// Copies both ways until both sides are done.
+async fn copy_both<A, B>(a: &mut A, b: &mut B)
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let _ = tokio::io::copy_bidirectional_with_sizes(a, b, 64 * 1024, 64 * 1024)
+        .await;
+}
+
+/// Headers that belong to one hop only.
+const HOP: &[&str] = &[
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn strip_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty() && s != "upgrade")
+        .collect();
+    for n in named {
+        headers.remove(n.as_str());
+    }
+    for h in HOP {
+        if keep_upgrade && (*h == "connection" || *h == "upgrade") {
+            continue;
+        }
+        headers.remove(*h);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+/// The canonical destination of a plain-HTTP request, refusing a Host header that disagrees.
+fn http_target(req: &Request<Incoming>) -> Result<(Host, u16), String> {
+    let uri: &Uri = req.uri();
+    if uri.scheme().is_none() {
+        return Err("this is a proxy: send an absolute URI (http://host/path) or use CONNECT".into());
+    }
+    if uri.scheme_str() != Some("http") {
+        return Err(format!("scheme {:?} is not proxied; use CONNECT for TLS", uri.scheme_str().unwrap_or("")));
+    }
+    let auth = uri.authority().ok_or("the URI has no host")?;
+    if auth.as_str().contains('@') {
+        return Err("user information in the URI is refused".into());
+    }
+    let (h, p) = split_host_port(auth.as_str()).map_err(|e| e.to_string())?;
+    let host = Host::parse(h).map_err(|e| e.to_string())?;
+    let port = p.unwrap_or(80);
+    let hosts: Vec<&HeaderValue> = req.headers().get_all(header::HOST).iter().collect();
+    match hosts.as_slice() {
+        [] => {}
+        [one] => {
+            let s = one.to_str().map_err(|_| "the Host header is not text")?;
+            let (hh, hp) = split_host_port(s).map_err(|e| format!("Host header: {e}"))?;
+            let hhost = Host::parse(hh).map_err(|e| format!("Host header: {e}"))?;
+            if hhost != host || hp.unwrap_or(80) != port {
+                return Err(format!(
+                    "the Host header ({hhost}:{}) disagrees with the request URI ({host}:{port})",
+                    hp.unwrap_or(80)
+                ));
+            }
+        }
+        _ => return Err("more than one Host header".into()),
+    }
+    Ok((host, port))
+}
+
+async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let path = req.uri().path().to_owned();
+    let (host, port) = match http_target(&req) {
+        Ok(t) => t,
+        Err(why) => {
+            let h = req.uri().host().unwrap_or("-").to_owned();
+            return conn.bad_request(&method, &h, Some(&path), why);
+        }
+    };
+    let target = Target {
+        host,
+        port,
+        kind: Kind::Http {
+            method: method.clone(),
+            path: path.clone(),
+        },
+    };
+    let d = decide(&conn.cfg.rules.current(), &target);
+    if d.action == Action::Deny {
+        return conn.denied(&method, &target, Some(&path), &d, None);
+    }
+    let upgrade = is_upgrade(req.headers());
+    let host_s = target.host.to_string();
+
+    // The request as it goes upstream: origin-form, canonical Host, no hop-by-hop headers.
+    let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    strip_hop(&mut parts.headers, upgrade);
+    let authority = if port == 80 {
+        match &target.host {
+            Host::Ip(IpAddr::V6(a)) => format!("[{a}]"),
+            h => h.to_string(),
+        }
+    } else {
+        target.host.authority(port)
+    };
+    let Ok(host_value) = HeaderValue::from_str(&authority) else {
+        return conn.bad_request(&method, &host_s, Some(&path), "unusable host".into());
+    };
+    parts.headers.insert(header::HOST, host_value);
+    parts.version = Version::HTTP_11;
+    parts.uri = match pq.parse() {
+        Ok(u) => u,
+        Err(_) => return conn.bad_request(&method, &host_s, Some(&path), "unusable path".into()),
+    };
+
+    let mut sender = match take_pooled(conn, &target).await {
+        Some(s) => s,
+        None => {
+            let addrs = match conn.addresses(&method, &target, Some(&path)).await {
+                Ok(a) => a,
+                Err(resp) => return resp,
+            };
+            match open_upstream(conn, &target, &addrs, upgrade).await {
+                Ok(s) => s,
+                Err(e) => {
+                    conn.record(&method, &host_s, Some(port), Some(&path), &d, None, 502);
+                    return text(StatusCode::BAD_GATEWAY, &d.header(), format!("paddock: cannot connect to {host_s}:{port}: {e}\n"));
+                }
+            }
+        }
+    };
+    let entry = conn.record(&method, &host_s, Some(port), Some(&path), &d, None, 0);
+    let tally = Tally::new(conn.cfg.audit.clone(), entry, started);
+    let body = Counted::new(body, Some(tally.clone()), Direction::Up).boxed();
+    let upstream_req = Request::from_parts(parts, body);
+    let mut resp = match sender.sender.send_request(upstream_req).await {
+        Ok(r) => r,
+        Err(e) => {
+            if let Ok(mut s) = tally.status.lock() {
+                *s = Some(502);
+            }
+            return text(StatusCode::BAD_GATEWAY, &d.header(), format!("paddock: upstream {host_s}:{port} failed: {e}\n"));
+        }
+    };
+    if let Ok(mut s) = tally.status.lock() {
+        *s = Some(resp.status().as_u16());
+    }
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_up) = client_upgrade {
+            let server_up = hyper::upgrade::on(&mut resp);
+            let t = tally.clone();
+            tokio::spawn(async move {
+                if let (Ok(c), Ok(s)) = (client_up.await, server_up.await) {
+                    let (mut c, mut s) = (CountedIo::new(TokioIo::new(c), t), TokioIo::new(s));
+                    copy_both(&mut c, &mut s).await;
+                }
+            });
+        }
+    } else if !upgrade {
+        put_pooled(conn, sender).await;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
+    strip_hop(&mut parts.headers, switching);
+    if switching {
+        if let Some(u) = parts.headers.get(header::UPGRADE).cloned() {
+            parts.headers.insert(header::UPGRADE, u);
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&d.header()) {
+        parts.headers.insert(HeaderName::from_static(DECISION_HEADER), v);
+    }
+    Response::from_parts(parts, Counted::new(body, Some(tally), Direction::Down).boxed())
+}
+
+async fn take_pooled(conn: &Conn, target: &Target) -> Option<Pooled> {
+    let mut slot = conn.upstream.lock().await;
+    let p = slot.take()?;
+    if p.host != target.host || p.port != target.port || p.sender.is_closed() {
+        return None;
+    }
+    // Re-check the address against the current rules: they may have changed.
+    let d = decide_address(&conn.cfg.rules.current(), p.addr.ip(), target.port, &target.kind);
+    if d.action != Action::Allow {
+        return None;
+    }
+    let mut p = p;
+    p.sender.ready().await.ok()?;
+    Some(p)
+}
+
+async fn put_pooled(conn: &Conn, p: Pooled) {
+    *conn.upstream.lock().await = Some(p);
+}
+
+async fn open_upstream(conn: &Conn, target: &Target, addrs: &[SocketAddr], upgrade: bool) -> std::io::Result<Pooled> {
+    let stream = conn.dial(addrs).await?;
+    let addr = stream.peer_addr()?;
+    let (sender, connection) = hyper::client::conn::http1::Builder::new()
+        .handshake::<_, Body>(TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    if upgrade {
+        tokio::spawn(async move {
+            let _ = connection.with_upgrades().await;
+        });
+    } else {
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+    Ok(Pooled {
+        host: target.host.clone(),
+        port: target.port,
+        addr,
+        sender,
+    })
+}
