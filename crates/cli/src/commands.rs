@@ -275,7 +275,7 @@ fn run(args: RunArgs) -> Result<i32> {
             (None, Some(_)) => None,
         };
         if let Some(p) = preset {
-            crate::policy::apply_preset(&mut rules, &scope, p)?;
+            crate::policy::apply_preset(&dirs, &mut rules, &scope, p, false)?;
         }
         let have = rules.rules_for(name.as_str())?;
         let fresh: Vec<Rule> = v

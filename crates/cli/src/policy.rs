@@ -8,13 +8,12 @@ use anyhow::{Context, Result};
 use paddock_core::{Dirs, Store};
 use paddock_policy::SandboxName;
 use paddock_policy::net::{
-    Action, Host, Kind, PathGlob, PortSpec, Rule, Scope, StoredRule, Target, decide, decide_address,
-    parse_method, split_host_port,
+    Action, Host, Kind, PathGlob, PortSpec, Rule, Scope, StoredRule, Target, decide,
+    decide_address, parse_method, split_host_port,
 };
-use paddock_proxy::policyfile;
-use paddock_proxy::presets;
-use paddock_proxy::registries::HostConfig;
+use paddock_proxy::registries::{HostConfig, RegistryHost, discover};
 use paddock_proxy::store::{AuditQuery, AuditRow, PolicyStore, audit_rows};
+use paddock_proxy::{policyfile, presets};
 
 use crate::cli::{PolicyCmd, RuleArgs};
 use crate::error::usage;
@@ -23,7 +22,9 @@ fn scope_of(sandbox: Option<&str>) -> Result<Scope> {
     match sandbox {
         None => Ok(Scope::Global),
         Some(s) => {
-            let n: SandboxName = s.parse().map_err(|e: paddock_policy::NameError| usage(format!("--sandbox: {e}")))?;
+            let n: SandboxName = s
+                .parse()
+                .map_err(|e: paddock_policy::NameError| usage(format!("--sandbox: {e}")))?;
             Ok(Scope::Sandbox(n.to_string()))
         }
     }
@@ -39,10 +40,18 @@ fn note_unknown_sandbox(dirs: &Dirs, scope: &Scope) {
         let known = n
             .parse::<SandboxName>()
             .ok()
-            .and_then(|name| Store::open(&dirs.database()).ok()?.get(&name).ok().flatten())
+            .and_then(|name| {
+                Store::open(&dirs.database())
+                    .ok()?
+                    .get(&name)
+                    .ok()
+                    .flatten()
+            })
             .is_some();
         if !known {
-            eprintln!("paddock: note: no sandbox named {n} exists yet; its rules apply once it is created");
+            eprintln!(
+                "paddock: note: no sandbox named {n} exists yet; its rules apply once it is created"
+            );
         }
     }
 }
@@ -73,7 +82,9 @@ pub fn rules_from(action: Action, args: &RuleArgs) -> Result<Vec<Rule>> {
             let mut r = Rule::parse_target(action, h).map_err(|e| usage(e.to_string()))?;
             if let Some(p) = port {
                 if r.port != PortSpec::Default {
-                    return Err(usage(format!("{h}: give the port either in HOST:PORT or with --port, not both")));
+                    return Err(usage(format!(
+                        "{h}: give the port either in HOST:PORT or with --port, not both"
+                    )));
                 }
                 r.port = p;
             }
@@ -84,9 +95,52 @@ pub fn rules_from(action: Action, args: &RuleArgs) -> Result<Vec<Rule>> {
         .collect()
 }
 
-/// Applies a preset to a scope now (reading the host's registries for `balanced`).
-pub fn apply_preset(store: &mut PolicyStore, scope: &Scope, name: &str) -> Result<usize> {
-    let rules = presets::materialize(name, &HostConfig::from_env()).map_err(|e| usage(e.to_string()))?;
+/// How long a discovery of the host's registries is reused for new sandboxes.
+const REGISTRY_CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// This host's package registries: discovered now when `fresh` (asking pip and npm takes most of
+/// a second), else reused from the last discovery of the past day.
+fn registries(dirs: &Dirs, fresh: bool) -> Vec<RegistryHost> {
+    let cache = dirs.home().join("registries.json");
+    if !fresh {
+        let young = std::fs::metadata(&cache)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < REGISTRY_CACHE_TTL);
+        if young
+            && let Some(hosts) = std::fs::read(&cache)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Vec<RegistryHost>>(&b).ok())
+        {
+            return hosts;
+        }
+    }
+    let hosts = discover(&HostConfig::from_env());
+    if let Ok(json) = serde_json::to_vec_pretty(&hosts) {
+        let tmp = cache.with_extension("json.tmp");
+        if std::fs::write(&tmp, json).is_ok() {
+            let _ = std::fs::rename(&tmp, &cache);
+        }
+    }
+    hosts
+}
+
+/// Applies a preset to a scope (with this host's registries for `balanced`; `fresh` reads them
+/// again instead of reusing the last day's discovery).
+pub fn apply_preset(
+    dirs: &Dirs,
+    store: &mut PolicyStore,
+    scope: &Scope,
+    name: &str,
+    fresh: bool,
+) -> Result<usize> {
+    let regs = if presets::wants_registries(name).map_err(|e| usage(e.to_string()))? {
+        registries(dirs, fresh)
+    } else {
+        Vec::new()
+    };
+    let rules = presets::materialize(name, &regs).map_err(|e| usage(e.to_string()))?;
     Ok(store.apply_preset(scope, name, &rules)?.len())
 }
 
@@ -101,7 +155,9 @@ pub fn policy(dirs: &Dirs, cmd: PolicyCmd) -> Result<i32> {
             // Check every id first so a typo removes nothing.
             let all = store.all()?;
             if let Some(missing) = ids.iter().find(|id| !all.iter().any(|r| r.id == **id)) {
-                return Err(usage(format!("no rule with id {missing} (see `paddock policy ls`)")));
+                return Err(usage(format!(
+                    "no rule with id {missing} (see `paddock policy ls`)"
+                )));
             }
             for id in ids {
                 let r = store.remove(id)?;
@@ -109,14 +165,20 @@ pub fn policy(dirs: &Dirs, cmd: PolicyCmd) -> Result<i32> {
             }
             Ok(0)
         }
-        PolicyCmd::Check { url, sandbox, method } => check(dirs, &url, sandbox.as_deref(), method.as_deref()),
+        PolicyCmd::Check {
+            url,
+            sandbox,
+            method,
+        } => check(dirs, &url, sandbox.as_deref(), method.as_deref()),
         PolicyCmd::Preset { name, sandbox } => {
             let scope = scope_of(sandbox.as_deref())?;
             presets::text(&name).map_err(|e| usage(e.to_string()))?;
             let mut store = open_store(dirs)?;
             note_unknown_sandbox(dirs, &scope);
-            let n = apply_preset(&mut store, &scope, &name)?;
-            println!("applied preset {name} to {scope}: {n} rules (rules you added yourself are kept)");
+            let n = apply_preset(dirs, &mut store, &scope, &name, true)?;
+            println!(
+                "applied preset {name} to {scope}: {n} rules (rules you added yourself are kept)"
+            );
             Ok(0)
         }
         PolicyCmd::Presets { name } => {
@@ -125,10 +187,16 @@ pub fn policy(dirs: &Dirs, cmd: PolicyCmd) -> Result<i32> {
                 None => {
                     for (n, _) in presets::PRESETS {
                         let f = presets::load(n)?;
-                        let extra = if f.host_registries { " + this host's package registries" } else { "" };
+                        let extra = if f.host_registries {
+                            " + this host's package registries"
+                        } else {
+                            ""
+                        };
                         println!("{n:<10} {}{extra}", f.description.unwrap_or_default());
                     }
-                    println!("\n`paddock policy presets NAME` prints one; `paddock policy preset NAME [--sandbox S]` applies it.");
+                    println!(
+                        "\n`paddock policy presets NAME` prints one; `paddock policy preset NAME [--sandbox S]` applies it."
+                    );
                 }
             }
             Ok(0)
@@ -140,7 +208,11 @@ pub fn policy(dirs: &Dirs, cmd: PolicyCmd) -> Result<i32> {
             limit,
             follow,
         } => log(dirs, sandbox, denied, json, limit, follow),
-        PolicyCmd::Import { file, sandbox, replace } => import(dirs, &file, sandbox.as_deref(), replace),
+        PolicyCmd::Import {
+            file,
+            sandbox,
+            replace,
+        } => import(dirs, &file, sandbox.as_deref(), replace),
         PolicyCmd::Export { sandbox } => {
             let store = open_store(dirs)?;
             let rules = match &sandbox {
@@ -214,13 +286,19 @@ fn ls(dirs: &Dirs, sandbox: Option<&str>, json: bool) -> Result<i32> {
     }
     if let Some(s) = sandbox {
         let preset = store.preset_of(&scope_of(Some(s))?)?;
-        println!("sandbox {s}: preset {}", preset.as_deref().unwrap_or("(none)"));
+        println!(
+            "sandbox {s}: preset {}",
+            preset.as_deref().unwrap_or("(none)")
+        );
     }
     if rules.is_empty() {
         println!("no rules: every request is denied");
         return Ok(0);
     }
-    println!("{:>5}  {:<16} {:<6} {:<36} {:<8} {:<7} {:<16} SOURCE", "ID", "SCOPE", "ACTION", "HOST", "PORT", "METHOD", "PATH");
+    println!(
+        "{:>5}  {:<16} {:<6} {:<36} {:<8} {:<7} {:<16} SOURCE",
+        "ID", "SCOPE", "ACTION", "HOST", "PORT", "METHOD", "PATH"
+    );
     for r in rules {
         println!(
             "{:>5}  {:<16} {:<6} {:<36} {:<8} {:<7} {:<16} {}",
@@ -256,7 +334,11 @@ fn parse_url(url: &str, method: Option<&str>) -> Result<Target> {
     let path = if path.is_empty() { "/" } else { path };
     let kind = match scheme.as_str() {
         "http" | "ws" => Kind::Http {
-            method: method.map(parse_method).transpose().map_err(|e| usage(e.to_string()))?.unwrap_or_else(|| "GET".into()),
+            method: method
+                .map(parse_method)
+                .transpose()
+                .map_err(|e| usage(e.to_string()))?
+                .unwrap_or_else(|| "GET".into()),
             path: path.to_owned(),
         },
         "https" | "wss" => Kind::Connect,
@@ -271,14 +353,24 @@ fn check(dirs: &Dirs, url: &str, sandbox: Option<&str>, method: Option<&str>) ->
     let store = open_store(dirs)?;
     let rules = match sandbox {
         Some(s) => store.rules_for(&scope_of(Some(s))?.to_string())?,
-        None => store.all()?.into_iter().filter(|r| r.scope == Scope::Global).collect(),
+        None => store
+            .all()?
+            .into_iter()
+            .filter(|r| r.scope == Scope::Global)
+            .collect(),
     };
     let what = match &target.kind {
         Kind::Connect => format!("CONNECT {}", target.host.authority(target.port)),
-        Kind::Http { method, path } => format!("{method} http://{}{path}", target.host.authority(target.port)),
+        Kind::Http { method, path } => format!(
+            "{method} http://{}{path}",
+            target.host.authority(target.port)
+        ),
     };
     let d = decide(&rules, &target);
-    let explain = |d: &paddock_policy::net::Decision| match d.rule.and_then(|id| rules.iter().find(|r| r.id == id)) {
+    let explain = |d: &paddock_policy::net::Decision| match d
+        .rule
+        .and_then(|id| rules.iter().find(|r| r.id == id))
+    {
         Some(r) => describe(r),
         None => d.reason.clone(),
     };
@@ -295,7 +387,9 @@ fn check(dirs: &Dirs, url: &str, sandbox: Option<&str>, method: Option<&str>) ->
     }
     println!("allow {what}\n      {}", explain(&d));
     if target.host.ip().is_none() {
-        println!("      (at request time the proxy also refuses the name if it resolves to a private, loopback or metadata address no rule names)");
+        println!(
+            "      (at request time the proxy also refuses the name if it resolves to a private, loopback or metadata address no rule names)"
+        );
     }
     Ok(0)
 }
@@ -307,7 +401,13 @@ fn print_rows(rows: &[AuditRow], json: bool, out: &mut impl Write) -> std::io::R
             continue;
         }
         let secs = r.ts / 1000;
-        let t = format!("{:02}:{:02}:{:02}.{:03}", (secs / 3600) % 24, (secs / 60) % 60, secs % 60, r.ts % 1000);
+        let t = format!(
+            "{:02}:{:02}:{:02}.{:03}",
+            (secs / 3600) % 24,
+            (secs / 60) % 60,
+            secs % 60,
+            r.ts % 1000
+        );
         let dest = match r.port {
             Some(p) => format!("{}:{p}", r.host),
             None => r.host.clone(),
@@ -321,17 +421,28 @@ fn print_rows(rows: &[AuditRow], json: bool, out: &mut impl Write) -> std::io::R
             r.method,
             dest,
             r.path.as_deref().unwrap_or("-"),
-            r.status.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+            r.status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".into()),
             r.bytes_up,
             r.bytes_down,
-            r.duration_ms.map(|d| d.to_string()).unwrap_or_else(|| "-".into()),
+            r.duration_ms
+                .map(|d| d.to_string())
+                .unwrap_or_else(|| "-".into()),
             r.reason
         )?;
     }
     out.flush()
 }
 
-fn log(dirs: &Dirs, sandbox: Option<String>, denied: bool, json: bool, limit: Option<u32>, follow: bool) -> Result<i32> {
+fn log(
+    dirs: &Dirs,
+    sandbox: Option<String>,
+    denied: bool,
+    json: bool,
+    limit: Option<u32>,
+    follow: bool,
+) -> Result<i32> {
     if let Some(s) = &sandbox {
         scope_of(Some(s))?;
     }
@@ -360,8 +471,10 @@ fn log(dirs: &Dirs, sandbox: Option<String>, denied: bool, json: bool, limit: Op
 }
 
 fn import(dirs: &Dirs, file: &Path, sandbox: Option<&str>, replace: bool) -> Result<i32> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let parsed = policyfile::parse(&file.display().to_string(), &text).map_err(|e| usage(e.to_string()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let parsed =
+        policyfile::parse(&file.display().to_string(), &text).map_err(|e| usage(e.to_string()))?;
     let forced = sandbox.map(|s| scope_of(Some(s))).transpose()?;
     let mut store = open_store(dirs)?;
     let mut by_scope: Vec<(Scope, Vec<Rule>)> = Vec::new();

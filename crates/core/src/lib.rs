@@ -14,8 +14,7 @@ mod spec;
 mod store;
 
 pub use backend::{
-    Egress,
-    Backend, BackendError, Exit, Instance, Launch, Probe, ProbeItem, StartContext, Stdio,
+    Backend, BackendError, Egress, Exit, Instance, Launch, Probe, ProbeItem, StartContext, Stdio,
 };
 pub use dirs::{Dirs, DirsError};
 pub use idmap::{DEFAULT_ID_BASE, ID_RANGE, IdMap};

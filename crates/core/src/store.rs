@@ -346,6 +346,7 @@ mod tests {
             env: vec![],
             user: User::Agent,
             no_new_privs: false,
+            network: crate::spec::Network::Proxy,
         }
     }
 

@@ -88,14 +88,14 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let (Poll::Ready(Some(Ok(frame))), Some(t)) = (&polled, &self.tally) {
-            if let Some(d) = frame.data_ref() {
-                let c = match self.dir {
-                    Direction::Up => &t.up,
-                    Direction::Down => &t.down,
-                };
-                c.fetch_add(d.len() as u64, Ordering::Relaxed);
-            }
+        if let (Poll::Ready(Some(Ok(frame))), Some(t)) = (&polled, &self.tally)
+            && let Some(d) = frame.data_ref()
+        {
+            let c = match self.dir {
+                Direction::Up => &t.up,
+                Direction::Down => &t.down,
+            };
+            c.fetch_add(d.len() as u64, Ordering::Relaxed);
         }
         if matches!(polled, Poll::Ready(None)) {
             // The body is done: let the end be recorded as soon as the other side is too.
@@ -143,7 +143,11 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for CountedIo<S> {
 }
 
 impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for CountedIo<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, data);
         if let Poll::Ready(Ok(n)) = &r {
             self.tally.down.fetch_add(*n as u64, Ordering::Relaxed);

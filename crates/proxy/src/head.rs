@@ -118,13 +118,21 @@ impl HeadScanner {
                 }
                 State::Body(n) => {
                     let take = n.min((data.len() - i) as u64);
-                    self.state = if take == n { State::Head } else { State::Body(n - take) };
+                    self.state = if take == n {
+                        State::Head
+                    } else {
+                        State::Body(n - take)
+                    };
                     Ok(take as usize)
                 }
                 State::ChunkSize => self.chunk_size_bytes(&data[i..]),
                 State::ChunkData(n) => {
                     let take = n.min((data.len() - i) as u64);
-                    self.state = if take == n { State::ChunkEnd(0) } else { State::ChunkData(n - take) };
+                    self.state = if take == n {
+                        State::ChunkEnd(0)
+                    } else {
+                        State::ChunkData(n - take)
+                    };
                     Ok(take as usize)
                 }
                 State::ChunkEnd(seen) => match (seen, data[i]) {
@@ -159,7 +167,10 @@ impl HeadScanner {
     fn head_bytes(&mut self, data: &[u8]) -> Result<usize, Violation> {
         // Empty lines before a request line are allowed (RFC 9112 section 2.2).
         if self.buf.is_empty() {
-            let skip = data.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+            let skip = data
+                .iter()
+                .take_while(|b| **b == b'\r' || **b == b'\n')
+                .count();
             if skip > 0 {
                 let lead = &data[..skip];
                 if lead.chunks(2).any(|c| c != b"\r\n") {
@@ -203,7 +214,11 @@ impl HeadScanner {
                     Ok(httparse::Status::Complete((_, size))) => size,
                     _ => return Err(Violation::BadChunk),
                 };
-                self.state = if size == 0 { State::Trailers } else { State::ChunkData(size) };
+                self.state = if size == 0 {
+                    State::Trailers
+                } else {
+                    State::ChunkData(size)
+                };
                 Ok(p + 1)
             }
         }
@@ -245,7 +260,8 @@ fn find_head_end(buf: &[u8], data: &[u8]) -> Option<usize> {
         if joined[j] != b'\n' || j < 1 {
             continue;
         }
-        let blank = joined[j - 1] == b'\n' || (joined[j - 1] == b'\r' && j >= 2 && joined[j - 2] == b'\n');
+        let blank =
+            joined[j - 1] == b'\n' || (joined[j - 1] == b'\r' && j >= 2 && joined[j - 2] == b'\n');
         if blank && j + 1 > off {
             return Some(j + 1 - off);
         }
@@ -270,7 +286,10 @@ fn check_line_endings(bytes: &[u8], continued: bool) -> Result<(), Violation> {
 /// Checks a complete head and says what follows it.
 fn check_head(head: &[u8]) -> Result<State, Violation> {
     // obs-fold: a header line that starts with whitespace.
-    if head.windows(3).any(|w| w[0] == b'\n' && (w[1] == b' ' || w[1] == b'\t')) {
+    if head
+        .windows(3)
+        .any(|w| w[0] == b'\n' && (w[1] == b' ' || w[1] == b'\t'))
+    {
         return Err(Violation::ObsFold);
     }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -287,7 +306,9 @@ fn check_head(head: &[u8]) -> Result<State, Violation> {
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
             lengths += 1;
-            let v = std::str::from_utf8(h.value).map_err(|_| Violation::BadLength)?.trim();
+            let v = std::str::from_utf8(h.value)
+                .map_err(|_| Violation::BadLength)?
+                .trim();
             if v.is_empty() || v.len() > 18 || !v.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(Violation::BadLength);
             }
@@ -312,7 +333,11 @@ fn check_head(head: &[u8]) -> Result<State, Violation> {
     if lengths == 1 && te {
         return Err(Violation::LengthAndChunked);
     }
-    if req.method.is_some_and(|m| m.eq_ignore_ascii_case("CONNECT")) || upgrade {
+    if req
+        .method
+        .is_some_and(|m| m.eq_ignore_ascii_case("CONNECT"))
+        || upgrade
+    {
         return Ok(State::Tunnel);
     }
     Ok(if chunked {

@@ -68,7 +68,12 @@ fn smuggling_shapes_are_refused() {
         (b"\x00GET / HTTP/1.1\r\n\r\n", Violation::Malformed),
     ];
     for (bytes, want) in cases {
-        assert_eq!(violation(bytes), Some(*want), "{}", String::from_utf8_lossy(bytes));
+        assert_eq!(
+            violation(bytes),
+            Some(*want),
+            "{}",
+            String::from_utf8_lossy(bytes)
+        );
     }
 }
 
@@ -96,7 +101,10 @@ fn second_request_on_keep_alive_is_checked() {
 #[test]
 fn connect_becomes_a_tunnel() {
     let mut s = HeadScanner::new();
-    assert_eq!(s.feed(b"CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n\x16\x03\n\n"), Ok(()));
+    assert_eq!(
+        s.feed(b"CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n\x16\x03\n\n"),
+        Ok(())
+    );
     assert!(s.is_tunnel());
 }
 
@@ -104,7 +112,9 @@ fn connect_becomes_a_tunnel() {
 fn oversized_head_is_refused() {
     let mut head = b"GET http://a.test/ HTTP/1.1\r\n".to_vec();
     while head.len() <= MAX_HEAD {
-        head.extend_from_slice(b"X-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+        head.extend_from_slice(
+            b"X-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
+        );
     }
     assert_eq!(violation(&head), Some(Violation::TooLarge));
 }

@@ -89,7 +89,8 @@ pub fn start(
             .map_err(io("cannot make the proxy listener non-blocking"))?;
         let listener = {
             let _guard = rt.enter();
-            tokio::net::TcpListener::from_std(l).map_err(io("cannot register the proxy listener"))?
+            tokio::net::TcpListener::from_std(l)
+                .map_err(io("cannot register the proxy listener"))?
         };
         let cfg = cfg.clone();
         rt.spawn(async move {

@@ -13,7 +13,9 @@
 //!
 //! A file is read whole and checked whole before anything changes; an error names the line.
 
-use paddock_policy::net::{Action, HostPattern, PathGlob, PortSpec, Rule, Scope, StoredRule, parse_method};
+use paddock_policy::net::{
+    Action, HostPattern, PathGlob, PortSpec, Rule, Scope, StoredRule, parse_method,
+};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
@@ -94,14 +96,21 @@ pub fn parse(file: &str, text: &str) -> Result<PolicyFile, FileError> {
         file: file.into(),
         message: e.to_string().trim_end().replace('\n', "\n  "),
     })?;
-    let line = |span: std::ops::Range<usize>| text[..span.start.min(text.len())].matches('\n').count() + 1;
+    let line =
+        |span: std::ops::Range<usize>| text[..span.start.min(text.len())].matches('\n').count() + 1;
     let invalid = |span: std::ops::Range<usize>, message: String| FileError::Invalid {
         file: file.into(),
         line: line(span),
         message,
     };
     if *raw.version.get_ref() != VERSION {
-        return Err(invalid(raw.version.span(), format!("version {} is not supported (only {VERSION})", raw.version.get_ref())));
+        return Err(invalid(
+            raw.version.span(),
+            format!(
+                "version {} is not supported (only {VERSION})",
+                raw.version.get_ref()
+            ),
+        ));
     }
     let mut rules = Vec::new();
     for r in raw.rule {
@@ -109,9 +118,15 @@ pub fn parse(file: &str, text: &str) -> Result<PolicyFile, FileError> {
         let action = match r.action.get_ref().as_str() {
             "allow" => Action::Allow,
             "deny" => Action::Deny,
-            other => return Err(invalid(r.action.span(), format!("action {other:?}: use \"allow\" or \"deny\""))),
+            other => {
+                return Err(invalid(
+                    r.action.span(),
+                    format!("action {other:?}: use \"allow\" or \"deny\""),
+                ));
+            }
         };
-        let mut rule = Rule::parse_target(action, r.host.get_ref()).map_err(|e| invalid(r.host.span(), e.to_string()))?;
+        let mut rule = Rule::parse_target(action, r.host.get_ref())
+            .map_err(|e| invalid(r.host.span(), e.to_string()))?;
         if let Some(p) = &r.port {
             let spec = match p.get_ref() {
                 RawPort::Number(n) => u16::try_from(*n)
@@ -119,15 +134,19 @@ pub fn parse(file: &str, text: &str) -> Result<PolicyFile, FileError> {
                     .filter(|n| *n != 0)
                     .map(PortSpec::Port)
                     .ok_or_else(|| invalid(p.span(), format!("port {n} is not from 1 to 65535"))),
-                RawPort::Word(w) => PortSpec::parse(w).map_err(|e| invalid(p.span(), e.to_string())),
+                RawPort::Word(w) => {
+                    PortSpec::parse(w).map_err(|e| invalid(p.span(), e.to_string()))
+                }
             }?;
             rule.port = spec;
         }
         if let Some(m) = &r.method {
-            rule.method = Some(parse_method(m.get_ref()).map_err(|e| invalid(m.span(), e.to_string()))?);
+            rule.method =
+                Some(parse_method(m.get_ref()).map_err(|e| invalid(m.span(), e.to_string()))?);
         }
         if let Some(p) = &r.path {
-            rule.path = Some(PathGlob::parse(p.get_ref()).map_err(|e| invalid(p.span(), e.to_string()))?);
+            rule.path =
+                Some(PathGlob::parse(p.get_ref()).map_err(|e| invalid(p.span(), e.to_string()))?);
         }
         let scope = match &r.sandbox {
             Some(s) => Some(
@@ -177,7 +196,9 @@ pub fn export(rules: &[StoredRule]) -> String {
                 action: r.rule.action.to_string(),
                 host: match &r.rule.host {
                     // A bare IPv6 address would read as host:port; brackets keep it whole.
-                    HostPattern::Net(n) if n.addr().is_ipv6() && n.prefix_len() == 128 => format!("[{}]", n.addr()),
+                    HostPattern::Net(n) if n.addr().is_ipv6() && n.prefix_len() == 128 => {
+                        format!("[{}]", n.addr())
+                    }
                     h => h.to_string(),
                 },
                 port: match r.rule.port {
@@ -208,14 +229,29 @@ mod tests {
         let e = parse("p.toml", text).unwrap_err().to_string();
         assert!(e.starts_with("p.toml:5: invalid host pattern"), "{e}");
         let text = "version = 1\n[[rule]]\naction = \"allow\"\nhost = \"a.com\"\nport = 70000\n";
-        assert!(parse("p.toml", text).unwrap_err().to_string().starts_with("p.toml:5: port 70000"));
+        assert!(
+            parse("p.toml", text)
+                .unwrap_err()
+                .to_string()
+                .starts_with("p.toml:5: port 70000")
+        );
         let text = "version = 1\n[[rule]]\naction = \"permit\"\nhost = \"a.com\"\n";
-        assert!(parse("p.toml", text).unwrap_err().to_string().starts_with("p.toml:3: action"));
+        assert!(
+            parse("p.toml", text)
+                .unwrap_err()
+                .to_string()
+                .starts_with("p.toml:3: action")
+        );
         let text = "version = 1\n[[rule]]\naction = \"allow\"\nhost = \"a.com\"\ncolour = 1\n";
         let e = parse("p.toml", text).unwrap_err().to_string();
         assert!(e.contains("line 5") && e.contains("colour"), "{e}");
         let text = "version = 2\n";
-        assert!(parse("p.toml", text).unwrap_err().to_string().starts_with("p.toml:1: version 2"));
+        assert!(
+            parse("p.toml", text)
+                .unwrap_err()
+                .to_string()
+                .starts_with("p.toml:1: version 2")
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use paddock_policy::net::{Action, PortSpec, Rule};
 
 use crate::policyfile::{self, FileError, PolicyFile};
-use crate::registries::{HostConfig, discover};
+use crate::registries::RegistryHost;
 
 /// The preset new sandboxes get.
 pub const DEFAULT: &str = "balanced";
@@ -42,12 +42,18 @@ pub fn load(name: &str) -> Result<PolicyFile, PresetError> {
     Ok(policyfile::parse(&format!("preset {name}"), text(name)?)?)
 }
 
-/// The rules a preset gives now: its own, plus this host's registries where it asks for them.
-pub fn materialize(name: &str, host: &HostConfig) -> Result<Vec<Rule>, PresetError> {
+/// Whether a preset takes in this host's package registries.
+pub fn wants_registries(name: &str) -> Result<bool, PresetError> {
+    Ok(load(name)?.host_registries)
+}
+
+/// The rules a preset gives: its own, plus `registries` (this host's, from
+/// [`crate::registries::discover`]) where it asks for them.
+pub fn materialize(name: &str, registries: &[RegistryHost]) -> Result<Vec<Rule>, PresetError> {
     let file = load(name)?;
     let mut rules: Vec<Rule> = file.rules.into_iter().map(|(_, r)| r).collect();
     if file.host_registries {
-        for reg in discover(host) {
+        for reg in registries {
             let Ok(mut rule) = Rule::parse_target(Action::Allow, &reg.host) else {
                 continue;
             };

@@ -25,13 +25,11 @@
 //! not a plausible host name (including IPv6 literals) is skipped with a debug message.
 
 use std::collections::{HashMap, HashSet};
-use std::fs;
-use std::io;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::thread;
 use std::time::{Duration, Instant};
+use std::{fs, io, thread};
 
 /// How long a package manager may take to report its default registry.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,7 +38,7 @@ const TOOL_TIMEOUT: Duration = Duration::from_secs(10);
 const PIP_SECTIONS: &[&str] = &["global", "install", "download"];
 
 /// One registry host found on this machine.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RegistryHost {
     /// The host name, lower case, without a trailing dot.
     pub host: String,

@@ -40,7 +40,11 @@ impl Resolver {
             };
             let addrs = addrs
                 .split(',')
-                .map(|a| a.trim().parse::<IpAddr>().map_err(|e| format!("{entry:?}: {e}")))
+                .map(|a| {
+                    a.trim()
+                        .parse::<IpAddr>()
+                        .map_err(|e| format!("{entry:?}: {e}"))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             out.insert(name, addrs);
         }

@@ -80,12 +80,18 @@ impl RuleSource {
                             live.rules.clone()
                         }
                         Err(e) => {
-                            tracing::error!("rules in {} unreadable ({e:?}); denying all", path.display());
+                            tracing::error!(
+                                "rules in {} unreadable ({e:?}); denying all",
+                                path.display()
+                            );
                             Arc::new(Vec::new())
                         }
                     },
                     Err(e) => {
-                        tracing::error!("rules in {} unreadable ({e}); denying all", path.display());
+                        tracing::error!(
+                            "rules in {} unreadable ({e}); denying all",
+                            path.display()
+                        );
                         Arc::new(Vec::new())
                     }
                 }

@@ -15,7 +15,9 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use paddock_policy::net::{Action, Decision, Host, Kind, Target, decide, decide_address, split_host_port};
+use paddock_policy::net::{
+    Action, Decision, Host, Kind, Target, decide, decide_address, normalize_path, split_host_port,
+};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex as AsyncMutex;
 
@@ -43,6 +45,15 @@ pub struct ProxyConfig {
     pub resolver: Resolver,
     /// How long to wait for an upstream connection.
     pub connect_timeout: Duration,
+}
+
+/// What the proxy saw of a request, for the audit log.
+#[derive(Clone, Copy)]
+struct Seen<'a> {
+    method: &'a str,
+    host: &'a str,
+    port: Option<u16>,
+    path: Option<&'a str>,
 }
 
 struct Conn {
@@ -82,7 +93,9 @@ pub async fn serve_connection(cfg: Arc<ProxyConfig>, stream: TcpStream, client: 
     let found = violation.lock().ok().and_then(|v| *v);
     let reason = match (found, &result) {
         (Some(v), _) => Some(v.to_string()),
-        (None, Err(e)) if e.is_parse() || e.is_parse_too_large() => Some(format!("malformed request: {e}")),
+        (None, Err(e)) if e.is_parse() || e.is_parse_too_large() => {
+            Some(format!("malformed request: {e}"))
+        }
         _ => None,
     };
     if let Some(reason) = reason {
@@ -110,10 +123,17 @@ async fn handle(conn: &Conn, req: Request<Incoming>) -> Response<Body> {
 }
 
 fn text(status: StatusCode, decision: &str, msg: String) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(msg)).map_err(|never| match never {}).boxed());
+    let mut r = Response::new(
+        Full::new(Bytes::from(msg))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
     *r.status_mut() = status;
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     if let Ok(v) = HeaderValue::from_str(decision) {
         h.insert(HeaderName::from_static(DECISION_HEADER), v);
     }
@@ -126,44 +146,93 @@ fn empty() -> Body {
 }
 
 impl Conn {
-    fn record(&self, method: &str, host: &str, port: Option<u16>, path: Option<&str>, d: &Decision, rule: Option<&str>, status: u16) -> crate::audit::Entry {
+    fn record(
+        &self,
+        seen: Seen<'_>,
+        d: &Decision,
+        rule: Option<&str>,
+        status: u16,
+    ) -> crate::audit::Entry {
         self.cfg.audit.record(Record {
             sandbox: self.cfg.sandbox.clone(),
             client: self.client.clone(),
-            method: method.into(),
-            host: host.into(),
-            port,
-            path: path.map(Into::into),
+            method: seen.method.into(),
+            host: seen.host.into(),
+            port: seen.port,
+            path: seen.path.map(Into::into),
             action: match d.action {
                 Action::Allow => "allow",
                 Action::Deny => "deny",
             },
-            rule: rule
-                .map(Into::into)
-                .unwrap_or_else(|| d.rule.map(|r| r.to_string()).unwrap_or_else(|| "default".into())),
+            rule: rule.map(Into::into).unwrap_or_else(|| {
+                d.rule
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|| "default".into())
+            }),
             reason: d.reason.clone(),
             status: (status != 0).then_some(status),
         })
     }
 
     /// A 400 for a request the proxy cannot read, audited.
-    fn bad_request(&self, method: &str, host: &str, path: Option<&str>, why: String) -> Response<Body> {
+    fn bad_request(
+        &self,
+        method: &str,
+        host: &str,
+        path: Option<&str>,
+        why: String,
+    ) -> Response<Body> {
         let d = Decision {
             action: Action::Deny,
             rule: None,
             reason: why.clone(),
         };
-        self.record(method, host, None, path, &d, Some("protocol"), 400);
-        text(StatusCode::BAD_REQUEST, "deny; rule=protocol", format!("paddock: bad request: {why}\n"))
+        self.record(
+            Seen {
+                method,
+                host,
+                port: None,
+                path,
+            },
+            &d,
+            Some("protocol"),
+            400,
+        );
+        text(
+            StatusCode::BAD_REQUEST,
+            "deny; rule=protocol",
+            format!("paddock: bad request: {why}\n"),
+        )
     }
 
     /// A 403 that says which rule decided and how to change it, audited.
-    fn denied(&self, method: &str, target: &Target, path: Option<&str>, d: &Decision, rule: Option<&str>) -> Response<Body> {
-        self.record(method, &target.host.to_string(), Some(target.port), path, d, rule, 403);
+    fn denied(
+        &self,
+        method: &str,
+        target: &Target,
+        path: Option<&str>,
+        d: &Decision,
+        rule: Option<&str>,
+    ) -> Response<Body> {
+        let host = target.host.to_string();
+        self.record(
+            Seen {
+                method,
+                host: &host,
+                port: Some(target.port),
+                path,
+            },
+            d,
+            rule,
+            403,
+        );
         let sb = &self.cfg.sandbox;
         let fix = match (rule, d.rule) {
             (Some("address"), _) => match target.host.ip() {
-                Some(ip) => format!("paddock policy allow {ip} --port {} --sandbox {sb}", target.port),
+                Some(ip) => format!(
+                    "paddock policy allow {ip} --port {} --sandbox {sb}",
+                    target.port
+                ),
                 None => format!(
                     "paddock policy allow {} --port {} --sandbox {sb}   # plus the address range it resolves to",
                     target.host, target.port
@@ -195,7 +264,12 @@ impl Conn {
 
     /// Resolves an allowed target and picks the addresses the rules allow, in order. `Err` is
     /// the audited answer to send instead.
-    async fn addresses(&self, method: &str, target: &Target, path: Option<&str>) -> Result<Vec<SocketAddr>, Response<Body>> {
+    async fn addresses(
+        &self,
+        method: &str,
+        target: &Target,
+        path: Option<&str>,
+    ) -> Result<Vec<SocketAddr>, Response<Body>> {
         let ips: Vec<IpAddr> = match self.cfg.resolver.resolve(&target.host, target.port).await {
             Ok(a) => a,
             Err(e) => {
@@ -204,7 +278,17 @@ impl Conn {
                     rule: None,
                     reason: format!("cannot resolve {}: {e}", target.host),
                 };
-                self.record(method, &target.host.to_string(), Some(target.port), path, &d, Some("resolve"), 502);
+                self.record(
+                    Seen {
+                        method,
+                        host: &target.host.to_string(),
+                        port: Some(target.port),
+                        path,
+                    },
+                    &d,
+                    Some("resolve"),
+                    502,
+                );
                 return Err(text(
                     StatusCode::BAD_GATEWAY,
                     "deny; rule=resolve",
@@ -227,7 +311,9 @@ impl Conn {
         match (ok.is_empty(), first_refusal) {
             (false, _) => Ok(ok),
             (true, Some(d)) => Err(self.denied(method, target, path, &d, Some("address"))),
-            (true, None) => Err(self.bad_request(method, &target.host.to_string(), path, "no address".into())),
+            (true, None) => {
+                Err(self.bad_request(method, &target.host.to_string(), path, "no address".into()))
+            }
         }
     }
 
@@ -240,7 +326,12 @@ impl Conn {
                     return Ok(s);
                 }
                 Ok(Err(e)) => last = e,
-                Err(_) => last = std::io::Error::new(std::io::ErrorKind::TimedOut, format!("connecting to {a} timed out")),
+                Err(_) => {
+                    last = std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("connecting to {a} timed out"),
+                    )
+                }
             }
         }
         Err(last)
@@ -254,7 +345,14 @@ async fn connect(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     };
     let (h, port) = match split_host_port(&auth) {
         Ok((h, Some(p))) => (h, p),
-        _ => return conn.bad_request("CONNECT", &auth, None, format!("CONNECT target {auth:?} is not host:port")),
+        _ => {
+            return conn.bad_request(
+                "CONNECT",
+                &auth,
+                None,
+                format!("CONNECT target {auth:?} is not host:port"),
+            );
+        }
     };
     let host = match Host::parse(h) {
         Ok(h) => h,
@@ -277,11 +375,35 @@ async fn connect(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     let upstream = match conn.dial(&addrs).await {
         Ok(s) => s,
         Err(e) => {
-            conn.record("CONNECT", &host, Some(port), None, &d, None, 502);
-            return text(StatusCode::BAD_GATEWAY, &d.header(), format!("paddock: cannot connect to {host}:{port}: {e}\n"));
+            conn.record(
+                Seen {
+                    method: "CONNECT",
+                    host: &host,
+                    port: Some(port),
+                    path: None,
+                },
+                &d,
+                None,
+                502,
+            );
+            return text(
+                StatusCode::BAD_GATEWAY,
+                &d.header(),
+                format!("paddock: cannot connect to {host}:{port}: {e}\n"),
+            );
         }
     };
-    let entry = conn.record("CONNECT", &host, Some(port), None, &d, None, 200);
+    let entry = conn.record(
+        Seen {
+            method: "CONNECT",
+            host: &host,
+            port: Some(port),
+            path: None,
+        },
+        &d,
+        None,
+        200,
+    );
     let tally = Tally::new(conn.cfg.audit.clone(), entry, started);
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
@@ -293,7 +415,8 @@ async fn connect(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     });
     let mut r = Response::new(empty());
     if let Ok(v) = HeaderValue::from_str(&d.header()) {
-        r.headers_mut().insert(HeaderName::from_static(DECISION_HEADER), v);
+        r.headers_mut()
+            .insert(HeaderName::from_static(DECISION_HEADER), v);
     }
     r
 }
@@ -304,8 +427,7 @@ where
     A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let _ = tokio::io::copy_bidirectional_with_sizes(a, b, 64 * 1024, 64 * 1024)
-        .await;
+    let _ = tokio::io::copy_bidirectional_with_sizes(a, b, 64 * 1024, 64 * 1024).await;
 }
 
 /// Headers that belong to one hop only.
@@ -350,17 +472,25 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
 }
 
 /// The canonical destination of a plain-HTTP request, refusing a Host header that disagrees.
 fn http_target(req: &Request<Incoming>) -> Result<(Host, u16), String> {
     let uri: &Uri = req.uri();
     if uri.scheme().is_none() {
-        return Err("this is a proxy: send an absolute URI (http://host/path) or use CONNECT".into());
+        return Err(
+            "this is a proxy: send an absolute URI (http://host/path) or use CONNECT".into(),
+        );
     }
     if uri.scheme_str() != Some("http") {
-        return Err(format!("scheme {:?} is not proxied; use CONNECT for TLS", uri.scheme_str().unwrap_or("")));
+        return Err(format!(
+            "scheme {:?} is not proxied; use CONNECT for TLS",
+            uri.scheme_str().unwrap_or("")
+        ));
     }
     let auth = uri.authority().ok_or("the URI has no host")?;
     if auth.as_str().contains('@') {
@@ -404,7 +534,7 @@ async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
         port,
         kind: Kind::Http {
             method: method.clone(),
-            path: path.clone(),
+            path: normalize_path(&path),
         },
     };
     let d = decide(&conn.cfg.rules.current(), &target);
@@ -415,7 +545,12 @@ async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     let host_s = target.host.to_string();
 
     // The request as it goes upstream: origin-form, canonical Host, no hop-by-hop headers.
-    let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_owned();
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     strip_hop(&mut parts.headers, upgrade);
@@ -447,13 +582,37 @@ async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
             match open_upstream(conn, &target, &addrs, upgrade).await {
                 Ok(s) => s,
                 Err(e) => {
-                    conn.record(&method, &host_s, Some(port), Some(&path), &d, None, 502);
-                    return text(StatusCode::BAD_GATEWAY, &d.header(), format!("paddock: cannot connect to {host_s}:{port}: {e}\n"));
+                    conn.record(
+                        Seen {
+                            method: &method,
+                            host: &host_s,
+                            port: Some(port),
+                            path: Some(&path),
+                        },
+                        &d,
+                        None,
+                        502,
+                    );
+                    return text(
+                        StatusCode::BAD_GATEWAY,
+                        &d.header(),
+                        format!("paddock: cannot connect to {host_s}:{port}: {e}\n"),
+                    );
                 }
             }
         }
     };
-    let entry = conn.record(&method, &host_s, Some(port), Some(&path), &d, None, 0);
+    let entry = conn.record(
+        Seen {
+            method: &method,
+            host: &host_s,
+            port: Some(port),
+            path: Some(&path),
+        },
+        &d,
+        None,
+        0,
+    );
     let tally = Tally::new(conn.cfg.audit.clone(), entry, started);
     let body = Counted::new(body, Some(tally.clone()), Direction::Up).boxed();
     let upstream_req = Request::from_parts(parts, body);
@@ -463,7 +622,11 @@ async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
             if let Ok(mut s) = tally.status.lock() {
                 *s = Some(502);
             }
-            return text(StatusCode::BAD_GATEWAY, &d.header(), format!("paddock: upstream {host_s}:{port} failed: {e}\n"));
+            return text(
+                StatusCode::BAD_GATEWAY,
+                &d.header(),
+                format!("paddock: upstream {host_s}:{port} failed: {e}\n"),
+            );
         }
     };
     if let Ok(mut s) = tally.status.lock() {
@@ -486,15 +649,15 @@ async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
     strip_hop(&mut parts.headers, switching);
-    if switching {
-        if let Some(u) = parts.headers.get(header::UPGRADE).cloned() {
-            parts.headers.insert(header::UPGRADE, u);
-        }
-    }
     if let Ok(v) = HeaderValue::from_str(&d.header()) {
-        parts.headers.insert(HeaderName::from_static(DECISION_HEADER), v);
+        parts
+            .headers
+            .insert(HeaderName::from_static(DECISION_HEADER), v);
     }
-    Response::from_parts(parts, Counted::new(body, Some(tally), Direction::Down).boxed())
+    Response::from_parts(
+        parts,
+        Counted::new(body, Some(tally), Direction::Down).boxed(),
+    )
 }
 
 async fn take_pooled(conn: &Conn, target: &Target) -> Option<Pooled> {
@@ -504,7 +667,12 @@ async fn take_pooled(conn: &Conn, target: &Target) -> Option<Pooled> {
         return None;
     }
     // Re-check the address against the current rules: they may have changed.
-    let d = decide_address(&conn.cfg.rules.current(), p.addr.ip(), target.port, &target.kind);
+    let d = decide_address(
+        &conn.cfg.rules.current(),
+        p.addr.ip(),
+        target.port,
+        &target.kind,
+    );
     if d.action != Action::Allow {
         return None;
     }
@@ -517,7 +685,12 @@ async fn put_pooled(conn: &Conn, p: Pooled) {
     *conn.upstream.lock().await = Some(p);
 }
 
-async fn open_upstream(conn: &Conn, target: &Target, addrs: &[SocketAddr], upgrade: bool) -> std::io::Result<Pooled> {
+async fn open_upstream(
+    conn: &Conn,
+    target: &Target,
+    addrs: &[SocketAddr],
+    upgrade: bool,
+) -> std::io::Result<Pooled> {
     let stream = conn.dial(addrs).await?;
     let addr = stream.peer_addr()?;
     let (sender, connection) = hyper::client::conn::http1::Builder::new()

@@ -8,7 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use paddock_policy::net::{Action, HostPattern, PathGlob, PortSpec, Rule, Scope, StoredRule, parse_method};
+use paddock_policy::net::{
+    Action, HostPattern, PathGlob, PortSpec, Rule, Scope, StoredRule, parse_method,
+};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
@@ -25,7 +27,9 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
     /// the proxy tables were written by a newer Paddock
-    #[error("network tables in {path:?} have schema version {found}, newer than this paddock understands ({known}); upgrade paddock")]
+    #[error(
+        "network tables in {path:?} have schema version {found}, newer than this paddock understands ({known}); upgrade paddock"
+    )]
     TooNew {
         /// The database file.
         path: PathBuf,
@@ -109,7 +113,8 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
     let mut db = Connection::open(path).map_err(err)?;
     db.busy_timeout(Duration::from_secs(10)).map_err(err)?;
     db.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-    db.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+    db.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(err)?;
     let tx = db.transaction().map_err(err)?;
     tx.execute_batch("CREATE TABLE IF NOT EXISTS proxy_schema (version INTEGER NOT NULL)")
         .map_err(err)?;
@@ -175,7 +180,12 @@ impl PolicyStore {
     }
 
     /// Adds rules in one transaction; returns their ids.
-    pub fn add(&mut self, scope: &Scope, rules: &[Rule], source: &str) -> Result<Vec<i64>, StoreError> {
+    pub fn add(
+        &mut self,
+        scope: &Scope,
+        rules: &[Rule],
+        source: &str,
+    ) -> Result<Vec<i64>, StoreError> {
         let path = self.path.clone();
         let err = |source| StoreError::Sqlite {
             path: path.clone(),
@@ -204,8 +214,12 @@ impl PolicyStore {
     pub fn remove_scope(&mut self, scope: &Scope) -> Result<usize, StoreError> {
         let key = scope_key(scope);
         let n = match scope_value(scope) {
-            Some(s) => self.db.execute("DELETE FROM net_rules WHERE sandbox = ?1", [s]),
-            None => self.db.execute("DELETE FROM net_rules WHERE sandbox IS NULL", []),
+            Some(s) => self
+                .db
+                .execute("DELETE FROM net_rules WHERE sandbox = ?1", [s]),
+            None => self
+                .db
+                .execute("DELETE FROM net_rules WHERE sandbox IS NULL", []),
         }
         .map_err(self.err())?;
         self.db
@@ -215,7 +229,12 @@ impl PolicyStore {
     }
 
     /// Replaces the preset rules of `scope` with `rules` from preset `name`, in one transaction.
-    pub fn apply_preset(&mut self, scope: &Scope, name: &str, rules: &[Rule]) -> Result<Vec<i64>, StoreError> {
+    pub fn apply_preset(
+        &mut self,
+        scope: &Scope,
+        name: &str,
+        rules: &[Rule],
+    ) -> Result<Vec<i64>, StoreError> {
         let path = self.path.clone();
         let err = |source| StoreError::Sqlite {
             path: path.clone(),
@@ -246,7 +265,11 @@ impl PolicyStore {
 
     /// Adds (or with `replace`, replaces the user rules of each scope by) groups of rules, all
     /// in one transaction: a failure changes nothing.
-    pub fn import(&mut self, groups: &[(Scope, Vec<Rule>)], replace: bool) -> Result<usize, StoreError> {
+    pub fn import(
+        &mut self,
+        groups: &[(Scope, Vec<Rule>)],
+        replace: bool,
+    ) -> Result<usize, StoreError> {
         let path = self.path.clone();
         let err = |source| StoreError::Sqlite {
             path: path.clone(),
@@ -314,7 +337,12 @@ impl PolicyStore {
     }
 }
 
-fn insert_rules(tx: &rusqlite::Transaction<'_>, scope: &Scope, rules: &[Rule], source: &str) -> rusqlite::Result<Vec<i64>> {
+fn insert_rules(
+    tx: &rusqlite::Transaction<'_>,
+    scope: &Scope,
+    rules: &[Rule],
+    source: &str,
+) -> rusqlite::Result<Vec<i64>> {
     let mut ids = Vec::with_capacity(rules.len());
     let mut st = tx.prepare(
         "INSERT INTO net_rules (sandbox, action, host, port, method, path, source, created_at)
@@ -348,10 +376,14 @@ pub enum LoadError {
 /// Loads all rules, or those for one sandbox (global + its own), ordered by id.
 pub fn load(db: &Connection, sandbox: Option<&str>) -> Result<Vec<StoredRule>, LoadError> {
     let sql = match sandbox {
-        Some(_) => "SELECT id, sandbox, action, host, port, method, path, source FROM net_rules
-                    WHERE sandbox IS NULL OR sandbox = ?1 ORDER BY id",
-        None => "SELECT id, sandbox, action, host, port, method, path, source FROM net_rules
-                 WHERE ?1 IS NULL OR 1 ORDER BY id",
+        Some(_) => {
+            "SELECT id, sandbox, action, host, port, method, path, source FROM net_rules
+                    WHERE sandbox IS NULL OR sandbox = ?1 ORDER BY id"
+        }
+        None => {
+            "SELECT id, sandbox, action, host, port, method, path, source FROM net_rules
+                 WHERE ?1 IS NULL OR 1 ORDER BY id"
+        }
     };
     let mut st = db.prepare_cached(sql).map_err(LoadError::Sql)?;
     let rows = st
@@ -385,8 +417,14 @@ pub fn load(db: &Connection, sandbox: Option<&str>) -> Result<Vec<StoredRule>, L
                 action,
                 host: HostPattern::parse(&host).map_err(|e| bad(&e))?,
                 port: PortSpec::parse(&port).map_err(|e| bad(&e))?,
-                method: method.map(|m| parse_method(&m)).transpose().map_err(|e| bad(&e))?,
-                path: path.map(|p| PathGlob::parse(&p)).transpose().map_err(|e| bad(&e))?,
+                method: method
+                    .map(|m| parse_method(&m))
+                    .transpose()
+                    .map_err(|e| bad(&e))?,
+                path: path
+                    .map(|p| PathGlob::parse(&p))
+                    .transpose()
+                    .map_err(|e| bad(&e))?,
             },
         });
     }
@@ -473,12 +511,16 @@ pub fn audit_rows(db: &Connection, q: &AuditQuery) -> rusqlite::Result<Vec<Audit
                 client: r.get(3)?,
                 method: r.get(4)?,
                 host: r.get(5)?,
-                port: r.get::<_, Option<i64>>(6)?.and_then(|p| u16::try_from(p).ok()),
+                port: r
+                    .get::<_, Option<i64>>(6)?
+                    .and_then(|p| u16::try_from(p).ok()),
                 path: r.get(7)?,
                 action: r.get(8)?,
                 rule: r.get(9)?,
                 reason: r.get(10)?,
-                status: r.get::<_, Option<i64>>(11)?.and_then(|p| u16::try_from(p).ok()),
+                status: r
+                    .get::<_, Option<i64>>(11)?
+                    .and_then(|p| u16::try_from(p).ok()),
                 bytes_up: r.get(12)?,
                 bytes_down: r.get(13)?,
                 duration_ms: r.get(14)?,

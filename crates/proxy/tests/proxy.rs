@@ -49,7 +49,10 @@ fn upstream() -> SocketAddr {
                     let first = head.lines().next().unwrap_or("").to_owned();
                     let host = head
                         .lines()
-                        .find_map(|l| l.strip_prefix("host: ").or_else(|| l.strip_prefix("Host: ")))
+                        .find_map(|l| {
+                            l.strip_prefix("host: ")
+                                .or_else(|| l.strip_prefix("Host: "))
+                        })
                         .unwrap_or("-")
                         .to_owned();
                     if head.to_ascii_lowercase().contains("upgrade: websocket") {
@@ -63,7 +66,10 @@ fn upstream() -> SocketAddr {
                         return;
                     }
                     let body = format!("{first} host={host}\n");
-                    let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
                     if s.write_all(resp.as_bytes()).is_err() {
                         return;
                     }
@@ -129,7 +135,14 @@ impl Fixture {
 
     fn curl(&self, args: &[&str]) -> (String, String) {
         let out = Command::new("curl")
-            .args(["-sS", "-i", "--max-time", "10", "-x", &format!("http://{}", self.proxy)])
+            .args([
+                "-sS",
+                "-i",
+                "--max-time",
+                "10",
+                "-x",
+                &format!("http://{}", self.proxy),
+            ])
             .args(args)
             .env_clear()
             .output()
@@ -170,13 +183,28 @@ fn allowed_denied_and_audited_once() {
     let f = Fixture::new(&[(ALLOW, "allowed.test:PORT"), (ALLOW, "127.0.0.1")]);
     let (ok, _) = f.curl(&[&f.url("allowed.test", "/hello?x=1")]);
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
-    assert!(ok.contains(&format!("GET /hello?x=1 HTTP/1.1 host=allowed.test:{}", f.up.port())), "{ok}");
+    assert!(
+        ok.contains(&format!(
+            "GET /hello?x=1 HTTP/1.1 host=allowed.test:{}",
+            f.up.port()
+        )),
+        "{ok}"
+    );
     assert!(ok.contains("x-paddock-decision: allow; rule=1"), "{ok}");
 
     let (denied, _) = f.curl(&[&f.url("other.test", "/")]);
     assert!(denied.starts_with("HTTP/1.1 403"), "{denied}");
-    assert!(denied.contains("x-paddock-decision: deny; rule=default"), "{denied}");
-    assert!(denied.contains(&format!("paddock policy allow other.test --port {} --sandbox t", f.up.port())), "{denied}");
+    assert!(
+        denied.contains("x-paddock-decision: deny; rule=default"),
+        "{denied}"
+    );
+    assert!(
+        denied.contains(&format!(
+            "paddock policy allow other.test --port {} --sandbox t",
+            f.up.port()
+        )),
+        "{denied}"
+    );
 
     // Upper case and a trailing dot are the same host.
     let (ok2, _) = f.curl(&[&f.url("ALLOWED.test.", "/")]);
@@ -189,21 +217,52 @@ fn allowed_denied_and_audited_once() {
     let rows = f.audit();
     let got: Vec<(String, String, String, String)> = rows
         .iter()
-        .map(|r| (r.method.clone(), r.host.clone(), r.action.clone(), r.rule.clone()))
+        .map(|r| {
+            (
+                r.method.clone(),
+                r.host.clone(),
+                r.action.clone(),
+                r.rule.clone(),
+            )
+        })
         .collect();
     assert_eq!(
         got,
         vec![
-            ("GET".into(), "allowed.test".into(), "allow".into(), "1".into()),
-            ("GET".into(), "other.test".into(), "deny".into(), "default".into()),
-            ("GET".into(), "allowed.test".into(), "allow".into(), "1".into()),
-            ("CONNECT".into(), "allowed.test".into(), "allow".into(), "1".into()),
+            (
+                "GET".into(),
+                "allowed.test".into(),
+                "allow".into(),
+                "1".into()
+            ),
+            (
+                "GET".into(),
+                "other.test".into(),
+                "deny".into(),
+                "default".into()
+            ),
+            (
+                "GET".into(),
+                "allowed.test".into(),
+                "allow".into(),
+                "1".into()
+            ),
+            (
+                "CONNECT".into(),
+                "allowed.test".into(),
+                "allow".into(),
+                "1".into()
+            ),
         ]
     );
     assert!(rows[0].bytes_down > 0, "{:?}", rows[0]);
     assert_eq!(rows[0].status, Some(200));
     assert_eq!(rows[1].status, Some(403));
-    assert!(rows[3].bytes_up > 0 && rows[3].bytes_down > 0, "{:?}", rows[3]);
+    assert!(
+        rows[3].bytes_up > 0 && rows[3].bytes_down > 0,
+        "{:?}",
+        rows[3]
+    );
 }
 
 #[test]
@@ -215,13 +274,24 @@ fn rebinding_to_loopback_is_refused_without_an_address_rule() {
     let (c, _) = f.curl(&["-p", &f.url("rebind.test", "/")]);
     assert!(c.contains("403"), "{c}");
     // IP literal spellings of loopback are loopback.
-    for h in ["2130706433", "0x7f000001", "0177.0.0.1", "127.1", "[::ffff:7f00:1]"] {
+    for h in [
+        "2130706433",
+        "0x7f000001",
+        "0177.0.0.1",
+        "127.1",
+        "[::ffff:7f00:1]",
+    ] {
         let (r, _) = f.curl(&["--path-as-is", &format!("http://{h}:{}/", f.up.port())]);
         assert!(r.starts_with("HTTP/1.1 403"), "{h}: {r}");
     }
     let rows = f.audit();
     assert_eq!(rows.len(), 7, "{rows:#?}");
-    assert!(rows[2..].iter().all(|r| r.host == "127.0.0.1" && r.action == "deny"), "{rows:#?}");
+    assert!(
+        rows[2..]
+            .iter()
+            .all(|r| r.host == "127.0.0.1" && r.action == "deny"),
+        "{rows:#?}"
+    );
 }
 
 #[test]
@@ -241,7 +311,10 @@ fn explicit_deny_wins_and_ports_must_be_named() {
 
     let f = Fixture::new(&[(ALLOW, "allowed.test"), (ALLOW, "127.0.0.1")]);
     let (r, _) = f.curl(&[&f.url("allowed.test", "/")]);
-    assert!(r.starts_with("HTTP/1.1 403"), "port not named must be denied: {r}");
+    assert!(
+        r.starts_with("HTTP/1.1 403"),
+        "port not named must be denied: {r}"
+    );
 }
 
 #[test]
@@ -250,11 +323,19 @@ fn host_header_mismatch_and_smuggling_shapes_get_400() {
     let p = f.up.port();
     let cases: Vec<String> = vec![
         format!("GET http://allowed.test:{p}/ HTTP/1.1\r\nHost: other.test:{p}\r\n\r\n"),
-        format!("GET http://allowed.test:{p}/ HTTP/1.1\r\nHost: allowed.test:{p}\r\nHost: allowed.test:{p}\r\n\r\n"),
+        format!(
+            "GET http://allowed.test:{p}/ HTTP/1.1\r\nHost: allowed.test:{p}\r\nHost: allowed.test:{p}\r\n\r\n"
+        ),
         format!("GET http://allowed.test:{p}/ HTTP/1.1\nHost: allowed.test:{p}\n\n"),
-        format!("GET http://allowed.test:{p}/ HTTP/1.1\r\nHost: allowed.test:{p}\r\nX: a\r\n  b\r\n\r\n"),
-        format!("POST http://allowed.test:{p}/ HTTP/1.1\r\nHost: allowed.test:{p}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
-        format!("POST http://allowed.test:{p}/ HTTP/1.1\r\nHost: allowed.test:{p}\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"),
+        format!(
+            "GET http://allowed.test:{p}/ HTTP/1.1\r\nHost: allowed.test:{p}\r\nX: a\r\n  b\r\n\r\n"
+        ),
+        format!(
+            "POST http://allowed.test:{p}/ HTTP/1.1\r\nHost: allowed.test:{p}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        ),
+        format!(
+            "POST http://allowed.test:{p}/ HTTP/1.1\r\nHost: allowed.test:{p}\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"
+        ),
         format!("GET http://user@allowed.test:{p}/ HTTP/1.1\r\nHost: allowed.test:{p}\r\n\r\n"),
         "GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n".to_string(),
         format!("GET http://allowed.test%00.evil:{p}/ HTTP/1.1\r\n\r\n"),
@@ -269,10 +350,21 @@ fn host_header_mismatch_and_smuggling_shapes_get_400() {
         "GET http://allowed.test:{p}/one HTTP/1.1\r\nHost: allowed.test:{p}\r\n\r\nGET http://allowed.test:{p}/two HTTP/1.1\nHost: allowed.test:{p}\n\n"
     );
     let r = f.raw(two.as_bytes());
-    assert!(r.starts_with("HTTP/1.1 200") && r.contains("GET /one") && r.contains("HTTP/1.1 400"), "{r}");
+    assert!(
+        r.starts_with("HTTP/1.1 200") && r.contains("GET /one") && r.contains("HTTP/1.1 400"),
+        "{r}"
+    );
     let rows = f.audit();
-    assert_eq!(rows.iter().filter(|r| r.status == Some(400)).count(), cases.len() + 1, "{rows:#?}");
-    assert_eq!(rows.iter().filter(|r| r.action == "allow").count(), 1, "{rows:#?}");
+    assert_eq!(
+        rows.iter().filter(|r| r.status == Some(400)).count(),
+        cases.len() + 1,
+        "{rows:#?}"
+    );
+    assert_eq!(
+        rows.iter().filter(|r| r.action == "allow").count(),
+        1,
+        "{rows:#?}"
+    );
 }
 
 #[test]

@@ -32,18 +32,26 @@ fn layer(message: String) -> BackendError {
 }
 
 /// Starts the proxy for `sandbox` on `egress`.
-pub fn start(db: &Path, sandbox: &str, egress: Option<Egress>) -> Result<RunningProxy, BackendError> {
+pub fn start(
+    db: &Path,
+    sandbox: &str,
+    egress: Option<Egress>,
+) -> Result<RunningProxy, BackendError> {
     let Some(Egress::TcpListener(fd)) = egress else {
-        return Err(layer("the backend gave no egress channel; refusing to run without the proxy".into()));
+        return Err(layer(
+            "the backend gave no egress channel; refusing to run without the proxy".into(),
+        ));
     };
     let listener = std::net::TcpListener::from(fd);
     let resolver = match std::env::var(TEST_OVERRIDE_ENV) {
         Ok(spec) => Resolver::with_overrides(
-            Resolver::parse_overrides(&spec).map_err(|e| layer(format!("{TEST_OVERRIDE_ENV}: {e}")))?,
+            Resolver::parse_overrides(&spec)
+                .map_err(|e| layer(format!("{TEST_OVERRIDE_ENV}: {e}")))?,
         ),
         Err(_) => Resolver::system(),
     };
-    let rules = RuleSource::live(db, sandbox).map_err(|e| layer(format!("cannot read the rules: {e}")))?;
+    let rules =
+        RuleSource::live(db, sandbox).map_err(|e| layer(format!("cannot read the rules: {e}")))?;
     let (writer, audit) =
         AuditWriter::start(db).map_err(|e| layer(format!("cannot open the audit log: {e}")))?;
     let handle = paddock_proxy::start(

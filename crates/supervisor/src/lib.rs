@@ -5,8 +5,8 @@
 //! reports the command's exit status. Later it also owns the egress proxy and port forwards.
 
 mod control;
-pub mod egress;
 pub mod doctor;
+pub mod egress;
 mod env;
 mod relay;
 mod select;

@@ -116,10 +116,14 @@ fn outer(cfg: JailConfig, channel: OwnedFd) -> Result<i32, Failure> {
     if cfg.egress {
         // Bound here, inside the sandbox's network namespace, before any sandbox process runs:
         // the port is ours, and the host accepts the sandbox's proxy connections from it.
-        let listener = std::net::TcpListener::bind(("127.0.0.1", paddock_core::PROXY_PORT))
-            .layer("network", "cannot listen on 127.0.0.1:3128 for the egress proxy")?;
-        paddock_init::send_fd(channel.as_fd(), &Report::EgressListener, listener.as_fd())
-            .layer("network", "cannot hand the proxy listener to the supervisor")?;
+        let listener = std::net::TcpListener::bind(("127.0.0.1", paddock_core::PROXY_PORT)).layer(
+            "network",
+            "cannot listen on 127.0.0.1:3128 for the egress proxy",
+        )?;
+        paddock_init::send_fd(channel.as_fd(), &Report::EgressListener, listener.as_fd()).layer(
+            "network",
+            "cannot hand the proxy listener to the supervisor",
+        )?;
     }
     rustix::system::sethostname(cfg.hostname.as_bytes())
         .layer("namespaces", "cannot set the host name")?;

@@ -93,7 +93,8 @@ fn classify_v4(a: Ipv4Addr) -> AddrClass {
 
 fn classify_v6(a: Ipv6Addr) -> AddrClass {
     let s = a.segments();
-    let embedded_tail = || Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+    let embedded_tail =
+        || Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     if a.is_unspecified() {
         return AddrClass::Unspecified;
     }
@@ -120,7 +121,10 @@ fn classify_v6(a: Ipv6Addr) -> AddrClass {
             s[2] as u8,
         ));
     }
-    if a == "fd00:ec2::254".parse::<Ipv6Addr>().unwrap_or(Ipv6Addr::UNSPECIFIED) {
+    if a == "fd00:ec2::254"
+        .parse::<Ipv6Addr>()
+        .unwrap_or(Ipv6Addr::UNSPECIFIED)
+    {
         return AddrClass::Metadata;
     }
     // Local-use NAT64 64:ff9b:1::/48, unique local fc00::/7, site-local fec0::/10.

@@ -185,10 +185,7 @@ pub fn parse_ipv4_any(s: &str) -> Option<Ipv4Addr> {
     if parts.is_empty() || parts.len() > 4 {
         return None;
     }
-    let nums: Vec<u64> = parts
-        .iter()
-        .map(|p| parse_part(p))
-        .collect::<Option<_>>()?;
+    let nums: Vec<u64> = parts.iter().map(|p| parse_part(p)).collect::<Option<_>>()?;
     let (last, init) = nums.split_last()?;
     if init.iter().any(|n| *n > 255) {
         return None;
@@ -269,7 +266,10 @@ mod tests {
             ("example.com.", Host::Name("example.com".into())),
             ("bücher.example", Host::Name("xn--bcher-kva.example".into())),
             ("a-b.c", Host::Name("a-b.c".into())),
-            ("xn--bcher-kva.example", Host::Name("xn--bcher-kva.example".into())),
+            (
+                "xn--bcher-kva.example",
+                Host::Name("xn--bcher-kva.example".into()),
+            ),
         ];
         for (raw, want) in cases {
             assert_eq!(Host::parse(raw), Ok(want), "{raw}");

@@ -32,7 +32,9 @@ pub enum RuleError {
     #[error("invalid method {0:?}: use an HTTP method such as GET or POST")]
     Method(String),
     /// the path does not start with '/'
-    #[error("invalid path {0:?}: a path pattern starts with '/' ('*' matches any run of characters)")]
+    #[error(
+        "invalid path {0:?}: a path pattern starts with '/' ('*' matches any run of characters)"
+    )]
     Path(String),
 }
 
@@ -251,6 +253,53 @@ fn glob(p: &[u8], s: &[u8]) -> bool {
         }
     }
     p[pi..].iter().all(|c| *c == b'*')
+}
+
+/// The form of a request path that path rules are matched against: percent-encoded unreserved
+/// characters decoded (`%61` is `a`), other escapes upper-cased, repeated slashes collapsed and
+/// `.`/`..` segments resolved, the query dropped. So `//admin`, `/%61dmin` and `/x/../admin` all
+/// meet a rule on `/admin*`.
+pub fn normalize_path(raw: &str) -> String {
+    let raw = raw.split(['?', '#']).next().unwrap_or("");
+    let b = raw.as_bytes();
+    let mut decoded = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                let c = (h * 16 + l) as u8;
+                if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
+                    decoded.push(c as char);
+                } else {
+                    decoded.push('%');
+                    decoded.push((b[i + 1] as char).to_ascii_uppercase());
+                    decoded.push((b[i + 2] as char).to_ascii_uppercase());
+                }
+                i += 3;
+                continue;
+            }
+        }
+        decoded.push(b[i] as char);
+        i += 1;
+    }
+    let mut out: Vec<&str> = Vec::new();
+    for seg in decoded.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
+    let mut p = String::from("/");
+    p.push_str(&out.join("/"));
+    if trailing && !out.is_empty() {
+        p.push('/');
+    }
+    p
 }
 
 /// Reads an HTTP method for a rule (upper-cased).
@@ -500,22 +549,21 @@ pub fn decide(rules: &[StoredRule], target: &Target) -> Decision {
 ///
 /// Only address rules ([`HostPattern::Net`]) count here. Method and path limits are read as in
 /// [`decide`]: an allow rule with them allows only a plain request that matches, and a deny rule
-/// with them refuses a matching plain request and every CONNECT tunnel. A deny rule with the
-/// default port covers every port of the address; an allow rule with the default port covers
-/// only the request's default port (80 for plain HTTP, 443 for CONNECT).
+/// with them refuses a matching plain request and every CONNECT tunnel. An address rule with the
+/// default port covers every port of the address: which ports a name may be reached on is up to
+/// the name's own rule, checked by [`decide`].
 pub fn decide_address(rules: &[StoredRule], addr: IpAddr, port: u16, kind: &Kind) -> Decision {
     let addr = canonical_ip(addr);
-    let names = |r: &StoredRule| matches!(&r.rule.host, HostPattern::Net(n) if n.contains(&addr));
+    let covers = |r: &StoredRule| {
+        matches!(&r.rule.host, HostPattern::Net(n) if n.contains(&addr))
+            && match r.rule.port {
+                PortSpec::Port(p) => p == port,
+                PortSpec::Any | PortSpec::Default => true,
+            }
+    };
     let deny = rules
         .iter()
-        .filter(|r| {
-            r.rule.action == Action::Deny
-                && names(r)
-                && match r.rule.port {
-                    PortSpec::Port(p) => p == port,
-                    PortSpec::Any | PortSpec::Default => true,
-                }
-        })
+        .filter(|r| r.rule.action == Action::Deny && covers(r))
         .find_map(|r| match r.rule.request_matches(kind) {
             Some(true) => Some(Decision::deny(
                 Some(r.id),
@@ -542,8 +590,7 @@ pub fn decide_address(rules: &[StoredRule], addr: IpAddr, port: u16, kind: &Kind
         },
         class => match rules.iter().find(|r| {
             r.rule.action == Action::Allow
-                && names(r)
-                && r.rule.port.matches(port, kind)
+                && covers(r)
                 && r.rule.request_matches(kind) == Some(true)
         }) {
             Some(r) => Decision {

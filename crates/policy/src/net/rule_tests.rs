@@ -236,7 +236,11 @@ fn pattern_display_round_trips() {
         "*.bücher.example",
     ] {
         let p = HostPattern::parse(raw).unwrap();
-        assert_eq!(HostPattern::parse(&p.to_string()), Ok(p.clone()), "{raw:?} -> {p}");
+        assert_eq!(
+            HostPattern::parse(&p.to_string()),
+            Ok(p.clone()),
+            "{raw:?} -> {p}"
+        );
     }
     assert_eq!(net("127.0.0.1/32").to_string(), "127.0.0.1");
     assert_eq!(net("::1/128").to_string(), "::1");
@@ -388,10 +392,18 @@ fn path_globs() {
         ("/exact", "/exact/", false),
     ];
     for (p, s, want) in cases {
-        assert_eq!(PathGlob::parse(p).unwrap().matches(s), *want, "{p:?} vs {s:?}");
+        assert_eq!(
+            PathGlob::parse(p).unwrap().matches(s),
+            *want,
+            "{p:?} vs {s:?}"
+        );
     }
     for bad in ["", "api", "*", "/a b", "/a\nb", "/a\0"] {
-        assert_eq!(PathGlob::parse(bad), Err(RuleError::Path(bad.into())), "{bad:?}");
+        assert_eq!(
+            PathGlob::parse(bad),
+            Err(RuleError::Path(bad.into())),
+            "{bad:?}"
+        );
     }
     assert_eq!(PathGlob::parse("/x*").unwrap().as_str(), "/x*");
     // no exponential blow-up on a hostile pattern
@@ -423,14 +435,30 @@ fn methods() {
 fn parse_target_accepts() {
     let cases = [
         ("example.com", exact("example.com"), PortSpec::Default),
-        ("example.com:8443", exact("example.com"), PortSpec::Port(8443)),
+        (
+            "example.com:8443",
+            exact("example.com"),
+            PortSpec::Port(8443),
+        ),
         ("example.com:any", exact("example.com"), PortSpec::Any),
-        ("example.com:default", exact("example.com"), PortSpec::Default),
+        (
+            "example.com:default",
+            exact("example.com"),
+            PortSpec::Default,
+        ),
         ("Example.COM.:80", exact("example.com"), PortSpec::Port(80)),
         ("*.example.com", one("example.com"), PortSpec::Default),
-        ("*.example.com:8443", one("example.com"), PortSpec::Port(8443)),
+        (
+            "*.example.com:8443",
+            one("example.com"),
+            PortSpec::Port(8443),
+        ),
         ("**.example.com:any", deep("example.com"), PortSpec::Any),
-        ("**.example.com:443", deep("example.com"), PortSpec::Port(443)),
+        (
+            "**.example.com:443",
+            deep("example.com"),
+            PortSpec::Port(443),
+        ),
         ("**", HostPattern::Any, PortSpec::Default),
         ("**:any", HostPattern::Any, PortSpec::Any),
         ("*:22", HostPattern::Any, PortSpec::Port(22)),
@@ -449,7 +477,11 @@ fn parse_target_accepts() {
         // without brackets every ':' belongs to the address
         ("::1", net("::1/128"), PortSpec::Default),
         ("fe80::1:80", net("fe80::1:80/128"), PortSpec::Default),
-        ("[::ffff:127.0.0.1]:80", net("127.0.0.1/32"), PortSpec::Port(80)),
+        (
+            "[::ffff:127.0.0.1]:80",
+            net("127.0.0.1/32"),
+            PortSpec::Port(80),
+        ),
     ];
     for (raw, host, port) in cases {
         for action in [Action::Allow, Action::Deny] {
@@ -503,7 +535,10 @@ fn parse_target_refuses() {
         "http://example.com",
     ] {
         let got = Rule::parse_target(Action::Allow, raw);
-        assert!(matches!(got, Err(RuleError::Pattern { .. })), "{raw:?} gave {got:?}");
+        assert!(
+            matches!(got, Err(RuleError::Pattern { .. })),
+            "{raw:?} gave {got:?}"
+        );
     }
 }
 
@@ -538,11 +573,20 @@ fn decide_default_port() {
     }
     // naming the port allows it
     let rules = [allow(1, "example.com"), allow(2, "example.com:8443")];
-    assert_eq!(decide(&rules, &to("example.com", 8443, Kind::Connect)), by(2, "global"));
-    assert_eq!(decide(&rules, &to("example.com", 443, Kind::Connect)), by(1, "global"));
+    assert_eq!(
+        decide(&rules, &to("example.com", 8443, Kind::Connect)),
+        by(2, "global")
+    );
+    assert_eq!(
+        decide(&rules, &to("example.com", 443, Kind::Connect)),
+        by(1, "global")
+    );
     let rules = [allow(1, "example.com:any")];
     for port in [1, 22, 80, 443, 8443, 65535] {
-        assert_eq!(decide(&rules, &to("example.com", port, Kind::Connect)), by(1, "global"));
+        assert_eq!(
+            decide(&rules, &to("example.com", port, Kind::Connect)),
+            by(1, "global")
+        );
     }
 }
 
@@ -554,7 +598,10 @@ fn decide_wildcards() {
         (to("example.com", 443, Kind::Connect), default_deny()),
         (to("a.b.example.com", 443, Kind::Connect), default_deny()),
         (to("evil-example.com", 443, Kind::Connect), default_deny()),
-        (to("example.com.evil.test", 443, Kind::Connect), default_deny()),
+        (
+            to("example.com.evil.test", 443, Kind::Connect),
+            default_deny(),
+        ),
         (to("example.org", 443, Kind::Connect), by(2, "global")),
         (to("a.b.example.org", 80, get()), by(2, "global")),
         (to("xexample.org", 80, get()), default_deny()),
@@ -571,7 +618,10 @@ fn explicit_deny_beats_allow_in_any_order() {
         vec![allow(1, "api.example.com"), deny(2, "api.example.com")],
         vec![deny(2, "api.example.com"), allow(1, "api.example.com")],
         vec![allow(1, "**"), deny(2, "**.example.com")],
-        vec![deny(2, "*.example.com:any"), allow(1, "api.example.com:443")],
+        vec![
+            deny(2, "*.example.com:any"),
+            allow(1, "api.example.com:443"),
+        ],
     ];
     for rules in orders {
         assert_eq!(decide(&rules, &t), denied_by(2, "global"), "{rules:?}");
@@ -599,8 +649,14 @@ fn the_reported_rule_is_the_deciding_one() {
         (to("api.example.com", 443, Kind::Connect), by(2, "global")),
         (to("example.org", 443, Kind::Connect), by(1, "global")),
         // first matching deny, even after an allow that matched
-        (to("other.example.com", 443, Kind::Connect), denied_by(4, "global")),
-        (to("x.other.example.com", 443, Kind::Connect), denied_by(5, "global")),
+        (
+            to("other.example.com", 443, Kind::Connect),
+            denied_by(4, "global"),
+        ),
+        (
+            to("x.other.example.com", 443, Kind::Connect),
+            denied_by(5, "global"),
+        ),
         (to("example.net", 443, Kind::Connect), default_deny()),
     ];
     for (t, want) in cases {
@@ -619,11 +675,17 @@ fn global_and_sandbox_rules_mixed() {
     ];
     let cases = [
         (to("www.example.com", 443, Kind::Connect), by(1, "global")),
-        (to("secret.example.com", 443, Kind::Connect), denied_by(2, "web")),
+        (
+            to("secret.example.com", 443, Kind::Connect),
+            denied_by(2, "web"),
+        ),
         (to("pypi.org", 443, Kind::Connect), by(3, "web")),
         (to("pypi.org", 22, Kind::Connect), by(5, "web")),
         (to("pypi.org", 8443, Kind::Connect), denied_by(4, "global")),
-        (to("files.pythonhosted.org", 443, Kind::Connect), default_deny()),
+        (
+            to("files.pythonhosted.org", 443, Kind::Connect),
+            default_deny(),
+        ),
     ];
     for (t, want) in cases {
         assert_eq!(decide(&rules, &t), want, "{t:?}");
@@ -632,15 +694,40 @@ fn global_and_sandbox_rules_mixed() {
 
 #[test]
 fn method_and_path_allow_rules_on_plain_http() {
-    let rules = [limited(allow(1, "api.example.com"), Some("get"), Some("/v1/*"))];
+    let rules = [limited(
+        allow(1, "api.example.com"),
+        Some("get"),
+        Some("/v1/*"),
+    )];
     let cases = [
-        (to("api.example.com", 80, http("GET", "/v1/users")), by(1, "global")),
-        (to("api.example.com", 80, http("GET", "/v1/")), by(1, "global")),
-        (to("api.example.com", 80, http("POST", "/v1/users")), default_deny()),
-        (to("api.example.com", 80, http("GET", "/v2/users")), default_deny()),
-        (to("api.example.com", 80, http("GET", "/v1")), default_deny()),
-        (to("api.example.com", 8080, http("GET", "/v1/users")), default_deny()),
-        (to("www.example.com", 80, http("GET", "/v1/users")), default_deny()),
+        (
+            to("api.example.com", 80, http("GET", "/v1/users")),
+            by(1, "global"),
+        ),
+        (
+            to("api.example.com", 80, http("GET", "/v1/")),
+            by(1, "global"),
+        ),
+        (
+            to("api.example.com", 80, http("POST", "/v1/users")),
+            default_deny(),
+        ),
+        (
+            to("api.example.com", 80, http("GET", "/v2/users")),
+            default_deny(),
+        ),
+        (
+            to("api.example.com", 80, http("GET", "/v1")),
+            default_deny(),
+        ),
+        (
+            to("api.example.com", 8080, http("GET", "/v1/users")),
+            default_deny(),
+        ),
+        (
+            to("www.example.com", 80, http("GET", "/v1/users")),
+            default_deny(),
+        ),
     ];
     for (t, want) in cases {
         assert_eq!(decide(&rules, &t), want, "{t:?}");
@@ -670,14 +757,35 @@ fn method_and_path_deny_rules_on_plain_http() {
     ];
     let cases = [
         (to("api.example.com", 80, http("GET", "/")), by(1, "global")),
-        (to("api.example.com", 80, http("DELETE", "/x")), denied_by(2, "global")),
+        (
+            to("api.example.com", 80, http("DELETE", "/x")),
+            denied_by(2, "global"),
+        ),
         // methods compare without case, so a lower-case spelling does not slip past a deny
-        (to("api.example.com", 80, http("delete", "/x")), denied_by(2, "global")),
-        (to("api.example.com", 80, http("Delete", "/x")), denied_by(2, "global")),
-        (to("api.example.com", 80, http("GET", "/admin")), denied_by(3, "global")),
-        (to("api.example.com", 80, http("GET", "/admin/users")), denied_by(3, "global")),
-        (to("api.example.com", 80, http("DELETE", "/admin")), denied_by(2, "global")),
-        (to("api.example.com", 80, http("GET", "/public/admin")), by(1, "global")),
+        (
+            to("api.example.com", 80, http("delete", "/x")),
+            denied_by(2, "global"),
+        ),
+        (
+            to("api.example.com", 80, http("Delete", "/x")),
+            denied_by(2, "global"),
+        ),
+        (
+            to("api.example.com", 80, http("GET", "/admin")),
+            denied_by(3, "global"),
+        ),
+        (
+            to("api.example.com", 80, http("GET", "/admin/users")),
+            denied_by(3, "global"),
+        ),
+        (
+            to("api.example.com", 80, http("DELETE", "/admin")),
+            denied_by(2, "global"),
+        ),
+        (
+            to("api.example.com", 80, http("GET", "/public/admin")),
+            by(1, "global"),
+        ),
     ];
     for (t, want) in cases {
         assert_eq!(decide(&rules, &t), want, "{t:?}");
@@ -704,18 +812,37 @@ fn a_deny_with_method_or_path_refuses_a_tunnel() {
     let rules = [
         allow(1, "**.example.com:any"),
         limited(deny(2, "api.example.com"), None, Some("/admin/*")),
-        limited(in_sandbox(deny(3, "*.example.com:8443"), "web"), Some("POST"), None),
+        limited(
+            in_sandbox(deny(3, "*.example.com:8443"), "web"),
+            Some("POST"),
+            None,
+        ),
     ];
     let cases = [
-        (to("api.example.com", 443, Kind::Connect), tunnel_refused(2, "global")),
-        (to("x.example.com", 8443, Kind::Connect), tunnel_refused(3, "web")),
-        (to("api.example.com", 8443, Kind::Connect), tunnel_refused(3, "web")),
+        (
+            to("api.example.com", 443, Kind::Connect),
+            tunnel_refused(2, "global"),
+        ),
+        (
+            to("x.example.com", 8443, Kind::Connect),
+            tunnel_refused(3, "web"),
+        ),
+        (
+            to("api.example.com", 8443, Kind::Connect),
+            tunnel_refused(3, "web"),
+        ),
         // other hosts and ports are untouched
         (to("api.example.com", 22, Kind::Connect), by(1, "global")),
         (to("www.example.com", 443, Kind::Connect), by(1, "global")),
         // a plain request is checked for real
-        (to("api.example.com", 80, http("GET", "/x")), by(1, "global")),
-        (to("api.example.com", 80, http("GET", "/admin/x")), denied_by(2, "global")),
+        (
+            to("api.example.com", 80, http("GET", "/x")),
+            by(1, "global"),
+        ),
+        (
+            to("api.example.com", 80, http("GET", "/admin/x")),
+            denied_by(2, "global"),
+        ),
     ];
     for (t, want) in cases {
         assert_eq!(decide(&rules, &t), want, "{t:?}");
@@ -732,7 +859,11 @@ fn a_deny_with_method_or_path_refuses_a_tunnel() {
 
 #[test]
 fn decide_on_address_targets() {
-    let rules = [allow(1, "10.0.0.0/8:any"), allow(2, "[::1]:8080"), deny(3, "10.9.0.0/16:any")];
+    let rules = [
+        allow(1, "10.0.0.0/8:any"),
+        allow(2, "[::1]:8080"),
+        deny(3, "10.9.0.0/16:any"),
+    ];
     let cases = [
         (to("10.1.2.3", 80, get()), by(1, "global")),
         (to("0x0a010203", 22, Kind::Connect), by(1, "global")),
@@ -761,11 +892,17 @@ fn public(a: &str) -> Decision {
 }
 
 fn refused_class(a: &str, class: &str) -> Decision {
-    denied(None, &format!("{a} is a {class} address; only a rule naming it allows it"))
+    denied(
+        None,
+        &format!("{a} is a {class} address; only a rule naming it allows it"),
+    )
 }
 
 fn address_allowed(class: &str, a: &str, id: i64) -> Decision {
-    allowed(Some(id), &format!("{class} address {a} allowed by rule {id}"))
+    allowed(
+        Some(id),
+        &format!("{class} address {a} allowed by rule {id}"),
+    )
 }
 
 fn address_denied(a: &str, id: i64) -> Decision {
@@ -774,7 +911,12 @@ fn address_denied(a: &str, id: i64) -> Decision {
 
 #[test]
 fn public_addresses_pass_without_a_rule() {
-    for a in ["8.8.8.8", "93.184.216.34", "2606:4700::1111", "::ffff:1.1.1.1"] {
+    for a in [
+        "8.8.8.8",
+        "93.184.216.34",
+        "2606:4700::1111",
+        "::ffff:1.1.1.1",
+    ] {
         let want = public(&canonical_ip(ip(a)).to_string());
         assert_eq!(decide_address(&[], ip(a), 443, &Kind::Connect), want, "{a}");
         assert_eq!(decide_address(&[], ip(a), 80, &get()), want, "{a}");
@@ -817,15 +959,44 @@ fn non_public_addresses_need_an_address_rule() {
 fn loopback_is_allowed_only_by_a_rule_covering_it() {
     let rules = [allow(1, "127.0.0.1")];
     let cases = [
-        (ip("127.0.0.1"), 443, Kind::Connect, address_allowed("loopback", "127.0.0.1", 1)),
-        (ip("127.0.0.1"), 80, get(), address_allowed("loopback", "127.0.0.1", 1)),
-        (ip("127.0.0.2"), 443, Kind::Connect, refused_class("127.0.0.2", "loopback")),
-        // the default port of an allow rule is the request's default port, not every port
-        (ip("127.0.0.1"), 22, Kind::Connect, refused_class("127.0.0.1", "loopback")),
-        (ip("127.0.0.1"), 443, get(), refused_class("127.0.0.1", "loopback")),
+        (
+            ip("127.0.0.1"),
+            443,
+            Kind::Connect,
+            address_allowed("loopback", "127.0.0.1", 1),
+        ),
+        (
+            ip("127.0.0.1"),
+            80,
+            get(),
+            address_allowed("loopback", "127.0.0.1", 1),
+        ),
+        (
+            ip("127.0.0.2"),
+            443,
+            Kind::Connect,
+            refused_class("127.0.0.2", "loopback"),
+        ),
+        // an address rule's default port covers every port: the name's rule decides the port
+        (
+            ip("127.0.0.1"),
+            22,
+            Kind::Connect,
+            address_allowed("loopback", "127.0.0.1", 1),
+        ),
+        (
+            ip("127.0.0.1"),
+            443,
+            get(),
+            address_allowed("loopback", "127.0.0.1", 1),
+        ),
     ];
     for (a, port, kind, want) in cases {
-        assert_eq!(decide_address(&rules, a, port, &kind), want, "{a} {port} {kind:?}");
+        assert_eq!(
+            decide_address(&rules, a, port, &kind),
+            want,
+            "{a} {port} {kind:?}"
+        );
     }
     let rules = [allow(1, "127.0.0.0/8:any")];
     assert_eq!(
@@ -843,12 +1014,37 @@ fn loopback_is_allowed_only_by_a_rule_covering_it() {
 fn a_deny_address_rule_refuses_a_public_range() {
     let rules = [allow(1, "**:any"), deny(2, "93.184.216.0/24")];
     let cases = [
-        (ip("93.184.216.34"), 443, Kind::Connect, address_denied("93.184.216.34", 2)),
+        (
+            ip("93.184.216.34"),
+            443,
+            Kind::Connect,
+            address_denied("93.184.216.34", 2),
+        ),
         // a deny with the default port covers every port of the address
-        (ip("93.184.216.34"), 8443, Kind::Connect, address_denied("93.184.216.34", 2)),
-        (ip("93.184.216.34"), 80, get(), address_denied("93.184.216.34", 2)),
-        (ip("::ffff:93.184.216.1"), 443, Kind::Connect, address_denied("93.184.216.1", 2)),
-        (ip("93.184.217.1"), 443, Kind::Connect, public("93.184.217.1")),
+        (
+            ip("93.184.216.34"),
+            8443,
+            Kind::Connect,
+            address_denied("93.184.216.34", 2),
+        ),
+        (
+            ip("93.184.216.34"),
+            80,
+            get(),
+            address_denied("93.184.216.34", 2),
+        ),
+        (
+            ip("::ffff:93.184.216.1"),
+            443,
+            Kind::Connect,
+            address_denied("93.184.216.1", 2),
+        ),
+        (
+            ip("93.184.217.1"),
+            443,
+            Kind::Connect,
+            public("93.184.217.1"),
+        ),
     ];
     for (a, port, kind, want) in cases {
         assert_eq!(decide_address(&rules, a, port, &kind), want, "{a} {port}");
@@ -857,10 +1053,18 @@ fn a_deny_address_rule_refuses_a_public_range() {
 
 #[test]
 fn deny_beats_allow_for_addresses() {
-    let rules = [allow(1, "10.0.0.0/8:any"), deny(2, "10.0.0.5"), allow(3, "10.0.0.5:any")];
+    let rules = [
+        allow(1, "10.0.0.0/8:any"),
+        deny(2, "10.0.0.5"),
+        allow(3, "10.0.0.5:any"),
+    ];
     let cases = [
         (ip("10.0.0.5"), 22, address_denied("10.0.0.5", 2)),
-        (ip("10.0.0.6"), 22, address_allowed("private", "10.0.0.6", 1)),
+        (
+            ip("10.0.0.6"),
+            22,
+            address_allowed("private", "10.0.0.6", 1),
+        ),
     ];
     for (a, port, want) in cases {
         assert_eq!(decide_address(&rules, a, port, &Kind::Connect), want, "{a}");
@@ -871,15 +1075,25 @@ fn deny_beats_allow_for_addresses() {
 fn mapped_ipv6_is_the_ipv4_address() {
     let rules = [allow(1, "127.0.0.1:any"), deny(2, "8.8.8.0/24:any")];
     let cases = [
-        ("::ffff:127.0.0.1", address_allowed("loopback", "127.0.0.1", 1)),
+        (
+            "::ffff:127.0.0.1",
+            address_allowed("loopback", "127.0.0.1", 1),
+        ),
         ("::ffff:7f00:2", refused_class("127.0.0.2", "loopback")),
         ("::ffff:10.0.0.1", refused_class("10.0.0.1", "private")),
-        ("::ffff:169.254.169.254", refused_class("169.254.169.254", "cloud metadata")),
+        (
+            "::ffff:169.254.169.254",
+            refused_class("169.254.169.254", "cloud metadata"),
+        ),
         ("::ffff:8.8.8.8", address_denied("8.8.8.8", 2)),
         ("::ffff:8.8.4.4", public("8.8.4.4")),
     ];
     for (a, want) in cases {
-        assert_eq!(decide_address(&rules, ip(a), 443, &Kind::Connect), want, "{a}");
+        assert_eq!(
+            decide_address(&rules, ip(a), 443, &Kind::Connect),
+            want,
+            "{a}"
+        );
     }
     // a rule written in the mapped form covers the plain IPv4 address too
     let rules = [allow(1, "::ffff:127.0.0.1")];
@@ -893,11 +1107,36 @@ fn mapped_ipv6_is_the_ipv4_address() {
 fn port_limited_address_rules() {
     let rules = [allow(1, "10.0.0.5:5432"), deny(2, "8.8.8.8:53")];
     let cases = [
-        (ip("10.0.0.5"), 5432, Kind::Connect, address_allowed("private", "10.0.0.5", 1)),
-        (ip("10.0.0.5"), 5432, get(), address_allowed("private", "10.0.0.5", 1)),
-        (ip("10.0.0.5"), 5433, Kind::Connect, refused_class("10.0.0.5", "private")),
-        (ip("10.0.0.5"), 443, Kind::Connect, refused_class("10.0.0.5", "private")),
-        (ip("8.8.8.8"), 53, Kind::Connect, address_denied("8.8.8.8", 2)),
+        (
+            ip("10.0.0.5"),
+            5432,
+            Kind::Connect,
+            address_allowed("private", "10.0.0.5", 1),
+        ),
+        (
+            ip("10.0.0.5"),
+            5432,
+            get(),
+            address_allowed("private", "10.0.0.5", 1),
+        ),
+        (
+            ip("10.0.0.5"),
+            5433,
+            Kind::Connect,
+            refused_class("10.0.0.5", "private"),
+        ),
+        (
+            ip("10.0.0.5"),
+            443,
+            Kind::Connect,
+            refused_class("10.0.0.5", "private"),
+        ),
+        (
+            ip("8.8.8.8"),
+            53,
+            Kind::Connect,
+            address_denied("8.8.8.8", 2),
+        ),
         (ip("8.8.8.8"), 443, Kind::Connect, public("8.8.8.8")),
     ];
     for (a, port, kind, want) in cases {
@@ -919,20 +1158,77 @@ fn address_rules_with_method_or_path() {
     let lo = ip("127.0.0.1");
     let pub_ = ip("93.184.216.34");
     let cases = [
-        (lo, 8080, http("GET", "/health"), address_allowed("loopback", "127.0.0.1", 1)),
-        (lo, 8080, http("get", "/health"), address_allowed("loopback", "127.0.0.1", 1)),
-        (lo, 8080, http("POST", "/health"), refused_class("127.0.0.1", "loopback")),
-        (lo, 8080, http("GET", "/admin"), refused_class("127.0.0.1", "loopback")),
+        (
+            lo,
+            8080,
+            http("GET", "/health"),
+            address_allowed("loopback", "127.0.0.1", 1),
+        ),
+        (
+            lo,
+            8080,
+            http("get", "/health"),
+            address_allowed("loopback", "127.0.0.1", 1),
+        ),
+        (
+            lo,
+            8080,
+            http("POST", "/health"),
+            refused_class("127.0.0.1", "loopback"),
+        ),
+        (
+            lo,
+            8080,
+            http("GET", "/admin"),
+            refused_class("127.0.0.1", "loopback"),
+        ),
         // a tunnel hides the request, so a limited allow rule does not open the address
-        (lo, 8080, Kind::Connect, refused_class("127.0.0.1", "loopback")),
-        (pub_, 80, http("DELETE", "/x"), address_denied("93.184.216.34", 2)),
-        (pub_, 80, http("delete", "/x"), address_denied("93.184.216.34", 2)),
+        (
+            lo,
+            8080,
+            Kind::Connect,
+            refused_class("127.0.0.1", "loopback"),
+        ),
+        (
+            pub_,
+            80,
+            http("DELETE", "/x"),
+            address_denied("93.184.216.34", 2),
+        ),
+        (
+            pub_,
+            80,
+            http("delete", "/x"),
+            address_denied("93.184.216.34", 2),
+        ),
         (pub_, 80, http("GET", "/x"), public("93.184.216.34")),
         // and a limited deny rule refuses the tunnel (fail closed)
         (pub_, 443, Kind::Connect, fail_closed.clone()),
         (pub_, 8443, Kind::Connect, fail_closed),
     ];
     for (a, port, kind, want) in cases {
-        assert_eq!(decide_address(&rules, a, port, &kind), want, "{a} {port} {kind:?}");
+        assert_eq!(
+            decide_address(&rules, a, port, &kind),
+            want,
+            "{a} {port} {kind:?}"
+        );
+    }
+}
+
+#[test]
+fn paths_are_normalized_before_matching() {
+    for (raw, want) in [
+        ("/admin", "/admin"),
+        ("//admin", "/admin"),
+        ("/%61dmin", "/admin"),
+        ("/x/../admin", "/admin"),
+        ("/./admin/", "/admin/"),
+        ("/a%2fb", "/a%2Fb"),
+        ("/a?x=/admin", "/a"),
+        ("/../../admin", "/admin"),
+        ("", "/"),
+        ("/%", "/%"),
+    ] {
+        assert_eq!(normalize_path(raw), want, "{raw}");
     }
 }

@@ -1,0 +1,495 @@
+//! The egress proxy from inside real sandboxes: real clients (curl, git, pip, npm, python)
+//! against real HTTP and HTTPS servers on loopback, names mapped by the test resolver override.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use common::{stderr, stdout, unique};
+
+/// Names the upstream servers answer to; all map to 127.0.0.1 for the proxy only.
+const NAMES: &[&str] = &[
+    "up.test",
+    "tls.test",
+    "rebind.test",
+    "other.test",
+    "wild.test",
+    "a.wild.test",
+    "a.b.wild.test",
+    "evil-wild.test",
+    "wild.test.evil.test",
+];
+
+fn resolve_override() -> String {
+    NAMES
+        .iter()
+        .map(|n| format!("{n}=127.0.0.1"))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// A static file server (python's http.server) on 127.0.0.1, plain or TLS.
+struct Upstream {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const SERVER: &str = r#"
+import functools, http.server, ssl, sys
+port_file, root, cert, key = sys.argv[1:5]
+class H(http.server.SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+handler = functools.partial(H, directory=root)
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+if cert != "-":
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+with open(port_file + ".tmp", "w") as f:
+    f.write(str(srv.server_address[1]))
+import os; os.rename(port_file + ".tmp", port_file)
+srv.serve_forever()
+"#;
+
+fn serve(root: &Path, tls: Option<(&Path, &Path)>) -> Upstream {
+    let port_file = root.parent().unwrap().join(unique("port"));
+    let (cert, key) = match tls {
+        Some((c, k)) => (
+            c.to_str().unwrap().to_owned(),
+            k.to_str().unwrap().to_owned(),
+        ),
+        None => ("-".into(), "-".into()),
+    };
+    let mut up = Upstream {
+        child: Command::new("python3")
+            .args(["-c", SERVER])
+            .arg(&port_file)
+            .arg(root)
+            .args([cert, key])
+            .spawn()
+            .unwrap(),
+        port: 0,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(p) = std::fs::read_to_string(&port_file) {
+            up.port = p.trim().parse().unwrap();
+            return up;
+        }
+        assert!(Instant::now() < deadline, "upstream did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A test CA and a server certificate for every test name, as PEM files in `dir`.
+fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "paddock test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let leaf =
+        CertificateParams::new(NAMES.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf.signed_by(&key, &ca_cert, &ca_key).unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
+    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    (paths.0, paths.1, paths.2)
+}
+
+/// Files the servers offer: a page, a bare git repository (dumb HTTP), a pip simple index and
+/// an npm registry document.
+fn site(root: &Path) {
+    std::fs::create_dir_all(root.join("simple/demo")).unwrap();
+    std::fs::write(root.join("hello.txt"), "hello from upstream\n").unwrap();
+    std::fs::write(
+        root.join("simple/demo/index.html"),
+        "<!DOCTYPE html><html><body><a href=\"demo-1.2.3-py3-none-any.whl\">demo-1.2.3-py3-none-any.whl</a></body></html>\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(root.join("npm")).unwrap();
+    std::fs::write(
+        root.join("npm/demo"),
+        r#"{"name":"demo","dist-tags":{"latest":"4.5.6"},"versions":{"4.5.6":{"name":"demo","version":"4.5.6","dist":{"tarball":"https://tls.test/npm/demo-4.5.6.tgz","shasum":"0000000000000000000000000000000000000000"}}}}"#,
+    )
+    .unwrap();
+    let src = root.parent().unwrap().join("src");
+    let git = |args: &[&str], dir: &Path| {
+        let o = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t")
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    std::fs::create_dir_all(&src).unwrap();
+    git(&["init", "-q", "-b", "main"], &src);
+    std::fs::write(src.join("README"), "cloned through the proxy\n").unwrap();
+    git(&["add", "README"], &src);
+    git(&["commit", "-q", "-m", "first"], &src);
+    git(
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            src.to_str().unwrap(),
+            root.join("repo.git").to_str().unwrap(),
+        ],
+        root,
+    );
+    git(&["update-server-info"], &root.join("repo.git"));
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    http: Upstream,
+    https: Upstream,
+    ca: PathBuf,
+}
+
+fn world() -> World {
+    common::ensure_image();
+    let dir = tempfile::Builder::new()
+        .prefix("paddock-net-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let root = dir.path().join("www");
+    site(&root);
+    let (ca, cert, key) = certificates(dir.path());
+    let http = serve(&root, None);
+    let https = serve(&root, Some((&cert, &key)));
+    World {
+        _dir: dir,
+        http,
+        https,
+        ca,
+    }
+}
+
+/// `paddock run` with the resolver override, in a sandbox named `name` on `ws`.
+fn run(ws: &Path, name: &str, flags: &[&str], script: &str) -> Output {
+    common::paddock()
+        .env("PADDOCK_TEST_RESOLVE", resolve_override())
+        .args(["run", "--backend", "ns", "--name", name, "-w"])
+        .arg(ws)
+        .args(flags)
+        .args(["--", "sh", "-c", script])
+        .output()
+        .unwrap()
+}
+
+fn policy(args: &[&str]) -> Output {
+    common::paddock().arg("policy").args(args).output().unwrap()
+}
+
+fn rm(name: &str) {
+    let _ = common::paddock().args(["rm", "-f", name]).output();
+}
+
+fn audit(name: &str) -> Vec<serde_json::Value> {
+    let o = policy(&["log", "--sandbox", name, "--json", "--limit", "1000"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn real_clients_reach_allowed_hosts_only() {
+    require_root!();
+    let w = world();
+    let ws = common::workspace();
+    let name = unique("net-clients");
+    let (hp, sp) = (w.http.port, w.https.port);
+    let ca_mount = format!("{}:/etc/paddock-test/ca.pem:ro", w.ca.display());
+    let script = format!(
+        r#"
+ca=/etc/paddock-test/ca.pem
+echo "curl-http: $(curl -sS http://up.test:{hp}/hello.txt)"
+echo "curl-https: $(curl -sS --cacert $ca https://tls.test:{sp}/hello.txt)"
+GIT_SSL_CAINFO=$ca git clone -q https://tls.test:{sp}/repo.git /tmp/repo && echo "git: $(cat /tmp/repo/README)"
+pip index versions demo --index-url https://tls.test:{sp}/simple/ --cert $ca 2>/dev/null | head -1 | sed 's/^/pip: /'
+npm_config_cafile=$ca npm view demo version --registry https://tls.test:{sp}/npm/ 2>&1 | tail -1 | sed 's/^/npm: /'
+SSL_CERT_FILE=$ca python3 -c 'import urllib.request; print("python:", urllib.request.urlopen("https://tls.test:{sp}/hello.txt").read().decode().strip())'
+echo "denied: $(curl -s -o /dev/null -w '%{{http_code}}' http://other.test:{hp}/denied)"
+curl -s -D - -o /dev/null http://other.test:{hp}/header | grep -i x-paddock-decision
+echo "denied-connect: $(curl -s -o /dev/null -w '%{{http_code}}' --cacert $ca https://other.test:{sp}/ 2>&1)"
+"#
+    );
+    let o = run(
+        ws.path(),
+        &name,
+        &[
+            "--mount",
+            &ca_mount,
+            "--allow",
+            &format!("up.test:{hp}"),
+            "--allow",
+            &format!("tls.test:{sp}"),
+            "--allow",
+            "127.0.0.1",
+        ],
+        &script,
+    );
+    let out = stdout(&o);
+    rm(&name);
+    for want in [
+        "curl-http: hello from upstream",
+        "curl-https: hello from upstream",
+        "git: cloned through the proxy",
+        "pip: demo (1.2.3)",
+        "npm: 4.5.6",
+        "python: hello from upstream",
+        "denied: 403",
+        "x-paddock-decision: deny; rule=default",
+        "denied-connect: 000",
+    ] {
+        assert!(
+            out.contains(want),
+            "missing {want:?} in:\n{out}\nstderr:\n{}",
+            stderr(&o)
+        );
+    }
+    drop(w);
+}
+
+#[test]
+fn bypasses_and_raw_network_fail() {
+    require_root!();
+    let w = world();
+    let ws = common::workspace();
+    let name = unique("net-escape");
+    let hp = w.http.port;
+    let script = format!(
+        r#"
+curl -s --max-time 3 --noproxy '*' http://127.0.0.1:{hp}/hello.txt && echo NOPROXY-WORKED
+(exec 3<>/dev/tcp/127.0.0.1/{hp} && echo DEVTCP-WORKED) 2>/dev/null
+python3 - <<'PY'
+import socket
+for target in (("127.0.0.1", {hp}), ("10.0.0.1", 80), ("1.1.1.1", 443)):
+    try:
+        socket.create_connection(target, timeout=2); print("TCP-WORKED", target)
+    except OSError as e:
+        print("tcp refused", target, e.errno)
+try:
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.sendto(b"x", ("1.1.1.1", 53)); print("UDP-WORKED")
+except OSError as e:
+    print("udp refused", e.errno)
+try:
+    socket.getaddrinfo("up.test", 80); print("DNS-WORKED")
+except OSError as e:
+    print("dns refused")
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP).sendto(b"\x08\0\0\0\0\0\0\0", ("1.1.1.1", 0)); print("ICMP-WORKED")
+except OSError as e:
+    print("icmp refused", e.errno)
+# Smuggling shape straight at the proxy: both Content-Length and Transfer-Encoding.
+s = socket.create_connection(("127.0.0.1", 3128))
+s.sendall(b"POST http://up.test:{hp}/smuggle HTTP/1.1\r\nHost: up.test:{hp}\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+print("smuggle:", s.recv(100).split(b"\r\n")[0].decode())
+PY
+"#
+    );
+    let o = run(
+        ws.path(),
+        &name,
+        &[
+            "-u",
+            "root",
+            "--allow",
+            &format!("up.test:{hp}"),
+            "--allow",
+            "127.0.0.1",
+        ],
+        &script,
+    );
+    let out = stdout(&o) + &stderr(&o);
+    rm(&name);
+    for bad in [
+        "NOPROXY-WORKED",
+        "DEVTCP-WORKED",
+        "TCP-WORKED",
+        "UDP-WORKED",
+        "DNS-WORKED",
+        "ICMP-WORKED",
+    ] {
+        assert!(!out.contains(bad), "{bad}:\n{out}");
+    }
+    assert!(
+        out.contains("dns refused") && out.contains("udp refused"),
+        "{out}"
+    );
+    assert!(out.contains("smuggle: HTTP/1.1 400"), "{out}");
+    drop(w);
+}
+
+#[test]
+fn names_addresses_and_wildcards_decided_and_audited_once() {
+    require_root!();
+    let w = world();
+    let ws = common::workspace();
+    let name = unique("net-decide");
+    // A second server: no address rule names its port, so loopback there is refused.
+    let other = serve(&w._dir.path().join("www"), None);
+    let (hp, op) = (w.http.port, other.port);
+    // (host, port, expected status)
+    let cases: &[(&str, u16, &str)] = &[
+        ("a.wild.test", hp, "200"),
+        ("A.WILD.TEST.", hp, "200"),
+        ("wild.test", hp, "403"),
+        ("a.b.wild.test", hp, "403"),
+        ("evil-wild.test", hp, "403"),
+        ("wild.test.evil.test", hp, "403"),
+        // Allowed by name, but it resolves to loopback and no rule names that address and port.
+        ("rebind.test", op, "403"),
+        // Every spelling of 127.0.0.1 is 127.0.0.1: allowed where the address rule names it…
+        ("2130706433", hp, "200"),
+        // …and refused where nothing does.
+        ("2130706433", op, "403"),
+        ("0x7f000001", op, "403"),
+        ("0177.0.0.1", op, "403"),
+        ("127.1", op, "403"),
+        ("[::ffff:7f00:1]", op, "403"),
+        // Allowed by name on port 80 only: another port must be named.
+        ("up.test", hp, "403"),
+    ];
+    // The request goes to the proxy exactly as spelled (curl would rewrite numeric hosts and
+    // then skip the proxy for 127.0.0.1 because of NO_PROXY).
+    let mut script = String::from(
+        r#"req() { python3 -c '
+import socket, sys
+s = socket.create_connection(("127.0.0.1", 3128))
+s.sendall(("GET http://%s/%s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (sys.argv[1], sys.argv[2], sys.argv[1])).encode())
+print(s.recv(64).split(b" ")[1].decode())' "$1" "$2"; }
+"#,
+    );
+    for (i, (host, port, _)) in cases.iter().enumerate() {
+        std::fs::write(w._dir.path().join(format!("www/case{i}")), "ok").unwrap();
+        script += &format!("echo \"case{i} $(req {host}:{port} case{i})\"\n");
+    }
+    let o = run(
+        ws.path(),
+        &name,
+        &[
+            "--allow",
+            &format!("*.wild.test:{hp}"),
+            "--allow",
+            &format!("rebind.test:{op}"),
+            "--allow",
+            "up.test",
+            // 127.0.0.1 is allowed only for the wildcard names: a port-limited address rule.
+            "--allow",
+            &format!("127.0.0.1:{hp}"),
+        ],
+        &script,
+    );
+    let out = stdout(&o);
+    let rows = audit(&name);
+    rm(&name);
+    drop(other);
+    for (i, (host, _, want)) in cases.iter().enumerate() {
+        assert!(
+            out.contains(&format!("case{i} {want}")),
+            "{host}: want {want}\n{out}\n{}",
+            stderr(&o)
+        );
+        let hits: Vec<_> = rows
+            .iter()
+            .filter(|r| r["path"] == format!("/case{i}"))
+            .collect();
+        assert_eq!(
+            hits.len(),
+            1,
+            "case{i} ({host}) audited {} times: {rows:#?}",
+            hits.len()
+        );
+        let action = if *want == "200" { "allow" } else { "deny" };
+        assert_eq!(hits[0]["action"], action, "case{i} {host}: {:#?}", hits[0]);
+    }
+    drop(w);
+}
+
+#[test]
+fn rules_changed_while_running_apply_to_the_next_request() {
+    require_root!();
+    let w = world();
+    let ws = common::workspace();
+    let name = unique("net-live");
+    let hp = w.http.port;
+    let script = format!(
+        r#"
+echo "before $(curl -s -o /dev/null -w '%{{http_code}}' http://up.test:{hp}/hello.txt)"
+touch {ws}/asked
+for i in $(seq 200); do [ -e {ws}/go ] && break; sleep 0.1; done
+echo "after $(curl -s -o /dev/null -w '%{{http_code}}' http://up.test:{hp}/hello.txt)"
+"#,
+        ws = ws.path().display()
+    );
+    let child = {
+        let ws = ws.path().to_owned();
+        let name = name.clone();
+        std::thread::spawn(move || run(&ws, &name, &["--allow", "127.0.0.1"], &script))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ws.path().join("asked").exists() {
+        assert!(Instant::now() < deadline, "sandbox did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = policy(&["allow", &format!("up.test:{hp}"), "--sandbox", &name]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::write(ws.path().join("go"), "").unwrap();
+    let o = child.join().unwrap();
+    rm(&name);
+    let out = stdout(&o);
+    assert!(
+        out.contains("before 403") && out.contains("after 200"),
+        "{out}\n{}",
+        stderr(&o)
+    );
+    drop(w);
+}
+
+#[test]
+fn no_network_means_no_proxy_at_all() {
+    require_root!();
+    let ws = common::workspace();
+    let name = unique("net-none");
+    let o = run(
+        ws.path(),
+        &name,
+        &["--no-network"],
+        "env | grep -ci _proxy; python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", 3128), timeout=2)' 2>/dev/null && echo PROXY-REACHABLE; true",
+    );
+    rm(&name);
+    let out = stdout(&o);
+    assert!(out.starts_with('0'), "{out}");
+    assert!(!out.contains("PROXY-REACHABLE"), "{out}");
+}
