@@ -1,0 +1,262 @@
+//! `paddock policy …` against a private state directory (no sandbox needed).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::{stderr, stdout};
+
+fn policy(home: &Path, args: &[&str]) -> Output {
+    common::paddock()
+        .env("PADDOCK_HOME", home)
+        .arg("policy")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(home: &Path, args: &[&str]) -> String {
+    let o = policy(home, args);
+    assert!(o.status.success(), "{args:?}: {}{}", stdout(&o), stderr(&o));
+    stdout(&o)
+}
+
+#[test]
+fn allow_deny_check_and_remove() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    assert!(ok(h, &["ls"]).contains("no rules: every request is denied"));
+    let o = policy(h, &["check", "https://api.example.com"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).starts_with("deny  CONNECT api.example.com:443"),
+        "{}",
+        stdout(&o)
+    );
+
+    ok(h, &["allow", "*.example.com", "internal.test:8443"]);
+    ok(h, &["deny", "bad.example.com"]);
+    ok(
+        h,
+        &[
+            "allow",
+            "api.example.org",
+            "--method",
+            "get",
+            "--path",
+            "/v1/*",
+            "--sandbox",
+            "box",
+        ],
+    );
+    let ls = ok(h, &["ls", "--json"]);
+    let rules: Vec<serde_json::Value> = serde_json::from_str(&ls).unwrap();
+    assert_eq!(rules.len(), 4, "{ls}");
+    assert_eq!(rules[1]["port"], "8443");
+    assert_eq!(rules[3]["method"], "GET");
+    assert_eq!(rules[3]["scope"], "box");
+
+    let check = |url: &str, sandbox: Option<&str>| {
+        let mut a = vec!["check", url];
+        if let Some(s) = sandbox {
+            a.extend(["--sandbox", s]);
+        }
+        let o = policy(h, &a);
+        (o.status.code(), stdout(&o))
+    };
+    assert_eq!(check("https://a.example.com", None).0, Some(0));
+    assert_eq!(
+        check("https://example.com", None).0,
+        Some(1),
+        "one-label wildcard must not match the apex"
+    );
+    assert_eq!(check("https://a.b.example.com", None).0, Some(1));
+    assert_eq!(check("https://evil-example.com", None).0, Some(1));
+    assert_eq!(check("https://example.com.evil.test", None).0, Some(1));
+    assert_eq!(check("https://A.EXAMPLE.COM.", None).0, Some(0));
+    let (code, out) = check("https://bad.example.com", None);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("rule 3: deny bad.example.com"), "{out}");
+    assert_eq!(check("internal.test:8443", None).0, Some(0));
+    assert_eq!(
+        check("internal.test", None).0,
+        Some(1),
+        "a port not named is denied"
+    );
+    assert_eq!(check("http://api.example.org/v1/x", Some("box")).0, Some(0));
+    assert_eq!(check("http://api.example.org/v2/x", Some("box")).0, Some(1));
+    assert_eq!(
+        check("http://api.example.org/v1/x", None).0,
+        Some(1),
+        "a sandbox rule is not global"
+    );
+    assert_eq!(
+        check("https://api.example.org/v1/x", Some("box")).0,
+        Some(1),
+        "path rules cannot allow a tunnel"
+    );
+    assert_eq!(check("http://127.0.0.1/", None).0, Some(1));
+
+    // An unknown id removes nothing.
+    let o = policy(h, &["rm", "1", "99"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no rule with id 99"));
+    assert_eq!(
+        serde_json::from_str::<Vec<serde_json::Value>>(&ok(h, &["ls", "--json"]))
+            .unwrap()
+            .len(),
+        4
+    );
+    ok(h, &["rm", "3"]);
+    assert_eq!(check("https://bad.example.com", None).0, Some(0));
+}
+
+#[test]
+fn bad_rules_are_usage_errors_that_store_nothing() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    for args in [
+        &["allow", "exa mple.com"][..],
+        &["allow", "ok.example.com", "user@example.com"],
+        &["allow", "a.com", "--port", "70000"],
+        &["allow", "a.com:80", "--port", "81"],
+        &["allow", "a.com", "--method", "G E T"],
+        &["allow", "a.com", "--path", "no-slash"],
+        &["allow", "a.com", "--sandbox", "Bad Name"],
+        &["deny", "*.com"],
+        &["preset", "nope"],
+    ] {
+        let o = policy(h, args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).is_empty());
+    }
+    assert!(ok(h, &["ls"]).contains("no rules"));
+}
+
+#[test]
+fn import_export_and_a_malformed_file_changes_nothing() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "version = 1\n\n[[rule]]\naction = \"allow\"\nhost = \"**.example.com\"\nport = \"any\"\n\n[[rule]]\naction = \"deny\"\nhost = \"10.0.0.0/8\"\nsandbox = \"box\"\n",
+    )
+    .unwrap();
+    assert!(ok(h, &["import", good.to_str().unwrap()]).contains("imported 2 rules"));
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "version = 1\n[[rule]]\naction = \"allow\"\nhost = \"fine.example.com\"\n[[rule]]\naction = \"allow\"\nhost = \"bad%host\"\n",
+    )
+    .unwrap();
+    let o = policy(h, &["import", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("bad.toml:7:") && err.contains("bad%host"),
+        "{err}"
+    );
+    let exported = ok(h, &["export"]);
+    assert!(
+        !exported.contains("fine.example.com"),
+        "a bad file must change nothing: {exported}"
+    );
+    // Export, wipe by importing into a fresh home, compare.
+    let round = dir.path().join("round.toml");
+    std::fs::write(&round, &exported).unwrap();
+    let home2 = tempfile::tempdir().unwrap();
+    ok(home2.path(), &["import", round.to_str().unwrap()]);
+    assert_eq!(ok(home2.path(), &["export"]), exported);
+}
+
+#[test]
+fn presets_are_data_and_applying_one_keeps_user_rules() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let list = ok(h, &["presets"]);
+    for p in ["deny-all", "balanced", "open"] {
+        assert!(list.contains(p), "{list}");
+    }
+    assert!(ok(h, &["presets", "open"]).contains("host = \"**\""));
+    ok(h, &["allow", "mine.example.com", "--sandbox", "box"]);
+    ok(h, &["preset", "open", "--sandbox", "box"]);
+    assert_eq!(
+        policy(
+            h,
+            &[
+                "check",
+                "https://anything.example.org:9999",
+                "--sandbox",
+                "box"
+            ]
+        )
+        .status
+        .code(),
+        Some(0)
+    );
+    // open still refuses private addresses.
+    assert_eq!(
+        policy(h, &["check", "http://10.1.2.3/", "--sandbox", "box"])
+            .status
+            .code(),
+        Some(1)
+    );
+    assert_eq!(
+        policy(h, &["check", "http://169.254.169.254/", "--sandbox", "box"])
+            .status
+            .code(),
+        Some(1)
+    );
+    ok(h, &["preset", "deny-all", "--sandbox", "box"]);
+    assert_eq!(
+        policy(
+            h,
+            &["check", "https://anything.example.org", "--sandbox", "box"]
+        )
+        .status
+        .code(),
+        Some(1)
+    );
+    assert_eq!(
+        policy(
+            h,
+            &["check", "https://mine.example.com", "--sandbox", "box"]
+        )
+        .status
+        .code(),
+        Some(0)
+    );
+    ok(h, &["preset", "balanced", "--sandbox", "box"]);
+    assert_eq!(
+        policy(
+            h,
+            &["check", "https://api.anthropic.com", "--sandbox", "box"]
+        )
+        .status
+        .code(),
+        Some(0)
+    );
+    assert_eq!(
+        policy(h, &["check", "https://api.openai.com", "--sandbox", "box"])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        policy(h, &["check", "https://github.com", "--sandbox", "box"])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        policy(h, &["check", "https://example.org", "--sandbox", "box"])
+            .status
+            .code(),
+        Some(1)
+    );
+    assert!(ok(h, &["ls", "--sandbox", "box"]).contains("preset balanced"));
+}
