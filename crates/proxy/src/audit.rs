@@ -9,6 +9,11 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long the writer gathers decisions before writing them (and how stale `policy log
+/// --follow` may be).
+const BATCH_WINDOW: Duration = Duration::from_millis(25);
 
 use rusqlite::params;
 
@@ -105,9 +110,13 @@ impl AuditWriter {
             .name("paddock-audit".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
+                    // Gather what arrives within a short window into one transaction: one
+                    // commit per request would cost the proxy as much CPU as forwarding it.
                     let mut batch = vec![first];
+                    let deadline = Instant::now() + BATCH_WINDOW;
                     while batch.len() < 1024 {
-                        match rx.try_recv() {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        match rx.recv_timeout(left) {
                             Ok(m) => batch.push(m),
                             Err(_) => break,
                         }
@@ -150,12 +159,21 @@ impl AuditWriter {
 }
 
 fn write_batch(db: &mut rusqlite::Connection, batch: &[Msg]) -> rusqlite::Result<()> {
+    // A request that starts and ends within one batch is written as one row, not a row and an
+    // update.
+    let mut ends: std::collections::HashMap<&str, &Finish> = batch
+        .iter()
+        .filter_map(|m| match m {
+            Msg::Finish(k, f) => Some((k.as_str(), f)),
+            Msg::Insert(..) => None,
+        })
+        .collect();
     let tx = db.transaction()?;
     {
         let mut ins = tx.prepare_cached(
             "INSERT INTO net_audit (key, ts, sandbox, client, method, host, port, path, action,
-                                    rule, reason, status)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                                    rule, reason, status, bytes_up, bytes_down, duration_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         )?;
         let mut fin = tx.prepare_cached(
             "UPDATE net_audit SET bytes_up = ?2, bytes_down = ?3, duration_ms = ?4,
@@ -165,19 +183,35 @@ fn write_batch(db: &mut rusqlite::Connection, batch: &[Msg]) -> rusqlite::Result
         for m in batch {
             match m {
                 Msg::Insert(key, ts, r) => {
+                    let end = ends.remove(key.as_str());
                     ins.execute(params![
-                        key, ts, r.sandbox, r.client, r.method, r.host, r.port, r.path, r.action,
-                        r.rule, r.reason, r.status
+                        key,
+                        ts,
+                        r.sandbox,
+                        r.client,
+                        r.method,
+                        r.host,
+                        r.port,
+                        r.path,
+                        r.action,
+                        r.rule,
+                        r.reason,
+                        end.and_then(|f| f.status).or(r.status),
+                        end.map_or(0, |f| f.bytes_up as i64),
+                        end.map_or(0, |f| f.bytes_down as i64),
+                        end.map(|f| f.duration_ms as i64),
                     ])?;
                 }
                 Msg::Finish(key, f) => {
-                    fin.execute(params![
-                        key,
-                        f.bytes_up as i64,
-                        f.bytes_down as i64,
-                        f.duration_ms as i64,
-                        f.status
-                    ])?;
+                    if ends.remove(key.as_str()).is_some() {
+                        fin.execute(params![
+                            key,
+                            f.bytes_up as i64,
+                            f.bytes_down as i64,
+                            f.duration_ms as i64,
+                            f.status
+                        ])?;
+                    }
                 }
             }
         }

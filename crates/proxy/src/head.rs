@@ -80,6 +80,8 @@ enum State {
 pub struct HeadScanner {
     state: State,
     buf: Vec<u8>,
+    /// A CR of an empty line before a request line was the last byte fed.
+    pending_cr: bool,
 }
 
 impl Default for HeadScanner {
@@ -94,6 +96,7 @@ impl HeadScanner {
         HeadScanner {
             state: State::Head,
             buf: Vec::new(),
+            pending_cr: false,
         }
     }
 
@@ -105,13 +108,14 @@ impl HeadScanner {
     /// Feeds the next bytes read from the client.
     pub fn feed(&mut self, data: &[u8]) -> Result<(), Refused> {
         let mut i = 0;
-        let mut head_start = (self.state == State::Head && self.buf.is_empty()).then_some(0);
+        let mut head_start =
+            (self.state == State::Head && self.buf.is_empty() && !self.pending_cr).then_some(0);
         while i < data.len() {
             let step = match self.state {
                 State::Failed => Err(Violation::Malformed),
                 State::Tunnel => return Ok(()),
                 State::Head => {
-                    if self.buf.is_empty() {
+                    if self.buf.is_empty() && !self.pending_cr {
                         head_start = Some(i);
                     }
                     self.head_bytes(&data[i..])
@@ -165,28 +169,36 @@ impl HeadScanner {
 
     /// Consumes head bytes up to and including the blank line; returns how many were used.
     fn head_bytes(&mut self, data: &[u8]) -> Result<usize, Violation> {
-        // Empty lines before a request line are allowed (RFC 9112 section 2.2).
+        // Empty lines before a request line are allowed (RFC 9112 section 2.2); their CR and LF
+        // may arrive in different reads.
         if self.buf.is_empty() {
-            let skip = data
-                .iter()
-                .take_while(|b| **b == b'\r' || **b == b'\n')
-                .count();
-            if skip > 0 {
-                let lead = &data[..skip];
-                if lead.chunks(2).any(|c| c != b"\r\n") {
-                    return Err(Violation::BareLf);
+            let mut n = 0;
+            for b in data {
+                match (*b, self.pending_cr) {
+                    (b'\r', false) => self.pending_cr = true,
+                    (b'\n', true) => self.pending_cr = false,
+                    (b'\n', false) => return Err(Violation::BareLf),
+                    (_, true) => return Err(Violation::Malformed),
+                    (_, false) => break,
                 }
-                return Ok(skip);
+                n += 1;
+            }
+            if n > 0 {
+                return Ok(n);
             }
         }
         let before = self.buf.len();
         let end = find_head_end(&self.buf, data);
         let used = end.unwrap_or(data.len());
-        self.buf.extend_from_slice(&data[..used]);
-        if self.buf.len() > MAX_HEAD {
+        // Only the first MAX_HEAD bytes of a head are ever looked at, so the verdict does not
+        // depend on how the bytes were split into reads.
+        let room = MAX_HEAD - before;
+        let take = used.min(room);
+        self.buf.extend_from_slice(&data[..take]);
+        check_line_endings(&self.buf[before.saturating_sub(1)..], before > 0)?;
+        if used > room {
             return Err(Violation::TooLarge);
         }
-        check_line_endings(&self.buf[before.saturating_sub(1)..], before > 0)?;
         if end.is_some() {
             let next = check_head(&self.buf)?;
             self.buf.clear();
@@ -206,6 +218,9 @@ impl HeadScanner {
             }
             Some(p) => {
                 self.buf.extend_from_slice(&data[..=p]);
+                if self.buf.len() > MAX_CHUNK_LINE + 1 {
+                    return Err(Violation::BadChunk);
+                }
                 let line = std::mem::take(&mut self.buf);
                 if line.len() < 2 || line[line.len() - 2] != b'\r' {
                     return Err(Violation::BareLf);
@@ -235,6 +250,9 @@ impl HeadScanner {
             }
             Some(p) => {
                 self.buf.extend_from_slice(&data[..=p]);
+                if self.buf.len() > MAX_HEAD + 1 {
+                    return Err(Violation::TooLarge);
+                }
                 let line = std::mem::take(&mut self.buf);
                 if line.len() < 2 || line[line.len() - 2] != b'\r' {
                     return Err(Violation::BareLf);
@@ -251,20 +269,29 @@ impl HeadScanner {
 }
 
 /// Where the head ends in `data` (index just past the blank line), given what is buffered.
+/// Looks only at the LFs in `data` and the two bytes before each, so many small heads in one
+/// read cost linear time.
 fn find_head_end(buf: &[u8], data: &[u8]) -> Option<usize> {
-    // Look for "\n\r\n" or "\n\n" across the boundary; bare LF is reported separately.
-    let tail: Vec<u8> = buf[buf.len().saturating_sub(3)..].to_vec();
-    let joined: Vec<u8> = tail.iter().chain(data.iter()).copied().collect();
-    let off = tail.len();
-    for j in 0..joined.len() {
-        if joined[j] != b'\n' || j < 1 {
-            continue;
+    let at = |k: isize| -> Option<u8> {
+        if k >= 0 {
+            data.get(k as usize).copied()
+        } else {
+            let back = (-k) as usize;
+            buf.len().checked_sub(back).map(|i| buf[i])
         }
-        let blank =
-            joined[j - 1] == b'\n' || (joined[j - 1] == b'\r' && j >= 2 && joined[j - 2] == b'\n');
-        if blank && j + 1 > off {
-            return Some(j + 1 - off);
+    };
+    let mut from = 0;
+    while let Some(off) = data[from..].iter().position(|b| *b == b'\n') {
+        let j = (from + off) as isize;
+        let blank = match at(j - 1) {
+            Some(b'\n') => true,
+            Some(b'\r') => at(j - 2) == Some(b'\n'),
+            _ => false,
+        };
+        if blank {
+            return Some(j as usize + 1);
         }
+        from += off + 1;
     }
     None
 }

@@ -118,3 +118,49 @@ fn oversized_head_is_refused() {
     }
     assert_eq!(violation(&head), Some(Violation::TooLarge));
 }
+
+/// Found by `cargo fuzz` (fuzz/targets/head.rs) and by reading: each input must get the same
+/// verdict whole, in pieces, and a byte at a time.
+#[test]
+fn verdict_does_not_depend_on_how_reads_split_the_bytes() {
+    let mut long_ext =
+        b"POST http://a.test/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1;".to_vec();
+    long_ext.extend(std::iter::repeat_n(b'x', 5000));
+    long_ext.extend_from_slice(b"\r\nz\r\n0\r\n\r\n");
+    let mut long_trailer =
+        b"POST http://a.test/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: "
+            .to_vec();
+    long_trailer.extend(std::iter::repeat_n(b'y', 70_000));
+    long_trailer.extend_from_slice(b"\r\n\r\n");
+    let mut big_bare = b"GET http://a.test/ HTTP/1.1\nHost: a\r\nX: ".to_vec();
+    big_bare.extend(std::iter::repeat_n(b'z', 70_000));
+    big_bare.extend_from_slice(b"\r\n\r\n");
+    let inputs: Vec<Vec<u8>> = vec![
+        b"\r\nGET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n".to_vec(),
+        b"POST http://a.test/ HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc\r\nGET http://a.test/ HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(),
+        long_ext,
+        long_trailer,
+        big_bare,
+    ];
+    for input in &inputs {
+        let whole = scan(&[input]).map_err(|r| r.violation);
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        let single = scan(&bytes).map_err(|r| r.violation);
+        assert_eq!(
+            whole,
+            single,
+            "{:?}",
+            String::from_utf8_lossy(&input[..input.len().min(80)])
+        );
+        for cut in [1, 2, 3, input.len() / 2, input.len() - 1] {
+            let (a, b) = input.split_at(cut);
+            assert_eq!(
+                scan(&[a, b]).map_err(|r| r.violation),
+                whole,
+                "cut at {cut}"
+            );
+        }
+    }
+    assert_eq!(scan(&[&inputs[0]]), Ok(()));
+    assert_eq!(scan(&[&inputs[1]]), Ok(()));
+}

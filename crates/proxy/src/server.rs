@@ -16,7 +16,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use paddock_policy::net::{
-    Action, Decision, Host, Kind, Target, decide, decide_address, normalize_path, split_host_port,
+    Action, Decision, Host, Kind, StoredRule, Target, decide, decide_address, normalize_path,
+    split_host_port,
 };
 use tokio::net::TcpStream;
 use tokio::sync::Mutex as AsyncMutex;
@@ -266,6 +267,7 @@ impl Conn {
     /// the audited answer to send instead.
     async fn addresses(
         &self,
+        rules: &[StoredRule],
         method: &str,
         target: &Target,
         path: Option<&str>,
@@ -296,11 +298,10 @@ impl Conn {
                 ));
             }
         };
-        let rules = self.cfg.rules.current();
         let mut first_refusal = None;
         let mut ok = Vec::new();
         for ip in ips {
-            let d = decide_address(&rules, ip, target.port, &target.kind);
+            let d = decide_address(rules, ip, target.port, &target.kind);
             match d.action {
                 Action::Allow => ok.push(SocketAddr::new(ip, target.port)),
                 Action::Deny => {
@@ -363,11 +364,12 @@ async fn connect(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
         port,
         kind: Kind::Connect,
     };
-    let d = decide(&conn.cfg.rules.current(), &target);
+    let rules = conn.cfg.rules.current();
+    let d = decide(&rules, &target);
     if d.action == Action::Deny {
         return conn.denied("CONNECT", &target, None, &d, None);
     }
-    let addrs = match conn.addresses("CONNECT", &target, None).await {
+    let addrs = match conn.addresses(&rules, "CONNECT", &target, None).await {
         Ok(a) => a,
         Err(resp) => return resp,
     };
@@ -537,7 +539,9 @@ async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
             path: normalize_path(&path),
         },
     };
-    let d = decide(&conn.cfg.rules.current(), &target);
+    // One read of the rules per request: the decision and the address check agree.
+    let rules = conn.cfg.rules.current();
+    let d = decide(&rules, &target);
     if d.action == Action::Deny {
         return conn.denied(&method, &target, Some(&path), &d, None);
     }
@@ -572,10 +576,10 @@ async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
         Err(_) => return conn.bad_request(&method, &host_s, Some(&path), "unusable path".into()),
     };
 
-    let mut sender = match take_pooled(conn, &target).await {
+    let mut sender = match take_pooled(conn, &rules, &target).await {
         Some(s) => s,
         None => {
-            let addrs = match conn.addresses(&method, &target, Some(&path)).await {
+            let addrs = match conn.addresses(&rules, &method, &target, Some(&path)).await {
                 Ok(a) => a,
                 Err(resp) => return resp,
             };
@@ -649,6 +653,13 @@ async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
     strip_hop(&mut parts.headers, switching);
+    if upgrade && !switching {
+        // The client asked to upgrade and the upstream said no: end the connection after this
+        // answer, because the framing check stopped looking at it when the upgrade was asked.
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if let Ok(v) = HeaderValue::from_str(&d.header()) {
         parts
             .headers
@@ -660,19 +671,14 @@ async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     )
 }
 
-async fn take_pooled(conn: &Conn, target: &Target) -> Option<Pooled> {
+async fn take_pooled(conn: &Conn, rules: &[StoredRule], target: &Target) -> Option<Pooled> {
     let mut slot = conn.upstream.lock().await;
     let p = slot.take()?;
     if p.host != target.host || p.port != target.port || p.sender.is_closed() {
         return None;
     }
     // Re-check the address against the current rules: they may have changed.
-    let d = decide_address(
-        &conn.cfg.rules.current(),
-        p.addr.ip(),
-        target.port,
-        &target.kind,
-    );
+    let d = decide_address(rules, p.addr.ip(), target.port, &target.kind);
     if d.action != Action::Allow {
         return None;
     }

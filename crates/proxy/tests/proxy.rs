@@ -55,7 +55,7 @@ fn upstream() -> SocketAddr {
                         })
                         .unwrap_or("-")
                         .to_owned();
-                    if head.to_ascii_lowercase().contains("upgrade: websocket") {
+                    if head.to_ascii_lowercase().contains("upgrade: websocket") && !first.contains("/refuse") {
                         s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").unwrap();
                         let mut e = [0u8; 1024];
                         while let Ok(n) = s.read(&mut e) {
@@ -393,4 +393,22 @@ fn websocket_upgrade_on_the_allowed_host() {
     s.write_all(b"ping-through-tunnel").unwrap();
     let n = s.read(&mut b).unwrap();
     assert_eq!(&b[..n], b"ping-through-tunnel");
+}
+
+#[test]
+fn an_upgrade_the_upstream_refuses_ends_the_connection() {
+    // The framing check stops at an upgrade request; if the upstream answers without switching,
+    // the proxy must not go on reading unchecked requests from that connection.
+    let f = Fixture::new(&[(ALLOW, "allowed.test:PORT"), (ALLOW, "127.0.0.1")]);
+    let p = f.up.port();
+    let r = f.raw(
+        format!(
+            "GET http://allowed.test:{p}/refuse HTTP/1.1\r\nHost: allowed.test:{p}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\
+             POST http://allowed.test:{p}/smuggled HTTP/1.1\r\nHost: allowed.test:{p}\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.to_ascii_lowercase().contains("connection: close"), "{r}");
+    assert!(!r.contains("/smuggled"), "{r}");
 }

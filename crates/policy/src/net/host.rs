@@ -172,7 +172,7 @@ fn parse_part(s: &str) -> Option<u64> {
         // "0x" alone is zero, as in the URL standard.
         return (radix == 16).then_some(0);
     }
-    if digits.len() > 12 {
+    if digits.len() > 12 || !digits.bytes().all(|b| (b as char).is_digit(radix)) {
         return None;
     }
     u64::from_str_radix(digits, radix).ok()
