@@ -55,7 +55,9 @@ fn upstream() -> SocketAddr {
                         })
                         .unwrap_or("-")
                         .to_owned();
-                    if head.to_ascii_lowercase().contains("upgrade: websocket") && !first.contains("/refuse") {
+                    if head.to_ascii_lowercase().contains("upgrade: websocket")
+                        && !first.contains("/refuse")
+                    {
                         s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").unwrap();
                         let mut e = [0u8; 1024];
                         while let Ok(n) = s.read(&mut e) {
