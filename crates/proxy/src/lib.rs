@@ -19,6 +19,7 @@ mod guard;
 pub mod resolve;
 pub mod rules;
 mod server;
+mod splice;
 pub mod store;
 
 use std::sync::Arc;

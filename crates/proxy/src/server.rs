@@ -410,9 +410,19 @@ async fn connect(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let mut upstream = upstream;
-        if let Ok(upgraded) = on_upgrade.await {
-            let mut client = CountedIo::new(TokioIo::new(upgraded), tally);
-            copy_both(&mut client, &mut upstream).await;
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        // The client's own socket, when hyper hands it back: then the kernel moves the bytes.
+        match upgraded.downcast::<TokioIo<Guarded<TcpStream>>>() {
+            Ok(parts) => {
+                let client = parts.io.into_inner().into_inner();
+                crate::splice::tunnel(client, &parts.read_buf, upstream, &tally).await;
+            }
+            Err(upgraded) => {
+                let mut client = CountedIo::new(TokioIo::new(upgraded), tally);
+                copy_both(&mut client, &mut upstream).await;
+            }
         }
     });
     let mut r = Response::new(empty());
