@@ -380,9 +380,10 @@ pub fn load(db: &Connection, sandbox: Option<&str>) -> Result<Vec<StoredRule>, L
             "SELECT id, sandbox, action, host, port, method, path, source FROM net_rules
                     WHERE sandbox IS NULL OR sandbox = ?1 ORDER BY id"
         }
+        // Every rule (`?1` is NULL here; one parameter list serves both queries).
         None => {
             "SELECT id, sandbox, action, host, port, method, path, source FROM net_rules
-                 WHERE ?1 IS NULL OR 1 ORDER BY id"
+                 WHERE ?1 IS NULL ORDER BY id"
         }
     };
     let mut st = db.prepare_cached(sql).map_err(LoadError::Sql)?;
