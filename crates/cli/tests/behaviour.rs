@@ -342,3 +342,38 @@ fn ls_reports_a_killed_supervisor_as_stopped() {
             .success()
     );
 }
+
+#[test]
+fn pid_limit_holds_and_the_cgroup_namespace_is_the_sandbox_own() {
+    require_root!();
+    let ws = common::workspace();
+    let out = common::sh_with(
+        ws.path(),
+        &["--pids", "32"],
+        "grep -c 'pids:/$' /proc/self/cgroup; python3 -c '
+import os, time
+ok = 0
+for i in range(64):
+    try:
+        if os.fork() == 0:
+            time.sleep(3); os._exit(0)
+        ok += 1
+    except OSError:
+        pass
+print(\"forked\", ok)'",
+    );
+    let s = stdout(&out);
+    assert!(
+        s.starts_with("1\n"),
+        "the cgroup namespace root must be the sandbox's cgroup: {s}"
+    );
+    let forked: u32 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("forked "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{s}{}", common::stderr(&out)));
+    assert!(
+        forked > 0 && forked < 32,
+        "pids.max 32 let {forked} forks through"
+    );
+}

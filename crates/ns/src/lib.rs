@@ -283,10 +283,30 @@ fn spawn(jail: &Path, cfg: &JailConfig, stdio: Stdio) -> Result<NsInstance, Back
         .map_err(io(format!("cannot start {}", jail.display())))?;
     drop(theirs);
     drop(cfg_r);
+    // Move the jail into its cgroups while it sets up its namespaces (the move waits for an RCU
+    // grace period with cgroup v1); the jail forks pid 1 only after the answer below.
+    let joiner = {
+        let dirs = cfg.cgroups.clone();
+        let pid = child.id().to_string();
+        std::thread::spawn(move || -> Result<(), String> {
+            for dir in &dirs {
+                fs::write(dir.join("cgroup.procs"), &pid)
+                    .map_err(|e| format!("cannot join {}: {e}", dir.display()))?;
+            }
+            Ok(())
+        })
+    };
     let json = serde_json::to_vec(cfg).unwrap_or_default();
     let mut w = fs::File::from(cfg_w);
     let _ = w.write_all(&json);
     drop(w);
+    let joined = joiner
+        .join()
+        .unwrap_or_else(|_| Err("the cgroup thread panicked".into()));
+    let ack = [u8::from(joined.is_ok())];
+    let _ = rustix::net::send(&ours, &ack, rustix::net::SendFlags::NOSIGNAL);
+    // On failure the jail reports `cgroup` (or the earlier failure that made the move fail).
+    let cgroup_error = joined.err();
     let pid = child.id() as i32;
     let pidfd = rustix::process::pidfd_open(
         rustix::process::Pid::from_raw(pid)
@@ -303,6 +323,10 @@ fn spawn(jail: &Path, cfg: &JailConfig, stdio: Stdio) -> Result<NsInstance, Back
             Ok(Some((Report::EgressListener, fd))) => egress = fd,
             Ok(Some((Report::SetupFailed { layer, message }, _))) => {
                 let _ = child.wait();
+                let message = match (&*layer, cgroup_error) {
+                    ("cgroup", Some(detail)) => detail,
+                    (_, _) => message,
+                };
                 return Err(BackendError::Layer { layer, message });
             }
             Ok(Some((Report::ExecFailed { .. }, _))) => {

@@ -99,7 +99,10 @@ proptest! {
     #[test]
     fn suffix_followed_by_more_labels_never_matches(s in suffix(), tail in suffix()) {
         // example.com.evil.test is not below example.com
-        let h = host(&format!("{s}.{tail}"));
+        let name = format!("{s}.{tail}");
+        // When the tail itself ends in the suffix (a.m.a.m under a.m), the name IS below it.
+        prop_assume!(!name.ends_with(&format!(".{s}")));
+        let h = host(&name);
         for p in [s.clone(), format!("*.{s}"), format!("**.{s}")] {
             prop_assert!(!pattern(&p).matches(&h), "{h} vs {p}");
         }

@@ -4,8 +4,12 @@
 //! with the configuration on descriptor 3 and the report channel on descriptor 4.
 //!
 //! Order (every step fails closed with the layer's name):
-//! 1. outer process (host root): own session, die with the supervisor, join the cgroups, make
-//!    the idmap user namespaces for shared folders, unshare net/ipc/uts/pid/cgroup namespaces, bring up loopback, set the host name, fork pid 1;
+//! 1. outer process (host root): own session, die with the supervisor, make the idmap user
+//!    namespaces for shared folders, unshare net/ipc/uts/pid namespaces, bring up loopback, set
+//!    the host name, wait until the supervisor has moved it into the sandbox's cgroups (done on
+//!    the host side in parallel with all of this: a cgroup v1 move waits for an RCU grace
+//!    period, about 10 ms), unshare the cgroup namespace (rooted at the sandbox's cgroup), fork
+//!    pid 1;
 //! 2. pid 1 (still host root, now in the new namespaces): unshare the mount namespace, build the mount tree and pivot into it,
 //!    enter a new user namespace (the outer process writes its maps: sandbox 0-65535 to the
 //!    unprivileged host range), become its root, turn non-dumpable, apply Landlock and seccomp,
@@ -96,20 +100,12 @@ fn outer(cfg: JailConfig, channel: OwnedFd) -> Result<i32, Failure> {
     if rustix::process::getppid().is_none_or(|p| p.as_raw_nonzero().get() == 1) {
         return Err(Failure::new("init", "the supervisor exited during setup"));
     }
-    let me = rustix::process::getpid().as_raw_nonzero().get().to_string();
-    for dir in &cfg.cgroups {
-        std::fs::write(dir.join("cgroup.procs"), &me)
-            .layer("cgroup", &format!("cannot join {}", dir.display()))?;
-    }
     let idmaps = userns::idmap_namespaces(&cfg)?;
     // The mount namespace is pid 1's alone (made after the fork): pivot_root moves the root of
     // every process in a mount namespace, and this outer process must keep the host's /proc to
     // write pid 1's id maps.
-    let flags = UnshareFlags::NEWNET
-        | UnshareFlags::NEWIPC
-        | UnshareFlags::NEWUTS
-        | UnshareFlags::NEWPID
-        | UnshareFlags::NEWCGROUP;
+    let flags =
+        UnshareFlags::NEWNET | UnshareFlags::NEWIPC | UnshareFlags::NEWUTS | UnshareFlags::NEWPID;
     // SAFETY: single-threaded; the new namespaces only affect this process and its children.
     unsafe { unshare_unsafe(flags) }.layer("namespaces", "cannot create namespaces")?;
     sys::loopback_up().layer("network", "cannot bring up loopback")?;
@@ -128,6 +124,20 @@ fn outer(cfg: JailConfig, channel: OwnedFd) -> Result<i32, Failure> {
     rustix::system::sethostname(cfg.hostname.as_bytes())
         .layer("namespaces", "cannot set the host name")?;
 
+    // Pid 1 must start inside the cgroups: wait for the supervisor's word that this process is
+    // there (one byte: 1 joined, anything else failed).
+    let mut ack = [0u8; 1];
+    let got = rustix::net::recv(&channel, &mut ack, rustix::net::RecvFlags::empty());
+    if !matches!(got, Ok((1, _))) || ack[0] != 1 {
+        return Err(Failure::new(
+            "cgroup",
+            "the supervisor could not move the sandbox into its cgroups",
+        ));
+    }
+    // The cgroup namespace is made only now, so its root is the sandbox's own cgroup.
+    // SAFETY: single-threaded; the new namespace only affects this process and its children.
+    unsafe { unshare_unsafe(UnshareFlags::NEWCGROUP) }
+        .layer("namespaces", "cannot create the cgroup namespace")?;
     let (from_parent_r, mut to_child_w) = pipe()?;
     let (mut from_child_r, to_parent_w) = pipe()?;
     // SAFETY: single-threaded, so the child may run arbitrary code.
