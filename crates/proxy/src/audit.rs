@@ -105,6 +105,9 @@ impl AuditWriter {
     /// Opens the database and starts the writer.
     pub fn start(db_path: &Path) -> Result<(AuditWriter, AuditSink), StoreError> {
         let mut db = store::open(db_path)?;
+        if let Err(e) = prune(&db, store::now_ms()) {
+            tracing::warn!("pruning the audit log failed: {e}");
+        }
         let (tx, rx) = mpsc::channel::<Msg>();
         let thread = std::thread::Builder::new()
             .name("paddock-audit".into())
@@ -156,6 +159,25 @@ impl AuditWriter {
             let _ = t.join();
         }
     }
+}
+
+/// How long audit rows are kept.
+pub const KEEP_DAYS: i64 = 90;
+/// How many audit rows are kept at most (the newest).
+pub const KEEP_ROWS: i64 = 1_000_000;
+
+/// Drops rows older than [`KEEP_DAYS`] and all but the newest [`KEEP_ROWS`]; runs when a proxy
+/// starts, so the log cannot grow without bound.
+pub fn prune(db: &rusqlite::Connection, now_ms: i64) -> rusqlite::Result<usize> {
+    let old = db.execute(
+        "DELETE FROM net_audit WHERE ts < ?1",
+        [now_ms - KEEP_DAYS * 24 * 3600 * 1000],
+    )?;
+    let extra = db.execute(
+        "DELETE FROM net_audit WHERE id <= (SELECT MAX(id) FROM net_audit) - ?1",
+        [KEEP_ROWS],
+    )?;
+    Ok(old + extra)
 }
 
 fn write_batch(db: &mut rusqlite::Connection, batch: &[Msg]) -> rusqlite::Result<()> {
@@ -217,4 +239,40 @@ fn write_batch(db: &mut rusqlite::Connection, batch: &[Msg]) -> rusqlite::Result
         }
     }
     tx.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn prune_drops_old_and_surplus_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store::open(&dir.path().join("s.db")).unwrap();
+        let now = 100 * 24 * 3600 * 1000;
+        for (i, ts) in [(1, 0), (2, now - 1), (3, now)] {
+            db.execute(
+                "INSERT INTO net_audit (id, key, ts, sandbox, client, method, host, action, rule, reason)
+                 VALUES (?1, ?1, ?2, 's', 'c', 'GET', 'h', 'deny', 'default', 'r')",
+                [i, ts],
+            )
+            .unwrap();
+        }
+        assert_eq!(prune(&db, now).unwrap(), 1);
+        db.execute(
+            "UPDATE net_audit SET id = id + ?1 WHERE id = 3",
+            [KEEP_ROWS],
+        )
+        .unwrap();
+        assert_eq!(prune(&db, now).unwrap(), 1);
+        let left: Vec<i64> = db
+            .prepare("SELECT id FROM net_audit")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(left, vec![3 + KEEP_ROWS]);
+    }
 }

@@ -51,8 +51,9 @@ pub enum StoreError {
     NoRule(i64),
 }
 
-const SCHEMA: i64 = 1;
-const MIGRATIONS: &[&str] = &[r"
+const SCHEMA: i64 = 2;
+const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE net_rules (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     sandbox TEXT,
@@ -94,7 +95,9 @@ CREATE TABLE net_audit (
     duration_ms INTEGER
 );
 CREATE INDEX net_audit_sandbox ON net_audit (sandbox, id);
-"];
+",
+    "CREATE INDEX net_audit_ts ON net_audit (ts);",
+];
 
 /// Milliseconds since the epoch.
 pub fn now_ms() -> i64 {
