@@ -493,3 +493,47 @@ fn no_network_means_no_proxy_at_all() {
     assert!(out.starts_with('0'), "{out}");
     assert!(!out.contains("PROXY-REACHABLE"), "{out}");
 }
+
+#[test]
+fn new_sandboxes_get_balanced_unless_told_otherwise() {
+    require_root!();
+    let ws = common::workspace();
+    let count = |name: &str| -> (usize, String) {
+        let o = policy(&["ls", "--sandbox", name, "--json"]);
+        let rules: Vec<serde_json::Value> = serde_json::from_str(&stdout(&o)).unwrap();
+        let sources: Vec<String> = rules
+            .iter()
+            .map(|r| r["source"].as_str().unwrap().to_owned())
+            .collect();
+        (rules.len(), sources.join(","))
+    };
+    let a = unique("net-preset-a");
+    assert!(run(ws.path(), &a, &[], "true").status.success());
+    let (n, sources) = count(&a);
+    assert!(
+        n > 10 && sources.contains("preset:balanced"),
+        "{n} {sources}"
+    );
+    let b = unique("net-preset-b");
+    assert!(
+        run(
+            ws.path(),
+            &b,
+            &["--policy", "deny-all", "--allow", "only.example.com"],
+            "true"
+        )
+        .status
+        .success()
+    );
+    assert_eq!(count(&b), (1, "run".to_owned()));
+    // A second run keeps the sandbox's preset and does not add the same --allow twice.
+    assert!(
+        run(ws.path(), &b, &["--allow", "only.example.com"], "true")
+            .status
+            .success()
+    );
+    assert_eq!(count(&b), (1, "run".to_owned()));
+    rm(&a);
+    rm(&b);
+    assert_eq!(count(&b).0, 0, "rm removes the sandbox's rules");
+}
