@@ -39,15 +39,9 @@ impl RuleSource {
     /// rule changes (checked on every request: one indexed read).
     pub fn live(db_path: &Path, sandbox: &str) -> Result<RuleSource, StoreError> {
         let db = store::open(db_path)?;
-        let sql = |source| StoreError::Sqlite {
-            path: db_path.to_owned(),
-            source,
-        };
-        let generation = store::generation(&db).map_err(sql)?;
-        let rules = store::load(&db, Some(sandbox)).map_err(|e| match e {
-            store::LoadError::Sql(source) => sql(source),
-            store::LoadError::Bad(id, reason) => StoreError::BadRule { id, reason },
-        })?;
+        let generation =
+            store::generation(&db).map_err(|e| store::LoadError::Sql(e).into_store(db_path))?;
+        let rules = store::load(&db, Some(sandbox)).map_err(|e| e.into_store(db_path))?;
         Ok(RuleSource(Arc::new(Inner::Live {
             sandbox: sandbox.to_owned(),
             path: db_path.to_owned(),

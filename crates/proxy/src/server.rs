@@ -206,6 +206,20 @@ impl Conn {
         )
     }
 
+    /// A 502 for an allowed destination that could not be reached, audited.
+    fn unreachable(&self, seen: Seen<'_>, d: &Decision, e: &std::io::Error) -> Response<Body> {
+        self.record(seen, d, None, 502);
+        text(
+            StatusCode::BAD_GATEWAY,
+            &d.header(),
+            format!(
+                "paddock: cannot connect to {}:{}: {e}\n",
+                seen.host,
+                seen.port.unwrap_or_default()
+            ),
+        )
+    }
+
     /// A 403 that says which rule decided and how to change it, audited.
     fn denied(
         &self,
@@ -377,22 +391,13 @@ async fn connect(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     let upstream = match conn.dial(&addrs).await {
         Ok(s) => s,
         Err(e) => {
-            conn.record(
-                Seen {
-                    method: "CONNECT",
-                    host: &host,
-                    port: Some(port),
-                    path: None,
-                },
-                &d,
-                None,
-                502,
-            );
-            return text(
-                StatusCode::BAD_GATEWAY,
-                &d.header(),
-                format!("paddock: cannot connect to {host}:{port}: {e}\n"),
-            );
+            let seen = Seen {
+                method: "CONNECT",
+                host: &host,
+                port: Some(port),
+                path: None,
+            };
+            return conn.unreachable(seen, &d, &e);
         }
     };
     let entry = conn.record(
@@ -596,22 +601,13 @@ async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
             match open_upstream(conn, &target, &addrs, upgrade).await {
                 Ok(s) => s,
                 Err(e) => {
-                    conn.record(
-                        Seen {
-                            method: &method,
-                            host: &host_s,
-                            port: Some(port),
-                            path: Some(&path),
-                        },
-                        &d,
-                        None,
-                        502,
-                    );
-                    return text(
-                        StatusCode::BAD_GATEWAY,
-                        &d.header(),
-                        format!("paddock: cannot connect to {host_s}:{port}: {e}\n"),
-                    );
+                    let seen = Seen {
+                        method: &method,
+                        host: &host_s,
+                        port: Some(port),
+                        path: Some(&path),
+                    };
+                    return conn.unreachable(seen, &d, &e);
                 }
             }
         }

@@ -99,6 +99,14 @@ CREATE INDEX net_audit_sandbox ON net_audit (sandbox, id);
     "CREATE INDEX net_audit_ts ON net_audit (ts);",
 ];
 
+/// Maps an SQLite error on the database at `path`.
+fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + Copy + '_ {
+    move |source| StoreError::Sqlite {
+        path: path.to_owned(),
+        source,
+    }
+}
+
 /// Milliseconds since the epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -109,10 +117,7 @@ pub fn now_ms() -> i64 {
 
 /// Opens `path` with the settings every user of the proxy tables needs, migrating forward.
 pub fn open(path: &Path) -> Result<Connection, StoreError> {
-    let err = |source| StoreError::Sqlite {
-        path: path.to_owned(),
-        source,
-    };
+    let err = sql_err(path);
     let mut db = Connection::open(path).map_err(err)?;
     db.busy_timeout(Duration::from_secs(10)).map_err(err)?;
     db.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
@@ -176,10 +181,7 @@ impl PolicyStore {
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-        |source| StoreError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+        sql_err(&self.path)
     }
 
     /// Adds rules in one transaction; returns their ids.
@@ -190,10 +192,7 @@ impl PolicyStore {
         source: &str,
     ) -> Result<Vec<i64>, StoreError> {
         let path = self.path.clone();
-        let err = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = sql_err(&path);
         let tx = self.db.transaction().map_err(err)?;
         let ids = insert_rules(&tx, scope, rules, source).map_err(err)?;
         tx.commit().map_err(err)?;
@@ -239,10 +238,7 @@ impl PolicyStore {
         rules: &[Rule],
     ) -> Result<Vec<i64>, StoreError> {
         let path = self.path.clone();
-        let err = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = sql_err(&path);
         let tx = self.db.transaction().map_err(err)?;
         match scope_value(scope) {
             Some(s) => tx.execute(
@@ -274,10 +270,7 @@ impl PolicyStore {
         replace: bool,
     ) -> Result<usize, StoreError> {
         let path = self.path.clone();
-        let err = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = sql_err(&path);
         let tx = self.db.transaction().map_err(err)?;
         let mut n = 0;
         for (scope, rules) in groups {
@@ -314,24 +307,12 @@ impl PolicyStore {
 
     /// Every rule.
     pub fn all(&self) -> Result<Vec<StoredRule>, StoreError> {
-        load(&self.db, None).map_err(|e| match e {
-            LoadError::Sql(source) => StoreError::Sqlite {
-                path: self.path.clone(),
-                source,
-            },
-            LoadError::Bad(id, reason) => StoreError::BadRule { id, reason },
-        })
+        load(&self.db, None).map_err(|e| e.into_store(&self.path))
     }
 
     /// The rules that apply to `sandbox`: the global ones and its own.
     pub fn rules_for(&self, sandbox: &str) -> Result<Vec<StoredRule>, StoreError> {
-        load(&self.db, Some(sandbox)).map_err(|e| match e {
-            LoadError::Sql(source) => StoreError::Sqlite {
-                path: self.path.clone(),
-                source,
-            },
-            LoadError::Bad(id, reason) => StoreError::BadRule { id, reason },
-        })
+        load(&self.db, Some(sandbox)).map_err(|e| e.into_store(&self.path))
     }
 
     /// The underlying connection (for the audit queries).
@@ -374,6 +355,16 @@ pub enum LoadError {
     Sql(rusqlite::Error),
     /// A row does not parse.
     Bad(i64, String),
+}
+
+impl LoadError {
+    /// As a store error for the database at `path`.
+    pub fn into_store(self, path: &Path) -> StoreError {
+        match self {
+            LoadError::Sql(source) => sql_err(path)(source),
+            LoadError::Bad(id, reason) => StoreError::BadRule { id, reason },
+        }
+    }
 }
 
 /// Loads all rules, or those for one sandbox (global + its own), ordered by id.
