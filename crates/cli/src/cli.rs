@@ -84,6 +84,10 @@ pub struct RunArgs {
     /// Process/thread limit.
     #[arg(long)]
     pub pids: Option<String>,
+    /// Size of the sandbox's disk (e.g. 8g; the vm backend's disk layer, set when the sandbox's
+    /// disk is first made).
+    #[arg(long)]
+    pub disk: Option<String>,
     /// Set an environment variable inside: NAME=VALUE. Repeatable.
     #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
     pub env: Vec<String>,

@@ -93,6 +93,7 @@ fn validate(args: &RunArgs) -> Result<Validated> {
         cpus: parse_flag("--cpus", args.cpus.as_deref(), str::parse)?,
         memory: parse_flag("--memory", args.memory.as_deref(), Limits::parse_memory)?,
         pids: parse_flag("--pids", args.pids.as_deref(), Limits::parse_pids)?,
+        disk: parse_flag("--disk", args.disk.as_deref(), Limits::parse_disk)?,
     };
     let env = args
         .env

@@ -114,6 +114,9 @@ pub enum Egress {
     /// A listening TCP socket that lives in the sandbox's own network namespace (bound to its
     /// `127.0.0.1:3128`); the host accepts from it directly.
     TcpListener(OwnedFd),
+    /// A listening Unix socket on the host where the sandbox's proxy connections arrive (a VM's
+    /// vsock connections to the proxy port, bridged by the vsock device).
+    UnixListener(OwnedFd),
 }
 
 /// A running sandbox as its backend sees it.
@@ -126,6 +129,9 @@ pub trait Instance: Send + std::fmt::Debug {
     fn take_pty(&mut self) -> Option<OwnedFd>;
     /// Sends `signal` to the command (forwarded by the in-sandbox helper).
     fn signal(&self, signal: i32) -> Result<(), BackendError>;
+    /// Tells the command's terminal its new size. Backends whose pty master is a real pty on
+    /// the host need nothing more than the relay's own `TIOCSWINSZ`.
+    fn resize(&self, _rows: u16, _cols: u16) {}
     /// Waits for the end and cleans up what the backend made on the host for this run.
     fn wait(&mut self) -> Result<Exit, BackendError>;
     /// Messages from the sandbox about the command (e.g. "command not found"), taken once.

@@ -16,6 +16,7 @@ mod signals;
 use std::os::fd::{AsFd, OwnedFd};
 
 pub use channel::{recv_report, send_fd, send_report};
+pub use exec::{exec_command, open_pty};
 use nix::sys::signal::Signal;
 use nix::unistd::{ForkResult, Pid, fork};
 use paddock_wire::{Command, EXIT_SETUP_FAILED, Report};

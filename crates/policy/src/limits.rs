@@ -22,6 +22,9 @@ pub enum LimitsError {
     /// the process limit is not a positive integer
     #[error("invalid process limit {0:?}: expected a whole number of at least 16")]
     BadPids(String),
+    /// the disk is too small to hold an image
+    #[error("disk size {0} is too small: at least 1g is needed")]
+    DiskTooSmall(ByteSize),
 }
 
 /// A size in bytes, parsed from `512m`, `2G`, `1.5GiB`, `1048576`.
@@ -115,6 +118,9 @@ pub struct Limits {
     pub memory: Option<ByteSize>,
     /// Maximum number of tasks (processes and threads).
     pub pids: Option<u32>,
+    /// Size of the sandbox's writable disk (the vm backend's disk layer).
+    #[serde(default)]
+    pub disk: Option<ByteSize>,
 }
 
 impl Limits {
@@ -127,6 +133,15 @@ impl Limits {
         Ok(m)
     }
 
+    /// Parses a disk size and checks it is large enough to hold an image.
+    pub fn parse_disk(s: &str) -> Result<ByteSize, LimitsError> {
+        let d: ByteSize = s.parse()?;
+        if d.0 < 1 << 30 {
+            return Err(LimitsError::DiskTooSmall(d));
+        }
+        Ok(d)
+    }
+
     /// Parses a process limit.
     pub fn parse_pids(s: &str) -> Result<u32, LimitsError> {
         match s.trim().parse::<u32>() {
@@ -137,7 +152,7 @@ impl Limits {
 
     /// True when no limit is set.
     pub fn is_empty(&self) -> bool {
-        self.cpus.is_none() && self.memory.is_none() && self.pids.is_none()
+        self.cpus.is_none() && self.memory.is_none() && self.pids.is_none() && self.disk.is_none()
     }
 }
 

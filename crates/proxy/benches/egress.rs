@@ -579,7 +579,7 @@ impl Paddock {
                 resolver: Resolver::with_overrides(over),
                 connect_timeout: Duration::from_secs(15),
             },
-            vec![l],
+            vec![paddock_proxy::Listener::Tcp(l)],
             threads,
         )
         .unwrap();

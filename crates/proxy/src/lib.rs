@@ -66,11 +66,20 @@ impl Drop for ProxyHandle {
     }
 }
 
+/// A listening socket the proxy accepts sandbox connections from.
+#[derive(Debug)]
+pub enum Listener {
+    /// TCP (e.g. bound inside a sandbox's network namespace).
+    Tcp(std::net::TcpListener),
+    /// A Unix socket (e.g. where a VM's vsock connections to the proxy port arrive).
+    Unix(std::os::unix::net::UnixListener),
+}
+
 /// Starts serving `listeners` (already bound and listening, e.g. inside a sandbox's network
 /// namespace) on a runtime of its own with `threads` workers.
 pub fn start(
     cfg: ProxyConfig,
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<Listener>,
     threads: usize,
 ) -> Result<ProxyHandle, ProxyError> {
     let io = |what: &str| {
@@ -86,28 +95,50 @@ pub fn start(
         .map_err(io("cannot start the proxy runtime"))?;
     let cfg = Arc::new(cfg);
     for l in listeners {
-        l.set_nonblocking(true)
-            .map_err(io("cannot make the proxy listener non-blocking"))?;
-        let listener = {
-            let _guard = rt.enter();
-            tokio::net::TcpListener::from_std(l)
-                .map_err(io("cannot register the proxy listener"))?
-        };
-        let cfg = cfg.clone();
-        rt.spawn(async move {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, peer)) => {
-                        let cfg = cfg.clone();
-                        tokio::spawn(server::serve_connection(cfg, stream, peer.to_string()));
+        let _guard = rt.enter();
+        match l {
+            Listener::Tcp(l) => {
+                l.set_nonblocking(true)
+                    .map_err(io("cannot make the proxy listener non-blocking"))?;
+                let listener = tokio::net::TcpListener::from_std(l)
+                    .map_err(io("cannot register the proxy listener"))?;
+                let cfg = cfg.clone();
+                rt.spawn(async move {
+                    loop {
+                        match listener.accept().await {
+                            Ok((stream, peer)) => {
+                                let client = peer.to_string();
+                                tokio::spawn(server::serve_connection(cfg.clone(), stream, client));
+                            }
+                            Err(e) => accept_failed(e).await,
+                        }
                     }
-                    Err(e) => {
-                        tracing::warn!("proxy accept failed: {e}");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    }
-                }
+                });
             }
-        });
+            Listener::Unix(l) => {
+                l.set_nonblocking(true)
+                    .map_err(io("cannot make the proxy listener non-blocking"))?;
+                let listener = tokio::net::UnixListener::from_std(l)
+                    .map_err(io("cannot register the proxy listener"))?;
+                let cfg = cfg.clone();
+                rt.spawn(async move {
+                    loop {
+                        match listener.accept().await {
+                            Ok((stream, _)) => {
+                                let client = "vsock".to_owned();
+                                tokio::spawn(server::serve_connection(cfg.clone(), stream, client));
+                            }
+                            Err(e) => accept_failed(e).await,
+                        }
+                    }
+                });
+            }
+        }
     }
     Ok(ProxyHandle { runtime: Some(rt) })
+}
+
+async fn accept_failed(e: std::io::Error) {
+    tracing::warn!("proxy accept failed: {e}");
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
 }

@@ -19,7 +19,7 @@ use paddock_policy::net::{
     Action, Decision, Host, Kind, StoredRule, Target, decide, decide_address, normalize_path,
     split_host_port,
 };
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::audit::{AuditSink, Record};
@@ -27,6 +27,7 @@ use crate::body::{Counted, CountedIo, Direction, Tally};
 use crate::guard::Guarded;
 use crate::resolve::Resolver;
 use crate::rules::RuleSource;
+use crate::splice::SpliceSocket;
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -73,8 +74,8 @@ struct Pooled {
 }
 
 /// Serves one accepted client connection until it closes.
-pub async fn serve_connection(cfg: Arc<ProxyConfig>, stream: TcpStream, client: String) {
-    let _ = stream.set_nodelay(true);
+pub async fn serve_connection<S: SpliceSocket>(cfg: Arc<ProxyConfig>, stream: S, client: String) {
+    stream.accepted();
     let guarded = Guarded::new(stream);
     let violation = guarded.violation.clone();
     let conn = Arc::new(Conn {
@@ -419,7 +420,14 @@ async fn connect(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
             return;
         };
         // The client's own socket, when hyper hands it back: then the kernel moves the bytes.
-        match upgraded.downcast::<TokioIo<Guarded<TcpStream>>>() {
+        let upgraded = match upgraded.downcast::<TokioIo<Guarded<TcpStream>>>() {
+            Ok(parts) => {
+                let client = parts.io.into_inner().into_inner();
+                return crate::splice::tunnel(client, &parts.read_buf, upstream, &tally).await;
+            }
+            Err(upgraded) => upgraded,
+        };
+        match upgraded.downcast::<TokioIo<Guarded<UnixStream>>>() {
             Ok(parts) => {
                 let client = parts.io.into_inner().into_inner();
                 crate::splice::tunnel(client, &parts.read_buf, upstream, &tally).await;

@@ -1,11 +1,11 @@
 //! `paddock doctor`: what this host supports, what is missing and how to fix it.
 
 use std::fs;
-use std::path::Path;
 use std::process::Command;
 
 use paddock_core::{Backend, ProbeItem};
 use paddock_ns::NsBackend;
+use paddock_vm::VmBackend;
 use serde::Serialize;
 
 /// The whole report.
@@ -52,36 +52,17 @@ fn version_of(cmd: &str, args: &[&str]) -> Option<String> {
         .filter(|l| !l.is_empty())
 }
 
-fn kvm() -> ProbeItem {
-    let p = Path::new("/dev/kvm");
-    if !p.exists() {
-        return item(
-            "kvm",
-            false,
-            "/dev/kvm is absent",
-            Some("enable virtualisation in firmware or nested virtualisation in the cloud VM"),
-        );
-    }
-    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let hw = cpuinfo
-        .lines()
-        .any(|l| l.starts_with("flags") && (l.contains(" vmx") || l.contains(" svm")));
-    let usable = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(p)
-        .is_ok();
-    let detail = match (usable, hw) {
-        (true, true) => "/dev/kvm usable, CPU has vmx/svm",
-        (true, false) => {
-            "/dev/kvm exists but the CPU shows no vmx/svm (paravirtual KVM: a stock guest kernel may not boot; the vm backend will verify with a boot probe)"
-        }
-        (false, _) => "/dev/kvm exists but cannot be opened",
+fn kvm(vm: &VmBackend) -> ProbeItem {
+    let k = vm.kvm();
+    let how = if k.verified {
+        "verified by booting a guest"
+    } else {
+        "from /dev/kvm and the CPU flags"
     };
     item(
         "kvm",
-        usable && hw,
-        detail,
+        k.works,
+        format!("{} ({how})", k.detail),
         Some(
             "the vm backend needs hardware KVM for speed; without it, it falls back to slow emulation",
         ),
@@ -90,7 +71,8 @@ fn kvm() -> ProbeItem {
 
 /// Collects the report.
 pub fn collect() -> Report {
-    let mut host = vec![kvm()];
+    let vm = VmBackend::new();
+    let mut host = vec![kvm(&vm)];
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     host.push(item("kernel", true, release.trim(), None));
     let unpriv = fs::read_to_string("/proc/sys/kernel/unprivileged_userns_clone")
@@ -151,15 +133,17 @@ pub fn collect() -> Report {
             Some(fix),
         ));
     }
+    let vm_probe = vm.probe();
+    let vm_kvm = vm.kvm();
     let ns = NsBackend::new();
     let probe = ns.probe();
     let ns_usable = probe.usable();
     let backends = vec![
         BackendReport {
             backend: "vm".into(),
-            usable: false,
-            built: false,
-            items: vec![item("built", false, "not built yet", None)],
+            usable: vm_probe.usable(),
+            built: true,
+            items: vm_probe.items.clone(),
         },
         BackendReport {
             backend: "gvisor".into(),
@@ -174,8 +158,13 @@ pub fn collect() -> Report {
             items: probe.items.clone(),
         },
     ];
-    let auto = if ns_usable {
-        "ns (vm and gvisor are not built yet; ns works here)".to_owned()
+    let auto = if vm_probe.usable() && vm_kvm.works {
+        "vm (KVM works here)".to_owned()
+    } else if ns_usable {
+        format!(
+            "ns (vm needs working KVM: {}; gvisor is not built yet)",
+            vm_kvm.detail
+        )
     } else {
         format!(
             "none: ns cannot run here ({})",

@@ -7,7 +7,7 @@ use paddock_core::{BackendError, Egress};
 use paddock_proxy::audit::AuditWriter;
 use paddock_proxy::resolve::{Resolver, TEST_OVERRIDE_ENV};
 use paddock_proxy::rules::RuleSource;
-use paddock_proxy::{ProxyConfig, ProxyHandle};
+use paddock_proxy::{Listener, ProxyConfig, ProxyHandle};
 
 /// The proxy of one sandbox; stop it after the sandbox ends so every decision is written.
 #[derive(Debug)]
@@ -37,12 +37,17 @@ pub fn start(
     sandbox: &str,
     egress: Option<Egress>,
 ) -> Result<RunningProxy, BackendError> {
-    let Some(Egress::TcpListener(fd)) = egress else {
-        return Err(layer(
-            "the backend gave no egress channel; refusing to run without the proxy".into(),
-        ));
+    let listener = match egress {
+        Some(Egress::TcpListener(fd)) => Listener::Tcp(std::net::TcpListener::from(fd)),
+        Some(Egress::UnixListener(fd)) => {
+            Listener::Unix(std::os::unix::net::UnixListener::from(fd))
+        }
+        None => {
+            return Err(layer(
+                "the backend gave no egress channel; refusing to run without the proxy".into(),
+            ));
+        }
     };
-    let listener = std::net::TcpListener::from(fd);
     let resolver = match std::env::var(TEST_OVERRIDE_ENV) {
         Ok(spec) => Resolver::with_overrides(
             Resolver::parse_overrides(&spec)

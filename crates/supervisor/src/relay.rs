@@ -136,6 +136,7 @@ fn relay_pty(instance: &mut dyn Instance, sigs: &SignalPipe, master: OwnedFd) ->
     let stdout = rustix::stdio::stdout();
     if let Ok(size) = tcgetwinsize(stdin) {
         let _ = tcsetwinsize(&master, size);
+        instance.resize(size.ws_row, size.ws_col);
     }
     let _raw = RawMode::enter(stdin).ok();
     let mut stdin_open = true;
@@ -164,6 +165,7 @@ fn relay_pty(instance: &mut dyn Instance, sigs: &SignalPipe, master: OwnedFd) ->
             if sig == libc::SIGWINCH {
                 if let Ok(size) = tcgetwinsize(stdin) {
                     let _ = tcsetwinsize(&master, size);
+                    instance.resize(size.ws_row, size.ws_col);
                 }
             } else {
                 let _ = instance.signal(sig);

@@ -2,6 +2,7 @@
 
 use paddock_core::Backend;
 use paddock_ns::NsBackend;
+use paddock_vm::VmBackend;
 
 /// Why no backend could be chosen.
 #[derive(Debug, thiserror::Error)]
@@ -38,26 +39,61 @@ pub fn check_name(requested: &str) -> Result<(), SelectError> {
     }
 }
 
+fn usable(b: &dyn Backend) -> Result<(), SelectError> {
+    let probe = b.probe();
+    if probe.usable() {
+        Ok(())
+    } else {
+        Err(SelectError::Unusable {
+            backend: b.id().into(),
+            reason: probe.reason().unwrap_or_default(),
+        })
+    }
+}
+
 /// Resolves `requested` (`auto` or an id) to a backend that works here, and says why.
 pub fn select(requested: &str) -> Result<(Box<dyn Backend>, String), SelectError> {
     check_name(requested)?;
     match requested {
-        "vm" | "gvisor" => Err(SelectError::NotBuilt(requested.to_owned())),
+        "gvisor" => Err(SelectError::NotBuilt(requested.to_owned())),
+        "vm" => {
+            let vm = VmBackend::new();
+            usable(&vm)?;
+            let kvm = vm.kvm();
+            let why = if kvm.works {
+                "requested with --backend vm (KVM)".to_owned()
+            } else {
+                format!(
+                    "requested with --backend vm; no usable KVM ({}), so software emulation (TCG)",
+                    kvm.detail
+                )
+            };
+            Ok((Box::new(vm), why))
+        }
+        "auto" => {
+            // The strongest boundary first, but a VM only where KVM really runs it.
+            let vm = VmBackend::new();
+            let kvm = vm.kvm();
+            if kvm.works && usable(&vm).is_ok() {
+                return Ok((
+                    Box::new(vm),
+                    format!("auto: vm, because KVM works here ({})", kvm.detail),
+                ));
+            }
+            let ns = NsBackend::new();
+            usable(&ns)?;
+            Ok((
+                Box::new(ns),
+                format!(
+                    "auto: ns, because the vm backend needs working KVM ({}); gvisor is not built yet",
+                    kvm.detail
+                ),
+            ))
+        }
         _ => {
             let ns = NsBackend::new();
-            let probe = ns.probe();
-            if !probe.usable() {
-                return Err(SelectError::Unusable {
-                    backend: "ns".into(),
-                    reason: probe.reason().unwrap_or_default(),
-                });
-            }
-            let why = if requested == "auto" {
-                "auto: ns is the only backend built so far (vm and gvisor come later) and it works here"
-            } else {
-                "requested with --backend ns"
-            };
-            Ok((Box::new(ns), why.to_owned()))
+            usable(&ns)?;
+            Ok((Box::new(ns), "requested with --backend ns".to_owned()))
         }
     }
 }

@@ -8,6 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod vm;
+
 /// Exit status a sandbox reports when its own setup failed (nothing of the command ran).
 pub const EXIT_SETUP_FAILED: i32 = 125;
 /// Exit status when the command exists but cannot be executed.

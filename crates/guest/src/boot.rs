@@ -1,0 +1,401 @@
+//! Boot: modules, the boot connection, the root switch, then serving.
+
+use std::convert::Infallible;
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use paddock_wire::Report;
+use paddock_wire::vm::{BOOT_PORT, EXEC_PORT, Frame, Setup};
+
+use crate::reaper::Reaper;
+use crate::{egress, session, vsock};
+
+/// A setup step that failed: which layer, and why.
+struct Failure {
+    layer: &'static str,
+    message: String,
+}
+
+fn fail<E: std::fmt::Display>(layer: &'static str, what: &str) -> impl FnOnce(E) -> Failure {
+    let what = what.to_owned();
+    move |e| Failure {
+        layer,
+        message: format!("{what}: {e}"),
+    }
+}
+
+/// Where the root disk is mounted before the switch.
+const NEWROOT: &str = "/newroot";
+/// Written on the console when the kernel command line asks for a probe boot.
+const PROBE_MARKER: &str = "PADDOCK-GUEST-PROBE-OK";
+
+/// Boots the guest and serves until power-off. Never returns.
+pub fn run() -> ! {
+    let mut conn = None;
+    let Err(f) = boot(&mut conn);
+    eprintln!("paddock-guest: {} failed: {}", f.layer, f.message);
+    if let Some(c) = conn.as_mut() {
+        let _ = Frame::Report(Report::SetupFailed {
+            layer: f.layer.to_owned(),
+            message: f.message,
+        })
+        .write_to(c);
+    }
+    poweroff()
+}
+
+fn boot(conn_slot: &mut Option<File>) -> Result<Infallible, Failure> {
+    for (src, dir, fstype) in [
+        ("proc", "/proc", "proc"),
+        ("sysfs", "/sys", "sysfs"),
+        ("devtmpfs", "/dev", "devtmpfs"),
+    ] {
+        let _ = fs::create_dir_all(dir);
+        mount(
+            Some(src),
+            dir,
+            Some(fstype),
+            MsFlags::MS_NOSUID,
+            None::<&str>,
+        )
+        .map_err(fail("init", &format!("cannot mount {dir}")))?;
+    }
+    let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if cmdline.split_whitespace().any(|w| w == "paddock.probe=1") {
+        println!("{PROBE_MARKER}");
+        poweroff();
+    }
+    load_modules(&cmdline)?;
+    loopback_up().map_err(fail("network", "cannot bring up the loopback interface"))?;
+
+    let mut conn = retry(Duration::from_secs(10), || vsock::connect_host(BOOT_PORT))
+        .map_err(fail("vsock", "cannot reach the host"))?;
+    *conn_slot = conn.try_clone().ok();
+    let setup = match Frame::read_from(&mut conn) {
+        Ok(Some(Frame::Setup(s))) => s,
+        other => {
+            return Err(Failure {
+                layer: "vsock",
+                message: format!("expected the setup from the host, got {other:?}"),
+            });
+        }
+    };
+    set_clock(setup.time_ns);
+    nix::unistd::sethostname(&setup.hostname).map_err(fail("init", "cannot set the host name"))?;
+    mount_root(&setup)?;
+    switch_root()?;
+    write_identity(&setup.hostname);
+    let cgroup = pids_cgroup(setup.pids_max)?;
+    if setup.egress {
+        egress::start().map_err(fail("network", "cannot listen on 127.0.0.1:3128"))?;
+    }
+    let reaper = Arc::new(Reaper::default());
+    let listener =
+        vsock::listen_any(EXEC_PORT).map_err(fail("vsock", "cannot listen for commands"))?;
+    {
+        let reaper = reaper.clone();
+        std::thread::Builder::new()
+            .name("exec-accept".into())
+            .spawn(move || {
+                loop {
+                    let Ok(c) = vsock::accept(&listener) else {
+                        continue;
+                    };
+                    let reaper = reaper.clone();
+                    let _ = std::thread::Builder::new()
+                        .name("exec".into())
+                        .spawn(move || session::serve(c, &reaper));
+                }
+            })
+            .map_err(fail("init", "cannot start the exec thread"))?;
+    }
+    let _ = cgroup;
+    Frame::Report(Report::Ready { pid: 1 })
+        .write_to(&mut conn)
+        .map_err(fail("vsock", "cannot report ready"))?;
+    let folders: Vec<String> = setup.mounts.iter().map(|m| m.target.clone()).collect();
+    std::thread::Builder::new()
+        .name("boot-conn".into())
+        .spawn(move || {
+            // Power off when the host asks, or when the host side is gone.
+            loop {
+                match Frame::read_from(&mut conn) {
+                    Ok(Some(Frame::Poweroff)) | Ok(None) | Err(_) => break,
+                    Ok(Some(_)) => {}
+                }
+            }
+            shutdown(&folders)
+        })
+        .map_err(fail("init", "cannot start the boot-connection thread"))?;
+    reaper.run()
+}
+
+/// Loads the kernel modules listed in `/modules/order`, passing each the parameters the kernel
+/// command line gives it (`virtio_mmio.device=…`).
+fn load_modules(cmdline: &str) -> Result<(), Failure> {
+    let order = fs::read_to_string("/modules/order").unwrap_or_default();
+    for file in order.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let name = file.trim_end_matches(".ko").replace('-', "_");
+        let params: Vec<&str> = cmdline
+            .split_whitespace()
+            .filter_map(|w| {
+                let (m, p) = w.split_once('.')?;
+                (m.replace('-', "_") == name).then_some(p)
+            })
+            .collect();
+        let params = std::ffi::CString::new(params.join(" ")).unwrap_or_default();
+        let f = File::open(format!("/modules/{file}"))
+            .map_err(fail("modules", &format!("cannot open {file}")))?;
+        // SAFETY: finit_module reads the module from the open descriptor and the parameters from
+        // a NUL-terminated string that outlives the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_finit_module,
+                f.as_raw_fd(),
+                params.as_ptr(),
+                0 as libc::c_int,
+            )
+        };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                return Err(Failure {
+                    layer: "modules",
+                    message: format!("cannot load {file}: {e}"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn loopback_up() -> std::io::Result<()> {
+    let sock = rustix::net::socket(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::DGRAM,
+        None,
+    )?;
+    // SAFETY: ifreq is plain old data; zeroed is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we own.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn retry<T>(limit: Duration, mut f: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    let start = Instant::now();
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if start.elapsed() >= limit => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+fn set_clock(time_ns: u128) {
+    let ts = libc::timespec {
+        tv_sec: (time_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (time_ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: clock_settime reads the timespec we own.
+    unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) };
+}
+
+/// Mounts the root disk (grown to its device's size) and the shared folders under it.
+fn mount_root(setup: &Setup) -> Result<(), Failure> {
+    let dev = setup.root_device.as_str();
+    retry(Duration::from_secs(5), || fs::metadata(dev).map(|_| ()))
+        .map_err(fail("root disk", &format!("{dev} did not appear")))?;
+    fs::create_dir_all(NEWROOT).map_err(fail("root disk", "cannot create the mount point"))?;
+    mount(
+        Some(dev),
+        NEWROOT,
+        Some("ext4"),
+        MsFlags::MS_NOATIME,
+        None::<&str>,
+    )
+    .map_err(fail("root disk", &format!("cannot mount {dev}")))?;
+    if let Err(e) = grow(dev) {
+        eprintln!("paddock-guest: the root filesystem keeps its size: {e}");
+    }
+    for m in &setup.mounts {
+        let target = format!("{NEWROOT}{}", m.target);
+        fs::create_dir_all(&target).map_err(fail(
+            "shared folders",
+            &format!("cannot create the mount point {}", m.target),
+        ))?;
+        let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        if m.read_only {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        mount(
+            Some(m.tag.as_str()),
+            target.as_str(),
+            Some("virtiofs"),
+            flags,
+            None::<&str>,
+        )
+        .map_err(fail(
+            "shared folders",
+            &format!("cannot mount {} at {}", m.tag, m.target),
+        ))?;
+    }
+    let api: [(&str, &str, &str, MsFlags, Option<&str>); 7] = [
+        (
+            "proc",
+            "proc",
+            "proc",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None,
+        ),
+        (
+            "sysfs",
+            "sys",
+            "sysfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None,
+        ),
+        ("devtmpfs", "dev", "devtmpfs", MsFlags::MS_NOSUID, None),
+        (
+            "devpts",
+            "dev/pts",
+            "devpts",
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+        ),
+        (
+            "tmpfs",
+            "dev/shm",
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=1777"),
+        ),
+        (
+            "tmpfs",
+            "run",
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0755"),
+        ),
+        (
+            "cgroup2",
+            "sys/fs/cgroup",
+            "cgroup2",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None,
+        ),
+    ];
+    for (src, dir, fstype, flags, data) in api {
+        let target = format!("{NEWROOT}/{dir}");
+        let _ = fs::create_dir_all(&target);
+        mount(Some(src), target.as_str(), Some(fstype), flags, data)
+            .map_err(fail("mounts", &format!("cannot mount /{dir}")))?;
+    }
+    let ptmx = format!("{NEWROOT}/dev/ptmx");
+    let _ = fs::remove_file(&ptmx);
+    std::os::unix::fs::symlink("pts/ptmx", &ptmx)
+        .map_err(fail("mounts", "cannot link /dev/ptmx"))?;
+    Ok(())
+}
+
+/// Grows the mounted root filesystem to fill its device (the per-sandbox layer may be larger
+/// than the image's filesystem).
+fn grow(dev: &str) -> std::io::Result<()> {
+    const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+    const EXT4_IOC_RESIZE_FS: libc::c_ulong = 0x4008_6610;
+    let disk = File::open(dev)?;
+    let mut bytes: u64 = 0;
+    // SAFETY: BLKGETSIZE64 writes one u64 we own.
+    if unsafe { libc::ioctl(disk.as_raw_fd(), BLKGETSIZE64, &mut bytes) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let root = File::open(NEWROOT)?;
+    let st = rustix::fs::fstatvfs(&root)?;
+    let blocks = bytes / st.f_frsize.max(1);
+    if blocks <= st.f_blocks {
+        return Ok(());
+    }
+    // SAFETY: EXT4_IOC_RESIZE_FS reads one u64 we own.
+    if unsafe { libc::ioctl(root.as_raw_fd(), EXT4_IOC_RESIZE_FS, &blocks) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Makes the root disk `/` (the initramfs stays underneath, unreachable).
+fn switch_root() -> Result<(), Failure> {
+    std::env::set_current_dir(NEWROOT).map_err(fail("mounts", "cannot enter the root disk"))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(fail("mounts", "cannot move the root disk to /"))?;
+    nix::unistd::chroot(".").map_err(fail("mounts", "cannot change root"))?;
+    std::env::set_current_dir("/").map_err(fail("mounts", "cannot enter /"))?;
+    Ok(())
+}
+
+fn write_identity(hostname: &str) {
+    let _ = fs::write("/etc/hostname", format!("{hostname}\n"));
+    let _ = fs::write(
+        "/etc/hosts",
+        format!(
+            "127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+        ),
+    );
+}
+
+/// The cgroup commands run in, with the sandbox's pids limit.
+fn pids_cgroup(max: Option<u64>) -> Result<(), Failure> {
+    let dir = Path::new(session::CGROUP);
+    fs::write("/sys/fs/cgroup/cgroup.subtree_control", "+pids")
+        .map_err(fail("cgroup", "cannot enable the pids controller"))?;
+    fs::create_dir_all(dir).map_err(fail("cgroup", "cannot create the sandbox cgroup"))?;
+    if let Some(max) = max {
+        fs::write(dir.join("pids.max"), max.to_string())
+            .map_err(fail("cgroup", "cannot set pids.max"))?;
+    }
+    Ok(())
+}
+
+/// Ends every process, writes everything to disk and powers off.
+fn shutdown(folders: &[String]) -> ! {
+    // SAFETY: kill(-1) signals every process but init; it has no memory effects.
+    unsafe { libc::kill(-1, libc::SIGKILL) };
+    nix::unistd::sync();
+    for f in folders.iter().rev() {
+        let _ = umount2(f.as_str(), MntFlags::MNT_DETACH);
+    }
+    let _ = mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        None::<&str>,
+    );
+    poweroff()
+}
+
+fn poweroff() -> ! {
+    nix::unistd::sync();
+    let _ = std::io::stdout().flush();
+    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    // Only reached if the kernel refused; pid 1 must not exit.
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}

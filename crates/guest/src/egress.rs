@@ -1,0 +1,56 @@
+//! The guest's `127.0.0.1:3128`: each connection is carried over vsock to the host's egress
+//! proxy, byte for byte. Nothing is decided here; the proxy on the host decides.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+
+use crate::vsock;
+
+/// Binds the proxy port and serves it on a thread of its own.
+pub fn start() -> io::Result<()> {
+    let listener = TcpListener::bind(("127.0.0.1", paddock_wire::vm::PROXY_PORT as u16))?;
+    std::thread::Builder::new()
+        .name("egress".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let _ = std::thread::Builder::new()
+                    .name("egress-conn".into())
+                    .spawn(move || carry(conn));
+            }
+        })?;
+    Ok(())
+}
+
+fn carry(client: TcpStream) {
+    let Ok(host) = vsock::connect_host(paddock_wire::vm::PROXY_PORT) else {
+        // The host is not listening: the connection just ends.
+        return;
+    };
+    let _ = client.set_nodelay(true);
+    let (Ok(mut client_r), Ok(mut host_w)) = (client.try_clone(), host.try_clone()) else {
+        return;
+    };
+    let mut host_r = host;
+    let mut client_w = client;
+    let up = std::thread::spawn(move || {
+        let _ = copy(&mut client_r, &mut host_w);
+        let _ = rustix::net::shutdown(&host_w, rustix::net::Shutdown::Write);
+    });
+    let _ = copy(&mut host_r, &mut client_w);
+    let _ = client_w.shutdown(Shutdown::Write);
+    let _ = up.join();
+}
+
+fn copy(from: &mut impl Read, to: &mut impl Write) -> io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(&buf[..n])?;
+    }
+}

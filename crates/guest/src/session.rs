@@ -1,0 +1,231 @@
+//! One exec connection: a command with its streams, signals, terminal size and exit status
+//! carried as frames.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use paddock_wire::vm::{ExitStatus, Frame, MAX_DATA};
+use paddock_wire::{Command, EXIT_CANNOT_EXECUTE, Report};
+use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
+use rustix::termios::{Winsize, tcsetwinsize};
+
+use crate::reaper::Reaper;
+
+/// The cgroup every command joins (its `pids.max` is the sandbox's pids limit).
+pub const CGROUP: &str = "/sys/fs/cgroup/sandbox";
+
+/// How long output may keep coming after the command ended (from processes it left behind
+/// holding its streams) before the exit is reported anyway.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// The sending half of a connection; `None` once the exit has been sent.
+type Sender = Arc<Mutex<Option<File>>>;
+
+fn send(to: &Sender, frame: &Frame) -> bool {
+    let mut guard = to.lock().unwrap_or_else(PoisonError::into_inner);
+    match guard.as_mut() {
+        Some(f) => frame.write_to(f).is_ok(),
+        None => false,
+    }
+}
+
+/// Serves one exec connection to its end.
+pub fn serve(conn: File, reaper: &Reaper) {
+    let Ok(writer) = conn.try_clone() else { return };
+    let sender: Sender = Arc::new(Mutex::new(Some(writer)));
+    let mut reader = conn;
+    let cmd = match Frame::read_from(&mut reader) {
+        Ok(Some(Frame::Exec(cmd))) => cmd,
+        _ => return,
+    };
+    if let Err(e) = run(&cmd, &mut reader, &sender, reaper) {
+        send(
+            &sender,
+            &Frame::Report(Report::ExecFailed {
+                program: cmd.argv.first().cloned().unwrap_or_default(),
+                message: e.to_string(),
+                status: EXIT_CANNOT_EXECUTE,
+            }),
+        );
+        send(
+            &sender,
+            &Frame::Exit(ExitStatus::Code {
+                code: EXIT_CANNOT_EXECUTE,
+            }),
+        );
+    }
+    let _ = rustix::net::shutdown(&reader, rustix::net::Shutdown::Both);
+}
+
+/// The command's ends of its streams and ours.
+struct Streams {
+    /// Where stdin bytes go (the pty master or a pipe).
+    input: Option<File>,
+    /// What to read output from: (fd, is stderr).
+    outputs: Vec<(File, bool)>,
+    /// The pty master, for resizes.
+    master: Option<File>,
+    /// What the child gets: (pty slave) or (stdin, stdout, stderr) pipe ends.
+    child: ChildEnds,
+}
+
+enum ChildEnds {
+    Pty(OwnedFd),
+    Pipes([OwnedFd; 3]),
+}
+
+fn streams(tty: bool) -> io::Result<Streams> {
+    if tty {
+        let (master, slave) = paddock_init::open_pty()?;
+        let m = File::from(master);
+        Ok(Streams {
+            input: Some(m.try_clone()?),
+            outputs: vec![(m.try_clone()?, false)],
+            master: Some(m),
+            child: ChildEnds::Pty(slave),
+        })
+    } else {
+        let flags = rustix::pipe::PipeFlags::CLOEXEC;
+        let (in_r, in_w) = rustix::pipe::pipe_with(flags)?;
+        let (out_r, out_w) = rustix::pipe::pipe_with(flags)?;
+        let (err_r, err_w) = rustix::pipe::pipe_with(flags)?;
+        Ok(Streams {
+            input: Some(File::from(in_w)),
+            outputs: vec![(File::from(out_r), false), (File::from(err_r), true)],
+            master: None,
+            child: ChildEnds::Pipes([in_r, out_w, err_w]),
+        })
+    }
+}
+
+fn run(cmd: &Command, reader: &mut File, sender: &Sender, reaper: &Reaper) -> io::Result<()> {
+    let mut s = streams(cmd.tty)?;
+    let (reports, child_reports) = socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    let (pid, status) = {
+        let child = &s.child;
+        let chan = &child_reports;
+        reaper.spawn(move || {
+            // Join the sandbox's cgroup (pids limit); a guest without it has no limit to join.
+            let _ = std::fs::write(format!("{CGROUP}/cgroup.procs"), "0");
+            let pty = match child {
+                ChildEnds::Pty(slave) => slave.try_clone().ok(),
+                ChildEnds::Pipes(ends) => {
+                    for (i, fd) in ends.iter().enumerate() {
+                        // SAFETY: dup2 onto 0..2 in the single-threaded child; `fd` is open.
+                        unsafe { libc::dup2(fd.as_raw_fd(), i as i32) };
+                    }
+                    None
+                }
+            };
+            paddock_init::exec_command(cmd, pty, chan.as_fd());
+        })?
+    };
+    drop(child_reports);
+    drop(s.child);
+    send(sender, &Frame::Report(Report::Ready { pid: pid.as_raw() }));
+
+    // Output pumps: each ends at end of file (or EIO on a pty whose last holder closed).
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let mut pumps = 0;
+    for (mut out, is_err) in std::mem::take(&mut s.outputs) {
+        let sender = sender.clone();
+        let done = done_tx.clone();
+        pumps += 1;
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; MAX_DATA];
+            loop {
+                match out.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let data = buf[..n].to_vec();
+                        let frame = if is_err {
+                            Frame::Stderr(data)
+                        } else {
+                            Frame::Stdout(data)
+                        };
+                        if !send(&sender, &frame) {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = done.send(());
+        });
+    }
+    drop(done_tx);
+
+    // Input: frames from the host until the connection ends.
+    let input = s.input.take();
+    let master = s.master.take();
+    let mut input_reader = reader.try_clone()?;
+    std::thread::spawn(move || {
+        let mut input = input;
+        while let Ok(Some(frame)) = Frame::read_from(&mut input_reader) {
+            match frame {
+                Frame::Stdin(data) => {
+                    if let Some(i) = input.as_mut()
+                        && i.write_all(&data).is_err()
+                    {
+                        input = None;
+                    }
+                }
+                Frame::StdinEof => {
+                    if master.is_none() {
+                        input = None;
+                    }
+                }
+                Frame::Signal(sig) => {
+                    if let Ok(sig) = Signal::try_from(sig) {
+                        paddock_init::deliver(pid, paddock_init::Target::Group, sig);
+                    }
+                }
+                Frame::Resize { rows, cols } => {
+                    if let Some(m) = &master {
+                        let _ = tcsetwinsize(
+                            m,
+                            Winsize {
+                                ws_row: rows,
+                                ws_col: cols,
+                                ws_xpixel: 0,
+                                ws_ypixel: 0,
+                            },
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+
+    let status = status.recv().unwrap_or(ExitStatus::Code {
+        code: EXIT_CANNOT_EXECUTE,
+    });
+    let deadline = std::time::Instant::now() + DRAIN;
+    while pumps > 0 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match done_rx.recv_timeout(left) {
+            Ok(()) => pumps -= 1,
+            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    // An exec failure the child reported.
+    let _ = rustix::io::ioctl_fionbio(&reports, true);
+    while let Ok(Some((report, _))) = paddock_init::recv_report(reports.as_fd()) {
+        send(sender, &Frame::Report(report));
+    }
+    send(sender, &Frame::Exit(status));
+    *sender.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    Ok(())
+}

@@ -1,0 +1,290 @@
+//! A running VM sandbox as the supervisor sees it: the VMM and its device helpers, the boot
+//! connection, and one exec connection whose frames are turned back into streams, signals and
+//! an exit status.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::Child;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use paddock_core::{BackendError, Egress, Exit, Instance};
+use paddock_wire::Report;
+use paddock_wire::vm::{ExitStatus, Frame, MAX_DATA};
+use rustix::event::{PollFd, PollFlags, poll};
+
+/// Processes that die with the instance: the VMM first, then its device helpers.
+#[derive(Debug, Default)]
+pub struct Procs {
+    /// The VMM.
+    pub vmm: Option<Child>,
+    /// virtiofsd and the vsock device.
+    pub helpers: Vec<(String, Child)>,
+}
+
+impl Procs {
+    /// Stops everything: SIGTERM, then SIGKILL after `grace`.
+    pub fn stop(&mut self, grace: Duration) {
+        let mut all: Vec<Child> = self.vmm.take().into_iter().collect();
+        all.extend(self.helpers.drain(..).map(|(_, c)| c));
+        for c in &all {
+            // SAFETY: kill has no memory effects; the pid is our unreaped child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + grace;
+        for mut c in all {
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
+                    Ok(None) => {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        self.stop(Duration::from_millis(500));
+    }
+}
+
+type Shared<T> = Arc<Mutex<T>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The parts [`VmInstance::new`] takes over.
+#[derive(Debug)]
+pub struct Parts {
+    /// VMM and helpers.
+    pub procs: Procs,
+    /// A pidfd of the VMM.
+    pub vmm_pidfd: OwnedFd,
+    /// The boot connection (power-off goes here).
+    pub boot: UnixStream,
+    /// The exec connection, after the command's `Ready`.
+    pub exec: UnixStream,
+    /// Whether the command has a terminal.
+    pub tty: bool,
+    /// Where the guest's proxy connections arrive.
+    pub egress: Option<OwnedFd>,
+    /// Sockets and the initramfs (removed with the instance).
+    pub run_dir: tempfile::TempDir,
+    /// The guest's serial console.
+    pub console_log: PathBuf,
+    /// How long a clean power-off may take.
+    pub poweroff_grace: Duration,
+}
+
+/// A running VM sandbox.
+#[derive(Debug)]
+pub struct VmInstance {
+    parts: Parts,
+    exec_tx: Shared<UnixStream>,
+    exit_r: OwnedFd,
+    exit: Shared<Option<Exit>>,
+    diagnostics: Shared<Vec<String>>,
+    pty: Option<OwnedFd>,
+    vmm_pid: i32,
+}
+
+impl VmInstance {
+    /// Starts the stream pumps for `parts`.
+    pub fn new(parts: Parts) -> io::Result<VmInstance> {
+        let vmm_pid = parts.procs.vmm.as_ref().map_or(0, |c| c.id() as i32);
+        let (exit_r, exit_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let exit_w = Arc::new(File::from(exit_w));
+        let exit: Shared<Option<Exit>> = Arc::default();
+        let diagnostics: Shared<Vec<String>> = Arc::default();
+        let exec_tx = Arc::new(Mutex::new(parts.exec.try_clone()?));
+
+        // Where the command's output goes, and where its input comes from.
+        let (out, err, input, pty): (File, File, File, Option<OwnedFd>) = if parts.tty {
+            let (ours, theirs) = UnixStream::pair()?;
+            let ours = OwnedFd::from(ours);
+            (
+                File::from(ours.try_clone()?),
+                File::from(ours.try_clone()?),
+                File::from(ours),
+                Some(OwnedFd::from(theirs)),
+            )
+        } else {
+            let dup = |fd: BorrowedFd<'_>| -> io::Result<File> {
+                Ok(File::from(fd.try_clone_to_owned()?))
+            };
+            (
+                dup(rustix::stdio::stdout())?,
+                dup(rustix::stdio::stderr())?,
+                dup(rustix::stdio::stdin())?,
+                None,
+            )
+        };
+
+        // Output, reports and the exit, from the guest.
+        {
+            let mut reader = parts.exec.try_clone()?;
+            let exit = exit.clone();
+            let diagnostics = diagnostics.clone();
+            let exit_w = exit_w.clone();
+            let tty = parts.tty;
+            std::thread::Builder::new()
+                .name("vm-output".into())
+                .spawn(move || {
+                    let (mut out, mut err) = (out, err);
+                    while let Ok(Some(frame)) = Frame::read_from(&mut reader) {
+                        match frame {
+                            Frame::Stdout(d) => {
+                                let _ = out.write_all(&d);
+                            }
+                            Frame::Stderr(d) => {
+                                let _ = err.write_all(&d);
+                            }
+                            Frame::Report(Report::ExecFailed {
+                                program, message, ..
+                            }) => lock(&diagnostics).push(format!("{program}: {message}")),
+                            Frame::Exit(st) => {
+                                *lock(&exit) = Some(match st {
+                                    ExitStatus::Code { code } => Exit::Code { code },
+                                    ExitStatus::Signal { signal } => Exit::Signal { signal },
+                                });
+                                break;
+                            }
+                            _ => {}
+                        }
+                    }
+                    if tty {
+                        let _ = rustix::net::shutdown(&out, rustix::net::Shutdown::Write);
+                    }
+                    let _ = (&*exit_w).write_all(&[1]);
+                })?;
+        }
+        // Input and terminal bytes, to the guest.
+        {
+            let tx = exec_tx.clone();
+            std::thread::Builder::new()
+                .name("vm-input".into())
+                .spawn(move || {
+                    let mut input = input;
+                    let mut buf = vec![0u8; MAX_DATA];
+                    loop {
+                        match input.read(&mut buf) {
+                            Ok(0) => {
+                                let _ = Frame::StdinEof.write_to(&mut *lock(&tx));
+                                break;
+                            }
+                            Ok(n) => {
+                                let frame = Frame::Stdin(buf[..n].to_vec());
+                                if frame.write_to(&mut *lock(&tx)).is_err() {
+                                    break;
+                                }
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(_) => break,
+                        }
+                    }
+                })?;
+        }
+        // The VMM ending on its own also ends the command.
+        {
+            let pidfd = parts.vmm_pidfd.try_clone()?;
+            let exit_w = exit_w.clone();
+            std::thread::Builder::new()
+                .name("vm-watch".into())
+                .spawn(move || {
+                    let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
+                    while let Err(rustix::io::Errno::INTR) = poll(&mut fds, None) {}
+                    let _ = (&*exit_w).write_all(&[2]);
+                })?;
+        }
+        Ok(VmInstance {
+            parts,
+            exec_tx,
+            exit_r,
+            exit,
+            diagnostics,
+            pty,
+            vmm_pid,
+        })
+    }
+
+    fn console_tail(&self) -> String {
+        console_tail(&self.parts.console_log)
+    }
+}
+
+/// The last lines of the guest's console, for error messages.
+pub fn console_tail(path: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().rev().take(8).collect();
+    let tail: Vec<&str> = lines.into_iter().rev().collect();
+    if tail.is_empty() {
+        "the console is empty".into()
+    } else {
+        format!("console: {}", tail.join(" | "))
+    }
+}
+
+impl Instance for VmInstance {
+    fn pid(&self) -> i32 {
+        self.vmm_pid
+    }
+
+    fn exit_fd(&self) -> BorrowedFd<'_> {
+        self.exit_r.as_fd()
+    }
+
+    fn take_pty(&mut self) -> Option<OwnedFd> {
+        self.pty.take()
+    }
+
+    fn signal(&self, signal: i32) -> Result<(), BackendError> {
+        Frame::Signal(signal)
+            .write_to(&mut *lock(&self.exec_tx))
+            .map_err(BackendError::io("cannot signal the command in the VM"))
+    }
+
+    fn resize(&self, rows: u16, cols: u16) {
+        let _ = Frame::Resize { rows, cols }.write_to(&mut *lock(&self.exec_tx));
+    }
+
+    fn wait(&mut self) -> Result<Exit, BackendError> {
+        let mut fds = [PollFd::new(&self.exit_r, PollFlags::IN)];
+        while let Err(rustix::io::Errno::INTR) = poll(&mut fds, None) {}
+        let exit = lock(&self.exit).take();
+        // A clean power-off: the guest syncs its disk and unmounts the shared folders.
+        let _ = Frame::Poweroff.write_to(&mut self.parts.boot);
+        let pidfd = self.parts.vmm_pidfd.as_fd();
+        let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
+        let grace = rustix::time::Timespec::try_from(self.parts.poweroff_grace).unwrap_or_default();
+        let _ = poll(&mut fds, Some(&grace));
+        let tail = self.console_tail();
+        self.parts.procs.stop(Duration::from_secs(2));
+        match exit {
+            Some(e) => Ok(e),
+            None => Err(BackendError::Layer {
+                layer: "vm".into(),
+                message: format!("the VM stopped before the command finished ({tail})"),
+            }),
+        }
+    }
+
+    fn diagnostics(&mut self) -> Vec<String> {
+        std::mem::take(&mut *lock(&self.diagnostics))
+    }
+
+    fn take_egress(&mut self) -> Option<Egress> {
+        self.parts.egress.take().map(Egress::UnixListener)
+    }
+}

@@ -1,0 +1,714 @@
+//! The microVM backend: each sandbox is a guest with its own kernel under QEMU's `microvm`
+//! machine (KVM where it really works, software emulation otherwise), with no network device.
+//!
+//! The host side starts, per sandbox: the vsock device (`vhost-device-vsock`, a vhost-user
+//! backend that maps guest vsock ports to Unix sockets here), one `virtiofsd` per shared folder,
+//! and the VMM. The guest's pid 1 is `paddock-guest` (see that crate), reached only over vsock:
+//! the boot connection (setup, ready, power-off), exec connections (a command's streams as
+//! frames), and the proxy port, which arrives here as a Unix socket the egress proxy accepts
+//! from. A guest connection to any other host port finds no socket and is refused.
+
+pub mod accel;
+pub mod artifacts;
+pub mod cpio;
+mod instance;
+pub mod vmm;
+
+use std::fs;
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio as ProcStdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use paddock_core::{
+    Backend, BackendError, Instance, Launch, Network, Probe, ProbeItem, SandboxSpec, StartContext,
+    Stdio,
+};
+use paddock_wire::Report;
+use paddock_wire::vm::{BOOT_PORT, EXEC_PORT, Frame, PROXY_PORT, Setup, SharedFolder};
+use rustix::event::{PollFd, PollFlags, poll};
+
+pub use crate::accel::KvmStatus;
+use crate::artifacts::Artifacts;
+pub use crate::instance::VmInstance;
+use crate::instance::{Parts, Procs, console_tail};
+use crate::vmm::{Accel, Qemu, VmConfig, Vmm};
+
+/// Name of the guest helper binary, installed next to `paddock`.
+pub const GUEST_BINARY: &str = "paddock-guest";
+/// Overrides where the guest helper is found.
+pub const GUEST_ENV: &str = "PADDOCK_GUEST_BINARY";
+/// Guest RAM when `--memory` is not given.
+const DEFAULT_MEMORY_MIB: u64 = 2048;
+/// vCPUs when `--cpus` is not given.
+const DEFAULT_CPUS: u32 = 2;
+/// Size of a sandbox's disk when `--disk` is not given.
+const DEFAULT_DISK: u64 = 16 << 30;
+/// The guest's vsock address (one per VM; each VM has its own vsock device).
+const GUEST_CID: u32 = 3;
+
+/// The programs the backend drives.
+#[derive(Debug, Clone)]
+struct Tools {
+    qemu: Option<PathBuf>,
+    qemu_img: Option<PathBuf>,
+    virtiofsd: Option<PathBuf>,
+    vsock: Option<PathBuf>,
+    guest: Option<PathBuf>,
+}
+
+fn find_program(name: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(
+        [
+            "/usr/local/bin",
+            "/usr/bin",
+            "/usr/libexec",
+            "/usr/lib/qemu",
+        ]
+        .map(PathBuf::from),
+    );
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home).join(".cargo/bin"));
+    }
+    dirs.into_iter()
+        .map(|d| d.join(name))
+        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0))
+}
+
+/// True when `path` is an ELF executable without a program interpreter (statically linked): the
+/// initramfs has no dynamic loader or libraries.
+fn is_static_elf(path: &Path) -> bool {
+    let Ok(b) = fs::read(path) else { return false };
+    if b.len() < 64 || &b[..4] != b"\x7fELF" || b[4] != 2 {
+        return false;
+    }
+    let u16at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(b[0x20..0x28].try_into().unwrap_or_default()) as usize;
+    let (entsize, num) = (u16at(0x36), u16at(0x38));
+    (0..num).all(|i| {
+        let o = phoff + i * entsize;
+        b.get(o..o + 4)
+            .map(|t| u32::from_le_bytes(t.try_into().unwrap_or_default()) != 3)
+            .unwrap_or(false)
+    })
+}
+
+fn find_guest() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(GUEST_ENV) {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let beside = exe.parent()?.join(GUEST_BINARY);
+    beside.exists().then_some(beside)
+}
+
+impl Tools {
+    fn find() -> Tools {
+        Tools {
+            qemu: find_program("qemu-system-x86_64"),
+            qemu_img: find_program("qemu-img"),
+            virtiofsd: find_program("virtiofsd"),
+            vsock: find_program("vhost-device-vsock"),
+            guest: find_guest(),
+        }
+    }
+}
+
+/// The microVM backend.
+#[derive(Debug, Clone)]
+pub struct VmBackend {
+    tools: Tools,
+}
+
+impl VmBackend {
+    /// Finds QEMU, virtiofsd, the vsock device and the guest helper.
+    pub fn new() -> VmBackend {
+        VmBackend {
+            tools: Tools::find(),
+        }
+    }
+
+    /// What is known about KVM here without booting (or the cached boot probe).
+    pub fn kvm(&self) -> KvmStatus {
+        accel::cached().unwrap_or_else(accel::quick)
+    }
+
+    /// Verifies KVM by booting the prepared guest of the image at `rootfs` (cached).
+    pub fn kvm_verified(&self, rootfs: &Path) -> KvmStatus {
+        let quick = accel::quick();
+        if !quick.works {
+            return quick;
+        }
+        let (Some(qemu), Some(a)) = (&self.tools.qemu, Artifacts::find(rootfs)) else {
+            return quick;
+        };
+        let Some(guest) = &self.tools.guest else {
+            return quick;
+        };
+        let Ok(dir) = tempfile::Builder::new().prefix("paddock-kvm-").tempdir() else {
+            return quick;
+        };
+        let initrd = dir.path().join("initrd");
+        if write_initrd(&a, guest, &initrd).is_err() {
+            return quick;
+        }
+        accel::probe(qemu, &a.kernel(), &initrd)
+    }
+}
+
+impl Default for VmBackend {
+    fn default() -> Self {
+        VmBackend::new()
+    }
+}
+
+fn item(name: &str, found: Option<&PathBuf>, fix: &str) -> ProbeItem {
+    ProbeItem {
+        name: name.into(),
+        ok: found.is_some(),
+        detail: found
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "not found".into()),
+        fix: found.is_none().then(|| fix.to_owned()),
+        required: true,
+    }
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackendError {
+    BackendError::io(what)
+}
+
+fn layer(layer: &str, message: impl Into<String>) -> BackendError {
+    BackendError::Layer {
+        layer: layer.into(),
+        message: message.into(),
+    }
+}
+
+/// The initramfs: the image's modules archive, then the guest helper as `/init`.
+fn write_initrd(a: &Artifacts, guest: &Path, out: &Path) -> std::io::Result<()> {
+    let mut data = fs::read(a.modules())?;
+    let mut c = cpio::Cpio::new();
+    c.file("init", 0o755, &fs::read(guest)?);
+    data.extend_from_slice(&c.finish());
+    fs::write(out, data)
+}
+
+/// Starts `cmd` so that it dies with this process, with its output appended to `log`.
+fn spawn_helper(cmd: &mut Command, log: &Path, what: &str) -> Result<Child, BackendError> {
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(io(format!("cannot open {}", log.display())))?;
+    let log2 = log
+        .try_clone()
+        .map_err(io("cannot duplicate the log descriptor"))?;
+    cmd.stdin(ProcStdio::null())
+        .stdout(ProcStdio::from(log))
+        .stderr(ProcStdio::from(log2))
+        .env_remove("RUST_LOG");
+    // SAFETY: prctl is async-signal-safe; the child execs right after.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().map_err(io(format!("cannot start {what}")))
+}
+
+/// Waits for a helper to create its socket.
+fn wait_socket(path: &Path, child: &mut Child, what: &str, log: &Path) -> Result<(), BackendError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !path.exists() {
+        if let Ok(Some(status)) = child.try_wait() {
+            let text = fs::read_to_string(log).unwrap_or_default();
+            let last = text.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
+            return Err(layer(
+                "vm",
+                format!("{what} exited before it was ready ({status}): {last}"),
+            ));
+        }
+        if Instant::now() > deadline {
+            return Err(layer(
+                "vm",
+                format!("{what} did not create {} in 10 s", path.display()),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+/// Opens a connection to `port` in the guest through the vsock device's host socket.
+fn connect_guest(uds: &Path, port: u32) -> std::io::Result<UnixStream> {
+    let mut s = UnixStream::connect(uds)?;
+    s.write_all(format!("CONNECT {port}\n").as_bytes())?;
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    // Read exactly the answer line; what follows belongs to the connection.
+    while line.len() < 64 {
+        match std::io::Read::read(&mut s, &mut byte)? {
+            0 => break,
+            _ if byte[0] == b'\n' => break,
+            _ => line.push(byte[0]),
+        }
+    }
+    if line.starts_with(b"OK ") {
+        Ok(s)
+    } else {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            format!(
+                "the guest refused port {port}: {:?}",
+                String::from_utf8_lossy(&line)
+            ),
+        ))
+    }
+}
+
+/// Waits until `listener` has a connection, or the VMM exits, or `limit` passes.
+fn accept_boot(
+    listener: &UnixListener,
+    vmm_pidfd: &OwnedFd,
+    limit: Duration,
+    console: &Path,
+) -> Result<UnixStream, BackendError> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(layer(
+                "vm",
+                format!(
+                    "the guest did not come up within {} s ({})",
+                    limit.as_secs(),
+                    console_tail(console)
+                ),
+            ));
+        }
+        let mut fds = [
+            PollFd::new(listener, PollFlags::IN),
+            PollFd::new(vmm_pidfd, PollFlags::IN),
+        ];
+        let wait = rustix::time::Timespec::try_from(left).unwrap_or_default();
+        match poll(&mut fds, Some(&wait)) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(io("poll")(e.into())),
+        }
+        if !fds[1].revents().is_empty() {
+            return Err(layer(
+                "vm",
+                format!("the VM exited during boot ({})", console_tail(console)),
+            ));
+        }
+        if !fds[0].revents().is_empty() {
+            let (s, _) = listener.accept().map_err(io("accepting the guest"))?;
+            return Ok(s);
+        }
+    }
+}
+
+/// A shared folder's virtiofsd arguments: sandboxed to the folder, guest writes owned by the
+/// folder's owner on the host, the owner shown as the agent user inside.
+fn virtiofsd_args(
+    dir: &Path,
+    socket: &Path,
+    read_only: bool,
+    owner: u32,
+    group: u32,
+) -> Vec<String> {
+    let mut a = vec![
+        format!("--shared-dir={}", dir.display()),
+        format!("--socket-path={}", socket.display()),
+        "--sandbox=namespace".into(),
+        "--cache=auto".into(),
+        "--seccomp=kill".into(),
+        "--log-level=error".into(),
+        format!("--translate-uid=squash-guest:0:{owner}:4294967295"),
+        format!("--translate-gid=squash-guest:0:{group}:4294967295"),
+        format!("--translate-uid=host:{owner}:1000:1"),
+        format!("--translate-gid=host:{group}:1000:1"),
+    ];
+    if read_only {
+        a.push("--readonly".into());
+    }
+    a
+}
+
+impl Backend for VmBackend {
+    fn id(&self) -> &'static str {
+        "vm"
+    }
+
+    fn probe(&self) -> Probe {
+        let t = &self.tools;
+        let mut items = vec![
+            item(
+                "QEMU (qemu-system-x86_64)",
+                t.qemu.as_ref(),
+                "apt-get install qemu-system-x86",
+            ),
+            item(
+                "qemu-img",
+                t.qemu_img.as_ref(),
+                "apt-get install qemu-utils",
+            ),
+            item(
+                "virtiofsd",
+                t.virtiofsd.as_ref(),
+                "apt-get install libseccomp-dev libcap-ng-dev && cargo install --locked --root /usr/local virtiofsd",
+            ),
+            item(
+                "vhost-device-vsock",
+                t.vsock.as_ref(),
+                "cargo install --locked --root /usr/local vhost-device-vsock",
+            ),
+        ];
+        let guest_ok = t.guest.as_ref().is_some_and(|g| is_static_elf(g));
+        items.push(ProbeItem {
+            name: "guest helper (paddock-guest)".into(),
+            ok: guest_ok,
+            detail: match &t.guest {
+                Some(g) if guest_ok => format!("{} (static)", g.display()),
+                Some(g) => format!("{} is not a static executable", g.display()),
+                None => "not found next to paddock".into(),
+            },
+            fix: (!guest_ok).then(|| "run ./setup.sh (it builds paddock-guest statically)".into()),
+            required: true,
+        });
+        let kvm = self.kvm();
+        items.push(ProbeItem {
+            name: "KVM (hardware acceleration)".into(),
+            ok: kvm.works,
+            detail: if kvm.works {
+                kvm.detail
+            } else {
+                format!("{}; the vm backend falls back to software emulation (TCG), 10-20× slower", kvm.detail)
+            },
+            fix: (!kvm.works).then(|| {
+                "use a host with hardware virtualisation (bare metal, or a cloud VM with nested virtualisation)".into()
+            }),
+            required: false,
+        });
+        Probe {
+            backend: "vm",
+            items,
+        }
+    }
+
+    fn start(
+        &self,
+        ctx: &StartContext,
+        spec: &SandboxSpec,
+        launch: &Launch,
+    ) -> Result<Box<dyn Instance>, BackendError> {
+        let probe = self.probe();
+        if let Some(reason) = probe.reason() {
+            return Err(BackendError::Unavailable {
+                backend: "vm",
+                reason,
+            });
+        }
+        if !rustix::process::geteuid().is_root() {
+            return Err(BackendError::Unavailable {
+                backend: "vm",
+                reason: "the vm backend currently needs root (virtiofsd maps file ownership and QEMU drops to an unprivileged user)".into(),
+            });
+        }
+        let t = &self.tools;
+        let (Some(qemu), Some(qemu_img), Some(virtiofsd), Some(vsockd), Some(guest)) =
+            (&t.qemu, &t.qemu_img, &t.virtiofsd, &t.vsock, &t.guest)
+        else {
+            return Err(BackendError::Unavailable {
+                backend: "vm",
+                reason: "a required program is missing; run `paddock doctor`".into(),
+            });
+        };
+        let artifacts = Artifacts::prepare(&ctx.image_rootfs, ctx.image.idmap.base, &mut |m| {
+            eprintln!("paddock: {m}")
+        })
+        .map_err(|e| layer("vm image", e.to_string()))?;
+
+        let kvm = self.kvm_verified(&ctx.image_rootfs);
+        let accel = if kvm.works { Accel::Kvm } else { Accel::Tcg };
+        if accel == Accel::Tcg {
+            eprintln!(
+                "paddock: WARNING: no usable KVM here ({}); the VM runs under software emulation (TCG), 10-20x slower",
+                kvm.detail
+            );
+        }
+
+        // Workspace and mounts: each a directory shared by its own virtiofsd.
+        let mut shares: Vec<(PathBuf, String, bool, u32, u32)> = Vec::new();
+        let mut add = |host: &paddock_policy::AbsPath,
+                       target: &paddock_policy::AbsPath,
+                       ro: bool,
+                       what: &str|
+         -> Result<(), BackendError> {
+            let canonical = fs::canonicalize(host.as_path())
+                .map_err(io(format!("{what} {host} is not accessible")))?;
+            if canonical != host.as_path() {
+                return Err(BackendError::Io {
+                    what: format!(
+                        "{what} {host} is a symlink or passes through one (it resolves to {}); give the real path",
+                        canonical.display()
+                    ),
+                    source: std::io::ErrorKind::InvalidInput.into(),
+                });
+            }
+            let meta = fs::metadata(&canonical).map_err(io(format!("{what} {host}")))?;
+            if !meta.is_dir() {
+                return Err(BackendError::Io {
+                    what: format!(
+                        "{what} {host} is not a directory (the vm backend shares directories)"
+                    ),
+                    source: std::io::ErrorKind::NotADirectory.into(),
+                });
+            }
+            shares.push((
+                canonical,
+                target.as_str().to_owned(),
+                ro,
+                meta.uid(),
+                meta.gid(),
+            ));
+            Ok(())
+        };
+        add(&spec.workspace, &spec.workspace, false, "workspace")?;
+        for m in &spec.mounts {
+            add(&m.host, &m.sandbox, m.read_only, "mount source")?;
+        }
+
+        // The sandbox's disk: a copy-on-write layer over the image's disk.
+        let disk = ctx.sandbox_dir.join("vm-disk.qcow2");
+        if !disk.exists() {
+            let size = spec
+                .limits
+                .disk
+                .map(|d| d.0)
+                .unwrap_or(DEFAULT_DISK)
+                .max(artifacts.info.disk_bytes);
+            let tmp = ctx.sandbox_dir.join("vm-disk.qcow2.tmp");
+            let out = Command::new(qemu_img)
+                .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+                .arg(artifacts.disk())
+                .arg(&tmp)
+                .arg(size.to_string())
+                .output()
+                .map_err(io("cannot run qemu-img"))?;
+            if !out.status.success() {
+                return Err(layer(
+                    "vm disk",
+                    format!(
+                        "qemu-img create failed: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ),
+                ));
+            }
+            fs::rename(&tmp, &disk).map_err(io("cannot move the disk layer into place"))?;
+        }
+
+        // Sockets live in a short private directory (Unix socket paths are limited to 108
+        // bytes); it is removed with the instance.
+        let run = tempfile::Builder::new()
+            .prefix("paddock-vm-")
+            .tempdir()
+            .map_err(io("cannot create the VM's socket directory"))?;
+        fs::set_permissions(run.path(), fs::Permissions::from_mode(0o711))
+            .map_err(io("cannot set the socket directory's mode"))?;
+        let initrd = run.path().join("initrd");
+        write_initrd(&artifacts, guest, &initrd).map_err(io("cannot write the initramfs"))?;
+        let uds = run.path().join("vm.vsock");
+        let boot_listener = UnixListener::bind(run.path().join(format!("vm.vsock_{BOOT_PORT}")))
+            .map_err(io("cannot listen for the guest"))?;
+        let egress = match spec.network {
+            Network::Proxy => Some(OwnedFd::from(
+                UnixListener::bind(run.path().join(format!("vm.vsock_{PROXY_PORT}")))
+                    .map_err(io("cannot listen for the guest's proxy connections"))?,
+            )),
+            Network::None => None,
+        };
+        let log = ctx.sandbox_dir.join("vm.log");
+        let console_log = ctx.sandbox_dir.join("console.log");
+        let _ = fs::write(&console_log, b"");
+        let _ = fs::write(&log, b"");
+
+        let mut procs = Procs::default();
+        let vsock_socket = run.path().join("vsock.sock");
+        let mut vs = spawn_helper(
+            Command::new(vsockd)
+                .arg(format!("--guest-cid={GUEST_CID}"))
+                .arg(format!("--socket={}", vsock_socket.display()))
+                .arg(format!("--uds-path={}", uds.display())),
+            &log,
+            "vhost-device-vsock",
+        )?;
+        let waited = wait_socket(&vsock_socket, &mut vs, "vhost-device-vsock", &log);
+        procs.helpers.push(("vhost-device-vsock".into(), vs));
+        waited?;
+        let mut tags = Vec::new();
+        let mut folders = Vec::new();
+        for (i, (dir, target, ro, uid, gid)) in shares.iter().enumerate() {
+            let sock = run.path().join(format!("fs{i}.sock"));
+            let mut c = spawn_helper(
+                Command::new(virtiofsd).args(virtiofsd_args(dir, &sock, *ro, *uid, *gid)),
+                &log,
+                "virtiofsd",
+            )?;
+            let waited = wait_socket(&sock, &mut c, "virtiofsd", &log);
+            procs
+                .helpers
+                .push((format!("virtiofsd {}", dir.display()), c));
+            waited?;
+            let tag = format!("fs{i}");
+            tags.push((tag.clone(), sock));
+            folders.push(SharedFolder {
+                tag,
+                target: target.clone(),
+                read_only: *ro,
+            });
+        }
+
+        let memory_mib = spec
+            .limits
+            .memory
+            .map(|m| (m.0 >> 20).max(256))
+            .unwrap_or(DEFAULT_MEMORY_MIB);
+        let cpus = spec
+            .limits
+            .cpus
+            .map(|c| c.0.div_ceil(1000).max(1))
+            .unwrap_or(DEFAULT_CPUS);
+        let mut cmdline = "console=ttyS0 quiet panic=-1 reboot=t".to_owned();
+        if accel == Accel::Tcg
+            && let Some(khz) = accel::host_tsc_khz()
+        {
+            cmdline.push_str(&format!(" tsc_early_khz={khz} tsc=reliable"));
+        }
+        let cfg = VmConfig {
+            name: spec.name.to_string(),
+            accel,
+            cpus,
+            memory_mib,
+            kernel: artifacts.kernel(),
+            initrd,
+            cmdline,
+            disk,
+            vsock: vsock_socket,
+            shares: tags,
+            console_log: console_log.clone(),
+            jail_dir: None,
+            run_as: None,
+        };
+        let vmm = Qemu {
+            binary: qemu.clone(),
+        };
+        let child = spawn_helper(&mut vmm.command(&cfg), &log, "qemu-system-x86_64")?;
+        let vmm_pidfd = rustix::process::pidfd_open(
+            rustix::process::Pid::from_child(&child),
+            rustix::process::PidfdFlags::empty(),
+        )
+        .map_err(|e| io("pidfd_open")(e.into()))?;
+        procs.vmm = Some(child);
+
+        let boot_limit = match accel {
+            Accel::Kvm => Duration::from_secs(60),
+            Accel::Tcg => Duration::from_secs(120),
+        };
+        let mut boot = accept_boot(&boot_listener, &vmm_pidfd, boot_limit, &console_log)?;
+        drop(boot_listener);
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        Frame::Setup(Setup {
+            hostname: spec.name.to_string(),
+            time_ns: now,
+            root_device: "/dev/vda".into(),
+            mounts: folders,
+            egress: spec.network == Network::Proxy,
+            pids_max: spec.limits.pids.map(u64::from),
+        })
+        .write_to(&mut boot)
+        .map_err(io("cannot send the setup to the guest"))?;
+        match Frame::read_from(&mut boot) {
+            Ok(Some(Frame::Report(Report::Ready { .. }))) => {}
+            Ok(Some(Frame::Report(Report::SetupFailed { layer: l, message }))) => {
+                return Err(layer(&format!("vm guest {l}"), message));
+            }
+            other => {
+                return Err(layer(
+                    "vm",
+                    format!(
+                        "the guest broke off its setup ({:?}; {})",
+                        other.map(|f| f.map(|_| "unexpected frame")),
+                        console_tail(&console_log)
+                    ),
+                ));
+            }
+        }
+
+        let mut exec = connect_guest(&uds, EXEC_PORT).map_err(io("cannot reach the guest"))?;
+        Frame::Exec(paddock_wire::Command {
+            argv: launch.argv.clone(),
+            env: launch.env.clone(),
+            cwd: launch.cwd.clone(),
+            uid: launch.uid,
+            gid: launch.uid,
+            groups: vec![],
+            tty: launch.stdio == Stdio::Pty,
+            no_new_privs: spec.no_new_privs,
+        })
+        .write_to(&mut exec)
+        .map_err(io("cannot send the command to the guest"))?;
+        match Frame::read_from(&mut exec) {
+            Ok(Some(Frame::Report(Report::Ready { .. }))) => {}
+            other => {
+                return Err(layer(
+                    "vm",
+                    format!("the guest did not start the command ({other:?})"),
+                ));
+            }
+        }
+        let inst = VmInstance::new(Parts {
+            procs,
+            vmm_pidfd,
+            boot,
+            exec,
+            tty: launch.stdio == Stdio::Pty,
+            egress,
+            run_dir: run,
+            console_log,
+            poweroff_grace: match accel {
+                Accel::Kvm => Duration::from_secs(10),
+                Accel::Tcg => Duration::from_secs(30),
+            },
+        })
+        .map_err(io("cannot start the VM's stream relays"))?;
+        Ok(Box::new(inst))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_check_reads_program_headers() {
+        // This test binary is dynamically linked.
+        let me = std::env::current_exe().unwrap();
+        assert!(!is_static_elf(&me));
+        assert!(!is_static_elf(Path::new("/nonexistent")));
+    }
+}
