@@ -48,6 +48,8 @@ const DEFAULT_MEMORY_MIB: u64 = 2048;
 const DEFAULT_CPUS: u32 = 2;
 /// Size of a sandbox's disk when `--disk` is not given.
 const DEFAULT_DISK: u64 = 16 << 30;
+/// The unprivileged user the VMM runs as once it has opened its files and sockets.
+const VMM_USER: &str = "nobody";
 /// The guest's vsock address (one per VM; each VM has its own vsock device).
 const GUEST_CID: u32 = 3;
 
@@ -283,7 +285,18 @@ fn accept_boot(
     vmm_pidfd: &OwnedFd,
     limit: Duration,
     console: &Path,
+    log: &Path,
 ) -> Result<UnixStream, BackendError> {
+    let tails = || {
+        let text = fs::read_to_string(log).unwrap_or_default();
+        let last: Vec<&str> = text.lines().rev().take(4).collect();
+        let last: Vec<&str> = last.into_iter().rev().collect();
+        if last.is_empty() {
+            console_tail(console)
+        } else {
+            format!("{}; vmm: {}", console_tail(console), last.join(" | "))
+        }
+    };
     let deadline = Instant::now() + limit;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -293,7 +306,7 @@ fn accept_boot(
                 format!(
                     "the guest did not come up within {} s ({})",
                     limit.as_secs(),
-                    console_tail(console)
+                    tails()
                 ),
             ));
         }
@@ -309,7 +322,7 @@ fn accept_boot(
         if !fds[1].revents().is_empty() {
             return Err(layer(
                 "vm",
-                format!("the VM exited during boot ({})", console_tail(console)),
+                format!("the VM exited during boot ({})", tails()),
             ));
         }
         if !fds[0].revents().is_empty() {
@@ -528,6 +541,9 @@ impl Backend for VmBackend {
         fs::set_permissions(run.path(), fs::Permissions::from_mode(0o711))
             .map_err(io("cannot set the socket directory's mode"))?;
         let initrd = run.path().join("initrd");
+        // QEMU confines itself here (an empty directory) once it has opened its files.
+        let jail = run.path().join("empty");
+        fs::create_dir(&jail).map_err(io("cannot create the VMM's empty root"))?;
         write_initrd(&artifacts, guest, &initrd).map_err(io("cannot write the initramfs"))?;
         let uds = run.path().join("vm.vsock");
         let boot_listener = UnixListener::bind(run.path().join(format!("vm.vsock_{BOOT_PORT}")))
@@ -608,8 +624,8 @@ impl Backend for VmBackend {
             vsock: vsock_socket,
             shares: tags,
             console_log: console_log.clone(),
-            jail_dir: None,
-            run_as: None,
+            jail_dir: Some(jail.clone()),
+            run_as: Some(VMM_USER.into()),
         };
         let vmm = Qemu {
             binary: qemu.clone(),
@@ -626,7 +642,7 @@ impl Backend for VmBackend {
             Accel::Kvm => Duration::from_secs(60),
             Accel::Tcg => Duration::from_secs(120),
         };
-        let mut boot = accept_boot(&boot_listener, &vmm_pidfd, boot_limit, &console_log)?;
+        let mut boot = accept_boot(&boot_listener, &vmm_pidfd, boot_limit, &console_log, &log)?;
         drop(boot_listener);
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)

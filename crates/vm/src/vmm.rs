@@ -126,12 +126,17 @@ impl Vmm for Qemu {
                 .arg("-device")
                 .arg(format!("vhost-user-fs-device,chardev=fs{i},tag={tag}"));
         }
-        // QEMU's own seccomp filter: no exec, no privilege changes after start-up, no obsolete
-        // system calls, no scheduler or resource changes.
-        c.args([
-            "-sandbox",
-            "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
-        ]);
+        // QEMU's own seccomp filter: no exec, no obsolete system calls, no scheduler or
+        // resource changes. With -runas QEMU changes its ids after the filter is in place, so
+        // set*id stays allowed; having dropped root, it cannot regain it anyway.
+        let privileges = if cfg.run_as.is_some() {
+            "allow"
+        } else {
+            "deny"
+        };
+        c.arg("-sandbox").arg(format!(
+            "on,obsolete=deny,elevateprivileges={privileges},spawn=deny,resourcecontrol=deny"
+        ));
         if let Some(dir) = &cfg.jail_dir {
             c.arg("-chroot").arg(dir);
         }
