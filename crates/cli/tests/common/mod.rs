@@ -122,3 +122,96 @@ pub fn unique(prefix: &str) -> String {
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
     format!("{prefix}-{:08x}", u32::from_le_bytes(b))
 }
+
+/// Programs the vm backend drives; its tests skip when one is missing, unless
+/// `PADDOCK_REQUIRE_VM=1` (CI) makes that a failure.
+pub fn vm_ready() -> bool {
+    let missing: Vec<&str> = ["qemu-system-x86_64", "qemu-img", "virtiofsd", "vhost-device-vsock"]
+        .into_iter()
+        .filter(|p| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {p}")])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("PADDOCK_REQUIRE_VM").is_none(),
+        "the vm backend's programs are missing: {missing:?} (./setup.sh installs them)"
+    );
+    eprintln!("skipped: the vm backend needs {missing:?} (./setup.sh installs them)");
+    false
+}
+
+/// Skips the calling test unless root and the vm backend's programs are present.
+#[macro_export]
+macro_rules! require_vm {
+    () => {
+        require_root!();
+        if !common::vm_ready() {
+            return;
+        }
+    };
+}
+
+/// The guest helper built from this checkout, statically linked (the initramfs has no
+/// libraries), in a target directory of its own; built once per test run.
+pub fn guest_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+            let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("guest-build");
+            std::fs::create_dir_all(&target_dir).unwrap();
+            let lock = std::fs::File::create(target_dir.join(".lock")).unwrap();
+            rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
+            let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .current_dir(&root)
+                .args([
+                    "build",
+                    "--release",
+                    "--locked",
+                    "-p",
+                    "paddock-guest",
+                    "--target",
+                    "x86_64-unknown-linux-gnu",
+                ])
+                .env("CARGO_TARGET_DIR", &target_dir)
+                .env(
+                    "RUSTFLAGS",
+                    "-C target-feature=+crt-static -C strip=debuginfo",
+                )
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "building the static guest helper failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            target_dir.join("x86_64-unknown-linux-gnu/release/paddock-guest")
+        })
+        .clone()
+}
+
+/// `paddock` for the vm backend: the test home plus the freshly built guest helper.
+pub fn paddock_vm() -> Command {
+    ensure_image();
+    let mut c = paddock();
+    c.env("PADDOCK_GUEST_BINARY", guest_binary());
+    c
+}
+
+/// Runs `sh -c script` in a throw-away VM sandbox on `ws`, with extra `run` flags.
+pub fn vm_sh(ws: &Path, flags: &[&str], script: &str) -> Output {
+    paddock_vm()
+        .args(["run", "--rm", "--backend", "vm", "-w"])
+        .arg(ws)
+        .args(flags)
+        .args(["--", "sh", "-c", script])
+        .output()
+        .unwrap()
+}

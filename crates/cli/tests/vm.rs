@@ -1,0 +1,242 @@
+//! The vm backend for real: guests booted under QEMU (KVM where it works, TCG here), checked
+//! from inside and from the host. Each `paddock run` boots a VM, so each test groups the
+//! checks that can share one boot while staying independent of the other tests.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+
+use common::{stderr, stdout, unique, vm_sh};
+
+fn lines_with<'a>(out: &'a str, key: &str) -> Vec<&'a str> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix(key))
+        .map(str::trim)
+        .collect()
+}
+
+fn one(out: &str, key: &str) -> String {
+    let v = lines_with(out, key);
+    assert_eq!(v.len(), 1, "expected one {key:?} line in:\n{out}");
+    v[0].to_owned()
+}
+
+#[test]
+fn guest_has_its_own_kernel_and_nothing_of_the_host() {
+    require_vm!();
+    let ws = common::workspace();
+    // Host-only things the guest must not see.
+    let secret_dir = tempfile::Builder::new()
+        .prefix("paddock-host-only-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let secret = secret_dir.path().join("secret.txt");
+    std::fs::write(&secret, "host secret\n").unwrap();
+    std::os::unix::fs::symlink(&secret, ws.path().join("link-out")).unwrap();
+    let script = format!(
+        r#"
+echo "kernel: $(uname -r)"
+echo "netdevs: $(ls /sys/class/net | tr '\n' ' ')"
+echo "secret-path: $(test -e {secret} && echo visible || echo absent)"
+echo "secret-link: $(cat link-out 2>/dev/null || echo unreadable)"
+echo "vmm-dirs: $(ls -d /tmp/paddock-vm-* 2>/dev/null | wc -l)"
+echo "host-procs: $(ps -eo comm | grep -cE 'qemu|virtiofsd|vhost-device|paddock$')"
+python3 - <<'PY'
+import socket
+for port in (22, 1024, 9999):
+    s = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+    s.settimeout(5)
+    try:
+        s.connect((2, port)); print("vsock", port, "open")
+    except OSError as e:
+        print("vsock", port, "refused", e.errno)
+for target in (("10.0.2.2", 80), ("1.1.1.1", 443)):
+    try:
+        socket.create_connection(target, timeout=3); print("tcp", target, "open")
+    except OSError as e:
+        print("tcp", target, "failed", e.errno)
+try:
+    socket.getaddrinfo("example.com", 443); print("dns resolved")
+except OSError as e:
+    print("dns failed")
+PY
+"#,
+        secret = secret.display()
+    );
+    let o = vm_sh(ws.path(), &[], &script);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    let host_kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let guest_kernel = one(&out, "kernel:");
+    assert_ne!(guest_kernel, host_kernel.trim(), "the guest runs the host's kernel");
+    assert_eq!(one(&out, "netdevs:"), "lo", "a network device exists: {out}");
+    assert_eq!(one(&out, "secret-path:"), "absent");
+    assert_eq!(one(&out, "secret-link:"), "unreadable");
+    assert_eq!(one(&out, "vmm-dirs:"), "0");
+    assert_eq!(one(&out, "host-procs:"), "0", "{out}");
+    for port in [22, 1024, 9999] {
+        let l = one(&out, &format!("vsock {port} "));
+        assert!(l.starts_with("refused"), "vsock port {port}: {l}");
+    }
+    assert_eq!(lines_with(&out, "tcp").len(), 2);
+    assert!(lines_with(&out, "tcp").iter().all(|l| l.contains("failed")), "{out}");
+    assert!(out.contains("dns failed"), "{out}");
+}
+
+#[test]
+fn exit_codes_signals_and_streams_pass_through() {
+    require_vm!();
+    let ws = common::workspace();
+    let o = vm_sh(ws.path(), &[], "echo out; echo err >&2; exit 7");
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "out\n");
+    assert!(stderr(&o).contains("err\n"));
+
+    let o = vm_sh(ws.path(), &[], "kill -9 $$");
+    assert_eq!(o.status.code(), Some(137), "{}", stderr(&o));
+
+    let o = common::paddock_vm()
+        .args(["run", "--rm", "--backend", "vm", "-w"])
+        .arg(ws.path())
+        .args(["--", "no-such-program"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(127));
+    assert!(stderr(&o).contains("no-such-program: command not found"), "{}", stderr(&o));
+
+    // stdin reaches the command, and its end is seen.
+    let mut child = common::paddock_vm()
+        .args(["run", "--rm", "--backend", "vm", "-w"])
+        .arg(ws.path())
+        .args(["--", "sh", "-c", "wc -l; echo done"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"a\nb\nc\n").unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&o), "3\ndone\n", "{}", stderr(&o));
+}
+
+#[test]
+fn workspace_is_shared_at_its_path_and_mounts_keep_read_only() {
+    require_vm!();
+    let ws = common::workspace();
+    std::fs::write(ws.path().join("from-host.txt"), "hello guest\n").unwrap();
+    let extra = common::workspace();
+    std::fs::write(extra.path().join("conf"), "config\n").unwrap();
+    let mount = format!("{}:/home/agent/.conf-ro:ro", extra.path().display());
+    let o = vm_sh(
+        ws.path(),
+        &["--mount", &mount],
+        r#"
+echo "pwd: $(pwd)"
+echo "read: $(cat from-host.txt)"
+echo made > made-in-guest.txt && mkdir -p sub/dir && echo deep > sub/dir/f
+echo "ro-read: $(cat /home/agent/.conf-ro/conf)"
+(echo x > /home/agent/.conf-ro/new) 2>/dev/null && echo "ro-write: allowed" || echo "ro-write: refused"
+sync
+"#,
+    );
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    assert_eq!(one(&out, "pwd:"), ws.path().display().to_string());
+    assert_eq!(one(&out, "read:"), "hello guest");
+    assert_eq!(one(&out, "ro-read:"), "config");
+    assert_eq!(one(&out, "ro-write:"), "refused");
+    assert!(!extra.path().join("new").exists());
+    let owner = std::fs::metadata(ws.path()).unwrap().uid();
+    for f in ["made-in-guest.txt", "sub/dir/f"] {
+        let m = std::fs::metadata(ws.path().join(f)).unwrap();
+        assert_eq!(m.uid(), owner, "{f} is not owned by the workspace owner");
+    }
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("sub/dir/f")).unwrap(),
+        "deep\n"
+    );
+}
+
+#[test]
+fn named_sandbox_keeps_its_disk_until_removed_and_limits_apply() {
+    require_vm!();
+    let ws = common::workspace();
+    let name = unique("vm-disk");
+    let run = |flags: &[&str], script: &str| {
+        common::paddock_vm()
+            .args(["run", "--backend", "vm", "--name", &name, "-w"])
+            .arg(ws.path())
+            .args(flags)
+            .args(["--", "sh", "-c", script])
+            .output()
+            .unwrap()
+    };
+    let o = run(
+        &["--pids", "64", "--memory", "768m", "--cpus", "1", "--user", "root"],
+        r#"
+echo kept > /opt/persist
+echo "pids-max: $(cat /sys/fs/cgroup/sandbox/pids.max)"
+echo "cpus: $(nproc)"
+echo "mem-mb: $(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo)"
+python3 - <<'PY'
+import subprocess
+started, refused = [], 0
+for _ in range(100):
+    try:
+        started.append(subprocess.Popen(["sleep", "3"]))
+    except OSError:
+        refused += 1
+print("started:", len(started))
+print("refused:", refused)
+for p in started:
+    p.wait()
+PY
+"#,
+    );
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    assert_eq!(one(&out, "pids-max:"), "64");
+    assert_eq!(one(&out, "cpus:"), "1");
+    let mem: u64 = one(&out, "mem-mb:").parse().unwrap();
+    assert!((600..=768).contains(&mem), "guest memory {mem} MiB");
+    let started: u64 = one(&out, "started:").parse().unwrap();
+    let refused: u64 = one(&out, "refused:").parse().unwrap();
+    assert!(started < 64, "{started} processes despite pids.max 64");
+    assert!(refused > 0, "no fork was refused");
+
+    let o = run(&[], "cat /opt/persist");
+    assert_eq!(stdout(&o), "kept\n", "{}", stderr(&o));
+
+    let rm = common::paddock().args(["rm", "-f", &name]).output().unwrap();
+    assert!(rm.status.success(), "{}", stderr(&rm));
+    let o = run(&[], "cat /opt/persist 2>/dev/null || echo gone");
+    assert_eq!(stdout(&o), "gone\n", "{}", stderr(&o));
+    let _ = common::paddock().args(["rm", "-f", &name]).output();
+}
+
+#[test]
+fn terminal_is_a_real_pty_in_the_guest() {
+    require_vm!();
+    let ws = common::workspace();
+    let cmd = format!(
+        "{} run --rm --backend vm -w {} -- sh -c 'tty; echo TERM=$TERM'",
+        common::bin().display(),
+        ws.path().display()
+    );
+    let o = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("PADDOCK_HOME", common::home())
+        .env("PADDOCK_GUEST_BINARY", common::guest_binary())
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert!(out.contains("/dev/pts/"), "{out}\n{}", stderr(&o));
+    assert!(out.contains("TERM=xterm"), "{out}");
+}
