@@ -105,8 +105,9 @@ fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         CertificateParams::new(NAMES.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
     let key = KeyPair::generate().unwrap();
     let cert = leaf.signed_by(&key, &ca_cert, &ca_key).unwrap();
+    std::fs::create_dir_all(dir.join("ca")).unwrap();
     let paths = (
-        dir.join("ca.pem"),
+        dir.join("ca/ca.pem"),
         dir.join("server.pem"),
         dir.join("server.key"),
     );
@@ -195,9 +196,18 @@ fn world() -> World {
 
 /// `paddock run` with the resolver override, in a sandbox named `name` on `ws`.
 fn run(ws: &Path, name: &str, flags: &[&str], script: &str) -> Output {
-    common::paddock()
-        .env("PADDOCK_TEST_RESOLVE", resolve_override())
-        .args(["run", "--backend", "ns", "--name", name, "-w"])
+    run_on("ns", ws, name, flags, script)
+}
+
+/// The same on `backend`.
+fn run_on(backend: &str, ws: &Path, name: &str, flags: &[&str], script: &str) -> Output {
+    let mut c = if backend == "vm" {
+        common::paddock_vm()
+    } else {
+        common::paddock()
+    };
+    c.env("PADDOCK_TEST_RESOLVE", resolve_override())
+        .args(["run", "--backend", backend, "--name", name, "-w"])
         .arg(ws)
         .args(flags)
         .args(["--", "sh", "-c", script])
@@ -225,11 +235,23 @@ fn audit(name: &str) -> Vec<serde_json::Value> {
 #[test]
 fn real_clients_reach_allowed_hosts_only() {
     require_root!();
+    real_clients("ns");
+}
+
+/// The same clients from inside a VM: their connections reach the same proxy over vsock.
+#[test]
+fn vm_real_clients_reach_allowed_hosts_only() {
+    require_vm!();
+    real_clients("vm");
+}
+
+fn real_clients(backend: &str) {
     let w = world();
     let ws = common::workspace();
     let name = unique("net-clients");
     let (hp, sp) = (w.http.port, w.https.port);
-    let ca_mount = format!("{}:/etc/paddock-test/ca.pem:ro", w.ca.display());
+    // The CA's own directory: the vm backend shares directories, not single files.
+    let ca_mount = format!("{}:/etc/paddock-test:ro", w.ca.parent().unwrap().display());
     let script = format!(
         r#"
 ca=/etc/paddock-test/ca.pem
@@ -244,7 +266,8 @@ curl -s -D - -o /dev/null http://other.test:{hp}/header | grep -i x-paddock-deci
 echo "denied-connect: $(curl -s -o /dev/null -w '%{{http_code}}' --cacert $ca https://other.test:{sp}/ 2>&1)"
 "#
     );
-    let o = run(
+    let o = run_on(
+        backend,
         ws.path(),
         &name,
         &[
