@@ -245,11 +245,27 @@ fn run(args: RunArgs) -> Result<i32> {
     let v = validate(&args)?;
     let (dirs, store) = open()?;
     let (image, rootfs) = ensure_image(&dirs, &args.image)?;
-    let (backend, _why) = paddock_supervisor::select(&args.backend)?;
     let existing = match &v.name {
         Some(n) => store.get(n)?,
         None => None,
     };
+    // A sandbox keeps its backend: its disk and packages live there.
+    let requested = match (&existing, args.backend.as_str()) {
+        (Some(old), "auto") => old.spec.backend.clone(),
+        _ => args.backend.clone(),
+    };
+    let (backend, _why) = paddock_supervisor::select(&requested)?;
+    if let Some(old) = &existing
+        && old.spec.backend != backend.id()
+    {
+        return Err(usage(format!(
+            "sandbox {} runs on the {} backend (its installed packages live there); `paddock rm {}` first to move it to {}",
+            old.spec.name,
+            old.spec.backend,
+            old.spec.name,
+            backend.id()
+        )));
+    }
     let name = v
         .name
         .clone()

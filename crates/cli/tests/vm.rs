@@ -69,8 +69,16 @@ PY
     assert!(o.status.success(), "{out}\n{}", stderr(&o));
     let host_kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     let guest_kernel = one(&out, "kernel:");
-    assert_ne!(guest_kernel, host_kernel.trim(), "the guest runs the host's kernel");
-    assert_eq!(one(&out, "netdevs:"), "lo", "a network device exists: {out}");
+    assert_ne!(
+        guest_kernel,
+        host_kernel.trim(),
+        "the guest runs the host's kernel"
+    );
+    assert_eq!(
+        one(&out, "netdevs:"),
+        "lo",
+        "a network device exists: {out}"
+    );
     assert_eq!(one(&out, "secret-path:"), "absent");
     assert_eq!(one(&out, "secret-link:"), "unreadable");
     assert_eq!(one(&out, "vmm-dirs:"), "0");
@@ -80,7 +88,10 @@ PY
         assert!(l.starts_with("refused"), "vsock port {port}: {l}");
     }
     assert_eq!(lines_with(&out, "tcp").len(), 2);
-    assert!(lines_with(&out, "tcp").iter().all(|l| l.contains("failed")), "{out}");
+    assert!(
+        lines_with(&out, "tcp").iter().all(|l| l.contains("failed")),
+        "{out}"
+    );
     assert!(out.contains("dns failed"), "{out}");
 }
 
@@ -103,7 +114,11 @@ fn exit_codes_signals_and_streams_pass_through() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(127));
-    assert!(stderr(&o).contains("no-such-program: command not found"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no-such-program: command not found"),
+        "{}",
+        stderr(&o)
+    );
 
     // stdin reaches the command, and its end is seen.
     let mut child = common::paddock_vm()
@@ -177,7 +192,9 @@ fn named_sandbox_keeps_its_disk_until_removed_and_limits_apply() {
             .unwrap()
     };
     let o = run(
-        &["--pids", "64", "--memory", "768m", "--cpus", "1", "--user", "root"],
+        &[
+            "--pids", "64", "--memory", "768m", "--cpus", "1", "--user", "root",
+        ],
         r#"
 echo kept > /opt/persist
 echo "pids-max: $(cat /sys/fs/cgroup/sandbox/pids.max)"
@@ -212,7 +229,10 @@ PY
     let o = run(&[], "cat /opt/persist");
     assert_eq!(stdout(&o), "kept\n", "{}", stderr(&o));
 
-    let rm = common::paddock().args(["rm", "-f", &name]).output().unwrap();
+    let rm = common::paddock()
+        .args(["rm", "-f", &name])
+        .output()
+        .unwrap();
     assert!(rm.status.success(), "{}", stderr(&rm));
     let o = run(&[], "cat /opt/persist 2>/dev/null || echo gone");
     assert_eq!(stdout(&o), "gone\n", "{}", stderr(&o));
@@ -239,4 +259,109 @@ fn terminal_is_a_real_pty_in_the_guest() {
     let out = stdout(&o);
     assert!(out.contains("/dev/pts/"), "{out}\n{}", stderr(&o));
     assert!(out.contains("TERM=xterm"), "{out}");
+}
+
+/// Host processes whose command line mentions this sandbox's socket directory.
+fn leftovers(name: &str) -> Vec<String> {
+    let needle = format!("paddock-vm-{name}-");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(&needle) {
+                out.push(cmd);
+            }
+        }
+    }
+    out
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn killing_the_supervisor_or_the_vmm_leaves_nothing_behind() {
+    require_vm!();
+    let ws = common::workspace();
+    let name = unique("vm-kill");
+    let start = || {
+        common::paddock_vm()
+            .args(["run", "--backend", "vm", "--name", &name, "-w"])
+            .arg(ws.path())
+            .args([
+                "--",
+                "sh",
+                "-c",
+                "echo synced > data; sync; touch ready; sleep 300",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // SIGKILL the supervisor: the VMM and its helpers die with it.
+    let mut sup = start();
+    wait_for("the guest to start", || ws.path().join("ready").exists());
+    assert!(
+        !leftovers(&name).is_empty(),
+        "no VM processes found while running"
+    );
+    sup.kill().unwrap();
+    sup.wait().unwrap();
+    wait_for("the VM's processes to end", || leftovers(&name).is_empty());
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("data")).unwrap(),
+        "synced\n"
+    );
+
+    // SIGKILL the VMM: the run ends with an error, the helpers go too.
+    std::fs::remove_file(ws.path().join("ready")).unwrap();
+    let sup = start();
+    wait_for("the guest to start again", || {
+        ws.path().join("ready").exists()
+    });
+    let qemu = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .find(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.contains("qemu-system") && c.contains(&format!("paddock-vm-{name}-"))
+            })
+        })
+        .expect("the VMM")
+        .file_name()
+        .to_str()
+        .unwrap()
+        .parse::<i32>()
+        .unwrap();
+    // SAFETY: signalling a test-owned process.
+    unsafe { libc::kill(qemu, libc::SIGKILL) };
+    let o = sup.wait_with_output().unwrap();
+    assert!(!o.status.success());
+    wait_for("the helpers to end", || leftovers(&name).is_empty());
+    let stale: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("paddock-vm-{name}-"))
+        })
+        .collect();
+    // The first run's directory (its supervisor was killed) was cleared by the second start,
+    // the second run's by its own end.
+    assert!(
+        stale.is_empty(),
+        "socket directories left behind: {stale:?}"
+    );
+    let _ = common::paddock().args(["rm", "-f", &name]).output();
 }

@@ -90,7 +90,7 @@ fn boot(conn_slot: &mut Option<File>) -> Result<Infallible, Failure> {
     mount_root(&setup)?;
     switch_root()?;
     write_identity(&setup.hostname);
-    let cgroup = pids_cgroup(setup.pids_max)?;
+    pids_cgroup(setup.pids_max)?;
     if setup.egress {
         egress::start().map_err(fail("network", "cannot listen on 127.0.0.1:3128"))?;
     }
@@ -114,7 +114,6 @@ fn boot(conn_slot: &mut Option<File>) -> Result<Infallible, Failure> {
             })
             .map_err(fail("init", "cannot start the exec thread"))?;
     }
-    let _ = cgroup;
     Frame::Report(Report::Ready { pid: 1 })
         .write_to(&mut conn)
         .map_err(fail("vsock", "cannot report ready"))?;

@@ -181,11 +181,8 @@ fn run(cmd: &Command, reader: &mut File, sender: &Sender, reaper: &Reaper) -> io
                         input = None;
                     }
                 }
-                Frame::StdinEof => {
-                    if master.is_none() {
-                        input = None;
-                    }
-                }
+                // A terminal has no end of input to pass on; pipes do.
+                Frame::StdinEof if master.is_none() => input = None,
                 Frame::Signal(sig) => {
                     if let Ok(sig) = Signal::try_from(sig) {
                         paddock_init::deliver(pid, paddock_init::Target::Group, sig);

@@ -229,6 +229,27 @@ fn spawn_helper(cmd: &mut Command, log: &Path, what: &str) -> Result<Child, Back
     cmd.spawn().map_err(io(format!("cannot start {what}")))
 }
 
+/// Runs `cmd` as the child of a small pid 1 in a new pid namespace. The VMM drops to an
+/// unprivileged user, which clears its parent-death signal; pid 1 (a shell that keeps its
+/// credentials) still dies with the supervisor, and the kernel then kills everything in the
+/// namespace, the VMM included. The VMM also sees no other process of the host.
+fn in_pid_namespace(cmd: &Command) -> Command {
+    let mut c = Command::new("unshare");
+    c.args([
+        "--pid",
+        "--fork",
+        "--kill-child",
+        "--",
+        "sh",
+        "-c",
+        "\"$@\"; exit $?",
+        "sh",
+    ])
+    .arg(cmd.get_program())
+    .args(cmd.get_args());
+    c
+}
+
 /// Waits for a helper to create its socket.
 fn wait_socket(path: &Path, child: &mut Child, what: &str, log: &Path) -> Result<(), BackendError> {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -250,6 +271,26 @@ fn wait_socket(path: &Path, child: &mut Child, what: &str, log: &Path) -> Result
         std::thread::sleep(Duration::from_millis(5));
     }
     Ok(())
+}
+
+/// Random characters in a run directory's name.
+const RUN_DIR_RAND: usize = 6;
+
+/// Removes the socket directories a previous run of the same sandbox left behind when its
+/// supervisor was killed (the sandbox lock is held, so none of them is in use).
+fn remove_stale_run_dirs(prefix: &str) {
+    let Ok(rd) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
+            continue;
+        };
+        if rest.len() == RUN_DIR_RAND && rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Opens a connection to `port` in the guest through the vsock device's host socket.
@@ -534,8 +575,11 @@ impl Backend for VmBackend {
 
         // Sockets live in a short private directory (Unix socket paths are limited to 108
         // bytes); it is removed with the instance.
+        let prefix = format!("paddock-vm-{}-", spec.name);
+        remove_stale_run_dirs(&prefix);
         let run = tempfile::Builder::new()
-            .prefix("paddock-vm-")
+            .prefix(&prefix)
+            .rand_bytes(RUN_DIR_RAND)
             .tempdir()
             .map_err(io("cannot create the VM's socket directory"))?;
         fs::set_permissions(run.path(), fs::Permissions::from_mode(0o711))
@@ -630,7 +674,7 @@ impl Backend for VmBackend {
         let vmm = Qemu {
             binary: qemu.clone(),
         };
-        let child = spawn_helper(&mut vmm.command(&cfg), &log, "qemu-system-x86_64")?;
+        let child = spawn_helper(&mut in_pid_namespace(&vmm.command(&cfg)), &log, "the VMM")?;
         let vmm_pidfd = rustix::process::pidfd_open(
             rustix::process::Pid::from_child(&child),
             rustix::process::PidfdFlags::empty(),

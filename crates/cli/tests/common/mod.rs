@@ -126,16 +126,21 @@ pub fn unique(prefix: &str) -> String {
 /// Programs the vm backend drives; its tests skip when one is missing, unless
 /// `PADDOCK_REQUIRE_VM=1` (CI) makes that a failure.
 pub fn vm_ready() -> bool {
-    let missing: Vec<&str> = ["qemu-system-x86_64", "qemu-img", "virtiofsd", "vhost-device-vsock"]
-        .into_iter()
-        .filter(|p| {
-            !Command::new("sh")
-                .args(["-c", &format!("command -v {p}")])
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        })
-        .collect();
+    let missing: Vec<&str> = [
+        "qemu-system-x86_64",
+        "qemu-img",
+        "virtiofsd",
+        "vhost-device-vsock",
+    ]
+    .into_iter()
+    .filter(|p| {
+        !Command::new("sh")
+            .args(["-c", &format!("command -v {p}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+    .collect();
     if missing.is_empty() {
         return true;
     }
