@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: scripts/build-guest.sh OUTPUT}
 triple=$(rustc -vV | sed -n 's/^host: //p')
-RUSTFLAGS="-C target-feature=+crt-static -C strip=debuginfo" \
+RUSTFLAGS="-C target-feature=+crt-static -C strip=symbols" \
     cargo build --release --locked -p paddock-guest --target "$triple"
 cp "target/$triple/release/paddock-guest" "$out"

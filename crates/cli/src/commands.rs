@@ -414,6 +414,11 @@ fn reset(name: &str) -> Result<i32> {
                 .with_context(|| format!("cannot remove {}", doomed.display()))?;
         }
     }
+    // The vm backend's disk layer: the next start makes a fresh one over the image's disk.
+    let disk = dir.join("vm-disk.qcow2");
+    if disk.exists() {
+        std::fs::remove_file(&disk).with_context(|| format!("cannot reset {}", disk.display()))?;
+    }
     println!(
         "{name} reset to image {}",
         store.get(&name)?.map(|r| r.spec.image).unwrap_or_default()
@@ -492,6 +497,20 @@ fn image(cmd: ImageCmd) -> Result<i32> {
                 info.size as f64 / 1e6,
                 started.elapsed()
             );
+            // The vm backend's kernel, initramfs and disk, from the same tree, where the
+            // backend can run; otherwise the first `--backend vm` run prepares them.
+            let vm = paddock_vm::VmBackend::new();
+            if paddock_core::Backend::probe(&vm).usable() {
+                let a = paddock_vm::artifacts::Artifacts::prepare(
+                    &store.rootfs(&info.name)?,
+                    info.idmap.base,
+                    &mut |m| eprintln!("paddock: {m}"),
+                )?;
+                println!(
+                    "prepared the image for the vm backend (kernel {})",
+                    a.info.kernel_release
+                );
+            }
         }
         ImageCmd::Ls { json } => {
             let list = store.list()?;

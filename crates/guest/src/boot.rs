@@ -67,7 +67,7 @@ fn boot(conn_slot: &mut Option<File>) -> Result<Infallible, Failure> {
     }
     let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
     if cmdline.split_whitespace().any(|w| w == "paddock.probe=1") {
-        println!("{PROBE_MARKER}");
+        println!("{PROBE_MARKER} {:.3}", uptime());
         poweroff();
     }
     load_modules(&cmdline)?;
@@ -117,6 +117,10 @@ fn boot(conn_slot: &mut Option<File>) -> Result<Infallible, Failure> {
     Frame::Report(Report::Ready { pid: 1 })
         .write_to(&mut conn)
         .map_err(fail("vsock", "cannot report ready"))?;
+    eprintln!(
+        "paddock-guest: ready {:.3} s after the kernel started",
+        uptime()
+    );
     let folders: Vec<String> = setup.mounts.iter().map(|m| m.target.clone()).collect();
     std::thread::Builder::new()
         .name("boot-conn".into())
@@ -128,7 +132,7 @@ fn boot(conn_slot: &mut Option<File>) -> Result<Infallible, Failure> {
                     Ok(Some(_)) => {}
                 }
             }
-            shutdown(&folders)
+            shutdown(&folders, &mut conn)
         })
         .map_err(fail("init", "cannot start the boot-connection thread"))?;
     reaper.run()
@@ -195,6 +199,12 @@ fn loopback_up() -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Seconds since the guest kernel started.
+fn uptime() -> f64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
 }
 
 fn retry<T>(limit: Duration, mut f: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
@@ -372,7 +382,9 @@ fn pids_cgroup(max: Option<u64>) -> Result<(), Failure> {
 }
 
 /// Ends every process, writes everything to disk and powers off.
-fn shutdown(folders: &[String]) -> ! {
+/// Tells the host (when it is still there) once the disk is consistent, so it need not wait for
+/// the kernel's own power-down.
+fn shutdown(folders: &[String], conn: &mut File) -> ! {
     // SAFETY: kill(-1) signals every process but init; it has no memory effects.
     unsafe { libc::kill(-1, libc::SIGKILL) };
     nix::unistd::sync();
@@ -386,6 +398,9 @@ fn shutdown(folders: &[String]) -> ! {
         MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
         None::<&str>,
     );
+    // sync(2) waits for the disk's flush, which makes QEMU write out its own image caches.
+    nix::unistd::sync();
+    let _ = Frame::Poweroff.write_to(conn);
     poweroff()
 }
 

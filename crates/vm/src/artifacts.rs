@@ -30,7 +30,7 @@ const WANTED_MODULES: &[&str] = &[
 const KERNEL_PACKAGES: &[&str] = &["linux-image-cloud-amd64", "linux-image-amd64"];
 
 /// Layout version of the `vm/` directory.
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 /// Why the VM's files could not be prepared.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +53,9 @@ pub struct VmImage {
     pub modules: Vec<String>,
     /// Size of the root disk in bytes.
     pub disk_bytes: u64,
+    /// Identity of this preparation: a sandbox's disk layer records the base it was made over
+    /// and is refused over any other.
+    pub id: String,
     /// Layout version.
     pub version: u32,
 }
@@ -132,11 +135,27 @@ impl Artifacts {
             kernel_release: release,
             modules,
             disk_bytes,
+            id: format!(
+                "{:x}-{}",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0),
+                std::process::id()
+            ),
             version: VERSION,
         };
         let json = serde_json::to_vec_pretty(&info).map_err(err)?;
         fs::write(tmp.path().join("vm.json"), json).map_err(err)?;
         let dir = image_dir.join("vm");
+        // An incomplete or older layout is replaced (sandbox disks made over it are refused by
+        // their base check, and `paddock reset` starts them afresh).
+        if dir.exists() {
+            let doomed = image_dir.join(format!(".vm-old-{}", std::process::id()));
+            fs::rename(&dir, &doomed)
+                .map_err(|e| err(format!("cannot replace {}: {e}", dir.display())))?;
+            let _ = fs::remove_dir_all(&doomed);
+        }
         let kept = tmp.keep();
         if let Err(e) = fs::rename(&kept, &dir) {
             let _ = fs::remove_dir_all(&kept);

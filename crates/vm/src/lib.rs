@@ -546,7 +546,19 @@ impl Backend for VmBackend {
 
         // The sandbox's disk: a copy-on-write layer over the image's disk.
         let disk = ctx.sandbox_dir.join("vm-disk.qcow2");
-        if !disk.exists() {
+        let base_id = ctx.sandbox_dir.join("vm-disk.base");
+        if disk.exists() {
+            let made_over = fs::read_to_string(&base_id).unwrap_or_default();
+            if made_over.trim() != artifacts.info.id {
+                return Err(layer(
+                    "vm disk",
+                    format!(
+                        "the image {} was rebuilt after this sandbox's disk was made over it; `paddock reset {}` starts the disk afresh from the new image (the workspace is untouched)",
+                        ctx.image.name, spec.name
+                    ),
+                ));
+            }
+        } else {
             let size = spec
                 .limits
                 .disk
@@ -570,6 +582,7 @@ impl Backend for VmBackend {
                     ),
                 ));
             }
+            fs::write(&base_id, &artifacts.info.id).map_err(io("cannot record the disk's base"))?;
             fs::rename(&tmp, &disk).map_err(io("cannot move the disk layer into place"))?;
         }
 
@@ -604,33 +617,34 @@ impl Backend for VmBackend {
         let _ = fs::write(&console_log, b"");
         let _ = fs::write(&log, b"");
 
+        // The device helpers start together; the VMM needs all their sockets.
         let mut procs = Procs::default();
         let vsock_socket = run.path().join("vsock.sock");
-        let mut vs = spawn_helper(
-            Command::new(vsockd)
-                .arg(format!("--guest-cid={GUEST_CID}"))
-                .arg(format!("--socket={}", vsock_socket.display()))
-                .arg(format!("--uds-path={}", uds.display())),
-            &log,
-            "vhost-device-vsock",
-        )?;
-        let waited = wait_socket(&vsock_socket, &mut vs, "vhost-device-vsock", &log);
-        procs.helpers.push(("vhost-device-vsock".into(), vs));
-        waited?;
+        let mut sockets = vec![vsock_socket.clone()];
+        procs.helpers.push((
+            "vhost-device-vsock".into(),
+            spawn_helper(
+                Command::new(vsockd)
+                    .arg(format!("--guest-cid={GUEST_CID}"))
+                    .arg(format!("--socket={}", vsock_socket.display()))
+                    .arg(format!("--uds-path={}", uds.display())),
+                &log,
+                "vhost-device-vsock",
+            )?,
+        ));
         let mut tags = Vec::new();
         let mut folders = Vec::new();
         for (i, (dir, target, ro, uid, gid)) in shares.iter().enumerate() {
             let sock = run.path().join(format!("fs{i}.sock"));
-            let mut c = spawn_helper(
-                Command::new(virtiofsd).args(virtiofsd_args(dir, &sock, *ro, *uid, *gid)),
-                &log,
-                "virtiofsd",
-            )?;
-            let waited = wait_socket(&sock, &mut c, "virtiofsd", &log);
-            procs
-                .helpers
-                .push((format!("virtiofsd {}", dir.display()), c));
-            waited?;
+            procs.helpers.push((
+                format!("virtiofsd for {}", dir.display()),
+                spawn_helper(
+                    Command::new(virtiofsd).args(virtiofsd_args(dir, &sock, *ro, *uid, *gid)),
+                    &log,
+                    "virtiofsd",
+                )?,
+            ));
+            sockets.push(sock.clone());
             let tag = format!("fs{i}");
             tags.push((tag.clone(), sock));
             folders.push(SharedFolder {
@@ -638,6 +652,9 @@ impl Backend for VmBackend {
                 target: target.clone(),
                 read_only: *ro,
             });
+        }
+        for (sock, (what, child)) in sockets.iter().zip(procs.helpers.iter_mut()) {
+            wait_socket(sock, child, what, &log)?;
         }
 
         let memory_mib = spec
@@ -650,7 +667,7 @@ impl Backend for VmBackend {
             .cpus
             .map(|c| c.0.div_ceil(1000).max(1))
             .unwrap_or(DEFAULT_CPUS);
-        let mut cmdline = "console=ttyS0 quiet panic=-1 reboot=t".to_owned();
+        let mut cmdline = "console=ttyS0 quiet panic=-1 reboot=t pci=off".to_owned();
         if accel == Accel::Tcg
             && let Some(khz) = accel::host_tsc_khz()
         {

@@ -17,7 +17,7 @@ pub fn is_root() -> bool {
 #[macro_export]
 macro_rules! require_root {
     () => {
-        if !common::is_root() {
+        if !$crate::common::is_root() {
             eprintln!("skipped: needs root");
             return;
         }
@@ -97,9 +97,18 @@ pub fn sh(ws: &Path, script: &str) -> Output {
 
 /// Same, with extra `run` flags.
 pub fn sh_with(ws: &Path, flags: &[&str], script: &str) -> Output {
+    sh_on("ns", ws, flags, script)
+}
+
+/// Same, on `backend`.
+pub fn sh_on(backend: &str, ws: &Path, flags: &[&str], script: &str) -> Output {
     ensure_image();
-    paddock()
-        .args(["run", "--rm", "--backend", "ns", "-w"])
+    let mut c = if backend == "vm" {
+        paddock_vm()
+    } else {
+        paddock()
+    };
+    c.args(["run", "--rm", "--backend", backend, "-w"])
         .arg(ws)
         .args(flags)
         .args(["--", "sh", "-c", script])
@@ -156,8 +165,8 @@ pub fn vm_ready() -> bool {
 #[macro_export]
 macro_rules! require_vm {
     () => {
-        require_root!();
-        if !common::vm_ready() {
+        $crate::require_root!();
+        if !$crate::common::vm_ready() {
             return;
         }
     };
@@ -188,7 +197,7 @@ pub fn guest_binary() -> PathBuf {
                 .env("CARGO_TARGET_DIR", &target_dir)
                 .env(
                     "RUSTFLAGS",
-                    "-C target-feature=+crt-static -C strip=debuginfo",
+                    "-C target-feature=+crt-static -C strip=symbols",
                 )
                 .output()
                 .unwrap();
@@ -212,11 +221,27 @@ pub fn paddock_vm() -> Command {
 
 /// Runs `sh -c script` in a throw-away VM sandbox on `ws`, with extra `run` flags.
 pub fn vm_sh(ws: &Path, flags: &[&str], script: &str) -> Output {
-    paddock_vm()
-        .args(["run", "--rm", "--backend", "vm", "-w"])
-        .arg(ws)
-        .args(flags)
-        .args(["--", "sh", "-c", script])
-        .output()
-        .unwrap()
+    sh_on("vm", ws, flags, script)
+}
+
+/// Makes `ns::NAME` and `vm::NAME` tests of functions `NAME(backend: &str)`: the shared suite,
+/// run against every backend (the vm ones skip where the vm backend's programs are missing).
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod ns {
+            $(#[test]
+            fn $name() {
+                $crate::require_root!();
+                super::$name("ns");
+            })*
+        }
+        mod vm {
+            $(#[test]
+            fn $name() {
+                $crate::require_vm!();
+                super::$name("vm");
+            })*
+        }
+    };
 }
