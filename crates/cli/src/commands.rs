@@ -544,7 +544,15 @@ fn doctor(json: bool, seccomp: bool) -> Result<i32> {
         }
         return Ok(0);
     }
-    let report = paddock_supervisor::doctor::collect();
+    let rootfs = Dirs::from_env()
+        .ok()
+        .and_then(|d| {
+            ImageStore::new(d.images())
+                .rootfs(paddock_core::DEFAULT_IMAGE)
+                .ok()
+        })
+        .filter(|r| r.exists());
+    let report = paddock_supervisor::doctor::collect(rootfs.as_deref());
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

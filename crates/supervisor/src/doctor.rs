@@ -69,9 +69,13 @@ fn kvm(vm: &VmBackend) -> ProbeItem {
     )
 }
 
-/// Collects the report.
-pub fn collect() -> Report {
+/// Collects the report. With the default image's tree at hand, KVM is checked by booting the
+/// guest under it once (cached until reboot).
+pub fn collect(default_rootfs: Option<&std::path::Path>) -> Report {
     let vm = VmBackend::new();
+    if let Some(rootfs) = default_rootfs {
+        let _ = vm.kvm_verified(rootfs);
+    }
     let mut host = vec![kvm(&vm)];
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     host.push(item("kernel", true, release.trim(), None));

@@ -40,6 +40,15 @@ struct Cached {
     status: KvmStatus,
 }
 
+/// Whether `/dev/kvm` can be opened at all.
+pub fn device_usable() -> bool {
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
 /// What the device and CPU flags say, without booting anything.
 pub fn quick() -> KvmStatus {
     if let Err(e) = fs::OpenOptions::new()
@@ -81,16 +90,18 @@ pub fn cached() -> Option<KvmStatus> {
     (c.host == host_key()).then_some(c.status)
 }
 
-/// Decides whether KVM works, booting `kernel` + `initrd` under KVM once when the quick check
-/// passes, and caches the answer.
+/// Decides whether KVM works by booting `kernel` + `initrd` under it once (whenever
+/// `/dev/kvm` opens: a KVM that cannot run the guest fails in well under a second), and caches
+/// the answer.
 pub fn probe(qemu: &Path, kernel: &Path, initrd: &Path) -> KvmStatus {
     if let Some(s) = cached() {
         return s;
     }
-    let mut status = quick();
-    if status.works {
-        status = boot_probe(qemu, kernel, initrd);
-    }
+    let status = if device_usable() {
+        boot_probe(qemu, kernel, initrd)
+    } else {
+        quick()
+    };
     let _ = fs::create_dir_all("/run/paddock");
     if let Ok(json) = serde_json::to_vec(&Cached {
         host: host_key(),
@@ -166,9 +177,10 @@ fn boot_probe(qemu: &Path, kernel: &Path, initrd: &Path) -> KvmStatus {
     } else {
         let why = err
             .lines()
-            .find(|l| l.contains("KVM") || l.contains("kvm"))
+            .find(|l| l.contains("KVM") || l.contains("kvm") || l.contains("MSR"))
             .unwrap_or("no boot marker within 10 s")
             .trim()
+            .trim_start_matches("qemu-system-x86_64: ")
             .to_owned();
         KvmStatus {
             works: false,

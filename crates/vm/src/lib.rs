@@ -144,8 +144,11 @@ impl VmBackend {
 
     /// Verifies KVM by booting the prepared guest of the image at `rootfs` (cached).
     pub fn kvm_verified(&self, rootfs: &Path) -> KvmStatus {
+        if let Some(s) = accel::cached() {
+            return s;
+        }
         let quick = accel::quick();
-        if !quick.works {
+        if !accel::device_usable() {
             return quick;
         }
         let (Some(qemu), Some(a)) = (&self.tools.qemu, Artifacts::find(rootfs)) else {
