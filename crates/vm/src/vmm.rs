@@ -81,7 +81,9 @@ impl Vmm for Qemu {
         let mem = cfg.memory_mib;
         let (accel, cpu) = match cfg.accel {
             Accel::Kvm => ("kvm", "host"),
-            Accel::Tcg => ("tcg,thread=multi", "max"),
+            // A 128 MiB translation cache instead of the default 1 GiB: most of the VMM's own
+            // memory under emulation (start time relative to bare QEMU unchanged within noise).
+            Accel::Tcg => ("tcg,thread=multi,tb-size=128", "max"),
         };
         c.arg("-name")
             .arg(format!(
