@@ -35,15 +35,26 @@ fn exit_codes_pass_through() {
     );
 }
 
-#[test]
-fn environment_is_not_inherited() {
-    require_root!();
+/// `paddock` set up for `backend`.
+fn on(backend: &str) -> std::process::Command {
+    if backend == "vm" {
+        common::paddock_vm()
+    } else {
+        paddock()
+    }
+}
+
+// Behaviour that must be the same on every backend (the vm backend's own checks of exit codes,
+// streams, mounts, ownership and persistence are in vm.rs).
+on_every_backend!(terminal_resize_and_ctrl_c, environment_is_not_inherited);
+
+fn environment_is_not_inherited(backend: &str) {
     common::ensure_image();
     let ws = common::workspace();
-    let out = paddock()
+    let out = on(backend)
         .env("PADDOCK_TEST_HOST_SECRET", "leaked")
         .env("LANG", "C.UTF-8")
-        .args(["run", "--rm", "-e", "GIVEN=yes", "-w"])
+        .args(["run", "--rm", "--backend", backend, "-e", "GIVEN=yes", "-w"])
         .arg(ws.path())
         .args(["--", "env"])
         .output()
@@ -127,16 +138,14 @@ fn read_until(master: &mut std::fs::File, want: &str, seen: &mut String) {
     }
 }
 
-#[test]
-fn terminal_resize_and_ctrl_c() {
-    require_root!();
+fn terminal_resize_and_ctrl_c(backend: &str) {
     common::ensure_image();
     let ws = common::workspace();
     let (master, slave) = pty_pair();
     let slave_fd = slave.as_raw_fd();
-    let mut cmd = paddock();
+    let mut cmd = on(backend);
     cmd.env("TERM", "xterm")
-        .args(["run", "--rm", "-w"])
+        .args(["run", "--rm", "--backend", backend, "-w"])
         .arg(ws.path())
         .args([
             "--",
