@@ -418,12 +418,19 @@ fn make_disk(rootfs: &Path, base: u32, disk: &Path) -> Result<u64, PrepareError>
     ])
     .arg("/proc/self/fd/11")
     .arg("/proc/self/fd/10");
-    // SAFETY: dup2, setns and set*id are async-signal-safe; the child execs right after.
+    // SAFETY: fcntl, dup2, setns and set*id are async-signal-safe; the child execs right after.
     unsafe {
         mkfs.pre_exec(move || {
-            if libc::dup2(disk_raw, 10) < 0
-                || libc::dup2(tree_raw, 11) < 0
-                || libc::setns(ns, libc::CLONE_NEWUSER) != 0
+            // Move all three out of the way first: any of them may already be 10 or 11.
+            let disk = libc::fcntl(disk_raw, libc::F_DUPFD, 100);
+            let tree = libc::fcntl(tree_raw, libc::F_DUPFD, 100);
+            let userns = libc::fcntl(ns, libc::F_DUPFD, 100);
+            if disk < 0
+                || tree < 0
+                || userns < 0
+                || libc::dup2(disk, 10) < 0
+                || libc::dup2(tree, 11) < 0
+                || libc::setns(userns, libc::CLONE_NEWUSER) != 0
                 || libc::setgroups(0, std::ptr::null()) != 0
                 || libc::setresgid(0, 0, 0) != 0
                 || libc::setresuid(0, 0, 0) != 0
