@@ -276,12 +276,13 @@ fn leftovers(name: &str) -> Vec<String> {
     out
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+fn wait_for(what: &str, mut f: impl FnMut() -> bool, context: impl Fn() -> String) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
     while !f() {
         assert!(
             std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
+            "timed out waiting for {what}\n{}",
+            context()
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
@@ -292,6 +293,8 @@ fn killing_the_supervisor_or_the_vmm_leaves_nothing_behind() {
     require_vm!();
     let ws = common::workspace();
     let name = unique("vm-kill");
+    let logs = common::workspace();
+    let err_log = logs.path().join("stderr");
     let start = || {
         common::paddock_vm()
             .args(["run", "--backend", "vm", "--name", &name, "-w"])
@@ -303,20 +306,39 @@ fn killing_the_supervisor_or_the_vmm_leaves_nothing_behind() {
                 "echo synced > data; sync; touch ready; sleep 300",
             ])
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&err_log).unwrap())
             .spawn()
             .unwrap()
     };
+    // What the run and the guest said, for a failure message.
+    let said = || {
+        let sandbox = common::home().join("sandboxes").join(&name);
+        format!(
+            "paddock: {}\nconsole: {}\nvmm: {}",
+            std::fs::read_to_string(&err_log).unwrap_or_default(),
+            std::fs::read_to_string(sandbox.join("console.log")).unwrap_or_default(),
+            std::fs::read_to_string(sandbox.join("vm.log")).unwrap_or_default()
+        )
+    };
+    let gone = || format!("{:?}", leftovers(&name));
     // SIGKILL the supervisor: the VMM and its helpers die with it.
     let mut sup = start();
-    wait_for("the guest to start", || ws.path().join("ready").exists());
+    wait_for(
+        "the guest to start",
+        || ws.path().join("ready").exists(),
+        said,
+    );
     assert!(
         !leftovers(&name).is_empty(),
         "no VM processes found while running"
     );
     sup.kill().unwrap();
     sup.wait().unwrap();
-    wait_for("the VM's processes to end", || leftovers(&name).is_empty());
+    wait_for(
+        "the VM's processes to end",
+        || leftovers(&name).is_empty(),
+        gone,
+    );
     assert_eq!(
         std::fs::read_to_string(ws.path().join("data")).unwrap(),
         "synced\n"
@@ -325,9 +347,11 @@ fn killing_the_supervisor_or_the_vmm_leaves_nothing_behind() {
     // SIGKILL the VMM: the run ends with an error, the helpers go too.
     std::fs::remove_file(ws.path().join("ready")).unwrap();
     let sup = start();
-    wait_for("the guest to start again", || {
-        ws.path().join("ready").exists()
-    });
+    wait_for(
+        "the guest to start again",
+        || ws.path().join("ready").exists(),
+        said,
+    );
     let qemu = std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
@@ -347,7 +371,7 @@ fn killing_the_supervisor_or_the_vmm_leaves_nothing_behind() {
     unsafe { libc::kill(qemu, libc::SIGKILL) };
     let o = sup.wait_with_output().unwrap();
     assert!(!o.status.success());
-    wait_for("the helpers to end", || leftovers(&name).is_empty());
+    wait_for("the helpers to end", || leftovers(&name).is_empty(), gone);
     let stale: Vec<_> = std::fs::read_dir(std::env::temp_dir())
         .unwrap()
         .flatten()

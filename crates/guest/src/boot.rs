@@ -73,7 +73,7 @@ fn boot(conn_slot: &mut Option<File>) -> Result<Infallible, Failure> {
     load_modules(&cmdline)?;
     loopback_up().map_err(fail("network", "cannot bring up the loopback interface"))?;
 
-    let mut conn = retry(Duration::from_secs(10), || vsock::connect_host(BOOT_PORT))
+    let mut conn = retry(Duration::from_secs(60), || vsock::connect_host(BOOT_PORT))
         .map_err(fail("vsock", "cannot reach the host"))?;
     *conn_slot = conn.try_clone().ok();
     let setup = match Frame::read_from(&mut conn) {

@@ -276,6 +276,42 @@ fn wait_socket(path: &Path, child: &mut Child, what: &str, log: &Path) -> Result
     Ok(())
 }
 
+/// Waits until no process holds a lock on `disk`. A VMM that was just killed (its supervisor
+/// died) keeps its image locks until it has finished exiting, which under load takes a while;
+/// starting a new VMM before then fails on QEMU's image lock.
+fn wait_disk_free(disk: &Path, limit: Duration) -> Result<(), BackendError> {
+    let f = fs::File::open(disk).map_err(io(format!("cannot open {}", disk.display())))?;
+    let deadline = Instant::now() + limit;
+    loop {
+        // SAFETY: flock is plain data; zeroed is a valid value (l_type is set below).
+        let mut lk: libc::flock = unsafe { std::mem::zeroed() };
+        lk.l_type = libc::F_WRLCK as libc::c_short;
+        lk.l_whence = libc::SEEK_SET as libc::c_short;
+        // SAFETY: F_OFD_GETLK reads and writes the flock we own.
+        let rc = unsafe {
+            libc::fcntl(
+                std::os::fd::AsRawFd::as_raw_fd(&f),
+                libc::F_OFD_GETLK,
+                &mut lk,
+            )
+        };
+        if rc != 0 || lk.l_type == libc::F_UNLCK as libc::c_short {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(layer(
+                "vm disk",
+                format!(
+                    "{} is still locked by another VMM after {} s; is the sandbox running elsewhere?",
+                    disk.display(),
+                    limit.as_secs()
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Random characters in a run directory's name.
 const RUN_DIR_RAND: usize = 6;
 
@@ -588,6 +624,8 @@ impl Backend for VmBackend {
             fs::write(&base_id, &artifacts.info.id).map_err(io("cannot record the disk's base"))?;
             fs::rename(&tmp, &disk).map_err(io("cannot move the disk layer into place"))?;
         }
+        // The sandbox lock is ours, so a lock on the disk belongs to a VMM still exiting.
+        wait_disk_free(&disk, Duration::from_secs(60))?;
 
         // Sockets live in a short private directory (Unix socket paths are limited to 108
         // bytes); it is removed with the instance.
