@@ -332,6 +332,33 @@ fn killing_the_supervisor_or_the_vmm_leaves_nothing_behind() {
         !leftovers(&name).is_empty(),
         "no VM processes found while running"
     );
+    // The VMM and the vsock device run unprivileged (virtiofsd stays root to write as the
+    // workspace's owner, inside its own namespaces).
+    for proc in ["qemu-system", "vhost-device-vsock"] {
+        let pid = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .find(|e| {
+                std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                    let c = String::from_utf8_lossy(&c);
+                    let program = c.split('\0').next().unwrap_or_default();
+                    program
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or_default()
+                        .starts_with(proc)
+                        && c.contains(&format!("paddock-vm-{name}-"))
+                })
+            })
+            .unwrap_or_else(|| panic!("no {proc} process"))
+            .path();
+        let status = std::fs::read_to_string(pid.join("status")).unwrap();
+        let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        assert!(
+            uid.split_whitespace().skip(1).all(|u| u != "0"),
+            "{proc} runs with uid 0: {uid}"
+        );
+    }
     sup.kill().unwrap();
     sup.wait().unwrap();
     wait_for(

@@ -232,6 +232,40 @@ fn spawn_helper(cmd: &mut Command, log: &Path, what: &str) -> Result<Child, Back
     cmd.spawn().map_err(io(format!("cannot start {what}")))
 }
 
+/// The unprivileged host uid (and gid) the sandbox's vsock device runs as: one per sandbox name
+/// in a range of its own (`0x7e000000 + 16-bit hash`), below the sandboxes' own id range, so a
+/// compromised device of one sandbox shares no identity with the host or, short of a hash
+/// collision, with another sandbox's device.
+pub fn helper_uid(name: &str) -> u32 {
+    // FNV-1a, stable across builds.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    0x7e00_0000 + (h & 0xffff)
+}
+
+/// Makes `cmd` drop to `uid`:`uid` with no supplementary groups and `no_new_privs` before it
+/// execs (registered before [`spawn_helper`]'s parent-death signal, which a uid change would
+/// clear).
+fn drop_to(cmd: &mut Command, uid: u32) {
+    // SAFETY: setgroups, setresgid, setresuid and prctl are async-signal-safe; the child execs
+    // right after.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresgid(uid, uid, uid) != 0
+                || libc::setresuid(uid, uid, uid) != 0
+                || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Runs `cmd` as the child of a small pid 1 in a new pid namespace. The VMM drops to an
 /// unprivileged user, which clears its parent-death signal; pid 1 (a shell that keeps its
 /// credentials) still dies with the supervisor, and the kernel then kills everything in the
@@ -312,18 +346,24 @@ fn wait_disk_free(disk: &Path, limit: Duration) -> Result<(), BackendError> {
     }
 }
 
+/// How the socket directories of sandbox `name` begin (in the temporary directory).
+fn run_dir_prefix(name: &str) -> String {
+    format!("paddock-vm-{name}-")
+}
+
 /// Random characters in a run directory's name.
 const RUN_DIR_RAND: usize = 6;
 
-/// Removes the socket directories a previous run of the same sandbox left behind when its
-/// supervisor was killed (the sandbox lock is held, so none of them is in use).
-fn remove_stale_run_dirs(prefix: &str) {
+/// Removes the socket directories a previous run of sandbox `name` left behind when its
+/// supervisor was killed. Call with the sandbox's lock held (then none of them is in use).
+pub fn remove_stale_run_dirs(name: &str) {
+    let prefix = run_dir_prefix(name);
     let Ok(rd) = fs::read_dir(std::env::temp_dir()) else {
         return;
     };
     for e in rd.flatten() {
         let name = e.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
             continue;
         };
         if rest.len() == RUN_DIR_RAND && rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
@@ -629,28 +669,45 @@ impl Backend for VmBackend {
 
         // Sockets live in a short private directory (Unix socket paths are limited to 108
         // bytes); it is removed with the instance.
-        let prefix = format!("paddock-vm-{}-", spec.name);
-        remove_stale_run_dirs(&prefix);
+        let prefix = run_dir_prefix(spec.name.as_str());
+        remove_stale_run_dirs(spec.name.as_str());
         let run = tempfile::Builder::new()
             .prefix(&prefix)
             .rand_bytes(RUN_DIR_RAND)
             .tempdir()
             .map_err(io("cannot create the VM's socket directory"))?;
-        fs::set_permissions(run.path(), fs::Permissions::from_mode(0o711))
+        // The directory belongs to the sandbox's unprivileged helper user (the vsock device
+        // creates its sockets here); root-run parts reach it anyway, nobody else does.
+        let helper = helper_uid(spec.name.as_str());
+        fs::set_permissions(run.path(), fs::Permissions::from_mode(0o700))
             .map_err(io("cannot set the socket directory's mode"))?;
+        std::os::unix::fs::chown(run.path(), Some(helper), Some(helper))
+            .map_err(io("cannot give the socket directory to the helper user"))?;
         let initrd = run.path().join("initrd");
         // QEMU confines itself here (an empty directory) once it has opened its files.
         let jail = run.path().join("empty");
         fs::create_dir(&jail).map_err(io("cannot create the VMM's empty root"))?;
         write_initrd(&artifacts, guest, &initrd).map_err(io("cannot write the initramfs"))?;
         let uds = run.path().join("vm.vsock");
-        let boot_listener = UnixListener::bind(run.path().join(format!("vm.vsock_{BOOT_PORT}")))
-            .map_err(io("cannot listen for the guest"))?;
+        // The two host sockets the guest may reach, connectable by the vsock device's user.
+        let for_device = |p: &Path| -> Result<(), BackendError> {
+            std::os::unix::fs::chown(p, Some(helper), Some(helper)).map_err(io(format!(
+                "cannot hand {} to the vsock device",
+                p.display()
+            )))
+        };
+        let boot_path = run.path().join(format!("vm.vsock_{BOOT_PORT}"));
+        let boot_listener =
+            UnixListener::bind(&boot_path).map_err(io("cannot listen for the guest"))?;
+        for_device(&boot_path)?;
         let egress = match spec.network {
-            Network::Proxy => Some(OwnedFd::from(
-                UnixListener::bind(run.path().join(format!("vm.vsock_{PROXY_PORT}")))
-                    .map_err(io("cannot listen for the guest's proxy connections"))?,
-            )),
+            Network::Proxy => {
+                let path = run.path().join(format!("vm.vsock_{PROXY_PORT}"));
+                let l = UnixListener::bind(&path)
+                    .map_err(io("cannot listen for the guest's proxy connections"))?;
+                for_device(&path)?;
+                Some(OwnedFd::from(l))
+            }
             Network::None => None,
         };
         let log = ctx.sandbox_dir.join("vm.log");
@@ -662,16 +719,16 @@ impl Backend for VmBackend {
         let mut procs = Procs::default();
         let vsock_socket = run.path().join("vsock.sock");
         let mut sockets = vec![vsock_socket.clone()];
+        // The vsock device parses what the guest sends: it runs as the sandbox's helper user.
+        let mut device = Command::new(vsockd);
+        device
+            .arg(format!("--guest-cid={GUEST_CID}"))
+            .arg(format!("--socket={}", vsock_socket.display()))
+            .arg(format!("--uds-path={}", uds.display()));
+        drop_to(&mut device, helper);
         procs.helpers.push((
             "vhost-device-vsock".into(),
-            spawn_helper(
-                Command::new(vsockd)
-                    .arg(format!("--guest-cid={GUEST_CID}"))
-                    .arg(format!("--socket={}", vsock_socket.display()))
-                    .arg(format!("--uds-path={}", uds.display())),
-                &log,
-                "vhost-device-vsock",
-            )?,
+            spawn_helper(&mut device, &log, "vhost-device-vsock")?,
         ));
         let mut tags = Vec::new();
         let mut folders = Vec::new();
