@@ -500,12 +500,14 @@ echo "after $(curl -s -o /dev/null -w '%{{http_code}}' http://up.test:{hp}/hello
     drop(w);
 }
 
-#[test]
-fn no_network_means_no_proxy_at_all() {
-    require_root!();
+on_every_backend!(no_network_means_no_proxy_at_all);
+
+fn no_network_means_no_proxy_at_all(backend: &str) {
+    common::ensure_image();
     let ws = common::workspace();
     let name = unique("net-none");
-    let o = run(
+    let o = run_on(
+        backend,
         ws.path(),
         &name,
         &["--no-network"],
