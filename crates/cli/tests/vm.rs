@@ -352,6 +352,14 @@ fn killing_the_supervisor_or_the_vmm_leaves_nothing_behind() {
             })
             .unwrap_or_else(|| panic!("no {proc} process"))
             .path();
+        if proc == "vhost-device-vsock" {
+            let ns = |p: &std::path::Path| std::fs::read_link(p.join("ns/net")).unwrap();
+            assert_ne!(
+                ns(&pid),
+                ns(std::path::Path::new("/proc/self")),
+                "the vsock device shares the host's network namespace"
+            );
+        }
         let status = std::fs::read_to_string(pid.join("status")).unwrap();
         let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
         assert!(

@@ -246,15 +246,17 @@ pub fn helper_uid(name: &str) -> u32 {
     0x7e00_0000 + (h & 0xffff)
 }
 
-/// Makes `cmd` drop to `uid`:`uid` with no supplementary groups and `no_new_privs` before it
-/// execs (registered before [`spawn_helper`]'s parent-death signal, which a uid change would
-/// clear).
+/// Makes `cmd` run in network, IPC and UTS namespaces of its own (it needs only filesystem Unix
+/// sockets: no network, and no abstract sockets of the host, which are per network namespace),
+/// then drop to `uid`:`uid` with no supplementary groups and `no_new_privs` before it execs
+/// (registered before [`spawn_helper`]'s parent-death signal, which a uid change would clear).
 fn drop_to(cmd: &mut Command, uid: u32) {
-    // SAFETY: setgroups, setresgid, setresuid and prctl are async-signal-safe; the child execs
-    // right after.
+    // SAFETY: unshare, setgroups, setresgid, setresuid and prctl are async-signal-safe; the
+    // child execs right after.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::setgroups(0, std::ptr::null()) != 0
+            if libc::unshare(libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS) != 0
+                || libc::setgroups(0, std::ptr::null()) != 0
                 || libc::setresgid(uid, uid, uid) != 0
                 || libc::setresuid(uid, uid, uid) != 0
                 || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
