@@ -67,15 +67,9 @@ fn find_program(name: &str) -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();
-    dirs.extend(
-        [
-            "/usr/local/bin",
-            "/usr/bin",
-            "/usr/libexec",
-            "/usr/lib/qemu",
-        ]
-        .map(PathBuf::from),
-    );
+    // Not /usr/lib/qemu or /usr/libexec: Debian's qemu ships the old C virtiofsd there, whose
+    // command line differs from the maintained Rust one this backend drives.
+    dirs.extend(["/usr/local/bin", "/usr/bin"].map(PathBuf::from));
     if let Some(home) = std::env::var_os("HOME") {
         dirs.push(PathBuf::from(home).join(".cargo/bin"));
     }
