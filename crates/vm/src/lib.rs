@@ -813,8 +813,12 @@ impl Backend for VmBackend {
         })
         .write_to(&mut boot)
         .map_err(io("cannot send the setup to the guest"))?;
+        // A guest that hangs in its setup (a mount that never returns) must not hang the host.
+        let _ = boot.set_read_timeout(Some(boot_limit));
         match Frame::read_from(&mut boot) {
-            Ok(Some(Frame::Report(Report::Ready { .. }))) => {}
+            Ok(Some(Frame::Report(Report::Ready { .. }))) => {
+                let _ = boot.set_read_timeout(None);
+            }
             Ok(Some(Frame::Report(Report::SetupFailed { layer: l, message }))) => {
                 return Err(layer(&format!("vm guest {l}"), message));
             }
@@ -843,8 +847,11 @@ impl Backend for VmBackend {
         })
         .write_to(&mut exec)
         .map_err(io("cannot send the command to the guest"))?;
+        let _ = exec.set_read_timeout(Some(boot_limit));
         match Frame::read_from(&mut exec) {
-            Ok(Some(Frame::Report(Report::Ready { .. }))) => {}
+            Ok(Some(Frame::Report(Report::Ready { .. }))) => {
+                let _ = exec.set_read_timeout(None);
+            }
             other => {
                 return Err(layer(
                     "vm",
