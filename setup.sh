@@ -28,7 +28,7 @@ if [ "${#want[@]}" -gt 0 ]; then
     apt_install "${want[@]}"
 fi
 # The vm backend's device helpers: virtio-fs and user-space vsock (maintained rust-vmm
-# programs from crates.io).
+# programs, built with cargo install).
 for tool in virtiofsd vhost-device-vsock; do
     if ! command -v "$tool" >/dev/null; then
         echo "setup.sh: installing $tool (cargo install, a few minutes the first time)"
