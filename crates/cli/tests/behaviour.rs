@@ -386,3 +386,42 @@ print(\"forked\", ok)'",
         "pids.max 32 let {forked} forks through"
     );
 }
+
+/// Killing the supervisor (SIGKILL, or a signal that arrives before it catches signals) ends
+/// the sandbox: nothing of it keeps running without its supervisor.
+#[test]
+fn a_killed_supervisor_takes_the_sandbox_with_it() {
+    require_root!();
+    common::ensure_image();
+    let ws = common::workspace();
+    let tag = format!("{}", 700000 + std::process::id() % 90000);
+    let running = || {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| c == format!("sleep\0{tag}\0").as_bytes())
+        })
+    };
+    let mut child = paddock()
+        .args(["run", "--rm", "-w"])
+        .arg(ws.path())
+        .args(["--", "sleep", &tag])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !running() {
+        assert!(Instant::now() < deadline, "the sandbox did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running() {
+        assert!(
+            Instant::now() < deadline,
+            "the sandbox outlived its killed supervisor"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -99,6 +99,9 @@ pub fn run_attached(
         Err(LockError::Busy) => return Err(SupervisorError::Busy(name)),
         Err(source) => return Err(SupervisorError::Lock { name, source }),
     };
+    // Caught from here on, so a signal during setup reaches the sandbox once it runs.
+    let signals = relay::SignalPipe::catch(launch.stdio == paddock_core::Stdio::Pty)
+        .map_err(SupervisorError::Relay)?;
     store.mark_running(&spec.name, std::process::id())?;
     let ctx = StartContext {
         sandbox_dir,
@@ -131,7 +134,7 @@ pub fn run_attached(
             }
         },
     };
-    let relayed = relay::relay(instance.as_mut());
+    let relayed = relay::relay(instance.as_mut(), &signals);
     let exit = instance.wait();
     if let Some(p) = proxy {
         p.stop();

@@ -17,12 +17,24 @@ const FORWARD: [i32; 6] = [
     libc::SIGUSR2,
 ];
 
-struct SignalPipe {
+/// The signals the supervisor catches for a sandbox, caught from before the sandbox starts:
+/// one that arrives while the sandbox is being set up is passed on once it runs, instead of
+/// killing the supervisor and leaving the sandbox without it.
+pub struct SignalPipe {
     read: OwnedFd,
     ids: Vec<signal_hook::SigId>,
 }
 
 impl SignalPipe {
+    /// Catches the forwarded signals, and SIGWINCH when `terminal`.
+    pub fn catch(terminal: bool) -> io::Result<SignalPipe> {
+        let mut signals = FORWARD.to_vec();
+        if terminal {
+            signals.push(libc::SIGWINCH);
+        }
+        SignalPipe::new(&signals)
+    }
+
     fn new(signals: &[i32]) -> io::Result<SignalPipe> {
         let (read, write) = rustix::pipe::pipe_with(
             rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
@@ -101,15 +113,10 @@ fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> io::Result<()> {
 }
 
 /// Relays until the sandbox exits.
-pub fn relay(instance: &mut dyn Instance) -> io::Result<()> {
+pub fn relay(instance: &mut dyn Instance, sigs: &SignalPipe) -> io::Result<()> {
     let pty = instance.take_pty();
-    let mut signals = FORWARD.to_vec();
-    if pty.is_some() {
-        signals.push(libc::SIGWINCH);
-    }
-    let sigs = SignalPipe::new(&signals)?;
     match pty {
-        Some(master) => relay_pty(instance, &sigs, master),
+        Some(master) => relay_pty(instance, sigs, master),
         None => loop {
             let exit_fd = instance.exit_fd();
             let mut fds = [

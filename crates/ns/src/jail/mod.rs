@@ -237,6 +237,10 @@ fn pid1(
     nix::unistd::setresgid(root_gid, root_gid, root_gid).layer("user namespace", "setresgid")?;
     nix::unistd::setgroups(&[]).layer("user namespace", "setgroups")?;
     nix::unistd::setresuid(root_uid, root_uid, root_uid).layer("user namespace", "setresuid")?;
+    // Changing ids cleared the parent-death signal set above: arm it again, or pid 1 (and the
+    // whole sandbox) would outlive a jail killed with its supervisor.
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .layer("init", "cannot tie pid 1 to the jail")?;
     sys::set_non_dumpable().layer("init", "cannot make pid 1 non-dumpable")?;
     rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o022));
 
