@@ -71,6 +71,44 @@ pub struct Launch {
     pub stdio: Stdio,
 }
 
+impl Launch {
+    /// What the in-sandbox helper runs for this launch (every backend sends the same).
+    pub fn command(&self, no_new_privs: bool) -> paddock_wire::Command {
+        paddock_wire::Command {
+            argv: self.argv.clone(),
+            env: self.env.clone(),
+            cwd: self.cwd.clone(),
+            uid: self.uid,
+            gid: self.uid,
+            groups: vec![],
+            tty: self.stdio == Stdio::Pty,
+            no_new_privs,
+        }
+    }
+}
+
+/// A host path to share with a sandbox, checked: canonical, and refused when it is or passes
+/// through a symlink (a workspace is attacker-writable, so a symlink there could point a later
+/// run's share anywhere on the host). Returns the canonical path and its metadata.
+pub fn shared_path(
+    host: &paddock_policy::AbsPath,
+    what: &str,
+) -> Result<(PathBuf, std::fs::Metadata), BackendError> {
+    let canonical = std::fs::canonicalize(host.as_path())
+        .map_err(BackendError::io(format!("{what} {host} is not accessible")))?;
+    if canonical != host.as_path() {
+        return Err(BackendError::Io {
+            what: format!(
+                "{what} {host} is a symlink or passes through one (it resolves to {}); give the real path",
+                canonical.display()
+            ),
+            source: io::Error::from(io::ErrorKind::InvalidInput),
+        });
+    }
+    let meta = std::fs::metadata(&canonical).map_err(BackendError::io(format!("{what} {host}")))?;
+    Ok((canonical, meta))
+}
+
 /// Everything a backend needs besides the spec.
 #[derive(Debug, Clone)]
 pub struct StartContext {

@@ -15,6 +15,7 @@ mod store;
 
 pub use backend::{
     Backend, BackendError, Egress, Exit, Instance, Launch, Probe, ProbeItem, StartContext, Stdio,
+    shared_path,
 };
 pub use dirs::{Dirs, DirsError};
 pub use idmap::{DEFAULT_ID_BASE, ID_RANGE, IdMap};

@@ -8,14 +8,19 @@ use nix::sys::socket::{
     AddressFamily, Backlog, SockFlag, SockType, VsockAddr, accept4, bind, connect, listen, socket,
 };
 
-/// Connects to `port` on the host.
-pub fn connect_host(port: u32) -> io::Result<File> {
-    let fd = socket(
+/// A new vsock stream socket.
+fn stream() -> io::Result<OwnedFd> {
+    Ok(socket(
         AddressFamily::Vsock,
         SockType::Stream,
         SockFlag::SOCK_CLOEXEC,
         None,
-    )?;
+    )?)
+}
+
+/// Connects to `port` on the host.
+pub fn connect_host(port: u32) -> io::Result<File> {
+    let fd = stream()?;
     connect(
         std::os::fd::AsRawFd::as_raw_fd(&fd),
         &VsockAddr::new(paddock_wire::vm::HOST_CID, port),
@@ -25,12 +30,7 @@ pub fn connect_host(port: u32) -> io::Result<File> {
 
 /// Listens on `port` for the host's connections.
 pub fn listen_any(port: u32) -> io::Result<OwnedFd> {
-    let fd = socket(
-        AddressFamily::Vsock,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
+    let fd = stream()?;
     bind(
         std::os::fd::AsRawFd::as_raw_fd(&fd),
         &VsockAddr::new(libc::VMADDR_CID_ANY, port),

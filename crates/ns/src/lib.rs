@@ -83,27 +83,14 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackendError {
     BackendError::io(what)
 }
 
-/// Describes a shared host path: canonical, and owned by whom. A path that is, or passes
-/// through, a symlink is refused (a workspace is attacker-writable, so a symlink there could
-/// point a later run's mount anywhere on the host).
+/// Describes a shared host path ([`paddock_core::shared_path`]) and who owns it.
 pub fn describe_bind(
     host: &AbsPath,
     target: &AbsPath,
     read_only: bool,
     what: &str,
 ) -> Result<Bind, BackendError> {
-    let canonical =
-        fs::canonicalize(host.as_path()).map_err(io(format!("{what} {host} is not accessible")))?;
-    if canonical != host.as_path() {
-        return Err(BackendError::Io {
-            what: format!(
-                "{what} {host} is a symlink or passes through one (it resolves to {}); give the real path",
-                canonical.display()
-            ),
-            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
-        });
-    }
-    let meta = fs::metadata(&canonical).map_err(io(format!("{what} {host}")))?;
+    let (canonical, meta) = paddock_core::shared_path(host, what)?;
     Ok(Bind {
         host: canonical,
         target: target.as_str().to_owned(),
@@ -223,16 +210,7 @@ impl Backend for NsBackend {
             id_base: base,
             binds,
             cgroups: cgroups.dirs.clone(),
-            command: paddock_wire::Command {
-                argv: launch.argv.clone(),
-                env: launch.env.clone(),
-                cwd: launch.cwd.clone(),
-                uid: launch.uid,
-                gid: launch.uid,
-                groups: vec![],
-                tty: launch.stdio == Stdio::Pty,
-                no_new_privs: spec.no_new_privs,
-            },
+            command: launch.command(spec.no_new_privs),
             egress: spec.network == Network::Proxy,
         };
         let started = spawn(&self.jail, &cfg, launch.stdio);

@@ -585,18 +585,7 @@ impl Backend for VmBackend {
                        ro: bool,
                        what: &str|
          -> Result<(), BackendError> {
-            let canonical = fs::canonicalize(host.as_path())
-                .map_err(io(format!("{what} {host} is not accessible")))?;
-            if canonical != host.as_path() {
-                return Err(BackendError::Io {
-                    what: format!(
-                        "{what} {host} is a symlink or passes through one (it resolves to {}); give the real path",
-                        canonical.display()
-                    ),
-                    source: std::io::ErrorKind::InvalidInput.into(),
-                });
-            }
-            let meta = fs::metadata(&canonical).map_err(io(format!("{what} {host}")))?;
+            let (canonical, meta) = paddock_core::shared_path(host, what)?;
             if !meta.is_dir() {
                 return Err(BackendError::Io {
                     what: format!(
@@ -835,18 +824,9 @@ impl Backend for VmBackend {
         }
 
         let mut exec = connect_guest(&uds, EXEC_PORT).map_err(io("cannot reach the guest"))?;
-        Frame::Exec(paddock_wire::Command {
-            argv: launch.argv.clone(),
-            env: launch.env.clone(),
-            cwd: launch.cwd.clone(),
-            uid: launch.uid,
-            gid: launch.uid,
-            groups: vec![],
-            tty: launch.stdio == Stdio::Pty,
-            no_new_privs: spec.no_new_privs,
-        })
-        .write_to(&mut exec)
-        .map_err(io("cannot send the command to the guest"))?;
+        Frame::Exec(launch.command(spec.no_new_privs))
+            .write_to(&mut exec)
+            .map_err(io("cannot send the command to the guest"))?;
         let _ = exec.set_read_timeout(Some(boot_limit));
         match Frame::read_from(&mut exec) {
             Ok(Some(Frame::Report(Report::Ready { .. }))) => {
