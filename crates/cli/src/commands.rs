@@ -359,6 +359,7 @@ fn remove_sandbox(dirs: &Dirs, store: &Store, name: &SandboxName) -> Result<()> 
     crate::policy::open_store(dirs)?.remove_scope(&Scope::Sandbox(name.to_string()))?;
     // A vm run whose supervisor was killed may have left its socket directory.
     paddock_vm::remove_stale_run_dirs(name.as_str());
+    paddock_gvisor::remove_stale_run_dirs(name.as_str());
     if doomed.exists() {
         std::fs::remove_dir_all(&doomed)
             .with_context(|| format!("cannot remove {}", doomed.display()))?;

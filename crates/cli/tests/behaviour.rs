@@ -37,11 +37,7 @@ fn exit_codes_pass_through() {
 
 /// `paddock` set up for `backend`.
 fn on(backend: &str) -> std::process::Command {
-    if backend == "vm" {
-        common::paddock_vm()
-    } else {
-        paddock()
-    }
+    common::paddock_for(backend)
 }
 
 // Behaviour that must be the same on every backend (the vm backend's own checks of exit codes,

@@ -201,11 +201,7 @@ fn run(ws: &Path, name: &str, flags: &[&str], script: &str) -> Output {
 
 /// The same on `backend`.
 fn run_on(backend: &str, ws: &Path, name: &str, flags: &[&str], script: &str) -> Output {
-    let mut c = if backend == "vm" {
-        common::paddock_vm()
-    } else {
-        common::paddock()
-    };
+    let mut c = common::paddock_for(backend);
     c.env("PADDOCK_TEST_RESOLVE", resolve_override())
         .args(["run", "--backend", backend, "--name", name, "-w"])
         .arg(ws)
@@ -232,20 +228,15 @@ fn audit(name: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-#[test]
-fn real_clients_reach_allowed_hosts_only() {
-    require_root!();
-    real_clients("ns");
-}
+// The same clients and the same bypass attempts on every backend: a VM's connections reach the
+// proxy over vsock, a gVisor sandbox's over a socket its helper was handed.
+on_every_backend!(
+    real_clients_reach_allowed_hosts_only,
+    bypasses_and_raw_network_fail,
+    no_network_means_no_proxy_at_all
+);
 
-/// The same clients from inside a VM: their connections reach the same proxy over vsock.
-#[test]
-fn vm_real_clients_reach_allowed_hosts_only() {
-    require_vm!();
-    real_clients("vm");
-}
-
-fn real_clients(backend: &str) {
+fn real_clients_reach_allowed_hosts_only(backend: &str) {
     let w = world();
     let ws = common::workspace();
     let name = unique("net-clients");
@@ -304,9 +295,7 @@ echo "denied-connect: $(curl -s -o /dev/null -w '%{{http_code}}' --cacert $ca ht
     drop(w);
 }
 
-#[test]
-fn bypasses_and_raw_network_fail() {
-    require_root!();
+fn bypasses_and_raw_network_fail(backend: &str) {
     let w = world();
     let ws = common::workspace();
     let name = unique("net-escape");
@@ -341,7 +330,8 @@ print("smuggle:", s.recv(100).split(b"\r\n")[0].decode())
 PY
 "#
     );
-    let o = run(
+    let o = run_on(
+        backend,
         ws.path(),
         &name,
         &[
@@ -499,8 +489,6 @@ echo "after $(curl -s -o /dev/null -w '%{{http_code}}' http://up.test:{hp}/hello
     );
     drop(w);
 }
-
-on_every_backend!(no_network_means_no_proxy_at_all);
 
 fn no_network_means_no_proxy_at_all(backend: &str) {
     common::ensure_image();

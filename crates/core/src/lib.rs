@@ -10,8 +10,10 @@ mod dirs;
 mod idmap;
 mod image;
 mod lock;
+mod session;
 mod spec;
 mod store;
+pub mod tools;
 
 pub use backend::{
     Backend, BackendError, Egress, Exit, Instance, Launch, Probe, ProbeItem, StartContext, Stdio,
@@ -24,5 +26,6 @@ pub use image::{
 };
 pub use lock::{LockError, SandboxLock};
 pub use paddock_policy::{NameError, SandboxName};
+pub use session::RemoteSession;
 pub use spec::{Network, PROXY_PORT, SandboxSpec, SpecError};
 pub use store::{SandboxRecord, SandboxState, Store, StoreError};

@@ -92,7 +92,9 @@ fn boot(conn_slot: &mut Option<File>) -> Result<Infallible, Failure> {
     write_identity(&setup.hostname);
     pids_cgroup(setup.pids_max)?;
     if setup.egress {
-        egress::start().map_err(fail("network", "cannot listen on 127.0.0.1:3128"))?;
+        let dial: egress::Dial =
+            std::sync::Arc::new(|| vsock::connect_host(paddock_wire::vm::PROXY_PORT));
+        egress::start(dial).map_err(fail("network", "cannot listen on 127.0.0.1:3128"))?;
     }
     let reaper = Arc::new(Reaper::default());
     let listener =

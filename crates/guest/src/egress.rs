@@ -1,29 +1,34 @@
-//! The guest's `127.0.0.1:3128`: each connection is carried over vsock to the host's egress
-//! proxy, byte for byte. Nothing is decided here; the proxy on the host decides.
+//! The sandbox's `127.0.0.1:3128`: each connection is carried to the host's egress proxy, byte
+//! for byte, over a stream the host provides (vsock in a VM, a socket the host hands over in a
+//! gVisor sandbox). Nothing is decided here; the proxy on the host decides.
 
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::Arc;
 
-use crate::vsock;
+/// Opens one stream to the host's proxy.
+pub type Dial = Arc<dyn Fn() -> io::Result<File> + Send + Sync>;
 
 /// Binds the proxy port and serves it on a thread of its own.
-pub fn start() -> io::Result<()> {
+pub fn start(dial: Dial) -> io::Result<()> {
     let listener = TcpListener::bind(("127.0.0.1", paddock_wire::vm::PROXY_PORT as u16))?;
     std::thread::Builder::new()
         .name("egress".into())
         .spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
+                let dial = dial.clone();
                 let _ = std::thread::Builder::new()
                     .name("egress-conn".into())
-                    .spawn(move || carry(conn));
+                    .spawn(move || carry(conn, &dial));
             }
         })?;
     Ok(())
 }
 
-fn carry(client: TcpStream) {
-    let Ok(host) = vsock::connect_host(paddock_wire::vm::PROXY_PORT) else {
+fn carry(client: TcpStream, dial: &Dial) {
+    let Ok(host) = dial() else {
         // The host is not listening: the connection just ends.
         return;
     };

@@ -73,3 +73,69 @@ pub fn recv_report(channel: BorrowedFd<'_>) -> io::Result<Option<(Report, Option
     let report = Report::decode(&buf[..msg.bytes]).map_err(io::Error::other)?;
     Ok(Some((report, fd)))
 }
+
+/// Sends `bytes` in one message with `fds` attached (up to 3).
+pub fn send_with_fds(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(io::Error::other("control buffer too small"));
+    }
+    loop {
+        match sendmsg(
+            sock,
+            &[IoSlice::new(bytes)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        ) {
+            Err(rustix::io::Errno::INTR) => continue,
+            Ok(n) if n == bytes.len() => return Ok(()),
+            Ok(_) => return Err(io::ErrorKind::WriteZero.into()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Receives one message into `buf` and the descriptors that came with it (up to 3).
+/// `Ok(None)` at end of stream.
+pub fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> io::Result<Option<(usize, Vec<OwnedFd>)>> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let msg = loop {
+        match recvmsg(
+            sock,
+            &mut [IoSliceMut::new(buf)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => break other?,
+        }
+    };
+    let mut fds = Vec::new();
+    for m in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(got) = m {
+            fds.extend(got);
+        }
+    }
+    if msg.bytes == 0 {
+        return Ok(None);
+    }
+    Ok(Some((msg.bytes, fds)))
+}
+
+/// Sends one byte over a stream socket, with a descriptor attached when there is one (the
+/// gVisor backend's session and proxy sockets, which the sandbox's helper gets this way).
+pub fn send_byte(sock: BorrowedFd<'_>, byte: u8, fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
+    let fds: Vec<BorrowedFd<'_>> = fd.into_iter().collect();
+    send_with_fds(sock, &[byte], &fds)
+}
+
+/// Receives one byte and the descriptor that came with it, if any. `Ok(None)` at end of stream.
+pub fn recv_byte(sock: BorrowedFd<'_>) -> io::Result<Option<(u8, Option<OwnedFd>)>> {
+    let mut buf = [0u8; 1];
+    Ok(recv_with_fds(sock, &mut buf)?.map(|(_, fds)| (buf[0], fds.into_iter().next())))
+}

@@ -50,3 +50,26 @@ pub struct JailConfig {
     /// Open a listening socket on the sandbox's `127.0.0.1:3128` and send it to the host.
     pub egress: bool,
 }
+
+/// What the jail prepares for a gVisor sandbox before it becomes runsc
+/// (`paddock-ns-jail runsc`, JSON on descriptor 3).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunscConfig {
+    /// Image root filesystem (overlay lower layer).
+    pub lower: PathBuf,
+    /// Writable layer.
+    pub upper: PathBuf,
+    /// Overlay work directory.
+    pub work: PathBuf,
+    /// Where the overlay is mounted: the OCI bundle's root path.
+    pub root: PathBuf,
+    /// Host id of the sandbox's root (idmapped shared folders map their owner to its agent).
+    pub id_base: u32,
+    /// Shared folders; `target` is the host mount point the OCI spec names as the source.
+    pub binds: Vec<Bind>,
+    /// cgroup directories the supervisor moves the jail into before it continues.
+    pub cgroups: Vec<PathBuf>,
+    /// The program to become (runsc and its arguments).
+    pub exec: Vec<String>,
+}

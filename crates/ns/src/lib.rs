@@ -43,16 +43,32 @@ pub struct NsBackend {
 /// Name of the jail binary, installed next to `paddock`.
 pub const JAIL_BINARY: &str = "paddock-ns-jail";
 
+/// The jail binary next to the running executable.
+pub fn find_jail() -> PathBuf {
+    let dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf));
+    dir.map(|d| d.join(JAIL_BINARY))
+        .unwrap_or_else(|| PathBuf::from(JAIL_BINARY))
+}
+
+/// Moves `pid` into the cgroup directories `dirs` on a thread of its own (a cgroup v1 move
+/// waits for an RCU grace period, which the jail's own setup overlaps).
+pub fn join_cgroups(dirs: Vec<PathBuf>, pid: u32) -> std::thread::JoinHandle<Result<(), String>> {
+    let pid = pid.to_string();
+    std::thread::spawn(move || -> Result<(), String> {
+        for dir in &dirs {
+            fs::write(dir.join("cgroup.procs"), &pid)
+                .map_err(|e| format!("cannot join {}: {e}", dir.display()))?;
+        }
+        Ok(())
+    })
+}
+
 impl NsBackend {
     /// Finds the jail binary next to the running executable.
     pub fn new() -> NsBackend {
-        let dir = std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(Path::to_path_buf));
-        let jail = dir
-            .map(|d| d.join(JAIL_BINARY))
-            .unwrap_or_else(|| PathBuf::from(JAIL_BINARY));
-        NsBackend { jail }
+        NsBackend { jail: find_jail() }
     }
 
     /// Uses the jail binary at `path`.
@@ -102,7 +118,9 @@ pub fn describe_bind(
     })
 }
 
-fn prepare_dirs(dir: &Path, base: u32) -> Result<(PathBuf, PathBuf, PathBuf), BackendError> {
+/// The sandbox's writable layer, the overlay's work directory and a mount point, made on first
+/// use (the layer's root owned by the sandbox's root). Returns (upper, work, merged).
+pub fn prepare_dirs(dir: &Path, base: u32) -> Result<(PathBuf, PathBuf, PathBuf), BackendError> {
     let upper = dir.join("upper");
     let work = dir.join("work");
     let merged = dir.join("merged");
@@ -122,7 +140,7 @@ fn prepare_dirs(dir: &Path, base: u32) -> Result<(PathBuf, PathBuf, PathBuf), Ba
 
 /// `/etc/hosts` and `/etc/hostname` for the sandbox, written to the sandbox's directory on the
 /// host (never into the writable layer) and bound read-only.
-fn generated_files(dir: &Path, hostname: &str) -> Result<Vec<Bind>, BackendError> {
+pub fn generated_files(dir: &Path, hostname: &str) -> Result<Vec<Bind>, BackendError> {
     let etc = dir.join("etc");
     fs::create_dir_all(&etc).map_err(io(format!("cannot create {}", etc.display())))?;
     let files = [
@@ -263,17 +281,7 @@ fn spawn(jail: &Path, cfg: &JailConfig, stdio: Stdio) -> Result<NsInstance, Back
     drop(cfg_r);
     // Move the jail into its cgroups while it sets up its namespaces (the move waits for an RCU
     // grace period with cgroup v1); the jail forks pid 1 only after the answer below.
-    let joiner = {
-        let dirs = cfg.cgroups.clone();
-        let pid = child.id().to_string();
-        std::thread::spawn(move || -> Result<(), String> {
-            for dir in &dirs {
-                fs::write(dir.join("cgroup.procs"), &pid)
-                    .map_err(|e| format!("cannot join {}: {e}", dir.display()))?;
-            }
-            Ok(())
-        })
-    };
+    let joiner = join_cgroups(cfg.cgroups.clone(), child.id());
     let json = serde_json::to_vec(cfg).unwrap_or_default();
     let mut w = fs::File::from(cfg_w);
     let _ = w.write_all(&json);

@@ -4,6 +4,7 @@ use std::fs;
 use std::process::Command;
 
 use paddock_core::{Backend, ProbeItem};
+use paddock_gvisor::GvisorBackend;
 use paddock_ns::NsBackend;
 use paddock_vm::VmBackend;
 use serde::Serialize;
@@ -121,7 +122,7 @@ pub fn collect(default_rootfs: Option<&std::path::Path>) -> Report {
         (
             "runsc",
             &["--version"][..],
-            "apt-get install -t bookworm-backports runsc (for the gvisor backend)",
+            "run ./setup.sh: it adds this release's backports suite to apt and installs runsc (for the gvisor backend)",
         ),
         (
             "qemu-system-x86_64",
@@ -139,6 +140,8 @@ pub fn collect(default_rootfs: Option<&std::path::Path>) -> Report {
     }
     let vm_probe = vm.probe();
     let vm_kvm = vm.kvm();
+    let gvisor = GvisorBackend::new(vm_kvm.works);
+    let gvisor_probe = gvisor.probe();
     let ns = NsBackend::new();
     let probe = ns.probe();
     let ns_usable = probe.usable();
@@ -151,9 +154,9 @@ pub fn collect(default_rootfs: Option<&std::path::Path>) -> Report {
         },
         BackendReport {
             backend: "gvisor".into(),
-            usable: false,
-            built: false,
-            items: vec![item("built", false, "not built yet", None)],
+            usable: gvisor_probe.usable(),
+            built: true,
+            items: gvisor_probe.items.clone(),
         },
         BackendReport {
             backend: "ns".into(),
@@ -164,10 +167,13 @@ pub fn collect(default_rootfs: Option<&std::path::Path>) -> Report {
     ];
     let auto = if vm_probe.usable() && vm_kvm.works {
         "vm (KVM works here)".to_owned()
+    } else if gvisor_probe.usable() {
+        format!("gvisor (vm needs working KVM: {})", vm_kvm.detail)
     } else if ns_usable {
         format!(
-            "ns (vm needs working KVM: {}; gvisor is not built yet)",
-            vm_kvm.detail
+            "ns (vm needs working KVM: {}; gvisor cannot run: {})",
+            vm_kvm.detail,
+            gvisor_probe.reason().unwrap_or_default()
         )
     } else {
         format!(

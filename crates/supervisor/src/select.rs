@@ -1,6 +1,7 @@
 //! Choosing a backend by probing: the rest of Paddock never names one.
 
 use paddock_core::Backend;
+use paddock_gvisor::GvisorBackend;
 use paddock_ns::NsBackend;
 use paddock_vm::VmBackend;
 
@@ -55,7 +56,17 @@ fn usable(b: &dyn Backend) -> Result<(), SelectError> {
 pub fn select(requested: &str) -> Result<(Box<dyn Backend>, String), SelectError> {
     check_name(requested)?;
     match requested {
-        "gvisor" => Err(SelectError::NotBuilt(requested.to_owned())),
+        "gvisor" => {
+            let gvisor = GvisorBackend::new(VmBackend::new().kvm().works);
+            usable(&gvisor)?;
+            let platform = gvisor
+                .runsc_info()
+                .map_or("systrap", |i| i.platform.as_str());
+            Ok((
+                Box::new(gvisor),
+                format!("requested with --backend gvisor (platform {platform})"),
+            ))
+        }
         "vm" => {
             let vm = VmBackend::new();
             usable(&vm)?;
@@ -80,13 +91,26 @@ pub fn select(requested: &str) -> Result<(Box<dyn Backend>, String), SelectError
                     format!("auto: vm, because KVM works here ({})", kvm.detail),
                 ));
             }
+            // Then a user-space kernel, where runsc works.
+            let gvisor = GvisorBackend::new(kvm.works);
+            let gvisor_probe = gvisor.probe();
+            if gvisor_probe.usable() {
+                return Ok((
+                    Box::new(gvisor),
+                    format!(
+                        "auto: gvisor, because the vm backend needs working KVM ({})",
+                        kvm.detail
+                    ),
+                ));
+            }
             let ns = NsBackend::new();
             usable(&ns)?;
             Ok((
                 Box::new(ns),
                 format!(
-                    "auto: ns, because the vm backend needs working KVM ({}); gvisor is not built yet",
-                    kvm.detail
+                    "auto: ns, because the vm backend needs working KVM ({}) and gvisor cannot run here ({})",
+                    kvm.detail,
+                    gvisor_probe.reason().unwrap_or_default()
                 ),
             ))
         }

@@ -3,17 +3,16 @@
 //! an exit status.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::Child;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use paddock_core::{BackendError, Egress, Exit, Instance};
-use paddock_wire::Report;
-use paddock_wire::vm::{ExitStatus, Frame, MAX_DATA};
+use paddock_core::{BackendError, Egress, Exit, Instance, RemoteSession};
+use paddock_wire::vm::Frame;
 use rustix::event::{PollFd, PollFlags, poll};
 
 /// Processes that die with the instance: the VMM first, then its device helpers.
@@ -69,12 +68,6 @@ impl Drop for Procs {
     }
 }
 
-type Shared<T> = Arc<Mutex<T>>;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// The parts [`VmInstance::new`] takes over.
 #[derive(Debug)]
 pub struct Parts {
@@ -102,11 +95,8 @@ pub struct Parts {
 #[derive(Debug)]
 pub struct VmInstance {
     parts: Parts,
-    exec_tx: Shared<UnixStream>,
+    session: RemoteSession,
     exit_r: OwnedFd,
-    exit: Shared<Option<Exit>>,
-    diagnostics: Shared<Vec<String>>,
-    pty: Option<OwnedFd>,
     vmm_pid: i32,
 }
 
@@ -116,100 +106,10 @@ impl VmInstance {
         let vmm_pid = parts.procs.vmm.as_ref().map_or(0, |c| c.id() as i32);
         let (exit_r, exit_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
         let exit_w = Arc::new(File::from(exit_w));
-        let exit: Shared<Option<Exit>> = Arc::default();
-        let diagnostics: Shared<Vec<String>> = Arc::default();
-        let exec_tx = Arc::new(Mutex::new(parts.exec.try_clone()?));
-
-        // Where the command's output goes, and where its input comes from.
-        let (out, err, input, pty): (File, File, File, Option<OwnedFd>) = if parts.tty {
-            let (ours, theirs) = UnixStream::pair()?;
-            let ours = OwnedFd::from(ours);
-            (
-                File::from(ours.try_clone()?),
-                File::from(ours.try_clone()?),
-                File::from(ours),
-                Some(OwnedFd::from(theirs)),
-            )
-        } else {
-            let dup = |fd: BorrowedFd<'_>| -> io::Result<File> {
-                Ok(File::from(fd.try_clone_to_owned()?))
-            };
-            (
-                dup(rustix::stdio::stdout())?,
-                dup(rustix::stdio::stderr())?,
-                dup(rustix::stdio::stdin())?,
-                None,
-            )
-        };
-
-        // Output, reports and the exit, from the guest.
-        {
-            let mut reader = parts.exec.try_clone()?;
-            let exit = exit.clone();
-            let diagnostics = diagnostics.clone();
-            let exit_w = exit_w.clone();
-            let tty = parts.tty;
-            std::thread::Builder::new()
-                .name("vm-output".into())
-                .spawn(move || {
-                    let (mut out, mut err) = (out, err);
-                    while let Ok(Some(frame)) = Frame::read_from(&mut reader) {
-                        match frame {
-                            Frame::Stdout(d) => {
-                                let _ = out.write_all(&d);
-                            }
-                            Frame::Stderr(d) => {
-                                let _ = err.write_all(&d);
-                            }
-                            Frame::Report(Report::ExecFailed {
-                                program, message, ..
-                            }) => lock(&diagnostics).push(format!("{program}: {message}")),
-                            Frame::Exit(st) => {
-                                *lock(&exit) = Some(match st {
-                                    ExitStatus::Code { code } => Exit::Code { code },
-                                    ExitStatus::Signal { signal } => Exit::Signal { signal },
-                                });
-                                break;
-                            }
-                            _ => {}
-                        }
-                    }
-                    if tty {
-                        let _ = rustix::net::shutdown(&out, rustix::net::Shutdown::Write);
-                    }
-                    let _ = (&*exit_w).write_all(&[1]);
-                })?;
-        }
-        // Input and terminal bytes, to the guest.
-        {
-            let tx = exec_tx.clone();
-            std::thread::Builder::new()
-                .name("vm-input".into())
-                .spawn(move || {
-                    let mut input = input;
-                    let mut buf = vec![0u8; MAX_DATA];
-                    loop {
-                        match input.read(&mut buf) {
-                            Ok(0) => {
-                                let _ = Frame::StdinEof.write_to(&mut *lock(&tx));
-                                break;
-                            }
-                            Ok(n) => {
-                                let frame = Frame::Stdin(buf[..n].to_vec());
-                                if frame.write_to(&mut *lock(&tx)).is_err() {
-                                    break;
-                                }
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            Err(_) => break,
-                        }
-                    }
-                })?;
-        }
+        let session = RemoteSession::start(parts.exec.try_clone()?, parts.tty, exit_w.clone())?;
         // The VMM ending on its own also ends the command.
         {
             let pidfd = parts.vmm_pidfd.try_clone()?;
-            let exit_w = exit_w.clone();
             std::thread::Builder::new()
                 .name("vm-watch".into())
                 .spawn(move || {
@@ -220,11 +120,8 @@ impl VmInstance {
         }
         Ok(VmInstance {
             parts,
-            exec_tx,
+            session,
             exit_r,
-            exit,
-            diagnostics,
-            pty,
             vmm_pid,
         })
     }
@@ -256,23 +153,23 @@ impl Instance for VmInstance {
     }
 
     fn take_pty(&mut self) -> Option<OwnedFd> {
-        self.pty.take()
+        self.session.take_pty()
     }
 
     fn signal(&self, signal: i32) -> Result<(), BackendError> {
-        Frame::Signal(signal)
-            .write_to(&mut *lock(&self.exec_tx))
+        self.session
+            .signal(signal)
             .map_err(BackendError::io("cannot signal the command in the VM"))
     }
 
     fn resize(&self, rows: u16, cols: u16) {
-        let _ = Frame::Resize { rows, cols }.write_to(&mut *lock(&self.exec_tx));
+        self.session.resize(rows, cols);
     }
 
     fn wait(&mut self) -> Result<Exit, BackendError> {
         let mut fds = [PollFd::new(&self.exit_r, PollFlags::IN)];
         while let Err(rustix::io::Errno::INTR) = poll(&mut fds, None) {}
-        let exit = lock(&self.exit).take();
+        let exit = self.session.take_exit();
         // A clean power-off: the guest ends its processes, detaches the shared folders, makes
         // its disk read-only and flushes it, then says so; from then on nothing is lost by
         // stopping the VMM at once instead of waiting for the guest kernel's own power-down.
@@ -309,7 +206,7 @@ impl Instance for VmInstance {
     }
 
     fn diagnostics(&mut self) -> Vec<String> {
-        std::mem::take(&mut *lock(&self.diagnostics))
+        self.session.diagnostics()
     }
 
     fn take_egress(&mut self) -> Option<Egress> {

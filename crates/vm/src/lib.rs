@@ -24,9 +24,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio as ProcStdio};
 use std::time::{Duration, Instant, SystemTime};
 
+pub use paddock_core::tools::{GUEST_BINARY, GUEST_ENV};
+use paddock_core::tools::{find_guest, find_program, is_static_elf};
 use paddock_core::{
-    Backend, BackendError, Instance, Launch, Network, Probe, ProbeItem, SandboxSpec, StartContext,
-    Stdio,
+    Backend, BackendError, Instance, Launch, Network, Probe, ProbeItem, RemoteSession, SandboxSpec,
+    StartContext, Stdio,
 };
 use paddock_wire::Report;
 use paddock_wire::vm::{BOOT_PORT, EXEC_PORT, Frame, PROXY_PORT, Setup, SharedFolder};
@@ -38,10 +40,6 @@ pub use crate::instance::VmInstance;
 use crate::instance::{Parts, Procs, console_tail};
 use crate::vmm::{Accel, Qemu, VmConfig, Vmm};
 
-/// Name of the guest helper binary, installed next to `paddock`.
-pub const GUEST_BINARY: &str = "paddock-guest";
-/// Overrides where the guest helper is found.
-pub const GUEST_ENV: &str = "PADDOCK_GUEST_BINARY";
 /// Guest RAM when `--memory` is not given.
 const DEFAULT_MEMORY_MIB: u64 = 2048;
 /// vCPUs when `--cpus` is not given.
@@ -61,48 +59,6 @@ struct Tools {
     virtiofsd: Option<PathBuf>,
     vsock: Option<PathBuf>,
     guest: Option<PathBuf>,
-}
-
-fn find_program(name: &str) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    // Not /usr/lib/qemu or /usr/libexec: Debian's qemu ships the old C virtiofsd there, whose
-    // command line differs from the maintained Rust one this backend drives.
-    dirs.extend(["/usr/local/bin", "/usr/bin"].map(PathBuf::from));
-    if let Some(home) = std::env::var_os("HOME") {
-        dirs.push(PathBuf::from(home).join(".cargo/bin"));
-    }
-    dirs.into_iter()
-        .map(|d| d.join(name))
-        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0))
-}
-
-/// True when `path` is an ELF executable without a program interpreter (statically linked): the
-/// initramfs has no dynamic loader or libraries.
-fn is_static_elf(path: &Path) -> bool {
-    let Ok(b) = fs::read(path) else { return false };
-    if b.len() < 64 || &b[..4] != b"\x7fELF" || b[4] != 2 {
-        return false;
-    }
-    let u16at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
-    let phoff = u64::from_le_bytes(b[0x20..0x28].try_into().unwrap_or_default()) as usize;
-    let (entsize, num) = (u16at(0x36), u16at(0x38));
-    (0..num).all(|i| {
-        let o = phoff + i * entsize;
-        b.get(o..o + 4)
-            .map(|t| u32::from_le_bytes(t.try_into().unwrap_or_default()) != 3)
-            .unwrap_or(false)
-    })
-}
-
-fn find_guest() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os(GUEST_ENV) {
-        return Some(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe().ok()?;
-    let beside = exe.parent()?.join(GUEST_BINARY);
-    beside.exists().then_some(beside)
 }
 
 impl Tools {
@@ -824,21 +780,8 @@ impl Backend for VmBackend {
         }
 
         let mut exec = connect_guest(&uds, EXEC_PORT).map_err(io("cannot reach the guest"))?;
-        Frame::Exec(launch.command(spec.no_new_privs))
-            .write_to(&mut exec)
-            .map_err(io("cannot send the command to the guest"))?;
-        let _ = exec.set_read_timeout(Some(boot_limit));
-        match Frame::read_from(&mut exec) {
-            Ok(Some(Frame::Report(Report::Ready { .. }))) => {
-                let _ = exec.set_read_timeout(None);
-            }
-            other => {
-                return Err(layer(
-                    "vm",
-                    format!("the guest did not start the command ({other:?})"),
-                ));
-            }
-        }
+        RemoteSession::begin(&mut exec, &launch.command(spec.no_new_privs), boot_limit)
+            .map_err(|e| layer("vm", format!("the guest: {e}")))?;
         let inst = VmInstance::new(Parts {
             procs,
             vmm_pidfd,
@@ -855,18 +798,5 @@ impl Backend for VmBackend {
         })
         .map_err(io("cannot start the VM's stream relays"))?;
         Ok(Box::new(inst))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn static_check_reads_program_headers() {
-        // This test binary is dynamically linked.
-        let me = std::env::current_exe().unwrap();
-        assert!(!is_static_elf(&me));
-        assert!(!is_static_elf(Path::new("/nonexistent")));
     }
 }

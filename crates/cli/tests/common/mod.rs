@@ -103,11 +103,7 @@ pub fn sh_with(ws: &Path, flags: &[&str], script: &str) -> Output {
 /// Same, on `backend`.
 pub fn sh_on(backend: &str, ws: &Path, flags: &[&str], script: &str) -> Output {
     ensure_image();
-    let mut c = if backend == "vm" {
-        paddock_vm()
-    } else {
-        paddock()
-    };
+    let mut c = paddock_for(backend);
     c.args(["run", "--rm", "--backend", backend, "-w"])
         .arg(ws)
         .args(flags)
@@ -159,6 +155,34 @@ pub fn vm_ready() -> bool {
     );
     eprintln!("skipped: the vm backend needs {missing:?} (./setup.sh installs them)");
     false
+}
+
+/// Whether runsc is installed; the gvisor tests skip without it, unless
+/// `PADDOCK_REQUIRE_GVISOR=1` (CI) makes that a failure.
+pub fn gvisor_ready() -> bool {
+    let found = ["/usr/sbin/runsc", "/usr/bin/runsc", "/usr/local/bin/runsc"]
+        .iter()
+        .any(|p| Path::new(p).exists());
+    if found {
+        return true;
+    }
+    assert!(
+        std::env::var_os("PADDOCK_REQUIRE_GVISOR").is_none(),
+        "runsc is missing (./setup.sh installs it)"
+    );
+    eprintln!("skipped: the gvisor backend needs runsc (./setup.sh installs it)");
+    false
+}
+
+/// Skips the calling test unless root and runsc is present.
+#[macro_export]
+macro_rules! require_gvisor {
+    () => {
+        $crate::require_root!();
+        if !$crate::common::gvisor_ready() {
+            return;
+        }
+    };
 }
 
 /// Skips the calling test unless root and the vm backend's programs are present.
@@ -219,13 +243,23 @@ pub fn paddock_vm() -> Command {
     c
 }
 
+/// `paddock` for `backend`: the vm and gvisor backends run the freshly built helper.
+pub fn paddock_for(backend: &str) -> Command {
+    if backend == "vm" || backend == "gvisor" {
+        paddock_vm()
+    } else {
+        paddock()
+    }
+}
+
 /// Runs `sh -c script` in a throw-away VM sandbox on `ws`, with extra `run` flags.
 pub fn vm_sh(ws: &Path, flags: &[&str], script: &str) -> Output {
     sh_on("vm", ws, flags, script)
 }
 
-/// Makes `ns::NAME` and `vm::NAME` tests of functions `NAME(backend: &str)`: the shared suite,
-/// run against every backend (the vm ones skip where the vm backend's programs are missing).
+/// Makes `ns::NAME`, `gvisor::NAME` and `vm::NAME` tests of functions `NAME(backend: &str)`: the
+/// shared suite, run against every backend (the gvisor and vm ones skip where their programs are
+/// missing, except in CI).
 #[macro_export]
 macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {
@@ -234,6 +268,13 @@ macro_rules! on_every_backend {
             fn $name() {
                 $crate::require_root!();
                 super::$name("ns");
+            })*
+        }
+        mod gvisor {
+            $(#[test]
+            fn $name() {
+                $crate::require_gvisor!();
+                super::$name("gvisor");
             })*
         }
         mod vm {

@@ -33,7 +33,7 @@ use paddock_init::{Target, forward_and_wait, send_report};
 use paddock_wire::{EXIT_SETUP_FAILED, Report};
 use rustix::thread::{UnshareFlags, unshare_unsafe};
 
-use crate::config::JailConfig;
+use crate::config::{JailConfig, RunscConfig};
 
 /// A setup step that failed, with the layer it belongs to.
 #[derive(Debug)]
@@ -65,6 +65,9 @@ impl<T, E: Display> Layer<T> for Result<T, E> {
 
 /// Entry point of the jail binary. Returns the exit status.
 pub fn main() -> i32 {
+    if std::env::args().nth(1).as_deref() == Some("runsc") {
+        return runsc_main();
+    }
     // SAFETY: the host side passes the configuration pipe as descriptor 3 and the report
     // channel as descriptor 4; nothing else in this process owns them.
     let (cfg_fd, channel) = unsafe { (OwnedFd::from_raw_fd(3), OwnedFd::from_raw_fd(4)) };
@@ -92,6 +95,86 @@ pub fn main() -> i32 {
     }
 }
 
+/// `paddock-ns-jail runsc`: the gVisor backend's host-side setup. In a new private mount
+/// namespace it mounts the sandbox's overlay root and its idmapped shared folders where the OCI
+/// bundle names them, waits to be moved into the sandbox's cgroups, says it is ready, and
+/// becomes runsc, which serves those mounts to the sandbox and dies with the supervisor.
+fn runsc_main() -> i32 {
+    // SAFETY: as in `main`: descriptors 3 and 4 are the configuration and the report channel.
+    let (cfg_fd, channel) = unsafe { (OwnedFd::from_raw_fd(3), OwnedFd::from_raw_fd(4)) };
+    for fd in [&cfg_fd, &channel] {
+        let _ = rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC);
+    }
+    let mut text = String::new();
+    let result = std::fs::File::from(cfg_fd)
+        .read_to_string(&mut text)
+        .layer("config", "cannot read the configuration")
+        .and_then(|_| {
+            serde_json::from_str::<RunscConfig>(&text).layer("config", "malformed configuration")
+        })
+        .and_then(|cfg| runsc_setup(&cfg, channel.as_fd()));
+    let f = match result {
+        Ok(never) => match never {},
+        Err(f) => f,
+    };
+    let _ = send_report(
+        channel.as_fd(),
+        &Report::SetupFailed {
+            layer: f.layer.into(),
+            message: f.message,
+        },
+    );
+    EXIT_SETUP_FAILED
+}
+
+fn runsc_setup(cfg: &RunscConfig, channel: std::os::fd::BorrowedFd<'_>) -> Result<Never, Failure> {
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .layer("init", "cannot tie the sandbox to its supervisor")?;
+    if rustix::process::getppid().is_none_or(|p| p.as_raw_nonzero().get() == 1) {
+        return Err(Failure::new("init", "the supervisor exited during setup"));
+    }
+    let idmaps = userns::idmap_namespaces(&cfg.binds, cfg.id_base)?;
+    let mut ack = [0u8; 1];
+    let got = rustix::net::recv(channel, &mut ack, rustix::net::RecvFlags::empty());
+    if !matches!(got, Ok((1, _))) || ack[0] != 1 {
+        return Err(Failure::new(
+            "cgroup",
+            "the supervisor could not move the sandbox into its cgroups",
+        ));
+    }
+    // SAFETY: single-threaded; the new mount namespace affects only this process and runsc.
+    unsafe { unshare_unsafe(UnshareFlags::NEWNS) }
+        .layer("mounts", "cannot create the mount namespace")?;
+    mounts::build_runsc(cfg, &idmaps)?;
+    drop(idmaps);
+    let program = cfg
+        .exec
+        .first()
+        .ok_or_else(|| Failure::new("config", "no program to run"))?;
+    let argv: Vec<std::ffi::CString> = cfg
+        .exec
+        .iter()
+        .map(|a| std::ffi::CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()
+        .layer("config", "an argument contains NUL")?;
+    let path = std::ffi::CString::new(program.as_bytes()).layer("config", "bad program path")?;
+    send_report(
+        channel,
+        &Report::Ready {
+            pid: std::process::id() as i32,
+        },
+    )
+    .layer("init", "cannot reach the supervisor")?;
+    let err = nix::unistd::execv(&path, &argv).err();
+    Err(Failure::new(
+        "gvisor",
+        format!(
+            "cannot run {program}: {}",
+            err.map(|e| e.to_string()).unwrap_or_default()
+        ),
+    ))
+}
+
 fn outer(cfg: JailConfig, channel: OwnedFd) -> Result<i32, Failure> {
     rustix::process::umask(rustix::fs::Mode::empty());
     let _ = rustix::process::setsid();
@@ -100,7 +183,7 @@ fn outer(cfg: JailConfig, channel: OwnedFd) -> Result<i32, Failure> {
     if rustix::process::getppid().is_none_or(|p| p.as_raw_nonzero().get() == 1) {
         return Err(Failure::new("init", "the supervisor exited during setup"));
     }
-    let idmaps = userns::idmap_namespaces(&cfg)?;
+    let idmaps = userns::idmap_namespaces(&cfg.binds, cfg.id_base)?;
     // The mount namespace is pid 1's alone (made after the fork): pivot_root moves the root of
     // every process in a mount namespace, and this outer process must keep the host's /proc to
     // write pid 1's id maps.

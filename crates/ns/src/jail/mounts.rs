@@ -17,7 +17,7 @@ use rustix::mount::{
 
 use super::sys::{self, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 use super::{Failure, Layer};
-use crate::config::{Bind, JailConfig};
+use crate::config::{Bind, JailConfig, RunscConfig};
 
 const LAYER: &str = "mounts";
 
@@ -143,19 +143,11 @@ fn check_overlay_path(p: &Path) -> Result<&str, Failure> {
     }
 }
 
-/// Builds the tree and pivots into it. Afterwards `/` is the sandbox root.
-pub fn build(cfg: &JailConfig, idmaps: &BTreeMap<(u32, u32), OwnedFd>) -> Result<(), Failure> {
-    let base = cfg.id_base;
-    mount_change(
-        "/",
-        MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
-    )
-    .layer(LAYER, "cannot make the mount namespace private")?;
-
-    // The root: the image under the sandbox's writable layer.
-    let lower = check_overlay_path(&cfg.lower)?;
-    let upper = check_overlay_path(&cfg.upper)?;
-    let work = check_overlay_path(&cfg.work)?;
+/// Mounts the image under the sandbox's writable layer at `at`; returns the mount.
+fn overlay_root(lower: &Path, upper: &Path, work: &Path, at: &Path) -> Result<OwnedFd, Failure> {
+    let lower = check_overlay_path(lower)?;
+    let upper = check_overlay_path(upper)?;
+    let work = check_overlay_path(work)?;
     let overlay = new_fs(
         "overlay",
         &[
@@ -169,7 +161,7 @@ pub fn build(cfg: &JailConfig, idmaps: &BTreeMap<(u32, u32), OwnedFd>) -> Result
     )?;
     let merged = openat(
         CWD,
-        &cfg.merged,
+        at,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )
@@ -179,7 +171,51 @@ pub fn build(cfg: &JailConfig, idmaps: &BTreeMap<(u32, u32), OwnedFd>) -> Result
         merged.as_fd(),
         "cannot mount the sandbox root",
     )?;
-    drop(merged);
+    Ok(overlay)
+}
+
+/// Prepares a gVisor sandbox's filesystems in this (new, private) mount namespace: the overlay
+/// root at `cfg.root` and each shared folder, idmapped, at its mount point on the host side
+/// (`Bind::target` is a host path here). runsc, started next in this namespace, serves them.
+pub fn build_runsc(
+    cfg: &RunscConfig,
+    idmaps: &BTreeMap<(u32, u32), OwnedFd>,
+) -> Result<(), Failure> {
+    mount_change(
+        "/",
+        MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+    )
+    .layer(LAYER, "cannot make the mount namespace private")?;
+    overlay_root(&cfg.lower, &cfg.upper, &cfg.work, &cfg.root)?;
+    for b in &cfg.binds {
+        let what = format!("cannot share {} with the sandbox", b.host.display());
+        let tree = clone_tree(b, idmaps)?;
+        let target = openat(
+            CWD,
+            &b.target,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .layer(
+            LAYER,
+            &format!("{what}: cannot open the mount point {}", b.target),
+        )?;
+        attach(tree.as_fd(), target.as_fd(), &what)?;
+    }
+    Ok(())
+}
+
+/// Builds the tree and pivots into it. Afterwards `/` is the sandbox root.
+pub fn build(cfg: &JailConfig, idmaps: &BTreeMap<(u32, u32), OwnedFd>) -> Result<(), Failure> {
+    let base = cfg.id_base;
+    mount_change(
+        "/",
+        MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+    )
+    .layer(LAYER, "cannot make the mount namespace private")?;
+
+    // The root: the image under the sandbox's writable layer.
+    let overlay = overlay_root(&cfg.lower, &cfg.upper, &cfg.work, &cfg.merged)?;
     // The fsmount descriptor is the overlay's root, now attached: everything below is built
     // relative to it.
     let root = overlay.as_fd();
@@ -325,6 +361,14 @@ fn bind(
     idmaps: &BTreeMap<(u32, u32), OwnedFd>,
 ) -> Result<(), Failure> {
     let what = format!("cannot share {} at {}", b.host.display(), b.target);
+    let tree = clone_tree(b, idmaps)?;
+    let target = ensure_beneath(root, &b.target, !b.is_dir, base)?;
+    attach(tree.as_fd(), target.as_fd(), &what)
+}
+
+/// A detached copy of the shared folder `b`, idmapped and with its flags set.
+fn clone_tree(b: &Bind, idmaps: &BTreeMap<(u32, u32), OwnedFd>) -> Result<OwnedFd, Failure> {
+    let what = format!("cannot share {} at {}", b.host.display(), b.target);
     // The host path was canonicalised by the host side; refusing symlinks here closes the gap
     // between that check and this open.
     let src_flags = OFlags::PATH
@@ -367,6 +411,5 @@ fn bind(
         "idmapped mounts",
         &format!("{what}: the filesystem of {} must support idmapped mounts (ext4, xfs, btrfs, tmpfs on Linux 6.3+)", b.host.display()),
     )?;
-    let target = ensure_beneath(root, &b.target, !b.is_dir, base)?;
-    attach(tree.as_fd(), target.as_fd(), &what)
+    Ok(tree)
 }

@@ -13,7 +13,7 @@ use rustix::fs::{Mode, OFlags, open};
 use rustix::thread::{UnshareFlags, unshare_unsafe};
 
 use super::{Failure, Layer};
-use crate::config::JailConfig;
+use crate::config::Bind;
 
 /// The agent's uid and gid inside the sandbox.
 const AGENT: u32 = 1000;
@@ -45,17 +45,20 @@ pub fn idmap_lines(owner: u32, base: u32) -> Result<String, String> {
 }
 
 /// One user namespace per distinct owner of a shared folder, as descriptors for mount_setattr.
-pub fn idmap_namespaces(cfg: &JailConfig) -> Result<BTreeMap<(u32, u32), OwnedFd>, Failure> {
+pub fn idmap_namespaces(
+    binds: &[Bind],
+    base: u32,
+) -> Result<BTreeMap<(u32, u32), OwnedFd>, Failure> {
     let mut out = BTreeMap::new();
-    for b in cfg.binds.iter().filter(|b| b.idmap) {
+    for b in binds.iter().filter(|b| b.idmap) {
         let key = (b.owner_uid, b.owner_gid);
         if out.contains_key(&key) {
             continue;
         }
-        let uid_map = idmap_lines(b.owner_uid, cfg.id_base)
-            .map_err(|e| Failure::new("idmapped mounts", e))?;
-        let gid_map = idmap_lines(b.owner_gid, cfg.id_base)
-            .map_err(|e| Failure::new("idmapped mounts", e))?;
+        let uid_map =
+            idmap_lines(b.owner_uid, base).map_err(|e| Failure::new("idmapped mounts", e))?;
+        let gid_map =
+            idmap_lines(b.owner_gid, base).map_err(|e| Failure::new("idmapped mounts", e))?;
         out.insert(key, make_userns(&uid_map, &gid_map)?);
     }
     Ok(out)

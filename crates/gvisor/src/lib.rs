@@ -1,0 +1,679 @@
+//! The gVisor backend: the sandbox's image runs under `runsc`, gVisor's user-space kernel, so
+//! the agent's system calls are served by gVisor and never reach the host kernel directly.
+//!
+//! What runs, in order:
+//! 1. the host side writes an OCI bundle ([`spec`]): the sandbox's overlay root, the workspace
+//!    and extra folders, `/etc/hosts`, the in-sandbox helper, a user namespace mapping the
+//!    sandbox's ids 0-65535 to the same unprivileged host range the namespace backend uses, and
+//!    the capabilities the namespace backend keeps;
+//! 2. `paddock-ns-jail runsc` (the namespace backend's setup binary) makes a private mount
+//!    namespace, mounts the overlay and the idmapped shared folders where the bundle names them,
+//!    is moved into the sandbox's cgroups and becomes `runsc run` (network `none`: loopback
+//!    only; platform systrap, or KVM where it works);
+//! 3. inside, `paddock-guest gvisor` is the container's first process. It holds two sockets
+//!    passed in by runsc (`--pass-fd`): on one the host hands it a connected socket per command
+//!    (the same exec protocol a VM's helper serves over vsock), on the other it asks for one
+//!    stream to the host's egress proxy per connection to `127.0.0.1:3128`. The sandbox has no
+//!    host socket paths (`--host-uds` stays off) and no network device.
+
+mod probe;
+mod spec;
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio as ProcStdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use paddock_core::tools::{find_guest, find_program, is_static_elf};
+use paddock_core::{
+    Backend, BackendError, Egress, Exit, Instance, Launch, Network, Probe, RemoteSession,
+    SandboxSpec, StartContext, Stdio,
+};
+use paddock_ns::cgroup::{CgroupHost, SandboxCgroups};
+use paddock_ns::config::{Bind, RunscConfig};
+use paddock_wire::Report;
+pub use probe::{Platform, RunscInfo};
+use rustix::event::{PollFd, PollFlags, poll};
+
+/// How long runsc may take to start the sandbox and its helper.
+const START_LIMIT: Duration = Duration::from_secs(60);
+/// Where the helper binary appears inside the sandbox.
+const HELPER_PATH: &str = "/run/paddock/init";
+/// Where the image's own sudo is bound (the helper serves `sudo` in its place: gVisor ignores
+/// set-user-id bits).
+const REAL_SUDO: &str = "/run/paddock/sudo";
+/// Sent by the helper once it serves sessions.
+const HELPER_READY: u8 = b'R';
+
+/// The gVisor backend.
+#[derive(Debug, Clone)]
+pub struct GvisorBackend {
+    runsc: Option<PathBuf>,
+    guest: Option<PathBuf>,
+    jail: PathBuf,
+    kvm: bool,
+}
+
+impl GvisorBackend {
+    /// Finds runsc, the helper and the jail. `kvm`: hardware KVM was verified to run a guest
+    /// here (then gVisor's KVM platform is tried; otherwise systrap).
+    pub fn new(kvm: bool) -> GvisorBackend {
+        GvisorBackend {
+            runsc: find_program("runsc")
+                .or_else(|| Some(PathBuf::from("/usr/sbin/runsc")).filter(|p| p.exists())),
+            guest: find_guest(),
+            jail: paddock_ns::find_jail(),
+            kvm,
+        }
+    }
+
+    /// runsc's version and the platform this host runs it with (probed once per boot).
+    pub fn runsc_info(&self) -> Option<RunscInfo> {
+        self.runsc
+            .as_deref()
+            .map(|r| probe::runsc_info(r, self.kvm))
+    }
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackendError {
+    BackendError::io(what)
+}
+
+fn layer(message: impl Into<String>) -> BackendError {
+    BackendError::Layer {
+        layer: "gvisor".into(),
+        message: message.into(),
+    }
+}
+
+fn run_dir_prefix(name: &str) -> String {
+    format!("paddock-gvisor-{name}-")
+}
+
+/// Removes run directories left by an earlier run of sandbox `name` whose supervisor was
+/// killed (their mounts went with runsc's mount namespace).
+pub fn remove_stale_run_dirs(name: &str) {
+    let prefix = run_dir_prefix(name);
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(n) = file.to_str() else { continue };
+        if n.strip_prefix(&prefix)
+            .is_some_and(|rest| rest.len() == 6 && !rest.contains('-'))
+        {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// `rel` as the sandbox sees it: the layer's copy when the sandbox replaced it, else the image's;
+/// `None` when it is not a regular file (or the layer deleted it).
+fn image_file(upper: &Path, image: &Path, rel: &str) -> Option<PathBuf> {
+    for p in [upper.join(rel), image.join(rel)] {
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_file() => return Some(p),
+            Ok(_) => return None,
+            Err(_) => {}
+        }
+    }
+    None
+}
+
+/// A shared folder's mount point in the run directory: the jail attaches the folder there, and
+/// the bundle names it as the mount's source.
+fn mount_point(dir: &Path, index: usize, is_dir: bool) -> std::io::Result<PathBuf> {
+    let p = dir.join(index.to_string());
+    if is_dir {
+        fs::create_dir(&p)?;
+    } else {
+        File::create(&p)?;
+    }
+    Ok(p)
+}
+
+/// Tail of a log file, for error messages.
+fn log_tail(path: &Path) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .rev()
+        .take(6)
+        .collect();
+    if lines.is_empty() {
+        format!("{} is empty", path.display())
+    } else {
+        let tail: Vec<&str> = lines.into_iter().rev().collect();
+        format!("runsc said: {}", tail.join(" | "))
+    }
+}
+
+impl Backend for GvisorBackend {
+    fn id(&self) -> &'static str {
+        "gvisor"
+    }
+
+    fn probe(&self) -> Probe {
+        probe::probe(
+            self.runsc.as_deref(),
+            self.guest.as_deref(),
+            &self.jail,
+            self.kvm,
+        )
+    }
+
+    fn start(
+        &self,
+        ctx: &StartContext,
+        spec: &SandboxSpec,
+        launch: &Launch,
+    ) -> Result<Box<dyn Instance>, BackendError> {
+        let unavailable = |reason: String| BackendError::Unavailable {
+            backend: "gvisor",
+            reason,
+        };
+        if !rustix::process::geteuid().is_root() {
+            return Err(unavailable(
+                "the gvisor backend currently needs root (it mounts the sandbox's root and runs runsc); run paddock as root".into(),
+            ));
+        }
+        let runsc = self.runsc.clone().ok_or_else(|| {
+            unavailable("runsc is not installed; run ./setup.sh or `apt-get install -t <release>-backports runsc`".into())
+        })?;
+        let guest = match &self.guest {
+            Some(g) if is_static_elf(g) => g.clone(),
+            _ => {
+                return Err(unavailable(
+                    "the helper paddock-guest (a static build) is missing next to paddock; run ./setup.sh".into(),
+                ));
+            }
+        };
+        if !self.jail.exists() {
+            return Err(unavailable(format!(
+                "{} is missing; run ./setup.sh",
+                self.jail.display()
+            )));
+        }
+        let platform = probe::runsc_info(&runsc, self.kvm).platform;
+        let name = spec.name.as_str();
+        let base = ctx.image.idmap.base;
+        remove_stale_run_dirs(name);
+
+        // What the sandbox shares with the host, checked (canonical, no symlinks).
+        let mut binds = vec![paddock_ns::describe_bind(
+            &spec.workspace,
+            &spec.workspace,
+            false,
+            "workspace",
+        )?];
+        if !binds[0].is_dir {
+            return Err(BackendError::Io {
+                what: format!("workspace {} is not a directory", spec.workspace),
+                source: std::io::Error::from(std::io::ErrorKind::NotADirectory),
+            });
+        }
+        for m in &spec.mounts {
+            binds.push(paddock_ns::describe_bind(
+                &m.host,
+                &m.sandbox,
+                m.read_only,
+                "mount source",
+            )?);
+        }
+        binds.extend(paddock_ns::generated_files(&ctx.sandbox_dir, name)?);
+        let (upper, work, _) = paddock_ns::prepare_dirs(&ctx.sandbox_dir, base)?;
+        let helper_file = |host: PathBuf, target: &str| Bind {
+            host,
+            target: target.into(),
+            read_only: true,
+            owner_uid: 0,
+            owner_gid: 0,
+            idmap: false,
+            is_dir: false,
+        };
+        binds.push(helper_file(guest.clone(), HELPER_PATH));
+        // sudo: the image's own (the sandbox's layer's, if it replaced it) runs as root on the
+        // agent's behalf, and the helper takes its place at /usr/bin/sudo.
+        let real_sudo = image_file(&upper, &ctx.image_rootfs, "usr/bin/sudo");
+        if let Some(real) = &real_sudo {
+            binds.push(helper_file(real.clone(), REAL_SUDO));
+            binds.push(helper_file(guest, "/usr/bin/sudo"));
+        }
+
+        // The run directory: the root's and the folders' mount points (searchable by the
+        // sandbox's unprivileged host ids, which runsc's file server runs as), the bundle,
+        // runsc's state and the proxy socket (root only).
+        let run = tempfile::Builder::new()
+            .prefix(&run_dir_prefix(name))
+            .tempdir()
+            .map_err(io("cannot create the run directory"))?;
+        let dir = run.path().to_path_buf();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o711))
+            .map_err(io("cannot set the run directory's mode"))?;
+        let root = dir.join("root");
+        let points = dir.join("mounts");
+        let bundle = dir.join("bundle");
+        let state = dir.join("state");
+        for d in [&root, &points, &bundle, &state] {
+            fs::create_dir(d).map_err(io(format!("cannot create {}", d.display())))?;
+        }
+        for d in [&root, &points] {
+            fs::set_permissions(d, fs::Permissions::from_mode(0o711))
+                .map_err(io("cannot set a mount point's mode"))?;
+        }
+        let mut mounts = Vec::new();
+        let mut jail_binds = Vec::new();
+        for (i, b) in binds.iter().enumerate() {
+            let point =
+                mount_point(&points, i, b.is_dir).map_err(io("cannot create a mount point"))?;
+            mounts.push(spec::Share {
+                source: point.clone(),
+                target: b.target.clone(),
+                read_only: b.read_only,
+            });
+            jail_binds.push(Bind {
+                target: point.to_string_lossy().into_owned(),
+                ..b.clone()
+            });
+        }
+        let egress_wanted = spec.network == Network::Proxy;
+        // The process limit. gVisor's own pids cgroups count but do not enforce (runsc
+        // 2024-07), and the host's pids cgroup counts gVisor's threads too (about 40, and two
+        // host tasks per process inside: its address-space stub and thread), where running out
+        // would stop gVisor itself. So gVisor enforces RLIMIT_NPROC on every user inside (root
+        // included, and nobody inside may raise it), and the host's cgroup is only a backstop
+        // with room for gVisor, against processes spread over many users.
+        let pids = spec.limits.pids.unwrap_or(paddock_ns::cgroup::DEFAULT_PIDS);
+        let mut host_limits = spec.limits.clone();
+        host_limits.pids = Some(pids.saturating_mul(4).saturating_add(256));
+        let config = spec::bundle(&spec::Bundle {
+            root: &root,
+            hostname: name,
+            id_base: base,
+            helper: HELPER_PATH,
+            egress: egress_wanted,
+            sudo: real_sudo.is_some(),
+            nproc: u64::from(pids),
+            shares: &mounts,
+        })
+        .map_err(|e| layer(format!("cannot write the OCI bundle: {e}")))?;
+        config
+            .save(bundle.join("config.json"))
+            .map_err(|e| layer(format!("cannot write the OCI bundle: {e}")))?;
+
+        // The proxy: a socket only root can reach, which the host side connects to once per
+        // stream the helper asks for.
+        let egress_path = dir.join("egress.sock");
+        let egress_listener = if egress_wanted {
+            let l =
+                UnixListener::bind(&egress_path).map_err(io("cannot create the proxy socket"))?;
+            fs::set_permissions(&egress_path, fs::Permissions::from_mode(0o600))
+                .map_err(io("cannot set the proxy socket's mode"))?;
+            Some(l)
+        } else {
+            None
+        };
+        let (sessions, helper_sessions) =
+            UnixStream::pair().map_err(io("cannot create the session socket"))?;
+        let (proxy, helper_proxy) =
+            UnixStream::pair().map_err(io("cannot create the proxy socket"))?;
+
+        let cgroups =
+            SandboxCgroups::create(&CgroupHost::detect(), name, &host_limits).map_err(|e| {
+                BackendError::Layer {
+                    layer: "cgroup".into(),
+                    message: e.to_string(),
+                }
+            })?;
+        let log = ctx.sandbox_dir.join("gvisor.log");
+        let mut exec = vec![
+            runsc.to_string_lossy().into_owned(),
+            format!("--root={}", state.display()),
+            "--network=none".into(),
+            format!("--platform={}", platform.as_str()),
+            // Writes go to the sandbox's own layer on the host (it persists), not to gVisor's
+            // in-memory overlay.
+            "--overlay2=none".into(),
+            // The supervisor put this process in the sandbox's cgroups already.
+            "--ignore-cgroups".into(),
+            "run".into(),
+            format!("--bundle={}", bundle.display()),
+            "--pass-fd=5:3".into(),
+            "--pass-fd=6:4".into(),
+        ];
+        exec.push(format!("paddock-{name}"));
+        let cfg = RunscConfig {
+            lower: ctx.image_rootfs.clone(),
+            upper,
+            work,
+            root,
+            id_base: base,
+            binds: jail_binds,
+            cgroups: cgroups.dirs.clone(),
+            exec,
+        };
+        let started = spawn(
+            &self.jail,
+            &cfg,
+            &log,
+            [helper_sessions.as_fd(), helper_proxy.as_fd()],
+        );
+        drop(helper_sessions);
+        drop(helper_proxy);
+        let mut child = match started {
+            Ok(c) => c,
+            Err(e) => {
+                cgroups.remove();
+                return Err(e);
+            }
+        };
+        let fail = |child: &mut Child, e: BackendError| {
+            let _ = child.kill();
+            let _ = child.wait();
+            cgroups.remove();
+            e
+        };
+
+        // The helper's word that it serves sessions.
+        let mut sessions = sessions;
+        let _ = sessions.set_read_timeout(Some(START_LIMIT));
+        let mut b = [0u8; 1];
+        match sessions.read(&mut b) {
+            Ok(1) if b[0] == HELPER_READY => {}
+            other => {
+                let status = match child.try_wait() {
+                    Ok(Some(s)) => format!(" (runsc ended: {s})"),
+                    _ => String::new(),
+                };
+                let got = match other {
+                    Err(e) => {
+                        format!("no word from the sandbox's helper within {START_LIMIT:?}: {e}")
+                    }
+                    _ => "the sandbox ended while starting".into(),
+                };
+                return Err(fail(
+                    &mut child,
+                    layer(format!("{got}{status}; {}", log_tail(&log))),
+                ));
+            }
+        }
+        let _ = sessions.set_read_timeout(None);
+
+        // The command's session.
+        let tty = launch.stdio == Stdio::Pty;
+        let (mut conn, theirs) =
+            UnixStream::pair().map_err(io("cannot create the command's socket"))?;
+        if let Err(e) = paddock_init::send_byte(sessions.as_fd(), 1, Some(theirs.as_fd())) {
+            return Err(fail(
+                &mut child,
+                layer(format!("cannot hand the command to the sandbox: {e}")),
+            ));
+        }
+        drop(theirs);
+        if let Err(e) =
+            RemoteSession::begin(&mut conn, &launch.command(spec.no_new_privs), START_LIMIT)
+        {
+            let e = layer(format!("the sandbox's helper: {e}; {}", log_tail(&log)));
+            return Err(fail(&mut child, e));
+        }
+        let inst = GvisorInstance::new(
+            child,
+            conn,
+            tty,
+            sessions,
+            proxy,
+            egress_listener,
+            egress_path,
+            cgroups,
+            run,
+            log,
+        );
+        inst.map(|i| Box::new(i) as Box<dyn Instance>)
+    }
+}
+
+/// Starts `paddock-ns-jail runsc` with its configuration (descriptor 3), report channel (4) and
+/// the helper's two sockets (5 and 6, which runsc passes on as 3 and 4); waits until the jail
+/// has mounted everything and is about to become runsc.
+fn spawn(
+    jail: &Path,
+    cfg: &RunscConfig,
+    log: &Path,
+    helper: [BorrowedFd<'_>; 2],
+) -> Result<Child, BackendError> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
+    let (ours, theirs) = socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| io("cannot create the report channel")(e.into()))?;
+    let (cfg_r, cfg_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| io("cannot create the configuration pipe")(e.into()))?;
+    let log_file = File::create(log).map_err(io(format!("cannot create {}", log.display())))?;
+    let mut cmd = std::process::Command::new(jail);
+    cmd.arg("runsc")
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .stdin(ProcStdio::null())
+        .stdout(log_file.try_clone().map_err(io("log"))?)
+        .stderr(log_file);
+    let fds = [
+        cfg_r.as_raw_fd(),
+        theirs.as_raw_fd(),
+        helper[0].as_raw_fd(),
+        helper[1].as_raw_fd(),
+    ];
+    // SAFETY: the closure runs in the forked child before exec and only calls fcntl, dup2 and
+    // close, which are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            // First above every target number, then onto 3..6 (without CLOEXEC).
+            let mut high = [0; 4];
+            for (i, fd) in fds.iter().enumerate() {
+                high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10);
+                if high[i] < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (i, fd) in high.iter().enumerate() {
+                if libc::dup2(*fd, 3 + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(*fd);
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(io(format!("cannot start {}", jail.display())))?;
+    drop(theirs);
+    drop(cfg_r);
+    let joiner = paddock_ns::join_cgroups(cfg.cgroups.clone(), child.id());
+    let json = serde_json::to_vec(cfg).unwrap_or_default();
+    let mut w = File::from(cfg_w);
+    let _ = w.write_all(&json);
+    drop(w);
+    let joined = joiner
+        .join()
+        .unwrap_or_else(|_| Err("the cgroup thread panicked".into()));
+    let ack = [u8::from(joined.is_ok())];
+    let _ = rustix::net::send(&ours, &ack, rustix::net::SendFlags::NOSIGNAL);
+    let cgroup_error = joined.err();
+    match paddock_init::recv_report(ours.as_fd()) {
+        Ok(Some((Report::Ready { .. }, _))) => Ok(child),
+        Ok(Some((Report::SetupFailed { layer, message }, _))) => {
+            let _ = child.wait();
+            let message = match (&*layer, cgroup_error) {
+                ("cgroup", Some(detail)) => detail,
+                _ => message,
+            };
+            Err(BackendError::Layer { layer, message })
+        }
+        other => {
+            let _ = child.kill();
+            let status = child.wait();
+            Err(layer(format!(
+                "the setup ended unexpectedly ({:?}, {status:?})",
+                other.map(|o| o.map(|(r, _)| r))
+            )))
+        }
+    }
+}
+
+/// A running gVisor sandbox.
+#[derive(Debug)]
+pub struct GvisorInstance {
+    child: Child,
+    pid: i32,
+    session: RemoteSession,
+    sessions: Option<UnixStream>,
+    exit_r: OwnedFd,
+    egress: Option<OwnedFd>,
+    cgroups: SandboxCgroups,
+    run: Option<tempfile::TempDir>,
+    log: PathBuf,
+}
+
+impl GvisorInstance {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        child: Child,
+        conn: UnixStream,
+        tty: bool,
+        sessions: UnixStream,
+        proxy: UnixStream,
+        egress: Option<UnixListener>,
+        egress_path: PathBuf,
+        cgroups: SandboxCgroups,
+        run: tempfile::TempDir,
+        log: PathBuf,
+    ) -> Result<GvisorInstance, BackendError> {
+        let pid = child.id() as i32;
+        let (exit_r, exit_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| io("pipe")(e.into()))?;
+        let exit_w = Arc::new(File::from(exit_w));
+        let session =
+            RemoteSession::start(conn, tty, exit_w.clone()).map_err(io("cannot relay streams"))?;
+        // runsc ending on its own also ends the command.
+        let pidfd = rustix::process::pidfd_open(
+            rustix::process::Pid::from_raw(pid).ok_or_else(|| layer("bad pid"))?,
+            rustix::process::PidfdFlags::empty(),
+        )
+        .map_err(|e| io("pidfd_open")(e.into()))?;
+        std::thread::Builder::new()
+            .name("gvisor-watch".into())
+            .spawn(move || {
+                let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
+                while let Err(rustix::io::Errno::INTR) = poll(&mut fds, None) {}
+                let _ = (&*exit_w).write_all(&[2]);
+            })
+            .map_err(io("cannot start a thread"))?;
+        // The helper's requests for proxy streams: one connection to the proxy socket each.
+        if egress.is_some() {
+            std::thread::Builder::new()
+                .name("gvisor-proxy".into())
+                .spawn(move || {
+                    while let Ok(Some(_)) = paddock_init::recv_byte(proxy.as_fd()) {
+                        let stream = UnixStream::connect(&egress_path);
+                        let sent = match &stream {
+                            Ok(s) => paddock_init::send_byte(proxy.as_fd(), 1, Some(s.as_fd())),
+                            Err(_) => paddock_init::send_byte(proxy.as_fd(), 0, None),
+                        };
+                        if sent.is_err() {
+                            break;
+                        }
+                    }
+                })
+                .map_err(io("cannot start a thread"))?;
+        }
+        Ok(GvisorInstance {
+            child,
+            pid,
+            session,
+            sessions: Some(sessions),
+            exit_r,
+            egress: egress.map(OwnedFd::from),
+            cgroups,
+            run: Some(run),
+            log,
+        })
+    }
+}
+
+impl Instance for GvisorInstance {
+    fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    fn exit_fd(&self) -> BorrowedFd<'_> {
+        self.exit_r.as_fd()
+    }
+
+    fn take_pty(&mut self) -> Option<OwnedFd> {
+        self.session.take_pty()
+    }
+
+    fn signal(&self, signal: i32) -> Result<(), BackendError> {
+        self.session
+            .signal(signal)
+            .map_err(io("cannot signal the command in the sandbox"))
+    }
+
+    fn resize(&self, rows: u16, cols: u16) {
+        self.session.resize(rows, cols);
+    }
+
+    fn wait(&mut self) -> Result<Exit, BackendError> {
+        let mut fds = [PollFd::new(&self.exit_r, PollFlags::IN)];
+        while let Err(rustix::io::Errno::INTR) = poll(&mut fds, None) {}
+        let exit = self.session.take_exit();
+        // Closing the session socket tells the helper to end every process and exit, which
+        // ends the sandbox and runsc with it.
+        self.sessions = None;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let ended = loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) | Err(_) => break true,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Ok(None) => break false,
+            }
+        };
+        if !ended {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        self.cgroups.remove();
+        self.run = None;
+        match exit {
+            Some(e) => Ok(e),
+            None => Err(layer(format!(
+                "the sandbox stopped before the command finished; {}",
+                log_tail(&self.log)
+            ))),
+        }
+    }
+
+    fn diagnostics(&mut self) -> Vec<String> {
+        self.session.diagnostics()
+    }
+
+    fn take_egress(&mut self) -> Option<Egress> {
+        self.egress.take().map(Egress::UnixListener)
+    }
+}
