@@ -254,7 +254,12 @@ fn run(args: RunArgs) -> Result<i32> {
         (Some(old), "auto") => old.spec.backend.clone(),
         _ => args.backend.clone(),
     };
-    let (backend, _why) = paddock_supervisor::select(&requested)?;
+    let (backend, why) = paddock_supervisor::select(&requested)?;
+    // Which backend `auto` picked for a new sandbox, and why (on a terminal; `paddock ls` shows
+    // the backend afterwards).
+    if existing.is_none() && requested == "auto" && std::io::stderr().is_terminal() {
+        eprintln!("paddock: backend {}: {why}", backend.id());
+    }
     if let Some(old) = &existing
         && old.spec.backend != backend.id()
     {

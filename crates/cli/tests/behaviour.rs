@@ -11,19 +11,30 @@ use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{paddock, sh, sh_with, stderr, stdout, unique};
+use common::{paddock, stderr, stdout, unique};
 
-#[test]
-fn exit_codes_pass_through() {
-    require_root!();
+// What must hold on the backends that share the host's kernel or gVisor's (vm.rs checks the
+// same things in a VM).
+on_ns_and_gvisor!(
+    exit_codes_pass_through,
+    signals_reach_the_command_and_nothing_survives,
+    files_created_inside_belong_to_the_workspace_owner,
+    read_only_mounts_are_read_only,
+    installed_packages_persist_in_the_sandbox_layer_only,
+    ls_reports_a_killed_supervisor_as_stopped,
+    a_killed_supervisor_takes_the_sandbox_with_it,
+);
+
+fn exit_codes_pass_through(backend: &str) {
     let ws = common::workspace();
+    let sh = |ws: &std::path::Path, script: &str| common::sh_on(backend, ws, &[], script);
     assert_eq!(sh(ws.path(), "exit 7").status.code(), Some(7));
     assert_eq!(sh(ws.path(), "exit 0").status.code(), Some(0));
     assert_eq!(sh(ws.path(), "kill -KILL $$").status.code(), Some(137));
     let nf = sh(ws.path(), "exec /no/such/program");
     assert_eq!(nf.status.code(), Some(127));
-    let missing = common::paddock()
-        .args(["run", "--rm", "-w"])
+    let missing = on(backend)
+        .args(["run", "--rm", "--backend", backend, "-w"])
         .arg(ws.path())
         .args(["--", "no-such-command-xyz"])
         .output()
@@ -78,15 +89,14 @@ fn wait_for_line(reader: &mut impl BufRead, want: &str) {
     panic!("no {want:?}");
 }
 
-#[test]
-fn signals_reach_the_command_and_nothing_survives() {
-    require_root!();
+fn signals_reach_the_command_and_nothing_survives(backend: &str) {
     common::ensure_image();
     let ws = common::workspace();
     let tag = format!("{}", 800000 + std::process::id() % 90000);
     for (sig, name) in [(libc::SIGTERM, "TERM"), (libc::SIGINT, "INT")] {
-        let mut child = paddock()
-            .args(["run", "--rm", "-w"])
+        let sandbox = unique("signals");
+        let mut child = on(backend)
+            .args(["run", "--rm", "--backend", backend, "--name", &sandbox, "-w"])
             .arg(ws.path())
             .args(["--", "bash", "-c"])
             .arg(format!("trap 'echo got-{name}; exit 42' {name}; (sleep {tag} &); echo ready; while :; do sleep 0.1; done"))
@@ -99,16 +109,12 @@ fn signals_reach_the_command_and_nothing_survives() {
         unsafe { libc::kill(child.id() as i32, sig) };
         wait_for_line(&mut out, &format!("got-{name}"));
         assert_eq!(child.wait().unwrap().code(), Some(42));
-        // The orphaned `sleep` was in the sandbox's pid namespace: it is gone too.
-        let survivors: Vec<_> = std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-            .filter(|c| String::from_utf8_lossy(c).contains(&tag))
-            .collect();
+        // The orphaned `sleep` was in the sandbox's pid namespace: it is gone too (and on
+        // gvisor, runsc and its processes).
+        let survivors = common::leftovers(backend, &sandbox, &tag);
         assert!(
             survivors.is_empty(),
-            "a sandbox process outlived the sandbox"
+            "a sandbox process outlived the sandbox: {survivors:?}"
         );
     }
 }
@@ -194,13 +200,13 @@ fn terminal_resize_and_ctrl_c(backend: &str) {
     assert!(!seen.contains("NOT-INTERRUPTED"));
 }
 
-#[test]
-fn files_created_inside_belong_to_the_workspace_owner() {
-    require_root!();
+fn files_created_inside_belong_to_the_workspace_owner(backend: &str) {
     let ws = common::workspace();
     std::os::unix::fs::chown(ws.path(), Some(4242), Some(4343)).unwrap();
-    let out = sh(
+    let out = common::sh_on(
+        backend,
         ws.path(),
+        &[],
         "id -u; touch made-by-agent; mkdir dir; stat -c %u:%g made-by-agent; stat -c %U . ",
     );
     assert!(out.status.success(), "{out:?}");
@@ -212,14 +218,13 @@ fn files_created_inside_belong_to_the_workspace_owner() {
     }
 }
 
-#[test]
-fn read_only_mounts_are_read_only() {
-    require_root!();
+fn read_only_mounts_are_read_only(backend: &str) {
     let ws = common::workspace();
     let shared = common::workspace();
     std::fs::write(shared.path().join("config"), "cfg-value").unwrap();
     let spec = format!("{}:ro", shared.path().display());
-    let out = sh_with(
+    let out = common::sh_on(
+        backend,
         ws.path(),
         &["--mount", &spec],
         &format!(
@@ -237,16 +242,14 @@ fn read_only_mounts_are_read_only() {
     assert_eq!(std::fs::read_dir(shared.path()).unwrap().count(), 1);
 }
 
-#[test]
-fn installed_packages_persist_in_the_sandbox_layer_only() {
-    require_root!();
+fn installed_packages_persist_in_the_sandbox_layer_only(backend: &str) {
     common::ensure_image();
     let ws = common::workspace();
     let name = unique("persist");
     let other = unique("fresh");
     let run = |n: &str, script: &str| {
-        paddock()
-            .args(["run", "--name", n, "-w"])
+        on(backend)
+            .args(["run", "--backend", backend, "--name", n, "-w"])
             .arg(ws.path())
             .args(["--", "sh", "-c", script])
             .output()
@@ -298,14 +301,12 @@ fn installed_packages_persist_in_the_sandbox_layer_only() {
     assert!(!ls.contains(&name) && !ls.contains(&other), "{ls}");
 }
 
-#[test]
-fn ls_reports_a_killed_supervisor_as_stopped() {
-    require_root!();
+fn ls_reports_a_killed_supervisor_as_stopped(backend: &str) {
     common::ensure_image();
     let ws = common::workspace();
     let name = unique("killed");
-    let mut child = paddock()
-        .args(["run", "--name", &name, "-w"])
+    let mut child = on(backend)
+        .args(["run", "--backend", backend, "--name", &name, "-w"])
         .arg(ws.path())
         .args(["--", "sh", "-c", "echo ready; sleep 600"])
         .stdout(Stdio::piped())
@@ -331,8 +332,8 @@ fn ls_reports_a_killed_supervisor_as_stopped() {
         .clone();
     assert_eq!(row["state"], "stopped", "{row}");
     // It can be started again.
-    let again = paddock()
-        .args(["run", "--name", &name, "-w"])
+    let again = on(backend)
+        .args(["run", "--backend", backend, "--name", &name, "-w"])
         .arg(ws.path())
         .args(["--", "true"])
         .output()
@@ -385,39 +386,43 @@ print(\"forked\", ok)'",
 
 /// Killing the supervisor (SIGKILL, or a signal that arrives before it catches signals) ends
 /// the sandbox: nothing of it keeps running without its supervisor.
-#[test]
-fn a_killed_supervisor_takes_the_sandbox_with_it() {
-    require_root!();
+fn a_killed_supervisor_takes_the_sandbox_with_it(backend: &str) {
     common::ensure_image();
     let ws = common::workspace();
     let tag = format!("{}", 700000 + std::process::id() % 90000);
-    let running = || {
-        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-            std::fs::read(e.path().join("cmdline"))
-                .is_ok_and(|c| c == format!("sleep\0{tag}\0").as_bytes())
-        })
+    let name = unique("orphan");
+    let beat = ws.path().join("beat");
+    // A heartbeat in the workspace: the command is alive while the file keeps changing.
+    let beating = || {
+        let a = std::fs::read_to_string(&beat).unwrap_or_default();
+        std::thread::sleep(Duration::from_millis(600));
+        let b = std::fs::read_to_string(&beat).unwrap_or_default();
+        !b.is_empty() && a != b
     };
-    let mut child = paddock()
-        .args(["run", "--rm", "-w"])
+    let mut child = on(backend)
+        .args(["run", "--rm", "--backend", backend, "--name", &name, "-w"])
         .arg(ws.path())
-        .args(["--", "sleep", &tag])
+        .args(["--", "sh", "-c"])
+        .arg(format!(
+            "i=0; while :; do i=$((i+1)); echo $i > beat; sleep 0.1; done # {tag}"
+        ))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !running() {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !beating() {
         assert!(Instant::now() < deadline, "the sandbox did not start");
-        std::thread::sleep(Duration::from_millis(20));
     }
+    assert!(!common::leftovers(backend, &name, &tag).is_empty());
     child.kill().unwrap();
     child.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while running() {
+    while beating() || !common::leftovers(backend, &name, &tag).is_empty() {
         assert!(
             Instant::now() < deadline,
-            "the sandbox outlived its killed supervisor"
+            "the sandbox outlived its killed supervisor: {:?}",
+            common::leftovers(backend, &name, &tag)
         );
-        std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -11,20 +11,23 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
 use nix::sys::signal::{SigSet, Signal};
-use nix::sys::socket::sockopt::PeerCredentials;
 use nix::sys::socket::{
-    AddressFamily, Backlog, SockFlag, SockType, UnixAddr, accept4, bind, connect, getsockopt,
-    listen, socket,
+    AddressFamily, Backlog, SockFlag, SockType, UnixAddr, accept4, bind, connect, listen, socket,
 };
 use paddock_wire::vm::ExitStatus;
 use paddock_wire::{Command, EXIT_CANNOT_EXECUTE};
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, UCred, recvmsg, sendmsg,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::reaper::Reaper;
@@ -75,6 +78,55 @@ fn seqpacket() -> io::Result<OwnedFd> {
     )?)
 }
 
+/// Sends the request with the standard streams and this process's credentials attached (the
+/// kernel checks them; gVisor's `SO_PEERCRED` names the listener instead of the caller).
+fn send_request(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3), ScmCredentials(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    let me = UCred {
+        pid: rustix::process::getpid(),
+        uid: rustix::process::getuid(),
+        gid: rustix::process::getgid(),
+    };
+    if !control.push(SendAncillaryMessage::ScmRights(fds))
+        || !control.push(SendAncillaryMessage::ScmCredentials(me))
+    {
+        return Err(io::Error::other("control buffer too small"));
+    }
+    sendmsg(
+        sock,
+        &[IoSlice::new(bytes)],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )?;
+    Ok(())
+}
+
+/// Receives a request: its bytes, the streams, and the sender's credentials.
+fn recv_request(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> io::Result<(usize, Vec<OwnedFd>, Option<u32>)> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3), ScmCredentials(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let msg = recvmsg(
+        sock,
+        &mut [IoSliceMut::new(buf)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )?;
+    let mut fds = Vec::new();
+    let mut uid = None;
+    for m in control.drain() {
+        match m {
+            RecvAncillaryMessage::ScmRights(got) => fds.extend(got),
+            RecvAncillaryMessage::ScmCredentials(c) => uid = Some(c.uid.as_raw()),
+            _ => {}
+        }
+    }
+    Ok((msg.bytes, fds, uid))
+}
+
 fn lossy(s: OsString) -> String {
     String::from_utf8_lossy(s.as_bytes()).into_owned()
 }
@@ -115,7 +167,7 @@ pub fn shim() -> ! {
         rustix::stdio::stdout(),
         rustix::stdio::stderr(),
     ];
-    if let Err(e) = paddock_init::send_with_fds(sock.as_fd(), &encode(&req), &stdio) {
+    if let Err(e) = send_request(sock.as_fd(), &encode(&req), &stdio) {
         fail(format!(
             "cannot hand the command to the sandbox's helper: {e}"
         ));
@@ -172,6 +224,8 @@ fn unsafe_env(name: &str) -> bool {
 pub fn serve(reaper: Arc<Reaper>) -> io::Result<()> {
     let _ = std::fs::remove_file(SOCKET);
     let listener = seqpacket()?;
+    // Credentials on every message received (accepted sockets inherit it).
+    rustix::net::sockopt::set_socket_passcred(&listener, true)?;
     bind(listener.as_raw_fd(), &UnixAddr::new(SOCKET)?)?;
     std::fs::set_permissions(SOCKET, std::fs::Permissions::from_mode(0o666))?;
     listen(&listener, Backlog::new(64).map_err(io::Error::from)?)?;
@@ -184,6 +238,9 @@ pub fn serve(reaper: Arc<Reaper>) -> io::Result<()> {
                 };
                 // SAFETY: accept4 returned a new descriptor nothing else owns.
                 let conn = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+                if rustix::net::sockopt::set_socket_passcred(&conn, true).is_err() {
+                    continue;
+                }
                 let reaper = reaper.clone();
                 let _ = std::thread::Builder::new()
                     .name("sudo-run".into())
@@ -202,23 +259,25 @@ fn handle(conn: OwnedFd, reaper: &Reaper) {
         reply(&conn, &Msg::Error(msg));
         reply(&conn, &Msg::Exit(ExitStatus::Code { code: 1 }));
     };
-    let uid = match getsockopt(&conn, PeerCredentials) {
-        Ok(c) => c.uid(),
-        Err(e) => return refuse(format!("cannot tell who is asking: {e}")),
-    };
-    if uid != 0 && uid != AGENT_UID {
-        return refuse(format!(
-            "uid {uid} is not in the sudoers file (only root and the agent user may use sudo here)"
-        ));
-    }
     let mut buf = vec![0u8; MAX_REQUEST];
-    let (args, env, cwd, stdio) = match paddock_init::recv_with_fds(conn.as_fd(), &mut buf) {
-        Ok(Some((n, fds))) if fds.len() == 3 => match serde_json::from_slice::<Msg>(&buf[..n]) {
-            Ok(Msg::Run { args, env, cwd }) => (args, env, cwd, fds),
-            _ => return refuse("malformed request".into()),
-        },
+    let (args, env, cwd, stdio, uid) = match recv_request(conn.as_fd(), &mut buf) {
+        Ok((n, fds, uid)) if n > 0 && fds.len() == 3 => {
+            match serde_json::from_slice::<Msg>(&buf[..n]) {
+                Ok(Msg::Run { args, env, cwd }) => (args, env, cwd, fds, uid),
+                _ => return refuse("malformed request".into()),
+            }
+        }
         _ => return refuse("malformed request".into()),
     };
+    match uid {
+        Some(0) | Some(AGENT_UID) => {}
+        Some(uid) => {
+            return refuse(format!(
+                "uid {uid} is not in the sudoers file (only root and the agent user may use sudo here)"
+            ));
+        }
+        None => return refuse("the request came without credentials".into()),
+    }
     let cmd = Command {
         argv: std::iter::once(REAL.to_owned()).chain(args).collect(),
         env: env.into_iter().filter(|(k, _)| !unsafe_env(k)).collect(),

@@ -286,3 +286,43 @@ macro_rules! on_every_backend {
         }
     };
 }
+
+/// Makes `ns::NAME` and `gvisor::NAME` tests of functions `NAME(backend: &str)`: checks the vm
+/// backend has in its own form in vm.rs (each VM boot under emulation costs seconds).
+#[macro_export]
+macro_rules! on_ns_and_gvisor {
+    ($($name:ident),* $(,)?) => {
+        mod ns_and_gvisor {
+            mod ns {
+                $(#[test]
+                fn $name() {
+                    $crate::require_root!();
+                    super::super::$name("ns");
+                })*
+            }
+            mod gvisor {
+                $(#[test]
+                fn $name() {
+                    $crate::require_gvisor!();
+                    super::super::$name("gvisor");
+                })*
+            }
+        }
+    };
+}
+
+/// Host processes that belong to sandbox `name` on `backend` (for ns, its processes are host
+/// processes: those whose command line contains `tag`; for gvisor and vm, the runtime's).
+pub fn leftovers(backend: &str, name: &str, tag: &str) -> Vec<String> {
+    let needle = match backend {
+        "ns" => tag.to_owned(),
+        other => format!("paddock-{other}-{name}-"),
+    };
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&needle))
+        .collect()
+}
