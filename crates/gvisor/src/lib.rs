@@ -265,9 +265,16 @@ impl Backend for GvisorBackend {
         for d in [&root, &points, &bundle, &state] {
             fs::create_dir(d).map_err(io(format!("cannot create {}", d.display())))?;
         }
-        for d in [&root, &points] {
-            fs::set_permissions(d, fs::Permissions::from_mode(0o711))
-                .map_err(io("cannot set a mount point's mode"))?;
+        // The mount points are reached by runsc's file server (the sandbox's ids); the bundle
+        // and runsc's state are root's alone.
+        for (d, mode) in [
+            (&root, 0o711),
+            (&points, 0o711),
+            (&bundle, 0o700),
+            (&state, 0o700),
+        ] {
+            fs::set_permissions(d, fs::Permissions::from_mode(mode))
+                .map_err(io(format!("cannot set the mode of {}", d.display())))?;
         }
         let mut mounts = Vec::new();
         let mut jail_binds = Vec::new();
@@ -344,12 +351,23 @@ impl Backend for GvisorBackend {
             "--overlay2=none".into(),
             // The supervisor put this process in the sandbox's cgroups already.
             "--ignore-cgroups".into(),
+        ];
+        // Extra runsc flags for debugging (`PADDOCK_RUNSC_FLAGS="--debug --debug-log=DIR/"`).
+        if let Some(extra) = std::env::var_os("PADDOCK_RUNSC_FLAGS") {
+            exec.extend(
+                extra
+                    .to_string_lossy()
+                    .split_whitespace()
+                    .map(str::to_owned),
+            );
+        }
+        exec.extend([
             "run".into(),
             format!("--bundle={}", bundle.display()),
             "--pass-fd=5:3".into(),
             "--pass-fd=6:4".into(),
-        ];
-        exec.push(format!("paddock-{name}"));
+            format!("paddock-{name}"),
+        ]);
         let cfg = RunscConfig {
             lower: ctx.image_rootfs.clone(),
             upper,
