@@ -115,16 +115,24 @@ pub fn remove_stale_run_dirs(name: &str) {
 }
 
 /// `rel` as the sandbox sees it: the layer's copy when the sandbox replaced it, else the image's;
-/// `None` when it is not a regular file (or the layer deleted it).
+/// `None` when it is not a regular file, the layer deleted it, or the layer made a directory on
+/// the way a symlink (the layer is the sandbox's to write: nothing there is followed).
 fn image_file(upper: &Path, image: &Path, rel: &str) -> Option<PathBuf> {
-    for p in [upper.join(rel), image.join(rel)] {
-        match fs::symlink_metadata(&p) {
-            Ok(m) if m.is_file() => return Some(p),
+    let mut at = upper.to_path_buf();
+    let parts: Vec<&str> = rel.split('/').collect();
+    for (i, part) in parts.iter().enumerate() {
+        at.push(part);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if i + 1 == parts.len() => return m.is_file().then_some(at),
+            Ok(m) if m.is_dir() => {}
             Ok(_) => return None,
-            Err(_) => {}
+            Err(_) => break,
         }
     }
-    None
+    let lower = image.join(rel);
+    fs::symlink_metadata(&lower)
+        .is_ok_and(|m| m.is_file())
+        .then_some(lower)
 }
 
 /// A shared folder's mount point in the run directory: the jail attaches the folder there, and
@@ -693,5 +701,33 @@ impl Instance for GvisorInstance {
 
     fn take_egress(&mut self) -> Option<Egress> {
         self.egress.take().map(Egress::UnixListener)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_file_prefers_the_layer_and_follows_no_symlink_in_it() {
+        let t = tempfile::tempdir().unwrap();
+        let (upper, image) = (t.path().join("upper"), t.path().join("image"));
+        fs::create_dir_all(image.join("usr/bin")).unwrap();
+        fs::write(image.join("usr/bin/sudo"), "image").unwrap();
+        fs::create_dir_all(&upper).unwrap();
+        assert_eq!(
+            image_file(&upper, &image, "usr/bin/sudo"),
+            Some(image.join("usr/bin/sudo"))
+        );
+        fs::create_dir_all(upper.join("usr/bin")).unwrap();
+        fs::write(upper.join("usr/bin/sudo"), "layer").unwrap();
+        assert_eq!(
+            image_file(&upper, &image, "usr/bin/sudo"),
+            Some(upper.join("usr/bin/sudo"))
+        );
+        // A directory of the layer replaced by a symlink (to anywhere on the host): nothing.
+        fs::remove_dir_all(upper.join("usr")).unwrap();
+        std::os::unix::fs::symlink(t.path().join("image/usr"), upper.join("usr")).unwrap();
+        assert_eq!(image_file(&upper, &image, "usr/bin/sudo"), None);
     }
 }

@@ -111,6 +111,11 @@ pub fn runsc_info(runsc: &Path, kvm: bool) -> RunscInfo {
         works: false,
         detail: format!("{version}: {}", failures.join("; ")),
     });
+    // A failure that came fast is tried again next time (it may be passing, e.g. memory); a
+    // success, or a platform that hung, is remembered until reboot.
+    if !info.works && !failures.iter().any(|f| f.contains("did not finish")) {
+        return info;
+    }
     let _ = fs::create_dir_all("/run/paddock");
     if let Ok(json) = serde_json::to_vec(&Cached {
         key: k,
