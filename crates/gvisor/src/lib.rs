@@ -236,8 +236,11 @@ impl Backend for GvisorBackend {
                 "mount source",
             )?);
         }
-        binds.extend(paddock_ns::generated_files(&ctx.sandbox_dir, name)?);
         let (upper, work, _) = paddock_ns::prepare_dirs(&ctx.sandbox_dir, base)?;
+        // Paddock's own files, by their real paths (the jail refuses any symlink on the way;
+        // Paddock's directories and the installed helper may be reached through one).
+        let real =
+            |p: &Path| fs::canonicalize(p).map_err(io(format!("cannot resolve {}", p.display())));
         let helper_file = |host: PathBuf, target: &str| Bind {
             host,
             target: target.into(),
@@ -247,10 +250,17 @@ impl Backend for GvisorBackend {
             idmap: false,
             is_dir: false,
         };
+        for f in paddock_ns::generated_files(&ctx.sandbox_dir, name)? {
+            binds.push(Bind {
+                host: real(&f.host)?,
+                ..f
+            });
+        }
+        let guest = real(&guest)?;
         binds.push(helper_file(guest.clone(), HELPER_PATH));
         // sudo: the image's own (the sandbox's layer's, if it replaced it) runs as root on the
         // agent's behalf, and the helper takes its place at /usr/bin/sudo.
-        let real_sudo = image_file(&upper, &ctx.image_rootfs, "usr/bin/sudo");
+        let real_sudo = image_file(&real(&upper)?, &real(&ctx.image_rootfs)?, "usr/bin/sudo");
         if let Some(real) = &real_sudo {
             binds.push(helper_file(real.clone(), REAL_SUDO));
             binds.push(helper_file(guest, "/usr/bin/sudo"));
