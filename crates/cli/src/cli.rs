@@ -51,6 +51,9 @@ pub enum Cmd {
     /// Network rules, presets, checks and the audit log.
     #[command(subcommand)]
     Policy(PolicyCmd),
+    /// Credentials kept on the host and injected by the proxy (the sandbox sees placeholders).
+    #[command(subcommand)]
+    Secret(SecretCmd),
     /// Print shell completions.
     Completions {
         /// Shell.
@@ -166,6 +169,56 @@ pub struct RuleArgs {
     /// Only paths matching this pattern ('*' matches any run of characters).
     #[arg(long)]
     pub path: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCmd {
+    /// Store the secret of a built-in service (the value is read from a prompt without echo,
+    /// or from stdin; never from the command line).
+    Set {
+        /// Service: anthropic, openai, gemini (google), mistral, groq, xai, github.
+        service: String,
+        /// Only for this sandbox (it overrides a global secret of the same name).
+        #[arg(long)]
+        sandbox: Option<String>,
+    },
+    /// Store a secret for another host (value from a prompt or stdin).
+    SetCustom {
+        /// Its name.
+        name: String,
+        /// The host it belongs to (exact name; the only host that ever receives it).
+        #[arg(long)]
+        host: String,
+        /// Set this header to the value in every request to the host.
+        #[arg(long, conflicts_with = "placeholder")]
+        header: Option<String>,
+        /// Written before the value in the header (e.g. "Bearer ").
+        #[arg(long, requires = "header", default_value = "")]
+        prefix: String,
+        /// Replace the placeholder wherever the client puts it in a request to the host.
+        #[arg(long)]
+        placeholder: bool,
+        /// Variables that hold the placeholder inside the sandbox (repeatable).
+        #[arg(long = "env", value_name = "VAR")]
+        env: Vec<String>,
+        /// Only for this sandbox.
+        #[arg(long)]
+        sandbox: Option<String>,
+    },
+    /// List secrets: names, bound hosts and variables, never values.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a secret.
+    Rm {
+        /// Its name.
+        name: String,
+        /// The sandbox it was stored for (default: the global one).
+        #[arg(long)]
+        sandbox: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -29,6 +29,11 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             dirs.ensure()?;
             crate::policy::policy(&dirs, cmd)
         }
+        Cmd::Secret(cmd) => {
+            let dirs = Dirs::from_env()?;
+            dirs.ensure()?;
+            crate::secret::secret(&dirs, cmd)
+        }
         Cmd::Completions { shell } => {
             clap_complete::generate(
                 shell,

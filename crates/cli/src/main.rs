@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod error;
 mod policy;
+mod secret;
 
 use clap::Parser;
 
