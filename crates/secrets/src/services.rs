@@ -79,7 +79,7 @@ pub fn find_service(name: &str) -> Option<&'static Service> {
     let name = name.to_ascii_lowercase();
     services()
         .iter()
-        .find(|s| s.name == name || s.aliases.iter().any(|a| *a == name))
+        .find(|s| s.name == name || s.aliases.contains(&name))
 }
 
 #[cfg(test)]
