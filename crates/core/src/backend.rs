@@ -118,6 +118,32 @@ pub struct StartContext {
     pub image_rootfs: PathBuf,
     /// The image's metadata.
     pub image: ImageInfo,
+    /// A CA certificate (PEM) the sandbox's trust store must include for this run: the
+    /// sandbox's own CA, when the proxy injects credentials.
+    pub extra_ca: Option<String>,
+}
+
+/// Where clients inside find the trust store.
+pub const TRUST_STORE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Writes the sandbox's trust store for a run (the image's bundle plus `ca`) into the sandbox's
+/// directory on the host (never into its layer), for a backend to show read-only at
+/// [`TRUST_STORE`].
+pub fn trust_store_file(ctx: &StartContext, ca: &str) -> Result<PathBuf, BackendError> {
+    let mut bundle =
+        std::fs::read_to_string(ctx.image_rootfs.join(TRUST_STORE.trim_start_matches('/')))
+            .unwrap_or_default();
+    if !bundle.is_empty() && !bundle.ends_with('\n') {
+        bundle.push('\n');
+    }
+    bundle.push_str(ca);
+    let etc = ctx.sandbox_dir.join("etc");
+    std::fs::create_dir_all(&etc)
+        .map_err(BackendError::io(format!("cannot create {}", etc.display())))?;
+    let path = etc.join("ca-certificates.crt");
+    std::fs::write(&path, bundle)
+        .map_err(BackendError::io(format!("cannot write {}", path.display())))?;
+    Ok(path)
 }
 
 /// How a sandbox's command ended.

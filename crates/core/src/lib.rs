@@ -17,7 +17,7 @@ pub mod tools;
 
 pub use backend::{
     Backend, BackendError, Egress, Exit, Instance, Launch, Probe, ProbeItem, StartContext, Stdio,
-    shared_path,
+    TRUST_STORE, shared_path, trust_store_file,
 };
 pub use dirs::{Dirs, DirsError};
 pub use idmap::{DEFAULT_ID_BASE, ID_RANGE, IdMap};

@@ -90,6 +90,12 @@ fn boot(conn_slot: &mut Option<File>) -> Result<Infallible, Failure> {
     mount_root(&setup)?;
     switch_root()?;
     write_identity(&setup.hostname);
+    if let Some(ca) = &setup.extra_ca {
+        trust(ca).map_err(fail(
+            "credentials",
+            "cannot add the sandbox's CA to the trust store",
+        ))?;
+    }
     pids_cgroup(setup.pids_max)?;
     if setup.egress {
         let dial: egress::Dial =
@@ -368,6 +374,38 @@ fn write_identity(hostname: &str) {
             "127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
         ),
     );
+}
+
+/// Shows the disk's trust store plus `ca` at its usual path for this boot (a file on `/run`
+/// bound over it, read-only; the disk keeps its own).
+fn trust(ca: &str) -> std::io::Result<()> {
+    const STORE: &str = "/etc/ssl/certs/ca-certificates.crt";
+    const RUN: &str = "/run/paddock-ca-certificates.crt";
+    let mut bundle = fs::read_to_string(STORE).unwrap_or_default();
+    if !bundle.is_empty() && !bundle.ends_with('\n') {
+        bundle.push('\n');
+    }
+    bundle.push_str(ca);
+    fs::write(RUN, bundle)?;
+    if !Path::new(STORE).exists() {
+        fs::create_dir_all("/etc/ssl/certs")?;
+        fs::write(STORE, "")?;
+    }
+    mount(
+        Some(RUN),
+        STORE,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )?;
+    mount(
+        None::<&str>,
+        STORE,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )?;
+    Ok(())
 }
 
 /// The cgroup commands run in, with the sandbox's pids limit.

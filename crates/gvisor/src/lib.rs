@@ -250,7 +250,17 @@ impl Backend for GvisorBackend {
             idmap: false,
             is_dir: false,
         };
-        for f in paddock_ns::generated_files(&ctx.sandbox_dir, name)? {
+        let run_files = match &ctx.extra_ca {
+            Some(ca) => vec![paddock_ns::run_file(
+                &paddock_core::trust_store_file(ctx, ca)?,
+                paddock_core::TRUST_STORE,
+            )],
+            None => vec![],
+        };
+        for f in paddock_ns::generated_files(&ctx.sandbox_dir, name)?
+            .into_iter()
+            .chain(run_files)
+        {
             binds.push(Bind {
                 host: real(&f.host)?,
                 ..f

@@ -138,6 +138,19 @@ pub fn prepare_dirs(dir: &Path, base: u32) -> Result<(PathBuf, PathBuf, PathBuf)
     Ok((upper, work, merged))
 }
 
+/// A file Paddock made for this run, bound read-only at `target`.
+pub fn run_file(host: &Path, target: &str) -> Bind {
+    Bind {
+        host: host.to_owned(),
+        target: target.to_owned(),
+        read_only: true,
+        owner_uid: 0,
+        owner_gid: 0,
+        is_dir: false,
+        idmap: false,
+    }
+}
+
 /// `/etc/hosts` and `/etc/hostname` for the sandbox, written to the sandbox's directory on the
 /// host (never into the writable layer) and bound read-only.
 pub fn generated_files(dir: &Path, hostname: &str) -> Result<Vec<Bind>, BackendError> {
@@ -213,6 +226,10 @@ impl Backend for NsBackend {
         }
         let (upper, work, merged) = prepare_dirs(&ctx.sandbox_dir, base)?;
         binds.extend(generated_files(&ctx.sandbox_dir, spec.name.as_str())?);
+        if let Some(ca) = &ctx.extra_ca {
+            let bundle = paddock_core::trust_store_file(ctx, ca)?;
+            binds.push(run_file(&bundle, paddock_core::TRUST_STORE));
+        }
         let cgroups =
             SandboxCgroups::create(&CgroupHost::detect(), spec.name.as_str(), &spec.limits)
                 .map_err(|e| BackendError::Layer {

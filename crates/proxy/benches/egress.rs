@@ -578,6 +578,7 @@ impl Paddock {
                 audit,
                 resolver: Resolver::with_overrides(over),
                 connect_timeout: Duration::from_secs(15),
+                credentials: None,
             },
             vec![paddock_proxy::Listener::Tcp(l)],
             threads,

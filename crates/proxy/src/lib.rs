@@ -16,6 +16,7 @@ pub mod registries;
 pub mod audit;
 mod body;
 mod guard;
+pub mod intercept;
 pub mod resolve;
 pub mod rules;
 mod server;

@@ -47,6 +47,8 @@ pub struct ProxyConfig {
     pub resolver: Resolver,
     /// How long to wait for an upstream connection.
     pub connect_timeout: Duration,
+    /// Credentials bound to hosts: tunnels to those hosts are intercepted to inject them.
+    pub credentials: Option<Arc<crate::intercept::Credentials>>,
 }
 
 /// What the proxy saw of a request, for the audit log.
@@ -389,6 +391,11 @@ async fn connect(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
         Err(resp) => return resp,
     };
     let host = target.host.to_string();
+    if let Some(creds) = conn.cfg.credentials.clone()
+        && creds.bound(&host).is_some()
+    {
+        return intercept(conn, req, creds, host, port, addrs, &d);
+    }
     let upstream = match conn.dial(&addrs).await {
         Ok(s) => s,
         Err(e) => {
@@ -437,6 +444,62 @@ async fn connect(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
                 copy_both(&mut client, &mut upstream).await;
             }
         }
+    });
+    let mut r = Response::new(empty());
+    if let Ok(v) = HeaderValue::from_str(&d.header()) {
+        r.headers_mut()
+            .insert(HeaderName::from_static(DECISION_HEADER), v);
+    }
+    r
+}
+
+/// Answers a CONNECT to a host with a bound credential and intercepts the tunnel.
+fn intercept(
+    conn: &Conn,
+    mut req: Request<Incoming>,
+    creds: Arc<crate::intercept::Credentials>,
+    host: String,
+    port: u16,
+    addrs: Vec<SocketAddr>,
+    d: &Decision,
+) -> Response<Body> {
+    let rule = d
+        .rule
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| "default".into());
+    let seen = Seen {
+        method: "CONNECT",
+        host: &host,
+        port: Some(port),
+        path: None,
+    };
+    let noted = Decision {
+        action: d.action,
+        rule: d.rule,
+        reason: format!(
+            "{}; intercepted: a credential is bound to this host",
+            d.reason
+        ),
+    };
+    conn.record(seen, &noted, None, 200);
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let cfg = conn.cfg.clone();
+    let client = conn.client.clone();
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        crate::intercept::serve(
+            cfg,
+            creds,
+            TokioIo::new(upgraded),
+            client,
+            host,
+            port,
+            addrs,
+            rule,
+        )
+        .await;
     });
     let mut r = Response::new(empty());
     if let Ok(v) = HeaderValue::from_str(&d.header()) {

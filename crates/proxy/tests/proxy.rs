@@ -120,6 +120,7 @@ impl Fixture {
                 audit: sink,
                 resolver: Resolver::with_overrides(over),
                 connect_timeout: Duration::from_secs(5),
+                credentials: None,
             },
             vec![paddock_proxy::Listener::Tcp(l)],
             1,

@@ -250,9 +250,32 @@ impl SecretStore {
         write_private(&self.path, &out)
     }
 
+    /// Holds the store's lock (one writer at a time) until dropped.
+    fn lock(&self) -> Result<fs::File, StoreError> {
+        let path = self.path.with_extension("lock");
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        let f = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io(&path))?;
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
+            StoreError::Io {
+                path: path.clone(),
+                source: e.into(),
+            }
+        })?;
+        Ok(f)
+    }
+
     /// Adds or replaces the entry with the same name and scope (a replaced secret keeps its
     /// placeholder, so running sandboxes stay valid).
     pub fn set(&self, mut entry: Entry) -> Result<(), StoreError> {
+        let _lock = self.lock()?;
         let mut all = self.load()?;
         if let Some(old) = all
             .iter()
@@ -267,6 +290,7 @@ impl SecretStore {
 
     /// Removes the entry; false when there was none.
     pub fn remove(&self, name: &str, scope: &Scope) -> Result<bool, StoreError> {
+        let _lock = self.lock()?;
         let mut all = self.load()?;
         let before = all.len();
         all.retain(|e| !(e.name == name && &e.scope == scope));

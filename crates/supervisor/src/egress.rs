@@ -36,6 +36,7 @@ pub fn start(
     db: &Path,
     sandbox: &str,
     egress: Option<Egress>,
+    credentials: Option<std::sync::Arc<paddock_proxy::intercept::Credentials>>,
 ) -> Result<RunningProxy, BackendError> {
     let listener = match egress {
         Some(Egress::TcpListener(fd)) => Listener::Tcp(std::net::TcpListener::from(fd)),
@@ -66,6 +67,7 @@ pub fn start(
             audit,
             resolver,
             connect_timeout: Duration::from_secs(15),
+            credentials,
         },
         vec![listener],
         2,

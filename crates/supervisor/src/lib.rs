@@ -5,6 +5,7 @@
 //! reports the command's exit status. Later it also owns the egress proxy and port forwards.
 
 mod control;
+pub mod credentials;
 pub mod doctor;
 pub mod egress;
 mod env;
@@ -102,11 +103,33 @@ pub fn run_attached(
     // Caught from here on, so a signal during setup reaches the sandbox once it runs.
     let signals = relay::SignalPipe::catch(launch.stdio == paddock_core::Stdio::Pty)
         .map_err(SupervisorError::Relay)?;
+    // Credentials bound to hosts: the proxy injects them; the sandbox gets placeholders and
+    // trusts the sandbox's CA. Fail closed: secrets that cannot be read stop the start.
+    let prepared = match spec.network {
+        Network::Proxy => credentials::prepare(
+            &paddock_secrets::SecretStore::at_default(dirs.home()),
+            &name,
+            &sandbox_dir,
+        )?,
+        Network::None => None,
+    };
+    let mut launch = launch.clone();
+    let mut extra_ca = None;
+    if let Some(p) = &prepared {
+        for (k, v) in &p.env {
+            if !launch.env.iter().any(|(have, _)| have == k) {
+                launch.env.push((k.clone(), v.clone()));
+            }
+        }
+        extra_ca = Some(p.ca_pem.clone());
+    }
+    let launch = &launch;
     store.mark_running(&spec.name, std::process::id())?;
     let ctx = StartContext {
         sandbox_dir,
         image_rootfs,
         image: image.clone(),
+        extra_ca,
     };
     let control = control::Server::start(&dirs.control_socket(&spec.name), &name, backend.id());
     let mut instance = match backend.start(&ctx, spec, launch) {
@@ -122,7 +145,12 @@ pub fn run_attached(
     }
     let proxy = match spec.network {
         Network::None => None,
-        Network::Proxy => match egress::start(&dirs.database(), &name, instance.take_egress()) {
+        Network::Proxy => match egress::start(
+            &dirs.database(),
+            &name,
+            instance.take_egress(),
+            prepared.map(|p| p.credentials),
+        ) {
             Ok(p) => Some(p),
             Err(e) => {
                 // Fail closed: no proxy, no sandbox.

@@ -755,6 +755,7 @@ impl Backend for VmBackend {
             mounts: folders,
             egress: spec.network == Network::Proxy,
             pids_max: spec.limits.pids.map(u64::from),
+            extra_ca: ctx.extra_ca.clone(),
         })
         .write_to(&mut boot)
         .map_err(io("cannot send the setup to the guest"))?;

@@ -47,6 +47,10 @@ pub struct Setup {
     /// The most processes the sandbox's commands may have at once (enforced by the guest's pids
     /// cgroup).
     pub pids_max: Option<u64>,
+    /// A CA certificate (PEM) to add to the guest's trust store for this boot (the sandbox's
+    /// CA, when the proxy injects credentials).
+    #[serde(default)]
+    pub extra_ca: Option<String>,
 }
 
 /// One virtio-fs share.
@@ -230,6 +234,7 @@ mod tests {
                 }],
                 egress: true,
                 pids_max: Some(10),
+                extra_ca: Some("-----BEGIN CERTIFICATE-----".into()),
             }),
             Frame::Stdin(b"abc".to_vec()),
             Frame::StdinEof,

@@ -76,6 +76,7 @@ pub fn paddock() -> Command {
     let mut c = Command::new(bin());
     c.env_clear()
         .env("PADDOCK_HOME", home())
+        .env("PADDOCK_SECRET_KEY", home().join("secrets-test.key"))
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", std::env::var_os("HOME").unwrap_or_default())
         .stdin(Stdio::null());

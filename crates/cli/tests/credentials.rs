@@ -1,0 +1,291 @@
+//! Credentials injected by the proxy, for real: local HTTPS upstreams that echo what they
+//! receive, a secret bound to one of them, real clients inside real sandboxes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{stderr, stdout, unique};
+
+const SECRET: &str = "real-secret-4f7c2a9e";
+const NAMES: &[&str] = &["api.echo.test", "other.echo.test", "bad.echo.test"];
+
+/// Answers every GET with the request head it received (`/redirect` sends a 307 to
+/// other.echo.test on the same port).
+const ECHO: &str = r#"
+import http.server, ssl, sys, os
+port_file, cert, key = sys.argv[1:4]
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def do_GET(self):
+        if self.path == "/redirect":
+            self.send_response(307)
+            self.send_header("Location", "https://other.echo.test:%d/after-redirect" % self.server.server_address[1])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = ("%s %s\n%s" % (self.command, self.path, self.headers)).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+if cert != "-":
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+open(port_file + ".tmp", "w").write(str(srv.server_address[1]))
+os.rename(port_file + ".tmp", port_file)
+srv.serve_forever()
+"#;
+
+struct Echo {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn echo(dir: &Path, tls: Option<(&Path, &Path)>) -> Echo {
+    let port_file = dir.join(unique("port"));
+    let (c, k) = tls.map_or(("-".into(), "-".into()), |(c, k)| {
+        (c.display().to_string(), k.display().to_string())
+    });
+    let mut e = Echo {
+        child: Command::new("python3")
+            .args(["-c", ECHO])
+            .arg(&port_file)
+            .args([c, k])
+            .spawn()
+            .unwrap(),
+        port: 0,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(p) = std::fs::read_to_string(&port_file) {
+            e.port = p.trim().parse().unwrap();
+            return e;
+        }
+        assert!(Instant::now() < deadline, "echo server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A CA (written to `dir/NAME-ca/ca.pem`) and a server certificate for the test names.
+fn tls_files(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, format!("paddock test CA {name}"));
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let leaf =
+        CertificateParams::new(NAMES.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf.signed_by(&key, &ca_cert, &ca_key).unwrap();
+    let ca_dir = dir.join(format!("{name}-ca"));
+    std::fs::create_dir_all(&ca_dir).unwrap();
+    let paths = (
+        ca_dir.join("ca.pem"),
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+fn secret(args: &[&str]) {
+    let mut child = common::paddock()
+        .args(["secret"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{SECRET}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "secret {args:?}: {out:?}");
+}
+
+on_every_backend!(the_secret_reaches_its_host_only);
+
+fn the_secret_reaches_its_host_only(backend: &str) {
+    common::ensure_image();
+    let dir = tempfile::Builder::new()
+        .prefix("paddock-cred-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let (ca, cert, key) = tls_files(dir.path(), "good");
+    let (_, bad_cert, bad_key) = tls_files(dir.path(), "untrusted");
+    let good = echo(dir.path(), Some((&cert, &key)));
+    let bad = echo(dir.path(), Some((&bad_cert, &bad_key)));
+    let plain = echo(dir.path(), None);
+    let name = unique("cred");
+    let (gp, bp, pp) = (good.port, bad.port, plain.port);
+    // The secret, bound to api.echo.test (and to bad.echo.test, whose certificate nobody trusts).
+    for host in ["api.echo.test", "bad.echo.test"] {
+        let sname = host.split('.').next().unwrap();
+        secret(&[
+            "set-custom",
+            sname,
+            "--host",
+            host,
+            "--header",
+            "x-api-key",
+            "--env",
+            &format!("{}_KEY", sname.to_uppercase()),
+            "--sandbox",
+            &name,
+        ]);
+    }
+    let ls = stdout(
+        &common::paddock()
+            .args(["secret", "ls", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert!(ls.contains("api.echo.test") && !ls.contains(SECRET), "{ls}");
+
+    let (first, second) = SECRET.split_at(8);
+    let script = format!(
+        r#"
+echo "env: $API_KEY"
+echo "--- bound"; curl -sS https://api.echo.test:{gp}/bound -H "x-api-key: $API_KEY"
+echo "--- other"; curl -sS --cacert /etc/paddock-test/ca.pem https://other.echo.test:{gp}/other -H "x-api-key: $API_KEY"
+echo "--- host-mismatch"; curl -sS -o /dev/null -w '%{{http_code}}\n' https://api.echo.test:{gp}/mismatch -H "Host: other.echo.test:{gp}" -H "x-api-key: $API_KEY"
+cat /etc/ssl/certs/ca-certificates.crt /etc/paddock-test/ca.pem > /tmp/both.pem
+echo "--- redirect"; curl -sSL --cacert /tmp/both.pem https://api.echo.test:{gp}/redirect -H "x-api-key: $API_KEY" 2>&1
+echo "--- plain"; curl -sS http://api.echo.test:{pp}/plain -H "x-api-key: $API_KEY"
+echo "--- untrusted"; curl -sS -w '\n%{{http_code}}\n' https://bad.echo.test:{bp}/untrusted -H "x-api-key: $BAD_KEY"
+echo "--- fronting"; python3 - <<'PY'
+import socket, ssl
+s = socket.create_connection(("127.0.0.1", 3128))
+s.sendall(b"CONNECT api.echo.test:{gp} HTTP/1.1\r\nHost: api.echo.test:{gp}\r\n\r\n")
+s.recv(1000)
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+try:
+    t = ctx.wrap_socket(s, server_hostname="other.echo.test")
+    t.sendall(b"GET /fronted HTTP/1.1\r\nHost: other.echo.test:{gp}\r\n\r\n")
+    print("fronting answer:", t.recv(2000).decode(errors="replace").split("\r\n")[0])
+except Exception as e:
+    print("fronting refused")
+PY
+echo "--- python"; python3 -c 'import urllib.request; print(urllib.request.urlopen(urllib.request.Request("https://api.echo.test:{gp}/py", headers={{"x-api-key": "x"}})).read().decode())'
+echo "--- search"; python3 - <<'PY'
+import glob, os
+# The value in two halves, so that this script itself does not carry it.
+needle = ("{first}" + "{second}").encode()
+for p in glob.glob("/proc/[0-9]*/environ") + glob.glob("/proc/[0-9]*/cmdline"):
+    try:
+        if needle in open(p, "rb").read(): print("FOUND-IN", p)
+    except OSError: pass
+for top in ["/etc", "/home", "/root", "/tmp", "/run", "/var", "/usr/local", os.getcwd()]:
+    for d, _, files in os.walk(top):
+        for f in files:
+            p = os.path.join(d, f)
+            try:
+                if os.path.isfile(p) and not os.path.islink(p) and needle in open(p, "rb").read(): print("FOUND-IN", p)
+            except OSError: pass
+print("searched")
+PY
+echo "--- end"
+"#
+    );
+    let ca_mount = format!("{}:/etc/paddock-test:ro", ca.parent().unwrap().display());
+    let out = common::paddock_for(backend)
+        .env(
+            "PADDOCK_TEST_RESOLVE",
+            NAMES
+                .iter()
+                .map(|n| format!("{n}=127.0.0.1"))
+                .collect::<Vec<_>>()
+                .join(";"),
+        )
+        .env("PADDOCK_TEST_UPSTREAM_CA", &ca)
+        .args(["run", "--backend", backend, "--name", &name, "-w"])
+        .arg(dir.path())
+        .args(["--mount", &ca_mount])
+        .args(["--allow", "*.echo.test:*", "--allow", "127.0.0.1:*"])
+        .args(["--", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let o = stdout(&out);
+    let section = |title: &str| -> String {
+        o.split(&format!("--- {title}\n"))
+            .nth(1)
+            .and_then(|r| r.split("\n--- ").next())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let ctx = format!("{o}\nstderr:\n{}", stderr(&out));
+    assert!(o.contains("env: paddock-placeholder-api-"), "{ctx}");
+    assert!(
+        section("bound").contains(&format!("x-api-key: {SECRET}")),
+        "the bound host did not get the secret:\n{ctx}"
+    );
+    let other = section("other");
+    assert!(
+        other.contains("GET /other") && other.contains("x-api-key: paddock-placeholder-api-"),
+        "{ctx}"
+    );
+    assert!(section("host-mismatch").contains("421"), "{ctx}");
+    let redirect = section("redirect");
+    assert!(redirect.contains("GET /after-redirect"), "{ctx}");
+    assert!(!redirect.contains(SECRET), "{ctx}");
+    let plain = section("plain");
+    assert!(
+        plain.contains("GET /plain") && !plain.contains(SECRET),
+        "{ctx}"
+    );
+    let untrusted = section("untrusted");
+    assert!(
+        untrusted.contains("could not be verified") && untrusted.contains("502"),
+        "{ctx}"
+    );
+    assert!(section("fronting").contains("fronting refused"), "{ctx}");
+    assert!(
+        section("python").contains(&format!("x-api-key: {SECRET}")),
+        "{ctx}"
+    );
+    let search = section("search");
+    assert!(
+        search.contains("searched") && !search.contains("FOUND-IN"),
+        "{ctx}"
+    );
+    // Nothing of the value on the host's process list either.
+    let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    assert!(!stdout(&ps).contains(SECRET));
+    // The audit log says which credential went where, never its value.
+    let log = common::paddock()
+        .args(["policy", "log", "--sandbox", &name, "--json"])
+        .output()
+        .unwrap();
+    let log = stdout(&log);
+    assert!(log.contains("credential api injected"), "{log}");
+    assert!(!log.contains(SECRET), "{log}");
+    for s in ["api", "bad"] {
+        let _ = common::paddock()
+            .args(["secret", "rm", s, "--sandbox", &name])
+            .output();
+    }
+    let _ = common::paddock().args(["rm", &name]).output();
+}

@@ -1,0 +1,646 @@
+//! TLS interception, only for hosts that have a credential bound to them.
+//!
+//! The proxy answers the CONNECT, then terminates the client's TLS with a certificate for the
+//! CONNECT host signed by the sandbox's own CA (its key stays on the host), checks that the SNI
+//! and every request's Host name that same host, connects to the address the policy checked
+//! with TLS verified against the system's roots, and only then writes the credential into the
+//! request. An upstream whose certificate does not verify gets no request at all (502). Every
+//! other host stays an opaque tunnel.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use http_body_util::combinators::BoxBody;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use paddock_policy::net::{Host, split_host_port};
+use paddock_secrets::{Entry, Injection, SecretValue};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::Mutex as AsyncMutex;
+
+use crate::audit::Record;
+use crate::server::ProxyConfig;
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// A test-only setting of the host user (never of the sandbox): a PEM file of extra roots the
+/// proxy trusts for upstreams, for tests against local servers with a test CA.
+pub const TEST_UPSTREAM_CA_ENV: &str = "PADDOCK_TEST_UPSTREAM_CA";
+
+/// The sandbox's certificate authority: made once per sandbox, its key kept on the host.
+pub struct SandboxCa {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+    pem: String,
+}
+
+impl std::fmt::Debug for SandboxCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SandboxCa")
+    }
+}
+
+fn io_err(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+fn ca_params(sandbox: &str) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "Paddock");
+    dn.push(
+        DnType::CommonName,
+        format!("Paddock sandbox CA ({sandbox})"),
+    );
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    p
+}
+
+impl SandboxCa {
+    /// The CA in `dir` (`ca.pem`, and `ca.key` readable by its owner only), made on first use.
+    pub fn load_or_create(dir: &Path, sandbox: &str) -> std::io::Result<SandboxCa> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let (pem_path, key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
+        if let (Ok(pem), Ok(key_pem)) = (
+            std::fs::read_to_string(&pem_path),
+            std::fs::read_to_string(&key_path),
+        ) {
+            let key = KeyPair::from_pem(&key_pem).map_err(io_err)?;
+            // The same subject and key as the stored certificate: what signing needs.
+            let cert = ca_params(sandbox).self_signed(&key).map_err(io_err)?;
+            return Ok(SandboxCa { cert, key, pem });
+        }
+        std::fs::create_dir_all(dir)?;
+        let key = KeyPair::generate().map_err(io_err)?;
+        let cert = ca_params(sandbox).self_signed(&key).map_err(io_err)?;
+        let pem = cert.pem();
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&key_path)?;
+        std::io::Write::write_all(&mut f, key.serialize_pem().as_bytes())?;
+        std::fs::write(&pem_path, &pem)?;
+        Ok(SandboxCa { cert, key, pem })
+    }
+
+    /// The CA certificate (what the sandbox trusts).
+    pub fn pem(&self) -> &str {
+        &self.pem
+    }
+}
+
+/// One credential bound to a host.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    /// The secret's name (for the audit log).
+    pub name: String,
+    /// How it goes in.
+    pub injection: Injection,
+    /// The value.
+    pub value: SecretValue,
+    /// What the sandbox has instead.
+    pub placeholder: String,
+}
+
+/// The credentials of one sandbox and what interception needs.
+pub struct Credentials {
+    ca: SandboxCa,
+    leaf_key: KeyPair,
+    by_host: HashMap<String, Vec<Bound>>,
+    upstream: Arc<rustls::ClientConfig>,
+    servers: Mutex<HashMap<String, Arc<rustls::ServerConfig>>>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("hosts", &self.by_host.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl Credentials {
+    /// Binds `entries` for interception with `ca`. Upstreams are verified against the system's
+    /// roots (plus [`TEST_UPSTREAM_CA_ENV`] when the host user sets it).
+    pub fn new(ca: SandboxCa, entries: Vec<Entry>) -> std::io::Result<Credentials> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(c);
+        }
+        if let Ok(extra) = std::env::var(TEST_UPSTREAM_CA_ENV) {
+            let pem = std::fs::read(&extra)?;
+            for c in rustls_pemfile_certs(&pem) {
+                roots.add(c).map_err(io_err)?;
+            }
+        }
+        let mut upstream = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(io_err)?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        upstream.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let mut by_host: HashMap<String, Vec<Bound>> = HashMap::new();
+        for e in entries {
+            for i in &e.inject {
+                by_host.entry(i.host().to_owned()).or_default().push(Bound {
+                    name: e.name.clone(),
+                    injection: i.clone(),
+                    value: e.value.clone(),
+                    placeholder: e.placeholder.clone(),
+                });
+            }
+        }
+        Ok(Credentials {
+            ca,
+            leaf_key: KeyPair::generate().map_err(io_err)?,
+            by_host,
+            upstream: Arc::new(upstream),
+            servers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The credentials bound to `host`, if any (then its tunnels are intercepted).
+    pub fn bound(&self, host: &str) -> Option<&[Bound]> {
+        self.by_host.get(host).map(Vec::as_slice)
+    }
+
+    /// A TLS server configuration presenting a certificate for `host`.
+    fn server_for(&self, host: &str) -> std::io::Result<Arc<rustls::ServerConfig>> {
+        let mut cache = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = cache.get(host) {
+            return Ok(c.clone());
+        }
+        let mut params = CertificateParams::new(vec![host.to_owned()]).map_err(io_err)?;
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, host);
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let leaf = params
+            .signed_by(&self.leaf_key, &self.ca.cert, &self.ca.key)
+            .map_err(io_err)?;
+        let chain = vec![leaf.der().clone(), self.ca.cert.der().clone()];
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.leaf_key.serialize_der()));
+        let provider = provider();
+        let signing = provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(io_err)?;
+        let resolver = OnlyHost {
+            host: host.to_owned(),
+            key: Arc::new(rustls::sign::CertifiedKey::new(chain, signing)),
+        };
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(io_err)?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(resolver));
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let cfg = Arc::new(cfg);
+        cache.insert(host.to_owned(), cfg.clone());
+        Ok(cfg)
+    }
+}
+
+/// Presents the certificate only to a client that asks for its host by name (SNI): a client
+/// that names another host (domain fronting) or none fails the handshake.
+#[derive(Debug)]
+struct OnlyHost {
+    host: String,
+    key: Arc<rustls::sign::CertifiedKey>,
+}
+
+impl rustls::server::ResolvesServerCert for OnlyHost {
+    fn resolve(
+        &self,
+        hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        (hello.server_name() == Some(self.host.as_str())).then(|| self.key.clone())
+    }
+}
+
+/// The certificates in a PEM file.
+fn rustls_pemfile_certs(pem: &[u8]) -> Vec<CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::pem_slice_iter(pem)
+        .filter_map(Result::ok)
+        .collect()
+}
+
+/// One intercepted tunnel.
+struct Tunnel {
+    cfg: Arc<ProxyConfig>,
+    creds: Arc<Credentials>,
+    client: String,
+    host: String,
+    port: u16,
+    addrs: Vec<SocketAddr>,
+    rule: String,
+    upstream: AsyncMutex<Option<hyper::client::conn::http1::SendRequest<Body>>>,
+}
+
+fn text(status: StatusCode, msg: String) -> Response<Body> {
+    let mut r = Response::new(
+        http_body_util::Full::new(Bytes::from(msg))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+impl Tunnel {
+    fn audit(&self, method: &str, path: Option<&str>, deny: bool, reason: String, status: u16) {
+        self.cfg.audit.record(Record {
+            sandbox: self.cfg.sandbox.clone(),
+            client: self.client.clone(),
+            method: method.into(),
+            host: self.host.clone(),
+            port: Some(self.port),
+            path: path.map(str::to_owned),
+            action: if deny { "deny" } else { "allow" },
+            rule: if deny {
+                "credentials".into()
+            } else {
+                self.rule.clone()
+            },
+            reason,
+            status: Some(status),
+        });
+    }
+
+    /// The authority a request names (Host header, or the absolute URI's), as host and port.
+    fn named(&self, req: &Request<Incoming>) -> Result<(Host, u16), String> {
+        let raw = match req.uri().authority() {
+            Some(a) => a.as_str().to_owned(),
+            None => req
+                .headers()
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .ok_or("the request has no Host header")?
+                .to_owned(),
+        };
+        let (h, p) = split_host_port(&raw).map_err(|e| e.to_string())?;
+        let host = Host::parse(h).map_err(|e| e.to_string())?;
+        Ok((host, p.unwrap_or(443)))
+    }
+
+    /// A connection to the host, kept for the tunnel's next requests.
+    async fn connected(
+        &self,
+        slot: &mut Option<hyper::client::conn::http1::SendRequest<Body>>,
+    ) -> Result<(), (StatusCode, String)> {
+        if slot.as_ref().is_some_and(|s| !s.is_closed()) {
+            return Ok(());
+        }
+        let mut tcp = None;
+        let mut last = None;
+        for a in &self.addrs {
+            match tokio::time::timeout(self.cfg.connect_timeout, TcpStream::connect(a)).await {
+                Ok(Ok(s)) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Ok(Err(e)) => last = Some(e.to_string()),
+                Err(_) => last = Some("timed out".into()),
+            }
+        }
+        let tcp = tcp.ok_or_else(|| {
+            (
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "paddock: cannot connect to {}:{}: {}\n",
+                    self.host,
+                    self.port,
+                    last.unwrap_or_default()
+                ),
+            )
+        })?;
+        let _ = tcp.set_nodelay(true);
+        let name = ServerName::try_from(self.host.clone()).map_err(|e| {
+            (
+                StatusCode::BAD_GATEWAY,
+                format!("paddock: {}: {e}\n", self.host),
+            )
+        })?;
+        let tls = tokio_rustls::TlsConnector::from(self.creds.upstream.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| {
+                (
+                    StatusCode::BAD_GATEWAY,
+                    format!(
+                        "paddock: the TLS certificate of {} could not be verified ({e}); nothing was sent to it\n",
+                        self.host
+                    ),
+                )
+            })?;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| {
+                (
+                    StatusCode::BAD_GATEWAY,
+                    format!("paddock: {}: {e}\n", self.host),
+                )
+            })?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        *slot = Some(send);
+        Ok(())
+    }
+
+    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let method = req.method().as_str().to_owned();
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| "/".into());
+        // The request must name the host the tunnel was opened (and the certificate made) for.
+        match self.named(&req) {
+            Ok((h, p)) if h.to_string() == self.host && p == self.port => {}
+            Ok((h, p)) => {
+                let why = format!(
+                    "the request names {h}:{p} inside a tunnel to {}:{}; nothing was sent",
+                    self.host, self.port
+                );
+                self.audit(&method, Some(&path), true, why.clone(), 421);
+                return text(StatusCode::MISDIRECTED_REQUEST, format!("paddock: {why}\n"));
+            }
+            Err(e) => {
+                let why = format!("bad request authority: {e}");
+                self.audit(&method, Some(&path), true, why.clone(), 400);
+                return text(StatusCode::BAD_REQUEST, format!("paddock: {why}\n"));
+            }
+        }
+        let mut slot = self.upstream.lock().await;
+        match self.connected(&mut slot).await {
+            Ok(()) => {}
+            Err((status, msg)) => {
+                self.audit(
+                    &method,
+                    Some(&path),
+                    true,
+                    msg.trim().to_owned(),
+                    status.as_u16(),
+                );
+                return text(status, msg);
+            }
+        };
+        let (mut parts, body) = req.into_parts();
+        let bound = self.creds.bound(&self.host).unwrap_or(&[]);
+        let mut used: Vec<&str> = Vec::new();
+        for b in bound {
+            if inject(&mut parts, b) {
+                used.push(&b.name);
+            }
+        }
+        // Origin form upstream.
+        parts.uri = Uri::try_from(path.as_str()).unwrap_or_else(|_| Uri::from_static("/"));
+        let upstream_req = Request::from_parts(parts, body.boxed());
+        let Some(sender) = slot.as_mut() else {
+            return text(
+                StatusCode::BAD_GATEWAY,
+                "paddock: no upstream connection\n".into(),
+            );
+        };
+        let sent = match sender.ready().await {
+            Ok(()) => sender.send_request(upstream_req).await,
+            Err(e) => Err(e),
+        };
+        drop(slot);
+        match sent {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let reason = if used.is_empty() {
+                    "intercepted; no credential applied".to_owned()
+                } else {
+                    format!("credential {} injected", used.join(", "))
+                };
+                self.audit(&method, Some(&path), false, reason, status);
+                resp.map(|b| b.boxed())
+            }
+            Err(e) => {
+                let msg = format!("paddock: {}: {e}\n", self.host);
+                self.audit(&method, Some(&path), true, msg.trim().to_owned(), 502);
+                text(StatusCode::BAD_GATEWAY, msg)
+            }
+        }
+    }
+}
+
+/// Writes credential `b` into the request head; true when the request now carries it.
+fn inject(parts: &mut http::request::Parts, b: &Bound) -> bool {
+    let mut carried = false;
+    // The placeholder, wherever the client put it (headers, path, query).
+    let value = b.value.expose();
+    for v in parts.headers.values_mut() {
+        if let Ok(s) = v.to_str()
+            && s.contains(&b.placeholder)
+            && let Ok(nv) = HeaderValue::from_str(&s.replace(&b.placeholder, value))
+        {
+            *v = nv;
+            carried = true;
+        }
+    }
+    if let Some(pq) = parts.uri.path_and_query()
+        && pq.as_str().contains(&b.placeholder)
+        && let Ok(u) = Uri::try_from(pq.as_str().replace(&b.placeholder, value))
+    {
+        parts.uri = u;
+        carried = true;
+    }
+    match &b.injection {
+        Injection::Header { header, prefix, .. } => {
+            if let (Ok(name), Ok(v)) = (
+                HeaderName::try_from(header.as_str()),
+                HeaderValue::from_str(&format!("{prefix}{value}")),
+            ) {
+                parts.headers.remove(&name);
+                parts.headers.insert(name, v);
+                carried = true;
+            }
+        }
+        Injection::Basic { user, .. } => {
+            let token = base64(format!("{user}:{value}").as_bytes());
+            if let Ok(v) = HeaderValue::from_str(&format!("Basic {token}")) {
+                parts.headers.insert(header::AUTHORIZATION, v);
+                carried = true;
+            }
+        }
+        Injection::Placeholder { .. } => {}
+    }
+    carried
+}
+
+fn base64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(T[((n >> shift) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Serves one intercepted tunnel: TLS with the client, then each request on to the host.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn serve<S>(
+    cfg: Arc<ProxyConfig>,
+    creds: Arc<Credentials>,
+    client_io: S,
+    client: String,
+    host: String,
+    port: u16,
+    addrs: Vec<SocketAddr>,
+    rule: String,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let tunnel = Arc::new(Tunnel {
+        cfg,
+        creds,
+        client,
+        host,
+        port,
+        addrs,
+        rule,
+        upstream: AsyncMutex::new(None),
+    });
+    let server = match tunnel.creds.server_for(&tunnel.host) {
+        Ok(s) => s,
+        Err(e) => {
+            tunnel.audit(
+                "CONNECT",
+                None,
+                true,
+                format!("cannot make a certificate: {e}"),
+                502,
+            );
+            return;
+        }
+    };
+    let accepted = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio_rustls::TlsAcceptor::from(server).accept(client_io),
+    )
+    .await;
+    let tls = match accepted {
+        Ok(Ok(t)) => t,
+        _ => return,
+    };
+    // The client must ask for the host the tunnel is for (SNI), or it gets nothing.
+    let sni = tls.get_ref().1.server_name().map(str::to_owned);
+    if sni.as_deref() != Some(tunnel.host.as_str()) {
+        tunnel.audit(
+            "CONNECT",
+            None,
+            true,
+            format!(
+                "TLS server name {:?} differs from the CONNECT target {}; nothing was sent",
+                sni.unwrap_or_default(),
+                tunnel.host
+            ),
+            421,
+        );
+        return;
+    }
+    let t = tunnel.clone();
+    let svc = service_fn(move |req| {
+        let t = t.clone();
+        async move { Ok::<_, std::convert::Infallible>(t.handle(req).await) }
+    });
+    let _ = http1::Builder::new()
+        .serve_connection(TokioIo::new(tls), svc)
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_the_standard() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"x-access-token:abc"), "eC1hY2Nlc3MtdG9rZW46YWJj");
+    }
+
+    #[test]
+    fn injection_sets_headers_and_replaces_placeholders() {
+        let b = Bound {
+            name: "openai".into(),
+            injection: Injection::Header {
+                host: "api.openai.com".into(),
+                header: "authorization".into(),
+                prefix: "Bearer ".into(),
+            },
+            value: SecretValue::new("sk-real".into()),
+            placeholder: "PH-1".into(),
+        };
+        let (mut parts, _) = Request::builder()
+            .uri("/v1/x?key=PH-1")
+            .header("authorization", "Bearer PH-1")
+            .header("x-other", "keep PH-1 here")
+            .body(())
+            .unwrap()
+            .into_parts();
+        assert!(inject(&mut parts, &b));
+        assert_eq!(parts.headers["authorization"], "Bearer sk-real");
+        assert_eq!(parts.headers.get_all("authorization").iter().count(), 1);
+        assert_eq!(parts.headers["x-other"], "keep sk-real here");
+        assert_eq!(parts.uri, "/v1/x?key=sk-real");
+        let none = Bound {
+            injection: Injection::Placeholder { host: "h".into() },
+            ..b
+        };
+        let (mut parts, _) = Request::builder().uri("/").body(()).unwrap().into_parts();
+        assert!(!inject(&mut parts, &none));
+    }
+}

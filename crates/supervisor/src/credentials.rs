@@ -1,0 +1,66 @@
+//! Credentials for one run: the secrets that apply to the sandbox, its CA, the trust store that
+//! makes clients inside accept the proxy's certificates, and the placeholder variables.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use paddock_core::{BackendError, TRUST_STORE};
+use paddock_proxy::intercept::{Credentials, SandboxCa};
+use paddock_secrets::SecretStore;
+
+/// What a run with credentials needs.
+#[derive(Debug)]
+pub struct Prepared {
+    /// For the proxy.
+    pub credentials: Arc<Credentials>,
+    /// Variables for the command: placeholders and the trust-store pointers.
+    pub env: Vec<(String, String)>,
+    /// The sandbox's CA, for its trust store.
+    pub ca_pem: String,
+}
+
+fn layer(message: String) -> BackendError {
+    BackendError::Layer {
+        layer: "credentials".into(),
+        message,
+    }
+}
+
+/// Prepares the credentials of sandbox `name`; `None` when none apply to it.
+pub fn prepare(
+    store: &SecretStore,
+    name: &str,
+    sandbox_dir: &Path,
+) -> Result<Option<Prepared>, BackendError> {
+    let entries = store
+        .for_sandbox(name)
+        .map_err(|e| layer(format!("cannot read the secrets: {e}")))?;
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    let ca = SandboxCa::load_or_create(&sandbox_dir.join("ca"), name)
+        .map_err(|e| layer(format!("cannot make the sandbox's CA: {e}")))?;
+    let mut env = Vec::new();
+    for e in &entries {
+        for var in &e.env {
+            env.push((var.clone(), e.placeholder.clone()));
+        }
+    }
+    for var in [
+        "SSL_CERT_FILE",
+        "NODE_EXTRA_CA_CERTS",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "GIT_SSL_CAINFO",
+    ] {
+        env.push((var.into(), TRUST_STORE.into()));
+    }
+    let ca_pem = ca.pem().to_owned();
+    let credentials =
+        Credentials::new(ca, entries).map_err(|e| layer(format!("cannot set up TLS: {e}")))?;
+    Ok(Some(Prepared {
+        credentials: Arc::new(credentials),
+        env,
+        ca_pem,
+    }))
+}
