@@ -115,6 +115,10 @@ pub struct RunArgs {
     /// No network at all: no proxy, only the sandbox's own loopback.
     #[arg(long, conflicts_with_all = ["allow", "policy"])]
     pub no_network: bool,
+    /// An agent to run (claude, codex, gemini, shell): installed into the sandbox on first use
+    /// and started in the workspace; arguments after `--` go to it.
+    #[arg(value_name = "AGENT")]
+    pub agent: Option<String>,
     /// The command (default: bash).
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,

@@ -63,6 +63,7 @@ struct Validated {
     env: Vec<EnvVar>,
     user: User,
     name: Option<SandboxName>,
+    agent: Option<crate::agents::Agent>,
 }
 
 fn validate(args: &RunArgs) -> Result<Validated> {
@@ -131,6 +132,19 @@ fn validate(args: &RunArgs) -> Result<Validated> {
     if let Some(p) = &args.policy {
         paddock_proxy::presets::text(p).map_err(|e| usage(format!("--policy: {e}")))?;
     }
+    let agent = match &args.agent {
+        None => None,
+        Some(a) => Some(crate::agents::find(a).ok_or_else(|| {
+            let names: Vec<String> = crate::agents::agents()
+                .into_iter()
+                .map(|a| a.name)
+                .collect();
+            usage(format!(
+                "unknown agent {a:?}: choose {} (a command goes after `--`)",
+                names.join(", ")
+            ))
+        })?),
+    };
     let v = Validated {
         allow,
         no_network: args.no_network,
@@ -140,6 +154,7 @@ fn validate(args: &RunArgs) -> Result<Validated> {
         env,
         user,
         name,
+        agent,
     };
     // Whole-spec checks (system directories, clashing mount targets) before anything exists.
     spec_for(
@@ -313,11 +328,14 @@ fn run(args: RunArgs) -> Result<i32> {
             .collect();
         rules.add(&scope, &fresh, "run")?;
     }
+    if let Some(agent) = &v.agent {
+        agent_hints(&dirs, agent, &name, &v);
+    }
     let tty = !args.no_tty && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
-    let argv = if args.command.is_empty() {
-        vec!["bash".to_owned()]
-    } else {
-        args.command.clone()
+    let argv = match &v.agent {
+        Some(agent) => crate::agents::argv(agent, &args.command),
+        None if args.command.is_empty() => vec!["bash".to_owned()],
+        None => args.command.clone(),
     };
     let uid = spec.user.uid();
     let launch = Launch {
@@ -352,6 +370,39 @@ fn run(args: RunArgs) -> Result<i32> {
         eprintln!("paddock: {d}");
     }
     Ok(outcome.exit.status())
+}
+
+/// What an agent preset needs that is missing: its secrets, its network, its configuration.
+fn agent_hints(dirs: &Dirs, agent: &crate::agents::Agent, name: &SandboxName, v: &Validated) {
+    if v.no_network && agent.package.is_some() {
+        eprintln!(
+            "paddock: {} is installed from npm on first use; with --no-network that cannot happen",
+            agent.name
+        );
+    }
+    let have = crate::secret::store(dirs)
+        .for_sandbox(name.as_str())
+        .unwrap_or_default();
+    for svc in &agent.services {
+        if !have
+            .iter()
+            .any(|e| e.service.as_deref() == Some(svc.as_str()))
+        {
+            eprintln!(
+                "paddock: no {svc} secret stored; `paddock secret set {svc}` keeps it on the host (or log in inside the sandbox)"
+            );
+        }
+    }
+    if let (Some(cfg), Some(home)) = (&agent.config, std::env::var_os("HOME")) {
+        let dir = std::path::Path::new(&home).join(cfg);
+        if dir.is_dir() && !v.mounts.iter().any(|m| m.host.as_path() == dir) {
+            eprintln!(
+                "paddock: {} is not shared; add --mount {}:ro to use its settings",
+                dir.display(),
+                dir.display()
+            );
+        }
+    }
 }
 
 fn remove_sandbox(dirs: &Dirs, store: &Store, name: &SandboxName) -> Result<()> {

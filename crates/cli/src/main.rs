@@ -1,5 +1,6 @@
 //! `paddock`: the command line.
 
+mod agents;
 mod cli;
 mod commands;
 mod error;

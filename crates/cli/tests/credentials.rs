@@ -289,3 +289,140 @@ echo "--- end"
     }
     let _ = common::paddock().args(["rm", &name]).output();
 }
+
+/// A local npm registry (plain HTTP on 127.0.0.1) offering a stand-in for the claude package.
+fn registry(root: &Path) -> Echo {
+    let pkg = "@anthropic-ai/claude-code";
+    let script = r##"
+import gzip, hashlib, base64, io, json, os, sys, tarfile
+root, host = sys.argv[1], sys.argv[2]
+files = {
+    "package/package.json": json.dumps({"name": "@anthropic-ai/claude-code", "version": "1.0.0", "bin": {"claude": "cli.js"}}),
+    "package/cli.js": "#!/usr/bin/env node\nconsole.log('stand-in claude', process.argv.slice(2).join(' '), 'key=' + process.env.ANTHROPIC_API_KEY);\n",
+}
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode="w:gz") as t:
+    for name, text in files.items():
+        data = text.encode(); info = tarfile.TarInfo(name); info.size = len(data); info.mode = 0o755
+        t.addfile(info, io.BytesIO(data))
+tgz = buf.getvalue()
+open(os.path.join(root, "claude-code-1.0.0.tgz"), "wb").write(tgz)
+os.makedirs(os.path.join(root, "@anthropic-ai"), exist_ok=True)
+doc = {"name": "@anthropic-ai/claude-code", "dist-tags": {"latest": "1.0.0"}, "versions": {"1.0.0": {
+    "name": "@anthropic-ai/claude-code", "version": "1.0.0", "bin": {"claude": "cli.js"},
+    "dist": {"tarball": host + "/claude-code-1.0.0.tgz", "shasum": hashlib.sha1(tgz).hexdigest(),
+             "integrity": "sha512-" + base64.b64encode(hashlib.sha512(tgz).digest()).decode()}}}}
+open(os.path.join(root, "@anthropic-ai", "claude-code"), "w").write(json.dumps(doc))
+"##;
+    std::fs::create_dir_all(root).unwrap();
+    let server = echo_static(root);
+    let host = format!("http://reg.test:{}", server.port);
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(root)
+        .arg(&host)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{pkg}: {out:?}");
+    server
+}
+
+/// python's static file server on 127.0.0.1 for `root`.
+fn echo_static(root: &Path) -> Echo {
+    let port_file = root.parent().unwrap().join(unique("port"));
+    let code = r#"
+import functools, http.server, os, sys
+port_file, root = sys.argv[1:3]
+class H(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *a): pass
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(H, directory=root))
+open(port_file + ".tmp", "w").write(str(srv.server_address[1]))
+os.rename(port_file + ".tmp", port_file)
+srv.serve_forever()
+"#;
+    let mut e = Echo {
+        child: Command::new("python3")
+            .args(["-c", code])
+            .arg(&port_file)
+            .arg(root)
+            .spawn()
+            .unwrap(),
+        port: 0,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(p) = std::fs::read_to_string(&port_file) {
+            e.port = p.trim().parse().unwrap();
+            return e;
+        }
+        assert!(Instant::now() < deadline, "registry did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+on_ns_and_gvisor!(an_agent_preset_installs_once_and_gets_placeholders);
+
+fn an_agent_preset_installs_once_and_gets_placeholders(backend: &str) {
+    common::ensure_image();
+    let dir = tempfile::Builder::new()
+        .prefix("paddock-agent-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let reg = registry(&dir.path().join("registry"));
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    let name = unique("agent");
+    secret(&["set", "anthropic", "--sandbox", &name]);
+    let run = || {
+        common::paddock_for(backend)
+            .env("PADDOCK_TEST_RESOLVE", "reg.test=127.0.0.1")
+            .args(["run", "--backend", backend, "--name", &name, "-w"])
+            .arg(&ws)
+            .args([
+                "-e",
+                &format!("npm_config_registry=http://reg.test:{}/", reg.port),
+                "--allow",
+                &format!("reg.test:{}", reg.port),
+                "--allow",
+                "127.0.0.1:*",
+                "claude",
+                "--",
+                "--version",
+            ])
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    let ctx = format!("{first:?}");
+    assert!(
+        stderr(&first).contains("installing @anthropic-ai/claude-code"),
+        "{ctx}"
+    );
+    assert!(
+        stdout(&first).contains("stand-in claude --version key=paddock-placeholder-anthropic-"),
+        "{ctx}"
+    );
+    assert!(!stdout(&first).contains(SECRET), "{ctx}");
+    // Installed in the sandbox's own layer: the second run starts it at once.
+    let second = run();
+    assert!(
+        stdout(&second).contains("stand-in claude --version"),
+        "{second:?}"
+    );
+    assert!(!stderr(&second).contains("installing"), "{second:?}");
+    let bad = common::paddock()
+        .args(["run", "--rm", "-w"])
+        .arg(&ws)
+        .arg("nosuchagent")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(
+        stderr(&bad).contains("unknown agent \"nosuchagent\""),
+        "{bad:?}"
+    );
+    let _ = common::paddock()
+        .args(["secret", "rm", "anthropic", "--sandbox", &name])
+        .output();
+    let _ = common::paddock().args(["rm", &name]).output();
+}
