@@ -365,6 +365,10 @@ fn check(dirs: &Dirs, url: &str, sandbox: Option<&str>, method: Option<&str>) ->
             "{method} http://{}{path}",
             target.host.authority(target.port)
         ),
+        Kind::Https { method, path } => format!(
+            "{method} https://{}{path} (intercepted)",
+            target.host.authority(target.port)
+        ),
     };
     let d = decide(&rules, &target);
     let explain = |d: &paddock_policy::net::Decision| match d

@@ -360,7 +360,10 @@ srv.serve_forever()
     }
 }
 
-on_ns_and_gvisor!(an_agent_preset_installs_once_and_gets_placeholders);
+on_ns_and_gvisor!(
+    an_agent_preset_installs_once_and_gets_placeholders,
+    method_and_path_rules_hold_inside_https
+);
 
 fn an_agent_preset_installs_once_and_gets_placeholders(backend: &str) {
     common::ensure_image();
@@ -424,5 +427,61 @@ fn an_agent_preset_installs_once_and_gets_placeholders(backend: &str) {
     let _ = common::paddock()
         .args(["secret", "rm", "anthropic", "--sandbox", &name])
         .output();
+    let _ = common::paddock().args(["rm", &name]).output();
+}
+
+fn method_and_path_rules_hold_inside_https(backend: &str) {
+    common::ensure_image();
+    let dir = tempfile::Builder::new()
+        .prefix("paddock-mp-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let (ca, cert, key) = tls_files(dir.path(), "good");
+    let good = echo(dir.path(), Some((&cert, &key)));
+    let name = unique("methods");
+    let port = good.port.to_string();
+    let rule = common::paddock()
+        .args(["policy", "allow", "api.echo.test", "--port", &port])
+        .args(["--method", "GET", "--path", "/v1/*", "--sandbox", &name])
+        .output()
+        .unwrap();
+    assert!(rule.status.success(), "{rule:?}");
+    let gp = good.port;
+    let script = format!(
+        r#"
+echo "get-v1: $(curl -sS -o /dev/null -w '%{{http_code}}' https://api.echo.test:{gp}/v1/models)"
+echo "post-v1: $(curl -sS -o /dev/null -w '%{{http_code}}' -X POST https://api.echo.test:{gp}/v1/models)"
+echo "get-v2: $(curl -sS -o /dev/null -w '%{{http_code}}' https://api.echo.test:{gp}/v2/admin)"
+curl -sS -D - -o /dev/null -X DELETE https://api.echo.test:{gp}/v1/x | grep -i x-paddock-decision
+"#
+    );
+    let out = common::paddock_for(backend)
+        .env("PADDOCK_TEST_RESOLVE", "api.echo.test=127.0.0.1")
+        .env("PADDOCK_TEST_UPSTREAM_CA", &ca)
+        .args(["run", "--backend", backend, "--name", &name, "-w"])
+        .arg(dir.path())
+        .args(["--allow", "127.0.0.1:*", "--", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let o = stdout(&out);
+    let ctx = format!("{o}\nstderr:\n{}", stderr(&out));
+    for want in [
+        "get-v1: 200",
+        "post-v1: 403",
+        "get-v2: 403",
+        "x-paddock-decision: deny",
+    ] {
+        assert!(o.contains(want), "missing {want:?}:\n{ctx}");
+    }
+    let log = stdout(
+        &common::paddock()
+            .args(["policy", "log", "--sandbox", &name, "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        log.contains("/v2/admin") && log.contains("/v1/models"),
+        "{log}"
+    );
     let _ = common::paddock().args(["rm", &name]).output();
 }

@@ -22,7 +22,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use paddock_policy::net::{Host, split_host_port};
+use paddock_policy::net::{Action, Host, Kind, Target, decide, normalize_path, split_host_port};
 use paddock_secrets::{Entry, Injection, SecretValue};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose,
@@ -283,6 +283,23 @@ fn text(status: StatusCode, msg: String) -> Response<Body> {
 
 impl Tunnel {
     fn audit(&self, method: &str, path: Option<&str>, deny: bool, reason: String, status: u16) {
+        let rule = if deny {
+            "credentials".into()
+        } else {
+            self.rule.clone()
+        };
+        self.audit_rule(method, path, deny, rule, reason, status);
+    }
+
+    fn audit_rule(
+        &self,
+        method: &str,
+        path: Option<&str>,
+        deny: bool,
+        rule: String,
+        reason: String,
+        status: u16,
+    ) {
         self.cfg.audit.record(Record {
             sandbox: self.cfg.sandbox.clone(),
             client: self.client.clone(),
@@ -291,11 +308,7 @@ impl Tunnel {
             port: Some(self.port),
             path: path.map(str::to_owned),
             action: if deny { "deny" } else { "allow" },
-            rule: if deny {
-                "credentials".into()
-            } else {
-                self.rule.clone()
-            },
+            rule,
             reason,
             status: Some(status),
         });
@@ -406,6 +419,39 @@ impl Tunnel {
                 return text(StatusCode::BAD_REQUEST, format!("paddock: {why}\n"));
             }
         }
+        // Each request is decided on its own, now that its method and path are visible.
+        let Ok(host) = Host::parse(&self.host) else {
+            return text(StatusCode::BAD_GATEWAY, "paddock: bad host\n".into());
+        };
+        let target = Target {
+            host,
+            port: self.port,
+            kind: Kind::Https {
+                method: method.clone(),
+                path: normalize_path(req.uri().path()),
+            },
+        };
+        let d = decide(&self.cfg.rules.current(), &target);
+        let rule = d
+            .rule
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "default".into());
+        if d.action == Action::Deny {
+            self.audit_rule(&method, Some(&path), true, rule, d.reason.clone(), 403);
+            let mut r = text(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "paddock: {method} https://{}{path} denied: {}\n",
+                    target.host.authority(self.port),
+                    d.reason
+                ),
+            );
+            if let Ok(v) = HeaderValue::from_str(&d.header()) {
+                r.headers_mut()
+                    .insert(HeaderName::from_static(crate::server::DECISION_HEADER), v);
+            }
+            return r;
+        }
         let mut slot = self.upstream.lock().await;
         match self.connected(&mut slot).await {
             Ok(()) => {}
@@ -450,7 +496,7 @@ impl Tunnel {
                 } else {
                     format!("credential {} injected", used.join(", "))
                 };
-                self.audit(&method, Some(&path), false, reason, status);
+                self.audit_rule(&method, Some(&path), false, rule, reason, status);
                 resp.map(|b| b.boxed())
             }
             Err(e) => {

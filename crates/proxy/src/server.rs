@@ -383,7 +383,11 @@ async fn connect(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     };
     let rules = conn.cfg.rules.current();
     let d = decide(&rules, &target);
-    if d.action == Action::Deny {
+    // Rules that limit methods or paths on this host: with a CA to intercept with, the tunnel
+    // is opened and each request inside decided; without one, such rules refuse the tunnel.
+    let inspect = conn.cfg.credentials.is_some()
+        && paddock_policy::net::needs_interception(&rules, &target.host, port);
+    if d.action == Action::Deny && !inspect {
         return conn.denied("CONNECT", &target, None, &d, None);
     }
     let addrs = match conn.addresses(&rules, "CONNECT", &target, None).await {
@@ -392,7 +396,7 @@ async fn connect(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     };
     let host = target.host.to_string();
     if let Some(creds) = conn.cfg.credentials.clone()
-        && creds.bound(&host).is_some()
+        && (inspect || creds.bound(&host).is_some())
     {
         return intercept(conn, req, creds, host, port, addrs, &d);
     }
@@ -474,10 +478,10 @@ fn intercept(
         path: None,
     };
     let noted = Decision {
-        action: d.action,
+        action: Action::Allow,
         rule: d.rule,
         reason: format!(
-            "{}; intercepted: a credential is bound to this host",
+            "intercepted (a credential or a method/path rule applies to this host); {}",
             d.reason
         ),
     };

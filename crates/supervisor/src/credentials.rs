@@ -26,16 +26,19 @@ fn layer(message: String) -> BackendError {
     }
 }
 
-/// Prepares the credentials of sandbox `name`; `None` when none apply to it.
+/// Prepares the credentials of sandbox `name`; `None` when no secret applies to it and
+/// `inspect` is false (`inspect`: its rules limit methods or paths on some host, so the proxy
+/// must be able to intercept even without a secret).
 pub fn prepare(
     store: &SecretStore,
     name: &str,
     sandbox_dir: &Path,
+    inspect: bool,
 ) -> Result<Option<Prepared>, BackendError> {
     let entries = store
         .for_sandbox(name)
         .map_err(|e| layer(format!("cannot read the secrets: {e}")))?;
-    if entries.is_empty() {
+    if entries.is_empty() && !inspect {
         return Ok(None);
     }
     let ca = SandboxCa::load_or_create(&sandbox_dir.join("ca"), name)

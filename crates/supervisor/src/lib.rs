@@ -106,11 +106,17 @@ pub fn run_attached(
     // Credentials bound to hosts: the proxy injects them; the sandbox gets placeholders and
     // trusts the sandbox's CA. Fail closed: secrets that cannot be read stop the start.
     let prepared = match spec.network {
-        Network::Proxy => credentials::prepare(
-            &paddock_secrets::SecretStore::at_default(dirs.home()),
-            &name,
-            &sandbox_dir,
-        )?,
+        Network::Proxy => {
+            let inspect = paddock_proxy::rules::RuleSource::live(&dirs.database(), &name)
+                .map(|r| r.current().iter().any(|r| r.rule.needs_request()))
+                .unwrap_or(false);
+            credentials::prepare(
+                &paddock_secrets::SecretStore::at_default(dirs.home()),
+                &name,
+                &sandbox_dir,
+                inspect,
+            )?
+        }
         Network::None => None,
     };
     let mut launch = launch.clone();

@@ -353,7 +353,7 @@ impl Rule {
     fn request_matches(&self, kind: &Kind) -> Option<bool> {
         match kind {
             _ if !self.needs_request() => Some(true),
-            Kind::Http { method, path } => Some(
+            Kind::Http { method, path } | Kind::Https { method, path } => Some(
                 self.method
                     .as_deref()
                     .is_none_or(|m| m.eq_ignore_ascii_case(method))
@@ -448,14 +448,22 @@ pub enum Kind {
     },
     /// A CONNECT tunnel: only host and port are visible.
     Connect,
+    /// A request inside a tunnel the proxy intercepts (TLS terminated): method and path are
+    /// visible, and the port's default is 443 as for the tunnel.
+    Https {
+        /// Request method.
+        method: String,
+        /// Request path (no query).
+        path: String,
+    },
 }
 
 impl Kind {
-    /// 80 for plain HTTP, 443 for CONNECT.
+    /// 80 for plain HTTP, 443 for CONNECT and the requests inside an intercepted tunnel.
     pub fn default_port(&self) -> u16 {
         match self {
             Kind::Http { .. } => 80,
-            Kind::Connect => 443,
+            Kind::Connect | Kind::Https { .. } => 443,
         }
     }
 }
@@ -498,6 +506,17 @@ impl Decision {
             None => format!("{}; rule=default", self.action),
         }
     }
+}
+
+/// Whether a CONNECT to `host:port` has rules that limit methods or paths: the proxy can then
+/// intercept the tunnel and decide each request inside it (with [`Kind::Https`]) instead of
+/// refusing the tunnel.
+pub fn needs_interception(rules: &[StoredRule], host: &Host, port: u16) -> bool {
+    rules.iter().any(|r| {
+        r.rule.needs_request()
+            && r.rule.host.matches(host)
+            && r.rule.port.matches(port, &Kind::Connect)
+    })
 }
 
 /// Decides on a destination. Deny by default; an explicit deny beats every allow.
