@@ -73,3 +73,75 @@ fn bad_input_is_refused_cleanly() {
         "no sandbox named no-such-sandbox",
     );
 }
+
+#[test]
+fn bad_secret_input_is_refused_and_stores_nothing() {
+    let ls = || common::stdout(&paddock().args(["secret", "ls", "--json"]).output().unwrap());
+    let before = ls();
+    check(
+        &["secret", "set", "nosuchservice"],
+        "unknown service \"nosuchservice\"",
+    );
+    check(
+        &[
+            "secret",
+            "set-custom",
+            "x",
+            "--host",
+            "bad host",
+            "--header",
+            "x-key",
+        ],
+        "--host",
+    );
+    check(
+        &[
+            "secret",
+            "set-custom",
+            "x",
+            "--host",
+            "10.0.0.1",
+            "--header",
+            "x-key",
+        ],
+        "give the host's name",
+    );
+    check(
+        &["secret", "set-custom", "x", "--host", "api.example.com"],
+        "say how the secret is sent",
+    );
+    check(
+        &[
+            "secret",
+            "set-custom",
+            "bad/name",
+            "--host",
+            "api.example.com",
+            "--placeholder",
+        ],
+        "secret name \"bad/name\"",
+    );
+    check(
+        &["secret", "set", "openai", "--sandbox", "Bad/Name"],
+        "--sandbox",
+    );
+    check(
+        &["secret", "rm", "never-stored-xyz"],
+        "no secret \"never-stored-xyz\"",
+    );
+    // An empty value (stdin is empty) is refused too.
+    let out = paddock()
+        .args(["secret", "set", "openai"])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    assert!(stderr(&out).contains("the secret is empty"), "{out:?}");
+    assert_eq!(ls(), before);
+    // A value given on the command line is not accepted at all.
+    let out = paddock()
+        .args(["secret", "set", "openai", "sk-on-the-command-line"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(ls(), before);
+}
