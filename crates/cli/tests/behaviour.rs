@@ -92,7 +92,9 @@ fn wait_for_line(reader: &mut impl BufRead, want: &str) {
 fn signals_reach_the_command_and_nothing_survives(backend: &str) {
     common::ensure_image();
     let ws = common::workspace();
-    let tag = format!("{}", 800000 + std::process::id() % 90000);
+    // Unique per test run and backend: the ns and gvisor variants run at once, and the ns
+    // check looks for the tag among all host processes.
+    let tag = common::random_tag(800000);
     for (sig, name) in [(libc::SIGTERM, "TERM"), (libc::SIGINT, "INT")] {
         let sandbox = unique("signals");
         let mut child = on(backend)
@@ -389,7 +391,7 @@ print(\"forked\", ok)'",
 fn a_killed_supervisor_takes_the_sandbox_with_it(backend: &str) {
     common::ensure_image();
     let ws = common::workspace();
-    let tag = format!("{}", 700000 + std::process::id() % 90000);
+    let tag = common::random_tag(700000);
     let name = unique("orphan");
     let beat = ws.path().join("beat");
     // A heartbeat in the workspace: the command is alive while the file keeps changing.

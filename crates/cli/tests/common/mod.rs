@@ -121,6 +121,15 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// A number from `base` to `base + 89999` no other running test uses (a `sleep` duration that
+/// marks a sandbox's processes).
+pub fn random_tag(base: u32) -> String {
+    let mut b = [0u8; 4];
+    let _ = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
+    (base + u32::from_le_bytes(b) % 90000).to_string()
+}
+
 /// A name no other test uses.
 pub fn unique(prefix: &str) -> String {
     let mut b = [0u8; 4];
