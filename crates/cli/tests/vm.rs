@@ -251,6 +251,10 @@ fn terminal_is_a_real_pty_in_the_guest() {
     let o = std::process::Command::new("script")
         .args(["-qec", &cmd, "/dev/null"])
         .env("PADDOCK_HOME", common::home())
+        .env(
+            "PADDOCK_SECRET_KEY",
+            common::home().join("secrets-test.key"),
+        )
         .env("PADDOCK_GUEST_BINARY", common::guest_binary())
         .env("TERM", "xterm")
         .stdin(std::process::Stdio::null())

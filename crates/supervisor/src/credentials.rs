@@ -37,7 +37,12 @@ pub fn prepare(
 ) -> Result<Option<Prepared>, BackendError> {
     let entries = store
         .for_sandbox(name)
-        .map_err(|e| layer(format!("cannot read the secrets: {e}")))?;
+        .map_err(|e| {
+            layer(format!(
+                "cannot read the secrets: {e}; restore the key file, or move {} aside to run without secrets",
+                store.path().display()
+            ))
+        })?;
     if entries.is_empty() && !inspect {
         return Ok(None);
     }
