@@ -48,6 +48,13 @@ pub enum Cmd {
         /// Sandbox name.
         name: String,
     },
+    /// Show what the sandbox's last run changed in the workspace that the host may run (CI
+    /// files, build files, git hooks and config, editor tasks, agent settings, executable bits,
+    /// symlinks leading out).
+    Trust {
+        /// Sandbox name.
+        name: String,
+    },
     /// Network rules, presets, checks and the audit log.
     #[command(subcommand)]
     Policy(PolicyCmd),

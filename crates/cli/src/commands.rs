@@ -24,6 +24,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Ls { json } => ls(json),
         Cmd::Rm { names, force } => rm(&names, force),
         Cmd::Reset { name } => reset(&name),
+        Cmd::Trust { name } => trust(&name),
         Cmd::Policy(cmd) => {
             let dirs = Dirs::from_env()?;
             dirs.ensure()?;
@@ -352,6 +353,7 @@ fn run(args: RunArgs) -> Result<i32> {
         uid,
         stdio: if tty { Stdio::Pty } else { Stdio::Inherit },
     };
+    let started = std::time::SystemTime::now();
     let result = paddock_supervisor::run_attached(
         &dirs,
         &store,
@@ -361,6 +363,16 @@ fn run(args: RunArgs) -> Result<i32> {
         rootfs,
         &launch,
     );
+    // What the run changed that the host may later run: shown now, kept for `paddock trust`.
+    let findings = paddock_core::trust::report(spec.workspace.as_path(), started);
+    let text = paddock_core::trust::render(&findings);
+    if !findings.is_empty() {
+        eprintln!(
+            "paddock: this run changed files your host may run or load; review them before you do:\n{}",
+            text.trim_end()
+        );
+    }
+    let _ = std::fs::write(dirs.sandbox(&name).join("trust-report.txt"), &text);
     let remove_after = args.rm || (created && result.is_err());
     if remove_after {
         let _ = remove_sandbox(&dirs, &store, &name);
@@ -370,6 +382,26 @@ fn run(args: RunArgs) -> Result<i32> {
         eprintln!("paddock: {d}");
     }
     Ok(outcome.exit.status())
+}
+
+/// `paddock trust NAME`: the last run's report of changed files the host may run.
+fn trust(name: &str) -> Result<i32> {
+    let (dirs, store) = open()?;
+    let n: SandboxName = name
+        .parse()
+        .map_err(|e: paddock_policy::NameError| usage(e.to_string()))?;
+    if store.get(&n)?.is_none() {
+        return Err(usage(format!("no sandbox named {n}")));
+    }
+    match std::fs::read_to_string(dirs.sandbox(&n).join("trust-report.txt")) {
+        Ok(t) if !t.trim().is_empty() => {
+            println!("files the last run of {n} changed that your host may run or load:");
+            print!("{t}");
+        }
+        Ok(_) => println!("the last run of {n} changed nothing your host would run"),
+        Err(_) => println!("{n} has not run since reports began"),
+    }
+    Ok(0)
 }
 
 /// What an agent preset needs that is missing: its secrets, its network, its configuration.

