@@ -648,7 +648,30 @@ fn doctor(json: bool, seccomp: bool) -> Result<i32> {
                 .ok()
         })
         .filter(|r| r.exists());
-    let report = paddock_supervisor::doctor::collect(rootfs.as_deref());
+    let mut report = paddock_supervisor::doctor::collect(rootfs.as_deref());
+    // The credential store: readable with its key, and how many secrets it holds.
+    if let Ok(dirs) = Dirs::from_env() {
+        let store = crate::secret::store(&dirs);
+        report.host.push(match store.list() {
+            Ok(list) => paddock_core::ProbeItem {
+                name: "secrets store".into(),
+                ok: true,
+                detail: format!("{} secret(s) in {}", list.len(), store.path().display()),
+                fix: None,
+                required: false,
+            },
+            Err(e) => paddock_core::ProbeItem {
+                name: "secrets store".into(),
+                ok: false,
+                detail: e.to_string(),
+                fix: Some(format!(
+                    "restore the key file, or move {} aside (sandboxes refuse to start until then)",
+                    store.path().display()
+                )),
+                required: false,
+            },
+        });
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

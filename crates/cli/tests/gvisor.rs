@@ -152,6 +152,10 @@ fn doctor_reports_runsc_and_its_platform() {
         .unwrap();
     let o = stdout(&out);
     assert!(o.contains("backend gvisor (usable)"), "{o}");
+    assert!(
+        o.contains("secrets store") && o.contains("secret(s) in"),
+        "{o}"
+    );
     assert!(o.contains("runsc version"), "{o}");
     assert!(
         o.contains("platform systrap") || o.contains("platform kvm"),
