@@ -216,26 +216,7 @@ impl Backend for GvisorBackend {
         remove_stale_run_dirs(name);
 
         // What the sandbox shares with the host, checked (canonical, no symlinks).
-        let mut binds = vec![paddock_ns::describe_bind(
-            &spec.workspace,
-            &spec.workspace,
-            false,
-            "workspace",
-        )?];
-        if !binds[0].is_dir {
-            return Err(BackendError::Io {
-                what: format!("workspace {} is not a directory", spec.workspace),
-                source: std::io::Error::from(std::io::ErrorKind::NotADirectory),
-            });
-        }
-        for m in &spec.mounts {
-            binds.push(paddock_ns::describe_bind(
-                &m.host,
-                &m.sandbox,
-                m.read_only,
-                "mount source",
-            )?);
-        }
+        let mut binds = paddock_ns::shared_binds(spec)?;
         let (upper, work, _) = paddock_ns::prepare_dirs(&ctx.sandbox_dir, base)?;
         // Paddock's own files, by their real paths (the jail refuses any symlink on the way;
         // Paddock's directories and the installed helper may be reached through one).

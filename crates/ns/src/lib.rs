@@ -118,6 +118,31 @@ pub fn describe_bind(
     })
 }
 
+/// The workspace (first) and the extra mounts of `spec`, each checked by [`describe_bind`].
+pub fn shared_binds(spec: &SandboxSpec) -> Result<Vec<Bind>, BackendError> {
+    let mut binds = vec![describe_bind(
+        &spec.workspace,
+        &spec.workspace,
+        false,
+        "workspace",
+    )?];
+    if !binds[0].is_dir {
+        return Err(BackendError::Io {
+            what: format!("workspace {} is not a directory", spec.workspace),
+            source: std::io::Error::from(std::io::ErrorKind::NotADirectory),
+        });
+    }
+    for m in &spec.mounts {
+        binds.push(describe_bind(
+            &m.host,
+            &m.sandbox,
+            m.read_only,
+            "mount source",
+        )?);
+    }
+    Ok(binds)
+}
+
 /// The sandbox's writable layer, the overlay's work directory and a mount point, made on first
 /// use (the layer's root owned by the sandbox's root). Returns (upper, work, merged).
 pub fn prepare_dirs(dir: &Path, base: u32) -> Result<(PathBuf, PathBuf, PathBuf), BackendError> {
@@ -204,26 +229,7 @@ impl Backend for NsBackend {
             });
         }
         let base = ctx.image.idmap.base;
-        let mut binds = vec![describe_bind(
-            &spec.workspace,
-            &spec.workspace,
-            false,
-            "workspace",
-        )?];
-        if !binds[0].is_dir {
-            return Err(BackendError::Io {
-                what: format!("workspace {} is not a directory", spec.workspace),
-                source: std::io::Error::from(std::io::ErrorKind::NotADirectory),
-            });
-        }
-        for m in &spec.mounts {
-            binds.push(describe_bind(
-                &m.host,
-                &m.sandbox,
-                m.read_only,
-                "mount source",
-            )?);
-        }
+        let mut binds = shared_binds(spec)?;
         let (upper, work, merged) = prepare_dirs(&ctx.sandbox_dir, base)?;
         binds.extend(generated_files(&ctx.sandbox_dir, spec.name.as_str())?);
         if let Some(ca) = &ctx.extra_ca {

@@ -66,8 +66,17 @@ impl<T, E: Display> Layer<T> for Result<T, E> {
 /// Entry point of the jail binary. Returns the exit status.
 pub fn main() -> i32 {
     if std::env::args().nth(1).as_deref() == Some("runsc") {
-        return runsc_main();
+        // The gVisor backend's host-side setup (see `runsc_setup`).
+        return entry(|cfg: RunscConfig, channel| match runsc_setup(&cfg, channel.as_fd())? {});
     }
+    entry(outer)
+}
+
+/// Takes the configuration (descriptor 3) and the report channel (descriptor 4), runs `setup`
+/// with them, and reports its failure, with its layer, on the channel.
+fn entry<C: serde::de::DeserializeOwned>(
+    setup: impl FnOnce(C, OwnedFd) -> Result<i32, Failure>,
+) -> i32 {
     // SAFETY: the host side passes the configuration pipe as descriptor 3 and the report
     // channel as descriptor 4; nothing else in this process owns them.
     let (cfg_fd, channel) = unsafe { (OwnedFd::from_raw_fd(3), OwnedFd::from_raw_fd(4)) };
@@ -75,11 +84,11 @@ pub fn main() -> i32 {
         let _ = rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC);
     }
     let mut text = String::new();
-    let cfg: Result<JailConfig, Failure> = std::fs::File::from(cfg_fd)
+    let result = std::fs::File::from(cfg_fd)
         .read_to_string(&mut text)
         .layer("config", "cannot read the configuration")
-        .and_then(|_| serde_json::from_str(&text).layer("config", "malformed configuration"));
-    let result = cfg.and_then(|cfg| outer(cfg, channel.try_clone().layer("config", "dup")?));
+        .and_then(|_| serde_json::from_str::<C>(&text).layer("config", "malformed configuration"))
+        .and_then(|cfg| setup(cfg, channel.try_clone().layer("config", "dup")?));
     match result {
         Ok(code) => code,
         Err(f) => {
@@ -95,45 +104,9 @@ pub fn main() -> i32 {
     }
 }
 
-/// `paddock-ns-jail runsc`: the gVisor backend's host-side setup. In a new private mount
-/// namespace it mounts the sandbox's overlay root and its idmapped shared folders where the OCI
-/// bundle names them, waits to be moved into the sandbox's cgroups, says it is ready, and
-/// becomes runsc, which serves those mounts to the sandbox and dies with the supervisor.
-fn runsc_main() -> i32 {
-    // SAFETY: as in `main`: descriptors 3 and 4 are the configuration and the report channel.
-    let (cfg_fd, channel) = unsafe { (OwnedFd::from_raw_fd(3), OwnedFd::from_raw_fd(4)) };
-    for fd in [&cfg_fd, &channel] {
-        let _ = rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC);
-    }
-    let mut text = String::new();
-    let result = std::fs::File::from(cfg_fd)
-        .read_to_string(&mut text)
-        .layer("config", "cannot read the configuration")
-        .and_then(|_| {
-            serde_json::from_str::<RunscConfig>(&text).layer("config", "malformed configuration")
-        })
-        .and_then(|cfg| runsc_setup(&cfg, channel.as_fd()));
-    let f = match result {
-        Ok(never) => match never {},
-        Err(f) => f,
-    };
-    let _ = send_report(
-        channel.as_fd(),
-        &Report::SetupFailed {
-            layer: f.layer.into(),
-            message: f.message,
-        },
-    );
-    EXIT_SETUP_FAILED
-}
-
-fn runsc_setup(cfg: &RunscConfig, channel: std::os::fd::BorrowedFd<'_>) -> Result<Never, Failure> {
-    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-        .layer("init", "cannot tie the sandbox to its supervisor")?;
-    if rustix::process::getppid().is_none_or(|p| p.as_raw_nonzero().get() == 1) {
-        return Err(Failure::new("init", "the supervisor exited during setup"));
-    }
-    let idmaps = userns::idmap_namespaces(&cfg.binds, cfg.id_base)?;
+/// Waits for the supervisor's word that this process is in the sandbox's cgroups (one byte: 1
+/// joined, anything else failed); whatever starts after it starts inside them.
+fn wait_for_cgroups(channel: std::os::fd::BorrowedFd<'_>) -> Result<(), Failure> {
     let mut ack = [0u8; 1];
     let got = rustix::net::recv(channel, &mut ack, rustix::net::RecvFlags::empty());
     if !matches!(got, Ok((1, _))) || ack[0] != 1 {
@@ -142,6 +115,21 @@ fn runsc_setup(cfg: &RunscConfig, channel: std::os::fd::BorrowedFd<'_>) -> Resul
             "the supervisor could not move the sandbox into its cgroups",
         ));
     }
+    Ok(())
+}
+
+/// `paddock-ns-jail runsc`: the gVisor backend's host-side setup. In a new private mount
+/// namespace it mounts the sandbox's overlay root and its idmapped shared folders where the OCI
+/// bundle names them, waits to be moved into the sandbox's cgroups, says it is ready, and
+/// becomes runsc, which serves those mounts to the sandbox and dies with the supervisor.
+fn runsc_setup(cfg: &RunscConfig, channel: std::os::fd::BorrowedFd<'_>) -> Result<Never, Failure> {
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .layer("init", "cannot tie the sandbox to its supervisor")?;
+    if rustix::process::getppid().is_none_or(|p| p.as_raw_nonzero().get() == 1) {
+        return Err(Failure::new("init", "the supervisor exited during setup"));
+    }
+    let idmaps = userns::idmap_namespaces(&cfg.binds, cfg.id_base)?;
+    wait_for_cgroups(channel)?;
     // SAFETY: single-threaded; the new mount namespace affects only this process and runsc.
     unsafe { unshare_unsafe(UnshareFlags::NEWNS) }
         .layer("mounts", "cannot create the mount namespace")?;
@@ -207,16 +195,8 @@ fn outer(cfg: JailConfig, channel: OwnedFd) -> Result<i32, Failure> {
     rustix::system::sethostname(cfg.hostname.as_bytes())
         .layer("namespaces", "cannot set the host name")?;
 
-    // Pid 1 must start inside the cgroups: wait for the supervisor's word that this process is
-    // there (one byte: 1 joined, anything else failed).
-    let mut ack = [0u8; 1];
-    let got = rustix::net::recv(&channel, &mut ack, rustix::net::RecvFlags::empty());
-    if !matches!(got, Ok((1, _))) || ack[0] != 1 {
-        return Err(Failure::new(
-            "cgroup",
-            "the supervisor could not move the sandbox into its cgroups",
-        ));
-    }
+    // Pid 1 must start inside the cgroups.
+    wait_for_cgroups(channel.as_fd())?;
     // The cgroup namespace is made only now, so its root is the sandbox's own cgroup.
     // SAFETY: single-threaded; the new namespace only affects this process and its children.
     unsafe { unshare_unsafe(UnshareFlags::NEWCGROUP) }
