@@ -110,6 +110,10 @@ pub struct RunArgs {
     /// Remove the sandbox when the command exits.
     #[arg(long)]
     pub rm: bool,
+    /// Leave `.git/hooks` and `.git/config` writable inside (by default they are read-only,
+    /// since the host's git runs the hooks and obeys the config).
+    #[arg(long)]
+    pub dangerously_allow_git_config: bool,
     /// Never allocate a terminal, even when stdin and stdout are terminals.
     #[arg(short = 'T', long)]
     pub no_tty: bool,

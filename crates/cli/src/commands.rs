@@ -65,6 +65,7 @@ struct Validated {
     user: User,
     name: Option<SandboxName>,
     agent: Option<crate::agents::Agent>,
+    allow_git_config: bool,
 }
 
 fn validate(args: &RunArgs) -> Result<Validated> {
@@ -156,6 +157,7 @@ fn validate(args: &RunArgs) -> Result<Validated> {
         user,
         name,
         agent,
+        allow_git_config: args.dangerously_allow_git_config,
     };
     // Whole-spec checks (system directories, clashing mount targets) before anything exists.
     spec_for(
@@ -192,6 +194,7 @@ fn spec_for(
         } else {
             Network::Proxy
         },
+        allow_git_config: v.allow_git_config,
     }
 }
 
@@ -364,7 +367,8 @@ fn run(args: RunArgs) -> Result<i32> {
         &launch,
     );
     // What the run changed that the host may later run: shown now, kept for `paddock trust`.
-    let findings = paddock_core::trust::report(spec.workspace.as_path(), started);
+    let findings =
+        paddock_core::trust::report(spec.workspace.as_path(), started, !spec.allow_git_config);
     let text = paddock_core::trust::render(&findings);
     if !findings.is_empty() {
         eprintln!(

@@ -116,8 +116,110 @@ fn on(backend: &str) -> std::process::Command {
 on_every_backend!(
     terminal_resize_and_ctrl_c,
     environment_is_not_inherited,
-    the_trust_report_names_what_the_host_may_run
+    the_trust_report_names_what_the_host_may_run,
+    git_hooks_and_config_are_out_of_reach
 );
+
+fn git(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+    out
+}
+
+fn git_hooks_and_config_are_out_of_reach(backend: &str) {
+    let ws = common::workspace();
+    let w = ws.path();
+    git(w, &["init", "-q", "."]);
+    git(w, &["init", "-q", "sub"]);
+    std::fs::create_dir(w.join("lib")).unwrap();
+    std::fs::write(w.join("lib/.git"), "gitdir: ../.git\n").unwrap();
+    let config_before = std::fs::read(w.join(".git/config")).unwrap();
+    let name = unique("gitguard");
+    // Every way of getting a writable hooks directory or config the host's git would use.
+    let script = r#"
+        echo x > .git/hooks/pre-commit 2>/dev/null && echo HOOK-WRITTEN
+        git config user.name evil 2>/dev/null && echo CONFIG-WRITTEN
+        mv .git .git-old 2>/dev/null && echo GIT-MOVED
+        ln -sfT /tmp .git 2>/dev/null && echo GIT-LINKED
+        rm -rf .git/hooks 2>/dev/null; [ -d .git/hooks ] || echo HOOKS-REMOVED
+        mv sub/.git sub/.git-old 2>/dev/null && echo SUB-MOVED
+        echo x > sub/.git/hooks/post-checkout 2>/dev/null && echo SUB-HOOK-WRITTEN
+        echo 'gitdir: /tmp' > lib/.git 2>/dev/null && echo GITFILE-WRITTEN
+        git -c user.name=a -c user.email=a@b.c commit -q --allow-empty -m inside && echo COMMITTED
+        git init -q fresh && printf '#!/bin/sh
+echo PWNED
+' > fresh/.git/hooks/pre-commit           && chmod +x fresh/.git/hooks/pre-commit && echo FRESH-HOOK
+    "#;
+    let out = on(backend)
+        .args(["run", "--backend", backend, "--name", &name, "-w"])
+        .arg(w)
+        .args(["--", "sh", "-c", script])
+        .output()
+        .unwrap();
+    let said = stdout(&out);
+    assert!(
+        said.contains("COMMITTED") && said.contains("FRESH-HOOK"),
+        "{out:?}"
+    );
+    for bad in ["WRITTEN", "MOVED", "LINKED", "REMOVED"] {
+        assert!(!said.contains(bad), "{bad}: {out:?}");
+    }
+    // The repository still works on the host and holds the commit made inside.
+    assert_eq!(std::fs::read(w.join(".git/config")).unwrap(), config_before);
+    assert!(stdout(&git(w, &["log", "--format=%s"])).contains("inside"));
+    // The hook planted in the repository made inside is disarmed, and said so.
+    let mode = std::fs::metadata(w.join("fresh/.git/hooks/pre-commit"))
+        .unwrap()
+        .mode();
+    assert_eq!(mode & 0o111, 0, "{mode:o}");
+    assert!(
+        stderr(&out).contains("fresh/.git/hooks/pre-commit: git hook made during the run"),
+        "{out:?}"
+    );
+    let host = git(
+        &w.join("fresh"),
+        &[
+            "-c",
+            "user.name=a",
+            "-c",
+            "user.email=a@b.c",
+            "commit",
+            "--allow-empty",
+            "-m",
+            "host",
+        ],
+    );
+    assert!(!format!("{host:?}").contains("PWNED"), "{host:?}");
+    // Asked for, the hooks are the agent's to write.
+    let open = on(backend)
+        .args([
+            "run",
+            "--rm",
+            "--dangerously-allow-git-config",
+            "--backend",
+            backend,
+            "--name",
+            &name,
+            "-w",
+        ])
+        .arg(w)
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "echo x > .git/hooks/pre-commit && echo HOOK-WRITTEN",
+        ])
+        .output()
+        .unwrap();
+    assert!(stdout(&open).contains("HOOK-WRITTEN"), "{open:?}");
+}
 
 fn environment_is_not_inherited(backend: &str) {
     common::ensure_image();

@@ -7,6 +7,7 @@
 
 mod backend;
 mod dirs;
+pub mod gitguard;
 mod idmap;
 mod image;
 mod lock;

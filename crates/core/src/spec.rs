@@ -39,6 +39,10 @@ pub struct SandboxSpec {
     /// How the sandbox reaches the network.
     #[serde(default)]
     pub network: Network,
+    /// Leave the git hooks and config of the shared folders writable inside (by default they
+    /// are read-only, see [`crate::gitguard`]).
+    #[serde(default)]
+    pub allow_git_config: bool,
 }
 
 /// How a sandbox reaches the network.
@@ -94,6 +98,7 @@ mod tests {
             user: User::Agent,
             no_new_privs: false,
             network: Network::Proxy,
+            allow_git_config: false,
         }
     }
 

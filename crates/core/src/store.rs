@@ -347,6 +347,7 @@ mod tests {
             user: User::Agent,
             no_new_privs: false,
             network: crate::spec::Network::Proxy,
+            allow_git_config: false,
         }
     }
 

@@ -91,8 +91,34 @@ fn leads_out(rel: &Path, to: &Path) -> bool {
     false
 }
 
-/// What in `workspace` changed since `since` that the host may run.
-pub fn report(workspace: &Path, since: SystemTime) -> Vec<Finding> {
+/// Removes the execute bits of the regular file `rel` below `workspace`, reached without
+/// following any symlink (the workspace is the sandbox's to write).
+fn disarm(workspace: &Path, rel: &Path) -> std::io::Result<()> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let root = rustix::fs::open(
+        workspace,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let fd = rustix::fs::openat2(
+        &root,
+        rel,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )?;
+    let st = rustix::fs::fstat(&fd)?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
+    }
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(st.st_mode & 0o7666))?;
+    Ok(())
+}
+
+/// What in `workspace` changed since `since` that the host may run. With `disarm_hooks`, git
+/// hooks made or changed in the meantime (only possible in a repository the run created: the
+/// others' hooks are read-only inside) lose their execute bits, so the host's git skips them.
+pub fn report(workspace: &Path, since: SystemTime, disarm_hooks: bool) -> Vec<Finding> {
     let since = since
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i128)
@@ -124,6 +150,12 @@ pub fn report(workspace: &Path, since: SystemTime) -> Vec<Finding> {
                 continue;
             }
             let shown = child.display().to_string();
+            // git never runs its samples (`git init` makes them executable).
+            if child.extension().is_some_and(|e| e == "sample")
+                && child.parent().and_then(Path::file_name).is_some_and(|p| p == "hooks")
+            {
+                continue;
+            }
             if ft.is_symlink() {
                 if let Ok(to) = fs::read_link(workspace.join(&child))
                     && leads_out(&child, &to)
@@ -135,7 +167,17 @@ pub fn report(workspace: &Path, since: SystemTime) -> Vec<Finding> {
                 }
                 continue;
             }
-            if let Some(why) = host_runs(&child) {
+            if disarm_hooks
+                && ft.is_file()
+                && meta.mode() & 0o111 != 0
+                && crate::gitguard::is_hook(&child)
+            {
+                let why = match disarm(workspace, &child) {
+                    Ok(()) => "git hook made during the run: its execute bits were removed so the host's git skips it (read it before `chmod +x`)".to_owned(),
+                    Err(e) => format!("git hook made during the run (could not remove its execute bits: {e}); do not run git here before you have read it"),
+                };
+                out.push(Finding { path: shown, why });
+            } else if let Some(why) = host_runs(&child) {
                 out.push(Finding {
                     path: shown,
                     why: why.into(),
@@ -215,8 +257,31 @@ mod tests {
         std::os::unix::fs::symlink("notes.txt", w.join("inside")).unwrap();
         fs::create_dir_all(w.join("node_modules/x")).unwrap();
         fs::write(w.join("node_modules/x/package.json"), "{}").unwrap();
-        let r = report(w, start);
+        fs::write(w.join(".git/hooks/post-checkout"), "#!/bin/sh\nevil\n").unwrap();
+        fs::set_permissions(
+            w.join(".git/hooks/post-checkout"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o775),
+        )
+        .unwrap();
+        let r = report(w, start, false);
         let paths: Vec<&str> = r.iter().map(|f| f.path.as_str()).collect();
-        assert_eq!(paths, [".git/hooks/pre-commit", "p", "run.sh"], "{r:?}");
+        assert_eq!(
+            paths,
+            [
+                ".git/hooks/post-checkout",
+                ".git/hooks/pre-commit",
+                "p",
+                "run.sh"
+            ],
+            "{r:?}"
+        );
+        let mode = |p: &str| fs::metadata(w.join(p)).unwrap().mode() & 0o777;
+        assert_eq!(mode(".git/hooks/post-checkout"), 0o775);
+        // Disarmed: the hook stays, without execute bits; nothing else changes.
+        let r = report(w, start, true);
+        assert_eq!(r.len(), 4, "{r:?}");
+        assert!(r[0].why.contains("execute bits were removed"), "{r:?}");
+        assert_eq!(mode(".git/hooks/post-checkout"), 0o664);
+        assert_eq!(mode("run.sh"), 0o755);
     }
 }

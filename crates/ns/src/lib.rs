@@ -118,7 +118,8 @@ pub fn describe_bind(
     })
 }
 
-/// The workspace (first) and the extra mounts of `spec`, each checked by [`describe_bind`].
+/// The workspace (first), the extra mounts of `spec`, each checked by [`describe_bind`], and
+/// the git protection of the read-write ones ([`paddock_core::gitguard`]).
 pub fn shared_binds(spec: &SandboxSpec) -> Result<Vec<Bind>, BackendError> {
     let mut binds = vec![describe_bind(
         &spec.workspace,
@@ -139,6 +140,21 @@ pub fn shared_binds(spec: &SandboxSpec) -> Result<Vec<Bind>, BackendError> {
             m.read_only,
             "mount source",
         )?);
+    }
+    // After the folders (gVisor mounts in this order): the git directories of the read-write
+    // folders pinned in place, their hooks and config read-only.
+    for (pin, target) in paddock_core::gitguard::for_spec(spec)? {
+        let meta = fs::symlink_metadata(&pin.path)
+            .map_err(io(format!("cannot protect {}", pin.path.display())))?;
+        binds.push(Bind {
+            host: pin.path,
+            target,
+            read_only: pin.read_only,
+            owner_uid: meta.uid(),
+            owner_gid: meta.gid(),
+            is_dir: pin.is_dir,
+            idmap: true,
+        });
     }
     Ok(binds)
 }

@@ -404,6 +404,69 @@ fn accept_boot(
     }
 }
 
+/// Runs `cmd` in a mount namespace of its own where each of `pins` is bound onto itself,
+/// read-only where asked (see [`paddock_core::gitguard`]). virtiofsd serves what it sees, so the
+/// guest's writes there fail on the host with EROFS, and renaming a pinned directory with EBUSY.
+fn pinned_namespace(cmd: &mut Command, pins: &[(PathBuf, bool)]) -> Result<(), BackendError> {
+    let mut paths = Vec::new();
+    for (p, ro) in pins {
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| {
+            layer(
+                "git protection",
+                format!("{} has a NUL byte in its path", p.display()),
+            )
+        })?;
+        paths.push((c, *ro));
+    }
+    // SAFETY: between fork and exec the closure makes only system calls (unshare, mount) on
+    // strings prepared before the fork; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            let root = c"/";
+            if libc::unshare(libc::CLONE_NEWNS) != 0
+                || libc::mount(
+                    std::ptr::null(),
+                    root.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            for (p, ro) in &paths {
+                if libc::mount(
+                    p.as_ptr(),
+                    p.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if *ro
+                    && libc::mount(
+                        std::ptr::null(),
+                        p.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND
+                            | libc::MS_REMOUNT
+                            | libc::MS_RDONLY
+                            | libc::MS_NOSUID
+                            | libc::MS_NODEV,
+                        std::ptr::null(),
+                    ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
 /// A shared folder's virtiofsd arguments: sandboxed to the folder, guest writes owned by the
 /// folder's owner on the host, the owner shown as the agent user inside.
 fn virtiofsd_args(
@@ -563,6 +626,9 @@ impl Backend for VmBackend {
         for m in &spec.mounts {
             add(&m.host, &m.sandbox, m.read_only, "mount source")?;
         }
+        // Git directories pinned, hooks and config read-only: made in each virtiofsd's own
+        // mount namespace on the host, where root in the guest cannot undo them.
+        let pins = paddock_core::gitguard::for_spec(spec)?;
 
         // The sandbox's disk: a copy-on-write layer over the image's disk.
         let disk = ctx.sandbox_dir.join("vm-disk.qcow2");
@@ -675,13 +741,19 @@ impl Backend for VmBackend {
         let mut folders = Vec::new();
         for (i, (dir, target, ro, uid, gid)) in shares.iter().enumerate() {
             let sock = run.path().join(format!("fs{i}.sock"));
+            let mut cmd = Command::new(virtiofsd);
+            cmd.args(virtiofsd_args(dir, &sock, *ro, *uid, *gid));
+            let mine: Vec<_> = pins
+                .iter()
+                .filter(|(p, _)| p.path.starts_with(dir))
+                .map(|(p, _)| (p.path.clone(), p.read_only))
+                .collect();
+            if !mine.is_empty() {
+                pinned_namespace(&mut cmd, &mine)?;
+            }
             procs.helpers.push((
                 format!("virtiofsd for {}", dir.display()),
-                spawn_helper(
-                    Command::new(virtiofsd).args(virtiofsd_args(dir, &sock, *ro, *uid, *gid)),
-                    &log,
-                    "virtiofsd",
-                )?,
+                spawn_helper(&mut cmd, &log, "virtiofsd")?,
             ));
             sockets.push(sock.clone());
             let tag = format!("fs{i}");
