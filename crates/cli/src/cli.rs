@@ -16,6 +16,17 @@ pub struct Cli {
 pub enum Cmd {
     /// Run a command in a sandbox (created if needed); the current directory is the workspace.
     Run(RunArgs),
+    /// Run a command in a running sandbox (several may run at once; the exit status and
+    /// signals pass through).
+    Exec(ExecArgs),
+    /// Open an interactive shell in a running sandbox.
+    Shell {
+        /// Sandbox name.
+        name: String,
+        /// User inside: agent (default), root, or a uid.
+        #[arg(short, long)]
+        user: Option<String>,
+    },
     /// Build, list and remove images.
     #[command(subcommand)]
     Image(ImageCmd),
@@ -132,6 +143,30 @@ pub struct RunArgs {
     pub agent: Option<String>,
     /// The command (default: bash).
     #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Sandbox name.
+    pub name: String,
+    /// Keep stdin open (without it the command reads nothing).
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Give the command a terminal (stdin and stdout must be terminals).
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Set an environment variable inside: NAME=VALUE. Repeatable.
+    #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// User inside: agent, root, or a uid (default: the sandbox's user).
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Working directory inside (default: the workspace).
+    #[arg(short, long, value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// The command.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 

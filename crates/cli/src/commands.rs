@@ -13,13 +13,23 @@ use paddock_image::BuildOptions;
 use paddock_policy::net::{Action, Rule, Scope};
 use paddock_policy::{AbsPath, EnvVar, Limits, Mount, User};
 
-use crate::cli::{Cli, Cmd, ImageCmd, RuleArgs, RunArgs};
+use crate::cli::{Cli, Cmd, ExecArgs, ImageCmd, RuleArgs, RunArgs};
 use crate::error::usage;
 
 pub fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
         Cmd::Run(args) => run(args),
         Cmd::Image(cmd) => image(cmd),
+        Cmd::Exec(args) => exec(args),
+        Cmd::Shell { name, user } => exec(ExecArgs {
+            name,
+            interactive: true,
+            tty: true,
+            env: vec![],
+            user,
+            workdir: None,
+            command: vec!["bash".into(), "-l".into()],
+        }),
         Cmd::Doctor { json, seccomp } => doctor(json, seccomp),
         Cmd::Ls { json } => ls(json),
         Cmd::Rm { names, force } => rm(&names, force),
@@ -386,6 +396,89 @@ fn run(args: RunArgs) -> Result<i32> {
         eprintln!("paddock: {d}");
     }
     Ok(outcome.exit.status())
+}
+
+/// `paddock exec NAME -- CMD`: one more command in a running sandbox.
+fn exec(args: ExecArgs) -> Result<i32> {
+    let name = parse_name(&args.name)?;
+    let env = args
+        .env
+        .iter()
+        .map(|e| e.parse::<EnvVar>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| usage(e.to_string()))?;
+    let user: Option<User> = args
+        .user
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(|e: paddock_policy::UserError| usage(e.to_string()))?;
+    if let Some(w) = &args.workdir
+        && !w.starts_with('/')
+    {
+        return Err(usage(format!("--workdir {w}: give an absolute path")));
+    }
+    let terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    if args.tty && !terminal {
+        return Err(usage(
+            "--tty: stdin and stdout must be terminals (drop -t to run without one)",
+        ));
+    }
+    let (dirs, store) = open()?;
+    let rec = store
+        .get(&name)?
+        .ok_or_else(|| usage(format!("no sandbox named {name}")))?;
+    if !SandboxLock::is_held(&dirs.sandbox(&name).join("lock")) {
+        return Err(usage(format!(
+            "sandbox {name} is not running (`paddock start {name}` starts it)"
+        )));
+    }
+    let spec = rec.spec;
+    let (backend, _) = paddock_supervisor::select(&spec.backend)?;
+    if !args.interactive && !args.tty {
+        // The command reads nothing: stdin is /dev/null.
+        let null = std::fs::File::open("/dev/null").context("cannot open /dev/null")?;
+        rustix::stdio::dup2_stdin(&null).context("cannot redirect stdin")?;
+    }
+    let uid = user.unwrap_or(spec.user).uid();
+    let mut extra = spec.env.clone();
+    extra.extend(env);
+    let launch = Launch {
+        argv: args.command,
+        env: paddock_supervisor::environment(
+            std::env::vars(),
+            &extra,
+            uid,
+            args.tty,
+            name.as_str(),
+            spec.network == Network::Proxy,
+        ),
+        cwd: args.workdir.unwrap_or_else(|| spec.workspace.to_string()),
+        uid,
+        stdio: if args.tty { Stdio::Pty } else { Stdio::Inherit },
+    };
+    let started = std::time::SystemTime::now();
+    let outcome = paddock_supervisor::run_exec(&dirs, &spec, backend.as_ref(), &launch);
+    report_trust(&dirs, &spec, started);
+    let outcome = outcome?;
+    for d in &outcome.diagnostics {
+        eprintln!("paddock: {d}");
+    }
+    Ok(outcome.exit.status())
+}
+
+/// Shows (and keeps for `paddock trust`) what changed since `started` that the host may run.
+fn report_trust(dirs: &Dirs, spec: &SandboxSpec, started: std::time::SystemTime) {
+    let findings =
+        paddock_core::trust::report(spec.workspace.as_path(), started, !spec.allow_git_config);
+    let text = paddock_core::trust::render(&findings);
+    if !findings.is_empty() {
+        eprintln!(
+            "paddock: this run changed files your host may run or load; review them before you do:\n{}",
+            text.trim_end()
+        );
+    }
+    let _ = std::fs::write(dirs.sandbox(&spec.name).join("trust-report.txt"), &text);
 }
 
 /// `paddock trust NAME`: the last run's report of changed files the host may run.

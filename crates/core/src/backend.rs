@@ -183,6 +183,28 @@ pub enum Egress {
     UnixListener(OwnedFd),
 }
 
+/// What another process needs to run one more command in a running sandbox: handed out by the
+/// sandbox's supervisor over its control socket, used by [`Backend::exec`].
+#[derive(Debug)]
+pub struct ExecHandle {
+    /// The backend's way in (a pidfd of the sandbox's pid 1, a connection to its helper).
+    pub fd: OwnedFd,
+    /// Whatever else the backend needs (JSON).
+    pub detail: String,
+}
+
+/// Makes [`ExecHandle`]s for one running sandbox, on the supervisor's control thread.
+pub trait Execs: Send + Sync {
+    /// A handle for one more command.
+    fn handle(&self) -> Result<ExecHandle, BackendError>;
+}
+
+impl std::fmt::Debug for dyn Execs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Execs")
+    }
+}
+
 /// A running sandbox as its backend sees it.
 pub trait Instance: Send + std::fmt::Debug {
     /// Host pid of the process that stands for the sandbox (signal it to reach the command).
@@ -203,6 +225,11 @@ pub trait Instance: Send + std::fmt::Debug {
     /// Where the sandbox's proxy connections arrive (taken once). `None` when the spec has no
     /// network; a backend that was asked for the proxy and cannot give it fails `start`.
     fn take_egress(&mut self) -> Option<Egress>;
+    /// What hands out ways to run more commands in this sandbox while it runs (`None` for an
+    /// instance that stands for one exec'd command).
+    fn execs(&self) -> Option<Box<dyn Execs>> {
+        None
+    }
 }
 
 /// One line of a backend's probe.
@@ -259,6 +286,14 @@ pub trait Backend: Send + Sync {
         &self,
         ctx: &StartContext,
         spec: &SandboxSpec,
+        launch: &Launch,
+    ) -> Result<Box<dyn Instance>, BackendError>;
+    /// Runs `launch` in the running sandbox `handle` came from. The instance returned stands
+    /// for that one command: waiting for it ends nothing else.
+    fn exec(
+        &self,
+        spec: &SandboxSpec,
+        handle: ExecHandle,
         launch: &Launch,
     ) -> Result<Box<dyn Instance>, BackendError>;
 }

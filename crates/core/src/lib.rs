@@ -18,8 +18,8 @@ pub mod tools;
 pub mod trust;
 
 pub use backend::{
-    Backend, BackendError, Egress, Exit, Instance, Launch, Probe, ProbeItem, StartContext, Stdio,
-    TRUST_STORE, shared_path, trust_store_file,
+    Backend, BackendError, Egress, ExecHandle, Execs, Exit, Instance, Launch, Probe, ProbeItem,
+    StartContext, Stdio, TRUST_STORE, shared_path, trust_store_file,
 };
 pub use dirs::{Dirs, DirsError};
 pub use idmap::{DEFAULT_ID_BASE, ID_RANGE, IdMap};
@@ -28,6 +28,6 @@ pub use image::{
 };
 pub use lock::{LockError, SandboxLock};
 pub use paddock_policy::{NameError, SandboxName};
-pub use session::RemoteSession;
+pub use session::{RemoteExec, RemoteSession};
 pub use spec::{Network, PROXY_PORT, SandboxSpec, SpecError};
 pub use store::{SandboxRecord, SandboxState, Store, StoreError};

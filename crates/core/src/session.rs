@@ -174,3 +174,90 @@ impl RemoteSession {
         std::mem::take(&mut *lock(&self.diagnostics))
     }
 }
+
+/// One command exec'd through an in-sandbox helper's session connection: an [`Instance`] that
+/// ends with the command (the sandbox goes on).
+#[derive(Debug)]
+pub struct RemoteExec {
+    session: RemoteSession,
+    exit_r: OwnedFd,
+    _conn: UnixStream,
+}
+
+impl RemoteExec {
+    /// Starts `cmd` on the session connection `conn` and waits (at most `limit`) until it runs.
+    pub fn start(
+        mut conn: UnixStream,
+        cmd: &paddock_wire::Command,
+        limit: std::time::Duration,
+    ) -> Result<RemoteExec, crate::BackendError> {
+        RemoteSession::begin(&mut conn, cmd, limit).map_err(|message| {
+            crate::BackendError::Layer {
+                layer: "exec".into(),
+                message,
+            }
+        })?;
+        let (exit_r, exit_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| crate::BackendError::io("pipe")(e.into()))?;
+        let session = conn
+            .try_clone()
+            .and_then(|c| RemoteSession::start(c, cmd.tty, Arc::new(File::from(exit_w))))
+            .map_err(crate::BackendError::io(
+                "cannot relay the command's streams",
+            ))?;
+        Ok(RemoteExec {
+            session,
+            exit_r,
+            _conn: conn,
+        })
+    }
+}
+
+impl crate::Instance for RemoteExec {
+    fn pid(&self) -> i32 {
+        0
+    }
+
+    fn exit_fd(&self) -> BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.exit_r.as_fd()
+    }
+
+    fn take_pty(&mut self) -> Option<OwnedFd> {
+        self.session.take_pty()
+    }
+
+    fn signal(&self, signal: i32) -> Result<(), crate::BackendError> {
+        self.session
+            .signal(signal)
+            .map_err(crate::BackendError::io("cannot signal the command"))
+    }
+
+    fn resize(&self, rows: u16, cols: u16) {
+        self.session.resize(rows, cols);
+    }
+
+    fn wait(&mut self) -> Result<Exit, crate::BackendError> {
+        let mut b = [0u8; 1];
+        loop {
+            match rustix::io::read(&self.exit_r, &mut b) {
+                Err(rustix::io::Errno::INTR) => {}
+                _ => break,
+            }
+        }
+        self.session
+            .take_exit()
+            .ok_or_else(|| crate::BackendError::Layer {
+                layer: "exec".into(),
+                message: "the sandbox stopped before the command finished".into(),
+            })
+    }
+
+    fn diagnostics(&mut self) -> Vec<String> {
+        self.session.diagnostics()
+    }
+
+    fn take_egress(&mut self) -> Option<crate::Egress> {
+        None
+    }
+}

@@ -152,7 +152,10 @@ pub fn report(workspace: &Path, since: SystemTime, disarm_hooks: bool) -> Vec<Fi
             let shown = child.display().to_string();
             // git never runs its samples (`git init` makes them executable).
             if child.extension().is_some_and(|e| e == "sample")
-                && child.parent().and_then(Path::file_name).is_some_and(|p| p == "hooks")
+                && child
+                    .parent()
+                    .and_then(Path::file_name)
+                    .is_some_and(|p| p == "hooks")
             {
                 continue;
             }

@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 
 use paddock_core::tools::{find_guest, find_program, is_static_elf};
 use paddock_core::{
-    Backend, BackendError, Egress, Exit, Instance, Launch, Network, Probe, RemoteSession,
-    SandboxSpec, StartContext, Stdio,
+    Backend, BackendError, Egress, ExecHandle, Execs, Exit, Instance, Launch, Network, Probe,
+    RemoteSession, SandboxSpec, StartContext, Stdio,
 };
 use paddock_ns::cgroup::{CgroupHost, SandboxCgroups};
 use paddock_ns::config::{Bind, RunscConfig};
@@ -176,6 +176,20 @@ impl Backend for GvisorBackend {
             &self.jail,
             self.kvm,
         )
+    }
+
+    fn exec(
+        &self,
+        spec: &SandboxSpec,
+        handle: ExecHandle,
+        launch: &Launch,
+    ) -> Result<Box<dyn Instance>, BackendError> {
+        let conn = UnixStream::from(handle.fd);
+        Ok(Box::new(paddock_core::RemoteExec::start(
+            conn,
+            &launch.command(spec.no_new_privs),
+            START_LIMIT,
+        )?))
     }
 
     fn start(
@@ -669,8 +683,11 @@ impl Instance for GvisorInstance {
         while let Err(rustix::io::Errno::INTR) = poll(&mut fds, None) {}
         let exit = self.session.take_exit();
         // Closing the session socket tells the helper to end every process and exit, which
-        // ends the sandbox and runsc with it.
-        self.sessions = None;
+        // ends the sandbox and runsc with it (shut down: the supervisor's exec handler holds a
+        // copy).
+        if let Some(s) = self.sessions.take() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
         let deadline = Instant::now() + Duration::from_secs(5);
         let ended = loop {
             match self.child.try_wait() {
@@ -702,6 +719,28 @@ impl Instance for GvisorInstance {
 
     fn take_egress(&mut self) -> Option<Egress> {
         self.egress.take().map(Egress::UnixListener)
+    }
+
+    fn execs(&self) -> Option<Box<dyn Execs>> {
+        let sessions = self.sessions.as_ref()?.try_clone().ok()?;
+        Some(Box::new(GvisorExecs { sessions }))
+    }
+}
+
+/// Hands the helper one more session connection per command (`paddock exec`).
+struct GvisorExecs {
+    sessions: UnixStream,
+}
+
+impl Execs for GvisorExecs {
+    fn handle(&self) -> Result<ExecHandle, BackendError> {
+        let (ours, theirs) = UnixStream::pair().map_err(io("cannot make a session connection"))?;
+        paddock_init::send_byte(self.sessions.as_fd(), 1, Some(theirs.as_fd()))
+            .map_err(io("the sandbox's helper does not answer"))?;
+        Ok(ExecHandle {
+            fd: OwnedFd::from(ours),
+            detail: String::new(),
+        })
     }
 }
 

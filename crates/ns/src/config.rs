@@ -73,3 +73,14 @@ pub struct RunscConfig {
     /// The program to become (runsc and its arguments).
     pub exec: Vec<String>,
 }
+
+/// One more command in a running namespace sandbox (`paddock-ns-jail enter`, JSON on
+/// descriptor 3; descriptor 5 is a pidfd of the sandbox's pid 1).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnterConfig {
+    /// cgroup directories the supervisor moves the jail into before it enters.
+    pub cgroups: Vec<PathBuf>,
+    /// The command.
+    pub command: paddock_wire::Command,
+}

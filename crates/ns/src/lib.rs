@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio as ProcStdio};
 
 use paddock_core::{
-    Backend, BackendError, Egress, Exit, Instance, Launch, Network, Probe, SandboxSpec,
-    StartContext, Stdio,
+    Backend, BackendError, Egress, ExecHandle, Execs, Exit, Instance, Launch, Network, Probe,
+    SandboxSpec, StartContext, Stdio,
 };
 use paddock_init::recv_report;
 use paddock_policy::AbsPath;
@@ -32,7 +32,7 @@ use paddock_wire::Report;
 use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
 
 use crate::cgroup::{CgroupHost, SandboxCgroups};
-use crate::config::{Bind, JailConfig};
+use crate::config::{Bind, EnterConfig, JailConfig};
 
 /// The namespace backend.
 #[derive(Debug, Clone)]
@@ -92,6 +92,8 @@ pub struct NsInstance {
     egress: Option<OwnedFd>,
     channel: OwnedFd,
     cgroups: SandboxCgroups,
+    cgroup_dirs: Vec<PathBuf>,
+    pid1: Option<OwnedFd>,
     diagnostics: Vec<String>,
 }
 
@@ -232,6 +234,33 @@ impl Backend for NsBackend {
         probe::probe(&self.jail)
     }
 
+    fn exec(
+        &self,
+        spec: &SandboxSpec,
+        handle: ExecHandle,
+        launch: &Launch,
+    ) -> Result<Box<dyn Instance>, BackendError> {
+        let cgroups: Vec<PathBuf> =
+            serde_json::from_str(&handle.detail).map_err(|e| BackendError::Layer {
+                layer: "exec".into(),
+                message: format!("bad handle from the supervisor: {e}"),
+            })?;
+        let cfg = EnterConfig {
+            cgroups: cgroups.clone(),
+            command: launch.command(spec.no_new_privs),
+        };
+        let json = serde_json::to_vec(&cfg).unwrap_or_default();
+        let inst = spawn(
+            &self.jail,
+            Some("enter"),
+            &json,
+            &cgroups,
+            launch.stdio,
+            Some(handle.fd),
+        )?;
+        Ok(Box::new(inst))
+    }
+
     fn start(
         &self,
         ctx: &StartContext,
@@ -270,18 +299,38 @@ impl Backend for NsBackend {
             command: launch.command(spec.no_new_privs),
             egress: spec.network == Network::Proxy,
         };
-        let started = spawn(&self.jail, &cfg, launch.stdio);
-        match started {
-            Ok(inst) => Ok(Box::new(NsInstance { cgroups, ..inst })),
+        let json = serde_json::to_vec(&cfg).unwrap_or_default();
+        let mut inst = match spawn(&self.jail, None, &json, &cfg.cgroups, launch.stdio, None) {
+            Ok(i) => i,
             Err(e) => {
                 cgroups.remove();
-                Err(e)
+                return Err(e);
             }
+        };
+        if cfg.egress && inst.egress.is_none() {
+            let _ = inst.child.kill();
+            let _ = inst.child.wait();
+            cgroups.remove();
+            return Err(BackendError::Layer {
+                layer: "network".into(),
+                message: "the sandbox did not hand over its proxy listener".into(),
+            });
         }
+        inst.cgroups = cgroups;
+        Ok(Box::new(inst))
     }
 }
 
-fn spawn(jail: &Path, cfg: &JailConfig, stdio: Stdio) -> Result<NsInstance, BackendError> {
+/// Starts the jail (in `mode`, or as a new sandbox) with the JSON configuration `json`, moves it
+/// into `cgroups`, passes `target` as its descriptor 5, and waits for its `Ready`.
+fn spawn(
+    jail: &Path,
+    mode: Option<&str>,
+    json: &[u8],
+    cgroups: &[PathBuf],
+    stdio: Stdio,
+    target: Option<OwnedFd>,
+) -> Result<NsInstance, BackendError> {
     let (ours, theirs) = socketpair(
         AddressFamily::UNIX,
         SocketType::SEQPACKET,
@@ -292,6 +341,7 @@ fn spawn(jail: &Path, cfg: &JailConfig, stdio: Stdio) -> Result<NsInstance, Back
     let (cfg_r, cfg_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| BackendError::io("cannot create the configuration pipe")(e.into()))?;
     let mut cmd = std::process::Command::new(jail);
+    cmd.args(mode);
     cmd.env_clear();
     if stdio == Stdio::Pty {
         cmd.stdin(ProcStdio::null())
@@ -299,17 +349,29 @@ fn spawn(jail: &Path, cfg: &JailConfig, stdio: Stdio) -> Result<NsInstance, Back
             .stderr(ProcStdio::null());
     }
     let (cfg_raw, theirs_raw) = (cfg_r.as_raw_fd(), theirs.as_raw_fd());
+    let target_raw = target.as_ref().map_or(-1, |t| t.as_raw_fd());
     // SAFETY: the closure runs in the forked child before exec and only calls fcntl/dup2, which
     // are async-signal-safe.
     unsafe {
         cmd.pre_exec(move || {
             let a = libc::fcntl(cfg_raw, libc::F_DUPFD, 10);
             let b = libc::fcntl(theirs_raw, libc::F_DUPFD, 10);
+            let c = if target_raw >= 0 {
+                libc::fcntl(target_raw, libc::F_DUPFD, 10)
+            } else {
+                -1
+            };
             if a < 0 || b < 0 || libc::dup2(a, 3) < 0 || libc::dup2(b, 4) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if target_raw >= 0 && (c < 0 || libc::dup2(c, 5) < 0) {
                 return Err(std::io::Error::last_os_error());
             }
             libc::close(a);
             libc::close(b);
+            if c >= 0 {
+                libc::close(c);
+            }
             Ok(())
         });
     }
@@ -318,12 +380,12 @@ fn spawn(jail: &Path, cfg: &JailConfig, stdio: Stdio) -> Result<NsInstance, Back
         .map_err(io(format!("cannot start {}", jail.display())))?;
     drop(theirs);
     drop(cfg_r);
+    drop(target);
     // Move the jail into its cgroups while it sets up its namespaces (the move waits for an RCU
     // grace period with cgroup v1); the jail forks pid 1 only after the answer below.
-    let joiner = join_cgroups(cfg.cgroups.clone(), child.id());
-    let json = serde_json::to_vec(cfg).unwrap_or_default();
+    let joiner = join_cgroups(cgroups.to_vec(), child.id());
     let mut w = fs::File::from(cfg_w);
-    let _ = w.write_all(&json);
+    let _ = w.write_all(json);
     drop(w);
     let joined = joiner
         .join()
@@ -341,9 +403,9 @@ fn spawn(jail: &Path, cfg: &JailConfig, stdio: Stdio) -> Result<NsInstance, Back
     .map_err(|e| BackendError::io("pidfd_open")(e.into()))?;
     let mut pty = None;
     let mut egress = None;
-    loop {
+    let pid1 = loop {
         match recv_report(ours.as_fd()) {
-            Ok(Some((Report::Ready { .. }, _))) => break,
+            Ok(Some((Report::Ready { pid }, _))) => break pid,
             Ok(Some((Report::PtyMaster, fd))) => pty = fd,
             Ok(Some((Report::EgressListener, fd))) => egress = fd,
             Ok(Some((Report::SetupFailed { layer, message }, _))) => {
@@ -371,24 +433,31 @@ fn spawn(jail: &Path, cfg: &JailConfig, stdio: Stdio) -> Result<NsInstance, Back
                 });
             }
         }
-    }
-    if cfg.egress && egress.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(BackendError::Layer {
-            layer: "network".into(),
-            message: "the sandbox did not hand over its proxy listener".into(),
-        });
-    }
-    Ok(NsInstance {
+    };
+    // The sandbox's pid 1 (a new sandbox's; `exec` enters it), held by a pidfd so that a
+    // recycled pid can never be entered by mistake.
+    let pid1 = rustix::process::Pid::from_raw(pid1)
+        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
+    let mut inst = NsInstance {
         child,
         pidfd,
         pty,
         egress,
         channel: ours,
         cgroups: SandboxCgroups::default(),
+        cgroup_dirs: cgroups.to_vec(),
+        pid1,
         diagnostics: vec![],
-    })
+    };
+    if mode.is_none() && inst.pid1.is_none() {
+        let _ = inst.child.kill();
+        let _ = inst.child.wait();
+        return Err(BackendError::Layer {
+            layer: "init".into(),
+            message: "the sandbox's pid 1 is gone".into(),
+        });
+    }
+    Ok(inst)
 }
 
 impl Instance for NsInstance {
@@ -444,5 +513,31 @@ impl Instance for NsInstance {
 
     fn diagnostics(&mut self) -> Vec<String> {
         std::mem::take(&mut self.diagnostics)
+    }
+
+    fn execs(&self) -> Option<Box<dyn Execs>> {
+        let pid1 = self.pid1.as_ref()?.try_clone().ok()?;
+        Some(Box::new(NsExecs {
+            pid1,
+            cgroups: self.cgroup_dirs.clone(),
+        }))
+    }
+}
+
+/// Hands out the sandbox's pid 1 (a pidfd) and cgroups, for `paddock-ns-jail enter`.
+struct NsExecs {
+    pid1: OwnedFd,
+    cgroups: Vec<PathBuf>,
+}
+
+impl Execs for NsExecs {
+    fn handle(&self) -> Result<ExecHandle, BackendError> {
+        Ok(ExecHandle {
+            fd: self
+                .pid1
+                .try_clone()
+                .map_err(io("cannot duplicate the sandbox's pidfd"))?,
+            detail: serde_json::to_string(&self.cgroups).unwrap_or_default(),
+        })
     }
 }

@@ -1,13 +1,17 @@
 //! The control socket: `run/NAME.sock`, one JSON request per line, one JSON answer per line.
-//! Requests: `{"op":"status"}` and `{"op":"signal","signal":N}`. Only the owner can connect
-//! (the run directory is 0700).
+//! Requests: `{"op":"status"}`, `{"op":"signal","signal":N}` and `{"op":"exec"}` (answered with a
+//! descriptor, passed with the answer line: the backend's way into the running sandbox for one
+//! more command, see [`paddock_core::Execs`]). Only the owner can connect (the run directory is
+//! 0700).
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
+use paddock_core::{ExecHandle, Execs};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize)]
@@ -15,6 +19,7 @@ use serde::{Deserialize, Serialize};
 enum Request {
     Status,
     Signal { signal: i32 },
+    Exec,
 }
 
 #[derive(Debug, Serialize)]
@@ -30,35 +35,58 @@ struct Status<'a> {
 pub struct Server {
     path: PathBuf,
     pid: Arc<AtomicI32>,
+    execs: Arc<Mutex<Option<Box<dyn Execs>>>>,
 }
 
 impl Server {
     /// Binds the socket and serves it on a background thread. `None` if it cannot be bound (the
     /// sandbox still runs; only remote control is missing).
-    pub fn start(path: &Path, name: &str, backend: &'static str) -> Option<Server> {
+    /// Every exec'd command gets `env` too (credential placeholders, trust-store pointers).
+    pub fn start(
+        path: &Path,
+        name: &str,
+        backend: &'static str,
+        env: &[(String, String)],
+    ) -> Option<Server> {
         // We hold the sandbox lock, so a socket file here is stale.
         let _ = std::fs::remove_file(path);
         let listener = UnixListener::bind(path).ok()?;
         let pid = Arc::new(AtomicI32::new(0));
-        let shared = pid.clone();
-        let name = name.to_owned();
+        let execs: Arc<Mutex<Option<Box<dyn Execs>>>> = Arc::default();
+        let shared = Shared {
+            name: name.to_owned(),
+            backend,
+            pid: pid.clone(),
+            execs: execs.clone(),
+            env: env.to_vec(),
+        };
+        let shared = Arc::new(shared);
         std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
                 for conn in listener.incoming().flatten() {
-                    serve(conn, &name, backend, &shared);
+                    let shared = shared.clone();
+                    let _ = std::thread::Builder::new()
+                        .name("control-conn".into())
+                        .spawn(move || serve(conn, &shared));
                 }
             })
             .ok()?;
         Some(Server {
             path: path.to_owned(),
             pid,
+            execs,
         })
     }
 
     /// Records the sandbox's host pid once it is known.
     pub fn set_pid(&self, pid: i32) {
         self.pid.store(pid, Ordering::SeqCst);
+    }
+
+    /// Serves `exec` requests with `execs` from now on (`None`: no more).
+    pub fn set_execs(&self, execs: Option<Box<dyn Execs>>) {
+        *self.execs.lock().unwrap_or_else(PoisonError::into_inner) = execs;
     }
 }
 
@@ -68,20 +96,52 @@ impl Drop for Server {
     }
 }
 
-fn serve(conn: UnixStream, name: &str, backend: &str, pid: &AtomicI32) {
+/// What the connection threads share.
+struct Shared {
+    name: String,
+    backend: &'static str,
+    pid: Arc<AtomicI32>,
+    execs: Arc<Mutex<Option<Box<dyn Execs>>>>,
+    env: Vec<(String, String)>,
+}
+
+fn serve(conn: UnixStream, shared: &Shared) {
     let Ok(mut out) = conn.try_clone() else {
         return;
     };
+    let pid = &shared.pid;
     let reader = BufReader::new(conn);
     for line in reader.lines().take(64) {
         let Ok(line) = line else { return };
         let answer = match serde_json::from_str::<Request>(&line) {
             Ok(Request::Status) => serde_json::to_string(&Status {
-                name,
-                backend,
+                name: &shared.name,
+                backend: shared.backend,
                 supervisor_pid: std::process::id(),
                 sandbox_pid: pid.load(Ordering::SeqCst),
             }),
+            Ok(Request::Exec) => {
+                let handle = match &*shared.execs.lock().unwrap_or_else(PoisonError::into_inner) {
+                    Some(e) => e.handle().map_err(|e| e.to_string()),
+                    None => Err("the sandbox is not running".to_owned()),
+                };
+                let sent = match handle {
+                    Ok(h) => {
+                        let line =
+                            serde_json::json!({ "ok": true, "detail": h.detail, "env": shared.env })
+                                .to_string() + "\n";
+                        paddock_init::send_with_fds(out.as_fd(), line.as_bytes(), &[h.fd.as_fd()])
+                    }
+                    Err(e) => {
+                        let line = serde_json::json!({ "error": e }).to_string() + "\n";
+                        paddock_init::send_with_fds(out.as_fd(), line.as_bytes(), &[])
+                    }
+                };
+                if sent.is_err() {
+                    return;
+                }
+                continue;
+            }
             Ok(Request::Signal { signal }) => {
                 let p = pid.load(Ordering::SeqCst);
                 let ok = p > 0
@@ -97,4 +157,83 @@ fn serve(conn: UnixStream, name: &str, backend: &str, pid: &AtomicI32) {
             return;
         }
     }
+}
+
+/// Why a sandbox's supervisor could not be asked for something.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// nobody listens: the sandbox is not running
+    #[error("sandbox {0} is not running (`paddock start {0}` starts it)")]
+    NotRunning(String),
+    /// the supervisor answered with an error
+    #[error("the supervisor of {name} says: {message}")]
+    Refused {
+        /// Sandbox.
+        name: String,
+        /// Its message.
+        message: String,
+    },
+    /// the conversation failed
+    #[error("cannot talk to the supervisor of {name}: {source}")]
+    Io {
+        /// Sandbox.
+        name: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Asks the supervisor listening on `socket` for a way to run one more command in sandbox
+/// `name`, and the variables every command there gets.
+pub fn request_exec(
+    socket: &Path,
+    name: &str,
+) -> Result<(ExecHandle, Vec<(String, String)>), ControlError> {
+    let io = |source| ControlError::Io {
+        name: name.to_owned(),
+        source,
+    };
+    let mut conn =
+        UnixStream::connect(socket).map_err(|_| ControlError::NotRunning(name.to_owned()))?;
+    conn.write_all(b"{\"op\":\"exec\"}\n").map_err(io)?;
+    let mut text = Vec::new();
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    while !text.contains(&b'\n') {
+        let mut buf = [0u8; 4096];
+        match paddock_init::recv_with_fds(conn.as_fd(), &mut buf).map_err(io)? {
+            Some((n, got)) if n > 0 => {
+                text.extend_from_slice(&buf[..n]);
+                fds.extend(got);
+            }
+            _ => return Err(ControlError::NotRunning(name.to_owned())),
+        }
+    }
+    let answer: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+    if let Some(e) = answer.get("error").and_then(|e| e.as_str()) {
+        return Err(ControlError::Refused {
+            name: name.to_owned(),
+            message: e.to_owned(),
+        });
+    }
+    let fd = fds.into_iter().next().ok_or_else(|| {
+        io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "no descriptor came with the answer",
+        ))
+    })?;
+    let env = answer
+        .get("env")
+        .and_then(|e| serde_json::from_value(e.clone()).ok())
+        .unwrap_or_default();
+    let handle = ExecHandle {
+        fd,
+        detail: answer
+            .get("detail")
+            .and_then(|d| d.as_str())
+            .unwrap_or_default()
+            .to_owned(),
+    };
+    Ok((handle, env))
 }

@@ -4,7 +4,7 @@
 //! records its state, serves the control socket, relays the terminal and forwards signals, and
 //! reports the command's exit status. Later it also owns the egress proxy and port forwards.
 
-mod control;
+pub mod control;
 pub mod credentials;
 pub mod doctor;
 pub mod egress;
@@ -66,6 +66,38 @@ pub enum SupervisorError {
     /// the terminal relay failed
     #[error("terminal relay failed")]
     Relay(#[source] std::io::Error),
+    /// the running sandbox's supervisor could not be asked
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
+}
+
+/// Runs `launch` in the running sandbox `spec` (started by another paddock process), attached
+/// to this terminal, and waits for it. Only the command ends; the sandbox goes on.
+pub fn run_exec(
+    dirs: &Dirs,
+    spec: &SandboxSpec,
+    backend: &dyn Backend,
+    launch: &Launch,
+) -> Result<Outcome, SupervisorError> {
+    let (handle, env) =
+        control::request_exec(&dirs.control_socket(&spec.name), spec.name.as_str())?;
+    let signals = relay::SignalPipe::catch(launch.stdio == paddock_core::Stdio::Pty)
+        .map_err(SupervisorError::Relay)?;
+    let mut launch = launch.clone();
+    for (k, v) in env {
+        if !launch.env.iter().any(|(have, _)| *have == k) {
+            launch.env.push((k, v));
+        }
+    }
+    let mut instance = backend.exec(spec, handle, &launch)?;
+    let relayed = relay::relay(instance.as_mut(), &signals);
+    let exit = instance.wait();
+    let diagnostics = instance.diagnostics();
+    relayed.map_err(SupervisorError::Relay)?;
+    Ok(Outcome {
+        exit: exit?,
+        diagnostics,
+    })
 }
 
 /// What the run ended with.
@@ -137,7 +169,15 @@ pub fn run_attached(
         image: image.clone(),
         extra_ca,
     };
-    let control = control::Server::start(&dirs.control_socket(&spec.name), &name, backend.id());
+    let control = control::Server::start(
+        &dirs.control_socket(&spec.name),
+        &name,
+        backend.id(),
+        prepared
+            .as_ref()
+            .map(|p| p.env.as_slice())
+            .unwrap_or_default(),
+    );
     let mut instance = match backend.start(&ctx, spec, launch) {
         Ok(i) => i,
         Err(e) => {
@@ -148,6 +188,7 @@ pub fn run_attached(
     };
     if let Some(c) = &control {
         c.set_pid(instance.pid());
+        c.set_execs(instance.execs());
     }
     let proxy = match spec.network {
         Network::None => None,
@@ -169,6 +210,10 @@ pub fn run_attached(
         },
     };
     let relayed = relay::relay(instance.as_mut(), &signals);
+    // The command ended: the sandbox ends with it, so no more commands start there.
+    if let Some(c) = &control {
+        c.set_execs(None);
+    }
     let exit = instance.wait();
     if let Some(p) = proxy {
         p.stop();

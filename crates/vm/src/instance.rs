@@ -11,7 +11,7 @@ use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use paddock_core::{BackendError, Egress, Exit, Instance, RemoteSession};
+use paddock_core::{BackendError, Egress, ExecHandle, Execs, Exit, Instance, RemoteSession};
 use paddock_wire::vm::Frame;
 use rustix::event::{PollFd, PollFlags, poll};
 
@@ -211,5 +211,27 @@ impl Instance for VmInstance {
 
     fn take_egress(&mut self) -> Option<Egress> {
         self.parts.egress.take().map(Egress::UnixListener)
+    }
+
+    fn execs(&self) -> Option<Box<dyn Execs>> {
+        Some(Box::new(VmExecs {
+            uds: self.parts.run_dir.path().join(crate::VSOCK_SOCKET),
+        }))
+    }
+}
+
+/// Opens one more exec connection to the guest's helper per command (`paddock exec`).
+struct VmExecs {
+    uds: std::path::PathBuf,
+}
+
+impl Execs for VmExecs {
+    fn handle(&self) -> Result<ExecHandle, BackendError> {
+        let conn = crate::connect_guest(&self.uds, paddock_wire::vm::EXEC_PORT)
+            .map_err(BackendError::io("cannot reach the guest"))?;
+        Ok(ExecHandle {
+            fd: OwnedFd::from(conn),
+            detail: String::new(),
+        })
     }
 }

@@ -26,14 +26,14 @@ mod userns;
 use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
 use nix::unistd::{ForkResult, fork};
 use paddock_init::{Target, forward_and_wait, send_report};
 use paddock_wire::{EXIT_SETUP_FAILED, Report};
 use rustix::thread::{UnshareFlags, unshare_unsafe};
 
-use crate::config::{JailConfig, RunscConfig};
+use crate::config::{EnterConfig, JailConfig, RunscConfig};
 
 /// A setup step that failed, with the layer it belongs to.
 #[derive(Debug)]
@@ -65,9 +65,14 @@ impl<T, E: Display> Layer<T> for Result<T, E> {
 
 /// Entry point of the jail binary. Returns the exit status.
 pub fn main() -> i32 {
-    if std::env::args().nth(1).as_deref() == Some("runsc") {
+    match std::env::args().nth(1).as_deref() {
         // The gVisor backend's host-side setup (see `runsc_setup`).
-        return entry(|cfg: RunscConfig, channel| match runsc_setup(&cfg, channel.as_fd())? {});
+        Some("runsc") => {
+            return entry(|cfg: RunscConfig, channel| match runsc_setup(&cfg, channel.as_fd())? {});
+        }
+        // One more command in a running sandbox (see `enter`).
+        Some("enter") => return entry(|cfg: EnterConfig, channel| match enter(&cfg, channel)? {}),
+        _ => {}
     }
     entry(outer)
 }
@@ -305,8 +310,14 @@ fn pid1(
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .layer("init", "cannot tie pid 1 to the jail")?;
     sys::set_non_dumpable().layer("init", "cannot make pid 1 non-dumpable")?;
-    rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o022));
+    confine(&cfg.command)?;
+    paddock_init::run(&cfg.command, channel, host_pid)
+}
 
+/// The layers every process of the sandbox is under: umask, Landlock, seccomp, capabilities
+/// and (when asked) no_new_privs.
+fn confine(command: &paddock_wire::Command) -> Result<(), Failure> {
+    rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o022));
     match crate::landlock::restrict_to_root() {
         Ok(_) => {}
         Err(e) if crate::landlock::kernel_abi() == 0 => drop(e),
@@ -314,8 +325,64 @@ fn pid1(
     }
     crate::seccomp::install().layer("seccomp", "cannot install the filter")?;
     crate::capabilities::restrict().layer("capabilities", "cannot drop capabilities")?;
-    if cfg.command.no_new_privs {
+    if command.no_new_privs {
         rustix::thread::set_no_new_privs(true).layer("no_new_privs", "prctl")?;
     }
-    paddock_init::run(&cfg.command, channel, host_pid)
+    Ok(())
+}
+
+/// `paddock-ns-jail enter`: one more command in a running sandbox, the way `docker exec` works
+/// but with nothing of the host carried in. Non-dumpable first (so nothing inside can reach
+/// this process through /proc), moved into the sandbox's cgroups by the supervisor, then into
+/// pid 1's namespaces (those owned by the host's user namespace, then the sandbox's own user
+/// namespace, as its root), under the same layers as pid 1; the command is forked into the
+/// sandbox's pid namespace and this process relays its signals and exit status.
+fn enter(cfg: &EnterConfig, channel: OwnedFd) -> Result<Never, Failure> {
+    // SAFETY: the host side passes a pidfd of the sandbox's pid 1 as descriptor 5; nothing
+    // else in this process owns it.
+    let target = unsafe { OwnedFd::from_raw_fd(5) };
+    let _ = rustix::io::fcntl_setfd(&target, rustix::io::FdFlags::CLOEXEC);
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .layer("init", "cannot tie the command to its supervisor")?;
+    if rustix::process::getppid().is_none_or(|p| p.as_raw_nonzero().get() == 1) {
+        return Err(Failure::new("init", "the supervisor exited during setup"));
+    }
+    sys::set_non_dumpable().layer("init", "cannot turn non-dumpable")?;
+    wait_for_cgroups(channel.as_fd())?;
+    let setns = |flags: libc::c_int, what: &str| -> Result<(), Failure> {
+        // SAFETY: setns has no memory effects; the process is single-threaded, as entering a
+        // user namespace requires.
+        if unsafe { libc::setns(target.as_raw_fd(), flags) } != 0 {
+            return Err(Failure::new(
+                "namespaces",
+                format!(
+                    "cannot enter the sandbox's {what}: {}",
+                    std::io::Error::last_os_error()
+                ),
+            ));
+        }
+        Ok(())
+    };
+    setns(
+        libc::CLONE_NEWNS
+            | libc::CLONE_NEWNET
+            | libc::CLONE_NEWIPC
+            | libc::CLONE_NEWUTS
+            | libc::CLONE_NEWPID
+            | libc::CLONE_NEWCGROUP,
+        "namespaces",
+    )?;
+    setns(libc::CLONE_NEWUSER, "user namespace")?;
+    let root_gid = nix::unistd::Gid::from_raw(0);
+    let root_uid = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setresgid(root_gid, root_gid, root_gid).layer("user namespace", "setresgid")?;
+    nix::unistd::setgroups(&[]).layer("user namespace", "setgroups")?;
+    nix::unistd::setresuid(root_uid, root_uid, root_uid).layer("user namespace", "setresuid")?;
+    // Changing ids reset these two.
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .layer("init", "cannot tie the command to its supervisor")?;
+    sys::set_non_dumpable().layer("init", "cannot turn non-dumpable")?;
+    rustix::process::chdir("/").layer("mounts", "cannot enter the sandbox's root")?;
+    confine(&cfg.command)?;
+    paddock_init::run(&cfg.command, channel, std::process::id() as i32)
 }

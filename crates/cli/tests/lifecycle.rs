@@ -1,0 +1,168 @@
+//! Named sandboxes over time: more commands in a running sandbox, on every backend.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{paddock, stderr, stdout, unique};
+
+on_every_backend!(exec_runs_more_commands_in_a_running_sandbox);
+
+fn on(backend: &str) -> Command {
+    common::paddock_for(backend)
+}
+
+/// `paddock exec NAME [flags] -- script`.
+fn exec(backend: &str, name: &str, flags: &[&str], script: &str) -> Output {
+    on(backend)
+        .arg("exec")
+        .args(flags)
+        .args([name, "--", "sh", "-c", script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Waits until the sandbox `name` answers `exec`; panics with `run`'s output otherwise.
+fn wait_running(backend: &str, name: &str, run: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let out = exec(backend, name, &[], "test -f /tmp/started");
+        if out.status.success() {
+            return;
+        }
+        if let Ok(Some(_)) = run.try_wait() {
+            panic!("the sandbox ended: {:?}", run.wait_with_output_now());
+        }
+        assert!(Instant::now() < deadline, "never ran: {out:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+trait Now {
+    fn wait_with_output_now(&mut self) -> String;
+}
+
+impl Now for Child {
+    fn wait_with_output_now(&mut self) -> String {
+        let mut err = String::new();
+        if let Some(mut e) = self.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        err
+    }
+}
+
+fn exec_runs_more_commands_in_a_running_sandbox(backend: &str) {
+    common::ensure_image();
+    let ws = common::workspace();
+    let name = unique("exec");
+    let mut run = on(backend)
+        .args(["run", "-T", "--backend", backend, "--name", &name, "-w"])
+        .arg(ws.path())
+        .args(["--", "sh", "-c", "touch /tmp/started; exec sleep 900"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_running(backend, &name, &mut run);
+
+    // Several at once, each with its own output and exit status, in the same sandbox (its
+    // /tmp is the sandbox's own).
+    let many: Vec<_> = (0..3)
+        .map(|i| {
+            on(backend)
+                .args(["exec", &name, "--", "sh", "-c"])
+                .arg(format!(
+                    "ls /tmp/started && echo out-{i} && echo err-{i} >&2 && exit {}",
+                    10 + i
+                ))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, c) in many.into_iter().enumerate() {
+        let out = c.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(10 + i as i32), "{out:?}");
+        assert!(stdout(&out).contains(&format!("out-{i}")), "{out:?}");
+        assert!(stderr(&out).contains(&format!("err-{i}")), "{out:?}");
+    }
+    // User, directory, environment, the workspace, stdin.
+    let who = exec(
+        backend,
+        &name,
+        &["-u", "root", "-w", "/tmp", "-e", "GREETING=hello"],
+        "echo $(id -u) $(pwd) $GREETING",
+    );
+    assert_eq!(stdout(&who).trim(), "0 /tmp hello", "{who:?}");
+    let agent = exec(
+        backend,
+        &name,
+        &[],
+        "id -un; pwd; echo made > made-by-exec; echo $HTTP_PROXY",
+    );
+    let said = stdout(&agent);
+    assert!(said.starts_with("agent\n"), "{agent:?}");
+    assert!(said.contains(&ws.path().display().to_string()), "{agent:?}");
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("made-by-exec")).unwrap(),
+        "made\n"
+    );
+    let mut piped = on(backend)
+        .args(["exec", "-i", &name, "--", "tr", "a-z", "A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(piped.stdin.as_mut().unwrap(), b"shout\n").unwrap();
+    drop(piped.stdin.take());
+    let piped = piped.wait_with_output().unwrap();
+    assert_eq!(stdout(&piped), "SHOUT\n", "{piped:?}");
+    // Without -i the command reads nothing (and does not hang).
+    let closed = exec(backend, &name, &[], "cat; echo read-nothing");
+    assert_eq!(stdout(&closed), "read-nothing\n", "{closed:?}");
+    // Signals and failures pass through.
+    assert_eq!(
+        exec(backend, &name, &[], "kill -TERM $$").status.code(),
+        Some(143)
+    );
+    let missing = on(backend)
+        .args(["exec", &name, "--", "no-such-command-xyz"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(127), "{missing:?}");
+
+    // The sandbox ends with its main command; then there is nothing to exec into.
+    unsafe_kill(run.id(), libc::SIGTERM);
+    let status = run.wait().unwrap();
+    assert!(!status.success());
+    let after = exec(backend, &name, &[], "true");
+    assert_eq!(after.status.code(), Some(2), "{after:?}");
+    assert!(stderr(&after).contains("is not running"), "{after:?}");
+    let unknown = exec(backend, "no-such-sandbox", &[], "true");
+    assert!(
+        stderr(&unknown).contains("no sandbox named no-such-sandbox"),
+        "{unknown:?}"
+    );
+    assert!(
+        paddock()
+            .args(["rm", &name])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+}
+
+fn unsafe_kill(pid: u32, sig: i32) {
+    // SAFETY: kill has no memory effects; `pid` is our child, not yet reaped.
+    unsafe { libc::kill(pid as i32, sig) };
+}
