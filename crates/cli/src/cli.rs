@@ -16,6 +16,50 @@ pub struct Cli {
 pub enum Cmd {
     /// Run a command in a sandbox (created if needed); the current directory is the workspace.
     Run(RunArgs),
+    /// Create a sandbox without starting it (same options as run).
+    Create(RunArgs),
+    /// Start a stopped sandbox in the background (its command, or a shell-less keep-alive).
+    Start {
+        /// Sandbox names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Stop running sandboxes: SIGTERM to the command, then SIGKILL after the grace period.
+    Stop {
+        /// Sandbox names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Seconds to wait after SIGTERM before SIGKILL.
+        #[arg(short = 't', long = "time", default_value_t = 10)]
+        time: u64,
+    },
+    /// Show the output of a sandbox started in the background, and its supervisor's messages.
+    Logs {
+        /// Sandbox name.
+        name: String,
+        /// Keep printing while the sandbox runs.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Show everything known about a sandbox.
+    Inspect {
+        /// Sandbox name.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove every stopped sandbox (and leftovers of interrupted removals).
+    Prune {
+        /// Do not ask.
+        #[arg(short, long)]
+        force: bool,
+    },
+    #[command(hide = true, name = "__supervise")]
+    Supervise {
+        /// Sandbox name.
+        name: String,
+    },
     /// Run a command in a running sandbox (several may run at once; the exit status and
     /// signals pass through).
     Exec(ExecArgs),
@@ -50,7 +94,7 @@ pub enum Cmd {
         /// Sandbox names.
         #[arg(required = true)]
         names: Vec<String>,
-        /// Do not fail when a sandbox does not exist.
+        /// Stop running ones first, and do not fail when a sandbox does not exist.
         #[arg(short, long)]
         force: bool,
     },
@@ -121,6 +165,10 @@ pub struct RunArgs {
     /// Remove the sandbox when the command exits.
     #[arg(long)]
     pub rm: bool,
+    /// Run in the background (the command, or a keep-alive without one); prints the name.
+    /// `paddock exec`, `shell`, `logs` and `stop` reach it.
+    #[arg(short, long)]
+    pub detach: bool,
     /// Leave `.git/hooks` and `.git/config` writable inside (by default they are read-only,
     /// since the host's git runs the hooks and obeys the config).
     #[arg(long)]

@@ -18,7 +18,21 @@ use crate::error::usage;
 
 pub fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
-        Cmd::Run(args) => run(args),
+        Cmd::Run(args) => {
+            let mode = if args.detach {
+                Mode::Detached
+            } else {
+                Mode::Attached
+            };
+            run(args, mode)
+        }
+        Cmd::Create(args) => run(args, Mode::Create),
+        Cmd::Start { names } => crate::lifecycle::start_all(&names),
+        Cmd::Stop { names, time } => crate::lifecycle::stop_all(&names, time),
+        Cmd::Logs { name, follow } => crate::lifecycle::logs(&name, follow),
+        Cmd::Inspect { name, json } => crate::lifecycle::inspect(&name, json),
+        Cmd::Prune { force } => crate::lifecycle::prune(force),
+        Cmd::Supervise { name } => crate::lifecycle::supervise(&name),
         Cmd::Image(cmd) => image(cmd),
         Cmd::Exec(args) => exec(args),
         Cmd::Shell { name, user } => exec(ExecArgs {
@@ -57,7 +71,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
     }
 }
 
-fn open() -> Result<(Dirs, Store)> {
+pub(crate) fn open() -> Result<(Dirs, Store)> {
     let dirs = Dirs::from_env()?;
     dirs.ensure()?;
     let store = Store::open(&dirs.database())?;
@@ -256,7 +270,7 @@ fn fallback_name() -> SandboxName {
     "sandbox".parse().unwrap_or_else(|_| std::process::abort())
 }
 
-fn ensure_image(dirs: &Dirs, name: &str) -> Result<(paddock_core::ImageInfo, PathBuf)> {
+pub(crate) fn ensure_image(dirs: &Dirs, name: &str) -> Result<(paddock_core::ImageInfo, PathBuf)> {
     let store = ImageStore::new(dirs.images());
     match store.get(name) {
         Ok(info) => Ok((info, store.rootfs(name)?)),
@@ -275,7 +289,21 @@ fn ensure_image(dirs: &Dirs, name: &str) -> Result<(paddock_core::ImageInfo, Pat
     }
 }
 
-fn run(args: RunArgs) -> Result<i32> {
+/// What `run` does after preparing the sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Start it and attach this terminal (`run`).
+    Attached,
+    /// Start it in the background (`run -d`).
+    Detached,
+    /// Only record it (`create`).
+    Create,
+}
+
+fn run(args: RunArgs, mode: Mode) -> Result<i32> {
+    if mode == Mode::Create && args.rm {
+        return Err(usage("--rm makes no sense with create"));
+    }
     let v = validate(&args)?;
     let (dirs, store) = open()?;
     let (image, rootfs) = ensure_image(&dirs, &args.image)?;
@@ -283,6 +311,14 @@ fn run(args: RunArgs) -> Result<i32> {
         Some(n) => store.get(n)?,
         None => None,
     };
+    if mode == Mode::Create
+        && let Some(old) = &existing
+    {
+        return Err(usage(format!(
+            "a sandbox named {} already exists (`paddock start {}` starts it)",
+            old.spec.name, old.spec.name
+        )));
+    }
     // A sandbox keeps its backend: its disk and packages live there.
     let requested = match (&existing, args.backend.as_str()) {
         (Some(old), "auto") => old.spec.backend.clone(),
@@ -345,12 +381,27 @@ fn run(args: RunArgs) -> Result<i32> {
     if let Some(agent) = &v.agent {
         agent_hints(&dirs, agent, &name, &v);
     }
-    let tty = !args.no_tty && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let tty = mode == Mode::Attached
+        && !args.no_tty
+        && std::io::stdin().is_terminal()
+        && std::io::stdout().is_terminal();
     let argv = match &v.agent {
         Some(agent) => crate::agents::argv(agent, &args.command),
+        None if args.command.is_empty() && mode != Mode::Attached => crate::lifecycle::KEEP_ALIVE
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         None if args.command.is_empty() => vec!["bash".to_owned()],
         None => args.command.clone(),
     };
+    if mode != Mode::Attached {
+        crate::lifecycle::write_main(&dirs, &name, &crate::lifecycle::Main { argv, rm: args.rm })?;
+        if mode == Mode::Detached {
+            crate::lifecycle::start_detached(&dirs, &name)?;
+        }
+        println!("{name}");
+        return Ok(0);
+    }
     let uid = spec.user.uid();
     let launch = Launch {
         argv,
@@ -468,7 +519,7 @@ fn exec(args: ExecArgs) -> Result<i32> {
 }
 
 /// Shows (and keeps for `paddock trust`) what changed since `started` that the host may run.
-fn report_trust(dirs: &Dirs, spec: &SandboxSpec, started: std::time::SystemTime) {
+pub(crate) fn report_trust(dirs: &Dirs, spec: &SandboxSpec, started: std::time::SystemTime) {
     let findings =
         paddock_core::trust::report(spec.workspace.as_path(), started, !spec.allow_git_config);
     let text = paddock_core::trust::render(&findings);
@@ -534,7 +585,7 @@ fn agent_hints(dirs: &Dirs, agent: &crate::agents::Agent, name: &SandboxName, v:
     }
 }
 
-fn remove_sandbox(dirs: &Dirs, store: &Store, name: &SandboxName) -> Result<()> {
+pub(crate) fn remove_sandbox(dirs: &Dirs, store: &Store, name: &SandboxName) -> Result<()> {
     let dir = dirs.sandbox(name);
     let _lock = lock(&dir, name)?;
     // Rename first so a half-removed layer is never started again.
@@ -568,7 +619,7 @@ fn lock(dir: &Path, name: &SandboxName) -> Result<Option<SandboxLock>> {
     }
 }
 
-fn parse_name(s: &str) -> Result<SandboxName> {
+pub(crate) fn parse_name(s: &str) -> Result<SandboxName> {
     s.parse()
         .map_err(|e: paddock_core::NameError| usage(e.to_string()))
 }
@@ -582,6 +633,9 @@ fn rm(names: &[String], force: bool) -> Result<i32> {
                 continue;
             }
             return Err(usage(format!("no sandbox named {name}")));
+        }
+        if force {
+            crate::lifecycle::stop(&dirs, &store, &name, 0)?;
         }
         remove_sandbox(&dirs, &store, &name)?;
         println!("{name}");
@@ -624,14 +678,16 @@ fn ls(json: bool) -> Result<i32> {
     let mut rows = Vec::new();
     for r in store.list()? {
         // The lock is the truth: a supervisor killed with SIGKILL leaves a "running" row behind.
-        let running = SandboxLock::is_held(&dirs.sandbox(&r.spec.name).join("lock"));
-        let state = match (running, r.state) {
-            (true, _) => SandboxState::Running,
-            (false, SandboxState::Created) => SandboxState::Created,
-            (false, _) => SandboxState::Stopped,
-        };
+        let state = crate::lifecycle::state(&dirs, &r);
         rows.push((r, state));
     }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let uptime = |r: &paddock_core::SandboxRecord, s: SandboxState| match (s, r.started_at) {
+        (SandboxState::Running, Some(t)) => Some(now.saturating_sub(t)),
+        _ => None,
+    };
     if json {
         let v: Vec<_> = rows
             .iter()
@@ -639,24 +695,37 @@ fn ls(json: bool) -> Result<i32> {
                 "name": r.spec.name, "backend": r.spec.backend, "state": s, "image": r.spec.image,
                 "workspace": r.spec.workspace, "created_at": r.created_at, "started_at": r.started_at,
                 "last_exit": r.last_exit, "limits": r.spec.limits,
+                "uptime_seconds": uptime(r, *s),
             }))
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
     println!(
-        "{:<24} {:<8} {:<8} {:<10} WORKSPACE",
-        "NAME", "BACKEND", "STATE", "LAST-EXIT"
+        "{:<24} {:<8} {:<8} {:<9} {:<10} WORKSPACE",
+        "NAME", "BACKEND", "STATE", "UPTIME", "LAST-EXIT"
     );
     for (r, s) in rows {
-        let state = serde_json::to_value(s)?.as_str().unwrap_or("").to_owned();
         let exit = r
             .last_exit
             .map(|e| e.to_string())
             .unwrap_or_else(|| "-".into());
+        let up = uptime(&r, s).map_or_else(
+            || "-".into(),
+            |t| match t {
+                t if t < 120 => format!("{t}s"),
+                t if t < 7200 => format!("{}m", t / 60),
+                t => format!("{}h", t / 3600),
+            },
+        );
         println!(
-            "{:<24} {:<8} {:<8} {:<10} {}",
-            r.spec.name, r.spec.backend, state, exit, r.spec.workspace
+            "{:<24} {:<8} {:<8} {:<9} {:<10} {}",
+            r.spec.name.as_str(),
+            r.spec.backend,
+            s.as_str(),
+            up,
+            exit,
+            r.spec.workspace
         );
     }
     Ok(0)

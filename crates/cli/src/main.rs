@@ -4,6 +4,7 @@ mod agents;
 mod cli;
 mod commands;
 mod error;
+mod lifecycle;
 mod policy;
 mod secret;
 

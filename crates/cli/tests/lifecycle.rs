@@ -9,7 +9,138 @@ use std::time::{Duration, Instant};
 
 use common::{paddock, stderr, stdout, unique};
 
-on_every_backend!(exec_runs_more_commands_in_a_running_sandbox);
+on_every_backend!(
+    exec_runs_more_commands_in_a_running_sandbox,
+    background_sandboxes_stop_start_and_survive_their_supervisor
+);
+
+fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "{out:?}");
+    stdout(out)
+}
+
+/// The state `paddock ls --json` shows for `name`.
+fn state_of(name: &str) -> String {
+    let out = ok(&paddock().args(["ls", "--json"]).output().unwrap());
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .map(|s| s["state"].as_str().unwrap().to_owned())
+        .unwrap_or_else(|| "absent".into())
+}
+
+fn background_sandboxes_stop_start_and_survive_their_supervisor(backend: &str) {
+    common::ensure_image();
+    let ws = common::workspace();
+    let name = unique("bg");
+    // create: recorded, not started; a second create of the name is refused.
+    let created = on(backend)
+        .args(["create", "--backend", backend, "--name", &name, "-w"])
+        .arg(ws.path())
+        .output()
+        .unwrap();
+    assert_eq!(ok(&created).trim(), name);
+    assert_eq!(state_of(&name), "created");
+    let again = on(backend)
+        .args(["create", "--backend", backend, "--name", &name, "-w"])
+        .arg(ws.path())
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2), "{again:?}");
+    assert!(stderr(&again).contains("already exists"), "{again:?}");
+    // start: in the background, detached from this process; state persists over stop/start.
+    ok(&on(backend).args(["start", &name]).output().unwrap());
+    assert_eq!(state_of(&name), "running");
+    ok(&exec(
+        backend,
+        &name,
+        &[],
+        "echo kept > /home/agent/kept; sudo sh -c 'echo pkg > /usr/local/bin/installed'",
+    ));
+    let stopped = on(backend)
+        .args(["stop", "-t", "5", &name])
+        .output()
+        .unwrap();
+    assert_eq!(ok(&stopped).trim(), name);
+    assert_eq!(state_of(&name), "stopped");
+    let down = exec(backend, &name, &[], "true");
+    assert!(stderr(&down).contains("is not running"), "{down:?}");
+    ok(&on(backend).args(["start", &name]).output().unwrap());
+    let back = ok(&exec(
+        backend,
+        &name,
+        &[],
+        "cat /home/agent/kept /usr/local/bin/installed",
+    ));
+    assert_eq!(back, "kept\npkg\n");
+    // The supervisor killed with SIGKILL: the sandbox goes with it, ls says stopped, and it
+    // starts again.
+    let inspect = ok(&paddock()
+        .args(["inspect", "--json", &name])
+        .output()
+        .unwrap());
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    let pid = v["supervisor_pid"].as_i64().expect("a running supervisor");
+    unsafe_kill(pid as u32, libc::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while state_of(&name) != "stopped" {
+        assert!(
+            Instant::now() < deadline,
+            "still running after its supervisor died"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ok(&on(backend).args(["start", &name]).output().unwrap());
+    assert_eq!(
+        ok(&exec(backend, &name, &[], "cat /home/agent/kept")),
+        "kept\n"
+    );
+    // logs: the supervisor's lines, inspect: the settings.
+    let logs = ok(&paddock().args(["logs", &name]).output().unwrap());
+    assert!(
+        logs.contains(&format!("runs {name} on the {backend} backend")),
+        "{logs}"
+    );
+    assert!(
+        inspect.contains(&ws.path().display().to_string()),
+        "{inspect}"
+    );
+    // rm -f stops it first; nothing is left.
+    ok(&paddock().args(["rm", "-f", &name]).output().unwrap());
+    assert_eq!(state_of(&name), "absent");
+    assert!(!common::home().join("sandboxes").join(&name).exists());
+    assert!(
+        !common::home()
+            .join("run")
+            .join(format!("{name}.sock"))
+            .exists()
+    );
+    // run -d with a command: its output goes to the log; --rm removes it when it ends.
+    let name2 = unique("bgrm");
+    let d = on(backend)
+        .args([
+            "run",
+            "-d",
+            "--rm",
+            "--backend",
+            backend,
+            "--name",
+            &name2,
+            "-w",
+        ])
+        .arg(ws.path())
+        .args(["--", "sh", "-c", "echo from-the-background; sleep 1"])
+        .output()
+        .unwrap();
+    assert_eq!(ok(&d).trim(), name2);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while state_of(&name2) != "absent" {
+        assert!(Instant::now() < deadline, "--rm did not remove it");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
 
 fn on(backend: &str) -> Command {
     common::paddock_for(backend)

@@ -42,11 +42,14 @@ impl Server {
     /// Binds the socket and serves it on a background thread. `None` if it cannot be bound (the
     /// sandbox still runs; only remote control is missing).
     /// Every exec'd command gets `env` too (credential placeholders, trust-store pointers).
+    /// A `signal` request writes the signal's number to `signals` (read by the relay, which
+    /// passes it on to the command the way the backend does it).
     pub fn start(
         path: &Path,
         name: &str,
         backend: &'static str,
         env: &[(String, String)],
+        signals: Option<OwnedFd>,
     ) -> Option<Server> {
         // We hold the sandbox lock, so a socket file here is stale.
         let _ = std::fs::remove_file(path);
@@ -59,6 +62,7 @@ impl Server {
             pid: pid.clone(),
             execs: execs.clone(),
             env: env.to_vec(),
+            signals,
         };
         let shared = Arc::new(shared);
         std::thread::Builder::new()
@@ -103,6 +107,7 @@ struct Shared {
     pid: Arc<AtomicI32>,
     execs: Arc<Mutex<Option<Box<dyn Execs>>>>,
     env: Vec<(String, String)>,
+    signals: Option<OwnedFd>,
 }
 
 fn serve(conn: UnixStream, shared: &Shared) {
@@ -143,11 +148,12 @@ fn serve(conn: UnixStream, shared: &Shared) {
                 continue;
             }
             Ok(Request::Signal { signal }) => {
-                let p = pid.load(Ordering::SeqCst);
-                let ok = p > 0
+                let ok = pid.load(Ordering::SeqCst) > 0
                     && (1..=64).contains(&signal)
-                    // SAFETY: kill has no memory effects; `p` is this supervisor's sandbox process.
-                    && unsafe { libc::kill(p, signal) } == 0;
+                    && shared
+                        .signals
+                        .as_ref()
+                        .is_some_and(|w| rustix::io::write(w, &[signal as u8]) == Ok(1));
                 Ok(format!("{{\"ok\":{ok}}}"))
             }
             Err(e) => Ok(serde_json::json!({ "error": e.to_string() }).to_string()),
@@ -236,4 +242,14 @@ pub fn request_exec(
             .to_owned(),
     };
     Ok((handle, env))
+}
+
+/// Sends one request line to the supervisor on `socket` and returns its answer.
+pub fn request(socket: &Path, line: &str) -> Option<serde_json::Value> {
+    let mut conn = UnixStream::connect(socket).ok()?;
+    let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    conn.write_all(format!("{line}\n").as_bytes()).ok()?;
+    let mut answer = String::new();
+    BufReader::new(conn).read_line(&mut answer).ok()?;
+    serde_json::from_str(&answer).ok()
 }

@@ -177,6 +177,7 @@ pub fn run_attached(
             .as_ref()
             .map(|p| p.env.as_slice())
             .unwrap_or_default(),
+        signals.injector().ok(),
     );
     let mut instance = match backend.start(&ctx, spec, launch) {
         Ok(i) => i,

@@ -22,6 +22,7 @@ const FORWARD: [i32; 6] = [
 /// killing the supervisor and leaving the sandbox without it.
 pub struct SignalPipe {
     read: OwnedFd,
+    write: std::os::fd::RawFd,
     ids: Vec<signal_hook::SigId>,
 }
 
@@ -52,7 +53,19 @@ impl SignalPipe {
             }?;
             ids.push(id);
         }
-        Ok(SignalPipe { read, ids })
+        Ok(SignalPipe {
+            read,
+            write: wfd,
+            ids,
+        })
+    }
+
+    /// A descriptor on which one byte `N` asks for signal `N` to be passed on to the sandbox
+    /// (the control socket's `signal` request: the same path as a signal to the supervisor).
+    pub fn injector(&self) -> io::Result<OwnedFd> {
+        // SAFETY: the write end is never closed (it is leaked on purpose above).
+        let fd = unsafe { BorrowedFd::borrow_raw(self.write) };
+        Ok(rustix::io::fcntl_dupfd_cloexec(fd, 3)?)
     }
 
     fn drain(&self) -> Vec<i32> {

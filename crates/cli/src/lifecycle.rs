@@ -1,0 +1,423 @@
+//! Sandboxes in the background: `start`, `run -d`, `stop`, `logs`, `inspect`, `prune`, and the
+//! detached supervisor they start (`paddock __supervise NAME`).
+//!
+//! A background sandbox is one supervisor process of its own (a new session, no terminal, its
+//! output and the command's in `sandboxes/NAME/output.log`), holding the sandbox's lock while
+//! it runs. The lock is the truth about "running": a supervisor killed with SIGKILL releases it,
+//! and its sandbox dies with it (every backend ties the sandbox to the supervisor's life).
+
+use std::io::{IsTerminal, Read, Seek, Write};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use paddock_core::{Dirs, Launch, Network, SandboxLock, SandboxName, SandboxState, Stdio, Store};
+use serde::{Deserialize, Serialize};
+
+use crate::commands::{open, parse_name};
+use crate::error::usage;
+
+/// The command of a background sandbox started without one: it only keeps the sandbox alive
+/// for `exec` and `shell`.
+pub const KEEP_ALIVE: &[&str] = &["sleep", "infinity"];
+
+/// What a background start runs (`sandboxes/NAME/main.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Main {
+    /// The command.
+    pub argv: Vec<String>,
+    /// Remove the sandbox when it ends.
+    #[serde(default)]
+    pub rm: bool,
+}
+
+fn main_file(dirs: &Dirs, name: &SandboxName) -> PathBuf {
+    dirs.sandbox(name).join("main.json")
+}
+
+fn log_file(dirs: &Dirs, name: &SandboxName) -> PathBuf {
+    dirs.sandbox(name).join("output.log")
+}
+
+/// Records what a background start of `name` runs.
+pub fn write_main(dirs: &Dirs, name: &SandboxName, main: &Main) -> Result<()> {
+    let dir = dirs.sandbox(name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = main_file(dirs, name);
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(main)?)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn read_main(dirs: &Dirs, name: &SandboxName) -> Main {
+    std::fs::read(main_file(dirs, name))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_else(|| Main {
+            argv: KEEP_ALIVE.iter().map(|s| s.to_string()).collect(),
+            rm: false,
+        })
+}
+
+fn running(dirs: &Dirs, name: &SandboxName) -> bool {
+    SandboxLock::is_held(&dirs.sandbox(name).join("lock"))
+}
+
+/// Starts the supervisor of `name` in the background and waits until its sandbox runs.
+pub fn start_detached(dirs: &Dirs, name: &SandboxName) -> Result<()> {
+    if running(dirs, name) {
+        return Err(usage(format!("sandbox {name} is already running")));
+    }
+    let path = log_file(dirs, name);
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let offset = log.seek(std::io::SeekFrom::End(0)).unwrap_or(0);
+    let _ = writeln!(log, "--- paddock start {name}");
+    let exe = std::env::current_exe().context("cannot find the paddock executable")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("__supervise")
+        .arg(name.as_str())
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe; the child execs right after. A session of its own:
+    // closing this terminal does not reach it.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("cannot start the supervisor")?;
+    let socket = dirs.control_socket(name);
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let mut text = String::new();
+            if let Ok(mut f) = std::fs::File::open(&path) {
+                let _ = f.seek(std::io::SeekFrom::Start(offset));
+                let _ = f.read_to_string(&mut text);
+            }
+            anyhow::bail!(
+                "sandbox {name} did not start ({status}):\n{}",
+                text.lines()
+                    .filter(|l| !l.starts_with("--- "))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+        let up = paddock_supervisor::control::request(&socket, r#"{"op":"status"}"#)
+            .and_then(|v| v.get("sandbox_pid").and_then(|p| p.as_i64()))
+            .is_some_and(|p| p > 0);
+        if up {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "sandbox {name} is still starting after 15 minutes; `paddock logs {name}` shows what it does"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `paddock start NAME…`.
+pub fn start_all(names: &[String]) -> Result<i32> {
+    let names: Vec<SandboxName> = names.iter().map(|n| parse_name(n)).collect::<Result<_>>()?;
+    let (dirs, store) = open()?;
+    for name in &names {
+        if store.get(name)?.is_none() {
+            return Err(usage(format!("no sandbox named {name}")));
+        }
+    }
+    for name in &names {
+        if running(&dirs, name) {
+            println!("{name} is already running");
+            continue;
+        }
+        start_detached(&dirs, name)?;
+        println!("{name}");
+    }
+    Ok(0)
+}
+
+/// The detached supervisor: runs the sandbox's background command until it ends or is stopped.
+pub fn supervise(name: &str) -> Result<i32> {
+    let name = parse_name(name)?;
+    let (dirs, store) = open()?;
+    let rec = store
+        .get(&name)?
+        .ok_or_else(|| usage(format!("no sandbox named {name}")))?;
+    let spec = rec.spec;
+    let main = read_main(&dirs, &name);
+    let (image, rootfs) = crate::commands::ensure_image(&dirs, &spec.image)?;
+    let (backend, _) = paddock_supervisor::select(&spec.backend)?;
+    let uid = spec.user.uid();
+    let launch = Launch {
+        argv: main.argv.clone(),
+        env: paddock_supervisor::environment(
+            std::env::vars(),
+            &spec.env,
+            uid,
+            false,
+            name.as_str(),
+            spec.network == Network::Proxy,
+        ),
+        cwd: spec.workspace.to_string(),
+        uid,
+        stdio: Stdio::Inherit,
+    };
+    eprintln!(
+        "paddock: supervisor {} runs {name} on the {} backend: {}",
+        std::process::id(),
+        backend.id(),
+        main.argv.join(" ")
+    );
+    let started = std::time::SystemTime::now();
+    let result = paddock_supervisor::run_attached(
+        &dirs,
+        &store,
+        &spec,
+        backend.as_ref(),
+        &image,
+        rootfs,
+        &launch,
+    );
+    crate::commands::report_trust(&dirs, &spec, started);
+    let code = match &result {
+        Ok(o) => {
+            for d in &o.diagnostics {
+                eprintln!("paddock: {d}");
+            }
+            eprintln!("paddock: {name} stopped (exit status {})", o.exit.status());
+            o.exit.status()
+        }
+        Err(e) => {
+            eprintln!("paddock: {name} failed: {e}");
+            125
+        }
+    };
+    if main.rm {
+        crate::commands::remove_sandbox(&dirs, &store, &name)?;
+    }
+    result?;
+    Ok(code)
+}
+
+/// Stops `name` if it runs: SIGTERM to its command, SIGKILL after `grace` seconds, and as a last
+/// resort SIGKILL to its supervisor (the sandbox dies with it). Returns whether it was running.
+pub fn stop(dirs: &Dirs, store: &Store, name: &SandboxName, grace: u64) -> Result<bool> {
+    if !running(dirs, name) {
+        return Ok(false);
+    }
+    let socket = dirs.control_socket(name);
+    let wait = |limit: Duration| {
+        let deadline = Instant::now() + limit;
+        while running(dirs, name) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        true
+    };
+    let signal = |sig: i32| {
+        paddock_supervisor::control::request(
+            &socket,
+            &format!(r#"{{"op":"signal","signal":{sig}}}"#),
+        )
+    };
+    signal(libc::SIGTERM);
+    if wait(Duration::from_secs(grace)) {
+        return Ok(true);
+    }
+    signal(libc::SIGKILL);
+    // A VM powers off cleanly after its command ends, slowly under emulation.
+    if wait(Duration::from_secs(60)) {
+        return Ok(true);
+    }
+    if let Some(pid) = store.get(name)?.and_then(|r| r.supervisor_pid) {
+        // SAFETY: kill has no memory effects; the pid is the supervisor recorded for the sandbox
+        // whose lock is still held, so it is alive and ours.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    if !wait(Duration::from_secs(10)) {
+        anyhow::bail!("sandbox {name} does not stop; its supervisor is stuck");
+    }
+    Ok(true)
+}
+
+/// `paddock stop NAME…`.
+pub fn stop_all(names: &[String], grace: u64) -> Result<i32> {
+    let names: Vec<SandboxName> = names.iter().map(|n| parse_name(n)).collect::<Result<_>>()?;
+    let (dirs, store) = open()?;
+    for name in &names {
+        if store.get(name)?.is_none() {
+            return Err(usage(format!("no sandbox named {name}")));
+        }
+    }
+    for name in &names {
+        if stop(&dirs, &store, name, grace)? {
+            println!("{name}");
+        } else {
+            println!("{name} is not running");
+        }
+    }
+    Ok(0)
+}
+
+/// `paddock logs NAME [-f]`.
+pub fn logs(name: &str, follow: bool) -> Result<i32> {
+    let name = parse_name(name)?;
+    let (dirs, store) = open()?;
+    if store.get(&name)?.is_none() {
+        return Err(usage(format!("no sandbox named {name}")));
+    }
+    let path = log_file(&dirs, &name);
+    let mut f = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(_) => {
+            eprintln!("{name} has not run in the background yet (nothing logged)");
+            return Ok(0);
+        }
+    };
+    let mut out = std::io::stdout();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n > 0 {
+            out.write_all(&buf[..n])?;
+            continue;
+        }
+        if !follow || !running(&dirs, &name) {
+            break;
+        }
+        out.flush()?;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // What came between the last read and the end.
+    std::io::copy(&mut f, &mut out)?;
+    Ok(0)
+}
+
+/// The state as it is: the lock decides between running and not.
+pub fn state(dirs: &Dirs, rec: &paddock_core::SandboxRecord) -> SandboxState {
+    match (running(dirs, &rec.spec.name), rec.state) {
+        (true, _) => SandboxState::Running,
+        (false, SandboxState::Created) => SandboxState::Created,
+        (false, _) => SandboxState::Stopped,
+    }
+}
+
+/// `paddock inspect NAME`.
+pub fn inspect(name: &str, json: bool) -> Result<i32> {
+    let name = parse_name(name)?;
+    let (dirs, store) = open()?;
+    let rec = store
+        .get(&name)?
+        .ok_or_else(|| usage(format!("no sandbox named {name}")))?;
+    let state = state(&dirs, &rec);
+    let main = read_main(&dirs, &name);
+    let dir = dirs.sandbox(&name);
+    let v = serde_json::json!({
+        "name": rec.spec.name,
+        "state": state,
+        "backend": rec.spec.backend,
+        "image": rec.spec.image,
+        "workspace": rec.spec.workspace,
+        "mounts": rec.spec.mounts,
+        "limits": rec.spec.limits,
+        "user": rec.spec.user,
+        "network": rec.spec.network,
+        "git_config_protected": !rec.spec.allow_git_config,
+        "env": rec.spec.env,
+        "created_at": rec.created_at,
+        "started_at": rec.started_at,
+        "supervisor_pid": if state == SandboxState::Running { rec.supervisor_pid } else { None },
+        "last_exit": rec.last_exit,
+        "background_command": main.argv,
+        "directory": dir,
+        "log": log_file(&dirs, &name),
+        "trust_report": dir.join("trust-report.txt"),
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    if let serde_json::Value::Object(map) = v {
+        for (k, v) in map {
+            let shown = match v {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Null => "-".into(),
+                other => other.to_string(),
+            };
+            println!("{k:<22} {shown}");
+        }
+    }
+    Ok(0)
+}
+
+/// `paddock prune`: removes every sandbox that is not running.
+pub fn prune(force: bool) -> Result<i32> {
+    let (dirs, store) = open()?;
+    let doomed: Vec<SandboxName> = store
+        .list()?
+        .into_iter()
+        .filter(|r| state(&dirs, r) != SandboxState::Running)
+        .map(|r| r.spec.name)
+        .collect();
+    if doomed.is_empty() {
+        println!("nothing to prune");
+        return Ok(0);
+    }
+    if !force {
+        if !std::io::stdin().is_terminal() {
+            return Err(usage(format!(
+                "prune would remove {} stopped sandbox(es) ({}); pass --force to do it",
+                doomed.len(),
+                doomed
+                    .iter()
+                    .map(|n| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        eprint!(
+            "remove {} stopped sandbox(es) and their installed packages ({})? [y/N] ",
+            doomed.len(),
+            doomed
+                .iter()
+                .map(|n| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Ok(1);
+        }
+    }
+    for name in doomed {
+        // One that started meanwhile is refused by its lock and kept.
+        match crate::commands::remove_sandbox(&dirs, &store, &name) {
+            Ok(()) => println!("{name}"),
+            Err(e) => eprintln!("paddock: kept {name}: {e:#}"),
+        }
+    }
+    // Leftovers of removals that were interrupted.
+    if let Ok(entries) = std::fs::read_dir(dirs.sandboxes()) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".rm-") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    Ok(0)
+}
