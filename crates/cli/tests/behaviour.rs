@@ -236,7 +236,7 @@ fn environment_is_not_inherited(backend: &str) {
     assert!(!o.contains("leaked"), "{o}");
     assert!(
         o.contains("GIVEN=yes") && o.contains("LANG=C.UTF-8") && o.contains("HOME=/home/agent"),
-        "{o}"
+        "{out:?}"
     );
 }
 

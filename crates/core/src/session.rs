@@ -239,12 +239,7 @@ impl crate::Instance for RemoteExec {
 
     fn wait(&mut self) -> Result<Exit, crate::BackendError> {
         let mut b = [0u8; 1];
-        loop {
-            match rustix::io::read(&self.exit_r, &mut b) {
-                Err(rustix::io::Errno::INTR) => {}
-                _ => break,
-            }
-        }
+        while let Err(rustix::io::Errno::INTR) = rustix::io::read(&self.exit_r, &mut b) {}
         self.session
             .take_exit()
             .ok_or_else(|| crate::BackendError::Layer {
