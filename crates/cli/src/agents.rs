@@ -19,6 +19,9 @@ pub struct Agent {
     /// Arguments before the user's own.
     #[serde(default)]
     pub args: Vec<String>,
+    /// Ports published for it (its login callbacks), where the host port is free.
+    #[serde(default)]
+    pub ports: Vec<String>,
 }
 
 #[derive(Deserialize)]

@@ -41,6 +41,18 @@ pub enum Cmd {
         #[arg(short, long)]
         follow: bool,
     },
+    /// List, publish or unpublish ports: host 127.0.0.1:PORT forwarded to a port inside.
+    Ports {
+        /// Sandbox name.
+        name: String,
+        /// Publish [ADDR:][HOST_PORT:]SANDBOX_PORT or a range (repeatable; kept with the
+        /// sandbox, and opened now if it runs).
+        #[arg(long, value_name = "SPEC")]
+        publish: Vec<String>,
+        /// Stop publishing HOST_PORT (repeatable).
+        #[arg(long, value_name = "HOST_PORT")]
+        unpublish: Vec<u16>,
+    },
     /// Show everything known about a sandbox.
     Inspect {
         /// Sandbox name.
@@ -156,6 +168,10 @@ pub struct RunArgs {
     /// Set an environment variable inside: NAME=VALUE. Repeatable.
     #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
     pub env: Vec<String>,
+    /// Publish a port: [ADDR:][HOST_PORT:]SANDBOX_PORT, or a range like 1455-1465 (the host
+    /// side listens on 127.0.0.1 unless ADDR is given). Repeatable.
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    pub publish: Vec<String>,
     /// User inside: agent (default), root, or a uid.
     #[arg(short, long, default_value = "agent")]
     pub user: String,

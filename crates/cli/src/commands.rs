@@ -31,6 +31,11 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Stop { names, time } => crate::lifecycle::stop_all(&names, time),
         Cmd::Logs { name, follow } => crate::lifecycle::logs(&name, follow),
         Cmd::Inspect { name, json } => crate::lifecycle::inspect(&name, json),
+        Cmd::Ports {
+            name,
+            publish,
+            unpublish,
+        } => crate::lifecycle::ports(&name, &publish, &unpublish),
         Cmd::Prune { force } => crate::lifecycle::prune(force),
         Cmd::Supervise { name } => crate::lifecycle::supervise(&name),
         Cmd::Image(cmd) => image(cmd),
@@ -90,6 +95,7 @@ struct Validated {
     name: Option<SandboxName>,
     agent: Option<crate::agents::Agent>,
     allow_git_config: bool,
+    ports: Vec<paddock_policy::PortMap>,
 }
 
 fn validate(args: &RunArgs) -> Result<Validated> {
@@ -171,6 +177,25 @@ fn validate(args: &RunArgs) -> Result<Validated> {
             ))
         })?),
     };
+    let mut ports = Vec::new();
+    for p in &args.publish {
+        for m in paddock_policy::parse_ports(p).map_err(|e| usage(format!("--publish: {e}")))? {
+            check_port_free(&m)?;
+            ports.push(m);
+        }
+    }
+    if let Some(agent) = &agent {
+        for p in &agent.ports {
+            for mut m in paddock_policy::parse_ports(p)
+                .map_err(|e| usage(format!("agent {}: {e}", agent.name)))?
+            {
+                m.auto = true;
+                if !ports.iter().any(|have| have.host == m.host) {
+                    ports.push(m);
+                }
+            }
+        }
+    }
     let v = Validated {
         allow,
         no_network: args.no_network,
@@ -182,6 +207,7 @@ fn validate(args: &RunArgs) -> Result<Validated> {
         name,
         agent,
         allow_git_config: args.dangerously_allow_git_config,
+        ports,
     };
     // Whole-spec checks (system directories, clashing mount targets) before anything exists.
     spec_for(
@@ -219,6 +245,22 @@ fn spec_for(
             Network::Proxy
         },
         allow_git_config: v.allow_git_config,
+        ports: v.ports.clone(),
+    }
+}
+
+/// Refuses a host port that is taken now (the check is repeated when the sandbox starts).
+pub(crate) fn check_port_free(m: &paddock_policy::PortMap) -> Result<()> {
+    match std::net::TcpListener::bind((m.addr, m.host)) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(usage(format!(
+            "port {}:{} is already in use on the host; choose another with -p HOST_PORT:{}",
+            m.addr, m.host, m.sandbox
+        ))),
+        Err(e) => Err(usage(format!(
+            "cannot listen on {}:{}: {e}",
+            m.addr, m.host
+        ))),
     }
 }
 

@@ -316,6 +316,72 @@ pub fn state(dirs: &Dirs, rec: &paddock_core::SandboxRecord) -> SandboxState {
     }
 }
 
+/// `paddock ports NAME [--publish SPEC]… [--unpublish HOST_PORT]…`.
+pub fn ports(name: &str, publish: &[String], unpublish: &[u16]) -> Result<i32> {
+    let name = parse_name(name)?;
+    let mut maps = Vec::new();
+    for p in publish {
+        maps.extend(paddock_policy::parse_ports(p).map_err(|e| usage(format!("--publish: {e}")))?);
+    }
+    let (dirs, store) = open()?;
+    let mut spec = store
+        .get(&name)?
+        .ok_or_else(|| usage(format!("no sandbox named {name}")))?
+        .spec;
+    let socket = dirs.control_socket(&name);
+    let live = running(&dirs, &name);
+    for host in unpublish {
+        if !spec.ports.iter().any(|m| m.host == *host) {
+            return Err(usage(format!("port {host} is not published for {name}")));
+        }
+        spec.ports.retain(|m| m.host != *host);
+        if live {
+            paddock_supervisor::control::request(
+                &socket,
+                &serde_json::json!({ "op": "unpublish", "host": host }).to_string(),
+            );
+        }
+        store.update_spec(&spec)?;
+    }
+    for m in maps {
+        if spec
+            .ports
+            .iter()
+            .any(|have| have.host == m.host && have.addr == m.addr)
+        {
+            return Err(usage(format!(
+                "port {}:{} is already published for {name}",
+                m.addr, m.host
+            )));
+        }
+        if live {
+            let answer = paddock_supervisor::control::request(
+                &socket,
+                &serde_json::json!({ "op": "publish", "map": m }).to_string(),
+            );
+            match answer
+                .as_ref()
+                .and_then(|a| a.get("error"))
+                .and_then(|e| e.as_str())
+            {
+                Some(e) => return Err(usage(e.to_owned())),
+                None if answer.is_none() => {
+                    anyhow::bail!("the supervisor of {name} did not answer")
+                }
+                None => {}
+            }
+        } else {
+            crate::commands::check_port_free(&m)?;
+        }
+        spec.ports.push(m);
+        store.update_spec(&spec)?;
+    }
+    for m in &spec.ports {
+        println!("{m}{}", if m.auto { " (agent preset)" } else { "" });
+    }
+    Ok(0)
+}
+
 /// `paddock inspect NAME`.
 pub fn inspect(name: &str, json: bool) -> Result<i32> {
     let name = parse_name(name)?;
@@ -336,6 +402,7 @@ pub fn inspect(name: &str, json: bool) -> Result<i32> {
         "limits": rec.spec.limits,
         "user": rec.spec.user,
         "network": rec.spec.network,
+        "ports": rec.spec.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
         "git_config_protected": !rec.spec.allow_git_config,
         "env": rec.spec.env,
         "created_at": rec.created_at,

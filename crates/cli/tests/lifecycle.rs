@@ -11,8 +11,135 @@ use common::{paddock, stderr, stdout, unique};
 
 on_every_backend!(
     exec_runs_more_commands_in_a_running_sandbox,
-    background_sandboxes_stop_start_and_survive_their_supervisor
+    background_sandboxes_stop_start_and_survive_their_supervisor,
+    published_ports_answer_from_the_host_and_only_one_way
 );
+
+/// A free port on the host's loopback (free when asked).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` on the host's `127.0.0.1:port`; the body, or `None` when nothing answers.
+fn get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
+}
+
+fn published_ports_answer_from_the_host_and_only_one_way(backend: &str) {
+    common::ensure_image();
+    let ws = common::workspace();
+    std::fs::write(ws.path().join("index.txt"), "from-the-sandbox\n").unwrap();
+    // A service on the host's loopback the sandbox must not reach through anything.
+    let host_service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let secret_port = host_service.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in host_service.incoming() {
+            let _ = std::io::Write::write_all(&mut c.unwrap(), b"HOST-SECRET\n");
+        }
+    });
+    let (h1, h2) = (free_port(), free_port());
+    let name = unique("ports");
+    let _cleanup_name = Cleanup(name.clone());
+    let run = on(backend)
+        .args(["run", "-d", "--backend", backend, "--name", &name, "-p"])
+        .arg(format!("{h1}:8000"))
+        .arg("-w")
+        .arg(ws.path())
+        .args([
+            "--",
+            "python3",
+            "-m",
+            "http.server",
+            "8000",
+            "--bind",
+            "127.0.0.1",
+        ])
+        .output()
+        .unwrap();
+    ok(&run);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if get(h1, "/index.txt").as_deref() == Some("from-the-sandbox\n") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the published port never answered"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // One way: from inside, neither the host's loopback service nor the published port.
+    let inside = exec(
+        backend,
+        &name,
+        &[],
+        &format!(
+            "for p in {secret_port} {h1}; do python3 -c \"import socket,sys; s=socket.create_connection(('127.0.0.1', $p), 3); print('REACHED', s.recv(64))\" 2>/dev/null || echo refused-$p; done"
+        ),
+    );
+    let said = stdout(&inside);
+    assert!(
+        !said.contains("REACHED") && !said.contains("HOST-SECRET"),
+        "{inside:?}"
+    );
+    assert!(
+        said.contains(&format!("refused-{secret_port}")),
+        "{inside:?}"
+    );
+    // Published and unpublished while it runs; shown by ports and kept with the sandbox.
+    let listed = ok(&paddock()
+        .args(["ports", &name, "--publish"])
+        .arg(format!("{h2}:8000"))
+        .output()
+        .unwrap());
+    assert!(
+        listed.contains(&format!("127.0.0.1:{h2} -> 8000")),
+        "{listed}"
+    );
+    assert_eq!(get(h2, "/index.txt").as_deref(), Some("from-the-sandbox\n"));
+    ok(&paddock()
+        .args(["ports", &name, "--unpublish"])
+        .arg(h2.to_string())
+        .output()
+        .unwrap());
+    assert_eq!(get(h2, "/index.txt"), None);
+    // A host port in use: a clear error, and nothing created.
+    let name2 = unique("ports-busy");
+    let _cleanup_name2 = Cleanup(name2.clone());
+    let busy = on(backend)
+        .args(["run", "--backend", backend, "--name", &name2, "-p"])
+        .arg(format!("{secret_port}:80"))
+        .arg("-w")
+        .arg(ws.path())
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(busy.status.code(), Some(2), "{busy:?}");
+    assert!(stderr(&busy).contains("already in use"), "{busy:?}");
+    assert_eq!(state_of(&name2), "absent");
+    let taken = paddock()
+        .args(["ports", &name, "--publish"])
+        .arg(format!("{secret_port}:8000"))
+        .output()
+        .unwrap();
+    assert!(stderr(&taken).contains("already in use"), "{taken:?}");
+    assert!(
+        !ok(&paddock().args(["ports", &name]).output().unwrap()).contains(&secret_port.to_string())
+    );
+    ok(&paddock().args(["rm", "-f", &name]).output().unwrap());
+    assert_eq!(get(h1, "/index.txt"), None);
+}
 
 fn ok(out: &Output) -> String {
     assert!(out.status.success(), "{out:?}");
@@ -35,6 +162,7 @@ fn background_sandboxes_stop_start_and_survive_their_supervisor(backend: &str) {
     common::ensure_image();
     let ws = common::workspace();
     let name = unique("bg");
+    let _cleanup_name = Cleanup(name.clone());
     // create: recorded, not started; a second create of the name is refused.
     let created = on(backend)
         .args(["create", "--backend", backend, "--name", &name, "-w"])
@@ -119,6 +247,7 @@ fn background_sandboxes_stop_start_and_survive_their_supervisor(backend: &str) {
     );
     // run -d with a command: its output goes to the log; --rm removes it when it ends.
     let name2 = unique("bgrm");
+    let _cleanup_name2 = Cleanup(name2.clone());
     let d = on(backend)
         .args([
             "run",
@@ -139,6 +268,16 @@ fn background_sandboxes_stop_start_and_survive_their_supervisor(backend: &str) {
     while state_of(&name2) != "absent" {
         assert!(Instant::now() < deadline, "--rm did not remove it");
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Removes the sandbox when the test ends, passed or not (a background sandbox outlives the
+/// test otherwise).
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = paddock().args(["rm", "-f", &self.0]).output();
     }
 }
 
@@ -191,6 +330,7 @@ fn exec_runs_more_commands_in_a_running_sandbox(backend: &str) {
     common::ensure_image();
     let ws = common::workspace();
     let name = unique("exec");
+    let _cleanup_name = Cleanup(name.clone());
     let mut run = on(backend)
         .args(["run", "-T", "--backend", backend, "--name", &name, "-w"])
         .arg(ws.path())

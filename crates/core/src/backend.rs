@@ -197,6 +197,9 @@ pub struct ExecHandle {
 pub trait Execs: Send + Sync {
     /// A handle for one more command.
     fn handle(&self) -> Result<ExecHandle, BackendError>;
+    /// A stream connected to `127.0.0.1:port` inside the sandbox (a published port's
+    /// connection; nothing but the sandbox's own loopback is reachable this way).
+    fn dial(&self, port: u16) -> Result<OwnedFd, BackendError>;
 }
 
 impl std::fmt::Debug for dyn Execs {

@@ -1,6 +1,6 @@
 //! What a sandbox is: everything needed to start it again after a stop.
 
-use paddock_policy::{AbsPath, EnvVar, Limits, Mount, SandboxName, User};
+use paddock_policy::{AbsPath, EnvVar, Limits, Mount, PortMap, SandboxName, User};
 use serde::{Deserialize, Serialize};
 
 /// Why a spec is inconsistent.
@@ -43,6 +43,9 @@ pub struct SandboxSpec {
     /// are read-only, see [`crate::gitguard`]).
     #[serde(default)]
     pub allow_git_config: bool,
+    /// Host ports forwarded to ports inside (one way: nothing inside reaches the host).
+    #[serde(default)]
+    pub ports: Vec<PortMap>,
 }
 
 /// How a sandbox reaches the network.
@@ -99,6 +102,7 @@ mod tests {
             no_new_privs: false,
             network: Network::Proxy,
             allow_git_config: false,
+            ports: vec![],
         }
     }
 

@@ -348,6 +348,7 @@ mod tests {
             no_new_privs: false,
             network: crate::spec::Network::Proxy,
             allow_git_config: false,
+            ports: vec![],
         }
     }
 

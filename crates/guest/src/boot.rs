@@ -122,6 +122,10 @@ fn boot(conn_slot: &mut Option<File>) -> Result<Infallible, Failure> {
             })
             .map_err(fail("init", "cannot start the exec thread"))?;
     }
+    let forwards = vsock::listen_any(paddock_wire::vm::FORWARD_PORT)
+        .map_err(fail("vsock", "cannot listen for published ports"))?;
+    egress::serve_forwards(move || vsock::accept(&forwards))
+        .map_err(fail("init", "cannot start the published-port thread"))?;
     Frame::Report(Report::Ready { pid: 1 })
         .write_to(&mut conn)
         .map_err(fail("vsock", "cannot report ready"))?;

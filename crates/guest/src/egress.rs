@@ -27,6 +27,50 @@ pub fn start(dial: Dial) -> io::Result<()> {
     Ok(())
 }
 
+/// A published-port connection from the host: two bytes name the port inside; the rest is
+/// carried to `127.0.0.1:PORT` inside (nothing else is reachable this way).
+pub fn forward(mut host: File) {
+    let mut p = [0u8; 2];
+    if host.read_exact(&mut p).is_err() {
+        return;
+    }
+    let Ok(inside) = TcpStream::connect(("127.0.0.1", u16::from_be_bytes(p))) else {
+        // Nothing listens there: the connection just ends.
+        return;
+    };
+    let _ = inside.set_nodelay(true);
+    let (Ok(mut inside_r), Ok(mut host_w)) = (inside.try_clone(), host.try_clone()) else {
+        return;
+    };
+    let mut host_r = host;
+    let mut inside_w = inside;
+    let down = std::thread::spawn(move || {
+        let _ = copy(&mut host_r, &mut inside_w);
+        let _ = inside_w.shutdown(Shutdown::Write);
+    });
+    let _ = copy(&mut inside_r, &mut host_w);
+    // The server is done. Close the host's stream both ways: a VM's vsock device does not pass
+    // a half-close on, so the client would otherwise wait for the end forever.
+    let _ = rustix::net::shutdown(&host_w, rustix::net::Shutdown::Both);
+    let _ = inside_r.shutdown(Shutdown::Both);
+    let _ = down.join();
+}
+
+/// Starts serving published-port connections accepted by `accept` (a VM's vsock listener).
+pub fn serve_forwards(accept: impl Fn() -> io::Result<File> + Send + 'static) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("forward".into())
+        .spawn(move || {
+            loop {
+                let Ok(c) = accept() else { continue };
+                let _ = std::thread::Builder::new()
+                    .name("forward-conn".into())
+                    .spawn(move || forward(c));
+            }
+        })?;
+    Ok(())
+}
+
 fn carry(client: TcpStream, dial: &Dial) {
     let Ok(host) = dial() else {
         // The host is not listening: the connection just ends.

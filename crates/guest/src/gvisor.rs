@@ -73,6 +73,11 @@ pub fn run(egress_wanted: bool, sudo_wanted: bool) -> ! {
             .spawn(move || {
                 loop {
                     match paddock_init::recv_byte(sessions.as_fd()) {
+                        Ok(Some((paddock_wire::vm::FORWARD_BYTE, Some(conn)))) => {
+                            let _ = std::thread::Builder::new()
+                                .name("forward".into())
+                                .spawn(move || egress::forward(File::from(conn)));
+                        }
                         Ok(Some((_, Some(conn)))) => {
                             let reaper = reaper.clone();
                             let _ = std::thread::Builder::new()

@@ -742,6 +742,20 @@ impl Execs for GvisorExecs {
             detail: String::new(),
         })
     }
+
+    fn dial(&self, port: u16) -> Result<OwnedFd, BackendError> {
+        let (mut ours, theirs) =
+            UnixStream::pair().map_err(io("cannot make a forwarding connection"))?;
+        paddock_init::send_byte(
+            self.sessions.as_fd(),
+            paddock_wire::vm::FORWARD_BYTE,
+            Some(theirs.as_fd()),
+        )
+        .map_err(io("the sandbox's helper does not answer"))?;
+        ours.write_all(&port.to_be_bytes())
+            .map_err(io("the sandbox's helper does not answer"))?;
+        Ok(OwnedFd::from(ours))
+    }
 }
 
 #[cfg(test)]

@@ -10,10 +10,12 @@ mod mount;
 mod name;
 pub mod net;
 mod path;
+mod port;
 mod run;
 
 pub use limits::{ByteSize, Cpus, Limits, LimitsError};
 pub use mount::{Mount, MountError};
 pub use name::{NameError, SandboxName};
 pub use path::{AbsPath, PathError};
+pub use port::{PortError, PortMap, parse_ports};
 pub use run::{EnvError, EnvVar, User, UserError};

@@ -12,7 +12,10 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use paddock_core::{ExecHandle, Execs};
+use paddock_policy::PortMap;
 use serde::{Deserialize, Serialize};
+
+use crate::ports::Forwards;
 
 #[derive(Debug, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -20,6 +23,9 @@ enum Request {
     Status,
     Signal { signal: i32 },
     Exec,
+    Publish { map: PortMap },
+    Unpublish { host: u16 },
+    Ports,
 }
 
 #[derive(Debug, Serialize)]
@@ -35,7 +41,14 @@ struct Status<'a> {
 pub struct Server {
     path: PathBuf,
     pid: Arc<AtomicI32>,
-    execs: Arc<Mutex<Option<Box<dyn Execs>>>>,
+    execs: Arc<Mutex<Option<Running>>>,
+}
+
+/// What a running sandbox offers the control socket.
+#[derive(Debug)]
+struct Running {
+    execs: Arc<dyn Execs>,
+    forwards: Forwards,
 }
 
 impl Server {
@@ -55,7 +68,7 @@ impl Server {
         let _ = std::fs::remove_file(path);
         let listener = UnixListener::bind(path).ok()?;
         let pid = Arc::new(AtomicI32::new(0));
-        let execs: Arc<Mutex<Option<Box<dyn Execs>>>> = Arc::default();
+        let execs: Arc<Mutex<Option<Running>>> = Arc::default();
         let shared = Shared {
             name: name.to_owned(),
             backend,
@@ -88,9 +101,31 @@ impl Server {
         self.pid.store(pid, Ordering::SeqCst);
     }
 
-    /// Serves `exec` requests with `execs` from now on (`None`: no more).
-    pub fn set_execs(&self, execs: Option<Box<dyn Execs>>) {
-        *self.execs.lock().unwrap_or_else(PoisonError::into_inner) = execs;
+    /// Serves `exec` requests with `execs` from now on, and publishes `ports` (those not
+    /// marked `auto` must work). `None`: no more of either (the published ports close).
+    pub fn set_execs(
+        &self,
+        execs: Option<Box<dyn Execs>>,
+        ports: &[PortMap],
+    ) -> Result<(), String> {
+        let running = execs.map(|e| {
+            let execs: Arc<dyn Execs> = Arc::from(e);
+            Running {
+                forwards: Forwards::new(execs.clone()),
+                execs,
+            }
+        });
+        if let Some(r) = &running {
+            for m in ports {
+                match r.forwards.publish(*m) {
+                    Ok(()) => {}
+                    Err(e) if m.auto => eprintln!("paddock: port {m} not published: {e}"),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        *self.execs.lock().unwrap_or_else(PoisonError::into_inner) = running;
+        Ok(())
     }
 }
 
@@ -105,7 +140,7 @@ struct Shared {
     name: String,
     backend: &'static str,
     pid: Arc<AtomicI32>,
-    execs: Arc<Mutex<Option<Box<dyn Execs>>>>,
+    execs: Arc<Mutex<Option<Running>>>,
     env: Vec<(String, String)>,
     signals: Option<OwnedFd>,
 }
@@ -126,7 +161,13 @@ fn serve(conn: UnixStream, shared: &Shared) {
                 sandbox_pid: pid.load(Ordering::SeqCst),
             }),
             Ok(Request::Exec) => {
-                let handle = match &*shared.execs.lock().unwrap_or_else(PoisonError::into_inner) {
+                let execs = shared
+                    .execs
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .as_ref()
+                    .map(|r| r.execs.clone());
+                let handle = match execs {
                     Some(e) => e.handle().map_err(|e| e.to_string()),
                     None => Err("the sandbox is not running".to_owned()),
                 };
@@ -155,6 +196,29 @@ fn serve(conn: UnixStream, shared: &Shared) {
                         .as_ref()
                         .is_some_and(|w| rustix::io::write(w, &[signal as u8]) == Ok(1));
                 Ok(format!("{{\"ok\":{ok}}}"))
+            }
+            Ok(Request::Publish { map }) => {
+                let running = shared.execs.lock().unwrap_or_else(PoisonError::into_inner);
+                Ok(match running.as_ref().map(|r| r.forwards.publish(map)) {
+                    Some(Ok(())) => serde_json::json!({ "ok": true }).to_string(),
+                    Some(Err(e)) => serde_json::json!({ "error": e }).to_string(),
+                    None => {
+                        serde_json::json!({ "error": "the sandbox is not running" }).to_string()
+                    }
+                })
+            }
+            Ok(Request::Unpublish { host }) => {
+                let running = shared.execs.lock().unwrap_or_else(PoisonError::into_inner);
+                let ok = running.as_ref().is_some_and(|r| r.forwards.unpublish(host));
+                Ok(serde_json::json!({ "ok": ok }).to_string())
+            }
+            Ok(Request::Ports) => {
+                let running = shared.execs.lock().unwrap_or_else(PoisonError::into_inner);
+                let list = running
+                    .as_ref()
+                    .map(|r| r.forwards.list())
+                    .unwrap_or_default();
+                Ok(serde_json::json!({ "ports": list }).to_string())
             }
             Err(e) => Ok(serde_json::json!({ "error": e.to_string() }).to_string()),
         };

@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod doctor;
 pub mod egress;
 mod env;
+pub mod ports;
 mod relay;
 mod select;
 
@@ -66,6 +67,9 @@ pub enum SupervisorError {
     /// the terminal relay failed
     #[error("terminal relay failed")]
     Relay(#[source] std::io::Error),
+    /// a published port could not be opened
+    #[error("{0}")]
+    Port(String),
     /// the running sandbox's supervisor could not be asked
     #[error(transparent)]
     Control(#[from] control::ControlError),
@@ -189,7 +193,21 @@ pub fn run_attached(
     };
     if let Some(c) = &control {
         c.set_pid(instance.pid());
-        c.set_execs(instance.execs());
+        if let Err(e) = c.set_execs(instance.execs(), &spec.ports) {
+            // Fail closed: a port the user asked for is not there.
+            let _ = instance.signal(libc::SIGKILL);
+            let _ = instance.wait();
+            let _ = store.mark_stopped(&spec.name, None);
+            drop(control);
+            return Err(SupervisorError::Port(e));
+        }
+    } else if !spec.ports.is_empty() {
+        let _ = instance.signal(libc::SIGKILL);
+        let _ = instance.wait();
+        let _ = store.mark_stopped(&spec.name, None);
+        return Err(SupervisorError::Port(
+            "the control socket could not be made, so no port can be published".into(),
+        ));
     }
     let proxy = match spec.network {
         Network::None => None,
@@ -213,7 +231,7 @@ pub fn run_attached(
     let relayed = relay::relay(instance.as_mut(), &signals);
     // The command ended: the sandbox ends with it, so no more commands start there.
     if let Some(c) = &control {
-        c.set_execs(None);
+        let _ = c.set_execs(None, &[]);
     }
     let exit = instance.wait();
     if let Some(p) = proxy {

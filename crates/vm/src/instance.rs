@@ -234,4 +234,12 @@ impl Execs for VmExecs {
             detail: String::new(),
         })
     }
+
+    fn dial(&self, port: u16) -> Result<OwnedFd, BackendError> {
+        let mut conn = crate::connect_guest(&self.uds, paddock_wire::vm::FORWARD_PORT)
+            .map_err(BackendError::io("cannot reach the guest"))?;
+        conn.write_all(&port.to_be_bytes())
+            .map_err(BackendError::io("cannot reach the guest"))?;
+        Ok(OwnedFd::from(conn))
+    }
 }

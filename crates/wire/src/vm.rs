@@ -23,6 +23,12 @@ use crate::{Command, MAX_MESSAGE, Report};
 pub const BOOT_PORT: u32 = 1024;
 /// The guest port the helper accepts exec connections on.
 pub const EXEC_PORT: u32 = 1024;
+/// The guest port the helper accepts published-port connections on: two bytes (the port inside,
+/// big-endian), then the connection's bytes, carried to `127.0.0.1:PORT` inside.
+pub const FORWARD_PORT: u32 = 1025;
+/// On a gVisor sandbox's session socket: the byte that hands over a published-port connection
+/// (the same protocol as [`FORWARD_PORT`]); `1` hands over an exec connection.
+pub const FORWARD_BYTE: u8 = 2;
 /// The host port the guest's proxy connections go to (the same number as inside).
 pub const PROXY_PORT: u32 = 3128;
 /// The well-known vsock address of the host.
