@@ -41,6 +41,21 @@ pub enum Cmd {
         #[arg(short, long)]
         follow: bool,
     },
+    /// Change a sandbox's limits (applied at once where the backend can: ns and gvisor cgroups;
+    /// otherwise at the next start).
+    Update {
+        /// Sandbox name.
+        name: String,
+        /// CPU limit (e.g. 0.5, 2).
+        #[arg(long)]
+        cpus: Option<String>,
+        /// Memory limit (e.g. 512m, 2g).
+        #[arg(long)]
+        memory: Option<String>,
+        /// Process/thread limit.
+        #[arg(long)]
+        pids: Option<String>,
+    },
     /// List, publish or unpublish ports: host 127.0.0.1:PORT forwarded to a port inside.
     Ports {
         /// Sandbox name.

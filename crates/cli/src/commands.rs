@@ -31,6 +31,12 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Stop { names, time } => crate::lifecycle::stop_all(&names, time),
         Cmd::Logs { name, follow } => crate::lifecycle::logs(&name, follow),
         Cmd::Inspect { name, json } => crate::lifecycle::inspect(&name, json),
+        Cmd::Update {
+            name,
+            cpus,
+            memory,
+            pids,
+        } => crate::lifecycle::update(&name, cpus.as_deref(), memory.as_deref(), pids.as_deref()),
         Cmd::Ports {
             name,
             publish,
@@ -265,7 +271,7 @@ pub(crate) fn check_port_free(m: &paddock_policy::PortMap) -> Result<()> {
 }
 
 /// Parses an optional flag value; a bad value is a usage error naming the flag.
-fn parse_flag<T, E: std::fmt::Display>(
+pub(crate) fn parse_flag<T, E: std::fmt::Display>(
     flag: &str,
     value: Option<&str>,
     parse: impl FnOnce(&str) -> Result<T, E>,
@@ -470,22 +476,13 @@ fn run(args: RunArgs, mode: Mode) -> Result<i32> {
         &launch,
     );
     // What the run changed that the host may later run: shown now, kept for `paddock trust`.
-    let findings =
-        paddock_core::trust::report(spec.workspace.as_path(), started, !spec.allow_git_config);
-    let text = paddock_core::trust::render(&findings);
-    if !findings.is_empty() {
-        eprintln!(
-            "paddock: this run changed files your host may run or load; review them before you do:\n{}",
-            text.trim_end()
-        );
-    }
-    let _ = std::fs::write(dirs.sandbox(&name).join("trust-report.txt"), &text);
+    report_trust(&dirs, &spec, started);
     let remove_after = args.rm || (created && result.is_err());
     if remove_after {
         let _ = remove_sandbox(&dirs, &store, &name);
     }
     let outcome = result?;
-    for d in &outcome.diagnostics {
+    for d in outcome.diagnostics.iter().chain(&outcome.limits) {
         eprintln!("paddock: {d}");
     }
     Ok(outcome.exit.status())
@@ -737,21 +734,26 @@ fn ls(json: bool) -> Result<i32> {
                 "name": r.spec.name, "backend": r.spec.backend, "state": s, "image": r.spec.image,
                 "workspace": r.spec.workspace, "created_at": r.created_at, "started_at": r.started_at,
                 "last_exit": r.last_exit, "limits": r.spec.limits,
-                "uptime_seconds": uptime(r, *s),
+                "uptime_seconds": uptime(r, *s), "last_cause": r.last_cause,
             }))
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
     println!(
-        "{:<24} {:<8} {:<8} {:<9} {:<10} WORKSPACE",
+        "{:<24} {:<8} {:<8} {:<9} {:<12} WORKSPACE",
         "NAME", "BACKEND", "STATE", "UPTIME", "LAST-EXIT"
     );
     for (r, s) in rows {
-        let exit = r
+        let mut exit = r
             .last_exit
             .map(|e| e.to_string())
             .unwrap_or_else(|| "-".into());
+        if let Some(c) = &r.last_cause {
+            // "memory limit: …" -> "137 (memory limit)"
+            let short: Vec<&str> = c.split("; ").filter_map(|x| x.split(':').next()).collect();
+            exit = format!("{exit} ({})", short.join(", "));
+        }
         let up = uptime(&r, s).map_or_else(
             || "-".into(),
             |t| match t {
@@ -761,7 +763,7 @@ fn ls(json: bool) -> Result<i32> {
             },
         );
         println!(
-            "{:<24} {:<8} {:<8} {:<9} {:<10} {}",
+            "{:<24} {:<8} {:<8} {:<9} {:<12} {}",
             r.spec.name.as_str(),
             r.spec.backend,
             s.as_str(),

@@ -316,6 +316,69 @@ pub fn state(dirs: &Dirs, rec: &paddock_core::SandboxRecord) -> SandboxState {
     }
 }
 
+/// `paddock update NAME --cpus/--memory/--pids`.
+pub fn update(
+    name: &str,
+    cpus: Option<&str>,
+    memory: Option<&str>,
+    pids: Option<&str>,
+) -> Result<i32> {
+    use paddock_policy::Limits;
+
+    use crate::commands::parse_flag;
+    let name = parse_name(name)?;
+    let new = Limits {
+        cpus: parse_flag("--cpus", cpus, str::parse)?,
+        memory: parse_flag("--memory", memory, Limits::parse_memory)?,
+        pids: parse_flag("--pids", pids, Limits::parse_pids)?,
+        disk: None,
+    };
+    if new.cpus.is_none() && new.memory.is_none() && new.pids.is_none() {
+        return Err(usage("nothing to change: give --cpus, --memory or --pids"));
+    }
+    let (dirs, store) = open()?;
+    let mut spec = store
+        .get(&name)?
+        .ok_or_else(|| usage(format!("no sandbox named {name}")))?
+        .spec;
+    spec.limits.cpus = new.cpus.or(spec.limits.cpus);
+    spec.limits.memory = new.memory.or(spec.limits.memory);
+    spec.limits.pids = new.pids.or(spec.limits.pids);
+    store.update_spec(&spec)?;
+    if !running(&dirs, &name) {
+        println!("{name}: the new limits apply at its next start");
+        return Ok(0);
+    }
+    let later = match spec.backend.as_str() {
+        // gVisor's own process limit is fixed at start; its host cgroups change now.
+        "ns" | "gvisor" => {
+            let mut live = new.clone();
+            if spec.backend == "gvisor" {
+                live.pids = None;
+            }
+            let mut skipped = paddock_ns::cgroup::SandboxCgroups::update(
+                &paddock_ns::cgroup::CgroupHost::detect(),
+                name.as_str(),
+                &live,
+            );
+            if spec.backend == "gvisor" && new.pids.is_some() {
+                skipped.push("--pids: gVisor's process limit is set at start".into());
+            }
+            skipped
+        }
+        _ => vec!["the VM's memory, CPUs and process limit are set when it boots".into()],
+    };
+    if later.is_empty() {
+        println!("{name}: updated (in effect now)");
+    } else {
+        println!(
+            "{name}: updated; applies at its next start for: {}",
+            later.join("; ")
+        );
+    }
+    Ok(0)
+}
+
 /// `paddock ports NAME [--publish SPEC]… [--unpublish HOST_PORT]…`.
 pub fn ports(name: &str, publish: &[String], unpublish: &[u16]) -> Result<i32> {
     let name = parse_name(name)?;
@@ -409,6 +472,7 @@ pub fn inspect(name: &str, json: bool) -> Result<i32> {
         "started_at": rec.started_at,
         "supervisor_pid": if state == SandboxState::Running { rec.supervisor_pid } else { None },
         "last_exit": rec.last_exit,
+        "last_cause": rec.last_cause,
         "background_command": main.argv,
         "directory": dir,
         "log": log_file(&dirs, &name),

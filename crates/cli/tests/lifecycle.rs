@@ -12,8 +12,115 @@ use common::{paddock, stderr, stdout, unique};
 on_every_backend!(
     exec_runs_more_commands_in_a_running_sandbox,
     background_sandboxes_stop_start_and_survive_their_supervisor,
-    published_ports_answer_from_the_host_and_only_one_way
+    published_ports_answer_from_the_host_and_only_one_way,
+    limits_stop_runaways_and_ls_says_which
 );
+
+/// Fills memory 32 MiB at a time until something stops it.
+const BALLOON: &str = "x = []\nwhile True:\n    x.append(bytearray(32 * 1024 * 1024))";
+
+/// What `paddock ls --json` says about `name`.
+fn listed(name: &str) -> serde_json::Value {
+    let out = ok(&paddock().args(["ls", "--json"]).output().unwrap());
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn limits_stop_runaways_and_ls_says_which(backend: &str) {
+    common::ensure_image();
+    let ws = common::workspace();
+    let name = unique("limits");
+    let _cleanup_name = Cleanup(name.clone());
+    // A VM's memory is the limit; it needs some to boot.
+    let memory = if backend == "vm" { "512m" } else { "192m" };
+    let balloon = on(backend)
+        .args([
+            "run",
+            "--backend",
+            backend,
+            "--name",
+            &name,
+            "--memory",
+            memory,
+            "-w",
+        ])
+        .arg(ws.path())
+        .args(["--", "python3", "-c", BALLOON])
+        .output()
+        .unwrap();
+    // Under gVisor the host's kernel picks what to kill among gVisor's processes too, so the
+    // command may end by a kill or by an error; elsewhere it is killed.
+    if backend == "gvisor" {
+        assert!(!balloon.status.success(), "{balloon:?}");
+    } else {
+        assert_eq!(balloon.status.code(), Some(137), "{balloon:?}");
+    }
+    assert!(stderr(&balloon).contains("memory limit:"), "{balloon:?}");
+    let row = listed(&name);
+    assert!(
+        row["last_cause"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("memory limit"),
+        "{row}"
+    );
+    // A fork bomb stops at the process limit and the host goes on.
+    let bomb = on(backend)
+        .args(["run", "--backend", backend, "--name", &name, "--pids", "48", "-w"])
+        .arg(ws.path())
+        .args([
+            "--",
+            "python3",
+            "-c",
+            "import os, time\nn = 0\ntry:\n    while True:\n        if os.fork() == 0:\n            time.sleep(5); os._exit(0)\n        n += 1\nexcept OSError:\n    print('stopped after', n)",
+        ])
+        .output()
+        .unwrap();
+    let said = stdout(&bomb);
+    let n: u32 = said
+        .trim()
+        .strip_prefix("stopped after ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{bomb:?}"));
+    assert!(n <= 48, "{n} new processes under --pids 48");
+    if backend == "ns" {
+        assert!(
+            listed(&name)["last_cause"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("pids limit"),
+            "{}",
+            listed(&name)
+        );
+    }
+    // update: bad input changes nothing; a good one applies now (cgroups) or at the next start.
+    let bad = paddock()
+        .args(["update", &name, "--memory", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(stderr(&bad).contains("--memory"), "{bad:?}");
+    assert_eq!(listed(&name)["limits"]["pids"], 48);
+    ok(&on(backend).args(["start", &name]).output().unwrap());
+    let up = ok(&paddock()
+        .args(["update", &name, "--memory", memory, "--pids", "200"])
+        .output()
+        .unwrap());
+    if backend == "ns" {
+        assert!(up.contains("in effect now"), "{up}");
+        let killed = exec(backend, &name, &[], &format!("python3 -c '{BALLOON}'"));
+        assert_eq!(killed.status.code(), Some(137), "{killed:?}");
+    } else {
+        assert!(up.contains("updated"), "{up}");
+    }
+    assert_eq!(listed(&name)["limits"]["pids"], 200);
+    ok(&paddock().args(["stop", &name]).output().unwrap());
+}
 
 /// A free port on the host's loopback (free when asked).
 fn free_port() -> u16 {

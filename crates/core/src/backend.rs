@@ -228,6 +228,10 @@ pub trait Instance: Send + std::fmt::Debug {
     /// Where the sandbox's proxy connections arrive (taken once). `None` when the spec has no
     /// network; a backend that was asked for the proxy and cannot give it fails `start`.
     fn take_egress(&mut self) -> Option<Egress>;
+    /// The limits the sandbox ran into (memory, processes), known after [`Instance::wait`].
+    fn limits_hit(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// What hands out ways to run more commands in this sandbox while it runs (`None` for an
     /// instance that stands for one exec'd command).
     fn execs(&self) -> Option<Box<dyn Execs>> {

@@ -101,6 +101,8 @@ pub struct SandboxRecord {
     pub supervisor_pid: Option<i64>,
     /// Exit status of the last command.
     pub last_exit: Option<i64>,
+    /// The limits the last run ran into (memory, processes), if any.
+    pub last_cause: Option<String>,
 }
 
 const MIGRATIONS: &[&str] = &[
@@ -114,6 +116,8 @@ const MIGRATIONS: &[&str] = &[
         supervisor_pid INTEGER,
         last_exit INTEGER
     ) STRICT;",
+    // 2: why the last run stopped, when a limit was hit
+    "ALTER TABLE sandboxes ADD COLUMN last_cause TEXT;",
 ];
 
 /// The state database.
@@ -239,12 +243,18 @@ impl Store {
         Ok(())
     }
 
-    /// Records that the sandbox stopped, with the command's exit status if known.
-    pub fn mark_stopped(&self, name: &SandboxName, exit: Option<i32>) -> Result<(), StoreError> {
+    /// Records that the sandbox stopped, with the command's exit status if known and the limits
+    /// it ran into.
+    pub fn mark_stopped(
+        &self,
+        name: &SandboxName,
+        exit: Option<i32>,
+        cause: Option<&str>,
+    ) -> Result<(), StoreError> {
         self.conn
             .execute(
-                "UPDATE sandboxes SET state = 'stopped', supervisor_pid = NULL, last_exit = ?2 WHERE name = ?1",
-                params![name.as_str(), exit],
+                "UPDATE sandboxes SET state = 'stopped', supervisor_pid = NULL, last_exit = ?2, last_cause = ?3 WHERE name = ?1",
+                params![name.as_str(), exit, cause],
             )
             .map_err(self.err())?;
         Ok(())
@@ -255,7 +265,7 @@ impl Store {
         let row = self
             .conn
             .query_row(
-                "SELECT spec, state, created_at, started_at, supervisor_pid, last_exit FROM sandboxes WHERE name = ?1",
+                "SELECT spec, state, created_at, started_at, supervisor_pid, last_exit, last_cause FROM sandboxes WHERE name = ?1",
                 params![name.as_str()],
                 row_tuple,
             )
@@ -269,11 +279,11 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT spec, state, created_at, started_at, supervisor_pid, last_exit, name FROM sandboxes ORDER BY name",
+                "SELECT spec, state, created_at, started_at, supervisor_pid, last_exit, last_cause, name FROM sandboxes ORDER BY name",
             )
             .map_err(self.err())?;
         let rows = stmt
-            .query_map([], |r| Ok((row_tuple(r)?, r.get::<_, String>(6)?)))
+            .query_map([], |r| Ok((row_tuple(r)?, r.get::<_, String>(7)?)))
             .map_err(self.err())?;
         let mut out = Vec::new();
         for row in rows {
@@ -300,7 +310,15 @@ impl Store {
     }
 }
 
-type Row = (String, String, i64, Option<i64>, Option<i64>, Option<i64>);
+type Row = (
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+);
 
 fn row_tuple(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     Ok((
@@ -310,11 +328,12 @@ fn row_tuple(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         r.get(3)?,
         r.get(4)?,
         r.get(5)?,
+        r.get(6)?,
     ))
 }
 
 fn record(name: &str, t: Row) -> Result<SandboxRecord, StoreError> {
-    let (spec, state, created_at, started_at, supervisor_pid, last_exit) = t;
+    let (spec, state, created_at, started_at, supervisor_pid, last_exit, last_cause) = t;
     let spec: SandboxSpec = serde_json::from_str(&spec).map_err(|source| StoreError::BadSpec {
         name: name.to_owned(),
         source,
@@ -326,6 +345,7 @@ fn record(name: &str, t: Row) -> Result<SandboxRecord, StoreError> {
         started_at,
         supervisor_pid,
         last_exit,
+        last_cause,
     })
 }
 
@@ -370,12 +390,13 @@ mod tests {
             (r.state, r.supervisor_pid),
             (SandboxState::Running, Some(42))
         );
-        store.mark_stopped(&a, Some(7)).unwrap();
+        store.mark_stopped(&a, Some(7), Some("pids limit")).unwrap();
         let r = store.get(&a).unwrap().unwrap();
         assert_eq!(
             (r.state, r.supervisor_pid, r.last_exit),
             (SandboxState::Stopped, None, Some(7))
         );
+        assert_eq!(r.last_cause.as_deref(), Some("pids limit"));
         let names: Vec<_> = store
             .list()
             .unwrap()

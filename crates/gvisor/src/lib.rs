@@ -585,6 +585,7 @@ pub struct GvisorInstance {
     exit_r: OwnedFd,
     egress: Option<OwnedFd>,
     cgroups: SandboxCgroups,
+    limit_events: Vec<String>,
     run: Option<tempfile::TempDir>,
     log: PathBuf,
 }
@@ -649,6 +650,7 @@ impl GvisorInstance {
             exit_r,
             egress: egress.map(OwnedFd::from),
             cgroups,
+            limit_events: vec![],
             run: Some(run),
             log,
         })
@@ -702,10 +704,22 @@ impl Instance for GvisorInstance {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        self.limit_events = self.cgroups.events();
         self.cgroups.remove();
         self.run = None;
         match exit {
             Some(e) => Ok(e),
+            // gVisor and the command share the memory limit: at the limit the host's kernel
+            // kills the whole sandbox, which ends the command as a kill would.
+            None if self
+                .limit_events
+                .iter()
+                .any(|e| e.starts_with("memory limit")) =>
+            {
+                Ok(Exit::Signal {
+                    signal: libc::SIGKILL,
+                })
+            }
             None => Err(layer(format!(
                 "the sandbox stopped before the command finished; {}",
                 log_tail(&self.log)
@@ -719,6 +733,10 @@ impl Instance for GvisorInstance {
 
     fn take_egress(&mut self) -> Option<Egress> {
         self.egress.take().map(Egress::UnixListener)
+    }
+
+    fn limits_hit(&self) -> Vec<String> {
+        self.limit_events.clone()
     }
 
     fn execs(&self) -> Option<Box<dyn Execs>> {

@@ -202,6 +202,18 @@ impl SandboxCgroups {
                 wanted.entry(h).or_default().extend(files);
             }
         }
+        // Without a limit, the memory and cpu cgroups are still made where the host has them, so
+        // that `paddock update` can set one while the sandbox runs.
+        if limits.memory.is_none()
+            && let Some(h) = need("--memory", "memory", false)?
+        {
+            wanted.entry(h).or_default();
+        }
+        if limits.cpus.is_none()
+            && let Some(h) = need("--cpus", "cpu", false)?
+        {
+            wanted.entry(h).or_default();
+        }
         let pids = limits.pids.unwrap_or(DEFAULT_PIDS);
         if let Some(h) = need("--pids", "pids", limits.pids.is_some())? {
             wanted
@@ -250,6 +262,98 @@ impl SandboxCgroups {
             }
         }
         Ok(made)
+    }
+
+    /// The limits the sandbox ran into, read from the kernel's counters (before
+    /// [`SandboxCgroups::remove`]): processes killed at the memory limit, forks refused at the
+    /// process limit.
+    pub fn events(&self) -> Vec<String> {
+        let count = |dir: &Path, file: &str, key: &str| -> u64 {
+            fs::read_to_string(dir.join(file))
+                .ok()
+                .and_then(|t| {
+                    t.lines().find_map(|l| {
+                        let (k, v) = l.split_once(' ')?;
+                        (k == key).then(|| v.trim().parse().ok())?
+                    })
+                })
+                .unwrap_or(0)
+        };
+        let mut out = Vec::new();
+        for d in &self.dirs {
+            let oom =
+                count(d, "memory.events", "oom_kill") + count(d, "memory.oom_control", "oom_kill");
+            if oom > 0 {
+                out.push(format!(
+                    "memory limit: the kernel killed {oom} process(es) that ran out of memory"
+                ));
+            }
+            let refused = count(d, "pids.events", "max");
+            if refused > 0 {
+                out.push(format!("pids limit: {refused} new process(es) refused"));
+            }
+        }
+        out
+    }
+
+    /// Writes new limits into the existing directories of the running sandbox `name` (what
+    /// `paddock update` changes live). Returns what could not be changed live.
+    pub fn update(host: &CgroupHost, name: &str, limits: &Limits) -> Vec<String> {
+        let mut skipped = Vec::new();
+        let mut set = |controller: &str, files: Vec<(&str, String)>, what: &str| {
+            let Some(h) = host.placement(controller) else {
+                skipped.push(format!("{what}: no {controller} controller here"));
+                return;
+            };
+            let dir = h.root().join("paddock").join(name);
+            // The last attempt at each file counts (see the memory order below).
+            let mut last: BTreeMap<&str, std::io::Result<()>> = BTreeMap::new();
+            for (f, v) in files {
+                let p = dir.join(f);
+                if p.exists() {
+                    last.insert(f, fs::write(&p, &v));
+                }
+            }
+            if last.is_empty() {
+                skipped.push(format!("{what}: the sandbox has no {controller} cgroup"));
+            }
+            for (f, r) in last {
+                if let Err(e) = r {
+                    skipped.push(format!("{what}: cannot write {f}: {e}"));
+                }
+            }
+        };
+        if let Some(m) = limits.memory {
+            let v = m.0.to_string();
+            // v1 refuses a memory limit above memsw and memsw below memory: raise memsw first
+            // when growing, lower memory first when shrinking (trying both orders does it).
+            set(
+                "memory",
+                vec![
+                    ("memory.memsw.limit_in_bytes", v.clone()),
+                    ("memory.limit_in_bytes", v.clone()),
+                    ("memory.memsw.limit_in_bytes", v.clone()),
+                    ("memory.max", v),
+                ],
+                "--memory",
+            );
+        }
+        if let Some(p) = limits.pids {
+            set("pids", vec![("pids.max", p.to_string())], "--pids");
+        }
+        if let Some(c) = limits.cpus {
+            let quota = u64::from(c.0) * 100;
+            set(
+                "cpu",
+                vec![
+                    ("cpu.cfs_period_us", "100000".to_owned()),
+                    ("cpu.cfs_quota_us", quota.to_string()),
+                    ("cpu.max", format!("{quota} 100000")),
+                ],
+                "--cpus",
+            );
+        }
+        skipped
     }
 
     /// Removes the directories (the sandbox's processes are gone by then).

@@ -95,6 +95,7 @@ pub struct NsInstance {
     cgroup_dirs: Vec<PathBuf>,
     pid1: Option<OwnedFd>,
     diagnostics: Vec<String>,
+    limit_events: Vec<String>,
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackendError {
@@ -448,6 +449,7 @@ fn spawn(
         cgroup_dirs: cgroups.to_vec(),
         pid1,
         diagnostics: vec![],
+        limit_events: vec![],
     };
     if mode.is_none() && inst.pid1.is_none() {
         let _ = inst.child.kill();
@@ -501,6 +503,7 @@ impl Instance for NsInstance {
                 self.diagnostics.push(format!("{program}: {message}"));
             }
         }
+        self.limit_events = self.cgroups.events();
         self.cgroups.remove();
         let status = status?;
         use std::os::unix::process::ExitStatusExt;
@@ -513,6 +516,10 @@ impl Instance for NsInstance {
 
     fn diagnostics(&mut self) -> Vec<String> {
         std::mem::take(&mut self.diagnostics)
+    }
+
+    fn limits_hit(&self) -> Vec<String> {
+        self.limit_events.clone()
     }
 
     fn execs(&self) -> Option<Box<dyn Execs>> {

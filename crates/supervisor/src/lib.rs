@@ -101,6 +101,7 @@ pub fn run_exec(
     Ok(Outcome {
         exit: exit?,
         diagnostics,
+        limits: Vec::new(),
     })
 }
 
@@ -111,6 +112,8 @@ pub struct Outcome {
     pub exit: Exit,
     /// Messages from the sandbox (e.g. "command not found").
     pub diagnostics: Vec<String>,
+    /// The limits the sandbox ran into (memory, processes).
+    pub limits: Vec<String>,
 }
 
 /// Runs `launch` in the sandbox `spec`, attached to this terminal, and waits for it.
@@ -186,7 +189,7 @@ pub fn run_attached(
     let mut instance = match backend.start(&ctx, spec, launch) {
         Ok(i) => i,
         Err(e) => {
-            let _ = store.mark_stopped(&spec.name, None);
+            let _ = store.mark_stopped(&spec.name, None, None);
             drop(control);
             return Err(e.into());
         }
@@ -197,14 +200,14 @@ pub fn run_attached(
             // Fail closed: a port the user asked for is not there.
             let _ = instance.signal(libc::SIGKILL);
             let _ = instance.wait();
-            let _ = store.mark_stopped(&spec.name, None);
+            let _ = store.mark_stopped(&spec.name, None, None);
             drop(control);
             return Err(SupervisorError::Port(e));
         }
     } else if !spec.ports.is_empty() {
         let _ = instance.signal(libc::SIGKILL);
         let _ = instance.wait();
-        let _ = store.mark_stopped(&spec.name, None);
+        let _ = store.mark_stopped(&spec.name, None, None);
         return Err(SupervisorError::Port(
             "the control socket could not be made, so no port can be published".into(),
         ));
@@ -222,7 +225,7 @@ pub fn run_attached(
                 // Fail closed: no proxy, no sandbox.
                 let _ = instance.signal(libc::SIGKILL);
                 let _ = instance.wait();
-                let _ = store.mark_stopped(&spec.name, None);
+                let _ = store.mark_stopped(&spec.name, None, None);
                 drop(control);
                 return Err(e.into());
             }
@@ -238,12 +241,15 @@ pub fn run_attached(
         p.stop();
     }
     let diagnostics = instance.diagnostics();
+    let limits = instance.limits_hit();
     let status = exit.as_ref().map(Exit::status).ok();
-    store.mark_stopped(&spec.name, status)?;
+    let cause = (!limits.is_empty()).then(|| limits.join("; "));
+    store.mark_stopped(&spec.name, status, cause.as_deref())?;
     drop(control);
     relayed.map_err(SupervisorError::Relay)?;
     Ok(Outcome {
         exit: exit?,
         diagnostics,
+        limits,
     })
 }

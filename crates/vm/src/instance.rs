@@ -213,6 +213,19 @@ impl Instance for VmInstance {
         self.parts.egress.take().map(Egress::UnixListener)
     }
 
+    fn limits_hit(&self) -> Vec<String> {
+        // The guest's kernel says so on its console (its memory is the sandbox's limit).
+        let text = std::fs::read_to_string(&self.parts.console_log).unwrap_or_default();
+        let oom = text.matches("Out of memory: Killed process").count();
+        if oom > 0 {
+            vec![format!(
+                "memory limit: the guest's kernel killed {oom} process(es) that ran out of memory"
+            )]
+        } else {
+            Vec::new()
+        }
+    }
+
     fn execs(&self) -> Option<Box<dyn Execs>> {
         Some(Box::new(VmExecs {
             uds: self.parts.run_dir.path().join(crate::VSOCK_SOCKET),
