@@ -302,7 +302,39 @@ fn background_sandboxes_stop_start_and_survive_their_supervisor(backend: &str) {
     assert_eq!(state_of(&name), "stopped");
     let down = exec(backend, &name, &[], "true");
     assert!(stderr(&down).contains("is not running"), "{down:?}");
-    ok(&on(backend).args(["start", &name]).output().unwrap());
+    // Two starts racing: one sandbox, one supervisor; neither start corrupts anything.
+    let racers: Vec<_> = (0..2)
+        .map(|_| {
+            on(backend)
+                .args(["start", &name])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let results: Vec<Output> = racers
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    assert!(results.iter().any(|r| r.status.success()), "{results:?}");
+    for r in &results {
+        assert!(
+            r.status.success() || stderr(r).contains("already running"),
+            "{r:?}"
+        );
+    }
+    assert_eq!(state_of(&name), "running");
+    let supervisors = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|c| {
+            c.split(|b| *b == 0).any(|a| a == name.as_bytes())
+                && c.windows(11).any(|w| w == b"__supervise")
+        })
+        .count();
+    assert_eq!(supervisors, 1);
     let back = ok(&exec(
         backend,
         &name,

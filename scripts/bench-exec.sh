@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# One more command in a running sandbox: `paddock exec NAME -- true` on each backend this host
+# runs, against `docker exec` of the same image's tree (Docker Engine from Debian's packages;
+# the container image is imported from Paddock's default image, so no registry is involved). One hyperfine run; writes target/bench-exec.md.
+# Usage: scripts/bench-exec.sh [RUNS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-50}
+command -v hyperfine >/dev/null || apt-get install -y -q hyperfine >/dev/null
+command -v dockerd >/dev/null || apt-get install -y -q docker.io >/dev/null
+cargo build --release -q --workspace --bins
+guest=target/bench-guest
+scripts/build-guest.sh "$guest" >/dev/null 2>&1
+export PADDOCK_GUEST_BINARY=$PWD/$guest
+P="$PWD/target/release/paddock"
+ws=$(mktemp -d /var/tmp/paddock-bench-XXXXXX)
+names=()
+cleanup() {
+    for n in "${names[@]}"; do "$P" rm -f "$n" >/dev/null 2>&1 || true; done
+    docker rm -f paddock-bench-exec >/dev/null 2>&1 || true
+    [ -n "${dockerd_pid:-}" ] && kill "$dockerd_pid" 2>/dev/null || true
+    rm -rf "$ws"
+}
+trap cleanup EXIT
+"$P" run --rm -T -w "$ws" --backend ns -- true  # builds the default image if missing
+rootfs=${PADDOCK_HOME:-${XDG_DATA_HOME:-$HOME/.local/share}/paddock}/images/default/rootfs
+
+# Docker: the engine is started here when it is not running (no systemd on this kind of host).
+if ! docker info >/dev/null 2>&1; then
+    dockerd >/tmp/paddock-bench-dockerd.log 2>&1 &
+    dockerd_pid=$!
+    for _ in $(seq 100); do docker info >/dev/null 2>&1 && break; sleep 0.2; done
+fi
+if ! docker image inspect paddock-bench:latest >/dev/null 2>&1; then
+    tar -C "$rootfs" -c . | docker import - paddock-bench:latest >/dev/null
+fi
+docker rm -f paddock-bench-exec >/dev/null 2>&1 || true
+docker run -d --name paddock-bench-exec --network none paddock-bench:latest sleep infinity >/dev/null
+
+args=()
+for b in ns gvisor vm; do
+    if "$P" doctor --json | python3 -c "import json,sys; sys.exit(0 if any(x['backend']=='$b' and x['usable'] for x in json.load(sys.stdin)['backends']) else 1)"; then
+        n=bench-exec-$b
+        "$P" rm -f "$n" >/dev/null 2>&1 || true
+        "$P" run -d -w "$ws" --backend "$b" --name "$n" >/dev/null
+        names+=("$n")
+        args+=(-n "paddock exec ($b) -- true" "$P exec $n -- true")
+    fi
+done
+args+=(-n "docker exec (runc) -- true" "docker exec paddock-bench-exec true")
+hyperfine -N --warmup 5 --runs "$runs" --export-markdown target/bench-exec.md "${args[@]}"
+cat target/bench-exec.md
