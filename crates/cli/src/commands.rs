@@ -727,6 +727,15 @@ fn ls(json: bool) -> Result<i32> {
         (SandboxState::Running, Some(t)) => Some(now.saturating_sub(t)),
         _ => None,
     };
+    let host = paddock_ns::cgroup::CgroupHost::detect();
+    // What a running ns or gvisor sandbox uses (its cgroups); a VM's is not measured here.
+    let usage =
+        |r: &paddock_core::SandboxRecord, s: SandboxState| match (s, r.spec.backend.as_str()) {
+            (SandboxState::Running, "ns" | "gvisor") => {
+                paddock_ns::cgroup::SandboxCgroups::usage(&host, r.spec.name.as_str())
+            }
+            _ => (None, None),
+        };
     if json {
         let v: Vec<_> = rows
             .iter()
@@ -735,14 +744,15 @@ fn ls(json: bool) -> Result<i32> {
                 "workspace": r.spec.workspace, "created_at": r.created_at, "started_at": r.started_at,
                 "last_exit": r.last_exit, "limits": r.spec.limits,
                 "uptime_seconds": uptime(r, *s), "last_cause": r.last_cause,
+                "memory_bytes": usage(r, *s).0, "cpu_seconds": usage(r, *s).1,
             }))
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
     println!(
-        "{:<24} {:<8} {:<8} {:<9} {:<12} WORKSPACE",
-        "NAME", "BACKEND", "STATE", "UPTIME", "LAST-EXIT"
+        "{:<24} {:<8} {:<8} {:<8} {:>8} {:>8} {:<12} WORKSPACE",
+        "NAME", "BACKEND", "STATE", "UPTIME", "CPU", "MEMORY", "LAST-EXIT"
     );
     for (r, s) in rows {
         let mut exit = r
@@ -762,12 +772,17 @@ fn ls(json: bool) -> Result<i32> {
                 t => format!("{}h", t / 3600),
             },
         );
+        let (mem, cpu) = usage(&r, s);
+        let cpu = cpu.map_or_else(|| "-".into(), |c| format!("{c:.1}s"));
+        let mem = mem.map_or_else(|| "-".into(), |m| format!("{}M", m / 1_000_000));
         println!(
-            "{:<24} {:<8} {:<8} {:<9} {:<12} {}",
+            "{:<24} {:<8} {:<8} {:<8} {:>8} {:>8} {:<12} {}",
             r.spec.name.as_str(),
             r.spec.backend,
             s.as_str(),
             up,
+            cpu,
+            mem,
             exit,
             r.spec.workspace
         );

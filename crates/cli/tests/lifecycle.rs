@@ -325,6 +325,13 @@ fn background_sandboxes_stop_start_and_survive_their_supervisor(backend: &str) {
         );
     }
     assert_eq!(state_of(&name), "running");
+    if backend != "vm" {
+        // What it uses, from its cgroups.
+        let row = listed(&name);
+        assert!(row["memory_bytes"].as_u64().is_some_and(|m| m > 0), "{row}");
+        assert!(row["cpu_seconds"].as_f64().is_some(), "{row}");
+        assert!(row["uptime_seconds"].as_i64().is_some(), "{row}");
+    }
     let supervisors = std::fs::read_dir("/proc")
         .unwrap()
         .flatten()

@@ -65,7 +65,7 @@ pub struct CgroupHost {
     pub v1: BTreeMap<String, PathBuf>,
 }
 
-const CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
+const CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "cpuacct"];
 
 /// Default task limit when the user gave none and the pids controller exists: enough for any
 /// build, far below what hurts the host.
@@ -214,6 +214,10 @@ impl SandboxCgroups {
         {
             wanted.entry(h).or_default();
         }
+        // CPU time used, for `paddock ls` (a controller of its own in some v1 layouts).
+        if let Some(h) = need("cpu usage", "cpuacct", false)? {
+            wanted.entry(h).or_default();
+        }
         let pids = limits.pids.unwrap_or(DEFAULT_PIDS);
         if let Some(h) = need("--pids", "pids", limits.pids.is_some())? {
             wanted
@@ -294,6 +298,30 @@ impl SandboxCgroups {
             }
         }
         out
+    }
+
+    /// What the running sandbox `name` uses now: memory in bytes and CPU time in seconds, where
+    /// the host's cgroups tell.
+    pub fn usage(host: &CgroupHost, name: &str) -> (Option<u64>, Option<f64>) {
+        let read = |controller: &str, file: &str| -> Option<String> {
+            let h = host.placement(controller)?;
+            fs::read_to_string(h.root().join("paddock").join(name).join(file)).ok()
+        };
+        let memory = read("memory", "memory.usage_in_bytes")
+            .or_else(|| read("memory", "memory.current"))
+            .and_then(|t| t.trim().parse().ok());
+        let cpu = read("cpuacct", "cpuacct.usage")
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .map(|ns| ns as f64 / 1e9)
+            .or_else(|| {
+                read("cpu", "cpu.stat").and_then(|t| {
+                    t.lines().find_map(|l| {
+                        let us: u64 = l.strip_prefix("usage_usec ")?.trim().parse().ok()?;
+                        Some(us as f64 / 1e6)
+                    })
+                })
+            });
+        (memory, cpu)
     }
 
     /// Writes new limits into the existing directories of the running sandbox `name` (what
