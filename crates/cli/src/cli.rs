@@ -87,6 +87,12 @@ pub enum Cmd {
         /// Sandbox name.
         name: String,
     },
+    /// Attach this terminal to a background sandbox's command (started with -t or as an agent);
+    /// Ctrl-P Ctrl-Q detaches and leaves it running.
+    Attach {
+        /// Sandbox name.
+        name: String,
+    },
     /// Run a command in a running sandbox (several may run at once; the exit status and
     /// signals pass through).
     Exec(ExecArgs),
@@ -200,6 +206,10 @@ pub struct RunArgs {
     /// `paddock exec`, `shell`, `logs` and `stop` reach it.
     #[arg(short, long)]
     pub detach: bool,
+    /// With -d (or create): give the command a terminal, so `paddock attach` can reach it
+    /// (an agent preset always gets one).
+    #[arg(short = 't', long, conflicts_with = "no_tty")]
+    pub tty: bool,
     /// Leave `.git/hooks` and `.git/config` writable inside (by default they are read-only,
     /// since the host's git runs the hooks and obeys the config).
     #[arg(long)]

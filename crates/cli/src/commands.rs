@@ -29,6 +29,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Create(args) => run(args, Mode::Create),
         Cmd::Start { names } => crate::lifecycle::start_all(&names),
         Cmd::Stop { names, time } => crate::lifecycle::stop_all(&names, time),
+        Cmd::Attach { name } => crate::lifecycle::attach(&name),
         Cmd::Logs { name, follow } => crate::lifecycle::logs(&name, follow),
         Cmd::Inspect { name, json } => crate::lifecycle::inspect(&name, json),
         Cmd::Update {
@@ -443,7 +444,15 @@ fn run(args: RunArgs, mode: Mode) -> Result<i32> {
         None => args.command.clone(),
     };
     if mode != Mode::Attached {
-        crate::lifecycle::write_main(&dirs, &name, &crate::lifecycle::Main { argv, rm: args.rm })?;
+        crate::lifecycle::write_main(
+            &dirs,
+            &name,
+            &crate::lifecycle::Main {
+                argv,
+                rm: args.rm,
+                tty: args.tty || v.agent.is_some(),
+            },
+        )?;
         if mode == Mode::Detached {
             crate::lifecycle::start_detached(&dirs, &name)?;
         }

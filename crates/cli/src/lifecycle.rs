@@ -30,6 +30,9 @@ pub struct Main {
     /// Remove the sandbox when it ends.
     #[serde(default)]
     pub rm: bool,
+    /// Give the command a terminal (`paddock attach` reaches it).
+    #[serde(default)]
+    pub tty: bool,
 }
 
 fn main_file(dirs: &Dirs, name: &SandboxName) -> PathBuf {
@@ -58,6 +61,7 @@ fn read_main(dirs: &Dirs, name: &SandboxName) -> Main {
         .unwrap_or_else(|| Main {
             argv: KEEP_ALIVE.iter().map(|s| s.to_string()).collect(),
             rm: false,
+            tty: false,
         })
 }
 
@@ -166,13 +170,13 @@ pub fn supervise(name: &str) -> Result<i32> {
             std::env::vars(),
             &spec.env,
             uid,
-            false,
+            main.tty,
             name.as_str(),
             spec.network == Network::Proxy,
         ),
         cwd: spec.workspace.to_string(),
         uid,
-        stdio: Stdio::Inherit,
+        stdio: if main.tty { Stdio::Pty } else { Stdio::Inherit },
     };
     eprintln!(
         "paddock: supervisor {} runs {name} on the {} backend: {}",
@@ -252,6 +256,36 @@ pub fn stop(dirs: &Dirs, store: &Store, name: &SandboxName, grace: u64) -> Resul
         anyhow::bail!("sandbox {name} does not stop; its supervisor is stuck");
     }
     Ok(true)
+}
+
+/// `paddock attach NAME`.
+pub fn attach(name: &str) -> Result<i32> {
+    let name = parse_name(name)?;
+    let (dirs, store) = open()?;
+    if store.get(&name)?.is_none() {
+        return Err(usage(format!("no sandbox named {name}")));
+    }
+    if !running(&dirs, &name) {
+        return Err(usage(format!(
+            "sandbox {name} is not running (`paddock start {name}` starts it)"
+        )));
+    }
+    if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
+        return Err(usage("attach needs a terminal (stdin and stdout)"));
+    }
+    eprintln!("paddock: attached to {name}; Ctrl-P Ctrl-Q detaches");
+    match paddock_supervisor::attach(&dirs, &name) {
+        Ok(paddock_supervisor::AttachEnd::Detached) => {
+            eprintln!("\r\npaddock: detached; {name} goes on");
+            Ok(0)
+        }
+        Ok(paddock_supervisor::AttachEnd::Ended) => {
+            eprintln!("\r\npaddock: {name}'s command ended");
+            Ok(0)
+        }
+        Err(paddock_supervisor::SupervisorError::Control(e)) => Err(usage(e.to_string())),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `paddock stop NAME…`.

@@ -16,6 +16,7 @@ use paddock_policy::PortMap;
 use serde::{Deserialize, Serialize};
 
 use crate::ports::Forwards;
+use crate::relay::AttachHub;
 
 #[derive(Debug, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -26,6 +27,7 @@ enum Request {
     Publish { map: PortMap },
     Unpublish { host: u16 },
     Ports,
+    Attach,
 }
 
 #[derive(Debug, Serialize)]
@@ -63,6 +65,7 @@ impl Server {
         backend: &'static str,
         env: &[(String, String)],
         signals: Option<OwnedFd>,
+        hub: Option<Arc<AttachHub>>,
     ) -> Option<Server> {
         // We hold the sandbox lock, so a socket file here is stale.
         let _ = std::fs::remove_file(path);
@@ -76,6 +79,7 @@ impl Server {
             execs: execs.clone(),
             env: env.to_vec(),
             signals,
+            hub,
         };
         let shared = Arc::new(shared);
         std::thread::Builder::new()
@@ -143,6 +147,7 @@ struct Shared {
     execs: Arc<Mutex<Option<Running>>>,
     env: Vec<(String, String)>,
     signals: Option<OwnedFd>,
+    hub: Option<Arc<AttachHub>>,
 }
 
 fn serve(conn: UnixStream, shared: &Shared) {
@@ -212,6 +217,19 @@ fn serve(conn: UnixStream, shared: &Shared) {
                 let ok = running.as_ref().is_some_and(|r| r.forwards.unpublish(host));
                 Ok(serde_json::json!({ "ok": ok }).to_string())
             }
+            Ok(Request::Attach) => match (&shared.hub, out.try_clone()) {
+                (Some(hub), Ok(conn)) => {
+                    // From here the connection is the relay's: output out, framed input in.
+                    if writeln!(out, "{{\"ok\":true}}").is_ok() {
+                        hub.add(conn);
+                    }
+                    return;
+                }
+                _ => Ok(serde_json::json!({
+                    "error": "its command has no terminal (start it with `run -d -t` to attach; `paddock logs -f` shows its output)"
+                })
+                .to_string()),
+            },
             Ok(Request::Ports) => {
                 let running = shared.execs.lock().unwrap_or_else(PoisonError::into_inner);
                 let list = running

@@ -20,6 +20,7 @@ use paddock_core::{
     Backend, BackendError, Dirs, Exit, ImageInfo, Launch, LockError, Network, SandboxLock,
     SandboxSpec, StartContext, Store, StoreError,
 };
+pub use relay::{AttachEnd, AttachHub};
 pub use select::{SelectError, backend_ids, check_name as select_check, select};
 
 /// The namespace backend's seccomp table: (syscall, action, reason).
@@ -75,6 +76,41 @@ pub enum SupervisorError {
     Control(#[from] control::ControlError),
 }
 
+/// Attaches this terminal to the command of the running sandbox `name` (started with a
+/// terminal) until the user detaches (Ctrl-P Ctrl-Q) or the command ends.
+pub fn attach(dirs: &Dirs, name: &paddock_core::SandboxName) -> Result<AttachEnd, SupervisorError> {
+    use std::io::Write;
+    let io = |source| {
+        SupervisorError::Control(control::ControlError::Io {
+            name: name.to_string(),
+            source,
+        })
+    };
+    let mut conn =
+        std::os::unix::net::UnixStream::connect(dirs.control_socket(name)).map_err(|_| {
+            SupervisorError::Control(control::ControlError::NotRunning(name.to_string()))
+        })?;
+    conn.write_all(b"{\"op\":\"attach\"}\n").map_err(io)?;
+    // The answer line, byte by byte: what follows is the command's output.
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while line.len() < 4096 {
+        match std::io::Read::read(&mut conn, &mut b).map_err(io)? {
+            0 => break,
+            _ if b[0] == b'\n' => break,
+            _ => line.push(b[0]),
+        }
+    }
+    let answer: serde_json::Value = serde_json::from_slice(&line).unwrap_or_default();
+    if let Some(e) = answer.get("error").and_then(|e| e.as_str()) {
+        return Err(SupervisorError::Control(control::ControlError::Refused {
+            name: name.to_string(),
+            message: e.to_owned(),
+        }));
+    }
+    relay::attach_client(conn).map_err(SupervisorError::Relay)
+}
+
 /// Runs `launch` in the running sandbox `spec` (started by another paddock process), attached
 /// to this terminal, and waits for it. Only the command ends; the sandbox goes on.
 pub fn run_exec(
@@ -94,7 +130,7 @@ pub fn run_exec(
         }
     }
     let mut instance = backend.exec(spec, handle, &launch)?;
-    let relayed = relay::relay(instance.as_mut(), &signals);
+    let relayed = relay::relay(instance.as_mut(), &signals, None);
     let exit = instance.wait();
     let diagnostics = instance.diagnostics();
     relayed.map_err(SupervisorError::Relay)?;
@@ -176,6 +212,11 @@ pub fn run_attached(
         image: image.clone(),
         extra_ca,
     };
+    // Other terminals may attach to a command that has one (`paddock attach`).
+    let hub = (launch.stdio == paddock_core::Stdio::Pty)
+        .then(relay::AttachHub::new)
+        .and_then(Result::ok)
+        .map(std::sync::Arc::new);
     let control = control::Server::start(
         &dirs.control_socket(&spec.name),
         &name,
@@ -185,6 +226,7 @@ pub fn run_attached(
             .map(|p| p.env.as_slice())
             .unwrap_or_default(),
         signals.injector().ok(),
+        hub.clone(),
     );
     let mut instance = match backend.start(&ctx, spec, launch) {
         Ok(i) => i,
@@ -231,7 +273,7 @@ pub fn run_attached(
             }
         },
     };
-    let relayed = relay::relay(instance.as_mut(), &signals);
+    let relayed = relay::relay(instance.as_mut(), &signals, hub.as_deref());
     // The command ended: the sandbox ends with it, so no more commands start there.
     if let Some(c) = &control {
         let _ = c.set_execs(None, &[]);

@@ -125,11 +125,120 @@ fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Relays until the sandbox exits.
-pub fn relay(instance: &mut dyn Instance, sigs: &SignalPipe) -> io::Result<()> {
+/// Terminals attached to a running sandbox's command from elsewhere (`paddock attach`): each
+/// gets the command's output; what each sends is framed ([`ATTACH_INPUT`] with a 2-byte
+/// length, or [`ATTACH_RESIZE`] with rows and columns, big-endian).
+#[derive(Debug)]
+pub struct AttachHub {
+    wake_r: OwnedFd,
+    wake_w: OwnedFd,
+    pending: std::sync::Mutex<Vec<std::os::unix::net::UnixStream>>,
+}
+
+/// Frame type: keystrokes for the command.
+pub const ATTACH_INPUT: u8 = 0;
+/// Frame type: the attached terminal's new size.
+pub const ATTACH_RESIZE: u8 = 1;
+
+impl AttachHub {
+    /// An empty hub.
+    pub fn new() -> io::Result<AttachHub> {
+        let (wake_r, wake_w) = rustix::pipe::pipe_with(
+            rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
+        )?;
+        Ok(AttachHub {
+            wake_r,
+            wake_w,
+            pending: std::sync::Mutex::default(),
+        })
+    }
+
+    /// Hands a connection to the relay (from the control thread).
+    pub fn add(&self, conn: std::os::unix::net::UnixStream) {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(conn);
+        let _ = rustix::io::write(&self.wake_w, &[1]);
+    }
+
+    fn take(&self) -> Vec<Client> {
+        let mut b = [0u8; 64];
+        while matches!(rustix::io::read(&self.wake_r, &mut b), Ok(n) if n > 0) {}
+        std::mem::take(
+            &mut *self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+        .into_iter()
+        .filter(|c| c.set_nonblocking(true).is_ok())
+        .map(|conn| Client {
+            conn,
+            buf: Vec::new(),
+        })
+        .collect()
+    }
+}
+
+/// One attached terminal and its unparsed input.
+struct Client {
+    conn: std::os::unix::net::UnixStream,
+    buf: Vec<u8>,
+}
+
+/// What an attached terminal asked for.
+enum Asked {
+    Input(Vec<u8>),
+    Resize(u16, u16),
+}
+
+impl Client {
+    /// Reads what arrived; `None` when the terminal went away.
+    fn read(&mut self) -> Option<Vec<Asked>> {
+        let mut chunk = [0u8; 16 * 1024];
+        match std::io::Read::read(&mut self.conn, &mut chunk) {
+            Ok(0) => return None,
+            Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+        let mut out = Vec::new();
+        loop {
+            match self.buf.first() {
+                Some(&ATTACH_INPUT) if self.buf.len() >= 3 => {
+                    let n = usize::from(u16::from_be_bytes([self.buf[1], self.buf[2]]));
+                    if self.buf.len() < 3 + n {
+                        break;
+                    }
+                    out.push(Asked::Input(self.buf[3..3 + n].to_vec()));
+                    self.buf.drain(..3 + n);
+                }
+                Some(&ATTACH_RESIZE) if self.buf.len() >= 5 => {
+                    let rows = u16::from_be_bytes([self.buf[1], self.buf[2]]);
+                    let cols = u16::from_be_bytes([self.buf[3], self.buf[4]]);
+                    out.push(Asked::Resize(rows, cols));
+                    self.buf.drain(..5);
+                }
+                Some(&ATTACH_INPUT) | Some(&ATTACH_RESIZE) | None => break,
+                Some(_) => return None,
+            }
+        }
+        Some(out)
+    }
+}
+
+/// Relays until the sandbox exits; terminals attached through `hub` share the command's
+/// terminal with this one.
+pub fn relay(
+    instance: &mut dyn Instance,
+    sigs: &SignalPipe,
+    hub: Option<&AttachHub>,
+) -> io::Result<()> {
     let pty = instance.take_pty();
     match pty {
-        Some(master) => relay_pty(instance, sigs, master),
+        Some(master) => relay_pty(instance, sigs, master, hub),
         None => loop {
             let exit_fd = instance.exit_fd();
             let mut fds = [
@@ -151,7 +260,13 @@ pub fn relay(instance: &mut dyn Instance, sigs: &SignalPipe) -> io::Result<()> {
     }
 }
 
-fn relay_pty(instance: &mut dyn Instance, sigs: &SignalPipe, master: OwnedFd) -> io::Result<()> {
+fn relay_pty(
+    instance: &mut dyn Instance,
+    sigs: &SignalPipe,
+    master: OwnedFd,
+    hub: Option<&AttachHub>,
+) -> io::Result<()> {
+    let mut clients: Vec<Client> = Vec::new();
     let stdin = rustix::stdio::stdin();
     let stdout = rustix::stdio::stdout();
     if let Ok(size) = tcgetwinsize(stdin) {
@@ -173,6 +288,14 @@ fn relay_pty(instance: &mut dyn Instance, sigs: &SignalPipe, master: OwnedFd) ->
         }
         if stdin_open {
             fds.push(PollFd::new(&stdin, PollFlags::IN));
+        }
+        let hub_at = fds.len();
+        if let Some(h) = hub {
+            fds.push(PollFd::new(&h.wake_r, PollFlags::IN));
+        }
+        let clients_at = fds.len();
+        for c in &clients {
+            fds.push(PollFd::new(&c.conn, PollFlags::IN));
         }
         match poll(&mut fds, None) {
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
@@ -196,7 +319,13 @@ fn relay_pty(instance: &mut dyn Instance, sigs: &SignalPipe, master: OwnedFd) ->
             if ready[i] {
                 match rustix::io::read(&master, &mut buf) {
                     Ok(0) | Err(rustix::io::Errno::IO) => master_open = false,
-                    Ok(n) => write_all(stdout, &buf[..n])?,
+                    Ok(n) => {
+                        write_all(stdout, &buf[..n])?;
+                        // A terminal that does not keep up is dropped, not waited for.
+                        clients.retain_mut(|c| {
+                            std::io::Write::write_all(&mut c.conn, &buf[..n]).is_ok()
+                        });
+                    }
                     Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::AGAIN) => {}
                     Err(e) => return Err(e.into()),
                 }
@@ -211,6 +340,41 @@ fn relay_pty(instance: &mut dyn Instance, sigs: &SignalPipe, master: OwnedFd) ->
                 Err(_) => stdin_open = false,
             }
         }
+        // Attached terminals: their keystrokes and sizes.
+        let mut gone = Vec::new();
+        for (k, c) in clients.iter_mut().enumerate() {
+            if !ready.get(clients_at + k).copied().unwrap_or(false) {
+                continue;
+            }
+            match c.read() {
+                None => gone.push(k),
+                Some(asked) => {
+                    for a in asked {
+                        match a {
+                            Asked::Input(d) => write_all(master.as_fd(), &d)?,
+                            Asked::Resize(rows, cols) => {
+                                let size = rustix::termios::Winsize {
+                                    ws_row: rows,
+                                    ws_col: cols,
+                                    ws_xpixel: 0,
+                                    ws_ypixel: 0,
+                                };
+                                let _ = tcsetwinsize(&master, size);
+                                instance.resize(rows, cols);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for k in gone.into_iter().rev() {
+            clients.remove(k);
+        }
+        if let Some(h) = hub
+            && ready.get(hub_at).copied().unwrap_or(false)
+        {
+            clients.extend(h.take());
+        }
         if ready[1] || !master_open {
             // The sandbox is gone (or its terminal closed): flush what is left and stop.
             let _ = rustix::io::ioctl_fionbio(&master, true);
@@ -219,8 +383,98 @@ fn relay_pty(instance: &mut dyn Instance, sigs: &SignalPipe, master: OwnedFd) ->
                     break;
                 }
                 write_all(stdout, &buf[..n])?;
+                for c in &mut clients {
+                    let _ = std::io::Write::write_all(&mut c.conn, &buf[..n]);
+                }
             }
             return Ok(());
+        }
+    }
+}
+
+/// How an attached terminal came away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachEnd {
+    /// The user detached (Ctrl-P Ctrl-Q); the command goes on.
+    Detached,
+    /// The command's terminal closed (it ended, or the sandbox stopped).
+    Ended,
+}
+
+/// The client side of `paddock attach`: this terminal, raw, relayed to the sandbox's command
+/// over `conn` (framed input and sizes out, output in). Ctrl-P Ctrl-Q detaches.
+pub fn attach_client(conn: std::os::unix::net::UnixStream) -> io::Result<AttachEnd> {
+    let stdin = rustix::stdio::stdin();
+    let stdout = rustix::stdio::stdout();
+    let sigs = SignalPipe::new(&[libc::SIGWINCH])?;
+    let send = |conn: &std::os::unix::net::UnixStream, frame: &[u8]| write_all(conn.as_fd(), frame);
+    let resize = |conn: &std::os::unix::net::UnixStream| -> io::Result<()> {
+        if let Ok(size) = tcgetwinsize(stdin) {
+            let mut f = vec![ATTACH_RESIZE];
+            f.extend_from_slice(&size.ws_row.to_be_bytes());
+            f.extend_from_slice(&size.ws_col.to_be_bytes());
+            send(conn, &f)?;
+        }
+        Ok(())
+    };
+    resize(&conn)?;
+    let _raw = RawMode::enter(stdin).ok();
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut after_ctrl_p = false;
+    let mut stdin_open = true;
+    loop {
+        let mut fds = vec![
+            PollFd::new(&sigs.read, PollFlags::IN),
+            PollFd::new(&conn, PollFlags::IN),
+        ];
+        if stdin_open {
+            fds.push(PollFd::new(&stdin, PollFlags::IN));
+        }
+        match poll(&mut fds, None) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
+        drop(fds);
+        if ready[0] && !sigs.drain().is_empty() {
+            resize(&conn)?;
+        }
+        if ready[1] {
+            match rustix::io::read(&conn, &mut buf) {
+                Ok(0) => return Ok(AttachEnd::Ended),
+                Ok(n) => write_all(stdout, &buf[..n])?,
+                Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::AGAIN) => {}
+                Err(_) => return Ok(AttachEnd::Ended),
+            }
+        }
+        if stdin_open && ready.get(2).copied().unwrap_or(false) {
+            match rustix::io::read(stdin, &mut buf) {
+                Ok(0) | Err(rustix::io::Errno::IO) => stdin_open = false,
+                Ok(n) => {
+                    let mut keys = Vec::with_capacity(n + 1);
+                    for &k in &buf[..n] {
+                        match (after_ctrl_p, k) {
+                            (true, 0x11) => return Ok(AttachEnd::Detached),
+                            (true, 0x10) => keys.push(0x10),
+                            (true, other) => {
+                                keys.push(0x10);
+                                keys.push(other);
+                            }
+                            (false, 0x10) => {}
+                            (false, other) => keys.push(other),
+                        }
+                        after_ctrl_p = k == 0x10 && !after_ctrl_p;
+                    }
+                    for chunk in keys.chunks(u16::MAX as usize) {
+                        let mut f = vec![ATTACH_INPUT];
+                        f.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+                        f.extend_from_slice(chunk);
+                        send(&conn, &f)?;
+                    }
+                }
+                Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::AGAIN) => {}
+                Err(_) => stdin_open = false,
+            }
         }
     }
 }
