@@ -403,6 +403,12 @@ fn run(args: RunArgs, mode: Mode) -> Result<i32> {
                 old.spec.image
             )));
         }
+        // Its settings are not replaced under a running sandbox.
+        if SandboxLock::is_held(&dirs.sandbox(&name).join("lock")) {
+            return Err(usage(format!(
+                "sandbox {name} is running; `paddock exec {name} -- …` runs more commands in it, `paddock stop {name}` stops it"
+            )));
+        }
         store.update_spec(&spec)?;
     } else {
         store.insert(&spec)?;

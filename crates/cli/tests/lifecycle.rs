@@ -440,6 +440,25 @@ fn background_sandboxes_stop_start_and_survive_their_supervisor(backend: &str) {
         );
     }
     assert_eq!(state_of(&name), "running");
+    // run on a running sandbox's name changes nothing and says what to do.
+    let busy = on(backend)
+        .args([
+            "run",
+            "--backend",
+            backend,
+            "--name",
+            &name,
+            "--memory",
+            "1g",
+            "-w",
+        ])
+        .arg(ws.path())
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(busy.status.code(), Some(2), "{busy:?}");
+    assert!(stderr(&busy).contains("is running"), "{busy:?}");
+    assert!(listed(&name)["limits"]["memory"].is_null());
     if backend != "vm" {
         // What it uses, from its cgroups.
         let row = listed(&name);
