@@ -182,8 +182,8 @@ pub struct RunArgs {
     /// Process/thread limit.
     #[arg(long)]
     pub pids: Option<String>,
-    /// Size of the sandbox's disk (e.g. 8g; the vm backend's disk layer, set when the sandbox's
-    /// disk is first made).
+    /// Size of the sandbox's writable layer (e.g. 8g; at least 1g): an ext4 image for ns and
+    /// gvisor, the disk layer for vm. Set when the layer is first made; `reset` drops it.
     #[arg(long)]
     pub disk: Option<String>,
     /// Set an environment variable inside: NAME=VALUE. Repeatable.

@@ -715,6 +715,12 @@ fn reset(name: &str) -> Result<i32> {
                 .with_context(|| format!("cannot remove {}", doomed.display()))?;
         }
     }
+    // A size-limited layer's image (ns, gvisor): the next start makes a fresh one if asked.
+    let layer = dir.join(paddock_ns::LAYER_IMAGE);
+    if layer.exists() {
+        std::fs::remove_file(&layer)
+            .with_context(|| format!("cannot reset {}", layer.display()))?;
+    }
     // The vm backend's disk layer: the next start makes a fresh one over the image's disk.
     let disk = dir.join("vm-disk.qcow2");
     if disk.exists() {

@@ -213,6 +213,60 @@ fn limits_stop_runaways_and_ls_says_which(backend: &str) {
             listed(&name)
         );
     }
+    // Filling the disk stops at the size of the writable layer (a VM's disk is its own; see
+    // vm.rs), and ls says why.
+    if backend != "vm" {
+        let disk = unique("disk");
+        let _cleanup_disk = Cleanup(disk.clone());
+        let fill = on(backend)
+            .args([
+                "run",
+                "--backend",
+                backend,
+                "--name",
+                &disk,
+                "--disk",
+                "1g",
+                "--user",
+                "root",
+                "-w",
+            ])
+            .arg(ws.path())
+            .args([
+                "--",
+                "sh",
+                "-c",
+                "dd if=/dev/zero of=/fill bs=1M count=1500 2>/dev/null; stat -c %s /fill",
+            ])
+            .output()
+            .unwrap();
+        let size: u64 = stdout(&fill)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{fill:?}"));
+        assert!(
+            size > 500_000_000 && size < 1_073_741_824,
+            "{size} bytes in a 1g layer"
+        );
+        assert!(stderr(&fill).contains("disk limit:"), "{fill:?}");
+        let row = listed(&disk);
+        assert!(
+            row["last_cause"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("disk limit"),
+            "{row}"
+        );
+        // The limit belongs to the layer: kept by the next run, gone with reset.
+        let again = on(backend)
+            .args(["run", "--backend", backend, "--name", &disk, "-w"])
+            .arg(ws.path())
+            .args(["--", "stat", "-c", "%s", "/fill"])
+            .output()
+            .unwrap();
+        assert_eq!(stdout(&again).trim(), size.to_string(), "{again:?}");
+        ok(&paddock().args(["reset", &disk]).output().unwrap());
+    }
     // update: bad input changes nothing; a good one applies now (cgroups) or at the next start.
     let bad = paddock()
         .args(["update", &name, "--memory", "0"])

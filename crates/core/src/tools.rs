@@ -17,7 +17,7 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
         .unwrap_or_default();
     // Not /usr/lib/qemu or /usr/libexec: Debian's qemu ships the old C virtiofsd there, whose
     // command line differs from the maintained Rust one this backend drives.
-    dirs.extend(["/usr/local/bin", "/usr/bin"].map(PathBuf::from));
+    dirs.extend(["/usr/local/bin", "/usr/bin", "/usr/sbin", "/sbin"].map(PathBuf::from));
     if let Some(home) = std::env::var_os("HOME") {
         dirs.push(PathBuf::from(home).join(".cargo/bin"));
     }

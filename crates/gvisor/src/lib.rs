@@ -232,6 +232,8 @@ impl Backend for GvisorBackend {
         // What the sandbox shares with the host, checked (canonical, no symlinks).
         let mut binds = paddock_ns::shared_binds(spec)?;
         let (upper, work, _) = paddock_ns::prepare_dirs(&ctx.sandbox_dir, base)?;
+        let layer_image =
+            paddock_ns::prepare_layer(&ctx.sandbox_dir, base, spec.limits.disk.map(|d| d.0))?;
         // Paddock's own files, by their real paths (the jail refuses any symlink on the way;
         // Paddock's directories and the installed helper may be reached through one).
         let real =
@@ -400,6 +402,7 @@ impl Backend for GvisorBackend {
             binds: jail_binds,
             cgroups: cgroups.dirs.clone(),
             exec,
+            layer_image: layer_image.clone(),
         };
         let started = spawn(
             &self.jail,
@@ -477,7 +480,10 @@ impl Backend for GvisorBackend {
             run,
             log,
         );
-        inst.map(|i| Box::new(i) as Box<dyn Instance>)
+        inst.map(|mut i| {
+            i.layer_image = layer_image;
+            Box::new(i) as Box<dyn Instance>
+        })
     }
 }
 
@@ -586,6 +592,7 @@ pub struct GvisorInstance {
     egress: Option<OwnedFd>,
     cgroups: SandboxCgroups,
     limit_events: Vec<String>,
+    layer_image: Option<PathBuf>,
     run: Option<tempfile::TempDir>,
     log: PathBuf,
 }
@@ -651,6 +658,7 @@ impl GvisorInstance {
             egress: egress.map(OwnedFd::from),
             cgroups,
             limit_events: vec![],
+            layer_image: None,
             run: Some(run),
             log,
         })
@@ -705,6 +713,8 @@ impl Instance for GvisorInstance {
             let _ = self.child.wait();
         }
         self.limit_events = self.cgroups.events();
+        self.limit_events
+            .extend(self.layer_image.as_deref().and_then(paddock_ns::layer_full));
         self.cgroups.remove();
         self.run = None;
         match exit {

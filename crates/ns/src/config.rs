@@ -49,6 +49,10 @@ pub struct JailConfig {
     pub command: paddock_wire::Command,
     /// Open a listening socket on the sandbox's `127.0.0.1:3128` and send it to the host.
     pub egress: bool,
+    /// The size-limited layer (`--disk`): an ext4 image whose `upper` and `work` replace the
+    /// directories above, mounted at `layer` next to them.
+    #[serde(default)]
+    pub layer_image: Option<PathBuf>,
 }
 
 /// What the jail prepares for a gVisor sandbox before it becomes runsc
@@ -72,6 +76,9 @@ pub struct RunscConfig {
     pub cgroups: Vec<PathBuf>,
     /// The program to become (runsc and its arguments).
     pub exec: Vec<String>,
+    /// The size-limited layer (`--disk`), as for [`JailConfig`].
+    #[serde(default)]
+    pub layer_image: Option<PathBuf>,
 }
 
 /// One more command in a running namespace sandbox (`paddock-ns-jail enter`, JSON on

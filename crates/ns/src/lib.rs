@@ -96,6 +96,7 @@ pub struct NsInstance {
     pid1: Option<OwnedFd>,
     diagnostics: Vec<String>,
     limit_events: Vec<String>,
+    layer_image: Option<PathBuf>,
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackendError {
@@ -180,6 +181,89 @@ pub fn prepare_dirs(dir: &Path, base: u32) -> Result<(PathBuf, PathBuf, PathBuf)
             .map_err(io("cannot set the layer's mode"))?;
     }
     Ok((upper, work, merged))
+}
+
+/// The sandbox's size-limited layer image (`--disk`): made on first use when a size is asked
+/// for, and used from then on whatever later runs ask (the size belongs to the layer, as a VM's
+/// disk's does). `None`: the layer is a plain directory, unlimited.
+pub fn prepare_layer(
+    dir: &Path,
+    base: u32,
+    disk: Option<u64>,
+) -> Result<Option<PathBuf>, BackendError> {
+    let image = dir.join(LAYER_IMAGE);
+    let point = dir.join("layer");
+    let layer_err = |message: String| BackendError::Layer {
+        layer: "disk limit".into(),
+        message,
+    };
+    if !image.exists() {
+        let Some(size) = disk else { return Ok(None) };
+        let upper = dir.join("upper");
+        if fs::read_dir(&upper).is_ok_and(|mut d| d.next().is_some()) {
+            return Err(layer_err(format!(
+                "this sandbox's layer was made without --disk; `paddock reset {}` first (its installed packages go) to give it a size",
+                dir.file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default()
+            )));
+        }
+        let tmp = dir.join(format!("{LAYER_IMAGE}.tmp"));
+        let f = fs::File::create(&tmp).map_err(io(format!("cannot create {}", tmp.display())))?;
+        f.set_len(size)
+            .map_err(io(format!("cannot size {}", tmp.display())))?;
+        drop(f);
+        let mkfs = paddock_core::tools::find_program("mkfs.ext4")
+            .ok_or_else(|| layer_err("mkfs.ext4 is missing (apt-get install e2fsprogs)".into()))?;
+        let out = std::process::Command::new(mkfs)
+            .args(["-q", "-F", "-m", "0", "-E"])
+            .arg(format!("root_owner={base}:{base}"))
+            .arg(&tmp)
+            .output()
+            .map_err(io("cannot run mkfs.ext4"))?;
+        if !out.status.success() {
+            let _ = fs::remove_file(&tmp);
+            return Err(layer_err(format!(
+                "mkfs.ext4 failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        fs::rename(&tmp, &image).map_err(io(format!("cannot create {}", image.display())))?;
+    }
+    fs::create_dir_all(&point).map_err(io(format!("cannot create {}", point.display())))?;
+    Ok(Some(image))
+}
+
+/// The file name of a size-limited layer's image in the sandbox's directory.
+pub const LAYER_IMAGE: &str = "layer.ext4";
+
+/// "disk limit: …" when the layer image is (nearly) full, read from its superblock.
+pub fn layer_full(image: &Path) -> Option<String> {
+    let dumpe2fs = paddock_core::tools::find_program("dumpe2fs")?;
+    let out = std::process::Command::new(dumpe2fs)
+        .arg("-h")
+        .arg(image)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |k: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k)?.trim().parse().ok())
+    };
+    let (total, free, size) = (
+        field("Block count:")?,
+        field("Free blocks:")?,
+        field("Block size:")?,
+    );
+    // Nearly full counts: ext4 keeps some blocks for itself, and the superblock's count lags.
+    let threshold = (total / 50).max(64 * 1024 * 1024 / size.max(1));
+    (free <= threshold).then(|| {
+        format!(
+            "disk limit: the writable layer ({} MB) is full or nearly",
+            total * size / 1_000_000
+        )
+    })
 }
 
 /// A file Paddock made for this run, bound read-only at `target`.
@@ -277,6 +361,7 @@ impl Backend for NsBackend {
         let base = ctx.image.idmap.base;
         let mut binds = shared_binds(spec)?;
         let (upper, work, merged) = prepare_dirs(&ctx.sandbox_dir, base)?;
+        let layer_image = prepare_layer(&ctx.sandbox_dir, base, spec.limits.disk.map(|d| d.0))?;
         binds.extend(generated_files(&ctx.sandbox_dir, spec.name.as_str())?);
         if let Some(ca) = &ctx.extra_ca {
             let bundle = paddock_core::trust_store_file(ctx, ca)?;
@@ -299,6 +384,7 @@ impl Backend for NsBackend {
             cgroups: cgroups.dirs.clone(),
             command: launch.command(spec.no_new_privs),
             egress: spec.network == Network::Proxy,
+            layer_image: layer_image.clone(),
         };
         let json = serde_json::to_vec(&cfg).unwrap_or_default();
         let mut inst = match spawn(&self.jail, None, &json, &cfg.cgroups, launch.stdio, None) {
@@ -318,6 +404,7 @@ impl Backend for NsBackend {
             });
         }
         inst.cgroups = cgroups;
+        inst.layer_image = layer_image;
         Ok(Box::new(inst))
     }
 }
@@ -450,6 +537,7 @@ fn spawn(
         pid1,
         diagnostics: vec![],
         limit_events: vec![],
+        layer_image: None,
     };
     if mode.is_none() && inst.pid1.is_none() {
         let _ = inst.child.kill();
@@ -504,6 +592,8 @@ impl Instance for NsInstance {
             }
         }
         self.limit_events = self.cgroups.events();
+        self.limit_events
+            .extend(self.layer_image.as_deref().and_then(layer_full));
         self.cgroups.remove();
         let status = status?;
         use std::os::unix::process::ExitStatusExt;

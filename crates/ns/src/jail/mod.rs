@@ -19,6 +19,7 @@
 //! sandbox's root has no capability over them: it cannot mount, unmount or reconfigure the
 //! network even if seccomp were absent.
 
+mod layer;
 mod mounts;
 mod sys;
 mod userns;

@@ -100,7 +100,11 @@ fn chown_root(dir: BorrowedFd<'_>, name: &str, base: u32) -> Result<(), Failure>
 }
 
 /// Attaches the detached mount `mnt` on top of `target`.
-fn attach(mnt: BorrowedFd<'_>, target: BorrowedFd<'_>, what: &str) -> Result<(), Failure> {
+pub(super) fn attach(
+    mnt: BorrowedFd<'_>,
+    target: BorrowedFd<'_>,
+    what: &str,
+) -> Result<(), Failure> {
     move_mount(
         mnt,
         "",
@@ -112,7 +116,7 @@ fn attach(mnt: BorrowedFd<'_>, target: BorrowedFd<'_>, what: &str) -> Result<(),
 }
 
 /// A new filesystem instance as a detached mount.
-fn new_fs(
+pub(super) fn new_fs(
     fstype: &str,
     opts: &[(&str, &str)],
     flags: &[&str],
@@ -140,6 +144,23 @@ fn check_overlay_path(p: &Path) -> Result<&str, Failure> {
                 p.display()
             ),
         )),
+    }
+}
+
+/// The writable layer's `upper` and `work` directories: the given ones, or those inside the
+/// size-limited layer image (mounted next to them, at `layer`).
+fn writable(
+    upper: &Path,
+    work: &Path,
+    image: Option<&Path>,
+    base: u32,
+) -> Result<(std::path::PathBuf, std::path::PathBuf), Failure> {
+    match image {
+        None => Ok((upper.to_owned(), work.to_owned())),
+        Some(img) => {
+            let at = upper.with_file_name("layer");
+            super::layer::mount(img, &at, base)
+        }
     }
 }
 
@@ -186,7 +207,13 @@ pub fn build_runsc(
         MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
     )
     .layer(LAYER, "cannot make the mount namespace private")?;
-    overlay_root(&cfg.lower, &cfg.upper, &cfg.work, &cfg.root)?;
+    let (upper, work) = writable(
+        &cfg.upper,
+        &cfg.work,
+        cfg.layer_image.as_deref(),
+        cfg.id_base,
+    )?;
+    overlay_root(&cfg.lower, &upper, &work, &cfg.root)?;
     for b in &cfg.binds {
         let what = format!("cannot share {} with the sandbox", b.host.display());
         let tree = clone_tree(b, idmaps)?;
@@ -215,7 +242,8 @@ pub fn build(cfg: &JailConfig, idmaps: &BTreeMap<(u32, u32), OwnedFd>) -> Result
     .layer(LAYER, "cannot make the mount namespace private")?;
 
     // The root: the image under the sandbox's writable layer.
-    let overlay = overlay_root(&cfg.lower, &cfg.upper, &cfg.work, &cfg.merged)?;
+    let (upper, work) = writable(&cfg.upper, &cfg.work, cfg.layer_image.as_deref(), base)?;
+    let overlay = overlay_root(&cfg.lower, &upper, &work, &cfg.merged)?;
     // The fsmount descriptor is the overlay's root, now attached: everything below is built
     // relative to it.
     let root = overlay.as_fd();
