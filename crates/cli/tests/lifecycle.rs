@@ -203,7 +203,8 @@ fn limits_stop_runaways_and_ls_says_which(backend: &str) {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{bomb:?}"));
     assert!(n <= 48, "{n} new processes under --pids 48");
-    if backend == "ns" {
+    // gVisor enforces its limit per user inside, where no counter shows it to the host.
+    if backend != "gvisor" {
         assert!(
             listed(&name)["last_cause"]
                 .as_str()

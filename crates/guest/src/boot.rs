@@ -425,6 +425,33 @@ fn pids_cgroup(max: Option<u64>) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The limits the sandbox ran into, as the guest sees them: forks its pids cgroup refused, and a
+/// (nearly) full disk. (Out-of-memory kills are on the console, where the host reads them.)
+fn limits_hit() -> Vec<String> {
+    let mut out = Vec::new();
+    let refused = fs::read_to_string(Path::new(session::CGROUP).join("pids.events"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("max ")?.trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    if refused > 0 {
+        out.push(format!("pids limit: {refused} new process(es) refused"));
+    }
+    if let Ok(st) = rustix::fs::statvfs("/") {
+        let block = st.f_frsize.max(1);
+        let threshold = (st.f_blocks / 50).max(64 * 1024 * 1024 / block);
+        if st.f_bavail <= threshold {
+            out.push(format!(
+                "disk limit: the sandbox's disk ({} MB) is full or nearly",
+                st.f_blocks * block / 1_000_000
+            ));
+        }
+    }
+    out
+}
+
 /// Ends every process, writes everything to disk and powers off.
 /// Tells the host (when it is still there) once the disk is consistent, so it need not wait for
 /// the kernel's own power-down.
@@ -432,6 +459,10 @@ fn shutdown(folders: &[String], conn: &mut File) -> ! {
     // SAFETY: kill(-1) signals every process but init; it has no memory effects.
     unsafe { libc::kill(-1, libc::SIGKILL) };
     nix::unistd::sync();
+    let events = limits_hit();
+    if !events.is_empty() {
+        let _ = Frame::Report(Report::LimitsHit { events }).write_to(conn);
+    }
     for f in folders.iter().rev() {
         let _ = umount2(f.as_str(), MntFlags::MNT_DETACH);
     }

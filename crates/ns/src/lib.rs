@@ -504,7 +504,7 @@ fn spawn(
                 };
                 return Err(BackendError::Layer { layer, message });
             }
-            Ok(Some((Report::ExecFailed { .. }, _))) => {
+            Ok(Some((Report::ExecFailed { .. } | Report::LimitsHit { .. }, _))) => {
                 // Cannot happen before Ready; treat as a protocol error.
                 let _ = child.kill();
                 let _ = child.wait();

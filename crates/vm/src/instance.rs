@@ -98,6 +98,7 @@ pub struct VmInstance {
     session: RemoteSession,
     exit_r: OwnedFd,
     vmm_pid: i32,
+    guest_limits: Vec<String>,
 }
 
 impl VmInstance {
@@ -123,6 +124,7 @@ impl VmInstance {
             session,
             exit_r,
             vmm_pid,
+            guest_limits: Vec::new(),
         })
     }
 
@@ -181,6 +183,9 @@ impl Instance for VmInstance {
         let synced = loop {
             match Frame::read_from(&mut self.parts.boot) {
                 Ok(Some(Frame::Poweroff)) => break true,
+                Ok(Some(Frame::Report(paddock_wire::Report::LimitsHit { events }))) => {
+                    self.guest_limits = events;
+                }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => break false,
             }
@@ -214,16 +219,18 @@ impl Instance for VmInstance {
     }
 
     fn limits_hit(&self) -> Vec<String> {
-        // The guest's kernel says so on its console (its memory is the sandbox's limit).
+        // The guest's kernel says so on its console (its memory is the sandbox's limit); the
+        // guest reports its pids and disk at power-off.
         let text = std::fs::read_to_string(&self.parts.console_log).unwrap_or_default();
         let oom = text.matches("Out of memory: Killed process").count();
+        let mut out = Vec::new();
         if oom > 0 {
-            vec![format!(
+            out.push(format!(
                 "memory limit: the guest's kernel killed {oom} process(es) that ran out of memory"
-            )]
-        } else {
-            Vec::new()
+            ));
         }
+        out.extend(self.guest_limits.iter().cloned());
+        out
     }
 
     fn execs(&self) -> Option<Box<dyn Execs>> {

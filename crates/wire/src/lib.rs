@@ -63,6 +63,12 @@ pub enum Report {
         /// What went wrong, with the cause chain.
         message: String,
     },
+    /// The limits the sandbox ran into, seen from inside (a VM's guest, at power-off): each a
+    /// sentence starting with the limit's name ("pids limit: …", "disk limit: …").
+    LimitsHit {
+        /// The sentences.
+        events: Vec<String>,
+    },
     /// The command could not be started.
     ExecFailed {
         /// The program.
@@ -117,6 +123,9 @@ mod tests {
                 program: "nope".into(),
                 message: "not found".into(),
                 status: 127,
+            },
+            Report::LimitsHit {
+                events: vec!["pids limit: 3 new process(es) refused".into()],
             },
         ];
         for m in msgs {
