@@ -2,14 +2,15 @@
 //!
 //! It picks the backend ([`select`]), holds the sandbox's lock for the sandbox's whole life,
 //! records its state, serves the control socket, relays the terminal and forwards signals, and
-//! reports the command's exit status. Later it also owns the egress proxy and port forwards.
+//! reports the command's exit status. It owns the egress proxy and the published ports, and
+//! hands out ways into the running sandbox (`exec`, `attach`) over its control socket.
 
 pub mod control;
 pub mod credentials;
 pub mod doctor;
 pub mod egress;
 mod env;
-pub mod ports;
+mod ports;
 mod relay;
 mod select;
 
