@@ -324,6 +324,9 @@ pub fn remove_stale_run_dirs(name: &str) {
     }
 }
 
+/// How a boot that never reached the guest helper is reported (and recognised for a retry).
+const BOOT_TIMEOUT: &str = "the guest did not come up within";
+
 /// The vsock device's host socket (for connections to the guest), in the run directory.
 const VSOCK_SOCKET: &str = "vm.vsock";
 
@@ -378,11 +381,7 @@ fn accept_boot(
         if left.is_zero() {
             return Err(layer(
                 "vm",
-                format!(
-                    "the guest did not come up within {} s ({})",
-                    limit.as_secs(),
-                    tails()
-                ),
+                format!("{BOOT_TIMEOUT} {} s ({})", limit.as_secs(), tails()),
             ));
         }
         let mut fds = [
@@ -574,6 +573,30 @@ impl Backend for VmBackend {
     }
 
     fn start(
+        &self,
+        ctx: &StartContext,
+        spec: &SandboxSpec,
+        launch: &Launch,
+    ) -> Result<Box<dyn Instance>, BackendError> {
+        match self.start_once(ctx, spec, launch) {
+            // A guest that never came up (seen now and then under emulation: the console stops
+            // after the kernel's early lines) gets one more try; its console is kept.
+            Err(BackendError::Layer { layer, message })
+                if layer == "vm" && message.starts_with(BOOT_TIMEOUT) =>
+            {
+                let console = ctx.sandbox_dir.join("console.log");
+                let _ = fs::rename(&console, ctx.sandbox_dir.join("console.failed.log"));
+                eprintln!("paddock: {message}; starting the VM once more");
+                self.start_once(ctx, spec, launch)
+            }
+            other => other,
+        }
+    }
+}
+
+impl VmBackend {
+    /// One attempt at starting the VM (see [`Backend::start`]).
+    fn start_once(
         &self,
         ctx: &StartContext,
         spec: &SandboxSpec,
@@ -830,7 +853,7 @@ impl Backend for VmBackend {
 
         let boot_limit = match accel {
             Accel::Kvm => Duration::from_secs(60),
-            Accel::Tcg => Duration::from_secs(120),
+            Accel::Tcg => Duration::from_secs(90),
         };
         let mut boot = accept_boot(&boot_listener, &vmm_pidfd, boot_limit, &console_log, &log)?;
         drop(boot_listener);
