@@ -140,12 +140,7 @@ fn validate(args: &RunArgs) -> Result<Validated> {
         pids: parse_flag("--pids", args.pids.as_deref(), Limits::parse_pids)?,
         disk: parse_flag("--disk", args.disk.as_deref(), Limits::parse_disk)?,
     };
-    let env = args
-        .env
-        .iter()
-        .map(|e| e.parse::<EnvVar>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| usage(e.to_string()))?;
+    let env = parse_env(&args.env)?;
     let user: User = args
         .user
         .parse()
@@ -404,7 +399,7 @@ fn run(args: RunArgs, mode: Mode) -> Result<i32> {
             )));
         }
         // Its settings are not replaced under a running sandbox.
-        if SandboxLock::is_held(&dirs.sandbox(&name).join("lock")) {
+        if crate::lifecycle::running(&dirs, &name) {
             return Err(usage(format!(
                 "sandbox {name} is running; `paddock exec {name} -- …` runs more commands in it, `paddock stop {name}` stops it"
             )));
@@ -506,12 +501,7 @@ fn run(args: RunArgs, mode: Mode) -> Result<i32> {
 /// `paddock exec NAME -- CMD`: one more command in a running sandbox.
 fn exec(args: ExecArgs) -> Result<i32> {
     let name = parse_name(&args.name)?;
-    let env = args
-        .env
-        .iter()
-        .map(|e| e.parse::<EnvVar>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| usage(e.to_string()))?;
+    let env = parse_env(&args.env)?;
     let user: Option<User> = args
         .user
         .as_deref()
@@ -530,10 +520,8 @@ fn exec(args: ExecArgs) -> Result<i32> {
         ));
     }
     let (dirs, store) = open()?;
-    let rec = store
-        .get(&name)?
-        .ok_or_else(|| usage(format!("no sandbox named {name}")))?;
-    if !SandboxLock::is_held(&dirs.sandbox(&name).join("lock")) {
+    let rec = record(&store, &name)?;
+    if !crate::lifecycle::running(&dirs, &name) {
         return Err(usage(format!(
             "sandbox {name} is not running (`paddock start {name}` starts it)"
         )));
@@ -673,6 +661,22 @@ fn lock(dir: &Path, name: &SandboxName) -> Result<Option<SandboxLock>> {
     }
 }
 
+/// The record of sandbox `name`, or the usage error every command gives for an unknown one.
+pub(crate) fn record(store: &Store, name: &SandboxName) -> Result<paddock_core::SandboxRecord> {
+    store
+        .get(name)?
+        .ok_or_else(|| usage(format!("no sandbox named {name}")))
+}
+
+/// `-e NAME=VALUE` values.
+fn parse_env(values: &[String]) -> Result<Vec<EnvVar>> {
+    values
+        .iter()
+        .map(|e| e.parse::<EnvVar>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| usage(e.to_string()))
+}
+
 pub(crate) fn parse_name(s: &str) -> Result<SandboxName> {
     s.parse()
         .map_err(|e: paddock_core::NameError| usage(e.to_string()))
@@ -760,12 +764,13 @@ fn ls(json: bool) -> Result<i32> {
     if json {
         let v: Vec<_> = rows
             .iter()
-            .map(|(r, s)| serde_json::json!({
+            .map(|(r, s)| (r, s, usage(r, *s)))
+            .map(|(r, s, (memory, cpu))| serde_json::json!({
                 "name": r.spec.name, "backend": r.spec.backend, "state": s, "image": r.spec.image,
                 "workspace": r.spec.workspace, "created_at": r.created_at, "started_at": r.started_at,
                 "last_exit": r.last_exit, "limits": r.spec.limits,
                 "uptime_seconds": uptime(r, *s), "last_cause": r.last_cause,
-                "memory_bytes": usage(r, *s).0, "cpu_seconds": usage(r, *s).1,
+                "memory_bytes": memory, "cpu_seconds": cpu,
             }))
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);

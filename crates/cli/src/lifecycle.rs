@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use paddock_core::{Dirs, Launch, Network, SandboxLock, SandboxName, SandboxState, Stdio, Store};
 use serde::{Deserialize, Serialize};
 
-use crate::commands::{open, parse_name};
+use crate::commands::{open, parse_name, record};
 use crate::error::usage;
 
 /// The command of a background sandbox started without one: it only keeps the sandbox alive
@@ -65,7 +65,8 @@ fn read_main(dirs: &Dirs, name: &SandboxName) -> Main {
         })
 }
 
-fn running(dirs: &Dirs, name: &SandboxName) -> bool {
+/// Whether a supervisor holds the sandbox's lock (the truth about "running").
+pub fn running(dirs: &Dirs, name: &SandboxName) -> bool {
     SandboxLock::is_held(&dirs.sandbox(name).join("lock"))
 }
 
@@ -132,15 +133,19 @@ pub fn start_detached(dirs: &Dirs, name: &SandboxName) -> Result<()> {
     }
 }
 
+/// Parses `names` and checks that each is a sandbox, before anything is done to any of them.
+fn known(store: &Store, names: &[String]) -> Result<Vec<SandboxName>> {
+    let names: Vec<SandboxName> = names.iter().map(|n| parse_name(n)).collect::<Result<_>>()?;
+    for name in &names {
+        record(store, name)?;
+    }
+    Ok(names)
+}
+
 /// `paddock start NAME…`.
 pub fn start_all(names: &[String]) -> Result<i32> {
-    let names: Vec<SandboxName> = names.iter().map(|n| parse_name(n)).collect::<Result<_>>()?;
     let (dirs, store) = open()?;
-    for name in &names {
-        if store.get(name)?.is_none() {
-            return Err(usage(format!("no sandbox named {name}")));
-        }
-    }
+    let names = known(&store, names)?;
     for name in &names {
         if running(&dirs, name) {
             println!("{name} is already running");
@@ -156,9 +161,7 @@ pub fn start_all(names: &[String]) -> Result<i32> {
 pub fn supervise(name: &str) -> Result<i32> {
     let name = parse_name(name)?;
     let (dirs, store) = open()?;
-    let rec = store
-        .get(&name)?
-        .ok_or_else(|| usage(format!("no sandbox named {name}")))?;
+    let rec = record(&store, &name)?;
     let spec = rec.spec;
     let main = read_main(&dirs, &name);
     let (image, rootfs) = crate::commands::ensure_image(&dirs, &spec.image)?;
@@ -262,9 +265,7 @@ pub fn stop(dirs: &Dirs, store: &Store, name: &SandboxName, grace: u64) -> Resul
 pub fn attach(name: &str) -> Result<i32> {
     let name = parse_name(name)?;
     let (dirs, store) = open()?;
-    if store.get(&name)?.is_none() {
-        return Err(usage(format!("no sandbox named {name}")));
-    }
+    record(&store, &name)?;
     if !running(&dirs, &name) {
         return Err(usage(format!(
             "sandbox {name} is not running (`paddock start {name}` starts it)"
@@ -290,13 +291,8 @@ pub fn attach(name: &str) -> Result<i32> {
 
 /// `paddock stop NAME…`.
 pub fn stop_all(names: &[String], grace: u64) -> Result<i32> {
-    let names: Vec<SandboxName> = names.iter().map(|n| parse_name(n)).collect::<Result<_>>()?;
     let (dirs, store) = open()?;
-    for name in &names {
-        if store.get(name)?.is_none() {
-            return Err(usage(format!("no sandbox named {name}")));
-        }
-    }
+    let names = known(&store, names)?;
     for name in &names {
         if stop(&dirs, &store, name, grace)? {
             println!("{name}");
@@ -311,9 +307,7 @@ pub fn stop_all(names: &[String], grace: u64) -> Result<i32> {
 pub fn logs(name: &str, follow: bool) -> Result<i32> {
     let name = parse_name(name)?;
     let (dirs, store) = open()?;
-    if store.get(&name)?.is_none() {
-        return Err(usage(format!("no sandbox named {name}")));
-    }
+    record(&store, &name)?;
     let path = log_file(&dirs, &name);
     let mut f = match std::fs::File::open(&path) {
         Ok(f) => f,
@@ -371,10 +365,7 @@ pub fn update(
         return Err(usage("nothing to change: give --cpus, --memory or --pids"));
     }
     let (dirs, store) = open()?;
-    let mut spec = store
-        .get(&name)?
-        .ok_or_else(|| usage(format!("no sandbox named {name}")))?
-        .spec;
+    let mut spec = record(&store, &name)?.spec;
     spec.limits.cpus = new.cpus.or(spec.limits.cpus);
     spec.limits.memory = new.memory.or(spec.limits.memory);
     spec.limits.pids = new.pids.or(spec.limits.pids);
@@ -421,10 +412,7 @@ pub fn ports(name: &str, publish: &[String], unpublish: &[u16]) -> Result<i32> {
         maps.extend(paddock_policy::parse_ports(p).map_err(|e| usage(format!("--publish: {e}")))?);
     }
     let (dirs, store) = open()?;
-    let mut spec = store
-        .get(&name)?
-        .ok_or_else(|| usage(format!("no sandbox named {name}")))?
-        .spec;
+    let mut spec = record(&store, &name)?.spec;
     let socket = dirs.control_socket(&name);
     let live = running(&dirs, &name);
     for host in unpublish {
@@ -483,9 +471,7 @@ pub fn ports(name: &str, publish: &[String], unpublish: &[u16]) -> Result<i32> {
 pub fn inspect(name: &str, json: bool) -> Result<i32> {
     let name = parse_name(name)?;
     let (dirs, store) = open()?;
-    let rec = store
-        .get(&name)?
-        .ok_or_else(|| usage(format!("no sandbox named {name}")))?;
+    let rec = record(&store, &name)?;
     let state = state(&dirs, &rec);
     let main = read_main(&dirs, &name);
     let dir = dirs.sandbox(&name);

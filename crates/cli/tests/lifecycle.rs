@@ -423,16 +423,12 @@ fn ok(out: &Output) -> String {
     stdout(out)
 }
 
-/// The state `paddock ls --json` shows for `name`.
+/// The state `paddock ls --json` shows for `name` ("absent" when it is not listed).
 fn state_of(name: &str) -> String {
-    let out = ok(&paddock().args(["ls", "--json"]).output().unwrap());
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    v.as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .map(|s| s["state"].as_str().unwrap().to_owned())
-        .unwrap_or_else(|| "absent".into())
+    listed(name)["state"]
+        .as_str()
+        .unwrap_or("absent")
+        .to_owned()
 }
 
 fn background_sandboxes_stop_start_and_survive_their_supervisor(backend: &str) {

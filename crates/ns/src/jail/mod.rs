@@ -301,11 +301,7 @@ fn pid1(
         ));
     }
     drop(from_parent);
-    let root_gid = nix::unistd::Gid::from_raw(0);
-    let root_uid = nix::unistd::Uid::from_raw(0);
-    nix::unistd::setresgid(root_gid, root_gid, root_gid).layer("user namespace", "setresgid")?;
-    nix::unistd::setgroups(&[]).layer("user namespace", "setgroups")?;
-    nix::unistd::setresuid(root_uid, root_uid, root_uid).layer("user namespace", "setresuid")?;
+    become_root_inside()?;
     // Changing ids cleared the parent-death signal set above: arm it again, or pid 1 (and the
     // whole sandbox) would outlive a jail killed with its supervisor.
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
@@ -313,6 +309,15 @@ fn pid1(
     sys::set_non_dumpable().layer("init", "cannot make pid 1 non-dumpable")?;
     confine(&cfg.command)?;
     paddock_init::run(&cfg.command, channel, host_pid)
+}
+
+/// Takes the ids 0 of the sandbox's user namespace (host: the sandbox's unprivileged root).
+fn become_root_inside() -> Result<(), Failure> {
+    let root_gid = nix::unistd::Gid::from_raw(0);
+    let root_uid = nix::unistd::Uid::from_raw(0);
+    nix::unistd::setresgid(root_gid, root_gid, root_gid).layer("user namespace", "setresgid")?;
+    nix::unistd::setgroups(&[]).layer("user namespace", "setgroups")?;
+    nix::unistd::setresuid(root_uid, root_uid, root_uid).layer("user namespace", "setresuid")
 }
 
 /// The layers every process of the sandbox is under: umask, Landlock, seccomp, capabilities
@@ -374,11 +379,7 @@ fn enter(cfg: &EnterConfig, channel: OwnedFd) -> Result<Never, Failure> {
         "namespaces",
     )?;
     setns(libc::CLONE_NEWUSER, "user namespace")?;
-    let root_gid = nix::unistd::Gid::from_raw(0);
-    let root_uid = nix::unistd::Uid::from_raw(0);
-    nix::unistd::setresgid(root_gid, root_gid, root_gid).layer("user namespace", "setresgid")?;
-    nix::unistd::setgroups(&[]).layer("user namespace", "setgroups")?;
-    nix::unistd::setresuid(root_uid, root_uid, root_uid).layer("user namespace", "setresuid")?;
+    become_root_inside()?;
     // Changing ids reset these two.
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .layer("init", "cannot tie the command to its supervisor")?;
