@@ -3,7 +3,7 @@
 //! the sandbox gets no route to the host's loopback, only answers on connections the host made.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -117,23 +117,10 @@ fn carry(client: TcpStream, execs: &dyn Execs, port: u16) {
     let mut inside_r = inside;
     let mut client_w = client;
     let up = std::thread::spawn(move || {
-        let _ = copy(&mut client_r, &mut inside_w);
+        let _ = std::io::copy(&mut client_r, &mut inside_w);
         let _ = rustix::net::shutdown(&inside_w, rustix::net::Shutdown::Write);
     });
-    let _ = copy(&mut inside_r, &mut client_w);
+    let _ = std::io::copy(&mut inside_r, &mut client_w);
     let _ = client_w.shutdown(Shutdown::Write);
     let _ = up.join();
-}
-
-fn copy(from: &mut impl Read, to: &mut impl Write) -> io::Result<()> {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        to.write_all(&buf[..n])?;
-    }
 }
