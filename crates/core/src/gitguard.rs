@@ -21,9 +21,7 @@ use std::{fs, io};
 
 use crate::backend::BackendError;
 use crate::spec::SandboxSpec;
-
-/// Directories not searched for repositories (large and generated).
-const SKIP: &[&str] = &["node_modules", "target", ".venv", "__pycache__"];
+use crate::trust::SKIP;
 /// How deep below a shared folder repositories are looked for.
 const MAX_DEPTH: usize = 24;
 /// How many directories are read at most (a bound on start time in huge trees).

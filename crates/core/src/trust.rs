@@ -11,8 +11,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
 
-/// Directories not walked: large, generated, and not run by the host as such.
-const SKIP: &[&str] = &["node_modules", "target", ".venv", "__pycache__"];
+/// Directories not walked (here, and for repositories by [`crate::gitguard`]): large,
+/// generated, and not run by the host as such.
+pub(crate) const SKIP: &[&str] = &["node_modules", "target", ".venv", "__pycache__"];
 
 /// One finding.
 #[derive(Debug, Clone, PartialEq, Eq)]
