@@ -55,6 +55,10 @@ pub enum Cmd {
         /// Process/thread limit.
         #[arg(long)]
         pids: Option<String>,
+        /// Size of the writable layer (e.g. 20g); grows a stopped sandbox's layer (it cannot
+        /// shrink: reset empties it).
+        #[arg(long)]
+        disk: Option<String>,
     },
     /// List, publish or unpublish ports: host 127.0.0.1:PORT forwarded to a port inside.
     Ports {
@@ -116,8 +120,11 @@ pub enum Cmd {
         #[arg(long)]
         seccomp: bool,
     },
-    /// List sandboxes.
+    /// List running sandboxes (with --all, stopped ones too).
     Ls {
+        /// Also list stopped sandboxes.
+        #[arg(short, long)]
+        all: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,

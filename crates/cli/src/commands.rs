@@ -37,7 +37,14 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             cpus,
             memory,
             pids,
-        } => crate::lifecycle::update(&name, cpus.as_deref(), memory.as_deref(), pids.as_deref()),
+            disk,
+        } => crate::lifecycle::update(
+            &name,
+            cpus.as_deref(),
+            memory.as_deref(),
+            pids.as_deref(),
+            disk.as_deref(),
+        ),
         Cmd::Ports {
             name,
             publish,
@@ -57,7 +64,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             command: vec!["bash".into(), "-l".into()],
         }),
         Cmd::Doctor { json, seccomp } => doctor(json, seccomp),
-        Cmd::Ls { json } => ls(json),
+        Cmd::Ls { all, json } => ls(all, json),
         Cmd::Rm { names, force } => rm(&names, force),
         Cmd::Reset { name } => reset(&name),
         Cmd::Trust { name } => trust(&name),
@@ -650,7 +657,7 @@ pub(crate) fn remove_sandbox(dirs: &Dirs, store: &Store, name: &SandboxName) -> 
     Ok(())
 }
 
-fn lock(dir: &Path, name: &SandboxName) -> Result<Option<SandboxLock>> {
+pub(crate) fn lock(dir: &Path, name: &SandboxName) -> Result<Option<SandboxLock>> {
     if !dir.exists() {
         return Ok(None);
     }
@@ -726,7 +733,7 @@ fn reset(name: &str) -> Result<i32> {
             .with_context(|| format!("cannot reset {}", layer.display()))?;
     }
     // The vm backend's disk layer: the next start makes a fresh one over the image's disk.
-    let disk = dir.join("vm-disk.qcow2");
+    let disk = dir.join(paddock_vm::DISK_LAYER);
     if disk.exists() {
         std::fs::remove_file(&disk).with_context(|| format!("cannot reset {}", disk.display()))?;
     }
@@ -737,13 +744,18 @@ fn reset(name: &str) -> Result<i32> {
     Ok(0)
 }
 
-fn ls(json: bool) -> Result<i32> {
+fn ls(all: bool, json: bool) -> Result<i32> {
     let (dirs, store) = open()?;
     let mut rows = Vec::new();
+    let mut hidden = 0;
     for r in store.list()? {
         // The lock is the truth: a supervisor killed with SIGKILL leaves a "running" row behind.
         let state = crate::lifecycle::state(&dirs, &r);
-        rows.push((r, state));
+        if all || state == SandboxState::Running {
+            rows.push((r, state));
+        } else {
+            hidden += 1;
+        }
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -812,6 +824,9 @@ fn ls(json: bool) -> Result<i32> {
             exit,
             r.spec.workspace
         );
+    }
+    if hidden > 0 {
+        eprintln!("({hidden} stopped, not shown: paddock ls --all)");
     }
     Ok(0)
 }

@@ -350,6 +350,7 @@ pub fn update(
     cpus: Option<&str>,
     memory: Option<&str>,
     pids: Option<&str>,
+    disk: Option<&str>,
 ) -> Result<i32> {
     use paddock_policy::Limits;
 
@@ -359,18 +360,46 @@ pub fn update(
         cpus: parse_flag("--cpus", cpus, str::parse)?,
         memory: parse_flag("--memory", memory, Limits::parse_memory)?,
         pids: parse_flag("--pids", pids, Limits::parse_pids)?,
-        disk: None,
+        disk: parse_flag("--disk", disk, Limits::parse_disk)?,
     };
-    if new.cpus.is_none() && new.memory.is_none() && new.pids.is_none() {
-        return Err(usage("nothing to change: give --cpus, --memory or --pids"));
+    if new == Limits::default() {
+        return Err(usage(
+            "nothing to change: give --cpus, --memory, --pids or --disk",
+        ));
     }
     let (dirs, store) = open()?;
     let mut spec = record(&store, &name)?.spec;
+    // The layer changes size only while nothing uses it: under the sandbox's lock, before the
+    // new limits are recorded (a refusal changes nothing).
+    let _lock = match new.disk {
+        Some(size) => {
+            let dir = dirs.sandbox(&name);
+            let lock = crate::commands::lock(&dir, &name).map_err(|_| {
+                usage(format!(
+                    "--disk changes a stopped sandbox's layer; `paddock stop {name}` first"
+                ))
+            })?;
+            let resized = match spec.backend.as_str() {
+                "vm" => paddock_vm::resize_disk(&dir, size.0),
+                _ => paddock_ns::resize_layer(&dir, size.0),
+            };
+            match resized {
+                Err(paddock_core::BackendError::Layer { message, .. }) => {
+                    return Err(usage(format!("--disk: {message}")));
+                }
+                r => r?,
+            }
+            spec.limits.disk = Some(size);
+            lock
+        }
+        None => None,
+    };
     spec.limits.cpus = new.cpus.or(spec.limits.cpus);
     spec.limits.memory = new.memory.or(spec.limits.memory);
     spec.limits.pids = new.pids.or(spec.limits.pids);
     store.update_spec(&spec)?;
-    if !running(&dirs, &name) {
+    // (With --disk the lock is ours, so it is stopped.)
+    if new.disk.is_some() || !running(&dirs, &name) {
         println!("{name}: the new limits apply at its next start");
         return Ok(0);
     }

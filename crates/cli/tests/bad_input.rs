@@ -7,7 +7,7 @@ mod common;
 use common::{paddock, stderr};
 
 fn sandboxes() -> usize {
-    let out = paddock().args(["ls", "--json"]).output().unwrap();
+    let out = paddock().args(["ls", "--all", "--json"]).output().unwrap();
     let v: serde_json::Value =
         serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Array(vec![]));
     v.as_array().map(Vec::len).unwrap_or(0)

@@ -142,8 +142,17 @@ fn git_hooks_and_config_are_out_of_reach(backend: &str) {
     std::fs::write(w.join("lib/.git"), "gitdir: ../.git\n").unwrap();
     let config_before = std::fs::read(w.join(".git/config")).unwrap();
     let name = unique("gitguard");
+    // Outside the workspace: what a config made inside would have the host's git touch.
+    let marker = w.with_extension("owned");
     // Every way of getting a writable hooks directory or config the host's git would use.
-    let script = r#"
+    let script = format!(
+        r#"
+        git init -q made && git -C made config core.fsmonitor 'touch {marker}' &&
+          git -C made remote add origin https://example.invalid/r.git && echo MADE-CONFIG
+        git init -q --bare bare.git && git -C bare.git config core.hooksPath /tmp && echo BARE
+"#,
+        marker = marker.display()
+    ) + r#"
         echo x > .git/hooks/pre-commit 2>/dev/null && echo HOOK-WRITTEN
         git config user.name evil 2>/dev/null && echo CONFIG-WRITTEN
         mv .git .git-old 2>/dev/null && echo GIT-MOVED
@@ -160,12 +169,15 @@ echo PWNED
     let out = on(backend)
         .args(["run", "--backend", backend, "--name", &name, "-w"])
         .arg(w)
-        .args(["--", "sh", "-c", script])
+        .args(["--", "sh", "-c", &script])
         .output()
         .unwrap();
     let said = stdout(&out);
     assert!(
-        said.contains("COMMITTED") && said.contains("FRESH-HOOK"),
+        said.contains("COMMITTED")
+            && said.contains("FRESH-HOOK")
+            && said.contains("MADE-CONFIG")
+            && said.contains("BARE"),
         "{out:?}"
     );
     for bad in ["WRITTEN", "MOVED", "LINKED", "REMOVED"] {
@@ -197,6 +209,22 @@ echo PWNED
         ],
     );
     assert!(!format!("{host:?}").contains("PWNED"), "{host:?}");
+    // The config made inside keeps its remote and loses what would run on the host (set aside
+    // for review), in a bare repository too.
+    git(&w.join("made"), &["status", "--short"]);
+    assert!(!marker.exists(), "the host's git ran the sandbox's fsmonitor");
+    assert_eq!(
+        stdout(&git(&w.join("made"), &["remote", "get-url", "origin"])).trim(),
+        "https://example.invalid/r.git"
+    );
+    assert!(w.join("made/.git/config.paddock-review").exists());
+    assert!(
+        stderr(&out).contains("made/.git/config: git config made during the run: set aside")
+            && stderr(&out).contains("dropped: core.fsmonitor"),
+        "{out:?}"
+    );
+    let bare = std::fs::read_to_string(w.join("bare.git/config")).unwrap();
+    assert!(!bare.to_lowercase().contains("hookspath"), "{bare}");
     // Asked for, the hooks are the agent's to write.
     let open = on(backend)
         .args([
@@ -465,7 +493,7 @@ fn installed_packages_persist_in_the_sandbox_layer_only(backend: &str) {
     for n in [&name, &other] {
         assert!(paddock().args(["rm", n]).output().unwrap().status.success());
     }
-    let ls = stdout(&paddock().args(["ls", "--json"]).output().unwrap());
+    let ls = stdout(&paddock().args(["ls", "--all", "--json"]).output().unwrap());
     assert!(!ls.contains(&name) && !ls.contains(&other), "{ls}");
 }
 
@@ -482,15 +510,17 @@ fn ls_reports_a_killed_supervisor_as_stopped(backend: &str) {
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     wait_for_line(&mut out, "ready");
-    let ls = stdout(&paddock().args(["ls", "--json"]).output().unwrap());
+    let ls = stdout(&paddock().args(["ls", "--all", "--json"]).output().unwrap());
     assert!(
         ls.contains(&format!("\"name\": \"{name}\"")) && ls.contains("\"running\""),
         "{ls}"
     );
     child.kill().unwrap();
     child.wait().unwrap();
-    let v: serde_json::Value =
-        serde_json::from_str(&stdout(&paddock().args(["ls", "--json"]).output().unwrap())).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&stdout(
+        &paddock().args(["ls", "--all", "--json"]).output().unwrap(),
+    ))
+    .unwrap();
     let row = v
         .as_array()
         .unwrap()
@@ -499,6 +529,9 @@ fn ls_reports_a_killed_supervisor_as_stopped(backend: &str) {
         .unwrap()
         .clone();
     assert_eq!(row["state"], "stopped", "{row}");
+    // Without --all only running sandboxes are listed.
+    let running = stdout(&paddock().args(["ls", "--json"]).output().unwrap());
+    assert!(!running.contains(&name), "{running}");
     // It can be started again.
     let again = on(backend)
         .args(["run", "--backend", backend, "--name", &name, "-w"])

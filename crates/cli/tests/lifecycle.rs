@@ -136,7 +136,7 @@ const BALLOON: &str = "x = []\nwhile True:\n    x.append(bytearray(32 * 1024 * 1
 
 /// What `paddock ls --json` says about `name`.
 fn listed(name: &str) -> serde_json::Value {
-    let out = ok(&paddock().args(["ls", "--json"]).output().unwrap());
+    let out = ok(&paddock().args(["ls", "--all", "--json"]).output().unwrap());
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     v.as_array()
         .unwrap()
@@ -266,6 +266,37 @@ fn limits_stop_runaways_and_ls_says_which(backend: &str) {
             .output()
             .unwrap();
         assert_eq!(stdout(&again).trim(), size.to_string(), "{again:?}");
+        // update --disk grows a stopped sandbox's layer with its files in it; it never shrinks.
+        ok(&paddock()
+            .args(["update", &disk, "--disk", "2g"])
+            .output()
+            .unwrap());
+        let smaller = paddock()
+            .args(["update", &disk, "--disk", "1g"])
+            .output()
+            .unwrap();
+        assert_eq!(smaller.status.code(), Some(2), "{smaller:?}");
+        assert!(stderr(&smaller).contains("can only grow"), "{smaller:?}");
+        assert_eq!(listed(&disk)["limits"]["disk"], 2_u64 << 30, "{}", listed(&disk));
+        let grown = on(backend)
+            .args(["run", "--backend", backend, "--name", &disk, "-w"])
+            .arg(ws.path())
+            .args([
+                "--",
+                "sh",
+                "-c",
+                "stat -c %s /fill; df -B1 --output=size / | tail -n 1",
+            ])
+            .output()
+            .unwrap();
+        let said = stdout(&grown);
+        let mut lines = said.lines();
+        assert_eq!(lines.next(), Some(size.to_string().as_str()), "{grown:?}");
+        let room: u64 = lines
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{grown:?}"));
+        assert!(room > 1_800_000_000, "{room} bytes after --disk 2g");
         ok(&paddock().args(["reset", &disk]).output().unwrap());
     }
     // update: bad input changes nothing; a good one applies now (cgroups) or at the next start.
@@ -277,6 +308,18 @@ fn limits_stop_runaways_and_ls_says_which(backend: &str) {
     assert!(stderr(&bad).contains("--memory"), "{bad:?}");
     assert_eq!(listed(&name)["limits"]["pids"], 48);
     ok(&on(backend).args(["start", &name]).output().unwrap());
+    // The layer of a running sandbox keeps its size.
+    let busy = paddock()
+        .args(["update", &name, "--disk", "8g"])
+        .output()
+        .unwrap();
+    assert_eq!(busy.status.code(), Some(2), "{busy:?}");
+    assert!(stderr(&busy).contains("stop"), "{busy:?}");
+    assert!(
+        listed(&name)["limits"]["disk"].is_null(),
+        "{}",
+        listed(&name)
+    );
     let up = ok(&paddock()
         .args(["update", &name, "--memory", memory, "--pids", "200"])
         .output()

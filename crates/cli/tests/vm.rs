@@ -229,6 +229,31 @@ PY
     let o = run(&[], "cat /opt/persist");
     assert_eq!(stdout(&o), "kept\n", "{}", stderr(&o));
 
+    // update --disk grows the stopped sandbox's disk (the guest grows its file system at boot)
+    // and keeps what is on it; it never shrinks.
+    let small = common::paddock()
+        .args(["update", &name, "--disk", "1g"])
+        .output()
+        .unwrap();
+    assert_eq!(small.status.code(), Some(2), "{small:?}");
+    assert!(stderr(&small).contains("can only grow"), "{small:?}");
+    let grow = common::paddock()
+        .args(["update", &name, "--disk", "20g"])
+        .output()
+        .unwrap();
+    assert!(grow.status.success(), "{grow:?}");
+    let o = run(&[], "cat /opt/persist; df -B1 --output=size / | tail -n 1");
+    let out = stdout(&o);
+    assert!(out.starts_with("kept\n"), "{out}\n{}", stderr(&o));
+    let room: u64 = out
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(room > 18_000_000_000, "{room} bytes after --disk 20g");
+
     let rm = common::paddock()
         .args(["rm", "-f", &name])
         .output()

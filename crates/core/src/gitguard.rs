@@ -12,8 +12,8 @@
 //! cannot undo them.
 //!
 //! A repository the agent creates during a run cannot be pinned in advance; after the run
-//! [`crate::trust::report`] removes the execute bits of hooks that appeared in one, and reports
-//! its config.
+//! [`crate::trust::report`] removes the execute bits of hooks that appeared in one and trims its
+//! config to harmless keys ([`crate::gitsafe`]).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

@@ -8,6 +8,7 @@
 mod backend;
 mod dirs;
 pub mod gitguard;
+pub mod gitsafe;
 mod idmap;
 mod image;
 mod lock;

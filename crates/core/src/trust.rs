@@ -116,10 +116,12 @@ fn disarm(workspace: &Path, rel: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// What in `workspace` changed since `since` that the host may run. With `disarm_hooks`, git
-/// hooks made or changed in the meantime (only possible in a repository the run created: the
-/// others' hooks are read-only inside) lose their execute bits, so the host's git skips them.
-pub fn report(workspace: &Path, since: SystemTime, disarm_hooks: bool) -> Vec<Finding> {
+/// What in `workspace` changed since `since` that the host may run. With `defuse`, what changed
+/// in git directories (only possible in a repository the run created: the others' hooks and
+/// config are read-only inside) is made safe for the host's git: hooks lose their execute bits,
+/// configs keep only harmless keys ([`crate::gitsafe`]), a symlinked `hooks` or `config` is set
+/// aside.
+pub fn report(workspace: &Path, since: SystemTime, defuse: bool) -> Vec<Finding> {
     let since = since
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i128)
@@ -130,7 +132,10 @@ pub fn report(workspace: &Path, since: SystemTime, disarm_hooks: bool) -> Vec<Fi
         let Ok(entries) = fs::read_dir(workspace.join(&rel)) else {
             continue;
         };
-        for e in entries.flatten() {
+        // Read whole first: defusing renames entries of this directory.
+        let entries: Vec<fs::DirEntry> = entries.flatten().collect();
+        let in_git_dir = crate::gitsafe::is_git_dir(workspace, &rel);
+        for e in entries {
             let name = e.file_name();
             let child = rel.join(&name);
             let Ok(meta) = fs::symlink_metadata(workspace.join(&child)) else {
@@ -160,6 +165,13 @@ pub fn report(workspace: &Path, since: SystemTime, disarm_hooks: bool) -> Vec<Fi
             {
                 continue;
             }
+            if defuse
+                && in_git_dir
+                && let Some(why) = defuse_git(workspace, &child, ft.is_symlink())
+            {
+                out.push(Finding { path: shown, why });
+                continue;
+            }
             if ft.is_symlink() {
                 if let Ok(to) = fs::read_link(workspace.join(&child))
                     && leads_out(&child, &to)
@@ -171,11 +183,12 @@ pub fn report(workspace: &Path, since: SystemTime, disarm_hooks: bool) -> Vec<Fi
                 }
                 continue;
             }
-            if disarm_hooks
-                && ft.is_file()
-                && meta.mode() & 0o111 != 0
-                && crate::gitguard::is_hook(&child)
-            {
+            let hook = crate::gitguard::is_hook(&child)
+                || (rel.file_name().is_some_and(|p| p == "hooks")
+                    && rel
+                        .parent()
+                        .is_some_and(|g| crate::gitsafe::is_git_dir(workspace, g)));
+            if defuse && ft.is_file() && meta.mode() & 0o111 != 0 && hook {
                 let why = match disarm(workspace, &child) {
                     Ok(()) => "git hook made during the run: its execute bits were removed so the host's git skips it (read it before `chmod +x`)".to_owned(),
                     Err(e) => format!("git hook made during the run (could not remove its execute bits: {e}); do not run git here before you have read it"),
@@ -196,6 +209,41 @@ pub fn report(workspace: &Path, since: SystemTime, disarm_hooks: bool) -> Vec<Fi
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
     out
+}
+
+/// Makes `rel`, a changed entry of a git directory, safe for the host's git when it is its
+/// `config`, `config.worktree` or a symlinked `hooks`; says what was done.
+fn defuse_git(workspace: &Path, rel: &Path, symlink: bool) -> Option<String> {
+    use crate::gitsafe::{Defused, REVIEW_SUFFIX, defuse_config, set_aside};
+    let name = rel.file_name()?.to_str()?;
+    let failed = |e: std::io::Error| {
+        format!(
+            "git {name} made during the run could not be made safe ({e}); do not run git in that repository before you have read it"
+        )
+    };
+    match name {
+        "config" | "config.worktree" => Some(match defuse_config(workspace, rel) {
+            Ok(Defused::Clean) => {
+                "git config made or changed during the run: checked, nothing in it runs code"
+                    .to_owned()
+            }
+            Ok(Defused::Trimmed { dropped }) => format!(
+                "git config made during the run: set aside as {name}{REVIEW_SUFFIX}; the repository keeps only its format, remotes, branches and identity (dropped: {})",
+                dropped.join(", ")
+            ),
+            Ok(Defused::SetAside(why)) => format!(
+                "git config made during the run ({why}): set aside whole as {name}{REVIEW_SUFFIX}"
+            ),
+            Err(e) => failed(e),
+        }),
+        "hooks" if symlink => Some(match set_aside(workspace, rel) {
+            Ok(()) => format!(
+                "git hooks directory made a symlink during the run: set aside as hooks{REVIEW_SUFFIX}"
+            ),
+            Err(e) => failed(e),
+        }),
+        _ => None,
+    }
 }
 
 /// The report as text, one line per finding.

@@ -193,28 +193,16 @@ pub fn prepare_layer(
 ) -> Result<Option<PathBuf>, BackendError> {
     let image = dir.join(LAYER_IMAGE);
     let point = dir.join("layer");
-    let layer_err = |message: String| BackendError::Layer {
-        layer: "disk limit".into(),
-        message,
-    };
     if !image.exists() {
         let Some(size) = disk else { return Ok(None) };
-        let upper = dir.join("upper");
-        if fs::read_dir(&upper).is_ok_and(|mut d| d.next().is_some()) {
-            return Err(layer_err(format!(
-                "this sandbox's layer was made without --disk; `paddock reset {}` first (its installed packages go) to give it a size",
-                dir.file_name()
-                    .map(|n| n.to_string_lossy())
-                    .unwrap_or_default()
-            )));
-        }
+        unlimited_layer_in_use(dir)?;
         let tmp = dir.join(format!("{LAYER_IMAGE}.tmp"));
         let f = fs::File::create(&tmp).map_err(io(format!("cannot create {}", tmp.display())))?;
         f.set_len(size)
             .map_err(io(format!("cannot size {}", tmp.display())))?;
         drop(f);
         let mkfs = paddock_core::tools::find_program("mkfs.ext4")
-            .ok_or_else(|| layer_err("mkfs.ext4 is missing (apt-get install e2fsprogs)".into()))?;
+            .ok_or_else(|| disk_err("mkfs.ext4 is missing (apt-get install e2fsprogs)".into()))?;
         let out = std::process::Command::new(mkfs)
             .args(["-q", "-F", "-m", "0", "-E"])
             .arg(format!("root_owner={base}:{base}"))
@@ -223,7 +211,7 @@ pub fn prepare_layer(
             .map_err(io("cannot run mkfs.ext4"))?;
         if !out.status.success() {
             let _ = fs::remove_file(&tmp);
-            return Err(layer_err(format!(
+            return Err(disk_err(format!(
                 "mkfs.ext4 failed: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
@@ -236,6 +224,80 @@ pub fn prepare_layer(
 
 /// The file name of a size-limited layer's image in the sandbox's directory.
 pub const LAYER_IMAGE: &str = "layer.ext4";
+
+fn disk_err(message: String) -> BackendError {
+    BackendError::Layer {
+        layer: "disk limit".into(),
+        message,
+    }
+}
+
+/// Refuses a size for a layer that already holds files without one (a plain directory cannot
+/// be turned into a size-limited file system in place).
+fn unlimited_layer_in_use(dir: &Path) -> Result<(), BackendError> {
+    if fs::read_dir(dir.join("upper")).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(disk_err(format!(
+            "this sandbox's layer was made without --disk; `paddock reset {}` first (its installed packages go) to give it a size",
+            dir.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        )));
+    }
+    Ok(())
+}
+
+/// Gives a stopped sandbox's layer the size `bytes`: a layer image that exists grows (file and
+/// file system, offline); it cannot shrink. With no image yet, the next start makes one of the
+/// size asked (the caller records it). Call with the sandbox's lock held.
+pub fn resize_layer(dir: &Path, bytes: u64) -> Result<(), BackendError> {
+    let image = dir.join(LAYER_IMAGE);
+    let Ok(meta) = fs::symlink_metadata(&image) else {
+        return unlimited_layer_in_use(dir);
+    };
+    let now = meta.len();
+    if bytes < now {
+        return Err(disk_err(format!(
+            "the layer is {} MB and can only grow; `paddock reset {}` empties it (its installed packages go), then any size can be given",
+            now / 1_000_000,
+            dir.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        )));
+    }
+    if bytes == now {
+        return Ok(());
+    }
+    let run = |program: &str, args: &[&str]| -> Result<(), BackendError> {
+        let path = paddock_core::tools::find_program(program)
+            .ok_or_else(|| disk_err(format!("{program} is missing (apt-get install e2fsprogs)")))?;
+        let out = std::process::Command::new(path)
+            .args(args)
+            .arg(&image)
+            .output()
+            .map_err(io(format!("cannot run {program}")))?;
+        // e2fsck: 1 means errors were corrected, which is fine before a resize.
+        match out.status.code() {
+            Some(0) => Ok(()),
+            Some(1) if program == "e2fsck" => Ok(()),
+            _ => Err(disk_err(format!(
+                "{program} failed on {}: {}",
+                image.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))),
+        }
+    };
+    // resize2fs wants a freshly checked file system; a grown file with the old file system in
+    // it is harmless (the next resize finishes the job).
+    run("e2fsck", &["-f", "-p"])?;
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&image)
+        .and_then(|f| f.set_len(bytes))
+        .map_err(io(format!("cannot grow {}", image.display())))?;
+    run("resize2fs", &[])
+}
 
 /// "disk limit: …" when the layer image is (nearly) full, read from its superblock.
 pub fn layer_full(image: &Path) -> Option<String> {

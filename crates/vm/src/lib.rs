@@ -324,6 +324,70 @@ pub fn remove_stale_run_dirs(name: &str) {
     }
 }
 
+/// The file name of a sandbox's disk layer (qcow2 over the image's disk) in its directory.
+pub const DISK_LAYER: &str = "vm-disk.qcow2";
+
+/// Gives a stopped sandbox's disk the size `bytes`: a disk that exists grows (the guest grows
+/// its file system to fill it at the next boot); it cannot shrink. With no disk yet, the next
+/// start makes one of the size asked (the caller records it). Call with the sandbox's lock held.
+pub fn resize_disk(dir: &Path, bytes: u64) -> Result<(), BackendError> {
+    let disk = dir.join(DISK_LAYER);
+    let Ok(mut f) = fs::File::open(&disk) else {
+        return Ok(());
+    };
+    // A qcow2 header: magic "QFI\xfb", then the virtual size as a big-endian u64 at byte 24.
+    let mut head = [0u8; 32];
+    std::io::Read::read_exact(&mut f, &mut head)
+        .map_err(io(format!("cannot read {}", disk.display())))?;
+    let now = match (&head[..4], head[24..32].try_into()) {
+        (b"QFI\xfb", Ok(size)) => u64::from_be_bytes(size),
+        _ => {
+            return Err(layer(
+                "vm disk",
+                format!("{} is not a qcow2 disk", disk.display()),
+            ));
+        }
+    };
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    if bytes < now {
+        return Err(layer(
+            "vm disk",
+            format!(
+                "the disk is {} MB and can only grow; `paddock reset {name}` empties it (its installed packages go), then any size can be given",
+                now / 1_000_000
+            ),
+        ));
+    }
+    if bytes == now {
+        return Ok(());
+    }
+    let qemu_img = find_program("qemu-img").ok_or_else(|| {
+        layer(
+            "vm disk",
+            "qemu-img is missing (apt-get install qemu-utils)",
+        )
+    })?;
+    let out = Command::new(qemu_img)
+        .args(["resize", "-q", "-f", "qcow2"])
+        .arg(&disk)
+        .arg(bytes.to_string())
+        .output()
+        .map_err(io("cannot run qemu-img"))?;
+    if !out.status.success() {
+        return Err(layer(
+            "vm disk",
+            format!(
+                "qemu-img resize failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// How a boot that never reached the guest helper is reported (and recognised for a retry).
 const BOOT_TIMEOUT: &str = "the guest did not come up within";
 
@@ -672,7 +736,7 @@ impl VmBackend {
         let pins = paddock_core::gitguard::for_spec(spec)?;
 
         // The sandbox's disk: a copy-on-write layer over the image's disk.
-        let disk = ctx.sandbox_dir.join("vm-disk.qcow2");
+        let disk = ctx.sandbox_dir.join(DISK_LAYER);
         let base_id = ctx.sandbox_dir.join("vm-disk.base");
         if disk.exists() {
             let made_over = fs::read_to_string(&base_id).unwrap_or_default();
