@@ -212,7 +212,10 @@ echo PWNED
     // The config made inside keeps its remote and loses what would run on the host (set aside
     // for review), in a bare repository too.
     git(&w.join("made"), &["status", "--short"]);
-    assert!(!marker.exists(), "the host's git ran the sandbox's fsmonitor");
+    assert!(
+        !marker.exists(),
+        "the host's git ran the sandbox's fsmonitor"
+    );
     assert_eq!(
         stdout(&git(&w.join("made"), &["remote", "get-url", "origin"])).trim(),
         "https://example.invalid/r.git"

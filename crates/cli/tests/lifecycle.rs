@@ -203,17 +203,14 @@ fn limits_stop_runaways_and_ls_says_which(backend: &str) {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{bomb:?}"));
     assert!(n <= 48, "{n} new processes under --pids 48");
-    // gVisor enforces its limit per user inside, where no counter shows it to the host.
-    if backend != "gvisor" {
-        assert!(
-            listed(&name)["last_cause"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("pids limit"),
-            "{}",
-            listed(&name)
-        );
-    }
+    assert!(
+        listed(&name)["last_cause"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("pids limit"),
+        "{}",
+        listed(&name)
+    );
     // Filling the disk stops at the size of the writable layer (a VM's disk is its own; see
     // vm.rs), and ls says why.
     if backend != "vm" {
@@ -277,7 +274,12 @@ fn limits_stop_runaways_and_ls_says_which(backend: &str) {
             .unwrap();
         assert_eq!(smaller.status.code(), Some(2), "{smaller:?}");
         assert!(stderr(&smaller).contains("can only grow"), "{smaller:?}");
-        assert_eq!(listed(&disk)["limits"]["disk"], 2_u64 << 30, "{}", listed(&disk));
+        assert_eq!(
+            listed(&disk)["limits"]["disk"],
+            2_u64 << 30,
+            "{}",
+            listed(&disk)
+        );
         let grown = on(backend)
             .args(["run", "--backend", backend, "--name", &disk, "-w"])
             .arg(ws.path())

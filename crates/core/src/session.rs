@@ -25,6 +25,7 @@ pub struct RemoteSession {
     tx: Shared<UnixStream>,
     exit: Shared<Option<Exit>>,
     diagnostics: Shared<Vec<String>>,
+    limits: Shared<Vec<String>>,
     pty: Option<OwnedFd>,
 }
 
@@ -55,6 +56,7 @@ impl RemoteSession {
     pub fn start(conn: UnixStream, tty: bool, done: Arc<File>) -> io::Result<RemoteSession> {
         let exit: Shared<Option<Exit>> = Arc::default();
         let diagnostics: Shared<Vec<String>> = Arc::default();
+        let limits: Shared<Vec<String>> = Arc::default();
         let tx = Arc::new(Mutex::new(conn.try_clone()?));
 
         // Where the command's output goes, and where its input comes from.
@@ -84,6 +86,7 @@ impl RemoteSession {
             let mut reader = conn;
             let exit = exit.clone();
             let diagnostics = diagnostics.clone();
+            let limits = limits.clone();
             std::thread::Builder::new()
                 .name("session-output".into())
                 .spawn(move || {
@@ -99,6 +102,9 @@ impl RemoteSession {
                             Frame::Report(Report::ExecFailed {
                                 program, message, ..
                             }) => lock(&diagnostics).push(format!("{program}: {message}")),
+                            Frame::Report(Report::LimitsHit { events }) => {
+                                lock(&limits).extend(events);
+                            }
                             Frame::Exit(st) => {
                                 *lock(&exit) = Some(match st {
                                     ExitStatus::Code { code } => Exit::Code { code },
@@ -145,6 +151,7 @@ impl RemoteSession {
             tx,
             exit,
             diagnostics,
+            limits,
             pty,
         })
     }
@@ -172,6 +179,11 @@ impl RemoteSession {
     /// What the helper reported about the command (taken).
     pub fn diagnostics(&self) -> Vec<String> {
         std::mem::take(&mut *lock(&self.diagnostics))
+    }
+
+    /// Limits the helper saw the sandbox run into, as sentences starting with the limit's name.
+    pub fn limits_hit(&self) -> Vec<String> {
+        lock(&self.limits).clone()
     }
 }
 
@@ -254,5 +266,9 @@ impl crate::Instance for RemoteExec {
 
     fn take_egress(&mut self) -> Option<crate::Egress> {
         None
+    }
+
+    fn limits_hit(&self) -> Vec<String> {
+        self.session.limits_hit()
     }
 }

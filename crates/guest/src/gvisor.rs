@@ -23,6 +23,45 @@ const PROXY_FD: i32 = 4;
 /// Sent once on the session socket when the helper is ready.
 const READY: u8 = b'R';
 
+/// How often the processes are counted against gVisor's process limit.
+const NPROC_SAMPLE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Watches for the sandbox running into its process limit. gVisor enforces it as
+/// `RLIMIT_NPROC`, per user, and keeps no counter of refused forks that the host could read;
+/// so a thread counts each user's processes (the owners of `/proc/PID`) a few times a second,
+/// and one user at the limit is noted for the command's exit report. A limit reached and left
+/// between two samples goes unseen.
+fn watch_process_limit() {
+    let limit = match rustix::process::getrlimit(rustix::process::Resource::Nproc).current {
+        Some(l) if l > 0 => l,
+        _ => return,
+    };
+    let _ = std::thread::Builder::new()
+        .name("nproc".into())
+        .spawn(move || {
+            use std::os::unix::fs::MetadataExt;
+            loop {
+                std::thread::sleep(NPROC_SAMPLE);
+                let Ok(dir) = std::fs::read_dir("/proc") else {
+                    return;
+                };
+                let mut per_user: std::collections::HashMap<u32, u64> = Default::default();
+                for e in dir.flatten() {
+                    if e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+                        && let Ok(m) = e.metadata()
+                    {
+                        *per_user.entry(m.uid()).or_default() += 1;
+                    }
+                }
+                if per_user.values().any(|n| *n >= limit) {
+                    session::note_limit(format!(
+                        "pids limit: one user reached the limit of {limit} processes (more are refused)"
+                    ));
+                }
+            }
+        });
+}
+
 /// Serves the sandbox until the host closes the session socket. Never returns.
 pub fn run(egress_wanted: bool, sudo_wanted: bool) -> ! {
     // SAFETY: the host passes exactly these two descriptors (runsc `--pass-fd`); nothing else
@@ -54,6 +93,7 @@ pub fn run(egress_wanted: bool, sudo_wanted: bool) -> ! {
             std::process::exit(paddock_wire::EXIT_SETUP_FAILED);
         }
     }
+    watch_process_limit();
     let reaper = Arc::new(Reaper::default());
     if sudo_wanted && let Err(e) = sudo::serve(reaper.clone()) {
         eprintln!(

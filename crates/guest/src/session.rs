@@ -23,6 +23,23 @@ pub const CGROUP: &str = "/sys/fs/cgroup/sandbox";
 /// holding its streams) before the exit is reported anyway.
 const DRAIN: Duration = Duration::from_secs(2);
 
+/// Limits the sandbox ran into, as sentences starting with the limit's name; sent with every
+/// command's exit. (The VM guest reports its own at power-off; gVisor's helper notes here what
+/// only it can see.)
+static LIMITS_HIT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Records that the sandbox ran into a limit (once per kind).
+pub fn note_limit(event: String) {
+    let mut hit = LIMITS_HIT.lock().unwrap_or_else(PoisonError::into_inner);
+    let kind = event.split(':').next().unwrap_or_default().to_owned();
+    if !hit
+        .iter()
+        .any(|e| e.split(':').next() == Some(kind.as_str()))
+    {
+        hit.push(event);
+    }
+}
+
 /// The sending half of a connection; `None` once the exit has been sent.
 type Sender = Arc<Mutex<Option<File>>>;
 
@@ -221,6 +238,13 @@ fn run(cmd: &Command, reader: &mut File, sender: &Sender, reaper: &Reaper) -> io
     let _ = rustix::io::ioctl_fionbio(&reports, true);
     while let Ok(Some((report, _))) = paddock_init::recv_report(reports.as_fd()) {
         send(sender, &Frame::Report(report));
+    }
+    let events = LIMITS_HIT
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    if !events.is_empty() {
+        send(sender, &Frame::Report(Report::LimitsHit { events }));
     }
     send(sender, &Frame::Exit(status));
     *sender.lock().unwrap_or_else(PoisonError::into_inner) = None;

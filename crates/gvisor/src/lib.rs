@@ -715,6 +715,13 @@ impl Instance for GvisorInstance {
         self.limit_events = self.cgroups.events();
         self.limit_events
             .extend(self.layer_image.as_deref().and_then(paddock_ns::layer_full));
+        // gVisor's own process limit, which only the helper inside sees.
+        for e in self.session.limits_hit() {
+            let kind = e.split(':').next().unwrap_or_default();
+            if !self.limit_events.iter().any(|h| h.starts_with(kind)) {
+                self.limit_events.push(e);
+            }
+        }
         self.cgroups.remove();
         self.run = None;
         match exit {
