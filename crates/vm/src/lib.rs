@@ -370,6 +370,8 @@ pub fn resize_disk(dir: &Path, bytes: u64) -> Result<(), BackendError> {
             "qemu-img is missing (apt-get install qemu-utils)",
         )
     })?;
+    // The sandbox lock is ours, so a lock on the disk belongs to a VMM still exiting.
+    wait_disk_free(&disk, Duration::from_secs(60))?;
     let out = Command::new(qemu_img)
         .args(["resize", "-q", "-f", "qcow2"])
         .arg(&disk)
