@@ -271,6 +271,15 @@ pub fn attach(name: &str) -> Result<i32> {
             "sandbox {name} is not running (`paddock start {name}` starts it)"
         )));
     }
+    if !read_main(&dirs, &name).tty {
+        // Nothing to type into: follow what it writes from now on, as `docker attach` does.
+        eprintln!(
+            "paddock: {name}'s command has no terminal: following its output (input is not passed; Ctrl-C stops following, {name} goes on)"
+        );
+        copy_log(&dirs, &name, true, true)?;
+        eprintln!("paddock: {name}'s command ended");
+        return Ok(0);
+    }
     if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
         return Err(usage("attach needs a terminal (stdin and stdout)"));
     }
@@ -308,14 +317,22 @@ pub fn logs(name: &str, follow: bool) -> Result<i32> {
     let name = parse_name(name)?;
     let (dirs, store) = open()?;
     record(&store, &name)?;
-    let path = log_file(&dirs, &name);
-    let mut f = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(_) => {
-            eprintln!("{name} has not run in the background yet (nothing logged)");
-            return Ok(0);
-        }
+    if !copy_log(&dirs, &name, false, follow)? {
+        eprintln!("{name} has not run in the background yet (nothing logged)");
+    }
+    Ok(0)
+}
+
+/// Copies the output log of `name` to stdout (from its current end with `from_end`), and with
+/// `follow` what comes while the sandbox runs. `false` when there is no log.
+fn copy_log(dirs: &Dirs, name: &SandboxName, from_end: bool, follow: bool) -> Result<bool> {
+    let path = log_file(dirs, name);
+    let Ok(mut f) = std::fs::File::open(&path) else {
+        return Ok(false);
     };
+    if from_end {
+        f.seek(std::io::SeekFrom::End(0))?;
+    }
     let mut out = std::io::stdout();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -324,7 +341,7 @@ pub fn logs(name: &str, follow: bool) -> Result<i32> {
             out.write_all(&buf[..n])?;
             continue;
         }
-        if !follow || !running(&dirs, &name) {
+        if !follow || !running(dirs, name) {
             break;
         }
         out.flush()?;
@@ -332,7 +349,8 @@ pub fn logs(name: &str, follow: bool) -> Result<i32> {
     }
     // What came between the last read and the end.
     std::io::copy(&mut f, &mut out)?;
-    Ok(0)
+    out.flush()?;
+    Ok(true)
 }
 
 /// The state as it is: the lock decides between running and not.

@@ -119,16 +119,36 @@ fn attach_reaches_a_background_command_and_detaches(backend: &str) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    // Without a terminal there is nothing to attach to.
+    // Without a terminal, attach follows the command's output until it ends.
     ok(&on(backend)
         .args(["run", "-d", "--backend", backend, "--name", &name, "-w"])
         .arg(ws.path())
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "while [ ! -e stop ]; do echo tick; sleep 0.2; done; echo done-$((6*7))",
+        ])
         .output()
         .unwrap());
-    let (mut child, mut m) = attach_on_pty(backend, &name);
-    let mut seen = String::new();
-    read_until(&mut m, "has no terminal", &mut seen);
-    assert_eq!(child.wait().unwrap().code(), Some(2));
+    let mut child = paddock()
+        .args(["attach", &name])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line, "tick\n");
+    std::fs::write(ws.path().join("stop"), "").unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert!(rest.contains("done-42\n"), "{rest:?}");
+    let end = child.wait_with_output().unwrap();
+    assert!(end.status.success(), "{end:?}");
+    assert!(stderr(&end).contains("command ended"), "{end:?}");
 }
 
 /// Fills memory 32 MiB at a time until something stops it.
