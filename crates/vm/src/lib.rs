@@ -372,22 +372,27 @@ pub fn resize_disk(dir: &Path, bytes: u64) -> Result<(), BackendError> {
     })?;
     // The sandbox lock is ours, so a lock on the disk belongs to a VMM still exiting.
     wait_disk_free(&disk, Duration::from_secs(60))?;
-    let out = Command::new(qemu_img)
-        .args(["resize", "-q", "-f", "qcow2"])
-        .arg(&disk)
-        .arg(bytes.to_string())
-        .output()
-        .map_err(io("cannot run qemu-img"))?;
-    if !out.status.success() {
-        return Err(layer(
-            "vm disk",
-            format!(
-                "qemu-img resize failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        ));
+    run_qemu_img(
+        Command::new(qemu_img)
+            .args(["resize", "-q", "-f", "qcow2"])
+            .arg(&disk)
+            .arg(bytes.to_string()),
+    )
+}
+
+/// Runs a `qemu-img` command line; its error output becomes the error.
+fn run_qemu_img(cmd: &mut Command) -> Result<(), BackendError> {
+    let out = cmd.output().map_err(io("cannot run qemu-img"))?;
+    if out.status.success() {
+        return Ok(());
     }
-    Ok(())
+    Err(layer(
+        "vm disk",
+        format!(
+            "qemu-img failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+    ))
 }
 
 /// How a boot that never reached the guest helper is reported (and recognised for a retry).
@@ -759,22 +764,13 @@ impl VmBackend {
                 .unwrap_or(DEFAULT_DISK)
                 .max(artifacts.info.disk_bytes);
             let tmp = ctx.sandbox_dir.join("vm-disk.qcow2.tmp");
-            let out = Command::new(qemu_img)
-                .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-                .arg(artifacts.disk())
-                .arg(&tmp)
-                .arg(size.to_string())
-                .output()
-                .map_err(io("cannot run qemu-img"))?;
-            if !out.status.success() {
-                return Err(layer(
-                    "vm disk",
-                    format!(
-                        "qemu-img create failed: {}",
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    ),
-                ));
-            }
+            run_qemu_img(
+                Command::new(qemu_img)
+                    .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+                    .arg(artifacts.disk())
+                    .arg(&tmp)
+                    .arg(size.to_string()),
+            )?;
             fs::write(&base_id, &artifacts.info.id).map_err(io("cannot record the disk's base"))?;
             fs::rename(&tmp, &disk).map_err(io("cannot move the disk layer into place"))?;
         }
