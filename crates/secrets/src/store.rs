@@ -109,21 +109,62 @@ pub enum StoreError {
     Decrypt {
         /// The store.
         path: PathBuf,
-        /// The key file.
-        key: PathBuf,
+        /// Where its key is.
+        key: KeyHome,
+    },
+    /// the OS keyring that holds the store's key cannot be used now
+    #[error(
+        "{path} keeps its key in {key}, which cannot be used now ({message}); run paddock where that keyring is unlocked (a desktop session), or remove the store to start over"
+    )]
+    Keyring {
+        /// The store.
+        path: PathBuf,
+        /// Where its key is.
+        key: KeyHome,
+        /// What the keyring said.
+        message: String,
     },
     /// a file is readable by others
     #[error("{0} is readable by other users; `chmod 600` it (or remove it to start over)")]
     Permissions(PathBuf),
 }
 
+/// The store's first bytes when its key is in a file.
 const MAGIC: &[u8] = b"paddock-secrets-v1\n";
+/// The store's first bytes when its key is in the OS keyring.
+const MAGIC_KEYRING: &[u8] = b"paddock-secrets-v1-keyring\n";
+
+/// The keyring service name the store's key is kept under.
+const KEYRING_SERVICE: &str = "paddock";
+
+/// Where the key that encrypts the store is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyHome {
+    /// A file readable only by its owner.
+    File(PathBuf),
+    /// The OS keyring (the Secret Service on Linux), under service `paddock` and this account.
+    Keyring(String),
+}
+
+impl std::fmt::Display for KeyHome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyHome::File(p) => write!(f, "{}", p.display()),
+            KeyHome::Keyring(account) => write!(
+                f,
+                "the OS keyring (service {KEYRING_SERVICE}, account {account:?})"
+            ),
+        }
+    }
+}
 
 /// The secrets file and its key.
 #[derive(Debug, Clone)]
 pub struct SecretStore {
     path: PathBuf,
     key: PathBuf,
+    /// The keyring account a new store's key goes to, when the OS keyring may be used.
+    keyring: Option<String>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -131,6 +172,12 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
         path: path.to_owned(),
         source,
     }
+}
+
+/// Whether the OS keyring answers for `account` (it has the entry, or could hold it).
+fn keyring_answers(account: &str) -> bool {
+    keyring::Entry::new(KEYRING_SERVICE, account)
+        .is_ok_and(|e| matches!(e.get_secret(), Ok(_) | Err(keyring::Error::NoEntry)))
 }
 
 /// A fresh placeholder for secret `name`: recognisable, worthless, unique.
@@ -166,26 +213,39 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 }
 
 impl SecretStore {
-    /// The store at `path`, encrypted with the key at `key` (made on first write).
+    /// The store at `path`, encrypted with the key in the file `key` (made on first write).
     pub fn new(path: PathBuf, key: PathBuf) -> SecretStore {
-        SecretStore { path, key }
+        SecretStore {
+            path,
+            key,
+            keyring: None,
+        }
     }
 
-    /// The default places: `secrets.enc` in `state_dir`; the key in `$PADDOCK_SECRET_KEY`, else
+    /// The default places: `secrets.enc` in `state_dir`. A new store's key goes to the OS
+    /// keyring when one answers (the Secret Service on the session bus) and no key file is
+    /// named or already there; otherwise to `$PADDOCK_SECRET_KEY`, else
     /// `$XDG_CONFIG_HOME/paddock/secrets.key`, else `~/.config/paddock/secrets.key`.
+    /// `PADDOCK_KEYRING=off` keeps the key in the file. A store, once written, records where
+    /// its key is.
     pub fn at_default(state_dir: &Path) -> SecretStore {
         let var = |k: &str| {
             std::env::var_os(k)
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
         };
-        let key = var("PADDOCK_SECRET_KEY").unwrap_or_else(|| {
+        let named = var("PADDOCK_SECRET_KEY");
+        let keyring_off = std::env::var("PADDOCK_KEYRING").is_ok_and(|v| v == "off");
+        let key = named.clone().unwrap_or_else(|| {
             var("XDG_CONFIG_HOME")
                 .or_else(|| var("HOME").map(|h| h.join(".config")))
                 .unwrap_or_else(|| PathBuf::from("/root/.config"))
                 .join("paddock/secrets.key")
         });
-        SecretStore::new(state_dir.join("secrets.enc"), key)
+        let path = state_dir.join("secrets.enc");
+        let keyring =
+            (named.is_none() && !keyring_off).then(|| format!("secrets key of {}", path.display()));
+        SecretStore { path, key, keyring }
     }
 
     /// The store file.
@@ -193,17 +253,60 @@ impl SecretStore {
         &self.path
     }
 
-    fn cipher(&self, create: bool) -> Result<XChaCha20Poly1305, StoreError> {
-        if !self.key.exists() && create {
-            let key = XChaCha20Poly1305::generate_key(&mut OsRng);
-            write_private(&self.key, key.as_slice())?;
+    /// Where the key of this store is, or would go on a first write.
+    pub fn key_home(&self) -> KeyHome {
+        match fs::read(&self.path) {
+            Ok(bytes) if bytes.starts_with(MAGIC_KEYRING) => {
+                KeyHome::Keyring(self.keyring_account())
+            }
+            Ok(_) => KeyHome::File(self.key.clone()),
+            Err(_) => match &self.keyring {
+                Some(account) if !self.key.exists() && keyring_answers(account) => {
+                    KeyHome::Keyring(account.clone())
+                }
+                _ => KeyHome::File(self.key.clone()),
+            },
         }
-        owner_only(&self.key)?;
-        let bytes = Zeroizing::new(fs::read(&self.key).map_err(io(&self.key))?);
+    }
+
+    fn keyring_account(&self) -> String {
+        self.keyring
+            .clone()
+            .unwrap_or_else(|| format!("secrets key of {}", self.path.display()))
+    }
+
+    fn cipher(&self, home: &KeyHome, create: bool) -> Result<XChaCha20Poly1305, StoreError> {
+        let bytes = match home {
+            KeyHome::File(file) => {
+                if !file.exists() && create {
+                    let key = XChaCha20Poly1305::generate_key(&mut OsRng);
+                    write_private(file, key.as_slice())?;
+                }
+                owner_only(file)?;
+                Zeroizing::new(fs::read(file).map_err(io(file))?)
+            }
+            KeyHome::Keyring(account) => {
+                let failed = |e: keyring::Error| StoreError::Keyring {
+                    path: self.path.clone(),
+                    key: home.clone(),
+                    message: e.to_string(),
+                };
+                let entry = keyring::Entry::new(KEYRING_SERVICE, account).map_err(failed)?;
+                match entry.get_secret() {
+                    Ok(b) => Zeroizing::new(b),
+                    Err(keyring::Error::NoEntry) if create => {
+                        let key = XChaCha20Poly1305::generate_key(&mut OsRng);
+                        entry.set_secret(key.as_slice()).map_err(failed)?;
+                        Zeroizing::new(key.to_vec())
+                    }
+                    Err(e) => return Err(failed(e)),
+                }
+            }
+        };
         if bytes.len() != 32 {
             return Err(StoreError::Decrypt {
                 path: self.path.clone(),
-                key: self.key.clone(),
+                key: home.clone(),
             });
         }
         Ok(XChaCha20Poly1305::new(Key::from_slice(&bytes)))
@@ -216,16 +319,21 @@ impl SecretStore {
         }
         owner_only(&self.path)?;
         let bytes = fs::read(&self.path).map_err(io(&self.path))?;
+        let (home, rest) = match bytes.strip_prefix(MAGIC_KEYRING) {
+            Some(rest) => (KeyHome::Keyring(self.keyring_account()), rest),
+            None => (KeyHome::File(self.key.clone()), {
+                bytes.strip_prefix(MAGIC).unwrap_or_default()
+            }),
+        };
         let bad = || StoreError::Decrypt {
             path: self.path.clone(),
-            key: self.key.clone(),
+            key: home.clone(),
         };
-        let rest = bytes.strip_prefix(MAGIC).ok_or_else(bad)?;
         if rest.len() < 24 {
             return Err(bad());
         }
         let (nonce, sealed) = rest.split_at(24);
-        let cipher = self.cipher(false)?;
+        let cipher = self.cipher(&home, false)?;
         let plain = Zeroizing::new(
             cipher
                 .decrypt(XNonce::from_slice(nonce), sealed)
@@ -235,16 +343,20 @@ impl SecretStore {
     }
 
     fn save(&self, entries: &[Entry]) -> Result<(), StoreError> {
-        let cipher = self.cipher(true)?;
+        let home = self.key_home();
+        let cipher = self.cipher(&home, true)?;
         let plain = Zeroizing::new(serde_json::to_vec(entries).unwrap_or_default());
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let sealed = cipher
             .encrypt(&nonce, plain.as_slice())
             .map_err(|_| StoreError::Decrypt {
                 path: self.path.clone(),
-                key: self.key.clone(),
+                key: home.clone(),
             })?;
-        let mut out = MAGIC.to_vec();
+        let mut out = match home {
+            KeyHome::Keyring(_) => MAGIC_KEYRING.to_vec(),
+            KeyHome::File(_) => MAGIC.to_vec(),
+        };
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&sealed);
         write_private(&self.path, &out)
