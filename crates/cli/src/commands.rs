@@ -650,6 +650,10 @@ pub(crate) fn remove_sandbox(dirs: &Dirs, store: &Store, name: &SandboxName) -> 
     // A vm run whose supervisor was killed may have left its socket directory.
     paddock_vm::remove_stale_run_dirs(name.as_str());
     paddock_gvisor::remove_stale_run_dirs(name.as_str());
+    paddock_ns::cgroup::SandboxCgroups::remove_leftovers(
+        &paddock_ns::cgroup::CgroupHost::detect(),
+        name.as_str(),
+    );
     if doomed.exists() {
         std::fs::remove_dir_all(&doomed)
             .with_context(|| format!("cannot remove {}", doomed.display()))?;
@@ -765,14 +769,13 @@ fn ls(all: bool, json: bool) -> Result<i32> {
         _ => None,
     };
     let host = paddock_ns::cgroup::CgroupHost::detect();
-    // What a running ns or gvisor sandbox uses (its cgroups); a VM's is not measured here.
-    let usage =
-        |r: &paddock_core::SandboxRecord, s: SandboxState| match (s, r.spec.backend.as_str()) {
-            (SandboxState::Running, "ns" | "gvisor") => {
-                paddock_ns::cgroup::SandboxCgroups::usage(&host, r.spec.name.as_str())
-            }
-            _ => (None, None),
-        };
+    // What a running sandbox uses, from its host cgroups (a VM's: its VMM and device helpers).
+    let usage = |r: &paddock_core::SandboxRecord, s: SandboxState| match s {
+        SandboxState::Running => {
+            paddock_ns::cgroup::SandboxCgroups::usage(&host, r.spec.name.as_str())
+        }
+        _ => (None, None),
+    };
     if json {
         let v: Vec<_> = rows
             .iter()

@@ -629,4 +629,15 @@ fn a_killed_supervisor_takes_the_sandbox_with_it(backend: &str) {
             common::leftovers(backend, &name, &tag)
         );
     }
+    // Removing it removes what the killed supervisor could not: its cgroups too.
+    let rm = paddock().args(["rm", "-f", &name]).output().unwrap();
+    assert!(rm.status.success(), "{rm:?}");
+    let cgroups: Vec<_> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|h| h.path().join("paddock").join(&name))
+        .chain([std::path::Path::new("/sys/fs/cgroup/paddock").join(&name)])
+        .filter(|d| d.exists())
+        .collect();
+    assert!(cgroups.is_empty(), "{cgroups:?}");
 }

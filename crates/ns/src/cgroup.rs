@@ -384,6 +384,20 @@ impl SandboxCgroups {
         skipped
     }
 
+    /// Removes what a sandbox left in the cgroup hierarchies when its supervisor was killed
+    /// (call with the sandbox's lock held, so nothing of it runs; stragglers are killed).
+    pub fn remove_leftovers(host: &CgroupHost, name: &str) {
+        let mut dirs: Vec<PathBuf> = ["memory", "cpu", "cpuacct", "pids"]
+            .into_iter()
+            .filter_map(|c| host.placement(c))
+            .map(|h| h.root().join("paddock").join(name))
+            .filter(|d| d.exists())
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        SandboxCgroups { dirs }.remove();
+    }
+
     /// Removes the directories (the sandbox's processes are gone by then).
     pub fn remove(&self) {
         for d in &self.dirs {

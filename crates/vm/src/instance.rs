@@ -22,6 +22,8 @@ pub struct Procs {
     pub vmm: Option<Child>,
     /// virtiofsd and the vsock device.
     pub helpers: Vec<(String, Child)>,
+    /// The host cgroups they all run in (accounting for `paddock ls`), removed once they end.
+    pub cgroups: Option<paddock_ns::cgroup::SandboxCgroups>,
 }
 
 impl Procs {
@@ -48,6 +50,10 @@ impl Procs {
                     }
                 }
             }
+        }
+        // Whatever is left in them (a VMM behind `unshare` still exiting) is killed first.
+        if let Some(c) = self.cgroups.take() {
+            c.remove();
         }
     }
 }

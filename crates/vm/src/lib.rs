@@ -157,7 +157,15 @@ fn write_initrd(a: &Artifacts, guest: &Path, out: &Path) -> std::io::Result<()> 
 }
 
 /// Starts `cmd` so that it dies with this process, with its output appended to `log`.
-fn spawn_helper(cmd: &mut Command, log: &Path, what: &str) -> Result<Child, BackendError> {
+/// Starts a helper (or the VMM) with its output in `log`; it joins the cgroups whose
+/// `cgroup.procs` files `join` holds open before it executes.
+fn spawn_helper(
+    cmd: &mut Command,
+    log: &Path,
+    what: &str,
+    join: &[OwnedFd],
+) -> Result<Child, BackendError> {
+    let join: Vec<i32> = join.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
     let log = fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -170,11 +178,15 @@ fn spawn_helper(cmd: &mut Command, log: &Path, what: &str) -> Result<Child, Back
         .stdout(ProcStdio::from(log))
         .stderr(ProcStdio::from(log2))
         .env_remove("RUST_LOG");
-    // SAFETY: prctl is async-signal-safe; the child execs right after.
+    // SAFETY: prctl and write are async-signal-safe; the child execs right after.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            // "0" is the writing process. Accounting only: a refusal does not stop the VM.
+            for fd in &join {
+                libc::write(*fd, b"0".as_ptr().cast(), 1);
             }
             Ok(())
         });
@@ -825,8 +837,29 @@ impl VmBackend {
         let _ = fs::write(&console_log, b"");
         let _ = fs::write(&log, b"");
 
+        // What the VM uses, for `paddock ls`: the VMM and its helpers run in the sandbox's host
+        // cgroups, without limits of their own (the VM's are its RAM, its vCPUs and the
+        // guest's pids cgroup). Accounting only: where cgroups cannot be made, it goes without.
+        let accounting = paddock_ns::cgroup::SandboxCgroups::create(
+            &paddock_ns::cgroup::CgroupHost::detect(),
+            spec.name.as_str(),
+            &paddock_policy::Limits::default(),
+        )
+        .ok();
+        let join: Vec<OwnedFd> = accounting
+            .iter()
+            .flat_map(|c| c.dirs.iter())
+            .filter_map(|d| {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(d.join("cgroup.procs"))
+                    .ok()
+                    .map(OwnedFd::from)
+            })
+            .collect();
         // The device helpers start together; the VMM needs all their sockets.
         let mut procs = Procs::default();
+        procs.cgroups = accounting;
         let vsock_socket = run.path().join("vsock.sock");
         let mut sockets = vec![vsock_socket.clone()];
         // The vsock device parses what the guest sends: it runs as the sandbox's helper user.
@@ -838,7 +871,7 @@ impl VmBackend {
         drop_to(&mut device, helper);
         procs.helpers.push((
             "vhost-device-vsock".into(),
-            spawn_helper(&mut device, &log, "vhost-device-vsock")?,
+            spawn_helper(&mut device, &log, "vhost-device-vsock", &join)?,
         ));
         let mut tags = Vec::new();
         let mut folders = Vec::new();
@@ -856,7 +889,7 @@ impl VmBackend {
             }
             procs.helpers.push((
                 format!("virtiofsd for {}", dir.display()),
-                spawn_helper(&mut cmd, &log, "virtiofsd")?,
+                spawn_helper(&mut cmd, &log, "virtiofsd", &join)?,
             ));
             sockets.push(sock.clone());
             let tag = format!("fs{i}");
@@ -905,7 +938,12 @@ impl VmBackend {
         let vmm = Qemu {
             binary: qemu.clone(),
         };
-        let child = spawn_helper(&mut in_pid_namespace(&vmm.command(&cfg)), &log, "the VMM")?;
+        let child = spawn_helper(
+            &mut in_pid_namespace(&vmm.command(&cfg)),
+            &log,
+            "the VMM",
+            &join,
+        )?;
         let vmm_pidfd = rustix::process::pidfd_open(
             rustix::process::Pid::from_child(&child),
             rustix::process::PidfdFlags::empty(),
