@@ -265,6 +265,44 @@ PY
 }
 
 #[test]
+fn filling_the_disk_stops_at_its_size_and_ls_says_so() {
+    require_vm!();
+    let ws = common::workspace();
+    let name = unique("vm-full");
+    let o = common::paddock_vm()
+        .args([
+            "run", "--backend", "vm", "--name", &name, "--disk", "1g", "--user", "root", "-w",
+        ])
+        .arg(ws.path())
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "dd if=/dev/zero of=/fill bs=1M 2>/dev/null; sync; df -B1 --output=size,avail / | tail -n 1",
+        ])
+        .output()
+        .unwrap();
+    let said: Vec<u64> = stdout(&o)
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert!(
+        said.len() == 2 && said[0] < 1_100_000_000 && said[1] < 64_000_000,
+        "{o:?}"
+    );
+    assert!(stderr(&o).contains("disk limit:"), "{o:?}");
+    let ls = stdout(
+        &common::paddock()
+            .args(["inspect", &name, "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert!(ls.contains("disk limit"), "{ls}");
+    let rm = common::paddock().args(["rm", &name]).output().unwrap();
+    assert!(rm.status.success(), "{rm:?}");
+}
+
+#[test]
 fn terminal_is_a_real_pty_in_the_guest() {
     require_vm!();
     let ws = common::workspace();
