@@ -4,10 +4,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -318,76 +316,29 @@ fn signals_reach_the_command_and_nothing_survives(backend: &str) {
     }
 }
 
-fn pty_pair() -> (OwnedFd, OwnedFd) {
-    let r = nix::pty::openpty(None, None).unwrap();
-    (r.master, r.slave)
-}
-
-fn read_until(master: &mut std::fs::File, want: &str, seen: &mut String) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut buf = [0u8; 4096];
-    while !seen.contains(want) {
-        assert!(Instant::now() < deadline, "no {want:?} in {seen:?}");
-        match master.read(&mut buf) {
-            Ok(0) => panic!("terminal closed before {want:?}: {seen:?}"),
-            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
-            Err(e) if e.raw_os_error() == Some(libc::EIO) => {
-                panic!("terminal closed before {want:?}: {seen:?}")
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
-}
-
 fn terminal_resize_and_ctrl_c(backend: &str) {
     common::ensure_image();
     let ws = common::workspace();
-    let (master, slave) = pty_pair();
-    let slave_fd = slave.as_raw_fd();
     let mut cmd = on(backend);
-    cmd.env("TERM", "xterm")
-        .args(["run", "--rm", "--backend", backend, "-w"])
+    cmd.args(["run", "--rm", "--backend", backend, "-w"])
         .arg(ws.path())
         .args([
             "--",
             "bash",
             "-c",
             "tty; [ -t 0 ] && echo IS-A-TTY; read x; stty size; sleep 100; echo NOT-INTERRUPTED",
-        ])
-        .stdin(Stdio::from(slave.try_clone().unwrap()))
-        .stdout(Stdio::from(slave.try_clone().unwrap()))
-        .stderr(Stdio::from(slave));
-    // SAFETY: setsid and TIOCSCTTY in the child make the pty its controlling terminal.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::setsid();
-            if libc::ioctl(slave_fd, libc::TIOCSCTTY, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().unwrap();
-    drop(cmd);
-    let mut m = std::fs::File::from(master);
+        ]);
+    let (mut child, mut m) = common::spawn_on_pty(cmd);
     let mut seen = String::new();
-    read_until(&mut m, "IS-A-TTY", &mut seen);
+    common::read_until(&mut m, "IS-A-TTY", &mut seen);
     assert!(
         seen.contains("/dev/pts/0"),
         "the command's terminal is the sandbox's own pty: {seen:?}"
     );
-    let ws = libc::winsize {
-        ws_row: 33,
-        ws_col: 77,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ on our own pty master with a valid winsize.
-    let rc = unsafe { libc::ioctl(m.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
-    assert_eq!(rc, 0);
+    common::set_winsize(&m, 33, 77);
     std::thread::sleep(Duration::from_millis(200));
     m.write_all(b"go\r").unwrap();
-    read_until(&mut m, "33 77", &mut seen);
+    common::read_until(&mut m, "33 77", &mut seen);
     std::thread::sleep(Duration::from_millis(300));
     m.write_all(b"\x03").unwrap();
     let status = child.wait().unwrap();

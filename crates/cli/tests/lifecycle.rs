@@ -20,47 +20,13 @@ on_every_backend!(
 /// `paddock attach name` on a new pty of its own (its controlling terminal); returns the child
 /// and the pty's master.
 fn attach_on_pty(backend: &str, name: &str) -> (Child, std::fs::File) {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::process::CommandExt;
-    let pty = nix::pty::openpty(None, None).unwrap();
-    let slave_fd = pty.slave.as_raw_fd();
     let mut cmd = on(backend);
-    cmd.env("TERM", "xterm")
-        .args(["attach", name])
-        .stdin(Stdio::from(pty.slave.try_clone().unwrap()))
-        .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
-        .stderr(Stdio::from(pty.slave));
-    // SAFETY: setsid and TIOCSCTTY in the child make the pty its controlling terminal.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::setsid();
-            if libc::ioctl(slave_fd, libc::TIOCSCTTY, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = cmd.spawn().unwrap();
-    (child, std::fs::File::from(pty.master))
-}
-
-fn read_until(master: &mut std::fs::File, want: &str, seen: &mut String) {
-    use std::io::Read;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut buf = [0u8; 4096];
-    while !seen.contains(want) {
-        assert!(Instant::now() < deadline, "no {want:?} in {seen:?}");
-        match master.read(&mut buf) {
-            Ok(0) => panic!("terminal closed before {want:?}: {seen:?}"),
-            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
-            Err(e) => panic!("terminal closed before {want:?} ({e}): {seen:?}"),
-        }
-    }
+    cmd.args(["attach", name]);
+    common::spawn_on_pty(cmd)
 }
 
 fn attach_reaches_a_background_command_and_detaches(backend: &str) {
     use std::io::Write;
-    use std::os::fd::AsRawFd;
     common::ensure_image();
     let ws = common::workspace();
     let name = unique("attach");
@@ -82,22 +48,14 @@ fn attach_reaches_a_background_command_and_detaches(backend: &str) {
         .unwrap());
     let (mut child, mut m) = attach_on_pty(backend, &name);
     let mut seen = String::new();
-    read_until(&mut m, "Ctrl-P Ctrl-Q detaches", &mut seen);
+    common::read_until(&mut m, "Ctrl-P Ctrl-Q detaches", &mut seen);
     m.write_all(b"echo attached-$((6*7))\r").unwrap();
-    read_until(&mut m, "attached-42", &mut seen);
+    common::read_until(&mut m, "attached-42", &mut seen);
     // This terminal's size reaches the command's.
-    let size = libc::winsize {
-        ws_row: 33,
-        ws_col: 77,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ on our own pty master with a valid winsize.
-    let rc = unsafe { libc::ioctl(m.as_raw_fd(), libc::TIOCSWINSZ, &size) };
-    assert_eq!(rc, 0);
+    common::set_winsize(&m, 33, 77);
     std::thread::sleep(Duration::from_millis(300));
     m.write_all(b"stty size\r").unwrap();
-    read_until(&mut m, "33 77", &mut seen);
+    common::read_until(&mut m, "33 77", &mut seen);
     // Ctrl-P Ctrl-Q: detached, the command goes on.
     m.write_all(b"\x10\x11").unwrap();
     let status = child.wait().unwrap();
@@ -106,10 +64,10 @@ fn attach_reaches_a_background_command_and_detaches(backend: &str) {
     // Again, and the command ends from here.
     let (mut child, mut m) = attach_on_pty(backend, &name);
     let mut seen = String::new();
-    read_until(&mut m, "detaches", &mut seen);
+    common::read_until(&mut m, "detaches", &mut seen);
     m.write_all(b"echo again-$((7*6)); exit\r").unwrap();
-    read_until(&mut m, "again-42", &mut seen);
-    read_until(&mut m, "command ended", &mut seen);
+    common::read_until(&mut m, "again-42", &mut seen);
+    common::read_until(&mut m, "command ended", &mut seen);
     assert!(child.wait().unwrap().success());
     let deadline = Instant::now() + Duration::from_secs(120);
     while state_of(&name) != "stopped" {

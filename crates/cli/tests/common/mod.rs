@@ -336,3 +336,62 @@ pub fn leftovers(backend: &str, name: &str, tag: &str) -> Vec<String> {
         .filter(|c| c.contains(&needle))
         .collect()
 }
+
+/// Starts `cmd` on a new pty of its own (its controlling terminal, `TERM=xterm`); returns the
+/// child and the pty's master.
+pub fn spawn_on_pty(mut cmd: Command) -> (std::process::Child, std::fs::File) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave_fd = pty.slave.as_raw_fd();
+    cmd.env("TERM", "xterm")
+        .stdin(Stdio::from(pty.slave.try_clone().unwrap()))
+        .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
+        .stderr(Stdio::from(pty.slave));
+    // SAFETY: setsid and TIOCSCTTY in the child make the pty its controlling terminal.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            if libc::ioctl(slave_fd, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    // `cmd` (and its copies of the slave) goes here, so the master sees the end of the child.
+    drop(cmd);
+    (child, std::fs::File::from(pty.master))
+}
+
+/// Reads the pty `master` into `seen` until it holds `want` (60 s at most).
+pub fn read_until(master: &mut std::fs::File, want: &str, seen: &mut String) {
+    use std::io::Read;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut buf = [0u8; 4096];
+    while !seen.contains(want) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {want:?} in {seen:?}"
+        );
+        match master.read(&mut buf) {
+            Ok(0) => panic!("terminal closed before {want:?}: {seen:?}"),
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(e) => panic!("terminal closed before {want:?} ({e}): {seen:?}"),
+        }
+    }
+}
+
+/// Gives the terminal of pty `master` a new size (its command gets SIGWINCH).
+pub fn set_winsize(master: &std::fs::File, rows: u16, cols: u16) {
+    use std::os::fd::AsRawFd;
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ on our own pty master with a valid winsize.
+    let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+    assert_eq!(rc, 0);
+}
