@@ -6,10 +6,9 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-use common::{stderr, stdout, unique};
+use common::{PyServer, stderr, stdout, unique};
 
 const SECRET: &str = "real-secret-4f7c2a9e";
 const NAMES: &[&str] = &["api.echo.test", "other.echo.test", "bad.echo.test"];
@@ -44,67 +43,14 @@ os.rename(port_file + ".tmp", port_file)
 srv.serve_forever()
 "#;
 
-struct Echo {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn echo(dir: &Path, tls: Option<(&Path, &Path)>) -> Echo {
-    let port_file = dir.join(unique("port"));
-    let (c, k) = tls.map_or(("-".into(), "-".into()), |(c, k)| {
-        (c.display().to_string(), k.display().to_string())
-    });
-    let mut e = Echo {
-        child: Command::new("python3")
-            .args(["-c", ECHO])
-            .arg(&port_file)
-            .args([c, k])
-            .spawn()
-            .unwrap(),
-        port: 0,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(p) = std::fs::read_to_string(&port_file) {
-            e.port = p.trim().parse().unwrap();
-            return e;
-        }
-        assert!(Instant::now() < deadline, "echo server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn echo(tls: Option<(&Path, &Path)>) -> PyServer {
+    let (cert, key) = tls.unwrap_or((Path::new("-"), Path::new("-")));
+    common::py_server(ECHO, &[cert.as_os_str(), key.as_os_str()])
 }
 
 /// A CA (written to `dir/NAME-ca/ca.pem`) and a server certificate for the test names.
 fn tls_files(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, format!("paddock test CA {name}"));
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let leaf =
-        CertificateParams::new(NAMES.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = leaf.signed_by(&key, &ca_cert, &ca_key).unwrap();
-    let ca_dir = dir.join(format!("{name}-ca"));
-    std::fs::create_dir_all(&ca_dir).unwrap();
-    let paths = (
-        ca_dir.join("ca.pem"),
-        dir.join(format!("{name}.pem")),
-        dir.join(format!("{name}.key")),
-    );
-    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
-    std::fs::write(&paths.1, cert.pem()).unwrap();
-    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
-    paths
+    common::test_certificates(dir, name, NAMES)
 }
 
 fn secret(args: &[&str]) {
@@ -136,9 +82,9 @@ fn the_secret_reaches_its_host_only(backend: &str) {
         .unwrap();
     let (ca, cert, key) = tls_files(dir.path(), "good");
     let (_, bad_cert, bad_key) = tls_files(dir.path(), "untrusted");
-    let good = echo(dir.path(), Some((&cert, &key)));
-    let bad = echo(dir.path(), Some((&bad_cert, &bad_key)));
-    let plain = echo(dir.path(), None);
+    let good = echo(Some((&cert, &key)));
+    let bad = echo(Some((&bad_cert, &bad_key)));
+    let plain = echo(None);
     let name = unique("cred");
     let (gp, bp, pp) = (good.port, bad.port, plain.port);
     // The secret, bound to api.echo.test (and to bad.echo.test, whose certificate nobody trusts).
@@ -291,7 +237,7 @@ echo "--- end"
 }
 
 /// A local npm registry (plain HTTP on 127.0.0.1) offering a stand-in for the claude package.
-fn registry(root: &Path) -> Echo {
+fn registry(root: &Path) -> PyServer {
     let pkg = "@anthropic-ai/claude-code";
     let script = r##"
 import gzip, hashlib, base64, io, json, os, sys, tarfile
@@ -315,7 +261,7 @@ doc = {"name": "@anthropic-ai/claude-code", "dist-tags": {"latest": "1.0.0"}, "v
 open(os.path.join(root, "@anthropic-ai", "claude-code"), "w").write(json.dumps(doc))
 "##;
     std::fs::create_dir_all(root).unwrap();
-    let server = echo_static(root);
+    let server = common::static_server(root, None);
     let host = format!("http://reg.test:{}", server.port);
     let out = Command::new("python3")
         .args(["-c", script])
@@ -325,39 +271,6 @@ open(os.path.join(root, "@anthropic-ai", "claude-code"), "w").write(json.dumps(d
         .unwrap();
     assert!(out.status.success(), "{pkg}: {out:?}");
     server
-}
-
-/// python's static file server on 127.0.0.1 for `root`.
-fn echo_static(root: &Path) -> Echo {
-    let port_file = root.parent().unwrap().join(unique("port"));
-    let code = r#"
-import functools, http.server, os, sys
-port_file, root = sys.argv[1:3]
-class H(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *a): pass
-srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(H, directory=root))
-open(port_file + ".tmp", "w").write(str(srv.server_address[1]))
-os.rename(port_file + ".tmp", port_file)
-srv.serve_forever()
-"#;
-    let mut e = Echo {
-        child: Command::new("python3")
-            .args(["-c", code])
-            .arg(&port_file)
-            .arg(root)
-            .spawn()
-            .unwrap(),
-        port: 0,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(p) = std::fs::read_to_string(&port_file) {
-            e.port = p.trim().parse().unwrap();
-            return e;
-        }
-        assert!(Instant::now() < deadline, "registry did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 on_ns_and_gvisor!(
@@ -437,7 +350,7 @@ fn method_and_path_rules_hold_inside_https(backend: &str) {
         .tempdir_in("/var/tmp")
         .unwrap();
     let (ca, cert, key) = tls_files(dir.path(), "good");
-    let good = echo(dir.path(), Some((&cert, &key)));
+    let good = echo(Some((&cert, &key)));
     let name = unique("methods");
     let port = good.port.to_string();
     let rule = common::paddock()

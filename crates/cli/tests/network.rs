@@ -5,10 +5,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{stderr, stdout, unique};
+use common::{PyServer, stderr, stdout, unique};
 
 /// Names the upstream servers answer to; all map to 127.0.0.1 for the proxy only.
 const NAMES: &[&str] = &[
@@ -29,92 +29,6 @@ fn resolve_override() -> String {
         .map(|n| format!("{n}=127.0.0.1"))
         .collect::<Vec<_>>()
         .join(";")
-}
-
-/// A static file server (python's http.server) on 127.0.0.1, plain or TLS.
-struct Upstream {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-const SERVER: &str = r#"
-import functools, http.server, ssl, sys
-port_file, root, cert, key = sys.argv[1:5]
-class H(http.server.SimpleHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a): pass
-handler = functools.partial(H, directory=root)
-srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-if cert != "-":
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(cert, key)
-    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
-with open(port_file + ".tmp", "w") as f:
-    f.write(str(srv.server_address[1]))
-import os; os.rename(port_file + ".tmp", port_file)
-srv.serve_forever()
-"#;
-
-fn serve(root: &Path, tls: Option<(&Path, &Path)>) -> Upstream {
-    let port_file = root.parent().unwrap().join(unique("port"));
-    let (cert, key) = match tls {
-        Some((c, k)) => (
-            c.to_str().unwrap().to_owned(),
-            k.to_str().unwrap().to_owned(),
-        ),
-        None => ("-".into(), "-".into()),
-    };
-    let mut up = Upstream {
-        child: Command::new("python3")
-            .args(["-c", SERVER])
-            .arg(&port_file)
-            .arg(root)
-            .args([cert, key])
-            .spawn()
-            .unwrap(),
-        port: 0,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(p) = std::fs::read_to_string(&port_file) {
-            up.port = p.trim().parse().unwrap();
-            return up;
-        }
-        assert!(Instant::now() < deadline, "upstream did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A test CA and a server certificate for every test name, as PEM files in `dir`.
-fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "paddock test CA");
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let leaf =
-        CertificateParams::new(NAMES.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = leaf.signed_by(&key, &ca_cert, &ca_key).unwrap();
-    std::fs::create_dir_all(dir.join("ca")).unwrap();
-    let paths = (
-        dir.join("ca/ca.pem"),
-        dir.join("server.pem"),
-        dir.join("server.key"),
-    );
-    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
-    std::fs::write(&paths.1, cert.pem()).unwrap();
-    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
-    (paths.0, paths.1, paths.2)
 }
 
 /// Files the servers offer: a page, a bare git repository (dumb HTTP), a pip simple index and
@@ -170,8 +84,8 @@ fn site(root: &Path) {
 
 struct World {
     _dir: tempfile::TempDir,
-    http: Upstream,
-    https: Upstream,
+    http: PyServer,
+    https: PyServer,
     ca: PathBuf,
 }
 
@@ -183,9 +97,9 @@ fn world() -> World {
         .unwrap();
     let root = dir.path().join("www");
     site(&root);
-    let (ca, cert, key) = certificates(dir.path());
-    let http = serve(&root, None);
-    let https = serve(&root, Some((&cert, &key)));
+    let (ca, cert, key) = common::test_certificates(dir.path(), "server", NAMES);
+    let http = common::static_server(&root, None);
+    let https = common::static_server(&root, Some((&cert, &key)));
     World {
         _dir: dir,
         http,
@@ -371,7 +285,7 @@ fn names_addresses_and_wildcards_decided_and_audited_once() {
     let ws = common::workspace();
     let name = unique("net-decide");
     // A second server: no address rule names its port, so loopback there is refused.
-    let other = serve(&w._dir.path().join("www"), None);
+    let other = common::static_server(&w._dir.path().join("www"), None);
     let (hp, op) = (w.http.port, other.port);
     // (host, port, expected status)
     let cases: &[(&str, u16, &str)] = &[

@@ -395,3 +395,99 @@ pub fn set_winsize(master: &std::fs::File, rows: u16, cols: u16) {
     let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
     assert_eq!(rc, 0);
 }
+
+/// A test server on 127.0.0.1: a Python script that writes the port it listens on to the file
+/// named by its first argument. Killed when dropped.
+pub struct PyServer {
+    child: std::process::Child,
+    /// Its port.
+    pub port: u16,
+}
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `script` with a port file and `args`, and waits until it listens.
+pub fn py_server(script: &str, args: &[&std::ffi::OsStr]) -> PyServer {
+    let port_file = std::env::temp_dir().join(unique("paddock-test-port"));
+    let mut server = PyServer {
+        child: Command::new("python3")
+            .args(["-c", script])
+            .arg(&port_file)
+            .args(args)
+            .spawn()
+            .unwrap(),
+        port: 0,
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Ok(p) = std::fs::read_to_string(&port_file) {
+            let _ = std::fs::remove_file(&port_file);
+            server.port = p.trim().parse().unwrap();
+            return server;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the test server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Python's static file server (HTTP/1.1, keep-alive) for a directory, plain or TLS.
+const STATIC_SERVER: &str = r#"
+import functools, http.server, os, ssl, sys
+port_file, root, cert, key = sys.argv[1:5]
+class H(http.server.SimpleHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(H, directory=root))
+if cert != "-":
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+with open(port_file + ".tmp", "w") as f:
+    f.write(str(srv.server_address[1]))
+os.rename(port_file + ".tmp", port_file)
+srv.serve_forever()
+"#;
+
+/// Serves the files of `root` on 127.0.0.1, over TLS with `(cert, key)` when given.
+pub fn static_server(root: &Path, tls: Option<(&Path, &Path)>) -> PyServer {
+    let (cert, key) = tls.unwrap_or((Path::new("-"), Path::new("-")));
+    py_server(
+        STATIC_SERVER,
+        &[root.as_os_str(), cert.as_os_str(), key.as_os_str()],
+    )
+}
+
+/// A test CA and a server certificate for `names` signed by it, as PEM files in `dir`:
+/// (`NAME-ca/ca.pem`, `NAME.pem`, `NAME.key`).
+pub fn test_certificates(dir: &Path, name: &str, names: &[&str]) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, format!("paddock test CA {name}"));
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let leaf =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf.signed_by(&key, &ca_cert, &ca_key).unwrap();
+    let ca_dir = dir.join(format!("{name}-ca"));
+    std::fs::create_dir_all(&ca_dir).unwrap();
+    let paths = (
+        ca_dir.join("ca.pem"),
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
