@@ -135,6 +135,17 @@ try:
 except Exception as e:
     print("fronting refused")
 PY
+echo "--- http2"; curl -sS --http2 -w 'version %{{http_version}}\n' https://api.echo.test:{gp}/h2 -H "x-api-key: $API_KEY"
+echo "--- absolute"; python3 - <<'PY'
+import socket, ssl
+s = socket.create_connection(("127.0.0.1", 3128))
+s.sendall(b"CONNECT api.echo.test:{gp} HTTP/1.1\r\nHost: api.echo.test:{gp}\r\n\r\n")
+s.recv(1000)
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+t = ctx.wrap_socket(s, server_hostname="api.echo.test")
+t.sendall(b"GET https://api.echo.test:{gp}/abs HTTP/1.1\r\nHost: other.echo.test:{gp}\r\n\r\n")
+print("absolute answer:", t.recv(2000).decode(errors="replace").replace("\r\n", " | "))
+PY
 echo "--- python"; python3 -c 'import urllib.request; print(urllib.request.urlopen(urllib.request.Request("https://api.echo.test:{gp}/py", headers={{"x-api-key": "x"}})).read().decode())'
 echo "--- search"; python3 - <<'PY'
 import glob, os
@@ -194,6 +205,18 @@ echo "--- end"
         "{ctx}"
     );
     assert!(section("host-mismatch").contains("421"), "{ctx}");
+    // HTTP/2 from the client (ALPN h2), HTTP/1.1 to the host: the secret goes in the same way.
+    let h2 = section("http2");
+    assert!(
+        h2.contains(&format!("x-api-key: {SECRET}")) && h2.contains("version 2"),
+        "{ctx}"
+    );
+    // An absolute URI whose Host header names another host gets nothing.
+    let absolute = section("absolute");
+    assert!(
+        absolute.contains("400 Bad Request") && absolute.contains("names both"),
+        "{ctx}"
+    );
     let redirect = section("redirect");
     assert!(redirect.contains("GET /after-redirect"), "{ctx}");
     assert!(!redirect.contains(SECRET), "{ctx}");

@@ -223,7 +223,7 @@ impl Credentials {
             .map_err(io_err)?
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(resolver));
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let cfg = Arc::new(cfg);
         cache.insert(host.to_owned(), cfg.clone());
         Ok(cfg)
@@ -315,19 +315,39 @@ impl Tunnel {
     }
 
     /// The authority a request names (Host header, or the absolute URI's), as host and port.
+    /// The host and port the request names: its authority (an absolute URI, or HTTP/2's
+    /// `:authority`) and every `Host` header, which must all agree (a `Host` that differs from
+    /// the authority would route the request elsewhere behind a shared front).
     fn named(&self, req: &Request<Incoming>) -> Result<(Host, u16), String> {
-        let raw = match req.uri().authority() {
-            Some(a) => a.as_str().to_owned(),
-            None => req
-                .headers()
-                .get(header::HOST)
-                .and_then(|v| v.to_str().ok())
-                .ok_or("the request has no Host header")?
-                .to_owned(),
-        };
-        let (h, p) = split_host_port(&raw).map_err(|e| e.to_string())?;
-        let host = Host::parse(h).map_err(|e| e.to_string())?;
-        Ok((host, p.unwrap_or(443)))
+        let mut names: Vec<String> = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .into_iter()
+            .collect();
+        for v in req.headers().get_all(header::HOST) {
+            names.push(
+                v.to_str()
+                    .map_err(|_| "a Host header is not text")?
+                    .to_owned(),
+            );
+        }
+        let mut found: Option<(Host, u16)> = None;
+        for raw in &names {
+            let (h, p) = split_host_port(raw).map_err(|e| e.to_string())?;
+            let named = (Host::parse(h).map_err(|e| e.to_string())?, p.unwrap_or(443));
+            match &found {
+                Some(f) if *f != named => {
+                    return Err(format!(
+                        "the request names both {}:{} and {}:{}",
+                        f.0, f.1, named.0, named.1
+                    ));
+                }
+                Some(_) => {}
+                None => found = Some(named),
+            }
+        }
+        found.ok_or_else(|| "the request has no Host header".to_owned())
     }
 
     /// A connection to the host, kept for the tunnel's next requests.
@@ -474,8 +494,18 @@ impl Tunnel {
                 used.push(&b.name);
             }
         }
-        // Origin form upstream.
+        // Origin form and HTTP/1.1 upstream (the client may speak HTTP/2), with the one Host
+        // that was checked.
         parts.uri = Uri::try_from(path.as_str()).unwrap_or_else(|_| Uri::from_static("/"));
+        parts.version = http::Version::HTTP_11;
+        let authority = if self.port == 443 {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        };
+        if let Ok(v) = HeaderValue::from_str(&authority) {
+            parts.headers.insert(header::HOST, v);
+        }
         let upstream_req = Request::from_parts(parts, body.boxed());
         let Some(sender) = slot.as_mut() else {
             return text(
@@ -640,9 +670,16 @@ pub(crate) async fn serve<S>(
         let t = t.clone();
         async move { Ok::<_, std::convert::Infallible>(t.handle(req).await) }
     });
-    let _ = http1::Builder::new()
-        .serve_connection(TokioIo::new(tls), svc)
-        .await;
+    // HTTP/2 when the client asked for it (ALPN); each stream is a request decided on its own.
+    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .serve_connection(TokioIo::new(tls), svc)
+            .await;
+    } else {
+        let _ = http1::Builder::new()
+            .serve_connection(TokioIo::new(tls), svc)
+            .await;
+    }
 }
 
 #[cfg(test)]
