@@ -362,7 +362,7 @@ pub fn state(dirs: &Dirs, rec: &paddock_core::SandboxRecord) -> SandboxState {
     }
 }
 
-/// `paddock update NAME --cpus/--memory/--pids`.
+/// `paddock update NAME --cpus/--memory/--pids/--disk`.
 pub fn update(
     name: &str,
     cpus: Option<&str>,
