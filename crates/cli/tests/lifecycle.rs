@@ -69,14 +69,12 @@ fn attach_reaches_a_background_command_and_detaches(backend: &str) {
     common::read_until(&mut m, "again-42", &mut seen);
     common::read_until(&mut m, "command ended", &mut seen);
     assert!(child.wait().unwrap().success());
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while state_of(&name) != "stopped" {
-        assert!(
-            Instant::now() < deadline,
-            "still running after its command ended"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_state(
+        &name,
+        "stopped",
+        120,
+        "still running after its command ended",
+    );
     // Without a terminal, attach follows the command's output until it ends.
     ok(&on(backend)
         .args(["run", "-d", "--backend", backend, "--name", &name, "-w"])
@@ -454,6 +452,15 @@ fn state_of(name: &str) -> String {
         .to_owned()
 }
 
+/// Waits up to `secs` seconds until `ls` says `name` is in `state`; fails with `why`.
+fn wait_for_state(name: &str, state: &str, secs: u64, why: &str) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while state_of(name) != state {
+        assert!(Instant::now() < deadline, "{why}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn background_sandboxes_stop_start_and_survive_their_supervisor(backend: &str) {
     common::ensure_image();
     let ws = common::workspace();
@@ -567,14 +574,12 @@ fn background_sandboxes_stop_start_and_survive_their_supervisor(backend: &str) {
     let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
     let pid = v["supervisor_pid"].as_i64().expect("a running supervisor");
     unsafe_kill(pid as u32, libc::SIGKILL);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while state_of(&name) != "stopped" {
-        assert!(
-            Instant::now() < deadline,
-            "still running after its supervisor died"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_state(
+        &name,
+        "stopped",
+        60,
+        "still running after its supervisor died",
+    );
     ok(&on(backend).args(["start", &name]).output().unwrap());
     assert_eq!(
         ok(&exec(backend, &name, &[], "cat /home/agent/kept")),
@@ -619,11 +624,7 @@ fn background_sandboxes_stop_start_and_survive_their_supervisor(backend: &str) {
         .output()
         .unwrap();
     assert_eq!(ok(&d).trim(), name2);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while state_of(&name2) != "absent" {
-        assert!(Instant::now() < deadline, "--rm did not remove it");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_state(&name2, "absent", 120, "--rm did not remove it");
 }
 
 /// Removes the sandbox when the test ends, passed or not (a background sandbox outlives the

@@ -79,8 +79,9 @@ pub fn is_git_dir(workspace: &Path, dir: &Path) -> bool {
     has("HEAD") || (has("objects") && has("refs"))
 }
 
-/// Opens the directory `rel` below `workspace` without following any symlink.
-fn open_dir(workspace: &Path, rel: &Path) -> io::Result<OwnedFd> {
+/// Opens `rel` below `workspace` with `flags`, resolved inside the workspace without following
+/// any symlink (the workspace is the sandbox's to write).
+pub(crate) fn open_beneath(workspace: &Path, rel: &Path, flags: OFlags) -> io::Result<OwnedFd> {
     let root = rustix::fs::open(
         workspace,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
@@ -94,10 +95,15 @@ fn open_dir(workspace: &Path, rel: &Path) -> io::Result<OwnedFd> {
     Ok(rustix::fs::openat2(
         &root,
         rel,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
         ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
     )?)
+}
+
+/// Opens the directory `rel` below `workspace` without following any symlink.
+fn open_dir(workspace: &Path, rel: &Path) -> io::Result<OwnedFd> {
+    open_beneath(workspace, rel, OFlags::RDONLY | OFlags::DIRECTORY)
 }
 
 fn split(rel: &Path) -> io::Result<(&Path, &std::ffi::OsStr)> {

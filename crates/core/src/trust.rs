@@ -95,18 +95,11 @@ fn leads_out(rel: &Path, to: &Path) -> bool {
 /// Removes the execute bits of the regular file `rel` below `workspace`, reached without
 /// following any symlink (the workspace is the sandbox's to write).
 fn disarm(workspace: &Path, rel: &Path) -> std::io::Result<()> {
-    use rustix::fs::{Mode, OFlags, ResolveFlags};
-    let root = rustix::fs::open(
+    use rustix::fs::{Mode, OFlags};
+    let fd = crate::gitsafe::open_beneath(
         workspace,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let fd = rustix::fs::openat2(
-        &root,
         rel,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY,
     )?;
     let st = rustix::fs::fstat(&fd)?;
     if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {

@@ -304,8 +304,7 @@ impl SandboxCgroups {
     /// the host's cgroups tell.
     pub fn usage(host: &CgroupHost, name: &str) -> (Option<u64>, Option<f64>) {
         let read = |controller: &str, file: &str| -> Option<String> {
-            let h = host.placement(controller)?;
-            fs::read_to_string(h.root().join("paddock").join(name).join(file)).ok()
+            fs::read_to_string(sandbox_dir(&host.placement(controller)?, name).join(file)).ok()
         };
         let memory = read("memory", "memory.usage_in_bytes")
             .or_else(|| read("memory", "memory.current"))
@@ -333,7 +332,7 @@ impl SandboxCgroups {
                 skipped.push(format!("{what}: no {controller} controller here"));
                 return;
             };
-            let dir = h.root().join("paddock").join(name);
+            let dir = sandbox_dir(&h, name);
             // The last attempt at each file counts (see the memory order below).
             let mut last: BTreeMap<&str, std::io::Result<()>> = BTreeMap::new();
             for (f, v) in files {
@@ -390,7 +389,7 @@ impl SandboxCgroups {
         let mut dirs: Vec<PathBuf> = ["memory", "cpu", "cpuacct", "pids"]
             .into_iter()
             .filter_map(|c| host.placement(c))
-            .map(|h| h.root().join("paddock").join(name))
+            .map(|h| sandbox_dir(&h, name))
             .filter(|d| d.exists())
             .collect();
         dirs.sort();
@@ -404,6 +403,11 @@ impl SandboxCgroups {
             remove_dir(d);
         }
     }
+}
+
+/// The directory of sandbox `name` in hierarchy `h`.
+fn sandbox_dir(h: &Hierarchy, name: &str) -> PathBuf {
+    h.root().join("paddock").join(name)
 }
 
 fn mkdir(d: &Path) -> Result<(), CgroupError> {
