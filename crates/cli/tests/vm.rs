@@ -142,17 +142,29 @@ fn exit_codes_signals_and_streams_pass_through() {
 #[test]
 fn workspace_is_shared_at_its_path_and_mounts_keep_read_only() {
     require_vm!();
-    let ws = common::workspace();
-    std::fs::write(ws.path().join("from-host.txt"), "hello guest\n").unwrap();
+    // A workspace owned by an ordinary user, below a directory only root may enter: virtiofsd
+    // runs as the owner, and still reaches it.
+    let outer = common::workspace();
+    let ws = outer.path().join("proj");
+    std::fs::create_dir(&ws).unwrap();
+    std::os::unix::fs::chown(&ws, Some(4242), Some(4343)).unwrap();
+    std::fs::write(ws.join("from-host.txt"), "hello guest\n").unwrap();
+    std::fs::write(ws.join("root-only.txt"), "root's\n").unwrap();
+    std::fs::set_permissions(
+        ws.join("root-only.txt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let extra = common::workspace();
     std::fs::write(extra.path().join("conf"), "config\n").unwrap();
     let mount = format!("{}:/home/agent/.conf-ro:ro", extra.path().display());
     let o = vm_sh(
-        ws.path(),
+        &ws,
         &["--mount", &mount],
         r#"
 echo "pwd: $(pwd)"
 echo "read: $(cat from-host.txt)"
+echo "root-only: $(cat root-only.txt 2>/dev/null || echo refused)"
 echo made > made-in-guest.txt && mkdir -p sub/dir && echo deep > sub/dir/f
 echo "ro-read: $(cat /home/agent/.conf-ro/conf)"
 (echo x > /home/agent/.conf-ro/new) 2>/dev/null && echo "ro-write: allowed" || echo "ro-write: refused"
@@ -161,18 +173,23 @@ sync
     );
     let out = stdout(&o);
     assert!(o.status.success(), "{out}\n{}", stderr(&o));
-    assert_eq!(one(&out, "pwd:"), ws.path().display().to_string());
+    assert_eq!(one(&out, "pwd:"), ws.display().to_string());
     assert_eq!(one(&out, "read:"), "hello guest");
+    // virtiofsd has no host root: a file of another host user is as closed to it as to them.
+    assert_eq!(one(&out, "root-only:"), "refused");
     assert_eq!(one(&out, "ro-read:"), "config");
     assert_eq!(one(&out, "ro-write:"), "refused");
     assert!(!extra.path().join("new").exists());
-    let owner = std::fs::metadata(ws.path()).unwrap().uid();
     for f in ["made-in-guest.txt", "sub/dir/f"] {
-        let m = std::fs::metadata(ws.path().join(f)).unwrap();
-        assert_eq!(m.uid(), owner, "{f} is not owned by the workspace owner");
+        let m = std::fs::metadata(ws.join(f)).unwrap();
+        assert_eq!(
+            (m.uid(), m.gid()),
+            (4242, 4343),
+            "{f} is not owned by the workspace owner"
+        );
     }
     assert_eq!(
-        std::fs::read_to_string(ws.path().join("sub/dir/f")).unwrap(),
+        std::fs::read_to_string(ws.join("sub/dir/f")).unwrap(),
         "deep\n"
     );
 }
@@ -399,13 +416,14 @@ fn killing_the_supervisor_or_the_vmm_leaves_nothing_behind() {
         !leftovers(&name).is_empty(),
         "no VM processes found while running"
     );
-    // The VMM and the vsock device run unprivileged (virtiofsd stays root to write as the
-    // workspace's owner, inside its own namespaces).
-    for proc in ["qemu-system", "vhost-device-vsock"] {
-        let pid = std::fs::read_dir("/proc")
+    // No helper runs as host root: the VMM and the vsock device under uids of their own,
+    // virtiofsd as the workspace's owner (root here) inside a user namespace of its own.
+    let host_userns = std::fs::read_link("/proc/self/ns/user").unwrap();
+    for proc in ["qemu-system", "vhost-device-vsock", "virtiofsd"] {
+        let pids: Vec<_> = std::fs::read_dir("/proc")
             .unwrap()
             .flatten()
-            .find(|e| {
+            .filter(|e| {
                 std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
                     let c = String::from_utf8_lossy(&c);
                     let program = c.split('\0').next().unwrap_or_default();
@@ -417,22 +435,60 @@ fn killing_the_supervisor_or_the_vmm_leaves_nothing_behind() {
                         && c.contains(&format!("paddock-vm-{name}-"))
                 })
             })
-            .unwrap_or_else(|| panic!("no {proc} process"))
-            .path();
-        if proc == "vhost-device-vsock" {
-            let ns = |p: &std::path::Path| std::fs::read_link(p.join("ns/net")).unwrap();
-            assert_ne!(
-                ns(&pid),
-                ns(std::path::Path::new("/proc/self")),
-                "the vsock device shares the host's network namespace"
+            .map(|e| e.path())
+            .collect();
+        assert!(!pids.is_empty(), "no {proc} process");
+        for pid in pids {
+            let status = std::fs::read_to_string(pid.join("status")).unwrap();
+            let field = |k: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(k))
+                    .unwrap()
+                    .trim()
+                    .to_owned()
+            };
+            let uid = field("Uid:");
+            if proc == "virtiofsd" {
+                assert_ne!(
+                    std::fs::read_link(pid.join("ns/user")).unwrap(),
+                    host_userns,
+                    "virtiofsd runs in the host's user namespace"
+                );
+                continue;
+            }
+            assert!(
+                uid.split_whitespace().all(|u| u != "0"),
+                "{proc} runs with uid 0: {uid}"
             );
+            if proc == "vhost-device-vsock" {
+                let ns = |p: &std::path::Path| std::fs::read_link(p.join("ns/net")).unwrap();
+                assert_ne!(
+                    ns(&pid),
+                    ns(std::path::Path::new("/proc/self")),
+                    "the vsock device shares the host's network namespace"
+                );
+                assert_eq!(
+                    field("Seccomp:"),
+                    "2",
+                    "the vsock device has no seccomp filter"
+                );
+                assert_eq!(field("NoNewPrivs:"), "1");
+                // Its root holds the system's programs and its sockets, nothing else.
+                let root = pid.join("root");
+                for hidden in ["etc/passwd", "home", "root", "var", "proc", "dev"] {
+                    assert!(
+                        !root.join(hidden).exists(),
+                        "the vsock device sees /{hidden}"
+                    );
+                }
+                assert!(root.join("usr/bin").is_dir());
+                assert!(
+                    std::fs::File::create(root.join("usr/written-by-device")).is_err(),
+                    "the vsock device's system directories are writable"
+                );
+            }
         }
-        let status = std::fs::read_to_string(pid.join("status")).unwrap();
-        let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
-        assert!(
-            uid.split_whitespace().skip(1).all(|u| u != "0"),
-            "{proc} runs with uid 0: {uid}"
-        );
     }
     sup.kill().unwrap();
     sup.wait().unwrap();

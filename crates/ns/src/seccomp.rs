@@ -557,28 +557,54 @@ pub fn programs() -> Result<Vec<BpfProgram>, SeccompError> {
     Ok(vec![eperm, filter(Deny::Enosys)?])
 }
 
+/// A filter for host helpers that need only Unix sockets (the VM's vsock device): `socket()`
+/// of any other family fails with EPERM. Installed on top of [`programs`].
+pub fn unix_sockets_only() -> Result<BpfProgram, SeccompError> {
+    let rule = SeccompRule::new(vec![
+        Cond::new(0, Len::Dword, Op::Ne, libc::AF_UNIX as u64).map_err(compile_error)?,
+    ])
+    .map_err(compile_error)?;
+    let f = SeccompFilter::new(
+        BTreeMap::from([(libc::SYS_socket, vec![rule])]),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        TargetArch::x86_64,
+    )
+    .map_err(compile_error)?;
+    BpfProgram::try_from(f).map_err(compile_error)
+}
+
+/// Installs one compiled filter on the calling thread. Makes one system call and allocates
+/// nothing, so it may run between fork and exec.
+#[cfg(target_os = "linux")]
+pub fn apply(prog: &BpfProgram) -> std::io::Result<()> {
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr().cast_mut().cast(),
+    };
+    // SAFETY: `fprog` points at `prog`, which outlives the call; the kernel copies the
+    // program and keeps no pointer to our memory.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &raw const fprog,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Installs the filters on the calling thread (inherited by every child). Does not set
 /// `no_new_privs`: the caller either holds CAP_SYS_ADMIN in its user namespace or set it.
 #[cfg(target_os = "linux")]
 pub fn install() -> Result<(), SeccompError> {
     for prog in programs()? {
-        let fprog = libc::sock_fprog {
-            len: prog.len() as u16,
-            filter: prog.as_ptr().cast_mut().cast(),
-        };
-        // SAFETY: `fprog` points at `prog`, which outlives the call; the kernel copies the
-        // program and keeps no pointer to our memory.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_seccomp,
-                libc::SECCOMP_SET_MODE_FILTER,
-                0,
-                &raw const fprog,
-            )
-        };
-        if rc != 0 {
-            return Err(SeccompError::Install(std::io::Error::last_os_error()));
-        }
+        apply(&prog).map_err(SeccompError::Install)?;
     }
     Ok(())
 }

@@ -241,7 +241,7 @@ impl Instance for VmInstance {
 
     fn execs(&self) -> Option<Box<dyn Execs>> {
         Some(Box::new(VmExecs {
-            uds: self.parts.run_dir.path().join(crate::VSOCK_SOCKET),
+            uds: crate::device_socket(self.parts.run_dir.path()),
         }))
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod accel;
 pub mod artifacts;
+mod confine;
 pub mod cpio;
 mod instance;
 pub mod vmm;
@@ -191,7 +192,9 @@ fn spawn_helper(
             Ok(())
         });
     }
-    cmd.spawn().map_err(io(format!("cannot start {what}")))
+    cmd.spawn().map_err(io(format!(
+        "cannot start {what} or confine it (its namespaces, user ids, seccomp filter: see docs/architecture.md)"
+    )))
 }
 
 /// The unprivileged host uid (and gid) the sandbox's vsock device runs as: one per sandbox name
@@ -206,28 +209,6 @@ pub fn helper_uid(name: &str) -> u32 {
         h = h.wrapping_mul(0x0100_0193);
     }
     0x7e00_0000 + (h & 0xffff)
-}
-
-/// Makes `cmd` run in network, IPC and UTS namespaces of its own (it needs only filesystem Unix
-/// sockets: no network, and no abstract sockets of the host, which are per network namespace),
-/// then drop to `uid`:`uid` with no supplementary groups and `no_new_privs` before it execs
-/// (registered before [`spawn_helper`]'s parent-death signal, which a uid change would clear).
-fn drop_to(cmd: &mut Command, uid: u32) {
-    // SAFETY: unshare, setgroups, setresgid, setresuid and prctl are async-signal-safe; the
-    // child execs right after.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::unshare(libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS) != 0
-                || libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setresgid(uid, uid, uid) != 0
-                || libc::setresuid(uid, uid, uid) != 0
-                || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
 }
 
 /// Runs `cmd` as the child of a small pid 1 in a new pid namespace. The VMM drops to an
@@ -410,8 +391,17 @@ fn run_qemu_img(cmd: &mut Command) -> Result<(), BackendError> {
 /// How a boot that never reached the guest helper is reported (and recognised for a retry).
 const BOOT_TIMEOUT: &str = "the guest did not come up within";
 
-/// The vsock device's host socket (for connections to the guest), in the run directory.
+/// The vsock device's directory in the run directory: its sockets, and the host sockets the
+/// guest may reach (`vm.vsock_PORT`).
+const DEVICE_DIR: &str = "vsock";
+
+/// The vsock device's host socket (for connections to the guest), in its directory.
 const VSOCK_SOCKET: &str = "vm.vsock";
+
+/// The vsock device's host socket of the run directory `run`.
+fn device_socket(run: &Path) -> PathBuf {
+    run.join(DEVICE_DIR).join(VSOCK_SOCKET)
+}
 
 /// Opens a connection to `port` in the guest through the vsock device's host socket.
 fn connect_guest(uds: &Path, port: u32) -> std::io::Result<UnixStream> {
@@ -489,89 +479,22 @@ fn accept_boot(
     }
 }
 
-/// Runs `cmd` in a mount namespace of its own where each of `pins` is bound onto itself,
-/// read-only where asked (see [`paddock_core::gitguard`]). virtiofsd serves what it sees, so the
-/// guest's writes there fail on the host with EROFS, and renaming a pinned directory with EBUSY.
-fn pinned_namespace(cmd: &mut Command, pins: &[(PathBuf, bool)]) -> Result<(), BackendError> {
-    let mut paths = Vec::new();
-    for (p, ro) in pins {
-        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| {
-            layer(
-                "git protection",
-                format!("{} has a NUL byte in its path", p.display()),
-            )
-        })?;
-        paths.push((c, *ro));
-    }
-    // SAFETY: between fork and exec the closure makes only system calls (unshare, mount) on
-    // strings prepared before the fork; it allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            let root = c"/";
-            if libc::unshare(libc::CLONE_NEWNS) != 0
-                || libc::mount(
-                    std::ptr::null(),
-                    root.as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    std::ptr::null(),
-                ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            for (p, ro) in &paths {
-                if libc::mount(
-                    p.as_ptr(),
-                    p.as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_BIND,
-                    std::ptr::null(),
-                ) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if *ro
-                    && libc::mount(
-                        std::ptr::null(),
-                        p.as_ptr(),
-                        std::ptr::null(),
-                        libc::MS_BIND
-                            | libc::MS_REMOUNT
-                            | libc::MS_RDONLY
-                            | libc::MS_NOSUID
-                            | libc::MS_NODEV,
-                        std::ptr::null(),
-                    ) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    Ok(())
-}
-
-/// A shared folder's virtiofsd arguments: sandboxed to the folder, guest writes owned by the
-/// folder's owner on the host, the owner shown as the agent user inside.
-fn virtiofsd_args(
-    dir: &Path,
-    socket: &Path,
-    read_only: bool,
-    owner: u32,
-    group: u32,
-) -> Vec<String> {
+/// A shared folder's virtiofsd arguments: sandboxed to its view of the folder (`view`), guest
+/// writes owned by the folder's owner on the host (root of virtiofsd's user namespace, see
+/// [`confine::virtiofsd`]), the owner shown as the agent user inside. Other host ids are not
+/// mapped there: their files appear as `nobody`.
+fn virtiofsd_args(view: &Path, socket: &Path, read_only: bool) -> Vec<String> {
     let mut a = vec![
-        format!("--shared-dir={}", dir.display()),
+        format!("--shared-dir={}", view.display()),
         format!("--socket-path={}", socket.display()),
         "--sandbox=namespace".into(),
         "--cache=auto".into(),
         "--seccomp=kill".into(),
         "--log-level=error".into(),
-        format!("--translate-uid=squash-guest:0:{owner}:4294967295"),
-        format!("--translate-gid=squash-guest:0:{group}:4294967295"),
-        format!("--translate-uid=host:{owner}:1000:1"),
-        format!("--translate-gid=host:{group}:1000:1"),
+        "--translate-uid=squash-guest:0:0:4294967295".into(),
+        "--translate-gid=squash-guest:0:0:4294967295".into(),
+        "--translate-uid=host:0:1000:1".into(),
+        "--translate-gid=host:0:1000:1".into(),
     ];
     if read_only {
         a.push("--readonly".into());
@@ -798,19 +721,34 @@ impl VmBackend {
             .rand_bytes(RUN_DIR_RAND)
             .tempdir()
             .map_err(io("cannot create the VM's socket directory"))?;
-        // The directory belongs to the sandbox's unprivileged helper user (the vsock device
-        // creates its sockets here); root-run parts reach it anyway, nobody else does.
+        // Layout: the run directory is root's and only traversable; each helper has a
+        // directory of its own, owned by the user it runs as (see `confine`).
+        //   initrd, empty/             the VMM's (it confines itself to `empty` once started)
+        //   vsock/                     the vsock device's sockets (its uid, 0700)
+        //   vsock-root/                mount point of the device's own root
+        //   fsN/fs.sock, fsN/share/    virtiofsd N's socket and view of its share (the share's
+        //                              owner, 0700)
         let helper = helper_uid(spec.name.as_str());
-        fs::set_permissions(run.path(), fs::Permissions::from_mode(0o700))
+        fs::set_permissions(run.path(), fs::Permissions::from_mode(0o711))
             .map_err(io("cannot set the socket directory's mode"))?;
-        std::os::unix::fs::chown(run.path(), Some(helper), Some(helper))
-            .map_err(io("cannot give the socket directory to the helper user"))?;
+        let own_dir = |name: &str, uid: u32, gid: u32| -> Result<PathBuf, BackendError> {
+            let d = run.path().join(name);
+            fs::create_dir(&d).map_err(io(format!("cannot create {}", d.display())))?;
+            fs::set_permissions(&d, fs::Permissions::from_mode(0o700))
+                .map_err(io(format!("cannot set the mode of {}", d.display())))?;
+            std::os::unix::fs::chown(&d, Some(uid), Some(gid))
+                .map_err(io(format!("cannot give {} to its helper", d.display())))?;
+            Ok(d)
+        };
+        let device_dir = own_dir(DEVICE_DIR, helper, helper)?;
+        let device_root = run.path().join("vsock-root");
+        fs::create_dir(&device_root).map_err(io("cannot create the vsock device's root"))?;
         let initrd = run.path().join("initrd");
         // QEMU confines itself here (an empty directory) once it has opened its files.
         let jail = run.path().join("empty");
         fs::create_dir(&jail).map_err(io("cannot create the VMM's empty root"))?;
         write_initrd(&artifacts, guest, &initrd).map_err(io("cannot write the initramfs"))?;
-        let uds = run.path().join(VSOCK_SOCKET);
+        let uds = device_socket(run.path());
         // The two host sockets the guest may reach, connectable by the vsock device's user.
         let for_device = |p: &Path| -> Result<(), BackendError> {
             std::os::unix::fs::chown(p, Some(helper), Some(helper)).map_err(io(format!(
@@ -818,13 +756,13 @@ impl VmBackend {
                 p.display()
             )))
         };
-        let boot_path = run.path().join(format!("vm.vsock_{BOOT_PORT}"));
+        let boot_path = device_dir.join(format!("{VSOCK_SOCKET}_{BOOT_PORT}"));
         let boot_listener =
             UnixListener::bind(&boot_path).map_err(io("cannot listen for the guest"))?;
         for_device(&boot_path)?;
         let egress = match spec.network {
             Network::Proxy => {
-                let path = run.path().join(format!("vm.vsock_{PROXY_PORT}"));
+                let path = device_dir.join(format!("{VSOCK_SOCKET}_{PROXY_PORT}"));
                 let l = UnixListener::bind(&path)
                     .map_err(io("cannot listen for the guest's proxy connections"))?;
                 for_device(&path)?;
@@ -860,15 +798,16 @@ impl VmBackend {
         // The device helpers start together; the VMM needs all their sockets.
         let mut procs = Procs::default();
         procs.cgroups = accounting;
-        let vsock_socket = run.path().join("vsock.sock");
+        let vsock_socket = device_dir.join("vsock.sock");
         let mut sockets = vec![vsock_socket.clone()];
-        // The vsock device parses what the guest sends: it runs as the sandbox's helper user.
+        // The vsock device parses what the guest sends: it runs as the sandbox's helper user,
+        // in a root of its own that holds its sockets and the system's programs only.
         let mut device = Command::new(vsockd);
         device
             .arg(format!("--guest-cid={GUEST_CID}"))
             .arg(format!("--socket={}", vsock_socket.display()))
             .arg(format!("--uds-path={}", uds.display()));
-        drop_to(&mut device, helper);
+        confine::vsock_device(&mut device, &device_root, &device_dir, vsockd, helper)?;
         procs.helpers.push((
             "vhost-device-vsock".into(),
             spawn_helper(&mut device, &log, "vhost-device-vsock", &join)?,
@@ -876,17 +815,24 @@ impl VmBackend {
         let mut tags = Vec::new();
         let mut folders = Vec::new();
         for (i, (dir, target, ro, uid, gid)) in shares.iter().enumerate() {
-            let sock = run.path().join(format!("fs{i}.sock"));
+            let own = own_dir(&format!("fs{i}"), *uid, *gid)?;
+            let sock = own.join("fs.sock");
+            let view = own.join("share");
+            fs::create_dir(&view).map_err(io("cannot create a share's mount point"))?;
             let mut cmd = Command::new(virtiofsd);
-            cmd.args(virtiofsd_args(dir, &sock, *ro, *uid, *gid));
+            cmd.args(virtiofsd_args(&view, &sock, *ro));
             let mine: Vec<_> = pins
                 .iter()
                 .filter(|(p, _)| p.path.starts_with(dir))
                 .map(|(p, _)| (p.path.clone(), p.read_only))
                 .collect();
-            if !mine.is_empty() {
-                pinned_namespace(&mut cmd, &mine)?;
-            }
+            confine::virtiofsd(
+                &mut cmd,
+                dir,
+                &view,
+                &mine,
+                confine::owner_namespace(*uid, *gid)?,
+            )?;
             procs.helpers.push((
                 format!("virtiofsd for {}", dir.display()),
                 spawn_helper(&mut cmd, &log, "virtiofsd", &join)?,

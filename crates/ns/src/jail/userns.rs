@@ -65,11 +65,21 @@ pub fn idmap_namespaces(
 }
 
 fn make_userns(uid_map: &str, gid_map: &str) -> Result<OwnedFd, Failure> {
-    const L: &str = "idmapped mounts";
-    let (mut ready_r, ready_w) = super::pipe()?;
-    let (hold_r, hold_w) = super::pipe()?;
-    // SAFETY: the jail is single-threaded.
-    match unsafe { fork() }.layer(L, "fork")? {
+    detached_userns(uid_map, gid_map).layer("idmapped mounts", "user namespace")
+}
+
+/// A user namespace with these maps (`/proc/PID/uid_map` lines), owned by the caller and held
+/// by the returned descriptor alone: for idmapped mounts, or for a helper to `setns` into
+/// before it executes. A short-lived child creates it; the caller writes its maps.
+pub fn detached_userns(uid_map: &str, gid_map: &str) -> std::io::Result<OwnedFd> {
+    let err = |what: &str, e: std::io::Error| std::io::Error::new(e.kind(), format!("{what}: {e}"));
+    let (mut ready_r, ready_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map(|(r, w)| (std::fs::File::from(r), std::fs::File::from(w)))?;
+    let (hold_r, hold_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map(|(r, w)| (std::fs::File::from(r), std::fs::File::from(w)))?;
+    // SAFETY: the child makes only system calls (unshare, write, read, _exit) and allocates
+    // nothing, so forking a multi-threaded caller is sound.
+    match unsafe { fork() }.map_err(std::io::Error::from)? {
         ForkResult::Child => {
             drop(ready_r);
             drop(hold_w);
@@ -87,20 +97,22 @@ fn make_userns(uid_map: &str, gid_map: &str) -> Result<OwnedFd, Failure> {
             drop(hold_r);
             let mut b = [0u8; 1];
             let result = (|| {
-                ready_r.read_exact(&mut b).layer(L, "helper died")?;
+                ready_r
+                    .read_exact(&mut b)
+                    .map_err(|e| err("the namespace helper died", e))?;
                 if b[0] != 1 {
-                    return Err(Failure::new(L, "cannot create a user namespace"));
+                    return Err(std::io::Error::other("cannot create a user namespace"));
                 }
                 std::fs::write(format!("/proc/{child}/uid_map"), uid_map)
-                    .layer(L, "cannot write uid_map")?;
+                    .map_err(|e| err("cannot write uid_map", e))?;
                 std::fs::write(format!("/proc/{child}/gid_map"), gid_map)
-                    .layer(L, "cannot write gid_map")?;
+                    .map_err(|e| err("cannot write gid_map", e))?;
                 open(
                     format!("/proc/{child}/ns/user").as_str(),
                     OFlags::RDONLY | OFlags::CLOEXEC,
                     Mode::empty(),
                 )
-                .layer(L, "cannot open the user namespace")
+                .map_err(|e| err("cannot open the user namespace", e.into()))
             })();
             drop(hold_w);
             let _ = kill(child, Signal::SIGKILL);
