@@ -14,14 +14,26 @@ const SECRET: &str = "real-secret-4f7c2a9e";
 const NAMES: &[&str] = &["api.echo.test", "other.echo.test", "bad.echo.test"];
 
 /// Answers every GET with the request head it received (`/redirect` sends a 307 to
-/// other.echo.test on the same port).
+/// other.echo.test on the same port; `/hold` answers only once `/release` has arrived, or after
+/// 20 s).
 const ECHO: &str = r#"
-import http.server, ssl, sys, os
+import http.server, ssl, sys, os, threading
 port_file, cert, key = sys.argv[1:4]
+released = threading.Event()
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def log_message(self, *a): pass
+    def short(self, body):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
     def do_GET(self):
+        if self.path == "/hold":
+            return self.short(b"hold: released\n" if released.wait(20) else b"hold: timed out\n")
+        if self.path == "/release":
+            released.set()
+            return self.short(b"release: done\n")
         if self.path == "/redirect":
             self.send_response(307)
             self.send_header("Location", "https://other.echo.test:%d/after-redirect" % self.server.server_address[1])
@@ -136,6 +148,7 @@ except Exception as e:
     print("fronting refused")
 PY
 echo "--- http2"; curl -sS --http2 -w 'version %{{http_version}}\n' https://api.echo.test:{gp}/h2 -H "x-api-key: $API_KEY"
+echo "--- h2-concurrent"; curl -sS --http2 --parallel --parallel-max 2 -H "x-api-key: $API_KEY" -w '%{{url_effective}} connects=%{{num_connects}} version=%{{http_version}}\n' https://api.echo.test:{gp}/hold https://api.echo.test:{gp}/release
 echo "--- absolute"; python3 - <<'PY'
 import socket, ssl
 s = socket.create_connection(("127.0.0.1", 3128))
@@ -209,6 +222,17 @@ echo "--- end"
     let h2 = section("http2");
     assert!(
         h2.contains(&format!("x-api-key: {SECRET}")) && h2.contains("version 2"),
+        "{ctx}"
+    );
+    // Two requests at once on one HTTP/2 connection (the second made no connection of its
+    // own): the first waits upstream until the second arrives there, so it is answered only if
+    // the proxy does not hold the second back behind it.
+    let concurrent = section("h2-concurrent");
+    assert!(
+        concurrent.contains("hold: released")
+            && concurrent.contains("release: done")
+            && concurrent.contains("connects=0")
+            && !concurrent.contains("version=1"),
         "{ctx}"
     );
     // An absolute URI whose Host header names another host gets nothing.

@@ -30,7 +30,6 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::Mutex as AsyncMutex;
 
 use crate::audit::Record;
 use crate::server::ProxyConfig;
@@ -264,8 +263,17 @@ struct Tunnel {
     port: u16,
     addrs: Vec<SocketAddr>,
     rule: String,
-    upstream: AsyncMutex<Option<hyper::client::conn::http1::SendRequest<Body>>>,
+    /// Connections to the host between requests. An HTTP/2 client sends requests at once on
+    /// one tunnel; each goes on a connection that is free (HTTP/1.1 carries one exchange at a
+    /// time), so a long response (a model's event stream) holds up no other request.
+    idle: std::sync::Mutex<Vec<Upstream>>,
 }
+
+/// A connection to the tunnel's host.
+type Upstream = hyper::client::conn::http1::SendRequest<Body>;
+
+/// Idle connections a tunnel keeps (more are opened while requests overlap, then closed).
+const IDLE_KEPT: usize = 4;
 
 fn text(status: StatusCode, msg: String) -> Response<Body> {
     let mut r = Response::new(
@@ -350,14 +358,39 @@ impl Tunnel {
         found.ok_or_else(|| "the request has no Host header".to_owned())
     }
 
-    /// A connection to the host, kept for the tunnel's next requests.
-    async fn connected(
-        &self,
-        slot: &mut Option<hyper::client::conn::http1::SendRequest<Body>>,
-    ) -> Result<(), (StatusCode, String)> {
-        if slot.as_ref().is_some_and(|s| !s.is_closed()) {
-            return Ok(());
+    /// A free connection to the host: an idle one that is ready, or a new one.
+    async fn free_upstream(&self) -> Result<Upstream, (StatusCode, String)> {
+        let reused = {
+            let mut idle = self
+                .idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            idle.retain(|s| !s.is_closed());
+            idle.iter()
+                .position(Upstream::is_ready)
+                .map(|i| idle.swap_remove(i))
+        };
+        match reused {
+            Some(s) => Ok(s),
+            None => self.connect().await,
         }
+    }
+
+    /// Keeps `sender` for a later request, once its exchange is done (it is taken only when
+    /// ready again).
+    fn keep(&self, sender: Upstream) {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        idle.retain(|s| !s.is_closed());
+        if !sender.is_closed() && idle.len() < IDLE_KEPT {
+            idle.push(sender);
+        }
+    }
+
+    /// A new connection to the host (TCP to the checked addresses, TLS verified).
+    async fn connect(&self) -> Result<Upstream, (StatusCode, String)> {
         let mut tcp = None;
         let mut last = None;
         for a in &self.addrs {
@@ -411,8 +444,7 @@ impl Tunnel {
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        *slot = Some(send);
-        Ok(())
+        Ok(send)
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
@@ -472,9 +504,8 @@ impl Tunnel {
             }
             return r;
         }
-        let mut slot = self.upstream.lock().await;
-        match self.connected(&mut slot).await {
-            Ok(()) => {}
+        let mut sender = match self.free_upstream().await {
+            Ok(s) => s,
             Err((status, msg)) => {
                 self.audit(
                     &method,
@@ -507,17 +538,11 @@ impl Tunnel {
             parts.headers.insert(header::HOST, v);
         }
         let upstream_req = Request::from_parts(parts, body.boxed());
-        let Some(sender) = slot.as_mut() else {
-            return text(
-                StatusCode::BAD_GATEWAY,
-                "paddock: no upstream connection\n".into(),
-            );
-        };
         let sent = match sender.ready().await {
             Ok(()) => sender.send_request(upstream_req).await,
             Err(e) => Err(e),
         };
-        drop(slot);
+        self.keep(sender);
         match sent {
             Ok(resp) => {
                 let status = resp.status().as_u16();
@@ -625,7 +650,7 @@ pub(crate) async fn serve<S>(
         port,
         addrs,
         rule,
-        upstream: AsyncMutex::new(None),
+        idle: std::sync::Mutex::new(Vec::new()),
     });
     let server = match tunnel.creds.server_for(&tunnel.host) {
         Ok(s) => s,
