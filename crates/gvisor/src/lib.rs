@@ -699,12 +699,23 @@ impl Instance for GvisorInstance {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
         let deadline = Instant::now() + Duration::from_secs(5);
+        // Woken by runsc's exit itself (a pidfd), not by polling its status.
+        let exited = rustix::process::pidfd_open(
+            rustix::process::Pid::from_child(&self.child),
+            rustix::process::PidfdFlags::empty(),
+        )
+        .ok();
         let ended = loop {
             match self.child.try_wait() {
                 Ok(Some(_)) | Err(_) => break true,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(10))
-                }
+                Ok(None) if Instant::now() < deadline => match &exited {
+                    Some(fd) => {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        let wait = rustix::time::Timespec::try_from(left).unwrap_or_default();
+                        let _ = poll(&mut [PollFd::new(fd, PollFlags::IN)], Some(&wait));
+                    }
+                    None => std::thread::sleep(Duration::from_millis(10)),
+                },
                 Ok(None) => break false,
             }
         };
