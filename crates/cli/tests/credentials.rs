@@ -275,6 +275,20 @@ echo "--- end"
     let log = stdout(&log);
     assert!(log.contains("credential api injected"), "{log}");
     assert!(!log.contains(SECRET), "{log}");
+    // Each intercepted request is a row of its own, with its status and the bytes it carried.
+    let bound: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r: &serde_json::Value| r["path"] == "/bound")
+        .collect();
+    assert_eq!(bound.len(), 1, "{log}");
+    assert_eq!(bound[0]["method"], "GET");
+    assert_eq!(bound[0]["status"], 200);
+    assert!(
+        bound[0]["bytes_down"].as_u64().unwrap() > 100,
+        "{:?}",
+        bound[0]
+    );
     for s in ["api", "bad"] {
         let _ = common::paddock()
             .args(["secret", "rm", s, "--sandbox", &name])

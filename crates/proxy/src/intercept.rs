@@ -32,6 +32,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::audit::Record;
+use crate::body::{Counted, Direction, Tally};
 use crate::server::ProxyConfig;
 
 type Body = BoxBody<Bytes, hyper::Error>;
@@ -448,6 +449,7 @@ impl Tunnel {
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let started = std::time::Instant::now();
         let method = req.method().as_str().to_owned();
         let path = req
             .uri()
@@ -537,7 +539,33 @@ impl Tunnel {
         if let Ok(v) = HeaderValue::from_str(&authority) {
             parts.headers.insert(header::HOST, v);
         }
-        let upstream_req = Request::from_parts(parts, body.boxed());
+        // Recorded now, its bytes each way, duration and status filled in when the exchange ends.
+        let entry = self.cfg.audit.record(Record {
+            sandbox: self.cfg.sandbox.clone(),
+            client: self.client.clone(),
+            method: method.clone(),
+            host: self.host.clone(),
+            port: Some(self.port),
+            path: Some(path.clone()),
+            action: "allow",
+            rule,
+            reason: if used.is_empty() {
+                "intercepted; no credential applied".to_owned()
+            } else {
+                format!("credential {} injected", used.join(", "))
+            },
+            status: None,
+        });
+        let tally = Tally::new(self.cfg.audit.clone(), entry, started);
+        let set_status = |code: u16| {
+            if let Ok(mut s) = tally.status.lock() {
+                *s = Some(code);
+            }
+        };
+        let upstream_req = Request::from_parts(
+            parts,
+            Counted::new(body, Some(tally.clone()), Direction::Up).boxed(),
+        );
         let sent = match sender.ready().await {
             Ok(()) => sender.send_request(upstream_req).await,
             Err(e) => Err(e),
@@ -545,19 +573,15 @@ impl Tunnel {
         self.keep(sender);
         match sent {
             Ok(resp) => {
-                let status = resp.status().as_u16();
-                let reason = if used.is_empty() {
-                    "intercepted; no credential applied".to_owned()
-                } else {
-                    format!("credential {} injected", used.join(", "))
-                };
-                self.audit_rule(&method, Some(&path), false, rule, reason, status);
-                resp.map(|b| b.boxed())
+                set_status(resp.status().as_u16());
+                resp.map(|b| Counted::new(b, Some(tally), Direction::Down).boxed())
             }
             Err(e) => {
-                let msg = format!("paddock: {}: {e}\n", self.host);
-                self.audit(&method, Some(&path), true, msg.trim().to_owned(), 502);
-                text(StatusCode::BAD_GATEWAY, msg)
+                set_status(502);
+                text(
+                    StatusCode::BAD_GATEWAY,
+                    format!("paddock: {}: {e}\n", self.host),
+                )
             }
         }
     }
