@@ -143,11 +143,12 @@ fn exit_codes_signals_and_streams_pass_through() {
 fn workspace_is_shared_at_its_path_and_mounts_keep_read_only() {
     require_vm!();
     // A workspace owned by an ordinary user, below a directory only root may enter: virtiofsd
-    // runs as the owner, and still reaches it.
+    // runs as the owner, and still reaches it. Its group is root's, which the owner (an id
+    // without an account) does not belong to: virtiofsd must not take it.
     let outer = common::workspace();
     let ws = outer.path().join("proj");
     std::fs::create_dir(&ws).unwrap();
-    std::os::unix::fs::chown(&ws, Some(4242), Some(4343)).unwrap();
+    std::os::unix::fs::chown(&ws, Some(4242), Some(0)).unwrap();
     std::fs::write(ws.join("from-host.txt"), "hello guest\n").unwrap();
     std::fs::write(ws.join("root-only.txt"), "root's\n").unwrap();
     std::fs::set_permissions(
@@ -187,8 +188,8 @@ sync
         let m = std::fs::metadata(ws.join(f)).unwrap();
         assert_eq!(
             (m.uid(), m.gid()),
-            (4242, 4343),
-            "{f} is not owned by the workspace owner"
+            (4242, 65534),
+            "{f} is not owned by the workspace owner (with nogroup)"
         );
     }
     assert_eq!(
@@ -379,6 +380,8 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool, context: impl Fn() -> Strin
 fn killing_the_supervisor_or_the_vmm_leaves_nothing_behind() {
     require_vm!();
     let ws = common::workspace();
+    // Owned by an id without an account: virtiofsd runs as it, with nogroup.
+    std::os::unix::fs::chown(ws.path(), Some(4242), Some(0)).unwrap();
     let name = unique("vm-kill");
     let logs = common::workspace();
     let err_log = logs.path().join("stderr");
@@ -457,6 +460,36 @@ fn killing_the_supervisor_or_the_vmm_leaves_nothing_behind() {
                     std::fs::read_link(pid.join("ns/user")).unwrap(),
                     host_userns,
                     "virtiofsd runs in the host's user namespace"
+                );
+                // As the owner (host ids, as the host sees them).
+                assert!(
+                    uid.split_whitespace().all(|u| u == "4242"),
+                    "virtiofsd's uids: {uid}"
+                );
+                let gid = field("Gid:");
+                assert!(
+                    gid.split_whitespace().all(|g| g == "65534"),
+                    "virtiofsd's gids: {gid}"
+                );
+                // What it is handed is root's: its directory, socket and mount point.
+                let cmdline = String::from_utf8(std::fs::read(pid.join("cmdline")).unwrap())
+                    .unwrap()
+                    .replace('\0', " ");
+                let view = cmdline
+                    .split(' ')
+                    .find_map(|a| a.strip_prefix("--shared-dir="))
+                    .map(std::path::PathBuf::from)
+                    .unwrap();
+                let own = view.parent().unwrap();
+                for p in [own.to_path_buf(), own.join("fs.sock")] {
+                    let m = std::fs::symlink_metadata(&p).unwrap();
+                    assert_eq!(m.uid(), 0, "{} is not root's", p.display());
+                }
+                assert_eq!(
+                    std::fs::metadata(own).unwrap().mode() & 0o022,
+                    0,
+                    "{} is writable by others",
+                    own.display()
                 );
                 continue;
             }

@@ -5,23 +5,30 @@
 //!   namespaces of its own whose root is an empty read-only tmpfs holding only the system's
 //!   program directories (read-only) and its socket directory, under the namespace backend's
 //!   seccomp filter plus one that allows Unix sockets only;
-//! - each virtiofsd runs as its share's owner (host uid and gid) inside a user namespace where
-//!   that owner is root, so it has capabilities over its own namespaces and the owner's files,
-//!   and none over the host. It sees its share at a path of the run directory, so it needs no
-//!   right on the share's parent directories, and sandboxes itself further (its own mount, pid
-//!   and network namespaces, pivoted into the share, its own seccomp filter).
+//! - each virtiofsd runs as its share's owner (host uid, and a group the owner belongs to)
+//!   inside a user namespace where that owner is root, so it has capabilities over its own
+//!   namespaces and the owner's files, and none over the host. It sees its share at a path of
+//!   the run directory, so it needs no right on the share's parent directories, and sandboxes
+//!   itself further (its own mount, pid and network namespaces, pivoted into the share, its own
+//!   seccomp filter). Everything it is handed is root's and cannot be swapped by the owner: its
+//!   program (executed through a descriptor), its listening socket (a descriptor), the mount
+//!   point of its share; the share and the git pins are bound by descriptors opened without
+//!   following symlinks.
 //!
 //! Everything here runs between fork and exec: the closures make system calls on strings and
 //! descriptors prepared before the fork, and allocate nothing.
 
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
 use paddock_core::BackendError;
+use paddock_ns::jail::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, mount_setattr};
+use rustix::fs::{CWD, Mode, OFlags, ResolveFlags, openat2};
+use rustix::mount::{MoveMountFlags, OpenTreeFlags, move_mount, open_tree};
 
 use crate::{io, layer};
 
@@ -56,21 +63,56 @@ unsafe fn bind(src: &CString, dst: &CString, flags: libc::c_ulong) -> std::io::R
     })
 }
 
-/// Remounts the bind mount at `dst` read-only (and nosuid, nodev).
-///
-/// # Safety
-/// Only system calls; for use between fork and exec.
-unsafe fn read_only(dst: &CString) -> std::io::Result<()> {
-    // SAFETY: as above.
-    check(unsafe {
-        libc::mount(
-            std::ptr::null(),
-            dst.as_ptr(),
-            std::ptr::null(),
-            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
-            std::ptr::null(),
+/// Makes the mount tree at `dst` (every mount in it) read-only, nosuid and nodev.
+fn read_only(dst: &CStr) -> std::io::Result<()> {
+    let at = openat2(
+        CWD,
+        dst,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS,
+    )?;
+    mount_setattr(
+        at.as_fd(),
+        true,
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        None,
+    )
+}
+
+/// Binds what `src` names onto what `dst` names, both opened without following any symlink
+/// (so nothing swapped in after the host's checks is mounted or mounted on): a detached copy
+/// of `src` (with its submounts if `recursive`), given `attrs` throughout, attached by
+/// descriptor.
+fn bind_resolved(src: &CStr, dst: &CStr, recursive: bool, attrs: u64) -> std::io::Result<()> {
+    let open = |p: &CStr| {
+        openat2(
+            CWD,
+            p,
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
         )
-    })
+    };
+    let (from, onto) = (open(src)?, open(dst)?);
+    let mut flags = OpenTreeFlags::OPEN_TREE_CLONE
+        | OpenTreeFlags::OPEN_TREE_CLOEXEC
+        | OpenTreeFlags::AT_EMPTY_PATH;
+    if recursive {
+        flags |= OpenTreeFlags::AT_RECURSIVE;
+    }
+    let tree = open_tree(from.as_fd(), c"", flags)?;
+    if attrs != 0 {
+        mount_setattr(tree.as_fd(), recursive, attrs, None)?;
+    }
+    move_mount(
+        tree.as_fd(),
+        c"",
+        onto.as_fd(),
+        c"",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )?;
+    Ok(())
 }
 
 /// A new mount namespace whose mounts no longer propagate to the host's.
@@ -281,24 +323,64 @@ pub(crate) fn vsock_device(
     Ok(())
 }
 
-/// Confines a virtiofsd: in a mount namespace of its own, each of `pins` bound onto itself
-/// (read-only where asked, see [`paddock_core::gitguard`]; virtiofsd serves what it sees, so the
-/// guest's writes there fail with EROFS, and renaming a pinned directory with EBUSY), the share
-/// `dir` bound at `at`, then as the share's owner `uid`:`gid` in the user namespace `userns`
-/// (made by [`owner_namespace`]), where that owner is root.
+/// What a virtiofsd serves.
+pub(crate) struct Share<'a> {
+    /// The shared directory (canonical).
+    pub dir: &'a Path,
+    /// Its mount point in the run directory (root's), where virtiofsd sees it.
+    pub view: &'a Path,
+    /// Shared read-only.
+    pub read_only: bool,
+    /// Paths in it bound onto themselves, read-only where asked (see [`paddock_core::gitguard`]):
+    /// virtiofsd serves what it sees, so the guest's writes there fail with EROFS, and renaming
+    /// a pinned directory with EBUSY.
+    pub pins: &'a [(PathBuf, bool)],
+}
+
+/// A command for `program` executed through a descriptor opened now, by root: the program
+/// runs even where a directory on its path is closed to the user it runs as (`~/.cargo/bin` of
+/// root), and cannot be swapped between this check and its start. It shows as `program`.
+pub(crate) fn by_descriptor(program: &Path) -> Result<Command, BackendError> {
+    let exe = std::fs::File::open(program).map_err(io(format!(
+        "cannot open {} to execute it",
+        program.display()
+    )))?;
+    let mut cmd = Command::new(format!("/proc/self/fd/{}", exe.as_raw_fd()));
+    cmd.arg0(program);
+    // SAFETY: does nothing; it holds the descriptor open in the child until exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let _open_until_exec = &exe;
+            Ok(())
+        });
+    }
+    Ok(cmd)
+}
+
+/// Confines virtiofsd's command `cmd` (see [`by_descriptor`]) for `share`: `listener` (its
+/// listening socket, made by root) left open for `--fd`, a mount namespace of its own where
+/// the pins and then the share (at `view`, read-only all through for a read-only share) are
+/// bound by descriptor, then the user namespace `userns` (see [`owner_namespace`]) as its root,
+/// the share's owner on the host.
 pub(crate) fn virtiofsd(
     cmd: &mut Command,
-    dir: &Path,
-    at: &Path,
-    pins: &[(PathBuf, bool)],
+    share: &Share<'_>,
+    listener: OwnedFd,
     userns: OwnedFd,
 ) -> Result<(), BackendError> {
-    let mut paths = Vec::new();
-    for (p, ro) in pins {
-        paths.push((c_path(p)?, *ro));
+    let mut pins = Vec::new();
+    for (p, ro) in share.pins {
+        pins.push((c_path(p)?, *ro));
     }
-    let src = c_path(dir)?;
-    let dst = c_path(at)?;
+    let src = c_path(share.dir)?;
+    let dst = c_path(share.view)?;
+    let share_attrs = MOUNT_ATTR_NOSUID
+        | MOUNT_ATTR_NODEV
+        | if share.read_only {
+            MOUNT_ATTR_RDONLY
+        } else {
+            0
+        };
     // virtiofsd keeps a descriptor per inode the guest looks up; raised here, while the
     // process may (it cannot in its user namespace), to what virtiofsd would ask for itself.
     let nofile: libc::rlim_t = std::fs::read_to_string("/proc/sys/fs/nr_open")
@@ -306,8 +388,8 @@ pub(crate) fn virtiofsd(
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(1 << 20)
         .min(1_000_000);
-    // SAFETY: only system calls on the strings and descriptor prepared above, see the module's
-    // documentation.
+    // SAFETY: only system calls on the strings and descriptors prepared above, see the
+    // module's documentation.
     unsafe {
         cmd.pre_exec(move || {
             let mut limit = libc::rlimit {
@@ -321,13 +403,17 @@ pub(crate) fn virtiofsd(
                 check(libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit))?;
             }
             private_mounts()?;
-            for (p, ro) in &paths {
-                bind(p, p, libc::MS_BIND)?;
-                if *ro {
-                    read_only(p)?;
-                }
+            for (p, ro) in &pins {
+                let attrs = if *ro {
+                    MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV
+                } else {
+                    0
+                };
+                bind_resolved(p, p, false, attrs)?;
             }
-            bind(&src, &dst, libc::MS_BIND | libc::MS_REC)?;
+            bind_resolved(&src, &dst, true, share_attrs)?;
+            // The listening socket stays open across exec for `--fd`.
+            check(libc::fcntl(listener.as_raw_fd(), libc::F_SETFD, 0))?;
             check(libc::setgroups(0, std::ptr::null()))?;
             check(libc::setns(userns.as_raw_fd(), libc::CLONE_NEWUSER))?;
             // Root of the namespace is the owner on the host.
@@ -336,6 +422,29 @@ pub(crate) fn virtiofsd(
         });
     }
     Ok(())
+}
+
+/// The group a share's virtiofsd runs with, so files the guest makes get it: the folder's
+/// group `gid` when its owner `uid` belongs to it (root belongs to every group), else the
+/// owner's own group, else `nogroup` for an owner without an account. Never a group the owner
+/// could not take itself.
+pub(crate) fn share_group(uid: u32, gid: u32) -> u32 {
+    use nix::unistd::{Gid, Uid, User, getgrouplist};
+    const NOGROUP: u32 = 65534;
+    if uid == 0 {
+        return gid;
+    }
+    let Ok(Some(user)) = User::from_uid(Uid::from_raw(uid)) else {
+        return NOGROUP;
+    };
+    if user.gid.as_raw() == gid {
+        return gid;
+    }
+    let member = CString::new(user.name.as_bytes())
+        .ok()
+        .and_then(|n| getgrouplist(&n, user.gid).ok())
+        .is_some_and(|groups| groups.contains(&Gid::from_raw(gid)));
+    if member { gid } else { user.gid.as_raw() }
 }
 
 /// A user namespace where host `uid`:`gid` is root and no other host id exists.
@@ -359,5 +468,17 @@ mod tests {
             ]
         );
         assert!(parents_in(Path::new("/r"), Path::new("/file")).is_empty());
+    }
+
+    #[test]
+    fn a_share_group_is_never_one_the_owner_lacks() {
+        // Root may take any group; an owner outside the folder's group gets its own; an owner
+        // without an account gets nogroup.
+        assert_eq!(share_group(0, 5), 5);
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+        let (uid, own) = (nobody.uid.as_raw(), nobody.gid.as_raw());
+        assert_eq!(share_group(uid, own), own);
+        assert_eq!(share_group(uid, 0), own);
+        assert_eq!(share_group(4_000_000_000, 0), 65534);
     }
 }

@@ -157,16 +157,26 @@ fn write_initrd(a: &Artifacts, guest: &Path, out: &Path) -> std::io::Result<()> 
     fs::write(out, data)
 }
 
-/// Starts `cmd` so that it dies with this process, with its output appended to `log`.
-/// Starts a helper (or the VMM) with its output in `log`; it joins the cgroups whose
-/// `cgroup.procs` files `join` holds open before it executes.
-fn spawn_helper(
-    cmd: &mut Command,
-    log: &Path,
-    what: &str,
-    join: &[OwnedFd],
-) -> Result<Child, BackendError> {
+/// Makes `cmd` join, before any other step of its start (while it is still root in the host's
+/// namespaces), the cgroups whose `cgroup.procs` files `join` holds open. Accounting only: a
+/// refusal does not stop the VM.
+fn join_cgroups(cmd: &mut Command, join: &[OwnedFd]) {
     let join: Vec<i32> = join.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+    // SAFETY: write is async-signal-safe; the child execs right after its other steps.
+    unsafe {
+        cmd.pre_exec(move || {
+            // "0" is the writing process.
+            for fd in &join {
+                libc::write(*fd, b"0".as_ptr().cast(), 1);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Starts a helper (or the VMM) with its output appended to `log`. It dies with this process:
+/// the parent-death signal is set last, after any change of ids, which would clear it.
+fn spawn_helper(cmd: &mut Command, log: &Path, what: &str) -> Result<Child, BackendError> {
     let log = fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -179,15 +189,11 @@ fn spawn_helper(
         .stdout(ProcStdio::from(log))
         .stderr(ProcStdio::from(log2))
         .env_remove("RUST_LOG");
-    // SAFETY: prctl and write are async-signal-safe; the child execs right after.
+    // SAFETY: prctl is async-signal-safe; the child execs right after.
     unsafe {
         cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
-            }
-            // "0" is the writing process. Accounting only: a refusal does not stop the VM.
-            for fd in &join {
-                libc::write(*fd, b"0".as_ptr().cast(), 1);
             }
             Ok(())
         });
@@ -483,10 +489,10 @@ fn accept_boot(
 /// writes owned by the folder's owner on the host (root of virtiofsd's user namespace, see
 /// [`confine::virtiofsd`]), the owner shown as the agent user inside. Other host ids are not
 /// mapped there: their files appear as `nobody`.
-fn virtiofsd_args(view: &Path, socket: &Path, read_only: bool) -> Vec<String> {
+fn virtiofsd_args(view: &Path, listener: i32, read_only: bool) -> Vec<String> {
     let mut a = vec![
         format!("--shared-dir={}", view.display()),
-        format!("--socket-path={}", socket.display()),
+        format!("--fd={listener}"),
         "--sandbox=namespace".into(),
         "--cache=auto".into(),
         "--seccomp=kill".into(),
@@ -726,8 +732,9 @@ impl VmBackend {
         //   initrd, empty/             the VMM's (it confines itself to `empty` once started)
         //   vsock/                     the vsock device's sockets (its uid, 0700)
         //   vsock-root/                mount point of the device's own root
-        //   fsN/fs.sock, fsN/share/    virtiofsd N's socket and view of its share (the share's
-        //                              owner, 0700)
+        //   fsN/fs.sock, fsN/share/    virtiofsd N's listening socket (made here, handed over
+        //                              as a descriptor) and view of its share; root's, so the
+        //                              share's owner, as whom virtiofsd runs, can swap neither
         let helper = helper_uid(spec.name.as_str());
         fs::set_permissions(run.path(), fs::Permissions::from_mode(0o711))
             .map_err(io("cannot set the socket directory's mode"))?;
@@ -807,35 +814,53 @@ impl VmBackend {
             .arg(format!("--guest-cid={GUEST_CID}"))
             .arg(format!("--socket={}", vsock_socket.display()))
             .arg(format!("--uds-path={}", uds.display()));
+        join_cgroups(&mut device, &join);
         confine::vsock_device(&mut device, &device_root, &device_dir, vsockd, helper)?;
         procs.helpers.push((
             "vhost-device-vsock".into(),
-            spawn_helper(&mut device, &log, "vhost-device-vsock", &join)?,
+            spawn_helper(&mut device, &log, "vhost-device-vsock")?,
         ));
         let mut tags = Vec::new();
         let mut folders = Vec::new();
         for (i, (dir, target, ro, uid, gid)) in shares.iter().enumerate() {
-            let own = own_dir(&format!("fs{i}"), *uid, *gid)?;
-            let sock = own.join("fs.sock");
+            let own = run.path().join(format!("fs{i}"));
             let view = own.join("share");
-            fs::create_dir(&view).map_err(io("cannot create a share's mount point"))?;
-            let mut cmd = Command::new(virtiofsd);
-            cmd.args(virtiofsd_args(&view, &sock, *ro));
+            for d in [&own, &view] {
+                fs::create_dir(d).map_err(io(format!("cannot create {}", d.display())))?;
+                fs::set_permissions(d, fs::Permissions::from_mode(0o711))
+                    .map_err(io(format!("cannot set the mode of {}", d.display())))?;
+            }
+            let sock = own.join("fs.sock");
+            let listener = OwnedFd::from(
+                UnixListener::bind(&sock).map_err(io("cannot listen for the VMM's file server"))?,
+            );
             let mine: Vec<_> = pins
                 .iter()
                 .filter(|(p, _)| p.path.starts_with(dir))
                 .map(|(p, _)| (p.path.clone(), p.read_only))
                 .collect();
+            let group = confine::share_group(*uid, *gid);
+            let mut cmd = confine::by_descriptor(virtiofsd)?;
+            cmd.args(virtiofsd_args(
+                &view,
+                std::os::fd::AsRawFd::as_raw_fd(&listener),
+                *ro,
+            ));
+            join_cgroups(&mut cmd, &join);
             confine::virtiofsd(
                 &mut cmd,
-                dir,
-                &view,
-                &mine,
-                confine::owner_namespace(*uid, *gid)?,
+                &confine::Share {
+                    dir,
+                    view: &view,
+                    read_only: *ro,
+                    pins: &mine,
+                },
+                listener,
+                confine::owner_namespace(*uid, group)?,
             )?;
             procs.helpers.push((
                 format!("virtiofsd for {}", dir.display()),
-                spawn_helper(&mut cmd, &log, "virtiofsd", &join)?,
+                spawn_helper(&mut cmd, &log, "virtiofsd")?,
             ));
             sockets.push(sock.clone());
             let tag = format!("fs{i}");
@@ -884,12 +909,9 @@ impl VmBackend {
         let vmm = Qemu {
             binary: qemu.clone(),
         };
-        let child = spawn_helper(
-            &mut in_pid_namespace(&vmm.command(&cfg)),
-            &log,
-            "the VMM",
-            &join,
-        )?;
+        let mut vmm_cmd = in_pid_namespace(&vmm.command(&cfg));
+        join_cgroups(&mut vmm_cmd, &join);
+        let child = spawn_helper(&mut vmm_cmd, &log, "the VMM")?;
         let vmm_pidfd = rustix::process::pidfd_open(
             rustix::process::Pid::from_child(&child),
             rustix::process::PidfdFlags::empty(),

@@ -33,6 +33,9 @@ use nix::unistd::{ForkResult, fork};
 use paddock_init::{Target, forward_and_wait, send_report};
 use paddock_wire::{EXIT_SETUP_FAILED, Report};
 use rustix::thread::{UnshareFlags, unshare_unsafe};
+pub use sys::{
+    MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, mount_setattr,
+};
 pub use userns::detached_userns;
 
 use crate::config::{EnterConfig, JailConfig, RunscConfig};

@@ -105,6 +105,9 @@ pub fn detached_userns(uid_map: &str, gid_map: &str) -> std::io::Result<OwnedFd>
                 }
                 std::fs::write(format!("/proc/{child}/uid_map"), uid_map)
                     .map_err(|e| err("cannot write uid_map", e))?;
+                // No setgroups() in it: its processes cannot take groups beyond the map's.
+                std::fs::write(format!("/proc/{child}/setgroups"), "deny")
+                    .map_err(|e| err("cannot write setgroups", e))?;
                 std::fs::write(format!("/proc/{child}/gid_map"), gid_map)
                     .map_err(|e| err("cannot write gid_map", e))?;
                 open(
