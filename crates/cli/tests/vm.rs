@@ -324,6 +324,36 @@ fn filling_the_disk_stops_at_its_size_and_ls_says_so() {
 }
 
 #[test]
+fn a_helper_that_ends_at_start_is_named_and_nothing_is_left() {
+    require_vm!();
+    let ws = common::workspace();
+    // A "virtiofsd" that exits at once, found first on the PATH.
+    let fake = common::workspace();
+    std::fs::copy("/bin/false", fake.path().join("virtiofsd")).unwrap();
+    let path = format!(
+        "{}:{}",
+        fake.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let name = unique("vm-fail");
+    let o = common::paddock_vm()
+        .env("PATH", path)
+        .args(["run", "--backend", "vm", "--name", &name, "-w"])
+        .arg(ws.path())
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("virtiofsd for") && err.contains("had ended"),
+        "the error does not name the helper: {err}"
+    );
+    assert!(leftovers(&name).is_empty(), "{:?}", leftovers(&name));
+    let _ = common::paddock().args(["rm", "-f", &name]).output();
+}
+
+#[test]
 fn terminal_is_a_real_pty_in_the_guest() {
     require_vm!();
     let ws = common::workspace();

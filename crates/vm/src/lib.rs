@@ -157,6 +157,27 @@ fn write_initrd(a: &Artifacts, guest: &Path, out: &Path) -> std::io::Result<()> 
     fs::write(out, data)
 }
 
+/// Adds to a failed boot's error which device helpers had already ended (a virtiofsd whose own
+/// sandboxing failed leaves QEMU only a refused connection to report).
+fn name_ended_helpers(e: BackendError, helpers: &mut [(String, Child)]) -> BackendError {
+    let ended: Vec<String> = helpers
+        .iter_mut()
+        .filter_map(|(what, c)| {
+            c.try_wait()
+                .ok()
+                .flatten()
+                .map(|s| format!("{what} had ended ({s})"))
+        })
+        .collect();
+    match e {
+        BackendError::Layer { layer, message } if !ended.is_empty() => BackendError::Layer {
+            layer,
+            message: format!("{message}; {}", ended.join("; ")),
+        },
+        e => e,
+    }
+}
+
 /// Makes `cmd` join, before any other step of its start (while it is still root in the host's
 /// namespaces), the cgroups whose `cgroup.procs` files `join` holds open. Accounting only: a
 /// refusal does not stop the VM.
@@ -238,10 +259,11 @@ fn in_pid_namespace(cmd: &Command) -> Command {
     c
 }
 
-/// Waits for a helper to create its socket.
+/// Waits for a helper to create its socket (virtiofsd's is made by root before it starts, so
+/// for it this only checks that it has not already ended, as when its own sandboxing fails).
 fn wait_socket(path: &Path, child: &mut Child, what: &str, log: &Path) -> Result<(), BackendError> {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !path.exists() {
+    loop {
         if let Ok(Some(status)) = child.try_wait() {
             let text = fs::read_to_string(log).unwrap_or_default();
             let last = text.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
@@ -249,6 +271,9 @@ fn wait_socket(path: &Path, child: &mut Child, what: &str, log: &Path) -> Result
                 "vm",
                 format!("{what} exited before it was ready ({status}): {last}"),
             ));
+        }
+        if path.exists() {
+            return Ok(());
         }
         if Instant::now() > deadline {
             return Err(layer(
@@ -258,7 +283,6 @@ fn wait_socket(path: &Path, child: &mut Child, what: &str, log: &Path) -> Result
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    Ok(())
 }
 
 /// Waits until no process holds a lock on `disk`. A VMM that was just killed (its supervisor
@@ -923,7 +947,8 @@ impl VmBackend {
             Accel::Kvm => Duration::from_secs(60),
             Accel::Tcg => Duration::from_secs(90),
         };
-        let mut boot = accept_boot(&boot_listener, &vmm_pidfd, boot_limit, &console_log, &log)?;
+        let mut boot = accept_boot(&boot_listener, &vmm_pidfd, boot_limit, &console_log, &log)
+            .map_err(|e| name_ended_helpers(e, &mut procs.helpers))?;
         drop(boot_listener);
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
