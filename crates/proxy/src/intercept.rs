@@ -297,9 +297,11 @@ impl Tunnel {
         } else {
             self.rule.clone()
         };
-        self.audit_rule(method, path, deny, rule, reason, status);
+        self.audit_rule(method, path, deny, rule, reason, Some(status));
     }
 
+    /// Records a decision; `status` is `None` when the exchange's end fills it in (see
+    /// [`Tally`]).
     fn audit_rule(
         &self,
         method: &str,
@@ -307,8 +309,8 @@ impl Tunnel {
         deny: bool,
         rule: String,
         reason: String,
-        status: u16,
-    ) {
+        status: Option<u16>,
+    ) -> crate::audit::Entry {
         self.cfg.audit.record(Record {
             sandbox: self.cfg.sandbox.clone(),
             client: self.client.clone(),
@@ -319,8 +321,8 @@ impl Tunnel {
             action: if deny { "deny" } else { "allow" },
             rule,
             reason,
-            status: Some(status),
-        });
+            status,
+        })
     }
 
     /// The authority a request names (Host header, or the absolute URI's), as host and port.
@@ -491,7 +493,14 @@ impl Tunnel {
             .map(|r| r.to_string())
             .unwrap_or_else(|| "default".into());
         if d.action == Action::Deny {
-            self.audit_rule(&method, Some(&path), true, rule, d.reason.clone(), 403);
+            self.audit_rule(
+                &method,
+                Some(&path),
+                true,
+                rule,
+                d.reason.clone(),
+                Some(403),
+            );
             let mut r = text(
                 StatusCode::FORBIDDEN,
                 format!(
@@ -540,22 +549,12 @@ impl Tunnel {
             parts.headers.insert(header::HOST, v);
         }
         // Recorded now, its bytes each way, duration and status filled in when the exchange ends.
-        let entry = self.cfg.audit.record(Record {
-            sandbox: self.cfg.sandbox.clone(),
-            client: self.client.clone(),
-            method: method.clone(),
-            host: self.host.clone(),
-            port: Some(self.port),
-            path: Some(path.clone()),
-            action: "allow",
-            rule,
-            reason: if used.is_empty() {
-                "intercepted; no credential applied".to_owned()
-            } else {
-                format!("credential {} injected", used.join(", "))
-            },
-            status: None,
-        });
+        let reason = if used.is_empty() {
+            "intercepted; no credential applied".to_owned()
+        } else {
+            format!("credential {} injected", used.join(", "))
+        };
+        let entry = self.audit_rule(&method, Some(&path), false, rule, reason, None);
         let tally = Tally::new(self.cfg.audit.clone(), entry, started);
         let set_status = |code: u16| {
             if let Ok(mut s) = tally.status.lock() {

@@ -26,7 +26,9 @@ use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
 use paddock_core::BackendError;
-use paddock_ns::jail::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, mount_setattr};
+use paddock_ns::jail::{
+    MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, mount_setattr,
+};
 use rustix::fs::{CWD, Mode, OFlags, ResolveFlags, openat2};
 use rustix::mount::{MoveMountFlags, OpenTreeFlags, move_mount, open_tree};
 
@@ -63,8 +65,8 @@ unsafe fn bind(src: &CString, dst: &CString, flags: libc::c_ulong) -> std::io::R
     })
 }
 
-/// Makes the mount tree at `dst` (every mount in it) read-only, nosuid and nodev.
-fn read_only(dst: &CStr) -> std::io::Result<()> {
+/// Sets `attrs` on the mount at `dst` (on every mount in its tree if `recursive`).
+fn set_attrs(dst: &CStr, recursive: bool, attrs: u64) -> std::io::Result<()> {
     let at = openat2(
         CWD,
         dst,
@@ -72,12 +74,7 @@ fn read_only(dst: &CStr) -> std::io::Result<()> {
         Mode::empty(),
         ResolveFlags::NO_SYMLINKS,
     )?;
-    mount_setattr(
-        at.as_fd(),
-        true,
-        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-        None,
-    )
+    mount_setattr(at.as_fd(), recursive, attrs, None)
 }
 
 /// Binds what `src` names onto what `dst` names, both opened without following any symlink
@@ -138,7 +135,7 @@ unsafe fn private_mounts() -> std::io::Result<()> {
 /// host's abstract Unix sockets, which are per network namespace), then drop to `uid`:`uid`
 /// with no supplementary groups and `no_new_privs` before it execs. Register before
 /// `spawn_helper`'s parent-death signal, which a uid change clears.
-pub(crate) fn drop_to(cmd: &mut Command, uid: u32) {
+fn drop_to(cmd: &mut Command, uid: u32) {
     // SAFETY: only system calls, see the module's documentation.
     unsafe {
         cmd.pre_exec(move || {
@@ -159,7 +156,7 @@ enum Step {
     Dir(CString),
     /// Bind a host directory or file read-only (the target exists by then).
     ReadOnly(CString, CString),
-    /// Bind a host directory read-write (nosuid, nodev).
+    /// Bind a host directory read-write (nosuid, nodev, noexec).
     ReadWrite(CString, CString),
     /// Create an empty file to bind a file onto.
     File(CString),
@@ -277,21 +274,19 @@ pub(crate) fn vsock_device(
                     }
                     Step::ReadOnly(src, dst) => {
                         bind(src, dst, libc::MS_BIND | libc::MS_REC)?;
-                        read_only(dst)?;
+                        set_attrs(
+                            dst,
+                            true,
+                            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                        )?;
                     }
                     Step::ReadWrite(src, dst) => {
                         bind(src, dst, libc::MS_BIND)?;
-                        check(libc::mount(
-                            std::ptr::null(),
-                            dst.as_ptr(),
-                            std::ptr::null(),
-                            libc::MS_BIND
-                                | libc::MS_REMOUNT
-                                | libc::MS_NOSUID
-                                | libc::MS_NODEV
-                                | libc::MS_NOEXEC,
-                            std::ptr::null(),
-                        ))?;
+                        set_attrs(
+                            dst,
+                            false,
+                            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+                        )?;
                     }
                     Step::Link(target, at) => check(libc::symlink(target.as_ptr(), at.as_ptr()))?,
                 }

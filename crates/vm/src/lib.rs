@@ -418,6 +418,13 @@ fn run_qemu_img(cmd: &mut Command) -> Result<(), BackendError> {
     ))
 }
 
+/// Creates a directory of the run directory with exactly `mode` (the umask does not apply).
+fn run_subdir(d: &Path, mode: u32) -> Result<(), BackendError> {
+    fs::create_dir(d).map_err(io(format!("cannot create {}", d.display())))?;
+    fs::set_permissions(d, fs::Permissions::from_mode(mode))
+        .map_err(io(format!("cannot set the mode of {}", d.display())))
+}
+
 /// How a boot that never reached the guest helper is reported (and recognised for a retry).
 const BOOT_TIMEOUT: &str = "the guest did not come up within";
 
@@ -751,8 +758,7 @@ impl VmBackend {
             .rand_bytes(RUN_DIR_RAND)
             .tempdir()
             .map_err(io("cannot create the VM's socket directory"))?;
-        // Layout: the run directory is root's and only traversable; each helper has a
-        // directory of its own, owned by the user it runs as (see `confine`).
+        // Layout: the run directory is root's and only traversable (see `confine`).
         //   initrd, empty/             the VMM's (it confines itself to `empty` once started)
         //   vsock/                     the vsock device's sockets (its uid, 0700)
         //   vsock-root/                mount point of the device's own root
@@ -762,16 +768,10 @@ impl VmBackend {
         let helper = helper_uid(spec.name.as_str());
         fs::set_permissions(run.path(), fs::Permissions::from_mode(0o711))
             .map_err(io("cannot set the socket directory's mode"))?;
-        let own_dir = |name: &str, uid: u32, gid: u32| -> Result<PathBuf, BackendError> {
-            let d = run.path().join(name);
-            fs::create_dir(&d).map_err(io(format!("cannot create {}", d.display())))?;
-            fs::set_permissions(&d, fs::Permissions::from_mode(0o700))
-                .map_err(io(format!("cannot set the mode of {}", d.display())))?;
-            std::os::unix::fs::chown(&d, Some(uid), Some(gid))
-                .map_err(io(format!("cannot give {} to its helper", d.display())))?;
-            Ok(d)
-        };
-        let device_dir = own_dir(DEVICE_DIR, helper, helper)?;
+        let device_dir = run.path().join(DEVICE_DIR);
+        run_subdir(&device_dir, 0o700)?;
+        std::os::unix::fs::chown(&device_dir, Some(helper), Some(helper))
+            .map_err(io("cannot give the vsock device its directory"))?;
         let device_root = run.path().join("vsock-root");
         fs::create_dir(&device_root).map_err(io("cannot create the vsock device's root"))?;
         let initrd = run.path().join("initrd");
@@ -849,11 +849,8 @@ impl VmBackend {
         for (i, (dir, target, ro, uid, gid)) in shares.iter().enumerate() {
             let own = run.path().join(format!("fs{i}"));
             let view = own.join("share");
-            for d in [&own, &view] {
-                fs::create_dir(d).map_err(io(format!("cannot create {}", d.display())))?;
-                fs::set_permissions(d, fs::Permissions::from_mode(0o711))
-                    .map_err(io(format!("cannot set the mode of {}", d.display())))?;
-            }
+            run_subdir(&own, 0o711)?;
+            run_subdir(&view, 0o711)?;
             let sock = own.join("fs.sock");
             let listener = OwnedFd::from(
                 UnixListener::bind(&sock).map_err(io("cannot listen for the VMM's file server"))?,
