@@ -283,8 +283,9 @@ pub fn attach(name: &str) -> Result<i32> {
     if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
         return Err(usage("attach needs a terminal (stdin and stdout)"));
     }
-    eprintln!("paddock: attached to {name}; Ctrl-P Ctrl-Q detaches");
-    match paddock_supervisor::attach(&dirs, &name) {
+    // Raw terminal by then: a line ends with \r\n.
+    let ready = || eprint!("paddock: attached to {name}; Ctrl-P Ctrl-Q detaches\r\n");
+    match paddock_supervisor::attach(&dirs, &name, ready) {
         Ok(paddock_supervisor::AttachEnd::Detached) => {
             eprintln!("\r\npaddock: detached; {name} goes on");
             Ok(0)

@@ -78,8 +78,14 @@ pub enum SupervisorError {
 }
 
 /// Attaches this terminal to the command of the running sandbox `name` (started with a
-/// terminal) until the user detaches (Ctrl-P Ctrl-Q) or the command ends.
-pub fn attach(dirs: &Dirs, name: &paddock_core::SandboxName) -> Result<AttachEnd, SupervisorError> {
+/// terminal) until the user detaches (Ctrl-P Ctrl-Q) or the command ends. `ready` runs once
+/// the command is reached and this terminal is raw (to say so: keys typed before then would be
+/// echoed by this terminal as well).
+pub fn attach(
+    dirs: &Dirs,
+    name: &paddock_core::SandboxName,
+    ready: impl FnOnce(),
+) -> Result<AttachEnd, SupervisorError> {
     use std::io::Write;
     let io = |source| {
         SupervisorError::Control(control::ControlError::Io {
@@ -109,7 +115,7 @@ pub fn attach(dirs: &Dirs, name: &paddock_core::SandboxName) -> Result<AttachEnd
             message: e.to_owned(),
         }));
     }
-    relay::attach_client(conn).map_err(SupervisorError::Relay)
+    relay::attach_client(conn, ready).map_err(SupervisorError::Relay)
 }
 
 /// Runs `launch` in the running sandbox `spec` (started by another paddock process), attached

@@ -402,8 +402,13 @@ pub enum AttachEnd {
 }
 
 /// The client side of `paddock attach`: this terminal, raw, relayed to the sandbox's command
-/// over `conn` (framed input and sizes out, output in). Ctrl-P Ctrl-Q detaches.
-pub fn attach_client(conn: std::os::unix::net::UnixStream) -> io::Result<AttachEnd> {
+/// over `conn` (framed input and sizes out, output in). Ctrl-P Ctrl-Q detaches. `ready` runs
+/// once the terminal is raw and its size sent: what is typed from then on reaches the command
+/// unchanged.
+pub fn attach_client(
+    conn: std::os::unix::net::UnixStream,
+    ready: impl FnOnce(),
+) -> io::Result<AttachEnd> {
     let stdin = rustix::stdio::stdin();
     let stdout = rustix::stdio::stdout();
     let sigs = SignalPipe::new(&[libc::SIGWINCH])?;
@@ -419,6 +424,7 @@ pub fn attach_client(conn: std::os::unix::net::UnixStream) -> io::Result<AttachE
     };
     resize(&conn)?;
     let _raw = RawMode::enter(stdin).ok();
+    ready();
     let mut buf = vec![0u8; 16 * 1024];
     let mut after_ctrl_p = false;
     let mut stdin_open = true;
