@@ -305,7 +305,10 @@ fn signals_reach_the_command_and_nothing_survives(backend: &str) {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(child.id() as i32, sig) };
         wait_for_line(&mut out, &format!("got-{name}"));
-        assert_eq!(child.wait().unwrap().code(), Some(42));
+        assert_eq!(
+            common::wait_within(&mut child, 60, "the signalled command").code(),
+            Some(42)
+        );
         // The orphaned `sleep` was in the sandbox's pid namespace: it is gone too (and on
         // gvisor, runsc and its processes).
         let survivors = common::leftovers(backend, &sandbox, &tag);
@@ -341,7 +344,7 @@ fn terminal_resize_and_ctrl_c(backend: &str) {
     common::read_until(&mut m, "33 77", &mut seen);
     std::thread::sleep(Duration::from_millis(300));
     m.write_all(b"\x03").unwrap();
-    let status = child.wait().unwrap();
+    let status = common::wait_within(&mut child, 60, "the command after Ctrl-C");
     assert_eq!(
         status.code(),
         Some(130),

@@ -53,12 +53,29 @@ fn attach_reaches_a_background_command_and_detaches(backend: &str) {
     common::read_until(&mut m, "attached-42", &mut seen);
     // This terminal's size reaches the command's.
     common::set_winsize(&m, 33, 77);
-    std::thread::sleep(Duration::from_millis(300));
-    m.write_all(b"stty size\r").unwrap();
-    common::read_until(&mut m, "33 77", &mut seen);
+    // Asked until it shows, for a minute at most: a size that arrives late passes, one that
+    // never arrives fails with the transcript (a loaded run once answered `0 0` here, and the
+    // single question then waited forever).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for round in 0.. {
+        std::thread::sleep(Duration::from_millis(300));
+        m.write_all(format!("stty size; echo size-$(({round}+1000))\r").as_bytes())
+            .unwrap();
+        let mark = format!("size-{}", round + 1000);
+        let mut answer = String::new();
+        common::read_until(&mut m, &mark, &mut answer);
+        seen.push_str(&answer);
+        if answer.contains("33 77") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the size never arrived: {seen:?}"
+        );
+    }
     // Ctrl-P Ctrl-Q: detached, the command goes on.
     m.write_all(b"\x10\x11").unwrap();
-    let status = child.wait().unwrap();
+    let status = common::wait_within(&mut child, 60, "attach after Ctrl-P Ctrl-Q");
     assert!(status.success(), "{seen:?}");
     assert_eq!(state_of(&name), "running");
     // Again, and the command ends from here.
@@ -68,7 +85,7 @@ fn attach_reaches_a_background_command_and_detaches(backend: &str) {
     m.write_all(b"echo again-$((7*6)); exit\r").unwrap();
     common::read_until(&mut m, "again-42", &mut seen);
     common::read_until(&mut m, "command ended", &mut seen);
-    assert!(child.wait().unwrap().success());
+    assert!(common::wait_within(&mut child, 60, "attach after the command ended").success());
     wait_for_state(
         &name,
         "stopped",

@@ -396,6 +396,29 @@ fn leftovers(name: &str) -> Vec<String> {
     out
 }
 
+/// This sandbox's host processes whose program (argv[0], not just any argument: a wrapper
+/// names the program it starts) starts with `program`.
+fn helper_processes(name: &str, program: &str) -> Vec<std::path::PathBuf> {
+    let run_dir = format!("paddock-vm-{name}-");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                let argv0 = c.split('\0').next().unwrap_or_default();
+                argv0
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .starts_with(program)
+                    && c.contains(&run_dir)
+            })
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
 fn wait_for(what: &str, mut f: impl FnMut() -> bool, context: impl Fn() -> String) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
     while !f() {
@@ -458,23 +481,7 @@ fn killing_the_supervisor_or_the_vmm_leaves_nothing_behind() {
     // virtiofsd as the workspace's owner (root here) inside a user namespace of its own.
     let host_userns = std::fs::read_link("/proc/self/ns/user").unwrap();
     for proc in ["qemu-system", "vhost-device-vsock", "virtiofsd"] {
-        let pids: Vec<_> = std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter(|e| {
-                std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
-                    let c = String::from_utf8_lossy(&c);
-                    let program = c.split('\0').next().unwrap_or_default();
-                    program
-                        .rsplit('/')
-                        .next()
-                        .unwrap_or_default()
-                        .starts_with(proc)
-                        && c.contains(&format!("paddock-vm-{name}-"))
-                })
-            })
-            .map(|e| e.path())
-            .collect();
+        let pids = helper_processes(&name, proc);
         assert!(!pids.is_empty(), "no {proc} process");
         for pid in pids {
             let status = std::fs::read_to_string(pid.join("status")).unwrap();
@@ -578,20 +585,12 @@ fn killing_the_supervisor_or_the_vmm_leaves_nothing_behind() {
         || ws.path().join("ready").exists(),
         said,
     );
-    let qemu = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .find(|e| {
-            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
-                let c = String::from_utf8_lossy(&c);
-                c.contains("qemu-system") && c.contains(&format!("paddock-vm-{name}-"))
-            })
-        })
+    let qemu = helper_processes(&name, "qemu-system")
+        .first()
         .expect("the VMM")
         .file_name()
-        .to_str()
-        .unwrap()
-        .parse::<i32>()
+        .and_then(|p| p.to_str())
+        .and_then(|p| p.parse::<i32>().ok())
         .unwrap();
     // SAFETY: signalling a test-owned process.
     unsafe { libc::kill(qemu, libc::SIGKILL) };

@@ -71,8 +71,100 @@ pub fn ensure_image() {
     });
 }
 
-/// `paddock` with the test state directory and a clean environment.
+/// How long one test may run before the watchdog stops the test binary (seconds; overridden by
+/// `PADDOCK_TEST_LIMIT`). The slowest test, a VM one under TCG on a loaded 2-core machine, takes
+/// a few minutes.
+const TEST_LIMIT: u64 = 900;
+
+/// Tests being watched: the test thread's name and when it first ran `paddock`.
+static WATCHED: std::sync::Mutex<Vec<(std::thread::ThreadId, String, std::time::Instant)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Unregisters its test thread from the watchdog when the thread ends (the test is over).
+struct Watched(std::thread::ThreadId);
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        WATCHED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|(id, ..)| *id != self.0);
+    }
+}
+
+thread_local! {
+    static WATCH: std::cell::OnceCell<Watched> = const { std::cell::OnceCell::new() };
+}
+
+/// Watches the calling test: when it is still running [`TEST_LIMIT`] after this first call,
+/// the test binary says which tests hang, lists the sandbox processes still running, and
+/// exits, so that a wait that never ends fails the run at once instead of holding CI until its
+/// own limit. Only test threads are watched (libtest names them after their test).
+fn watch_this_test() {
+    let me = std::thread::current();
+    let Some(name) = me.name().filter(|n| *n != "main").map(str::to_owned) else {
+        return;
+    };
+    WATCH.with(|w| {
+        w.get_or_init(|| {
+            WATCHED
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((me.id(), name, std::time::Instant::now()));
+            Watched(me.id())
+        });
+    });
+    static MONITOR: std::sync::Once = std::sync::Once::new();
+    MONITOR.call_once(|| {
+        let limit = std::env::var("PADDOCK_TEST_LIMIT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(TEST_LIMIT);
+        let limit = std::time::Duration::from_secs(limit);
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(2));
+                let hung: Vec<String> = WATCHED
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .iter()
+                    .filter(|(_, _, since)| since.elapsed() > limit)
+                    .map(|(_, name, _)| name.clone())
+                    .collect();
+                if hung.is_empty() {
+                    continue;
+                }
+                // Straight to the process's stderr: `eprintln!` here would be captured with the
+                // test's output (this thread inherits it) and lost when the binary exits.
+                let mut report = format!(
+                    "\nwatchdog: still running after {} s: {}; stopping this test binary\n",
+                    limit.as_secs(),
+                    hung.join(", ")
+                );
+                let ps = Command::new("ps")
+                    .args(["-eo", "pid,ppid,etimes,stat,wchan:24,args"])
+                    .output();
+                if let Ok(ps) = ps {
+                    for line in String::from_utf8_lossy(&ps.stdout).lines() {
+                        if ["paddock", "runsc", "qemu", "virtiofsd", "vhost-device"]
+                            .iter()
+                            .any(|p| line.contains(p))
+                        {
+                            report.push_str(&format!("watchdog: {line}\n"));
+                        }
+                    }
+                }
+                let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), report.as_bytes());
+                std::process::exit(101);
+            }
+        });
+    });
+}
+
+/// `paddock` with the test state directory and a clean environment (and the calling test
+/// watched: see [`watch_this_test`]).
 pub fn paddock() -> Command {
+    watch_this_test();
     let mut c = Command::new(bin());
     c.env_clear()
         .env("PADDOCK_HOME", home())
@@ -342,12 +434,29 @@ pub fn leftovers(backend: &str, name: &str, tag: &str) -> Vec<String> {
 pub fn spawn_on_pty(mut cmd: Command) -> (std::process::Child, std::fs::File) {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
-    let pty = nix::pty::openpty(None, None).unwrap();
-    let slave_fd = pty.slave.as_raw_fd();
+    // Close-on-exec from the start: this pty stays out of the processes other tests start
+    // meanwhile (a supervisor holding it would outlive the test).
+    let master = rustix::pty::openpt(
+        rustix::pty::OpenptFlags::RDWR
+            | rustix::pty::OpenptFlags::NOCTTY
+            | rustix::pty::OpenptFlags::CLOEXEC,
+    )
+    .unwrap();
+    rustix::pty::grantpt(&master).unwrap();
+    rustix::pty::unlockpt(&master).unwrap();
+    let slave = rustix::fs::open(
+        rustix::pty::ptsname(&master, Vec::new())
+            .unwrap()
+            .as_c_str(),
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap();
+    let slave_fd = slave.as_raw_fd();
     cmd.env("TERM", "xterm")
-        .stdin(Stdio::from(pty.slave.try_clone().unwrap()))
-        .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
-        .stderr(Stdio::from(pty.slave));
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave.try_clone().unwrap()))
+        .stderr(Stdio::from(slave));
     // SAFETY: setsid and TIOCSCTTY in the child make the pty its controlling terminal.
     unsafe {
         cmd.pre_exec(move || {
@@ -361,24 +470,54 @@ pub fn spawn_on_pty(mut cmd: Command) -> (std::process::Child, std::fs::File) {
     let child = cmd.spawn().unwrap();
     // `cmd` (and its copies of the slave) goes here, so the master sees the end of the child.
     drop(cmd);
-    (child, std::fs::File::from(pty.master))
+    (child, std::fs::File::from(master))
 }
 
-/// Reads the pty `master` into `seen` until it holds `want` (60 s at most).
+/// Reads the pty `master` into `seen` until it holds `want` (60 s at most: a read never blocks
+/// past the deadline, so a silent terminal fails the test instead of hanging it).
 pub fn read_until(master: &mut std::fs::File, want: &str, seen: &mut String) {
     use std::io::Read;
+    use std::os::fd::AsFd;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut buf = [0u8; 4096];
     while !seen.contains(want) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no {want:?} in {seen:?}"
-        );
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let mut fds = [nix::poll::PollFd::new(
+            master.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)) {
+            Ok(0) if left.is_zero() => panic!("no {want:?} in {seen:?}"),
+            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+            Ok(_) => {}
+            Err(e) => panic!("poll on the terminal: {e}"),
+        }
         match master.read(&mut buf) {
             Ok(0) => panic!("terminal closed before {want:?}: {seen:?}"),
             Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
             Err(e) => panic!("terminal closed before {want:?} ({e}): {seen:?}"),
         }
+    }
+}
+
+/// Waits at most `secs` for `child` to end; kills it and fails the test when it does not.
+pub fn wait_within(
+    child: &mut std::process::Child,
+    secs: u64,
+    what: &str,
+) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running after {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
