@@ -64,7 +64,17 @@ pub fn run(cmd: &Command, channel: OwnedFd, host_pid: i32) -> ! {
         Ok(ForkResult::Parent { child }) => {
             drop(pty);
             // Ready only once the command exists, so the host never signals an empty sandbox.
-            let _ = send_report(channel.as_fd(), &Report::Ready { pid: host_pid });
+            // With a pidfd of this process: the host holds pid 1 by it even when the command
+            // ends and this exits before the host looks (the pid alone could by then be gone,
+            // or be another process's).
+            let ready = Report::Ready { pid: host_pid };
+            let _ = match rustix::process::pidfd_open(
+                rustix::process::getpid(),
+                rustix::process::PidfdFlags::empty(),
+            ) {
+                Ok(me) => send_fd(channel.as_fd(), &ready, me.as_fd()),
+                Err(_) => send_report(channel.as_fd(), &ready),
+            };
             let status = forward_and_wait(child, Target::Group, true);
             std::process::exit(status)
         }

@@ -553,9 +553,9 @@ fn spawn(
     .map_err(|e| BackendError::io("pidfd_open")(e.into()))?;
     let mut pty = None;
     let mut egress = None;
-    let pid1 = loop {
+    let (pid1, pid1_fd) = loop {
         match recv_report(ours.as_fd()) {
-            Ok(Some((Report::Ready { pid }, _))) => break pid,
+            Ok(Some((Report::Ready { pid }, fd))) => break (pid, fd),
             Ok(Some((Report::PtyMaster, fd))) => pty = fd,
             Ok(Some((Report::EgressListener, fd))) => egress = fd,
             Ok(Some((Report::SetupFailed { layer, message }, _))) => {
@@ -585,9 +585,12 @@ fn spawn(
         }
     };
     // The sandbox's pid 1 (a new sandbox's; `exec` enters it), held by a pidfd so that a
-    // recycled pid can never be entered by mistake.
-    let pid1 = rustix::process::Pid::from_raw(pid1)
-        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
+    // recycled pid can never be entered by mistake: the one init sent with `Ready` (valid even
+    // if the command has ended since, and init with it), else one opened from its pid.
+    let pid1 = pid1_fd.or_else(|| {
+        rustix::process::Pid::from_raw(pid1)
+            .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok())
+    });
     let mut inst = NsInstance {
         child,
         pidfd,
