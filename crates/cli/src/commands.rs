@@ -255,6 +255,7 @@ fn spec_for(
         },
         allow_git_config: v.allow_git_config,
         ports: v.ports.clone(),
+        discard_layer: false,
     }
 }
 
@@ -483,6 +484,10 @@ fn run(args: RunArgs, mode: Mode) -> Result<i32> {
         stdio: if tty { Stdio::Pty } else { Stdio::Inherit },
     };
     let started = std::time::SystemTime::now();
+    let spec = SandboxSpec {
+        discard_layer: args.rm,
+        ..spec
+    };
     let result = paddock_supervisor::run_attached(
         &dirs,
         &store,

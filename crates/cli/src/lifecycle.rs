@@ -162,8 +162,11 @@ pub fn supervise(name: &str) -> Result<i32> {
     let name = parse_name(name)?;
     let (dirs, store) = open()?;
     let rec = record(&store, &name)?;
-    let spec = rec.spec;
     let main = read_main(&dirs, &name);
+    let spec = paddock_core::SandboxSpec {
+        discard_layer: main.rm,
+        ..rec.spec
+    };
     let (image, rootfs) = crate::commands::ensure_image(&dirs, &spec.image)?;
     let (backend, _) = paddock_supervisor::select(&spec.backend)?;
     let uid = spec.user.uid();

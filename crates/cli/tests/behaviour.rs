@@ -21,6 +21,7 @@ on_ns_and_gvisor!(
     installed_packages_persist_in_the_sandbox_layer_only,
     ls_reports_a_killed_supervisor_as_stopped,
     a_killed_supervisor_takes_the_sandbox_with_it,
+    a_discarded_layer_skips_syncing_and_a_torn_one_starts_clean,
 );
 
 fn the_trust_report_names_what_the_host_may_run(backend: &str) {
@@ -497,6 +498,80 @@ fn ls_reports_a_killed_supervisor_as_stopped(backend: &str) {
         .output()
         .unwrap();
     assert!(again.status.success(), "{again:?}");
+    assert!(
+        paddock()
+            .args(["rm", &name])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+}
+
+/// A `--rm` run's layer is mounted `volatile` (overlayfs then leaves its marker in the work
+/// directory); a named run's is not. A `--rm` run whose supervisor was killed leaves a layer
+/// that was never synced: the next start of that name starts from the clean image.
+fn a_discarded_layer_skips_syncing_and_a_torn_one_starts_clean(backend: &str) {
+    common::ensure_image();
+    let ws = common::workspace();
+    let marker = |n: &str| {
+        common::home()
+            .join("sandboxes")
+            .join(n)
+            .join("work/work/incompat/volatile")
+    };
+    let kept = unique("kept");
+    let out = on(backend)
+        .args(["run", "--backend", backend, "--name", &kept, "-w"])
+        .arg(ws.path())
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(!marker(&kept).exists(), "a kept layer was mounted volatile");
+    assert!(
+        paddock()
+            .args(["rm", &kept])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+
+    let name = unique("discard");
+    let mut child = on(backend)
+        .args(["run", "--rm", "--backend", backend, "--name", &name, "-w"])
+        .arg(ws.path())
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "echo torn > /var/tmp/layer-file; echo ready; sleep 600",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    wait_for_line(&mut out, "ready");
+    assert!(marker(&name).exists(), "a --rm run's layer is not volatile");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Killed: nothing removed the sandbox, and its layer keeps the marker.
+    assert!(marker(&name).exists());
+    let again = on(backend)
+        .args(["run", "--backend", backend, "--name", &name, "-w"])
+        .arg(ws.path())
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "cat /var/tmp/layer-file 2>/dev/null || echo clean",
+        ])
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{again:?}");
+    assert_eq!(stdout(&again).trim(), "clean", "{again:?}");
+    assert!(!marker(&name).exists());
     assert!(
         paddock()
             .args(["rm", &name])

@@ -46,6 +46,12 @@ pub struct SandboxSpec {
     /// Host ports forwarded to ports inside (one way: nothing inside reaches the host).
     #[serde(default)]
     pub ports: Vec<PortMap>,
+    /// This run removes the sandbox when it ends (`--rm`), writable layer included: the
+    /// backend need not make the layer's writes durable (overlayfs `volatile`, so ending the
+    /// sandbox does not sync the host filesystem the layer lives on). A property of one run,
+    /// never stored.
+    #[serde(skip)]
+    pub discard_layer: bool,
 }
 
 /// How a sandbox reaches the network.
@@ -103,6 +109,7 @@ mod tests {
             network: Network::Proxy,
             allow_git_config: false,
             ports: vec![],
+            discard_layer: false,
         }
     }
 

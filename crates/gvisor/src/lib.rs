@@ -403,6 +403,7 @@ impl Backend for GvisorBackend {
             cgroups: cgroups.dirs.clone(),
             exec,
             layer_image: layer_image.clone(),
+            volatile: spec.discard_layer,
         };
         let started = spawn(
             &self.jail,

@@ -53,6 +53,10 @@ pub struct JailConfig {
     /// directories above, mounted at `layer` next to them.
     #[serde(default)]
     pub layer_image: Option<PathBuf>,
+    /// The layer is removed after this run (`--rm`): mount it `volatile` (no sync of the host
+    /// filesystem when the sandbox ends; see [`paddock_core::SandboxSpec::discard_layer`]).
+    #[serde(default)]
+    pub volatile: bool,
 }
 
 /// What the jail prepares for a gVisor sandbox before it becomes runsc
@@ -79,6 +83,9 @@ pub struct RunscConfig {
     /// The size-limited layer (`--disk`), as for [`JailConfig`].
     #[serde(default)]
     pub layer_image: Option<PathBuf>,
+    /// As for [`JailConfig`].
+    #[serde(default)]
+    pub volatile: bool,
 }
 
 /// One more command in a running namespace sandbox (`paddock-ns-jail enter`, JSON on

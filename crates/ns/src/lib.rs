@@ -169,6 +169,19 @@ pub fn prepare_dirs(dir: &Path, base: u32) -> Result<(PathBuf, PathBuf, PathBuf)
     let upper = dir.join("upper");
     let work = dir.join("work");
     let merged = dir.join("merged");
+    // A `volatile` layer (a `--rm` run's) still here: that run ended before it removed the
+    // sandbox, and its writes were never synced, so after a host crash the layer may be torn.
+    // overlayfs refuses to mount it again as it is; it was to be deleted, so it starts over
+    // from the clean image.
+    if work.join("work/incompat/volatile").exists() {
+        for d in [&upper, &work] {
+            // Renamed first, so a half-removed layer is never mounted.
+            let doomed = dir.join(format!(".torn-{}", std::process::id()));
+            fs::rename(d, &doomed).map_err(io(format!("cannot reset {}", d.display())))?;
+            fs::remove_dir_all(&doomed)
+                .map_err(io(format!("cannot remove {}", doomed.display())))?;
+        }
+    }
     for d in [&work, &merged] {
         fs::create_dir_all(d).map_err(io(format!("cannot create {}", d.display())))?;
     }
@@ -447,6 +460,7 @@ impl Backend for NsBackend {
             command: launch.command(spec.no_new_privs),
             egress: spec.network == Network::Proxy,
             layer_image: layer_image.clone(),
+            volatile: spec.discard_layer,
         };
         let json = serde_json::to_vec(&cfg).unwrap_or_default();
         let mut inst = match spawn(&self.jail, None, &json, &cfg.cgroups, launch.stdio, None) {

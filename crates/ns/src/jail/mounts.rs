@@ -164,8 +164,17 @@ fn writable(
     }
 }
 
-/// Mounts the image under the sandbox's writable layer at `at`; returns the mount.
-fn overlay_root(lower: &Path, upper: &Path, work: &Path, at: &Path) -> Result<OwnedFd, Failure> {
+/// Mounts the image under the sandbox's writable layer at `at`; returns the mount. `volatile`:
+/// the layer is thrown away after this run, so overlayfs skips syncing it (and with it the
+/// whole host filesystem under it) when the sandbox ends; kept to plain-directory layers, whose
+/// leftover marker the next start clears ([`crate::prepare_dirs`]).
+fn overlay_root(
+    lower: &Path,
+    upper: &Path,
+    work: &Path,
+    at: &Path,
+    volatile: bool,
+) -> Result<OwnedFd, Failure> {
     let lower = check_overlay_path(lower)?;
     let upper = check_overlay_path(upper)?;
     let work = check_overlay_path(work)?;
@@ -177,7 +186,7 @@ fn overlay_root(lower: &Path, upper: &Path, work: &Path, at: &Path) -> Result<Ow
             ("upperdir", upper),
             ("workdir", work),
         ],
-        &[],
+        if volatile { &["volatile"] } else { &[] },
         MountAttrFlags::MOUNT_ATTR_NODEV,
     )?;
     let merged = openat(
@@ -213,7 +222,8 @@ pub fn build_runsc(
         cfg.layer_image.as_deref(),
         cfg.id_base,
     )?;
-    overlay_root(&cfg.lower, &upper, &work, &cfg.root)?;
+    let volatile = cfg.volatile && cfg.layer_image.is_none();
+    overlay_root(&cfg.lower, &upper, &work, &cfg.root, volatile)?;
     for b in &cfg.binds {
         let what = format!("cannot share {} with the sandbox", b.host.display());
         let tree = clone_tree(b, idmaps)?;
@@ -243,7 +253,8 @@ pub fn build(cfg: &JailConfig, idmaps: &BTreeMap<(u32, u32), OwnedFd>) -> Result
 
     // The root: the image under the sandbox's writable layer.
     let (upper, work) = writable(&cfg.upper, &cfg.work, cfg.layer_image.as_deref(), base)?;
-    let overlay = overlay_root(&cfg.lower, &upper, &work, &cfg.merged)?;
+    let volatile = cfg.volatile && cfg.layer_image.is_none();
+    let overlay = overlay_root(&cfg.lower, &upper, &work, &cfg.merged, volatile)?;
     // The fsmount descriptor is the overlay's root, now attached: everything below is built
     // relative to it.
     let root = overlay.as_fd();
