@@ -37,9 +37,20 @@ impl RemoteSession {
         cmd: &paddock_wire::Command,
         limit: std::time::Duration,
     ) -> Result<(), String> {
+        RemoteSession::send(conn, cmd)?;
+        RemoteSession::await_start(conn, limit)
+    }
+
+    /// Sends `cmd` on a new session connection (it waits in the connection until the helper
+    /// reads it: a backend may send it before the helper is up).
+    pub fn send(conn: &mut UnixStream, cmd: &paddock_wire::Command) -> Result<(), String> {
         Frame::Exec(cmd.clone())
             .write_to(conn)
-            .map_err(|e| format!("cannot send the command: {e}"))?;
+            .map_err(|e| format!("cannot send the command: {e}"))
+    }
+
+    /// Waits (at most `limit`) for the helper's word that the command sent on `conn` started.
+    pub fn await_start(conn: &mut UnixStream, limit: std::time::Duration) -> Result<(), String> {
         let _ = conn.set_read_timeout(Some(limit));
         let answer = Frame::read_from(conn);
         let _ = conn.set_read_timeout(None);

@@ -427,6 +427,20 @@ impl Backend for GvisorBackend {
             e
         };
 
+        // The command's session, handed over before the helper is up: the socket and the
+        // command wait in their connections, so the helper starts the command as soon as it
+        // serves sessions, without a round trip to the host first.
+        let tty = launch.stdio == Stdio::Pty;
+        let (mut conn, theirs) =
+            UnixStream::pair().map_err(io("cannot create the command's socket"))?;
+        let handed = paddock_init::send_byte(sessions.as_fd(), 1, Some(theirs.as_fd()))
+            .map_err(|e| format!("cannot hand the command to the sandbox: {e}"))
+            .and_then(|()| RemoteSession::send(&mut conn, &launch.command(spec.no_new_privs)));
+        drop(theirs);
+        if let Err(e) = handed {
+            return Err(fail(&mut child, layer(format!("{e}; {}", log_tail(&log)))));
+        }
+
         // The helper's word that it serves sessions.
         let mut sessions = sessions;
         let _ = sessions.set_read_timeout(Some(START_LIMIT));
@@ -451,21 +465,7 @@ impl Backend for GvisorBackend {
             }
         }
         let _ = sessions.set_read_timeout(None);
-
-        // The command's session.
-        let tty = launch.stdio == Stdio::Pty;
-        let (mut conn, theirs) =
-            UnixStream::pair().map_err(io("cannot create the command's socket"))?;
-        if let Err(e) = paddock_init::send_byte(sessions.as_fd(), 1, Some(theirs.as_fd())) {
-            return Err(fail(
-                &mut child,
-                layer(format!("cannot hand the command to the sandbox: {e}")),
-            ));
-        }
-        drop(theirs);
-        if let Err(e) =
-            RemoteSession::begin(&mut conn, &launch.command(spec.no_new_privs), START_LIMIT)
-        {
+        if let Err(e) = RemoteSession::await_start(&mut conn, START_LIMIT) {
             let e = layer(format!("the sandbox's helper: {e}; {}", log_tail(&log)));
             return Err(fail(&mut child, e));
         }
