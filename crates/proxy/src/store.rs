@@ -123,13 +123,16 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
     db.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
     db.pragma_update(None, "synchronous", "NORMAL")
         .map_err(err)?;
-    // As for the state database's own connection (paddock-core's store): no checkpoint on
-    // close, so a command pays no fsync for the audit rows it wrote.
+    // As for the state database's own connection (paddock-core's store, whose WAL_PAGES this
+    // repeats: the crates do not depend on each other): no checkpoint on close, so a command
+    // pays no fsync for the audit rows it wrote, and a short log.
     db.set_db_config(
         rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
         true,
     )
     .map_err(err)?;
+    db.pragma_update(None, "wal_autocheckpoint", 128)
+        .map_err(err)?;
     let tx = db.transaction().map_err(err)?;
     tx.execute_batch("CREATE TABLE IF NOT EXISTS proxy_schema (version INTEGER NOT NULL)")
         .map_err(err)?;
