@@ -173,8 +173,12 @@ pub fn prepare_dirs(dir: &Path, base: u32) -> Result<(PathBuf, PathBuf, PathBuf)
     // sandbox, and its writes were never synced, so after a host crash the layer may be torn.
     // overlayfs refuses to mount it again as it is; it was to be deleted, so it starts over
     // from the clean image.
+    // The work directory, which holds the marker, goes last: a removal cut short is redone.
     if work.join("work/incompat/volatile").exists() {
         for d in [&upper, &work] {
+            if !d.exists() {
+                continue;
+            }
             // Renamed first, so a half-removed layer is never mounted.
             let doomed = dir.join(format!(".torn-{}", std::process::id()));
             fs::rename(d, &doomed).map_err(io(format!("cannot reset {}", d.display())))?;
