@@ -725,16 +725,7 @@ fn reset(name: &str) -> Result<i32> {
     }
     let dir = dirs.sandbox(&name);
     let _lock = lock(&dir, &name)?;
-    for sub in ["upper", "work"] {
-        let p = dir.join(sub);
-        if p.exists() {
-            let doomed = dir.join(format!(".rm-{sub}-{}", std::process::id()));
-            std::fs::rename(&p, &doomed)
-                .with_context(|| format!("cannot reset {}", p.display()))?;
-            std::fs::remove_dir_all(&doomed)
-                .with_context(|| format!("cannot remove {}", doomed.display()))?;
-        }
-    }
+    paddock_ns::remove_layer_dirs(&dir)?;
     // A size-limited layer's image (ns, gvisor): the next start makes a fresh one if asked.
     let layer = dir.join(paddock_ns::LAYER_IMAGE);
     if layer.exists() {

@@ -401,14 +401,7 @@ fn installed_packages_persist_in_the_sandbox_layer_only(backend: &str) {
     let ws = common::workspace();
     let name = unique("persist");
     let other = unique("fresh");
-    let run = |n: &str, script: &str| {
-        on(backend)
-            .args(["run", "--backend", backend, "--name", n, "-w"])
-            .arg(ws.path())
-            .args(["--", "sh", "-c", script])
-            .output()
-            .unwrap()
-    };
+    let run = |n: &str, script: &str| common::sh_named(backend, ws.path(), n, script);
     // A real package install: build a .deb inside and install it with dpkg as root.
     let install = run(
         &name,
@@ -521,12 +514,7 @@ fn a_discarded_layer_skips_syncing_and_a_torn_one_starts_clean(backend: &str) {
             .join("work/work/incompat/volatile")
     };
     let kept = unique("kept");
-    let out = on(backend)
-        .args(["run", "--backend", backend, "--name", &kept, "-w"])
-        .arg(ws.path())
-        .args(["--", "true"])
-        .output()
-        .unwrap();
+    let out = common::sh_named(backend, ws.path(), &kept, "true");
     assert!(out.status.success(), "{out:?}");
     assert!(!marker(&kept).exists(), "a kept layer was mounted volatile");
     assert!(
@@ -558,17 +546,12 @@ fn a_discarded_layer_skips_syncing_and_a_torn_one_starts_clean(backend: &str) {
     child.wait().unwrap();
     // Killed: nothing removed the sandbox, and its layer keeps the marker.
     assert!(marker(&name).exists());
-    let again = on(backend)
-        .args(["run", "--backend", backend, "--name", &name, "-w"])
-        .arg(ws.path())
-        .args([
-            "--",
-            "sh",
-            "-c",
-            "cat /var/tmp/layer-file 2>/dev/null || echo clean",
-        ])
-        .output()
-        .unwrap();
+    let again = common::sh_named(
+        backend,
+        ws.path(),
+        &name,
+        "cat /var/tmp/layer-file 2>/dev/null || echo clean",
+    );
     assert!(again.status.success(), "{again:?}");
     assert_eq!(stdout(&again).trim(), "clean", "{again:?}");
     assert!(!marker(&name).exists());

@@ -273,17 +273,12 @@ fn limits_stop_runaways_and_ls_says_which(backend: &str) {
             "{}",
             listed(&disk)
         );
-        let grown = on(backend)
-            .args(["run", "--backend", backend, "--name", &disk, "-w"])
-            .arg(ws.path())
-            .args([
-                "--",
-                "sh",
-                "-c",
-                "stat -c %s /fill; df -B1 --output=size / | tail -n 1",
-            ])
-            .output()
-            .unwrap();
+        let grown = common::sh_named(
+            backend,
+            ws.path(),
+            &disk,
+            "stat -c %s /fill; df -B1 --output=size / | tail -n 1",
+        );
         let said = stdout(&grown);
         let mut lines = said.lines();
         assert_eq!(lines.next(), Some(size.to_string().as_str()), "{grown:?}");

@@ -173,18 +173,8 @@ pub fn prepare_dirs(dir: &Path, base: u32) -> Result<(PathBuf, PathBuf, PathBuf)
     // sandbox, and its writes were never synced, so after a host crash the layer may be torn.
     // overlayfs refuses to mount it again as it is; it was to be deleted, so it starts over
     // from the clean image.
-    // The work directory, which holds the marker, goes last: a removal cut short is redone.
     if work.join("work/incompat/volatile").exists() {
-        for d in [&upper, &work] {
-            if !d.exists() {
-                continue;
-            }
-            // Renamed first, so a half-removed layer is never mounted.
-            let doomed = dir.join(format!(".torn-{}", std::process::id()));
-            fs::rename(d, &doomed).map_err(io(format!("cannot reset {}", d.display())))?;
-            fs::remove_dir_all(&doomed)
-                .map_err(io(format!("cannot remove {}", doomed.display())))?;
-        }
+        remove_layer_dirs(dir)?;
     }
     for d in [&work, &merged] {
         fs::create_dir_all(d).map_err(io(format!("cannot create {}", d.display())))?;
@@ -198,6 +188,23 @@ pub fn prepare_dirs(dir: &Path, base: u32) -> Result<(PathBuf, PathBuf, PathBuf)
             .map_err(io("cannot set the layer's mode"))?;
     }
     Ok((upper, work, merged))
+}
+
+/// Removes the writable layer's directories (`upper`, then `work`) of the sandbox directory
+/// `dir`, each renamed first so that a half-removed layer is never mounted; the work
+/// directory, which holds overlayfs's `volatile` marker, goes last, so a removal cut short is
+/// redone by the next start ([`prepare_dirs`]). `reset` uses it too.
+pub fn remove_layer_dirs(dir: &Path) -> Result<(), BackendError> {
+    for sub in ["upper", "work"] {
+        let p = dir.join(sub);
+        if !p.exists() {
+            continue;
+        }
+        let doomed = dir.join(format!(".rm-{sub}-{}", std::process::id()));
+        fs::rename(&p, &doomed).map_err(io(format!("cannot reset {}", p.display())))?;
+        fs::remove_dir_all(&doomed).map_err(io(format!("cannot remove {}", doomed.display())))?;
+    }
+    Ok(())
 }
 
 /// The sandbox's size-limited layer image (`--disk`): made on first use when a size is asked

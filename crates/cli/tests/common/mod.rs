@@ -205,6 +205,17 @@ pub fn sh_on(backend: &str, ws: &Path, flags: &[&str], script: &str) -> Output {
         .unwrap()
 }
 
+/// `sh -c script` in the named sandbox `name` on `backend` (kept afterwards, unlike [`sh_on`]).
+pub fn sh_named(backend: &str, ws: &Path, name: &str, script: &str) -> Output {
+    ensure_image();
+    paddock_for(backend)
+        .args(["run", "--backend", backend, "--name", name, "-w"])
+        .arg(ws)
+        .args(["--", "sh", "-c", script])
+        .output()
+        .unwrap()
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
