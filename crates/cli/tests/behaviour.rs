@@ -90,6 +90,8 @@ fn exit_codes_pass_through(backend: &str) {
     assert_eq!(sh(ws.path(), "exit 7").status.code(), Some(7));
     assert_eq!(sh(ws.path(), "exit 0").status.code(), Some(0));
     assert_eq!(sh(ws.path(), "kill -KILL $$").status.code(), Some(137));
+    let piped = sh(ws.path(), common::PIPE_ENDS_QUIETLY);
+    assert_eq!(stderr(&piped), common::PIPE_ENDED_QUIETLY, "{piped:?}");
     let nf = sh(ws.path(), "exec /no/such/program");
     assert_eq!(nf.status.code(), Some(127));
     let missing = on(backend)

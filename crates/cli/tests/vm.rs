@@ -107,6 +107,10 @@ fn exit_codes_signals_and_streams_pass_through() {
     let o = vm_sh(ws.path(), &[], "kill -9 $$");
     assert_eq!(o.status.code(), Some(137), "{}", stderr(&o));
 
+    // (After the warning that the VM runs under emulation, where it does.)
+    let o = vm_sh(ws.path(), &[], common::PIPE_ENDS_QUIETLY);
+    assert!(stderr(&o).ends_with(common::PIPE_ENDED_QUIETLY), "{o:?}");
+
     let o = common::paddock_vm()
         .args(["run", "--rm", "--backend", "vm", "-w"])
         .arg(ws.path())

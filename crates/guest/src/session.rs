@@ -19,6 +19,21 @@ use crate::reaper::Reaper;
 /// The cgroup every command joins (its `pids.max` is the sandbox's pids limit).
 pub const CGROUP: &str = "/sys/fs/cgroup/sandbox";
 
+/// Its `cgroup.procs`, as the spawned child opens it (without allocating).
+const CGROUP_PROCS: &std::ffi::CStr = c"/sys/fs/cgroup/sandbox/cgroup.procs";
+
+/// In a spawned child: joins the sandbox's cgroup (the pids limit). A guest without it has no
+/// limit to join. System calls only (see `Reaper::spawn`).
+pub fn join_cgroup() {
+    if let Ok(fd) = rustix::fs::open(
+        CGROUP_PROCS,
+        rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    ) {
+        let _ = rustix::io::write(&fd, b"0");
+    }
+}
+
 /// How long output may keep coming after the command ended (from processes it left behind
 /// holding its streams) before the exit is reported anyway.
 const DRAIN: Duration = Duration::from_secs(2);
@@ -128,23 +143,24 @@ fn run(cmd: &Command, reader: &mut File, sender: &Sender, reaper: &Reaper) -> io
         SocketFlags::CLOEXEC,
         None,
     )?;
+    let prepared = paddock_init::Prepared::new(cmd);
     let (pid, status) = {
         let child = &s.child;
         let chan = &child_reports;
+        let prepared = &prepared;
         reaper.spawn(move || {
-            // Join the sandbox's cgroup (pids limit); a guest without it has no limit to join.
-            let _ = std::fs::write(format!("{CGROUP}/cgroup.procs"), "0");
+            join_cgroup();
             let pty = match child {
-                ChildEnds::Pty(slave) => slave.try_clone().ok(),
+                ChildEnds::Pty(slave) => Some(slave.as_fd()),
                 ChildEnds::Pipes(ends) => {
                     for (i, fd) in ends.iter().enumerate() {
-                        // SAFETY: dup2 onto 0..2 in the single-threaded child; `fd` is open.
+                        // SAFETY: dup2 onto 0..2 in the child; `fd` is open.
                         unsafe { libc::dup2(fd.as_raw_fd(), i as i32) };
                     }
                     None
                 }
             };
-            paddock_init::exec_command(cmd, pty, chan.as_fd());
+            prepared.exec(pty, chan.as_fd());
         })?
     };
     drop(child_reports);
@@ -249,4 +265,15 @@ fn run(cmd: &Command, reader: &mut File, sender: &Sender, reaper: &Reaper) -> io
     send(sender, &Frame::Exit(status));
     *sender.lock().unwrap_or_else(PoisonError::into_inner) = None;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_child_joins_the_sandbox_cgroup() {
+        assert_eq!(
+            super::CGROUP_PROCS.to_str().unwrap(),
+            format!("{}/cgroup.procs", super::CGROUP)
+        );
+    }
 }

@@ -297,16 +297,19 @@ fn handle(conn: OwnedFd, reaper: &Reaper) {
         Ok(p) => p,
         Err(e) => return refuse(format!("cannot start sudo: {e}")),
     };
+    let prepared = paddock_init::Prepared::new(&cmd);
     let spawned = {
-        let cmd = &cmd;
+        let prepared = &prepared;
         let chan = &child_reports;
         let stdio = &stdio;
         reaper.spawn(move || {
+            // Under the sandbox's pids limit, as the agent's own commands.
+            crate::session::join_cgroup();
             for (i, fd) in stdio.iter().enumerate() {
-                // SAFETY: dup2 onto 0..2 in the single-threaded child; `fd` is open.
+                // SAFETY: dup2 onto 0..2 in the child; `fd` is open.
                 unsafe { libc::dup2(fd.as_raw_fd(), i as i32) };
             }
-            paddock_init::exec_command(cmd, None, chan.as_fd());
+            prepared.exec(None, chan.as_fd());
         })
     };
     drop(child_reports);

@@ -18,7 +18,7 @@ use std::os::fd::{AsFd, OwnedFd};
 pub use channel::{
     recv_byte, recv_report, recv_with_fds, send_byte, send_fd, send_report, send_with_fds,
 };
-pub use exec::{exec_command, open_pty};
+pub use exec::{Prepared, exec_command, open_pty};
 use nix::sys::signal::Signal;
 use nix::unistd::{ForkResult, Pid, fork};
 use paddock_wire::{Command, EXIT_SETUP_FAILED, Report};

@@ -309,6 +309,14 @@ macro_rules! require_vm {
     };
 }
 
+/// A pipeline whose reader leaves early, as the agent's and sudo's commands run it: the writer
+/// must die of SIGPIPE (status 141), not see EPIPE and complain of a broken pipe, which it
+/// does when it starts with SIGPIPE ignored (as the helpers' Rust runtime has it).
+pub const PIPE_ENDS_QUIETLY: &str = "(yes; echo \"agent: $?\" >&2) | head -n1 >/dev/null; \
+    sudo sh -c '(yes; echo \"sudo: $?\" >&2) | head -n1 >/dev/null'";
+/// What [`PIPE_ENDS_QUIETLY`] writes to stderr.
+pub const PIPE_ENDED_QUIETLY: &str = "agent: 141\nsudo: 141\n";
+
 /// The guest helper built from this checkout, statically linked (the initramfs has no
 /// libraries), in a target directory of its own; built once per test run.
 pub fn guest_binary() -> PathBuf {
