@@ -113,3 +113,72 @@ fn spawn_shared<F: FnOnce()>(child: F) -> nix::Result<i32> {
     drop(stack);
     if pid < 0 { Err(err) } else { Ok(pid) }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use paddock_wire::{Command, Report};
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
+
+    use super::*;
+
+    fn command(argv: &[&str]) -> Command {
+        let gid = rustix::process::getgid().as_raw();
+        Command {
+            argv: argv.iter().map(|a| a.to_string()).collect(),
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            cwd: "/".into(),
+            uid: rustix::process::getuid().as_raw(),
+            gid,
+            groups: vec![gid],
+            tty: false,
+            no_new_privs: true,
+        }
+    }
+
+    /// The child shares this test binary's memory (with the harness's threads running) until it
+    /// executes; it must start the program with no signal ignored (this binary ignores SIGPIPE,
+    /// as the helper does) and report a program it cannot start.
+    #[test]
+    fn a_child_sharing_memory_execs_with_default_signals_and_reports_failures() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: setting the groups needs root");
+            return;
+        }
+        let reaper = Arc::new(Reaper::default());
+        {
+            let reaper = reaper.clone();
+            std::thread::spawn(move || reaper.run());
+        }
+        let (ours, theirs) = socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let status = |argv: &[&str]| {
+            let prepared = paddock_init::Prepared::new(&command(argv));
+            let chan = theirs.as_fd();
+            let (_, done) = reaper.spawn(|| prepared.exec(None, chan)).unwrap();
+            done.recv_timeout(Duration::from_secs(30)).unwrap()
+        };
+        let ignores_nothing = "grep -q '^SigIgn:[[:space:]]*0*$' /proc/self/status && exit 7";
+        assert_eq!(
+            status(&["sh", "-c", ignores_nothing]),
+            ExitStatus::Code { code: 7 }
+        );
+        assert_eq!(
+            status(&["no-such-program-xyz"]),
+            ExitStatus::Code { code: 127 }
+        );
+        let (report, _) = paddock_init::recv_report(ours.as_fd()).unwrap().unwrap();
+        assert!(
+            matches!(&report, Report::ExecFailed { program, status: 127, .. } if program == "no-such-program-xyz"),
+            "{report:?}"
+        );
+    }
+}
