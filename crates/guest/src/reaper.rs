@@ -28,8 +28,8 @@ impl Reaper {
     ///
     /// The child shares this process's memory until it execs (`CLONE_VM | CLONE_VFORK`, as
     /// posix_spawn does), on a stack of its own, while this thread waits: under gVisor a fork's
-    /// copy of the address space took 20 ms of a command's start. So `child` must only make
-    /// system calls (see [`paddock_init::Prepared`]): no allocation, no lock.
+    /// copy of the address space took 15-20 ms of a command's start. So `child` must only make
+    /// system calls, no allocation and no lock, until it fails (see [`paddock_init::Prepared`]).
     pub fn spawn(&self, child: impl FnOnce()) -> nix::Result<(Pid, Receiver<ExitStatus>)> {
         let mut table = lock(&self.waiting);
         let pid = Pid::from_raw(spawn_shared(child)?);
