@@ -650,20 +650,32 @@ pub(crate) fn remove_sandbox(dirs: &Dirs, store: &Store, name: &SandboxName) -> 
         std::fs::rename(&dir, &doomed)
             .with_context(|| format!("cannot remove {}", dir.display()))?;
     }
-    store.delete(name)?;
-    crate::policy::open_store(dirs)?.remove_scope(&Scope::Sandbox(name.to_string()))?;
-    // A vm run whose supervisor was killed may have left its socket directory.
-    paddock_vm::remove_stale_run_dirs(name.as_str());
-    paddock_gvisor::remove_stale_run_dirs(name.as_str());
-    paddock_ns::cgroup::SandboxCgroups::remove_leftovers(
-        &paddock_ns::cgroup::CgroupHost::detect(),
-        name.as_str(),
-    );
-    if doomed.exists() {
-        std::fs::remove_dir_all(&doomed)
-            .with_context(|| format!("cannot remove {}", doomed.display()))?;
-    }
-    Ok(())
+    // The directory tree goes while the rest is cleared (a `--rm` run's tree alone took 4 ms:
+    // each ext4 entry removed costs ~0.2 ms).
+    let tree = std::thread::spawn({
+        let doomed = doomed.clone();
+        move || match std::fs::remove_dir_all(&doomed) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    });
+    let rest = (|| -> Result<()> {
+        store.delete(name)?;
+        crate::policy::open_store(dirs)?.remove_scope(&Scope::Sandbox(name.to_string()))?;
+        // A vm run whose supervisor was killed may have left its socket directory.
+        paddock_vm::remove_stale_run_dirs(name.as_str());
+        paddock_gvisor::remove_stale_run_dirs(name.as_str());
+        paddock_ns::cgroup::SandboxCgroups::remove_leftovers(
+            &paddock_ns::cgroup::CgroupHost::detect(),
+            name.as_str(),
+        );
+        Ok(())
+    })();
+    let removed = tree
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the removal thread panicked")));
+    rest?;
+    removed.with_context(|| format!("cannot remove {}", doomed.display()))
 }
 
 pub(crate) fn lock(dir: &Path, name: &SandboxName) -> Result<Option<SandboxLock>> {
