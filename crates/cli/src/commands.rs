@@ -501,7 +501,7 @@ fn run(args: RunArgs, mode: Mode) -> Result<i32> {
     report_trust(&dirs, &spec, started);
     let remove_after = args.rm || (created && result.is_err());
     if remove_after {
-        let _ = remove_sandbox(&dirs, &store, &name);
+        let _ = remove(&dirs, &store, &name, Tree::Background);
     }
     let outcome = result?;
     for d in outcome.diagnostics.iter().chain(&outcome.limits) {
@@ -640,9 +640,25 @@ fn agent_hints(dirs: &Dirs, agent: &crate::agents::Agent, name: &SandboxName, v:
 }
 
 pub(crate) fn remove_sandbox(dirs: &Dirs, store: &Store, name: &SandboxName) -> Result<()> {
+    remove(dirs, store, name, Tree::Wait)
+}
+
+/// How a removal treats the sandbox's directory tree.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tree {
+    /// Removed before the call returns (`rm`, `prune`: the space is free when they end).
+    Wait,
+    /// Removed by `rm -rf` in the background once it is renamed away (a `--rm` run: its caller
+    /// waits for the command's status, not for the disk; a tree of a few dozen ext4 entries
+    /// took 2-4 ms, and a layer with installed packages takes seconds).
+    Background,
+}
+
+fn remove(dirs: &Dirs, store: &Store, name: &SandboxName, tree: Tree) -> Result<()> {
     let dir = dirs.sandbox(name);
     let _lock = lock(&dir, name)?;
-    // Rename first so a half-removed layer is never started again.
+    // Rename first so a half-removed layer is never started again, and the name is free at
+    // once. `paddock prune` removes renamed trees whose removal was interrupted.
     let doomed = dirs
         .sandboxes()
         .join(format!(".rm-{name}-{}", std::process::id()));
@@ -650,32 +666,55 @@ pub(crate) fn remove_sandbox(dirs: &Dirs, store: &Store, name: &SandboxName) -> 
         std::fs::rename(&dir, &doomed)
             .with_context(|| format!("cannot remove {}", dir.display()))?;
     }
-    // The directory tree goes while the rest is cleared (a `--rm` run's tree alone took 4 ms:
-    // each ext4 entry removed costs ~0.2 ms).
-    let tree = std::thread::spawn({
+    let detached = tree == Tree::Background && remove_in_background(&doomed);
+    // The host's leftovers and (unless detached) the tree go while the rows are cleared.
+    let rest = std::thread::spawn({
         let doomed = doomed.clone();
-        move || match std::fs::remove_dir_all(&doomed) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+        let name = name.clone();
+        move || {
+            // A vm run whose supervisor was killed may have left its socket directory.
+            paddock_vm::remove_stale_run_dirs(name.as_str());
+            paddock_gvisor::remove_stale_run_dirs(name.as_str());
+            paddock_ns::cgroup::SandboxCgroups::remove_leftovers(
+                &paddock_ns::cgroup::CgroupHost::detect(),
+                name.as_str(),
+            );
+            if detached {
+                return Ok(());
+            }
+            match std::fs::remove_dir_all(&doomed) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
         }
     });
-    let rest = (|| -> Result<()> {
+    let rows = (|| -> Result<()> {
         store.delete(name)?;
         crate::policy::open_store(dirs)?.remove_scope(&Scope::Sandbox(name.to_string()))?;
-        // A vm run whose supervisor was killed may have left its socket directory.
-        paddock_vm::remove_stale_run_dirs(name.as_str());
-        paddock_gvisor::remove_stale_run_dirs(name.as_str());
-        paddock_ns::cgroup::SandboxCgroups::remove_leftovers(
-            &paddock_ns::cgroup::CgroupHost::detect(),
-            name.as_str(),
-        );
         Ok(())
     })();
-    let removed = tree
+    let removed = rest
         .join()
         .unwrap_or_else(|_| Err(std::io::Error::other("the removal thread panicked")));
-    rest?;
+    rows?;
     removed.with_context(|| format!("cannot remove {}", doomed.display()))
+}
+
+/// Starts `rm -rf` on `tree` in a process group of its own (the terminal's Ctrl-C does not
+/// reach it), with nothing of this process but /dev/null as its standard streams (a pipe
+/// reading this command's output ends when this command does). False when it cannot start.
+fn remove_in_background(tree: &Path) -> bool {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new("rm")
+        .arg("-rf")
+        .arg("--")
+        .arg(tree)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .is_ok()
 }
 
 pub(crate) fn lock(dir: &Path, name: &SandboxName) -> Result<Option<SandboxLock>> {

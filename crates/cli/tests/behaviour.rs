@@ -22,6 +22,7 @@ on_ns_and_gvisor!(
     ls_reports_a_killed_supervisor_as_stopped,
     a_killed_supervisor_takes_the_sandbox_with_it,
     a_discarded_layer_skips_syncing_and_a_torn_one_starts_clean,
+    a_discarded_sandbox_is_gone_when_its_run_ends,
 );
 
 fn the_trust_report_names_what_the_host_may_run(backend: &str) {
@@ -565,6 +566,58 @@ fn a_discarded_layer_skips_syncing_and_a_torn_one_starts_clean(backend: &str) {
             .status
             .success()
     );
+}
+
+/// A `--rm` run's sandbox is gone from the list, and its name free, when the run ends; its
+/// layer (removed in the background) follows without anything of the run left behind.
+fn a_discarded_sandbox_is_gone_when_its_run_ends(backend: &str) {
+    common::ensure_image();
+    let ws = common::workspace();
+    let name = unique("gone");
+    let sandboxes = common::home().join("sandboxes");
+    let renamed = || -> Vec<String> {
+        std::fs::read_dir(&sandboxes)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|f| f.starts_with(&format!(".rm-{name}-")))
+            .collect()
+    };
+    // A layer of a few thousand files: its removal outlasts the run's end.
+    let script = "mkdir /var/tmp/many && cd /var/tmp/many && seq 1 3000 | xargs touch && echo made";
+    let run = on(backend)
+        .args(["run", "--rm", "--backend", backend, "--name", &name, "-w"])
+        .arg(ws.path())
+        .args(["--", "sh", "-c", script])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{run:?}");
+    assert_eq!(stdout(&run), "made\n");
+    let listed = stdout(&paddock().args(["ls", "--all"]).output().unwrap());
+    assert!(!listed.contains(&name), "{listed}");
+    assert!(!sandboxes.join(&name).exists());
+    // The name is free at once: the same name starts from the clean image.
+    let again = common::sh_named(
+        backend,
+        ws.path(),
+        &name,
+        "ls /var/tmp/many 2>/dev/null | wc -l",
+    );
+    assert!(again.status.success(), "{again:?}");
+    assert_eq!(stdout(&again).trim(), "0", "{again:?}");
+    assert!(
+        paddock()
+            .args(["rm", &name])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !renamed().is_empty() {
+        assert!(Instant::now() < deadline, "left behind: {:?}", renamed());
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
