@@ -428,6 +428,7 @@ impl Backend for NsBackend {
             &cgroups,
             launch.stdio,
             Some(handle.fd),
+            || Ok(Vec::new()),
         )?;
         Ok(Box::new(inst))
     }
@@ -474,7 +475,21 @@ impl Backend for NsBackend {
             volatile: spec.discard_layer,
         };
         let json = serde_json::to_vec(&cfg).unwrap_or_default();
-        let mut inst = match spawn(&self.jail, None, &json, &cfg.cgroups, launch.stdio, None) {
+        let premount = || {
+            jail::premount(&cfg).map_err(|f| BackendError::Layer {
+                layer: f.layer.into(),
+                message: f.message,
+            })
+        };
+        let mut inst = match spawn(
+            &self.jail,
+            None,
+            &json,
+            &cfg.cgroups,
+            launch.stdio,
+            None,
+            premount,
+        ) {
             Ok(i) => i,
             Err(e) => {
                 cgroups.remove();
@@ -496,8 +511,31 @@ impl Backend for NsBackend {
     }
 }
 
+/// Sends the jail's cgroup answer `ack` with `fds` attached.
+fn send_ack(channel: &OwnedFd, ack: &[u8], fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, sendmsg};
+    let mut space =
+        vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(jail::MAX_PREMADE))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(std::io::Error::other(
+            "too many descriptors for one message",
+        ));
+    }
+    sendmsg(
+        channel,
+        &[std::io::IoSlice::new(ack)],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )?;
+    Ok(())
+}
+
 /// Starts the jail (in `mode`, or as a new sandbox) with the JSON configuration `json`, moves it
-/// into `cgroups`, passes `target` as its descriptor 5, and waits for its `Ready`.
+/// into `cgroups`, passes `target` as its descriptor 5, and waits for its `Ready`. Meanwhile
+/// (the jail is starting then) runs `premount` and sends what it made with the answer that the
+/// jail is in its cgroups.
+#[allow(clippy::too_many_arguments)]
 fn spawn(
     jail: &Path,
     mode: Option<&str>,
@@ -505,6 +543,7 @@ fn spawn(
     cgroups: &[PathBuf],
     stdio: Stdio,
     target: Option<OwnedFd>,
+    premount: impl FnOnce() -> Result<Vec<OwnedFd>, BackendError>,
 ) -> Result<NsInstance, BackendError> {
     let (ours, theirs) = socketpair(
         AddressFamily::UNIX,
@@ -562,11 +601,23 @@ fn spawn(
     let mut w = fs::File::from(cfg_w);
     let _ = w.write_all(json);
     drop(w);
+    let made = premount();
     let joined = joiner
         .join()
         .unwrap_or_else(|_| Err("the cgroup thread panicked".into()));
+    let made = match made {
+        Ok(fds) => fds,
+        Err(e) => {
+            let _ = rustix::net::send(&ours, &[0], rustix::net::SendFlags::NOSIGNAL);
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+    };
     let ack = [u8::from(joined.is_ok())];
-    let _ = rustix::net::send(&ours, &ack, rustix::net::SendFlags::NOSIGNAL);
+    let fds: Vec<BorrowedFd<'_>> = made.iter().map(|f| f.as_fd()).collect();
+    let _ = send_ack(&ours, &ack, &fds);
+    drop(made);
     // On failure the jail reports `cgroup` (or the earlier failure that made the move fail).
     let cgroup_error = joined.err();
     let pid = child.id() as i32;

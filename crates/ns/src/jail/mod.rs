@@ -4,13 +4,13 @@
 //! with the configuration on descriptor 3 and the report channel on descriptor 4.
 //!
 //! Order (every step fails closed with the layer's name):
-//! 1. outer process (host root): own session, die with the supervisor, make the idmap user
-//!    namespaces for shared folders, unshare net/ipc/uts/pid namespaces, bring up loopback, set
-//!    the host name, wait until the supervisor has moved it into the sandbox's cgroups (done on
-//!    the host side in parallel with all of this: a cgroup v1 move waits for an RCU grace
-//!    period, about 10 ms), unshare the cgroup namespace (rooted at the sandbox's cgroup), fork
-//!    pid 1;
-//! 2. pid 1 (still host root, now in the new namespaces): unshare the mount namespace, build the mount tree and pivot into it,
+//! 1. outer process (host root): own session, die with the supervisor, unshare net/ipc/uts/pid
+//!    namespaces, bring up loopback, set the host name, wait until the supervisor has moved it
+//!    into the sandbox's cgroups and sent the mounts it made meanwhile (see [`premount`]; a
+//!    cgroup v1 move waits for an RCU grace period, about 10 ms, on hosts without
+//!    `favordynmods`), unshare the cgroup namespace (rooted at the sandbox's cgroup), fork pid 1;
+//! 2. pid 1 (still host root, now in the new namespaces): unshare the mount namespace, attach
+//!    the root and shared folders the host made and build the rest of the tree, pivot into it,
 //!    enter a new user namespace (the outer process writes its maps: sandbox 0-65535 to the
 //!    unprivileged host range), become its root, turn non-dumpable, apply Landlock and seccomp,
 //!    drop capabilities, then run the in-sandbox helper.
@@ -24,7 +24,6 @@ mod mounts;
 mod sys;
 mod userns;
 
-use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -114,18 +113,87 @@ fn entry<C: serde::de::DeserializeOwned>(
     }
 }
 
+/// The most mounts the host side hands the jail in one message (the kernel takes up to 253
+/// descriptors in one `SCM_RIGHTS`).
+pub const MAX_PREMADE: usize = 250;
+
+/// The mounts pid 1 attaches, made on the host side while the jail starts (the host is
+/// otherwise idle then, and this takes the jail's longest steps off its path: the overlay's
+/// creation, and one helper process per owner of a shared folder for the idmapping): the root
+/// overlay, unless the layer is a size-limited image (the jail mounts that one itself), then
+/// each of `cfg.binds`, idmapped, in that order. Sent with the cgroup answer.
+pub fn premount(cfg: &JailConfig) -> Result<Vec<OwnedFd>, Failure> {
+    if cfg.binds.len() + 1 > MAX_PREMADE {
+        return Err(Failure::new(
+            "mounts",
+            format!(
+                "{} shared folders and files; at most {} fit",
+                cfg.binds.len(),
+                MAX_PREMADE - 1
+            ),
+        ));
+    }
+    let mut made = Vec::with_capacity(cfg.binds.len() + 1);
+    if cfg.layer_image.is_none() {
+        made.push(mounts::overlay(
+            &cfg.lower,
+            &cfg.upper,
+            &cfg.work,
+            cfg.volatile,
+        )?);
+    }
+    let idmaps = userns::idmap_namespaces(&cfg.binds, cfg.id_base)?;
+    for b in &cfg.binds {
+        made.push(mounts::clone_tree(b, &idmaps)?);
+    }
+    Ok(made)
+}
+
 /// Waits for the supervisor's word that this process is in the sandbox's cgroups (one byte: 1
-/// joined, anything else failed); whatever starts after it starts inside them.
-fn wait_for_cgroups(channel: std::os::fd::BorrowedFd<'_>) -> Result<(), Failure> {
+/// joined, anything else failed; whatever starts after it starts inside them), and takes the
+/// descriptors that came with it.
+fn wait_for_cgroups(channel: std::os::fd::BorrowedFd<'_>) -> Result<Vec<OwnedFd>, Failure> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, recvmsg};
     let mut ack = [0u8; 1];
-    let got = rustix::net::recv(channel, &mut ack, rustix::net::RecvFlags::empty());
-    if !matches!(got, Ok((1, _))) || ack[0] != 1 {
+    let mut space =
+        vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_PREMADE))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let got = loop {
+        match recvmsg(
+            channel,
+            &mut [std::io::IoSliceMut::new(&mut ack)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => break other,
+        }
+    };
+    let mut fds = Vec::new();
+    for m in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = m {
+            fds.extend(received);
+        }
+    }
+    if !matches!(got, Ok(ref m) if m.bytes == 1) || ack[0] != 1 {
         return Err(Failure::new(
             "cgroup",
             "the supervisor could not move the sandbox into its cgroups",
         ));
     }
-    Ok(())
+    Ok(fds)
+}
+
+/// Splits what [`premount`] made, as received.
+fn split_premade(cfg: &JailConfig, mut fds: Vec<OwnedFd>) -> Result<mounts::Premade, Failure> {
+    let root = match cfg.layer_image {
+        None if fds.is_empty() => {
+            return Err(Failure::new("mounts", "the host sent no sandbox root"));
+        }
+        None => Some(fds.remove(0)),
+        Some(_) => None,
+    };
+    Ok(mounts::Premade { root, binds: fds })
 }
 
 /// `paddock-ns-jail runsc`: the gVisor backend's host-side setup. In a new private mount
@@ -139,7 +207,7 @@ fn runsc_setup(cfg: &RunscConfig, channel: std::os::fd::BorrowedFd<'_>) -> Resul
         return Err(Failure::new("init", "the supervisor exited during setup"));
     }
     let idmaps = userns::idmap_namespaces(&cfg.binds, cfg.id_base)?;
-    wait_for_cgroups(channel)?;
+    drop(wait_for_cgroups(channel)?);
     // SAFETY: single-threaded; the new mount namespace affects only this process and runsc.
     unsafe { unshare_unsafe(UnshareFlags::NEWNS) }
         .layer("mounts", "cannot create the mount namespace")?;
@@ -181,7 +249,6 @@ fn outer(cfg: JailConfig, channel: OwnedFd) -> Result<i32, Failure> {
     if rustix::process::getppid().is_none_or(|p| p.as_raw_nonzero().get() == 1) {
         return Err(Failure::new("init", "the supervisor exited during setup"));
     }
-    let idmaps = userns::idmap_namespaces(&cfg.binds, cfg.id_base)?;
     // The mount namespace is pid 1's alone (made after the fork): pivot_root moves the root of
     // every process in a mount namespace, and this outer process must keep the host's /proc to
     // write pid 1's id maps.
@@ -206,7 +273,7 @@ fn outer(cfg: JailConfig, channel: OwnedFd) -> Result<i32, Failure> {
         .layer("namespaces", "cannot set the host name")?;
 
     // Pid 1 must start inside the cgroups.
-    wait_for_cgroups(channel.as_fd())?;
+    let premade = split_premade(&cfg, wait_for_cgroups(channel.as_fd())?)?;
     // The cgroup namespace is made only now, so its root is the sandbox's own cgroup.
     // SAFETY: single-threaded; the new namespace only affects this process and its children.
     unsafe { unshare_unsafe(UnshareFlags::NEWCGROUP) }
@@ -221,7 +288,7 @@ fn outer(cfg: JailConfig, channel: OwnedFd) -> Result<i32, Failure> {
             let code = match pid1(
                 &cfg,
                 channel.try_clone(),
-                idmaps,
+                premade,
                 from_parent_r,
                 to_parent_w,
             ) {
@@ -242,7 +309,7 @@ fn outer(cfg: JailConfig, channel: OwnedFd) -> Result<i32, Failure> {
         ForkResult::Parent { child } => {
             drop(from_parent_r);
             drop(to_parent_w);
-            drop(idmaps);
+            drop(premade);
             drop(channel);
             let mut b = [0u8; 1];
             if matches!(from_child_r.read(&mut b), Ok(1)) {
@@ -273,7 +340,7 @@ enum Never {}
 fn pid1(
     cfg: &JailConfig,
     channel: std::io::Result<OwnedFd>,
-    idmaps: BTreeMap<(u32, u32), OwnedFd>,
+    premade: mounts::Premade,
     mut from_parent: std::fs::File,
     mut to_parent: std::fs::File,
 ) -> Result<Never, Failure> {
@@ -283,8 +350,7 @@ fn pid1(
     // SAFETY: single-threaded; the new mount namespace affects only this process.
     unsafe { unshare_unsafe(UnshareFlags::NEWNS) }
         .layer("mounts", "cannot create the mount namespace")?;
-    mounts::build(cfg, &idmaps)?;
-    drop(idmaps);
+    mounts::build(cfg, premade)?;
 
     // SAFETY: single-threaded; entering a new user namespace affects only this process.
     unsafe { unshare_unsafe(UnshareFlags::NEWUSER) }
@@ -358,7 +424,7 @@ fn enter(cfg: &EnterConfig, channel: OwnedFd) -> Result<Never, Failure> {
         return Err(Failure::new("init", "the supervisor exited during setup"));
     }
     sys::set_non_dumpable().layer("init", "cannot turn non-dumpable")?;
-    wait_for_cgroups(channel.as_fd())?;
+    drop(wait_for_cgroups(channel.as_fd())?);
     let setns = |flags: libc::c_int, what: &str| -> Result<(), Failure> {
         // SAFETY: setns has no memory effects; the process is single-threaded, as entering a
         // user namespace requires.

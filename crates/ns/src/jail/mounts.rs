@@ -164,21 +164,20 @@ fn writable(
     }
 }
 
-/// Mounts the image under the sandbox's writable layer at `at`; returns the mount. `volatile`:
-/// the layer is thrown away after this run, so overlayfs skips syncing it (and with it the
-/// whole host filesystem under it) when the sandbox ends; kept to plain-directory layers, whose
-/// leftover marker the next start clears ([`crate::prepare_dirs`]).
-fn overlay_root(
+/// The sandbox's root as a detached mount: the image under the sandbox's writable layer.
+/// `volatile`: the layer is thrown away after this run, so overlayfs skips syncing it (and with
+/// it the whole host filesystem under it) when the sandbox ends; kept to plain-directory
+/// layers, whose leftover marker the next start clears ([`crate::prepare_dirs`]).
+pub fn overlay(
     lower: &Path,
     upper: &Path,
     work: &Path,
-    at: &Path,
     volatile: bool,
 ) -> Result<OwnedFd, Failure> {
     let lower = check_overlay_path(lower)?;
     let upper = check_overlay_path(upper)?;
     let work = check_overlay_path(work)?;
-    let overlay = new_fs(
+    new_fs(
         "overlay",
         &[
             ("source", "paddock"),
@@ -188,7 +187,11 @@ fn overlay_root(
         ],
         if volatile { &["volatile"] } else { &[] },
         MountAttrFlags::MOUNT_ATTR_NODEV,
-    )?;
+    )
+}
+
+/// Attaches the sandbox's root `overlay` at `at`; returns it (now attached).
+fn attach_root(overlay: OwnedFd, at: &Path) -> Result<OwnedFd, Failure> {
     let merged = openat(
         CWD,
         at,
@@ -223,7 +226,7 @@ pub fn build_runsc(
         cfg.id_base,
     )?;
     let volatile = cfg.volatile && cfg.layer_image.is_none();
-    overlay_root(&cfg.lower, &upper, &work, &cfg.root, volatile)?;
+    attach_root(overlay(&cfg.lower, &upper, &work, volatile)?, &cfg.root)?;
     for b in &cfg.binds {
         let what = format!("cannot share {} with the sandbox", b.host.display());
         let tree = clone_tree(b, idmaps)?;
@@ -242,8 +245,16 @@ pub fn build_runsc(
     Ok(())
 }
 
+/// What the host side mounted for the sandbox while the jail started, as detached mounts
+/// ([`crate::premount`]): the root (unless the layer is a size-limited image, which the jail
+/// mounts itself), and each shared folder of [`JailConfig::binds`], in that order, idmapped.
+pub struct Premade {
+    pub root: Option<OwnedFd>,
+    pub binds: Vec<OwnedFd>,
+}
+
 /// Builds the tree and pivots into it. Afterwards `/` is the sandbox root.
-pub fn build(cfg: &JailConfig, idmaps: &BTreeMap<(u32, u32), OwnedFd>) -> Result<(), Failure> {
+pub fn build(cfg: &JailConfig, premade: Premade) -> Result<(), Failure> {
     let base = cfg.id_base;
     mount_change(
         "/",
@@ -252,12 +263,18 @@ pub fn build(cfg: &JailConfig, idmaps: &BTreeMap<(u32, u32), OwnedFd>) -> Result
     .layer(LAYER, "cannot make the mount namespace private")?;
 
     // The root: the image under the sandbox's writable layer.
-    let (upper, work) = writable(&cfg.upper, &cfg.work, cfg.layer_image.as_deref(), base)?;
-    let volatile = cfg.volatile && cfg.layer_image.is_none();
-    let overlay = overlay_root(&cfg.lower, &upper, &work, &cfg.merged, volatile)?;
+    let detached = match premade.root {
+        Some(made) => made,
+        None => {
+            let (upper, work) = writable(&cfg.upper, &cfg.work, cfg.layer_image.as_deref(), base)?;
+            let volatile = cfg.volatile && cfg.layer_image.is_none();
+            overlay(&cfg.lower, &upper, &work, volatile)?
+        }
+    };
+    let sandbox_root = attach_root(detached, &cfg.merged)?;
     // The fsmount descriptor is the overlay's root, now attached: everything below is built
     // relative to it.
-    let root = overlay.as_fd();
+    let root = sandbox_root.as_fd();
 
     // /proc: a fresh instance for the sandbox's pid namespace.
     let proc_mnt = new_fs(
@@ -347,10 +364,22 @@ pub fn build(cfg: &JailConfig, idmaps: &BTreeMap<(u32, u32), OwnedFd>) -> Result
     attach(tmp.as_fd(), tmp_dir.as_fd(), "cannot mount /tmp")?;
 
     // The workspace and extra mounts, shallowest first so nested targets land inside parents.
-    let mut binds: Vec<&Bind> = cfg.binds.iter().collect();
-    binds.sort_by_key(|b| b.target.matches('/').count());
-    for b in binds {
-        bind(root, b, base, idmaps)?;
+    if premade.binds.len() != cfg.binds.len() {
+        return Err(Failure::new(
+            LAYER,
+            format!(
+                "the host made {} of the {} shared folders",
+                premade.binds.len(),
+                cfg.binds.len()
+            ),
+        ));
+    }
+    let mut binds: Vec<(&Bind, OwnedFd)> = cfg.binds.iter().zip(premade.binds).collect();
+    binds.sort_by_key(|(b, _)| b.target.matches('/').count());
+    for (b, tree) in binds {
+        let what = format!("cannot share {} at {}", b.host.display(), b.target);
+        let target = ensure_beneath(root, &b.target, !b.is_dir, base)?;
+        attach(tree.as_fd(), target.as_fd(), &what)?;
     }
 
     // Kernel knobs in /proc stay read-only even for the sandbox's root.
@@ -393,20 +422,8 @@ pub fn build(cfg: &JailConfig, idmaps: &BTreeMap<(u32, u32), OwnedFd>) -> Result
     Ok(())
 }
 
-fn bind(
-    root: BorrowedFd<'_>,
-    b: &Bind,
-    base: u32,
-    idmaps: &BTreeMap<(u32, u32), OwnedFd>,
-) -> Result<(), Failure> {
-    let what = format!("cannot share {} at {}", b.host.display(), b.target);
-    let tree = clone_tree(b, idmaps)?;
-    let target = ensure_beneath(root, &b.target, !b.is_dir, base)?;
-    attach(tree.as_fd(), target.as_fd(), &what)
-}
-
 /// A detached copy of the shared folder `b`, idmapped and with its flags set.
-fn clone_tree(b: &Bind, idmaps: &BTreeMap<(u32, u32), OwnedFd>) -> Result<OwnedFd, Failure> {
+pub fn clone_tree(b: &Bind, idmaps: &BTreeMap<(u32, u32), OwnedFd>) -> Result<OwnedFd, Failure> {
     let what = format!("cannot share {} at {}", b.host.display(), b.target);
     // The host path was canonicalised by the host side; refusing symlinks here closes the gap
     // between that check and this open.
