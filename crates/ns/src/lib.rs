@@ -421,15 +421,8 @@ impl Backend for NsBackend {
             command: launch.command(spec.no_new_privs),
         };
         let json = serde_json::to_vec(&cfg).unwrap_or_default();
-        let inst = spawn(
-            &self.jail,
-            Some("enter"),
-            &json,
-            &cgroups,
-            launch.stdio,
-            Some(handle.fd),
-            || Ok(Vec::new()),
-        )?;
+        let launched = start_jail(&self.jail, Some("enter"), launch.stdio, Some(handle.fd))?;
+        let inst = finish(launched, &json, &cgroups, || Ok(Vec::new()))?;
         Ok(Box::new(inst))
     }
 
@@ -445,34 +438,14 @@ impl Backend for NsBackend {
                 reason: "the namespace backend currently needs root (it writes id maps and makes idmapped mounts); run paddock as root".into(),
             });
         }
-        let base = ctx.image.idmap.base;
-        let mut binds = shared_binds(spec)?;
-        let (upper, work, merged) = prepare_dirs(&ctx.sandbox_dir, base)?;
-        let layer_image = prepare_layer(&ctx.sandbox_dir, base, spec.limits.disk.map(|d| d.0))?;
-        binds.extend(generated_files(&ctx.sandbox_dir, spec.name.as_str())?);
-        if let Some(ca) = &ctx.extra_ca {
-            let bundle = paddock_core::trust_store_file(ctx, ca)?;
-            binds.push(run_file(&bundle, paddock_core::TRUST_STORE));
-        }
-        let cgroups =
-            SandboxCgroups::create(&CgroupHost::detect(), spec.name.as_str(), &spec.limits)
-                .map_err(|e| BackendError::Layer {
-                    layer: "cgroup".into(),
-                    message: e.to_string(),
-                })?;
-        let cfg = JailConfig {
-            hostname: spec.name.to_string(),
-            lower: ctx.image_rootfs.clone(),
-            upper,
-            work,
-            merged,
-            id_base: base,
-            binds,
-            cgroups: cgroups.dirs.clone(),
-            command: launch.command(spec.no_new_privs),
-            egress: spec.network == Network::Proxy,
-            layer_image: layer_image.clone(),
-            volatile: spec.discard_layer,
+        // The jail loads while the sandbox is prepared; it waits for its configuration.
+        let launched = start_jail(&self.jail, None, launch.stdio, None)?;
+        let (cfg, cgroups) = match prepare(ctx, spec, launch) {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                launched.abandon();
+                return Err(e);
+            }
         };
         let json = serde_json::to_vec(&cfg).unwrap_or_default();
         let premount = || {
@@ -481,15 +454,7 @@ impl Backend for NsBackend {
                 message: f.message,
             })
         };
-        let mut inst = match spawn(
-            &self.jail,
-            None,
-            &json,
-            &cfg.cgroups,
-            launch.stdio,
-            None,
-            premount,
-        ) {
+        let mut inst = match finish(launched, &json, &cfg.cgroups, premount) {
             Ok(i) => i,
             Err(e) => {
                 cgroups.remove();
@@ -506,9 +471,46 @@ impl Backend for NsBackend {
             });
         }
         inst.cgroups = cgroups;
-        inst.layer_image = layer_image;
+        inst.layer_image = cfg.layer_image;
         Ok(Box::new(inst))
     }
+}
+
+/// The sandbox's directories, generated files and cgroups, and the jail's configuration.
+fn prepare(
+    ctx: &StartContext,
+    spec: &SandboxSpec,
+    launch: &Launch,
+) -> Result<(JailConfig, SandboxCgroups), BackendError> {
+    let base = ctx.image.idmap.base;
+    let mut binds = shared_binds(spec)?;
+    let (upper, work, merged) = prepare_dirs(&ctx.sandbox_dir, base)?;
+    let layer_image = prepare_layer(&ctx.sandbox_dir, base, spec.limits.disk.map(|d| d.0))?;
+    binds.extend(generated_files(&ctx.sandbox_dir, spec.name.as_str())?);
+    if let Some(ca) = &ctx.extra_ca {
+        let bundle = paddock_core::trust_store_file(ctx, ca)?;
+        binds.push(run_file(&bundle, paddock_core::TRUST_STORE));
+    }
+    let cgroups = SandboxCgroups::create(&CgroupHost::detect(), spec.name.as_str(), &spec.limits)
+        .map_err(|e| BackendError::Layer {
+        layer: "cgroup".into(),
+        message: e.to_string(),
+    })?;
+    let cfg = JailConfig {
+        hostname: spec.name.to_string(),
+        lower: ctx.image_rootfs.clone(),
+        upper,
+        work,
+        merged,
+        id_base: base,
+        binds,
+        cgroups: cgroups.dirs.clone(),
+        command: launch.command(spec.no_new_privs),
+        egress: spec.network == Network::Proxy,
+        layer_image,
+        volatile: spec.discard_layer,
+    };
+    Ok((cfg, cgroups))
 }
 
 /// Sends the jail's cgroup answer `ack` with `fds` attached.
@@ -531,20 +533,22 @@ fn send_ack(channel: &OwnedFd, ack: &[u8], fds: &[BorrowedFd<'_>]) -> std::io::R
     Ok(())
 }
 
-/// Starts the jail (in `mode`, or as a new sandbox) with the JSON configuration `json`, moves it
-/// into `cgroups`, passes `target` as its descriptor 5, and waits for its `Ready`. Meanwhile
-/// (the jail is starting then) runs `premount` and sends what it made with the answer that the
-/// jail is in its cgroups.
-#[allow(clippy::too_many_arguments)]
-fn spawn(
+/// A jail started and waiting for its configuration (it reads descriptor 3 to its end before
+/// anything else), so that it loads while the host side prepares the sandbox.
+struct Launched {
+    child: Child,
+    channel: OwnedFd,
+    config: OwnedFd,
+    new_sandbox: bool,
+}
+
+/// Starts the jail (in `mode`, or as a new sandbox) with `target` as its descriptor 5.
+fn start_jail(
     jail: &Path,
     mode: Option<&str>,
-    json: &[u8],
-    cgroups: &[PathBuf],
     stdio: Stdio,
     target: Option<OwnedFd>,
-    premount: impl FnOnce() -> Result<Vec<OwnedFd>, BackendError>,
-) -> Result<NsInstance, BackendError> {
+) -> Result<Launched, BackendError> {
     let (ours, theirs) = socketpair(
         AddressFamily::UNIX,
         SocketType::SEQPACKET,
@@ -589,12 +593,39 @@ fn spawn(
             Ok(())
         });
     }
-    let mut child = cmd
+    let child = cmd
         .spawn()
         .map_err(io(format!("cannot start {}", jail.display())))?;
-    drop(theirs);
-    drop(cfg_r);
-    drop(target);
+    Ok(Launched {
+        child,
+        channel: ours,
+        config: cfg_w,
+        new_sandbox: mode.is_none(),
+    })
+}
+
+impl Launched {
+    /// Ends a jail whose sandbox could not be prepared.
+    fn abandon(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Hands the `launched` jail its configuration `json`, moves it into `cgroups`, sends it what
+/// `premount` made meanwhile with the answer, and waits for its `Ready`.
+fn finish(
+    launched: Launched,
+    json: &[u8],
+    cgroups: &[PathBuf],
+    premount: impl FnOnce() -> Result<Vec<OwnedFd>, BackendError>,
+) -> Result<NsInstance, BackendError> {
+    let Launched {
+        mut child,
+        channel: ours,
+        config: cfg_w,
+        new_sandbox,
+    } = launched;
     // Move the jail into its cgroups while it sets up its namespaces (the move waits for an RCU
     // grace period with cgroup v1); the jail forks pid 1 only after the answer below.
     let joiner = join_cgroups(cgroups.to_vec(), child.id());
@@ -680,7 +711,7 @@ fn spawn(
         limit_events: vec![],
         layer_image: None,
     };
-    if mode.is_none() && inst.pid1.is_none() {
+    if new_sandbox && inst.pid1.is_none() {
         let _ = inst.child.kill();
         let _ = inst.child.wait();
         return Err(BackendError::Layer {
