@@ -501,7 +501,11 @@ fn run(args: RunArgs, mode: Mode) -> Result<i32> {
     report_trust(&dirs, &spec, started);
     let remove_after = args.rm || (created && result.is_err());
     if remove_after {
-        let _ = remove(&dirs, &store, &name, Tree::Background);
+        let how = match result {
+            Ok(_) => Removal::AfterRun,
+            Err(_) => Removal::Full,
+        };
+        let _ = remove(&dirs, &store, &name, how);
     }
     let outcome = result?;
     for d in outcome.diagnostics.iter().chain(&outcome.limits) {
@@ -640,21 +644,23 @@ fn agent_hints(dirs: &Dirs, agent: &crate::agents::Agent, name: &SandboxName, v:
 }
 
 pub(crate) fn remove_sandbox(dirs: &Dirs, store: &Store, name: &SandboxName) -> Result<()> {
-    remove(dirs, store, name, Tree::Wait)
+    remove(dirs, store, name, Removal::Full)
 }
 
-/// How a removal treats the sandbox's directory tree.
+/// How a removal goes.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Tree {
-    /// Removed before the call returns (`rm`, `prune`: the space is free when they end).
-    Wait,
-    /// Removed by `rm -rf` in the background once it is renamed away (a `--rm` run: its caller
-    /// waits for the command's status, not for the disk; a tree of a few dozen ext4 entries
-    /// took 2-4 ms, and a layer with installed packages takes seconds).
-    Background,
+enum Removal {
+    /// `rm`, `prune`, a start that failed: the tree is gone when the call returns, and what a
+    /// killed supervisor may have left on the host (cgroups, socket directories) is swept.
+    Full,
+    /// After a `--rm` run that its backend ended: the backend removed its own cgroups and
+    /// directories, and `rm -rf` deletes the renamed tree in the background (the caller waits
+    /// for the command's status, not for the disk: a layer with installed packages takes
+    /// seconds to delete).
+    AfterRun,
 }
 
-fn remove(dirs: &Dirs, store: &Store, name: &SandboxName, tree: Tree) -> Result<()> {
+fn remove(dirs: &Dirs, store: &Store, name: &SandboxName, how: Removal) -> Result<()> {
     let dir = dirs.sandbox(name);
     let _lock = lock(&dir, name)?;
     // Rename first so a half-removed layer is never started again, and the name is free at
@@ -666,19 +672,21 @@ fn remove(dirs: &Dirs, store: &Store, name: &SandboxName, tree: Tree) -> Result<
         std::fs::rename(&dir, &doomed)
             .with_context(|| format!("cannot remove {}", dir.display()))?;
     }
-    let detached = tree == Tree::Background && remove_in_background(&doomed);
+    let detached = how == Removal::AfterRun && remove_in_background(&doomed);
     // The host's leftovers and (unless detached) the tree go while the rows are cleared.
-    let rest = std::thread::spawn({
+    let rest = (how == Removal::Full || !detached).then(|| {
         let doomed = doomed.clone();
         let name = name.clone();
-        move || {
-            // A vm run whose supervisor was killed may have left its socket directory.
-            paddock_vm::remove_stale_run_dirs(name.as_str());
-            paddock_gvisor::remove_stale_run_dirs(name.as_str());
-            paddock_ns::cgroup::SandboxCgroups::remove_leftovers(
-                &paddock_ns::cgroup::CgroupHost::detect(),
-                name.as_str(),
-            );
+        std::thread::spawn(move || {
+            if how == Removal::Full {
+                // A vm run whose supervisor was killed may have left its socket directory.
+                paddock_vm::remove_stale_run_dirs(name.as_str());
+                paddock_gvisor::remove_stale_run_dirs(name.as_str());
+                paddock_ns::cgroup::SandboxCgroups::remove_leftovers(
+                    &paddock_ns::cgroup::CgroupHost::detect(),
+                    name.as_str(),
+                );
+            }
             if detached {
                 return Ok(());
             }
@@ -686,16 +694,21 @@ fn remove(dirs: &Dirs, store: &Store, name: &SandboxName, tree: Tree) -> Result<
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
                 _ => Ok(()),
             }
-        }
+        })
     });
     let rows = (|| -> Result<()> {
         store.delete(name)?;
-        crate::policy::open_store(dirs)?.remove_scope(&Scope::Sandbox(name.to_string()))?;
+        paddock_proxy::store::remove_sandbox_rules(
+            store.connection(),
+            store.path(),
+            name.as_str(),
+        )?;
         Ok(())
     })();
-    let removed = rest
-        .join()
-        .unwrap_or_else(|_| Err(std::io::Error::other("the removal thread panicked")));
+    let removed = rest.map_or(Ok(()), |t| {
+        t.join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the removal thread panicked")))
+    });
     rows?;
     removed.with_context(|| format!("cannot remove {}", doomed.display()))
 }

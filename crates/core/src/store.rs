@@ -309,6 +309,16 @@ impl Store {
     }
 
     /// Removes a sandbox's record.
+    /// The connection, for the state database's other tables (the egress proxy's rules).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The database's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub fn delete(&self, name: &SandboxName) -> Result<(), StoreError> {
         let n = self
             .conn

@@ -118,7 +118,7 @@ pub fn now_ms() -> i64 {
 /// Opens `path` with the settings every user of the proxy tables needs, migrating forward.
 pub fn open(path: &Path) -> Result<Connection, StoreError> {
     let err = sql_err(path);
-    let mut db = Connection::open(path).map_err(err)?;
+    let db = Connection::open(path).map_err(err)?;
     db.busy_timeout(Duration::from_secs(10)).map_err(err)?;
     db.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
     db.pragma_update(None, "synchronous", "NORMAL")
@@ -133,7 +133,14 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
     .map_err(err)?;
     db.pragma_update(None, "wal_autocheckpoint", 128)
         .map_err(err)?;
-    let tx = db.transaction().map_err(err)?;
+    migrate(&db, path)?;
+    Ok(db)
+}
+
+/// Creates or migrates the proxy's tables forward on `db` (the state database at `path`).
+fn migrate(db: &Connection, path: &Path) -> Result<(), StoreError> {
+    let err = sql_err(path);
+    let tx = db.unchecked_transaction().map_err(err)?;
     tx.execute_batch("CREATE TABLE IF NOT EXISTS proxy_schema (version INTEGER NOT NULL)")
         .map_err(err)?;
     let found: i64 = tx
@@ -156,8 +163,21 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
         tx.execute("INSERT INTO proxy_schema VALUES (?1)", [SCHEMA])
             .map_err(err)?;
     }
-    tx.commit().map_err(err)?;
-    Ok(db)
+    tx.commit().map_err(err)
+}
+
+/// Removes the rules and presets of sandbox `name` through `db`, another connection to the
+/// state database at `path` (the state store's, when a sandbox is removed: a second
+/// connection would cost its own open and schema parse on every `--rm` run).
+pub fn remove_sandbox_rules(db: &Connection, path: &Path, name: &str) -> Result<(), StoreError> {
+    migrate(db, path)?;
+    let err = sql_err(path);
+    let tx = db.unchecked_transaction().map_err(err)?;
+    tx.execute("DELETE FROM net_rules WHERE sandbox = ?1", [name])
+        .map_err(err)?;
+    tx.execute("DELETE FROM net_presets WHERE scope = ?1", [name])
+        .map_err(err)?;
+    tx.commit().map_err(err)
 }
 
 /// The rules and presets of the state database.
@@ -533,4 +553,54 @@ pub fn audit_rows(db: &Connection, q: &AuditQuery) -> rusqlite::Result<Vec<Audit
         },
     )?;
     rows.collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use paddock_policy::net::{Action, Rule};
+
+    use super::*;
+
+    #[test]
+    fn removing_a_sandbox_takes_its_rules_and_presets_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        // A connection of the state store that never opened the proxy's tables: nothing to
+        // remove, and no error.
+        let state = Connection::open(&path).unwrap();
+        remove_sandbox_rules(&state, &path, "gone").unwrap();
+
+        let mut policy = PolicyStore::open(&path).unwrap();
+        let rule = Rule::parse_target(Action::Allow, "example.test").unwrap();
+        for scope in ["gone", "kept"] {
+            let scope = Scope::Sandbox(scope.to_owned());
+            policy
+                .add(&scope, std::slice::from_ref(&rule), "cli")
+                .unwrap();
+            policy
+                .apply_preset(&scope, "none", std::slice::from_ref(&rule))
+                .unwrap();
+        }
+        policy
+            .add(&Scope::Global, std::slice::from_ref(&rule), "cli")
+            .unwrap();
+        remove_sandbox_rules(&state, &path, "gone").unwrap();
+        let own = |name: &str| {
+            let rules = policy.rules_for(name).unwrap();
+            rules.iter().filter(|r| r.scope != Scope::Global).count()
+        };
+        assert_eq!(own("gone"), 0);
+        assert_eq!(own("kept"), 2);
+        assert_eq!(
+            policy.rules_for("gone").unwrap().len(),
+            1,
+            "the global rule stays"
+        );
+        let presets: i64 = state
+            .query_row("SELECT count(*) FROM net_presets", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(presets, 1);
+    }
 }
