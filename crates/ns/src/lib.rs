@@ -13,14 +13,13 @@ pub mod jail;
 pub mod landlock;
 mod probe;
 pub mod seccomp;
+mod spawn;
 
 use std::fs;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio as ProcStdio};
 
 use paddock_core::{
     Backend, BackendError, Egress, ExecHandle, Execs, Exit, Instance, Launch, Network, Probe,
@@ -33,6 +32,7 @@ use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
 
 use crate::cgroup::{CgroupHost, SandboxCgroups};
 use crate::config::{Bind, EnterConfig, JailConfig};
+use crate::spawn::JailProcess;
 
 /// The namespace backend.
 #[derive(Debug, Clone)]
@@ -86,7 +86,7 @@ impl Default for NsBackend {
 /// A running namespace sandbox.
 #[derive(Debug)]
 pub struct NsInstance {
-    child: Child,
+    child: JailProcess,
     pidfd: OwnedFd,
     pty: Option<OwnedFd>,
     egress: Option<OwnedFd>,
@@ -536,7 +536,7 @@ fn send_ack(channel: &OwnedFd, ack: &[u8], fds: &[BorrowedFd<'_>]) -> std::io::R
 /// A jail started and waiting for its configuration (it reads descriptor 3 to its end before
 /// anything else), so that it loads while the host side prepares the sandbox.
 struct Launched {
-    child: Child,
+    child: JailProcess,
     channel: OwnedFd,
     config: OwnedFd,
     new_sandbox: bool,
@@ -558,43 +558,9 @@ fn start_jail(
     .map_err(|e| BackendError::io("cannot create the report channel")(e.into()))?;
     let (cfg_r, cfg_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| BackendError::io("cannot create the configuration pipe")(e.into()))?;
-    let mut cmd = std::process::Command::new(jail);
-    cmd.args(mode);
-    cmd.env_clear();
-    if stdio == Stdio::Pty {
-        cmd.stdin(ProcStdio::null())
-            .stdout(ProcStdio::null())
-            .stderr(ProcStdio::null());
-    }
-    let (cfg_raw, theirs_raw) = (cfg_r.as_raw_fd(), theirs.as_raw_fd());
-    let target_raw = target.as_ref().map_or(-1, |t| t.as_raw_fd());
-    // SAFETY: the closure runs in the forked child before exec and only calls fcntl/dup2, which
-    // are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(move || {
-            let a = libc::fcntl(cfg_raw, libc::F_DUPFD, 10);
-            let b = libc::fcntl(theirs_raw, libc::F_DUPFD, 10);
-            let c = if target_raw >= 0 {
-                libc::fcntl(target_raw, libc::F_DUPFD, 10)
-            } else {
-                -1
-            };
-            if a < 0 || b < 0 || libc::dup2(a, 3) < 0 || libc::dup2(b, 4) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if target_raw >= 0 && (c < 0 || libc::dup2(c, 5) < 0) {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::close(a);
-            libc::close(b);
-            if c >= 0 {
-                libc::close(c);
-            }
-            Ok(())
-        });
-    }
-    let child = cmd
-        .spawn()
+    let mut fds = vec![cfg_r.as_fd(), theirs.as_fd()];
+    fds.extend(target.as_ref().map(|t| t.as_fd()));
+    let child = spawn::spawn(jail, mode.as_slice(), &fds, stdio == Stdio::Pty)
         .map_err(io(format!("cannot start {}", jail.display())))?;
     Ok(Launched {
         child,
