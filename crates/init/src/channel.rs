@@ -74,9 +74,9 @@ pub fn recv_report(channel: BorrowedFd<'_>) -> io::Result<Option<(Report, Option
     Ok(Some((report, fd)))
 }
 
-/// Sends `bytes` in one message with `fds` attached (up to 3).
+/// Sends `bytes` in one message with `fds` attached (the kernel takes up to 253).
 pub fn send_with_fds(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
         return Err(io::Error::other("control buffer too small"));
@@ -103,7 +103,25 @@ pub fn recv_with_fds(
     buf: &mut [u8],
 ) -> io::Result<Option<(usize, Vec<OwnedFd>)>> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
+    recv_into(sock, buf, &mut space)
+}
+
+/// [`recv_with_fds`] for messages that carry up to `max` descriptors.
+pub fn recv_with_many_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    max: usize,
+) -> io::Result<Option<(usize, Vec<OwnedFd>)>> {
+    let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(max))];
+    recv_into(sock, buf, &mut space)
+}
+
+fn recv_into(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    space: &mut [MaybeUninit<u8>],
+) -> io::Result<Option<(usize, Vec<OwnedFd>)>> {
+    let mut control = RecvAncillaryBuffer::new(space);
     let msg = loop {
         match recvmsg(
             sock,

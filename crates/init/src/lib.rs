@@ -16,7 +16,8 @@ mod signals;
 use std::os::fd::{AsFd, OwnedFd};
 
 pub use channel::{
-    recv_byte, recv_report, recv_with_fds, send_byte, send_fd, send_report, send_with_fds,
+    recv_byte, recv_report, recv_with_fds, recv_with_many_fds, send_byte, send_fd, send_report,
+    send_with_fds,
 };
 pub use exec::{Prepared, exec_command, open_pty};
 use nix::sys::signal::Signal;

@@ -513,26 +513,6 @@ fn prepare(
     Ok((cfg, cgroups))
 }
 
-/// Sends the jail's cgroup answer `ack` with `fds` attached.
-fn send_ack(channel: &OwnedFd, ack: &[u8], fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
-    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, sendmsg};
-    let mut space =
-        vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(jail::MAX_PREMADE))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
-        return Err(std::io::Error::other(
-            "too many descriptors for one message",
-        ));
-    }
-    sendmsg(
-        channel,
-        &[std::io::IoSlice::new(ack)],
-        &mut control,
-        SendFlags::NOSIGNAL,
-    )?;
-    Ok(())
-}
-
 /// A jail started and waiting for its configuration (it reads descriptor 3 to its end before
 /// anything else), so that it loads while the host side prepares the sandbox.
 struct Launched {
@@ -613,7 +593,7 @@ fn finish(
     };
     let ack = [u8::from(joined.is_ok())];
     let fds: Vec<BorrowedFd<'_>> = made.iter().map(|f| f.as_fd()).collect();
-    let _ = send_ack(&ours, &ack, &fds);
+    let _ = paddock_init::send_with_fds(ours.as_fd(), &ack, &fds);
     drop(made);
     // On failure the jail reports `cgroup` (or the earlier failure that made the move fail).
     let cgroup_error = joined.err();

@@ -115,7 +115,7 @@ fn entry<C: serde::de::DeserializeOwned>(
 
 /// The most mounts the host side hands the jail in one message (the kernel takes up to 253
 /// descriptors in one `SCM_RIGHTS`).
-pub const MAX_PREMADE: usize = 250;
+const MAX_PREMADE: usize = 250;
 
 /// The mounts pid 1 attaches, made on the host side while the jail starts (the host is
 /// otherwise idle then, and this takes the jail's longest steps off its path: the overlay's
@@ -153,35 +153,14 @@ pub fn premount(cfg: &JailConfig) -> Result<Vec<OwnedFd>, Failure> {
 /// joined, anything else failed; whatever starts after it starts inside them), and takes the
 /// descriptors that came with it.
 fn wait_for_cgroups(channel: std::os::fd::BorrowedFd<'_>) -> Result<Vec<OwnedFd>, Failure> {
-    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, recvmsg};
     let mut ack = [0u8; 1];
-    let mut space =
-        vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_PREMADE))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let got = loop {
-        match recvmsg(
-            channel,
-            &mut [std::io::IoSliceMut::new(&mut ack)],
-            &mut control,
-            RecvFlags::CMSG_CLOEXEC,
-        ) {
-            Err(rustix::io::Errno::INTR) => continue,
-            other => break other,
-        }
-    };
-    let mut fds = Vec::new();
-    for m in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(received) = m {
-            fds.extend(received);
-        }
-    }
-    if !matches!(got, Ok(ref m) if m.bytes == 1) || ack[0] != 1 {
-        return Err(Failure::new(
+    match paddock_init::recv_with_many_fds(channel, &mut ack, MAX_PREMADE) {
+        Ok(Some((1, fds))) if ack[0] == 1 => Ok(fds),
+        _ => Err(Failure::new(
             "cgroup",
             "the supervisor could not move the sandbox into its cgroups",
-        ));
+        )),
     }
-    Ok(fds)
 }
 
 /// Splits what [`premount`] made, as received.
