@@ -308,7 +308,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Removes a sandbox's record.
     /// The connection, for the state database's other tables (the egress proxy's rules).
     pub fn connection(&self) -> &Connection {
         &self.conn
@@ -319,6 +318,7 @@ impl Store {
         &self.path
     }
 
+    /// Removes a sandbox's record.
     pub fn delete(&self, name: &SandboxName) -> Result<(), StoreError> {
         let n = self
             .conn

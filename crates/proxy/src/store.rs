@@ -242,24 +242,6 @@ impl PolicyStore {
         Ok(rule)
     }
 
-    /// Removes every rule of a sandbox (when the sandbox is removed).
-    pub fn remove_scope(&mut self, scope: &Scope) -> Result<usize, StoreError> {
-        let key = scope_key(scope);
-        let n = match scope_value(scope) {
-            Some(s) => self
-                .db
-                .execute("DELETE FROM net_rules WHERE sandbox = ?1", [s]),
-            None => self
-                .db
-                .execute("DELETE FROM net_rules WHERE sandbox IS NULL", []),
-        }
-        .map_err(self.err())?;
-        self.db
-            .execute("DELETE FROM net_presets WHERE scope = ?1", [key])
-            .map_err(self.err())?;
-        Ok(n)
-    }
-
     /// Replaces the preset rules of `scope` with `rules` from preset `name`, in one transaction.
     pub fn apply_preset(
         &mut self,
