@@ -75,14 +75,7 @@ fn the_trust_report_names_what_the_host_may_run(backend: &str) {
     assert!(!stderr(&quiet).contains("review them"), "{quiet:?}");
     let after = paddock().args(["trust", &name]).output().unwrap();
     assert!(stdout(&after).contains("changed nothing"), "{after:?}");
-    assert!(
-        paddock()
-            .args(["rm", &name])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    common::remove(&name);
 }
 
 fn exit_codes_pass_through(backend: &str) {
@@ -494,14 +487,7 @@ fn ls_reports_a_killed_supervisor_as_stopped(backend: &str) {
         .output()
         .unwrap();
     assert!(again.status.success(), "{again:?}");
-    assert!(
-        paddock()
-            .args(["rm", &name])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    common::remove(&name);
 }
 
 /// A `--rm` run's layer is mounted `volatile` (overlayfs then leaves its marker in the work
@@ -520,14 +506,7 @@ fn a_discarded_layer_skips_syncing_and_a_torn_one_starts_clean(backend: &str) {
     let out = common::sh_named(backend, ws.path(), &kept, "true");
     assert!(out.status.success(), "{out:?}");
     assert!(!marker(&kept).exists(), "a kept layer was mounted volatile");
-    assert!(
-        paddock()
-            .args(["rm", &kept])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    common::remove(&kept);
 
     let name = unique("discard");
     let mut child = on(backend)
@@ -558,14 +537,7 @@ fn a_discarded_layer_skips_syncing_and_a_torn_one_starts_clean(backend: &str) {
     assert!(again.status.success(), "{again:?}");
     assert_eq!(stdout(&again).trim(), "clean", "{again:?}");
     assert!(!marker(&name).exists());
-    assert!(
-        paddock()
-            .args(["rm", &name])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    common::remove(&name);
 }
 
 /// A `--rm` run's sandbox is gone from the list, and its name free, when the run ends; its
@@ -605,14 +577,7 @@ fn a_discarded_sandbox_is_gone_when_its_run_ends(backend: &str) {
     );
     assert!(again.status.success(), "{again:?}");
     assert_eq!(stdout(&again).trim(), "0", "{again:?}");
-    assert!(
-        paddock()
-            .args(["rm", &name])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    common::remove(&name);
     let deadline = Instant::now() + Duration::from_secs(120);
     while !renamed().is_empty() {
         assert!(Instant::now() < deadline, "left behind: {:?}", renamed());

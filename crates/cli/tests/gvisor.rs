@@ -139,8 +139,7 @@ fn a_named_sandbox_keeps_its_backend_and_layer() {
         !moved.status.success() && stderr(&moved).contains("runs on the gvisor backend"),
         "{moved:?}"
     );
-    let rm = common::paddock().args(["rm", &name]).output().unwrap();
-    assert!(rm.status.success(), "{rm:?}");
+    common::remove(&name);
 }
 
 #[test]

@@ -791,14 +791,7 @@ fn exec_runs_more_commands_in_a_running_sandbox(backend: &str) {
         stderr(&unknown).contains("no sandbox named no-such-sandbox"),
         "{unknown:?}"
     );
-    assert!(
-        paddock()
-            .args(["rm", &name])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
+    common::remove(&name);
 }
 
 fn unsafe_kill(pid: u32, sig: i32) {

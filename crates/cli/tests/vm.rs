@@ -323,8 +323,7 @@ fn filling_the_disk_stops_at_its_size_and_ls_says_so() {
             .unwrap(),
     );
     assert!(ls.contains("disk limit"), "{ls}");
-    let rm = common::paddock().args(["rm", &name]).output().unwrap();
-    assert!(rm.status.success(), "{rm:?}");
+    common::remove(&name);
 }
 
 #[test]
