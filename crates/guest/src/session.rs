@@ -12,7 +12,6 @@ use nix::sys::signal::Signal;
 use paddock_wire::vm::{ExitStatus, Frame, MAX_DATA};
 use paddock_wire::{Command, EXIT_CANNOT_EXECUTE, Report};
 use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
-use rustix::termios::{Winsize, tcsetwinsize};
 
 use crate::reaper::Reaper;
 
@@ -205,6 +204,9 @@ fn run(cmd: &Command, reader: &mut File, sender: &Sender, reaper: &Reaper) -> io
     let mut input_reader = reader.try_clone()?;
     std::thread::spawn(move || {
         let mut input = input;
+        let mut size = master
+            .as_ref()
+            .and_then(|m| paddock_init::TerminalSize::new(m.as_fd()).ok());
         while let Ok(Some(frame)) = Frame::read_from(&mut input_reader) {
             match frame {
                 Frame::Stdin(data) => {
@@ -222,16 +224,8 @@ fn run(cmd: &Command, reader: &mut File, sender: &Sender, reaper: &Reaper) -> io
                     }
                 }
                 Frame::Resize { rows, cols } => {
-                    if let Some(m) = &master {
-                        let _ = tcsetwinsize(
-                            m,
-                            Winsize {
-                                ws_row: rows,
-                                ws_col: cols,
-                                ws_xpixel: 0,
-                                ws_ypixel: 0,
-                            },
-                        );
+                    if let Some(t) = size.as_mut() {
+                        t.set(rows, cols);
                     }
                 }
                 _ => {}

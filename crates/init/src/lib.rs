@@ -12,6 +12,7 @@
 mod channel;
 mod exec;
 mod signals;
+mod winsize;
 
 use std::os::fd::{AsFd, OwnedFd};
 
@@ -24,6 +25,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::{ForkResult, Pid, fork};
 use paddock_wire::{Command, EXIT_SETUP_FAILED, Report};
 pub use signals::{FORWARDED, block_all as block_forwarded, forward_and_wait};
+pub use winsize::TerminalSize;
 
 /// Runs `cmd` as pid 1 of a sandbox and exits with its status. `channel` is the report channel
 /// to the host side.

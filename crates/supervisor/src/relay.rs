@@ -5,7 +5,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use paddock_core::Instance;
 use rustix::event::{PollFd, PollFlags, poll};
-use rustix::termios::{OptionalActions, Termios, tcgetattr, tcgetwinsize, tcsetattr, tcsetwinsize};
+use rustix::termios::{OptionalActions, Termios, tcgetattr, tcgetwinsize, tcsetattr};
 
 /// Signals the supervisor passes on to the sandbox (SIGWINCH is handled here).
 const FORWARD: [i32; 6] = [
@@ -269,8 +269,10 @@ fn relay_pty(
     let mut clients: Vec<Client> = Vec::new();
     let stdin = rustix::stdio::stdin();
     let stdout = rustix::stdio::stdout();
+    // The command's terminal when it is here (a pty master); through `instance` otherwise.
+    let mut terminal = paddock_init::TerminalSize::new(master.as_fd())?;
     if let Ok(size) = tcgetwinsize(stdin) {
-        let _ = tcsetwinsize(&master, size);
+        terminal.set(size.ws_row, size.ws_col);
         instance.resize(size.ws_row, size.ws_col);
     }
     let _raw = RawMode::enter(stdin).ok();
@@ -307,7 +309,7 @@ fn relay_pty(
         for sig in sigs.drain() {
             if sig == libc::SIGWINCH {
                 if let Ok(size) = tcgetwinsize(stdin) {
-                    let _ = tcsetwinsize(&master, size);
+                    terminal.set(size.ws_row, size.ws_col);
                     instance.resize(size.ws_row, size.ws_col);
                 }
             } else {
@@ -353,13 +355,7 @@ fn relay_pty(
                         match a {
                             Asked::Input(d) => write_all(master.as_fd(), &d)?,
                             Asked::Resize(rows, cols) => {
-                                let size = rustix::termios::Winsize {
-                                    ws_row: rows,
-                                    ws_col: cols,
-                                    ws_xpixel: 0,
-                                    ws_ypixel: 0,
-                                };
-                                let _ = tcsetwinsize(&master, size);
+                                terminal.set(rows, cols);
                                 instance.resize(rows, cols);
                             }
                         }
@@ -442,7 +438,9 @@ pub fn attach_client(
         }
         let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
         drop(fds);
-        if ready[0] && !sigs.drain().is_empty() {
+        // Whatever poll says: a resize whose signal landed as poll returned for a keystroke
+        // typed after it must still go first (its handler has run by now).
+        if !sigs.drain().is_empty() {
             resize(&conn)?;
         }
         if ready[1] {

@@ -1,0 +1,171 @@
+//! A command's terminal size, kept at what its user last asked for.
+//!
+//! Readline (bash's line editor) reads the terminal's size and writes the same value back each
+//! time it prepares the terminal for a new line (`set_winsize` in its `rltty.c`). A resize that
+//! lands between those two calls is undone, and the terminal keeps the old size until the next
+//! resize. Under gVisor the two calls are far enough apart that a resize arriving as bash
+//! prints its prompt was undone about once in 200 (`stty size` answering the old size for
+//! good). So after each resize a watcher looks again for a while, and puts the new size back
+//! if it finds the one it replaced: that is the stale write-back, never a size the command
+//! chose itself.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::time::Duration;
+
+use rustix::termios::{Winsize, tcgetwinsize, tcsetwinsize};
+
+/// How long after a resize the watcher looks again (cumulative waits): a write-back comes
+/// within microseconds of readline's read, later on a loaded machine.
+const RECHECKS: [Duration; 6] = [
+    Duration::from_millis(2),
+    Duration::from_millis(10),
+    Duration::from_millis(50),
+    Duration::from_millis(200),
+    Duration::from_millis(1000),
+    Duration::from_millis(3000),
+];
+
+/// Resizes one terminal (given by its master) and guards each new size for a few seconds.
+#[derive(Debug)]
+pub struct TerminalSize {
+    master: OwnedFd,
+    watcher: Option<Sender<(Winsize, Winsize)>>,
+}
+
+fn same(a: &Winsize, b: &Winsize) -> bool {
+    (a.ws_row, a.ws_col, a.ws_xpixel, a.ws_ypixel) == (b.ws_row, b.ws_col, b.ws_xpixel, b.ws_ypixel)
+}
+
+impl TerminalSize {
+    /// For the terminal whose master is `master` (a copy is kept).
+    pub fn new(master: BorrowedFd<'_>) -> std::io::Result<TerminalSize> {
+        Ok(TerminalSize {
+            master: master.try_clone_to_owned()?,
+            watcher: None,
+        })
+    }
+
+    /// Gives the terminal `rows` × `cols` now (before anything typed after the resize reaches
+    /// it), then guards that size in the background. Does nothing when `master` is not a
+    /// terminal.
+    pub fn set(&mut self, rows: u16, cols: u16) {
+        let Ok(old) = tcgetwinsize(&self.master) else {
+            return;
+        };
+        let new = Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        if tcsetwinsize(&self.master, new).is_err() || same(&old, &new) {
+            return;
+        }
+        if let Some(w) = &self.watcher
+            && w.send((old, new)).is_ok()
+        {
+            return;
+        }
+        self.watcher = self.start_watcher().ok();
+        if let Some(w) = &self.watcher {
+            let _ = w.send((old, new));
+        }
+    }
+
+    fn start_watcher(&self) -> std::io::Result<Sender<(Winsize, Winsize)>> {
+        let master = self.master.as_fd().try_clone_to_owned()?;
+        let (tx, rx) = mpsc::channel::<(Winsize, Winsize)>();
+        std::thread::Builder::new()
+            .name("winsize".into())
+            .spawn(move || {
+                // Ends when the owner is dropped (the channel closes).
+                let Ok(mut job) = rx.recv() else { return };
+                'jobs: loop {
+                    let (old, new) = job;
+                    for wait in RECHECKS {
+                        match rx.recv_timeout(wait) {
+                            Ok(next) => {
+                                job = next;
+                                continue 'jobs;
+                            }
+                            Err(RecvTimeoutError::Disconnected) => return,
+                            Err(RecvTimeoutError::Timeout) => {}
+                        }
+                        match tcgetwinsize(&master) {
+                            Ok(now) if same(&now, &old) => {
+                                let _ = tcsetwinsize(&master, new);
+                            }
+                            Ok(_) => {}
+                            Err(_) => return,
+                        }
+                    }
+                    match rx.recv() {
+                        Ok(next) => job = next,
+                        Err(_) => return,
+                    }
+                }
+            })?;
+        Ok(tx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn size(fd: BorrowedFd<'_>) -> (u16, u16) {
+        let w = tcgetwinsize(fd).unwrap();
+        (w.ws_row, w.ws_col)
+    }
+
+    fn put(fd: BorrowedFd<'_>, rows: u16, cols: u16) {
+        let w = Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        tcsetwinsize(fd, w).unwrap();
+    }
+
+    fn wait_for(fd: BorrowedFd<'_>, want: (u16, u16)) -> bool {
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < end {
+            if size(fd) == want {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    #[test]
+    fn a_stale_write_back_is_undone_and_a_new_choice_is_kept() {
+        let (master, slave) = crate::open_pty().unwrap();
+        put(slave.as_fd(), 24, 80);
+        let mut t = TerminalSize::new(master.as_fd()).unwrap();
+        t.set(33, 77);
+        assert_eq!(size(slave.as_fd()), (33, 77), "set at once");
+        // What readline does when its read came before the resize: the old size, written back.
+        put(slave.as_fd(), 24, 80);
+        assert!(
+            wait_for(slave.as_fd(), (33, 77)),
+            "the stale size stayed: {:?}",
+            size(slave.as_fd())
+        );
+        // A size the command sets itself (not the replaced one) is its choice and stays.
+        t.set(40, 100);
+        put(slave.as_fd(), 50, 120);
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(size(slave.as_fd()), (50, 120));
+    }
+
+    #[test]
+    fn a_descriptor_that_is_no_terminal_is_left_alone() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut t = TerminalSize::new(a.as_fd()).unwrap();
+        t.set(10, 10);
+        assert!(t.watcher.is_none());
+    }
+}
