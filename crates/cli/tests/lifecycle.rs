@@ -49,7 +49,8 @@ fn attach_reaches_a_background_command_and_detaches(backend: &str) {
     let (mut child, mut m) = attach_on_pty(backend, &name);
     let mut seen = String::new();
     common::read_until(&mut m, "Ctrl-P Ctrl-Q detaches", &mut seen);
-    m.write_all(b"echo attached-$((6*7))\r").unwrap();
+    m.write_all(b"trap 'echo winch-$((40+2))' WINCH; echo attached-$((6*7))\r")
+        .unwrap();
     common::read_until(&mut m, "attached-42", &mut seen);
     // This terminal's size reaches the command's.
     common::set_winsize(&m, 33, 77);
@@ -73,6 +74,8 @@ fn attach_reaches_a_background_command_and_detaches(backend: &str) {
             "the size never arrived: {seen:?}"
         );
     }
+    // And the command was told (SIGWINCH: gVisor's kernel does not send it, the helper does).
+    common::read_until(&mut m, "winch-42", &mut seen);
     // Ctrl-P Ctrl-Q: detached, the command goes on.
     m.write_all(b"\x10\x11").unwrap();
     let status = common::wait_within(&mut child, 60, "attach after Ctrl-P Ctrl-Q");

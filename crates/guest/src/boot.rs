@@ -117,7 +117,7 @@ fn boot(conn_slot: &mut Option<File>) -> Result<Infallible, Failure> {
                     let reaper = reaper.clone();
                     let _ = std::thread::Builder::new()
                         .name("exec".into())
-                        .spawn(move || session::serve(c, &reaper));
+                        .spawn(move || session::serve(c, &reaper, false));
                 }
             })
             .map_err(fail("init", "cannot start the exec thread"))?;

@@ -122,7 +122,7 @@ pub fn run(egress_wanted: bool, sudo_wanted: bool) -> ! {
                             let reaper = reaper.clone();
                             let _ = std::thread::Builder::new()
                                 .name("exec".into())
-                                .spawn(move || session::serve(File::from(conn), &reaper));
+                                .spawn(move || session::serve(File::from(conn), &reaper, true));
                         }
                         Ok(Some((_, None))) => {}
                         Ok(None) | Err(_) => break,

@@ -65,8 +65,9 @@ fn send(to: &Sender, frame: &Frame) -> bool {
     }
 }
 
-/// Serves one exec connection to its end.
-pub fn serve(conn: File, reaper: &Reaper) {
+/// Serves one exec connection to its end. `signal_resize`: the kernel does not send SIGWINCH
+/// when the terminal's size is set from the master side (gVisor's), so the helper does.
+pub fn serve(conn: File, reaper: &Reaper, signal_resize: bool) {
     let Ok(writer) = conn.try_clone() else { return };
     let sender: Sender = Arc::new(Mutex::new(Some(writer)));
     let mut reader = conn;
@@ -74,7 +75,7 @@ pub fn serve(conn: File, reaper: &Reaper) {
         Ok(Some(Frame::Exec(cmd))) => cmd,
         _ => return,
     };
-    if let Err(e) = run(&cmd, &mut reader, &sender, reaper) {
+    if let Err(e) = run(&cmd, &mut reader, &sender, reaper, signal_resize) {
         send(
             &sender,
             &Frame::Report(Report::ExecFailed {
@@ -134,7 +135,13 @@ fn streams(tty: bool) -> io::Result<Streams> {
     }
 }
 
-fn run(cmd: &Command, reader: &mut File, sender: &Sender, reaper: &Reaper) -> io::Result<()> {
+fn run(
+    cmd: &Command,
+    reader: &mut File,
+    sender: &Sender,
+    reaper: &Reaper,
+    signal_resize: bool,
+) -> io::Result<()> {
     let mut s = streams(cmd.tty)?;
     let (reports, child_reports) = socketpair(
         AddressFamily::UNIX,
@@ -206,7 +213,14 @@ fn run(cmd: &Command, reader: &mut File, sender: &Sender, reaper: &Reaper) -> io
         let mut input = input;
         let mut size = master
             .as_ref()
-            .and_then(|m| paddock_init::TerminalSize::new(m.as_fd()).ok());
+            .and_then(|m| paddock_init::TerminalSize::new(m.as_fd()).ok())
+            .map(|t| {
+                if signal_resize {
+                    t.signalling(pid.as_raw())
+                } else {
+                    t
+                }
+            });
         while let Ok(Some(frame)) = Frame::read_from(&mut input_reader) {
             match frame {
                 Frame::Stdin(data) => {

@@ -8,6 +8,10 @@
 //! good). So after each resize a watcher looks again for a while, and puts the new size back
 //! if it finds the one it replaced: that is the stale write-back, never a size the command
 //! chose itself.
+//!
+//! gVisor's kernel also does not send SIGWINCH when the master side sets the size (Linux
+//! does), so a full-screen program (an agent's terminal UI, an editor) would not redraw until
+//! it asked again. [`TerminalSize::signalling`] sends it on such a kernel.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
@@ -31,10 +35,62 @@ const RECHECKS: [Duration; 6] = [
 pub struct TerminalSize {
     master: OwnedFd,
     watcher: Option<Sender<(Winsize, Winsize)>>,
+    /// The session to send SIGWINCH to, on a kernel that does not.
+    signal: Option<i32>,
 }
 
 fn same(a: &Winsize, b: &Winsize) -> bool {
     (a.ws_row, a.ws_col, a.ws_xpixel, a.ws_ypixel) == (b.ws_row, b.ws_col, b.ws_xpixel, b.ws_ypixel)
+}
+
+/// Sets `size` and, given the terminal's session, sends it SIGWINCH (what Linux does itself).
+fn put(master: BorrowedFd<'_>, size: Winsize, session: Option<i32>) -> rustix::io::Result<()> {
+    tcsetwinsize(master, size)?;
+    if let Some(sid) = session {
+        notify(master, sid);
+    }
+    Ok(())
+}
+
+/// SIGWINCH to the foreground process group of the terminal of session `sid`. gVisor answers
+/// `TIOCGPGRP` on a master with ENOTTY and shows no `tpgid` in `/proc/PID/stat`, so there it
+/// goes to every process group of the session: SIGWINCH is ignored by default, and a program
+/// that handles it only asks for the size again.
+fn notify(master: BorrowedFd<'_>, sid: i32) {
+    use rustix::process::{Pid, Signal, kill_process_group};
+    if let Ok(pgrp) = rustix::termios::tcgetpgrp(master) {
+        let _ = kill_process_group(pgrp, Signal::WINCH);
+        return;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let mut groups = std::collections::BTreeSet::new();
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "PID (COMM) STATE PPID PGRP SESSION ...": COMM may hold spaces and parentheses.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if let (Some(pgrp), Some(session)) = (fields.get(2), fields.get(3))
+            && session.parse::<i32>() == Ok(sid)
+            && let Ok(pgrp) = pgrp.parse::<i32>()
+        {
+            groups.insert(pgrp);
+        }
+    }
+    for pgrp in groups {
+        if let Some(pgrp) = Pid::from_raw(pgrp) {
+            let _ = kill_process_group(pgrp, Signal::WINCH);
+        }
+    }
 }
 
 impl TerminalSize {
@@ -43,7 +99,15 @@ impl TerminalSize {
         Ok(TerminalSize {
             master: master.try_clone_to_owned()?,
             watcher: None,
+            signal: None,
         })
+    }
+
+    /// Also sends SIGWINCH to the foreground of `session` (the terminal's) after each change,
+    /// for a kernel that does not (gVisor's).
+    pub fn signalling(mut self, session: i32) -> TerminalSize {
+        self.signal = Some(session);
+        self
     }
 
     /// Gives the terminal `rows` × `cols` now (before anything typed after the resize reaches
@@ -59,7 +123,7 @@ impl TerminalSize {
             ws_xpixel: 0,
             ws_ypixel: 0,
         };
-        if tcsetwinsize(&self.master, new).is_err() || same(&old, &new) {
+        if same(&old, &new) || put(self.master.as_fd(), new, self.signal).is_err() {
             return;
         }
         if let Some(w) = &self.watcher
@@ -75,6 +139,7 @@ impl TerminalSize {
 
     fn start_watcher(&self) -> std::io::Result<Sender<(Winsize, Winsize)>> {
         let master = self.master.as_fd().try_clone_to_owned()?;
+        let signal = self.signal;
         let (tx, rx) = mpsc::channel::<(Winsize, Winsize)>();
         std::thread::Builder::new()
             .name("winsize".into())
@@ -94,7 +159,7 @@ impl TerminalSize {
                         }
                         match tcgetwinsize(&master) {
                             Ok(now) if same(&now, &old) => {
-                                let _ = tcsetwinsize(&master, new);
+                                let _ = put(master.as_fd(), new, signal);
                             }
                             Ok(_) => {}
                             Err(_) => return,
@@ -119,7 +184,7 @@ mod tests {
         (w.ws_row, w.ws_col)
     }
 
-    fn put(fd: BorrowedFd<'_>, rows: u16, cols: u16) {
+    fn put_size(fd: BorrowedFd<'_>, rows: u16, cols: u16) {
         let w = Winsize {
             ws_row: rows,
             ws_col: cols,
@@ -143,12 +208,12 @@ mod tests {
     #[test]
     fn a_stale_write_back_is_undone_and_a_new_choice_is_kept() {
         let (master, slave) = crate::open_pty().unwrap();
-        put(slave.as_fd(), 24, 80);
+        put_size(slave.as_fd(), 24, 80);
         let mut t = TerminalSize::new(master.as_fd()).unwrap();
         t.set(33, 77);
         assert_eq!(size(slave.as_fd()), (33, 77), "set at once");
         // What readline does when its read came before the resize: the old size, written back.
-        put(slave.as_fd(), 24, 80);
+        put_size(slave.as_fd(), 24, 80);
         assert!(
             wait_for(slave.as_fd(), (33, 77)),
             "the stale size stayed: {:?}",
@@ -156,7 +221,7 @@ mod tests {
         );
         // A size the command sets itself (not the replaced one) is its choice and stays.
         t.set(40, 100);
-        put(slave.as_fd(), 50, 120);
+        put_size(slave.as_fd(), 50, 120);
         std::thread::sleep(Duration::from_millis(1500));
         assert_eq!(size(slave.as_fd()), (50, 120));
     }
