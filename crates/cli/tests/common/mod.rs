@@ -205,13 +205,13 @@ pub fn sh_on(backend: &str, ws: &Path, flags: &[&str], script: &str) -> Output {
         .unwrap()
 }
 
-/// `sh -c script` in the named sandbox `name` on `backend` (kept afterwards, unlike [`sh_on`]).
 /// Removes sandbox `name` with `paddock rm`, which must succeed.
 pub fn remove(name: &str) {
     let out = paddock().args(["rm", name]).output().unwrap();
     assert!(out.status.success(), "paddock rm {name}: {out:?}");
 }
 
+/// `sh -c script` in the named sandbox `name` on `backend` (kept afterwards, unlike [`sh_on`]).
 pub fn sh_named(backend: &str, ws: &Path, name: &str, script: &str) -> Output {
     ensure_image();
     paddock_for(backend)
