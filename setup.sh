@@ -9,15 +9,83 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "setup.sh: Paddock's namespace backend currently needs root; run: sudo ./setup.sh" >&2
     exit 1
 fi
+# Every apt call waits for another apt's lock instead of failing, and shows apt's errors.
+apt_get() {
+    DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=600 "$@"
+}
+# Installs packages, refusing (with apt's own plan shown) when that would remove an installed
+# package: a fresh machine may carry packages from another suite (qemu-utils from backports,
+# say) that a plain install replaces or removes without a word.
 apt_install() {
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null ||
-        { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >/dev/null; }
+    local plan removed
+    plan=$(apt_get -s install -y --no-install-recommends "$@" 2>&1) || {
+        apt_get update >/dev/null
+        plan=$(apt_get -s install -y --no-install-recommends "$@" 2>&1) || {
+            printf '%s\n' "$plan" >&2
+            echo "setup.sh: apt cannot install $*; see apt's message above" >&2
+            return 1
+        }
+    }
+    removed=$(printf '%s\n' "$plan" | awk '$1 == "Remv" { print $2 }' | tr '\n' ' ')
+    if [ -n "$removed" ]; then
+        echo "setup.sh: installing $* would remove $removed; install a matching set by hand, then run setup.sh again" >&2
+        return 1
+    fi
+    apt_get install -y --no-install-recommends "$@" >/dev/null
+}
+# The suite that offers version $2 of package $1 (empty when none of the configured ones does).
+suite_of() {
+    apt-cache madison "$1" 2>/dev/null | awk -F' [|] ' -v v="$2" '$2 == v { split($3, a, " "); split(a[2], s, "/"); print s[1]; exit }'
+}
+# Makes this release's backports suite available from the mirror this host already uses (for
+# runsc, and for QEMU when its utilities came from there). Returns 1 when no source is known.
+ensure_backports() {
+    . /etc/os-release
+    local suite="${VERSION_CODENAME:-}-backports" uri
+    [ -n "$(apt-get indextargets 2>/dev/null | head -1)" ] || apt_get update >/dev/null
+    if apt-get indextargets --format '$(RELEASE)' 2>/dev/null | grep -qx "$suite"; then
+        return 0
+    fi
+    uri=$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 2>/dev/null |
+        awk -v c="${VERSION_CODENAME:-}" '$2 == c { print $1; exit }')
+    if [ -z "$uri" ] || [ -z "${VERSION_CODENAME:-}" ]; then
+        return 1
+    fi
+    echo "setup.sh: adding $suite from $uri to apt"
+    {
+        echo "Types: deb"
+        echo "URIs: $uri"
+        echo "Suites: $suite"
+        echo "Components: main"
+        [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] &&
+            echo "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
+    } >/etc/apt/sources.list.d/paddock-backports.sources
+    apt_get update >/dev/null
+}
+# QEMU's packages as one matched set: the system emulator from the same suite and version as
+# an installed qemu-utils (installing bookworm's qemu-system-x86 beside backports' qemu-utils
+# removes qemu-utils), else both from the default suite.
+install_qemu() {
+    local have suite=""
+    have=$(dpkg-query -W -f '${db:Status-Abbrev} ${Version}' qemu-utils 2>/dev/null | awk '$1 == "ii" { print $2 }')
+    if [ -n "$have" ]; then
+        suite=$(suite_of qemu-utils "$have")
+        if [ -z "$suite" ] && ensure_backports; then
+            suite=$(suite_of qemu-utils "$have")
+        fi
+    fi
+    if [ -n "$suite" ]; then
+        echo "setup.sh: installing QEMU $have from $suite (matching the installed qemu-utils)"
+        apt_install -t "$suite" qemu-system-x86 qemu-utils
+    else
+        echo "setup.sh: installing QEMU"
+        apt_install qemu-system-x86 qemu-utils
+    fi
 }
 # mmdebstrap builds the sandbox image from this host's apt sources; QEMU, qemu-img and
 # e2fsprogs run the vm backend (the libraries are what virtiofsd builds against).
 want=()
-for pair in mmdebstrap:mmdebstrap qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils \
-    mkfs.ext4:e2fsprogs; do
+for pair in mmdebstrap:mmdebstrap mkfs.ext4:e2fsprogs; do
     command -v "${pair%%:*}" >/dev/null || want+=("${pair#*:}")
 done
 for lib in libseccomp-dev libcap-ng-dev pkg-config; do
@@ -26,6 +94,9 @@ done
 if [ "${#want[@]}" -gt 0 ]; then
     echo "setup.sh: installing ${want[*]}"
     apt_install "${want[@]}"
+fi
+if ! command -v qemu-system-x86_64 >/dev/null || ! command -v qemu-img >/dev/null; then
+    install_qemu
 fi
 # The vm backend's device helpers: virtio-fs and user-space vsock (maintained rust-vmm
 # programs, built with cargo install).
@@ -36,38 +107,32 @@ for tool in virtiofsd vhost-device-vsock; do
     fi
 done
 
-# gVisor's runsc is in Debian's backports suite. When apt does not offer it yet, the suite is
-# added from the same mirror this host already uses for its release.
-install_runsc() {
-    . /etc/os-release
-    local suite="${VERSION_CODENAME:-}-backports" uri
-    if ! apt-cache policy runsc 2>/dev/null | grep -q "$suite"; then
-        uri=$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 2>/dev/null |
-            awk -v c="${VERSION_CODENAME:-}" '$2 == c { print $1; exit }')
-        if [ -z "$uri" ] || [ -z "${VERSION_CODENAME:-}" ]; then
-            echo "setup.sh: no apt source for this release found; the gvisor backend stays unavailable (install runsc by hand)" >&2
-            return 0
-        fi
-        echo "setup.sh: adding $suite from $uri to apt (for runsc)"
-        {
-            echo "Types: deb"
-            echo "URIs: $uri"
-            echo "Suites: $suite"
-            echo "Components: main"
-            [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] &&
-                echo "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
-        } >/etc/apt/sources.list.d/paddock-backports.sources
-        apt-get update -q >/dev/null
-    fi
-    echo "setup.sh: installing runsc (gVisor) from $suite"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -t "$suite" runsc >/dev/null ||
-        echo "setup.sh: runsc could not be installed; the gvisor backend stays unavailable" >&2
-}
+# gVisor's runsc is in Debian's backports suite, added from the same mirror this host already
+# uses for its release when apt does not offer it yet.
 if ! command -v runsc >/dev/null && [ ! -x /usr/sbin/runsc ]; then
-    # indextargets lists only sources apt has fetched once.
-    [ -n "$(apt-get indextargets 2>/dev/null | head -1)" ] || apt-get update -q >/dev/null
-    install_runsc
+    if ensure_backports; then
+        . /etc/os-release
+        echo "setup.sh: installing runsc (gVisor) from ${VERSION_CODENAME}-backports"
+        apt_install -t "${VERSION_CODENAME}-backports" runsc ||
+            echo "setup.sh: runsc could not be installed; the gvisor backend stays unavailable" >&2
+    else
+        echo "setup.sh: no apt source for this release found; the gvisor backend stays unavailable (install runsc by hand)" >&2
+    fi
 fi
+
+# Every program the backends drive must really be there now (apt may have replaced one).
+missing=()
+for tool in mmdebstrap mkfs.ext4 qemu-system-x86_64 qemu-img virtiofsd vhost-device-vsock; do
+    command -v "$tool" >/dev/null || missing+=("$tool")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "setup.sh: still missing after installing: ${missing[*]}; see the messages above" >&2
+    exit 1
+fi
+qemu-system-x86_64 --version >/dev/null && qemu-img --version >/dev/null || {
+    echo "setup.sh: QEMU is installed but does not run; see its message above" >&2
+    exit 1
+}
 
 echo "setup.sh: building paddock (release)"
 cargo build --release --locked --workspace --bins

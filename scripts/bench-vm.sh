@@ -42,7 +42,7 @@ with open(out, "wb") as f:
 PY
 if [ "$accel" = kvm ]; then qaccel="-accel kvm -cpu host"; extra=""; else
     qaccel="-accel tcg,thread=multi,tb-size=128 -cpu max"; extra=" tsc_early_khz=$khz tsc=reliable"; fi
-bare="qemu-system-x86_64 -nodefaults -no-user-config -nographic -no-reboot -display none -M microvm,x-option-roms=off,pit=on,pic=on,rtc=on,isa-serial=on,memory-backend=mem $qaccel -smp 2 -m 2048M -object memory-backend-memfd,id=mem,size=2048M,share=on -serial null -kernel $vm/vmlinuz -initrd $tmp/initrd -append 'console=ttyS0 quiet panic=-1 reboot=t pci=off paddock.probe=1$extra'"
+bare="qemu-system-x86_64 -nodefaults -no-user-config -nographic -no-reboot -display none -bios qboot.rom -M microvm,x-option-roms=off,isa-serial=on,pit=on,pic=on,rtc=on,memory-backend=mem $qaccel -smp 2 -m 2048M -object memory-backend-memfd,id=mem,size=2048M,share=on -serial null -kernel $vm/vmlinuz -initrd $tmp/initrd -append 'console=ttyS0 quiet panic=-1 reboot=t pci=off paddock.probe=1$extra'"
 echo "## vm backend ($accel), $(nproc) cores, $(date -u +%F)" >>"$out"
 echo >>"$out"
 hyperfine -N --warmup 1 --runs "$runs" --export-markdown "$tmp/start.md" \

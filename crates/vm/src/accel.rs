@@ -116,12 +116,8 @@ fn boot_probe(qemu: &Path, kernel: &Path, initrd: &Path) -> KvmStatus {
     let started = Instant::now();
     let child = Command::new(qemu)
         .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
-        .args([
-            "-display",
-            "none",
-            "-M",
-            "microvm,x-option-roms=off,isa-serial=on",
-        ])
+        .args(["-display", "none"])
+        .args(crate::vmm::MICROVM)
         .args([
             "-accel", "kvm", "-cpu", "host", "-m", "256M", "-serial", "stdio",
         ])

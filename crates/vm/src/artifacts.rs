@@ -103,6 +103,22 @@ impl Artifacts {
         let image_dir = rootfs
             .parent()
             .ok_or_else(|| err("the image has no directory"))?;
+        // One preparation at a time: a second start waits for the first's files instead of
+        // replacing them under its VM (held until this function returns).
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(image_dir.join(".vm.lock"))
+            .map_err(|e| err(format!("cannot lock the image's VM files: {e}")))?;
+        if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+            progress("waiting for another run that prepares this image's VM files");
+            rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+                .map_err(|e| err(format!("cannot lock the image's VM files: {e}")))?;
+        }
+        if let Some(a) = Artifacts::find(rootfs) {
+            return Ok(a);
+        }
         let tmp = tempfile::Builder::new()
             .prefix(".vm-")
             .tempdir_in(image_dir)

@@ -927,9 +927,7 @@ impl VmBackend {
             jail_dir: Some(jail.clone()),
             run_as: Some(VMM_USER.into()),
         };
-        let vmm = Qemu {
-            binary: qemu.clone(),
-        };
+        let vmm = Qemu::at(qemu.clone());
         let mut vmm_cmd = in_pid_namespace(&vmm.command(&cfg));
         join_cgroups(&mut vmm_cmd, &join);
         let child = spawn_helper(&mut vmm_cmd, &log, "the VMM")?;

@@ -55,6 +55,19 @@ pub struct VmConfig {
     pub run_as: Option<String>,
 }
 
+/// QEMU's `microvm` machine as Paddock starts it, with its firmware: qboot, named explicitly.
+/// It loads the `-kernel` itself, without option ROMs and without touching the disks. QEMU 8
+/// made SeaBIOS microvm's default; SeaBIOS needs the `linuxboot` option ROM to load a kernel
+/// ("No bootable device" without it) and probes the virtio-blk disk, which QEMU 10 rejects
+/// ("virtio-blk missing headers", and the guest never starts). Both QEMU 7.2 and 10 ship
+/// `qboot.rom`.
+pub const MICROVM: [&str; 4] = [
+    "-bios",
+    "qboot.rom",
+    "-M",
+    "microvm,x-option-roms=off,isa-serial=on",
+];
+
 /// A VMM Paddock can drive.
 pub trait Vmm: std::fmt::Debug + Send + Sync {
     /// Short name (`qemu`).
@@ -69,6 +82,65 @@ pub trait Vmm: std::fmt::Debug + Send + Sync {
 pub struct Qemu {
     /// `qemu-system-x86_64`.
     pub binary: PathBuf,
+    /// How this QEMU spells its confinement options ([`Qemu::confinement`]).
+    pub confinement: Confinement,
+}
+
+/// How a QEMU takes the directory to chroot to and the user to become: QEMU 9 replaced
+/// `-chroot` and `-runas` with `-run-with chroot=…,user=…` and QEMU 10 removed the old ones,
+/// so the spelling follows the installed QEMU (Debian 12 has 7.2, its backports 10.0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confinement {
+    /// `-run-with chroot=DIR,user=USER`.
+    RunWith,
+    /// `-chroot DIR -runas USER`.
+    Legacy,
+}
+
+impl Qemu {
+    /// The QEMU at `binary`, asked once per process which spelling it takes (its `-help`).
+    pub fn at(binary: PathBuf) -> Qemu {
+        static SEEN: std::sync::Mutex<Vec<(PathBuf, Confinement)>> =
+            std::sync::Mutex::new(Vec::new());
+        let mut seen = SEEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let confinement = match seen.iter().find(|(b, _)| *b == binary) {
+            Some((_, c)) => *c,
+            None => {
+                let c = Self::confinement(&binary);
+                seen.push((binary.clone(), c));
+                c
+            }
+        };
+        Qemu {
+            binary,
+            confinement,
+        }
+    }
+
+    /// Which spelling the QEMU at `binary` documents in its `-help` (the old one when it
+    /// cannot be asked: the start then fails with QEMU's own message).
+    pub fn confinement(binary: &std::path::Path) -> Confinement {
+        let help = Command::new(binary)
+            .arg("-help")
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output();
+        match help {
+            Ok(o) if Self::documents_run_with(&String::from_utf8_lossy(&o.stdout)) => {
+                Confinement::RunWith
+            }
+            _ => Confinement::Legacy,
+        }
+    }
+
+    /// Whether a `-help` text offers `-run-with` with both `chroot=` and `user=`.
+    fn documents_run_with(help: &str) -> bool {
+        help.lines()
+            .find(|l| l.starts_with("-run-with"))
+            .is_some_and(|l| l.contains("chroot=") && l.contains("user="))
+    }
 }
 
 impl Vmm for Qemu {
@@ -92,8 +164,11 @@ impl Vmm for Qemu {
             ))
             .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
             .args(["-display", "none"])
-            .arg("-M")
-            .arg("microvm,x-option-roms=off,pit=on,pic=on,rtc=on,isa-serial=on,memory-backend=mem")
+            .args(&MICROVM[..3])
+            .arg(format!(
+                "{},pit=on,pic=on,rtc=on,memory-backend=mem",
+                MICROVM[3]
+            ))
             .arg("-accel")
             .arg(accel)
             .arg("-cpu")
@@ -139,12 +214,119 @@ impl Vmm for Qemu {
         c.arg("-sandbox").arg(format!(
             "on,obsolete=deny,elevateprivileges={privileges},spawn=deny,resourcecontrol=deny"
         ));
-        if let Some(dir) = &cfg.jail_dir {
-            c.arg("-chroot").arg(dir);
-        }
-        if let Some(user) = &cfg.run_as {
-            c.arg("-runas").arg(user);
+        match self.confinement {
+            Confinement::RunWith => {
+                // QEMU's option syntax: a comma inside a value is written twice.
+                let mut opts = Vec::new();
+                if let Some(dir) = &cfg.jail_dir {
+                    opts.push(format!(
+                        "chroot={}",
+                        dir.display().to_string().replace(',', ",,")
+                    ));
+                }
+                if let Some(user) = &cfg.run_as {
+                    opts.push(format!("user={}", user.replace(',', ",,")));
+                }
+                if !opts.is_empty() {
+                    c.arg("-run-with").arg(opts.join(","));
+                }
+            }
+            Confinement::Legacy => {
+                if let Some(dir) = &cfg.jail_dir {
+                    c.arg("-chroot").arg(dir);
+                }
+                if let Some(user) = &cfg.run_as {
+                    c.arg("-runas").arg(user);
+                }
+            }
         }
         c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn cfg() -> VmConfig {
+        VmConfig {
+            name: "t".into(),
+            accel: Accel::Tcg,
+            cpus: 1,
+            memory_mib: 256,
+            kernel: "/k".into(),
+            initrd: "/i".into(),
+            cmdline: "console=ttyS0".into(),
+            disk: "/d.qcow2".into(),
+            vsock: "/v.sock".into(),
+            shares: vec![],
+            console_log: "/c.log".into(),
+            jail_dir: Some("/run/x,y".into()),
+            run_as: Some("nobody".into()),
+        }
+    }
+
+    fn args(q: &Qemu) -> Vec<String> {
+        q.command(&cfg())
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn confinement_follows_the_qemu() {
+        let new = Qemu {
+            binary: "q".into(),
+            confinement: Confinement::RunWith,
+        };
+        let a = args(&new);
+        let i = a.iter().position(|x| x == "-run-with").unwrap();
+        assert_eq!(a[i + 1], "chroot=/run/x,,y,user=nobody");
+        assert!(!a.contains(&"-chroot".to_owned()) && !a.contains(&"-runas".to_owned()));
+        let old = Qemu {
+            binary: "q".into(),
+            confinement: Confinement::Legacy,
+        };
+        let a = args(&old);
+        assert!(a.windows(2).any(|w| w == ["-chroot", "/run/x,y"]));
+        assert!(a.windows(2).any(|w| w == ["-runas", "nobody"]));
+        assert!(!a.contains(&"-run-with".to_owned()));
+    }
+
+    #[test]
+    fn help_texts() {
+        // QEMU 10.0's, and 7.2's (which has -run-with for async-teardown only from 8.1).
+        assert!(Qemu::documents_run_with(
+            "-run-with [async-teardown=on|off][,chroot=dir][user=username|uid:gid]\n"
+        ));
+        assert!(!Qemu::documents_run_with(
+            "-chroot dir     chroot to dir just before starting the VM\n-runas user\n"
+        ));
+        assert!(!Qemu::documents_run_with(
+            "-run-with async-teardown=on|off\n"
+        ));
+    }
+
+    #[test]
+    fn the_installed_qemu_is_asked() {
+        let Some(q) = [
+            "/usr/bin/qemu-system-x86_64",
+            "/usr/local/bin/qemu-system-x86_64",
+        ]
+        .iter()
+        .map(std::path::Path::new)
+        .find(|p| p.exists()) else {
+            eprintln!("skipped: no qemu-system-x86_64 here");
+            return;
+        };
+        let help = Command::new(q).arg("-help").output().unwrap();
+        let text = String::from_utf8_lossy(&help.stdout);
+        let want = if text.lines().any(|l| l.starts_with("-chroot")) {
+            Confinement::Legacy
+        } else {
+            Confinement::RunWith
+        };
+        assert_eq!(Qemu::confinement(q), want);
     }
 }
