@@ -221,6 +221,10 @@ pub struct RunArgs {
     /// since the host's git runs the hooks and obeys the config).
     #[arg(long)]
     pub dangerously_allow_git_config: bool,
+    /// Let --mount share a socket, device or FIFO (a Docker socket, say, gives the agent
+    /// whatever listens behind it: with Docker's, the host).
+    #[arg(long)]
+    pub dangerously_mount_sockets: bool,
     /// Never allocate a terminal, even when stdin and stdout are terminals.
     #[arg(short = 'T', long)]
     pub no_tty: bool,

@@ -109,6 +109,7 @@ struct Validated {
     name: Option<SandboxName>,
     agent: Option<crate::agents::Agent>,
     allow_git_config: bool,
+    mount_sockets: bool,
     ports: Vec<paddock_policy::PortMap>,
 }
 
@@ -130,15 +131,28 @@ fn validate(args: &RunArgs) -> Result<Validated> {
             ws.display()
         )));
     }
-    let workspace = AbsPath::try_from(canonical).map_err(|e| usage(format!("workspace: {e}")))?;
+    // Which paths may be shared at all (never a system location or Paddock's own, never a
+    // socket unless asked), judged with every symlink resolved.
+    let rules = paddock_core::shares::ShareRules::for_user(&Dirs::from_env()?);
+    let share = |p: &Path, special| match rules.check(p, special) {
+        Ok(c) => {
+            if let Some(w) = &c.warning {
+                eprintln!("paddock: warning: {w}");
+            }
+            AbsPath::try_from(c.path).map_err(|e| usage(e.to_string()))
+        }
+        Err(e) => Err(usage(e.to_string())),
+    };
+    let workspace = share(&canonical, false)?;
     let mut mounts = Vec::new();
     for spec in &args.mounts {
-        let m: Mount = spec
+        let mut m: Mount = spec
             .parse()
             .map_err(|e: paddock_policy::MountError| usage(e.to_string()))?;
         if !m.host.as_path().exists() {
             return Err(usage(format!("mount source {} does not exist", m.host)));
         }
+        m.host = share(m.host.as_path(), args.dangerously_mount_sockets)?;
         mounts.push(m);
     }
     let limits = Limits {
@@ -216,9 +230,10 @@ fn validate(args: &RunArgs) -> Result<Validated> {
         name,
         agent,
         allow_git_config: args.dangerously_allow_git_config,
+        mount_sockets: args.dangerously_mount_sockets,
         ports,
     };
-    // Whole-spec checks (system directories, clashing mount targets) before anything exists.
+    // Whole-spec checks (clashing mount targets) before anything exists.
     spec_for(
         &v,
         v.name.clone().unwrap_or_else(fallback_name),
@@ -255,6 +270,7 @@ fn spec_for(
         },
         allow_git_config: v.allow_git_config,
         ports: v.ports.clone(),
+        dangerously_mount_sockets: v.mount_sockets,
         discard_layer: false,
     }
 }
@@ -578,8 +594,13 @@ fn exec(args: ExecArgs) -> Result<i32> {
 
 /// Shows (and keeps for `paddock trust`) what changed since `started` that the host may run.
 pub(crate) fn report_trust(dirs: &Dirs, spec: &SandboxSpec, started: std::time::SystemTime) {
-    let findings =
-        paddock_core::trust::report(spec.workspace.as_path(), started, !spec.allow_git_config);
+    // Every folder the sandbox could write: the workspace first (shown relative), then the
+    // read-write mounts.
+    let roots: Vec<PathBuf> = std::iter::once(&spec.workspace)
+        .chain(spec.mounts.iter().filter(|m| !m.read_only).map(|m| &m.host))
+        .filter_map(|p| std::fs::canonicalize(p.as_path()).ok())
+        .collect();
+    let findings = paddock_core::trust::report(&roots, started, !spec.allow_git_config);
     let text = paddock_core::trust::render(&findings);
     if !findings.is_empty() {
         eprintln!(

@@ -90,9 +90,23 @@ pub fn rules_from(action: Action, args: &RuleArgs) -> Result<Vec<Rule>> {
             }
             r.method = method.clone();
             r.path = path.clone();
+            vet(&r, h)?;
             Ok(r)
         })
         .collect()
+}
+
+/// Refuses a rule a user wrote that allows every host or opens non-public addresses through
+/// a range; says what a non-public address named exactly is.
+fn vet(rule: &Rule, written: &str) -> Result<()> {
+    match rule.vet() {
+        Ok(None) => Ok(()),
+        Ok(Some(w)) => {
+            eprintln!("paddock: warning: {written}: {w}");
+            Ok(())
+        }
+        Err(e) => Err(usage(e.to_string())),
+    }
 }
 
 /// How long a discovery of the host's registries is reused for new sandboxes.
@@ -483,6 +497,7 @@ fn import(dirs: &Dirs, file: &Path, sandbox: Option<&str>, replace: bool) -> Res
     let mut store = open_store(dirs)?;
     let mut by_scope: Vec<(Scope, Vec<Rule>)> = Vec::new();
     for (s, rule) in parsed.rules {
+        vet(&rule, &format!("{}: rule {}", file.display(), rule.host))?;
         let scope = match (&forced, s) {
             (Some(f), _) => f.clone(),
             (None, Some(n)) => Scope::Sandbox(n),

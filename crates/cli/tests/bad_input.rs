@@ -62,7 +62,7 @@ fn bad_input_is_refused_cleanly() {
     );
     check(
         &["run", "-w", "/", "--", "true"],
-        "refusing to use / as the workspace",
+        "refusing to share /: it is /, a system location",
     );
     check(
         &["run", "-w", w, "--mount", "relative:ro", "--", "true"],
@@ -72,6 +72,130 @@ fn bad_input_is_refused_cleanly() {
         &["rm", "no-such-sandbox"],
         "no sandbox named no-such-sandbox",
     );
+}
+
+/// Shares that would hand the agent the host, Paddock itself or a host service (the outside
+/// review's cases): refused before anything exists, with what to do instead.
+#[test]
+fn shares_that_hand_over_the_host_are_refused() {
+    let ws = common::workspace();
+    let w = ws.path().to_str().unwrap();
+    for (dir, location) in [
+        ("/usr/local", "lies inside /usr"),
+        ("/usr/bin", "lies inside /usr"),
+        ("/etc", "is /etc"),
+        ("/var/lib", "lies inside /var"),
+        ("/var/tmp", "is /var/tmp"),
+        ("/home", "is /home"),
+        ("/", "is /"),
+    ] {
+        check(
+            &["run", "-w", dir, "--", "true"],
+            &format!("refusing to share {dir}: it {location}, a system location"),
+        );
+        check(
+            &[
+                "run",
+                "-w",
+                w,
+                "--mount",
+                &format!("{dir}:/x:ro"),
+                "--",
+                "true",
+            ],
+            &format!("refusing to share {dir}: it {location}"),
+        );
+    }
+    // Resolved first: a symlink in the workspace leading to /etc is /etc.
+    std::os::unix::fs::symlink("/etc", ws.path().join("etc-link")).unwrap();
+    check(
+        &[
+            "run",
+            "-w",
+            w,
+            "--mount",
+            &format!("{w}/etc-link:/x"),
+            "--",
+            "true",
+        ],
+        "refusing to share /etc: it is /etc",
+    );
+    // Paddock's own state (the secrets key, other sandboxes' control sockets).
+    let home = common::home();
+    std::fs::create_dir_all(home.join("run")).unwrap();
+    let home = std::fs::canonicalize(home).unwrap();
+    let h = home.to_str().unwrap();
+    check(
+        &[
+            "run",
+            "-w",
+            w,
+            "--mount",
+            &format!("{h}:/x:ro"),
+            "--",
+            "true",
+        ],
+        &format!("refusing to share {h}: it is Paddock's state directory"),
+    );
+    check(
+        &[
+            "run",
+            "-w",
+            w,
+            "--mount",
+            &format!("{h}/run:/x"),
+            "--",
+            "true",
+        ],
+        &format!("refusing to share {h}/run: it lies inside Paddock's state directory"),
+    );
+    check(
+        &["run", "-w", h, "--", "true"],
+        &format!("refusing to share {h}: it is Paddock's state directory"),
+    );
+    // A socket (here one of the test's own) only with the flag that says the risk.
+    let sock = ws.path().join("service.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let s = sock.to_str().unwrap();
+    check(
+        &[
+            "run",
+            "-w",
+            w,
+            "--mount",
+            &format!("{s}:/run/s.sock"),
+            "--",
+            "true",
+        ],
+        "it is a socket, which gives the agent whatever listens behind it",
+    );
+    check(
+        &["run", "-w", w, "--mount", "/dev/null:/x", "--", "true"],
+        "refusing to share /dev/null: it is a device",
+    );
+    common::ensure_image();
+    let name = common::unique("sock-ok");
+    let ok = paddock()
+        .args([
+            "create",
+            "--name",
+            &name,
+            "-w",
+            w,
+            "--dangerously-mount-sockets",
+        ])
+        .args(["--mount", &format!("{s}:/run/s.sock"), "--", "true"])
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{ok:?}");
+    // As root, a share root owns is said to be one.
+    if common::is_root() {
+        assert!(
+            String::from_utf8_lossy(&ok.stderr).contains(common::ROOT_SHARE_WARNING),
+            "{ok:?}"
+        );
+    }
+    common::remove(&name);
 }
 
 #[test]

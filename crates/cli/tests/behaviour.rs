@@ -187,7 +187,7 @@ echo PWNED
         .mode();
     assert_eq!(mode & 0o111, 0, "{mode:o}");
     assert!(
-        stderr(&out).contains("fresh/.git/hooks/pre-commit: git hook made during the run"),
+        stderr(&out).contains("fresh/.git/hooks/pre-commit: git hook written during the run"),
         "{out:?}"
     );
     let host = git(
@@ -217,7 +217,8 @@ echo PWNED
     );
     assert!(w.join("made/.git/config.paddock-review").exists());
     assert!(
-        stderr(&out).contains("made/.git/config: git config made during the run: set aside")
+        stderr(&out)
+            .contains("made/.git/config: git config made or changed during the run: set aside")
             && stderr(&out).contains("dropped: core.fsmonitor"),
         "{out:?}"
     );

@@ -260,3 +260,55 @@ fn presets_are_data_and_applying_one_keeps_user_rules() {
     );
     assert!(ok(h, &["ls", "--sandbox", "box"]).contains("preset balanced"));
 }
+
+/// The outside review's cases: allow-all patterns were accepted silently, and `0.0.0.0/0`
+/// opened loopback and the metadata service. They are refused, naming the preset that says the
+/// intent; a non-public address is allowed only when named exactly, with a warning.
+#[test]
+fn allow_everything_is_refused_and_reserved_addresses_need_their_own_rule() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    for p in ["*", "**", "0.0.0.0/0", "::/0", "**:any"] {
+        let o = policy(h, &["allow", p]);
+        assert_eq!(o.status.code(), Some(2), "{p}: {o:?}");
+        assert!(
+            stderr(&o)
+                .contains("would allow every host; to allow any public host use the open preset"),
+            "{p}: {o:?}"
+        );
+    }
+    let o = policy(h, &["allow", "10.0.0.0/8"]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(
+        stderr(&o).contains("covers private addresses")
+            && stderr(&o).contains("allowed only when named exactly"),
+        "{o:?}"
+    );
+    // Nothing was stored by the refusals.
+    assert!(ok(h, &["ls"]).contains("no rules"));
+    // A deny of everything is fine.
+    ok(h, &["deny", "0.0.0.0/0", "--sandbox", "locked"]);
+    // A file importing an allow-all is refused whole.
+    let file = home.path().join("rules.toml");
+    std::fs::write(
+        &file,
+        "version = 1\n[[rule]]\naction = \"allow\"\nhost = \"example.com\"\n[[rule]]\naction = \"allow\"\nhost = \"**\"\n",
+    )
+    .unwrap();
+    let o = policy(h, &["import", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(!ok(h, &["ls"]).contains("example.com"));
+    // Named exactly, with a warning that says what it is; the proxy's own check agrees.
+    let o = policy(h, &["allow", "169.254.169.254"]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        stderr(&o).contains("169.254.169.254 is a cloud metadata address"),
+        "{o:?}"
+    );
+    let o = policy(h, &["check", "http://169.254.169.254/latest"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    for url in ["http://10.0.0.1/", "https://127.0.0.1:443"] {
+        let o = policy(h, &["check", url]);
+        assert_eq!(o.status.code(), Some(1), "{url}: {o:?}");
+    }
+}

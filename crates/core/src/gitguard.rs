@@ -211,16 +211,6 @@ pub fn for_spec(spec: &SandboxSpec) -> Result<Vec<(Pin, String)>, BackendError> 
     Ok(out)
 }
 
-/// Whether `rel` (relative to a shared folder) is a hook git may run: in the hooks directory of
-/// a git directory (`.git/hooks/x`, `.git/modules/sub/hooks/x`), not a `.sample`.
-pub fn is_hook(rel: &Path) -> bool {
-    let parts: Vec<&std::ffi::OsStr> = rel.iter().collect();
-    rel.extension().is_none_or(|e| e != "sample")
-        && parts.len() >= 3
-        && parts[parts.len() - 2] == "hooks"
-        && parts[..parts.len() - 2].iter().any(|p| *p == ".git")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,14 +279,5 @@ mod tests {
         fs::write(w.join(".git/HEAD"), "").unwrap();
         std::os::unix::fs::symlink("../githooks", w.join(".git/hooks")).unwrap();
         assert!(matches!(pins(w), Err(GuardError::Symlink(_))));
-    }
-
-    #[test]
-    fn hooks() {
-        assert!(is_hook(Path::new(".git/hooks/pre-commit")));
-        assert!(is_hook(Path::new("a/.git/modules/b/hooks/post-checkout")));
-        assert!(!is_hook(Path::new("hooks/pre-commit")));
-        assert!(!is_hook(Path::new(".git/config")));
-        assert!(!is_hook(Path::new(".git/hooks/pre-commit.sample")));
     }
 }

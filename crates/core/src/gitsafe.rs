@@ -182,7 +182,7 @@ pub fn defuse_config(workspace: &Path, rel: &Path) -> io::Result<Defused> {
 
 /// The entries of a git config as the host's git reads it (`key`, value; `None` for a bare
 /// boolean key), includes not followed. `None` when git is missing or rejects the file.
-fn parse(text: &[u8]) -> Option<Vec<(String, Option<String>)>> {
+pub(crate) fn parse(text: &[u8]) -> Option<Vec<(String, Option<String>)>> {
     let git = crate::tools::find_program("git")?;
     let mut child = Command::new(git)
         .args(["config", "--no-includes", "--file", "-", "--list", "--null"])

@@ -6,9 +6,6 @@ use serde::{Deserialize, Serialize};
 /// Why a spec is inconsistent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
-    /// the workspace is a system directory
-    #[error("refusing to use {0} as the workspace: choose a project directory")]
-    SystemWorkspace(AbsPath),
     /// two mounts (or a mount and the workspace) use the same sandbox path
     #[error("two mounts use the same sandbox path {0}")]
     DuplicateTarget(AbsPath),
@@ -46,6 +43,9 @@ pub struct SandboxSpec {
     /// Host ports forwarded to ports inside (one way: nothing inside reaches the host).
     #[serde(default)]
     pub ports: Vec<PortMap>,
+    /// `--mount` may share sockets, devices and FIFOs (`--dangerously-mount-sockets`).
+    #[serde(default)]
+    pub dangerously_mount_sockets: bool,
     /// This run removes the sandbox when it ends (`--rm`), writable layer included: the
     /// backend need not make the layer's writes durable (overlayfs `volatile`, so ending the
     /// sandbox does not sync the host filesystem the layer lives on). A property of one run,
@@ -68,18 +68,10 @@ pub enum Network {
 /// The address of the egress proxy inside every sandbox.
 pub const PROXY_PORT: u16 = 3128;
 
-/// Host directories that are never a workspace.
-const SYSTEM_DIRS: &[&str] = &[
-    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/proc", "/root", "/run",
-    "/sbin", "/sys", "/tmp", "/usr", "/var",
-];
-
 impl SandboxSpec {
-    /// Checks the spec as a whole (each field is already valid on its own).
+    /// Checks the spec as a whole (each field is already valid on its own; which host paths
+    /// may be shared at all is [`crate::shares`]'s to say, with the file system at hand).
     pub fn validate(&self) -> Result<(), SpecError> {
-        if SYSTEM_DIRS.contains(&self.workspace.as_str()) {
-            return Err(SpecError::SystemWorkspace(self.workspace.clone()));
-        }
         let mut targets = vec![&self.workspace];
         for m in &self.mounts {
             if targets.contains(&&m.sandbox) {
@@ -109,6 +101,7 @@ mod tests {
             network: Network::Proxy,
             allow_git_config: false,
             ports: vec![],
+            dangerously_mount_sockets: false,
             discard_layer: false,
         }
     }
@@ -116,14 +109,6 @@ mod tests {
     #[test]
     fn validate() {
         assert_eq!(spec("/w/p", &["/a:ro"]).validate(), Ok(()));
-        assert!(matches!(
-            spec("/", &[]).validate(),
-            Err(SpecError::SystemWorkspace(_))
-        ));
-        assert!(matches!(
-            spec("/etc", &[]).validate(),
-            Err(SpecError::SystemWorkspace(_))
-        ));
         assert!(matches!(
             spec("/w/p", &["/x:/w/p"]).validate(),
             Err(SpecError::DuplicateTarget(_))

@@ -394,6 +394,7 @@ mod tests {
             network: crate::spec::Network::Proxy,
             allow_git_config: false,
             ports: vec![],
+            dangerously_mount_sockets: false,
             discard_layer: false,
         }
     }

@@ -11,6 +11,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
 
+use crate::gitsweep::{Found, Sweep, ctime, looks_like_git_dir};
+
 /// Directories not walked (here, and for repositories by [`crate::gitguard`]): large,
 /// generated, and not run by the host as such.
 pub(crate) const SKIP: &[&str] = &["node_modules", "target", ".venv", "__pycache__"];
@@ -92,150 +94,127 @@ fn leads_out(rel: &Path, to: &Path) -> bool {
     false
 }
 
-/// Removes the execute bits of the regular file `rel` below `workspace`, reached without
-/// following any symlink (the workspace is the sandbox's to write).
-fn disarm(workspace: &Path, rel: &Path) -> std::io::Result<()> {
-    use rustix::fs::{Mode, OFlags};
-    let fd = crate::gitsafe::open_beneath(
-        workspace,
-        rel,
-        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY,
-    )?;
-    let st = rustix::fs::fstat(&fd)?;
-    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
-        return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
-    }
-    rustix::fs::fchmod(&fd, Mode::from_raw_mode(st.st_mode & 0o7666))?;
-    Ok(())
-}
-
-/// What in `workspace` changed since `since` that the host may run. With `defuse`, what changed
-/// in git directories (only possible in a repository the run created: the others' hooks and
-/// config are read-only inside) is made safe for the host's git: hooks lose their execute bits,
-/// configs keep only harmless keys ([`crate::gitsafe`]), a symlinked `hooks` or `config` is set
-/// aside.
-pub fn report(workspace: &Path, since: SystemTime, defuse: bool) -> Vec<Finding> {
+/// What in the read-write shared folders `roots` (canonical host paths, the workspace first)
+/// changed since `since` that the host may run. The walk reports by name and by execute bit,
+/// outside the directories in [`SKIP`] and outside git directories; it also finds every git
+/// directory and `.git` pointer in all of them, skipped folders included, and
+/// [`crate::gitsweep`] checks what git would run from each (with `defuse`, it disarms what the
+/// run made or changed there). Paths in the workspace are shown relative to it, others in full.
+pub fn report(roots: &[PathBuf], since: SystemTime, defuse: bool) -> Vec<Finding> {
     let since = since
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i128)
         .unwrap_or(0);
     let mut out = Vec::new();
-    let mut stack: Vec<PathBuf> = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let Ok(entries) = fs::read_dir(workspace.join(&rel)) else {
-            continue;
-        };
-        // Read whole first: defusing renames entries of this directory.
-        let entries: Vec<fs::DirEntry> = entries.flatten().collect();
-        let in_git_dir = crate::gitsafe::is_git_dir(workspace, &rel);
-        for e in entries {
-            let name = e.file_name();
-            let child = rel.join(&name);
-            let Ok(meta) = fs::symlink_metadata(workspace.join(&child)) else {
-                continue;
-            };
-            let changed =
-                i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()) >= since;
-            let ft = meta.file_type();
-            if ft.is_dir() {
-                let n = name.to_string_lossy();
-                let objects = n == "objects" && rel.file_name().is_some_and(|p| p == ".git");
-                if !SKIP.contains(&n.as_ref()) && !objects {
-                    stack.push(child);
-                }
-                continue;
-            }
-            if !changed {
-                continue;
-            }
-            let shown = child.display().to_string();
-            // git never runs its samples (`git init` makes them executable).
-            if child.extension().is_some_and(|e| e == "sample")
-                && child
-                    .parent()
-                    .and_then(Path::file_name)
-                    .is_some_and(|p| p == "hooks")
-            {
-                continue;
-            }
-            if defuse
-                && in_git_dir
-                && let Some(why) = defuse_git(workspace, &child, ft.is_symlink())
-            {
-                out.push(Finding { path: shown, why });
-                continue;
-            }
-            if ft.is_symlink() {
-                if let Ok(to) = fs::read_link(workspace.join(&child))
-                    && leads_out(&child, &to)
-                {
-                    out.push(Finding {
-                        path: shown,
-                        why: format!("symlink leading out of the workspace (-> {})", to.display()),
-                    });
-                }
-                continue;
-            }
-            let hook = crate::gitguard::is_hook(&child)
-                || (rel.file_name().is_some_and(|p| p == "hooks")
-                    && rel
-                        .parent()
-                        .is_some_and(|g| crate::gitsafe::is_git_dir(workspace, g)));
-            if defuse && ft.is_file() && meta.mode() & 0o111 != 0 && hook {
-                let why = match disarm(workspace, &child) {
-                    Ok(()) => "git hook made during the run: its execute bits were removed so the host's git skips it (read it before `chmod +x`)".to_owned(),
-                    Err(e) => format!("git hook made during the run (could not remove its execute bits: {e}); do not run git here before you have read it"),
-                };
-                out.push(Finding { path: shown, why });
-            } else if let Some(why) = host_runs(&child) {
-                out.push(Finding {
-                    path: shown,
-                    why: why.into(),
-                });
-            } else if ft.is_file() && meta.mode() & 0o111 != 0 {
-                out.push(Finding {
-                    path: shown,
-                    why: "executable, changed or made executable".into(),
-                });
-            }
-        }
+    let mut found = Found::default();
+    for root in roots {
+        walk(roots, root, since, &mut found, &mut out);
     }
-    out.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut sweep = Sweep::new(roots, since, defuse);
+    sweep.run(&found);
+    // What the sweep says of a path (a hook, say) replaces what the walk said of it.
+    out.retain(|f| !sweep.out.iter().any(|g| g.path == f.path));
+    out.append(&mut sweep.out);
+    out.sort_by(|a, b| a.path.cmp(&b.path).then_with(|| a.why.cmp(&b.why)));
+    out.dedup();
     out
 }
 
-/// Makes `rel`, a changed entry of a git directory, safe for the host's git when it is its
-/// `config`, `config.worktree` or a symlinked `hooks`; says what was done.
-fn defuse_git(workspace: &Path, rel: &Path, symlink: bool) -> Option<String> {
-    use crate::gitsafe::{Defused, REVIEW_SUFFIX, defuse_config, set_aside};
-    let name = rel.file_name()?.to_str()?;
-    let failed = |e: std::io::Error| {
-        format!(
-            "git {name} made during the run could not be made safe ({e}); do not run git in that repository before you have read it"
-        )
-    };
-    match name {
-        "config" | "config.worktree" => Some(match defuse_config(workspace, rel) {
-            Ok(Defused::Clean) => {
-                "git config made or changed during the run: checked, nothing in it runs code"
-                    .to_owned()
+/// Walks one shared folder: classifies what changed (outside skipped folders and git
+/// directories) and collects git directories and `.git` pointers everywhere.
+fn walk(roots: &[PathBuf], root: &Path, since: i128, found: &mut Found, out: &mut Vec<Finding>) {
+    // (directory, only looking for git directories)
+    let mut stack: Vec<(PathBuf, bool)> = vec![(root.to_owned(), false)];
+    while let Some((dir, quiet)) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        // The entry's type comes with the directory listing: a skipped folder costs no stat
+        // per file.
+        let entries: Vec<(std::ffi::OsString, fs::FileType)> = entries
+            .flatten()
+            .filter_map(|e| Some((e.file_name(), e.file_type().ok()?)))
+            .collect();
+        let has = |n: &str| entries.iter().any(|(name, _)| name == n);
+        let git = looks_like_git_dir(dir.file_name(), has);
+        if git {
+            found.git_dirs.push(dir.clone());
+        }
+        for (name, ft) in entries {
+            let child = dir.join(&name);
+            if name == ".git" && !ft.is_dir() {
+                found.pointers.push(child);
+                continue;
             }
-            Ok(Defused::Trimmed { dropped }) => format!(
-                "git config made during the run: set aside as {name}{REVIEW_SUFFIX}; the repository keeps only its format, remotes, branches and identity (dropped: {})",
-                dropped.join(", ")
-            ),
-            Ok(Defused::SetAside(why)) => format!(
-                "git config made during the run ({why}): set aside whole as {name}{REVIEW_SUFFIX}"
-            ),
-            Err(e) => failed(e),
-        }),
-        "hooks" if symlink => Some(match set_aside(workspace, rel) {
-            Ok(()) => format!(
-                "git hooks directory made a symlink during the run: set aside as hooks{REVIEW_SUFFIX}"
-            ),
-            Err(e) => failed(e),
-        }),
-        _ => None,
+            if ft.is_dir() {
+                let skip = SKIP.iter().any(|s| name.as_encoded_bytes() == s.as_bytes());
+                stack.push((child, quiet || git || skip));
+                continue;
+            }
+            if quiet || git {
+                continue;
+            }
+            classify(roots, root, &child, since, out);
+        }
+    }
+}
+
+/// Reports the file or symlink `p` when it changed since `since` and the host may run it (or,
+/// for a symlink with such a name, when where it leads changed).
+fn classify(roots: &[PathBuf], root: &Path, p: &Path, since: i128, out: &mut Vec<Finding>) {
+    let Ok(meta) = fs::symlink_metadata(p) else {
+        return;
+    };
+    let changed = ctime(&meta) >= since;
+    let shown = Sweep::show(roots, p);
+    let Ok(rel) = p.strip_prefix(root) else {
+        return;
+    };
+    if meta.file_type().is_symlink() {
+        let Ok(to) = fs::read_link(p) else {
+            return;
+        };
+        if let Some(why) = host_runs(rel) {
+            // What it leads to counts as much as the link: a skipped folder never hides it.
+            let target_changed = fs::metadata(p).is_ok_and(|m| ctime(&m) >= since);
+            if changed || target_changed {
+                out.push(Finding {
+                    path: shown,
+                    why: format!(
+                        "{why}; a symlink (-> {}), it or its target changed",
+                        to.display()
+                    ),
+                });
+            }
+        } else if changed && leads_out(rel, &to) {
+            out.push(Finding {
+                path: shown,
+                why: format!(
+                    "symlink leading out of the {} (-> {})",
+                    if roots.first().is_some_and(|w| w == root) {
+                        "workspace"
+                    } else {
+                        "shared folder"
+                    },
+                    to.display()
+                ),
+            });
+        }
+        return;
+    }
+    if !changed {
+        return;
+    }
+    if let Some(why) = host_runs(rel) {
+        out.push(Finding {
+            path: shown,
+            why: why.into(),
+        });
+    } else if meta.is_file() && meta.mode() & 0o111 != 0 {
+        out.push(Finding {
+            path: shown,
+            why: "executable, changed or made executable".into(),
+        });
     }
 }
 
@@ -308,7 +287,8 @@ mod tests {
             std::os::unix::fs::PermissionsExt::from_mode(0o775),
         )
         .unwrap();
-        let r = report(w, start, false);
+        let roots = [w.to_owned()];
+        let r = report(&roots, start, false);
         let paths: Vec<&str> = r.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(
             paths,
@@ -323,7 +303,7 @@ mod tests {
         let mode = |p: &str| fs::metadata(w.join(p)).unwrap().mode() & 0o777;
         assert_eq!(mode(".git/hooks/post-checkout"), 0o775);
         // Disarmed: the hook stays, without execute bits; nothing else changes.
-        let r = report(w, start, true);
+        let r = report(&roots, start, true);
         assert_eq!(r.len(), 4, "{r:?}");
         assert!(r[0].why.contains("execute bits were removed"), "{r:?}");
         assert_eq!(mode(".git/hooks/post-checkout"), 0o664);

@@ -14,6 +14,7 @@ pub mod landlock;
 mod probe;
 pub mod seccomp;
 mod spawn;
+mod stdio;
 
 use std::fs;
 use std::io::Write;
@@ -97,6 +98,8 @@ pub struct NsInstance {
     diagnostics: Vec<String>,
     limit_events: Vec<String>,
     layer_image: Option<PathBuf>,
+    /// Copies the command's streams (without a terminal); joined by `wait`.
+    relay: Option<std::thread::JoinHandle<()>>,
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackendError {
@@ -520,6 +523,8 @@ struct Launched {
     channel: OwnedFd,
     config: OwnedFd,
     new_sandbox: bool,
+    /// The supervisor's ends of the command's streams (none with a terminal).
+    relay: Option<stdio::Relay>,
 }
 
 /// Starts the jail (in `mode`, or as a new sandbox) with `target` as its descriptor 5.
@@ -540,13 +545,26 @@ fn start_jail(
         .map_err(|e| BackendError::io("cannot create the configuration pipe")(e.into()))?;
     let mut fds = vec![cfg_r.as_fd(), theirs.as_fd()];
     fds.extend(target.as_ref().map(|t| t.as_fd()));
-    let child = spawn::spawn(jail, mode.as_slice(), &fds, stdio == Stdio::Pty)
+    // Without a terminal the command's streams are pipes this process relays; with one they
+    // are /dev/null (the terminal is the sandbox's own pty). Never this process's own.
+    let pipes = match stdio {
+        Stdio::Inherit => Some(
+            stdio::pipes().map_err(|e| BackendError::io("cannot create the command's pipes")(e))?,
+        ),
+        Stdio::Pty => None,
+    };
+    let streams = pipes.as_ref().map(|p| {
+        let [a, b, c] = &p.theirs;
+        [a.as_fd(), b.as_fd(), c.as_fd()]
+    });
+    let child = spawn::spawn(jail, mode.as_slice(), &fds, streams)
         .map_err(io(format!("cannot start {}", jail.display())))?;
     Ok(Launched {
         child,
         channel: ours,
         config: cfg_w,
         new_sandbox: mode.is_none(),
+        relay: pipes.map(|p| p.ours),
     })
 }
 
@@ -571,6 +589,7 @@ fn finish(
         channel: ours,
         config: cfg_w,
         new_sandbox,
+        relay,
     } = launched;
     // Move the jail into its cgroups while it sets up its namespaces (the move waits for an RCU
     // grace period with cgroup v1); the jail forks pid 1 only after the answer below.
@@ -604,6 +623,15 @@ fn finish(
         rustix::process::PidfdFlags::empty(),
     )
     .map_err(|e| BackendError::io("pidfd_open")(e.into()))?;
+    let relay = match relay {
+        Some(r) => Some(
+            pidfd
+                .try_clone()
+                .and_then(|exit| r.start(exit))
+                .map_err(io("cannot relay the command's streams"))?,
+        ),
+        None => None,
+    };
     let mut pty = None;
     let mut egress = None;
     let (pid1, pid1_fd) = loop {
@@ -656,6 +684,7 @@ fn finish(
         diagnostics: vec![],
         limit_events: vec![],
         layer_image: None,
+        relay,
     };
     if new_sandbox && inst.pid1.is_none() {
         let _ = inst.child.kill();
@@ -699,6 +728,10 @@ impl Instance for NsInstance {
 
     fn wait(&mut self) -> Result<Exit, BackendError> {
         let status = self.child.wait().map_err(io("waiting for the sandbox"));
+        // The command's last output is copied before its exit is reported.
+        if let Some(r) = self.relay.take() {
+            let _ = r.join();
+        }
         // Reports left in the channel (an exec failure) become diagnostics.
         let _ = rustix::io::ioctl_fionbio(&self.channel, true);
         while let Ok(Some((report, _))) = recv_report(self.channel.as_fd()) {

@@ -77,15 +77,15 @@ fn check(rc: libc::c_int) -> io::Result<()> {
     }
 }
 
-/// Starts `program` with `args` and an empty environment; `fds[i]` becomes its descriptor
-/// `3 + i` and nothing else of this process's descriptors is inherited (they are all
-/// close-on-exec) but 0-2, which are /dev/null with `null_stdio`. Every signal starts with its
-/// default action, unblocked.
+/// Starts `program` with `args` and an empty environment; `stdio` become its descriptors 0-2
+/// (/dev/null when `None`), `fds[i]` its descriptor `3 + i`, and nothing else of this
+/// process's descriptors is inherited (they are all close-on-exec): never this process's own
+/// streams. Every signal starts with its default action, unblocked.
 pub fn spawn(
     program: &Path,
     args: &[&str],
     fds: &[BorrowedFd<'_>],
-    null_stdio: bool,
+    stdio: Option<[BorrowedFd<'_>; 3]>,
 ) -> io::Result<JailProcess> {
     let nul = |_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in an argument");
     let path = CString::new(program.as_os_str().as_bytes()).map_err(nul)?;
@@ -98,14 +98,16 @@ pub fn spawn(
     argv.push(std::ptr::null_mut());
     let envp: [*mut libc::c_char; 1] = [std::ptr::null_mut()];
     let sources: Vec<OwnedFd> = fds.iter().map(|f| high(*f)).collect::<io::Result<_>>()?;
-    let null = if null_stdio {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/null")?;
-        Some(high(file.as_fd())?)
-    } else {
-        None
+    let streams: Vec<OwnedFd> = match stdio {
+        Some(s) => s.iter().map(|f| high(*f)).collect::<io::Result<_>>()?,
+        None => {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")?;
+            let null = high(file.as_fd())?;
+            vec![null.try_clone()?, null.try_clone()?, null]
+        }
     };
     let mut pid: libc::pid_t = 0;
     // SAFETY: the attribute and file-action objects are initialised before use and destroyed
@@ -120,14 +122,12 @@ pub fn spawn(
             return Err(e);
         }
         let result = (|| {
-            if let Some(null) = &null {
-                for to in 0..3 {
-                    check(libc::posix_spawn_file_actions_adddup2(
-                        &mut actions,
-                        null.as_raw_fd(),
-                        to,
-                    ))?;
-                }
+            for (to, from) in streams.iter().enumerate() {
+                check(libc::posix_spawn_file_actions_adddup2(
+                    &mut actions,
+                    from.as_raw_fd(),
+                    to as libc::c_int,
+                ))?;
             }
             for (i, from) in sources.iter().enumerate() {
                 check(libc::posix_spawn_file_actions_adddup2(

@@ -85,7 +85,14 @@ impl Server {
         std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
+                let owner = rustix::process::geteuid();
                 for conn in listener.incoming().flatten() {
+                    // Only the socket's owner: never a sandbox process that reached the socket
+                    // through a share (its uid is a sandbox id), nor another user.
+                    match rustix::net::sockopt::socket_peercred(&conn) {
+                        Ok(c) if c.uid == owner => {}
+                        _ => continue,
+                    }
                     let shared = shared.clone();
                     let _ = std::thread::Builder::new()
                         .name("control-conn".into())

@@ -75,6 +75,10 @@ pub enum SupervisorError {
     /// the running sandbox's supervisor could not be asked
     #[error(transparent)]
     Control(#[from] control::ControlError),
+    /// a shared path may not be shared (checked again at every start: a stored sandbox may
+    /// predate a rule, or a path may lead elsewhere now)
+    #[error(transparent)]
+    Share(#[from] paddock_core::shares::ShareError),
 }
 
 /// Attaches this terminal to the command of the running sandbox `name` (started with a
@@ -159,6 +163,17 @@ pub struct Outcome {
     pub limits: Vec<String>,
 }
 
+/// Refuses a spec whose shares may not be shared ([`paddock_core::shares`]): fail closed at
+/// every start, whatever the record says.
+fn check_shares(dirs: &Dirs, spec: &SandboxSpec) -> Result<(), SupervisorError> {
+    let rules = paddock_core::shares::ShareRules::for_user(dirs);
+    rules.check(spec.workspace.as_path(), false)?;
+    for m in &spec.mounts {
+        rules.check(m.host.as_path(), spec.dangerously_mount_sockets)?;
+    }
+    Ok(())
+}
+
 /// Runs `launch` in the sandbox `spec`, attached to this terminal, and waits for it.
 pub fn run_attached(
     dirs: &Dirs,
@@ -170,6 +185,7 @@ pub fn run_attached(
     launch: &Launch,
 ) -> Result<Outcome, SupervisorError> {
     let name = spec.name.to_string();
+    check_shares(dirs, spec)?;
     let sandbox_dir = dirs.sandbox(&spec.name);
     std::fs::create_dir_all(&sandbox_dir).map_err(|source| {
         SupervisorError::Backend(BackendError::Io {

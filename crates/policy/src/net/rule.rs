@@ -36,6 +36,23 @@ pub enum RuleError {
         "invalid path {0:?}: a path pattern starts with '/' ('*' matches any run of characters)"
     )]
     Path(String),
+    /// an allow rule for every host
+    #[error(
+        "{0:?} would allow every host; to allow any public host use the open preset (--policy open, or `paddock policy preset open`)"
+    )]
+    AllowsEverything(String),
+    /// an allow rule whose range covers addresses that are only allowed one by one
+    #[error(
+        "{pattern} covers {class} addresses ({example}, say); a private, loopback, link-local or metadata address is allowed only when named exactly (e.g. {example})"
+    )]
+    RangeOpensReserved {
+        /// The range as written.
+        pattern: String,
+        /// The class of an address it covers.
+        class: AddrClass,
+        /// One such address.
+        example: IpAddr,
+    },
 }
 
 /// What a rule does. `Deny > Allow`, so the strictest of several is their `max()`.
@@ -341,6 +358,49 @@ impl Rule {
         })
     }
 
+    /// Checks a rule a user wrote (a flag, a command, an imported file): an allow for every
+    /// host (`*`, `**`, `0.0.0.0/0`, `::/0`) is refused, since the open preset says that
+    /// intent; so is an allow range that covers a non-public address, which is allowed only
+    /// when named exactly. Returns a warning for an allow that names a non-public address, saying
+    /// what it is. (Built-in presets are not vetted: `open` is `**`.)
+    pub fn vet(&self) -> Result<Option<String>, RuleError> {
+        if self.action != Action::Allow {
+            return Ok(None);
+        }
+        match &self.host {
+            HostPattern::Any => Err(RuleError::AllowsEverything(self.host.to_string())),
+            HostPattern::Net(n) if n.prefix_len() == 0 => {
+                Err(RuleError::AllowsEverything(self.host.to_string()))
+            }
+            HostPattern::Net(n) if n.prefix_len() < n.max_prefix_len() => match non_public_in(n) {
+                Some((example, class)) => Err(RuleError::RangeOpensReserved {
+                    pattern: n.to_string(),
+                    class,
+                    example,
+                }),
+                None => Ok(None),
+            },
+            HostPattern::Net(n) => match classify(n.addr()) {
+                AddrClass::Public => Ok(None),
+                class => Ok(Some(format!(
+                    "{} is a {class} address: the sandbox may reach {}",
+                    n.addr(),
+                    match class {
+                        AddrClass::Loopback | AddrClass::Unspecified => {
+                            "services listening on this host's loopback"
+                        }
+                        AddrClass::Metadata => {
+                            "a cloud metadata service, which hands out this machine's credentials"
+                        }
+                        AddrClass::LinkLocal => "devices on this host's local link",
+                        _ => "a machine on a private network this host can reach",
+                    }
+                ))),
+            },
+            _ => Ok(None),
+        }
+    }
+
     /// Whether this rule can be decided only on a visible request (method or path set).
     pub fn needs_request(&self) -> bool {
         self.method.is_some() || self.path.is_some()
@@ -362,6 +422,58 @@ impl Rule {
             Kind::Connect => None,
         }
     }
+}
+
+/// Ranges holding addresses that are not public (every address [`classify`] does not call
+/// public lies in one of them; IPv6 forms that carry an IPv4 address are covered whole).
+const NON_PUBLIC: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "192.88.99.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/3",
+    "::/96",
+    "::ffff:0:0/96",
+    "64:ff9b::/96",
+    "64:ff9b:1::/48",
+    "100::/64",
+    "2001::/23",
+    "2001:db8::/32",
+    "2002::/16",
+    "fc00::/7",
+    "fe80::/9",
+    "fec0::/10",
+    "ff00::/8",
+    "4000::/2",
+    "8000::/1",
+    "::/3",
+];
+
+/// An address of `net` that is not public, with its class, if it holds one. CIDR ranges are
+/// nested or apart, so two overlap exactly when one holds the other's first address; the
+/// smaller of the two is searched (its first addresses: a range of IPv6 forms that carry IPv4
+/// addresses is judged by those it starts with).
+fn non_public_in(net: &IpNet) -> Option<(IpAddr, AddrClass)> {
+    NON_PUBLIC
+        .iter()
+        .filter_map(|r| r.parse::<IpNet>().ok())
+        .filter(|r| r.contains(&net.network()) || net.contains(&r.network()))
+        .find_map(|r| {
+            let inner = if net.contains(&r.network()) { r } else { *net };
+            std::iter::once(inner.network())
+                .chain(inner.hosts().take(256))
+                .map(|a| (a, classify(a)))
+                .find(|(_, class)| *class != AddrClass::Public)
+        })
 }
 
 /// Splits rule text into the host pattern and the port.
@@ -607,9 +719,11 @@ pub fn decide_address(rules: &[StoredRule], addr: IpAddr, port: u16, kind: &Kind
             rule: None,
             reason: format!("{addr} is a public address"),
         },
+        // Never through a range or a wildcard: only a rule naming exactly this address.
         class => match rules.iter().find(|r| {
             r.rule.action == Action::Allow
                 && covers(r)
+                && matches!(&r.rule.host, HostPattern::Net(n) if n.prefix_len() == n.max_prefix_len())
                 && r.rule.request_matches(kind) == Some(true)
         }) {
             Some(r) => Decision {

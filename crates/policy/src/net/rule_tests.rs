@@ -910,6 +910,68 @@ fn address_denied(a: &str, id: i64) -> Decision {
 }
 
 #[test]
+fn rules_a_user_writes_are_vetted() {
+    let vet = |action, t: &str| Rule::parse_target(action, t).unwrap().vet();
+    for t in ["*", "**", "**:any", "0.0.0.0/0", "::/0", "[::]/0:443"] {
+        assert!(
+            matches!(vet(Action::Allow, t), Err(RuleError::AllowsEverything(_))),
+            "{t}"
+        );
+        // Denying everything is fine.
+        assert_eq!(vet(Action::Deny, t), Ok(None), "{t}");
+    }
+    for (t, class, example) in [
+        ("10.0.0.0/8", AddrClass::Private, "10.0.0.1"),
+        ("127.0.0.0/8", AddrClass::Loopback, "127.0.0.1"),
+        ("169.254.0.0/16", AddrClass::LinkLocal, "169.254.0.1"),
+        ("0.0.0.0/1", AddrClass::Unspecified, "0.0.0.0"),
+        ("128.0.0.0/1", AddrClass::LinkLocal, "169.254.0.0"),
+        ("10.1.2.0/24", AddrClass::Private, "10.1.2.0"),
+        ("fd00::/8", AddrClass::Private, "fd00::"),
+        ("::ffff:10.0.0.0/104", AddrClass::Private, "10.0.0.0"),
+        ("2002:0a00::/24", AddrClass::Private, "2002:a00::"),
+    ] {
+        match vet(Action::Allow, t) {
+            Err(RuleError::RangeOpensReserved {
+                class: c,
+                example: e,
+                ..
+            }) => {
+                assert_eq!(c, class, "{t}");
+                assert!(
+                    e == ip(example) || classify(e) == class,
+                    "{t}: {e} is not {class}"
+                );
+            }
+            other => panic!("{t}: {other:?}"),
+        }
+    }
+    // A public range, and names, pass without a word.
+    for t in [
+        "8.8.8.0/24",
+        "2606:4700::/32",
+        "example.com",
+        "*.example.com",
+        "8.8.8.8",
+    ] {
+        assert_eq!(vet(Action::Allow, t), Ok(None), "{t}");
+    }
+    // A non-public address named exactly passes, with a warning that says what it is.
+    for (t, says) in [
+        (
+            "127.0.0.1",
+            "loopback address: the sandbox may reach services listening on this host's loopback",
+        ),
+        ("169.254.169.254", "cloud metadata address"),
+        ("10.1.2.3:5432", "private address"),
+        ("[::1]:8080", "loopback"),
+    ] {
+        let w = vet(Action::Allow, t).unwrap().unwrap();
+        assert!(w.contains(says), "{t}: {w}");
+    }
+}
+
+#[test]
 fn public_addresses_pass_without_a_rule() {
     for a in [
         "8.8.8.8",
@@ -998,11 +1060,17 @@ fn loopback_is_allowed_only_by_a_rule_covering_it() {
             "{a} {port} {kind:?}"
         );
     }
-    let rules = [allow(1, "127.0.0.0/8:any")];
-    assert_eq!(
-        decide_address(&rules, ip("127.9.9.9"), 22, &Kind::Connect),
-        address_allowed("loopback", "127.9.9.9", 1)
-    );
+    // Never through a range (a rule stored before ranges were refused, say), nor `**`.
+    for rules in [
+        [allow(1, "127.0.0.0/8:any")],
+        [allow(1, "0.0.0.0/0:any")],
+        [allow(1, "**:any")],
+    ] {
+        assert_eq!(
+            decide_address(&rules, ip("127.9.9.9"), 22, &Kind::Connect),
+            refused_class("127.9.9.9", "loopback")
+        );
+    }
     let rules = [allow(2, "[::1]:any")];
     assert_eq!(
         decide_address(&rules, ip("::1"), 5000, &Kind::Connect),
@@ -1060,11 +1128,7 @@ fn deny_beats_allow_for_addresses() {
     ];
     let cases = [
         (ip("10.0.0.5"), 22, address_denied("10.0.0.5", 2)),
-        (
-            ip("10.0.0.6"),
-            22,
-            address_allowed("private", "10.0.0.6", 1),
-        ),
+        (ip("10.0.0.6"), 22, refused_class("10.0.0.6", "private")),
     ];
     for (a, port, want) in cases {
         assert_eq!(decide_address(&rules, a, port, &Kind::Connect), want, "{a}");

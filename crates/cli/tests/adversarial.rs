@@ -1,0 +1,297 @@
+//! The standing adversarial suite: attacks an agent inside a sandbox could make, grouped by the
+//! categories published sandbox-escape benchmarks use, run against every backend.
+//!
+//! - orchestration: reaching Paddock itself (its control sockets, its state, the host's other
+//!   sockets) through what a sandbox is given;
+//! - runtime: the sandbox's own machinery (its descriptors, its limits, its namespaces);
+//! - kernel: interfaces of the kernel the sandbox shares;
+//! - exfiltration: getting data past the egress proxy's rules;
+//! - secrets: finding the user's credentials;
+//! - workspace: code the host runs later because the sandbox wrote it.
+//!
+//! Every case proves its attempt happened (the planted file exists, the tool it uses is in the
+//! image, the request reached the proxy) before it checks that the attempt failed, so a missing
+//! program or a typo fails the case instead of passing it. Older cases of the same kinds live in
+//! escape.rs, network.rs and credentials.rs.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::{stderr, stdout};
+
+/// The host's git in `dir`, as a user would type it, with an identity and nothing else of the
+/// host's configuration. Returns its output whatever the status.
+fn host_git(dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=u", "-c", "user.email=u@example.invalid"])
+        .args(args)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .output()
+        .expect("the host's git must be installed for this suite")
+}
+
+/// Code the host runs later because the sandbox wrote it.
+mod workspace {
+    use super::*;
+
+    on_every_backend!(git_never_runs_the_agents_code_on_the_host);
+
+    /// Every way the agent could have the host's next `git` run its code: a hook that is a symlink
+    /// into a folder the trust walk skips, a hard-linked hook, a pinned hook whose symlink target
+    /// it rewrites, a `.git` file leading out of the workspace. After the run the host's git is
+    /// used in each repository; no payload may run.
+    fn git_never_runs_the_agents_code_on_the_host(backend: &str) {
+        let ws = common::workspace();
+        let w = ws.path();
+        // The user's repository, with a hook of theirs that is a symlink into the worktree.
+        let user = w.join("user");
+        std::fs::create_dir_all(user.join("scripts")).unwrap();
+        assert!(host_git(&user, &["init", "-q", "."]).status.success());
+        std::fs::write(user.join("scripts/pre-commit"), "#!/bin/sh\nexit 0\n").unwrap();
+        std::fs::set_permissions(
+            user.join("scripts/pre-commit"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(
+            "../../scripts/pre-commit",
+            user.join(".git/hooks/pre-commit"),
+        )
+        .unwrap();
+        assert!(
+            host_git(&user, &["commit", "-q", "--allow-empty", "-m", "one"])
+                .status
+                .success()
+        );
+        // A repository of the user's outside the workspace, for a `.git` file to lead to.
+        let elsewhere = w.with_extension("elsewhere.git");
+        assert!(
+            host_git(w, &["init", "-q", "--bare", elsewhere.to_str().unwrap()])
+                .status
+                .success()
+        );
+        // Each payload touches its own file outside the workspace, on the host if it ever runs
+        // there.
+        let marker = |what: &str| w.with_extension(format!("{what}-ran"));
+        let payload = |what: &str| format!("#!/bin/sh\ntouch {}\n", marker(what).display());
+        let script = format!(
+            r#"set -e
+        git init -q made && cd made
+        git -c user.name=a -c user.email=a@b.c commit -q --allow-empty -m one && git branch other
+        mkdir -p node_modules/.bin target/debug
+        printf '{symlinked}' > node_modules/.bin/lint && chmod +x node_modules/.bin/lint
+        ln -s ../../node_modules/.bin/lint .git/hooks/post-checkout
+        printf '{hardlinked}' > target/debug/tool && chmod +x target/debug/tool
+        ln target/debug/tool .git/hooks/pre-commit
+        cd ..
+        printf '{pinned}' > user/scripts/pre-commit
+        mkdir pointer && echo 'gitdir: {outside}' > pointer/.git
+        ls -l made/.git/hooks/post-checkout made/.git/hooks/pre-commit pointer/.git user/scripts/pre-commit
+        echo PLANTED
+        "#,
+            symlinked = payload("symlinked").replace('\n', "\\n"),
+            hardlinked = payload("hardlinked").replace('\n', "\\n"),
+            pinned = payload("pinned").replace('\n', "\\n"),
+            outside = elsewhere.display(),
+        );
+        let out = common::sh_on(backend, w, &[], &script);
+        assert!(stdout(&out).contains("PLANTED"), "{out:?}");
+        let err = stderr(&out);
+        // The attempt happened: every planted piece is on the host, in its disarmed form.
+        let made = w.join("made");
+        assert!(
+            std::fs::symlink_metadata(made.join(".git/hooks/post-checkout.paddock-review"))
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "{err}"
+        );
+        assert!(made.join("node_modules/.bin/lint").exists());
+        assert!(made.join(".git/hooks/pre-commit").exists());
+        assert!(
+            user.join(".git/hooks/pre-commit.paddock-review").exists(),
+            "{err}"
+        );
+        assert!(w.join("pointer/.git.paddock-review").exists(), "{err}");
+        for want in [
+            "made/.git/hooks/post-checkout: git hook that is a symlink (-> made/node_modules/.bin/lint)",
+            "made/.git/hooks/pre-commit: git hook written during the run: its execute bits were removed",
+            "user/.git/hooks/pre-commit: git hook that is a symlink",
+            "pointer/.git: a .git pointer made or changed during the run leads outside the shared folders",
+        ] {
+            assert!(err.contains(want), "missing {want:?} in:\n{err}");
+        }
+        // The host's git, used as a user would, runs none of it.
+        for args in [
+            &["checkout", "-q", "other"][..],
+            &["checkout", "-q", "-"],
+            &["commit", "-q", "--allow-empty", "-m", "host"],
+        ] {
+            let o = host_git(&made, args);
+            assert!(o.status.success(), "git {args:?}: {o:?}");
+        }
+        let o = host_git(&user, &["commit", "-q", "--allow-empty", "-m", "host"]);
+        assert!(o.status.success(), "{o:?}");
+        std::fs::remove_dir_all(&elsewhere).unwrap();
+        for what in ["symlinked", "hardlinked", "pinned"] {
+            assert!(
+                !marker(what).exists(),
+                "the {what} payload ran on the host:\n{err}"
+            );
+        }
+    }
+}
+
+/// The sandbox's own machinery: its descriptors, limits and namespaces.
+mod runtime {
+    use super::*;
+
+    on_every_backend!(the_hosts_streams_are_never_the_sandboxs);
+
+    /// With `>> host.log` the command's stdout must not be the host's file (which it could truncate
+    /// or name), and with `-T` under the user's terminal it must not hold that terminal (whose
+    /// settings and size it could change).
+    fn the_hosts_streams_are_never_the_sandboxs(backend: &str) {
+        use std::io::Read;
+        let ws = common::workspace();
+        common::ensure_image();
+        let log = ws.path().with_extension("host.log");
+        std::fs::write(&log, "EARLIER LINE\n").unwrap();
+        let file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        let out = common::paddock_for(backend)
+            .args(["run", "--rm", "-T", "--backend", backend, "-w"])
+            .arg(ws.path())
+            .args([
+                "--",
+                "sh",
+                "-c",
+                "command -v python3 && echo \"FD1=$(readlink /proc/self/fd/1)\"; \
+             python3 -c 'import os; os.ftruncate(1, 0); print(\"TRUNCATED\")'; echo DONE",
+            ])
+            .stdout(std::process::Stdio::from(file))
+            .output()
+            .unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        std::fs::remove_file(&log).unwrap();
+        // The attempt ran: python3 is there and said why it could not truncate.
+        assert!(
+            text.contains("/python3") && text.contains("DONE"),
+            "{text}\n{out:?}"
+        );
+        assert!(stderr(&out).contains("Traceback"), "{out:?}");
+        assert!(
+            text.starts_with("EARLIER LINE\n"),
+            "the host file was truncated:\n{text}"
+        );
+        assert!(!text.contains("TRUNCATED"), "{text}");
+        let fd1 = text.lines().find(|l| l.starts_with("FD1=")).unwrap();
+        assert!(!fd1.contains("host.log"), "the host path shows: {fd1}");
+
+        // Under the user's terminal, with -T.
+        let mut cmd = common::paddock_for(backend);
+        cmd.args(["run", "--rm", "-T", "--backend", backend, "-w"])
+            .arg(ws.path())
+            .args([
+                "--",
+                "sh",
+                "-c",
+                "[ -t 0 ] && echo STDIN-IS-A-TERMINAL; [ -t 1 ] && echo STDOUT-IS-A-TERMINAL; \
+             stty cols 7 2>&1 || echo STTY-REFUSED; echo DONE",
+            ]);
+        let (mut child, mut master) = common::spawn_on_pty(cmd);
+        let size = rustix::termios::tcgetwinsize(&master).unwrap();
+        let mut said = Vec::new();
+        let _ = master.read_to_end(&mut said);
+        let status = child.wait().unwrap();
+        let said = String::from_utf8_lossy(&said);
+        assert!(
+            status.success() && said.contains("DONE"),
+            "{status:?}: {said}"
+        );
+        assert!(said.contains("STTY-REFUSED"), "{said}");
+        assert!(!said.contains("IS-A-TERMINAL"), "{said}");
+        assert_eq!(
+            rustix::termios::tcgetwinsize(&master).unwrap().ws_col,
+            size.ws_col
+        );
+    }
+}
+
+/// Paddock itself: its control sockets and state, as something that reached them would use
+/// them. (That no share can expose them is checked in bad_input.rs.)
+mod orchestration {
+    use std::os::unix::process::CommandExt;
+
+    use super::*;
+
+    /// Asks the control socket `sock` for the sandbox's status as host uid `uid`; returns the
+    /// answer (empty when the connection was closed unanswered).
+    fn status_as(sock: &Path, uid: u32) -> String {
+        let out = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import socket,sys\n\
+                 s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])\n\
+                 s.sendall(b'{\"op\":\"status\"}\\n'); s.settimeout(10)\n\
+                 print('CONNECTED', flush=True)\n\
+                 print(s.recv(4096).decode())",
+            ])
+            .arg(sock)
+            .uid(uid)
+            .gid(uid)
+            .output()
+            .expect("python3 must be installed on the host for this suite");
+        let said = stdout(&out);
+        assert!(said.contains("CONNECTED"), "{out:?}");
+        said.replace("CONNECTED", "").trim().to_owned()
+    }
+
+    /// A process with another uid that reaches a supervisor's control socket (a sandbox's
+    /// root is host uid 0x70000000) gets no answer: the socket checks its peer.
+    #[test]
+    fn a_control_socket_answers_only_its_owner() {
+        require_root!();
+        common::ensure_image();
+        let ws = common::workspace();
+        let name = common::unique("peer");
+        let out = common::paddock()
+            .args(["run", "-d", "--backend", "ns", "--name", &name, "-w"])
+            .arg(ws.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let home = common::home();
+        let sock = home.join("run").join(format!("{name}.sock"));
+        // As if a share had exposed it: the directories let anyone through, the socket too.
+        let modes: Vec<(std::path::PathBuf, u32)> = [home.clone(), home.join("run"), sock.clone()]
+            .into_iter()
+            .map(|p| {
+                let m = std::fs::metadata(&p).unwrap().permissions().mode();
+                (p, m)
+            })
+            .collect();
+        for (p, _) in &modes {
+            let mode = if *p == sock { 0o777 } else { 0o711 };
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let stranger = status_as(&sock, 0x7000_0000);
+        let owner = status_as(&sock, 0);
+        for (p, m) in modes {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m)).unwrap();
+        }
+        let _ = common::paddock().args(["stop", &name]).output();
+        common::remove(&name);
+        assert!(
+            owner.contains("sandbox_pid"),
+            "the owner got no answer: {owner:?}"
+        );
+        assert_eq!(stranger, "", "another uid was answered");
+    }
+}
