@@ -413,7 +413,16 @@ fn run(args: RunArgs, mode: Mode) -> Result<i32> {
         .name
         .clone()
         .unwrap_or_else(|| generated_name(&v.workspace));
-    let spec = spec_for(&v, name.clone(), backend.id(), &args.image, args.no_sudo);
+    let mut spec = spec_for(&v, name.clone(), backend.id(), &args.image, args.no_sudo);
+    // Limits: the flags, else this host's defaults (a share of its memory and free disk, so
+    // that no sandbox can take the host's), as every other setting of a reused sandbox comes
+    // from this command's flags. The disk belongs to the layer: a reused sandbox keeps its
+    // size (a layer made without one cannot be given one in place).
+    let mut defaults = backend.default_limits(dirs.home());
+    if let Some(old) = &existing {
+        defaults.disk = old.spec.limits.disk;
+    }
+    spec.limits = spec.limits.or(&defaults);
     let created = existing.is_none();
     if let Some(old) = &existing {
         if old.spec.image != spec.image {
@@ -515,7 +524,12 @@ fn run(args: RunArgs, mode: Mode) -> Result<i32> {
     );
     // What the run changed that the host may later run: shown now, kept for `paddock trust`.
     report_trust(&dirs, &spec, started);
-    let remove_after = args.rm || (created && result.is_err());
+    // A failed first start of a sandbox with a generated name leaves nothing behind; a sandbox
+    // the user named is never removed by a failure (its layer may hold the agent's work).
+    let remove_after = args.rm || (created && v.name.is_none() && result.is_err());
+    if !remove_after && result.is_err() && v.name.is_some() {
+        eprintln!("paddock: sandbox {name} is kept as it was (`paddock rm {name}` removes it)");
+    }
     if remove_after {
         let how = match result {
             Ok(_) => Removal::AfterRun,
@@ -1021,6 +1035,32 @@ fn doctor(json: bool, seccomp: bool) -> Result<i32> {
                 required: false,
             },
         });
+    }
+    // The limits a new sandbox gets where none is given, per backend.
+    if let Ok(dirs) = Dirs::from_env() {
+        for id in paddock_supervisor::backend_ids()
+            .iter()
+            .filter(|b| **b != "auto")
+        {
+            let Ok((backend, _)) = paddock_supervisor::select(id) else {
+                continue;
+            };
+            let l = backend.default_limits(dirs.home());
+            let show =
+                |b: Option<paddock_policy::ByteSize>| b.map_or("none".into(), |b| b.to_string());
+            report.host.push(paddock_core::ProbeItem {
+                name: format!("{id} defaults"),
+                ok: true,
+                detail: format!(
+                    "a new sandbox gets memory {}, disk {}, {} processes (flags and `paddock update` change them)",
+                    show(l.memory),
+                    show(l.disk),
+                    l.pids.map_or("unlimited".into(), |p| p.to_string()),
+                ),
+                fix: None,
+                required: false,
+            });
+        }
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

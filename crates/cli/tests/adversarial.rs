@@ -153,7 +153,135 @@ mod workspace {
 mod runtime {
     use super::*;
 
-    on_every_backend!(the_hosts_streams_are_never_the_sandboxs);
+    on_every_backend!(
+        the_hosts_streams_are_never_the_sandboxs,
+        a_process_limit_counts_every_user,
+        a_sandbox_is_limited_without_asking
+    );
+
+    /// A sandbox made without a limit gets the host's defaults (memory, disk, processes), shown
+    /// by `inspect` and in force inside: its root file system is no bigger than its disk, and
+    /// its memory file systems fit in its memory limit and refuse more.
+    fn a_sandbox_is_limited_without_asking(backend: &str) {
+        let ws = common::workspace();
+        let name = common::unique("caps");
+        common::ensure_image();
+        let made = common::paddock_for(backend)
+            .args(["create", "--backend", backend, "--name", &name, "-w"])
+            .arg(ws.path())
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{made:?}");
+        let inspect = common::paddock()
+            .args(["inspect", &name, "--json"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+        let limits = &v["limits"];
+        let disk = limits["disk"].as_u64().unwrap_or_else(|| panic!("{v}"));
+        let memory = limits["memory"].as_u64().unwrap_or_else(|| panic!("{v}"));
+        assert!(limits["pids"].as_u64().is_some(), "{v}");
+        let out = common::paddock_for(backend)
+            .args(["run", "--backend", backend, "--name", &name, "-w"])
+            .arg(ws.path())
+            .args([
+                "--",
+                "sh",
+                "-c",
+                "for d in / /tmp /dev/shm; do echo \"$d $(df -B1 --output=size $d | tail -1)\"; done",
+            ])
+            .output()
+            .unwrap();
+        common::remove(&name);
+        let said = stdout(&out);
+        let size = |d: &str| -> u64 {
+            said.lines()
+                .find_map(|l| l.strip_prefix(&format!("{d} ")))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no size of {d}: {out:?}"))
+        };
+        assert!(size("/") <= disk, "{out:?} disk {disk}");
+        for d in ["/tmp", "/dev/shm"] {
+            // A memory file system fits in the memory limit (a VM's /tmp is on its disk).
+            assert!(
+                size(d) <= memory || size(d) == size("/"),
+                "{d} {out:?} memory {memory}"
+            );
+        }
+        // With a small limit, /dev/shm refuses what would not fit (the attempt is proven by
+        // the bytes that did go in).
+        let out = common::sh_on(
+            backend,
+            ws.path(),
+            &["--memory", "256m"],
+            "head -c 200m /dev/zero > /dev/shm/fill || echo REFUSED; echo WROTE=$(stat -c %s /dev/shm/fill)",
+        );
+        let said = stdout(&out);
+        assert!(said.contains("REFUSED"), "{out:?}");
+        let wrote: u64 = said
+            .lines()
+            .find_map(|l| l.strip_prefix("WROTE="))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{out:?}"));
+        assert!(wrote > 1 << 20 && wrote <= 128 << 20, "{out:?}");
+    }
+
+    /// `--pids N` holds for the whole sandbox, also when root inside spreads its processes over
+    /// many users (gVisor counts its own limit per user), and running into it never costs the
+    /// named sandbox its record.
+    fn a_process_limit_counts_every_user(backend: &str) {
+        let ws = common::workspace();
+        let name = common::unique("pids");
+        common::ensure_image();
+        let out = common::paddock_for(backend)
+            .args(["run", "--backend", backend, "--name", &name, "--pids", "64", "-u", "root"])
+            .arg("-w")
+            .arg(ws.path())
+            .args([
+                "--",
+                "sh",
+                "-c",
+                // The counter starts first (at the limit, nothing new can start to count) and
+                // counts the sandbox's processes: not pid 1, not a VM's kernel threads.
+                "command -v setpriv || exit 3; \
+                 python3 -c 'import os, time
+time.sleep(4)
+total, users = 0, set()
+for p in os.listdir(\"/proc\"):
+    if not p.isdigit() or p in (\"1\", \"2\"):
+        continue
+    try:
+        st = open(\"/proc/%s/stat\" % p).read()
+        ppid = int(st[st.rfind(\")\") + 2:].split()[1])
+        uid = os.stat(\"/proc/\" + p).st_uid
+    except (OSError, ValueError):
+        continue
+    if ppid != 2:
+        total += 1
+        users.add(uid)
+print(\"USERS=%d\" % len(users)); print(\"TOTAL=%d\" % total, flush=True)' & \
+                 for u in $(seq 2001 2012); do \
+                   setpriv --reuid=$u --regid=$u --clear-groups sh -c 'for i in $(seq 10); do sleep 30 & sleep 0.1; done; wait' 2>/dev/null & \
+                 done; wait %1",
+            ])
+            .output()
+            .unwrap();
+        let said = stdout(&out);
+        let get = |k: &str| -> u32 {
+            said.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {k} in {out:?}"))
+        };
+        // The attempt ran: setpriv is there, and processes of many users existed (12 users
+        // with 10 each: 120 processes, where each user alone stays below the limit).
+        assert!(said.contains("/setpriv"), "{out:?}");
+        assert!(get("USERS=") >= 6, "{out:?}");
+        assert!(get("TOTAL=") <= 64, "over the limit: {out:?}");
+        let ls = common::paddock().args(["ls", "--all"]).output().unwrap();
+        assert!(stdout(&ls).contains(&name), "the sandbox is gone: {ls:?}");
+        common::remove(&name);
+    }
 
     /// With `>> host.log` the command's stdout must not be the host's file (which it could truncate
     /// or name), and with `-T` under the user's terminal it must not hold that terminal (whose
@@ -232,16 +360,16 @@ mod orchestration {
     use super::*;
 
     /// Asks the control socket `sock` for the sandbox's status as host uid `uid`; returns the
-    /// answer (empty when the connection was closed unanswered).
+    /// answer (empty when the connection was closed unanswered, before or after the question).
     fn status_as(sock: &Path, uid: u32) -> String {
         let out = std::process::Command::new("python3")
             .args([
                 "-c",
                 "import socket,sys\n\
                  s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])\n\
-                 s.sendall(b'{\"op\":\"status\"}\\n'); s.settimeout(10)\n\
                  print('CONNECTED', flush=True)\n\
-                 print(s.recv(4096).decode())",
+                 try:\n s.settimeout(10); s.sendall(b'{\"op\":\"status\"}\\n'); print(s.recv(4096).decode())\n\
+                 except OSError: pass",
             ])
             .arg(sock)
             .uid(uid)
@@ -293,5 +421,40 @@ mod orchestration {
             "the owner got no answer: {owner:?}"
         );
         assert_eq!(stranger, "", "another uid was answered");
+    }
+}
+
+/// Finding the user's credentials, or what leads to them: the host's paths and names.
+mod secrets {
+    use super::*;
+
+    on_every_backend!(the_mount_table_names_no_host_state);
+
+    /// The sandbox's mount table shows no path of Paddock's state (the image, the layer, the
+    /// generated `/etc` files), which would name the host user's home and the other sandboxes.
+    fn the_mount_table_names_no_host_state(backend: &str) {
+        let ws = common::workspace();
+        let out = common::sh_on(
+            backend,
+            ws.path(),
+            &[],
+            "cat /proc/self/mountinfo /proc/1/mountinfo 2>/dev/null; echo; cat /proc/mounts",
+        );
+        let said = stdout(&out);
+        // The attempt ran: the table was read (the root and /proc are in it).
+        assert!(
+            said.lines().any(|l| l.contains(" / / ")) && said.contains(" /proc "),
+            "{out:?}"
+        );
+        let home = common::home();
+        let home = std::fs::canonicalize(&home).unwrap_or(home);
+        for leak in [
+            home.to_str().unwrap(),
+            "/images/default",
+            "/sandboxes/",
+            "paddock-home",
+        ] {
+            assert!(!said.contains(leak), "{leak:?} shows inside:\n{said}");
+        }
     }
 }

@@ -90,7 +90,7 @@ fn the_process_limit_holds_for_root_too() {
     let ws = common::workspace();
     std::fs::write(
         ws.path().join("fork.py"),
-        "import os, time\nok = 0\nfor i in range(64):\n    try:\n        if os.fork() == 0:\n            time.sleep(3); os._exit(0)\n        ok += 1\n    except OSError:\n        pass\nprint('forked', ok)\n",
+        "import os, time\nok = 0\nfor i in range(64):\n    try:\n        if os.fork() == 0:\n            time.sleep(3); os._exit(0)\n        ok += 1\n    except OSError:\n        pass\nprint('forked', ok, flush=True)\nwhile True:\n    try:\n        os.wait()\n    except ChildProcessError:\n        break\n",
     )
     .unwrap();
     let out = gv(

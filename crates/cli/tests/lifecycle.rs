@@ -301,15 +301,18 @@ fn limits_stop_runaways_and_ls_says_which(backend: &str) {
     assert!(stderr(&bad).contains("--memory"), "{bad:?}");
     assert_eq!(listed(&name)["limits"]["pids"], 48);
     ok(&on(backend).args(["start", &name]).output().unwrap());
-    // The layer of a running sandbox keeps its size.
+    // The layer of a running sandbox keeps its size (the default one, here).
+    let disk_before = listed(&name)["limits"]["disk"].clone();
+    assert!(disk_before.as_u64().is_some(), "{}", listed(&name));
     let busy = paddock()
-        .args(["update", &name, "--disk", "8g"])
+        .args(["update", &name, "--disk", "512g"])
         .output()
         .unwrap();
     assert_eq!(busy.status.code(), Some(2), "{busy:?}");
     assert!(stderr(&busy).contains("stop"), "{busy:?}");
-    assert!(
-        listed(&name)["limits"]["disk"].is_null(),
+    assert_eq!(
+        listed(&name)["limits"]["disk"],
+        disk_before,
         "{}",
         listed(&name)
     );
@@ -537,6 +540,7 @@ fn background_sandboxes_stop_start_and_survive_their_supervisor(backend: &str) {
     }
     assert_eq!(state_of(&name), "running");
     // run on a running sandbox's name changes nothing and says what to do.
+    let limits_before = listed(&name)["limits"].clone();
     let busy = on(backend)
         .args([
             "run",
@@ -554,7 +558,8 @@ fn background_sandboxes_stop_start_and_survive_their_supervisor(backend: &str) {
         .unwrap();
     assert_eq!(busy.status.code(), Some(2), "{busy:?}");
     assert!(stderr(&busy).contains("is running"), "{busy:?}");
-    assert!(listed(&name)["limits"]["memory"].is_null());
+    assert_eq!(listed(&name)["limits"], limits_before);
+    assert_ne!(limits_before["memory"], serde_json::json!(1u64 << 30));
     // What it uses, from its cgroups (a VM's: its VMM and device helpers).
     let row = listed(&name);
     assert!(row["memory_bytes"].as_u64().is_some_and(|m| m > 0), "{row}");

@@ -2,7 +2,7 @@
 
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -107,6 +107,26 @@ pub fn shared_path(
     }
     let meta = std::fs::metadata(&canonical).map_err(BackendError::io(format!("{what} {host}")))?;
     Ok((canonical, meta))
+}
+
+/// The defaults for a sandbox on this host whose layer lives under `state`:
+/// [`paddock_policy::Limits::host_defaults`] of the host's memory (`MemTotal`) and of the space
+/// free there (`statvfs`, for an unprivileged user).
+pub fn host_limits(state: &Path) -> paddock_policy::Limits {
+    let ram = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024);
+    // The state directory may not exist yet: its nearest existing parent is on the same disk.
+    let free = state
+        .ancestors()
+        .find_map(|p| rustix::fs::statvfs(p).ok())
+        .map_or(0, |v| v.f_bavail.saturating_mul(v.f_frsize));
+    paddock_policy::Limits::host_defaults(ram, free)
 }
 
 /// Everything a backend needs besides the spec.
@@ -288,6 +308,11 @@ pub trait Backend: Send + Sync {
     fn id(&self) -> &'static str;
     /// What this host offers the backend.
     fn probe(&self) -> Probe;
+    /// The limits a new sandbox gets where none is given, its layer living under `state`
+    /// ([`host_limits`]: a share of this host's memory and free disk).
+    fn default_limits(&self, state: &Path) -> paddock_policy::Limits {
+        host_limits(state)
+    }
     /// Starts `launch` in a new instance of the sandbox described by `spec`.
     fn start(
         &self,

@@ -22,7 +22,7 @@ pub mod trust;
 
 pub use backend::{
     Backend, BackendError, Egress, ExecHandle, Execs, Exit, Instance, Launch, Probe, ProbeItem,
-    StartContext, Stdio, TRUST_STORE, shared_path, trust_store_file,
+    StartContext, Stdio, TRUST_STORE, host_limits, shared_path, trust_store_file,
 };
 pub use dirs::{Dirs, DirsError};
 pub use idmap::{DEFAULT_ID_BASE, ID_RANGE, IdMap};

@@ -232,8 +232,12 @@ impl Backend for GvisorBackend {
         // What the sandbox shares with the host, checked (canonical, no symlinks).
         let mut binds = paddock_ns::shared_binds(spec)?;
         let (upper, work, _) = paddock_ns::prepare_dirs(&ctx.sandbox_dir, base)?;
-        let layer_image =
-            paddock_ns::prepare_layer(&ctx.sandbox_dir, base, spec.limits.disk.map(|d| d.0))?;
+        let layer_image = paddock_ns::prepare_layer(
+            &ctx.sandbox_dir,
+            base,
+            spec.limits.disk.map(|d| d.0),
+            spec.discard_layer,
+        )?;
         // Paddock's own files, by their real paths (the jail refuses any symlink on the way;
         // Paddock's directories and the installed helper may be reached through one).
         let real =
@@ -335,6 +339,7 @@ impl Backend for GvisorBackend {
             sudo: real_sudo.is_some(),
             nproc: u64::from(pids),
             shares: &mounts,
+            tmpfs_size: spec.limits.tmpfs_size().map_or(1 << 30, |b| b.0),
         })
         .map_err(|e| layer(format!("cannot write the OCI bundle: {e}")))?;
         config
@@ -376,6 +381,8 @@ impl Backend for GvisorBackend {
             "--overlay2=none".into(),
             // The supervisor put this process in the sandbox's cgroups already.
             "--ignore-cgroups".into(),
+            // The bundle's seccomp filter (the namespace backend's table) applies inside.
+            "--oci-seccomp".into(),
         ];
         // Extra runsc flags for debugging (`PADDOCK_RUNSC_FLAGS="--debug --debug-log=DIR/"`).
         if let Some(extra) = std::env::var_os("PADDOCK_RUNSC_FLAGS") {
@@ -483,6 +490,7 @@ impl Backend for GvisorBackend {
         );
         inst.map(|mut i| {
             i.layer_image = layer_image;
+            i.backstop = host_limits.pids.unwrap_or_default();
             Box::new(i) as Box<dyn Instance>
         })
     }
@@ -596,6 +604,8 @@ pub struct GvisorInstance {
     layer_image: Option<PathBuf>,
     run: Option<tempfile::TempDir>,
     log: PathBuf,
+    /// The host pids cgroup's limit (a backstop: the limit inside is the helper's).
+    backstop: u32,
 }
 
 impl GvisorInstance {
@@ -662,6 +672,7 @@ impl GvisorInstance {
             layer_image: None,
             run: Some(run),
             log,
+            backstop: 0,
         })
     }
 }
@@ -736,14 +747,28 @@ impl Instance for GvisorInstance {
         }
         self.cgroups.remove();
         self.run = None;
+        // The host's pids cgroup is a backstop that also counts gVisor's own threads: reached,
+        // it stops gVisor (its runtime cannot start a thread), which ends the command.
+        if exit.is_none()
+            && let Some(e) = self
+                .limit_events
+                .iter_mut()
+                .find(|e| e.starts_with("pids limit"))
+        {
+            *e = format!(
+                "pids limit: the sandbox's processes, spread over several users faster than its process limit is held inside, reached the host's backstop of {} tasks (gVisor's own threads included), which ended the sandbox",
+                self.backstop
+            );
+        }
         match exit {
             Some(e) => Ok(e),
             // gVisor and the command share the memory limit: at the limit the host's kernel
-            // kills the whole sandbox, which ends the command as a kill would.
+            // kills the whole sandbox, which ends the command as a kill would; so does the
+            // host's process backstop.
             None if self
                 .limit_events
                 .iter()
-                .any(|e| e.starts_with("memory limit")) =>
+                .any(|e| e.starts_with("memory limit") || e.starts_with("pids limit")) =>
             {
                 Ok(Exit::Signal {
                     signal: libc::SIGKILL,

@@ -3,11 +3,14 @@
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxIdMappingBuilder,
-    LinuxNamespaceBuilder, LinuxNamespaceType, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
-    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    Arch, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxIdMappingBuilder,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxSeccomp, LinuxSeccompAction,
+    LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSeccompOperator, LinuxSyscall,
+    LinuxSyscallBuilder, MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder,
+    RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use paddock_core::ID_RANGE;
+use paddock_ns::seccomp::{Deny, RULES, SOCKET_RULES, Scope};
 
 /// A host directory or file (already at its mount point) and where the sandbox sees it.
 #[derive(Debug, Clone)]
@@ -39,6 +42,8 @@ pub struct Bundle<'a> {
     pub nproc: u64,
     /// Shared folders and files.
     pub shares: &'a [Share],
+    /// The size of `/tmp` and of `/dev/shm` (half the memory limit).
+    pub tmpfs_size: u64,
 }
 
 /// The capabilities the sandbox's root keeps: the namespace backend's set, so that a command
@@ -54,6 +59,84 @@ fn capabilities() -> Result<std::collections::HashSet<Capability>, String> {
                 .map_err(|e| format!("capability {name}: {e}"))
         })
         .collect()
+}
+
+/// The namespace backend's seccomp table as an OCI filter, which runsc applies inside gVisor
+/// (`--oci-seccomp`): the same calls refused the same way (namespaces, mounts, keyrings,
+/// ptrace…), so that a command behaves the same on both and root inside cannot `unshare` a
+/// user namespace in which it would hold every capability of gVisor's kernel. `syslog` is
+/// left to gVisor, whose kernel log is its own.
+pub fn seccomp() -> Result<LinuxSeccomp, String> {
+    let e = |e: oci_spec::OciSpecError| e.to_string();
+    // One OCI entry per alternative: conditions within an entry must all hold.
+    let entry = |name: &str, deny: Deny, args: Vec<(usize, LinuxSeccompOperator, u64, u64)>| {
+        let args = args
+            .into_iter()
+            .map(|(index, op, value, two)| {
+                LinuxSeccompArgBuilder::default()
+                    .index(index)
+                    .op(op)
+                    .value(value)
+                    .value_two(two)
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(e)?;
+        // gVisor (2024-07) answers every SCMP_ACT_ERRNO with EPERM, whatever `errnoRet`
+        // says, and EPERM from clone3 stops glibc from falling back to clone (no thread could
+        // start). SCMP_ACT_TRACE with no tracer is ENOSYS, as in Linux, and nothing inside can
+        // become a tracer (ptrace is refused).
+        let b = LinuxSyscallBuilder::default().names(vec![name.to_owned()]);
+        let mut b = match deny {
+            Deny::Eperm => b
+                .action(LinuxSeccompAction::ScmpActErrno)
+                .errno_ret(libc::EPERM as u32),
+            Deny::Enosys => b.action(LinuxSeccompAction::ScmpActTrace),
+        };
+        if !args.is_empty() {
+            b = b.args(args);
+        }
+        b.build().map_err(e)
+    };
+    use LinuxSeccompOperator::ScmpCmpMaskedEq as Masked;
+    // A 32-bit compare (the kernel's own ABI for these arguments): the low word only.
+    const LOW: u64 = 0xffff_ffff;
+    let mut syscalls: Vec<LinuxSyscall> = Vec::new();
+    for r in RULES {
+        // gVisor's kernel log is its own (`dmesg` shows gVisor starting), not the host's.
+        if r.name == "syslog" {
+            continue;
+        }
+        let errno = r.deny;
+        match r.scope {
+            Scope::All => syscalls.push(entry(r.name, errno, vec![])?),
+            Scope::ArgEq { arg, values } => {
+                for v in values {
+                    syscalls.push(entry(r.name, errno, vec![(arg.into(), Masked, LOW, *v)])?);
+                }
+            }
+            Scope::ArgAnyBit { arg, bits } => {
+                for b in bits {
+                    syscalls.push(entry(r.name, errno, vec![(arg.into(), Masked, *b, *b)])?);
+                }
+            }
+            Scope::Socket => {
+                for (domain, ty, _) in SOCKET_RULES {
+                    let mut args = vec![(0, Masked, LOW, *domain)];
+                    if let Some(t) = ty {
+                        args.push((1, Masked, 0xf, *t));
+                    }
+                    syscalls.push(entry(r.name, errno, args)?);
+                }
+            }
+        }
+    }
+    LinuxSeccompBuilder::default()
+        .default_action(LinuxSeccompAction::ScmpActAllow)
+        .architectures(vec![Arch::ScmpArchX86_64])
+        .syscalls(syscalls)
+        .build()
+        .map_err(e)
 }
 
 fn mount(
@@ -117,6 +200,9 @@ pub fn bundle(b: &Bundle<'_>) -> Result<Spec, String> {
         .no_new_privileges(false)
         .build()
         .map_err(|e| e.to_string())?;
+    // Each memory file system holds at most half the memory limit (gVisor's memory counts
+    // against the host cgroup's limit).
+    let size = format!("size={}", b.tmpfs_size);
     let mut mounts = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
         mount(
@@ -142,7 +228,7 @@ pub fn bundle(b: &Bundle<'_>) -> Result<Spec, String> {
             "/dev/shm",
             "tmpfs",
             "shm",
-            &["nosuid", "noexec", "nodev", "mode=1777"],
+            &["nosuid", "noexec", "nodev", "mode=1777", &size],
         )?,
         mount(
             "/sys",
@@ -150,7 +236,12 @@ pub fn bundle(b: &Bundle<'_>) -> Result<Spec, String> {
             "sysfs",
             &["nosuid", "noexec", "nodev", "ro"],
         )?,
-        mount("/tmp", "tmpfs", "tmpfs", &["nosuid", "nodev", "mode=1777"])?,
+        mount(
+            "/tmp",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "nodev", "mode=1777", &size],
+        )?,
         mount("/run", "tmpfs", "tmpfs", &["nosuid", "nodev", "mode=755"])?,
     ];
     // Shallowest first, so nested targets land inside their parents.
@@ -190,6 +281,7 @@ pub fn bundle(b: &Bundle<'_>) -> Result<Spec, String> {
         .namespaces(namespaces)
         .uid_mappings(ids.clone())
         .gid_mappings(ids)
+        .seccomp(seccomp()?)
         .build()
         .map_err(|e| e.to_string())?;
     SpecBuilder::default()
@@ -229,6 +321,7 @@ mod tests {
             sudo: false,
             nproc: 100,
             shares: &shares,
+            tmpfs_size: 1 << 29,
         })
         .unwrap();
         let json = serde_json::to_value(&spec).unwrap();
@@ -258,5 +351,22 @@ mod tests {
             .unwrap();
         assert_eq!(ws["source"], "/run/x/mounts/0");
         assert!(ws["options"].as_array().unwrap().iter().any(|o| o == "rw"));
+        // The namespace backend's filter, refusing unshare(CLONE_NEWUSER) among the rest.
+        let sc = &json["linux"]["seccomp"];
+        assert_eq!(sc["defaultAction"], "SCMP_ACT_ALLOW");
+        let syscalls = sc["syscalls"].as_array().unwrap();
+        assert!(syscalls.iter().any(|s| s["names"][0] == "unshare"
+            && s["args"][0]["value"] == libc::CLONE_NEWUSER as u64
+            && s["args"][0]["op"] == "SCMP_CMP_MASKED_EQ"));
+        assert!(
+            syscalls
+                .iter()
+                .any(|s| s["names"][0] == "setns" && s["args"].is_null())
+        );
+        assert!(
+            syscalls
+                .iter()
+                .any(|s| s["names"][0] == "clone3" && s["action"] == "SCMP_ACT_TRACE")
+        );
     }
 }

@@ -73,7 +73,7 @@ const CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "cpuacct"];
 
 /// Default task limit when the user gave none and the pids controller exists: enough for any
 /// build, far below what hurts the host.
-pub const DEFAULT_PIDS: u32 = 4096;
+pub const DEFAULT_PIDS: u32 = paddock_policy::DEFAULT_PIDS;
 
 impl CgroupHost {
     /// Reads `/proc/self/mountinfo` and the unified hierarchy's controller list.

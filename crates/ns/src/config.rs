@@ -57,6 +57,9 @@ pub struct JailConfig {
     /// filesystem when the sandbox ends; see [`paddock_core::SandboxSpec::discard_layer`]).
     #[serde(default)]
     pub volatile: bool,
+    /// The size in bytes of `/tmp` and of `/dev/shm` (1 GiB when not given).
+    #[serde(default)]
+    pub tmpfs_size: Option<u64>,
 }
 
 /// What the jail prepares for a gVisor sandbox before it becomes runsc

@@ -108,6 +108,9 @@ impl fmt::Display for Cpus {
     }
 }
 
+/// The process limit a sandbox gets when none is given.
+pub const DEFAULT_PIDS: u32 = 4096;
+
 /// Resource limits for one sandbox. `None` means "no limit beyond the host's".
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -148,6 +151,42 @@ impl Limits {
             Ok(n) if n >= 16 => Ok(n),
             _ => Err(LimitsError::BadPids(s.to_owned())),
         }
+    }
+
+    /// Fills every limit not set here from `defaults` (flags first, then what a sandbox had,
+    /// then the host's defaults).
+    pub fn or(self, defaults: &Limits) -> Limits {
+        Limits {
+            cpus: self.cpus.or(defaults.cpus),
+            memory: self.memory.or(defaults.memory),
+            pids: self.pids.or(defaults.pids),
+            disk: self.disk.or(defaults.disk),
+        }
+    }
+
+    /// The defaults a new sandbox sharing the host's kernel gets on a host with `ram` bytes of
+    /// memory and `free_disk` bytes free where its layer lives: a quarter of the RAM in whole GiB
+    /// (at least 2 GiB, never more than the RAM), half the free disk rounded down to a power of two GiB
+    /// (at least 1 GiB; a few sizes only, so that an empty layer of each can be kept), and
+    /// [`DEFAULT_PIDS`] tasks. CPU time is not capped by default: a busy sandbox slows the host
+    /// without taking it.
+    pub fn host_defaults(ram: u64, free_disk: u64) -> Limits {
+        const GIB: u64 = 1 << 30;
+        let memory = (ram / 4 / GIB * GIB).max(2 * GIB).min(ram.max(16 << 20));
+        let half = (free_disk / 2 / GIB).max(1);
+        let disk = (1u64 << (63 - half.leading_zeros())) * GIB;
+        Limits {
+            cpus: None,
+            memory: Some(ByteSize(memory)),
+            pids: Some(DEFAULT_PIDS),
+            disk: Some(ByteSize(disk)),
+        }
+    }
+
+    /// The size of each of a sandbox's memory file systems (`/tmp`, `/dev/shm`): half its memory
+    /// limit, so that both together fit in it (their pages count against the limit too).
+    pub fn tmpfs_size(&self) -> Option<ByteSize> {
+        self.memory.map(|m| ByteSize((m.0 / 2).max(1 << 20)))
     }
 
     /// True when no limit is set.
@@ -191,6 +230,48 @@ mod tests {
             Limits::parse_memory("1m"),
             Err(LimitsError::MemoryTooSmall(_))
         ));
+    }
+
+    #[test]
+    fn host_defaults() {
+        const G: u64 = 1 << 30;
+        let d = Limits::host_defaults(24 * G, 80 * G);
+        assert_eq!(
+            d,
+            Limits {
+                cpus: None,
+                memory: Some(ByteSize(6 * G)),
+                pids: Some(DEFAULT_PIDS),
+                disk: Some(ByteSize(32 * G)),
+            }
+        );
+        // A small host: at least 2 GiB of memory (never more than it has), 1 GiB of disk.
+        let small = Limits::host_defaults(G, G / 2);
+        assert_eq!(small.memory, Some(ByteSize(G)));
+        assert_eq!(small.disk, Some(ByteSize(G)));
+        assert_eq!(
+            Limits::host_defaults(4 * G, 3 * G + 5).disk,
+            Some(ByteSize(G))
+        );
+        assert_eq!(d.tmpfs_size(), Some(ByteSize(3 * G)));
+        // Flags first, then what the sandbox had, then the defaults.
+        let flags = Limits {
+            memory: Some(ByteSize(G)),
+            ..Limits::default()
+        };
+        let had = Limits {
+            pids: Some(99),
+            memory: Some(ByteSize(2 * G)),
+            ..Limits::default()
+        };
+        let got = flags.or(&had).or(&d);
+        assert_eq!(got.memory, Some(ByteSize(G)));
+        assert_eq!(got.pids, Some(99));
+        assert_eq!(got.disk, Some(ByteSize(32 * G)));
+        assert_eq!(
+            Limits::host_defaults(G, 130 * G).disk,
+            Some(ByteSize(64 * G))
+        );
     }
 
     #[test]

@@ -544,6 +544,17 @@ impl Backend for VmBackend {
         "vm"
     }
 
+    fn default_limits(&self, _state: &std::path::Path) -> paddock_policy::Limits {
+        // A guest's RAM and disk are its own kernel's to manage: fixed sizes, not shares of the
+        // host's.
+        paddock_policy::Limits {
+            cpus: None,
+            memory: Some(paddock_policy::ByteSize(DEFAULT_MEMORY_MIB << 20)),
+            pids: Some(paddock_policy::DEFAULT_PIDS),
+            disk: Some(paddock_policy::ByteSize(DEFAULT_DISK)),
+        }
+    }
+
     fn probe(&self) -> Probe {
         let t = &self.tools;
         let mut items = vec![

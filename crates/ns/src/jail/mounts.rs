@@ -134,19 +134,6 @@ pub(super) fn new_fs(
     fsmount(fs.as_fd(), FsMountFlags::FSMOUNT_CLOEXEC, attrs).layer(LAYER, &what)
 }
 
-fn check_overlay_path(p: &Path) -> Result<&str, Failure> {
-    match p.to_str() {
-        Some(s) if !s.contains([',', ':', '\\']) => Ok(s),
-        _ => Err(Failure::new(
-            LAYER,
-            format!(
-                "the state path {} contains ',', ':' or '\\', which overlayfs cannot take; set PADDOCK_HOME to a plain path",
-                p.display()
-            ),
-        )),
-    }
-}
-
 /// The writable layer's `upper` and `work` directories: the given ones, or those inside the
 /// size-limited layer image (mounted next to them, at `layer`).
 fn writable(
@@ -154,36 +141,102 @@ fn writable(
     work: &Path,
     image: Option<&Path>,
     base: u32,
+    volatile: bool,
 ) -> Result<(std::path::PathBuf, std::path::PathBuf), Failure> {
     match image {
         None => Ok((upper.to_owned(), work.to_owned())),
         Some(img) => {
             let at = upper.with_file_name("layer");
-            super::layer::mount(img, &at, base)
+            super::layer::mount(img, &at, base, volatile)
         }
     }
 }
 
+/// A file Paddock generated for the sandbox (`/etc/hosts`, the trust store…), as a detached
+/// read-only mount of a copy in a tmpfs of its own: a bind of the host file would show its host
+/// path (the state directory, with the user's name in it) in the sandbox's mount table.
+fn generated_file(b: &Bind, what: &str) -> Result<OwnedFd, Failure> {
+    use std::io::{Read, Write};
+    const MAX: u64 = 16 << 20;
+    let src = openat2(
+        CWD,
+        &b.host,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
+    .layer(
+        LAYER,
+        &format!("{what}: the path changed or passes through a symlink"),
+    )?;
+    let mut text = Vec::new();
+    std::fs::File::from(src)
+        .take(MAX)
+        .read_to_end(&mut text)
+        .layer(LAYER, what)?;
+    let fs = new_fs(
+        "tmpfs",
+        &[("mode", "0755"), ("size", "16m")],
+        &[],
+        MountAttrFlags::MOUNT_ATTR_NOSUID
+            | MountAttrFlags::MOUNT_ATTR_NODEV
+            | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+    )?;
+    let file = openat(
+        fs.as_fd(),
+        "file",
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+        Mode::from_bits_truncate(0o644),
+    )
+    .layer(LAYER, what)?;
+    std::fs::File::from(file)
+        .write_all(&text)
+        .layer(LAYER, what)?;
+    let tree = open_tree(
+        fs.as_fd(),
+        "file",
+        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+    )
+    .layer(LAYER, what)?;
+    let mut attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    if b.read_only {
+        attrs |= MOUNT_ATTR_RDONLY;
+    }
+    sys::mount_setattr(tree.as_fd(), false, attrs, None).layer(LAYER, what)?;
+    Ok(tree)
+}
+
 /// The sandbox's root as a detached mount: the image under the sandbox's writable layer.
 /// `volatile`: the layer is thrown away after this run, so overlayfs skips syncing it (and with
-/// it the whole host filesystem under it) when the sandbox ends; kept to plain-directory
-/// layers, whose leftover marker the next start clears ([`crate::prepare_dirs`]).
+/// it the whole host filesystem under it) when the sandbox ends; a torn one is discarded by the
+/// next start ([`crate::prepare_dirs`], [`crate::prepare_layer`]).
+///
+/// The layers are named by this process's descriptors (`/proc/self/fd/N`), which overlayfs
+/// shows in the mount table instead of the host paths of the image and the layer.
 pub fn overlay(
     lower: &Path,
     upper: &Path,
     work: &Path,
     volatile: bool,
 ) -> Result<OwnedFd, Failure> {
-    let lower = check_overlay_path(lower)?;
-    let upper = check_overlay_path(upper)?;
-    let work = check_overlay_path(work)?;
+    let open = |p: &Path| {
+        openat(
+            CWD,
+            p,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .layer(LAYER, &format!("cannot open {}", p.display()))
+    };
+    let (lower, upper, work) = (open(lower)?, open(upper)?, open(work)?);
+    let name = |fd: &OwnedFd| format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(fd));
     new_fs(
         "overlay",
         &[
             ("source", "paddock"),
-            ("lowerdir", lower),
-            ("upperdir", upper),
-            ("workdir", work),
+            ("lowerdir", &name(&lower)),
+            ("upperdir", &name(&upper)),
+            ("workdir", &name(&work)),
         ],
         if volatile { &["volatile"] } else { &[] },
         MountAttrFlags::MOUNT_ATTR_NODEV,
@@ -224,9 +277,9 @@ pub fn build_runsc(
         &cfg.work,
         cfg.layer_image.as_deref(),
         cfg.id_base,
+        cfg.volatile,
     )?;
-    let volatile = cfg.volatile && cfg.layer_image.is_none();
-    attach_root(overlay(&cfg.lower, &upper, &work, volatile)?, &cfg.root)?;
+    attach_root(overlay(&cfg.lower, &upper, &work, cfg.volatile)?, &cfg.root)?;
     for b in &cfg.binds {
         let what = format!("cannot share {} with the sandbox", b.host.display());
         let tree = clone_tree(b, idmaps)?;
@@ -266,9 +319,14 @@ pub fn build(cfg: &JailConfig, premade: Premade) -> Result<(), Failure> {
     let detached = match premade.root {
         Some(made) => made,
         None => {
-            let (upper, work) = writable(&cfg.upper, &cfg.work, cfg.layer_image.as_deref(), base)?;
-            let volatile = cfg.volatile && cfg.layer_image.is_none();
-            overlay(&cfg.lower, &upper, &work, volatile)?
+            let (upper, work) = writable(
+                &cfg.upper,
+                &cfg.work,
+                cfg.layer_image.as_deref(),
+                base,
+                cfg.volatile,
+            )?;
+            overlay(&cfg.lower, &upper, &work, cfg.volatile)?
         }
     };
     let sandbox_root = attach_root(detached, &cfg.merged)?;
@@ -342,9 +400,17 @@ pub fn build(cfg: &JailConfig, premade: Premade) -> Result<(), Failure> {
     )?;
     let pts_dir = open_dir(dev_mnt.as_fd(), "pts").layer(LAYER, "cannot open /dev/pts")?;
     attach(pts.as_fd(), pts_dir.as_fd(), "cannot mount /dev/pts")?;
+    // /dev/shm and /tmp each hold at most half the memory limit (their pages count against
+    // it too), never the kernel's default of half the host's RAM.
+    let size = cfg.tmpfs_size.unwrap_or(1 << 30).to_string();
     let shm = new_fs(
         "tmpfs",
-        &[("mode", "1777"), ("uid", &owner), ("gid", &owner)],
+        &[
+            ("mode", "1777"),
+            ("uid", &owner),
+            ("gid", &owner),
+            ("size", &size),
+        ],
         &[],
         MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
     )?;
@@ -356,7 +422,12 @@ pub fn build(cfg: &JailConfig, premade: Premade) -> Result<(), Failure> {
     // /tmp: private to this run.
     let tmp = new_fs(
         "tmpfs",
-        &[("mode", "1777"), ("uid", &owner), ("gid", &owner)],
+        &[
+            ("mode", "1777"),
+            ("uid", &owner),
+            ("gid", &owner),
+            ("size", &size),
+        ],
         &[],
         MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
     )?;
@@ -425,6 +496,15 @@ pub fn build(cfg: &JailConfig, premade: Premade) -> Result<(), Failure> {
 /// A detached copy of the shared folder `b`, idmapped and with its flags set.
 pub fn clone_tree(b: &Bind, idmaps: &BTreeMap<(u32, u32), OwnedFd>) -> Result<OwnedFd, Failure> {
     let what = format!("cannot share {} at {}", b.host.display(), b.target);
+    // Generated data files (not programs, such as gVisor's helper, which the sandbox runs)
+    // come from a tmpfs.
+    let program = std::fs::metadata(&b.host).is_ok_and(|m| {
+        use std::os::unix::fs::PermissionsExt;
+        m.permissions().mode() & 0o111 != 0
+    });
+    if !b.idmap && !b.is_dir && !program {
+        return generated_file(b, &what);
+    }
     // The host path was canonicalised by the host side; refusing symlinks here closes the gap
     // between that check and this open.
     let src_flags = OFlags::PATH
