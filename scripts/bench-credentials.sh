@@ -54,7 +54,8 @@ for _ in $(seq 200); do
     kill -0 "$pid" 2>/dev/null || { cat "$work/mitm.log" >&2; exit 1; }
     sleep 0.1
 done
-mitm_version=$(target/bench-venv/bin/mitmdump --version | head -1)
+# All of it read (sed, not head): mitmdump dies of a broken pipe when its reader leaves early.
+mitm_version=$(target/bench-venv/bin/mitmdump --version | sed -n 1p)
 cargo bench -q -p paddock-proxy --bench intercept -- --tls-dir "$work/tls" --upstream-port "$up" \
     --peer "${mitm_version// /}=127.0.0.1:$port=$work/mitm/mitmproxy-ca-cert.pem" "$@" |
     tee target/bench-credentials.md

@@ -65,15 +65,22 @@ for i in range(50):
 PY
 "$P" run --name "$name" -T -w "$ws" --backend vm -- sleep 600 2>/dev/null &
 sup=$!
+uds=
 for _ in $(seq 1 600); do
-    uds=$(ls /tmp/paddock-vm-"$name"-*/vm.vsock 2>/dev/null | head -1 || true)
+    # The vsock device's socket (the run directory's layout: see crates/vm/src/lib.rs).
+    uds=$(ls "${TMPDIR:-/tmp}"/paddock-vm-"$name"-*/vsock/vm.vsock 2>/dev/null | head -1 || true)
     [ -n "$uds" ] && python3 - "$uds" 2>/dev/null <<'PY' && break
 import socket, sys
 s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b"CONNECT 1024\n")
 assert s.recv(64).startswith(b"OK")
 PY
     sleep 0.2
+    uds=
 done
+if [ -z "$uds" ]; then
+    echo "bench-vm.sh: the running VM's exec socket never answered (looked for ${TMPDIR:-/tmp}/paddock-vm-$name-*/vsock/vm.vsock)" >&2
+    exit 1
+fi
 python3 - "$uds" "$ws" >>"$out" <<'PY'
 import json, os, socket, struct, sys, time, subprocess
 uds, ws = sys.argv[1:]

@@ -165,6 +165,7 @@ mod runtime {
     fn a_sandbox_is_limited_without_asking(backend: &str) {
         let ws = common::workspace();
         let name = common::unique("caps");
+        let _cleanup = common::Cleanup(name.clone());
         common::ensure_image();
         let made = common::paddock_for(backend)
             .args(["create", "--backend", backend, "--name", &name, "-w"])
@@ -232,6 +233,7 @@ mod runtime {
     fn a_process_limit_counts_every_user(backend: &str) {
         let ws = common::workspace();
         let name = common::unique("pids");
+        let _cleanup = common::Cleanup(name.clone());
         common::ensure_image();
         let out = common::paddock_for(backend)
             .args(["run", "--backend", backend, "--name", &name, "--pids", "64", "-u", "root"])
@@ -389,6 +391,7 @@ mod orchestration {
         common::ensure_image();
         let ws = common::workspace();
         let name = common::unique("peer");
+        let _cleanup = common::Cleanup(name.clone());
         let out = common::paddock()
             .args(["run", "-d", "--backend", "ns", "--name", &name, "-w"])
             .arg(ws.path())
@@ -455,6 +458,137 @@ mod secrets {
             "paddock-home",
         ] {
             assert!(!said.contains(leak), "{leak:?} shows inside:\n{said}");
+        }
+    }
+}
+
+/// Interfaces of the kernel the sandbox shares with the host (ns), or of gVisor's kernel. A VM's
+/// guest kernel is its own: vm.rs checks that boundary.
+mod kernel {
+    use super::*;
+
+    on_ns_and_gvisor!(namespaces_and_risky_kernel_interfaces_are_refused);
+
+    /// Root inside cannot make namespaces (where it would hold every capability), mount, or
+    /// reach the kernel interfaces with long exploit histories.
+    fn namespaces_and_risky_kernel_interfaces_are_refused(backend: &str) {
+        let ws = common::workspace();
+        let out = common::sh_on(
+            backend,
+            ws.path(),
+            &["-u", "root"],
+            r#"command -v unshare python3 >/dev/null || exit 3
+for args in "-UrmC true" "-r true" "-n true" "-m true" "-p -f true"; do
+    unshare $args 2>/dev/null && echo "UNSHARE-WORKED $args" || echo "unshare refused $args"
+done
+mount -t tmpfs none /mnt 2>/dev/null && echo MOUNT-WORKED || echo "mount refused"
+python3 - <<'PY'
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+# name: (number, args)
+calls = {
+    "unshare(CLONE_NEWUSER)": (272, (0x10000000,)),
+    "clone3": (435, (0, 0)),
+    "keyctl": (250, (0, 0, 0, 0, 0)),
+    "bpf": (321, (0, 0, 0)),
+    "io_uring_setup": (425, (1, 0)),
+    "perf_event_open": (298, (0, 0, -1, -1, 0)),
+    "userfaultfd": (323, (0,)),
+    "setns": (308, (0, 0)),
+}
+for name, (nr, args) in calls.items():
+    r = libc.syscall(nr, *args)
+    e = ctypes.get_errno()
+    print(("REFUSED" if r < 0 and e in (1, 38) else "ALLOWED"), name, r, os.strerror(e))
+PY"#,
+        );
+        let said = stdout(&out);
+        // The attempts ran: each call reported back.
+        assert_eq!(said.matches("unshare refused").count(), 5, "{out:?}");
+        assert!(said.contains("mount refused"), "{out:?}");
+        for call in [
+            "unshare(CLONE_NEWUSER)",
+            "clone3",
+            "keyctl",
+            "bpf",
+            "io_uring_setup",
+            "perf_event_open",
+            "userfaultfd",
+            "setns",
+        ] {
+            assert!(
+                said.lines()
+                    .any(|l| l.starts_with("REFUSED ") && l.contains(&format!(" {call} "))),
+                "{call} was not refused: {out:?}"
+            );
+        }
+        assert!(
+            !said.contains("WORKED") && !said.contains("ALLOWED"),
+            "{out:?}"
+        );
+    }
+}
+
+/// Getting data past the egress proxy's rules.
+mod exfiltration {
+    use super::*;
+
+    on_every_backend!(a_wildcard_never_opens_a_reserved_address);
+
+    /// A rule that allows a whole domain still never reaches a loopback, private or metadata
+    /// address one of its names resolves to (only a rule naming the address would), and each
+    /// refusal is in the audit log (the proof that the request reached the proxy).
+    fn a_wildcard_never_opens_a_reserved_address(backend: &str) {
+        let ws = common::workspace();
+        let name = common::unique("exfil");
+        let _cleanup = common::Cleanup(name.clone());
+        common::ensure_image();
+        let out = common::paddock_for(backend)
+            .env(
+                "PADDOCK_TEST_RESOLVE",
+                "meta.exfil.test=169.254.169.254;lo.exfil.test=127.0.0.1;lan.exfil.test=10.0.0.1",
+            )
+            .args(["run", "--backend", backend, "--name", &name, "--policy", "deny-all"])
+            .args(["--allow", "**.exfil.test:any", "-w"])
+            .arg(ws.path())
+            .args([
+                "--",
+                "sh",
+                "-c",
+                "command -v curl >/dev/null || exit 3; \
+                 for h in meta lo lan; do \
+                   echo \"$h $(curl -s -o /dev/null -w '%{http_code}' --max-time 10 http://$h.exfil.test/latest/meta-data/)\"; \
+                 done",
+            ])
+            .output()
+            .unwrap();
+        let said = stdout(&out);
+        let audit = common::paddock()
+            .args([
+                "policy",
+                "log",
+                "--sandbox",
+                &name,
+                "--json",
+                "--limit",
+                "100",
+            ])
+            .output()
+            .unwrap();
+        common::remove(&name);
+        for h in ["meta", "lo", "lan"] {
+            assert!(said.contains(&format!("{h} 403")), "{h}: {out:?}");
+        }
+        let rows: Vec<serde_json::Value> = stdout(&audit)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        for h in ["meta.exfil.test", "lo.exfil.test", "lan.exfil.test"] {
+            assert!(
+                rows.iter()
+                    .any(|r| r["host"] == h && r["action"] == "deny" && r["rule"] == "address"),
+                "{h} not audited as denied: {rows:?}"
+            );
         }
     }
 }

@@ -7,7 +7,7 @@ mod common;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{paddock, stderr, stdout, unique};
+use common::{Cleanup, paddock, stderr, stdout, unique};
 
 on_every_backend!(
     exec_runs_more_commands_in_a_running_sandbox,
@@ -649,14 +649,6 @@ fn background_sandboxes_stop_start_and_survive_their_supervisor(backend: &str) {
 
 /// Removes the sandbox when the test ends, passed or not (a background sandbox outlives the
 /// test otherwise).
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = paddock().args(["rm", "-f", &self.0]).output();
-    }
-}
-
 fn on(backend: &str) -> Command {
     common::paddock_for(backend)
 }

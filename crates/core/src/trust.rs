@@ -7,6 +7,8 @@
 //! workspace is the sandbox's to write).
 
 use std::fs;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
@@ -123,32 +125,74 @@ pub fn report(roots: &[PathBuf], since: SystemTime, defuse: bool) -> Vec<Finding
 /// Walks one shared folder: classifies what changed (outside skipped folders and git
 /// directories) and collects git directories and `.git` pointers everywhere.
 fn walk(roots: &[PathBuf], root: &Path, since: i128, found: &mut Found, out: &mut Vec<Finding>) {
-    // (directory, only looking for git directories)
-    let mut stack: Vec<(PathBuf, bool)> = vec![(root.to_owned(), false)];
-    while let Some((dir, quiet)) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
+    use std::rc::Rc;
+
+    use rustix::fs::{FileType, Mode, OFlags, RawDir};
+    let open = |at: std::os::fd::BorrowedFd<'_>, name: &std::ffi::OsStr| {
+        rustix::fs::openat(
+            at,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+    };
+    let Ok(top) = open(rustix::fs::CWD, root.as_os_str()) else {
+        return;
+    };
+    // Pending directories: (the parent's descriptor, its name there, its path, only looking
+    // for git directories). Each is opened relative to its parent, never by its whole path,
+    // and read straight with getdents: a directory costs four system calls, however deep.
+    let mut stack: Vec<(Option<Rc<OwnedFd>>, std::ffi::OsString, PathBuf, bool)> =
+        vec![(None, std::ffi::OsString::new(), root.to_owned(), false)];
+    let mut top = Some(top);
+    let mut buf: Vec<u8> = Vec::with_capacity(32 * 1024);
+    while let Some((parent, name, dir, quiet)) = stack.pop() {
+        let fd = match (&parent, top.take()) {
+            (None, Some(t)) => t,
+            (Some(p), _) => match open(p.as_fd(), &name) {
+                Ok(fd) => fd,
+                Err(_) => continue,
+            },
+            (None, None) => continue,
         };
         // The entry's type comes with the directory listing: a skipped folder costs no stat
         // per file.
-        let entries: Vec<(std::ffi::OsString, fs::FileType)> = entries
-            .flatten()
-            .filter_map(|e| Some((e.file_name(), e.file_type().ok()?)))
-            .collect();
+        let mut entries: Vec<(std::ffi::OsString, FileType)> = Vec::new();
+        let mut listing = RawDir::new(&fd, buf.spare_capacity_mut());
+        while let Some(Ok(e)) = listing.next() {
+            let n = e.file_name().to_bytes();
+            if n == b"." || n == b".." {
+                continue;
+            }
+            let n = std::ffi::OsStr::from_bytes(n).to_owned();
+            let ft = match e.file_type() {
+                FileType::Unknown => {
+                    rustix::fs::statat(&fd, &n, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                        .map_or(FileType::Unknown, |st| FileType::from_raw_mode(st.st_mode))
+                }
+                t => t,
+            };
+            entries.push((n, ft));
+        }
         let has = |n: &str| entries.iter().any(|(name, _)| name == n);
         let git = looks_like_git_dir(dir.file_name(), has);
         if git {
             found.git_dirs.push(dir.clone());
         }
+        let fd = Rc::new(fd);
         for (name, ft) in entries {
             let child = dir.join(&name);
-            if name == ".git" && !ft.is_dir() {
+            if name == ".git" && ft != FileType::Directory {
                 found.pointers.push(child);
                 continue;
             }
-            if ft.is_dir() {
+            if ft == FileType::Directory {
+                // A git directory's objects hold no git directory git would use.
+                if git && name == "objects" {
+                    continue;
+                }
                 let skip = SKIP.iter().any(|s| name.as_encoded_bytes() == s.as_bytes());
-                stack.push((child, quiet || git || skip));
+                stack.push((Some(fd.clone()), name, child, quiet || git || skip));
                 continue;
             }
             if quiet || git {

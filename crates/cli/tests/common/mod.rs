@@ -14,10 +14,15 @@ pub fn is_root() -> bool {
 }
 
 /// Skips the calling test (with a message) when not root: the namespace backend needs root.
+/// With `PADDOCK_REQUIRE_ROOT=1` (CI) such a skip is a failure, never a pass.
 #[macro_export]
 macro_rules! require_root {
     () => {
         if !$crate::common::is_root() {
+            assert!(
+                std::env::var_os("PADDOCK_REQUIRE_ROOT").is_none(),
+                "this test needs root (PADDOCK_REQUIRE_ROOT is set, so it may not be skipped)"
+            );
             eprintln!("skipped: needs root");
             return;
         }
@@ -203,6 +208,16 @@ pub fn sh_on(backend: &str, ws: &Path, flags: &[&str], script: &str) -> Output {
         .args(["--", "sh", "-c", script])
         .output()
         .unwrap()
+}
+
+/// Removes the sandbox it names (`paddock rm -f`) when dropped, also when the test fails
+/// before its own clean-up: a failed test leaves no running sandbox behind.
+pub struct Cleanup(pub String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = paddock().args(["rm", "-f", &self.0]).output();
+    }
 }
 
 /// Removes sandbox `name` with `paddock rm`, which must succeed.

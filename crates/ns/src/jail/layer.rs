@@ -17,7 +17,17 @@ const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 const LOOP_SET_FD: libc::c_ulong = 0x4C00;
 const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
 const LOOP_SET_STATUS64: libc::c_ulong = 0x4C04;
+const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
 const LO_FLAGS_AUTOCLEAR: u32 = 4;
+
+/// `struct loop_config` of linux/loop.h (Linux 5.8).
+#[repr(C)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
 
 /// `struct loop_info64` of linux/loop.h.
 #[repr(C)]
@@ -60,6 +70,32 @@ fn attach_loop(image: &File) -> Result<(OwnedFd, String), Failure> {
             .open(&path)
             .layer(LAYER, &format!("cannot open {path}"))?
             .into();
+        // One LOOP_CONFIGURE where the kernel has it: it attaches and sets the flags in one
+        // step (LOOP_SET_FD then LOOP_SET_STATUS64 cost 25-30 ms here, it ~11).
+        // SAFETY: all-zero is a valid loop_config.
+        let mut config: LoopConfig = unsafe { std::mem::zeroed() };
+        config.fd = image.as_raw_fd() as u32;
+        config.info.flags = LO_FLAGS_AUTOCLEAR;
+        // SAFETY: LOOP_CONFIGURE reads a loop_config, which `config` is, for the call; the
+        // backing file's descriptor in it is valid for the call.
+        if unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE, &config) } == 0 {
+            return Ok((dev, path));
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            // Taken by someone else in the meantime: ask again.
+            Some(libc::EBUSY) => continue,
+            // An older kernel: the two-step way below.
+            Some(libc::EINVAL | libc::ENOTTY) => {}
+            _ => {
+                return Err(Failure::new(
+                    LAYER,
+                    format!(
+                        "cannot attach the layer to {path}: {}",
+                        std::io::Error::last_os_error()
+                    ),
+                ));
+            }
+        }
         // SAFETY: LOOP_SET_FD takes the backing file's descriptor, valid for the call.
         if unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_SET_FD, image.as_raw_fd()) } != 0 {
             if std::io::Error::last_os_error().raw_os_error() == Some(libc::EBUSY) {
@@ -89,16 +125,11 @@ fn attach_loop(image: &File) -> Result<(OwnedFd, String), Failure> {
     Err(Failure::new(LAYER, "every loop device was taken"))
 }
 
-/// Mounts the layer image at `at` (host root, before the sandbox's user namespace) and returns
-/// its `upper` and `work` directories, made owned by the sandbox's root (`base`).
-/// `volatile`: the layer is thrown away after this run; its file system sends no flushes
-/// (`nobarrier`), so ending the sandbox does not make the host sync the image.
-pub fn mount(
-    image: &Path,
-    at: &Path,
-    base: u32,
-    volatile: bool,
-) -> Result<(PathBuf, PathBuf), Failure> {
+/// The layer image as a detached mount (attached nowhere yet) whose root holds `upper` and
+/// `work`, owned by the sandbox's root (`base`). `volatile`: the layer is thrown away after this
+/// run; its file system sends no flushes (`nobarrier`), so ending the sandbox does not make the
+/// host sync the image. The loop device detaches itself once the mount is gone.
+pub fn mount_detached(image: &Path, base: u32, volatile: bool) -> Result<OwnedFd, Failure> {
     let file = File::options()
         .read(true)
         .write(true)
@@ -112,6 +143,39 @@ pub fn mount(
         if volatile { &["nobarrier"] } else { &[] },
         MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
     )?;
+    // The mount holds the device from here; closing ours lets it detach when unmounted.
+    drop(dev);
+    for sub in ["upper", "work"] {
+        match rustix::fs::mkdirat(&fs, sub, Mode::from_raw_mode(0o755)) {
+            Ok(()) => rustix::fs::chownat(
+                &fs,
+                sub,
+                Some(rustix::fs::Uid::from_raw(base)),
+                Some(rustix::fs::Gid::from_raw(base)),
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .layer(LAYER, &format!("cannot set the owner of the layer's {sub}"))?,
+            Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => {
+                return Err(Failure::new(
+                    LAYER,
+                    format!("cannot create the layer's {sub}: {e}"),
+                ));
+            }
+        }
+    }
+    Ok(fs)
+}
+
+/// Mounts the layer image at `at` (host root, in the jail's own mount namespace) and returns
+/// its `upper` and `work` directories ([`mount_detached`]).
+pub fn mount(
+    image: &Path,
+    at: &Path,
+    base: u32,
+    volatile: bool,
+) -> Result<(PathBuf, PathBuf), Failure> {
+    let fs = mount_detached(image, base, volatile)?;
     let point = openat(
         CWD,
         at,
@@ -120,25 +184,5 @@ pub fn mount(
     )
     .layer(LAYER, "cannot open the layer's mount point")?;
     super::mounts::attach(fs.as_fd(), point.as_fd(), "cannot mount the layer")?;
-    // The mount holds the device from here; closing ours lets it detach when unmounted.
-    drop(dev);
-    let mut out = Vec::new();
-    for sub in ["upper", "work"] {
-        let d = at.join(sub);
-        match std::fs::create_dir(&d) {
-            Ok(()) => std::os::unix::fs::lchown(&d, Some(base), Some(base))
-                .layer(LAYER, &format!("cannot set the owner of {}", d.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => {
-                return Err(Failure::new(
-                    LAYER,
-                    format!("cannot create {}: {e}", d.display()),
-                ));
-            }
-        }
-        out.push(d);
-    }
-    let work = out.pop().unwrap_or_default();
-    let upper = out.pop().unwrap_or_default();
-    Ok((upper, work))
+    Ok((at.join("upper"), at.join("work")))
 }

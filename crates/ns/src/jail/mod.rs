@@ -134,14 +134,26 @@ pub fn premount(cfg: &JailConfig) -> Result<Vec<OwnedFd>, Failure> {
         ));
     }
     let mut made = Vec::with_capacity(cfg.binds.len() + 1);
-    if cfg.layer_image.is_none() {
-        made.push(mounts::overlay(
-            &cfg.lower,
-            &cfg.upper,
-            &cfg.work,
-            cfg.volatile,
-        )?);
-    }
+    // The root: the image under the writable layer, which is a size-limited ext4 image (as a
+    // detached mount too, its directories named through this process's descriptor of it) or
+    // plain directories. Attaching the image's loop device is the slowest step of a start
+    // (~11 ms), so it goes here, while the jail starts.
+    let layer = match &cfg.layer_image {
+        Some(img) => Some(layer::mount_detached(img, cfg.id_base, cfg.volatile)?),
+        None => None,
+    };
+    let (upper, work) = match &layer {
+        Some(fs) => {
+            let at = std::path::PathBuf::from(format!(
+                "/proc/self/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(fs)
+            ));
+            (at.join("upper"), at.join("work"))
+        }
+        None => (cfg.upper.clone(), cfg.work.clone()),
+    };
+    made.push(mounts::overlay(&cfg.lower, &upper, &work, cfg.volatile)?);
+    drop(layer);
     let idmaps = userns::idmap_namespaces(&cfg.binds, cfg.id_base)?;
     for b in &cfg.binds {
         made.push(mounts::clone_tree(b, &idmaps)?);
@@ -164,14 +176,11 @@ fn wait_for_cgroups(channel: std::os::fd::BorrowedFd<'_>) -> Result<Vec<OwnedFd>
 }
 
 /// Splits what [`premount`] made, as received.
-fn split_premade(cfg: &JailConfig, mut fds: Vec<OwnedFd>) -> Result<mounts::Premade, Failure> {
-    let root = match cfg.layer_image {
-        None if fds.is_empty() => {
-            return Err(Failure::new("mounts", "the host sent no sandbox root"));
-        }
-        None => Some(fds.remove(0)),
-        Some(_) => None,
-    };
+fn split_premade(mut fds: Vec<OwnedFd>) -> Result<mounts::Premade, Failure> {
+    if fds.is_empty() {
+        return Err(Failure::new("mounts", "the host sent no sandbox root"));
+    }
+    let root = fds.remove(0);
     Ok(mounts::Premade { root, binds: fds })
 }
 
@@ -252,7 +261,7 @@ fn outer(cfg: JailConfig, channel: OwnedFd) -> Result<i32, Failure> {
         .layer("namespaces", "cannot set the host name")?;
 
     // Pid 1 must start inside the cgroups.
-    let premade = split_premade(&cfg, wait_for_cgroups(channel.as_fd())?)?;
+    let premade = split_premade(wait_for_cgroups(channel.as_fd())?)?;
     // The cgroup namespace is made only now, so its root is the sandbox's own cgroup.
     // SAFETY: single-threaded; the new namespace only affects this process and its children.
     unsafe { unshare_unsafe(UnshareFlags::NEWCGROUP) }

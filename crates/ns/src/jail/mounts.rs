@@ -299,10 +299,10 @@ pub fn build_runsc(
 }
 
 /// What the host side mounted for the sandbox while the jail started, as detached mounts
-/// ([`crate::premount`]): the root (unless the layer is a size-limited image, which the jail
-/// mounts itself), and each shared folder of [`JailConfig::binds`], in that order, idmapped.
+/// ([`crate::premount`]): the root, and each shared folder of [`JailConfig::binds`], in that
+/// order, idmapped.
 pub struct Premade {
-    pub root: Option<OwnedFd>,
+    pub root: OwnedFd,
     pub binds: Vec<OwnedFd>,
 }
 
@@ -316,20 +316,7 @@ pub fn build(cfg: &JailConfig, premade: Premade) -> Result<(), Failure> {
     .layer(LAYER, "cannot make the mount namespace private")?;
 
     // The root: the image under the sandbox's writable layer.
-    let detached = match premade.root {
-        Some(made) => made,
-        None => {
-            let (upper, work) = writable(
-                &cfg.upper,
-                &cfg.work,
-                cfg.layer_image.as_deref(),
-                base,
-                cfg.volatile,
-            )?;
-            overlay(&cfg.lower, &upper, &work, cfg.volatile)?
-        }
-    };
-    let sandbox_root = attach_root(detached, &cfg.merged)?;
+    let sandbox_root = attach_root(premade.root, &cfg.merged)?;
     // The fsmount descriptor is the overlay's root, now attached: everything below is built
     // relative to it.
     let root = sandbox_root.as_fd();
