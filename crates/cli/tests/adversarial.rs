@@ -182,17 +182,12 @@ mod runtime {
         let disk = limits["disk"].as_u64().unwrap_or_else(|| panic!("{v}"));
         let memory = limits["memory"].as_u64().unwrap_or_else(|| panic!("{v}"));
         assert!(limits["pids"].as_u64().is_some(), "{v}");
-        let out = common::paddock_for(backend)
-            .args(["run", "--backend", backend, "--name", &name, "-w"])
-            .arg(ws.path())
-            .args([
-                "--",
-                "sh",
-                "-c",
-                "for d in / /tmp /dev/shm; do echo \"$d $(df -B1 --output=size $d | tail -1)\"; done",
-            ])
-            .output()
-            .unwrap();
+        let out = common::sh_named(
+            backend,
+            ws.path(),
+            &name,
+            "for d in / /tmp /dev/shm; do echo \"$d $(df -B1 --output=size $d | tail -1)\"; done",
+        );
         common::remove(&name);
         let said = stdout(&out);
         let size = |d: &str| -> u64 {

@@ -152,23 +152,29 @@ fn writable(
     }
 }
 
-/// A file Paddock generated for the sandbox (`/etc/hosts`, the trust store…), as a detached
-/// read-only mount of a copy in a tmpfs of its own: a bind of the host file would show its host
-/// path (the state directory, with the user's name in it) in the sandbox's mount table.
-fn generated_file(b: &Bind, what: &str) -> Result<OwnedFd, Failure> {
-    use std::io::{Read, Write};
-    const MAX: u64 = 16 << 20;
-    let src = openat2(
+/// The host path of `b`, opened with `flags`. The host side canonicalised it; refusing every
+/// symlink here closes the gap between that check and this open.
+fn open_share(b: &Bind, flags: OFlags, what: &str) -> Result<OwnedFd, Failure> {
+    openat2(
         CWD,
         &b.host,
-        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        flags,
         Mode::empty(),
         ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
     )
     .layer(
         LAYER,
         &format!("{what}: the path changed or passes through a symlink"),
-    )?;
+    )
+}
+
+/// A file Paddock generated for the sandbox (`/etc/hosts`, the trust store…), as a detached
+/// read-only mount of a copy in a tmpfs of its own: a bind of the host file would show its host
+/// path (the state directory, with the user's name in it) in the sandbox's mount table.
+fn generated_file(b: &Bind, what: &str) -> Result<OwnedFd, Failure> {
+    use std::io::{Read, Write};
+    const MAX: u64 = 16 << 20;
+    let src = open_share(b, OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK, what)?;
     let mut text = Vec::new();
     std::fs::File::from(src)
         .take(MAX)
@@ -492,8 +498,6 @@ pub fn clone_tree(b: &Bind, idmaps: &BTreeMap<(u32, u32), OwnedFd>) -> Result<Ow
     if !b.idmap && !b.is_dir && !program {
         return generated_file(b, &what);
     }
-    // The host path was canonicalised by the host side; refusing symlinks here closes the gap
-    // between that check and this open.
     let src_flags = OFlags::PATH
         | OFlags::CLOEXEC
         | if b.is_dir {
@@ -501,17 +505,7 @@ pub fn clone_tree(b: &Bind, idmaps: &BTreeMap<(u32, u32), OwnedFd>) -> Result<Ow
         } else {
             OFlags::empty()
         };
-    let src = openat2(
-        CWD,
-        &b.host,
-        src_flags,
-        Mode::empty(),
-        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-    )
-    .layer(
-        LAYER,
-        &format!("{what}: the path changed or passes through a symlink"),
-    )?;
+    let src = open_share(b, src_flags, &what)?;
     let tree = open_tree(
         src.as_fd(),
         "",
