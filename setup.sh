@@ -11,7 +11,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 # Every apt call waits for another apt's lock instead of failing, and shows apt's errors.
 apt_get() {
-    DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=600 "$@"
+    DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 apt-get -q -o DPkg::Lock::Timeout=600 "$@"
 }
 # Installs packages, refusing (with apt's own plan shown) when that would remove an installed
 # package: a fresh machine may carry packages from another suite (qemu-utils from backports,
