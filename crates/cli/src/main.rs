@@ -11,6 +11,13 @@ mod secret;
 use clap::Parser;
 
 fn main() {
+    // The egress proxy's own process (started by the supervisor, never by hand): before
+    // anything else, so it starts with nothing but what its parent sends.
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(paddock_supervisor::egress::WORKER_ARG))
+    {
+        std::process::exit(paddock_supervisor::egress_worker::main());
+    }
     let cli = cli::Cli::parse();
     let code = match commands::dispatch(cli) {
         Ok(code) => code,

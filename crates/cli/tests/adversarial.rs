@@ -420,6 +420,102 @@ mod orchestration {
         );
         assert_eq!(stranger, "", "another uid was answered");
     }
+
+    /// The lines of `/proc/PID/status` this suite reads, by name.
+    fn status_of(pid: u32) -> std::collections::HashMap<String, String> {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
+            .collect()
+    }
+
+    /// The children of `parent` whose first argument is `arg`.
+    fn children_running(parent: u32, arg: &str) -> Vec<u32> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let is = cmdline.split(|b| *b == 0).nth(1) == Some(arg.as_bytes());
+            if is && status_of(pid).get("PPid").map(String::as_str) == Some(&parent.to_string()) {
+                out.push(pid);
+            }
+        }
+        out
+    }
+
+    /// The egress proxy parses every byte the sandbox sends out: it runs in a process of its
+    /// own with no privilege (a uid of its own, no capability, no_new_privs, seccomp), and it
+    /// ends with the sandbox.
+    #[test]
+    fn the_egress_proxy_holds_no_privilege() {
+        require_root!();
+        common::ensure_image();
+        let ws = common::workspace();
+        let name = common::unique("proxypriv");
+        let _cleanup = common::Cleanup(name.clone());
+        let out = common::paddock()
+            .args(["run", "-d", "--backend", "ns", "--name", &name, "-w"])
+            .arg(ws.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let info = common::paddock()
+            .args(["inspect", "--json", &name])
+            .output()
+            .unwrap();
+        let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+        let supervisor = info["supervisor_pid"]
+            .as_u64()
+            .expect("a running supervisor") as u32;
+        // The proxy serves (so it confined itself first): it answers a request with its
+        // refusal.
+        let asked = common::paddock()
+            .args([
+                "exec",
+                &name,
+                "--",
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .arg("http://denied.example.invalid/")
+            .output()
+            .unwrap();
+        assert_eq!(stdout(&asked).trim(), "403", "{asked:?}");
+        let workers = children_running(supervisor, "__egress");
+        assert_eq!(workers.len(), 1, "one proxy process under {supervisor}");
+        let status = status_of(workers[0]);
+        let _ = common::paddock().args(["stop", &name]).output();
+        let gone = children_running(supervisor, "__egress");
+        common::remove(&name);
+        let field = |k: &str| status.get(k).cloned().unwrap_or_default();
+        // The sandbox runs as root on the host here: the proxy may not.
+        for ids in ["Uid", "Gid"] {
+            let ids: Vec<u32> = field(ids)
+                .split_whitespace()
+                .map(|v| v.parse().unwrap())
+                .collect();
+            assert_eq!(ids.len(), 4, "{status:?}");
+            assert!(
+                ids.iter().all(|i| *i == ids[0] && *i >= 0x7e00_0000),
+                "{status:?}"
+            );
+        }
+        assert_eq!(field("Groups"), "", "{status:?}");
+        for caps in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+            assert_eq!(field(caps), "0000000000000000", "{caps}: {status:?}");
+        }
+        assert_eq!(field("NoNewPrivs"), "1", "{status:?}");
+        assert_eq!(field("Seccomp"), "2", "{status:?}");
+        assert!(gone.is_empty(), "the proxy outlived its sandbox: {gone:?}");
+    }
 }
 
 /// Finding the user's credentials, or what leads to them: the host's paths and names.

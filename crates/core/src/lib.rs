@@ -10,7 +10,7 @@ mod dirs;
 pub mod gitguard;
 pub mod gitsafe;
 mod gitsweep;
-mod idmap;
+pub mod idmap;
 mod image;
 mod lock;
 mod session;

@@ -59,6 +59,39 @@ pub fn restrict_to_root() -> Result<Enforced, LandlockError> {
     })
 }
 
+/// Restricts the calling thread (and its future children) to reading under `paths` (those
+/// that exist), with signals and abstract Unix sockets scoped to itself: for a host helper
+/// that needs the system's configuration and libraries and nothing of anyone's files.
+pub fn restrict_to_reading(paths: &[&str]) -> Result<Enforced, LandlockError> {
+    let e = |x: &dyn std::fmt::Display| LandlockError::Ruleset(x.to_string());
+    let all = AccessFs::from_all(ABI_USED);
+    let read = AccessFs::ReadFile | AccessFs::ReadDir;
+    let mut ruleset = Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .handle_access(all)
+        .map_err(|x| e(&x))?
+        .scope(Scope::from_all(ABI_USED))
+        .map_err(|x| e(&x))?
+        .create()
+        .map_err(|x| e(&x))?;
+    for p in paths {
+        if let Ok(fd) = PathFd::new(p) {
+            ruleset = ruleset
+                .add_rule(PathBeneath::new(fd, read))
+                .map_err(|x| e(&x))?;
+        }
+    }
+    let status = ruleset
+        .no_new_privs(true)
+        .restrict_self()
+        .map_err(|x| e(&x))?;
+    Ok(match status.ruleset {
+        RulesetStatus::FullyEnforced => Enforced::Fully,
+        RulesetStatus::PartiallyEnforced => Enforced::Partially,
+        RulesetStatus::NotEnforced => Enforced::Unsupported,
+    })
+}
+
 /// The Landlock ABI version the running kernel offers (0: none).
 pub fn kernel_abi() -> i32 {
     // SAFETY: LANDLOCK_CREATE_RULESET_VERSION with a null attribute and size 0 only queries the

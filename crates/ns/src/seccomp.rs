@@ -574,6 +574,43 @@ pub fn unix_sockets_only() -> Result<BpfProgram, SeccompError> {
     BpfProgram::try_from(f).map_err(compile_error)
 }
 
+/// A filter for a host helper that talks to the network and never starts a program (the
+/// egress proxy): `execve`/`execveat` fail with EPERM, and `socket()` of a family other than
+/// IPv4, IPv6 or netlink (the resolver reads the host's addresses) fails with EAFNOSUPPORT.
+/// Two filters, installed on top of [`programs`].
+pub fn network_helper() -> Result<Vec<BpfProgram>, SeccompError> {
+    let mut rules = BTreeMap::new();
+    for nr in [libc::SYS_execve, libc::SYS_execveat] {
+        rules.insert(nr, Vec::new());
+    }
+    let f = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        TargetArch::x86_64,
+    )
+    .map_err(compile_error)?;
+    let families = [libc::AF_INET, libc::AF_INET6, libc::AF_NETLINK];
+    let conds = families
+        .iter()
+        .map(|f| Cond::new(0, Len::Dword, Op::Ne, *f as u64).map_err(compile_error))
+        .collect::<Result<Vec<_>, _>>()?;
+    let socket = SeccompFilter::new(
+        BTreeMap::from([(
+            libc::SYS_socket,
+            vec![SeccompRule::new(conds).map_err(compile_error)?],
+        )]),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EAFNOSUPPORT as u32),
+        TargetArch::x86_64,
+    )
+    .map_err(compile_error)?;
+    Ok(vec![
+        BpfProgram::try_from(f).map_err(compile_error)?,
+        BpfProgram::try_from(socket).map_err(compile_error)?,
+    ])
+}
+
 /// Installs one compiled filter on the calling thread. Makes one system call and allocates
 /// nothing, so it may run between fork and exec.
 #[cfg(target_os = "linux")]
@@ -612,6 +649,38 @@ pub fn install() -> Result<(), SeccompError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Under the network helper's filters, execve fails with EPERM and a Unix socket with
+    /// EAFNOSUPPORT, while an IPv4 socket is made (checked in a child between fork and exec,
+    /// with error codes that say which check failed).
+    #[test]
+    fn the_network_helper_refuses_exec_and_local_sockets() {
+        use std::os::unix::process::CommandExt;
+        let progs = network_helper().unwrap();
+        let mut cmd = std::process::Command::new("/bin/true");
+        // SAFETY: only system calls between fork and exec; nothing is allocated.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                for p in &progs {
+                    apply(p)?;
+                }
+                if libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) < 0 {
+                    return Err(std::io::Error::from_raw_os_error(libc::ENOTRECOVERABLE));
+                }
+                if libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) >= 0
+                    || *libc::__errno_location() != libc::EAFNOSUPPORT
+                {
+                    return Err(std::io::Error::from_raw_os_error(libc::EOWNERDEAD));
+                }
+                Ok(())
+            });
+        }
+        let e = cmd.spawn().unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{e}");
+    }
 
     #[test]
     fn table_compiles_and_covers_the_required_calls() {

@@ -21,11 +21,13 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use paddock_policy::net::{Action, Rule, Scope, StoredRule};
 use paddock_proxy::audit::{AuditSink, AuditWriter};
+use paddock_proxy::channel::{self, AuditForwarder};
 use paddock_proxy::resolve::Resolver;
 use paddock_proxy::rules::RuleSource;
 use paddock_proxy::store::PolicyStore;
@@ -534,12 +536,16 @@ struct Paddock {
     addr: SocketAddr,
     handle: Option<ProxyHandle>,
     writer: Option<AuditWriter>,
+    /// The proxy's end of the audit channel and the threads of the supervisor's end.
+    channel: Option<(AuditForwarder, Vec<std::thread::JoinHandle<()>>)>,
     db: std::path::PathBuf,
 }
 
 impl Paddock {
-    /// Started as the supervisor starts it (live rules from the state database, audit to the
-    /// same database, 2 worker threads unless told otherwise), or with fixed rules.
+    /// Started as the supervisor starts it (rules asked for and audit records sent over the
+    /// channel the proxy process has with the supervisor, which reads and writes the state
+    /// database; 2 worker threads unless told otherwise), or with fixed rules and the audit
+    /// writer in the same process.
     fn start(dir: &Path, up: SocketAddr, live: bool, threads: usize) -> Paddock {
         let rules = vec![
             Rule::parse_target(Action::Allow, &format!("{NAME}:{}", up.port())).unwrap(),
@@ -547,13 +553,30 @@ impl Paddock {
         ];
         let db = dir.join(if live { "live.db" } else { "fixed.db" });
         let scope = Scope::Sandbox(SANDBOX.into());
-        let source = if live {
+        let (writer, sink): (AuditWriter, AuditSink) = AuditWriter::start(&db).unwrap();
+        let (source, audit, channel) = if live {
             let mut store = PolicyStore::open(&db).unwrap();
             store.add(&scope, &rules, "user").unwrap();
             drop(store);
-            RuleSource::live(&db, SANDBOX).unwrap()
+            let (worker, supervisor) = UnixStream::pair().unwrap();
+            let served = {
+                let db = db.clone();
+                std::thread::spawn(move || {
+                    let _ = channel::serve_rules(supervisor, &db, SANDBOX);
+                })
+            };
+            let (worker_audit, supervisor_audit) = UnixStream::pair().unwrap();
+            let received = std::thread::spawn(move || {
+                let _ = channel::receive_audit(supervisor_audit, &sink, SANDBOX);
+            });
+            let (forwarder, audit) = AuditForwarder::start(worker_audit).unwrap();
+            (
+                RuleSource::remote(worker),
+                audit,
+                Some((forwarder, vec![served, received])),
+            )
         } else {
-            RuleSource::fixed(
+            let source = RuleSource::fixed(
                 rules
                     .into_iter()
                     .enumerate()
@@ -564,9 +587,9 @@ impl Paddock {
                         rule,
                     })
                     .collect(),
-            )
+            );
+            (source, sink, None)
         };
-        let (writer, audit): (AuditWriter, AuditSink) = AuditWriter::start(&db).unwrap();
         let over: HashMap<String, Vec<IpAddr>> =
             HashMap::from([(NAME.to_owned(), vec![IpAddr::from([127, 0, 0, 1])])]);
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -588,6 +611,7 @@ impl Paddock {
             addr,
             handle: Some(handle),
             writer: Some(writer),
+            channel,
             db,
         }
     }
@@ -596,6 +620,12 @@ impl Paddock {
     fn stop(mut self) -> i64 {
         if let Some(h) = self.handle.take() {
             h.stop();
+        }
+        if let Some((forwarder, threads)) = self.channel.take() {
+            forwarder.close();
+            for t in threads {
+                t.join().unwrap();
+            }
         }
         if let Some(w) = self.writer.take() {
             w.close();

@@ -20,7 +20,7 @@ use rusqlite::params;
 use crate::store::{self, StoreError};
 
 /// One decision.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Record {
     /// The sandbox.
     pub sandbox: String,
@@ -45,7 +45,8 @@ pub struct Record {
 }
 
 /// The end of an allowed request or tunnel.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Finish {
     /// Bytes from the sandbox.
     pub bytes_up: u64,
@@ -57,7 +58,7 @@ pub struct Finish {
     pub status: Option<u16>,
 }
 
-enum Msg {
+pub(crate) enum Msg {
     Insert(String, i64, Record),
     Finish(String, Finish),
 }
@@ -65,8 +66,8 @@ enum Msg {
 /// Where decisions go. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AuditSink {
-    tx: mpsc::Sender<Msg>,
-    prefix: std::sync::Arc<str>,
+    pub(crate) tx: mpsc::Sender<Msg>,
+    pub(crate) prefix: std::sync::Arc<str>,
     counter: std::sync::Arc<AtomicU64>,
 }
 
@@ -81,6 +82,15 @@ impl std::fmt::Debug for Msg {
 }
 
 impl AuditSink {
+    /// A sink whose records go to `tx` (the proxy process's forwarder, [`crate::channel`]).
+    pub(crate) fn to_channel(tx: mpsc::Sender<Msg>, prefix: &str) -> AuditSink {
+        AuditSink {
+            tx,
+            prefix: prefix.into(),
+            counter: Default::default(),
+        }
+    }
+
     /// Records a decision now.
     pub fn record(&self, rec: Record) -> Entry {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);

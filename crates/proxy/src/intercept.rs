@@ -105,6 +105,21 @@ impl SandboxCa {
         Ok(SandboxCa { cert, key, pem })
     }
 
+    /// The CA of `sandbox` from its private key, as [`SandboxCa::key_pem`] gave it (the
+    /// certificate is made again: same subject, same key, so what it signs chains to the one
+    /// the sandbox trusts).
+    pub fn from_key_pem(sandbox: &str, key_pem: &str) -> std::io::Result<SandboxCa> {
+        let key = KeyPair::from_pem(key_pem).map_err(io_err)?;
+        let cert = ca_params(sandbox).self_signed(&key).map_err(io_err)?;
+        let pem = cert.pem();
+        Ok(SandboxCa { cert, key, pem })
+    }
+
+    /// The CA's private key (PEM), for the proxy process.
+    pub fn key_pem(&self) -> String {
+        self.key.serialize_pem()
+    }
+
     /// The CA certificate (what the sandbox trusts).
     pub fn pem(&self) -> &str {
         &self.pem

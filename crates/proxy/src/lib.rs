@@ -15,6 +15,7 @@ pub mod registries;
 
 pub mod audit;
 mod body;
+pub mod channel;
 mod guard;
 pub mod intercept;
 pub mod resolve;

@@ -379,8 +379,31 @@ impl LoadError {
     }
 }
 
-/// Loads all rules, or those for one sandbox (global + its own), ordered by id.
-pub fn load(db: &Connection, sandbox: Option<&str>) -> Result<Vec<StoredRule>, LoadError> {
+/// A rule row as stored, before parsing: what the privileged part hands the proxy process
+/// ([`crate::channel`]), which parses it with [`parse_row`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleRow {
+    /// Rule id.
+    pub id: i64,
+    /// The sandbox, or none for a global rule.
+    pub sandbox: Option<String>,
+    /// `allow` / `deny`.
+    pub action: String,
+    /// Host pattern.
+    pub host: String,
+    /// Port spec.
+    pub port: String,
+    /// Method, if limited.
+    pub method: Option<String>,
+    /// Path glob, if limited.
+    pub path: Option<String>,
+    /// Where it came from.
+    pub source: String,
+}
+
+/// Loads all rule rows, or those for one sandbox (global + its own), ordered by id.
+pub fn load_rows(db: &Connection, sandbox: Option<&str>) -> Result<Vec<RuleRow>, LoadError> {
     let sql = match sandbox {
         Some(_) => {
             "SELECT id, sandbox, action, host, port, method, path, source FROM net_rules
@@ -395,47 +418,62 @@ pub fn load(db: &Connection, sandbox: Option<&str>) -> Result<Vec<StoredRule>, L
     let mut st = db.prepare_cached(sql).map_err(LoadError::Sql)?;
     let rows = st
         .query_map([sandbox], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, Option<String>>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, Option<String>>(5)?,
-                r.get::<_, Option<String>>(6)?,
-                r.get::<_, String>(7)?,
-            ))
+            Ok(RuleRow {
+                id: r.get(0)?,
+                sandbox: r.get(1)?,
+                action: r.get(2)?,
+                host: r.get(3)?,
+                port: r.get(4)?,
+                method: r.get(5)?,
+                path: r.get(6)?,
+                source: r.get(7)?,
+            })
         })
         .map_err(LoadError::Sql)?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (id, sb, action, host, port, method, path, source) = row.map_err(LoadError::Sql)?;
-        let bad = |e: &dyn std::fmt::Display| LoadError::Bad(id, e.to_string());
-        let action = match action.as_str() {
-            "allow" => Action::Allow,
-            "deny" => Action::Deny,
-            other => return Err(bad(&format!("unknown action {other:?}"))),
-        };
-        out.push(StoredRule {
-            id,
-            scope: sb.map(Scope::Sandbox).unwrap_or(Scope::Global),
-            source,
-            rule: Rule {
-                action,
-                host: HostPattern::parse(&host).map_err(|e| bad(&e))?,
-                port: PortSpec::parse(&port).map_err(|e| bad(&e))?,
-                method: method
-                    .map(|m| parse_method(&m))
-                    .transpose()
-                    .map_err(|e| bad(&e))?,
-                path: path
-                    .map(|p| PathGlob::parse(&p))
-                    .transpose()
-                    .map_err(|e| bad(&e))?,
-            },
-        });
-    }
-    Ok(out)
+    rows.collect::<Result<_, _>>().map_err(LoadError::Sql)
+}
+
+/// Parses one stored row.
+pub fn parse_row(row: RuleRow) -> Result<StoredRule, LoadError> {
+    let RuleRow {
+        id,
+        sandbox,
+        action,
+        host,
+        port,
+        method,
+        path,
+        source,
+    } = row;
+    let bad = |e: &dyn std::fmt::Display| LoadError::Bad(id, e.to_string());
+    let action = match action.as_str() {
+        "allow" => Action::Allow,
+        "deny" => Action::Deny,
+        other => return Err(bad(&format!("unknown action {other:?}"))),
+    };
+    Ok(StoredRule {
+        id,
+        scope: sandbox.map(Scope::Sandbox).unwrap_or(Scope::Global),
+        source,
+        rule: Rule {
+            action,
+            host: HostPattern::parse(&host).map_err(|e| bad(&e))?,
+            port: PortSpec::parse(&port).map_err(|e| bad(&e))?,
+            method: method
+                .map(|m| parse_method(&m))
+                .transpose()
+                .map_err(|e| bad(&e))?,
+            path: path
+                .map(|p| PathGlob::parse(&p))
+                .transpose()
+                .map_err(|e| bad(&e))?,
+        },
+    })
+}
+
+/// Loads all rules, or those for one sandbox (global + its own), ordered by id.
+pub fn load(db: &Connection, sandbox: Option<&str>) -> Result<Vec<StoredRule>, LoadError> {
+    load_rows(db, sandbox)?.into_iter().map(parse_row).collect()
 }
 
 /// The rules generation: changes whenever any rule is added, changed or removed.

@@ -2,17 +2,17 @@
 //! makes clients inside accept the proxy's certificates, and the placeholder variables.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use paddock_core::{BackendError, TRUST_STORE};
-use paddock_proxy::intercept::{Credentials, SandboxCa};
+use paddock_proxy::channel::CredentialSettings;
+use paddock_proxy::intercept::SandboxCa;
 use paddock_secrets::SecretStore;
 
 /// What a run with credentials needs.
 #[derive(Debug)]
 pub struct Prepared {
-    /// For the proxy.
-    pub credentials: Arc<Credentials>,
+    /// For the proxy process: the CA's key and the secrets that apply.
+    pub credentials: CredentialSettings,
     /// Variables for the command: placeholders and the trust-store pointers.
     pub env: Vec<(String, String)>,
     /// The sandbox's CA, for its trust store.
@@ -64,10 +64,12 @@ pub fn prepare(
         env.push((var.into(), TRUST_STORE.into()));
     }
     let ca_pem = ca.pem().to_owned();
-    let credentials =
-        Credentials::new(ca, entries).map_err(|e| layer(format!("cannot set up TLS: {e}")))?;
+    let credentials = CredentialSettings {
+        ca_key_pem: ca.key_pem(),
+        entries,
+    };
     Ok(Some(Prepared {
-        credentials: Arc::new(credentials),
+        credentials,
         env,
         ca_pem,
     }))

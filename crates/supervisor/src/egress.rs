@@ -1,27 +1,46 @@
-//! Starts the egress proxy for a running sandbox, on the listener its backend handed over.
+//! The egress proxy of a running sandbox, in a process of its own.
+//!
+//! The proxy parses every byte the sandbox sends out (HTTP framing, TLS, credential
+//! injection), so it holds nothing a bug there could turn against the host: it runs as
+//! [`crate::egress_worker`], started from this executable before the sandbox (so its setup
+//! overlaps the backend's), confined before it reads anything the sandbox sends. This side
+//! keeps the state database: it answers the worker's rule requests and writes its audit
+//! records ([`paddock_proxy::channel`]).
 
-use std::path::Path;
-use std::time::Duration;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
+use paddock_core::idmap::{Helper, helper_uid};
 use paddock_core::{BackendError, Egress};
+use paddock_proxy::Listener;
 use paddock_proxy::audit::AuditWriter;
-use paddock_proxy::resolve::{Resolver, TEST_OVERRIDE_ENV};
-use paddock_proxy::rules::RuleSource;
-use paddock_proxy::{Listener, ProxyConfig, ProxyHandle};
+use paddock_proxy::channel::{self, CredentialSettings, MAX_UNTRUSTED_FRAME, Settings, Status};
+use paddock_proxy::intercept::TEST_UPSTREAM_CA_ENV;
+use paddock_proxy::resolve::TEST_OVERRIDE_ENV;
+use serde::{Deserialize, Serialize};
 
-/// The proxy of one sandbox; stop it after the sandbox ends so every decision is written.
-#[derive(Debug)]
-pub struct RunningProxy {
-    handle: ProxyHandle,
-    writer: AuditWriter,
-}
+/// The hidden first argument that makes `paddock` the proxy process.
+pub const WORKER_ARG: &str = "__egress";
 
-impl RunningProxy {
-    /// Stops accepting, ends open tunnels and waits for the audit log to be written.
-    pub fn stop(self) {
-        self.handle.stop();
-        self.writer.close();
-    }
+/// How long the proxy process may take to be ready once it has its listener.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the worker is told first.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WorkerSettings {
+    /// The supervisor's pid: the worker checks it is still its parent once it has armed its
+    /// parent-death signal.
+    pub parent: u32,
+    /// The uid (and gid) to run as, when started as root.
+    pub uid: Option<u32>,
+    /// The proxy's own settings.
+    pub proxy: Settings,
 }
 
 fn layer(message: String) -> BackendError {
@@ -31,47 +50,255 @@ fn layer(message: String) -> BackendError {
     }
 }
 
-/// Starts the proxy for `sandbox` on `egress`.
-pub fn start(
+/// A proxy process started before its sandbox: [`Pending::serve`] hands it the listener.
+#[derive(Debug)]
+pub struct Pending {
+    child: Worker,
+    control: UnixStream,
+    rules: UnixStream,
+    audit: UnixStream,
+    db: PathBuf,
+    sandbox: String,
+}
+
+/// The proxy process: killed and reaped when dropped.
+#[derive(Debug)]
+struct Worker {
+    pid: rustix::process::Pid,
+    pidfd: OwnedFd,
+    reaped: bool,
+}
+
+impl Worker {
+    /// Waits up to `timeout` for it to end; true if it did (then it is reaped).
+    fn wait_for(&mut self, timeout: Duration) -> bool {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut fds = [PollFd::new(&self.pidfd, PollFlags::IN)];
+            let ts = Timespec {
+                tv_sec: left.as_secs() as i64,
+                tv_nsec: i64::from(left.subsec_nanos()),
+            };
+            match poll(&mut fds, Some(&ts)) {
+                Ok(0) => return false,
+                Ok(_) => break,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => return false,
+            }
+        }
+        let _ = rustix::process::waitpid(Some(self.pid), rustix::process::WaitOptions::empty());
+        self.reaped = true;
+        true
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = rustix::process::pidfd_send_signal(&self.pidfd, rustix::process::Signal::KILL);
+            let _ = rustix::process::waitpid(Some(self.pid), rustix::process::WaitOptions::empty());
+        }
+    }
+}
+
+/// Starts `exe __egress` with `fds` as its descriptors 3, 4 and 5, /dev/null as its input and
+/// output, this process's error stream and `env` only. `posix_spawn`: no copy of this
+/// process's memory on the start's path.
+fn spawn_worker(exe: &Path, fds: [i32; 3], env: &[CString]) -> std::io::Result<Worker> {
+    use nix::fcntl::OFlag;
+    use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, posix_spawn};
+    use nix::sys::stat::Mode;
+    let mut actions = PosixSpawnFileActions::init()?;
+    actions.add_open(0, "/dev/null", OFlag::O_RDONLY, Mode::empty())?;
+    actions.add_open(1, "/dev/null", OFlag::O_WRONLY, Mode::empty())?;
+    for (i, fd) in fds.iter().enumerate() {
+        // A duplicate made by the spawn is open across exec; the originals stay close-on-exec.
+        actions.add_dup2(*fd, 3 + i as i32)?;
+    }
+    let mut attr = PosixSpawnAttr::init()?;
+    // Every signal unblocked and back to its default action in the child.
+    attr.set_sigmask(&nix::sys::signal::SigSet::empty())?;
+    attr.set_sigdefault(&nix::sys::signal::SigSet::all())?;
+    attr.set_flags(
+        nix::spawn::PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK
+            | nix::spawn::PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF,
+    )?;
+    let path = CString::new(exe.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let args = [path.clone(), CString::from(c"__egress")];
+    let pid = posix_spawn(path.as_c_str(), &actions, &attr, &args, env)?;
+    let pid = rustix::process::Pid::from_raw(pid.as_raw())
+        .ok_or_else(|| std::io::Error::other("posix_spawn gave no pid"))?;
+    let pidfd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
+            return Err(e.into());
+        }
+    };
+    Ok(Worker {
+        pid,
+        pidfd,
+        reaped: false,
+    })
+}
+
+/// Starts the proxy process for `sandbox`, whose rules and audit log are in `db`.
+pub fn spawn(
     db: &Path,
     sandbox: &str,
-    egress: Option<Egress>,
-    credentials: Option<std::sync::Arc<paddock_proxy::intercept::Credentials>>,
-) -> Result<RunningProxy, BackendError> {
-    let listener = match egress {
-        Some(Egress::TcpListener(fd)) => Listener::Tcp(std::net::TcpListener::from(fd)),
-        Some(Egress::UnixListener(fd)) => {
-            Listener::Unix(std::os::unix::net::UnixListener::from(fd))
-        }
-        None => {
-            return Err(layer(
-                "the backend gave no egress channel; refusing to run without the proxy".into(),
-            ));
-        }
+    credentials: Option<CredentialSettings>,
+) -> Result<Pending, BackendError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| layer(format!("cannot find the paddock executable: {e}")))?;
+    let pair =
+        || UnixStream::pair().map_err(|e| layer(format!("cannot make the proxy's channel: {e}")));
+    let (control, control_child) = pair()?;
+    let (rules, rules_child) = pair()?;
+    let (audit, audit_child) = pair()?;
+    // Tests point the proxy at local names and a local CA; nothing else of this environment
+    // reaches it.
+    let env: Vec<CString> = [TEST_OVERRIDE_ENV, TEST_UPSTREAM_CA_ENV, "RUST_BACKTRACE"]
+        .iter()
+        .filter_map(|var| {
+            let v = std::env::var_os(var)?;
+            CString::new([var.as_bytes(), b"=", v.as_bytes()].concat()).ok()
+        })
+        .collect();
+    let fds = [&control_child, &rules_child, &audit_child].map(AsRawFd::as_raw_fd);
+    let child = spawn_worker(&exe, fds, &env)
+        .map_err(|e| layer(format!("cannot start the proxy process: {e}")))?;
+    drop((control_child, rules_child, audit_child));
+    let mut pending = Pending {
+        child,
+        control,
+        rules,
+        audit,
+        db: db.to_owned(),
+        sandbox: sandbox.to_owned(),
     };
-    let resolver = match std::env::var(TEST_OVERRIDE_ENV) {
-        Ok(spec) => Resolver::with_overrides(
-            Resolver::parse_overrides(&spec)
-                .map_err(|e| layer(format!("{TEST_OVERRIDE_ENV}: {e}")))?,
-        ),
-        Err(_) => Resolver::system(),
-    };
-    let rules =
-        RuleSource::live(db, sandbox).map_err(|e| layer(format!("cannot read the rules: {e}")))?;
-    let (writer, audit) =
-        AuditWriter::start(db).map_err(|e| layer(format!("cannot open the audit log: {e}")))?;
-    let handle = paddock_proxy::start(
-        ProxyConfig {
+    let uid = rustix::process::geteuid()
+        .is_root()
+        .then(|| helper_uid(sandbox, Helper::Egress));
+    let settings = WorkerSettings {
+        parent: std::process::id(),
+        uid,
+        proxy: Settings {
             sandbox: sandbox.to_owned(),
-            rules,
-            audit,
-            resolver,
-            connect_timeout: Duration::from_secs(15),
+            connect_timeout_ms: 15_000,
             credentials,
         },
-        vec![listener],
-        2,
-    )
-    .map_err(|e| layer(e.to_string()))?;
-    Ok(RunningProxy { handle, writer })
+    };
+    channel::send(&mut pending.control, &settings)
+        .map_err(|e| layer(format!("cannot reach the proxy process: {e}")))?;
+    Ok(pending)
+}
+
+impl Pending {
+    /// Hands the proxy process the sandbox's `egress` listener and waits until it serves.
+    pub fn serve(mut self, egress: Option<Egress>) -> Result<RunningProxy, BackendError> {
+        let listener = match egress {
+            Some(Egress::TcpListener(fd)) => Listener::Tcp(std::net::TcpListener::from(fd)),
+            Some(Egress::UnixListener(fd)) => {
+                Listener::Unix(std::os::unix::net::UnixListener::from(fd))
+            }
+            None => {
+                return Err(layer(
+                    "the backend gave no egress channel; refusing to run without the proxy".into(),
+                ));
+            }
+        };
+        let io = |what: &str| {
+            let what = what.to_owned();
+            move |e: std::io::Error| layer(format!("{what}: {e}"))
+        };
+        channel::send_listener(&self.control, &listener)
+            .map_err(io("cannot hand the proxy process its listener"))?;
+        drop(listener);
+        self.control
+            .set_read_timeout(Some(READY_TIMEOUT))
+            .map_err(io("proxy process"))?;
+        let status: Status = channel::receive(&mut self.control, MAX_UNTRUSTED_FRAME)
+            .map_err(io("the proxy process did not start"))?;
+        if let Some(e) = status.error {
+            return Err(layer(format!("the proxy process stopped: {e}")));
+        }
+        let (writer, sink) = AuditWriter::start(&self.db)
+            .map_err(|e| layer(format!("cannot open the audit log: {e}")))?;
+        let clone = |s: &UnixStream| s.try_clone().map_err(io("proxy channel"));
+        let (rules, audit) = (clone(&self.rules)?, clone(&self.audit)?);
+        let (db, sandbox) = (self.db.clone(), self.sandbox.clone());
+        let rules_thread = std::thread::Builder::new()
+            .name("paddock-rules".into())
+            .spawn(move || {
+                if let Err(e) = channel::serve_rules(rules, &db, &sandbox) {
+                    // The worker then denies everything: fail closed.
+                    eprintln!("paddock: answering the egress proxy's rule requests failed ({e}); it now denies every request");
+                }
+            })
+            .map_err(io("cannot start the rules thread"))?;
+        let sandbox = self.sandbox.clone();
+        let audit_thread = std::thread::Builder::new()
+            .name("paddock-audit-in".into())
+            .spawn(move || {
+                if let Err(e) = channel::receive_audit(audit, &sink, &sandbox) {
+                    eprintln!("paddock: reading the egress proxy's audit records failed ({e}); later decisions are not logged");
+                }
+            })
+            .map_err(io("cannot start the audit thread"))?;
+        Ok(RunningProxy {
+            pending: Some(self),
+            threads: vec![rules_thread, audit_thread],
+            writer: Some(writer),
+        })
+    }
+}
+
+/// The proxy of one sandbox; stop it after the sandbox ends so every decision is written.
+#[derive(Debug)]
+pub struct RunningProxy {
+    pending: Option<Pending>,
+    threads: Vec<JoinHandle<()>>,
+    writer: Option<AuditWriter>,
+}
+
+impl RunningProxy {
+    /// The proxy process's pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.pending
+            .as_ref()
+            .map(|p| p.child.pid.as_raw_nonzero().get() as u32)
+    }
+
+    /// Stops the proxy process (it ends open tunnels and sends their records) and waits until
+    /// its audit records are written.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let Some(mut p) = self.pending.take() else {
+            return;
+        };
+        let _ = rustix::process::pidfd_send_signal(&p.child.pidfd, rustix::process::Signal::TERM);
+        // Dropping a worker that did not end in time kills it.
+        p.child.wait_for(Duration::from_secs(3));
+        // The process held the only other ends of the streams: the threads read what it sent
+        // and then the end of their streams.
+        drop(p);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        if let Some(w) = self.writer.take() {
+            w.close();
+        }
+    }
+}
+
+impl Drop for RunningProxy {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
 }

@@ -9,6 +9,7 @@ pub mod control;
 pub mod credentials;
 pub mod doctor;
 pub mod egress;
+pub mod egress_worker;
 mod env;
 mod ports;
 mod relay;
@@ -228,6 +229,16 @@ pub fn run_attached(
         extra_ca = Some(p.ca_pem.clone());
     }
     let launch = &launch;
+    let exec_env = prepared.as_ref().map(|p| p.env.clone()).unwrap_or_default();
+    // The proxy process starts now, so its setup overlaps the sandbox's.
+    let pending = match spec.network {
+        Network::None => None,
+        Network::Proxy => Some(egress::spawn(
+            &dirs.database(),
+            &name,
+            prepared.map(|p| p.credentials),
+        )?),
+    };
     store.mark_running(&spec.name, std::process::id())?;
     let ctx = StartContext {
         sandbox_dir,
@@ -244,10 +255,7 @@ pub fn run_attached(
         &dirs.control_socket(&spec.name),
         &name,
         backend.id(),
-        prepared
-            .as_ref()
-            .map(|p| p.env.as_slice())
-            .unwrap_or_default(),
+        &exec_env,
         signals.injector().ok(),
         hub.clone(),
     );
@@ -277,14 +285,9 @@ pub fn run_attached(
             "the control socket could not be made, so no port can be published".into(),
         ));
     }
-    let proxy = match spec.network {
-        Network::None => None,
-        Network::Proxy => match egress::start(
-            &dirs.database(),
-            &name,
-            instance.take_egress(),
-            prepared.map(|p| p.credentials),
-        ) {
+    let proxy = match pending {
+        None => None,
+        Some(pending) => match pending.serve(instance.take_egress()) {
             Ok(p) => Some(p),
             Err(e) => {
                 // Fail closed: no proxy, no sandbox.

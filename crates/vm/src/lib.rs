@@ -224,20 +224,6 @@ fn spawn_helper(cmd: &mut Command, log: &Path, what: &str) -> Result<Child, Back
     )))
 }
 
-/// The unprivileged host uid (and gid) the sandbox's vsock device runs as: one per sandbox name
-/// in a range of its own (`0x7e000000 + 16-bit hash`), below the sandboxes' own id range, so a
-/// compromised device of one sandbox shares no identity with the host or, short of a hash
-/// collision, with another sandbox's device.
-pub fn helper_uid(name: &str) -> u32 {
-    // FNV-1a, stable across builds.
-    let mut h: u32 = 0x811c_9dc5;
-    for b in name.bytes() {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    0x7e00_0000 + (h & 0xffff)
-}
-
 /// Runs `cmd` as the child of a small pid 1 in a new pid namespace. The VMM drops to an
 /// unprivileged user, which clears its parent-death signal; pid 1 (a shell that keeps its
 /// credentials) still dies with the supervisor, and the kernel then kills everything in the
@@ -776,7 +762,8 @@ impl VmBackend {
         //   fsN/fs.sock, fsN/share/    virtiofsd N's listening socket (made here, handed over
         //                              as a descriptor) and view of its share; root's, so the
         //                              share's owner, as whom virtiofsd runs, can swap neither
-        let helper = helper_uid(spec.name.as_str());
+        let helper =
+            paddock_core::idmap::helper_uid(spec.name.as_str(), paddock_core::idmap::Helper::Vsock);
         fs::set_permissions(run.path(), fs::Permissions::from_mode(0o711))
             .map_err(io("cannot set the socket directory's mode"))?;
         let device_dir = run.path().join(DEVICE_DIR);

@@ -1,0 +1,182 @@
+//! The proxy process: `paddock __egress`, started by [`crate::egress::spawn`].
+//!
+//! It gets three streams from its parent (descriptors 3, 4 and 5: control, rules, audit; see
+//! [`paddock_proxy::channel`]). It reads its settings, builds what needs a file (the host's
+//! trusted roots, the sandbox's CA), and then confines itself before it reads a byte the
+//! sandbox sends:
+//!
+//! - started as root, it becomes the sandbox's own egress uid and gid ([`paddock_core::idmap::helper_uid`]), with no
+//!   supplementary group, so it has no capability and owns no file;
+//! - `no_new_privs`, not dumpable (no other process of the same uid may trace it or read its
+//!   memory, which holds the secrets it injects), killed with its parent;
+//! - Landlock (where the kernel has it): it may read the system's configuration and libraries (`/etc`, `/usr`, `/lib*`,
+//!   `/run`: the resolver needs them) and nothing else, write nothing, and signal or reach by
+//!   abstract socket no process outside itself;
+//! - seccomp: the namespace backend's filter, and one that refuses `execve` and every socket
+//!   family but IPv4, IPv6 and netlink.
+//!
+//! Every layer is required: one that cannot be applied stops the process, and the sandbox
+//! with it. It then serves until its parent sends SIGTERM.
+
+use std::io;
+use std::os::fd::FromRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+use paddock_proxy::ProxyConfig;
+use paddock_proxy::channel::{self, AuditForwarder, CredentialSettings, MAX_FRAME, Status};
+use paddock_proxy::intercept::{Credentials, SandboxCa};
+use paddock_proxy::resolve::{Resolver, TEST_OVERRIDE_ENV};
+use paddock_proxy::rules::RuleSource;
+
+use crate::egress::WorkerSettings;
+
+/// What the proxy process may read.
+const READABLE: &[&str] = &["/etc", "/usr", "/lib", "/lib64", "/lib32", "/run"];
+
+/// Runs the proxy process; returns its exit code.
+pub fn main() -> i32 {
+    // Dies with the supervisor from here on (checked below against the pid it sends).
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    // SAFETY: descriptors 3, 4 and 5 are this process's streams by the contract of
+    // `egress::spawn`, and nothing else here owns them.
+    let (mut control, rules, audit) = unsafe {
+        (
+            UnixStream::from_raw_fd(3),
+            UnixStream::from_raw_fd(4),
+            UnixStream::from_raw_fd(5),
+        )
+    };
+    for s in [&control, &rules, &audit] {
+        let _ = rustix::io::fcntl_setfd(s, rustix::io::FdFlags::CLOEXEC);
+    }
+    match serve(&mut control, rules, audit) {
+        Ok(()) => 0,
+        Err(error) => {
+            let _ = channel::send(&mut control, &Status { error: Some(error) });
+            1
+        }
+    }
+}
+
+fn serve(control: &mut UnixStream, rules: UnixStream, audit: UnixStream) -> Result<(), String> {
+    let settings: WorkerSettings =
+        channel::receive(control, MAX_FRAME).map_err(|e| format!("no settings: {e}"))?;
+    if rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32) != Some(settings.parent)
+    {
+        return Err("the supervisor is gone".into());
+    }
+    let sandbox = settings.proxy.sandbox.clone();
+    // What needs a file, before the files go.
+    let credentials = settings
+        .proxy
+        .credentials
+        .map(|c| credentials(&sandbox, c))
+        .transpose()?;
+    let resolver = match std::env::var(TEST_OVERRIDE_ENV) {
+        Ok(spec) => Resolver::with_overrides(
+            Resolver::parse_overrides(&spec).map_err(|e| format!("{TEST_OVERRIDE_ENV}: {e}"))?,
+        ),
+        Err(_) => Resolver::system(),
+    };
+    // SIGTERM is how the parent stops this process: blocked here, before any thread exists,
+    // so every thread inherits the mask and only the wait below takes it.
+    let mut term = SigSet::empty();
+    term.add(Signal::SIGTERM);
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&term), None)
+        .map_err(|e| format!("cannot block SIGTERM: {e}"))?;
+    confine(settings.uid)?;
+    let listener = channel::receive_listener(control)
+        .map_err(|e| format!("no listener from the supervisor: {e}"))?;
+    let (forwarder, sink) =
+        AuditForwarder::start(audit).map_err(|e| format!("cannot start the audit thread: {e}"))?;
+    let handle = paddock_proxy::start(
+        ProxyConfig {
+            sandbox,
+            rules: RuleSource::remote(rules),
+            audit: sink,
+            resolver,
+            connect_timeout: Duration::from_millis(settings.proxy.connect_timeout_ms),
+            credentials,
+        },
+        vec![listener],
+        2,
+    )
+    .map_err(|e| e.to_string())?;
+    channel::send(control, &Status { error: None })
+        .map_err(|e| format!("cannot answer the supervisor: {e}"))?;
+    let _ = term.wait();
+    handle.stop();
+    forwarder.close();
+    Ok(())
+}
+
+fn credentials(sandbox: &str, c: CredentialSettings) -> Result<Arc<Credentials>, String> {
+    let ca = SandboxCa::from_key_pem(sandbox, &c.ca_key_pem)
+        .map_err(|e| format!("the sandbox's CA: {e}"))?;
+    Credentials::new(ca, c.entries)
+        .map(Arc::new)
+        .map_err(|e| format!("cannot set up TLS: {e}"))
+}
+
+/// Fails with the layer's name.
+fn failed(layer: &str) -> impl Fn(io::Error) -> String + '_ {
+    move |e| format!("cannot apply {layer}: {e}")
+}
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The confinement the module's documentation lists, in order. Runs on the only thread.
+fn confine(uid: Option<u32>) -> Result<(), String> {
+    let parent = rustix::process::getppid();
+    if let Some(uid) = uid {
+        // SAFETY: plain credential calls on this, the process's only thread.
+        unsafe {
+            check(libc::setgroups(0, std::ptr::null())).map_err(failed("setgroups"))?;
+            check(libc::setresgid(uid, uid, uid)).map_err(failed("the egress gid"))?;
+            check(libc::setresuid(uid, uid, uid)).map_err(failed("the egress uid"))?;
+        }
+    }
+    // SAFETY: prctl with integer arguments.
+    unsafe {
+        // A uid change clears the parent-death signal: set it again, then check the parent
+        // did not die in between.
+        check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))
+            .map_err(failed("the parent-death signal"))?;
+        check(libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0)).map_err(failed("non-dumpable"))?;
+        check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+            .map_err(failed("no_new_privs"))?;
+    }
+    if rustix::process::getppid() != parent {
+        return Err("the supervisor is gone".into());
+    }
+    // As in the sandbox: Landlock is required wherever the kernel offers it.
+    match paddock_ns::landlock::restrict_to_reading(READABLE) {
+        Ok(paddock_ns::landlock::Enforced::Unsupported)
+            if paddock_ns::landlock::kernel_abi() > 0 =>
+        {
+            return Err("cannot apply Landlock: not enforced".into());
+        }
+        Ok(_) => {}
+        Err(_) if paddock_ns::landlock::kernel_abi() == 0 => {}
+        Err(e) => return Err(format!("cannot apply {e}")),
+    }
+    let mut programs =
+        paddock_ns::seccomp::programs().map_err(|e| format!("cannot apply seccomp: {e}"))?;
+    programs.extend(
+        paddock_ns::seccomp::network_helper().map_err(|e| format!("cannot apply seccomp: {e}"))?,
+    );
+    for p in &programs {
+        paddock_ns::seccomp::apply(p).map_err(failed("seccomp"))?;
+    }
+    Ok(())
+}
