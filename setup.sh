@@ -136,17 +136,45 @@ qemu-system-x86_64 --version >/dev/null && qemu-img --version >/dev/null || {
 
 echo "setup.sh: building paddock (release)"
 cargo build --release --locked --workspace --bins
-install -m 0755 target/release/paddock target/release/paddock-ns-jail /usr/local/bin/
+install -m 0755 target/release/paddock target/release/paddock-jail /usr/local/bin/
+rm -f /usr/local/bin/paddock-ns-jail # the jail's name before it left the ns crate
 echo "setup.sh: building paddock-guest (pid 1 of VM and gVisor sandboxes, statically linked)"
 scripts/build-guest.sh target/release/paddock-guest
 install -m 0755 target/release/paddock-guest /usr/local/bin/
 
-echo "setup.sh: running a first command in a sandbox (builds the default image on first use)"
-paddock run --rm -- sh -c 'echo hello from the sandbox; id; ls /'
-echo "setup.sh: the same under gVisor and in the namespace sandbox"
-if command -v runsc >/dev/null || [ -x /usr/sbin/runsc ]; then
-    paddock run --rm --backend gvisor -- sh -c 'echo hello from $(dmesg | head -1 | cut -c16-)'
+# The user who ran sudo gets what running paddock without root will take (subordinate ids,
+# a cgroup subtree, /dev/kvm); root itself needs none of it.
+if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
+    echo "setup.sh: preparing the host for $SUDO_USER (paddock system setup)"
+    paddock system setup --user "$SUDO_USER"
 fi
-paddock run --rm --backend ns -- sh -c 'echo hello from the namespace sandbox on kernel $(uname -r)'
-echo "setup.sh: the same in a microVM (prepares the guest kernel and disk on first use)"
-paddock run --rm --backend vm -- sh -c 'echo hello from a VM running kernel $(uname -r)'
+
+# A first command on each backend, its output shown as it comes (the first builds the default
+# image, the vm one prepares the guest's files), then one line per backend. Setup fails only
+# if none works: a host without KVM or gVisor still has the others.
+works=0
+summary=()
+try_backend() {
+    local backend=$1
+    shift
+    echo "setup.sh: a first command on the $backend backend"
+    if "$@"; then
+        summary+=("  $backend: works")
+        works=$((works + 1))
+    else
+        summary+=("  $backend: does not work here (its message is above; paddock doctor says how to fix it)")
+    fi
+}
+try_backend ns paddock run --rm --backend ns -- sh -c 'echo hello from the namespace sandbox on kernel $(uname -r); id'
+if command -v runsc >/dev/null || [ -x /usr/sbin/runsc ]; then
+    try_backend gvisor paddock run --rm --backend gvisor -- sh -c 'echo hello from $(dmesg | head -1 | cut -c16-)'
+else
+    summary+=("  gvisor: runsc is not installed (see above)")
+fi
+try_backend vm paddock run --rm --backend vm -- sh -c 'echo hello from a VM running kernel $(uname -r)'
+echo "setup.sh: done; the backends on this host:"
+printf '%s\n' "${summary[@]}"
+if [ "$works" -eq 0 ]; then
+    echo "setup.sh: no backend works on this host; paddock doctor shows what is missing" >&2
+    exit 1
+fi

@@ -4,7 +4,7 @@
 #      same flags Paddock uses: systrap, no network, no cgroups) vs `paddock run --backend ns`;
 #   2. a walk of a large workspace (find + stat of every file) and `git status` on it: native,
 #      ns, gvisor (timed inside the sandbox, so start-up is not counted).
-# The image must be built and paddock, paddock-ns-jail and paddock-guest installed (./setup.sh).
+# The image must be built and paddock, paddock-jail and paddock-guest installed (./setup.sh).
 # Writes target/bench-gvisor.md. Usage: scripts/bench-gvisor.sh [RUNS] [FILES]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -111,6 +111,10 @@ pub enum Cmd {
     /// Build, list and remove images.
     #[command(subcommand)]
     Image(ImageCmd),
+    /// Prepare the host for an ordinary user (as root, once): subordinate ids, cgroup
+    /// delegation, /dev/kvm.
+    #[command(subcommand)]
+    System(SystemCmd),
     /// Show what this host supports, what is missing and how to fix it.
     Doctor {
         /// Print JSON.
@@ -368,6 +372,19 @@ pub enum SecretCmd {
         /// The sandbox it was stored for (default: the global one).
         #[arg(long)]
         sandbox: Option<String>,
+    },
+}
+
+/// `paddock system` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SystemCmd {
+    /// Give USER what running sandboxes without root takes: the distribution's newuidmap and
+    /// newgidmap, 65,536 subordinate uids and gids, a cgroup subtree of their own for limits,
+    /// access to /dev/kvm. Changes only what is missing; run it again after a reboot.
+    Setup {
+        /// The user (default: the one who ran sudo).
+        #[arg(long)]
+        user: Option<String>,
     },
 }
 

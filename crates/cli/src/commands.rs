@@ -13,7 +13,7 @@ use paddock_image::BuildOptions;
 use paddock_policy::net::{Action, Rule, Scope};
 use paddock_policy::{AbsPath, EnvVar, Limits, Mount, User};
 
-use crate::cli::{Cli, Cmd, ExecArgs, ImageCmd, RuleArgs, RunArgs};
+use crate::cli::{Cli, Cmd, ExecArgs, ImageCmd, RuleArgs, RunArgs, SystemCmd};
 use crate::error::usage;
 
 pub fn dispatch(cli: Cli) -> Result<i32> {
@@ -63,6 +63,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             workdir: None,
             command: vec!["bash".into(), "-l".into()],
         }),
+        Cmd::System(SystemCmd::Setup { user }) => system_setup(user.as_deref()),
         Cmd::Doctor { json, seccomp } => doctor(json, seccomp),
         Cmd::Ls { all, json } => ls(all, json),
         Cmd::Rm { names, force } => rm(&names, force),
@@ -717,8 +718,8 @@ fn remove(dirs: &Dirs, store: &Store, name: &SandboxName, how: Removal) -> Resul
                 // A vm run whose supervisor was killed may have left its socket directory.
                 paddock_vm::remove_stale_run_dirs(name.as_str());
                 paddock_gvisor::remove_stale_run_dirs(name.as_str());
-                paddock_ns::cgroup::SandboxCgroups::remove_leftovers(
-                    &paddock_ns::cgroup::CgroupHost::detect(),
+                paddock_confine::cgroup::SandboxCgroups::remove_leftovers(
+                    &paddock_confine::cgroup::CgroupHost::detect(),
                     name.as_str(),
                 );
             }
@@ -824,9 +825,9 @@ fn reset(name: &str) -> Result<i32> {
     }
     let dir = dirs.sandbox(&name);
     let _lock = lock(&dir, &name)?;
-    paddock_ns::remove_layer_dirs(&dir)?;
+    paddock_confine::rootfs::remove_layer_dirs(&dir)?;
     // A size-limited layer's image (ns, gvisor): the next start makes a fresh one if asked.
-    let layer = dir.join(paddock_ns::LAYER_IMAGE);
+    let layer = dir.join(paddock_confine::rootfs::LAYER_IMAGE);
     if layer.exists() {
         std::fs::remove_file(&layer)
             .with_context(|| format!("cannot reset {}", layer.display()))?;
@@ -863,11 +864,11 @@ fn ls(all: bool, json: bool) -> Result<i32> {
         (SandboxState::Running, Some(t)) => Some(now.saturating_sub(t)),
         _ => None,
     };
-    let host = paddock_ns::cgroup::CgroupHost::detect();
+    let host = paddock_confine::cgroup::CgroupHost::detect();
     // What a running sandbox uses, from its host cgroups (a VM's: its VMM and device helpers).
     let usage = |r: &paddock_core::SandboxRecord, s: SandboxState| match s {
         SandboxState::Running => {
-            paddock_ns::cgroup::SandboxCgroups::usage(&host, r.spec.name.as_str())
+            paddock_confine::cgroup::SandboxCgroups::usage(&host, r.spec.name.as_str())
         }
         _ => (None, None),
     };
@@ -994,6 +995,16 @@ fn image(cmd: ImageCmd) -> Result<i32> {
             println!("{name}");
         }
     }
+    Ok(0)
+}
+
+/// `paddock system setup`: one line per step as it ends.
+fn system_setup(user: Option<&str>) -> Result<i32> {
+    paddock_supervisor::system::setup(user, |d| {
+        let mark = if d.changed { "made" } else { "ok  " };
+        println!("[{mark}] {:<22} {}", d.step, d.detail);
+    })
+    .map_err(|e| usage(e.to_string()))?;
     Ok(0)
 }
 

@@ -403,7 +403,7 @@ pub fn update(
             })?;
             let resized = match spec.backend.as_str() {
                 "vm" => paddock_vm::resize_disk(&dir, size.0),
-                _ => paddock_ns::resize_layer(&dir, size.0),
+                _ => paddock_confine::rootfs::resize_layer(&dir, size.0),
             };
             match resized {
                 Err(paddock_core::BackendError::Layer { message, .. }) => {
@@ -432,8 +432,8 @@ pub fn update(
             if spec.backend == "gvisor" {
                 live.pids = None;
             }
-            let mut skipped = paddock_ns::cgroup::SandboxCgroups::update(
-                &paddock_ns::cgroup::CgroupHost::detect(),
+            let mut skipped = paddock_confine::cgroup::SandboxCgroups::update(
+                &paddock_confine::cgroup::CgroupHost::detect(),
                 name.as_str(),
                 &live,
             );

@@ -113,8 +113,8 @@ pub fn run(egress_wanted: bool, sudo_wanted: bool) -> ! {
         let proxy = Mutex::new(proxy);
         let dial: egress::Dial = Arc::new(move || {
             let sock = proxy.lock().unwrap_or_else(PoisonError::into_inner);
-            paddock_init::send_byte(sock.as_fd(), 1, None)?;
-            match paddock_init::recv_byte(sock.as_fd())? {
+            paddock_wire::send_byte(sock.as_fd(), 1, None)?;
+            match paddock_wire::recv_byte(sock.as_fd())? {
                 Some((_, Some(fd))) => Ok(File::from(fd)),
                 _ => Err(io::Error::new(
                     io::ErrorKind::ConnectionRefused,
@@ -136,7 +136,7 @@ pub fn run(egress_wanted: bool, sudo_wanted: bool) -> ! {
         );
         std::process::exit(paddock_wire::EXIT_SETUP_FAILED);
     }
-    if let Err(e) = paddock_init::send_byte(sessions.as_fd(), READY, None) {
+    if let Err(e) = paddock_wire::send_byte(sessions.as_fd(), READY, None) {
         eprintln!("paddock-guest: cannot reach the host: {e}");
         std::process::exit(paddock_wire::EXIT_SETUP_FAILED);
     }
@@ -146,7 +146,7 @@ pub fn run(egress_wanted: bool, sudo_wanted: bool) -> ! {
             .name("sessions".into())
             .spawn(move || {
                 loop {
-                    match paddock_init::recv_byte(sessions.as_fd()) {
+                    match paddock_wire::recv_byte(sessions.as_fd()) {
                         Ok(Some((paddock_wire::vm::FORWARD_BYTE, Some(conn)))) => {
                             let _ = std::thread::Builder::new()
                                 .name("forward".into())

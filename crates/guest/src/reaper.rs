@@ -175,7 +175,7 @@ mod tests {
             status(&["no-such-program-xyz"]),
             ExitStatus::Code { code: 127 }
         );
-        let (report, _) = paddock_init::recv_report(ours.as_fd()).unwrap().unwrap();
+        let (report, _) = paddock_wire::recv_report(ours.as_fd()).unwrap().unwrap();
         assert!(
             matches!(&report, Report::ExecFailed { program, status: 127, .. } if program == "no-such-program-xyz"),
             "{report:?}"

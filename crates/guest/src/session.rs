@@ -113,7 +113,7 @@ enum ChildEnds {
 
 fn streams(tty: bool) -> io::Result<Streams> {
     if tty {
-        let (master, slave) = paddock_init::open_pty()?;
+        let (master, slave) = paddock_wire::open_pty()?;
         let m = File::from(master);
         Ok(Streams {
             input: Some(m.try_clone()?),
@@ -213,7 +213,7 @@ fn run(
         let mut input = input;
         let mut size = master
             .as_ref()
-            .and_then(|m| paddock_init::TerminalSize::new(m.as_fd()).ok())
+            .and_then(|m| paddock_wire::TerminalSize::new(m.as_fd()).ok())
             .map(|t| {
                 if signal_resize {
                     t.signalling(pid.as_raw())
@@ -260,7 +260,7 @@ fn run(
     }
     // An exec failure the child reported.
     let _ = rustix::io::ioctl_fionbio(&reports, true);
-    while let Ok(Some((report, _))) = paddock_init::recv_report(reports.as_fd()) {
+    while let Ok(Some((report, _))) = paddock_wire::recv_report(reports.as_fd()) {
         send(sender, &Frame::Report(report));
     }
     let events = LIMITS_HIT

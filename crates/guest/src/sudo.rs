@@ -178,7 +178,7 @@ pub fn shim() -> ! {
             .spawn(move || {
                 while let Ok(sig) = set.wait() {
                     let m = encode(&Msg::Signal(sig as i32));
-                    if paddock_init::send_with_fds(tx.as_fd(), &m, &[]).is_err() {
+                    if paddock_wire::send_with_fds(tx.as_fd(), &m, &[]).is_err() {
                         break;
                     }
                 }
@@ -186,7 +186,7 @@ pub fn shim() -> ! {
     }
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        match paddock_init::recv_with_fds(sock.as_fd(), &mut buf) {
+        match paddock_wire::recv_with_fds(sock.as_fd(), &mut buf) {
             Ok(Some((n, _))) => match serde_json::from_slice::<Msg>(&buf[..n]) {
                 Ok(Msg::Error(e)) => eprintln!("sudo: {e}"),
                 Ok(Msg::Exit(ExitStatus::Code { code })) => std::process::exit(code),
@@ -251,7 +251,7 @@ pub fn serve(reaper: Arc<Reaper>) -> io::Result<()> {
 }
 
 fn reply(conn: &OwnedFd, m: &Msg) {
-    let _ = paddock_init::send_with_fds(conn.as_fd(), &encode(m), &[]);
+    let _ = paddock_wire::send_with_fds(conn.as_fd(), &encode(m), &[]);
 }
 
 fn handle(conn: OwnedFd, reaper: &Reaper) {
@@ -324,7 +324,7 @@ fn handle(conn: OwnedFd, reaper: &Reaper) {
             .name("sudo-signals".into())
             .spawn(move || {
                 let mut b = vec![0u8; 256];
-                while let Ok(Some((n, _))) = paddock_init::recv_with_fds(rx.as_fd(), &mut b) {
+                while let Ok(Some((n, _))) = paddock_wire::recv_with_fds(rx.as_fd(), &mut b) {
                     if let Ok(Msg::Signal(s)) = serde_json::from_slice::<Msg>(&b[..n])
                         && let Ok(sig) = Signal::try_from(s)
                     {
@@ -338,7 +338,7 @@ fn handle(conn: OwnedFd, reaper: &Reaper) {
     });
     let _ = rustix::io::ioctl_fionbio(&reports, true);
     while let Ok(Some((paddock_wire::Report::ExecFailed { message, .. }, _))) =
-        paddock_init::recv_report(reports.as_fd())
+        paddock_wire::recv_report(reports.as_fd())
     {
         reply(&conn, &Msg::Error(message));
     }

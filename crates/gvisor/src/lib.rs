@@ -6,7 +6,7 @@
 //!    and extra folders, `/etc/hosts`, the in-sandbox helper, a user namespace mapping the
 //!    sandbox's ids 0-65535 to the same unprivileged host range the namespace backend uses, and
 //!    the capabilities the namespace backend keeps;
-//! 2. `paddock-ns-jail runsc` (the namespace backend's setup binary) makes a private mount
+//! 2. `paddock-jail runsc` (the namespace backend's setup binary) makes a private mount
 //!    namespace, mounts the overlay and the idmapped shared folders where the bundle names them,
 //!    is moved into the sandbox's cgroups and becomes `runsc run` (network `none`: loopback
 //!    only; platform systrap, or KVM where it works);
@@ -30,13 +30,13 @@ use std::process::{Child, Stdio as ProcStdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use paddock_confine::cgroup::{CgroupHost, SandboxCgroups};
+use paddock_confine::config::{Bind, RunscConfig};
 use paddock_core::tools::{find_guest, find_program, is_static_elf};
 use paddock_core::{
     Backend, BackendError, Egress, ExecHandle, Execs, Exit, Instance, Launch, Network, Probe,
     RemoteSession, SandboxSpec, StartContext, Stdio,
 };
-use paddock_ns::cgroup::{CgroupHost, SandboxCgroups};
-use paddock_ns::config::{Bind, RunscConfig};
 use paddock_wire::Report;
 pub use probe::{Platform, RunscInfo};
 use rustix::event::{PollFd, PollFlags, poll};
@@ -68,7 +68,7 @@ impl GvisorBackend {
             runsc: find_program("runsc")
                 .or_else(|| Some(PathBuf::from("/usr/sbin/runsc")).filter(|p| p.exists())),
             guest: find_guest(),
-            jail: paddock_ns::find_jail(),
+            jail: paddock_confine::find_jail(),
             kvm,
         }
     }
@@ -230,9 +230,9 @@ impl Backend for GvisorBackend {
         remove_stale_run_dirs(name);
 
         // What the sandbox shares with the host, checked (canonical, no symlinks).
-        let mut binds = paddock_ns::shared_binds(spec)?;
-        let (upper, work, _) = paddock_ns::prepare_dirs(&ctx.sandbox_dir, base)?;
-        let layer_image = paddock_ns::prepare_layer(
+        let mut binds = paddock_confine::rootfs::shared_binds(spec)?;
+        let (upper, work, _) = paddock_confine::rootfs::prepare_dirs(&ctx.sandbox_dir, base)?;
+        let layer_image = paddock_confine::rootfs::prepare_layer(
             &ctx.sandbox_dir,
             base,
             spec.limits.disk.map(|d| d.0),
@@ -252,13 +252,13 @@ impl Backend for GvisorBackend {
             is_dir: false,
         };
         let run_files = match &ctx.extra_ca {
-            Some(ca) => vec![paddock_ns::run_file(
+            Some(ca) => vec![paddock_confine::rootfs::run_file(
                 &paddock_core::trust_store_file(ctx, ca)?,
                 paddock_core::TRUST_STORE,
             )],
             None => vec![],
         };
-        for f in paddock_ns::generated_files(&ctx.sandbox_dir, name)?
+        for f in paddock_confine::rootfs::generated_files(&ctx.sandbox_dir, name)?
             .into_iter()
             .chain(run_files)
         {
@@ -327,7 +327,10 @@ impl Backend for GvisorBackend {
         // would stop gVisor itself. So gVisor enforces RLIMIT_NPROC on every user inside (root
         // included, and nobody inside may raise it), and the host's cgroup is only a backstop
         // with room for gVisor, against processes spread over many users.
-        let pids = spec.limits.pids.unwrap_or(paddock_ns::cgroup::DEFAULT_PIDS);
+        let pids = spec
+            .limits
+            .pids
+            .unwrap_or(paddock_confine::cgroup::DEFAULT_PIDS);
         let mut host_limits = spec.limits.clone();
         host_limits.pids = Some(pids.saturating_mul(4).saturating_add(256));
         let config = spec::bundle(&spec::Bundle {
@@ -440,7 +443,7 @@ impl Backend for GvisorBackend {
         let tty = launch.stdio == Stdio::Pty;
         let (mut conn, theirs) =
             UnixStream::pair().map_err(io("cannot create the command's socket"))?;
-        let handed = paddock_init::send_byte(sessions.as_fd(), 1, Some(theirs.as_fd()))
+        let handed = paddock_wire::send_byte(sessions.as_fd(), 1, Some(theirs.as_fd()))
             .map_err(|e| format!("cannot hand the command to the sandbox: {e}"))
             .and_then(|()| RemoteSession::send(&mut conn, &launch.command(spec.no_new_privs)));
         drop(theirs);
@@ -496,7 +499,7 @@ impl Backend for GvisorBackend {
     }
 }
 
-/// Starts `paddock-ns-jail runsc` with its configuration (descriptor 3), report channel (4) and
+/// Starts `paddock-jail runsc` with its configuration (descriptor 3), report channel (4) and
 /// the helper's two sockets (5 and 6, which runsc passes on as 3 and 4); waits until the jail
 /// has mounted everything and is about to become runsc.
 fn spawn(
@@ -558,7 +561,7 @@ fn spawn(
         .map_err(io(format!("cannot start {}", jail.display())))?;
     drop(theirs);
     drop(cfg_r);
-    let joiner = paddock_ns::join_cgroups(cfg.cgroups.clone(), child.id());
+    let joiner = paddock_confine::join_cgroups(cfg.cgroups.clone(), child.id());
     let json = serde_json::to_vec(cfg).unwrap_or_default();
     let mut w = File::from(cfg_w);
     let _ = w.write_all(&json);
@@ -569,7 +572,7 @@ fn spawn(
     let ack = [u8::from(joined.is_ok())];
     let _ = rustix::net::send(&ours, &ack, rustix::net::SendFlags::NOSIGNAL);
     let cgroup_error = joined.err();
-    match paddock_init::recv_report(ours.as_fd()) {
+    match paddock_wire::recv_report(ours.as_fd()) {
         Ok(Some((Report::Ready { .. }, _))) => Ok(child),
         Ok(Some((Report::SetupFailed { layer, message }, _))) => {
             let _ = child.wait();
@@ -647,11 +650,11 @@ impl GvisorInstance {
             std::thread::Builder::new()
                 .name("gvisor-proxy".into())
                 .spawn(move || {
-                    while let Ok(Some(_)) = paddock_init::recv_byte(proxy.as_fd()) {
+                    while let Ok(Some(_)) = paddock_wire::recv_byte(proxy.as_fd()) {
                         let stream = UnixStream::connect(&egress_path);
                         let sent = match &stream {
-                            Ok(s) => paddock_init::send_byte(proxy.as_fd(), 1, Some(s.as_fd())),
-                            Err(_) => paddock_init::send_byte(proxy.as_fd(), 0, None),
+                            Ok(s) => paddock_wire::send_byte(proxy.as_fd(), 1, Some(s.as_fd())),
+                            Err(_) => paddock_wire::send_byte(proxy.as_fd(), 0, None),
                         };
                         if sent.is_err() {
                             break;
@@ -736,8 +739,11 @@ impl Instance for GvisorInstance {
             let _ = self.child.wait();
         }
         self.limit_events = self.cgroups.events();
-        self.limit_events
-            .extend(self.layer_image.as_deref().and_then(paddock_ns::layer_full));
+        self.limit_events.extend(
+            self.layer_image
+                .as_deref()
+                .and_then(paddock_confine::rootfs::layer_full),
+        );
         // gVisor's own process limit, which only the helper inside sees.
         for e in self.session.limits_hit() {
             let kind = e.split(':').next().unwrap_or_default();
@@ -807,7 +813,7 @@ struct GvisorExecs {
 impl Execs for GvisorExecs {
     fn handle(&self) -> Result<ExecHandle, BackendError> {
         let (ours, theirs) = UnixStream::pair().map_err(io("cannot make a session connection"))?;
-        paddock_init::send_byte(self.sessions.as_fd(), 1, Some(theirs.as_fd()))
+        paddock_wire::send_byte(self.sessions.as_fd(), 1, Some(theirs.as_fd()))
             .map_err(io("the sandbox's helper does not answer"))?;
         Ok(ExecHandle {
             fd: OwnedFd::from(ours),
@@ -818,7 +824,7 @@ impl Execs for GvisorExecs {
     fn dial(&self, port: u16) -> Result<OwnedFd, BackendError> {
         let (mut ours, theirs) =
             UnixStream::pair().map_err(io("cannot make a forwarding connection"))?;
-        paddock_init::send_byte(
+        paddock_wire::send_byte(
             self.sessions.as_fd(),
             paddock_wire::vm::FORWARD_BYTE,
             Some(theirs.as_fd()),

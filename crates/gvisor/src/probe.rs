@@ -205,7 +205,7 @@ pub fn probe(runsc: Option<&Path>, guest: Option<&Path>, jail: &Path, kvm: bool)
         required: true,
     });
     items.push(ProbeItem {
-        name: "setup helper (paddock-ns-jail)".into(),
+        name: "setup helper (paddock-jail)".into(),
         ok: jail.exists(),
         detail: jail.display().to_string(),
         fix: (!jail.exists()).then(|| "run ./setup.sh".into()),

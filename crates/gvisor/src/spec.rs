@@ -9,8 +9,8 @@ use oci_spec::runtime::{
     LinuxSyscallBuilder, MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder,
     RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
+use paddock_confine::seccomp::{Deny, RULES, SOCKET_RULES, Scope};
 use paddock_core::ID_RANGE;
-use paddock_ns::seccomp::{Deny, RULES, SOCKET_RULES, Scope};
 
 /// A host directory or file (already at its mount point) and where the sandbox sees it.
 #[derive(Debug, Clone)]
@@ -49,7 +49,7 @@ pub struct Bundle<'a> {
 /// The capabilities the sandbox's root keeps: the namespace backend's set, so that a command
 /// behaves the same on both.
 fn capabilities() -> Result<std::collections::HashSet<Capability>, String> {
-    paddock_ns::capabilities::KEPT
+    paddock_confine::capabilities::KEPT
         .iter()
         .map(|c| {
             let name = c.to_string();
@@ -330,7 +330,7 @@ mod tests {
         let caps = json["process"]["capabilities"]["bounding"]
             .as_array()
             .unwrap();
-        assert_eq!(caps.len(), paddock_ns::capabilities::KEPT.len());
+        assert_eq!(caps.len(), paddock_confine::capabilities::KEPT.len());
         assert!(caps.iter().any(|c| c == "CAP_CHOWN"));
         assert!(
             !caps

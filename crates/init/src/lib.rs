@@ -9,23 +9,16 @@
 //! Later the same helper carries the sandbox's `127.0.0.1:3128` to the host's egress proxy over
 //! the backend's channel.
 
-mod channel;
 mod exec;
 mod signals;
-mod winsize;
 
 use std::os::fd::{AsFd, OwnedFd};
 
-pub use channel::{
-    recv_byte, recv_report, recv_with_fds, recv_with_many_fds, send_byte, send_fd, send_report,
-    send_with_fds,
-};
-pub use exec::{Prepared, exec_command, open_pty};
+pub use exec::{Prepared, exec_command};
 use nix::sys::signal::Signal;
 use nix::unistd::{ForkResult, Pid, fork};
-use paddock_wire::{Command, EXIT_SETUP_FAILED, Report};
+use paddock_wire::{Command, EXIT_SETUP_FAILED, Report, send_fd, send_report};
 pub use signals::{FORWARDED, block_all as block_forwarded, forward_and_wait};
-pub use winsize::TerminalSize;
 
 /// Runs `cmd` as pid 1 of a sandbox and exits with its status. `channel` is the report channel
 /// to the host side.
@@ -35,7 +28,7 @@ pub fn run(cmd: &Command, channel: OwnedFd, host_pid: i32) -> ! {
         Err(e) => fail(&channel, "init", &format!("cannot block signals: {e}")),
     };
     let pty = if cmd.tty {
-        match exec::open_pty() {
+        match paddock_wire::open_pty() {
             Ok((master, slave)) => {
                 if let Err(e) = send_fd(channel.as_fd(), &Report::PtyMaster, master.as_fd()) {
                     fail(

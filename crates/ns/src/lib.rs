@@ -2,68 +2,38 @@
 //! cgroup), an overlay root over the image, seccomp, Landlock and cgroup limits.
 //!
 //! The host side ([`NsBackend`]) prepares the sandbox's directories and cgroups and starts the
-//! `paddock-ns-jail` binary, which does the privileged setup and becomes pid 1 inside (see
-//! [`jail`]). The two talk over a `SOCK_SEQPACKET` socketpair carrying [`paddock_wire::Report`]s.
+//! `paddock-jail` binary, which does the privileged setup and becomes pid 1 inside. The two talk
+//! over a `SOCK_SEQPACKET` socketpair carrying [`paddock_wire::Report`]s. The jail and every
+//! layer it applies come from [`paddock_confine`].
 
-pub mod capabilities;
-pub mod cgroup;
-pub mod config;
-#[cfg(target_os = "linux")]
-pub mod jail;
-pub mod landlock;
 mod probe;
-pub mod seccomp;
 mod spawn;
 mod stdio;
 
 use std::fs;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use paddock_confine::cgroup::{CgroupHost, SandboxCgroups};
+use paddock_confine::config::{EnterConfig, JailConfig};
+use paddock_confine::rootfs::{
+    generated_files, layer_full, prepare_dirs, prepare_layer, run_file, shared_binds,
+};
+use paddock_confine::{find_jail, jail, join_cgroups};
 use paddock_core::{
     Backend, BackendError, Egress, ExecHandle, Execs, Exit, Instance, Launch, Network, Probe,
     SandboxSpec, StartContext, Stdio,
 };
-use paddock_init::recv_report;
-use paddock_policy::AbsPath;
-use paddock_wire::Report;
+use paddock_wire::{Report, recv_report};
 use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
 
-use crate::cgroup::{CgroupHost, SandboxCgroups};
-use crate::config::{Bind, EnterConfig, JailConfig};
 use crate::spawn::JailProcess;
 
 /// The namespace backend.
 #[derive(Debug, Clone)]
 pub struct NsBackend {
     jail: PathBuf,
-}
-
-/// Name of the jail binary, installed next to `paddock`.
-pub const JAIL_BINARY: &str = "paddock-ns-jail";
-
-/// The jail binary next to the running executable.
-pub fn find_jail() -> PathBuf {
-    let dir = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf));
-    dir.map(|d| d.join(JAIL_BINARY))
-        .unwrap_or_else(|| PathBuf::from(JAIL_BINARY))
-}
-
-/// Moves `pid` into the cgroup directories `dirs` on a thread of its own (a cgroup v1 move
-/// waits for an RCU grace period, which the jail's own setup overlaps).
-pub fn join_cgroups(dirs: Vec<PathBuf>, pid: u32) -> std::thread::JoinHandle<Result<(), String>> {
-    let pid = pid.to_string();
-    std::thread::spawn(move || -> Result<(), String> {
-        for dir in &dirs {
-            fs::write(dir.join("cgroup.procs"), &pid)
-                .map_err(|e| format!("cannot join {}: {e}", dir.display()))?;
-        }
-        Ok(())
-    })
 }
 
 impl NsBackend {
@@ -104,420 +74,6 @@ pub struct NsInstance {
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackendError {
     BackendError::io(what)
-}
-
-/// Describes a shared host path ([`paddock_core::shared_path`]) and who owns it.
-pub fn describe_bind(
-    host: &AbsPath,
-    target: &AbsPath,
-    read_only: bool,
-    what: &str,
-) -> Result<Bind, BackendError> {
-    let (canonical, meta) = paddock_core::shared_path(host, what)?;
-    Ok(Bind {
-        host: canonical,
-        target: target.as_str().to_owned(),
-        read_only,
-        owner_uid: meta.uid(),
-        owner_gid: meta.gid(),
-        is_dir: meta.is_dir(),
-        idmap: true,
-    })
-}
-
-/// The workspace (first), the extra mounts of `spec`, each checked by [`describe_bind`], and
-/// the git protection of the read-write ones ([`paddock_core::gitguard`]).
-pub fn shared_binds(spec: &SandboxSpec) -> Result<Vec<Bind>, BackendError> {
-    let mut binds = vec![describe_bind(
-        &spec.workspace,
-        &spec.workspace,
-        false,
-        "workspace",
-    )?];
-    if !binds[0].is_dir {
-        return Err(BackendError::Io {
-            what: format!("workspace {} is not a directory", spec.workspace),
-            source: std::io::Error::from(std::io::ErrorKind::NotADirectory),
-        });
-    }
-    for m in &spec.mounts {
-        binds.push(describe_bind(
-            &m.host,
-            &m.sandbox,
-            m.read_only,
-            "mount source",
-        )?);
-    }
-    // After the folders (gVisor mounts in this order): the git directories of the read-write
-    // folders pinned in place, their hooks and config read-only.
-    for (pin, target) in paddock_core::gitguard::for_spec(spec)? {
-        let meta = fs::symlink_metadata(&pin.path)
-            .map_err(io(format!("cannot protect {}", pin.path.display())))?;
-        binds.push(Bind {
-            host: pin.path,
-            target,
-            read_only: pin.read_only,
-            owner_uid: meta.uid(),
-            owner_gid: meta.gid(),
-            is_dir: pin.is_dir,
-            idmap: true,
-        });
-    }
-    Ok(binds)
-}
-
-/// The sandbox's writable layer, the overlay's work directory and a mount point, made on first
-/// use (the layer's root owned by the sandbox's root). Returns (upper, work, merged).
-pub fn prepare_dirs(dir: &Path, base: u32) -> Result<(PathBuf, PathBuf, PathBuf), BackendError> {
-    let upper = dir.join("upper");
-    let work = dir.join("work");
-    let merged = dir.join("merged");
-    // A `volatile` layer (a `--rm` run's) still here: that run ended before it removed the
-    // sandbox, and its writes were never synced, so after a host crash the layer may be torn.
-    // overlayfs refuses to mount it again as it is; it was to be deleted, so it starts over
-    // from the clean image.
-    if work.join("work/incompat/volatile").exists() {
-        remove_layer_dirs(dir)?;
-    }
-    for d in [&work, &merged] {
-        fs::create_dir_all(d).map_err(io(format!("cannot create {}", d.display())))?;
-    }
-    if !upper.exists() {
-        fs::create_dir_all(&upper).map_err(io(format!("cannot create {}", upper.display())))?;
-        // The overlay's root takes its owner and mode from the upper directory.
-        std::os::unix::fs::chown(&upper, Some(base), Some(base))
-            .map_err(io("cannot set the layer's owner"))?;
-        fs::set_permissions(&upper, fs::Permissions::from_mode(0o755))
-            .map_err(io("cannot set the layer's mode"))?;
-    }
-    Ok((upper, work, merged))
-}
-
-/// Removes the writable layer's directories (`upper`, then `work`) of the sandbox directory
-/// `dir`, each renamed first so that a half-removed layer is never mounted; the work
-/// directory, which holds overlayfs's `volatile` marker, goes last, so a removal cut short is
-/// redone by the next start ([`prepare_dirs`]). `reset` uses it too.
-pub fn remove_layer_dirs(dir: &Path) -> Result<(), BackendError> {
-    for sub in ["upper", "work"] {
-        let p = dir.join(sub);
-        if !p.exists() {
-            continue;
-        }
-        let doomed = dir.join(format!(".rm-{sub}-{}", std::process::id()));
-        fs::rename(&p, &doomed).map_err(io(format!("cannot reset {}", p.display())))?;
-        fs::remove_dir_all(&doomed).map_err(io(format!("cannot remove {}", doomed.display())))?;
-    }
-    Ok(())
-}
-
-/// The sandbox's size-limited layer image (`--disk`): made on first use when a size is asked
-/// for, and used from then on whatever later runs ask (the size belongs to the layer, as a VM's
-/// disk's does). `None`: the layer is a plain directory, unlimited.
-///
-/// `discard`: this run's layer is removed after it (`--rm`) and mounted volatile; a marker
-/// beside the image says so until then, so that a run killed before it removed the sandbox
-/// leaves a layer the next start of that name discards (it was never synced) instead of using.
-pub fn prepare_layer(
-    dir: &Path,
-    base: u32,
-    disk: Option<u64>,
-    discard: bool,
-) -> Result<Option<PathBuf>, BackendError> {
-    let image = dir.join(LAYER_IMAGE);
-    let point = dir.join("layer");
-    let torn = dir.join(VOLATILE_LAYER);
-    if torn.exists() {
-        for p in [&image, &torn] {
-            match fs::remove_file(p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io(format!("cannot discard {}", p.display()))(e)),
-            }
-        }
-    }
-    let made = prepare_layer_image(dir, &image, &point, base, disk)?;
-    if discard && made.is_some() {
-        fs::write(&torn, b"").map_err(io(format!("cannot create {}", torn.display())))?;
-    }
-    Ok(made)
-}
-
-/// The marker of a layer image that a `--rm` run mounted volatile.
-const VOLATILE_LAYER: &str = "layer.volatile";
-
-fn prepare_layer_image(
-    dir: &Path,
-    image: &Path,
-    point: &Path,
-    base: u32,
-    disk: Option<u64>,
-) -> Result<Option<PathBuf>, BackendError> {
-    if !image.exists() {
-        let Some(size) = disk else { return Ok(None) };
-        unlimited_layer_in_use(dir)?;
-        let tmp = dir.join(format!("{LAYER_IMAGE}.tmp"));
-        let _ = fs::remove_file(&tmp);
-        let template = layer_template(dir, base, size)?;
-        copy_sparse(&template, &tmp).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            disk_err(format!(
-                "cannot copy the empty layer {}: {e}",
-                template.display()
-            ))
-        })?;
-        fs::rename(&tmp, image).map_err(io(format!("cannot create {}", image.display())))?;
-    }
-    fs::create_dir_all(point).map_err(io(format!("cannot create {}", point.display())))?;
-    Ok(Some(image.to_owned()))
-}
-
-/// An empty layer image of `size` bytes whose root belongs to `base`, kept beside the sandboxes
-/// (`sandboxes/.layer-templates/`) and made once with `mkfs.ext4`: copying its few MiB of
-/// metadata (a sparse copy) takes a few milliseconds where `mkfs.ext4` takes ~25, which every
-/// `--rm` run would pay. The journal and inode tables are left to initialise lazily: on a new
-/// sparse file they read as zeros already.
-fn layer_template(dir: &Path, base: u32, size: u64) -> Result<PathBuf, BackendError> {
-    let templates = dir
-        .parent()
-        .ok_or_else(|| disk_err("the sandbox directory has no parent".into()))?
-        .join(".layer-templates");
-    let template = templates.join(format!("{size}-{base}.ext4"));
-    if template.exists() {
-        return Ok(template);
-    }
-    fs::create_dir_all(&templates).map_err(io(format!("cannot create {}", templates.display())))?;
-    let tmp = templates.join(format!(".{size}-{base}.{}", std::process::id()));
-    let f = fs::File::create(&tmp).map_err(io(format!("cannot create {}", tmp.display())))?;
-    f.set_len(size)
-        .map_err(io(format!("cannot size {}", tmp.display())))?;
-    drop(f);
-    let mkfs = paddock_core::tools::find_program("mkfs.ext4")
-        .ok_or_else(|| disk_err("mkfs.ext4 is missing (apt-get install e2fsprogs)".into()))?;
-    let out = std::process::Command::new(mkfs)
-        .args(["-q", "-F", "-m", "0", "-E"])
-        .arg(format!(
-            "root_owner={base}:{base},lazy_itable_init=1,lazy_journal_init=1"
-        ))
-        .arg(&tmp)
-        .output()
-        .map_err(io("cannot run mkfs.ext4"))?;
-    if !out.status.success() {
-        let _ = fs::remove_file(&tmp);
-        return Err(disk_err(format!(
-            "mkfs.ext4 failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    // Complete only: another start may have made the same one meanwhile.
-    fs::rename(&tmp, &template).map_err(io(format!("cannot create {}", template.display())))?;
-    // One size kept per owner (the defaults come in a few sizes; a `--disk` size other than
-    // theirs makes one more): older ones go.
-    if let Ok(entries) = fs::read_dir(&templates) {
-        let suffix = format!("-{base}.ext4");
-        for e in entries.flatten() {
-            let n = e.file_name();
-            if n.to_string_lossy().ends_with(&suffix) && e.path() != template {
-                let _ = fs::remove_file(e.path());
-            }
-        }
-    }
-    Ok(template)
-}
-
-/// Copies `from` to a new file `to`, only its data (`SEEK_DATA`/`SEEK_HOLE`): the holes stay
-/// holes.
-fn copy_sparse(from: &Path, to: &Path) -> std::io::Result<()> {
-    use rustix::fs::SeekFrom;
-    let src = fs::File::open(from)?;
-    let dst = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(to)?;
-    let len = src.metadata()?.len();
-    dst.set_len(len)?;
-    let mut pos = 0u64;
-    while pos < len {
-        let data = match rustix::fs::seek(&src, SeekFrom::Data(pos)) {
-            Ok(d) => d,
-            // No data after `pos`: the rest is a hole.
-            Err(rustix::io::Errno::NXIO) => break,
-            Err(e) => return Err(e.into()),
-        };
-        let hole = rustix::fs::seek(&src, SeekFrom::Hole(data))?;
-        let (mut off_in, mut off_out) = (data, data);
-        while off_in < hole {
-            let want = (hole - off_in) as usize;
-            let n = rustix::fs::copy_file_range(
-                &src,
-                Some(&mut off_in),
-                &dst,
-                Some(&mut off_out),
-                want,
-            )?;
-            if n == 0 {
-                break;
-            }
-        }
-        pos = hole;
-    }
-    Ok(())
-}
-
-/// The file name of a size-limited layer's image in the sandbox's directory.
-pub const LAYER_IMAGE: &str = "layer.ext4";
-
-fn disk_err(message: String) -> BackendError {
-    BackendError::Layer {
-        layer: "disk limit".into(),
-        message,
-    }
-}
-
-/// Refuses a size for a layer that already holds files without one (a plain directory cannot
-/// be turned into a size-limited file system in place).
-fn unlimited_layer_in_use(dir: &Path) -> Result<(), BackendError> {
-    if fs::read_dir(dir.join("upper")).is_ok_and(|mut d| d.next().is_some()) {
-        return Err(disk_err(format!(
-            "this sandbox's layer was made without --disk; `paddock reset {}` first (its installed packages go) to give it a size",
-            dir.file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default()
-        )));
-    }
-    Ok(())
-}
-
-/// Gives a stopped sandbox's layer the size `bytes`: a layer image that exists grows (file and
-/// file system, offline); it cannot shrink. With no image yet, the next start makes one of the
-/// size asked (the caller records it). Call with the sandbox's lock held.
-pub fn resize_layer(dir: &Path, bytes: u64) -> Result<(), BackendError> {
-    let image = dir.join(LAYER_IMAGE);
-    let Ok(meta) = fs::symlink_metadata(&image) else {
-        return unlimited_layer_in_use(dir);
-    };
-    let now = meta.len();
-    if bytes < now {
-        return Err(disk_err(format!(
-            "the layer is {} MB and can only grow; `paddock reset {}` empties it (its installed packages go), then any size can be given",
-            now / 1_000_000,
-            dir.file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default()
-        )));
-    }
-    if bytes == now {
-        return Ok(());
-    }
-    let run = |program: &str, args: &[&str]| -> Result<(), BackendError> {
-        let path = paddock_core::tools::find_program(program)
-            .ok_or_else(|| disk_err(format!("{program} is missing (apt-get install e2fsprogs)")))?;
-        let out = std::process::Command::new(path)
-            .args(args)
-            .arg(&image)
-            .output()
-            .map_err(io(format!("cannot run {program}")))?;
-        // e2fsck: 1 means errors were corrected, which is fine before a resize.
-        match out.status.code() {
-            Some(0) => Ok(()),
-            Some(1) if program == "e2fsck" => Ok(()),
-            _ => Err(disk_err(format!(
-                "{program} failed on {}: {}",
-                image.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))),
-        }
-    };
-    // resize2fs wants a freshly checked file system; a grown file with the old file system in
-    // it is harmless (the next resize finishes the job).
-    run("e2fsck", &["-f", "-p"])?;
-    use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&image)
-        .and_then(|f| f.set_len(bytes))
-        .map_err(io(format!("cannot grow {}", image.display())))?;
-    run("resize2fs", &[])
-}
-
-/// "disk limit: …" when the layer image is (nearly) full, read from its superblock.
-pub fn layer_full(image: &Path) -> Option<String> {
-    let (total, free, size) = superblock_counts(image)?;
-    // Nearly full counts: ext4 keeps some blocks for itself, and the superblock's count lags.
-    let threshold = (total / 50).max(64 * 1024 * 1024 / size.max(1));
-    (free <= threshold).then(|| {
-        format!(
-            "disk limit: the writable layer ({} MB) is full or nearly",
-            total * size / 1_000_000
-        )
-    })
-}
-
-/// (blocks, free blocks, block size) from the ext4 superblock of `image`, read in place (1024
-/// bytes at offset 1024; `dumpe2fs -h` took 20 ms of every sandbox's end here).
-fn superblock_counts(image: &Path) -> Option<(u64, u64, u64)> {
-    use std::os::unix::fs::FileExt;
-    let mut sb = [0u8; 1024];
-    fs::File::open(image)
-        .ok()?
-        .read_exact_at(&mut sb, 1024)
-        .ok()?;
-    let u32_at = |o: usize| u64::from(u32::from_le_bytes([sb[o], sb[o + 1], sb[o + 2], sb[o + 3]]));
-    if u16::from_le_bytes([sb[0x38], sb[0x39]]) != 0xEF53 {
-        return None;
-    }
-    let wide = u32_at(0x60) & 0x80 != 0;
-    let (hi_total, hi_free) = if wide {
-        (u32_at(0x150) << 32, u32_at(0x158) << 32)
-    } else {
-        (0, 0)
-    };
-    let size = 1024u64.checked_shl(u32_at(0x18) as u32)?;
-    Some((u32_at(0x4) | hi_total, u32_at(0xC) | hi_free, size))
-}
-
-/// A file Paddock made for this run, bound read-only at `target`.
-pub fn run_file(host: &Path, target: &str) -> Bind {
-    Bind {
-        host: host.to_owned(),
-        target: target.to_owned(),
-        read_only: true,
-        owner_uid: 0,
-        owner_gid: 0,
-        is_dir: false,
-        idmap: false,
-    }
-}
-
-/// `/etc/hosts` and `/etc/hostname` for the sandbox, written to the sandbox's directory on the
-/// host (never into the writable layer) and bound read-only.
-pub fn generated_files(dir: &Path, hostname: &str) -> Result<Vec<Bind>, BackendError> {
-    let etc = dir.join("etc");
-    fs::create_dir_all(&etc).map_err(io(format!("cannot create {}", etc.display())))?;
-    let files = [
-        (
-            "hosts",
-            format!(
-                "127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-            ),
-        ),
-        ("hostname", format!("{hostname}\n")),
-    ];
-    let mut out = Vec::new();
-    for (name, text) in files {
-        let p = etc.join(name);
-        fs::write(&p, text).map_err(io(format!("cannot write {}", p.display())))?;
-        out.push(Bind {
-            host: p,
-            target: format!("/etc/{name}"),
-            read_only: true,
-            owner_uid: 0,
-            owner_gid: 0,
-            is_dir: false,
-            idmap: false,
-        });
-    }
-    Ok(out)
 }
 
 impl Backend for NsBackend {
@@ -739,7 +295,7 @@ fn finish(
     };
     let ack = [u8::from(joined.is_ok())];
     let fds: Vec<BorrowedFd<'_>> = made.iter().map(|f| f.as_fd()).collect();
-    let _ = paddock_init::send_with_fds(ours.as_fd(), &ack, &fds);
+    let _ = paddock_wire::send_with_fds(ours.as_fd(), &ack, &fds);
     drop(made);
     // On failure the jail reports `cgroup` (or the earlier failure that made the move fail).
     let cgroup_error = joined.err();
@@ -899,7 +455,7 @@ impl Instance for NsInstance {
     }
 }
 
-/// Hands out the sandbox's pid 1 (a pidfd) and cgroups, for `paddock-ns-jail enter`.
+/// Hands out the sandbox's pid 1 (a pidfd) and cgroups, for `paddock-jail enter`.
 struct NsExecs {
     pid1: OwnedFd,
     cgroups: Vec<PathBuf>,
@@ -939,53 +495,5 @@ impl Execs for NsExecs {
             .join()
             .map_err(|_| BackendError::io("dial")(std::io::ErrorKind::Other.into()))?
             .map_err(io(format!("nothing answers on port {port} in the sandbox")))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    #[test]
-    fn the_layer_superblock_is_read_as_dumpe2fs_reads_it() {
-        let (Some(mkfs), Some(dumpe2fs)) = (
-            paddock_core::tools::find_program("mkfs.ext4"),
-            paddock_core::tools::find_program("dumpe2fs"),
-        ) else {
-            panic!("e2fsprogs (mkfs.ext4, dumpe2fs) must be installed: the layer needs them");
-        };
-        let t = tempfile::tempdir().unwrap();
-        let img = t.path().join("l.ext4");
-        std::fs::File::create(&img)
-            .unwrap()
-            .set_len(3 << 30)
-            .unwrap();
-        let made = std::process::Command::new(mkfs)
-            .args(["-q", "-F"])
-            .arg(&img)
-            .status()
-            .unwrap();
-        assert!(made.success());
-        let out = std::process::Command::new(dumpe2fs)
-            .arg("-h")
-            .arg(&img)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        let field = |k: &str| -> u64 {
-            text.lines()
-                .find_map(|l| l.strip_prefix(k)?.trim().parse().ok())
-                .unwrap()
-        };
-        assert_eq!(
-            super::superblock_counts(&img),
-            Some((
-                field("Block count:"),
-                field("Free blocks:"),
-                field("Block size:")
-            ))
-        );
-        assert_eq!(super::layer_full(&img), None);
-        assert_eq!(super::superblock_counts(t.path()), None);
     }
 }

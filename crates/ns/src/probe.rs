@@ -3,9 +3,8 @@
 use std::fs;
 use std::path::Path;
 
+use paddock_confine::cgroup::CgroupHost;
 use paddock_core::{Probe, ProbeItem};
-
-use crate::cgroup::CgroupHost;
 
 fn item(
     name: &str,
@@ -47,7 +46,7 @@ pub fn probe(jail: &Path) -> Probe {
         "jail binary",
         jail.exists(),
         jail.display().to_string(),
-        Some("install paddock-ns-jail next to paddock (cargo build builds both)"),
+        Some("install paddock-jail next to paddock (cargo build builds both)"),
         true,
     ));
     let max_userns = fs::read_to_string("/proc/sys/user/max_user_namespaces")
@@ -97,7 +96,7 @@ pub fn probe(jail: &Path) -> Probe {
         Some("use a kernel built with CONFIG_SECCOMP_FILTER"),
         true,
     ));
-    let abi = crate::landlock::kernel_abi();
+    let abi = paddock_confine::landlock::kernel_abi();
     items.push(item(
         "landlock",
         abi > 0,

@@ -15,9 +15,8 @@
 //! and each audit record is stamped with the sandbox and a key of the receiving side, so a
 //! compromised proxy can write only its own sandbox's rows, and only new ones.
 
-use std::io::{self, IoSlice, IoSliceMut, Read, Write};
-use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, OwnedFd};
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,10 +25,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use paddock_secrets::Entry;
-use rustix::net::{
-    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags, recvmsg, sendmsg,
-};
 use serde::{Deserialize, Serialize};
 
 use crate::Listener;
@@ -125,64 +120,25 @@ pub struct Status {
     pub error: Option<String>,
 }
 
-/// Sends `listener` over `stream`.
+/// Sends `listener` over `stream`: one byte naming its kind, the descriptor with it.
 pub fn send_listener(stream: &UnixStream, listener: &Listener) -> io::Result<()> {
     let (kind, fd) = match listener {
         Listener::Tcp(l) => (b't', l.as_fd()),
         Listener::Unix(l) => (b'u', l.as_fd()),
     };
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    let fds = [fd];
-    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
-        return Err(io::Error::other("control buffer too small"));
-    }
-    sendmsg(
-        stream,
-        &[IoSlice::new(&[kind])],
-        &mut control,
-        SendFlags::NOSIGNAL,
-    )?;
-    Ok(())
+    paddock_wire::send_byte(stream.as_fd(), kind, Some(fd))
 }
 
 /// Receives the listener [`send_listener`] sent.
 pub fn receive_listener(stream: &UnixStream) -> io::Result<Listener> {
-    let mut kind = [0u8; 1];
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let msg = loop {
-        match recvmsg(
-            stream,
-            &mut [IoSliceMut::new(&mut kind)],
-            &mut control,
-            RecvFlags::CMSG_CLOEXEC,
-        ) {
-            Err(rustix::io::Errno::INTR) => continue,
-            other => break other?,
-        }
-    };
-    let mut fd: Option<OwnedFd> = None;
-    for m in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(fds) = m {
-            for f in fds {
-                fd.get_or_insert(f);
-            }
-        }
-    }
-    let fd = fd.filter(|_| msg.bytes == 1).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            "no listener came with the message",
-        )
-    })?;
-    match kind[0] {
+    let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+    let (kind, fd) = paddock_wire::recv_byte(stream.as_fd())?
+        .ok_or_else(|| bad("the supervisor closed the channel".into()))?;
+    let fd = fd.ok_or_else(|| bad("no listener came with the message".into()))?;
+    match kind {
         b't' => Ok(Listener::Tcp(std::net::TcpListener::from(fd))),
         b'u' => Ok(Listener::Unix(std::os::unix::net::UnixListener::from(fd))),
-        other => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("unknown listener kind {other}"),
-        )),
+        other => Err(bad(format!("unknown listener kind {other}"))),
     }
 }
 

@@ -188,11 +188,11 @@ fn serve(conn: UnixStream, shared: &Shared) {
                         let line =
                             serde_json::json!({ "ok": true, "detail": h.detail, "env": shared.env })
                                 .to_string() + "\n";
-                        paddock_init::send_with_fds(out.as_fd(), line.as_bytes(), &[h.fd.as_fd()])
+                        paddock_wire::send_with_fds(out.as_fd(), line.as_bytes(), &[h.fd.as_fd()])
                     }
                     Err(e) => {
                         let line = serde_json::json!({ "error": e }).to_string() + "\n";
-                        paddock_init::send_with_fds(out.as_fd(), line.as_bytes(), &[])
+                        paddock_wire::send_with_fds(out.as_fd(), line.as_bytes(), &[])
                     }
                 };
                 if sent.is_err() {
@@ -296,7 +296,7 @@ pub fn request_exec(
     let mut fds: Vec<OwnedFd> = Vec::new();
     while !text.contains(&b'\n') {
         let mut buf = [0u8; 4096];
-        match paddock_init::recv_with_fds(conn.as_fd(), &mut buf).map_err(io)? {
+        match paddock_wire::recv_with_fds(conn.as_fd(), &mut buf).map_err(io)? {
             Some((n, got)) if n > 0 => {
                 text.extend_from_slice(&buf[..n]);
                 fds.extend(got);

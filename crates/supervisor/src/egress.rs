@@ -103,7 +103,7 @@ impl Drop for Worker {
     }
 }
 
-/// Starts `exe __egress` with `fds` as its descriptors 3, 4 and 5, /dev/null as its input and
+/// Starts this program as `exe __egress` with `fds` as its descriptors 3, 4 and 5, /dev/null as its input and
 /// output, this process's error stream and `env` only. `posix_spawn`: no copy of this
 /// process's memory on the start's path.
 fn spawn_worker(exe: &Path, fds: [i32; 3], env: &[CString]) -> std::io::Result<Worker> {
@@ -125,9 +125,12 @@ fn spawn_worker(exe: &Path, fds: [i32; 3], env: &[CString]) -> std::io::Result<W
         nix::spawn::PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK
             | nix::spawn::PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF,
     )?;
-    let path = CString::new(exe.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-    let args = [path.clone(), CString::from(c"__egress")];
-    let pid = posix_spawn(path.as_c_str(), &actions, &attr, &args, env)?;
+    // The running program itself, whatever is at its path now: a paddock replaced since this
+    // supervisor started (an upgrade) may speak another version of the channel. Its path
+    // stays the first argument, for `ps`.
+    let name = CString::new(exe.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let args = [name, CString::from(c"__egress")];
+    let pid = posix_spawn(c"/proc/self/exe", &actions, &attr, &args, env)?;
     let pid = rustix::process::Pid::from_raw(pid.as_raw())
         .ok_or_else(|| std::io::Error::other("posix_spawn gave no pid"))?;
     let pidfd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {

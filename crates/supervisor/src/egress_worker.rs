@@ -160,23 +160,24 @@ fn confine(uid: Option<u32>) -> Result<(), String> {
         return Err("the supervisor is gone".into());
     }
     // As in the sandbox: Landlock is required wherever the kernel offers it.
-    match paddock_ns::landlock::restrict_to_reading(READABLE) {
-        Ok(paddock_ns::landlock::Enforced::Unsupported)
-            if paddock_ns::landlock::kernel_abi() > 0 =>
+    match paddock_confine::landlock::restrict_to_reading(READABLE) {
+        Ok(paddock_confine::landlock::Enforced::Unsupported)
+            if paddock_confine::landlock::kernel_abi() > 0 =>
         {
             return Err("cannot apply Landlock: not enforced".into());
         }
         Ok(_) => {}
-        Err(_) if paddock_ns::landlock::kernel_abi() == 0 => {}
+        Err(_) if paddock_confine::landlock::kernel_abi() == 0 => {}
         Err(e) => return Err(format!("cannot apply {e}")),
     }
     let mut programs =
-        paddock_ns::seccomp::programs().map_err(|e| format!("cannot apply seccomp: {e}"))?;
+        paddock_confine::seccomp::programs().map_err(|e| format!("cannot apply seccomp: {e}"))?;
     programs.extend(
-        paddock_ns::seccomp::network_helper().map_err(|e| format!("cannot apply seccomp: {e}"))?,
+        paddock_confine::seccomp::network_helper()
+            .map_err(|e| format!("cannot apply seccomp: {e}"))?,
     );
     for p in &programs {
-        paddock_ns::seccomp::apply(p).map_err(failed("seccomp"))?;
+        paddock_confine::seccomp::apply(p).map_err(failed("seccomp"))?;
     }
     Ok(())
 }

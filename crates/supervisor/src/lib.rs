@@ -14,6 +14,7 @@ mod env;
 mod ports;
 mod relay;
 mod select;
+pub mod system;
 
 use std::path::PathBuf;
 
@@ -27,12 +28,12 @@ pub use select::{SelectError, backend_ids, check_name as select_check, select};
 
 /// The namespace backend's seccomp table: (syscall, action, reason).
 pub fn seccomp_rules() -> Vec<(&'static str, &'static str, &'static str)> {
-    paddock_ns::seccomp::RULES
+    paddock_confine::seccomp::RULES
         .iter()
         .map(|r| {
             (
                 r.name,
-                if r.deny == paddock_ns::seccomp::Deny::Eperm {
+                if r.deny == paddock_confine::seccomp::Deny::Eperm {
                     "EPERM"
                 } else {
                     "ENOSYS"

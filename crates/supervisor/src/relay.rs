@@ -270,7 +270,7 @@ fn relay_pty(
     let stdin = rustix::stdio::stdin();
     let stdout = rustix::stdio::stdout();
     // The command's terminal when it is here (a pty master); through `instance` otherwise.
-    let mut terminal = paddock_init::TerminalSize::new(master.as_fd())?;
+    let mut terminal = paddock_wire::TerminalSize::new(master.as_fd())?;
     if let Ok(size) = tcgetwinsize(stdin) {
         terminal.set(size.ws_row, size.ws_col);
         instance.resize(size.ws_row, size.ws_col);

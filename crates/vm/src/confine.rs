@@ -25,10 +25,10 @@ use std::os::unix::process::CommandExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::Command;
 
-use paddock_core::BackendError;
-use paddock_ns::jail::{
+use paddock_confine::jail::{
     MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, mount_setattr,
 };
+use paddock_core::BackendError;
 use rustix::fs::{CWD, Mode, OFlags, ResolveFlags, openat2};
 use rustix::mount::{MoveMountFlags, OpenTreeFlags, move_mount, open_tree};
 
@@ -233,8 +233,8 @@ pub(crate) fn vsock_device(
     steps.push(Step::ReadWrite(c_path(sockets)?, c_path(&under(sockets))?));
     let root_c = c_path(root)?;
     let filters = [
-        paddock_ns::seccomp::programs(),
-        paddock_ns::seccomp::unix_sockets_only().map(|p| vec![p]),
+        paddock_confine::seccomp::programs(),
+        paddock_confine::seccomp::unix_sockets_only().map(|p| vec![p]),
     ]
     .into_iter()
     .collect::<Result<Vec<_>, _>>()
@@ -310,7 +310,7 @@ pub(crate) fn vsock_device(
     unsafe {
         cmd.pre_exec(move || {
             for f in &filters {
-                paddock_ns::seccomp::apply(f)?;
+                paddock_confine::seccomp::apply(f)?;
             }
             Ok(())
         });
@@ -444,7 +444,7 @@ pub(crate) fn share_group(uid: u32, gid: u32) -> u32 {
 
 /// A user namespace where host `uid`:`gid` is root and no other host id exists.
 pub(crate) fn owner_namespace(uid: u32, gid: u32) -> Result<OwnedFd, BackendError> {
-    paddock_ns::jail::detached_userns(&format!("0 {uid} 1\n"), &format!("0 {gid} 1\n"))
+    paddock_confine::jail::detached_userns(&format!("0 {uid} 1\n"), &format!("0 {gid} 1\n"))
         .map_err(|e| layer("vm virtiofsd user namespace", e.to_string()))
 }
 

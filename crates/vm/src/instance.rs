@@ -23,7 +23,7 @@ pub struct Procs {
     /// virtiofsd and the vsock device.
     pub helpers: Vec<(String, Child)>,
     /// The host cgroups they all run in (accounting for `paddock ls`), removed once they end.
-    pub cgroups: Option<paddock_ns::cgroup::SandboxCgroups>,
+    pub cgroups: Option<paddock_confine::cgroup::SandboxCgroups>,
 }
 
 impl Procs {

@@ -807,8 +807,8 @@ impl VmBackend {
         // What the VM uses, for `paddock ls`: the VMM and its helpers run in the sandbox's host
         // cgroups, without limits of their own (the VM's are its RAM, its vCPUs and the
         // guest's pids cgroup). Accounting only: where cgroups cannot be made, it goes without.
-        let accounting = paddock_ns::cgroup::SandboxCgroups::create(
-            &paddock_ns::cgroup::CgroupHost::detect(),
+        let accounting = paddock_confine::cgroup::SandboxCgroups::create(
+            &paddock_confine::cgroup::CgroupHost::detect(),
             spec.name.as_str(),
             &paddock_policy::Limits::default(),
         )

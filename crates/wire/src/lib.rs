@@ -4,11 +4,23 @@
 //! datagram on a `SOCK_SEQPACKET` channel (a socketpair for the namespace backend, vsock for a
 //! VM), so each message arrives whole or not at all; file descriptors ride along as
 //! `SCM_RIGHTS` where the channel allows it.
+//!
+//! The transport of those messages ([`send_report`], [`recv_report`], descriptors with them) and
+//! the terminal size both sides keep ([`TerminalSize`]) live here too, so the host side needs
+//! nothing of the helper itself.
 #![forbid(unsafe_code)]
 
 use serde::{Deserialize, Serialize};
 
+mod channel;
 pub mod vm;
+mod winsize;
+
+pub use channel::{
+    recv_byte, recv_report, recv_with_fds, recv_with_many_fds, send_byte, send_fd, send_report,
+    send_with_fds,
+};
+pub use winsize::{TerminalSize, open_pty};
 
 /// Exit status a sandbox reports when its own setup failed (nothing of the command ran).
 pub const EXIT_SETUP_FAILED: i32 = 125;

@@ -1,74 +1,44 @@
-//! The jail: the privileged setup of one namespace sandbox, then pid 1 inside it.
+//! `paddock-jail`: the privileged setup of one sandbox, started only by Paddock's ns and gvisor
+//! backends; not meant to be run by hand.
 //!
-//! Runs as its own small binary (`paddock-ns-jail`), single-threaded, started by the host side
-//! with the configuration on descriptor 3 and the report channel on descriptor 4.
+//! Runs single-threaded, with the configuration on descriptor 3 and the report channel on
+//! descriptor 4. Three modes:
 //!
-//! Order (every step fails closed with the layer's name):
-//! 1. outer process (host root): own session, die with the supervisor, unshare net/ipc/uts/pid
-//!    namespaces, bring up loopback, set the host name, wait until the supervisor has moved it
-//!    into the sandbox's cgroups and sent the mounts it made meanwhile (see [`premount`]; a
-//!    cgroup v1 move waits for an RCU grace period, about 10 ms, on hosts without
-//!    `favordynmods`), unshare the cgroup namespace (rooted at the sandbox's cgroup), fork pid 1;
-//! 2. pid 1 (still host root, now in the new namespaces): unshare the mount namespace, attach
-//!    the root and shared folders the host made and build the rest of the tree, pivot into it,
-//!    enter a new user namespace (the outer process writes its maps: sandbox 0-65535 to the
-//!    unprivileged host range), become its root, turn non-dumpable, apply Landlock and seccomp,
-//!    drop capabilities, then run the in-sandbox helper.
+//! - (none) an ns sandbox, in this order (every step fails closed with the layer's name):
+//!   1. outer process (host root): own session, die with the supervisor, unshare
+//!      net/ipc/uts/pid namespaces, bring up loopback, set the host name, wait until the
+//!      supervisor has moved it into the sandbox's cgroups and sent the mounts it made meanwhile
+//!      (see `paddock_confine::jail::premount`; a cgroup v1 move waits for an RCU grace period,
+//!      about 10 ms, on hosts without `favordynmods`), unshare the cgroup namespace (rooted at
+//!      the sandbox's cgroup), fork pid 1;
+//!   2. pid 1 (still host root, now in the new namespaces): unshare the mount namespace, attach
+//!      the root and shared folders the host made and build the rest of the tree, pivot into
+//!      it, enter a new user namespace (the outer process writes its maps: sandbox 0-65535 to
+//!      the unprivileged host range), become its root, turn non-dumpable, apply Landlock and
+//!      seccomp, drop capabilities, then run the in-sandbox helper (`paddock_init`).
 //!
-//! Because the mount, network and other namespaces are owned by the host's user namespace, the
-//! sandbox's root has no capability over them: it cannot mount, unmount or reconfigure the
-//! network even if seccomp were absent.
+//!   Because the mount, network and other namespaces are owned by the host's user namespace,
+//!   the sandbox's root has no capability over them: it cannot mount, unmount or reconfigure
+//!   the network even if seccomp were absent.
+//! - `enter`: one more command in a running ns sandbox;
+//! - `runsc`: the gvisor backend's host-side setup, then it becomes runsc.
 
-mod layer;
-mod mounts;
-mod sys;
-mod userns;
-
-use std::fmt::Display;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
 use nix::unistd::{ForkResult, fork};
-use paddock_init::{Target, forward_and_wait, send_report};
-use paddock_wire::{EXIT_SETUP_FAILED, Report};
+use paddock_confine::config::{EnterConfig, JailConfig, RunscConfig};
+use paddock_confine::jail::{Failure, Layer, MAX_PREMADE, mounts, sys, userns};
+use paddock_init::{Target, forward_and_wait};
+use paddock_wire::{EXIT_SETUP_FAILED, Report, send_report};
 use rustix::thread::{UnshareFlags, unshare_unsafe};
-pub use sys::{
-    MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, mount_setattr,
-};
-pub use userns::detached_userns;
 
-use crate::config::{EnterConfig, JailConfig, RunscConfig};
-
-/// A setup step that failed, with the layer it belongs to.
-#[derive(Debug)]
-pub struct Failure {
-    /// The layer (`mounts`, `seccomp`, ...).
-    pub layer: &'static str,
-    /// What went wrong.
-    pub message: String,
+fn main() {
+    std::process::exit(run())
 }
 
-impl Failure {
-    fn new(layer: &'static str, message: impl Into<String>) -> Failure {
-        Failure {
-            layer,
-            message: message.into(),
-        }
-    }
-}
-
-trait Layer<T> {
-    fn layer(self, layer: &'static str, what: &str) -> Result<T, Failure>;
-}
-
-impl<T, E: Display> Layer<T> for Result<T, E> {
-    fn layer(self, layer: &'static str, what: &str) -> Result<T, Failure> {
-        self.map_err(|e| Failure::new(layer, format!("{what}: {e}")))
-    }
-}
-
-/// Entry point of the jail binary. Returns the exit status.
-pub fn main() -> i32 {
+/// Returns the exit status.
+fn run() -> i32 {
     match std::env::args().nth(1).as_deref() {
         // The gVisor backend's host-side setup (see `runsc_setup`).
         Some("runsc") => {
@@ -113,60 +83,12 @@ fn entry<C: serde::de::DeserializeOwned>(
     }
 }
 
-/// The most mounts the host side hands the jail in one message (the kernel takes up to 253
-/// descriptors in one `SCM_RIGHTS`).
-const MAX_PREMADE: usize = 250;
-
-/// The mounts pid 1 attaches, made on the host side while the jail starts (the host is
-/// otherwise idle then, and this takes the jail's longest steps off its path: the overlay's
-/// creation, and one helper process per owner of a shared folder for the idmapping): the root
-/// overlay, unless the layer is a size-limited image (the jail mounts that one itself), then
-/// each of `cfg.binds`, idmapped, in that order. Sent with the cgroup answer.
-pub fn premount(cfg: &JailConfig) -> Result<Vec<OwnedFd>, Failure> {
-    if cfg.binds.len() + 1 > MAX_PREMADE {
-        return Err(Failure::new(
-            "mounts",
-            format!(
-                "{} shared folders and files; at most {} fit",
-                cfg.binds.len(),
-                MAX_PREMADE - 1
-            ),
-        ));
-    }
-    let mut made = Vec::with_capacity(cfg.binds.len() + 1);
-    // The root: the image under the writable layer, which is a size-limited ext4 image (as a
-    // detached mount too, its directories named through this process's descriptor of it) or
-    // plain directories. Attaching the image's loop device is the slowest step of a start
-    // (~11 ms), so it goes here, while the jail starts.
-    let layer = match &cfg.layer_image {
-        Some(img) => Some(layer::mount_detached(img, cfg.id_base, cfg.volatile)?),
-        None => None,
-    };
-    let (upper, work) = match &layer {
-        Some(fs) => {
-            let at = std::path::PathBuf::from(format!(
-                "/proc/self/fd/{}",
-                std::os::fd::AsRawFd::as_raw_fd(fs)
-            ));
-            (at.join("upper"), at.join("work"))
-        }
-        None => (cfg.upper.clone(), cfg.work.clone()),
-    };
-    made.push(mounts::overlay(&cfg.lower, &upper, &work, cfg.volatile)?);
-    drop(layer);
-    let idmaps = userns::idmap_namespaces(&cfg.binds, cfg.id_base)?;
-    for b in &cfg.binds {
-        made.push(mounts::clone_tree(b, &idmaps)?);
-    }
-    Ok(made)
-}
-
 /// Waits for the supervisor's word that this process is in the sandbox's cgroups (one byte: 1
 /// joined, anything else failed; whatever starts after it starts inside them), and takes the
 /// descriptors that came with it.
 fn wait_for_cgroups(channel: std::os::fd::BorrowedFd<'_>) -> Result<Vec<OwnedFd>, Failure> {
     let mut ack = [0u8; 1];
-    match paddock_init::recv_with_many_fds(channel, &mut ack, MAX_PREMADE) {
+    match paddock_wire::recv_with_many_fds(channel, &mut ack, MAX_PREMADE) {
         Ok(Some((1, fds))) if ack[0] == 1 => Ok(fds),
         _ => Err(Failure::new(
             "cgroup",
@@ -184,7 +106,7 @@ fn split_premade(mut fds: Vec<OwnedFd>) -> Result<mounts::Premade, Failure> {
     Ok(mounts::Premade { root, binds: fds })
 }
 
-/// `paddock-ns-jail runsc`: the gVisor backend's host-side setup. In a new private mount
+/// `paddock-jail runsc`: the gVisor backend's host-side setup. In a new private mount
 /// namespace it mounts the sandbox's overlay root and its idmapped shared folders where the OCI
 /// bundle names them, waits to be moved into the sandbox's cgroups, says it is ready, and
 /// becomes runsc, which serves those mounts to the sandbox and dies with the supervisor.
@@ -252,7 +174,7 @@ fn outer(cfg: JailConfig, channel: OwnedFd) -> Result<i32, Failure> {
             "network",
             "cannot listen on 127.0.0.1:3128 for the egress proxy",
         )?;
-        paddock_init::send_fd(channel.as_fd(), &Report::EgressListener, listener.as_fd()).layer(
+        paddock_wire::send_fd(channel.as_fd(), &Report::EgressListener, listener.as_fd()).layer(
             "network",
             "cannot hand the proxy listener to the supervisor",
         )?;
@@ -305,7 +227,7 @@ fn outer(cfg: JailConfig, channel: OwnedFd) -> Result<i32, Failure> {
                 let reply = match done {
                     Ok(()) => child.as_raw().to_le_bytes(),
                     Err(e) => {
-                        eprintln!("paddock-ns-jail: writing the id maps failed: {e}");
+                        eprintln!("paddock-jail: writing the id maps failed: {e}");
                         [0; 4]
                     }
                 };
@@ -382,20 +304,20 @@ fn become_root_inside() -> Result<(), Failure> {
 /// and (when asked) no_new_privs.
 fn confine(command: &paddock_wire::Command) -> Result<(), Failure> {
     rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o022));
-    match crate::landlock::restrict_to_root() {
+    match paddock_confine::landlock::restrict_to_root() {
         Ok(_) => {}
-        Err(e) if crate::landlock::kernel_abi() == 0 => drop(e),
+        Err(e) if paddock_confine::landlock::kernel_abi() == 0 => drop(e),
         Err(e) => return Err(Failure::new("landlock", e.to_string())),
     }
-    crate::seccomp::install().layer("seccomp", "cannot install the filter")?;
-    crate::capabilities::restrict().layer("capabilities", "cannot drop capabilities")?;
+    paddock_confine::seccomp::install().layer("seccomp", "cannot install the filter")?;
+    paddock_confine::capabilities::restrict().layer("capabilities", "cannot drop capabilities")?;
     if command.no_new_privs {
         rustix::thread::set_no_new_privs(true).layer("no_new_privs", "prctl")?;
     }
     Ok(())
 }
 
-/// `paddock-ns-jail enter`: one more command in a running sandbox, the way `docker exec` works
+/// `paddock-jail enter`: one more command in a running sandbox, the way `docker exec` works
 /// but with nothing of the host carried in. Non-dumpable first (so nothing inside can reach
 /// this process through /proc), moved into the sandbox's cgroups by the supervisor, then into
 /// pid 1's namespaces (those owned by the host's user namespace, then the sandbox's own user

@@ -5,11 +5,12 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
-use paddock_wire::{MAX_MESSAGE, Report};
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags, recvmsg, sendmsg,
 };
+
+use crate::{MAX_MESSAGE, Report};
 
 /// Sends one report.
 pub fn send_report(channel: BorrowedFd<'_>, report: &Report) -> io::Result<()> {

@@ -63,7 +63,7 @@ pub struct JailConfig {
 }
 
 /// What the jail prepares for a gVisor sandbox before it becomes runsc
-/// (`paddock-ns-jail runsc`, JSON on descriptor 3).
+/// (`paddock-jail runsc`, JSON on descriptor 3).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunscConfig {
@@ -91,7 +91,7 @@ pub struct RunscConfig {
     pub volatile: bool,
 }
 
-/// One more command in a running namespace sandbox (`paddock-ns-jail enter`, JSON on
+/// One more command in a running namespace sandbox (`paddock-jail enter`, JSON on
 /// descriptor 3; descriptor 5 is a pidfd of the sandbox's pid 1).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -17,6 +17,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::time::Duration;
 
+use rustix::fs::{Mode, OFlags, open};
+use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
 use rustix::termios::{Winsize, tcgetwinsize, tcsetwinsize};
 
 /// How long after a resize the watcher looks again (cumulative waits): a write-back comes
@@ -175,6 +177,20 @@ impl TerminalSize {
     }
 }
 
+/// Opens a new pty in the sandbox's own devpts: (master, slave).
+pub fn open_pty() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+    grantpt(&master)?;
+    unlockpt(&master)?;
+    let name = ptsname(&master, Vec::new())?;
+    let slave = open(
+        name.as_c_str(),
+        OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok((master, slave))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,7 +223,7 @@ mod tests {
 
     #[test]
     fn a_stale_write_back_is_undone_and_a_new_choice_is_kept() {
-        let (master, slave) = crate::open_pty().unwrap();
+        let (master, slave) = open_pty().unwrap();
         put_size(slave.as_fd(), 24, 80);
         let mut t = TerminalSize::new(master.as_fd()).unwrap();
         t.set(33, 77);

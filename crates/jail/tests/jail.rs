@@ -19,7 +19,7 @@ fn malformed_config_fails_closed_with_a_report() {
     .unwrap();
     let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
     let (rr, tr) = (r.as_raw_fd(), theirs.as_raw_fd());
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_paddock-ns-jail"));
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_paddock-jail"));
     // SAFETY: only fcntl/dup2 in the child before exec.
     unsafe {
         cmd.pre_exec(move || {
@@ -38,7 +38,7 @@ fn malformed_config_fails_closed_with_a_report() {
     drop(w);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(paddock_wire::EXIT_SETUP_FAILED));
-    let (report, _) = paddock_init::recv_report(ours.as_fd()).unwrap().unwrap();
+    let (report, _) = paddock_wire::recv_report(ours.as_fd()).unwrap().unwrap();
     match report {
         paddock_wire::Report::SetupFailed { layer, message } => {
             assert_eq!(layer, "config");

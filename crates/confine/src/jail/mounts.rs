@@ -307,6 +307,7 @@ pub fn build_runsc(
 /// What the host side mounted for the sandbox while the jail started, as detached mounts
 /// ([`crate::premount`]): the root, and each shared folder of [`JailConfig::binds`], in that
 /// order, idmapped.
+#[derive(Debug)]
 pub struct Premade {
     pub root: OwnedFd,
     pub binds: Vec<OwnedFd>,
