@@ -395,23 +395,17 @@ mod orchestration {
         assert!(out.status.success(), "{out:?}");
         let home = common::home();
         let sock = home.join("run").join(format!("{name}.sock"));
-        // As if a share had exposed it: the directories let anyone through, the socket too.
-        let modes: Vec<(std::path::PathBuf, u32)> = [home.clone(), home.join("run"), sock.clone()]
-            .into_iter()
-            .map(|p| {
-                let m = std::fs::metadata(&p).unwrap().permissions().mode();
-                (p, m)
-            })
-            .collect();
-        for (p, _) in &modes {
-            let mode = if *p == sock { 0o777 } else { 0o711 };
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
-        }
-        let stranger = status_as(&sock, 0x7000_0000);
-        let owner = status_as(&sock, 0);
-        for (p, m) in modes {
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m)).unwrap();
-        }
+        // As if a share had exposed it: a second name for the socket where anyone can reach
+        // it, the socket open to all. (Opening the state directories instead would race with
+        // the other tests' paddock commands, which close them again.)
+        let exposed = home.parent().unwrap().join(format!("{name}.sock"));
+        std::fs::hard_link(&sock, &exposed).unwrap();
+        let mode = std::fs::metadata(&sock).unwrap().permissions().mode();
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let stranger = status_as(&exposed, 0x7000_0000);
+        let owner = status_as(&exposed, 0);
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(mode)).unwrap();
+        std::fs::remove_file(&exposed).unwrap();
         let _ = common::paddock().args(["stop", &name]).output();
         common::remove(&name);
         assert!(

@@ -103,9 +103,9 @@ impl Drop for Worker {
     }
 }
 
-/// Starts this program as `exe __egress` with `fds` as its descriptors 3, 4 and 5, /dev/null as its input and
-/// output, this process's error stream and `env` only. `posix_spawn`: no copy of this
-/// process's memory on the start's path.
+/// Starts this program as `exe __egress`: `fds` as its descriptors 3, 4 and 5, /dev/null as
+/// its input and output, this process's error stream, and `env` only. `posix_spawn`: no copy
+/// of this process's memory on the start's path.
 fn spawn_worker(exe: &Path, fds: [i32; 3], env: &[CString]) -> std::io::Result<Worker> {
     use nix::fcntl::OFlag;
     use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, posix_spawn};
@@ -268,13 +268,6 @@ pub struct RunningProxy {
 }
 
 impl RunningProxy {
-    /// The proxy process's pid.
-    pub fn pid(&self) -> Option<u32> {
-        self.pending
-            .as_ref()
-            .map(|p| p.child.pid.as_raw_nonzero().get() as u32)
-    }
-
     /// Stops the proxy process (it ends open tunnels and sends their records) and waits until
     /// its audit records are written.
     pub fn stop(mut self) {
