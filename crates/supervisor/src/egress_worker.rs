@@ -12,8 +12,8 @@
 //! - Landlock (where the kernel has it): it may read the system's configuration and libraries (`/etc`, `/usr`, `/lib*`,
 //!   `/run`: the resolver needs them) and nothing else, write nothing, and signal or reach by
 //!   abstract socket no process outside itself;
-//! - seccomp: the sandboxes' filter (`paddock_confine::seccomp`), and one that refuses `execve` and every socket
-//!   family but IPv4, IPv6 and netlink.
+//! - seccomp: the sandboxes' filter (`paddock_confine::seccomp`), and one that refuses `execve`
+//!   and every socket family but IPv4, IPv6 and netlink.
 //!
 //! Every layer is required: one that cannot be applied stops the process, and the sandbox
 //! with it. It then serves until its parent sends SIGTERM.
