@@ -356,6 +356,22 @@ mod orchestration {
 
     use super::*;
 
+    /// A running ns sandbox (`run -d`, the proxy on) named after `prefix`, its workspace and
+    /// its removal at the end of the test.
+    fn idle_ns_sandbox(prefix: &str) -> (tempfile::TempDir, String, common::Cleanup) {
+        common::ensure_image();
+        let ws = common::workspace();
+        let name = common::unique(prefix);
+        let cleanup = common::Cleanup(name.clone());
+        let out = common::paddock()
+            .args(["run", "-d", "--backend", "ns", "--name", &name, "-w"])
+            .arg(ws.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        (ws, name, cleanup)
+    }
+
     /// Asks the control socket `sock` for the sandbox's status as host uid `uid`; returns the
     /// answer (empty when the connection was closed unanswered, before or after the question).
     fn status_as(sock: &Path, uid: u32) -> String {
@@ -383,16 +399,7 @@ mod orchestration {
     #[test]
     fn a_control_socket_answers_only_its_owner() {
         require_root!();
-        common::ensure_image();
-        let ws = common::workspace();
-        let name = common::unique("peer");
-        let _cleanup = common::Cleanup(name.clone());
-        let out = common::paddock()
-            .args(["run", "-d", "--backend", "ns", "--name", &name, "-w"])
-            .arg(ws.path())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
+        let (_ws, name, _cleanup) = idle_ns_sandbox("peer");
         let home = common::home();
         let sock = home.join("run").join(format!("{name}.sock"));
         // As if a share had exposed it: a second name for the socket where anyone can reach
@@ -447,16 +454,7 @@ mod orchestration {
     #[test]
     fn the_egress_proxy_holds_no_privilege() {
         require_root!();
-        common::ensure_image();
-        let ws = common::workspace();
-        let name = common::unique("proxypriv");
-        let _cleanup = common::Cleanup(name.clone());
-        let out = common::paddock()
-            .args(["run", "-d", "--backend", "ns", "--name", &name, "-w"])
-            .arg(ws.path())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
+        let (_ws, name, _cleanup) = idle_ns_sandbox("proxypriv");
         let info = common::paddock()
             .args(["inspect", "--json", &name])
             .output()

@@ -7,8 +7,8 @@
 //! to the sandbox too.
 
 use landlock::{
-    ABI, Access, AccessFs, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr,
-    RulesetCreatedAttr, RulesetStatus, Scope,
+    ABI, Access, AccessFs, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
+    RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
 };
 
 /// Why Landlock could not be applied.
@@ -35,54 +35,48 @@ pub const ABI_USED: ABI = ABI::V6;
 
 /// Restricts the calling thread (and its future children) to the hierarchy under `/`.
 pub fn restrict_to_root() -> Result<Enforced, LandlockError> {
-    let e = |x: &dyn std::fmt::Display| LandlockError::Ruleset(x.to_string());
-    let all = AccessFs::from_all(ABI_USED);
-    let status = Ruleset::default()
-        .set_compatibility(CompatLevel::BestEffort)
-        .handle_access(all)
-        .map_err(|x| e(&x))?
-        .scope(Scope::from_all(ABI_USED))
-        .map_err(|x| e(&x))?
-        .create()
-        .map_err(|x| e(&x))?
-        .add_rule(PathBeneath::new(PathFd::new("/").map_err(|x| e(&x))?, all))
-        .map_err(|x| e(&x))?
-        // The caller holds CAP_SYS_ADMIN in its user namespace; whether no_new_privs is set is
-        // the sandbox's own setting (it would stop sudo inside).
-        .no_new_privs(false)
-        .restrict_self()
-        .map_err(|x| e(&x))?;
-    Ok(match status.ruleset {
-        RulesetStatus::FullyEnforced => Enforced::Fully,
-        RulesetStatus::PartiallyEnforced => Enforced::Partially,
-        RulesetStatus::NotEnforced => Enforced::Unsupported,
-    })
+    // The caller holds CAP_SYS_ADMIN in its user namespace; whether no_new_privs is set is the
+    // sandbox's own setting (it would stop sudo inside).
+    enforce(&[("/", AccessFs::from_all(ABI_USED))], false)
 }
 
 /// Restricts the calling thread (and its future children) to reading under `paths` (those
 /// that exist), with signals and abstract Unix sockets scoped to itself: for a host helper
 /// that needs the system's configuration and libraries and nothing of anyone's files.
 pub fn restrict_to_reading(paths: &[&str]) -> Result<Enforced, LandlockError> {
-    let e = |x: &dyn std::fmt::Display| LandlockError::Ruleset(x.to_string());
-    let all = AccessFs::from_all(ABI_USED);
     let read = AccessFs::ReadFile | AccessFs::ReadDir;
+    let rules: Vec<_> = paths
+        .iter()
+        .filter(|p| std::path::Path::new(p).exists())
+        .map(|p| (*p, read))
+        .collect();
+    enforce(&rules, true)
+}
+
+/// Every filesystem access handled, signals and abstract sockets scoped, and `rules` (each
+/// path with what it allows beneath it; one that cannot be opened is an error) the only ones
+/// allowed; `no_new_privs` set with it when asked.
+fn enforce(
+    rules: &[(&str, BitFlags<AccessFs>)],
+    no_new_privs: bool,
+) -> Result<Enforced, LandlockError> {
+    let e = |x: &dyn std::fmt::Display| LandlockError::Ruleset(x.to_string());
     let mut ruleset = Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
-        .handle_access(all)
+        .handle_access(AccessFs::from_all(ABI_USED))
         .map_err(|x| e(&x))?
         .scope(Scope::from_all(ABI_USED))
         .map_err(|x| e(&x))?
         .create()
         .map_err(|x| e(&x))?;
-    for p in paths {
-        if let Ok(fd) = PathFd::new(p) {
-            ruleset = ruleset
-                .add_rule(PathBeneath::new(fd, read))
-                .map_err(|x| e(&x))?;
-        }
+    for (path, access) in rules {
+        let fd = PathFd::new(path).map_err(|x| e(&x))?;
+        ruleset = ruleset
+            .add_rule(PathBeneath::new(fd, *access))
+            .map_err(|x| e(&x))?;
     }
     let status = ruleset
-        .no_new_privs(true)
+        .no_new_privs(no_new_privs)
         .restrict_self()
         .map_err(|x| e(&x))?;
     Ok(match status.ruleset {

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+use paddock_confine::jail::sys;
 use paddock_proxy::ProxyConfig;
 use paddock_proxy::channel::{self, AuditForwarder, CredentialSettings, MAX_FRAME, Status};
 use paddock_proxy::intercept::{Credentials, SandboxCa};
@@ -39,8 +40,7 @@ const READABLE: &[&str] = &["/etc", "/usr", "/lib", "/lib64", "/lib32", "/run"];
 /// Runs the proxy process; returns its exit code.
 pub fn main() -> i32 {
     // Dies with the supervisor from here on (checked below against the pid it sends).
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
     // SAFETY: descriptors 3, 4 and 5 are this process's streams by the contract of
     // `egress::spawn`, and nothing else here owns them.
     let (mut control, rules, audit) = unsafe {
@@ -127,35 +127,18 @@ fn failed(layer: &str) -> impl Fn(io::Error) -> String + '_ {
     move |e| format!("cannot apply {layer}: {e}")
 }
 
-fn check(rc: libc::c_int) -> io::Result<()> {
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// The confinement the module's documentation lists, in order. Runs on the only thread.
 fn confine(uid: Option<u32>) -> Result<(), String> {
     let parent = rustix::process::getppid();
     if let Some(uid) = uid {
-        // SAFETY: plain credential calls on this, the process's only thread.
-        unsafe {
-            check(libc::setgroups(0, std::ptr::null())).map_err(failed("setgroups"))?;
-            check(libc::setresgid(uid, uid, uid)).map_err(failed("the egress gid"))?;
-            check(libc::setresuid(uid, uid, uid)).map_err(failed("the egress uid"))?;
-        }
+        sys::become_id(uid).map_err(failed("the egress uid and gid"))?;
     }
-    // SAFETY: prctl with integer arguments.
-    unsafe {
-        // A uid change clears the parent-death signal: set it again, then check the parent
-        // did not die in between.
-        check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))
-            .map_err(failed("the parent-death signal"))?;
-        check(libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0)).map_err(failed("non-dumpable"))?;
-        check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
-            .map_err(failed("no_new_privs"))?;
-    }
+    // A uid change clears the parent-death signal: set it again, then check the parent did not
+    // die in between.
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .map_err(|e| failed("the parent-death signal")(e.into()))?;
+    sys::set_non_dumpable().map_err(failed("non-dumpable"))?;
+    rustix::thread::set_no_new_privs(true).map_err(|e| failed("no_new_privs")(e.into()))?;
     if rustix::process::getppid() != parent {
         return Err("the supervisor is gone".into());
     }

@@ -142,9 +142,7 @@ fn drop_to(cmd: &mut Command, uid: u32) {
             check(libc::unshare(
                 libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS,
             ))?;
-            check(libc::setgroups(0, std::ptr::null()))?;
-            check(libc::setresgid(uid, uid, uid))?;
-            check(libc::setresuid(uid, uid, uid))?;
+            paddock_confine::jail::sys::become_id(uid)?;
             check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
         });
     }

@@ -93,3 +93,22 @@ pub fn set_non_dumpable() -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// Makes the calling thread uid and gid `id` (real, effective and saved) with no supplementary
+/// groups: a host helper's unprivileged identity, which leaves it no capability. Only system
+/// calls, so it may run between fork and exec.
+pub fn become_id(id: u32) -> io::Result<()> {
+    let check = |rc: libc::c_int| {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    // SAFETY: setgroups reads no memory for an empty list; the other two take integers.
+    unsafe {
+        check(libc::setgroups(0, std::ptr::null()))?;
+        check(libc::setresgid(id, id, id))?;
+        check(libc::setresuid(id, id, id))
+    }
+}
