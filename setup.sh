@@ -166,6 +166,11 @@ try_backend() {
     fi
 }
 try_backend ns paddock run --rm --backend ns -- sh -c 'echo hello from the namespace sandbox on kernel $(uname -r); id'
+if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
+    # The user's own image and a first sandbox without root, in a folder of the user's.
+    try_backend "ns as $SUDO_USER" runuser -l "$SUDO_USER" -c \
+        'mkdir -p "$HOME/paddock-first-run" && cd "$HOME/paddock-first-run" && paddock run --rm --backend ns -- sh -c "echo hello from a sandbox of \$(id -un) run without root"'
+fi
 if command -v runsc >/dev/null || [ -x /usr/sbin/runsc ]; then
     try_backend gvisor paddock run --rm --backend gvisor -- sh -c 'echo hello from $(dmesg | head -1 | cut -c16-)'
 else

@@ -24,6 +24,7 @@ quick start scripts/bench-start.sh 3
 quick interleaved python3 scripts/bench-interleaved.py 2 "true=true" "sh=sh -c true"
 quick exec scripts/bench-exec.sh 3
 quick memory scripts/bench-memory.sh 1
+quick user scripts/bench-user.sh 3 1
 quick gvisor scripts/bench-gvisor.sh 3 500
 quick vm scripts/bench-vm.sh 1
 quick proxy scripts/bench-proxy.sh --requests 200 --warmup 20 --rounds 1 --runs 1 --bytes 16777216

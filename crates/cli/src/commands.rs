@@ -132,6 +132,15 @@ fn validate(args: &RunArgs) -> Result<Validated> {
             ws.display()
         )));
     }
+    // In user mode the agent is the user: a workspace the user cannot write would be a
+    // read-only one (or, with sudo inside, would look writable to root and fail).
+    if paddock_confine::user::is_user_mode() && !paddock_confine::user::writable(&canonical) {
+        return Err(usage(format!(
+            "workspace {} is not writable by you, and the agent works as you; choose a folder of yours (or share it read-only with --mount {}:ro from a folder of yours)",
+            ws.display(),
+            ws.display()
+        )));
+    }
     // Which paths may be shared at all (never a system location or Paddock's own, never a
     // socket unless asked), judged with every symlink resolved.
     let rules = paddock_core::shares::ShareRules::for_user(&Dirs::from_env()?);
@@ -375,7 +384,6 @@ fn run(args: RunArgs, mode: Mode) -> Result<i32> {
     }
     let v = validate(&args)?;
     let (dirs, store) = open()?;
-    let (image, rootfs) = ensure_image(&dirs, &args.image)?;
     let existing = match &v.name {
         Some(n) => store.get(n)?,
         None => None,
@@ -424,6 +432,11 @@ fn run(args: RunArgs, mode: Mode) -> Result<i32> {
         defaults.disk = old.spec.limits.disk;
     }
     spec.limits = spec.limits.or(&defaults);
+    backend
+        .check_limits(&spec.limits)
+        .map_err(|e| usage(e.to_string()))?;
+    // After every check that needs no image, so that bad input never waits for a build.
+    let (image, rootfs) = ensure_image(&dirs, &args.image)?;
     let created = existing.is_none();
     if let Some(old) = &existing {
         if old.spec.image != spec.image {
@@ -726,10 +739,7 @@ fn remove(dirs: &Dirs, store: &Store, name: &SandboxName, how: Removal) -> Resul
             if detached {
                 return Ok(());
             }
-            match std::fs::remove_dir_all(&doomed) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
-            }
+            paddock_confine::user::remove_tree(&doomed)
         })
     });
     let rows = (|| -> Result<()> {
@@ -754,16 +764,21 @@ fn remove(dirs: &Dirs, store: &Store, name: &SandboxName, how: Removal) -> Resul
 /// reading this command's output ends when this command does). False when it cannot start.
 fn remove_in_background(tree: &Path) -> bool {
     use std::os::unix::process::CommandExt;
-    std::process::Command::new("rm")
-        .arg("-rf")
-        .arg("--")
+    let mut cmd = std::process::Command::new("rm");
+    cmd.args(["-rf", "--one-file-system", "--"])
         .arg(tree)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .process_group(0)
-        .spawn()
-        .is_ok()
+        .process_group(0);
+    if !paddock_confine::user::is_user_mode() {
+        return cmd.spawn().is_ok();
+    }
+    // The layer holds files of the sandbox's root and other users: the user's subordinate ids.
+    paddock_confine::user::current_user_ids()
+        .ok()
+        .and_then(|ids| paddock_confine::user::spawn_mapped(&mut cmd, &ids).ok())
+        .is_some()
 }
 
 pub(crate) fn lock(dir: &Path, name: &SandboxName) -> Result<Option<SandboxLock>> {
@@ -991,7 +1006,7 @@ fn image(cmd: ImageCmd) -> Result<i32> {
             }
         }
         ImageCmd::Rm { name } => {
-            store.remove(&name)?;
+            store.remove(&name, paddock_confine::user::remove_tree)?;
             println!("{name}");
         }
     }

@@ -617,7 +617,7 @@ pub fn prune(force: bool) -> Result<i32> {
     if let Ok(entries) = std::fs::read_dir(dirs.sandboxes()) {
         for e in entries.flatten() {
             if e.file_name().to_string_lossy().starts_with(".rm-") {
-                let _ = std::fs::remove_dir_all(e.path());
+                let _ = paddock_confine::user::remove_tree(&e.path());
             }
         }
     }

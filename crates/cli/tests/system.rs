@@ -89,18 +89,7 @@ impl Drop for TestUser {
         for d in self.subtrees() {
             let _ = std::fs::remove_dir(d);
         }
-        let _ = Command::new("userdel").arg(&self.name).output();
-        for file in ["/etc/subuid", "/etc/subgid"] {
-            if let Ok(text) = std::fs::read_to_string(file) {
-                let prefix = format!("{}:", self.name);
-                let kept: String = text
-                    .lines()
-                    .filter(|l| !l.starts_with(&prefix))
-                    .map(|l| format!("{l}\n"))
-                    .collect();
-                let _ = std::fs::write(file, kept);
-            }
-        }
+        common::remove_user(&self.name);
     }
 }
 

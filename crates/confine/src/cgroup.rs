@@ -24,6 +24,18 @@ pub enum CgroupError {
         /// What the host offers.
         found: String,
     },
+    /// user mode without a delegated subtree
+    #[error(
+        "cannot enforce {limit} as an ordinary user: no {controller} cgroup subtree is delegated to you ({subtree:?} is missing or not yours); run `sudo paddock system setup --user $USER` once, or drop {limit}"
+    )]
+    NotDelegated {
+        /// The flag that asked for it.
+        limit: &'static str,
+        /// The controller.
+        controller: &'static str,
+        /// The subtree looked for.
+        subtree: PathBuf,
+    },
     /// a cgroup file could not be written
     #[error("cannot write {value:?} to {path:?}")]
     Write {
@@ -67,7 +79,13 @@ pub struct CgroupHost {
     /// no longer waits for an RCU grace period (6-24 ms on this project's 2-core test host, paid
     /// by every sandbox start), at some cost to every fork and exit on the host.
     pub favordynmods: bool,
+    /// User mode: the uid whose delegated subtree (`paddock-users/UID` in each hierarchy, made
+    /// by `paddock system setup`) holds its sandboxes' cgroups; `None` (root): `paddock`.
+    pub user: Option<u32>,
 }
+
+/// The folder below each hierarchy's root that holds the users' delegated subtrees.
+pub const USERS_CGROUP: &str = "paddock-users";
 
 const CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "cpuacct"];
 
@@ -82,6 +100,8 @@ impl CgroupHost {
             return CgroupHost::default();
         };
         let mut host = CgroupHost::from_mountinfo(&info);
+        let euid = rustix::process::geteuid();
+        host.user = (!euid.is_root()).then(|| euid.as_raw());
         if let Some(root) = &host.v2_root {
             host.v2_controllers = fs::read_to_string(root.join("cgroup.controllers"))
                 .map(|s| s.split_whitespace().map(str::to_owned).collect())
@@ -121,6 +141,52 @@ impl CgroupHost {
             }
         }
         host
+    }
+
+    /// The folder of hierarchy `h` that holds this host's sandboxes' cgroups: `paddock` as
+    /// root, the user's delegated subtree in user mode.
+    pub fn parent(&self, h: &Hierarchy) -> PathBuf {
+        match self.user {
+            None => h.root().join("paddock"),
+            Some(uid) => h.root().join(USERS_CGROUP).join(uid.to_string()),
+        }
+    }
+
+    /// Whether this process may make cgroups in [`CgroupHost::parent`] of `h`: always as root
+    /// (it is made when missing), in user mode when the subtree is delegated (exists, writable).
+    pub fn may_use(&self, h: &Hierarchy) -> bool {
+        self.user.is_none()
+            || rustix::fs::access(self.parent(h), rustix::fs::Access::WRITE_OK).is_ok()
+    }
+
+    /// Whether every limit `limits` sets can be enforced here, before anything is made: each
+    /// needs its controller, and in user mode a subtree delegated to the user.
+    pub fn check(&self, limits: &Limits) -> Result<(), CgroupError> {
+        let asked = [
+            ("--memory", "memory", limits.memory.is_some()),
+            ("--pids", "pids", limits.pids.is_some()),
+            ("--cpus", "cpu", limits.cpus.is_some()),
+        ];
+        for (limit, controller, _) in asked.into_iter().filter(|a| a.2) {
+            match self.placement(controller) {
+                None => {
+                    return Err(CgroupError::Unavailable {
+                        limit,
+                        controller,
+                        found: self.found(),
+                    });
+                }
+                Some(h) if !self.may_use(&h) => {
+                    return Err(CgroupError::NotDelegated {
+                        limit,
+                        controller,
+                        subtree: self.parent(&h),
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
     }
 
     /// Where `controller` is used from.
@@ -189,7 +255,14 @@ impl SandboxCgroups {
         let need = |limit: &'static str, controller: &'static str, required: bool| match host
             .placement(controller)
         {
-            Some(h) => Ok(Some(h)),
+            Some(h) if host.may_use(&h) => Ok(Some(h)),
+            Some(h) if required => Err(CgroupError::NotDelegated {
+                limit,
+                controller,
+                subtree: host.parent(&h),
+            }),
+            // User mode without delegation: no cgroup unless a limit asks for it.
+            Some(_) => Ok(None),
             None if required => Err(CgroupError::Unavailable {
                 limit,
                 controller,
@@ -258,9 +331,11 @@ impl SandboxCgroups {
         }
         let mut made = SandboxCgroups::default();
         for (h, files) in wanted {
-            let parent = h.root().join("paddock");
+            let parent = host.parent(&h);
             if let Hierarchy::V2(root) = &h {
-                enable_v2_controllers(root, &parent, &files)?;
+                // A delegated subtree has its controllers enabled down to it already.
+                let above = host.user.is_none().then_some(root.as_path());
+                enable_v2_controllers(above, &parent, &files)?;
             } else {
                 mkdir(&parent)?;
             }
@@ -318,7 +393,8 @@ impl SandboxCgroups {
     /// the host's cgroups tell.
     pub fn usage(host: &CgroupHost, name: &str) -> (Option<u64>, Option<f64>) {
         let read = |controller: &str, file: &str| -> Option<String> {
-            fs::read_to_string(sandbox_dir(&host.placement(controller)?, name).join(file)).ok()
+            fs::read_to_string(sandbox_dir(host, &host.placement(controller)?, name).join(file))
+                .ok()
         };
         let memory = read("memory", "memory.usage_in_bytes")
             .or_else(|| read("memory", "memory.current"))
@@ -346,7 +422,7 @@ impl SandboxCgroups {
                 skipped.push(format!("{what}: no {controller} controller here"));
                 return;
             };
-            let dir = sandbox_dir(&h, name);
+            let dir = sandbox_dir(host, &h, name);
             // The last attempt at each file counts (see the memory order below).
             let mut last: BTreeMap<&str, std::io::Result<()>> = BTreeMap::new();
             for (f, v) in files {
@@ -403,7 +479,7 @@ impl SandboxCgroups {
         let mut dirs: Vec<PathBuf> = ["memory", "cpu", "cpuacct", "pids"]
             .into_iter()
             .filter_map(|c| host.placement(c))
-            .map(|h| sandbox_dir(&h, name))
+            .map(|h| sandbox_dir(host, &h, name))
             .filter(|d| d.exists())
             .collect();
         dirs.sort();
@@ -420,8 +496,8 @@ impl SandboxCgroups {
 }
 
 /// The directory of sandbox `name` in hierarchy `h`.
-fn sandbox_dir(h: &Hierarchy, name: &str) -> PathBuf {
-    h.root().join("paddock").join(name)
+fn sandbox_dir(host: &CgroupHost, h: &Hierarchy, name: &str) -> PathBuf {
+    host.parent(h).join(name)
 }
 
 fn mkdir(d: &Path) -> Result<(), CgroupError> {
@@ -465,7 +541,7 @@ fn remove_dir(dir: &Path) {
 }
 
 fn enable_v2_controllers(
-    root: &Path,
+    root: Option<&Path>,
     parent: &Path,
     files: &[(&str, String)],
 ) -> Result<(), CgroupError> {
@@ -476,7 +552,9 @@ fn enable_v2_controllers(
     ctrls.sort();
     ctrls.dedup();
     let line: String = ctrls.iter().map(|c| format!("+{c} ")).collect();
-    write(&root.join("cgroup.subtree_control"), line.trim())?;
+    if let Some(root) = root {
+        write(&root.join("cgroup.subtree_control"), line.trim())?;
+    }
     mkdir(parent)?;
     write(&parent.join("cgroup.subtree_control"), line.trim())
 }
@@ -492,6 +570,52 @@ mod tests {
 32 30 0:28 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
 33 30 0:29 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
 34 30 0:30 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw";
+
+    /// In user mode a limit needs the user's delegated subtree; without it the limit is
+    /// refused before anything is made (and naming the fix), with it the check passes.
+    #[test]
+    fn user_mode_limits_need_a_delegated_subtree() {
+        let root = tempfile::tempdir().unwrap();
+        let host = CgroupHost {
+            v1: BTreeMap::from([("memory".into(), root.path().to_path_buf())]),
+            user: Some(4242),
+            ..CgroupHost::default()
+        };
+        let memory = Limits {
+            memory: Some(paddock_policy::ByteSize(64 << 20)),
+            ..Limits::default()
+        };
+        let subtree = root.path().join("paddock-users/4242");
+        assert_eq!(host.parent(&Hierarchy::V1(root.path().into())), subtree);
+        let err = host.check(&memory).unwrap_err();
+        assert!(matches!(
+            err,
+            CgroupError::NotDelegated {
+                limit: "--memory",
+                ..
+            }
+        ));
+        assert!(err.to_string().contains("paddock system setup"), "{err}");
+        assert!(host.check(&Limits::default()).is_ok());
+        let pids = Limits {
+            pids: Some(64),
+            ..Limits::default()
+        };
+        assert!(matches!(
+            host.check(&pids),
+            Err(CgroupError::Unavailable {
+                limit: "--pids",
+                ..
+            })
+        ));
+        std::fs::create_dir_all(&subtree).unwrap();
+        assert!(host.check(&memory).is_ok());
+        let root_mode = CgroupHost { user: None, ..host };
+        assert_eq!(
+            root_mode.parent(&Hierarchy::V1(root.path().into())),
+            root.path().join("paddock")
+        );
+    }
 
     #[test]
     fn hierarchies_are_read_from_mountinfo() {

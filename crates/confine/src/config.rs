@@ -60,6 +60,13 @@ pub struct JailConfig {
     /// The size in bytes of `/tmp` and of `/dev/shm` (1 GiB when not given).
     #[serde(default)]
     pub tmpfs_size: Option<u64>,
+    /// User mode: the jail runs as an ordinary user. It makes a user namespace first, which the
+    /// host maps ([`paddock_core::UserIds`]) and which then owns every other namespace of the
+    /// sandbox; it mounts the root and shared folders itself, without idmapped mounts (the user
+    /// is the agent already), and binds the host's harmless device nodes instead of making
+    /// them. `id_base` is then 0: the sandbox's root as that namespace sees it.
+    #[serde(default)]
+    pub user_namespace: bool,
 }
 
 /// What the jail prepares for a gVisor sandbox before it becomes runsc
@@ -98,6 +105,10 @@ pub struct RunscConfig {
 pub struct EnterConfig {
     /// cgroup directories the supervisor moves the jail into before it enters.
     pub cgroups: Vec<PathBuf>,
+    /// User mode: descriptor 6 is the sandbox's outer user namespace (see
+    /// [`JailConfig::user_namespace`]), entered first.
+    #[serde(default)]
+    pub user_namespace: bool,
     /// The command.
     pub command: paddock_wire::Command,
 }

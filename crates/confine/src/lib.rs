@@ -3,7 +3,7 @@
 //! the configuration of the jail binary (`paddock-jail`, its own crate), which does a sandbox's
 //! privileged setup. The ns, gvisor and vm backends and the host-side helpers (the egress
 //! proxy's process, the VM's devices) take their confinement from here; no backend depends on
-//! another.
+//! another. User mode (an ordinary user's sandboxes) takes its id maps from [`user`].
 
 pub mod capabilities;
 pub mod cgroup;
@@ -13,6 +13,8 @@ pub mod jail;
 pub mod landlock;
 pub mod rootfs;
 pub mod seccomp;
+#[cfg(target_os = "linux")]
+pub mod user;
 
 use std::fs;
 use std::path::{Path, PathBuf};

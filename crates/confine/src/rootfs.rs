@@ -78,8 +78,12 @@ pub fn shared_binds(spec: &SandboxSpec) -> Result<Vec<Bind>, BackendError> {
 }
 
 /// The sandbox's writable layer, the overlay's work directory and a mount point, made on first
-/// use (the layer's root owned by the sandbox's root). Returns (upper, work, merged).
-pub fn prepare_dirs(dir: &Path, base: u32) -> Result<(PathBuf, PathBuf, PathBuf), BackendError> {
+/// use (the layer's root owned by the sandbox's root, host uid `base`; in user mode, `None`,
+/// the jail gives it to the sandbox's root). Returns (upper, work, merged).
+pub fn prepare_dirs(
+    dir: &Path,
+    base: Option<u32>,
+) -> Result<(PathBuf, PathBuf, PathBuf), BackendError> {
     let upper = dir.join("upper");
     let work = dir.join("work");
     let merged = dir.join("merged");
@@ -96,8 +100,10 @@ pub fn prepare_dirs(dir: &Path, base: u32) -> Result<(PathBuf, PathBuf, PathBuf)
     if !upper.exists() {
         fs::create_dir_all(&upper).map_err(io(format!("cannot create {}", upper.display())))?;
         // The overlay's root takes its owner and mode from the upper directory.
-        std::os::unix::fs::chown(&upper, Some(base), Some(base))
-            .map_err(io("cannot set the layer's owner"))?;
+        if let Some(base) = base {
+            std::os::unix::fs::chown(&upper, Some(base), Some(base))
+                .map_err(io("cannot set the layer's owner"))?;
+        }
         fs::set_permissions(&upper, fs::Permissions::from_mode(0o755))
             .map_err(io("cannot set the layer's mode"))?;
     }
@@ -116,7 +122,8 @@ pub fn remove_layer_dirs(dir: &Path) -> Result<(), BackendError> {
         }
         let doomed = dir.join(format!(".rm-{sub}-{}", std::process::id()));
         fs::rename(&p, &doomed).map_err(io(format!("cannot reset {}", p.display())))?;
-        fs::remove_dir_all(&doomed).map_err(io(format!("cannot remove {}", doomed.display())))?;
+        crate::user::remove_tree(&doomed)
+            .map_err(io(format!("cannot remove {}", doomed.display())))?;
     }
     Ok(())
 }

@@ -211,6 +211,9 @@ pub struct ExecHandle {
     pub fd: OwnedFd,
     /// Whatever else the backend needs (JSON).
     pub detail: String,
+    /// A second descriptor where the backend needs one (ns in user mode: the sandbox's outer
+    /// user namespace).
+    pub extra: Option<OwnedFd>,
 }
 
 /// Makes [`ExecHandle`]s for one running sandbox, on the supervisor's control thread.
@@ -312,6 +315,11 @@ pub trait Backend: Send + Sync {
     /// ([`host_limits`]: a share of this host's memory and free disk).
     fn default_limits(&self, state: &Path) -> paddock_policy::Limits {
         host_limits(state)
+    }
+    /// Whether this backend can enforce `limits` here, checked before a sandbox is created or
+    /// changed, so that a limit is never silently not applied.
+    fn check_limits(&self, _limits: &paddock_policy::Limits) -> Result<(), BackendError> {
+        Ok(())
     }
     /// Starts `launch` in a new instance of the sandbox described by `spec`.
     fn start(

@@ -154,8 +154,13 @@ impl ImageStore {
         Ok(out)
     }
 
-    /// Deletes image `name` (symlinks inside are removed, never followed).
-    pub fn remove(&self, name: &str) -> Result<(), ImageStoreError> {
+    /// Deletes image `name` with `remove_tree` (which removes symlinks inside, never follows
+    /// them, and in user mode can remove files of the user's subordinate ids).
+    pub fn remove(
+        &self,
+        name: &str,
+        remove_tree: impl FnOnce(&Path) -> std::io::Result<()>,
+    ) -> Result<(), ImageStoreError> {
         let path = self.path(name)?;
         if !path.exists() {
             return Err(ImageStoreError::NotFound(name.to_owned()));
@@ -166,7 +171,7 @@ impl ImageStore {
             path: path.clone(),
             source,
         })?;
-        fs::remove_dir_all(&doomed).map_err(|source| ImageStoreError::Io {
+        remove_tree(&doomed).map_err(|source| ImageStoreError::Io {
             path: doomed,
             source,
         })

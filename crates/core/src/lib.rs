@@ -25,7 +25,7 @@ pub use backend::{
     StartContext, Stdio, TRUST_STORE, host_limits, shared_path, trust_store_file,
 };
 pub use dirs::{Dirs, DirsError};
-pub use idmap::{DEFAULT_ID_BASE, ID_RANGE, IdMap};
+pub use idmap::{AGENT_ID, DEFAULT_ID_BASE, ID_RANGE, IdMap, MapRange, UserIds};
 pub use image::{
     DEFAULT_IMAGE, ImageInfo, ImageStore, ImageStoreError, check_name as check_image_name,
 };

@@ -231,7 +231,7 @@ impl Backend for GvisorBackend {
 
         // What the sandbox shares with the host, checked (canonical, no symlinks).
         let mut binds = paddock_confine::rootfs::shared_binds(spec)?;
-        let (upper, work, _) = paddock_confine::rootfs::prepare_dirs(&ctx.sandbox_dir, base)?;
+        let (upper, work, _) = paddock_confine::rootfs::prepare_dirs(&ctx.sandbox_dir, Some(base))?;
         let layer_image = paddock_confine::rootfs::prepare_layer(
             &ctx.sandbox_dir,
             base,
@@ -816,6 +816,7 @@ impl Execs for GvisorExecs {
         paddock_wire::send_byte(self.sessions.as_fd(), 1, Some(theirs.as_fd()))
             .map_err(io("the sandbox's helper does not answer"))?;
         Ok(ExecHandle {
+            extra: None,
             fd: OwnedFd::from(ours),
             detail: String::new(),
         })

@@ -211,6 +211,7 @@ pub fn probe(runsc: Option<&Path>, guest: Option<&Path>, jail: &Path, kvm: bool)
         fix: (!jail.exists()).then(|| "run ./setup.sh".into()),
         required: true,
     });
+    items.extend(paddock_confine::user::root_only("gvisor"));
     Probe {
         backend: "gvisor",
         items,

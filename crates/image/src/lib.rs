@@ -14,6 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressStyle};
+use paddock_confine::user::remove_tree;
 use paddock_core::{IdMap, ImageInfo, ImageStore, ImageStoreError};
 pub use sources::{AptSource, debian_sources, host_suite};
 
@@ -65,6 +66,9 @@ pub enum BuildError {
         /// The end of its output.
         tail: String,
     },
+    /// user mode cannot be used
+    #[error(transparent)]
+    UserMode(#[from] paddock_confine::user::UserModeError),
     /// store error
     #[error(transparent)]
     Store(#[from] ImageStoreError),
@@ -112,7 +116,7 @@ impl BuildOptions {
             mirror: None,
             packages: DEFAULT_PACKAGES.iter().map(|s| (*s).to_owned()).collect(),
             force: false,
-            idmap: IdMap::default(),
+            idmap: paddock_confine::user::current_idmap().unwrap_or_default(),
             progress: true,
         }
     }
@@ -145,6 +149,11 @@ fn spinner(enabled: bool, msg: &str) -> ProgressBar {
 fn ensure_mmdebstrap(progress: bool) -> Result<(), BuildError> {
     if have("mmdebstrap") {
         return Ok(());
+    }
+    if paddock_confine::user::is_user_mode() {
+        return Err(BuildError::NoMmdebstrap(
+            "an ordinary user cannot install packages; run `sudo paddock system setup --user $USER` once".into(),
+        ));
     }
     if !Path::new("/usr/bin/apt-get").exists() {
         return Err(BuildError::NoMmdebstrap("this host has no apt-get".into()));
@@ -179,6 +188,10 @@ pub fn build(store: &ImageStore, opts: &BuildOptions) -> Result<ImageInfo, Build
     if final_dir.exists() && !opts.force {
         return Err(BuildError::Exists(opts.name.clone()));
     }
+    if paddock_confine::user::is_user_mode() && opts.idmap.user.is_none() {
+        // The image's ids must be this user's: find out why they are not known.
+        paddock_confine::user::current_user_ids()?;
+    }
     ensure_mmdebstrap(opts.progress)?;
     let sources: Vec<String> = match &opts.mirror {
         Some(m) => vec![format!("deb {m} {} main", opts.suite)],
@@ -197,22 +210,44 @@ pub fn build(store: &ImageStore, opts: &BuildOptions) -> Result<ImageInfo, Build
         .dir()
         .join(format!(".build-{}-{}", opts.name, std::process::id()));
     if tmp.exists() {
-        fs::remove_dir_all(&tmp).map_err(io("cannot clear an old build directory"))?;
+        remove_tree(&tmp).map_err(io("cannot clear an old build directory"))?;
     }
     fs::create_dir_all(&tmp).map_err(io("cannot create the build directory"))?;
     let result = build_in(&tmp, opts, &sources);
     let info = match result {
         Ok(i) => i,
         Err(e) => {
-            let _ = fs::remove_dir_all(&tmp);
+            let _ = remove_tree(&tmp);
             return Err(e);
         }
     };
     if final_dir.exists() {
-        store.remove(&opts.name)?;
+        store.remove(&opts.name, remove_tree)?;
     }
     fs::rename(&tmp, &final_dir).map_err(io("cannot move the finished image into place"))?;
     Ok(info)
+}
+
+/// The size in bytes of the user mode tree at `root`, measured by `du` as the root of the
+/// tree's user namespace (the user alone cannot read the directories its root keeps private).
+fn mapped_size(root: &Path, ids: &paddock_core::UserIds) -> Result<u64, BuildError> {
+    let mut du = Command::new("du");
+    du.args(["--summarize", "--bytes", "--one-file-system", "--"])
+        .arg(root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let out = paddock_confine::user::spawn_mapped(&mut du, ids)?
+        .wait_with_output()
+        .map_err(io("cannot measure the image"))?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .filter(|_| out.status.success())
+        .ok_or_else(|| {
+            io("cannot measure the image")(std::io::Error::other(format!("du: {}", out.status)))
+        })
 }
 
 fn build_in(tmp: &Path, opts: &BuildOptions, sources: &[String]) -> Result<ImageInfo, BuildError> {
@@ -224,6 +259,9 @@ fn build_in(tmp: &Path, opts: &BuildOptions, sources: &[String]) -> Result<Image
             opts.name, opts.suite
         ),
     );
+    // As an ordinary user, mmdebstrap runs as root of a user namespace that maps the user's
+    // subordinate ids the way the sandboxes will (`paddock_core::UserIds`): the tree comes out
+    // owned by the ids it has inside a sandbox, the agent's files by the user.
     let mut cmd = Command::new("mmdebstrap");
     cmd.args(["--mode=root", "--variant=minbase", "--format=directory"])
         .arg(format!("--include={}", opts.packages.join(",")))
@@ -237,7 +275,10 @@ fn build_in(tmp: &Path, opts: &BuildOptions, sources: &[String]) -> Result<Image
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(io("cannot start mmdebstrap"))?;
+    let mut child = match &opts.idmap.user {
+        Some(ids) => paddock_confine::user::spawn_mapped(&mut cmd, ids)?,
+        None => cmd.spawn().map_err(io("cannot start mmdebstrap"))?,
+    };
     let mut tail: Vec<String> = Vec::new();
     if let Some(err) = child.stderr.take() {
         for line in BufReader::new(err).lines().map_while(Result::ok) {
@@ -258,8 +299,11 @@ fn build_in(tmp: &Path, opts: &BuildOptions, sources: &[String]) -> Result<Image
             tail: tail.join("\n"),
         });
     }
-    let size = shift::shift_tree(&rootfs, opts.idmap.base, opts.progress)
-        .map_err(io("cannot shift the image's ownership"))?;
+    let size = match opts.idmap.user {
+        Some(ids) => mapped_size(&rootfs, &ids)?,
+        None => shift::shift_tree(&rootfs, opts.idmap.base, opts.progress)
+            .map_err(io("cannot shift the image's ownership"))?,
+    };
     let info = ImageInfo {
         name: opts.name.clone(),
         suite: opts.suite.clone(),

@@ -20,6 +20,15 @@
 //!   Because the mount, network and other namespaces are owned by the host's user namespace,
 //!   the sandbox's root has no capability over them: it cannot mount, unmount or reconfigure
 //!   the network even if seccomp were absent.
+//!
+//!   In user mode (an ordinary user runs Paddock) the outer process first makes a user
+//!   namespace of its own with a mount namespace, which the supervisor maps with
+//!   `newuidmap`/`newgidmap` (the user is the sandbox's agent, the user's subordinate ids the
+//!   rest), becomes its root and goes on as above: every namespace then belongs to that outer
+//!   user namespace, pid 1's user namespace is nested in it (mapped one to one), and the
+//!   sandbox's root has no capability over the namespaces as before. The jail mounts the root
+//!   and shared folders itself (no idmapping: the user's files are the agent's) and binds the
+//!   host's harmless device nodes instead of making them.
 //! - `enter`: one more command in a running ns sandbox;
 //! - `runsc`: the gvisor backend's host-side setup, then it becomes runsc.
 
@@ -46,10 +55,17 @@ fn run() -> i32 {
         }
         // One more command in a running sandbox (see `enter`).
         Some("enter") => return entry(|cfg: EnterConfig, channel| match enter(&cfg, channel)? {}),
+        // User mode, run again as root of the sandbox's outer user namespace (see
+        // `reexec_mapped`).
+        Some(MAPPED) => return entry(|cfg: JailConfig, channel| outer(cfg, channel, true)),
         _ => {}
     }
-    entry(outer)
+    entry(|cfg: JailConfig, channel| outer(cfg, channel, false))
 }
+
+/// The mode of a user mode jail that runs again inside its user namespace.
+const MAPPED: &str = "mapped";
+const MAPPED_ARG: &std::ffi::CStr = c"mapped";
 
 /// Takes the configuration (descriptor 3) and the report channel (descriptor 4), runs `setup`
 /// with them, and reports its failure, with its layer, on the channel.
@@ -151,13 +167,17 @@ fn runsc_setup(cfg: &RunscConfig, channel: std::os::fd::BorrowedFd<'_>) -> Resul
     ))
 }
 
-fn outer(cfg: JailConfig, channel: OwnedFd) -> Result<i32, Failure> {
+fn outer(cfg: JailConfig, channel: OwnedFd, mapped: bool) -> Result<i32, Failure> {
     rustix::process::umask(rustix::fs::Mode::empty());
     let _ = rustix::process::setsid();
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .layer("init", "cannot tie the sandbox to its supervisor")?;
     if rustix::process::getppid().is_none_or(|p| p.as_raw_nonzero().get() == 1) {
         return Err(Failure::new("init", "the supervisor exited during setup"));
+    }
+    if cfg.user_namespace && !mapped {
+        own_user_namespace(channel.as_fd())?;
+        match reexec_mapped(&cfg, channel.as_fd())? {}
     }
     // The mount namespace is pid 1's alone (made after the fork): pivot_root moves the root of
     // every process in a mount namespace, and this outer process must keep the host's /proc to
@@ -183,13 +203,30 @@ fn outer(cfg: JailConfig, channel: OwnedFd) -> Result<i32, Failure> {
         .layer("namespaces", "cannot set the host name")?;
 
     // Pid 1 must start inside the cgroups.
-    let premade = split_premade(wait_for_cgroups(channel.as_fd())?)?;
+    let premade = wait_for_cgroups(channel.as_fd())?;
+    let premade = if cfg.user_namespace {
+        // Only this user namespace may mount here: the jail makes what the host makes in
+        // root mode.
+        drop(premade);
+        paddock_confine::jail::premount(&cfg)?
+    } else {
+        premade
+    };
+    let premade = split_premade(premade)?;
     // The cgroup namespace is made only now, so its root is the sandbox's own cgroup.
     // SAFETY: single-threaded; the new namespace only affects this process and its children.
     unsafe { unshare_unsafe(UnshareFlags::NEWCGROUP) }
         .layer("namespaces", "cannot create the cgroup namespace")?;
     let (from_parent_r, mut to_child_w) = pipe()?;
     let (mut from_child_r, to_parent_w) = pipe()?;
+    if cfg.user_namespace {
+        // Taking this user namespace's root made the jail non-dumpable, and pid 1 would
+        // inherit that: its /proc files would then belong to the host's root, and this process
+        // could not write its id maps. Pid 1 turns non-dumpable itself once mapped; this
+        // process again right after.
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::Dumpable)
+            .layer("user namespace", "cannot prepare pid 1's id maps")?;
+    }
     // SAFETY: single-threaded, so the child may run arbitrary code.
     match unsafe { fork() }.layer("namespaces", "cannot fork pid 1")? {
         ForkResult::Child => {
@@ -223,7 +260,11 @@ fn outer(cfg: JailConfig, channel: OwnedFd) -> Result<i32, Failure> {
             drop(channel);
             let mut b = [0u8; 1];
             if matches!(from_child_r.read(&mut b), Ok(1)) {
-                let done = userns::write_maps(child, cfg.id_base);
+                let done = userns::write_maps(child, cfg.id_base, cfg.user_namespace);
+                if sys::set_non_dumpable().is_err() {
+                    let _ = child_kill(child);
+                    return Ok(EXIT_SETUP_FAILED);
+                }
                 let reply = match done {
                     Ok(()) => child.as_raw().to_le_bytes(),
                     Err(e) => {
@@ -235,9 +276,113 @@ fn outer(cfg: JailConfig, channel: OwnedFd) -> Result<i32, Failure> {
             }
             drop(to_child_w);
             let _ = paddock_init::block_forwarded();
-            Ok(forward_and_wait(child, Target::Process, false))
+            let code = forward_and_wait(child, Target::Process, false);
+            // Everything in the sandbox is gone with its pid 1: nothing writes the folders now.
+            give_back_folders(&cfg);
+            Ok(code)
         }
     }
+}
+
+/// User mode: makes the user namespace that will own every other namespace of the sandbox
+/// (with a mount namespace of its own, where the jail mounts the sandbox's root), has the host
+/// map it (the user is the agent, the subordinate ids the rest) and becomes its root. The
+/// sandbox itself runs one user namespace further in, as in root mode, so its root has no
+/// capability over the namespaces made here.
+fn own_user_namespace(channel: std::os::fd::BorrowedFd<'_>) -> Result<(), Failure> {
+    const LAYER: &str = "user namespace";
+    // SAFETY: single-threaded; the new namespaces only affect this process and its children.
+    unsafe { unshare_unsafe(UnshareFlags::NEWUSER | UnshareFlags::NEWNS) }
+        .layer(LAYER, "cannot create the user namespace")?;
+    send_report(channel, &Report::UserNamespace).layer(LAYER, "cannot reach the supervisor")?;
+    let mut done = [0u8; 1];
+    match rustix::net::recv(channel, &mut done, rustix::net::RecvFlags::empty()) {
+        Ok((1, _)) if done[0] == 1 => {}
+        _ => {
+            return Err(Failure::new(
+                LAYER,
+                "the supervisor could not map the user namespace's ids",
+            ));
+        }
+    }
+    become_root_inside()?;
+    // Changing ids cleared the parent-death signal.
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .layer("init", "cannot tie the sandbox to its supervisor")
+}
+
+/// User mode: runs this binary again, now that it is root of the sandbox's outer user
+/// namespace, with the same configuration (in a memfd as descriptor 3), report channel
+/// (descriptor 4) and streams. A process's memory belongs to the user namespace it last
+/// executed in: after this, the sandbox's pid 1 (forked from here) belongs to the outer user
+/// namespace instead of the host's, so that `paddock exec`, which enters that namespace as its
+/// root, may enter pid 1's namespaces while the sandbox itself (one namespace further in)
+/// still may not reach pid 1.
+fn reexec_mapped(cfg: &JailConfig, channel: std::os::fd::BorrowedFd<'_>) -> Result<Never, Failure> {
+    const LAYER: &str = "user namespace";
+    let json = serde_json::to_vec(cfg).layer("config", "cannot encode the configuration")?;
+    let memfd = rustix::fs::memfd_create("paddock-jail-config", rustix::fs::MemfdFlags::CLOEXEC)
+        .layer(LAYER, "memfd_create")?;
+    let mut file = std::fs::File::from(memfd);
+    file.write_all(&json)
+        .layer(LAYER, "cannot pass the configuration on")?;
+    rustix::fs::seek(&file, rustix::fs::SeekFrom::Start(0)).layer(LAYER, "lseek")?;
+    // dup2 leaves the new descriptors open across exec. Descriptors 3 and 4 are this
+    // process's own copies of the configuration pipe (read and dropped) and of the channel.
+    for (from, to) in [(file.as_raw_fd(), 3), (channel.as_raw_fd(), 4)] {
+        // SAFETY: dup2 on descriptors this process holds; whatever was at `to` is replaced.
+        if unsafe { libc::dup2(from, to) } != to {
+            return Err(Failure::new(
+                LAYER,
+                format!("dup2: {}", std::io::Error::last_os_error()),
+            ));
+        }
+    }
+    let exe = c"/proc/self/exe";
+    let argv = [c"paddock-jail", MAPPED_ARG];
+    let env: [&std::ffi::CStr; 0] = [];
+    let err = nix::unistd::execve(exe, &argv, &env).err();
+    Err(Failure::new(
+        LAYER,
+        format!(
+            "cannot run the jail again in its user namespace: {}",
+            err.map(|e| e.to_string()).unwrap_or_default()
+        ),
+    ))
+}
+
+/// Gives the owner of each shared read-write folder the files the sandbox made there as
+/// another user than the agent (with sudo, say): in root mode those of the sandbox's host id
+/// range, in user mode (where this process is root of the outer user namespace) those of any
+/// sandbox id but the agent's, which is the user already.
+fn give_back_folders(cfg: &JailConfig) {
+    use paddock_confine::jail::giveback::{GiveBack, give_back};
+    for b in cfg
+        .binds
+        .iter()
+        .filter(|b| b.idmap && b.is_dir && !b.read_only)
+    {
+        let how = if cfg.user_namespace {
+            GiveBack {
+                first: 0,
+                count: paddock_core::ID_RANGE,
+                except: Some(paddock_core::AGENT_ID),
+                to: (paddock_core::AGENT_ID, paddock_core::AGENT_ID),
+            }
+        } else {
+            GiveBack {
+                first: cfg.id_base,
+                count: paddock_core::ID_RANGE,
+                except: None,
+                to: (b.owner_uid, b.owner_gid),
+            }
+        };
+        let _ = give_back(&b.host, how);
+    }
+}
+
+fn child_kill(child: nix::unistd::Pid) -> nix::Result<()> {
+    nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL)
 }
 
 fn pipe() -> Result<(std::fs::File, std::fs::File), Failure> {
@@ -335,10 +480,10 @@ fn enter(cfg: &EnterConfig, channel: OwnedFd) -> Result<Never, Failure> {
     }
     sys::set_non_dumpable().layer("init", "cannot turn non-dumpable")?;
     drop(wait_for_cgroups(channel.as_fd())?);
-    let setns = |flags: libc::c_int, what: &str| -> Result<(), Failure> {
+    let setns_to = |fd: std::os::fd::BorrowedFd<'_>, flags: libc::c_int, what: &str| {
         // SAFETY: setns has no memory effects; the process is single-threaded, as entering a
         // user namespace requires.
-        if unsafe { libc::setns(target.as_raw_fd(), flags) } != 0 {
+        if unsafe { libc::setns(fd.as_raw_fd(), flags) } != 0 {
             return Err(Failure::new(
                 "namespaces",
                 format!(
@@ -349,6 +494,15 @@ fn enter(cfg: &EnterConfig, channel: OwnedFd) -> Result<Never, Failure> {
         }
         Ok(())
     };
+    if cfg.user_namespace {
+        // SAFETY: the host side passes the sandbox's outer user namespace as descriptor 6;
+        // nothing else in this process owns it.
+        let outer = unsafe { OwnedFd::from_raw_fd(6) };
+        setns_to(outer.as_fd(), libc::CLONE_NEWUSER, "user namespace")?;
+        // Its root owns the sandbox's own user namespace, entered below.
+        become_root_inside()?;
+    }
+    let setns = |flags: libc::c_int, what: &str| setns_to(target.as_fd(), flags, what);
     setns(
         libc::CLONE_NEWNS
             | libc::CLONE_NEWNET

@@ -6,6 +6,7 @@
 //! over a `SOCK_SEQPACKET` socketpair carrying [`paddock_wire::Report`]s. The jail and every
 //! layer it applies come from [`paddock_confine`].
 
+mod dial;
 mod probe;
 mod spawn;
 mod stdio;
@@ -70,6 +71,8 @@ pub struct NsInstance {
     layer_image: Option<PathBuf>,
     /// Copies the command's streams (without a terminal); joined by `wait`.
     relay: Option<std::thread::JoinHandle<()>>,
+    /// User mode: the sandbox's outer user namespace, which owns its other namespaces.
+    userns: Option<OwnedFd>,
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackendError {
@@ -83,6 +86,37 @@ impl Backend for NsBackend {
 
     fn probe(&self) -> Probe {
         probe::probe(&self.jail)
+    }
+
+    fn default_limits(&self, state: &Path) -> paddock_policy::Limits {
+        let mut limits = paddock_core::host_limits(state);
+        if paddock_confine::user::is_user_mode() {
+            // As an ordinary user only what can be enforced: no disk limit (a loop device), and
+            // cgroup limits only where a subtree is delegated.
+            let host = CgroupHost::detect();
+            let usable = |c: &str| host.placement(c).is_some_and(|h| host.may_use(&h));
+            limits.disk = None;
+            if !usable("memory") {
+                limits.memory = None;
+            }
+            if !usable("pids") {
+                limits.pids = None;
+            }
+        }
+        limits
+    }
+
+    fn check_limits(&self, limits: &paddock_policy::Limits) -> Result<(), BackendError> {
+        let layer = |layer: &str, message: String| BackendError::Layer {
+            layer: layer.into(),
+            message,
+        };
+        if paddock_confine::user::is_user_mode() && limits.disk.is_some() {
+            return Err(layer("disk limit", DISK_NEEDS_ROOT.into()));
+        }
+        CgroupHost::detect()
+            .check(limits)
+            .map_err(|e| layer("cgroup", e.to_string()))
     }
 
     fn exec(
@@ -99,10 +133,13 @@ impl Backend for NsBackend {
         let cfg = EnterConfig {
             cgroups: cgroups.clone(),
             command: launch.command(spec.no_new_privs),
+            user_namespace: handle.extra.is_some(),
         };
         let json = serde_json::to_vec(&cfg).unwrap_or_default();
-        let launched = start_jail(&self.jail, Some("enter"), launch.stdio, Some(handle.fd))?;
-        let inst = finish(launched, &json, &cgroups, || Ok(Vec::new()))?;
+        let mut targets = vec![handle.fd];
+        targets.extend(handle.extra);
+        let launched = start_jail(&self.jail, Some("enter"), launch.stdio, targets)?;
+        let inst = finish(launched, &json, &cgroups, None, || Ok(Vec::new()))?;
         Ok(Box::new(inst))
     }
 
@@ -112,14 +149,17 @@ impl Backend for NsBackend {
         spec: &SandboxSpec,
         launch: &Launch,
     ) -> Result<Box<dyn Instance>, BackendError> {
-        if !rustix::process::geteuid().is_root() {
-            return Err(BackendError::Unavailable {
+        let idmap =
+            paddock_confine::user::current_idmap().map_err(|e| BackendError::Unavailable {
                 backend: "ns",
-                reason: "the namespace backend currently needs root (it writes id maps and makes idmapped mounts); run paddock as root".into(),
-            });
+                reason: e.to_string(),
+            })?;
+        if ctx.image.idmap != idmap {
+            return Err(image_mismatch(&ctx.image.name));
         }
+        let user = idmap.user;
         // The jail loads while the sandbox is prepared; it waits for its configuration.
-        let launched = start_jail(&self.jail, None, launch.stdio, None)?;
+        let launched = start_jail(&self.jail, None, launch.stdio, Vec::new())?;
         let (cfg, cgroups) = match prepare(ctx, spec, launch) {
             Ok(prepared) => prepared,
             Err(e) => {
@@ -129,12 +169,16 @@ impl Backend for NsBackend {
         };
         let json = serde_json::to_vec(&cfg).unwrap_or_default();
         let premount = || {
+            if cfg.user_namespace {
+                // The jail mounts in its own user namespace.
+                return Ok(Vec::new());
+            }
             jail::premount(&cfg).map_err(|f| BackendError::Layer {
                 layer: f.layer.into(),
                 message: f.message,
             })
         };
-        let mut inst = match finish(launched, &json, &cfg.cgroups, premount) {
+        let mut inst = match finish(launched, &json, &cfg.cgroups, user.as_ref(), premount) {
             Ok(i) => i,
             Err(e) => {
                 cgroups.remove();
@@ -156,15 +200,43 @@ impl Backend for NsBackend {
     }
 }
 
+const DISK_NEEDS_ROOT: &str = "--disk needs root: the size-limited layer is an ext4 image on a loop device, which an ordinary user cannot attach; drop --disk, or run paddock as root";
+
+/// The image was built for other ids than this process's sandboxes use.
+fn image_mismatch(name: &str) -> BackendError {
+    let who = if paddock_confine::user::is_user_mode() {
+        "this user's"
+    } else {
+        "root's"
+    };
+    BackendError::Layer {
+        layer: "image".into(),
+        message: format!(
+            "image {name} was built for other ids than {who} sandboxes use (by another user, as root, or before the subordinate ids changed); rebuild it with `paddock image build --force {name}`"
+        ),
+    }
+}
+
 /// The sandbox's directories, generated files and cgroups, and the jail's configuration.
 fn prepare(
     ctx: &StartContext,
     spec: &SandboxSpec,
     launch: &Launch,
 ) -> Result<(JailConfig, SandboxCgroups), BackendError> {
-    let base = ctx.image.idmap.base;
+    let user_mode = ctx.image.idmap.user.is_some();
+    if user_mode && spec.limits.disk.is_some() {
+        return Err(BackendError::Layer {
+            layer: "disk limit".into(),
+            message: DISK_NEEDS_ROOT.into(),
+        });
+    }
     let mut binds = shared_binds(spec)?;
-    let (upper, work, merged) = prepare_dirs(&ctx.sandbox_dir, base)?;
+    if user_mode {
+        check_writable(&binds[0].host)?;
+    }
+    // The ids as the jail sees them: in user mode its own user namespace's, whose root is 0.
+    let base = if user_mode { 0 } else { ctx.image.idmap.base };
+    let (upper, work, merged) = prepare_dirs(&ctx.sandbox_dir, (!user_mode).then_some(base))?;
     let layer_image = prepare_layer(
         &ctx.sandbox_dir,
         base,
@@ -195,8 +267,24 @@ fn prepare(
         layer_image,
         volatile: spec.discard_layer,
         tmpfs_size: spec.limits.tmpfs_size().map(|b| b.0),
+        user_namespace: user_mode,
     };
     Ok((cfg, cgroups))
+}
+
+/// User mode: the workspace must be the user's to write (the agent is the user). Checked by
+/// the CLI before anything is made; again here for a stored sandbox whose folder changed.
+fn check_writable(workspace: &Path) -> Result<(), BackendError> {
+    if paddock_confine::user::writable(workspace) {
+        return Ok(());
+    }
+    Err(BackendError::Io {
+        what: format!(
+            "workspace {} is not writable by you, and the agent works as you; choose a folder of yours",
+            workspace.display()
+        ),
+        source: std::io::ErrorKind::PermissionDenied.into(),
+    })
 }
 
 /// A jail started and waiting for its configuration (it reads descriptor 3 to its end before
@@ -210,12 +298,12 @@ struct Launched {
     relay: Option<stdio::Relay>,
 }
 
-/// Starts the jail (in `mode`, or as a new sandbox) with `target` as its descriptor 5.
+/// Starts the jail (in `mode`, or as a new sandbox) with `targets` as its descriptors 5, 6….
 fn start_jail(
     jail: &Path,
     mode: Option<&str>,
     stdio: Stdio,
-    target: Option<OwnedFd>,
+    targets: Vec<OwnedFd>,
 ) -> Result<Launched, BackendError> {
     let (ours, theirs) = socketpair(
         AddressFamily::UNIX,
@@ -227,7 +315,7 @@ fn start_jail(
     let (cfg_r, cfg_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| BackendError::io("cannot create the configuration pipe")(e.into()))?;
     let mut fds = vec![cfg_r.as_fd(), theirs.as_fd()];
-    fds.extend(target.as_ref().map(|t| t.as_fd()));
+    fds.extend(targets.iter().map(|t| t.as_fd()));
     // Without a terminal the command's streams are pipes this process relays; with one they
     // are /dev/null (the terminal is the sandbox's own pty). Never this process's own.
     let pipes = match stdio {
@@ -259,12 +347,56 @@ impl Launched {
     }
 }
 
-/// Hands the `launched` jail its configuration `json`, moves it into `cgroups`, sends it what
-/// `premount` made meanwhile with the answer, and waits for its `Ready`.
+/// User mode: waits until the jail has made its user namespace, moves it into `cgroups` while
+/// it still has the user's ids (cgroup v1 lets a user move only processes with its own ids),
+/// maps the namespace with `newuidmap`/`newgidmap`, and tells the jail. Returns the namespace
+/// (for `exec` and published ports) and the cgroup move's outcome.
+fn map_user_namespace(
+    channel: &OwnedFd,
+    child: &mut JailProcess,
+    cgroups: &[PathBuf],
+    ids: &paddock_core::UserIds,
+) -> Result<(OwnedFd, Result<(), String>), BackendError> {
+    let layer = |message: String| BackendError::Layer {
+        layer: "user namespace".into(),
+        message,
+    };
+    match recv_report(channel.as_fd()) {
+        Ok(Some((Report::UserNamespace, _))) => {}
+        Ok(Some((Report::SetupFailed { layer, message }, _))) => {
+            return Err(BackendError::Layer { layer, message });
+        }
+        _ => {
+            return Err(layer(
+                "the jail ended before it made its user namespace".into(),
+            ));
+        }
+    }
+    let pid = child.id();
+    let ns = rustix::fs::open(
+        format!("/proc/{pid}/ns/user").as_str(),
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| layer(format!("cannot open the jail's user namespace: {e}")))?;
+    let joined = join_cgroups(cgroups.to_vec(), pid)
+        .join()
+        .unwrap_or_else(|_| Err("the cgroup thread panicked".into()));
+    let mapped = paddock_confine::user::map_ids(pid, ids);
+    let answer = [u8::from(mapped.is_ok())];
+    let _ = rustix::net::send(channel, &answer, rustix::net::SendFlags::NOSIGNAL);
+    mapped.map_err(|e| layer(e.to_string()))?;
+    Ok((ns, joined))
+}
+
+/// Hands the `launched` jail its configuration `json`, maps its user namespace (user mode:
+/// `user`), moves it into `cgroups`, sends it what `premount` made meanwhile with the answer,
+/// and waits for its `Ready`.
 fn finish(
     launched: Launched,
     json: &[u8],
     cgroups: &[PathBuf],
+    user: Option<&paddock_core::UserIds>,
     premount: impl FnOnce() -> Result<Vec<OwnedFd>, BackendError>,
 ) -> Result<NsInstance, BackendError> {
     let Launched {
@@ -274,16 +406,33 @@ fn finish(
         new_sandbox,
         relay,
     } = launched;
-    // Move the jail into its cgroups while it sets up its namespaces (the move waits for an RCU
-    // grace period with cgroup v1); the jail forks pid 1 only after the answer below.
-    let joiner = join_cgroups(cgroups.to_vec(), child.id());
     let mut w = fs::File::from(cfg_w);
     let _ = w.write_all(json);
     drop(w);
+    let (userns, joined_early) = match user {
+        Some(ids) => match map_user_namespace(&ours, &mut child, cgroups, ids) {
+            Ok((ns, joined)) => (Some(ns), Some(joined)),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+        },
+        None => (None, None),
+    };
+    // Move the jail into its cgroups while it sets up its namespaces (the move waits for an RCU
+    // grace period with cgroup v1); the jail forks pid 1 only after the answer below.
+    let joiner = joined_early
+        .is_none()
+        .then(|| join_cgroups(cgroups.to_vec(), child.id()));
     let made = premount();
-    let joined = joiner
-        .join()
-        .unwrap_or_else(|_| Err("the cgroup thread panicked".into()));
+    let joined = match (joined_early, joiner) {
+        (Some(j), _) => j,
+        (None, Some(t)) => t
+            .join()
+            .unwrap_or_else(|_| Err("the cgroup thread panicked".into())),
+        (None, None) => Ok(()),
+    };
     let made = match made {
         Ok(fds) => fds,
         Err(e) => {
@@ -330,7 +479,10 @@ fn finish(
                 };
                 return Err(BackendError::Layer { layer, message });
             }
-            Ok(Some((Report::ExecFailed { .. } | Report::LimitsHit { .. }, _))) => {
+            Ok(Some((
+                Report::ExecFailed { .. } | Report::LimitsHit { .. } | Report::UserNamespace,
+                _,
+            ))) => {
                 // Cannot happen before Ready; treat as a protocol error.
                 let _ = child.kill();
                 let _ = child.wait();
@@ -368,6 +520,7 @@ fn finish(
         limit_events: vec![],
         layer_image: None,
         relay,
+        userns,
     };
     if new_sandbox && inst.pid1.is_none() {
         let _ = inst.child.kill();
@@ -448,8 +601,13 @@ impl Instance for NsInstance {
 
     fn execs(&self) -> Option<Box<dyn Execs>> {
         let pid1 = self.pid1.as_ref()?.try_clone().ok()?;
+        let userns = match &self.userns {
+            Some(ns) => Some(ns.try_clone().ok()?),
+            None => None,
+        };
         Some(Box::new(NsExecs {
             pid1,
+            userns,
             cgroups: self.cgroup_dirs.clone(),
         }))
     }
@@ -458,6 +616,8 @@ impl Instance for NsInstance {
 /// Hands out the sandbox's pid 1 (a pidfd) and cgroups, for `paddock-jail enter`.
 struct NsExecs {
     pid1: OwnedFd,
+    /// User mode: the sandbox's outer user namespace.
+    userns: Option<OwnedFd>,
     cgroups: Vec<PathBuf>,
 }
 
@@ -469,6 +629,13 @@ impl Execs for NsExecs {
                 .try_clone()
                 .map_err(io("cannot duplicate the sandbox's pidfd"))?,
             detail: serde_json::to_string(&self.cgroups).unwrap_or_default(),
+            extra: match &self.userns {
+                Some(ns) => Some(
+                    ns.try_clone()
+                        .map_err(io("cannot duplicate the sandbox's user namespace"))?,
+                ),
+                None => None,
+            },
         })
     }
 
@@ -476,6 +643,10 @@ impl Execs for NsExecs {
         // A thread of its own enters the sandbox's network namespace (namespaces belong to
         // threads) and connects there; the socket stays in that namespace after the thread
         // ends, and the rest of the supervisor never leaves the host's.
+        if let Some(userns) = &self.userns {
+            return dial::dial(userns.as_fd(), self.pid1.as_fd(), port)
+                .map_err(io(format!("nothing answers on port {port} in the sandbox")));
+        }
         let pid1 = self
             .pid1
             .try_clone()

@@ -34,14 +34,17 @@ fn kernel_at_least(major: u32, minor: u32) -> (bool, String) {
 
 pub fn probe(jail: &Path) -> Probe {
     let mut items = Vec::new();
-    let root = rustix::process::geteuid().is_root();
-    items.push(item(
-        "root",
-        root,
-        if root { "running as root" } else { "not root" },
-        Some("run paddock as root (rootless mode is not built yet)"),
-        true,
-    ));
+    if paddock_confine::user::is_user_mode() {
+        items.push(paddock_confine::user::user_mode_item());
+    } else {
+        items.push(item(
+            "root mode",
+            true,
+            "running as root: sandbox ids from 0x70000000",
+            None,
+            true,
+        ));
+    }
     items.push(item(
         "jail binary",
         jail.exists(),
@@ -76,13 +79,15 @@ pub fn probe(jail: &Path) -> Probe {
         true,
     ));
     let (idmap_ok, release) = kernel_at_least(5, 12);
-    items.push(item(
-        "idmapped mounts",
-        idmap_ok,
-        format!("kernel {release} (5.12+ needed)"),
-        Some("upgrade the kernel to 5.12 or newer"),
-        true,
-    ));
+    if !paddock_confine::user::is_user_mode() {
+        items.push(item(
+            "idmapped mounts",
+            idmap_ok,
+            format!("kernel {release} (5.12+ needed)"),
+            Some("upgrade the kernel to 5.12 or newer"),
+            true,
+        ));
+    }
     let actions = fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
     let seccomp = actions.contains("errno");
     items.push(item(

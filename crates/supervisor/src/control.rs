@@ -188,7 +188,9 @@ fn serve(conn: UnixStream, shared: &Shared) {
                         let line =
                             serde_json::json!({ "ok": true, "detail": h.detail, "env": shared.env })
                                 .to_string() + "\n";
-                        paddock_wire::send_with_fds(out.as_fd(), line.as_bytes(), &[h.fd.as_fd()])
+                        let mut fds = vec![h.fd.as_fd()];
+                        fds.extend(h.extra.as_ref().map(|f| f.as_fd()));
+                        paddock_wire::send_with_fds(out.as_fd(), line.as_bytes(), &fds)
                     }
                     Err(e) => {
                         let line = serde_json::json!({ "error": e }).to_string() + "\n";
@@ -312,7 +314,8 @@ pub fn request_exec(
             message: e.to_owned(),
         });
     }
-    let fd = fds.into_iter().next().ok_or_else(|| {
+    let mut fds = fds.into_iter();
+    let fd = fds.next().ok_or_else(|| {
         io(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             "no descriptor came with the answer",
@@ -324,6 +327,7 @@ pub fn request_exec(
         .unwrap_or_default();
     let handle = ExecHandle {
         fd,
+        extra: fds.next(),
         detail: answer
             .get("detail")
             .and_then(|d| d.as_str())

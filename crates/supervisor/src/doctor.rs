@@ -165,31 +165,20 @@ pub fn collect(default_rootfs: Option<&std::path::Path>) -> Report {
             items: probe.items.clone(),
         },
     ];
-    let mut backends = backends;
     let root = nix::unistd::Uid::effective().is_root();
     if !root {
         // What `system setup` gave this user, and the truth about running without root.
         if let Some(me) = crate::system::Account::current() {
             host.extend(crate::system::check(&me));
         }
-        for b in backends
-            .iter_mut()
-            .filter(|b| !b.items.iter().any(|i| i.name == "root"))
-        {
-            b.usable = false;
-            b.items.push(ProbeItem {
-                name: "privileges".into(),
-                ok: false,
-                detail:
-                    "this version runs every backend as root; the rootless mode is not built yet"
-                        .into(),
-                fix: Some("run paddock with sudo".into()),
-                required: true,
-            });
-        }
     }
-    let auto = if !root {
-        "none: this version needs root (sudo paddock …)".to_owned()
+    let auto = if !root && ns_usable {
+        "ns (gvisor and vm run as root only in this version)".to_owned()
+    } else if !root {
+        format!(
+            "none: ns cannot run as you ({})",
+            probe.reason().unwrap_or_default()
+        )
     } else if vm_probe.usable() && vm_kvm.works {
         "vm (KVM works here)".to_owned()
     } else if gvisor_probe.usable() {

@@ -25,8 +25,7 @@ pub const SUBORDINATE_IDS: u64 = 65_536;
 /// The controllers a user's sandboxes are limited with.
 const CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
 
-/// The folder below each hierarchy's root that holds the users' subtrees.
-pub const USERS_CGROUP: &str = "paddock-users";
+pub use paddock_confine::cgroup::USERS_CGROUP;
 
 /// Why host preparation failed.
 #[derive(Debug, thiserror::Error)]
@@ -114,15 +113,7 @@ pub type Range = (u64, u64);
 
 /// The ranges `file` (`/etc/subuid` or `/etc/subgid`) gives `who`, by name or uid.
 pub fn ranges_of(file: &str, who: &Account) -> Vec<Range> {
-    file.lines()
-        .filter_map(|l| {
-            let mut f = l.trim().split(':');
-            let (owner, first, count) = (f.next()?, f.next()?, f.next()?);
-            (owner == who.name || owner == who.uid.to_string())
-                .then(|| Some((first.parse().ok()?, count.parse().ok()?)))
-                .flatten()
-        })
-        .collect()
+    paddock_core::idmap::subordinate_ranges(file, &who.name, who.uid)
 }
 
 /// Whether `ranges` hold a whole sandbox id range.
@@ -301,37 +292,51 @@ fn program(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The programs user mode needs from the distribution: `newuidmap`/`newgidmap` (the only
+/// privileged helpers) and `mmdebstrap` (per-user image builds).
 fn id_maps() -> Result<Done, SystemError> {
-    let have = || program("newuidmap").is_some() && program("newgidmap").is_some();
-    if have() {
+    const STEP: &str = "newuidmap, newgidmap, mmdebstrap";
+    let missing = || -> Vec<&str> {
+        [
+            ("newuidmap", "uidmap"),
+            ("newgidmap", "uidmap"),
+            ("mmdebstrap", "mmdebstrap"),
+        ]
+        .into_iter()
+        .filter(|(p, _)| program(p).is_none())
+        .map(|(_, package)| package)
+        .collect()
+    };
+    let mut packages = missing();
+    packages.dedup();
+    if packages.is_empty() {
         return Ok(Done {
-            step: "newuidmap, newgidmap",
+            step: STEP,
             changed: false,
             detail: "installed".into(),
         });
     }
-    run(
-        "newuidmap, newgidmap",
-        "apt-get",
-        &[
-            "-o",
-            "DPkg::Lock::Timeout=600",
-            "install",
-            "-y",
-            "-q",
-            "--no-remove",
-            "uidmap",
-        ],
-    )?;
-    if !have() {
-        return Err(failed("newuidmap, newgidmap")(
-            "the uidmap package is installed but newuidmap or newgidmap is missing".into(),
-        ));
+    let mut args = vec![
+        "-o",
+        "DPkg::Lock::Timeout=600",
+        "install",
+        "-y",
+        "-q",
+        "--no-remove",
+    ];
+    args.extend(&packages);
+    run(STEP, "apt-get", &args)?;
+    if !missing().is_empty() {
+        return Err(failed(STEP)(format!(
+            "apt-get installed {} but {} is still missing",
+            packages.join(", "),
+            missing().join(", ")
+        )));
     }
     Ok(Done {
-        step: "newuidmap, newgidmap",
+        step: STEP,
         changed: true,
-        detail: "installed the uidmap package".into(),
+        detail: format!("installed {}", packages.join(", ")),
     })
 }
 
@@ -594,6 +599,7 @@ mod tests {
                 ("cpuacct".into(), "/sys/fs/cgroup/cpu,cpuacct".into()),
             ]),
             favordynmods: false,
+            user: None,
         };
         let plan = delegation(&host, 1000);
         let memory = PathBuf::from("/sys/fs/cgroup/memory/paddock-users/1000");
@@ -618,6 +624,7 @@ mod tests {
             v2_controllers: vec!["cpu".into(), "memory".into(), "pids".into(), "io".into()],
             v1: BTreeMap::new(),
             favordynmods: false,
+            user: None,
         };
         let on = vec!["memory".to_owned(), "pids".into(), "cpu".into()];
         let dir = PathBuf::from("/sys/fs/cgroup/paddock-users/1000");

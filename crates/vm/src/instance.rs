@@ -256,6 +256,7 @@ impl Execs for VmExecs {
         let conn = crate::connect_guest(&self.uds, paddock_wire::vm::EXEC_PORT)
             .map_err(BackendError::io("cannot reach the guest"))?;
         Ok(ExecHandle {
+            extra: None,
             fd: OwnedFd::from(conn),
             detail: String::new(),
         })

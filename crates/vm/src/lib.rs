@@ -591,6 +591,7 @@ impl Backend for VmBackend {
             }),
             required: false,
         });
+        items.extend(paddock_confine::user::root_only("vm"));
         Probe {
             backend: "vm",
             items,

@@ -63,6 +63,9 @@ pub enum Report {
         /// Host pid of the in-sandbox helper (pid 1 inside).
         pid: i32,
     },
+    /// User mode: the jail has made its user namespace and waits (for one byte, 1: done) until
+    /// the host has written its id maps with `newuidmap`/`newgidmap`.
+    UserNamespace,
     /// The pty master for the command's terminal rides along with this message.
     PtyMaster,
     /// A listening TCP socket on the sandbox's `127.0.0.1:3128` rides along: the host accepts

@@ -29,6 +29,23 @@ macro_rules! require_root {
     };
 }
 
+/// Removes an account a test made (its home too) and its subordinate ranges, which `userdel`
+/// leaves in `/etc/subuid` and `/etc/subgid`.
+pub fn remove_user(name: &str) {
+    let _ = Command::new("userdel").args(["-r", name]).output();
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        if let Ok(text) = std::fs::read_to_string(file) {
+            let prefix = format!("{name}:");
+            let kept: String = text
+                .lines()
+                .filter(|l| !l.starts_with(&prefix))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let _ = std::fs::write(file, kept);
+        }
+    }
+}
+
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_paddock"))
 }

@@ -2,6 +2,7 @@
 //! a sandbox with, and the steps the host side does for it meanwhile ([`premount`]). Every
 //! failure names its layer ([`Failure`]).
 
+pub mod giveback;
 pub mod layer;
 pub mod mounts;
 pub mod sys;
@@ -52,7 +53,8 @@ impl<T, E: Display> Layer<T> for Result<T, E> {
 /// descriptors in one `SCM_RIGHTS`).
 pub const MAX_PREMADE: usize = 250;
 
-/// The mounts pid 1 attaches, made on the host side while the jail starts (the host is
+/// The mounts pid 1 attaches, made on the host side while the jail starts (in user mode by
+/// the jail itself, in its own user and mount namespaces; the host is
 /// otherwise idle then, and this takes the jail's longest steps off its path: the overlay's
 /// creation, and one helper process per owner of a shared folder for the idmapping): the root
 /// overlay, unless the layer is a size-limited image (the jail mounts that one itself), then
@@ -87,9 +89,17 @@ pub fn premount(cfg: &JailConfig) -> Result<Vec<OwnedFd>, Failure> {
         }
         None => (cfg.upper.clone(), cfg.work.clone()),
     };
+    if cfg.user_namespace {
+        mounts::own_fresh_upper(&upper)?;
+    }
     made.push(mounts::overlay(&cfg.lower, &upper, &work, cfg.volatile)?);
     drop(layer);
-    let idmaps = userns::idmap_namespaces(&cfg.binds, cfg.id_base)?;
+    // In user mode the user's files are the agent's already: no idmapping.
+    let idmaps = if cfg.user_namespace {
+        std::collections::BTreeMap::new()
+    } else {
+        userns::idmap_namespaces(&cfg.binds, cfg.id_base)?
+    };
     for b in &cfg.binds {
         made.push(mounts::clone_tree(b, &idmaps)?);
     }

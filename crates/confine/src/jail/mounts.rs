@@ -87,6 +87,64 @@ fn ensure_beneath(
     Ok(cur)
 }
 
+/// Binds the host's `/dev/NAME` over an empty file `name` in `dev`, after checking that it is
+/// the character device `major:minor` (and not, say, a symlink a host admin made).
+fn bind_host_device(
+    dev: BorrowedFd<'_>,
+    name: &str,
+    major: u32,
+    minor: u32,
+) -> Result<(), Failure> {
+    let what = format!("cannot bind the host's /dev/{name}");
+    let host = openat(
+        CWD,
+        format!("/dev/{name}").as_str(),
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .layer(LAYER, &what)?;
+    let st = rustix::fs::fstat(&host).layer(LAYER, &what)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::CharacterDevice
+        || st.st_rdev != rustix::fs::makedev(major, minor)
+    {
+        return Err(Failure::new(
+            LAYER,
+            format!("{what}: it is not the device {major}:{minor}"),
+        ));
+    }
+    let point = openat(
+        dev,
+        name,
+        OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::from_bits_truncate(0o666),
+    )
+    .layer(LAYER, &what)?;
+    drop(point);
+    let tree = open_tree(
+        host.as_fd(),
+        "",
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_EMPTY_PATH,
+    )
+    .layer(LAYER, &what)?;
+    sys::mount_setattr(
+        tree.as_fd(),
+        false,
+        MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+        None,
+    )
+    .layer(LAYER, &what)?;
+    let target = openat(
+        dev,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .layer(LAYER, &what)?;
+    attach(tree.as_fd(), target.as_fd(), &what)
+}
+
 /// Gives `name` under `dir` to the sandbox's root (without following a symlink).
 fn chown_root(dir: BorrowedFd<'_>, name: &str, base: u32) -> Result<(), Failure> {
     rustix::fs::chownat(
@@ -210,6 +268,32 @@ fn generated_file(b: &Bind, what: &str) -> Result<OwnedFd, Failure> {
     }
     sys::mount_setattr(tree.as_fd(), false, attrs, None).layer(LAYER, what)?;
     Ok(tree)
+}
+
+/// User mode: gives a writable layer the host has just made (so owned by the user, the
+/// agent in the jail's user namespace) to the sandbox's root, whose the overlay's root then is.
+/// A layer in use already keeps its owner.
+pub fn own_fresh_upper(upper: &Path) -> Result<(), Failure> {
+    let what = "cannot give the writable layer to the sandbox's root";
+    let dir = openat(
+        CWD,
+        upper,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .layer(LAYER, what)?;
+    let st = rustix::fs::fstat(&dir).layer(LAYER, what)?;
+    if st.st_uid == paddock_core::AGENT_ID {
+        rustix::fs::chownat(
+            &dir,
+            "",
+            Some(rustix::fs::Uid::ROOT),
+            Some(rustix::fs::Gid::ROOT),
+            AtFlags::EMPTY_PATH,
+        )
+        .layer(LAYER, what)?;
+    }
+    Ok(())
 }
 
 /// The sandbox's root as a detached mount: the image under the sandbox's writable layer.
@@ -361,6 +445,11 @@ pub fn build(cfg: &JailConfig, premade: Premade) -> Result<(), Failure> {
         ("urandom", 1, 9),
         ("tty", 5, 0),
     ] {
+        if cfg.user_namespace {
+            // Only the host's user namespace makes device nodes: bind the host's own.
+            bind_host_device(dev_mnt.as_fd(), name, major, minor)?;
+            continue;
+        }
         mknodat(
             dev_mnt.as_fd(),
             name,

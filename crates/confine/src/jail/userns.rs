@@ -18,11 +18,31 @@ use crate::config::Bind;
 /// The agent's uid and gid inside the sandbox.
 const AGENT: u32 = 1000;
 
-/// Writes the sandbox's maps: inside 0..65535 is host `base..base+65535`.
-pub fn write_maps(child: Pid, base: u32) -> std::io::Result<()> {
-    let line = format!("0 {base} {ID_RANGE}\n");
-    std::fs::write(format!("/proc/{child}/uid_map"), &line)?;
-    std::fs::write(format!("/proc/{child}/gid_map"), &line)
+/// Writes the sandbox's maps: inside 0..65535 is host `base..base+65535` (root mode), or the
+/// same ids of the jail's own user namespace (user mode, where `base` is 0).
+pub fn write_maps(child: Pid, base: u32, user_mode: bool) -> std::io::Result<()> {
+    let text = map_text(base, user_mode);
+    std::fs::write(format!("/proc/{child}/uid_map"), &text)?;
+    std::fs::write(format!("/proc/{child}/gid_map"), &text)
+}
+
+/// The sandbox's map (see [`write_maps`]). Each line of a nested namespace's map must lie
+/// within one line of its parent's, so in user mode it follows the three ranges of the jail's
+/// namespace ([`paddock_core::UserIds::ranges`]).
+fn map_text(base: u32, user_mode: bool) -> String {
+    if !user_mode {
+        return format!("0 {base} {ID_RANGE}\n");
+    }
+    let ids = paddock_core::UserIds {
+        uid: 0,
+        gid: 0,
+        subuid: 0,
+        subgid: 0,
+    };
+    ids.ranges(false)
+        .iter()
+        .map(|r| format!("{} {} {}\n", r.inside, r.inside, r.count))
+        .collect()
 }
 
 /// The idmapping of a shared folder owned by host `uid:gid`: the owner's files appear as the
@@ -128,6 +148,15 @@ pub fn detached_userns(uid_map: &str, gid_map: &str) -> std::io::Result<OwnedFd>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_nested_map_follows_the_outer_ranges_in_user_mode() {
+        assert_eq!(map_text(0x7000_0000, false), "0 1879048192 65536\n");
+        assert_eq!(
+            map_text(0, true),
+            "0 0 1000\n1000 1000 1\n1001 1001 64535\n"
+        );
+    }
 
     #[test]
     fn idmap_for_owner() {

@@ -1,0 +1,534 @@
+//! User mode: Paddock run by an ordinary user on the ns backend. The suite's user
+//! (`paddock-suite`) is made on first use, prepared by `paddock system setup` as a user would
+//! be, and builds its own image (mmdebstrap in a user namespace) once per machine; each test then
+//! runs `paddock` as that user, never as root.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::{stderr, stdout};
+
+/// The suite's ordinary user.
+const SUITE_USER: &str = "paddock-suite";
+
+/// An ordinary account on this host.
+#[derive(Debug, Clone)]
+struct Account {
+    name: String,
+    uid: u32,
+    gid: u32,
+    home: PathBuf,
+}
+
+impl Account {
+    fn find(name: &str) -> Option<Account> {
+        let u = nix::unistd::User::from_name(name).ok().flatten()?;
+        Some(Account {
+            name: u.name,
+            uid: u.uid.as_raw(),
+            gid: u.gid.as_raw(),
+            home: u.dir,
+        })
+    }
+
+    /// Makes the account (with a home; `useradd` gives it subordinate ids).
+    fn create(name: &str) -> Account {
+        let made = Command::new("useradd")
+            .args(["-m", "-s", "/bin/sh", name])
+            .output()
+            .expect("useradd (package passwd) must be installed for this suite");
+        assert!(made.status.success(), "{made:?}");
+        Account::find(name).unwrap()
+    }
+
+    /// `paddock ARGS` as this user, in `dir`, with the environment a login gives.
+    fn paddock_in(&self, dir: &Path, args: &[&str]) -> Output {
+        self.command(dir, args).output().unwrap()
+    }
+
+    fn command(&self, dir: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(common::bin());
+        cmd.args(args)
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            .env("HOME", &self.home)
+            .env("USER", &self.name)
+            .env("LOGNAME", &self.name)
+            .stdin(Stdio::null())
+            .uid(self.uid)
+            .gid(self.gid);
+        for (k, v) in std::env::vars() {
+            if k.starts_with("PADDOCK_TEST_") {
+                cmd.env(k, v);
+            }
+        }
+        cmd
+    }
+
+    /// A workspace of this user's, removed after the test.
+    fn workspace(&self) -> tempfile::TempDir {
+        let ws = tempfile::Builder::new()
+            .prefix("ws-")
+            .tempdir_in(&self.home)
+            .unwrap();
+        std::os::unix::fs::chown(ws.path(), Some(self.uid), Some(self.gid)).unwrap();
+        ws
+    }
+
+    /// This user's state directory.
+    fn state(&self) -> PathBuf {
+        self.home.join(".local/share/paddock")
+    }
+}
+
+/// The suite's user, prepared, with its image built (once per machine; again when its
+/// subordinate ids changed). Needs root, which makes and prepares the account.
+fn suite_user() -> Option<Account> {
+    static USER: OnceLock<Account> = OnceLock::new();
+    if !common::is_root() {
+        assert!(
+            std::env::var_os("PADDOCK_REQUIRE_ROOT").is_none(),
+            "the user mode suite makes its user as root (PADDOCK_REQUIRE_ROOT is set, so it may not be skipped)"
+        );
+        eprintln!("skipped: the user mode suite needs root to make its user");
+        return None;
+    }
+    Some(
+        USER.get_or_init(|| {
+            let user = Account::find(SUITE_USER).unwrap_or_else(|| Account::create(SUITE_USER));
+            let setup = Command::new(common::bin())
+                .args(["system", "setup", "--user", SUITE_USER])
+                .output()
+                .unwrap();
+            assert!(setup.status.success(), "{}", stderr(&setup));
+            let ws = user.workspace();
+            let probe = user.paddock_in(ws.path(), &["run", "--rm", "--no-network", "--", "true"]);
+            if !probe.status.success() {
+                let text = stderr(&probe);
+                assert!(
+                    text.contains("image build") || text.contains("not built"),
+                    "{text}"
+                );
+                eprintln!("building {SUITE_USER}'s image (about two minutes, once per machine)");
+                let built = user.paddock_in(&user.home, &["image", "build", "--force", "default"]);
+                assert!(built.status.success(), "{}", stderr(&built));
+            }
+            user
+        })
+        .clone(),
+    )
+}
+
+/// An account made for one test, without delegation or image, removed afterwards.
+struct OtherUser(Account);
+
+impl OtherUser {
+    fn new() -> OtherUser {
+        OtherUser(Account::create(&common::unique("pdo")))
+    }
+}
+
+impl Drop for OtherUser {
+    fn drop(&mut self) {
+        common::remove_user(&self.0.name);
+    }
+}
+
+fn owner(p: &Path) -> (u32, u32) {
+    let m = std::fs::symlink_metadata(p).unwrap();
+    (m.uid(), m.gid())
+}
+
+/// The agent is the user: what it makes, also as root with sudo, belongs to the user on the
+/// host; inside, the agent is uid 1000 and sudo makes it root.
+#[test]
+fn what_the_agent_makes_belongs_to_the_user_also_with_sudo() {
+    let Some(user) = suite_user() else { return };
+    let ws = user.workspace();
+    let out = user.paddock_in(
+        ws.path(),
+        &[
+            "run",
+            "--rm",
+            "--no-network",
+            "--",
+            "sh",
+            "-c",
+            "id -u; sudo id -u; touch mine; sudo touch roots; sudo mkdir -p deep/er; \
+             sudo touch deep/er/f; sudo chown nobody:nogroup deep/er; sudo ln -s /etc/shadow deep/l",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "1000\n0\n");
+    for p in ["mine", "roots", "deep", "deep/er", "deep/er/f", "deep/l"] {
+        assert_eq!(
+            owner(&ws.path().join(p)),
+            (user.uid, user.gid),
+            "{p} should be the user's"
+        );
+    }
+}
+
+/// A named sandbox as the user: created, started, entered with exec, its packages (here a file
+/// of its root's) kept across stop and start, reached on a published port, then removed with
+/// its layer, whose files belong to the user's subordinate ids.
+#[test]
+fn a_named_sandbox_lives_and_goes_as_the_user() {
+    let Some(user) = suite_user() else { return };
+    let ws = user.workspace();
+    let name = common::unique("um");
+    let run = |args: &[&str]| {
+        let o = user.paddock_in(ws.path(), args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        o
+    };
+    run(&["create", "--name", &name, "--no-network"]);
+    run(&["start", &name]);
+    let o = run(&[
+        "exec",
+        &name,
+        "--",
+        "sh",
+        "-c",
+        "sudo sh -c 'echo kept > /root/f' && sudo cat /root/f && id -un",
+    ]);
+    assert_eq!(stdout(&o), "kept\nagent\n");
+    run(&["stop", &name]);
+    run(&["start", &name]);
+    assert_eq!(
+        stdout(&run(&["exec", &name, "--", "sudo", "cat", "/root/f"])),
+        "kept\n"
+    );
+    run(&["stop", &name]);
+
+    // A published port: a server in the sandbox, a client on the host.
+    std::fs::write(ws.path().join("index.html"), "served from the sandbox\n").unwrap();
+    std::os::unix::fs::chown(ws.path().join("index.html"), Some(user.uid), None).unwrap();
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    let publish = format!("{port}:8000");
+    let mut server = user
+        .command(
+            ws.path(),
+            &[
+                "run",
+                "--rm",
+                "--no-network",
+                "-p",
+                &publish,
+                "--",
+                "python3",
+                "-m",
+                "http.server",
+                "8000",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut body = String::new();
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(100));
+        let got = Command::new("curl")
+            .args(["-sf", "--max-time", "2"])
+            .arg(format!("http://127.0.0.1:{port}/index.html"))
+            .output()
+            .expect("curl must be installed for this suite");
+        if got.status.success() {
+            body = stdout(&got);
+            break;
+        }
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = server.wait();
+    assert_eq!(body, "served from the sandbox\n");
+
+    let dir = user.state().join("sandboxes").join(&name);
+    assert!(dir.join("upper/root/f").exists());
+    run(&["rm", &name]);
+    assert!(!dir.exists(), "the layer of {name} is left at {dir:?}");
+}
+
+/// The processes that read what the sandbox sends hold nothing: the supervisor and the egress
+/// proxy of a user's sandbox run as the user with no capability, and the proxy also with
+/// `no_new_privs` and seccomp.
+#[test]
+fn a_users_supervisor_and_proxy_hold_no_privilege() {
+    let Some(user) = suite_user() else { return };
+    let ws = user.workspace();
+    let mut run = user
+        .command(ws.path(), &["run", "--rm", "--", "sleep", "30"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/status")).ok();
+    let field = |text: &str, key: &str| -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}:")))
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    // The proxy: the supervisor's child running `paddock __egress`.
+    let mut proxy = None;
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(100));
+        proxy = std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let uid = field(&status(pid)?, "Uid");
+            (cmdline.windows(8).any(|w| w == b"__egress")
+                && uid.starts_with(&format!("{} ", user.uid)))
+            .then_some(pid)
+        });
+        if proxy.is_some() {
+            break;
+        }
+    }
+    let proxy = proxy.expect("the user's sandbox has an egress proxy process");
+    let text = status(proxy).unwrap();
+    let supervisor = status(run.id() as i32).unwrap();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(run.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = run.wait();
+    let ids = format!("{0} {0} {0} {0}", user.uid);
+    assert_eq!(field(&text, "Uid"), ids, "{text}");
+    assert_eq!(field(&text, "CapEff"), "0000000000000000", "{text}");
+    assert_eq!(field(&text, "CapPrm"), "0000000000000000", "{text}");
+    assert_eq!(field(&text, "NoNewPrivs"), "1", "{text}");
+    assert_eq!(field(&text, "Seccomp"), "2", "{text}");
+    assert_eq!(field(&supervisor, "Uid"), ids, "{supervisor}");
+    assert_eq!(field(&supervisor, "CapEff"), "0000000000000000");
+}
+
+/// Limits as the user: with the subtree `system setup` delegated, a pids limit holds; a user
+/// without one who asks for a limit is refused before anything is made, with the command that
+/// enables limits, and a run without limits is not refused for it.
+#[test]
+fn limits_hold_with_delegation_and_are_refused_without() {
+    let Some(user) = suite_user() else { return };
+    let ws = user.workspace();
+    let o = user.paddock_in(
+        ws.path(),
+        &[
+            "run",
+            "--rm",
+            "--no-network",
+            "--pids",
+            "24",
+            "--",
+            "sh",
+            "-c",
+            "for i in $(seq 60); do sleep 5 & done; echo started",
+        ],
+    );
+    let text = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(
+        text.contains("pids limit") || text.contains("fork") || text.contains("Resource"),
+        "a pids limit of 24 did not stop 60 processes: {text}"
+    );
+
+    let other = OtherUser::new();
+    let ws = other.0.workspace();
+    let o = other.0.paddock_in(
+        ws.path(),
+        &["run", "--rm", "--memory", "256m", "--", "true"],
+    );
+    assert!(!o.status.success());
+    let text = stderr(&o);
+    assert!(
+        text.contains("--memory") && text.contains("system setup"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("image"),
+        "it must fail before any image work: {text}"
+    );
+    let sandboxes = other.0.state().join("sandboxes");
+    let made: Vec<_> = std::fs::read_dir(&sandboxes)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(made.is_empty(), "made {made:?}");
+    let ls = other.0.paddock_in(ws.path(), &["ls", "--all"]);
+    assert!(
+        !stdout(&ls)
+            .lines()
+            .skip(1)
+            .any(|l| !l.trim().is_empty() && !l.starts_with('(')),
+        "{}",
+        stdout(&ls)
+    );
+}
+
+/// Another user sees and reaches nothing of a user's: not the sandboxes (`ls`), the state
+/// directory (layers, secrets, audit log, control sockets), or the sandbox's processes.
+#[test]
+fn another_user_cannot_reach_a_users_sandboxes() {
+    let Some(user) = suite_user() else { return };
+    let ws = user.workspace();
+    let name = common::unique("umb");
+    let mut run = user
+        .command(
+            ws.path(),
+            &["run", "--rm", "--name", &name, "--", "sleep", "30"],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let socket = user.state().join("run").join(format!("{name}.sock"));
+    for _ in 0..100 {
+        if socket.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let other = OtherUser::new();
+    let b = &other.0;
+    let probe = |script: &str| -> Output {
+        Command::new("sh")
+            .args(["-c", script])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .uid(b.uid)
+            .gid(b.gid)
+            .output()
+            .unwrap()
+    };
+    let state = user.state();
+    let denied = probe(&format!(
+        "ls {0} 2>&1; cat {0}/state.db 2>&1; ls {0}/sandboxes/{1} 2>&1; \
+         python3 -c 'import socket; s=socket.socket(socket.AF_UNIX); s.connect(\"{2}\")' 2>&1 | tail -1",
+        state.display(),
+        name,
+        socket.display()
+    ));
+    let text = stdout(&denied);
+    assert_eq!(
+        text.matches("Permission denied").count(),
+        4,
+        "user B reached user A's state: {text}"
+    );
+    let ls = b.paddock_in(&b.home, &["ls", "--all"]);
+    assert!(!stdout(&ls).contains(&name), "{}", stdout(&ls));
+    // The sandbox's processes: the jail and pid 1 run as the user's subordinate ids, the
+    // supervisor as the user; B may signal none of them.
+    let subuid = paddock_core::UserIds::from_subordinate(
+        &user.name,
+        user.uid,
+        user.gid,
+        &std::fs::read_to_string("/etc/subuid").unwrap(),
+        &std::fs::read_to_string("/etc/subgid").unwrap(),
+    )
+    .unwrap()
+    .subuid;
+    let ours = |uid: u32| uid == user.uid || (subuid..subuid + 65536).contains(&uid);
+    let pids: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|pid: &i32| {
+            std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| ours(m.uid()))
+                && std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.starts_with(b"paddock") || c.starts_with(b"sleep"))
+        })
+        .collect();
+    assert!(!pids.is_empty());
+    let kills = probe(&format!(
+        "for p in {}; do kill -0 $p 2>&1 || true; done",
+        pids.iter()
+            .map(i32::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    ));
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(run.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = run.wait();
+    let text = stdout(&kills) + &stderr(&kills);
+    assert!(
+        text.contains("Operation not permitted")
+            && text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .all(|l| l.contains("Operation not permitted") || l.contains("No such process")),
+        "user B could signal user A's sandbox: {text}"
+    );
+}
+
+/// A workspace the user cannot write is refused up front, with the reason, and nothing is
+/// made; the same folder shared read-only from one of the user's works.
+#[test]
+fn a_workspace_the_user_cannot_write_is_refused() {
+    let Some(user) = suite_user() else { return };
+    let theirs = tempfile::Builder::new()
+        .prefix("paddock-not-yours-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    std::fs::set_permissions(
+        theirs.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(theirs.path().join("readme"), "root's\n").unwrap();
+    let name = common::unique("umw");
+    let o = user.paddock_in(
+        theirs.path(),
+        &["run", "--name", &name, "--no-network", "--", "true"],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("not writable by you"), "{}", stderr(&o));
+    assert!(!user.state().join("sandboxes").join(&name).exists());
+    let ws = user.workspace();
+    let mount = format!("{}:/data:ro", theirs.path().display());
+    let o = user.paddock_in(
+        ws.path(),
+        &[
+            "run",
+            "--rm",
+            "--no-network",
+            "--mount",
+            &mount,
+            "--",
+            "cat",
+            "/data/readme",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "root's\n");
+}
+
+/// Root mode agrees: what the agent made with sudo in a workspace belongs to the workspace's
+/// owner afterwards, not to the sandbox's unprivileged id range.
+#[test]
+fn in_root_mode_too_files_made_with_sudo_belong_to_the_workspace_owner() {
+    require_root!();
+    let Some(user) = suite_user() else { return };
+    common::ensure_image();
+    let ws = user.workspace();
+    let out = common::sh(
+        ws.path(),
+        "sudo mkdir -p r/s && sudo touch r/s/f && touch mine",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    for p in ["r", "r/s", "r/s/f", "mine"] {
+        assert_eq!(owner(&ws.path().join(p)), (user.uid, user.gid), "{p}");
+    }
+}

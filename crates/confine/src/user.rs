@@ -1,0 +1,291 @@
+//! User mode: Paddock run by an ordinary user. The sandbox's user namespace maps the user to the
+//! sandbox's agent and the user's subordinate ids to everything else
+//! ([`paddock_core::UserIds`]); the distribution's setuid `newuidmap`/`newgidmap` write those
+//! maps, the only privileged step. Trees that hold subordinate-owned files (images, writable
+//! layers) are built and removed from inside such a namespace, where the user is root over
+//! exactly those ids.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+
+use paddock_core::{IdMap, ProbeItem, UserIds};
+
+/// Where the host's own programs (`newuidmap`, `rm`) are looked up.
+const SYSTEM_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Why user mode cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum UserModeError {
+    /// the user is unknown to the host's account database
+    #[error("this host has no account for uid {0}")]
+    NoAccount(u32),
+    /// no subordinate ids
+    #[error(
+        "user {name} has no range of 65536 subordinate uids and gids in /etc/subuid and /etc/subgid; run `sudo paddock system setup --user {name}` once"
+    )]
+    NoSubordinateIds {
+        /// Login name.
+        name: String,
+    },
+    /// newuidmap or newgidmap failed or is missing
+    #[error(
+        "{program} could not map the sandbox's ids: {message}; run `sudo paddock system setup --user {name}` once"
+    )]
+    Map {
+        /// `newuidmap` or `newgidmap`.
+        program: &'static str,
+        /// Its error.
+        message: String,
+        /// Login name.
+        name: String,
+    },
+    /// a system call or process failed
+    #[error("{what}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> UserModeError {
+    let what = what.into();
+    move |source| UserModeError::Io { what, source }
+}
+
+/// Whether this process runs as an ordinary user (user mode) rather than root.
+pub fn is_user_mode() -> bool {
+    !rustix::process::geteuid().is_root()
+}
+
+/// Whether this process may write in `dir` (by its permission bits and ids, as the kernel
+/// judges it for this process).
+pub fn writable(dir: &Path) -> bool {
+    rustix::fs::access(dir, rustix::fs::Access::WRITE_OK).is_ok()
+}
+
+fn login_name(uid: u32) -> Result<String, UserModeError> {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .ok_or(UserModeError::NoAccount(uid))
+}
+
+/// The id map of this process's sandboxes: root mode's fixed range as root, else the user's
+/// own ([`paddock_core::IdMap::for_user`]) from the host's subordinate id files.
+pub fn current_idmap() -> Result<IdMap, UserModeError> {
+    if !is_user_mode() {
+        return Ok(IdMap::default());
+    }
+    Ok(IdMap::for_user(current_user_ids()?))
+}
+
+/// This ordinary user's ids and subordinate ranges.
+pub fn current_user_ids() -> Result<UserIds, UserModeError> {
+    let uid = rustix::process::geteuid().as_raw();
+    let gid = rustix::process::getegid().as_raw();
+    let name = login_name(uid)?;
+    let read = |f: &str| std::fs::read_to_string(f).unwrap_or_default();
+    UserIds::from_subordinate(&name, uid, gid, &read("/etc/subuid"), &read("/etc/subgid"))
+        .ok_or(UserModeError::NoSubordinateIds { name })
+}
+
+/// Writes the user mode maps of `ids` for process `pid`, which has just made its user
+/// namespace, with the host's `newuidmap` and `newgidmap`.
+pub fn map_ids(pid: u32, ids: &UserIds) -> Result<(), UserModeError> {
+    for (program, gid) in [("newuidmap", false), ("newgidmap", true)] {
+        let mut cmd = Command::new(program);
+        cmd.arg(pid.to_string());
+        for r in ids.ranges(gid) {
+            cmd.args([
+                r.inside.to_string(),
+                r.outside.to_string(),
+                r.count.to_string(),
+            ]);
+        }
+        let failed = |message: String| UserModeError::Map {
+            program,
+            message,
+            name: login_name(ids.uid).unwrap_or_else(|_| ids.uid.to_string()),
+        };
+        let out = cmd
+            .env_clear()
+            .env("PATH", SYSTEM_PATH)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| failed(e.to_string()))?;
+        if !out.status.success() {
+            let text = String::from_utf8_lossy(&out.stderr);
+            return Err(failed(format!("{} ({})", text.trim(), out.status)));
+        }
+    }
+    Ok(())
+}
+
+/// Runs `cmd` as root of a new user namespace with `ids`' user mode map, in a mount namespace
+/// of its own: root there owns the user's subordinate ids and the user's own, nothing else of
+/// the host. Returns its exit status.
+pub fn run_mapped(cmd: &mut Command, ids: &UserIds) -> Result<ExitStatus, UserModeError> {
+    let mut child = spawn_mapped(cmd, ids)?;
+    child.wait().map_err(io("waiting for a mapped process"))
+}
+
+/// Starts `cmd` as [`run_mapped`] does.
+pub fn spawn_mapped(
+    cmd: &mut Command,
+    ids: &UserIds,
+) -> Result<std::process::Child, UserModeError> {
+    let pipe = || {
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| io("cannot create a pipe")(e.into()))
+    };
+    let (ready_r, ready_w): (OwnedFd, OwnedFd) = pipe()?;
+    let (go_r, go_w): (OwnedFd, OwnedFd) = pipe()?;
+    let (ready_w_raw, go_r_raw) = (ready_w.as_raw_fd(), go_r.as_raw_fd());
+    // SAFETY: the closure runs in the forked child before exec and makes only
+    // async-signal-safe system calls (unshare, getpid, write, read, setresgid, setgroups,
+    // setresuid) on descriptors this function keeps open until the spawn returns; it allocates
+    // nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let pid = libc::getpid().to_le_bytes();
+            if libc::write(ready_w_raw, pid.as_ptr().cast(), pid.len()) != pid.len() as isize {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut go = [0u8; 1];
+            if libc::read(go_r_raw, go.as_mut_ptr().cast(), 1) != 1 || go[0] != 1 {
+                return Err(std::io::Error::from_raw_os_error(libc::EPERM));
+            }
+            if libc::setresgid(0, 0, 0) != 0
+                || libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setresuid(0, 0, 0) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    // The child waits for its maps while `spawn` waits for its exec: a thread writes them.
+    let ids = *ids;
+    let mapper = std::thread::spawn(move || -> Result<(), UserModeError> {
+        let mut ready_r = std::fs::File::from(ready_r);
+        let mut go_w = std::fs::File::from(go_w);
+        let mut pid = [0u8; 4];
+        if ready_r.read_exact(&mut pid).is_err() {
+            return Ok(()); // The child failed before it asked; spawn reports why.
+        }
+        let done = map_ids(u32::from_le_bytes(pid), &ids);
+        let _ = go_w.write_all(&[u8::from(done.is_ok())]);
+        done
+    });
+    let spawned = cmd.spawn();
+    drop(ready_w);
+    drop(go_r);
+    let mapped = mapper.join().unwrap_or_else(|_| {
+        Err(io("the mapping thread panicked")(std::io::Error::other(
+            "panic",
+        )))
+    });
+    match (spawned, mapped) {
+        (Ok(child), Ok(())) => Ok(child),
+        (Ok(mut child), Err(e)) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e)
+        }
+        (Err(_), Err(e)) => Err(e),
+        (Err(e), Ok(())) => Err(io(format!(
+            "cannot start {} in a user namespace",
+            cmd.get_program().to_string_lossy()
+        ))(e)),
+    }
+}
+
+/// Removes the tree at `path` (nothing if it is missing), symlinks removed and never followed.
+/// In user mode, what the user cannot remove alone (files a sandbox's root or the image's
+/// other users own, which are the user's subordinate ids) is removed as root of a user
+/// namespace that maps those ids.
+pub fn remove_tree(path: &Path) -> std::io::Result<()> {
+    let first = match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        r => r,
+    };
+    let Err(e) = first else { return Ok(()) };
+    if !is_user_mode() || e.kind() != std::io::ErrorKind::PermissionDenied {
+        return Err(e);
+    }
+    let ids = current_user_ids().map_err(std::io::Error::other)?;
+    let status = run_mapped(
+        Command::new("rm")
+            .args(["-rf", "--one-file-system", "--"])
+            .arg(path)
+            .env_clear()
+            .env("PATH", SYSTEM_PATH)
+            .stdin(Stdio::null()),
+        &ids,
+    )
+    .map_err(std::io::Error::other)?;
+    if status.success() && !path.exists() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "cannot remove {} as the owner of its subordinate ids ({status})",
+            path.display()
+        )))
+    }
+}
+
+/// For a backend whose user mode is not built yet: the failing probe item an ordinary user
+/// sees, so that `doctor` and `--backend auto` tell the truth.
+pub fn root_only(backend: &str) -> Option<ProbeItem> {
+    is_user_mode().then(|| ProbeItem {
+        name: "privileges".into(),
+        ok: false,
+        detail: format!("the {backend} backend runs as root only in this version"),
+        fix: Some(format!(
+            "use --backend ns as an ordinary user, or run `sudo paddock … --backend {backend}`"
+        )),
+        required: true,
+    })
+}
+
+/// The user mode probe item: the user's subordinate ids and the host's `newuidmap`.
+pub fn user_mode_item() -> ProbeItem {
+    let maps = ["newuidmap", "newgidmap"].iter().all(|p| {
+        SYSTEM_PATH
+            .split(':')
+            .any(|d| Path::new(d).join(p).is_file())
+    });
+    let (ok, detail, fix) = match (current_user_ids(), maps) {
+        (Ok(ids), true) => (
+            true,
+            format!(
+                "you are the sandbox's agent; its other ids are your subordinate uids {}.. and gids {}..",
+                ids.subuid, ids.subgid
+            ),
+            None,
+        ),
+        (Err(e), _) => (false, e.to_string(), None),
+        (Ok(_), false) => (
+            false,
+            "newuidmap or newgidmap is missing".to_owned(),
+            Some("sudo paddock system setup --user $USER".to_owned()),
+        ),
+    };
+    ProbeItem {
+        name: "user mode".into(),
+        ok,
+        detail,
+        fix,
+        required: true,
+    }
+}
