@@ -2,7 +2,7 @@
 # User mode against root mode and the bare tools, in one run: start-to-exit of
 # `paddock run --rm -- true` on the ns backend as an ordinary user and as root, against
 # `bwrap --unshare-all` and `unshare -Ur` as that user (hyperfine, every command behind the
-# same `setpriv`), then the host memory per idle sandbox (Pss and anonymous memory of the
+# same `setpriv`), the gvisor backend as that user against bare `runsc --rootless do`, then the host memory per idle sandbox (Pss and anonymous memory of the
 # supervisor and its direct children, as scripts/bench-memory.sh) in both modes. Writes
 # target/bench-user.md.
 # Usage: scripts/bench-user.sh [RUNS] [IDLE]   (as root; the ordinary user is
@@ -44,6 +44,17 @@ hyperfine -N --warmup 5 --runs "$runs" --export-markdown target/bench-user-start
     -n "root: paddock run --rm -- true" "$as_root $P run --rm -T -w $rws --backend ns -- true" \
     -n "user: bwrap --unshare-all --ro-bind / / true" "$as_user bwrap --unshare-all --ro-bind / / true" \
     -n "user: unshare -Ur true" "$as_user unshare -Ur true"
+# gVisor as the user: Paddock's gvisor backend against bare rootless runsc.
+runsc=$(command -v runsc || echo /usr/sbin/runsc)
+guest=${PADDOCK_GUEST_BINARY:-/usr/local/bin/paddock-guest}
+runsc_root=$($as_user mktemp -d "$home/paddock-bench-runsc-XXXXXX")
+uws_g=$uws
+hyperfine -N --warmup 3 --runs "$(( (runs + 3) / 4 ))" --export-markdown target/bench-user-gvisor.md \
+    -n "user: paddock run --rm --backend gvisor -- true" \
+    "$as_user env PADDOCK_GUEST_BINARY=$guest $P run --rm -T -w $uws_g --backend gvisor -- true" \
+    -n "user: runsc --rootless do true" \
+    "$as_user $runsc --rootless --network=none --platform=systrap --ignore-cgroups --root=$runsc_root do true"
+rm -rf "$runsc_root"
 
 field() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
 mib() { awk -v k="$1" -v n="$idle" 'BEGIN { printf "%.2f", k / n / 1024 }'; }
@@ -74,5 +85,5 @@ for mode in user root; do
     echo "| $mode | $idle | $(mib $pss) | $(mib $anon) |" >>target/bench-user-memory.md
     for name in "${started[@]}"; do $run "$P" rm -f "$name" >/dev/null; done
 done
-cat target/bench-user-start.md target/bench-user-memory.md >target/bench-user.md
+cat target/bench-user-start.md target/bench-user-gvisor.md target/bench-user-memory.md >target/bench-user.md
 cat target/bench-user.md

@@ -111,7 +111,18 @@ fn suite_user() -> Option<Account> {
                 .unwrap();
             assert!(setup.status.success(), "{}", stderr(&setup));
             let ws = user.workspace();
-            let probe = user.paddock_in(ws.path(), &["run", "--rm", "--no-network", "--", "true"]);
+            let probe = user.paddock_in(
+                ws.path(),
+                &[
+                    "run",
+                    "--rm",
+                    "--backend",
+                    "ns",
+                    "--no-network",
+                    "--",
+                    "true",
+                ],
+            );
             if !probe.status.success() {
                 let text = stderr(&probe);
                 assert!(
@@ -158,6 +169,8 @@ fn what_the_agent_makes_belongs_to_the_user_also_with_sudo() {
         ws.path(),
         &[
             "run",
+            "--backend",
+            "ns",
             "--rm",
             "--no-network",
             "--",
@@ -191,7 +204,7 @@ fn a_named_sandbox_lives_and_goes_as_the_user() {
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));
         o
     };
-    run(&["create", "--name", &name, "--no-network"]);
+    run(&["create", "--backend", "ns", "--name", &name, "--no-network"]);
     run(&["start", &name]);
     let o = run(&[
         "exec",
@@ -220,6 +233,8 @@ fn a_named_sandbox_lives_and_goes_as_the_user() {
             ws.path(),
             &[
                 "run",
+                "--backend",
+                "ns",
                 "--rm",
                 "--no-network",
                 "-p",
@@ -269,7 +284,10 @@ fn a_users_supervisor_and_proxy_hold_no_privilege() {
     let Some(user) = suite_user() else { return };
     let ws = user.workspace();
     let mut run = user
-        .command(ws.path(), &["run", "--rm", "--", "sleep", "30"])
+        .command(
+            ws.path(),
+            &["run", "--rm", "--backend", "ns", "--", "sleep", "30"],
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -328,6 +346,8 @@ fn limits_hold_with_delegation_and_are_refused_without() {
         ws.path(),
         &[
             "run",
+            "--backend",
+            "ns",
             "--rm",
             "--no-network",
             "--pids",
@@ -348,7 +368,16 @@ fn limits_hold_with_delegation_and_are_refused_without() {
     let ws = other.0.workspace();
     let o = other.0.paddock_in(
         ws.path(),
-        &["run", "--rm", "--memory", "256m", "--", "true"],
+        &[
+            "run",
+            "--rm",
+            "--backend",
+            "ns",
+            "--memory",
+            "256m",
+            "--",
+            "true",
+        ],
     );
     assert!(!o.status.success());
     let text = stderr(&o);
@@ -386,7 +415,17 @@ fn another_user_cannot_reach_a_users_sandboxes() {
     let mut run = user
         .command(
             ws.path(),
-            &["run", "--rm", "--name", &name, "--", "sleep", "30"],
+            &[
+                "run",
+                "--rm",
+                "--backend",
+                "ns",
+                "--name",
+                &name,
+                "--",
+                "sleep",
+                "30",
+            ],
         )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -473,6 +512,49 @@ fn another_user_cannot_reach_a_users_sandboxes() {
     );
 }
 
+/// The gvisor backend as the user: runsc runs as root of the jail's user namespace; the
+/// agent is the user, sudo works, what it made as root is given to the user when the sandbox
+/// ends, exec reaches a named sandbox, and the egress proxy answers (a host no rule allows is
+/// refused by it).
+#[test]
+fn gvisor_runs_as_the_user_too() {
+    let Some(user) = suite_user() else { return };
+    if !common::gvisor_ready() {
+        return;
+    }
+    let ws = user.workspace();
+    let name = common::unique("umg");
+    let guest = common::guest_binary();
+    let run = |args: &[&str]| {
+        let o = user
+            .command(ws.path(), args)
+            .env("PADDOCK_GUEST_BINARY", &guest)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    run(&["create", "--backend", "gvisor", "--name", &name]);
+    run(&["start", &name]);
+    let out = run(&[
+        "exec",
+        &name,
+        "--",
+        "sh",
+        "-c",
+        "id -u; sudo id -u; touch mine; sudo mkdir -p d; sudo touch d/f; \
+         curl -s -o /dev/null -w '%{http_connect}\\n' https://refused.example.test/ || true",
+    ]);
+    assert_eq!(out, "1000\n0\n403\n");
+    run(&["stop", &name]);
+    for p in ["mine", "d", "d/f"] {
+        assert_eq!(owner(&ws.path().join(p)), (user.uid, user.gid), "{p}");
+    }
+    let dir = user.state().join("sandboxes").join(&name);
+    run(&["rm", &name]);
+    assert!(!dir.exists(), "the layer of {name} is left at {dir:?}");
+}
+
 /// A workspace the user cannot write is refused up front, with the reason, and nothing is
 /// made; the same folder shared read-only from one of the user's works.
 #[test]
@@ -491,7 +573,16 @@ fn a_workspace_the_user_cannot_write_is_refused() {
     let name = common::unique("umw");
     let o = user.paddock_in(
         theirs.path(),
-        &["run", "--name", &name, "--no-network", "--", "true"],
+        &[
+            "run",
+            "--backend",
+            "ns",
+            "--name",
+            &name,
+            "--no-network",
+            "--",
+            "true",
+        ],
     );
     assert!(!o.status.success());
     assert!(stderr(&o).contains("not writable by you"), "{}", stderr(&o));
@@ -502,6 +593,8 @@ fn a_workspace_the_user_cannot_write_is_refused() {
         ws.path(),
         &[
             "run",
+            "--backend",
+            "ns",
             "--rm",
             "--no-network",
             "--mount",

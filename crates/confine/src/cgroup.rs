@@ -189,6 +189,25 @@ impl CgroupHost {
         Ok(())
     }
 
+    /// The default `limits` this host can enforce: as root all of them; in user mode no disk
+    /// limit (a loop device needs root) and a cgroup limit only where a subtree is delegated.
+    pub fn enforceable(&self, mut limits: Limits) -> Limits {
+        if self.user.is_some() {
+            let usable = |c: &str| self.placement(c).is_some_and(|h| self.may_use(&h));
+            limits.disk = None;
+            if !usable("memory") {
+                limits.memory = None;
+            }
+            if !usable("pids") {
+                limits.pids = None;
+            }
+            if !usable("cpu") {
+                limits.cpus = None;
+            }
+        }
+        limits
+    }
+
     /// Where `controller` is used from.
     pub fn placement(&self, controller: &str) -> Option<Hierarchy> {
         if let Some(root) = &self.v2_root

@@ -96,6 +96,10 @@ pub struct RunscConfig {
     /// As for [`JailConfig`].
     #[serde(default)]
     pub volatile: bool,
+    /// User mode, as for [`JailConfig::user_namespace`]: the jail makes and takes its own user
+    /// and mount namespaces before it mounts, and runsc runs as that namespace's root.
+    #[serde(default)]
+    pub user_namespace: bool,
 }
 
 /// One more command in a running namespace sandbox (`paddock-jail enter`, JSON on

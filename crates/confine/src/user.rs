@@ -289,3 +289,101 @@ pub fn user_mode_item() -> ProbeItem {
         required: true,
     }
 }
+
+/// The supervisor's side of a user mode jail's start: waits until the jail (`pid`, reporting
+/// on `channel`) has made its user namespace, moves it into `cgroups` while it still has the
+/// user's ids (cgroup v1 lets a user move only processes with its own ids), maps the namespace
+/// with `newuidmap`/`newgidmap`, and tells the jail (one byte, 1: mapped). Returns the
+/// namespace (for `exec` and published ports) and the cgroup move's outcome.
+pub fn map_jail(
+    channel: std::os::fd::BorrowedFd<'_>,
+    pid: u32,
+    cgroups: &[std::path::PathBuf],
+    ids: &UserIds,
+) -> Result<(OwnedFd, Result<(), String>), paddock_core::BackendError> {
+    use paddock_wire::Report;
+    let layer = |message: String| paddock_core::BackendError::Layer {
+        layer: "user namespace".into(),
+        message,
+    };
+    match paddock_wire::recv_report(channel) {
+        Ok(Some((Report::UserNamespace, _))) => {}
+        Ok(Some((Report::SetupFailed { layer, message }, _))) => {
+            return Err(paddock_core::BackendError::Layer { layer, message });
+        }
+        _ => {
+            return Err(layer(
+                "the jail ended before it made its user namespace".into(),
+            ));
+        }
+    }
+    let ns = rustix::fs::open(
+        format!("/proc/{pid}/ns/user").as_str(),
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| layer(format!("cannot open the jail's user namespace: {e}")))?;
+    let joined = crate::join_cgroups(cgroups.to_vec(), pid)
+        .join()
+        .unwrap_or_else(|_| Err("the cgroup thread panicked".into()));
+    let mapped = map_ids(pid, ids);
+    let answer = [u8::from(mapped.is_ok())];
+    let _ = rustix::net::send(channel, &answer, rustix::net::SendFlags::NOSIGNAL);
+    mapped.map_err(|e| layer(e.to_string()))?;
+    Ok((ns, joined))
+}
+
+/// Why `--disk` is refused in user mode.
+pub const DISK_NEEDS_ROOT: &str = "--disk needs root: the size-limited layer is an ext4 image on a loop device, which an ordinary user cannot attach; drop --disk, or run paddock as root";
+
+/// Whether the limits `limits` sets can be enforced for this process's sandboxes on a backend
+/// that limits with the host's cgroups and a layer image (ns, gvisor), checked before anything
+/// is made.
+pub fn check_limits(limits: &paddock_policy::Limits) -> Result<(), paddock_core::BackendError> {
+    let layer = |layer: &str, message: String| paddock_core::BackendError::Layer {
+        layer: layer.into(),
+        message,
+    };
+    if is_user_mode() && limits.disk.is_some() {
+        return Err(layer("disk limit", DISK_NEEDS_ROOT.into()));
+    }
+    crate::cgroup::CgroupHost::detect()
+        .check(limits)
+        .map_err(|e| layer("cgroup", e.to_string()))
+}
+
+/// After a sandbox whose files its host side cannot reach ended (gVisor, whose file server
+/// wrote them): gives the owner of each shared read-write `folders` what the sandbox made there
+/// as another id than the agent. As root directly; in user mode through `paddock-jail
+/// giveback` run as root of a user namespace with the user's map.
+pub fn give_back(
+    jail: &Path,
+    folders: &[(std::path::PathBuf, u32, u32)],
+    base: u32,
+) -> Result<(), String> {
+    use crate::jail::giveback::{GiveBack, give_back as walk};
+    if folders.is_empty() {
+        return Ok(());
+    }
+    if !is_user_mode() {
+        for (dir, uid, gid) in folders {
+            walk(dir, GiveBack::for_sandbox(false, base, (*uid, *gid)))
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        return Ok(());
+    }
+    let ids = current_user_ids().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(jail);
+    cmd.arg("giveback")
+        .args(folders.iter().map(|(d, _, _)| d))
+        .env_clear()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let status = run_mapped(&mut cmd, &ids).map_err(|e| e.to_string())?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{} giveback: {status}", jail.display()))
+    }
+}

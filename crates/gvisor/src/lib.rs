@@ -93,7 +93,11 @@ fn layer(message: impl Into<String>) -> BackendError {
 }
 
 fn run_dir_prefix(name: &str) -> String {
-    format!("paddock-gvisor-{name}-")
+    // The user's uid too: /tmp is shared, and another user's sandbox may have the same name.
+    format!(
+        "paddock-gvisor-{}-{name}-",
+        rustix::process::geteuid().as_raw()
+    )
 }
 
 /// Removes run directories left by an earlier run of sandbox `name` whose supervisor was
@@ -169,6 +173,14 @@ impl Backend for GvisorBackend {
         "gvisor"
     }
 
+    fn default_limits(&self, state: &Path) -> paddock_policy::Limits {
+        CgroupHost::detect().enforceable(paddock_core::host_limits(state))
+    }
+
+    fn check_limits(&self, limits: &paddock_policy::Limits) -> Result<(), BackendError> {
+        paddock_confine::user::check_limits(limits)
+    }
+
     fn probe(&self) -> Probe {
         probe::probe(
             self.runsc.as_deref(),
@@ -202,10 +214,20 @@ impl Backend for GvisorBackend {
             backend: "gvisor",
             reason,
         };
-        if !rustix::process::geteuid().is_root() {
-            return Err(unavailable(
-                "the gvisor backend currently needs root (it mounts the sandbox's root and runs runsc); run paddock as root".into(),
-            ));
+        let idmap =
+            paddock_confine::user::current_idmap().map_err(|e| unavailable(e.to_string()))?;
+        if ctx.image.idmap != idmap {
+            return Err(layer(format!(
+                "image {0} was built for other ids than this user's sandboxes use; rebuild it with `paddock image build --force {0}`",
+                ctx.image.name
+            )));
+        }
+        let user = idmap.user;
+        if user.is_some() && spec.limits.disk.is_some() {
+            return Err(BackendError::Layer {
+                layer: "disk limit".into(),
+                message: paddock_confine::user::DISK_NEEDS_ROOT.into(),
+            });
         }
         let runsc = self.runsc.clone().ok_or_else(|| {
             unavailable("runsc is not installed; run ./setup.sh or `apt-get install -t <release>-backports runsc`".into())
@@ -226,12 +248,20 @@ impl Backend for GvisorBackend {
         }
         let platform = probe::runsc_info(&runsc, self.kvm).platform;
         let name = spec.name.as_str();
-        let base = ctx.image.idmap.base;
+        // The ids as the jail and runsc see them: in user mode the jail's own namespace's.
+        let base = if user.is_some() {
+            0
+        } else {
+            ctx.image.idmap.base
+        };
         remove_stale_run_dirs(name);
 
         // What the sandbox shares with the host, checked (canonical, no symlinks).
         let mut binds = paddock_confine::rootfs::shared_binds(spec)?;
-        let (upper, work, _) = paddock_confine::rootfs::prepare_dirs(&ctx.sandbox_dir, Some(base))?;
+        let (upper, work, _) = paddock_confine::rootfs::prepare_dirs(
+            &ctx.sandbox_dir,
+            user.is_none().then_some(base),
+        )?;
         let layer_image = paddock_confine::rootfs::prepare_layer(
             &ctx.sandbox_dir,
             base,
@@ -333,10 +363,14 @@ impl Backend for GvisorBackend {
             .unwrap_or(paddock_confine::cgroup::DEFAULT_PIDS);
         let mut host_limits = spec.limits.clone();
         host_limits.pids = Some(pids.saturating_mul(4).saturating_add(256));
+        // In user mode the backstop needs a delegated pids subtree; without one gVisor's own
+        // limit holds alone.
+        host_limits.pids = CgroupHost::detect().enforceable(host_limits.clone()).pids;
         let config = spec::bundle(&spec::Bundle {
             root: &root,
             hostname: name,
             id_base: base,
+            user_mode: user.is_some(),
             helper: HELPER_PATH,
             egress: egress_wanted,
             sudo: real_sudo.is_some(),
@@ -414,12 +448,14 @@ impl Backend for GvisorBackend {
             exec,
             layer_image: layer_image.clone(),
             volatile: spec.discard_layer,
+            user_namespace: user.is_some(),
         };
         let started = spawn(
             &self.jail,
             &cfg,
             &log,
             [helper_sessions.as_fd(), helper_proxy.as_fd()],
+            user.as_ref(),
         );
         drop(helper_sessions);
         drop(helper_proxy);
@@ -494,6 +530,15 @@ impl Backend for GvisorBackend {
         inst.map(|mut i| {
             i.layer_image = layer_image;
             i.backstop = host_limits.pids.unwrap_or_default();
+            i.give_back = (
+                binds
+                    .iter()
+                    .filter(|b| b.idmap && b.is_dir && !b.read_only)
+                    .map(|b| (b.host.clone(), b.owner_uid, b.owner_gid))
+                    .collect(),
+                base,
+                self.jail.clone(),
+            );
             Box::new(i) as Box<dyn Instance>
         })
     }
@@ -507,6 +552,7 @@ fn spawn(
     cfg: &RunscConfig,
     log: &Path,
     helper: [BorrowedFd<'_>; 2],
+    user: Option<&paddock_core::UserIds>,
 ) -> Result<Child, BackendError> {
     use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
     let (ours, theirs) = socketpair(
@@ -518,6 +564,9 @@ fn spawn(
     .map_err(|e| io("cannot create the report channel")(e.into()))?;
     let (cfg_r, cfg_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| io("cannot create the configuration pipe")(e.into()))?;
+    // A new file each start: the last one may belong to the sandbox's root (user mode), whose
+    // runsc wrote it.
+    let _ = fs::remove_file(log);
     let log_file = File::create(log).map_err(io(format!("cannot create {}", log.display())))?;
     let mut cmd = std::process::Command::new(jail);
     cmd.arg("runsc")
@@ -561,14 +610,32 @@ fn spawn(
         .map_err(io(format!("cannot start {}", jail.display())))?;
     drop(theirs);
     drop(cfg_r);
-    let joiner = paddock_confine::join_cgroups(cfg.cgroups.clone(), child.id());
     let json = serde_json::to_vec(cfg).unwrap_or_default();
-    let mut w = File::from(cfg_w);
-    let _ = w.write_all(&json);
-    drop(w);
-    let joined = joiner
-        .join()
-        .unwrap_or_else(|_| Err("the cgroup thread panicked".into()));
+    let joined = match user {
+        // User mode: the jail's user namespace, mapped once the jail is in its cgroups.
+        Some(ids) => {
+            let mut w = File::from(cfg_w);
+            let _ = w.write_all(&json);
+            drop(w);
+            match paddock_confine::user::map_jail(ours.as_fd(), child.id(), &cfg.cgroups, ids) {
+                Ok((_, joined)) => joined,
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(e);
+                }
+            }
+        }
+        None => {
+            let joiner = paddock_confine::join_cgroups(cfg.cgroups.clone(), child.id());
+            let mut w = File::from(cfg_w);
+            let _ = w.write_all(&json);
+            drop(w);
+            joiner
+                .join()
+                .unwrap_or_else(|_| Err("the cgroup thread panicked".into()))
+        }
+    };
     let ack = [u8::from(joined.is_ok())];
     let _ = rustix::net::send(&ours, &ack, rustix::net::SendFlags::NOSIGNAL);
     let cgroup_error = joined.err();
@@ -609,6 +676,12 @@ pub struct GvisorInstance {
     log: PathBuf,
     /// The host pids cgroup's limit (a backstop: the limit inside is the helper's).
     backstop: u32,
+    /// The shared read-write folders (host path, owner uid and gid) whose files made as
+    /// another id than the agent go to their owner when the sandbox ends, the sandbox's
+    /// host id base (root mode), and the jail that does it in user mode.
+    give_back: (Vec<(PathBuf, u32, u32)>, u32, PathBuf),
+    /// What the host side has to say after the sandbox ended.
+    host_diagnostics: Vec<String>,
 }
 
 impl GvisorInstance {
@@ -676,6 +749,8 @@ impl GvisorInstance {
             run: Some(run),
             log,
             backstop: 0,
+            give_back: (Vec::new(), 0, PathBuf::new()),
+            host_diagnostics: Vec::new(),
         })
     }
 }
@@ -753,6 +828,13 @@ impl Instance for GvisorInstance {
         }
         self.cgroups.remove();
         self.run = None;
+        // runsc and its file server are gone: nothing writes the folders now.
+        let (folders, base, jail) = &self.give_back;
+        if let Err(e) = paddock_confine::user::give_back(jail, folders, *base) {
+            self.host_diagnostics.push(format!(
+                "cannot give you back what the sandbox made in its folders as another user: {e}"
+            ));
+        }
         // The host's pids cgroup is a backstop that also counts gVisor's own threads: reached,
         // it stops gVisor (its runtime cannot start a thread), which ends the command.
         if exit.is_none()
@@ -788,7 +870,9 @@ impl Instance for GvisorInstance {
     }
 
     fn diagnostics(&mut self) -> Vec<String> {
-        self.session.diagnostics()
+        let mut all = self.session.diagnostics();
+        all.append(&mut self.host_diagnostics);
+        all
     }
 
     fn take_egress(&mut self) -> Option<Egress> {

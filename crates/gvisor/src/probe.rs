@@ -211,7 +211,9 @@ pub fn probe(runsc: Option<&Path>, guest: Option<&Path>, jail: &Path, kvm: bool)
         fix: (!jail.exists()).then(|| "run ./setup.sh".into()),
         required: true,
     });
-    items.extend(paddock_confine::user::root_only("gvisor"));
+    if paddock_confine::user::is_user_mode() {
+        items.push(paddock_confine::user::user_mode_item());
+    }
     Probe {
         backend: "gvisor",
         items,

@@ -32,6 +32,9 @@ pub struct Bundle<'a> {
     pub hostname: &'a str,
     /// Host id of the sandbox's root.
     pub id_base: u32,
+    /// User mode: runsc runs as root of the jail's user namespace, whose ids the sandbox
+    /// takes one to one (`id_base` is 0 then).
+    pub user_mode: bool,
     /// The helper's path inside.
     pub helper: &'a str,
     /// Whether the helper serves the proxy port.
@@ -257,14 +260,33 @@ pub fn bundle(b: &Bundle<'_>) -> Result<Spec, String> {
             &["rbind", mode, "nosuid", "nodev"],
         )?);
     }
-    let ids = vec![
-        LinuxIdMappingBuilder::default()
-            .container_id(0u32)
-            .host_id(b.id_base)
-            .size(ID_RANGE)
-            .build()
-            .map_err(|e| e.to_string())?,
-    ];
+    // In user mode each line lies within one line of the jail's namespace's map, as the
+    // kernel requires of a nested namespace.
+    let ranges: Vec<(u32, u32, u32)> = if b.user_mode {
+        let jail = paddock_core::UserIds {
+            uid: 0,
+            gid: 0,
+            subuid: 0,
+            subgid: 0,
+        };
+        jail.ranges(false)
+            .iter()
+            .map(|r| (r.inside, r.inside, r.count))
+            .collect()
+    } else {
+        vec![(0, b.id_base, ID_RANGE)]
+    };
+    let ids = ranges
+        .into_iter()
+        .map(|(inside, host, size)| {
+            LinuxIdMappingBuilder::default()
+                .container_id(inside)
+                .host_id(host)
+                .size(size)
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let namespaces = [
         LinuxNamespaceType::Pid,
         LinuxNamespaceType::Network,
@@ -316,6 +338,7 @@ mod tests {
             root: Path::new("/run/x/root"),
             hostname: "box",
             id_base: 0x7000_0000,
+            user_mode: false,
             helper: "/run/paddock/init",
             egress: true,
             sudo: false,

@@ -58,6 +58,10 @@ fn run() -> i32 {
         // User mode, run again as root of the sandbox's outer user namespace (see
         // `reexec_mapped`).
         Some(MAPPED) => return entry(|cfg: JailConfig, channel| outer(cfg, channel, true)),
+        Some("giveback") => {
+            let folders: Vec<String> = std::env::args().skip(2).collect();
+            return give_back_mapped(&folders);
+        }
         _ => {}
     }
     entry(|cfg: JailConfig, channel| outer(cfg, channel, false))
@@ -132,11 +136,21 @@ fn runsc_setup(cfg: &RunscConfig, channel: std::os::fd::BorrowedFd<'_>) -> Resul
     if rustix::process::getppid().is_none_or(|p| p.as_raw_nonzero().get() == 1) {
         return Err(Failure::new("init", "the supervisor exited during setup"));
     }
-    let idmaps = userns::idmap_namespaces(&cfg.binds, cfg.id_base)?;
-    drop(wait_for_cgroups(channel)?);
-    // SAFETY: single-threaded; the new mount namespace affects only this process and runsc.
-    unsafe { unshare_unsafe(UnshareFlags::NEWNS) }
-        .layer("mounts", "cannot create the mount namespace")?;
+    let idmaps = if cfg.user_namespace {
+        // The user's files are the agent's already; the mount namespace comes with the user
+        // namespace, made and mapped after the supervisor moved this process into the
+        // sandbox's cgroups (as it must, while this process still has the user's ids).
+        own_user_namespace(channel)?;
+        drop(wait_for_cgroups(channel)?);
+        Default::default()
+    } else {
+        let idmaps = userns::idmap_namespaces(&cfg.binds, cfg.id_base)?;
+        drop(wait_for_cgroups(channel)?);
+        // SAFETY: single-threaded; the new mount namespace affects only this process and runsc.
+        unsafe { unshare_unsafe(UnshareFlags::NEWNS) }
+            .layer("mounts", "cannot create the mount namespace")?;
+        idmaps
+    };
     mounts::build_runsc(cfg, &idmaps)?;
     drop(idmaps);
     let program = cfg
@@ -362,23 +376,25 @@ fn give_back_folders(cfg: &JailConfig) {
         .iter()
         .filter(|b| b.idmap && b.is_dir && !b.read_only)
     {
-        let how = if cfg.user_namespace {
-            GiveBack {
-                first: 0,
-                count: paddock_core::ID_RANGE,
-                except: Some(paddock_core::AGENT_ID),
-                to: (paddock_core::AGENT_ID, paddock_core::AGENT_ID),
-            }
-        } else {
-            GiveBack {
-                first: cfg.id_base,
-                count: paddock_core::ID_RANGE,
-                except: None,
-                to: (b.owner_uid, b.owner_gid),
-            }
-        };
+        let how =
+            GiveBack::for_sandbox(cfg.user_namespace, cfg.id_base, (b.owner_uid, b.owner_gid));
         let _ = give_back(&b.host, how);
     }
+}
+
+/// `paddock-jail giveback FOLDER…`: user mode, as root of a user namespace with the user's
+/// map (see `paddock_confine::user::give_back`): gives the user what a gVisor sandbox left in
+/// its shared folders as another id than the agent.
+fn give_back_mapped(folders: &[String]) -> i32 {
+    use paddock_confine::jail::giveback::{GiveBack, give_back};
+    let how = GiveBack::for_sandbox(true, 0, (0, 0));
+    let mut failed = 0;
+    for f in folders {
+        if give_back(std::path::Path::new(f), how).is_err() {
+            failed += 1;
+        }
+    }
+    i32::from(failed > 0)
 }
 
 fn child_kill(child: nix::unistd::Pid) -> nix::Result<()> {

@@ -89,34 +89,11 @@ impl Backend for NsBackend {
     }
 
     fn default_limits(&self, state: &Path) -> paddock_policy::Limits {
-        let mut limits = paddock_core::host_limits(state);
-        if paddock_confine::user::is_user_mode() {
-            // As an ordinary user only what can be enforced: no disk limit (a loop device), and
-            // cgroup limits only where a subtree is delegated.
-            let host = CgroupHost::detect();
-            let usable = |c: &str| host.placement(c).is_some_and(|h| host.may_use(&h));
-            limits.disk = None;
-            if !usable("memory") {
-                limits.memory = None;
-            }
-            if !usable("pids") {
-                limits.pids = None;
-            }
-        }
-        limits
+        CgroupHost::detect().enforceable(paddock_core::host_limits(state))
     }
 
     fn check_limits(&self, limits: &paddock_policy::Limits) -> Result<(), BackendError> {
-        let layer = |layer: &str, message: String| BackendError::Layer {
-            layer: layer.into(),
-            message,
-        };
-        if paddock_confine::user::is_user_mode() && limits.disk.is_some() {
-            return Err(layer("disk limit", DISK_NEEDS_ROOT.into()));
-        }
-        CgroupHost::detect()
-            .check(limits)
-            .map_err(|e| layer("cgroup", e.to_string()))
+        paddock_confine::user::check_limits(limits)
     }
 
     fn exec(
@@ -200,8 +177,6 @@ impl Backend for NsBackend {
     }
 }
 
-const DISK_NEEDS_ROOT: &str = "--disk needs root: the size-limited layer is an ext4 image on a loop device, which an ordinary user cannot attach; drop --disk, or run paddock as root";
-
 /// The image was built for other ids than this process's sandboxes use.
 fn image_mismatch(name: &str) -> BackendError {
     let who = if paddock_confine::user::is_user_mode() {
@@ -227,7 +202,7 @@ fn prepare(
     if user_mode && spec.limits.disk.is_some() {
         return Err(BackendError::Layer {
             layer: "disk limit".into(),
-            message: DISK_NEEDS_ROOT.into(),
+            message: paddock_confine::user::DISK_NEEDS_ROOT.into(),
         });
     }
     let mut binds = shared_binds(spec)?;
@@ -347,48 +322,6 @@ impl Launched {
     }
 }
 
-/// User mode: waits until the jail has made its user namespace, moves it into `cgroups` while
-/// it still has the user's ids (cgroup v1 lets a user move only processes with its own ids),
-/// maps the namespace with `newuidmap`/`newgidmap`, and tells the jail. Returns the namespace
-/// (for `exec` and published ports) and the cgroup move's outcome.
-fn map_user_namespace(
-    channel: &OwnedFd,
-    child: &mut JailProcess,
-    cgroups: &[PathBuf],
-    ids: &paddock_core::UserIds,
-) -> Result<(OwnedFd, Result<(), String>), BackendError> {
-    let layer = |message: String| BackendError::Layer {
-        layer: "user namespace".into(),
-        message,
-    };
-    match recv_report(channel.as_fd()) {
-        Ok(Some((Report::UserNamespace, _))) => {}
-        Ok(Some((Report::SetupFailed { layer, message }, _))) => {
-            return Err(BackendError::Layer { layer, message });
-        }
-        _ => {
-            return Err(layer(
-                "the jail ended before it made its user namespace".into(),
-            ));
-        }
-    }
-    let pid = child.id();
-    let ns = rustix::fs::open(
-        format!("/proc/{pid}/ns/user").as_str(),
-        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .map_err(|e| layer(format!("cannot open the jail's user namespace: {e}")))?;
-    let joined = join_cgroups(cgroups.to_vec(), pid)
-        .join()
-        .unwrap_or_else(|_| Err("the cgroup thread panicked".into()));
-    let mapped = paddock_confine::user::map_ids(pid, ids);
-    let answer = [u8::from(mapped.is_ok())];
-    let _ = rustix::net::send(channel, &answer, rustix::net::SendFlags::NOSIGNAL);
-    mapped.map_err(|e| layer(e.to_string()))?;
-    Ok((ns, joined))
-}
-
 /// Hands the `launched` jail its configuration `json`, maps its user namespace (user mode:
 /// `user`), moves it into `cgroups`, sends it what `premount` made meanwhile with the answer,
 /// and waits for its `Ready`.
@@ -410,14 +343,16 @@ fn finish(
     let _ = w.write_all(json);
     drop(w);
     let (userns, joined_early) = match user {
-        Some(ids) => match map_user_namespace(&ours, &mut child, cgroups, ids) {
-            Ok((ns, joined)) => (Some(ns), Some(joined)),
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(e);
+        Some(ids) => {
+            match paddock_confine::user::map_jail(ours.as_fd(), child.id(), cgroups, ids) {
+                Ok((ns, joined)) => (Some(ns), Some(joined)),
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(e);
+                }
             }
-        },
+        }
         None => (None, None),
     };
     // Move the jail into its cgroups while it sets up its namespaces (the move waits for an RCU

@@ -172,21 +172,19 @@ pub fn collect(default_rootfs: Option<&std::path::Path>) -> Report {
             host.extend(crate::system::check(&me));
         }
     }
-    let auto = if !root && ns_usable {
-        "ns (gvisor and vm run as root only in this version)".to_owned()
-    } else if !root {
-        format!(
-            "none: ns cannot run as you ({})",
-            probe.reason().unwrap_or_default()
-        )
-    } else if vm_probe.usable() && vm_kvm.works {
+    // Why vm is passed over: no working KVM, or (as an ordinary user) root only.
+    let no_vm = if root {
+        format!("vm needs working KVM: {}", vm_kvm.detail)
+    } else {
+        "vm runs as root only in this version".to_owned()
+    };
+    let auto = if vm_probe.usable() && vm_kvm.works {
         "vm (KVM works here)".to_owned()
     } else if gvisor_probe.usable() {
-        format!("gvisor (vm needs working KVM: {})", vm_kvm.detail)
+        format!("gvisor ({no_vm})")
     } else if ns_usable {
         format!(
-            "ns (vm needs working KVM: {}; gvisor cannot run: {})",
-            vm_kvm.detail,
+            "ns ({no_vm}; gvisor cannot run: {})",
             gvisor_probe.reason().unwrap_or_default()
         )
     } else {

@@ -484,6 +484,11 @@ macro_rules! on_ns_and_gvisor {
 pub fn leftovers(backend: &str, name: &str, tag: &str) -> Vec<String> {
     let needle = match backend {
         "ns" => tag.to_owned(),
+        // Its run directory, named after the user and the sandbox.
+        "gvisor" => format!(
+            "paddock-gvisor-{}-{name}-",
+            rustix::process::geteuid().as_raw()
+        ),
         other => format!("paddock-{other}-{name}-"),
     };
     std::fs::read_dir("/proc")

@@ -27,6 +27,27 @@ pub struct GiveBack {
 }
 
 impl GiveBack {
+    /// What a sandbox gives the owner (`to`) of a folder it shared: in root mode the
+    /// sandbox's host range from `base`; in user mode, seen from the jail's user namespace,
+    /// every sandbox id but the agent's, which is the user (`to` is then the agent).
+    pub fn for_sandbox(user_mode: bool, base: u32, to: (u32, u32)) -> GiveBack {
+        if user_mode {
+            GiveBack {
+                first: 0,
+                count: paddock_core::ID_RANGE,
+                except: Some(paddock_core::AGENT_ID),
+                to: (paddock_core::AGENT_ID, paddock_core::AGENT_ID),
+            }
+        } else {
+            GiveBack {
+                first: base,
+                count: paddock_core::ID_RANGE,
+                except: None,
+                to,
+            }
+        }
+    }
+
     fn sandbox_id(&self, id: u32) -> bool {
         id.checked_sub(self.first).is_some_and(|o| o < self.count) && Some(id) != self.except
     }

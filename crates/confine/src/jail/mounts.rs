@@ -369,6 +369,9 @@ pub fn build_runsc(
         cfg.id_base,
         cfg.volatile,
     )?;
+    if cfg.user_namespace {
+        own_fresh_upper(&upper)?;
+    }
     attach_root(overlay(&cfg.lower, &upper, &work, cfg.volatile)?, &cfg.root)?;
     for b in &cfg.binds {
         let what = format!("cannot share {} with the sandbox", b.host.display());
