@@ -97,8 +97,10 @@ pub fn current_user_ids() -> Result<UserIds, UserModeError> {
 }
 
 /// Writes the user mode maps of `ids` for process `pid`, which has just made its user
-/// namespace, with the host's `newuidmap` and `newgidmap`.
+/// namespace, with the host's `newuidmap` and `newgidmap` (both at once).
 pub fn map_ids(pid: u32, ids: &UserIds) -> Result<(), UserModeError> {
+    let name = || login_name(ids.uid).unwrap_or_else(|_| ids.uid.to_string());
+    let mut running = Vec::new();
     for (program, gid) in [("newuidmap", false), ("newgidmap", true)] {
         let mut cmd = Command::new(program);
         cmd.arg(pid.to_string());
@@ -109,23 +111,34 @@ pub fn map_ids(pid: u32, ids: &UserIds) -> Result<(), UserModeError> {
                 r.count.to_string(),
             ]);
         }
-        let failed = |message: String| UserModeError::Map {
-            program,
-            message,
-            name: login_name(ids.uid).unwrap_or_else(|_| ids.uid.to_string()),
-        };
-        let out = cmd
+        let child = cmd
             .env_clear()
             .env("PATH", SYSTEM_PATH)
             .stdin(Stdio::null())
-            .output()
-            .map_err(|e| failed(e.to_string()))?;
-        if !out.status.success() {
-            let text = String::from_utf8_lossy(&out.stderr);
-            return Err(failed(format!("{} ({})", text.trim(), out.status)));
-        }
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn();
+        running.push((program, child));
     }
-    Ok(())
+    let mut first_error = None;
+    for (program, child) in running {
+        let out = child.and_then(std::process::Child::wait_with_output);
+        let failed = match out {
+            Ok(o) if o.status.success() => continue,
+            Ok(o) => format!(
+                "{} ({})",
+                String::from_utf8_lossy(&o.stderr).trim(),
+                o.status
+            ),
+            Err(e) => e.to_string(),
+        };
+        first_error.get_or_insert(UserModeError::Map {
+            program,
+            message: failed,
+            name: name(),
+        });
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 /// Runs `cmd` as root of a new user namespace with `ids`' user mode map, in a mount namespace

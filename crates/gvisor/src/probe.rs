@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -50,7 +50,21 @@ struct Cached {
     info: RunscInfo,
 }
 
-const CACHE: &str = "/run/paddock/gvisor-probe.json";
+/// Where the probe's result is kept: root's in `/run/paddock`, an ordinary user's (whose trial
+/// runs in user mode) in the user's cache directory.
+fn cache_path() -> Option<PathBuf> {
+    if !paddock_confine::user::is_user_mode() {
+        return Some(PathBuf::from("/run/paddock/gvisor-probe.json"));
+    }
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let dir = var("XDG_CACHE_HOME").or_else(|| var("HOME").map(|h| h.join(".cache")))?;
+    dir.is_absolute()
+        .then(|| dir.join("paddock/gvisor-probe.json"))
+}
 
 /// The cache key: this boot, this runsc binary, and whether KVM was offered.
 fn key(runsc: &Path, kvm: bool) -> String {
@@ -64,7 +78,8 @@ fn key(runsc: &Path, kvm: bool) -> String {
 /// runsc's version and working platform (cached per boot).
 pub fn runsc_info(runsc: &Path, kvm: bool) -> RunscInfo {
     let k = key(runsc, kvm);
-    if let Ok(bytes) = fs::read(CACHE)
+    let cache = cache_path();
+    if let Some(bytes) = cache.as_ref().and_then(|c| fs::read(c).ok())
         && let Ok(c) = serde_json::from_slice::<Cached>(&bytes)
         && c.key == k
     {
@@ -116,12 +131,15 @@ pub fn runsc_info(runsc: &Path, kvm: bool) -> RunscInfo {
     if !info.works && !failures.iter().any(|f| f.contains("did not finish")) {
         return info;
     }
-    let _ = fs::create_dir_all("/run/paddock");
-    if let Ok(json) = serde_json::to_vec(&Cached {
-        key: k,
-        info: info.clone(),
-    }) {
-        let _ = fs::write(CACHE, json);
+    if let Some(cache) = cache
+        && let Some(dir) = cache.parent()
+        && fs::create_dir_all(dir).is_ok()
+        && let Ok(json) = serde_json::to_vec(&Cached {
+            key: k,
+            info: info.clone(),
+        })
+    {
+        let _ = fs::write(cache, json);
     }
     info
 }
@@ -133,16 +151,22 @@ fn trial(runsc: &Path, platform: Platform) -> Result<u128, String> {
         .tempdir()
         .map_err(|e| e.to_string())?;
     let started = Instant::now();
-    let mut child = Command::new(runsc)
-        .arg(format!("--root={}", state.path().display()))
+    let mut cmd = Command::new(runsc);
+    cmd.arg(format!("--root={}", state.path().display()))
         .args(["--network=none", "--ignore-cgroups"])
         .arg(format!("--platform={}", platform.as_str()))
         .args(["do", "/bin/true"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run runsc: {e}"))?;
+        .stderr(Stdio::piped());
+    // As the backend runs it: for an ordinary user, as root of a user namespace with the
+    // user's map.
+    let mut child = if paddock_confine::user::is_user_mode() {
+        let ids = paddock_confine::user::current_user_ids().map_err(|e| e.to_string())?;
+        paddock_confine::user::spawn_mapped(&mut cmd, &ids).map_err(|e| e.to_string())?
+    } else {
+        cmd.spawn().map_err(|e| format!("cannot run runsc: {e}"))?
+    };
     // A platform that cannot work here can hang instead of failing (KVM on some nested hosts).
     let limit = Duration::from_secs(20);
     loop {
