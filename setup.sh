@@ -157,7 +157,7 @@ summary=()
 try_backend() {
     local backend=$1
     shift
-    echo "setup.sh: a first command on the $backend backend"
+    echo "setup.sh: a first command ($backend)"
     if "$@"; then
         summary+=("  $backend: works")
         works=$((works + 1))
@@ -169,7 +169,7 @@ try_backend ns paddock run --rm --backend ns -- sh -c 'echo hello from the names
 if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
     # The user's own image and a first sandbox without root, in a folder of the user's.
     try_backend "ns as $SUDO_USER" runuser -l "$SUDO_USER" -c \
-        'mkdir -p "$HOME/paddock-first-run" && cd "$HOME/paddock-first-run" && paddock run --rm --backend ns -- sh -c "echo hello from a sandbox of \$(id -un) run without root"'
+        'mkdir -p "$HOME/paddock-first-run" && cd "$HOME/paddock-first-run" && paddock run --rm --backend ns -- sh -c "echo hello from a sandbox $USER runs without root; id"'
 fi
 if command -v runsc >/dev/null || [ -x /usr/sbin/runsc ]; then
     try_backend gvisor paddock run --rm --backend gvisor -- sh -c 'echo hello from $(dmesg | head -1 | cut -c16-)'

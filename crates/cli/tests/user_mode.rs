@@ -555,6 +555,98 @@ fn gvisor_runs_as_the_user_too() {
     assert!(!dir.exists(), "the layer of {name} is left at {dir:?}");
 }
 
+/// Escapes from a user's sandbox, on ns and gvisor: its root cannot mount, make namespaces,
+/// enter pid 1's, trace pid 1, open raw sockets, reach the host's loopback, see or kill the
+/// user's own processes on the host, or read or change the user's files outside the
+/// workspace.
+#[test]
+fn a_users_sandbox_reaches_nothing_of_the_users() {
+    let Some(user) = suite_user() else { return };
+    let secret = user.home.join(common::unique("secret"));
+    std::fs::write(&secret, "the user's own\n").unwrap();
+    std::os::unix::fs::chown(&secret, Some(user.uid), Some(user.gid)).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    // A process of the user's on the host.
+    let tag = format!("{}", 910_000 + (std::process::id() % 80_000));
+    let mut victim = Command::new("sleep")
+        .arg(&tag)
+        .uid(user.uid)
+        .gid(user.gid)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = victim.id();
+    let mut backends = vec!["ns"];
+    if common::gvisor_ready() {
+        backends.push("gvisor");
+    }
+    let guest = common::guest_binary();
+    for backend in backends {
+        let ws = user.workspace();
+        let script = format!(
+            "sudo mount -t tmpfs none /mnt && echo MOUNTED; \
+             sudo unshare -m true && echo UNSHARED_MNT; unshare -U true && echo UNSHARED_USER; \
+             sudo nsenter -t 1 -m true && echo SETNS; \
+             sudo python3 -c 'import ctypes; l=ctypes.CDLL(None,use_errno=True); print(\"PTRACED1\" if l.ptrace(16,1,0,0)==0 else \"no ptrace\")'; \
+             sudo python3 -c 'import socket; socket.socket(socket.AF_INET,socket.SOCK_RAW,1); print(\"RAW\")' 2>/dev/null; \
+             bash -c 'echo x > /dev/tcp/127.0.0.1/{port}' 2>/dev/null && echo CONNECTED; \
+             kill -9 {pid} 2>/dev/null && echo KILLED; sudo kill -9 {pid} 2>/dev/null && echo KILLED; \
+             for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f; echo; done 2>/dev/null | grep -qx 'sleep {tag} ' && echo SEEN; \
+             cat {secret} 2>/dev/null && echo READ; sudo cat {secret} 2>/dev/null && echo READ; \
+             sudo sh -c 'echo x > {secret}' 2>/dev/null; echo done",
+            secret = secret.display()
+        );
+        let out = user
+            .command(
+                ws.path(),
+                &[
+                    "run",
+                    "--rm",
+                    "--backend",
+                    backend,
+                    "--",
+                    "sh",
+                    "-c",
+                    &script,
+                ],
+            )
+            .env("PADDOCK_GUEST_BINARY", &guest)
+            .output()
+            .unwrap();
+        let o = stdout(&out);
+        assert!(o.contains("done"), "{backend}: {}{}", o, stderr(&out));
+        for bad in [
+            "MOUNTED",
+            "UNSHARED_MNT",
+            "UNSHARED_USER",
+            "SETNS",
+            "PTRACED1",
+            "RAW",
+            "CONNECTED",
+            "KILLED",
+            "SEEN",
+            "READ",
+        ] {
+            assert!(!o.contains(bad), "{backend}: {bad}: {o}");
+        }
+    }
+    assert_eq!(
+        std::fs::read_to_string(&secret).unwrap(),
+        "the user's own\n"
+    );
+    assert!(listener.accept().is_err(), "the host listener was reached");
+    assert!(
+        victim.try_wait().unwrap().is_none(),
+        "the user's process died"
+    );
+    let _ = victim.kill();
+    let _ = victim.wait();
+    let _ = std::fs::remove_file(&secret);
+}
+
 /// A workspace the user cannot write is refused up front, with the reason, and nothing is
 /// made; the same folder shared read-only from one of the user's works.
 #[test]
