@@ -366,13 +366,14 @@ pub fn check_limits(limits: &paddock_policy::Limits) -> Result<(), paddock_core:
 }
 
 /// After a sandbox whose files its host side cannot reach ended (gVisor, whose file server
-/// wrote them): gives the owner of each shared read-write `folders` what the sandbox made there
-/// as another id than the agent. As root directly; in user mode through `paddock-jail
+/// wrote them): gives the owner of each shared read-write `folders` what the sandbox made or
+/// changed there since `since` (its start) as another id than the agent. As root directly; in user mode through `paddock-jail
 /// giveback` run as root of a user namespace with the user's map.
 pub fn give_back(
     jail: &Path,
     folders: &[(std::path::PathBuf, u32, u32)],
     base: u32,
+    since: i128,
 ) -> Result<(), String> {
     use crate::jail::giveback::{GiveBack, give_back as walk};
     if folders.is_empty() {
@@ -380,7 +381,7 @@ pub fn give_back(
     }
     if !is_user_mode() {
         for (dir, uid, gid) in folders {
-            walk(dir, GiveBack::for_sandbox(false, base, (*uid, *gid)))
+            walk(dir, GiveBack::for_sandbox(false, base, (*uid, *gid), since))
                 .map_err(|e| format!("{}: {e}", dir.display()))?;
         }
         return Ok(());
@@ -388,6 +389,7 @@ pub fn give_back(
     let ids = current_user_ids().map_err(|e| e.to_string())?;
     let mut cmd = Command::new(jail);
     cmd.arg("giveback")
+        .arg(since.to_string())
         .args(folders.iter().map(|(d, _, _)| d))
         .env_clear()
         .stdin(Stdio::null())

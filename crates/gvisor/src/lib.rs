@@ -247,6 +247,8 @@ impl Backend for GvisorBackend {
             )));
         }
         let platform = probe::runsc_info(&runsc, self.kvm).platform;
+        // Nothing of the sandbox runs yet: what changes in its folders from now on is its doing.
+        let run_started = paddock_confine::jail::giveback::start_time();
         let name = spec.name.as_str();
         // The ids as the jail and runsc see them: in user mode the jail's own namespace's.
         let base = if user.is_some() {
@@ -538,6 +540,7 @@ impl Backend for GvisorBackend {
                     .collect(),
                 base,
                 self.jail.clone(),
+                run_started,
             );
             Box::new(i) as Box<dyn Instance>
         })
@@ -678,8 +681,9 @@ pub struct GvisorInstance {
     backstop: u32,
     /// The shared read-write folders (host path, owner uid and gid) whose files made as
     /// another id than the agent go to their owner when the sandbox ends, the sandbox's
-    /// host id base (root mode), and the jail that does it in user mode.
-    give_back: (Vec<(PathBuf, u32, u32)>, u32, PathBuf),
+    /// host id base (root mode), the jail that does it in user mode, and when the sandbox
+    /// started (only what changed since is given back).
+    give_back: (Vec<(PathBuf, u32, u32)>, u32, PathBuf, i128),
     /// What the host side has to say after the sandbox ended.
     host_diagnostics: Vec<String>,
 }
@@ -749,7 +753,7 @@ impl GvisorInstance {
             run: Some(run),
             log,
             backstop: 0,
-            give_back: (Vec::new(), 0, PathBuf::new()),
+            give_back: (Vec::new(), 0, PathBuf::new(), 0),
             host_diagnostics: Vec::new(),
         })
     }
@@ -829,8 +833,8 @@ impl Instance for GvisorInstance {
         self.cgroups.remove();
         self.run = None;
         // runsc and its file server are gone: nothing writes the folders now.
-        let (folders, base, jail) = &self.give_back;
-        if let Err(e) = paddock_confine::user::give_back(jail, folders, *base) {
+        let (folders, base, jail, since) = &self.give_back;
+        if let Err(e) = paddock_confine::user::give_back(jail, folders, *base, *since) {
             self.host_diagnostics.push(format!(
                 "cannot give you back what the sandbox made in its folders as another user: {e}"
             ));

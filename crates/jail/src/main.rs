@@ -182,6 +182,8 @@ fn runsc_setup(cfg: &RunscConfig, channel: std::os::fd::BorrowedFd<'_>) -> Resul
 }
 
 fn outer(cfg: JailConfig, channel: OwnedFd, mapped: bool) -> Result<i32, Failure> {
+    // Nothing of the sandbox runs yet: what changes in its folders from now on is its doing.
+    let started = paddock_confine::jail::giveback::start_time();
     rustix::process::umask(rustix::fs::Mode::empty());
     let _ = rustix::process::setsid();
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
@@ -292,7 +294,7 @@ fn outer(cfg: JailConfig, channel: OwnedFd, mapped: bool) -> Result<i32, Failure
             let _ = paddock_init::block_forwarded();
             let code = forward_and_wait(child, Target::Process, false);
             // Everything in the sandbox is gone with its pid 1: nothing writes the folders now.
-            give_back_folders(&cfg);
+            give_back_folders(&cfg, started);
             Ok(code)
         }
     }
@@ -369,27 +371,34 @@ fn reexec_mapped(cfg: &JailConfig, channel: std::os::fd::BorrowedFd<'_>) -> Resu
 /// another user than the agent (with sudo, say): in root mode those of the sandbox's host id
 /// range, in user mode (where this process is root of the outer user namespace) those of any
 /// sandbox id but the agent's, which is the user already.
-fn give_back_folders(cfg: &JailConfig) {
+fn give_back_folders(cfg: &JailConfig, since: i128) {
     use paddock_confine::jail::giveback::{GiveBack, give_back};
     for b in cfg
         .binds
         .iter()
         .filter(|b| b.idmap && b.is_dir && !b.read_only)
     {
-        let how =
-            GiveBack::for_sandbox(cfg.user_namespace, cfg.id_base, (b.owner_uid, b.owner_gid));
+        let how = GiveBack::for_sandbox(
+            cfg.user_namespace,
+            cfg.id_base,
+            (b.owner_uid, b.owner_gid),
+            since,
+        );
         let _ = give_back(&b.host, how);
     }
 }
 
-/// `paddock-jail giveback FOLDER…`: user mode, as root of a user namespace with the user's
+/// `paddock-jail giveback SINCE FOLDER…`: user mode, as root of a user namespace with the user's
 /// map (see `paddock_confine::user::give_back`): gives the user what a gVisor sandbox left in
 /// its shared folders as another id than the agent.
 fn give_back_mapped(folders: &[String]) -> i32 {
     use paddock_confine::jail::giveback::{GiveBack, give_back};
-    let how = GiveBack::for_sandbox(true, 0, (0, 0));
+    let Some(since) = folders.first().and_then(|s| s.parse::<i128>().ok()) else {
+        return 2;
+    };
+    let how = GiveBack::for_sandbox(true, 0, (0, 0), since);
     let mut failed = 0;
-    for f in folders {
+    for f in &folders[1..] {
         if give_back(std::path::Path::new(f), how).is_err() {
             failed += 1;
         }

@@ -24,19 +24,26 @@ pub struct GiveBack {
     pub except: Option<u32>,
     /// The owner's uid and gid.
     pub to: (u32, u32),
+    /// Only entries changed since then (nanoseconds since the epoch, change time): those the
+    /// sandbox made or changed. A folder may hold files of these ids the sandbox never
+    /// touched (another sandbox's layer, an image tree, a rootless container's storage under
+    /// the user's subordinate ids), and those are left alone.
+    pub since: i128,
 }
 
 impl GiveBack {
     /// What a sandbox gives the owner (`to`) of a folder it shared: in root mode the
     /// sandbox's host range from `base`; in user mode, seen from the jail's user namespace,
     /// every sandbox id but the agent's, which is the user (`to` is then the agent).
-    pub fn for_sandbox(user_mode: bool, base: u32, to: (u32, u32)) -> GiveBack {
+    /// `since`: when the sandbox started (see [`GiveBack::since`]).
+    pub fn for_sandbox(user_mode: bool, base: u32, to: (u32, u32), since: i128) -> GiveBack {
         if user_mode {
             GiveBack {
                 first: 0,
                 count: paddock_core::ID_RANGE,
                 except: Some(paddock_core::AGENT_ID),
                 to: (paddock_core::AGENT_ID, paddock_core::AGENT_ID),
+                since,
             }
         } else {
             GiveBack {
@@ -44,6 +51,7 @@ impl GiveBack {
                 count: paddock_core::ID_RANGE,
                 except: None,
                 to,
+                since,
             }
         }
     }
@@ -51,6 +59,15 @@ impl GiveBack {
     fn sandbox_id(&self, id: u32) -> bool {
         id.checked_sub(self.first).is_some_and(|o| o < self.count) && Some(id) != self.except
     }
+}
+
+/// Now, as a change time (nanoseconds since the epoch), one second early: the kernel stamps
+/// change times from a coarse clock.
+pub fn start_time() -> i128 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128);
+    now - 1_000_000_000
 }
 
 /// What a walk changed.
@@ -117,7 +134,8 @@ fn visit(dir: &OwnedFd, dev: u64, how: GiveBack, given: &mut Given) -> Vec<CStri
             given.failed += 1;
             continue;
         };
-        if how.sandbox_id(st.st_uid) || how.sandbox_id(st.st_gid) {
+        let changed = i128::from(st.st_ctime) * 1_000_000_000 + i128::from(st.st_ctime_nsec);
+        if changed >= how.since && (how.sandbox_id(st.st_uid) || how.sandbox_id(st.st_gid)) {
             if chown(dir.as_fd(), name, st.st_uid, st.st_gid, how) {
                 given.changed += 1;
             } else {
@@ -153,6 +171,7 @@ mod tests {
             count: 10,
             except: Some(105),
             to: (7, 7),
+            since: 0,
         };
         let ids: Vec<u32> = (95..115).filter(|i| how.sandbox_id(*i)).collect();
         assert_eq!(ids, [100, 101, 102, 103, 104, 106, 107, 108, 109]);
@@ -173,6 +192,15 @@ mod tests {
         }
         let d = tempfile::tempdir().unwrap();
         let (ws, outside) = (d.path().join("ws"), d.path().join("outside"));
+        // Left before the sandbox started: an image tree of the same ids in the folder.
+        std::fs::create_dir_all(ws.join("old-image/etc")).unwrap();
+        for p in ["old-image", "old-image/etc"] {
+            lchown(ws.join(p), Some(0x7000_0000), Some(0x7000_0000)).unwrap();
+        }
+        // Change times come from a coarse clock (a tick behind at most): a tick apart each way.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let since = start_time() + 1_000_000_000;
+        std::thread::sleep(std::time::Duration::from_millis(50));
         std::fs::create_dir_all(ws.join("a/b/c")).unwrap();
         std::fs::write(&outside, "x").unwrap();
         std::fs::write(ws.join("a/b/c/root-made"), "x").unwrap();
@@ -195,6 +223,7 @@ mod tests {
             count: 65536,
             except: None,
             to: (4242, 4243),
+            since,
         };
         let given = give_back(&ws, how).unwrap();
         assert_eq!(
@@ -213,5 +242,8 @@ mod tests {
         }
         assert_eq!(owner(&ws.join("agent-made")), (4242, 4242));
         assert_eq!(owner(&outside), (base, base));
+        for p in ["old-image", "old-image/etc"] {
+            assert_eq!(owner(&ws.join(p)), (base, base), "{p} was there before");
+        }
     }
 }
