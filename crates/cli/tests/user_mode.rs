@@ -74,6 +74,19 @@ impl Account {
         cmd
     }
 
+    /// `paddock run --rm --backend BACKEND FLAGS -- sh -c SCRIPT` as this user in `ws` (gvisor
+    /// with the helper built from this checkout).
+    fn sh(&self, ws: &Path, backend: &str, flags: &[&str], script: &str) -> Output {
+        let mut args = vec!["run", "--rm", "--backend", backend];
+        args.extend(flags);
+        args.extend(["--", "sh", "-c", script]);
+        let mut cmd = self.command(ws, &args);
+        if backend == "gvisor" {
+            cmd.env("PADDOCK_GUEST_BINARY", common::guest_binary());
+        }
+        cmd.output().unwrap()
+    }
+
     /// A workspace of this user's, removed after the test.
     fn workspace(&self) -> tempfile::TempDir {
         let ws = tempfile::Builder::new()
@@ -165,20 +178,12 @@ fn owner(p: &Path) -> (u32, u32) {
 fn what_the_agent_makes_belongs_to_the_user_also_with_sudo() {
     let Some(user) = suite_user() else { return };
     let ws = user.workspace();
-    let out = user.paddock_in(
+    let out = user.sh(
         ws.path(),
-        &[
-            "run",
-            "--backend",
-            "ns",
-            "--rm",
-            "--no-network",
-            "--",
-            "sh",
-            "-c",
-            "id -u; sudo id -u; touch mine; sudo touch roots; sudo mkdir -p deep/er; \
-             sudo touch deep/er/f; sudo chown nobody:nogroup deep/er; sudo ln -s /etc/shadow deep/l",
-        ],
+        "ns",
+        &["--no-network"],
+        "id -u; sudo id -u; touch mine; sudo touch roots; sudo mkdir -p deep/er; \
+         sudo touch deep/er/f; sudo chown nobody:nogroup deep/er; sudo ln -s /etc/shadow deep/l",
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "1000\n0\n");
@@ -342,21 +347,11 @@ fn a_users_supervisor_and_proxy_hold_no_privilege() {
 fn limits_hold_with_delegation_and_are_refused_without() {
     let Some(user) = suite_user() else { return };
     let ws = user.workspace();
-    let o = user.paddock_in(
+    let o = user.sh(
         ws.path(),
-        &[
-            "run",
-            "--backend",
-            "ns",
-            "--rm",
-            "--no-network",
-            "--pids",
-            "24",
-            "--",
-            "sh",
-            "-c",
-            "for i in $(seq 60); do sleep 5 & done; echo started",
-        ],
+        "ns",
+        &["--no-network", "--pids", "24"],
+        "for i in $(seq 60); do sleep 5 & done; echo started",
     );
     let text = format!("{}{}", stdout(&o), stderr(&o));
     assert!(
@@ -583,7 +578,6 @@ fn a_users_sandbox_reaches_nothing_of_the_users() {
     if common::gvisor_ready() {
         backends.push("gvisor");
     }
-    let guest = common::guest_binary();
     for backend in backends {
         let ws = user.workspace();
         let script = format!(
@@ -599,23 +593,7 @@ fn a_users_sandbox_reaches_nothing_of_the_users() {
              sudo sh -c 'echo x > {secret}' 2>/dev/null; echo done",
             secret = secret.display()
         );
-        let out = user
-            .command(
-                ws.path(),
-                &[
-                    "run",
-                    "--rm",
-                    "--backend",
-                    backend,
-                    "--",
-                    "sh",
-                    "-c",
-                    &script,
-                ],
-            )
-            .env("PADDOCK_GUEST_BINARY", &guest)
-            .output()
-            .unwrap();
+        let out = user.sh(ws.path(), backend, &[], &script);
         let o = stdout(&out);
         assert!(o.contains("done"), "{backend}: {}{}", o, stderr(&out));
         for bad in [

@@ -25,6 +25,15 @@ pub struct Bind {
     pub is_dir: bool,
 }
 
+impl Bind {
+    /// A folder the user shared read-write (not a file Paddock generated, not a read-only
+    /// share): what the sandbox makes there as another id is given to its owner when it ends
+    /// ([`crate::jail::giveback`]).
+    pub fn gives_back(&self) -> bool {
+        self.idmap && self.is_dir && !self.read_only
+    }
+}
+
 /// The jail's whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

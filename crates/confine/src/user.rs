@@ -402,3 +402,39 @@ pub fn give_back(
         Err(format!("{} giveback: {status}", jail.display()))
     }
 }
+
+/// What a backend (`backend`) starting a sandbox of `image` with `limits` checks first: the
+/// ids of this process's sandboxes (the user's in user mode, `None` as root), the image built
+/// for those ids, and no `--disk` in user mode (a sandbox stored before may ask for one).
+pub fn sandbox_ids(
+    backend: &'static str,
+    image: &paddock_core::ImageInfo,
+    limits: &paddock_policy::Limits,
+) -> Result<Option<UserIds>, paddock_core::BackendError> {
+    use paddock_core::BackendError;
+    let idmap = current_idmap().map_err(|e| BackendError::Unavailable {
+        backend,
+        reason: e.to_string(),
+    })?;
+    if image.idmap != idmap {
+        let who = if idmap.user.is_some() {
+            "this user's"
+        } else {
+            "root's"
+        };
+        return Err(BackendError::Layer {
+            layer: "image".into(),
+            message: format!(
+                "image {0} was built for other ids than {who} sandboxes use (by another user, as root, or before the subordinate ids changed); rebuild it with `paddock image build --force {0}`",
+                image.name
+            ),
+        });
+    }
+    if idmap.user.is_some() && limits.disk.is_some() {
+        return Err(BackendError::Layer {
+            layer: "disk limit".into(),
+            message: DISK_NEEDS_ROOT.into(),
+        });
+    }
+    Ok(idmap.user)
+}

@@ -149,6 +149,22 @@ impl UserIds {
     }
 }
 
+/// The user mode map as seen from inside the namespace it made: each of its ranges onto
+/// itself. A user namespace nested in that one (the sandbox's own, gVisor's) maps with these
+/// lines, since the kernel wants each line of a nested map within one line of its parent's.
+pub fn nested_identity() -> [MapRange; 3] {
+    let shape = UserIds {
+        uid: 0,
+        gid: 0,
+        subuid: 0,
+        subgid: 0,
+    };
+    shape.ranges(false).map(|r| MapRange {
+        outside: r.inside,
+        ..r
+    })
+}
+
 /// The ranges (first, count) a `/etc/subuid` or `/etc/subgid` text gives the user `name`
 /// (uid `uid`), by name or uid, in file order.
 pub fn subordinate_ranges(text: &str, name: &str, uid: u32) -> Vec<(u64, u64)> {
@@ -227,6 +243,10 @@ mod tests {
                 r(1000, 1002, 1),
                 r(1001, 166_537, 64_535)
             ]
+        );
+        assert_eq!(
+            nested_identity(),
+            [r(0, 0, 1000), r(1000, 1000, 1), r(1001, 1001, 64_535)]
         );
         let total: u32 = USER.ranges(false).iter().map(|r| r.count).sum();
         assert_eq!(total, ID_RANGE);

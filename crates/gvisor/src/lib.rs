@@ -214,21 +214,7 @@ impl Backend for GvisorBackend {
             backend: "gvisor",
             reason,
         };
-        let idmap =
-            paddock_confine::user::current_idmap().map_err(|e| unavailable(e.to_string()))?;
-        if ctx.image.idmap != idmap {
-            return Err(layer(format!(
-                "image {0} was built for other ids than this user's sandboxes use; rebuild it with `paddock image build --force {0}`",
-                ctx.image.name
-            )));
-        }
-        let user = idmap.user;
-        if user.is_some() && spec.limits.disk.is_some() {
-            return Err(BackendError::Layer {
-                layer: "disk limit".into(),
-                message: paddock_confine::user::DISK_NEEDS_ROOT.into(),
-            });
-        }
+        let user = paddock_confine::user::sandbox_ids("gvisor", &ctx.image, &spec.limits)?;
         let runsc = self.runsc.clone().ok_or_else(|| {
             unavailable("runsc is not installed; run ./setup.sh or `apt-get install -t <release>-backports runsc`".into())
         })?;
@@ -535,7 +521,7 @@ impl Backend for GvisorBackend {
             i.give_back = (
                 binds
                     .iter()
-                    .filter(|b| b.idmap && b.is_dir && !b.read_only)
+                    .filter(|b| b.gives_back())
                     .map(|b| (b.host.clone(), b.owner_uid, b.owner_gid))
                     .collect(),
                 base,

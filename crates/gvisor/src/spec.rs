@@ -263,15 +263,9 @@ pub fn bundle(b: &Bundle<'_>) -> Result<Spec, String> {
     // In user mode each line lies within one line of the jail's namespace's map, as the
     // kernel requires of a nested namespace.
     let ranges: Vec<(u32, u32, u32)> = if b.user_mode {
-        let jail = paddock_core::UserIds {
-            uid: 0,
-            gid: 0,
-            subuid: 0,
-            subgid: 0,
-        };
-        jail.ranges(false)
+        paddock_core::idmap::nested_identity()
             .iter()
-            .map(|r| (r.inside, r.inside, r.count))
+            .map(|r| (r.inside, r.outside, r.count))
             .collect()
     } else {
         vec![(0, b.id_base, ID_RANGE)]

@@ -373,11 +373,7 @@ fn reexec_mapped(cfg: &JailConfig, channel: std::os::fd::BorrowedFd<'_>) -> Resu
 /// sandbox id but the agent's, which is the user already.
 fn give_back_folders(cfg: &JailConfig, since: i128) {
     use paddock_confine::jail::giveback::{GiveBack, give_back};
-    for b in cfg
-        .binds
-        .iter()
-        .filter(|b| b.idmap && b.is_dir && !b.read_only)
-    {
+    for b in cfg.binds.iter().filter(|b| b.gives_back()) {
         let how = GiveBack::for_sandbox(
             cfg.user_namespace,
             cfg.id_base,

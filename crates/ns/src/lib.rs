@@ -126,15 +126,7 @@ impl Backend for NsBackend {
         spec: &SandboxSpec,
         launch: &Launch,
     ) -> Result<Box<dyn Instance>, BackendError> {
-        let idmap =
-            paddock_confine::user::current_idmap().map_err(|e| BackendError::Unavailable {
-                backend: "ns",
-                reason: e.to_string(),
-            })?;
-        if ctx.image.idmap != idmap {
-            return Err(image_mismatch(&ctx.image.name));
-        }
-        let user = idmap.user;
+        let user = paddock_confine::user::sandbox_ids("ns", &ctx.image, &spec.limits)?;
         // The jail loads while the sandbox is prepared; it waits for its configuration.
         let launched = start_jail(&self.jail, None, launch.stdio, Vec::new())?;
         let (cfg, cgroups) = match prepare(ctx, spec, launch) {
@@ -177,34 +169,14 @@ impl Backend for NsBackend {
     }
 }
 
-/// The image was built for other ids than this process's sandboxes use.
-fn image_mismatch(name: &str) -> BackendError {
-    let who = if paddock_confine::user::is_user_mode() {
-        "this user's"
-    } else {
-        "root's"
-    };
-    BackendError::Layer {
-        layer: "image".into(),
-        message: format!(
-            "image {name} was built for other ids than {who} sandboxes use (by another user, as root, or before the subordinate ids changed); rebuild it with `paddock image build --force {name}`"
-        ),
-    }
-}
-
 /// The sandbox's directories, generated files and cgroups, and the jail's configuration.
 fn prepare(
     ctx: &StartContext,
     spec: &SandboxSpec,
     launch: &Launch,
 ) -> Result<(JailConfig, SandboxCgroups), BackendError> {
+    // `start` checked that the image's ids are this process's.
     let user_mode = ctx.image.idmap.user.is_some();
-    if user_mode && spec.limits.disk.is_some() {
-        return Err(BackendError::Layer {
-            layer: "disk limit".into(),
-            message: paddock_confine::user::DISK_NEEDS_ROOT.into(),
-        });
-    }
     let mut binds = shared_binds(spec)?;
     if user_mode {
         check_writable(&binds[0].host)?;

@@ -33,15 +33,9 @@ fn map_text(base: u32, user_mode: bool) -> String {
     if !user_mode {
         return format!("0 {base} {ID_RANGE}\n");
     }
-    let ids = paddock_core::UserIds {
-        uid: 0,
-        gid: 0,
-        subuid: 0,
-        subgid: 0,
-    };
-    ids.ranges(false)
+    paddock_core::idmap::nested_identity()
         .iter()
-        .map(|r| format!("{} {} {}\n", r.inside, r.inside, r.count))
+        .map(|r| format!("{} {} {}\n", r.inside, r.outside, r.count))
         .collect()
 }
 
