@@ -18,6 +18,12 @@ fn main() {
     {
         std::process::exit(paddock_supervisor::egress_worker::main());
     }
+    // The relay process of a command's streams (started by the supervisor): the same.
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(paddock_confine::relay::RELAY_ARG))
+    {
+        std::process::exit(paddock_confine::relay::main());
+    }
     let cli = cli::Cli::parse();
     let code = match commands::dispatch(cli) {
         Ok(code) => code,

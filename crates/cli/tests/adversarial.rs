@@ -448,6 +448,135 @@ mod orchestration {
         out
     }
 
+    /// What `/proc/PID/status` says of a helper that reads the sandbox's bytes, started by a
+    /// supervisor running as root: a uid and gid of its own in the helpers' range (all four),
+    /// no group, no capability, `no_new_privs`, a seccomp filter.
+    fn assert_unprivileged(status: &std::collections::HashMap<String, String>, what: &str) {
+        let field = |k: &str| status.get(k).cloned().unwrap_or_default();
+        for ids in ["Uid", "Gid"] {
+            let ids: Vec<u32> = field(ids)
+                .split_whitespace()
+                .map(|v| v.parse().unwrap())
+                .collect();
+            assert_eq!(ids.len(), 4, "{what}: {status:?}");
+            assert!(
+                ids.iter()
+                    .all(|i| *i == ids[0] && (0x7e00_0000..0x7f00_0000).contains(i)),
+                "{what}: {status:?}"
+            );
+        }
+        assert_eq!(field("Groups"), "", "{what}: {status:?}");
+        for caps in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+            assert_eq!(field(caps), "0000000000000000", "{what} {caps}: {status:?}");
+        }
+        assert_eq!(field("NoNewPrivs"), "1", "{what}: {status:?}");
+        assert_eq!(field("Seccomp"), "2", "{what}: {status:?}");
+    }
+
+    /// The relays read the command's terminal (ns: the pty master; gvisor: the helper's
+    /// session frames) and the published ports' connections: processes of their own with no
+    /// privilege, which carry the bytes and end with the command.
+    fn the_relay_holds_no_privilege(backend: &str) {
+        use std::io::{Read, Write};
+        common::ensure_image();
+        let ws = common::workspace();
+        std::fs::write(ws.path().join("index.txt"), "served\n").unwrap();
+        let name = common::unique("relaypriv");
+        let _cleanup = common::Cleanup(name.clone());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let out = common::paddock_for(backend)
+            .args([
+                "run",
+                "-d",
+                "-t",
+                "--backend",
+                backend,
+                "--name",
+                &name,
+                "-p",
+            ])
+            .arg(format!("{port}:8000"))
+            .arg("-w")
+            .arg(ws.path())
+            .args([
+                "--",
+                "python3",
+                "-m",
+                "http.server",
+                "8000",
+                "--bind",
+                "127.0.0.1",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        // A connection through the published port (which starts the ports' relay).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let served = loop {
+            let got = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut c| {
+                c.write_all(b"GET /index.txt HTTP/1.0\r\n\r\n")?;
+                let mut s = String::new();
+                c.read_to_string(&mut s)?;
+                Ok(s)
+            });
+            match got {
+                Ok(s) if s.contains("served") => break true,
+                _ if std::time::Instant::now() > deadline => break false,
+                _ => std::thread::sleep(std::time::Duration::from_millis(300)),
+            }
+        };
+        let info = common::paddock()
+            .args(["inspect", "--json", &name])
+            .output()
+            .unwrap();
+        let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+        let supervisor = info["supervisor_pid"]
+            .as_u64()
+            .expect("a running supervisor") as u32;
+        let relays = children_running(supervisor, "__relay");
+        let statuses: Vec<_> = relays.iter().map(|p| status_of(*p)).collect();
+        let _ = common::paddock().args(["stop", &name]).output();
+        // Gone with their sandbox (reaped, or killed with their parent and reaped by init).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let alive = || {
+            relays
+                .iter()
+                .filter(|p| Path::new(&format!("/proc/{p}")).exists())
+                .count()
+        };
+        while alive() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let outlived = alive();
+        common::remove(&name);
+        assert!(served, "the published port never answered");
+        assert_eq!(
+            relays.len(),
+            2,
+            "a relay for the terminal and one for the ports under {supervisor}"
+        );
+        for status in &statuses {
+            assert_unprivileged(status, "a relay");
+        }
+        assert_eq!(outlived, 0, "a relay outlived its sandbox: {relays:?}");
+    }
+
+    #[test]
+    fn the_relay_holds_no_privilege_on_ns() {
+        require_root!();
+        the_relay_holds_no_privilege("ns");
+    }
+
+    #[test]
+    fn the_relay_holds_no_privilege_on_gvisor() {
+        require_gvisor!();
+        the_relay_holds_no_privilege("gvisor");
+    }
+
     /// The egress proxy parses every byte the sandbox sends out: it runs in a process of its
     /// own with no privilege (a uid of its own, no capability, no_new_privs, seccomp), and it
     /// ends with the sandbox.
@@ -487,25 +616,7 @@ mod orchestration {
         let _ = common::paddock().args(["stop", &name]).output();
         let gone = children_running(supervisor, "__egress");
         common::remove(&name);
-        let field = |k: &str| status.get(k).cloned().unwrap_or_default();
-        // The sandbox runs as root on the host here: the proxy may not.
-        for ids in ["Uid", "Gid"] {
-            let ids: Vec<u32> = field(ids)
-                .split_whitespace()
-                .map(|v| v.parse().unwrap())
-                .collect();
-            assert_eq!(ids.len(), 4, "{status:?}");
-            assert!(
-                ids.iter().all(|i| *i == ids[0] && *i >= 0x7e00_0000),
-                "{status:?}"
-            );
-        }
-        assert_eq!(field("Groups"), "", "{status:?}");
-        for caps in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
-            assert_eq!(field(caps), "0000000000000000", "{caps}: {status:?}");
-        }
-        assert_eq!(field("NoNewPrivs"), "1", "{status:?}");
-        assert_eq!(field("Seccomp"), "2", "{status:?}");
+        assert_unprivileged(&status, "the egress proxy");
         assert!(gone.is_empty(), "the proxy outlived its sandbox: {gone:?}");
     }
 }

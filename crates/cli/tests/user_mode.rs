@@ -340,6 +340,68 @@ fn a_users_supervisor_and_proxy_hold_no_privilege() {
     assert_eq!(field(&supervisor, "CapEff"), "0000000000000000");
 }
 
+/// A user's command with a terminal: its bytes go through a relay process that runs as the
+/// user with no capability, `no_new_privs` and seccomp, and ends with the sandbox.
+#[test]
+fn a_users_relay_holds_no_privilege() {
+    let Some(user) = suite_user() else { return };
+    let ws = user.workspace();
+    let name = common::unique("umrelay");
+    let o = user.paddock_in(
+        ws.path(),
+        &[
+            "run",
+            "-d",
+            "-t",
+            "--backend",
+            "ns",
+            "--name",
+            &name,
+            "--",
+            "sleep",
+            "600",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let status = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/status")).ok();
+    let field = |text: &str, key: &str| -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}:")))
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let relay = std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let uid = field(&status(pid)?, "Uid");
+        (cmdline.split(|b| *b == 0).nth(1) == Some(b"__relay".as_slice())
+            && uid.starts_with(&format!("{} ", user.uid)))
+        .then_some(pid)
+    });
+    let text = relay.and_then(status);
+    let _ = user.paddock_in(ws.path(), &["stop", &name]);
+    let alive = || relay.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while alive() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let alive = alive();
+    let _ = user.paddock_in(ws.path(), &["rm", &name]);
+    let text = text.expect("the user's terminal has a relay process");
+    assert_eq!(
+        field(&text, "Uid"),
+        format!("{0} {0} {0} {0}", user.uid),
+        "{text}"
+    );
+    assert_eq!(field(&text, "CapEff"), "0000000000000000", "{text}");
+    assert_eq!(field(&text, "CapPrm"), "0000000000000000", "{text}");
+    assert_eq!(field(&text, "NoNewPrivs"), "1", "{text}");
+    assert_eq!(field(&text, "Seccomp"), "2", "{text}");
+    assert!(!alive, "the relay outlived its sandbox");
+}
+
 /// Limits as the user: with the subtree `system setup` delegated, a pids limit holds; a user
 /// without one who asks for a limit is refused before anything is made, with the command that
 /// enables limits, and a run without limits is not refused for it.

@@ -2,15 +2,20 @@
 //! root filesystem on the host ([`rootfs`]), cgroups, seccomp, Landlock and capabilities, and
 //! the configuration of the jail binary (`paddock-jail`, its own crate), which does a sandbox's
 //! privileged setup. The ns, gvisor and vm backends and the host-side helpers (the egress
-//! proxy's process, the VM's devices) take their confinement from here; no backend depends on
+//! proxy's process, the relay process ([`relay`]), the VM's devices) take their confinement
+//! from here ([`helper`]); no backend depends on
 //! another. User mode (an ordinary user's sandboxes) takes its id maps from [`user`].
 
 pub mod capabilities;
 pub mod cgroup;
 pub mod config;
 #[cfg(target_os = "linux")]
+pub mod helper;
+#[cfg(target_os = "linux")]
 pub mod jail;
 pub mod landlock;
+#[cfg(target_os = "linux")]
+pub mod relay;
 pub mod rootfs;
 pub mod seccomp;
 #[cfg(target_os = "linux")]

@@ -611,6 +611,29 @@ pub fn network_helper() -> Result<Vec<BpfProgram>, SeccompError> {
     ])
 }
 
+/// A filter for a host helper that only moves bytes between descriptors it was given (the
+/// relay): `execve`/`execveat`, `socket` and `socketpair` fail with EPERM, so it can neither
+/// start a program nor open a connection of its own. Installed on top of [`programs`].
+pub fn relay_helper() -> Result<BpfProgram, SeccompError> {
+    let mut rules = BTreeMap::new();
+    for nr in [
+        libc::SYS_execve,
+        libc::SYS_execveat,
+        libc::SYS_socket,
+        libc::SYS_socketpair,
+    ] {
+        rules.insert(nr, Vec::new());
+    }
+    let f = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        TargetArch::x86_64,
+    )
+    .map_err(compile_error)?;
+    BpfProgram::try_from(f).map_err(compile_error)
+}
+
 /// Installs one compiled filter on the calling thread. Makes one system call and allocates
 /// nothing, so it may run between fork and exec.
 #[cfg(target_os = "linux")]

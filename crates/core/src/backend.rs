@@ -231,19 +231,59 @@ impl std::fmt::Debug for dyn Execs {
     }
 }
 
+/// What carries a command's bytes between the user and the sandbox. The supervisor hands these
+/// to its relay process, which holds no privilege: no privileged process reads them.
+#[derive(Debug)]
+pub enum Streams {
+    /// The command has the supervisor's own stdin, stdout and stderr: nothing to relay.
+    Direct,
+    /// The master of the command's terminal, a pty on the host (ns).
+    Pty(OwnedFd),
+    /// The host's ends of the command's three pipes (ns without a terminal: the command never
+    /// holds the host's own streams).
+    Pipes {
+        /// Where the command's stdin comes from (write end).
+        stdin: OwnedFd,
+        /// Its stdout (read end).
+        stdout: OwnedFd,
+        /// Its stderr (read end).
+        stderr: OwnedFd,
+    },
+    /// An in-sandbox helper's session connection ([`crate::RemoteSession`]): frames carry the
+    /// output, input, signals, terminal sizes and the exit (gvisor, vm, and exec there).
+    Session {
+        /// The connection.
+        conn: std::os::unix::net::UnixStream,
+        /// Whether the command has a terminal.
+        tty: bool,
+    },
+}
+
+/// What the relay process read from a session about how its command ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionEnd {
+    /// The exit status, when it arrived.
+    pub exit: Option<Exit>,
+    /// What the helper said about the command (e.g. "command not found").
+    pub diagnostics: Vec<String>,
+    /// The limits the helper saw the sandbox run into, as sentences starting with the limit.
+    pub limits: Vec<String>,
+}
+
 /// A running sandbox as its backend sees it.
 pub trait Instance: Send + std::fmt::Debug {
     /// Host pid of the process that stands for the sandbox (signal it to reach the command).
     fn pid(&self) -> i32;
     /// A descriptor that becomes readable when the sandbox has exited (a pidfd).
     fn exit_fd(&self) -> BorrowedFd<'_>;
-    /// The pty master, when the launch asked for a terminal (taken once).
-    fn take_pty(&mut self) -> Option<OwnedFd>;
-    /// Sends `signal` to the command (forwarded by the in-sandbox helper).
+    /// What carries the command's bytes (taken once, by the supervisor's relay process).
+    fn take_streams(&mut self) -> Streams;
+    /// Sends `signal` to the command. For a command whose streams are a helper's session, this
+    /// works until the streams are taken; from then on the relay process carries signals.
     fn signal(&self, signal: i32) -> Result<(), BackendError>;
-    /// Tells the command's terminal its new size. Backends whose pty master is a real pty on
-    /// the host need nothing more than the relay's own `TIOCSWINSZ`.
-    fn resize(&self, _rows: u16, _cols: u16) {}
+    /// What the relay process read from a session's end (its exit, diagnostics and limits),
+    /// given before [`Instance::wait`]. Only instances whose streams are a session use it.
+    fn relayed(&mut self, _end: SessionEnd) {}
     /// Waits for the end and cleans up what the backend made on the host for this run.
     fn wait(&mut self) -> Result<Exit, BackendError>;
     /// Messages from the sandbox about the command (e.g. "command not found"), taken once.

@@ -17,13 +17,15 @@ pub enum Helper {
     Vsock,
     /// The egress proxy process.
     Egress,
+    /// The relay process: a command's terminal, streams and session frames.
+    Relay,
 }
 
 /// The unprivileged host uid (and gid) a helper of sandbox `name` runs as when Paddock runs as
 /// root: one per sandbox name and helper in a range of its own (`0x7e000000`, plus `0x10000`
 /// per kind of helper, plus a 16-bit hash of the name), below the sandboxes' own ids. A
 /// compromised helper of one sandbox so shares no identity with the host, with the other
-/// helper, or (short of a hash collision) with another sandbox's helpers, and owns no file.
+/// helpers, or (short of a hash collision) with another sandbox's helpers, and owns no file.
 pub fn helper_uid(name: &str, helper: Helper) -> u32 {
     // FNV-1a, stable across builds.
     let mut h: u32 = 0x811c_9dc5;
@@ -34,6 +36,7 @@ pub fn helper_uid(name: &str, helper: Helper) -> u32 {
     let kind = match helper {
         Helper::Vsock => 0,
         Helper::Egress => 1,
+        Helper::Relay => 2,
     };
     0x7e00_0000 + (kind << 16) + (h & 0xffff)
 }

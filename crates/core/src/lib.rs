@@ -22,7 +22,8 @@ pub mod trust;
 
 pub use backend::{
     Backend, BackendError, Egress, ExecHandle, Execs, Exit, Instance, Launch, Probe, ProbeItem,
-    StartContext, Stdio, TRUST_STORE, host_limits, shared_path, trust_store_file,
+    SessionEnd, StartContext, Stdio, Streams, TRUST_STORE, host_limits, shared_path,
+    trust_store_file,
 };
 pub use dirs::{Dirs, DirsError};
 pub use idmap::{AGENT_ID, DEFAULT_ID_BASE, ID_RANGE, IdMap, MapRange, UserIds};

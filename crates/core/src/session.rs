@@ -1,32 +1,23 @@
 //! The host end of a command run by an in-sandbox helper over a stream (a VM's exec connection
-//! over vsock, a gVisor sandbox's session socket): frames become the command's output, exit
-//! status and diagnostics; input, signals and terminal sizes become frames.
+//! over vsock, a gVisor sandbox's session socket). The frames themselves (output, input,
+//! signals, sizes, the exit) are read and written by the supervisor's relay process, which holds
+//! no privilege ([`crate::Streams::Session`]); this side only starts the command and keeps what
+//! the relay reported.
 
-use std::fs::File;
-use std::io::{self, Read, Write};
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use paddock_wire::Report;
-use paddock_wire::vm::{ExitStatus, Frame, MAX_DATA};
+use paddock_wire::vm::Frame;
 
-use crate::backend::Exit;
-
-type Shared<T> = Arc<Mutex<T>>;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use crate::backend::{Exit, SessionEnd, Streams};
 
 /// One command's session, after the helper's `Ready`.
 #[derive(Debug)]
 pub struct RemoteSession {
-    tx: Shared<UnixStream>,
-    exit: Shared<Option<Exit>>,
-    diagnostics: Shared<Vec<String>>,
-    limits: Shared<Vec<String>>,
-    pty: Option<OwnedFd>,
+    conn: Option<UnixStream>,
+    tty: bool,
+    end: SessionEnd,
 }
 
 impl RemoteSession {
@@ -61,150 +52,66 @@ impl RemoteSession {
         }
     }
 
-    /// Starts the pumps for `conn`. With `tty`, the supervisor's side of the terminal is
-    /// [`RemoteSession::take_pty`]; otherwise the supervisor's own stdin, stdout and stderr are
-    /// used. One byte is written to `done` when the exit status arrives or the connection ends.
-    pub fn start(conn: UnixStream, tty: bool, done: Arc<File>) -> io::Result<RemoteSession> {
-        let exit: Shared<Option<Exit>> = Arc::default();
-        let diagnostics: Shared<Vec<String>> = Arc::default();
-        let limits: Shared<Vec<String>> = Arc::default();
-        let tx = Arc::new(Mutex::new(conn.try_clone()?));
-
-        // Where the command's output goes, and where its input comes from.
-        let (out, err, input, pty): (File, File, File, Option<OwnedFd>) = if tty {
-            let (ours, theirs) = UnixStream::pair()?;
-            let ours = OwnedFd::from(ours);
-            (
-                File::from(ours.try_clone()?),
-                File::from(ours.try_clone()?),
-                File::from(ours),
-                Some(OwnedFd::from(theirs)),
-            )
-        } else {
-            let dup = |fd: BorrowedFd<'_>| -> io::Result<File> {
-                Ok(File::from(fd.try_clone_to_owned()?))
-            };
-            (
-                dup(rustix::stdio::stdout())?,
-                dup(rustix::stdio::stderr())?,
-                dup(rustix::stdio::stdin())?,
-                None,
-            )
-        };
-
-        // Output, reports and the exit, from the sandbox.
-        {
-            let mut reader = conn;
-            let exit = exit.clone();
-            let diagnostics = diagnostics.clone();
-            let limits = limits.clone();
-            std::thread::Builder::new()
-                .name("session-output".into())
-                .spawn(move || {
-                    let (mut out, mut err) = (out, err);
-                    while let Ok(Some(frame)) = Frame::read_from(&mut reader) {
-                        match frame {
-                            Frame::Stdout(d) => {
-                                let _ = out.write_all(&d);
-                            }
-                            Frame::Stderr(d) => {
-                                let _ = err.write_all(&d);
-                            }
-                            Frame::Report(Report::ExecFailed {
-                                program, message, ..
-                            }) => lock(&diagnostics).push(format!("{program}: {message}")),
-                            Frame::Report(Report::LimitsHit { events }) => {
-                                lock(&limits).extend(events);
-                            }
-                            Frame::Exit(st) => {
-                                *lock(&exit) = Some(match st {
-                                    ExitStatus::Code { code } => Exit::Code { code },
-                                    ExitStatus::Signal { signal } => Exit::Signal { signal },
-                                });
-                                break;
-                            }
-                            _ => {}
-                        }
-                    }
-                    if tty {
-                        let _ = rustix::net::shutdown(&out, rustix::net::Shutdown::Write);
-                    }
-                    let _ = (&*done).write_all(&[1]);
-                })?;
+    /// The session of a started command on `conn`, with a terminal when `tty`.
+    pub fn new(conn: UnixStream, tty: bool) -> RemoteSession {
+        RemoteSession {
+            conn: Some(conn),
+            tty,
+            end: SessionEnd::default(),
         }
-        // Input and terminal bytes, to the sandbox.
-        {
-            let tx = tx.clone();
-            std::thread::Builder::new()
-                .name("session-input".into())
-                .spawn(move || {
-                    let mut input = input;
-                    let mut buf = vec![0u8; MAX_DATA];
-                    loop {
-                        match input.read(&mut buf) {
-                            Ok(0) => {
-                                let _ = Frame::StdinEof.write_to(&mut *lock(&tx));
-                                break;
-                            }
-                            Ok(n) => {
-                                let frame = Frame::Stdin(buf[..n].to_vec());
-                                if frame.write_to(&mut *lock(&tx)).is_err() {
-                                    break;
-                                }
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            Err(_) => break,
-                        }
-                    }
-                })?;
+    }
+
+    /// The connection, for the relay process (taken once; [`Streams::Direct`] after that).
+    pub fn take_streams(&mut self) -> Streams {
+        match self.conn.take() {
+            Some(conn) => Streams::Session {
+                conn,
+                tty: self.tty,
+            },
+            None => Streams::Direct,
         }
-        Ok(RemoteSession {
-            tx,
-            exit,
-            diagnostics,
-            limits,
-            pty,
-        })
     }
 
-    /// The supervisor's side of the command's terminal (taken once).
-    pub fn take_pty(&mut self) -> Option<OwnedFd> {
-        self.pty.take()
+    /// Asks the helper to send `signal` to the command's process group: until the relay takes
+    /// the connection (a start that fails on the host side); after that the relay does.
+    pub fn signal(&self, signal: i32) -> std::io::Result<()> {
+        match &self.conn {
+            Some(conn) => Frame::Signal(signal).write_to(&mut &*conn),
+            None => Err(std::io::Error::other(
+                "the relay process carries this command's signals",
+            )),
+        }
     }
 
-    /// Asks the helper to send `signal` to the command's process group.
-    pub fn signal(&self, signal: i32) -> io::Result<()> {
-        Frame::Signal(signal).write_to(&mut *lock(&self.tx))
+    /// What the relay read at the session's end.
+    pub fn relayed(&mut self, end: SessionEnd) {
+        self.end = end;
     }
 
-    /// Tells the command's terminal its new size.
-    pub fn resize(&self, rows: u16, cols: u16) {
-        let _ = Frame::Resize { rows, cols }.write_to(&mut *lock(&self.tx));
-    }
-
-    /// The exit status, once it has arrived (taken once).
-    pub fn take_exit(&self) -> Option<Exit> {
-        lock(&self.exit).take()
+    /// The exit status, once the relay reported it (taken once).
+    pub fn take_exit(&mut self) -> Option<Exit> {
+        self.end.exit.take()
     }
 
     /// What the helper reported about the command (taken).
-    pub fn diagnostics(&self) -> Vec<String> {
-        std::mem::take(&mut *lock(&self.diagnostics))
+    pub fn diagnostics(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.end.diagnostics)
     }
 
     /// Limits the helper saw the sandbox run into, as sentences starting with the limit's name.
     pub fn limits_hit(&self) -> Vec<String> {
-        lock(&self.limits).clone()
+        self.end.limits.clone()
     }
 }
 
-/// One command exec'd through an in-sandbox helper's session connection: an [`Instance`] that
-/// ends with the command (the sandbox goes on).
+/// One command exec'd through an in-sandbox helper's session connection: an [`crate::Instance`]
+/// that ends with the command (the sandbox goes on).
 #[derive(Debug)]
 pub struct RemoteExec {
     session: RemoteSession,
+    /// Never readable: the command's end comes from the relay, not from a process here.
     exit_r: OwnedFd,
-    _conn: UnixStream,
+    _exit_w: OwnedFd,
 }
 
 impl RemoteExec {
@@ -222,16 +129,10 @@ impl RemoteExec {
         })?;
         let (exit_r, exit_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
             .map_err(|e| crate::BackendError::io("pipe")(e.into()))?;
-        let session = conn
-            .try_clone()
-            .and_then(|c| RemoteSession::start(c, cmd.tty, Arc::new(File::from(exit_w))))
-            .map_err(crate::BackendError::io(
-                "cannot relay the command's streams",
-            ))?;
         Ok(RemoteExec {
-            session,
+            session: RemoteSession::new(conn, cmd.tty),
             exit_r,
-            _conn: conn,
+            _exit_w: exit_w,
         })
     }
 }
@@ -246,8 +147,8 @@ impl crate::Instance for RemoteExec {
         self.exit_r.as_fd()
     }
 
-    fn take_pty(&mut self) -> Option<OwnedFd> {
-        self.session.take_pty()
+    fn take_streams(&mut self) -> Streams {
+        self.session.take_streams()
     }
 
     fn signal(&self, signal: i32) -> Result<(), crate::BackendError> {
@@ -256,13 +157,11 @@ impl crate::Instance for RemoteExec {
             .map_err(crate::BackendError::io("cannot signal the command"))
     }
 
-    fn resize(&self, rows: u16, cols: u16) {
-        self.session.resize(rows, cols);
+    fn relayed(&mut self, end: SessionEnd) {
+        self.session.relayed(end);
     }
 
     fn wait(&mut self) -> Result<Exit, crate::BackendError> {
-        let mut b = [0u8; 1];
-        while let Err(rustix::io::Errno::INTR) = rustix::io::read(&self.exit_r, &mut b) {}
         self.session
             .take_exit()
             .ok_or_else(|| crate::BackendError::Layer {

@@ -35,7 +35,7 @@ use paddock_confine::config::{Bind, RunscConfig};
 use paddock_core::tools::{find_guest, find_program, is_static_elf};
 use paddock_core::{
     Backend, BackendError, Egress, ExecHandle, Execs, Exit, Instance, Launch, Network, Probe,
-    RemoteSession, SandboxSpec, StartContext, Stdio,
+    RemoteSession, SandboxSpec, SessionEnd, StartContext, Stdio, Streams,
 };
 use paddock_wire::Report;
 pub use probe::{Platform, RunscInfo};
@@ -657,6 +657,8 @@ pub struct GvisorInstance {
     session: RemoteSession,
     sessions: Option<UnixStream>,
     exit_r: OwnedFd,
+    /// Written when the command ended: by the relay's report, or by runsc's own end.
+    exit_w: Arc<File>,
     egress: Option<OwnedFd>,
     cgroups: SandboxCgroups,
     limit_events: Vec<String>,
@@ -692,20 +694,20 @@ impl GvisorInstance {
         let (exit_r, exit_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
             .map_err(|e| io("pipe")(e.into()))?;
         let exit_w = Arc::new(File::from(exit_w));
-        let session =
-            RemoteSession::start(conn, tty, exit_w.clone()).map_err(io("cannot relay streams"))?;
+        let session = RemoteSession::new(conn, tty);
         // runsc ending on its own also ends the command.
         let pidfd = rustix::process::pidfd_open(
             rustix::process::Pid::from_raw(pid).ok_or_else(|| layer("bad pid"))?,
             rustix::process::PidfdFlags::empty(),
         )
         .map_err(|e| io("pidfd_open")(e.into()))?;
+        let watch_w = exit_w.clone();
         std::thread::Builder::new()
             .name("gvisor-watch".into())
             .spawn(move || {
                 let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
                 while let Err(rustix::io::Errno::INTR) = poll(&mut fds, None) {}
-                let _ = (&*exit_w).write_all(&[2]);
+                let _ = (&*watch_w).write_all(&[2]);
             })
             .map_err(io("cannot start a thread"))?;
         // The helper's requests for proxy streams: one connection to the proxy socket each.
@@ -732,6 +734,7 @@ impl GvisorInstance {
             session,
             sessions: Some(sessions),
             exit_r,
+            exit_w,
             egress: egress.map(OwnedFd::from),
             cgroups,
             limit_events: vec![],
@@ -754,18 +757,19 @@ impl Instance for GvisorInstance {
         self.exit_r.as_fd()
     }
 
-    fn take_pty(&mut self) -> Option<OwnedFd> {
-        self.session.take_pty()
+    fn take_streams(&mut self) -> Streams {
+        self.session.take_streams()
+    }
+
+    fn relayed(&mut self, end: SessionEnd) {
+        self.session.relayed(end);
+        let _ = (&*self.exit_w).write_all(&[1]);
     }
 
     fn signal(&self, signal: i32) -> Result<(), BackendError> {
         self.session
             .signal(signal)
             .map_err(io("cannot signal the command in the sandbox"))
-    }
-
-    fn resize(&self, rows: u16, cols: u16) {
-        self.session.resize(rows, cols);
     }
 
     fn wait(&mut self) -> Result<Exit, BackendError> {

@@ -24,7 +24,7 @@ use paddock_confine::rootfs::{
 use paddock_confine::{find_jail, jail, join_cgroups};
 use paddock_core::{
     Backend, BackendError, Egress, ExecHandle, Execs, Exit, Instance, Launch, Network, Probe,
-    SandboxSpec, StartContext, Stdio,
+    SandboxSpec, StartContext, Stdio, Streams,
 };
 use paddock_wire::{Report, recv_report};
 use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
@@ -69,8 +69,8 @@ pub struct NsInstance {
     diagnostics: Vec<String>,
     limit_events: Vec<String>,
     layer_image: Option<PathBuf>,
-    /// Copies the command's streams (without a terminal); joined by `wait`.
-    relay: Option<std::thread::JoinHandle<()>>,
+    /// The host's ends of the command's pipes (without a terminal), for the relay process.
+    pipes: Option<stdio::Relay>,
     /// User mode: the sandbox's outer user namespace, which owns its other namespaces.
     userns: Option<OwnedFd>,
 }
@@ -362,15 +362,6 @@ fn finish(
         rustix::process::PidfdFlags::empty(),
     )
     .map_err(|e| BackendError::io("pidfd_open")(e.into()))?;
-    let relay = match relay {
-        Some(r) => Some(
-            pidfd
-                .try_clone()
-                .and_then(|exit| r.start(exit))
-                .map_err(io("cannot relay the command's streams"))?,
-        ),
-        None => None,
-    };
     let mut pty = None;
     let mut egress = None;
     let (pid1, pid1_fd) = loop {
@@ -426,7 +417,7 @@ fn finish(
         diagnostics: vec![],
         limit_events: vec![],
         layer_image: None,
-        relay,
+        pipes: relay,
         userns,
     };
     if new_sandbox && inst.pid1.is_none() {
@@ -449,8 +440,12 @@ impl Instance for NsInstance {
         self.pidfd.as_fd()
     }
 
-    fn take_pty(&mut self) -> Option<OwnedFd> {
-        self.pty.take()
+    fn take_streams(&mut self) -> Streams {
+        match (self.pty.take(), self.pipes.take()) {
+            (Some(master), _) => Streams::Pty(master),
+            (None, Some(pipes)) => pipes.streams(),
+            (None, None) => Streams::Direct,
+        }
     }
 
     fn take_egress(&mut self) -> Option<Egress> {
@@ -471,10 +466,6 @@ impl Instance for NsInstance {
 
     fn wait(&mut self) -> Result<Exit, BackendError> {
         let status = self.child.wait().map_err(io("waiting for the sandbox"));
-        // The command's last output is copied before its exit is reported.
-        if let Some(r) = self.relay.take() {
-            let _ = r.join();
-        }
         // Reports left in the channel (an exec failure) become diagnostics.
         let _ = rustix::io::ioctl_fionbio(&self.channel, true);
         while let Ok(Some((report, _))) = recv_report(self.channel.as_fd()) {

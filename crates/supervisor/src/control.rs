@@ -42,6 +42,7 @@ struct Status<'a> {
 #[derive(Debug)]
 pub struct Server {
     path: PathBuf,
+    name: String,
     pid: Arc<AtomicI32>,
     execs: Arc<Mutex<Option<Running>>>,
 }
@@ -102,6 +103,7 @@ impl Server {
             .ok()?;
         Some(Server {
             path: path.to_owned(),
+            name: name.to_owned(),
             pid,
             execs,
         })
@@ -122,7 +124,7 @@ impl Server {
         let running = execs.map(|e| {
             let execs: Arc<dyn Execs> = Arc::from(e);
             Running {
-                forwards: Forwards::new(execs.clone()),
+                forwards: Forwards::new(execs.clone(), &self.name),
                 execs,
             }
         });

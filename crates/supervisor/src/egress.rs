@@ -8,13 +8,14 @@
 //! records ([`paddock_proxy::channel`]).
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use paddock_confine::helper;
 use paddock_core::idmap::{Helper, helper_uid};
 use paddock_core::{BackendError, Egress};
 use paddock_proxy::Listener;
@@ -53,99 +54,12 @@ fn layer(message: String) -> BackendError {
 /// A proxy process started before its sandbox: [`Pending::serve`] hands it the listener.
 #[derive(Debug)]
 pub struct Pending {
-    child: Worker,
+    child: helper::Worker,
     control: UnixStream,
     rules: UnixStream,
     audit: UnixStream,
     db: PathBuf,
     sandbox: String,
-}
-
-/// The proxy process: killed and reaped when dropped.
-#[derive(Debug)]
-struct Worker {
-    pid: rustix::process::Pid,
-    pidfd: OwnedFd,
-    reaped: bool,
-}
-
-impl Worker {
-    /// Waits up to `timeout` for it to end; true if it did (then it is reaped).
-    fn wait_for(&mut self, timeout: Duration) -> bool {
-        use rustix::event::{PollFd, PollFlags, Timespec, poll};
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let mut fds = [PollFd::new(&self.pidfd, PollFlags::IN)];
-            let ts = Timespec {
-                tv_sec: left.as_secs() as i64,
-                tv_nsec: i64::from(left.subsec_nanos()),
-            };
-            match poll(&mut fds, Some(&ts)) {
-                Ok(0) => return false,
-                Ok(_) => break,
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(_) => return false,
-            }
-        }
-        let _ = rustix::process::waitpid(Some(self.pid), rustix::process::WaitOptions::empty());
-        self.reaped = true;
-        true
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        if !self.reaped {
-            let _ = rustix::process::pidfd_send_signal(&self.pidfd, rustix::process::Signal::KILL);
-            let _ = rustix::process::waitpid(Some(self.pid), rustix::process::WaitOptions::empty());
-        }
-    }
-}
-
-/// Starts this program as `exe __egress`: `fds` as its descriptors 3, 4 and 5, /dev/null as
-/// its input and output, this process's error stream, and `env` only. `posix_spawn`: no copy
-/// of this process's memory on the start's path.
-fn spawn_worker(exe: &Path, fds: [i32; 3], env: &[CString]) -> std::io::Result<Worker> {
-    use nix::fcntl::OFlag;
-    use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, posix_spawn};
-    use nix::sys::stat::Mode;
-    let mut actions = PosixSpawnFileActions::init()?;
-    actions.add_open(0, "/dev/null", OFlag::O_RDONLY, Mode::empty())?;
-    actions.add_open(1, "/dev/null", OFlag::O_WRONLY, Mode::empty())?;
-    for (i, fd) in fds.iter().enumerate() {
-        // A duplicate made by the spawn is open across exec; the originals stay close-on-exec.
-        actions.add_dup2(*fd, 3 + i as i32)?;
-    }
-    let mut attr = PosixSpawnAttr::init()?;
-    // Every signal unblocked and back to its default action in the child.
-    attr.set_sigmask(&nix::sys::signal::SigSet::empty())?;
-    attr.set_sigdefault(&nix::sys::signal::SigSet::all())?;
-    attr.set_flags(
-        nix::spawn::PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK
-            | nix::spawn::PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF,
-    )?;
-    // The running program itself, whatever is at its path now: a paddock replaced since this
-    // supervisor started (an upgrade) may speak another version of the channel. Its path
-    // stays the first argument, for `ps`.
-    let name = CString::new(exe.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-    let args = [name, CString::from(c"__egress")];
-    let pid = posix_spawn(c"/proc/self/exe", &actions, &attr, &args, env)?;
-    let pid = rustix::process::Pid::from_raw(pid.as_raw())
-        .ok_or_else(|| std::io::Error::other("posix_spawn gave no pid"))?;
-    let pidfd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
-        Ok(fd) => fd,
-        Err(e) => {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
-            return Err(e.into());
-        }
-    };
-    Ok(Worker {
-        pid,
-        pidfd,
-        reaped: false,
-    })
 }
 
 /// Starts the proxy process for `sandbox`, whose rules and audit log are in `db`.
@@ -154,8 +68,6 @@ pub fn spawn(
     sandbox: &str,
     credentials: Option<CredentialSettings>,
 ) -> Result<Pending, BackendError> {
-    let exe = std::env::current_exe()
-        .map_err(|e| layer(format!("cannot find the paddock executable: {e}")))?;
     let pair =
         || UnixStream::pair().map_err(|e| layer(format!("cannot make the proxy's channel: {e}")));
     let (control, control_child) = pair()?;
@@ -171,8 +83,14 @@ pub fn spawn(
         })
         .collect();
     let fds = [&control_child, &rules_child, &audit_child].map(AsRawFd::as_raw_fd);
-    let child = spawn_worker(&exe, fds, &env)
-        .map_err(|e| layer(format!("cannot start the proxy process: {e}")))?;
+    let child = helper::spawn(&helper::Spawn {
+        arg: c"__egress",
+        fds: &fds,
+        stdio: false,
+        blocked: nix::sys::signal::SigSet::empty(),
+        env: &env,
+    })
+    .map_err(|e| layer(format!("cannot start the proxy process: {e}")))?;
     drop((control_child, rules_child, audit_child));
     let mut pending = Pending {
         child,
@@ -278,7 +196,7 @@ impl RunningProxy {
         let Some(mut p) = self.pending.take() else {
             return;
         };
-        let _ = rustix::process::pidfd_send_signal(&p.child.pidfd, rustix::process::Signal::TERM);
+        p.child.terminate();
         // Dropping a worker that did not end in time kills it.
         p.child.wait_for(Duration::from_secs(3));
         // The process held the only other ends of the streams: the threads read what it sent

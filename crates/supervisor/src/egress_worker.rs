@@ -18,14 +18,12 @@
 //! Every layer is required: one that cannot be applied stops the process, and the sandbox
 //! with it. It then serves until its parent sends SIGTERM.
 
-use std::io;
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
-use paddock_confine::jail::sys;
 use paddock_proxy::ProxyConfig;
 use paddock_proxy::channel::{self, AuditForwarder, CredentialSettings, MAX_FRAME, Status};
 use paddock_proxy::intercept::{Credentials, SandboxCa};
@@ -122,45 +120,10 @@ fn credentials(sandbox: &str, c: CredentialSettings) -> Result<Arc<Credentials>,
         .map_err(|e| format!("cannot set up TLS: {e}"))
 }
 
-/// Fails with the layer's name.
-fn failed(layer: &str) -> impl Fn(io::Error) -> String + '_ {
-    move |e| format!("cannot apply {layer}: {e}")
-}
-
-/// The confinement the module's documentation lists, in order. Runs on the only thread.
+/// The confinement the module's documentation lists ([`paddock_confine::helper::confine`]),
+/// with the network helper's filter on top. Runs on the only thread.
 fn confine(uid: Option<u32>) -> Result<(), String> {
-    let parent = rustix::process::getppid();
-    if let Some(uid) = uid {
-        sys::become_id(uid).map_err(failed("the egress uid and gid"))?;
-    }
-    // A uid change clears the parent-death signal: set it again, then check the parent did not
-    // die in between.
-    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-        .map_err(|e| failed("the parent-death signal")(e.into()))?;
-    sys::set_non_dumpable().map_err(failed("non-dumpable"))?;
-    rustix::thread::set_no_new_privs(true).map_err(|e| failed("no_new_privs")(e.into()))?;
-    if rustix::process::getppid() != parent {
-        return Err("the supervisor is gone".into());
-    }
-    // As in the sandbox: Landlock is required wherever the kernel offers it.
-    match paddock_confine::landlock::restrict_to_reading(READABLE) {
-        Ok(paddock_confine::landlock::Enforced::Unsupported)
-            if paddock_confine::landlock::kernel_abi() > 0 =>
-        {
-            return Err("cannot apply Landlock: not enforced".into());
-        }
-        Ok(_) => {}
-        Err(_) if paddock_confine::landlock::kernel_abi() == 0 => {}
-        Err(e) => return Err(format!("cannot apply {e}")),
-    }
-    let mut programs =
-        paddock_confine::seccomp::programs().map_err(|e| format!("cannot apply seccomp: {e}"))?;
-    programs.extend(
-        paddock_confine::seccomp::network_helper()
-            .map_err(|e| format!("cannot apply seccomp: {e}"))?,
-    );
-    for p in &programs {
-        paddock_confine::seccomp::apply(p).map_err(failed("seccomp"))?;
-    }
-    Ok(())
+    let filters = paddock_confine::seccomp::network_helper()
+        .map_err(|e| format!("cannot apply seccomp: {e}"))?;
+    paddock_confine::helper::confine(uid, READABLE, filters)
 }

@@ -121,7 +121,7 @@ pub fn attach(
             message: e.to_owned(),
         }));
     }
-    relay::attach_client(conn, ready).map_err(SupervisorError::Relay)
+    relay::attach_client(conn, name.as_str(), ready).map_err(SupervisorError::Relay)
 }
 
 /// Runs `launch` in the running sandbox `spec` (started by another paddock process), attached
@@ -143,7 +143,7 @@ pub fn run_exec(
         }
     }
     let mut instance = backend.exec(spec, handle, &launch)?;
-    let relayed = relay::relay(instance.as_mut(), &signals, None);
+    let relayed = relay::relay(instance.as_mut(), &signals, None, spec.name.as_str());
     let exit = instance.wait();
     let diagnostics = instance.diagnostics();
     relayed.map_err(SupervisorError::Relay)?;
@@ -300,7 +300,7 @@ pub fn run_attached(
             }
         },
     };
-    let relayed = relay::relay(instance.as_mut(), &signals, hub.as_deref());
+    let relayed = relay::relay(instance.as_mut(), &signals, hub.as_deref(), &name);
     // The command ended: the sandbox ends with it, so no more commands start there.
     if let Some(c) = &control {
         let _ = c.set_execs(None, &[]);

@@ -2,12 +2,12 @@
 //! sandbox's own loopback, through the backend ([`paddock_core::Execs::dial`]). One way only:
 //! the sandbox gets no route to the host's loopback, only answers on connections the host made.
 
-use std::fs::File;
 use std::io;
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::fd::AsFd;
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use paddock_confine::relay::Relay;
 use paddock_core::Execs;
 use paddock_policy::PortMap;
 
@@ -22,14 +22,58 @@ struct Active {
 pub struct Forwards {
     execs: Arc<dyn Execs>,
     active: Mutex<Vec<Active>>,
+    relay: Arc<Carrier>,
+}
+
+/// The ports' relay process, started when the first connection comes.
+#[derive(Debug)]
+struct Carrier {
+    sandbox: String,
+    relay: std::sync::OnceLock<Result<Relay, String>>,
+}
+
+/// Starts the ports' relay on a thread that stays for the rest of this process: the relay dies
+/// with the thread that started it (its parent-death signal), and a connection's thread ends
+/// with the connection. The relay itself ends when the ports go ([`Forwards`] dropped).
+fn start_relay(sandbox: &str) -> Result<Relay, String> {
+    let sandbox = sandbox.to_owned();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("port-relay".into())
+        .spawn(move || {
+            let _ = tx.send(Relay::ports(&sandbox));
+            loop {
+                std::thread::park();
+            }
+        })
+        .map_err(|e| format!("cannot start a thread: {e}"))?;
+    rx.recv()
+        .map_err(|_| "the ports' relay did not start".to_owned())?
+}
+
+impl Carrier {
+    fn carry(&self, client: TcpStream, inside: OwnedFd) {
+        match self.relay.get_or_init(|| start_relay(&self.sandbox)) {
+            Ok(r) => {
+                let _ = client.set_nodelay(true);
+                let _ = r.carry(OwnedFd::from(client), inside);
+            }
+            // Fail closed: the connection ends.
+            Err(e) => eprintln!("paddock: a published port's connection was refused: {e}"),
+        }
+    }
 }
 
 impl Forwards {
-    /// No ports yet.
-    pub fn new(execs: Arc<dyn Execs>) -> Forwards {
+    /// No ports yet, for the sandbox `sandbox`.
+    pub fn new(execs: Arc<dyn Execs>, sandbox: &str) -> Forwards {
         Forwards {
             execs,
             active: Mutex::default(),
+            relay: Arc::new(Carrier {
+                sandbox: sandbox.to_owned(),
+                relay: std::sync::OnceLock::new(),
+            }),
         }
     }
 
@@ -55,6 +99,7 @@ impl Forwards {
         let listener = Arc::new(listener);
         let accepting = listener.clone();
         let execs = self.execs.clone();
+        let relay = self.relay.clone();
         let port = map.sandbox;
         std::thread::Builder::new()
             .name(format!("port-{}", map.host))
@@ -62,9 +107,15 @@ impl Forwards {
                 for conn in accepting.incoming() {
                     let Ok(conn) = conn else { break };
                     let execs = execs.clone();
+                    let relay = relay.clone();
                     let _ = std::thread::Builder::new()
                         .name("port-conn".into())
-                        .spawn(move || carry(conn, execs.as_ref(), port));
+                        .spawn(move || {
+                            // Nothing listening there: the connection just ends.
+                            if let Ok(inside) = execs.dial(port) {
+                                relay.carry(conn, inside);
+                            }
+                        });
                 }
             })
             .map_err(|e| format!("cannot start a thread: {e}"))?;
@@ -102,25 +153,4 @@ impl Drop for Forwards {
             self.unpublish(m.host);
         }
     }
-}
-
-fn carry(client: TcpStream, execs: &dyn Execs, port: u16) {
-    let Ok(inside) = execs.dial(port) else {
-        // Nothing listens there: the connection just ends.
-        return;
-    };
-    let _ = client.set_nodelay(true);
-    let inside = File::from(inside);
-    let (Ok(mut client_r), Ok(mut inside_w)) = (client.try_clone(), inside.try_clone()) else {
-        return;
-    };
-    let mut inside_r = inside;
-    let mut client_w = client;
-    let up = std::thread::spawn(move || {
-        let _ = std::io::copy(&mut client_r, &mut inside_w);
-        let _ = rustix::net::shutdown(&inside_w, rustix::net::Shutdown::Write);
-    });
-    let _ = std::io::copy(&mut inside_r, &mut client_w);
-    let _ = client_w.shutdown(Shutdown::Write);
-    let _ = up.join();
 }

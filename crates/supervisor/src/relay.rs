@@ -1,9 +1,13 @@
-//! Relaying the terminal and signals between the user and the sandbox.
+//! The supervisor's side of a command's streams: signals, the terminal's mode and size, and
+//! terminals attached later. The bytes themselves go through a relay process that holds no
+//! privilege ([`paddock_confine::relay`]); this side never reads them.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
 
-use paddock_core::Instance;
+use paddock_confine::relay::{Event, Order, Relay};
+use paddock_core::{Instance, SessionEnd, Streams};
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::termios::{OptionalActions, Termios, tcgetattr, tcgetwinsize, tcsetattr};
 
@@ -110,35 +114,16 @@ impl Drop for RawMode {
     }
 }
 
-fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        match rustix::io::write(fd, data) {
-            Ok(n) => data = &data[n..],
-            Err(rustix::io::Errno::INTR) => {}
-            Err(rustix::io::Errno::AGAIN) => {
-                let mut p = [PollFd::new(&fd, PollFlags::OUT)];
-                let _ = poll(&mut p, None);
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
-}
-
-/// Terminals attached to a running sandbox's command from elsewhere (`paddock attach`): each
-/// gets the command's output; what each sends is framed ([`ATTACH_INPUT`] with a 2-byte
-/// length, or [`ATTACH_RESIZE`] with rows and columns, big-endian).
+/// Terminals attached to a running sandbox's command from elsewhere (`paddock attach`), on their
+/// way from the control socket to the relay process: each gets the command's output; what
+/// each sends is framed ([`paddock_confine::relay::ATTACH_INPUT`] with a 2-byte length, or
+/// [`paddock_confine::relay::ATTACH_RESIZE`] with rows and columns, big-endian).
 #[derive(Debug)]
 pub struct AttachHub {
     wake_r: OwnedFd,
     wake_w: OwnedFd,
     pending: std::sync::Mutex<Vec<std::os::unix::net::UnixStream>>,
 }
-
-/// Frame type: keystrokes for the command.
-pub const ATTACH_INPUT: u8 = 0;
-/// Frame type: the attached terminal's new size.
-pub const ATTACH_RESIZE: u8 = 1;
 
 impl AttachHub {
     /// An empty hub.
@@ -162,7 +147,7 @@ impl AttachHub {
         let _ = rustix::io::write(&self.wake_w, &[1]);
     }
 
-    fn take(&self) -> Vec<Client> {
+    fn take(&self) -> Vec<std::os::unix::net::UnixStream> {
         let mut b = [0u8; 64];
         while matches!(rustix::io::read(&self.wake_r, &mut b), Ok(n) if n > 0) {}
         std::mem::take(
@@ -171,218 +156,134 @@ impl AttachHub {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         )
-        .into_iter()
-        .filter(|c| c.set_nonblocking(true).is_ok())
-        .map(|conn| Client {
-            conn,
-            buf: Vec::new(),
-        })
-        .collect()
     }
 }
 
-/// One attached terminal and its unparsed input.
-struct Client {
-    conn: std::os::unix::net::UnixStream,
-    buf: Vec<u8>,
-}
-
-/// What an attached terminal asked for.
-enum Asked {
-    Input(Vec<u8>),
-    Resize(u16, u16),
-}
-
-impl Client {
-    /// Reads what arrived; `None` when the terminal went away.
-    fn read(&mut self) -> Option<Vec<Asked>> {
-        let mut chunk = [0u8; 16 * 1024];
-        match std::io::Read::read(&mut self.conn, &mut chunk) {
-            Ok(0) => return None,
-            Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return None,
-        }
-        let mut out = Vec::new();
-        loop {
-            match self.buf.first() {
-                Some(&ATTACH_INPUT) if self.buf.len() >= 3 => {
-                    let n = usize::from(u16::from_be_bytes([self.buf[1], self.buf[2]]));
-                    if self.buf.len() < 3 + n {
-                        break;
-                    }
-                    out.push(Asked::Input(self.buf[3..3 + n].to_vec()));
-                    self.buf.drain(..3 + n);
-                }
-                Some(&ATTACH_RESIZE) if self.buf.len() >= 5 => {
-                    let rows = u16::from_be_bytes([self.buf[1], self.buf[2]]);
-                    let cols = u16::from_be_bytes([self.buf[3], self.buf[4]]);
-                    out.push(Asked::Resize(rows, cols));
-                    self.buf.drain(..5);
-                }
-                Some(&ATTACH_INPUT) | Some(&ATTACH_RESIZE) | None => break,
-                Some(_) => return None,
-            }
-        }
-        Some(out)
-    }
-}
-
-/// Relays until the sandbox exits; terminals attached through `hub` share the command's
-/// terminal with this one.
+/// Relays until the command ends: its streams go to the relay process
+/// ([`paddock_confine::relay`]), which holds no privilege; this side passes on signals, this
+/// terminal's size and the terminals attached through `hub`, and waits for the end. A relay
+/// that fails or dies ends the command (fail closed).
 pub fn relay(
     instance: &mut dyn Instance,
     sigs: &SignalPipe,
     hub: Option<&AttachHub>,
+    sandbox: &str,
 ) -> io::Result<()> {
-    let pty = instance.take_pty();
-    match pty {
-        Some(master) => relay_pty(instance, sigs, master, hub),
-        None => loop {
-            let exit_fd = instance.exit_fd();
-            let mut fds = [
-                PollFd::new(&sigs.read, PollFlags::IN),
-                PollFd::new(&exit_fd, PollFlags::IN),
-            ];
-            match poll(&mut fds, None) {
-                Ok(_) | Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(e.into()),
+    let streams = instance.take_streams();
+    let session = matches!(streams, Streams::Session { .. });
+    let tty = matches!(
+        streams,
+        Streams::Pty(_) | Streams::Session { tty: true, .. }
+    );
+    let relay = match Relay::start(streams, sandbox) {
+        Ok(Some(r)) => r,
+        Ok(None) => return relay_signals(instance, sigs),
+        Err(e) => {
+            let _ = instance.signal(libc::SIGKILL);
+            if session {
+                instance.relayed(SessionEnd::default());
             }
-            let exited = !fds[1].revents().is_empty();
-            for sig in sigs.drain() {
-                let _ = instance.signal(sig);
-            }
-            if exited {
-                return Ok(());
-            }
-        },
-    }
-}
-
-fn relay_pty(
-    instance: &mut dyn Instance,
-    sigs: &SignalPipe,
-    master: OwnedFd,
-    hub: Option<&AttachHub>,
-) -> io::Result<()> {
-    let mut clients: Vec<Client> = Vec::new();
+            return Err(io::Error::other(e));
+        }
+    };
     let stdin = rustix::stdio::stdin();
-    let stdout = rustix::stdio::stdout();
-    // The command's terminal when it is here (a pty master); through `instance` otherwise.
-    let mut terminal = paddock_wire::TerminalSize::new(master.as_fd())?;
-    if let Ok(size) = tcgetwinsize(stdin) {
-        terminal.set(size.ws_row, size.ws_col);
-        instance.resize(size.ws_row, size.ws_col);
+    let _raw = tty.then(|| RawMode::enter(stdin).ok());
+    if tty && let Ok(size) = tcgetwinsize(stdin) {
+        relay.order(Order::Resize(size.ws_row, size.ws_col));
     }
-    let _raw = RawMode::enter(stdin).ok();
-    let mut stdin_open = true;
-    let mut master_open = true;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
+    let mut end = SessionEnd::default();
+    let mut finishing: Option<Instant> = None;
+    let outcome = loop {
         let exit_fd = instance.exit_fd();
+        let ctl = relay.ctl();
         let mut fds = vec![
             PollFd::new(&sigs.read, PollFlags::IN),
             PollFd::new(&exit_fd, PollFlags::IN),
+            PollFd::new(&ctl, PollFlags::IN),
         ];
-        if master_open {
-            fds.push(PollFd::new(&master, PollFlags::IN));
-        }
-        if stdin_open {
-            fds.push(PollFd::new(&stdin, PollFlags::IN));
-        }
-        let hub_at = fds.len();
         if let Some(h) = hub {
             fds.push(PollFd::new(&h.wake_r, PollFlags::IN));
         }
-        let clients_at = fds.len();
-        for c in &clients {
-            fds.push(PollFd::new(&c.conn, PollFlags::IN));
-        }
-        match poll(&mut fds, None) {
+        // Once the sandbox ended, the relay has a moment to write what is left.
+        let tick = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 100_000_000,
+        };
+        match poll(&mut fds, finishing.map(|_| &tick)) {
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => break Err(e.into()),
         }
         let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
         drop(fds);
-        // Signals first: a resize must land before the keystrokes that follow it.
         for sig in sigs.drain() {
             if sig == libc::SIGWINCH {
                 if let Ok(size) = tcgetwinsize(stdin) {
-                    terminal.set(size.ws_row, size.ws_col);
-                    instance.resize(size.ws_row, size.ws_col);
+                    relay.order(Order::Resize(size.ws_row, size.ws_col));
                 }
+            } else if session {
+                relay.order(Order::Signal(sig));
             } else {
                 let _ = instance.signal(sig);
             }
         }
-        let mut i = 2;
-        if master_open {
-            if ready[i] {
-                match rustix::io::read(&master, &mut buf) {
-                    Ok(0) | Err(rustix::io::Errno::IO) => master_open = false,
-                    Ok(n) => {
-                        write_all(stdout, &buf[..n])?;
-                        // A terminal that does not keep up is dropped, not waited for.
-                        clients.retain_mut(|c| {
-                            std::io::Write::write_all(&mut c.conn, &buf[..n]).is_ok()
-                        });
-                    }
-                    Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::AGAIN) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            i += 1;
-        }
-        if stdin_open && ready[i] {
-            match rustix::io::read(stdin, &mut buf) {
-                Ok(0) => stdin_open = false,
-                Ok(n) => write_all(master.as_fd(), &buf[..n])?,
-                Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::AGAIN) => {}
-                Err(_) => stdin_open = false,
-            }
-        }
-        // Attached terminals: their keystrokes and sizes.
-        let mut gone = Vec::new();
-        for (k, c) in clients.iter_mut().enumerate() {
-            if !ready.get(clients_at + k).copied().unwrap_or(false) {
-                continue;
-            }
-            match c.read() {
-                None => gone.push(k),
-                Some(asked) => {
-                    for a in asked {
-                        match a {
-                            Asked::Input(d) => write_all(master.as_fd(), &d)?,
-                            Asked::Resize(rows, cols) => {
-                                terminal.set(rows, cols);
-                                instance.resize(rows, cols);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        for k in gone.into_iter().rev() {
-            clients.remove(k);
-        }
         if let Some(h) = hub
-            && ready.get(hub_at).copied().unwrap_or(false)
+            && ready.get(3).copied().unwrap_or(false)
         {
-            clients.extend(h.take());
+            for conn in h.take() {
+                relay.attach(&conn);
+            }
         }
-        if ready[1] || !master_open {
-            // The sandbox is gone (or its terminal closed): flush what is left and stop.
-            let _ = rustix::io::ioctl_fionbio(&master, true);
-            while let Ok(n) = rustix::io::read(&master, &mut buf) {
-                if n == 0 {
-                    break;
-                }
-                write_all(stdout, &buf[..n])?;
-                for c in &mut clients {
-                    let _ = std::io::Write::write_all(&mut c.conn, &buf[..n]);
+        if ready[2] {
+            match relay.event() {
+                Event::Exit(e) => end.exit = Some(e),
+                Event::Diagnostic(d) => end.diagnostics.push(d),
+                Event::Limit(l) => end.limits.push(l),
+                Event::Done => break Ok(()),
+                Event::Ready | Event::Detached | Event::Failed(_) | Event::Gone => {
+                    break Err(io::Error::other(
+                        "the relay process ended before the command did; the command was stopped",
+                    ));
                 }
             }
+        }
+        if ready[1] && finishing.is_none() {
+            relay.order(Order::Finish);
+            finishing = Some(Instant::now());
+        }
+        if finishing.is_some_and(|t| t.elapsed() > FINISH_LIMIT) {
+            break Ok(());
+        }
+    };
+    if outcome.is_err() {
+        let _ = instance.signal(libc::SIGKILL);
+    }
+    if session {
+        instance.relayed(end);
+    }
+    relay.end(Duration::from_secs(1));
+    outcome
+}
+
+/// How long the relay may take to write what is left once the sandbox ended.
+const FINISH_LIMIT: Duration = Duration::from_secs(2);
+
+/// A command with the supervisor's own streams: only signals to pass on.
+fn relay_signals(instance: &mut dyn Instance, sigs: &SignalPipe) -> io::Result<()> {
+    loop {
+        let exit_fd = instance.exit_fd();
+        let mut fds = [
+            PollFd::new(&sigs.read, PollFlags::IN),
+            PollFd::new(&exit_fd, PollFlags::IN),
+        ];
+        match poll(&mut fds, None) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let exited = !fds[1].revents().is_empty();
+        for sig in sigs.drain() {
+            let _ = instance.signal(sig);
+        }
+        if exited {
             return Ok(());
         }
     }
@@ -397,88 +298,49 @@ pub enum AttachEnd {
     Ended,
 }
 
-/// The client side of `paddock attach`: this terminal, raw, relayed to the sandbox's command
-/// over `conn` (framed input and sizes out, output in). Ctrl-P Ctrl-Q detaches. `ready` runs
-/// once the terminal is raw and its size sent: what is typed from then on reaches the command
+/// The client side of `paddock attach` to sandbox `sandbox`: this terminal, raw, relayed to
+/// the sandbox's command over `conn` by a relay process (framed input and sizes out, output in;
+/// Ctrl-P Ctrl-Q detaches), while this one passes on the terminal's size. `ready` runs once
+/// the terminal is raw and its size sent: what is typed from then on reaches the command
 /// unchanged.
 pub fn attach_client(
     conn: std::os::unix::net::UnixStream,
+    sandbox: &str,
     ready: impl FnOnce(),
 ) -> io::Result<AttachEnd> {
     let stdin = rustix::stdio::stdin();
-    let stdout = rustix::stdio::stdout();
     let sigs = SignalPipe::new(&[libc::SIGWINCH])?;
-    let send = |conn: &std::os::unix::net::UnixStream, frame: &[u8]| write_all(conn.as_fd(), frame);
-    let resize = |conn: &std::os::unix::net::UnixStream| -> io::Result<()> {
+    let relay = Relay::attach_terminal(conn, sandbox).map_err(io::Error::other)?;
+    let resize = || {
         if let Ok(size) = tcgetwinsize(stdin) {
-            let mut f = vec![ATTACH_RESIZE];
-            f.extend_from_slice(&size.ws_row.to_be_bytes());
-            f.extend_from_slice(&size.ws_col.to_be_bytes());
-            send(conn, &f)?;
+            relay.order(Order::Resize(size.ws_row, size.ws_col));
         }
-        Ok(())
     };
-    resize(&conn)?;
+    resize();
     let _raw = RawMode::enter(stdin).ok();
     ready();
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut after_ctrl_p = false;
-    let mut stdin_open = true;
     loop {
-        let mut fds = vec![
+        let ctl = relay.ctl();
+        let mut fds = [
             PollFd::new(&sigs.read, PollFlags::IN),
-            PollFd::new(&conn, PollFlags::IN),
+            PollFd::new(&ctl, PollFlags::IN),
         ];
-        if stdin_open {
-            fds.push(PollFd::new(&stdin, PollFlags::IN));
-        }
         match poll(&mut fds, None) {
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }
-        let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
-        drop(fds);
-        // Whatever poll says: a resize whose signal landed as poll returned for a keystroke
-        // typed after it must still go first (its handler has run by now).
+        let ended = !fds[1].revents().is_empty();
+        // Whatever poll says: a resize whose signal landed as poll returned must still go.
         if !sigs.drain().is_empty() {
-            resize(&conn)?;
+            resize();
         }
-        if ready[1] {
-            match rustix::io::read(&conn, &mut buf) {
-                Ok(0) => return Ok(AttachEnd::Ended),
-                Ok(n) => write_all(stdout, &buf[..n])?,
-                Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::AGAIN) => {}
-                Err(_) => return Ok(AttachEnd::Ended),
-            }
-        }
-        if stdin_open && ready.get(2).copied().unwrap_or(false) {
-            match rustix::io::read(stdin, &mut buf) {
-                Ok(0) | Err(rustix::io::Errno::IO) => stdin_open = false,
-                Ok(n) => {
-                    let mut keys = Vec::with_capacity(n + 1);
-                    for &k in &buf[..n] {
-                        match (after_ctrl_p, k) {
-                            (true, 0x11) => return Ok(AttachEnd::Detached),
-                            (true, 0x10) => keys.push(0x10),
-                            (true, other) => {
-                                keys.push(0x10);
-                                keys.push(other);
-                            }
-                            (false, 0x10) => {}
-                            (false, other) => keys.push(other),
-                        }
-                        after_ctrl_p = k == 0x10 && !after_ctrl_p;
-                    }
-                    for chunk in keys.chunks(u16::MAX as usize) {
-                        let mut f = vec![ATTACH_INPUT];
-                        f.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
-                        f.extend_from_slice(chunk);
-                        send(&conn, &f)?;
-                    }
-                }
-                Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::AGAIN) => {}
-                Err(_) => stdin_open = false,
-            }
+        if ended {
+            let end = match relay.event() {
+                Event::Detached => AttachEnd::Detached,
+                _ => AttachEnd::Ended,
+            };
+            relay.end(Duration::from_secs(1));
+            return Ok(end);
         }
     }
 }

@@ -11,7 +11,9 @@ use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use paddock_core::{BackendError, Egress, ExecHandle, Execs, Exit, Instance, RemoteSession};
+use paddock_core::{
+    BackendError, Egress, ExecHandle, Execs, Exit, Instance, RemoteSession, SessionEnd, Streams,
+};
 use paddock_wire::vm::Frame;
 use rustix::event::{PollFd, PollFlags, poll};
 
@@ -103,6 +105,8 @@ pub struct VmInstance {
     parts: Parts,
     session: RemoteSession,
     exit_r: OwnedFd,
+    /// Written when the command ended: by the relay's report, or by the VMM's own end.
+    exit_w: Arc<File>,
     vmm_pid: i32,
     guest_limits: Vec<String>,
 }
@@ -113,10 +117,11 @@ impl VmInstance {
         let vmm_pid = parts.procs.vmm.as_ref().map_or(0, |c| c.id() as i32);
         let (exit_r, exit_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
         let exit_w = Arc::new(File::from(exit_w));
-        let session = RemoteSession::start(parts.exec.try_clone()?, parts.tty, exit_w.clone())?;
+        let session = RemoteSession::new(parts.exec.try_clone()?, parts.tty);
         // The VMM ending on its own also ends the command.
         {
             let pidfd = parts.vmm_pidfd.try_clone()?;
+            let exit_w = exit_w.clone();
             std::thread::Builder::new()
                 .name("vm-watch".into())
                 .spawn(move || {
@@ -129,6 +134,7 @@ impl VmInstance {
             parts,
             session,
             exit_r,
+            exit_w,
             vmm_pid,
             guest_limits: Vec::new(),
         })
@@ -160,18 +166,19 @@ impl Instance for VmInstance {
         self.exit_r.as_fd()
     }
 
-    fn take_pty(&mut self) -> Option<OwnedFd> {
-        self.session.take_pty()
+    fn take_streams(&mut self) -> Streams {
+        self.session.take_streams()
+    }
+
+    fn relayed(&mut self, end: SessionEnd) {
+        self.session.relayed(end);
+        let _ = (&*self.exit_w).write_all(&[1]);
     }
 
     fn signal(&self, signal: i32) -> Result<(), BackendError> {
         self.session
             .signal(signal)
             .map_err(BackendError::io("cannot signal the command in the VM"))
-    }
-
-    fn resize(&self, rows: u16, cols: u16) {
-        self.session.resize(rows, cols);
     }
 
     fn wait(&mut self) -> Result<Exit, BackendError> {
