@@ -979,7 +979,7 @@ fn image(cmd: ImageCmd) -> Result<i32> {
             if paddock_core::Backend::probe(&vm).usable() {
                 let a = paddock_vm::artifacts::Artifacts::prepare(
                     &store.rootfs(&info.name)?,
-                    info.idmap.base,
+                    &info.idmap,
                     &mut |m| eprintln!("paddock: {m}"),
                 )?;
                 println!(

@@ -612,6 +612,104 @@ fn gvisor_runs_as_the_user_too() {
     assert!(!dir.exists(), "the layer of {name} is left at {dir:?}");
 }
 
+/// The vm backend as the user: virtiofsd and the vsock device run as the user, QEMU as one of
+/// the user's subordinate ids once it has opened its files (no host id of anyone else's), the
+/// image's disk is built without root, and what the agent makes in the workspace, with sudo
+/// too, is the user's.
+#[test]
+fn vm_runs_as_the_user_too() {
+    let Some(user) = suite_user() else { return };
+    if !common::vm_ready() {
+        return;
+    }
+    let ws = user.workspace();
+    let name = common::unique("umv");
+    let guest = common::guest_binary();
+    let run = |args: &[&str]| {
+        let o = user
+            .command(ws.path(), args)
+            .env("PADDOCK_GUEST_BINARY", &guest)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    run(&["create", "--backend", "vm", "--name", &name]);
+    run(&["start", &name]);
+    let out = run(&[
+        "exec",
+        &name,
+        "--",
+        "sh",
+        "-c",
+        "id -u; sudo id -u; touch mine; sudo mkdir -p d; sudo touch d/f; \
+         curl -s -o /dev/null -w '%{http_connect}\\n' https://refused.example.test/ || true",
+    ]);
+    // Every host process of the sandbox is the user's: the VMM, virtiofsd, the vsock device.
+    let helpers: Vec<(String, String)> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let mine = cmdline.contains(&name)
+                && ["qemu-system", "virtiofsd", "vhost-device-vsock"]
+                    .iter()
+                    .any(|p| cmdline.contains(p));
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            let uid = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))?
+                .to_owned();
+            mine.then(|| {
+                (
+                    cmdline,
+                    uid.split_whitespace().collect::<Vec<_>>().join(" "),
+                )
+            })
+        })
+        .collect();
+    run(&["stop", &name]);
+    assert_eq!(out, "1000\n0\n403\n");
+    for p in ["mine", "d", "d/f"] {
+        assert_eq!(owner(&ws.path().join(p)), (user.uid, user.gid), "{p}");
+    }
+    let ids = format!("{0} {0} {0} {0}", user.uid);
+    for what in ["qemu-system", "virtiofsd", "vhost-device-vsock"] {
+        assert!(
+            helpers.iter().any(|(c, _)| c.contains(what)),
+            "no {what} among {helpers:?}"
+        );
+    }
+    let subordinate = std::fs::read_to_string("/etc/subuid")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            (f.next() == Some(user.name.as_str())).then(|| {
+                let start: u32 = f.next().unwrap().parse().unwrap();
+                let count: u32 = f.next().unwrap().parse().unwrap();
+                start..start + count
+            })
+        })
+        .expect("the user's subordinate ids");
+    for (cmdline, uid) in &helpers {
+        if cmdline.starts_with("/usr/bin/qemu-system") {
+            let uid: Vec<u32> = uid.split(' ').map(|u| u.parse().unwrap()).collect();
+            assert!(
+                uid.iter().all(|u| *u == uid[0] && subordinate.contains(u)),
+                "{cmdline}: {uid:?}"
+            );
+        } else {
+            assert_eq!(uid, &ids, "{cmdline}");
+        }
+    }
+    let dir = user.state().join("sandboxes").join(&name);
+    run(&["rm", &name]);
+    assert!(!dir.exists(), "the layer of {name} is left at {dir:?}");
+}
+
 /// Escapes from a user's sandbox, on ns and gvisor: its root cannot mount, make namespaces,
 /// enter pid 1's, trace pid 1, open raw sockets, reach the host's loopback, see or kill the
 /// user's own processes on the host, or read or change the user's files outside the

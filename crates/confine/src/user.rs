@@ -257,20 +257,6 @@ pub fn remove_tree(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// For a backend whose user mode is not built yet: the failing probe item an ordinary user
-/// sees, so that `doctor` and `--backend auto` tell the truth.
-pub fn root_only(backend: &str) -> Option<ProbeItem> {
-    is_user_mode().then(|| ProbeItem {
-        name: "privileges".into(),
-        ok: false,
-        detail: format!("the {backend} backend runs as root only in this version"),
-        fix: Some(format!(
-            "use --backend ns as an ordinary user, or run `sudo paddock … --backend {backend}`"
-        )),
-        required: true,
-    })
-}
-
 /// The user mode probe item: the user's subordinate ids and the host's `newuidmap`.
 pub fn user_mode_item() -> ProbeItem {
     let maps = ["newuidmap", "newgidmap"].iter().all(|p| {

@@ -172,12 +172,8 @@ pub fn collect(default_rootfs: Option<&std::path::Path>) -> Report {
             host.extend(crate::system::check(&me));
         }
     }
-    // Why vm is passed over: no working KVM, or (as an ordinary user) root only.
-    let no_vm = if root {
-        format!("vm needs working KVM: {}", vm_kvm.detail)
-    } else {
-        "vm runs as root only in this version".to_owned()
-    };
+    // Why vm is passed over: no working KVM (under emulation a VM is 10-20x slower).
+    let no_vm = format!("vm needs working KVM: {}", vm_kvm.detail);
     let auto = if vm_probe.usable() && vm_kvm.works {
         "vm (KVM works here)".to_owned()
     } else if gvisor_probe.usable() {

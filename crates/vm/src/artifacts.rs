@@ -90,11 +90,11 @@ impl Artifacts {
         (info.version == VERSION).then_some(Artifacts { dir, info })
     }
 
-    /// Prepares the VM files for the image whose tree is `rootfs` (owned from `id_base`), unless
-    /// they exist. Progress goes to `progress`.
+    /// Prepares the VM files for the image whose tree is `rootfs` (owned as `idmap` says),
+    /// unless they exist. Progress goes to `progress`.
     pub fn prepare(
         rootfs: &Path,
-        id_base: u32,
+        idmap: &paddock_core::IdMap,
         progress: &mut dyn FnMut(&str),
     ) -> Result<Artifacts, PrepareError> {
         if let Some(a) = Artifacts::find(rootfs) {
@@ -145,7 +145,10 @@ impl Artifacts {
         let _ = fs::remove_file(&deb);
         progress("writing the image's tree to a disk (ext4)");
         let disk = tmp.path().join("rootfs.ext4");
-        let disk_bytes = make_disk(rootfs, id_base, &disk)?;
+        let disk_bytes = match &idmap.user {
+            Some(ids) => make_disk_as_user(rootfs, ids, &disk)?,
+            None => make_disk(rootfs, idmap.base, &disk)?,
+        };
         let info = VmImage {
             kernel_package: package,
             kernel_release: release,
@@ -462,6 +465,76 @@ fn make_disk(rootfs: &Path, base: u32, disk: &Path) -> Result<u64, PrepareError>
     fs::set_permissions(disk, fs::Permissions::from_mode(0o444)).map_err(err)?;
     let _ = fs::File::open(disk).and_then(|f| f.sync_all());
     let _ = std::io::stderr().flush();
+    Ok(bytes)
+}
+
+/// Runs `cmd` as root of a user namespace where `ids` map the image's ids (an ordinary user's
+/// image: its tree belongs to the user's subordinate ids); its output, or what it said.
+fn run_mapped(
+    cmd: &mut Command,
+    ids: &paddock_core::UserIds,
+    what: &str,
+) -> Result<String, PrepareError> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = paddock_confine::user::spawn_mapped(cmd, ids)
+        .map_err(|e| err(format!("cannot run {what}: {e}")))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| err(format!("cannot run {what}: {e}")))?;
+    if !out.status.success() {
+        return Err(err(format!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// [`make_disk`] for an ordinary user's image: the tree is read, and the disk written, by
+/// `du` and `mkfs.ext4` running as root of a user namespace where the user's ids are the
+/// image's, so the disk records the ids the guest expects. The disk stays the user's.
+fn make_disk_as_user(
+    rootfs: &Path,
+    ids: &paddock_core::UserIds,
+    disk: &Path,
+) -> Result<u64, PrepareError> {
+    let du = run_mapped(
+        Command::new("du")
+            .args(["-s", "-B1", "--apparent-size"])
+            .arg(rootfs),
+        ids,
+        "du",
+    )?;
+    let used: u64 = du
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| err(format!("du said {du:?}")))?;
+    let bytes = (used + used / 4 + (256 << 20)).div_ceil(1 << 20) << 20;
+    let f = fs::File::create(disk).map_err(err)?;
+    f.set_len(bytes).map_err(err)?;
+    drop(f);
+    run_mapped(
+        Command::new("mkfs.ext4")
+            .args([
+                "-q",
+                "-F",
+                "-L",
+                "paddock-root",
+                "-E",
+                "root_owner=0:0",
+                "-d",
+            ])
+            .arg(rootfs)
+            .arg(disk),
+        ids,
+        "mkfs.ext4 -d (from e2fsprogs)",
+    )?;
+    fs::set_permissions(disk, fs::Permissions::from_mode(0o444)).map_err(err)?;
+    let _ = fs::File::open(disk).and_then(|f| f.sync_all());
     Ok(bytes)
 }
 

@@ -133,18 +133,33 @@ unsafe fn private_mounts() -> std::io::Result<()> {
 
 /// Makes `cmd` run in network, IPC and UTS namespaces of its own (no network, and none of the
 /// host's abstract Unix sockets, which are per network namespace), then drop to `uid`:`uid`
-/// with no supplementary groups and `no_new_privs` before it execs. Register before
-/// `spawn_helper`'s parent-death signal, which a uid change clears.
-fn drop_to(cmd: &mut Command, uid: u32) {
+/// (when given: started as root) with no supplementary groups and `no_new_privs` before it
+/// execs. Register before `spawn_helper`'s parent-death signal, which a uid change clears.
+fn drop_to(cmd: &mut Command, uid: Option<u32>) {
     // SAFETY: only system calls, see the module's documentation.
     unsafe {
         cmd.pre_exec(move || {
             check(libc::unshare(
                 libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS,
             ))?;
-            paddock_confine::jail::sys::become_id(uid)?;
+            if let Some(uid) = uid {
+                paddock_confine::jail::sys::become_id(uid)?;
+            }
             check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
         });
+    }
+}
+
+/// Joins the user namespace `ns` as its root (uid and gid 0 there).
+///
+/// # Safety
+/// Only system calls; for use between fork and exec.
+unsafe fn enter_as_root(ns: &OwnedFd) -> std::io::Result<()> {
+    // SAFETY: system calls on a descriptor and integers.
+    unsafe {
+        check(libc::setns(ns.as_raw_fd(), libc::CLONE_NEWUSER))?;
+        check(libc::setresgid(0, 0, 0))?;
+        check(libc::setresuid(0, 0, 0))
     }
 }
 
@@ -179,15 +194,25 @@ fn parents_in(root: &Path, path: &Path) -> Vec<PathBuf> {
 /// libraries), as they are: a symbolic link is copied, a directory bound read-only.
 const SYSTEM: &[&str] = &["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"];
 
+/// Who the vsock device runs as.
+pub(crate) enum DeviceIds {
+    /// Started as root: this unprivileged host uid (and gid), its namespaces owned by the host.
+    Helper(u32),
+    /// An ordinary user's: root of this user namespace ([`owner_namespace`] of the user), which
+    /// then owns its namespaces; no other host id exists there.
+    OwnNamespace(OwnedFd),
+}
+
 /// Confines the vsock device: a root of its own (see the module's documentation) made on the
 /// empty directory `root`, holding `sockets` (read-write) and `binary` at their host paths;
-/// then [`drop_to`] `uid` and the seccomp filters.
+/// then [`drop_to`] the helper uid (root mode) and the seccomp filters. In user mode it first
+/// enters its user namespace as root, which then owns its other namespaces.
 pub(crate) fn vsock_device(
     cmd: &mut Command,
     root: &Path,
     sockets: &Path,
     binary: &Path,
-    uid: u32,
+    ids: DeviceIds,
 ) -> Result<(), BackendError> {
     let mut steps = Vec::new();
     let under = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
@@ -239,9 +264,16 @@ pub(crate) fn vsock_device(
     .map_err(|e| layer("vm seccomp", e.to_string()))?
     .concat();
 
+    let (uid, userns) = match ids {
+        DeviceIds::Helper(uid) => (Some(uid), None),
+        DeviceIds::OwnNamespace(ns) => (None, Some(ns)),
+    };
     // SAFETY: only system calls on the strings prepared above, see the module's documentation.
     unsafe {
         cmd.pre_exec(move || {
+            if let Some(ns) = &userns {
+                enter_as_root(ns)?;
+            }
             private_mounts()?;
             check(libc::mount(
                 c"tmpfs".as_ptr(),
@@ -354,12 +386,14 @@ pub(crate) fn by_descriptor(program: &Path) -> Result<Command, BackendError> {
 /// listening socket, made by root) left open for `--fd`, a mount namespace of its own where
 /// the pins and then the share (at `view`, read-only all through for a read-only share) are
 /// bound by descriptor, then the user namespace `userns` (see [`owner_namespace`]) as its root,
-/// the share's owner on the host.
+/// the share's owner on the host. In `user_mode` (an ordinary user's, who may make a mount
+/// namespace only inside a user namespace of its own) the user namespace comes first.
 pub(crate) fn virtiofsd(
     cmd: &mut Command,
     share: &Share<'_>,
     listener: OwnedFd,
     userns: OwnedFd,
+    user_mode: bool,
 ) -> Result<(), BackendError> {
     let mut pins = Vec::new();
     for (p, ro) in share.pins {
@@ -395,6 +429,9 @@ pub(crate) fn virtiofsd(
                 limit.rlim_cur = limit.rlim_max;
                 check(libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit))?;
             }
+            if user_mode {
+                enter_as_root(&userns)?;
+            }
             private_mounts()?;
             for (p, ro) in &pins {
                 let attrs = if *ro {
@@ -407,11 +444,12 @@ pub(crate) fn virtiofsd(
             bind_resolved(&src, &dst, true, share_attrs)?;
             // The listening socket stays open across exec for `--fd`.
             check(libc::fcntl(listener.as_raw_fd(), libc::F_SETFD, 0))?;
+            if user_mode {
+                return Ok(());
+            }
             check(libc::setgroups(0, std::ptr::null()))?;
-            check(libc::setns(userns.as_raw_fd(), libc::CLONE_NEWUSER))?;
             // Root of the namespace is the owner on the host.
-            check(libc::setresgid(0, 0, 0))?;
-            check(libc::setresuid(0, 0, 0))
+            enter_as_root(&userns)
         });
     }
     Ok(())

@@ -49,6 +49,11 @@ const DEFAULT_CPUS: u32 = 2;
 const DEFAULT_DISK: u64 = 16 << 30;
 /// The unprivileged user the VMM runs as once it has opened its files and sockets.
 const VMM_USER: &str = "nobody";
+
+/// The ids the VMM of an ordinary user's sandbox takes once it has opened its files, in its
+/// user namespace: host ids of the user's subordinate range that no sandbox's file server uses
+/// (the sandboxes' `nobody`, 65534 inside them, at most).
+const VMM_USER_MAPPED: &str = "65535:65535";
 /// The guest's vsock address (one per VM; each VM has its own vsock device).
 const GUEST_CID: u32 = 3;
 
@@ -227,9 +232,17 @@ fn spawn_helper(cmd: &mut Command, log: &Path, what: &str) -> Result<Child, Back
 /// Runs `cmd` as the child of a small pid 1 in a new pid namespace. The VMM drops to an
 /// unprivileged user, which clears its parent-death signal; pid 1 (a shell that keeps its
 /// credentials) still dies with the supervisor, and the kernel then kills everything in the
-/// namespace, the VMM included. The VMM also sees no other process of the host.
-fn in_pid_namespace(cmd: &Command) -> Command {
+/// namespace, the VMM included. The VMM also sees no other process of the host. In user mode
+/// (`user_mode`) the namespaces are owned by a user namespace of their own where the user is
+/// root (so QEMU may `chroot`) and its subordinate ids follow (so QEMU may then drop to one).
+fn in_pid_namespace(cmd: &Command, user_mode: bool) -> Command {
     let mut c = Command::new("unshare");
+    if user_mode {
+        // A user namespace of its own where the user is root (the pid namespace and QEMU's
+        // chroot need that) and the user's subordinate ids are 1 and up (the distribution's
+        // newuidmap maps them), so that QEMU can then drop to one of them.
+        c.args(["--map-root-user", "--map-auto"]);
+    }
     c.args([
         "--pid",
         "--fork",
@@ -591,7 +604,9 @@ impl Backend for VmBackend {
             }),
             required: false,
         });
-        items.extend(paddock_confine::user::root_only("vm"));
+        if paddock_confine::user::is_user_mode() {
+            items.push(paddock_confine::user::user_mode_item());
+        }
         Probe {
             backend: "vm",
             items,
@@ -650,12 +665,20 @@ impl VmBackend {
                 reason,
             });
         }
-        if !rustix::process::geteuid().is_root() {
-            return Err(BackendError::Unavailable {
-                backend: "vm",
-                reason: "the vm backend currently needs root (virtiofsd maps file ownership and QEMU drops to an unprivileged user)".into(),
-            });
-        }
+        // An ordinary user's VM: every helper runs as the user, in user namespaces where the
+        // user is root and no other host id exists (`confine`), and QEMU without a change of
+        // user.
+        let user_mode = paddock_confine::user::is_user_mode();
+        // The image must be this mode's (its disk is made from its tree with the ids it was
+        // built with); `--disk` is a qcow2 layer here, which a user may size.
+        paddock_confine::user::sandbox_ids(
+            "vm",
+            &ctx.image,
+            &paddock_policy::Limits {
+                disk: None,
+                ..spec.limits.clone()
+            },
+        )?;
         let t = &self.tools;
         let (Some(qemu), Some(qemu_img), Some(virtiofsd), Some(vsockd), Some(guest)) =
             (&t.qemu, &t.qemu_img, &t.virtiofsd, &t.vsock, &t.guest)
@@ -665,7 +688,7 @@ impl VmBackend {
                 reason: "a required program is missing; run `paddock doctor`".into(),
             });
         };
-        let artifacts = Artifacts::prepare(&ctx.image_rootfs, ctx.image.idmap.base, &mut |m| {
+        let artifacts = Artifacts::prepare(&ctx.image_rootfs, &ctx.image.idmap, &mut |m| {
             eprintln!("paddock: {m}")
         })
         .map_err(|e| layer("vm image", e.to_string()))?;
@@ -769,8 +792,10 @@ impl VmBackend {
             .map_err(io("cannot set the socket directory's mode"))?;
         let device_dir = run.path().join(DEVICE_DIR);
         run_subdir(&device_dir, 0o700)?;
-        std::os::unix::fs::chown(&device_dir, Some(helper), Some(helper))
-            .map_err(io("cannot give the vsock device its directory"))?;
+        if !user_mode {
+            std::os::unix::fs::chown(&device_dir, Some(helper), Some(helper))
+                .map_err(io("cannot give the vsock device its directory"))?;
+        }
         let device_root = run.path().join("vsock-root");
         fs::create_dir(&device_root).map_err(io("cannot create the vsock device's root"))?;
         let initrd = run.path().join("initrd");
@@ -781,6 +806,9 @@ impl VmBackend {
         let uds = device_socket(run.path());
         // The two host sockets the guest may reach, connectable by the vsock device's user.
         let for_device = |p: &Path| -> Result<(), BackendError> {
+            if user_mode {
+                return Ok(());
+            }
             std::os::unix::fs::chown(p, Some(helper), Some(helper)).map_err(io(format!(
                 "cannot hand {} to the vsock device",
                 p.display()
@@ -838,7 +866,15 @@ impl VmBackend {
             .arg(format!("--socket={}", vsock_socket.display()))
             .arg(format!("--uds-path={}", uds.display()));
         join_cgroups(&mut device, &join);
-        confine::vsock_device(&mut device, &device_root, &device_dir, vsockd, helper)?;
+        let device_ids = if user_mode {
+            confine::DeviceIds::OwnNamespace(confine::owner_namespace(
+                rustix::process::geteuid().as_raw(),
+                rustix::process::getegid().as_raw(),
+            )?)
+        } else {
+            confine::DeviceIds::Helper(helper)
+        };
+        confine::vsock_device(&mut device, &device_root, &device_dir, vsockd, device_ids)?;
         procs.helpers.push((
             "vhost-device-vsock".into(),
             spawn_helper(&mut device, &log, "vhost-device-vsock")?,
@@ -859,7 +895,16 @@ impl VmBackend {
                 .filter(|(p, _)| p.path.starts_with(dir))
                 .map(|(p, _)| (p.path.clone(), p.read_only))
                 .collect();
-            let group = confine::share_group(*uid, *gid);
+            // In user mode virtiofsd runs as the user whoever owns the folder (a user can map
+            // only its own ids): the guest's files there are the user's.
+            let (uid, group) = if user_mode {
+                (
+                    rustix::process::geteuid().as_raw(),
+                    rustix::process::getegid().as_raw(),
+                )
+            } else {
+                (*uid, confine::share_group(*uid, *gid))
+            };
             let mut cmd = confine::by_descriptor(virtiofsd)?;
             cmd.args(virtiofsd_args(
                 &view,
@@ -876,7 +921,8 @@ impl VmBackend {
                     pins: &mine,
                 },
                 listener,
-                confine::owner_namespace(*uid, group)?,
+                confine::owner_namespace(uid, group)?,
+                user_mode,
             )?;
             procs.helpers.push((
                 format!("virtiofsd for {}", dir.display()),
@@ -924,10 +970,12 @@ impl VmBackend {
             shares: tags,
             console_log: console_log.clone(),
             jail_dir: Some(jail.clone()),
-            run_as: Some(VMM_USER.into()),
+            // In user mode the VMM's user namespace maps the user's subordinate ids from 1
+            // (`in_pid_namespace`): it ends as the last of them, as root mode's ends as nobody.
+            run_as: Some(if user_mode { VMM_USER_MAPPED } else { VMM_USER }.into()),
         };
         let vmm = Qemu::at(qemu.clone());
-        let mut vmm_cmd = in_pid_namespace(&vmm.command(&cfg));
+        let mut vmm_cmd = in_pid_namespace(&vmm.command(&cfg), user_mode);
         join_cgroups(&mut vmm_cmd, &join);
         let child = spawn_helper(&mut vmm_cmd, &log, "the VMM")?;
         let vmm_pidfd = rustix::process::pidfd_open(
