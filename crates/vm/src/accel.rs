@@ -23,9 +23,24 @@ pub struct KvmStatus {
     pub detail: String,
 }
 
-/// Where the cached answer lives (cleared by a reboot).
-fn cache_file() -> PathBuf {
-    PathBuf::from("/run/paddock/kvm-probe.json")
+/// Where this process's cached answers live: root's in `/run/paddock` (cleared by a reboot),
+/// an ordinary user's in the user's cache directory (keyed by the boot): whether KVM works
+/// depends on who opens `/dev/kvm`, so a user never takes root's answer.
+fn cache_dir() -> Option<PathBuf> {
+    if !paddock_confine::user::is_user_mode() {
+        return Some(PathBuf::from("/run/paddock"));
+    }
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let dir = var("XDG_CACHE_HOME").or_else(|| var("HOME").map(|h| h.join(".cache")))?;
+    dir.is_absolute().then(|| dir.join("paddock"))
+}
+
+fn cache_file() -> Option<PathBuf> {
+    cache_dir().map(|d| d.join("kvm-probe.json"))
 }
 
 fn host_key() -> String {
@@ -86,7 +101,7 @@ pub fn quick() -> KvmStatus {
 
 /// The cached answer, if this host (and boot) already has one.
 pub fn cached() -> Option<KvmStatus> {
-    let c: Cached = serde_json::from_slice(&fs::read(cache_file()).ok()?).ok()?;
+    let c: Cached = serde_json::from_slice(&fs::read(cache_file()?).ok()?).ok()?;
     (c.host == host_key()).then_some(c.status)
 }
 
@@ -102,12 +117,16 @@ pub fn probe(qemu: &Path, kernel: &Path, initrd: &Path) -> KvmStatus {
     } else {
         quick()
     };
-    let _ = fs::create_dir_all("/run/paddock");
-    if let Ok(json) = serde_json::to_vec(&Cached {
-        host: host_key(),
-        status: status.clone(),
-    }) {
-        let _ = fs::write(cache_file(), json);
+    if let (Some(dir), Some(file), Ok(json)) = (
+        cache_dir(),
+        cache_file(),
+        serde_json::to_vec(&Cached {
+            host: host_key(),
+            status: status.clone(),
+        }),
+    ) {
+        let _ = fs::create_dir_all(dir);
+        let _ = fs::write(file, json);
     }
     status
 }
@@ -194,9 +213,13 @@ fn boot_probe(qemu: &Path, kernel: &Path, initrd: &Path) -> KvmStatus {
 pub fn host_tsc_khz() -> Option<u64> {
     #[cfg(target_arch = "x86_64")]
     {
-        let cache = PathBuf::from("/run/paddock/tsc-khz");
+        // Root's measurement holds for everyone; a user without one keeps their own.
+        let mine = cache_dir().map(|d| d.join("tsc-khz"));
         let key = host_key();
-        if let Ok(text) = fs::read_to_string(&cache)
+        if let Some(text) = [Some(PathBuf::from("/run/paddock/tsc-khz")), mine.clone()]
+            .into_iter()
+            .flatten()
+            .find_map(|f| fs::read_to_string(f).ok())
             && let Some((k, v)) = text.trim().rsplit_once(' ')
             && k == key
             && let Ok(v) = v.parse()
@@ -216,8 +239,12 @@ pub fn host_tsc_khz() -> Option<u64> {
         if khz == 0 {
             return None;
         }
-        let _ = fs::create_dir_all("/run/paddock");
-        let _ = fs::write(&cache, format!("{key} {khz}\n"));
+        if let Some(file) = mine {
+            if let Some(dir) = file.parent() {
+                let _ = fs::create_dir_all(dir);
+            }
+            let _ = fs::write(&file, format!("{key} {khz}\n"));
+        }
         Some(khz)
     }
     #[cfg(not(target_arch = "x86_64"))]

@@ -32,18 +32,32 @@ macro_rules! require_root {
 /// Removes an account a test made (its home too) and its subordinate ranges, which `userdel`
 /// leaves in `/etc/subuid` and `/etc/subgid`.
 pub fn remove_user(name: &str) {
-    let _ = Command::new("userdel").args(["-r", name]).output();
-    for file in ["/etc/subuid", "/etc/subgid"] {
-        if let Ok(text) = std::fs::read_to_string(file) {
-            let prefix = format!("{name}:");
-            let kept: String = text
-                .lines()
-                .filter(|l| !l.starts_with(&prefix))
-                .map(|l| format!("{l}\n"))
-                .collect();
-            let _ = std::fs::write(file, kept);
-        }
+    // With usermod, which locks and replaces the files as useradd does: other tests read them
+    // (and add accounts) meanwhile, so they are never rewritten in place here.
+    let ranges = |file: &str| -> Vec<String> {
+        std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split(':');
+                (f.next() == Some(name)).then_some(())?;
+                let start: u64 = f.next()?.parse().ok()?;
+                let count: u64 = f.next()?.parse().ok()?;
+                Some(format!("{start}-{}", start + count.max(1) - 1))
+            })
+            .collect()
+    };
+    let mut args = Vec::new();
+    for r in ranges("/etc/subuid") {
+        args.extend(["--del-subuids".to_owned(), r]);
     }
+    for r in ranges("/etc/subgid") {
+        args.extend(["--del-subgids".to_owned(), r]);
+    }
+    if !args.is_empty() {
+        let _ = Command::new("usermod").args(&args).arg(name).output();
+    }
+    let _ = Command::new("userdel").args(["-r", name]).output();
 }
 
 pub fn bin() -> PathBuf {
