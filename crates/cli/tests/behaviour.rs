@@ -497,10 +497,12 @@ fn ls_reports_a_killed_supervisor_as_stopped(backend: &str) {
 fn a_discarded_layer_skips_syncing_and_a_torn_one_starts_clean(backend: &str) {
     common::ensure_image();
     let ws = common::workspace();
-    // overlayfs's own marker in a plain layer; Paddock's beside a size-limited layer's image.
+    // Paddock's beside a plain layer (and overlayfs's own in it), and beside a size-limited
+    // layer's image.
     let marker = |n: &str| {
         let dir = common::home().join("sandboxes").join(n);
         [
+            dir.join("upper.volatile"),
             dir.join("work/work/incompat/volatile"),
             dir.join("layer.volatile"),
         ]

@@ -80,19 +80,33 @@ pub fn shared_binds(spec: &SandboxSpec) -> Result<Vec<Bind>, BackendError> {
 /// The sandbox's writable layer, the overlay's work directory and a mount point, made on first
 /// use (the layer's root owned by the sandbox's root, host uid `base`; in user mode, `None`,
 /// the jail gives it to the sandbox's root). Returns (upper, work, merged).
+///
+/// `discard`: this run's layer is removed after it (`--rm`) and mounted volatile; a marker
+/// beside it says so until then (overlayfs's own, in the work directory, belongs to the
+/// sandbox's root, whose directory an ordinary user cannot look into).
 pub fn prepare_dirs(
     dir: &Path,
     base: Option<u32>,
+    discard: bool,
 ) -> Result<(PathBuf, PathBuf, PathBuf), BackendError> {
     let upper = dir.join("upper");
     let work = dir.join("work");
     let merged = dir.join("merged");
+    let marker = dir.join(VOLATILE_DIRS);
     // A `volatile` layer (a `--rm` run's) still here: that run ended before it removed the
     // sandbox, and its writes were never synced, so after a host crash the layer may be torn.
     // overlayfs refuses to mount it again as it is; it was to be deleted, so it starts over
     // from the clean image.
-    if work.join("work/incompat/volatile").exists() {
+    if marker.exists() || work.join("work/incompat/volatile").exists() {
         remove_layer_dirs(dir)?;
+        match fs::remove_file(&marker) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(format!("cannot discard {}", marker.display()))(e)),
+        }
+    }
+    if discard {
+        fs::write(&marker, b"").map_err(io(format!("cannot create {}", marker.display())))?;
     }
     for d in [&work, &merged] {
         fs::create_dir_all(d).map_err(io(format!("cannot create {}", d.display())))?;
@@ -162,6 +176,9 @@ pub fn prepare_layer(
 
 /// The marker of a layer image that a `--rm` run mounted volatile.
 const VOLATILE_LAYER: &str = "layer.volatile";
+
+/// The marker of a plain layer (`upper/`, `work/`) that a `--rm` run mounted volatile.
+const VOLATILE_DIRS: &str = "upper.volatile";
 
 fn prepare_layer_image(
     dir: &Path,

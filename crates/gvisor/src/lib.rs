@@ -249,6 +249,7 @@ impl Backend for GvisorBackend {
         let (upper, work, _) = paddock_confine::rootfs::prepare_dirs(
             &ctx.sandbox_dir,
             user.is_none().then_some(base),
+            spec.discard_layer,
         )?;
         let layer_image = paddock_confine::rootfs::prepare_layer(
             &ctx.sandbox_dir,

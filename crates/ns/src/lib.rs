@@ -183,7 +183,11 @@ fn prepare(
     }
     // The ids as the jail sees them: in user mode its own user namespace's, whose root is 0.
     let base = if user_mode { 0 } else { ctx.image.idmap.base };
-    let (upper, work, merged) = prepare_dirs(&ctx.sandbox_dir, (!user_mode).then_some(base))?;
+    let (upper, work, merged) = prepare_dirs(
+        &ctx.sandbox_dir,
+        (!user_mode).then_some(base),
+        spec.discard_layer,
+    )?;
     let layer_image = prepare_layer(
         &ctx.sandbox_dir,
         base,

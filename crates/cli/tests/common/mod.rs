@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
+pub mod user;
+
 pub fn is_root() -> bool {
     std::fs::metadata("/proc/self")
         .map(|m| m.uid() == 0)
@@ -64,7 +66,12 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_paddock"))
 }
 
+/// The state directory of the suite's sandboxes: a private one of the test run's (root), or the
+/// suite user's own (`PADDOCK_SUITE_MODE=user`).
 pub fn home() -> PathBuf {
+    if let Some(u) = suite_as_user() {
+        return u.home.join(".local/share/paddock");
+    }
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("paddock-home")
 }
 
@@ -83,6 +90,9 @@ fn user_images() -> Option<PathBuf> {
 /// Makes sure the test home has the default image; serialised across test binaries.
 pub fn ensure_image() {
     static DONE: OnceLock<()> = OnceLock::new();
+    if suite_as_user().is_some() {
+        return;
+    }
     DONE.get_or_init(|| {
         let home = home();
         std::fs::create_dir_all(&home).unwrap();
@@ -199,8 +209,30 @@ fn watch_this_test() {
 
 /// `paddock` with the test state directory and a clean environment (and the calling test
 /// watched: see [`watch_this_test`]).
+/// The suite's user when this run's sandboxes are that ordinary user's
+/// (`PADDOCK_SUITE_MODE=user`), not root's.
+pub fn suite_as_user() -> Option<user::Account> {
+    if std::env::var("PADDOCK_SUITE_MODE").as_deref() != Ok("user") {
+        return None;
+    }
+    user::suite_user()
+}
+
 pub fn paddock() -> Command {
     watch_this_test();
+    if let Some(u) = suite_as_user() {
+        use std::os::unix::process::CommandExt;
+        let mut c = Command::new(bin());
+        c.env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            .env("HOME", &u.home)
+            .env("USER", &u.name)
+            .env("LOGNAME", &u.name)
+            .stdin(Stdio::null())
+            .uid(u.uid)
+            .gid(u.gid);
+        return c;
+    }
     let mut c = Command::new(bin());
     c.env_clear()
         .env("PADDOCK_HOME", home())
@@ -213,10 +245,14 @@ pub fn paddock() -> Command {
 
 /// A fresh workspace directory (not a system directory).
 pub fn workspace() -> tempfile::TempDir {
-    tempfile::Builder::new()
+    let ws = tempfile::Builder::new()
         .prefix("paddock-ws-")
         .tempdir_in("/var/tmp")
-        .unwrap()
+        .unwrap();
+    if let Some(u) = suite_as_user() {
+        std::os::unix::fs::chown(ws.path(), Some(u.uid), Some(u.gid)).unwrap();
+    }
+    ws
 }
 
 /// Runs `sh -c script` in a throw-away sandbox on `ws`.
