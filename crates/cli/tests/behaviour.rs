@@ -30,6 +30,7 @@ fn the_trust_report_names_what_the_host_may_run(backend: &str) {
     std::fs::create_dir_all(ws.path().join(".git/hooks")).unwrap();
     std::fs::write(ws.path().join("Makefile"), "all:\n\ttrue\n").unwrap();
     std::fs::write(ws.path().join("untouched.sh"), "#!/bin/sh\n").unwrap();
+    common::hand_over(ws.path());
     let name = unique("trust");
     let out = on(backend)
         .args(["run", "--backend", backend, "--name", &name, "-w"])
@@ -116,8 +117,9 @@ on_every_backend!(
 );
 
 fn git(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    // The test's own look (as root) at a workspace that may be the suite user's.
     let out = std::process::Command::new("git")
-        .arg("-C")
+        .args(["-c", "safe.directory=*", "-C"])
         .arg(dir)
         .args(args)
         .env("GIT_CONFIG_NOSYSTEM", "1")
@@ -136,6 +138,7 @@ fn git_hooks_and_config_are_out_of_reach(backend: &str) {
     std::fs::create_dir(w.join("lib")).unwrap();
     std::fs::write(w.join("lib/.git"), "gitdir: ../.git\n").unwrap();
     let config_before = std::fs::read(w.join(".git/config")).unwrap();
+    common::hand_over(w);
     let name = unique("gitguard");
     // Outside the workspace: what a config made inside would have the host's git touch.
     let marker = w.with_extension("owned");
@@ -353,7 +356,12 @@ fn terminal_resize_and_ctrl_c(backend: &str) {
 
 fn files_created_inside_belong_to_the_workspace_owner(backend: &str) {
     let ws = common::workspace();
-    std::os::unix::fs::chown(ws.path(), Some(4242), Some(4343)).unwrap();
+    // As root, a workspace of anyone's; as a user, the user's own (the only kind it may share).
+    let (uid, gid) = match common::suite_as_user() {
+        Some(u) => (u.uid, u.gid),
+        None => (4242, 4343),
+    };
+    std::os::unix::fs::chown(ws.path(), Some(uid), Some(gid)).unwrap();
     let out = common::sh_on(
         backend,
         ws.path(),
@@ -365,7 +373,7 @@ fn files_created_inside_belong_to_the_workspace_owner(backend: &str) {
     assert!(o.starts_with("1000\n1000:1000\nagent"), "{o}");
     for name in ["made-by-agent", "dir"] {
         let m = std::fs::metadata(ws.path().join(name)).unwrap();
-        assert_eq!((m.uid(), m.gid()), (4242, 4343), "{name}");
+        assert_eq!((m.uid(), m.gid()), (uid, gid), "{name}");
     }
 }
 

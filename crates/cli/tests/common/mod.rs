@@ -209,10 +209,28 @@ fn watch_this_test() {
 
 /// `paddock` with the test state directory and a clean environment (and the calling test
 /// watched: see [`watch_this_test`]).
-/// The suite's user when this run's sandboxes are that ordinary user's
-/// (`PADDOCK_SUITE_MODE=user`), not root's.
+/// Test binaries whose sandboxes are the suite's ordinary user's (user mode, Paddock's main
+/// mode): the rest run as root, which keeps the escape and network cases in root mode too.
+/// `PADDOCK_SUITE_MODE=user` or `=root` puts every binary in one mode.
+const USER_MODE_SUITES: &[&str] = &["behaviour"];
+
+/// The suite's user when this test binary's sandboxes are that ordinary user's, not root's.
 pub fn suite_as_user() -> Option<user::Account> {
-    if std::env::var("PADDOCK_SUITE_MODE").as_deref() != Ok("user") {
+    let user = match std::env::var("PADDOCK_SUITE_MODE").as_deref() {
+        Ok("user") => true,
+        Ok("root") => false,
+        _ => std::env::current_exe()
+            .ok()
+            .and_then(|p| {
+                p.file_name()?
+                    .to_str()?
+                    .split('-')
+                    .next()
+                    .map(str::to_owned)
+            })
+            .is_some_and(|b| USER_MODE_SUITES.contains(&b.as_str())),
+    };
+    if !user {
         return None;
     }
     user::suite_user()
@@ -253,6 +271,20 @@ pub fn workspace() -> tempfile::TempDir {
         std::os::unix::fs::chown(ws.path(), Some(u.uid), Some(u.gid)).unwrap();
     }
     ws
+}
+
+/// Gives what a test prepared in workspace `ws` (as root) to whoever the suite runs as: in user
+/// mode the suite's user owns it, as a user owns their project.
+pub fn hand_over(ws: &Path) {
+    if let Some(u) = suite_as_user() {
+        let out = Command::new("chown")
+            .arg("-R")
+            .arg(format!("{}:{}", u.uid, u.gid))
+            .arg(ws)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "chown: {out:?}");
+    }
 }
 
 /// Runs `sh -c script` in a throw-away sandbox on `ws`.
@@ -537,7 +569,7 @@ pub fn leftovers(backend: &str, name: &str, tag: &str) -> Vec<String> {
         // Its run directory, named after the user and the sandbox.
         "gvisor" => format!(
             "paddock-gvisor-{}-{name}-",
-            rustix::process::geteuid().as_raw()
+            suite_as_user().map_or_else(|| rustix::process::geteuid().as_raw(), |u| u.uid)
         ),
         other => format!("paddock-{other}-{name}-"),
     };

@@ -144,4 +144,3 @@ pub fn suite_user() -> Option<Account> {
         .clone(),
     )
 }
-
