@@ -22,8 +22,9 @@ use paddock_core::ProbeItem;
 /// How many subordinate ids a user needs: the sandbox's whole id range.
 pub const SUBORDINATE_IDS: u64 = 65_536;
 
-/// The controllers a user's sandboxes are limited with.
-const CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
+/// The controllers a user's sandboxes are limited with, and the one that counts their CPU time
+/// for `paddock ls` where it is a hierarchy of its own (v1 without `cpu,cpuacct`).
+const CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "cpuacct"];
 
 pub use paddock_confine::cgroup::USERS_CGROUP;
 
@@ -615,6 +616,17 @@ mod tests {
         );
         assert_eq!(plan.len(), 15, "memory, pids and cpu: {plan:?}");
         assert!(!plan.iter().any(|a| matches!(a, Action::Enable(..))));
+        // cpuacct mounted on its own (as on this project's test machines): a fourth subtree.
+        let mut apart = host.clone();
+        apart.v1.insert("cpu".into(), "/sys/fs/cgroup/cpu".into());
+        apart
+            .v1
+            .insert("cpuacct".into(), "/sys/fs/cgroup/cpuacct".into());
+        let plan = delegation(&apart, 1000);
+        assert_eq!(plan.len(), 20, "memory, pids, cpu and cpuacct: {plan:?}");
+        assert!(plan.contains(&Action::Mkdir(
+            "/sys/fs/cgroup/cpuacct/paddock-users/1000".into()
+        )));
     }
 
     #[test]
