@@ -207,9 +207,37 @@ fn limits_stop_runaways_and_ls_says_which(backend: &str) {
         "{}",
         listed(&name)
     );
+    // An ordinary user's layer cannot be size-limited (its image needs a loop device, which
+    // needs root): refused before anything is made, saying why.
+    if backend != "vm" && common::suite_as_user().is_some() {
+        let disk = unique("disk");
+        let _cleanup_disk = Cleanup(disk.clone());
+        let refused = on(backend)
+            .args([
+                "run",
+                "--backend",
+                backend,
+                "--name",
+                &disk,
+                "--disk",
+                "1g",
+                "-w",
+            ])
+            .arg(ws.path())
+            .args(["--", "true"])
+            .output()
+            .unwrap();
+        assert!(!refused.status.success(), "{refused:?}");
+        assert!(
+            stderr(&refused).contains("--disk needs root"),
+            "{refused:?}"
+        );
+        let ls = paddock().args(["ls"]).output().unwrap();
+        assert!(!stdout(&ls).contains(&disk), "{ls:?}");
+    }
     // Filling the disk stops at the size of the writable layer (a VM's disk is its own; see
     // vm.rs), and ls says why.
-    if backend != "vm" {
+    if backend != "vm" && common::suite_as_user().is_none() {
         let disk = unique("disk");
         let _cleanup_disk = Cleanup(disk.clone());
         let fill = on(backend)
@@ -301,9 +329,15 @@ fn limits_stop_runaways_and_ls_says_which(backend: &str) {
     assert!(stderr(&bad).contains("--memory"), "{bad:?}");
     assert_eq!(listed(&name)["limits"]["pids"], 48);
     ok(&on(backend).args(["start", &name]).output().unwrap());
-    // The layer of a running sandbox keeps its size (the default one, here).
+    // The layer of a running sandbox keeps its size (the default one, here; an ordinary
+    // user's layer has none: its size cannot be limited without root).
     let disk_before = listed(&name)["limits"]["disk"].clone();
-    assert!(disk_before.as_u64().is_some(), "{}", listed(&name));
+    assert_eq!(
+        disk_before.as_u64().is_some(),
+        common::suite_as_user().is_none() || backend == "vm",
+        "{}",
+        listed(&name)
+    );
     let busy = paddock()
         .args(["update", &name, "--disk", "512g"])
         .output()

@@ -212,7 +212,7 @@ fn watch_this_test() {
 /// Test binaries whose sandboxes are the suite's ordinary user's (user mode, Paddock's main
 /// mode): the rest run as root, which keeps the escape and network cases in root mode too.
 /// `PADDOCK_SUITE_MODE=user` or `=root` puts every binary in one mode.
-const USER_MODE_SUITES: &[&str] = &["behaviour"];
+const USER_MODE_SUITES: &[&str] = &["behaviour", "lifecycle"];
 
 /// The suite's user when this test binary's sandboxes are that ordinary user's, not root's.
 pub fn suite_as_user() -> Option<user::Account> {
