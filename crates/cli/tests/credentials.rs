@@ -94,6 +94,7 @@ fn the_secret_reaches_its_host_only(backend: &str) {
         .unwrap();
     let (ca, cert, key) = tls_files(dir.path(), "good");
     let (_, bad_cert, bad_key) = tls_files(dir.path(), "untrusted");
+    common::hand_over(dir.path());
     let good = echo(Some((&cert, &key)));
     let bad = echo(Some((&bad_cert, &bad_key)));
     let plain = echo(None);
@@ -348,6 +349,7 @@ fn an_agent_preset_installs_once_and_gets_placeholders(backend: &str) {
     let reg = registry(&dir.path().join("registry"));
     let ws = dir.path().join("ws");
     std::fs::create_dir_all(&ws).unwrap();
+    common::hand_over(&ws);
     let name = unique("agent");
     secret(&["set", "anthropic", "--sandbox", &name]);
     let run = || {
@@ -411,6 +413,7 @@ fn method_and_path_rules_hold_inside_https(backend: &str) {
         .tempdir_in("/var/tmp")
         .unwrap();
     let (ca, cert, key) = tls_files(dir.path(), "good");
+    common::hand_over(dir.path());
     let good = echo(Some((&cert, &key)));
     let name = unique("methods");
     let port = good.port.to_string();

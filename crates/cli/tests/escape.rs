@@ -30,7 +30,7 @@ fn sh_b(backend: &str, ws: &std::path::Path, script: &str) -> std::process::Outp
 // Escapes that mean the same on every backend. The ones about the namespace backend's own
 // layers (seccomp, Landlock, capabilities) are below as plain tests; a VM's guest kernel is
 // the boundary there, and `vm.rs` checks the VM's own.
-on_every_backend!(
+on_every_backend_in_both_modes!(
     writes_outside_the_workspace_stay_inside,
     host_secrets_are_invisible,
     hardlinks_cannot_reach_other_files,

@@ -144,7 +144,7 @@ fn audit(name: &str) -> Vec<serde_json::Value> {
 
 // The same clients and the same bypass attempts on every backend: a VM's connections reach the
 // proxy over vsock, a gVisor sandbox's over a socket its helper was handed.
-on_every_backend!(
+on_every_backend_in_both_modes!(
     real_clients_reach_allowed_hosts_only,
     bypasses_and_raw_network_fail,
     no_network_means_no_proxy_at_all

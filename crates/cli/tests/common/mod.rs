@@ -212,13 +212,31 @@ fn watch_this_test() {
 /// Test binaries whose sandboxes are the suite's ordinary user's (user mode, Paddock's main
 /// mode): the rest run as root, which keeps the escape and network cases in root mode too.
 /// `PADDOCK_SUITE_MODE=user` or `=root` puts every binary in one mode.
-const USER_MODE_SUITES: &[&str] = &["behaviour", "lifecycle"];
+const USER_MODE_SUITES: &[&str] = &["behaviour", "lifecycle", "credentials", "escape", "network"];
 
-/// The suite's user when this test binary's sandboxes are that ordinary user's, not root's.
+thread_local! {
+    /// This test thread's mode, when a test asked for one ([`in_mode`]).
+    static MODE: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` (a test's body) with its sandboxes the suite user's (`user`) or root's, whatever
+/// the binary's mode.
+pub fn in_mode<T>(user: bool, f: impl FnOnce() -> T) -> T {
+    MODE.with(|m| m.set(Some(user)));
+    let out = f();
+    MODE.with(|m| m.set(None));
+    out
+}
+
+/// The suite's user when this test's sandboxes are that ordinary user's, not root's.
 pub fn suite_as_user() -> Option<user::Account> {
-    let user = match std::env::var("PADDOCK_SUITE_MODE").as_deref() {
-        Ok("user") => true,
-        Ok("root") => false,
+    let user = match (
+        MODE.with(std::cell::Cell::get),
+        std::env::var("PADDOCK_SUITE_MODE").as_deref(),
+    ) {
+        (Some(user), _) => user,
+        (None, Ok("user")) => true,
+        (None, Ok("root")) => false,
         _ => std::env::current_exe()
             .ok()
             .and_then(|p| {
@@ -532,6 +550,49 @@ macro_rules! on_every_backend {
             fn $name() {
                 $crate::require_vm!();
                 super::$name("vm");
+            })*
+        }
+    };
+}
+
+/// Makes `user::{ns,gvisor,vm}::NAME` and `root::{ns,gvisor,vm}::NAME` tests of functions
+/// `NAME(backend: &str)`: the cases that run in both modes (the escape and network cases: an
+/// ordinary user's sandboxes are the main mode, and root's stay covered).
+#[macro_export]
+macro_rules! on_every_backend_in_both_modes {
+    ($($name:ident),* $(,)?) => {
+        mod user {
+            $crate::on_every_backend_in_mode!(true, $($name),*);
+        }
+        mod root {
+            $crate::on_every_backend_in_mode!(false, $($name),*);
+        }
+    };
+}
+
+/// [`on_every_backend_in_both_modes`]'s half for one mode.
+#[macro_export]
+macro_rules! on_every_backend_in_mode {
+    ($user:expr, $($name:ident),* $(,)?) => {
+        mod ns {
+            $(#[test]
+            fn $name() {
+                $crate::require_root!();
+                $crate::common::in_mode($user, || super::super::$name("ns"));
+            })*
+        }
+        mod gvisor {
+            $(#[test]
+            fn $name() {
+                $crate::require_gvisor!();
+                $crate::common::in_mode($user, || super::super::$name("gvisor"));
+            })*
+        }
+        mod vm {
+            $(#[test]
+            fn $name() {
+                $crate::require_vm!();
+                $crate::common::in_mode($user, || super::super::$name("vm"));
             })*
         }
     };
