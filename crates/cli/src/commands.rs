@@ -132,15 +132,6 @@ fn validate(args: &RunArgs) -> Result<Validated> {
             ws.display()
         )));
     }
-    // In user mode the agent is the user: a workspace the user cannot write would be a
-    // read-only one (or, with sudo inside, would look writable to root and fail).
-    if paddock_confine::user::is_user_mode() && !paddock_confine::user::writable(&canonical) {
-        return Err(usage(format!(
-            "workspace {} is not writable by you, and the agent works as you; choose a folder of yours (or share it read-only with --mount {}:ro from a folder of yours)",
-            ws.display(),
-            ws.display()
-        )));
-    }
     // Which paths may be shared at all (never a system location or Paddock's own, never a
     // socket unless asked), judged with every symlink resolved.
     let rules = paddock_core::shares::ShareRules::for_user(&Dirs::from_env()?);
@@ -154,6 +145,16 @@ fn validate(args: &RunArgs) -> Result<Validated> {
         Err(e) => Err(usage(e.to_string())),
     };
     let workspace = share(&canonical, false)?;
+    // In user mode the agent is the user: a workspace the user cannot write would be a
+    // read-only one (or, with sudo inside, would look writable to root and fail). Asked after
+    // the share rules, whose refusal (a system directory, Paddock's own) says more.
+    if paddock_confine::user::is_user_mode() && !paddock_confine::user::writable(&canonical) {
+        return Err(usage(format!(
+            "workspace {} is not writable by you, and the agent works as you; choose a folder of yours (or share it read-only with --mount {}:ro from a folder of yours)",
+            ws.display(),
+            ws.display()
+        )));
+    }
     let mut mounts = Vec::new();
     for spec in &args.mounts {
         let mut m: Mount = spec
