@@ -425,7 +425,7 @@ fn make_disk(rootfs: &Path, base: u32, disk: &Path) -> Result<u64, PrepareError>
     )
     .map_err(|e| err(format!("cannot open {}: {e}", rootfs.display())))?;
     let (disk_raw, tree_raw) = (disk_fd.as_raw_fd(), tree_fd.as_raw_fd());
-    let mut mkfs = Command::new("mkfs.ext4");
+    let mut mkfs = Command::new(mkfs_ext4()?);
     mkfs.args([
         "-q",
         "-F",
@@ -466,6 +466,13 @@ fn make_disk(rootfs: &Path, base: u32, disk: &Path) -> Result<u64, PrepareError>
     let _ = fs::File::open(disk).and_then(|f| f.sync_all());
     let _ = std::io::stderr().flush();
     Ok(bytes)
+}
+
+/// `mkfs.ext4`, found where the system keeps it (`/usr/sbin`, `/sbin`), which an ordinary
+/// user's `PATH` does not name.
+fn mkfs_ext4() -> Result<PathBuf, PrepareError> {
+    paddock_core::tools::find_program("mkfs.ext4")
+        .ok_or_else(|| err("mkfs.ext4 is missing (apt-get install e2fsprogs)"))
 }
 
 /// Runs `cmd` as root of a user namespace where `ids` map the image's ids (an ordinary user's
@@ -518,7 +525,7 @@ fn make_disk_as_user(
     f.set_len(bytes).map_err(err)?;
     drop(f);
     run_mapped(
-        Command::new("mkfs.ext4")
+        Command::new(mkfs_ext4()?)
             .args([
                 "-q",
                 "-F",

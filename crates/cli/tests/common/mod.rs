@@ -260,7 +260,7 @@ pub fn paddock() -> Command {
         use std::os::unix::process::CommandExt;
         let mut c = Command::new(bin());
         c.env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("HOME", &u.home)
             .env("USER", &u.name)
             .env("LOGNAME", &u.name)
