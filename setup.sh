@@ -177,6 +177,17 @@ else
     summary+=("  gvisor: runsc is not installed (see above)")
 fi
 try_backend vm paddock run --rm --backend vm -- sh -c 'echo hello from a VM running kernel $(uname -r)'
+if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
+    # The same as the user: what their account lacks (a PATH without /usr/sbin, a group not
+    # yet in effect) shows here, not at their first run.
+    for backend in gvisor vm; do
+        if [ "$backend" = gvisor ] && ! { command -v runsc >/dev/null || [ -x /usr/sbin/runsc ]; }; then
+            continue
+        fi
+        try_backend "$backend as $SUDO_USER" runuser -l "$SUDO_USER" -c \
+            "cd \"\$HOME/paddock-first-run\" && paddock run --rm --backend $backend -- sh -c 'echo hello from $backend, without root'"
+    done
+fi
 echo "setup.sh: done; the backends on this host:"
 printf '%s\n' "${summary[@]}"
 if [ "$works" -eq 0 ]; then
