@@ -10,6 +10,19 @@ mod secret;
 
 use clap::Parser;
 
+/// Whether `cmd` only prints and ends: not one that supervises or relays a sandbox's command,
+/// whose output pipe closing must not end the sandbox with it.
+fn prints_and_ends(cmd: &cli::Cmd) -> bool {
+    !matches!(
+        cmd,
+        cli::Cmd::Run(_)
+            | cli::Cmd::Exec(_)
+            | cli::Cmd::Shell { .. }
+            | cli::Cmd::Attach { .. }
+            | cli::Cmd::Supervise { .. }
+    )
+}
+
 fn main() {
     // The egress proxy's own process (started by the supervisor, never by hand): before
     // anything else, so it starts with nothing but what its parent sends.
@@ -25,6 +38,14 @@ fn main() {
         std::process::exit(paddock_confine::relay::main());
     }
     let cli = cli::Cli::parse();
+    if prints_and_ends(&cli.command) {
+        // Read by `head` or a pager that stops early: end quietly, as other command-line tools
+        // do, instead of failing a print with a panic (Rust starts with SIGPIPE ignored).
+        // SAFETY: restores a signal's default action before any other thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let code = match commands::dispatch(cli) {
         Ok(code) => code,
         Err(e) => error::report(&e),

@@ -269,3 +269,31 @@ fn bad_secret_input_is_refused_and_stores_nothing() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert_eq!(ls(), before);
 }
+
+/// A listing read by something that stops early (`paddock ls --all | head`): paddock ends
+/// quietly, by SIGPIPE as other tools do, never with a panic and a backtrace.
+#[test]
+fn a_reader_that_goes_early_ends_a_listing_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    for args in [
+        &["completions", "bash"][..],
+        &["policy", "ls"][..],
+        &["ls", "--all"][..],
+        &["doctor"][..],
+    ] {
+        // A pipe whose reader is gone before paddock writes its first byte.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = paddock()
+            .args(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        assert!(!stderr(&out).contains("panicked"), "{args:?}: {out:?}");
+        assert!(
+            out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+            "{args:?}: {out:?}"
+        );
+    }
+}
