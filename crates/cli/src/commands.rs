@@ -828,6 +828,14 @@ fn rm(names: &[String], force: bool) -> Result<i32> {
             crate::lifecycle::stop(&dirs, &store, &name, 0)?;
         }
         remove_sandbox(&dirs, &store, &name)?;
+        // Its own secrets go with it: a later sandbox of this name starts without them.
+        match paddock_secrets::SecretStore::at_default(dirs.home()).remove_sandbox(name.as_str()) {
+            Ok(0) => {}
+            Ok(n) => eprintln!("paddock: removed {name}'s {n} secret(s)"),
+            Err(e) => eprintln!(
+                "paddock: warning: {name}'s own secrets could not be removed ({e}); `paddock secret ls` shows them, `paddock secret rm NAME --sandbox {name}` removes one"
+            ),
+        }
         println!("{name}");
     }
     Ok(0)

@@ -462,3 +462,42 @@ curl -sS -D - -o /dev/null -X DELETE https://api.echo.test:{gp}/v1/x | grep -i x
     );
     let _ = common::paddock().args(["rm", &name]).output();
 }
+
+/// A sandbox's own secrets go with it: a later sandbox of the same name does not inherit them;
+/// the global ones stay.
+#[test]
+fn rm_takes_the_sandboxs_own_secrets_with_it() {
+    require_root!();
+    let ws = common::workspace();
+    let name = unique("secrm");
+    let _cleanup = common::Cleanup(name.clone());
+    let global = unique("glob");
+    secret(&[
+        "set-custom",
+        &global,
+        "--host",
+        "g.example.test",
+        "--header",
+        "x-k",
+    ]);
+    secret(&["set", "anthropic", "--sandbox", &name]);
+    let made = common::paddock()
+        .args(["create", "--backend", "ns", "--name", &name, "-w"])
+        .arg(ws.path())
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let listed = || stdout(&common::paddock().args(["secret", "ls"]).output().unwrap());
+    assert!(
+        listed().contains(&format!("sandbox {name}")),
+        "{}",
+        listed()
+    );
+    let rm = common::paddock().args(["rm", &name]).output().unwrap();
+    assert!(rm.status.success(), "{rm:?}");
+    assert!(stderr(&rm).contains("secret(s)"), "{rm:?}");
+    let after = listed();
+    let _ = common::paddock().args(["secret", "rm", &global]).output();
+    assert!(!after.contains(&format!("sandbox {name}")), "{after}");
+    assert!(after.contains(&global), "{after}");
+}

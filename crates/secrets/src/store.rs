@@ -413,6 +413,23 @@ impl SecretStore {
         Ok(true)
     }
 
+    /// Removes every secret scoped to `sandbox` (it is being removed: a later sandbox of the
+    /// same name must not inherit them); how many there were.
+    pub fn remove_sandbox(&self, sandbox: &str) -> Result<usize, StoreError> {
+        if !self.path.exists() {
+            return Ok(0);
+        }
+        let _lock = self.lock()?;
+        let mut all = self.load()?;
+        let before = all.len();
+        all.retain(|e| e.scope != Scope::Sandbox(sandbox.to_owned()));
+        let gone = before - all.len();
+        if gone > 0 {
+            self.save(&all)?;
+        }
+        Ok(gone)
+    }
+
     /// What applies to `sandbox`: its own secrets, and the global ones it does not override.
     pub fn for_sandbox(&self, sandbox: &str) -> Result<Vec<Entry>, StoreError> {
         let all = self.load()?;
