@@ -814,6 +814,19 @@ pub(crate) fn parse_name(s: &str) -> Result<SandboxName> {
         .map_err(|e: paddock_core::NameError| usage(e.to_string()))
 }
 
+/// Removes the secrets stored for sandbox `name`, which `rm` or `prune` just removed: a later
+/// sandbox of this name starts without them. A store that cannot be read is said, not fatal
+/// (the sandbox is gone already).
+pub(crate) fn forget_secrets(dirs: &Dirs, name: &SandboxName) {
+    match paddock_secrets::SecretStore::at_default(dirs.home()).remove_sandbox(name.as_str()) {
+        Ok(0) => {}
+        Ok(n) => eprintln!("paddock: removed {name}'s {n} secret(s)"),
+        Err(e) => eprintln!(
+            "paddock: warning: {name}'s own secrets could not be removed ({e}); `paddock secret ls` shows them, `paddock secret rm NAME --sandbox {name}` removes one"
+        ),
+    }
+}
+
 fn rm(names: &[String], force: bool) -> Result<i32> {
     let names: Vec<SandboxName> = names.iter().map(|n| parse_name(n)).collect::<Result<_>>()?;
     let (dirs, store) = open()?;
@@ -828,14 +841,7 @@ fn rm(names: &[String], force: bool) -> Result<i32> {
             crate::lifecycle::stop(&dirs, &store, &name, 0)?;
         }
         remove_sandbox(&dirs, &store, &name)?;
-        // Its own secrets go with it: a later sandbox of this name starts without them.
-        match paddock_secrets::SecretStore::at_default(dirs.home()).remove_sandbox(name.as_str()) {
-            Ok(0) => {}
-            Ok(n) => eprintln!("paddock: removed {name}'s {n} secret(s)"),
-            Err(e) => eprintln!(
-                "paddock: warning: {name}'s own secrets could not be removed ({e}); `paddock secret ls` shows them, `paddock secret rm NAME --sandbox {name}` removes one"
-            ),
-        }
+        forget_secrets(&dirs, &name);
         println!("{name}");
     }
     Ok(0)

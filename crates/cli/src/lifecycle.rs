@@ -609,7 +609,10 @@ pub fn prune(force: bool) -> Result<i32> {
     for name in doomed {
         // One that started meanwhile is refused by its lock and kept.
         match crate::commands::remove_sandbox(&dirs, &store, &name) {
-            Ok(()) => println!("{name}"),
+            Ok(()) => {
+                crate::commands::forget_secrets(&dirs, &name);
+                println!("{name}");
+            }
             Err(e) => eprintln!("paddock: kept {name}: {e:#}"),
         }
     }
