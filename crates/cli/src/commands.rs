@@ -788,7 +788,9 @@ pub(crate) fn lock(dir: &Path, name: &SandboxName) -> Result<Option<SandboxLock>
     }
     match SandboxLock::try_acquire(&dir.join("lock")) {
         Ok(l) => Ok(Some(l)),
-        Err(LockError::Busy) => Err(usage(format!("sandbox {name} is running; stop it first"))),
+        Err(LockError::Busy) => Err(usage(format!(
+            "sandbox {name} is running; stop it first (`paddock stop {name}`)"
+        ))),
         Err(e) => Err(e.into()),
     }
 }
@@ -839,6 +841,10 @@ fn rm(names: &[String], force: bool) -> Result<i32> {
         }
         if force {
             crate::lifecycle::stop(&dirs, &store, &name, 0)?;
+        } else if crate::lifecycle::running(&dirs, &name) {
+            return Err(usage(format!(
+                "sandbox {name} is running; `paddock stop {name}` first, or `paddock rm -f {name}` stops and removes it"
+            )));
         }
         remove_sandbox(&dirs, &store, &name)?;
         forget_secrets(&dirs, &name);

@@ -573,6 +573,14 @@ fn background_sandboxes_stop_start_and_survive_their_supervisor(backend: &str) {
         );
     }
     assert_eq!(state_of(&name), "running");
+    // rm of a running sandbox keeps it and says how to stop and remove it.
+    let rm = paddock().args(["rm", &name]).output().unwrap();
+    assert_eq!(rm.status.code(), Some(2), "{rm:?}");
+    assert!(
+        stderr(&rm).contains(&format!("paddock rm -f {name}")),
+        "{rm:?}"
+    );
+    assert_eq!(state_of(&name), "running");
     // run on a running sandbox's name changes nothing and says what to do.
     let limits_before = listed(&name)["limits"].clone();
     let busy = on(backend)
