@@ -472,6 +472,15 @@ fn rm_takes_the_sandboxs_own_secrets_with_it() {
     let name = unique("secrm");
     let _cleanup = common::Cleanup(name.clone());
     let global = unique("glob");
+    // Removed however the test ends: a global secret left behind would give every later
+    // sandbox of this user a trust store of its own and its variables.
+    struct Forget(String);
+    impl Drop for Forget {
+        fn drop(&mut self) {
+            let _ = common::paddock().args(["secret", "rm", &self.0]).output();
+        }
+    }
+    let _forget = Forget(global.clone());
     secret(&[
         "set-custom",
         &global,
@@ -497,7 +506,6 @@ fn rm_takes_the_sandboxs_own_secrets_with_it() {
     assert!(rm.status.success(), "{rm:?}");
     assert!(stderr(&rm).contains("secret(s)"), "{rm:?}");
     let after = listed();
-    let _ = common::paddock().args(["secret", "rm", &global]).output();
     assert!(!after.contains(&format!("sandbox {name}")), "{after}");
     assert!(after.contains(&global), "{after}");
 }

@@ -690,9 +690,16 @@ pub fn spawn_on_pty(mut cmd: Command) -> (std::process::Child, std::fs::File) {
 /// Reads the pty `master` into `seen` until it holds `want` (60 s at most: a read never blocks
 /// past the deadline, so a silent terminal fails the test instead of hanging it).
 pub fn read_until(master: &mut std::fs::File, want: &str, seen: &mut String) {
+    if !read_within(master, want, seen, 60) {
+        panic!("no {want:?} in {seen:?}");
+    }
+}
+
+/// [`read_until`] for at most `secs` seconds; whether `want` came.
+pub fn read_within(master: &mut std::fs::File, want: &str, seen: &mut String, secs: u64) -> bool {
     use std::io::Read;
     use std::os::fd::AsFd;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     let mut buf = [0u8; 4096];
     while !seen.contains(want) {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -702,7 +709,7 @@ pub fn read_until(master: &mut std::fs::File, want: &str, seen: &mut String) {
         )];
         let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
         match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)) {
-            Ok(0) if left.is_zero() => panic!("no {want:?} in {seen:?}"),
+            Ok(0) if left.is_zero() => return false,
             Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
             Ok(_) => {}
             Err(e) => panic!("poll on the terminal: {e}"),
@@ -713,6 +720,7 @@ pub fn read_until(master: &mut std::fs::File, want: &str, seen: &mut String) {
             Err(e) => panic!("terminal closed before {want:?} ({e}): {seen:?}"),
         }
     }
+    true
 }
 
 /// Waits at most `secs` for `child` to end; kills it and fails the test when it does not.
