@@ -448,6 +448,18 @@ mod orchestration {
         out
     }
 
+    /// The pid of running sandbox `name`'s supervisor (`inspect`).
+    fn supervisor_of(name: &str) -> u32 {
+        let info = common::paddock()
+            .args(["inspect", "--json", name])
+            .output()
+            .unwrap();
+        let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+        info["supervisor_pid"]
+            .as_u64()
+            .expect("a running supervisor") as u32
+    }
+
     /// What `/proc/PID/status` says of a helper that reads the sandbox's bytes, started by a
     /// supervisor running as root: a uid and gid of its own in the helpers' range (all four),
     /// no group, no capability, `no_new_privs`, a seccomp filter.
@@ -477,7 +489,6 @@ mod orchestration {
     /// session frames) and the published ports' connections: processes of their own with no
     /// privilege, which carry the bytes and end with the command.
     fn the_relay_holds_no_privilege(backend: &str) {
-        use std::io::{Read, Write};
         common::ensure_image();
         let ws = common::workspace();
         std::fs::write(ws.path().join("index.txt"), "served\n").unwrap();
@@ -517,26 +528,13 @@ mod orchestration {
         // A connection through the published port (which starts the ports' relay).
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
         let served = loop {
-            let got = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut c| {
-                c.write_all(b"GET /index.txt HTTP/1.0\r\n\r\n")?;
-                let mut s = String::new();
-                c.read_to_string(&mut s)?;
-                Ok(s)
-            });
-            match got {
-                Ok(s) if s.contains("served") => break true,
+            match common::http_get(port, "/index.txt") {
+                Some(s) if s.contains("served") => break true,
                 _ if std::time::Instant::now() > deadline => break false,
                 _ => std::thread::sleep(std::time::Duration::from_millis(300)),
             }
         };
-        let info = common::paddock()
-            .args(["inspect", "--json", &name])
-            .output()
-            .unwrap();
-        let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
-        let supervisor = info["supervisor_pid"]
-            .as_u64()
-            .expect("a running supervisor") as u32;
+        let supervisor = supervisor_of(&name);
         let relays = children_running(supervisor, "__relay");
         let statuses: Vec<_> = relays.iter().map(|p| status_of(*p)).collect();
         let _ = common::paddock().args(["stop", &name]).output();
@@ -584,14 +582,7 @@ mod orchestration {
     fn the_egress_proxy_holds_no_privilege() {
         require_root!();
         let (_ws, name, _cleanup) = idle_ns_sandbox("proxypriv");
-        let info = common::paddock()
-            .args(["inspect", "--json", &name])
-            .output()
-            .unwrap();
-        let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
-        let supervisor = info["supervisor_pid"]
-            .as_u64()
-            .expect("a running supervisor") as u32;
+        let supervisor = supervisor_of(&name);
         // The proxy serves (so it confined itself first): it answers a request with its
         // refusal.
         let asked = common::paddock()

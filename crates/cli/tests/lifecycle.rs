@@ -380,17 +380,6 @@ fn free_port() -> u16 {
 }
 
 /// `GET path` on the host's `127.0.0.1:port`; the body, or `None` when nothing answers.
-fn get(port: u16, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
-        .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
-}
-
 fn published_ports_answer_from_the_host_and_only_one_way(backend: &str) {
     common::ensure_image();
     let ws = common::workspace();
@@ -425,7 +414,7 @@ fn published_ports_answer_from_the_host_and_only_one_way(backend: &str) {
     ok(&run);
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        if get(h1, "/index.txt").as_deref() == Some("from-the-sandbox\n") {
+        if common::http_get(h1, "/index.txt").as_deref() == Some("from-the-sandbox\n") {
             break;
         }
         assert!(
@@ -462,13 +451,16 @@ fn published_ports_answer_from_the_host_and_only_one_way(backend: &str) {
         listed.contains(&format!("127.0.0.1:{h2} -> 8000")),
         "{listed}"
     );
-    assert_eq!(get(h2, "/index.txt").as_deref(), Some("from-the-sandbox\n"));
+    assert_eq!(
+        common::http_get(h2, "/index.txt").as_deref(),
+        Some("from-the-sandbox\n")
+    );
     ok(&paddock()
         .args(["ports", &name, "--unpublish"])
         .arg(h2.to_string())
         .output()
         .unwrap());
-    assert_eq!(get(h2, "/index.txt"), None);
+    assert_eq!(common::http_get(h2, "/index.txt"), None);
     // A host port in use: a clear error, and nothing created.
     let name2 = unique("ports-busy");
     let _cleanup_name2 = Cleanup(name2.clone());
@@ -493,7 +485,7 @@ fn published_ports_answer_from_the_host_and_only_one_way(backend: &str) {
         !ok(&paddock().args(["ports", &name]).output().unwrap()).contains(&secret_port.to_string())
     );
     ok(&paddock().args(["rm", "-f", &name]).output().unwrap());
-    assert_eq!(get(h1, "/index.txt"), None);
+    assert_eq!(common::http_get(h1, "/index.txt"), None);
 }
 
 fn ok(out: &Output) -> String {

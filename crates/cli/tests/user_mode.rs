@@ -443,8 +443,21 @@ fn gvisor_runs_as_the_user_too() {
     if !common::gvisor_ready() {
         return;
     }
+    a_named_sandbox_as_the_user(&user, "gvisor", "umg", |_| ());
+}
+
+/// A named sandbox on `backend` as `user`: create, start, and exec (the agent is the user,
+/// sudo works, the egress proxy refuses a host no rule allows); `while_running` runs then,
+/// with the sandbox's name. Stopped, what the agent made, as root too, is the user's; `rm`
+/// removes its layer. Returns what `while_running` did.
+fn a_named_sandbox_as_the_user<T>(
+    user: &Account,
+    backend: &str,
+    prefix: &str,
+    while_running: impl FnOnce(&str) -> T,
+) -> T {
     let ws = user.workspace();
-    let name = common::unique("umg");
+    let name = common::unique(prefix);
     let guest = common::guest_binary();
     let run = |args: &[&str]| {
         let o = user
@@ -455,7 +468,7 @@ fn gvisor_runs_as_the_user_too() {
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));
         stdout(&o)
     };
-    run(&["create", "--backend", "gvisor", "--name", &name]);
+    run(&["create", "--backend", backend, "--name", &name]);
     run(&["start", &name]);
     let out = run(&[
         "exec",
@@ -466,14 +479,16 @@ fn gvisor_runs_as_the_user_too() {
         "id -u; sudo id -u; touch mine; sudo mkdir -p d; sudo touch d/f; \
          curl -s -o /dev/null -w '%{http_connect}\\n' https://refused.example.test/ || true",
     ]);
-    assert_eq!(out, "1000\n0\n403\n");
+    let seen = while_running(&name);
     run(&["stop", &name]);
+    assert_eq!(out, "1000\n0\n403\n");
     for p in ["mine", "d", "d/f"] {
         assert_eq!(owner(&ws.path().join(p)), (user.uid, user.gid), "{p}");
     }
     let dir = user.state().join("sandboxes").join(&name);
     run(&["rm", &name]);
     assert!(!dir.exists(), "the layer of {name} is left at {dir:?}");
+    seen
 }
 
 /// The vm backend as the user: virtiofsd and the vsock device run as the user, QEMU as one of
@@ -486,59 +501,33 @@ fn vm_runs_as_the_user_too() {
     if !common::vm_ready() {
         return;
     }
-    let ws = user.workspace();
-    let name = common::unique("umv");
-    let guest = common::guest_binary();
-    let run = |args: &[&str]| {
-        let o = user
-            .command(ws.path(), args)
-            .env("PADDOCK_GUEST_BINARY", &guest)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
-        stdout(&o)
-    };
-    run(&["create", "--backend", "vm", "--name", &name]);
-    run(&["start", &name]);
-    let out = run(&[
-        "exec",
-        &name,
-        "--",
-        "sh",
-        "-c",
-        "id -u; sudo id -u; touch mine; sudo mkdir -p d; sudo touch d/f; \
-         curl -s -o /dev/null -w '%{http_connect}\\n' https://refused.example.test/ || true",
-    ]);
-    // Every host process of the sandbox is the user's: the VMM, virtiofsd, the vsock device.
-    let helpers: Vec<(String, String)> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| {
-            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            let mine = cmdline.contains(&name)
-                && ["qemu-system", "virtiofsd", "vhost-device-vsock"]
-                    .iter()
-                    .any(|p| cmdline.contains(p));
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-            let uid = status
-                .lines()
-                .find_map(|l| l.strip_prefix("Uid:"))?
-                .to_owned();
-            mine.then(|| {
-                (
-                    cmdline,
-                    uid.split_whitespace().collect::<Vec<_>>().join(" "),
-                )
+    let helpers = a_named_sandbox_as_the_user(&user, "vm", "umv", |name| {
+        // Every host process of the sandbox is the user's: the VMM, virtiofsd, the vsock device.
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| {
+                let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                let mine = cmdline.contains(name)
+                    && ["qemu-system", "virtiofsd", "vhost-device-vsock"]
+                        .iter()
+                        .any(|p| cmdline.contains(p));
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+                let uid = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Uid:"))?
+                    .to_owned();
+                mine.then(|| {
+                    (
+                        cmdline,
+                        uid.split_whitespace().collect::<Vec<_>>().join(" "),
+                    )
+                })
             })
-        })
-        .collect();
-    run(&["stop", &name]);
-    assert_eq!(out, "1000\n0\n403\n");
-    for p in ["mine", "d", "d/f"] {
-        assert_eq!(owner(&ws.path().join(p)), (user.uid, user.gid), "{p}");
-    }
+            .collect::<Vec<(String, String)>>()
+    });
     let ids = format!("{0} {0} {0} {0}", user.uid);
     for what in ["qemu-system", "virtiofsd", "vhost-device-vsock"] {
         assert!(
@@ -569,9 +558,6 @@ fn vm_runs_as_the_user_too() {
             assert_eq!(uid, &ids, "{cmdline}");
         }
     }
-    let dir = user.state().join("sandboxes").join(&name);
-    run(&["rm", &name]);
-    assert!(!dir.exists(), "the layer of {name} is left at {dir:?}");
 }
 
 /// Escapes from a user's sandbox, on ns and gvisor: its root cannot mount, make namespaces,

@@ -231,20 +231,25 @@ fn receive(ctl: BorrowedFd<'_>) -> io::Result<Option<(Vec<u8>, Option<OwnedFd>)>
     Ok(receive_all(ctl)?.map(|(b, fds)| (b, fds.into_iter().next())))
 }
 
-/// The signals the supervisor catches and passes on (the relay, in the same process group,
-/// keeps them blocked: a Ctrl-C on a terminal not in raw mode is the supervisor's to pass on).
+/// The signals the supervisor catches and passes on to the sandbox (SIGWINCH, a size, it
+/// handles itself).
+pub const FORWARDED: [i32; 6] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+/// What the relay starts with blocked: [`FORWARDED`] and SIGWINCH. It is in the supervisor's
+/// process group, and a Ctrl-C on a terminal not in raw mode is the supervisor's to pass on.
 fn blocked() -> SigSet {
     let mut set = SigSet::empty();
-    for s in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-        Signal::SIGWINCH,
-    ] {
-        set.add(s);
+    for s in FORWARDED.into_iter().chain([libc::SIGWINCH]) {
+        if let Ok(s) = Signal::try_from(s) {
+            set.add(s);
+        }
     }
     set
 }
@@ -598,6 +603,16 @@ impl Attached {
     }
 }
 
+/// Waits until one of `fds` is ready (or a signal interrupts); which are. `None` when poll
+/// fails, which ends the relay.
+fn wait(mut fds: Vec<PollFd<'_>>) -> Option<Vec<bool>> {
+    match poll(&mut fds, None) {
+        Ok(_) | Err(rustix::io::Errno::INTR) => {}
+        Err(_) => return None,
+    }
+    Some(fds.iter().map(|f| !f.revents().is_empty()).collect())
+}
+
 fn tell(ctl: BorrowedFd<'_>, event: &Event) {
     let _ = send(ctl, &event.encode(), None);
 }
@@ -634,12 +649,7 @@ fn relay_pty(ctl: BorrowedFd<'_>, master: OwnedFd) {
         for c in &attached.clients {
             fds.push(PollFd::new(&c.conn, PollFlags::IN));
         }
-        match poll(&mut fds, None) {
-            Ok(_) | Err(rustix::io::Errno::INTR) => {}
-            Err(_) => return,
-        }
-        let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
-        drop(fds);
+        let Some(ready) = wait(fds) else { return };
         // Orders first: a resize must land before the keystrokes that follow it.
         if ready[0] {
             match receive(ctl) {
@@ -860,12 +870,7 @@ fn relay_attached(ctl: BorrowedFd<'_>, mut conn: UnixStream) {
         if stdin_open {
             fds.push(PollFd::new(&stdin, PollFlags::IN));
         }
-        match poll(&mut fds, None) {
-            Ok(_) | Err(rustix::io::Errno::INTR) => {}
-            Err(_) => return,
-        }
-        let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
-        drop(fds);
+        let Some(ready) = wait(fds) else { return };
         // Sizes first, looked at on every wake-up: a resize that came before a keystroke
         // goes before it, also when the CLI's word of it (a SIGWINCH there) comes later.
         let mut size = None;
@@ -1070,12 +1075,7 @@ fn relay_session(ctl: BorrowedFd<'_>, conn: UnixStream, tty: bool) {
         for c in &attached.clients {
             fds.push(PollFd::new(&c.conn, PollFlags::IN));
         }
-        match poll(&mut fds, None) {
-            Ok(_) | Err(rustix::io::Errno::INTR) => {}
-            Err(_) => return,
-        }
-        let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
-        drop(fds);
+        let Some(ready) = wait(fds) else { return };
         if ready[0] {
             match receive(ctl) {
                 Ok(Some((b, fd))) => match Order::decode(&b) {

@@ -579,17 +579,7 @@ pub fn unix_sockets_only() -> Result<BpfProgram, SeccompError> {
 /// IPv4, IPv6 or netlink (the resolver reads the host's addresses) fails with EAFNOSUPPORT.
 /// Two filters, installed on top of [`programs`].
 pub fn network_helper() -> Result<Vec<BpfProgram>, SeccompError> {
-    let mut rules = BTreeMap::new();
-    for nr in [libc::SYS_execve, libc::SYS_execveat] {
-        rules.insert(nr, Vec::new());
-    }
-    let f = SeccompFilter::new(
-        rules,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        TargetArch::x86_64,
-    )
-    .map_err(compile_error)?;
+    let f = refused(&[libc::SYS_execve, libc::SYS_execveat])?;
     let families = [libc::AF_INET, libc::AF_INET6, libc::AF_NETLINK];
     let conds = families
         .iter()
@@ -606,24 +596,14 @@ pub fn network_helper() -> Result<Vec<BpfProgram>, SeccompError> {
     )
     .map_err(compile_error)?;
     Ok(vec![
-        BpfProgram::try_from(f).map_err(compile_error)?,
+        f,
         BpfProgram::try_from(socket).map_err(compile_error)?,
     ])
 }
 
-/// A filter for a host helper that only moves bytes between descriptors it was given (the
-/// relay): `execve`/`execveat`, `socket` and `socketpair` fail with EPERM, so it can neither
-/// start a program nor open a connection of its own. Installed on top of [`programs`].
-pub fn relay_helper() -> Result<BpfProgram, SeccompError> {
-    let mut rules = BTreeMap::new();
-    for nr in [
-        libc::SYS_execve,
-        libc::SYS_execveat,
-        libc::SYS_socket,
-        libc::SYS_socketpair,
-    ] {
-        rules.insert(nr, Vec::new());
-    }
+/// A filter under which the system calls `nrs` fail with EPERM and every other is allowed.
+fn refused(nrs: &[i64]) -> Result<BpfProgram, SeccompError> {
+    let rules = nrs.iter().map(|nr| (*nr, Vec::new())).collect();
     let f = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
@@ -632,6 +612,18 @@ pub fn relay_helper() -> Result<BpfProgram, SeccompError> {
     )
     .map_err(compile_error)?;
     BpfProgram::try_from(f).map_err(compile_error)
+}
+
+/// A filter for a host helper that only moves bytes between descriptors it was given (the
+/// relay): `execve`/`execveat`, `socket` and `socketpair` fail with EPERM, so it can neither
+/// start a program nor open a connection of its own. Installed on top of [`programs`].
+pub fn relay_helper() -> Result<BpfProgram, SeccompError> {
+    refused(&[
+        libc::SYS_execve,
+        libc::SYS_execveat,
+        libc::SYS_socket,
+        libc::SYS_socketpair,
+    ])
 }
 
 /// Installs one compiled filter on the calling thread. Makes one system call and allocates

@@ -6,20 +6,10 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use paddock_confine::relay::{Event, Order, Relay};
+use paddock_confine::relay::{Event, FORWARDED, Order, Relay};
 use paddock_core::{Instance, SessionEnd, Streams};
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::termios::{OptionalActions, Termios, tcgetattr, tcgetwinsize, tcsetattr};
-
-/// Signals the supervisor passes on to the sandbox (SIGWINCH is handled here).
-const FORWARD: [i32; 6] = [
-    libc::SIGINT,
-    libc::SIGTERM,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-];
 
 /// The signals the supervisor catches for a sandbox, caught from before the sandbox starts:
 /// one that arrives while the sandbox is being set up is passed on once it runs, instead of
@@ -33,7 +23,7 @@ pub struct SignalPipe {
 impl SignalPipe {
     /// Catches the forwarded signals, and SIGWINCH when `terminal`.
     pub fn catch(terminal: bool) -> io::Result<SignalPipe> {
-        let mut signals = FORWARD.to_vec();
+        let mut signals = FORWARDED.to_vec();
         if terminal {
             signals.push(libc::SIGWINCH);
         }

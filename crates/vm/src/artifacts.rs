@@ -195,6 +195,11 @@ fn run(cmd: &mut Command, what: &str) -> Result<String, PrepareError> {
         .stdin(Stdio::null())
         .output()
         .map_err(|e| err(format!("cannot run {what}: {e}")))?;
+    succeeded(out, what)
+}
+
+/// What `what` printed, or what it said when it failed.
+fn succeeded(out: std::process::Output, what: &str) -> Result<String, PrepareError> {
     if !out.status.success() {
         return Err(err(format!(
             "{what} failed ({}): {}",
@@ -490,14 +495,7 @@ fn run_mapped(
     let out = child
         .wait_with_output()
         .map_err(|e| err(format!("cannot run {what}: {e}")))?;
-    if !out.status.success() {
-        return Err(err(format!(
-            "{what} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    succeeded(out, what)
 }
 
 /// [`make_disk`] for an ordinary user's image: the tree is read, and the disk written, by

@@ -291,6 +291,20 @@ pub fn workspace() -> tempfile::TempDir {
     ws
 }
 
+/// The body of `GET path` from a server on the host's `127.0.0.1:port` (a published port);
+/// `None` when nothing answers.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
+}
+
 /// Gives what a test prepared in workspace `ws` (as root) to whoever the suite runs as: in user
 /// mode the suite's user owns it, as a user owns their project.
 pub fn hand_over(ws: &Path) {
