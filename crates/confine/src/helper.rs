@@ -4,7 +4,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, Instant};
 
@@ -21,16 +21,6 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// A descriptor that becomes readable when the process ends.
-    pub fn pidfd(&self) -> BorrowedFd<'_> {
-        self.pidfd.as_fd()
-    }
-
-    /// Its pid.
-    pub fn pid(&self) -> u32 {
-        self.pid.as_raw_nonzero().get() as u32
-    }
-
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         let _ = rustix::process::pidfd_send_signal(&self.pidfd, rustix::process::Signal::TERM);

@@ -352,11 +352,6 @@ impl Relay {
         }
     }
 
-    /// Its pid.
-    pub fn pid(&self) -> u32 {
-        self.worker.pid()
-    }
-
     /// Readable when the relay has something to say ([`Relay::event`]).
     pub fn ctl(&self) -> BorrowedFd<'_> {
         self.ctl.as_fd()
