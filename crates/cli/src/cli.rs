@@ -235,11 +235,16 @@ pub struct RunArgs {
     /// Allow HOST[:PORT] for this sandbox (repeatable; kept with a named sandbox).
     #[arg(long = "allow", value_name = "HOST")]
     pub allow: Vec<String>,
+    /// Allow HOST[:PORT] even where it resolves to a private, reserved or carrier-grade NAT
+    /// address (a company mirror); one host name, never a wildcard (repeatable). Loopback,
+    /// link-local and metadata addresses are allowed only by naming the address.
+    #[arg(long = "allow-private-address", value_name = "HOST")]
+    pub allow_private_address: Vec<String>,
     /// Network preset (deny-all, balanced, open); a new sandbox gets balanced.
     #[arg(long = "policy", value_name = "PRESET")]
     pub policy: Option<String>,
     /// No network at all: no proxy, only the sandbox's own loopback.
-    #[arg(long, conflicts_with_all = ["allow", "policy"])]
+    #[arg(long, conflicts_with_all = ["allow", "allow_private_address", "policy"])]
     pub no_network: bool,
     /// An agent to run (claude, codex, gemini, shell): installed into the sandbox on first use
     /// and started in the workspace; arguments after `--` go to it.
@@ -323,6 +328,10 @@ pub struct RuleArgs {
     /// Only paths matching this pattern ('*' matches any run of characters).
     #[arg(long)]
     pub path: Option<String>,
+    /// The host (one name, no wildcard) may resolve to a private, reserved or carrier-grade
+    /// NAT address, such as a company mirror (allow rules only).
+    #[arg(long)]
+    pub private_address: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -184,17 +184,23 @@ fn validate(args: &RunArgs) -> Result<Validated> {
         .transpose()
         .map_err(|e| usage(e.to_string()))?;
     paddock_core::check_image_name(&args.image).map_err(|e| usage(e.to_string()))?;
-    let allow = crate::policy::rules_from(
-        Action::Allow,
-        &RuleArgs {
-            hosts: args.allow.clone(),
-            sandbox: None,
-            port: None,
-            method: None,
-            path: None,
-        },
-    )
-    .map_err(|e| usage(format!("--allow: {e}")))?;
+    let allow_args = |hosts: &[String], private_address| RuleArgs {
+        hosts: hosts.to_vec(),
+        sandbox: None,
+        port: None,
+        method: None,
+        path: None,
+        private_address,
+    };
+    let mut allow = crate::policy::rules_from(Action::Allow, &allow_args(&args.allow, false))
+        .map_err(|e| usage(format!("--allow: {e}")))?;
+    allow.extend(
+        crate::policy::rules_from(
+            Action::Allow,
+            &allow_args(&args.allow_private_address, true),
+        )
+        .map_err(|e| usage(format!("--allow-private-address: {e}")))?,
+    );
     if let Some(p) = &args.policy {
         paddock_proxy::presets::text(p).map_err(|e| usage(format!("--policy: {e}")))?;
     }

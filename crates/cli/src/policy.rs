@@ -90,6 +90,7 @@ pub fn rules_from(action: Action, args: &RuleArgs) -> Result<Vec<Rule>> {
             }
             r.method = method.clone();
             r.path = path.clone();
+            r.private_address = args.private_address;
             vet(&r, h)?;
             Ok(r)
         })
@@ -250,6 +251,9 @@ fn describe(r: &StoredRule) -> String {
     if let Some(p) = &r.rule.path {
         s += &format!(" path {}", p.as_str());
     }
+    if r.rule.private_address {
+        s += " (private address allowed)";
+    }
     s + &format!(" ({}, {})", r.scope, r.source)
 }
 
@@ -291,6 +295,7 @@ fn ls(dirs: &Dirs, sandbox: Option<&str>, json: bool) -> Result<i32> {
                     "port": r.rule.port.to_string(),
                     "method": r.rule.method,
                     "path": r.rule.path.as_ref().map(|p| p.as_str()),
+                    "private_address": r.rule.private_address,
                     "source": r.source,
                 })
             })
@@ -323,7 +328,10 @@ fn ls(dirs: &Dirs, sandbox: Option<&str>, json: bool) -> Result<i32> {
             r.rule.port.to_string(),
             r.rule.method.as_deref().unwrap_or("*"),
             r.rule.path.as_ref().map(|p| p.as_str()).unwrap_or("*"),
-            r.source
+            match r.rule.private_address {
+                true => format!("{} (private address allowed)", r.source),
+                false => r.source,
+            }
         );
     }
     Ok(0)
@@ -397,7 +405,7 @@ fn check(dirs: &Dirs, url: &str, sandbox: Option<&str>, method: Option<&str>) ->
         return Ok(1);
     }
     if let Some(ip) = target.host.ip() {
-        let a = decide_address(&rules, ip, target.port, &target.kind);
+        let a = decide_address(&rules, Some(&target.host), ip, target.port, &target.kind);
         if a.action == Action::Deny {
             println!("deny  {what}\n      {}", explain(&a));
             return Ok(1);

@@ -8,13 +8,14 @@
 //! port = 8443                 # optional: a number or "any" (default: 80 plain, 443 CONNECT)
 //! method = "GET"              # optional, plain HTTP (or intercepted) only
 //! path = "/v1/*"              # optional, likewise
+//! private_address = true      # optional: the named host may resolve to a private address
 //! sandbox = "my-box"          # optional: absent means every sandbox
 //! ```
 //!
 //! A file is read whole and checked whole before anything changes; an error names the line.
 
 use paddock_policy::net::{
-    Action, HostPattern, PathGlob, PortSpec, Rule, Scope, StoredRule, parse_method,
+    Action, HostPattern, PathGlob, PortSpec, Rule, RuleError, Scope, StoredRule, parse_method,
 };
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
@@ -68,6 +69,8 @@ struct RawRule {
     method: Option<Spanned<String>>,
     #[serde(default)]
     path: Option<Spanned<String>>,
+    #[serde(default)]
+    private_address: Option<Spanned<bool>>,
     #[serde(default)]
     sandbox: Option<Spanned<String>>,
 }
@@ -148,6 +151,12 @@ pub fn parse(file: &str, text: &str) -> Result<PolicyFile, FileError> {
             rule.path =
                 Some(PathGlob::parse(p.get_ref()).map_err(|e| invalid(p.span(), e.to_string()))?);
         }
+        if let Some(p) = &r.private_address {
+            rule.private_address = *p.get_ref();
+            if let Err(e @ RuleError::PrivateNeedsName(_)) = rule.vet() {
+                return Err(invalid(p.span(), e.to_string()));
+            }
+        }
         let scope = match &r.sandbox {
             Some(s) => Some(
                 s.get_ref()
@@ -182,6 +191,8 @@ struct OutRule {
     method: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     path: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    private_address: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     sandbox: Option<String>,
 }
@@ -208,6 +219,7 @@ pub fn export(rules: &[StoredRule]) -> String {
                 },
                 method: r.rule.method.clone(),
                 path: r.rule.path.as_ref().map(|p| p.as_str().to_owned()),
+                private_address: r.rule.private_address,
                 sandbox: match &r.scope {
                     Scope::Global => None,
                     Scope::Sandbox(n) => Some(n.clone()),
@@ -274,6 +286,10 @@ port = "any"
 [[rule]]
 action = "allow"
 host = "[::1]"
+[[rule]]
+action = "allow"
+host = "mirror.corp.test"
+private_address = true
 "#;
         let f = parse("a", text).unwrap();
         let stored: Vec<StoredRule> = f
@@ -287,7 +303,26 @@ host = "[::1]"
                 rule: r.clone(),
             })
             .collect();
+        assert!(f.rules[4].1.private_address && !f.rules[0].1.private_address);
         let again = parse("b", &export(&stored)).unwrap();
         assert_eq!(again.rules, f.rules);
+    }
+
+    #[test]
+    fn a_private_address_needs_one_named_host() {
+        for (host, action) in [
+            ("*.corp.test", "allow"),
+            ("10.0.0.1", "allow"),
+            ("a.test", "deny"),
+        ] {
+            let text = format!(
+                "version = 1\n[[rule]]\naction = \"{action}\"\nhost = \"{host}\"\nprivate_address = true\n"
+            );
+            let e = parse("p.toml", &text).unwrap_err().to_string();
+            assert!(
+                e.starts_with("p.toml:5: ") && e.contains("one host exactly"),
+                "{e}"
+            );
+        }
     }
 }

@@ -48,7 +48,8 @@ pub fn wants_registries(name: &str) -> Result<bool, PresetError> {
 }
 
 /// The rules a preset gives: its own, plus `registries` (this host's, from
-/// [`crate::registries::discover`]) where it asks for them.
+/// [`crate::registries::discover`]) where it asks for them. A host registry may resolve to a
+/// private address (a company mirror): the host's owner configured it, so its rule allows that.
 pub fn materialize(name: &str, registries: &[RegistryHost]) -> Result<Vec<Rule>, PresetError> {
     let file = load(name)?;
     let mut rules: Vec<Rule> = file.rules.into_iter().map(|(_, r)| r).collect();
@@ -60,6 +61,7 @@ pub fn materialize(name: &str, registries: &[RegistryHost]) -> Result<Vec<Rule>,
             if let Some(p) = reg.port {
                 rule.port = PortSpec::Port(p);
             }
+            rule.private_address = true;
             if !rules.contains(&rule) {
                 rules.push(rule);
             }
@@ -80,5 +82,37 @@ mod tests {
         }
         assert!(load("deny-all").unwrap().rules.is_empty());
         assert!(matches!(load("nope"), Err(PresetError::Unknown(_))));
+    }
+
+    #[test]
+    fn host_registries_may_be_private_and_the_presets_own_rules_not() {
+        let reg = |host: &str, port| RegistryHost {
+            host: host.into(),
+            port,
+            source: "test".into(),
+        };
+        let rules = materialize(
+            "balanced",
+            &[
+                reg("mirror.corp.test", None),
+                reg("pkgs.corp.test", Some(8080)),
+            ],
+        )
+        .unwrap();
+        let own = load("balanced").unwrap().rules.len();
+        assert!(rules[..own].iter().all(|r| !r.private_address));
+        let added: Vec<String> = rules[own..]
+            .iter()
+            .map(|r| format!("{}:{} {}", r.host, r.port, r.private_address))
+            .collect();
+        assert_eq!(
+            added,
+            ["mirror.corp.test:default true", "pkgs.corp.test:8080 true"]
+        );
+        assert!(
+            materialize("deny-all", &[reg("mirror.corp.test", None)])
+                .unwrap()
+                .is_empty()
+        );
     }
 }

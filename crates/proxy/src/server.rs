@@ -318,7 +318,7 @@ impl Conn {
         let mut first_refusal = None;
         let mut ok = Vec::new();
         for ip in ips {
-            let d = decide_address(rules, ip, target.port, &target.kind);
+            let d = decide_address(rules, Some(&target.host), ip, target.port, &target.kind);
             match d.action {
                 Action::Allow => ok.push(SocketAddr::new(ip, target.port)),
                 Action::Deny => {
@@ -759,7 +759,13 @@ async fn take_pooled(conn: &Conn, rules: &[StoredRule], target: &Target) -> Opti
         return None;
     }
     // Re-check the address against the current rules: they may have changed.
-    let d = decide_address(rules, p.addr.ip(), target.port, &target.kind);
+    let d = decide_address(
+        rules,
+        Some(&target.host),
+        p.addr.ip(),
+        target.port,
+        &target.kind,
+    );
     if d.action != Action::Allow {
         return None;
     }

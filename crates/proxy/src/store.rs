@@ -51,7 +51,7 @@ pub enum StoreError {
     NoRule(i64),
 }
 
-const SCHEMA: i64 = 2;
+const SCHEMA: i64 = 3;
 const MIGRATIONS: &[&str] = &[
     r"
 CREATE TABLE net_rules (
@@ -97,6 +97,7 @@ CREATE TABLE net_audit (
 CREATE INDEX net_audit_sandbox ON net_audit (sandbox, id);
 ",
     "CREATE INDEX net_audit_ts ON net_audit (ts);",
+    "ALTER TABLE net_rules ADD COLUMN private_address INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Maps an SQLite error on the database at `path`.
@@ -341,8 +342,9 @@ fn insert_rules(
 ) -> rusqlite::Result<Vec<i64>> {
     let mut ids = Vec::with_capacity(rules.len());
     let mut st = tx.prepare(
-        "INSERT INTO net_rules (sandbox, action, host, port, method, path, source, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO net_rules
+             (sandbox, action, host, port, method, path, source, created_at, private_address)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
     for r in rules {
         st.execute(params![
@@ -354,6 +356,7 @@ fn insert_rules(
             r.path.as_ref().map(|p| p.as_str()),
             source,
             now_ms(),
+            r.private_address,
         ])?;
         ids.push(tx.last_insert_rowid());
     }
@@ -400,18 +403,21 @@ pub struct RuleRow {
     pub path: Option<String>,
     /// Where it came from.
     pub source: String,
+    /// Whether the named host may resolve to a private address.
+    #[serde(default)]
+    pub private_address: bool,
 }
 
 /// Loads all rule rows, or those for one sandbox (global + its own), ordered by id.
 pub fn load_rows(db: &Connection, sandbox: Option<&str>) -> Result<Vec<RuleRow>, LoadError> {
     let sql = match sandbox {
         Some(_) => {
-            "SELECT id, sandbox, action, host, port, method, path, source FROM net_rules
+            "SELECT id, sandbox, action, host, port, method, path, source, private_address FROM net_rules
                     WHERE sandbox IS NULL OR sandbox = ?1 ORDER BY id"
         }
         // Every rule (`?1` is NULL here; one parameter list serves both queries).
         None => {
-            "SELECT id, sandbox, action, host, port, method, path, source FROM net_rules
+            "SELECT id, sandbox, action, host, port, method, path, source, private_address FROM net_rules
                  WHERE ?1 IS NULL ORDER BY id"
         }
     };
@@ -427,6 +433,7 @@ pub fn load_rows(db: &Connection, sandbox: Option<&str>) -> Result<Vec<RuleRow>,
                 method: r.get(5)?,
                 path: r.get(6)?,
                 source: r.get(7)?,
+                private_address: r.get(8)?,
             })
         })
         .map_err(LoadError::Sql)?;
@@ -444,6 +451,7 @@ pub fn parse_row(row: RuleRow) -> Result<StoredRule, LoadError> {
         method,
         path,
         source,
+        private_address,
     } = row;
     let bad = |e: &dyn std::fmt::Display| LoadError::Bad(id, e.to_string());
     let action = match action.as_str() {
@@ -467,6 +475,7 @@ pub fn parse_row(row: RuleRow) -> Result<StoredRule, LoadError> {
                 .map(|p| PathGlob::parse(&p))
                 .transpose()
                 .map_err(|e| bad(&e))?,
+            private_address,
         },
     })
 }

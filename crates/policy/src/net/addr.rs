@@ -43,6 +43,18 @@ impl fmt::Display for AddrClass {
     }
 }
 
+impl AddrClass {
+    /// Whether an allow rule naming a host may let that host resolve to an address of this
+    /// class (a mirror on a company network): private, reserved and CGNAT addresses may;
+    /// loopback, link-local, metadata, multicast and unspecified ones only by address.
+    pub fn may_be_named_private(self) -> bool {
+        matches!(
+            self,
+            AddrClass::Private | AddrClass::Reserved | AddrClass::Cgnat
+        )
+    }
+}
+
 /// Classifies an address. IPv6 forms that carry an IPv4 address (mapped, compatible, NAT64,
 /// 6to4) are classified by the IPv4 address they reach.
 pub fn classify(addr: IpAddr) -> AddrClass {

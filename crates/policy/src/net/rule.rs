@@ -41,6 +41,11 @@ pub enum RuleError {
         "{0:?} would allow every host; to allow any public host use the open preset (--policy open, or `paddock policy preset open`)"
     )]
     AllowsEverything(String),
+    /// a private-address allowance on something other than one host name
+    #[error(
+        "{0}: a private address may be allowed only for an allow rule naming one host exactly (not a wildcard, an address or a deny)"
+    )]
+    PrivateNeedsName(String),
     /// an allow rule whose range covers addresses that are only allowed one by one
     #[error(
         "{pattern} covers {class} addresses ({example}, say); a private, loopback, link-local or metadata address is allowed only when named exactly (e.g. {example})"
@@ -340,6 +345,11 @@ pub struct Rule {
     pub method: Option<String>,
     /// Only paths matching this (needs a visible request).
     pub path: Option<PathGlob>,
+    /// The named host may resolve to a private, reserved or carrier-grade NAT address (a
+    /// company mirror, a registry behind a corporate network). Only on an allow rule naming one
+    /// host exactly; loopback, link-local, metadata and multicast addresses still need a rule
+    /// naming the address.
+    pub private_address: bool,
 }
 
 impl Rule {
@@ -355,6 +365,7 @@ impl Rule {
             port,
             method: None,
             path: None,
+            private_address: false,
         })
     }
 
@@ -364,6 +375,11 @@ impl Rule {
     /// when named exactly. Returns a warning for an allow that names a non-public address, saying
     /// what it is. (Built-in presets are not vetted: `open` is `**`.)
     pub fn vet(&self) -> Result<Option<String>, RuleError> {
+        if self.private_address
+            && (self.action != Action::Allow || !matches!(self.host, HostPattern::Exact(_)))
+        {
+            return Err(RuleError::PrivateNeedsName(self.host.to_string()));
+        }
         if self.action != Action::Allow {
             return Ok(None);
         }
@@ -683,7 +699,13 @@ pub fn decide(rules: &[StoredRule], target: &Target) -> Decision {
 /// with them refuses a matching plain request and every CONNECT tunnel. An address rule with the
 /// default port covers every port of the address: which ports a name may be reached on is up to
 /// the name's own rule, checked by [`decide`].
-pub fn decide_address(rules: &[StoredRule], addr: IpAddr, port: u16, kind: &Kind) -> Decision {
+pub fn decide_address(
+    rules: &[StoredRule],
+    name: Option<&Host>,
+    addr: IpAddr,
+    port: u16,
+    kind: &Kind,
+) -> Decision {
     let addr = canonical_ip(addr);
     let covers = |r: &StoredRule| {
         matches!(&r.rule.host, HostPattern::Net(n) if n.contains(&addr))
@@ -719,13 +741,28 @@ pub fn decide_address(rules: &[StoredRule], addr: IpAddr, port: u16, kind: &Kind
             rule: None,
             reason: format!("{addr} is a public address"),
         },
-        // Never through a range or a wildcard: only a rule naming exactly this address.
+        // Never through a range or a wildcard: only a rule naming exactly this address, or, for
+        // a private, reserved or CGNAT address, an allow rule naming exactly this host that
+        // says it may be private.
         class => match rules.iter().find(|r| {
             r.rule.action == Action::Allow
-                && covers(r)
-                && matches!(&r.rule.host, HostPattern::Net(n) if n.prefix_len() == n.max_prefix_len())
                 && r.rule.request_matches(kind) == Some(true)
+                && ((covers(r)
+                    && matches!(&r.rule.host, HostPattern::Net(n) if n.prefix_len() == n.max_prefix_len()))
+                    || (r.rule.private_address
+                        && class.may_be_named_private()
+                        && matches!(&r.rule.host, HostPattern::Exact(_))
+                        && name.is_some_and(|n| r.rule.host.matches(n))
+                        && r.rule.port.matches(port, kind)))
         }) {
+            Some(r) if r.rule.private_address && !covers(r) => Decision {
+                action: Action::Allow,
+                rule: Some(r.id),
+                reason: format!(
+                    "{class} address {addr} allowed for {} by rule {}",
+                    r.rule.host, r.id
+                ),
+            },
             Some(r) => Decision {
                 action: Action::Allow,
                 rule: Some(r.id),
@@ -733,7 +770,12 @@ pub fn decide_address(rules: &[StoredRule], addr: IpAddr, port: u16, kind: &Kind
             },
             None => Decision::deny(
                 None,
-                format!("{addr} is a {class} address; only a rule naming it allows it"),
+                match (name, class.may_be_named_private()) {
+                    (Some(n), true) => format!(
+                        "{n} resolved to {addr}, a {class} address; allow it with a rule naming {n} with a private address allowed (--allow-private-address {n}), or naming {addr}"
+                    ),
+                    _ => format!("{addr} is a {class} address; only a rule naming it allows it"),
+                },
             ),
         },
     }

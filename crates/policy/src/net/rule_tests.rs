@@ -493,6 +493,7 @@ fn parse_target_accepts() {
                     port,
                     method: None,
                     path: None,
+                    private_address: false,
                 }),
                 "{raw:?}"
             );
@@ -980,8 +981,12 @@ fn public_addresses_pass_without_a_rule() {
         "::ffff:1.1.1.1",
     ] {
         let want = public(&canonical_ip(ip(a)).to_string());
-        assert_eq!(decide_address(&[], ip(a), 443, &Kind::Connect), want, "{a}");
-        assert_eq!(decide_address(&[], ip(a), 80, &get()), want, "{a}");
+        assert_eq!(
+            decide_address(&[], None, ip(a), 443, &Kind::Connect),
+            want,
+            "{a}"
+        );
+        assert_eq!(decide_address(&[], None, ip(a), 80, &get()), want, "{a}");
     }
 }
 
@@ -1009,7 +1014,7 @@ fn non_public_addresses_need_an_address_rule() {
     for (a, class) in cases {
         for rules in [&rules[..], &[][..]] {
             assert_eq!(
-                decide_address(rules, ip(a), 443, &Kind::Connect),
+                decide_address(rules, None, ip(a), 443, &Kind::Connect),
                 refused_class(a, class),
                 "{a}"
             );
@@ -1055,7 +1060,7 @@ fn loopback_is_allowed_only_by_a_rule_covering_it() {
     ];
     for (a, port, kind, want) in cases {
         assert_eq!(
-            decide_address(&rules, a, port, &kind),
+            decide_address(&rules, None, a, port, &kind),
             want,
             "{a} {port} {kind:?}"
         );
@@ -1067,13 +1072,13 @@ fn loopback_is_allowed_only_by_a_rule_covering_it() {
         [allow(1, "**:any")],
     ] {
         assert_eq!(
-            decide_address(&rules, ip("127.9.9.9"), 22, &Kind::Connect),
+            decide_address(&rules, None, ip("127.9.9.9"), 22, &Kind::Connect),
             refused_class("127.9.9.9", "loopback")
         );
     }
     let rules = [allow(2, "[::1]:any")];
     assert_eq!(
-        decide_address(&rules, ip("::1"), 5000, &Kind::Connect),
+        decide_address(&rules, None, ip("::1"), 5000, &Kind::Connect),
         address_allowed("loopback", "::1", 2)
     );
 }
@@ -1115,7 +1120,11 @@ fn a_deny_address_rule_refuses_a_public_range() {
         ),
     ];
     for (a, port, kind, want) in cases {
-        assert_eq!(decide_address(&rules, a, port, &kind), want, "{a} {port}");
+        assert_eq!(
+            decide_address(&rules, None, a, port, &kind),
+            want,
+            "{a} {port}"
+        );
     }
 }
 
@@ -1131,7 +1140,11 @@ fn deny_beats_allow_for_addresses() {
         (ip("10.0.0.6"), 22, refused_class("10.0.0.6", "private")),
     ];
     for (a, port, want) in cases {
-        assert_eq!(decide_address(&rules, a, port, &Kind::Connect), want, "{a}");
+        assert_eq!(
+            decide_address(&rules, None, a, port, &Kind::Connect),
+            want,
+            "{a}"
+        );
     }
 }
 
@@ -1154,7 +1167,7 @@ fn mapped_ipv6_is_the_ipv4_address() {
     ];
     for (a, want) in cases {
         assert_eq!(
-            decide_address(&rules, ip(a), 443, &Kind::Connect),
+            decide_address(&rules, None, ip(a), 443, &Kind::Connect),
             want,
             "{a}"
         );
@@ -1162,7 +1175,7 @@ fn mapped_ipv6_is_the_ipv4_address() {
     // a rule written in the mapped form covers the plain IPv4 address too
     let rules = [allow(1, "::ffff:127.0.0.1")];
     assert_eq!(
-        decide_address(&rules, ip("127.0.0.1"), 443, &Kind::Connect),
+        decide_address(&rules, None, ip("127.0.0.1"), 443, &Kind::Connect),
         address_allowed("loopback", "127.0.0.1", 1)
     );
 }
@@ -1204,7 +1217,11 @@ fn port_limited_address_rules() {
         (ip("8.8.8.8"), 443, Kind::Connect, public("8.8.8.8")),
     ];
     for (a, port, kind, want) in cases {
-        assert_eq!(decide_address(&rules, a, port, &kind), want, "{a} {port}");
+        assert_eq!(
+            decide_address(&rules, None, a, port, &kind),
+            want,
+            "{a} {port}"
+        );
     }
 }
 
@@ -1272,7 +1289,7 @@ fn address_rules_with_method_or_path() {
     ];
     for (a, port, kind, want) in cases {
         assert_eq!(
-            decide_address(&rules, a, port, &kind),
+            decide_address(&rules, None, a, port, &kind),
             want,
             "{a} {port} {kind:?}"
         );
@@ -1294,5 +1311,155 @@ fn paths_are_normalized_before_matching() {
         ("/%", "/%"),
     ] {
         assert_eq!(normalize_path(raw), want, "{raw}");
+    }
+}
+
+#[test]
+fn a_named_host_may_be_allowed_a_private_address() {
+    let mirror = |id, target: &str| {
+        let mut r = allow(id, target);
+        r.rule.private_address = true;
+        r
+    };
+    let rules = [
+        mirror(1, "mirror.corp.test"),
+        mirror(2, "pkgs.corp.test:8080"),
+        allow(3, "plain.corp.test"),
+        deny(4, "10.9.9.9"),
+    ];
+    let name = |n: &str| Host::parse(n).unwrap();
+    let private_for = |class: &str, addr: &str, host: &str, id| Decision {
+        action: Action::Allow,
+        rule: Some(id),
+        reason: format!("{class} address {addr} allowed for {host} by rule {id}"),
+    };
+    let unnamed = |n: &str, addr: &str, class: &str| Decision {
+        action: Action::Deny,
+        rule: None,
+        reason: format!(
+            "{n} resolved to {addr}, a {class} address; allow it with a rule naming {n} with a private address allowed (--allow-private-address {n}), or naming {addr}"
+        ),
+    };
+    let cases = [
+        // private, reserved (documentation) and CGNAT addresses, for the named host and port
+        (
+            "mirror.corp.test",
+            "10.1.2.3",
+            443,
+            private_for("private", "10.1.2.3", "mirror.corp.test", 1),
+        ),
+        (
+            "mirror.corp.test",
+            "203.0.113.80",
+            443,
+            private_for("reserved", "203.0.113.80", "mirror.corp.test", 1),
+        ),
+        (
+            "mirror.corp.test",
+            "100.64.1.1",
+            443,
+            private_for("carrier-grade NAT", "100.64.1.1", "mirror.corp.test", 1),
+        ),
+        (
+            "mirror.corp.test",
+            "fd00::5",
+            443,
+            private_for("private", "fd00::5", "mirror.corp.test", 1),
+        ),
+        (
+            "pkgs.corp.test",
+            "10.1.2.3",
+            8080,
+            private_for("private", "10.1.2.3", "pkgs.corp.test", 2),
+        ),
+        // another port of the host is not allowed
+        (
+            "pkgs.corp.test",
+            "10.1.2.3",
+            443,
+            unnamed("pkgs.corp.test", "10.1.2.3", "private"),
+        ),
+        // never loopback, link-local, metadata, multicast or unspecified
+        (
+            "mirror.corp.test",
+            "127.0.0.1",
+            443,
+            refused_class("127.0.0.1", "loopback"),
+        ),
+        (
+            "mirror.corp.test",
+            "169.254.1.1",
+            443,
+            refused_class("169.254.1.1", "link-local"),
+        ),
+        (
+            "mirror.corp.test",
+            "169.254.169.254",
+            443,
+            refused_class("169.254.169.254", "cloud metadata"),
+        ),
+        (
+            "mirror.corp.test",
+            "224.0.0.1",
+            443,
+            refused_class("224.0.0.1", "multicast"),
+        ),
+        (
+            "mirror.corp.test",
+            "0.0.0.0",
+            443,
+            refused_class("0.0.0.0", "unspecified"),
+        ),
+        // an ordinary allow rule does not open a private address
+        (
+            "plain.corp.test",
+            "10.1.2.3",
+            443,
+            unnamed("plain.corp.test", "10.1.2.3", "private"),
+        ),
+        // a name the rule does not name
+        (
+            "other.corp.test",
+            "10.1.2.3",
+            443,
+            unnamed("other.corp.test", "10.1.2.3", "private"),
+        ),
+        // an address deny still wins
+        (
+            "mirror.corp.test",
+            "10.9.9.9",
+            443,
+            address_denied("10.9.9.9", 4),
+        ),
+        // public addresses pass as always
+        ("mirror.corp.test", "8.8.8.8", 443, public("8.8.8.8")),
+    ];
+    for (host, a, port, want) in cases {
+        assert_eq!(
+            decide_address(&rules, Some(&name(host)), ip(a), port, &Kind::Connect),
+            want,
+            "{host} {a}:{port}"
+        );
+    }
+    // without a name (an IP literal), the private allowance does not apply
+    assert_eq!(
+        decide_address(&rules, None, ip("10.1.2.3"), 443, &Kind::Connect),
+        refused_class("10.1.2.3", "private")
+    );
+}
+
+#[test]
+fn a_private_address_allowance_needs_one_named_allow() {
+    for (action, target, ok) in [
+        (Action::Allow, "mirror.corp.test", true),
+        (Action::Allow, "mirror.corp.test:8443", true),
+        (Action::Allow, "*.corp.test", false),
+        (Action::Allow, "**.corp.test", false),
+        (Action::Allow, "10.0.0.1", false),
+        (Action::Deny, "mirror.corp.test", false),
+    ] {
+        let mut r = Rule::parse_target(action, target).unwrap();
+        r.private_address = true;
+        assert_eq!(r.vet().is_ok(), ok, "{action} {target}: {:?}", r.vet());
     }
 }
