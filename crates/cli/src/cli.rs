@@ -240,6 +240,11 @@ pub struct RunArgs {
     /// link-local and metadata addresses are allowed only by naming the address.
     #[arg(long = "allow-private-address", value_name = "HOST")]
     pub allow_private_address: Vec<String>,
+    /// Do not trust the host's extra certificate authorities inside (by default a sandbox
+    /// trusts the CAs the host trusts and the image lacks: a company's TLS-inspecting proxy, a
+    /// private registry's CA; `paddock doctor` lists them).
+    #[arg(long)]
+    pub no_host_ca: bool,
     /// Network preset (deny-all, balanced, open); a new sandbox gets balanced.
     #[arg(long = "policy", value_name = "PRESET")]
     pub policy: Option<String>,

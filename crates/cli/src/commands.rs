@@ -112,6 +112,7 @@ struct Validated {
     allow_git_config: bool,
     mount_sockets: bool,
     ports: Vec<paddock_policy::PortMap>,
+    host_ca: bool,
 }
 
 fn validate(args: &RunArgs) -> Result<Validated> {
@@ -248,6 +249,7 @@ fn validate(args: &RunArgs) -> Result<Validated> {
         agent,
         allow_git_config: args.dangerously_allow_git_config,
         mount_sockets: args.dangerously_mount_sockets,
+        host_ca: !args.no_host_ca,
         ports,
     };
     // Whole-spec checks (clashing mount targets) before anything exists.
@@ -288,6 +290,7 @@ fn spec_for(
         allow_git_config: v.allow_git_config,
         ports: v.ports.clone(),
         dangerously_mount_sockets: v.mount_sockets,
+        host_ca: v.host_ca,
         discard_layer: false,
     }
 }
@@ -1087,6 +1090,25 @@ fn doctor(json: bool, seccomp: bool) -> Result<i32> {
                 )),
                 required: false,
             },
+        });
+    }
+    // The host's CAs the image lacks: sandboxes trust them unless made with --no-host-ca.
+    if let Some(rootfs) = &rootfs {
+        let extras = paddock_core::hostca::extras(rootfs);
+        let bundle = paddock_core::hostca::host_bundle();
+        report.host.push(paddock_core::ProbeItem {
+            name: "host CAs".into(),
+            ok: true,
+            detail: match extras.len() {
+                0 => format!("the image trusts every CA in {}", bundle.display()),
+                n => format!(
+                    "{} trusts {n} CA(s) the image lacks ({}); sandboxes trust them too unless made with --no-host-ca",
+                    bundle.display(),
+                    paddock_core::hostca::describe(&extras)
+                ),
+            },
+            fix: None,
+            required: false,
         });
     }
     // The limits a new sandbox gets where none is given, per backend.

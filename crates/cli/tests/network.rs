@@ -150,6 +150,95 @@ on_every_backend_in_both_modes!(
     no_network_means_no_proxy_at_all
 );
 
+// As the ordinary user, Paddock's main mode.
+on_every_backend!(a_company_mirror_on_a_private_address_with_its_own_ca);
+
+/// A company mirror: names that resolve to a private address on a network the test made,
+/// served over TLS with a CA only the host trusts (the host's trust store is the bundle
+/// `SSL_CERT_FILE` names for `paddock`: the system's plus that CA). A plain allow does not reach
+/// the private address; an allow with a private address does, and clients inside trust the
+/// host's CA without being told; `--no-host-ca` takes that trust away.
+fn a_company_mirror_on_a_private_address_with_its_own_ca(backend: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    common::ensure_image();
+    let net = common::netns::TestNet::new();
+    let dir = tempfile::Builder::new()
+        .prefix("paddock-mirror-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("hello.txt"), "hello from the mirror\n").unwrap();
+    let (ca, cert, key) =
+        common::test_certificates(dir.path(), "mirror", &["mirror.test", "plain.test"]);
+    let server = net.static_server(&root, &cert, &key);
+    let mut bundle = std::fs::read_to_string("/etc/ssl/certs/ca-certificates.crt").unwrap();
+    bundle.push_str(&std::fs::read_to_string(&ca).unwrap());
+    let host_bundle = dir.path().join("host-bundle.pem");
+    std::fs::write(&host_bundle, bundle).unwrap();
+    for p in [dir.path(), &host_bundle] {
+        let mode = if p.is_dir() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let ws = common::workspace();
+    let name = unique("net-mirror");
+    let port = server.port;
+    let script = format!(
+        r#"
+echo "plain: $(curl -sS -o /dev/null -w '%{{http_code}}' https://plain.test:{port}/hello.txt 2>&1)"
+echo "mirror: $(curl -sS https://mirror.test:{port}/hello.txt 2>&1)"
+python3 -c 'import urllib.request; print("python:", urllib.request.urlopen("https://mirror.test:{port}/hello.txt").read().decode().strip())' 2>&1 | tail -1
+echo "node-trust: ${{NODE_EXTRA_CA_CERTS:-unset}}"
+"#
+    );
+    let run = |extra: &[&str]| {
+        let mut c = common::paddock_for(backend);
+        c.env(
+            "PADDOCK_TEST_RESOLVE",
+            format!("mirror.test={p};plain.test={p}", p = net.peer),
+        )
+        .env("SSL_CERT_FILE", &host_bundle)
+        .args(["run", "--backend", backend, "--name", &name, "-w"])
+        .arg(ws.path())
+        .args(["--allow", &format!("plain.test:{port}")])
+        .args(["--allow-private-address", &format!("mirror.test:{port}")])
+        .args(extra)
+        .args(["--", "sh", "-c", &script]);
+        c.output().unwrap()
+    };
+    let o = run(&[]);
+    let out = stdout(&o);
+    let refusal = audit(&name)
+        .into_iter()
+        .find(|r| r["host"] == "plain.test")
+        .map(|r| r["reason"].as_str().unwrap_or_default().to_owned())
+        .unwrap_or_default();
+    let o2 = run(&["--no-host-ca"]);
+    let untrusted = stdout(&o2);
+    rm(&name);
+    for want in [
+        "plain: curl: (56) CONNECT tunnel failed, response 403",
+        "mirror: hello from the mirror",
+        "python: hello from the mirror",
+        "node-trust: /etc/ssl/certs/ca-certificates.crt",
+    ] {
+        assert!(
+            out.contains(want),
+            "missing {want:?} in:\n{out}\nstderr:\n{}",
+            stderr(&o)
+        );
+    }
+    assert!(
+        refusal.contains(&format!("resolved to {}", net.peer)) && refusal.contains("private"),
+        "{refusal:?}"
+    );
+    assert!(
+        untrusted.contains("mirror: curl: (60)") && untrusted.contains("node-trust: unset"),
+        "with --no-host-ca the mirror's CA is not trusted:\n{untrusted}\nstderr:\n{}",
+        stderr(&o2)
+    );
+}
+
 fn real_clients_reach_allowed_hosts_only(backend: &str) {
     let w = world();
     let ws = common::workspace();

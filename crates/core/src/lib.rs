@@ -10,6 +10,7 @@ mod dirs;
 pub mod gitguard;
 pub mod gitsafe;
 mod gitsweep;
+pub mod hostca;
 pub mod idmap;
 mod image;
 mod lock;

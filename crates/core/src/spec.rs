@@ -46,12 +46,20 @@ pub struct SandboxSpec {
     /// `--mount` may share sockets, devices and FIFOs (`--dangerously-mount-sockets`).
     #[serde(default)]
     pub dangerously_mount_sockets: bool,
+    /// Trust the host's extra certificate authorities inside ([`crate::hostca`]); off with
+    /// `--no-host-ca`.
+    #[serde(default = "yes")]
+    pub host_ca: bool,
     /// This run removes the sandbox when it ends (`--rm`), writable layer included: the
     /// backend need not make the layer's writes durable (overlayfs `volatile`, so ending the
     /// sandbox does not sync the host filesystem the layer lives on). A property of one run,
     /// never stored.
     #[serde(skip)]
     pub discard_layer: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// How a sandbox reaches the network.
@@ -102,6 +110,7 @@ mod tests {
             allow_git_config: false,
             ports: vec![],
             dangerously_mount_sockets: false,
+            host_ca: true,
             discard_layer: false,
         }
     }

@@ -395,6 +395,7 @@ mod tests {
             allow_git_config: false,
             ports: vec![],
             dangerously_mount_sockets: false,
+            host_ca: true,
             discard_layer: false,
         }
     }

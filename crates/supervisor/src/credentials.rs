@@ -19,6 +19,21 @@ pub struct Prepared {
     pub ca_pem: String,
 }
 
+/// The variables that point clients with trust stores of their own (Node, Python's requests,
+/// curl builds, git) at the sandbox's trust store, when it holds more than the image's.
+pub fn trust_env() -> Vec<(String, String)> {
+    [
+        "SSL_CERT_FILE",
+        "NODE_EXTRA_CA_CERTS",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "GIT_SSL_CAINFO",
+    ]
+    .into_iter()
+    .map(|var| (var.to_owned(), TRUST_STORE.to_owned()))
+    .collect()
+}
+
 fn layer(message: String) -> BackendError {
     BackendError::Layer {
         layer: "credentials".into(),
@@ -54,15 +69,7 @@ pub fn prepare(
             env.push((var.clone(), e.placeholder.clone()));
         }
     }
-    for var in [
-        "SSL_CERT_FILE",
-        "NODE_EXTRA_CA_CERTS",
-        "REQUESTS_CA_BUNDLE",
-        "CURL_CA_BUNDLE",
-        "GIT_SSL_CAINFO",
-    ] {
-        env.push((var.into(), TRUST_STORE.into()));
-    }
+    env.extend(trust_env());
     let ca_pem = ca.pem().to_owned();
     let credentials = CredentialSettings {
         ca_key_pem: ca.key_pem(),

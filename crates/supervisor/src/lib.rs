@@ -219,18 +219,30 @@ pub fn run_attached(
         }
         Network::None => None,
     };
-    let mut launch = launch.clone();
-    let mut extra_ca = None;
-    if let Some(p) = &prepared {
-        for (k, v) in &p.env {
-            if !launch.env.iter().any(|(have, _)| have == k) {
-                launch.env.push((k.clone(), v.clone()));
-            }
+    // The host's extra CAs (a company's inspecting proxy, a private registry's), unless the
+    // sandbox was made with --no-host-ca, and the sandbox's own when the proxy intercepts.
+    let mut extra_ca = String::new();
+    if spec.host_ca && spec.network == Network::Proxy {
+        for ca in paddock_core::hostca::extras(&image_rootfs) {
+            extra_ca.push_str(&ca.pem);
         }
-        extra_ca = Some(p.ca_pem.clone());
     }
+    let exec_env = match &prepared {
+        Some(p) => {
+            extra_ca.push_str(&p.ca_pem);
+            p.env.clone()
+        }
+        None if !extra_ca.is_empty() => credentials::trust_env(),
+        None => Vec::new(),
+    };
+    let mut launch = launch.clone();
+    for (k, v) in &exec_env {
+        if !launch.env.iter().any(|(have, _)| have == k) {
+            launch.env.push((k.clone(), v.clone()));
+        }
+    }
+    let extra_ca = (!extra_ca.is_empty()).then_some(extra_ca);
     let launch = &launch;
-    let exec_env = prepared.as_ref().map(|p| p.env.clone()).unwrap_or_default();
     // The proxy process starts now, so its setup overlaps the sandbox's.
     let pending = match spec.network {
         Network::None => None,

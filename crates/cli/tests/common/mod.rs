@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
+pub mod netns;
 pub mod user;
 
 pub fn is_root() -> bool {
@@ -788,9 +789,14 @@ impl Drop for PyServer {
 
 /// Starts `script` with a port file and `args`, and waits until it listens.
 pub fn py_server(script: &str, args: &[&std::ffi::OsStr]) -> PyServer {
+    py_server_with(Command::new("python3"), script, args)
+}
+
+/// [`py_server`] started by `python` (a `python3` command, perhaps run through `ip netns exec`).
+pub fn py_server_with(mut python: Command, script: &str, args: &[&std::ffi::OsStr]) -> PyServer {
     let port_file = std::env::temp_dir().join(unique("paddock-test-port"));
     let mut server = PyServer {
-        child: Command::new("python3")
+        child: python
             .args(["-c", script])
             .arg(&port_file)
             .args(args)
@@ -817,10 +823,11 @@ pub fn py_server(script: &str, args: &[&std::ffi::OsStr]) -> PyServer {
 const STATIC_SERVER: &str = r#"
 import functools, http.server, os, ssl, sys
 port_file, root, cert, key = sys.argv[1:5]
+bind = sys.argv[5] if len(sys.argv) > 5 else "127.0.0.1"
 class H(http.server.SimpleHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def log_message(self, *a): pass
-srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(H, directory=root))
+srv = http.server.ThreadingHTTPServer((bind, 0), functools.partial(H, directory=root))
 if cert != "-":
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)

@@ -1,0 +1,150 @@
+//! The host's extra certificate authorities: those its trust store holds and the image's does
+//! not (a company's TLS-inspecting proxy, a private registry's CA). A sandbox trusts them too
+//! unless it was made with `--no-host-ca`, so that clients inside accept what the host's own
+//! clients accept.
+//!
+//! The host's trust store is the file `SSL_CERT_FILE` names (as for OpenSSL and the egress
+//! proxy's upstream checks), else Debian's bundle.
+
+use std::path::{Path, PathBuf};
+
+use crate::backend::TRUST_STORE;
+
+/// One certificate the host trusts and the image does not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostCa {
+    /// Its PEM text, ending in a newline.
+    pub pem: String,
+    /// Its subject's common name, when it has one (for messages).
+    pub name: Option<String>,
+}
+
+/// The host's trust store: `SSL_CERT_FILE` when set to an absolute path, else the system
+/// bundle.
+pub fn host_bundle() -> PathBuf {
+    std::env::var_os("SSL_CERT_FILE")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| PathBuf::from(TRUST_STORE))
+}
+
+/// The certificates of the host's trust store that the image at `rootfs` lacks. An unreadable
+/// host bundle gives none (the sandbox then trusts what the image trusts).
+pub fn extras(rootfs: &Path) -> Vec<HostCa> {
+    let host = std::fs::read(host_bundle()).unwrap_or_default();
+    let image = std::fs::read(rootfs.join(TRUST_STORE.trim_start_matches('/'))).unwrap_or_default();
+    missing(&host, &image)
+}
+
+/// The certificates in the PEM bundle `host` that are not in `image`, in the host's order,
+/// each once.
+pub fn missing(host: &[u8], image: &[u8]) -> Vec<HostCa> {
+    let certs = |bundle: &[u8]| -> Vec<pem::Pem> {
+        pem::parse_many(bundle)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| p.tag() == "CERTIFICATE")
+            .collect()
+    };
+    let have: std::collections::HashSet<Vec<u8>> = certs(image)
+        .into_iter()
+        .map(|p| p.into_contents())
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    certs(host)
+        .into_iter()
+        .filter(|p| !have.contains(p.contents()) && seen.insert(p.contents().to_vec()))
+        .map(|p| HostCa {
+            name: common_name(p.contents()),
+            pem: pem::encode_config(
+                &p,
+                pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+            ),
+        })
+        .collect()
+}
+
+/// The first common name (OID 2.5.4.3) in a certificate's DER: the issuer's, which for the
+/// self-signed roots of a trust store is also the subject's. Only for messages.
+fn common_name(der: &[u8]) -> Option<String> {
+    const CN: [u8; 5] = [0x06, 0x03, 0x55, 0x04, 0x03];
+    let at = der.windows(CN.len()).position(|w| w == CN)? + CN.len();
+    let (tag, len) = (*der.get(at)?, usize::from(*der.get(at + 1)?));
+    // UTF8String, PrintableString, IA5String or T61String, with a short-form length.
+    if !matches!(tag, 0x0c | 0x13 | 0x16 | 0x14) || len >= 0x80 {
+        return None;
+    }
+    let text = std::str::from_utf8(der.get(at + 2..at + 2 + len)?).ok()?;
+    Some(text.chars().filter(|c| !c.is_control()).collect())
+}
+
+/// A short list of names for messages: `"Corp Root CA", "Proxy CA" and 2 more`.
+pub fn describe(cas: &[HostCa]) -> String {
+    let names: Vec<String> = cas
+        .iter()
+        .map(|c| {
+            c.name
+                .as_deref()
+                .map_or("(unnamed)".into(), |n| format!("{n:?}"))
+        })
+        .collect();
+    match names.len() {
+        0..=3 => names.join(", "),
+        n => format!("{} and {} more", names[..3].join(", "), n - 3),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn ca(name: &str) -> String {
+        // A minimal DER shape with a common name where a certificate has one; the bundle
+        // logic compares contents and never verifies them.
+        let mut der = vec![
+            0x30,
+            0x00,
+            0x06,
+            0x03,
+            0x55,
+            0x04,
+            0x03,
+            0x0c,
+            name.len() as u8,
+        ];
+        der.extend_from_slice(name.as_bytes());
+        pem::encode(&pem::Pem::new("CERTIFICATE", der))
+    }
+
+    #[test]
+    fn the_host_certificates_the_image_lacks_once_each_in_order() {
+        let (a, b, c) = (ca("Shared Root"), ca("Corp Proxy CA"), ca("Corp Mirror CA"));
+        let key = pem::encode(&pem::Pem::new("PRIVATE KEY", vec![1, 2, 3]));
+        let host = format!("{a}{b}junk between\n{key}{c}{b}");
+        let image = a.clone();
+        let got = missing(host.as_bytes(), image.as_bytes());
+        let names: Vec<_> = got.iter().map(|c| c.name.clone().unwrap()).collect();
+        assert_eq!(names, ["Corp Proxy CA", "Corp Mirror CA"]);
+        assert!(got[0].pem.starts_with("-----BEGIN CERTIFICATE-----\n"));
+        assert!(got[0].pem.ends_with("-----END CERTIFICATE-----\n"));
+        assert_eq!(describe(&got), "\"Corp Proxy CA\", \"Corp Mirror CA\"");
+        assert!(missing(image.as_bytes(), host.as_bytes()).is_empty());
+        assert!(missing(b"", image.as_bytes()).is_empty());
+        let many: Vec<HostCa> = (0..5)
+            .map(|i| HostCa {
+                pem: String::new(),
+                name: Some(format!("CA {i}")),
+            })
+            .collect();
+        assert_eq!(describe(&many), "\"CA 0\", \"CA 1\", \"CA 2\" and 2 more");
+    }
+
+    #[test]
+    fn a_real_certificate_names_its_subject() {
+        let host = std::fs::read(TRUST_STORE).expect("the system's CA bundle (ca-certificates)");
+        let all = missing(&host, b"");
+        assert!(all.len() > 10, "{} certificates", all.len());
+        assert!(all.iter().filter(|c| c.name.is_some()).count() * 2 > all.len());
+    }
+}
