@@ -113,8 +113,30 @@ on_every_backend!(
     terminal_resize_and_ctrl_c,
     environment_is_not_inherited,
     the_trust_report_names_what_the_host_may_run,
-    git_hooks_and_config_are_out_of_reach
+    git_hooks_and_config_are_out_of_reach,
+    the_images_directories_can_be_removed_and_renamed
 );
+
+/// What dpkg does to the image's tree (an upgrade, `apt-get remove`): directories of the image
+/// removed, renamed and made again in the sandbox's layer. In user mode overlayfs needs its
+/// `userxattr` option for this; without it these fail with EIO and EXDEV.
+fn the_images_directories_can_be_removed_and_renamed(backend: &str) {
+    let ws = common::workspace();
+    let o = common::sh_on(
+        backend,
+        ws.path(),
+        &["--no-network"],
+        "cd /usr/share/doc && sudo rm -rf git && echo removed && sudo mkdir git && echo remade \
+         && sudo mv less less.moved && echo renamed && sudo mkdir t.new && sudo mv t.new t \
+         && echo new-renamed && test ! -e less && ls -d git less.moved t",
+    );
+    assert_eq!(
+        stdout(&o),
+        "removed\nremade\nrenamed\nnew-renamed\ngit\nless.moved\nt\n",
+        "{}",
+        stderr(&o)
+    );
+}
 
 fn git(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     // The test's own look (as root) at a workspace that may be the suite user's.

@@ -92,7 +92,13 @@ pub fn premount(cfg: &JailConfig) -> Result<Vec<OwnedFd>, Failure> {
     if cfg.user_namespace {
         mounts::own_fresh_upper(&upper)?;
     }
-    made.push(mounts::overlay(&cfg.lower, &upper, &work, cfg.volatile)?);
+    made.push(mounts::overlay(
+        &cfg.lower,
+        &upper,
+        &work,
+        cfg.volatile,
+        cfg.user_namespace,
+    )?);
     drop(layer);
     // In user mode the user's files are the agent's already: no idmapping.
     let idmaps = if cfg.user_namespace {

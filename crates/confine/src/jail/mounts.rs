@@ -303,11 +303,16 @@ pub fn own_fresh_upper(upper: &Path) -> Result<(), Failure> {
 ///
 /// The layers are named by this process's descriptors (`/proc/self/fd/N`), which overlayfs
 /// shows in the mount table instead of the host paths of the image and the layer.
+///
+/// `user_namespace` (user mode): overlayfs keeps its own attributes (opaque directories,
+/// redirects) in `user.overlay.*`, since a user namespace cannot set `trusted.*`; without
+/// them removing or renaming a directory of the image fails (EIO, EXDEV), which breaks dpkg.
 pub fn overlay(
     lower: &Path,
     upper: &Path,
     work: &Path,
     volatile: bool,
+    user_namespace: bool,
 ) -> Result<OwnedFd, Failure> {
     let open = |p: &Path| {
         openat(
@@ -328,7 +333,12 @@ pub fn overlay(
             ("upperdir", &name(&upper)),
             ("workdir", &name(&work)),
         ],
-        if volatile { &["volatile"] } else { &[] },
+        match (volatile, user_namespace) {
+            (true, true) => &["volatile", "userxattr"],
+            (true, false) => &["volatile"],
+            (false, true) => &["userxattr"],
+            (false, false) => &[],
+        },
         MountAttrFlags::MOUNT_ATTR_NODEV,
     )
 }
@@ -372,7 +382,10 @@ pub fn build_runsc(
     if cfg.user_namespace {
         own_fresh_upper(&upper)?;
     }
-    attach_root(overlay(&cfg.lower, &upper, &work, cfg.volatile)?, &cfg.root)?;
+    attach_root(
+        overlay(&cfg.lower, &upper, &work, cfg.volatile, cfg.user_namespace)?,
+        &cfg.root,
+    )?;
     for b in &cfg.binds {
         let what = format!("cannot share {} with the sandbox", b.host.display());
         let tree = clone_tree(b, idmaps)?;
