@@ -36,8 +36,18 @@ pub const DEFAULT_PACKAGES: &[&str] = &[
     "xz-utils",
 ];
 
-/// Version of the tree layout written into `image.json`.
-pub const LAYOUT_VERSION: u32 = 1;
+/// Version of the tree layout written into `image.json`: 2 added apt's proxy setting, sudo's
+/// kept proxy and trust-store variables and the package lists.
+pub const LAYOUT_VERSION: u32 = 2;
+
+/// Where every sandbox's egress proxy listens, inside (`paddock_core::PROXY_PORT`).
+const PROXY_URL: &str = "http://127.0.0.1:3128/";
+
+/// The variables `sudo` keeps: the proxy settings every sandbox gets, and the trust-store
+/// pointers a sandbox gets when it trusts more than the image does.
+const SUDO_KEEPS: &str = "http_proxy https_proxy HTTP_PROXY HTTPS_PROXY no_proxy NO_PROXY \
+                          SSL_CERT_FILE NODE_EXTRA_CA_CERTS REQUESTS_CA_BUNDLE CURL_CA_BUNDLE \
+                          GIT_SSL_CAINFO";
 
 /// Why a build failed.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +130,88 @@ impl BuildOptions {
             progress: true,
         }
     }
+}
+
+/// A package name that is not a Debian package name.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{0:?} is not a Debian package name (lower-case letters, digits and + - . only, starting with a letter or digit)"
+)]
+pub struct BadPackage(pub String);
+
+/// The packages named in a packages file: whitespace- or comma-separated, `#` to the end of a
+/// line is a comment.
+pub fn packages_in(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .flat_map(|l| l.split(|c: char| c.is_whitespace() || c == ','))
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `base` plus `extra`, each once, sorted after the base; every name checked (it goes to
+/// mmdebstrap's command line).
+pub fn package_list(base: &[String], extra: &[String]) -> Result<Vec<String>, BadPackage> {
+    let mut all = base.to_vec();
+    let mut added: Vec<String> = Vec::new();
+    for p in extra.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+        let ok = p.len() >= 2
+            && p.bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && p.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.')
+            });
+        if !ok {
+            return Err(BadPackage(p.to_owned()));
+        }
+        if !all.iter().any(|a| a == p) && !added.iter().any(|a| a == p) {
+            added.push(p.to_owned());
+        }
+    }
+    added.sort();
+    all.extend(added);
+    Ok(all)
+}
+
+/// Why the image `old` differs from what `opts` would build, or `None` when it is the same.
+pub fn changes(old: &ImageInfo, opts: &BuildOptions) -> Option<String> {
+    if old.version != LAYOUT_VERSION {
+        return Some(format!(
+            "the image was built by an older Paddock (layout {}, now {LAYOUT_VERSION})",
+            old.version
+        ));
+    }
+    if old.suite != opts.suite {
+        return Some(format!(
+            "the suite changed ({} to {})",
+            old.suite, opts.suite
+        ));
+    }
+    let added: Vec<&str> = opts
+        .packages
+        .iter()
+        .filter(|p| !old.packages.contains(p))
+        .map(String::as_str)
+        .collect();
+    let removed: Vec<&str> = old
+        .packages
+        .iter()
+        .filter(|p| !opts.packages.contains(p))
+        .map(String::as_str)
+        .collect();
+    if added.is_empty() && removed.is_empty() {
+        return None;
+    }
+    let mut parts = Vec::new();
+    if !added.is_empty() {
+        parts.push(format!("+{}", added.join(" +")));
+    }
+    if !removed.is_empty() {
+        parts.push(format!("-{}", removed.join(" -")));
+    }
+    Some(format!("the package list changed ({})", parts.join(" ")))
 }
 
 fn have(cmd: &str) -> bool {
@@ -250,6 +342,26 @@ fn mapped_size(root: &Path, ids: &paddock_core::UserIds) -> Result<u64, BuildErr
         })
 }
 
+/// The shell commands mmdebstrap runs on the finished tree (`$1`): the agent user with
+/// passwordless sudo; sudo keeping the proxy and trust-store variables; apt using the proxy
+/// even where they are gone (a root login shell); a plain `/etc/hosts`; no resolver (names are
+/// the proxy's to resolve).
+fn customize_hooks() -> Vec<String> {
+    let keeps = SUDO_KEEPS.split_whitespace().collect::<Vec<_>>().join(" ");
+    vec![
+        "chroot \"$1\" useradd --create-home --uid 1000 --user-group --shell /bin/bash agent".into(),
+        "echo 'agent ALL=(ALL:ALL) NOPASSWD: ALL' > \"$1/etc/sudoers.d/agent\" && chmod 0440 \"$1/etc/sudoers.d/agent\"".into(),
+        format!(
+            "echo 'Defaults env_keep += \"{keeps}\"' > \"$1/etc/sudoers.d/paddock-env\" && chmod 0440 \"$1/etc/sudoers.d/paddock-env\""
+        ),
+        format!(
+            "printf 'Acquire::http::Proxy \"{PROXY_URL}\";\\nAcquire::https::Proxy \"{PROXY_URL}\";\\n' > \"$1/etc/apt/apt.conf.d/90paddock-proxy\""
+        ),
+        "printf '127.0.0.1 localhost\\n::1 localhost ip6-localhost ip6-loopback\\n' > \"$1/etc/hosts\"".into(),
+        "rm -f \"$1/etc/resolv.conf\" && touch \"$1/etc/resolv.conf\"".into(),
+    ]
+}
+
 fn build_in(tmp: &Path, opts: &BuildOptions, sources: &[String]) -> Result<ImageInfo, BuildError> {
     let rootfs = tmp.join("rootfs");
     let pb = spinner(
@@ -265,10 +377,17 @@ fn build_in(tmp: &Path, opts: &BuildOptions, sources: &[String]) -> Result<Image
     let mut cmd = Command::new("mmdebstrap");
     cmd.args(["--mode=root", "--variant=minbase", "--format=directory"])
         .arg(format!("--include={}", opts.packages.join(",")))
-        .arg("--customize-hook=chroot \"$1\" useradd --create-home --uid 1000 --user-group --shell /bin/bash agent")
-        .arg("--customize-hook=echo 'agent ALL=(ALL:ALL) NOPASSWD: ALL' > \"$1/etc/sudoers.d/agent\" && chmod 0440 \"$1/etc/sudoers.d/agent\"")
-        .arg("--customize-hook=printf '127.0.0.1 localhost\\n::1 localhost ip6-localhost ip6-loopback\\n' > \"$1/etc/hosts\"")
-        .arg("--customize-hook=rm -f \"$1/etc/resolv.conf\" && touch \"$1/etc/resolv.conf\"")
+        // The package lists stay, compressed (about a fifth of their size), so that
+        // `sudo apt-get install` works at once; `apt-get update` refreshes them through the
+        // proxy.
+        .arg("--skip=cleanup/apt/lists")
+        .arg("--aptopt=Acquire::GzipIndexes \"true\"")
+        .arg("--aptopt=Acquire::CompressionTypes::Order:: \"gz\"")
+        .args(
+            customize_hooks()
+                .iter()
+                .map(|h| format!("--customize-hook={h}")),
+        )
         .arg(&opts.suite)
         .arg(&rootfs)
         .args(sources)
@@ -319,4 +438,107 @@ fn build_in(tmp: &Path, opts: &BuildOptions, sources: &[String]) -> Result<Image
     let json = serde_json::to_string_pretty(&info).unwrap_or_default();
     fs::write(tmp.join("image.json"), json).map_err(io("cannot write image.json"))?;
     Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn extra_packages_are_read_checked_and_added_once() {
+        let text = "# tools\njq ripgrep # search\n\nbuild-essential,libssl-dev\n jq\n";
+        assert_eq!(
+            packages_in(text),
+            ["jq", "ripgrep", "build-essential", "libssl-dev", "jq"]
+        );
+        let base = strings(&["bash", "git"]);
+        assert_eq!(
+            package_list(&base, &strings(&["ripgrep", "git", "jq", "ripgrep", "g++"])).unwrap(),
+            ["bash", "git", "g++", "jq", "ripgrep"]
+        );
+        for bad in ["Jq", "-jq", "j", "jq;rm", "a b", "jq=1.6"] {
+            let e = package_list(&base, &strings(&[bad]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("not a Debian package name"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn an_image_is_rebuilt_only_when_what_it_holds_changes() {
+        let opts = BuildOptions {
+            packages: strings(&["bash", "git", "jq"]),
+            suite: "bookworm".into(),
+            ..BuildOptions::default_image("x")
+        };
+        let info = |packages: &[&str], suite: &str, version| ImageInfo {
+            name: "x".into(),
+            suite: suite.into(),
+            packages: strings(packages),
+            created_at: 0,
+            size: 0,
+            idmap: IdMap::default(),
+            version,
+        };
+        let same = info(&["bash", "git", "jq"], "bookworm", LAYOUT_VERSION);
+        assert_eq!(changes(&same, &opts), None);
+        assert_eq!(
+            changes(
+                &info(&["bash", "git", "tree"], "bookworm", LAYOUT_VERSION),
+                &opts
+            )
+            .unwrap(),
+            "the package list changed (+jq -tree)"
+        );
+        assert!(
+            changes(
+                &info(&["bash", "git", "jq"], "trixie", LAYOUT_VERSION),
+                &opts
+            )
+            .unwrap()
+            .contains("suite changed")
+        );
+        assert!(
+            changes(&info(&["bash", "git", "jq"], "bookworm", 1), &opts)
+                .unwrap()
+                .contains("older Paddock")
+        );
+    }
+
+    #[test]
+    fn the_hooks_keep_the_proxy_for_sudo_and_apt() {
+        let root = tempfile::tempdir().unwrap();
+        for d in ["etc/sudoers.d", "etc/apt/apt.conf.d"] {
+            fs::create_dir_all(root.path().join(d)).unwrap();
+        }
+        for hook in customize_hooks().iter().filter(|h| !h.contains("chroot")) {
+            let o = Command::new("sh")
+                .args(["-c", hook, "sh"])
+                .arg(root.path())
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{hook}: {o:?}");
+        }
+        let read = |p: &str| fs::read_to_string(root.path().join(p)).unwrap();
+        assert_eq!(
+            read("etc/sudoers.d/paddock-env"),
+            "Defaults env_keep += \"http_proxy https_proxy HTTP_PROXY HTTPS_PROXY no_proxy NO_PROXY SSL_CERT_FILE NODE_EXTRA_CA_CERTS REQUESTS_CA_BUNDLE CURL_CA_BUNDLE GIT_SSL_CAINFO\"\n"
+        );
+        assert_eq!(
+            read("etc/apt/apt.conf.d/90paddock-proxy"),
+            "Acquire::http::Proxy \"http://127.0.0.1:3128/\";\nAcquire::https::Proxy \"http://127.0.0.1:3128/\";\n"
+        );
+        assert_eq!(read("etc/resolv.conf"), "");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(root.path().join("etc/sudoers.d/paddock-env"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o440);
+    }
 }

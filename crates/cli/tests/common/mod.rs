@@ -100,15 +100,14 @@ pub fn ensure_image() {
         let lock = std::fs::File::create(home.join(".image-lock")).unwrap();
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).unwrap();
         let images = home.join("images");
-        if images.join("default/image.json").exists() {
-            return;
-        }
-        if let Some(user) = user_images() {
+        if !images.join("default/image.json").exists()
+            && let Some(user) = user_images()
+        {
             let _ = std::fs::remove_dir_all(&images);
             let _ = std::fs::remove_file(&images);
             symlink(user, &images).unwrap();
-            return;
         }
+        // Kept when it is what this Paddock builds (instant), else built or rebuilt.
         let out = paddock().args(["image", "build"]).output().unwrap();
         assert!(
             out.status.success(),
@@ -213,7 +212,14 @@ fn watch_this_test() {
 /// Test binaries whose sandboxes are the suite's ordinary user's (user mode, Paddock's main
 /// mode): the rest run as root, which keeps the escape and network cases in root mode too.
 /// `PADDOCK_SUITE_MODE=user` or `=root` puts every binary in one mode.
-const USER_MODE_SUITES: &[&str] = &["behaviour", "lifecycle", "credentials", "escape", "network"];
+const USER_MODE_SUITES: &[&str] = &[
+    "behaviour",
+    "lifecycle",
+    "credentials",
+    "escape",
+    "network",
+    "registries",
+];
 
 thread_local! {
     /// This test thread's mode, when a test asked for one ([`in_mode`]).
@@ -430,6 +436,53 @@ pub fn vm_ready() -> bool {
     );
     eprintln!("skipped: the vm backend needs {missing:?} (./setup.sh installs them)");
     false
+}
+
+/// Whether this host's package registries (those its own apt, pip and npm are configured with)
+/// answer: each one's port 443 or 80 takes a connection within five seconds. The tests that
+/// install from the real registries skip without them, unless `PADDOCK_REQUIRE_REGISTRIES=1`
+/// (CI) makes that a failure.
+pub fn registries_ready() -> bool {
+    use std::net::ToSocketAddrs;
+    static READY: OnceLock<Result<(), String>> = OnceLock::new();
+    let ready = READY.get_or_init(|| {
+        let cfg = paddock_proxy::registries::HostConfig::from_env();
+        let hosts = paddock_proxy::registries::discover(&cfg);
+        if hosts.is_empty() {
+            return Err("this host's package managers name no registry".into());
+        }
+        let answers = |host: &str, port: u16| {
+            (host, port).to_socket_addrs().is_ok_and(|mut addrs| {
+                addrs.any(|a| {
+                    std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(5))
+                        .is_ok()
+                })
+            })
+        };
+        let silent: Vec<String> = hosts
+            .iter()
+            .filter(|h| {
+                let ports = h.port.map_or(vec![443, 80], |p| vec![p]);
+                !ports.into_iter().any(|p| answers(&h.host, p))
+            })
+            .map(|h| format!("{} ({})", h.host, h.source))
+            .collect();
+        match silent.is_empty() {
+            true => Ok(()),
+            false => Err(format!("no answer from {}", silent.join(", "))),
+        }
+    });
+    match ready {
+        Ok(()) => true,
+        Err(why) => {
+            assert!(
+                std::env::var_os("PADDOCK_REQUIRE_REGISTRIES").is_none(),
+                "the package registries are required (PADDOCK_REQUIRE_REGISTRIES is set): {why}"
+            );
+            eprintln!("skipped: the package registries are not reachable: {why}");
+            false
+        }
+    }
 }
 
 /// Whether runsc is installed; the gvisor tests skip without it, unless

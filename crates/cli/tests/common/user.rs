@@ -138,6 +138,10 @@ pub fn suite_user() -> Option<Account> {
                 eprintln!("building {SUITE_USER}'s image (about two minutes, once per machine)");
                 let built = user.paddock_in(&user.home, &["image", "build", "--force", "default"]);
                 assert!(built.status.success(), "{}", stderr(&built));
+            } else {
+                // Kept when it is what this Paddock builds, else rebuilt (an older layout).
+                let built = user.paddock_in(&user.home, &["image", "build", "default"]);
+                assert!(built.status.success(), "{}", stderr(&built));
             }
             user
         })
