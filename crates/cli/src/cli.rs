@@ -108,6 +108,9 @@ pub enum Cmd {
         #[arg(short, long)]
         user: Option<String>,
     },
+    /// The agent cache: agents installed once for every sandbox (list, update, remove).
+    #[command(subcommand)]
+    Agent(AgentCmd),
     /// Build, list and remove images.
     #[command(subcommand)]
     Image(ImageCmd),
@@ -240,6 +243,11 @@ pub struct RunArgs {
     /// link-local and metadata addresses are allowed only by naming the address.
     #[arg(long = "allow-private-address", value_name = "HOST")]
     pub allow_private_address: Vec<String>,
+    /// Share the agent preset's configuration and login directory of this host (~/.claude,
+    /// ~/.codex, ~/.gemini) at its place inside, writable: logins and token refreshes persist,
+    /// and what the agent writes there applies to the agent on the host too.
+    #[arg(long)]
+    pub agent_config: bool,
     /// Do not trust the host's extra certificate authorities inside (by default a sandbox
     /// trusts the CAs the host trusts and the image lacks: a company's TLS-inspecting proxy, a
     /// private registry's CA; `paddock doctor` lists them).
@@ -300,6 +308,13 @@ pub enum ImageCmd {
         /// Mirror URL (default: the host's apt sources).
         #[arg(long)]
         mirror: Option<String>,
+        /// Extra Debian packages, besides the default set (comma-separated, repeatable). An
+        /// image whose package list changed is rebuilt; one that has the same list is kept.
+        #[arg(long, value_delimiter = ',', value_name = "PKG,...")]
+        packages: Vec<String>,
+        /// Extra Debian packages from a file: one or more per line, '#' starts a comment.
+        #[arg(long, value_name = "FILE")]
+        packages_file: Option<std::path::PathBuf>,
     },
     /// List images.
     Ls {
@@ -310,6 +325,29 @@ pub enum ImageCmd {
     /// Remove an image.
     Rm {
         /// Image name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCmd {
+    /// List the agent presets and what the cache holds of each.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install the newest version of an agent (sandboxes use it from their next start).
+    Update {
+        /// Agent: claude, codex, gemini.
+        name: String,
+        /// Backend of the install sandbox where ns does not run.
+        #[arg(long, default_value = "auto")]
+        backend: String,
+    },
+    /// Remove an agent from the cache (the next run installs it again).
+    Rm {
+        /// Agent: claude, codex, gemini.
         name: String,
     },
 }

@@ -27,6 +27,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             run(args, mode)
         }
         Cmd::Create(args) => run(args, Mode::Create),
+        Cmd::Agent(cmd) => crate::agent_cmd::agent(cmd),
         Cmd::Start { names } => crate::lifecycle::start_all(&names),
         Cmd::Stop { names, time } => crate::lifecycle::stop_all(&names, time),
         Cmd::Attach { name } => crate::lifecycle::attach(&name),
@@ -113,6 +114,7 @@ struct Validated {
     mount_sockets: bool,
     ports: Vec<paddock_policy::PortMap>,
     host_ca: bool,
+    agent_config: bool,
 }
 
 fn validate(args: &RunArgs) -> Result<Validated> {
@@ -218,6 +220,44 @@ fn validate(args: &RunArgs) -> Result<Validated> {
             ))
         })?),
     };
+    // The agent's own configuration and login directory of the host, at its place inside,
+    // writable (logins and token refreshes persist).
+    if args.agent_config {
+        let agent = agent.as_ref().ok_or_else(|| {
+            usage("--agent-config goes with an agent preset (paddock run claude --agent-config)")
+        })?;
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .filter(|h| h.is_absolute())
+            .ok_or_else(|| usage("--agent-config: HOME is not set"))?;
+        let (host, inside) = crate::agents::config_share(agent, &home).ok_or_else(|| {
+            usage(format!(
+                "agent {} keeps no configuration directory",
+                agent.name
+            ))
+        })?;
+        if !host.exists() {
+            std::fs::create_dir_all(&host)
+                .and_then(|()| {
+                    std::fs::set_permissions(
+                        &host,
+                        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+                    )
+                })
+                .with_context(|| format!("cannot create {}", host.display()))?;
+        }
+        eprintln!(
+            "paddock: sharing {} writable at {}: what the agent writes there (settings, hooks) also applies when you run {} on this host",
+            host.display(),
+            inside.display(),
+            agent.name
+        );
+        mounts.push(Mount {
+            host: share(&host, false)?,
+            sandbox: AbsPath::try_from(inside).map_err(|e| usage(e.to_string()))?,
+            read_only: false,
+        });
+    }
     let mut ports = Vec::new();
     for p in &args.publish {
         for m in paddock_policy::parse_ports(p).map_err(|e| usage(format!("--publish: {e}")))? {
@@ -250,6 +290,7 @@ fn validate(args: &RunArgs) -> Result<Validated> {
         allow_git_config: args.dangerously_allow_git_config,
         mount_sockets: args.dangerously_mount_sockets,
         host_ca: !args.no_host_ca,
+        agent_config: args.agent_config,
         ports,
     };
     // Whole-spec checks (clashing mount targets) before anything exists.
@@ -354,14 +395,21 @@ fn generated_name(workspace: &AbsPath) -> SandboxName {
 }
 
 /// A name that always satisfies the naming rule.
-fn fallback_name() -> SandboxName {
+pub(crate) fn fallback_name() -> SandboxName {
     "sandbox".parse().unwrap_or_else(|_| std::process::abort())
 }
 
 pub(crate) fn ensure_image(dirs: &Dirs, name: &str) -> Result<(paddock_core::ImageInfo, PathBuf)> {
     let store = ImageStore::new(dirs.images());
     match store.get(name) {
-        Ok(info) => Ok((info, store.rootfs(name)?)),
+        Ok(info) => {
+            if info.version < paddock_image::LAYOUT_VERSION {
+                eprintln!(
+                    "paddock: image {name} was built by an older Paddock (apt inside has no proxy setting or package lists); `paddock image build {name}` updates it, and sandboxes keep their layers"
+                );
+            }
+            Ok((info, store.rootfs(name)?))
+        }
         Err(paddock_core::ImageStoreError::NotFound(_)) if name == paddock_core::DEFAULT_IMAGE => {
             eprintln!(
                 "paddock: the default image is not built yet; building it now (about a minute; needs the host's Debian apt sources)"
@@ -389,10 +437,42 @@ enum Mode {
 }
 
 fn run(args: RunArgs, mode: Mode) -> Result<i32> {
+    run_with(args, mode, Internal::default())
+}
+
+/// What Paddock adds to a run it makes itself (an agent's install sandbox).
+#[derive(Debug, Default)]
+pub(crate) struct Internal {
+    /// No report of what the run changed in the workspace (Paddock's own directory).
+    pub quiet: bool,
+}
+
+/// `paddock run` as [`Mode::Attached`], for a run Paddock makes itself.
+pub(crate) fn run_internal(args: RunArgs, internal: Internal) -> Result<i32> {
+    run_with(args, Mode::Attached, internal)
+}
+
+fn run_with(args: RunArgs, mode: Mode, internal: Internal) -> Result<i32> {
     if mode == Mode::Create && args.rm {
         return Err(usage("--rm makes no sense with create"));
     }
-    let v = validate(&args)?;
+    let mut v = validate(&args)?;
+    // An agent runs from the agent cache (installed once, in a sandbox of its own), in one
+    // sandbox per workspace unless --name or --rm says otherwise.
+    if let Some(agent) = v.agent.clone() {
+        if v.name.is_none() && !args.rm {
+            v.name = Some(crate::agent_cmd::sandbox_name(&agent.name, &v.workspace));
+        }
+        if agent.package.is_some() && !v.no_network {
+            let installed = crate::agent_cmd::ensure_installed(&agent, &args.backend, false)?;
+            v.mounts.push(Mount {
+                host: AbsPath::try_from(installed.dir.clone()).map_err(|e| usage(e.to_string()))?,
+                sandbox: AbsPath::try_from(std::path::PathBuf::from(crate::agents::INSIDE))
+                    .map_err(|e| usage(e.to_string()))?,
+                read_only: true,
+            });
+        }
+    }
     let (dirs, store) = open()?;
     let existing = match &v.name {
         Some(n) => store.get(n)?,
@@ -547,7 +627,9 @@ fn run(args: RunArgs, mode: Mode) -> Result<i32> {
         &launch,
     );
     // What the run changed that the host may later run: shown now, kept for `paddock trust`.
-    report_trust(&dirs, &spec, started);
+    if !internal.quiet {
+        report_trust(&dirs, &spec, started);
+    }
     // A failed first start of a sandbox with a generated name leaves nothing behind; a sandbox
     // the user named is never removed by a failure (its layer may hold the agent's work).
     let remove_after = args.rm || (created && v.name.is_none() && result.is_err());
@@ -673,7 +755,7 @@ fn trust(name: &str) -> Result<i32> {
 fn agent_hints(dirs: &Dirs, agent: &crate::agents::Agent, name: &SandboxName, v: &Validated) {
     if v.no_network && agent.package.is_some() {
         eprintln!(
-            "paddock: {} is installed from npm on first use; with --no-network that cannot happen",
+            "paddock: {} is installed from the npm registry on first use; with --no-network that cannot happen (and an installed one is not used)",
             agent.name
         );
     }
@@ -690,15 +772,16 @@ fn agent_hints(dirs: &Dirs, agent: &crate::agents::Agent, name: &SandboxName, v:
             );
         }
     }
-    if let (Some(cfg), Some(home)) = (&agent.config, std::env::var_os("HOME")) {
-        let dir = std::path::Path::new(&home).join(cfg);
-        if dir.is_dir() && !v.mounts.iter().any(|m| m.host.as_path() == dir) {
-            eprintln!(
-                "paddock: {} is not shared; add --mount {}:ro to use its settings",
-                dir.display(),
-                dir.display()
-            );
-        }
+    if let (Some(home), true) = (std::env::var_os("HOME"), !v.agent_config)
+        && let Some((dir, inside)) = crate::agents::config_share(agent, Path::new(&home))
+        && dir.is_dir()
+    {
+        eprintln!(
+            "paddock: {} (your {} settings and login) is not shared; --agent-config shares it at {} (else the sandbox keeps its own)",
+            dir.display(),
+            agent.name,
+            inside.display()
+        );
     }
 }
 
@@ -836,6 +919,18 @@ pub(crate) fn forget_secrets(dirs: &Dirs, name: &SandboxName) {
             "paddock: warning: {name}'s own secrets could not be removed ({e}); `paddock secret ls` shows them, `paddock secret rm NAME --sandbox {name}` removes one"
         ),
     }
+}
+
+/// Removes sandbox `name` (stopping it first) if it exists, and its secrets; quiet.
+pub(crate) fn remove_quietly(name: &str) -> Result<()> {
+    let name = parse_name(name)?;
+    let (dirs, store) = open()?;
+    if store.get(&name)?.is_some() {
+        crate::lifecycle::stop(&dirs, &store, &name, 0)?;
+        remove_sandbox(&dirs, &store, &name)?;
+        forget_secrets(&dirs, &name);
+    }
+    Ok(())
 }
 
 fn rm(names: &[String], force: bool) -> Result<i32> {
@@ -985,6 +1080,8 @@ fn image(cmd: ImageCmd) -> Result<i32> {
             force,
             suite,
             mirror,
+            packages,
+            packages_file,
         } => {
             paddock_core::check_image_name(&name).map_err(|e| usage(e.to_string()))?;
             let mut opts = BuildOptions::default_image(&name);
@@ -993,6 +1090,34 @@ fn image(cmd: ImageCmd) -> Result<i32> {
             opts.progress = std::io::stderr().is_terminal();
             if let Some(s) = suite {
                 opts.suite = s;
+            }
+            let mut extra = packages;
+            if let Some(file) = &packages_file {
+                let text = std::fs::read_to_string(file)
+                    .map_err(|e| usage(format!("--packages-file {}: {e}", file.display())))?;
+                extra.extend(paddock_image::packages_in(&text));
+            }
+            opts.packages = paddock_image::package_list(&opts.packages, &extra)
+                .map_err(|e| usage(e.to_string()))?;
+            // An image built from the same list, suite and layout is kept; a changed list
+            // rebuilds it without --force.
+            if let Ok(old) = store.get(&name)
+                && !force
+            {
+                match paddock_image::changes(&old, &opts) {
+                    None => {
+                        println!(
+                            "image {name} is up to date ({} packages, Debian {}); --force rebuilds it",
+                            old.packages.len(),
+                            old.suite
+                        );
+                        return Ok(0);
+                    }
+                    Some(why) => {
+                        eprintln!("paddock: {why}: rebuilding image {name}");
+                        opts.force = true;
+                    }
+                }
             }
             let started = std::time::Instant::now();
             let info = paddock_image::build(&store, &opts)?;

@@ -1,5 +1,6 @@
 //! `paddock`: the command line.
 
+mod agent_cmd;
 mod agents;
 mod cli;
 mod commands;

@@ -137,3 +137,141 @@ fn an_image_takes_extra_packages_and_is_rebuilt_only_when_they_change() {
         stderr(&o)
     );
 }
+
+/// The npm registry host this host's npm uses (from its configuration, as the preset reads it).
+fn npm_registry_host() -> String {
+    let cfg = paddock_proxy::registries::HostConfig::from_env();
+    paddock_proxy::registries::discover(&cfg)
+        .into_iter()
+        .find(|h| h.source.starts_with("npm"))
+        .map(|h| h.host)
+        .expect("this host's npm registry (npm's configuration or npm itself)")
+}
+
+/// An agent preset: installed once (Node.js from the npm registry, the agent's package with
+/// npm's engine check) into an agent cache of the test's own, then run from it; the second run
+/// in the same workspace reuses the same sandbox and downloads nothing. gemini-cli needs a
+/// newer Node.js than the image's.
+#[test]
+fn an_agent_is_installed_once_and_then_starts_without_a_download() {
+    require_root!();
+    common::ensure_image();
+    if !common::registries_ready() {
+        return;
+    }
+    let cache = tempfile::Builder::new()
+        .prefix("paddock-agents-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    common::hand_over(cache.path());
+    let ws = common::workspace();
+    let run = || {
+        common::paddock()
+            .env("PADDOCK_CACHE_DIR", cache.path())
+            .args(["run", "gemini", "--no-tty", "-w"])
+            .arg(ws.path())
+            .args(["--", "--version"])
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    let second = run();
+    let listed = common::paddock()
+        .env("PADDOCK_CACHE_DIR", cache.path())
+        .args(["agent", "ls", "--json"])
+        .output()
+        .unwrap();
+    let sandboxes = common::paddock()
+        .args(["ls", "--all", "--json"])
+        .output()
+        .unwrap();
+    let ours: Vec<String> = serde_json::from_str::<Vec<serde_json::Value>>(&stdout(&sandboxes))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| s["workspace"].as_str() == ws.path().to_str())
+        .filter_map(|s| s["name"].as_str().map(str::to_owned))
+        .collect();
+    for name in &ours {
+        rm(name);
+    }
+    let version = stdout(&first);
+    assert!(
+        first.status.success() && stderr(&first).contains("installing gemini once"),
+        "{version}\n{}",
+        stderr(&first)
+    );
+    assert!(
+        version
+            .trim()
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit()),
+        "{version}"
+    );
+    assert_eq!(stdout(&second), version, "{}", stderr(&second));
+    assert!(
+        !stderr(&second).contains("installing"),
+        "the second run installed again:\n{}",
+        stderr(&second)
+    );
+    assert_eq!(ours.len(), 1, "one sandbox for the workspace: {ours:?}");
+    assert!(ours[0].starts_with("gemini-"), "{ours:?}");
+    let agents: Vec<serde_json::Value> = serde_json::from_str(&stdout(&listed)).unwrap();
+    let gemini = agents.iter().find(|a| a["agent"] == "gemini").unwrap();
+    assert_eq!(
+        gemini["installed"]["version"].as_str(),
+        Some(version.trim()),
+        "{}",
+        stdout(&listed)
+    );
+    assert!(
+        gemini["installed"]["node"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("22.")),
+        "{}",
+        stdout(&listed)
+    );
+}
+
+/// An install that the proxy refuses (a rule denying the npm registry to the install sandbox)
+/// says so, names the sandbox whose log shows it, keeps it, and leaves no installation.
+#[test]
+fn a_refused_install_names_the_refusal() {
+    require_root!();
+    common::ensure_image();
+    if !common::registries_ready() {
+        return;
+    }
+    let cache = tempfile::Builder::new()
+        .prefix("paddock-agents-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    common::hand_over(cache.path());
+    let host = npm_registry_host();
+    let denied = common::paddock()
+        .args(["policy", "deny", &host, "--sandbox", "agent-install-codex"])
+        .output()
+        .unwrap();
+    assert!(denied.status.success(), "{}", stderr(&denied));
+    let ws = common::workspace();
+    let o = common::paddock()
+        .env("PADDOCK_CACHE_DIR", cache.path())
+        .args(["run", "codex", "--rm", "--no-tty", "-w"])
+        .arg(ws.path())
+        .args(["--", "--version"])
+        .output()
+        .unwrap();
+    rm("agent-install-codex");
+    let err = stderr(&o);
+    assert_ne!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("the egress proxy denied a request")
+            && err.contains("policy log --denied --sandbox agent-install-codex")
+            && err.contains("the install sandbox agent-install-codex is kept"),
+        "{err}"
+    );
+    assert!(
+        !cache.path().join("codex/current").exists(),
+        "a failed install is not used"
+    );
+}
