@@ -164,15 +164,26 @@ impl Credentials {
     /// Binds `entries` for interception with `ca`. Upstreams are verified against the system's
     /// roots (plus [`TEST_UPSTREAM_CA_ENV`] when the host user sets it).
     pub fn new(ca: SandboxCa, entries: Vec<Entry>) -> std::io::Result<Credentials> {
+        let extra = match std::env::var(TEST_UPSTREAM_CA_ENV) {
+            Ok(path) => Some(std::fs::read(&path)?),
+            Err(_) => None,
+        };
+        Credentials::with_extra_roots(ca, entries, extra.as_deref())
+    }
+
+    /// As [`Credentials::new`], with the certificates of `extra_pem` trusted as roots too (and
+    /// no look at the environment): for tests against local servers with a test CA.
+    pub fn with_extra_roots(
+        ca: SandboxCa,
+        entries: Vec<Entry>,
+        extra_pem: Option<&[u8]>,
+    ) -> std::io::Result<Credentials> {
         let mut roots = rustls::RootCertStore::empty();
         for c in rustls_native_certs::load_native_certs().certs {
             let _ = roots.add(c);
         }
-        if let Ok(extra) = std::env::var(TEST_UPSTREAM_CA_ENV) {
-            let pem = std::fs::read(&extra)?;
-            for c in rustls_pemfile_certs(&pem) {
-                roots.add(c).map_err(io_err)?;
-            }
+        for c in rustls_pemfile_certs(extra_pem.unwrap_or_default()) {
+            roots.add(c).map_err(io_err)?;
         }
         let mut upstream = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -451,6 +462,8 @@ impl Tunnel {
                     ),
                 )
             })?;
+        // An answer that ends with its connection ends there, close_notify or not.
+        let tls = crate::tls_end::EndAtClose::new(tls);
         let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| {

@@ -23,6 +23,7 @@ pub mod rules;
 mod server;
 mod splice;
 pub mod store;
+mod tls_end;
 
 use std::sync::Arc;
 
