@@ -8,7 +8,6 @@
 //! other host stays an opaque tunnel.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,6 +33,7 @@ use tokio::net::TcpStream;
 use crate::audit::Record;
 use crate::body::{Counted, Direction, Tally};
 use crate::server::ProxyConfig;
+use crate::upstream::Route;
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -288,7 +288,8 @@ struct Tunnel {
     client: String,
     host: String,
     port: u16,
-    addrs: Vec<SocketAddr>,
+    /// Where its connections go (the checked addresses, or the upstream proxy).
+    route: Route,
     rule: String,
     /// Connections to the host between requests. An HTTP/2 client sends requests at once on
     /// one tunnel; each goes on a connection that is free (HTTP/1.1 carries one exchange at a
@@ -418,11 +419,27 @@ impl Tunnel {
         }
     }
 
-    /// A new connection to the host (TCP to the checked addresses, TLS verified).
+    /// A new connection to the host (TCP to the checked addresses or a tunnel through the
+    /// upstream proxy, TLS verified).
     async fn connect(&self) -> Result<Upstream, (StatusCode, String)> {
+        let addrs = match &self.route {
+            Route::Direct(addrs) => addrs,
+            Route::Via(p) => {
+                let host = Host::parse(&self.host).map_err(|e| {
+                    (
+                        StatusCode::BAD_GATEWAY,
+                        format!("paddock: {}: {e}\n", self.host),
+                    )
+                })?;
+                let tcp = crate::upstream::tunnel(&self.cfg, p, &host, self.port)
+                    .await
+                    .map_err(|e| (StatusCode::BAD_GATEWAY, format!("paddock: {e}\n")))?;
+                return self.over_tls(tcp).await;
+            }
+        };
         let mut tcp = None;
         let mut last = None;
-        for a in &self.addrs {
+        for a in addrs {
             match tokio::time::timeout(self.cfg.connect_timeout, TcpStream::connect(a)).await {
                 Ok(Ok(s)) => {
                     tcp = Some(s);
@@ -444,6 +461,11 @@ impl Tunnel {
             )
         })?;
         let _ = tcp.set_nodelay(true);
+        self.over_tls(tcp).await
+    }
+
+    /// TLS to the host over `tcp`, verified, and HTTP/1.1 over that.
+    async fn over_tls(&self, tcp: TcpStream) -> Result<Upstream, (StatusCode, String)> {
         let name = ServerName::try_from(self.host.clone()).map_err(|e| {
             (
                 StatusCode::BAD_GATEWAY,
@@ -658,7 +680,7 @@ fn inject(parts: &mut http::request::Parts, b: &Bound) -> bool {
     carried
 }
 
-fn base64(data: &[u8]) -> String {
+pub(crate) fn base64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
@@ -688,7 +710,7 @@ pub(crate) async fn serve<S>(
     client: String,
     host: String,
     port: u16,
-    addrs: Vec<SocketAddr>,
+    route: Route,
     rule: String,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -699,7 +721,7 @@ pub(crate) async fn serve<S>(
         client,
         host,
         port,
-        addrs,
+        route,
         rule,
         idle: std::sync::Mutex::new(Vec::new()),
     });

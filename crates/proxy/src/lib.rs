@@ -24,6 +24,7 @@ mod server;
 mod splice;
 pub mod store;
 mod tls_end;
+pub mod upstream;
 
 use std::sync::Arc;
 

@@ -285,6 +285,7 @@ impl Proxy {
             resolver: Resolver::with_overrides(over),
             connect_timeout: Duration::from_secs(5),
             credentials: s.credentials,
+            upstream: None,
         };
         adjust(&mut cfg);
         let handle = paddock_proxy::start(cfg, vec![paddock_proxy::Listener::Tcp(l)], 2).unwrap();
