@@ -395,6 +395,7 @@ mod tests {
             allow_git_config: false,
             ports: vec![],
             dangerously_mount_sockets: false,
+            upstream_proxy: None,
             discard_layer: false,
         }
     }
