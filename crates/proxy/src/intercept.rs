@@ -3,9 +3,9 @@
 //! The proxy answers the CONNECT, then terminates the client's TLS with a certificate for the
 //! CONNECT host signed by the sandbox's own CA (its key stays on the host), checks that the SNI
 //! and every request's Host name that same host, connects to the address the policy checked
-//! with TLS verified against the system's roots, and only then writes the credential into the
-//! request. An upstream whose certificate does not verify gets no request at all (502). Every
-//! other host stays an opaque tunnel.
+//! (or through the upstream proxy, [`crate::upstream`]) with TLS verified against the system's
+//! roots, and only then writes the credential into the request. An upstream whose certificate
+//! does not verify gets no request at all (502). Every other host stays an opaque tunnel.
 
 use std::collections::HashMap;
 use std::path::Path;
