@@ -314,13 +314,19 @@ fn no_proxy_destinations_go_direct() {
 fn an_upstream_that_refuses_or_cannot_be_reached_is_a_502_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let (origin, _) = http_origin();
-    let (up, _) = recording_proxy(&["origin.test"], &["refuse.test"]);
-    let rules = [allow("refuse.test:any"), allow("origin.test:any")];
+    let (up, _) = recording_proxy(&["origin.test"], &["refuse.test", "secure.test"]);
+    let tls = support::TestTls::new(dir.path(), &["secure.test"]);
+    let (creds, sandbox_ca) = credentials(dir.path(), "secure.test", &tls.ca_pem);
+    let rules = [
+        allow("refuse.test:any"),
+        allow("origin.test:any"),
+        allow("secure.test"),
+    ];
     let proxy = start(
         dir.path(),
         &rules,
         &[],
-        None,
+        Some(creds),
         upstream(&format!("http://alice:s3cret@127.0.0.1:{}", up.port()), ""),
     );
     let r = proxy.raw(b"CONNECT refuse.test:443 HTTP/1.1\r\nHost: refuse.test:443\r\n\r\n");
@@ -340,14 +346,31 @@ fn an_upstream_that_refuses_or_cannot_be_reached_is_a_502_with_the_reason() {
         !body.to_ascii_lowercase().contains("proxy-authenticate"),
         "{body}"
     );
+    // An intercepted host: the tunnel is answered, the request inside gets the 502.
+    let (code, body, err) = proxy.curl(&[
+        "-i",
+        "--cacert",
+        sandbox_ca.to_str().unwrap(),
+        "https://secure.test/",
+    ]);
+    let secure_why = why.replace("refuse.test", "secure.test");
+    assert!(
+        code == 0 && body.contains("HTTP/2 502") && body.contains(&secure_why),
+        "{code} {body} {err}"
+    );
     let rows = proxy.audit();
-    let connect = rows.iter().find(|r| r.method == "CONNECT").unwrap();
+    let row = |method: &str, host: &str| {
+        rows.iter()
+            .find(|r| r.method == method && r.host == host)
+            .unwrap()
+    };
+    let connect = row("CONNECT", "refuse.test");
     assert_eq!(connect.status, Some(502));
     assert!(connect.reason.contains(&why), "{connect:?}");
-    assert_eq!(
-        rows.iter().find(|r| r.method == "GET").unwrap().status,
-        Some(502)
-    );
+    assert_eq!(row("GET", "refuse.test").status, Some(502));
+    let inside = row("GET", "secure.test");
+    assert_eq!(inside.status, Some(502));
+    assert!(inside.reason.contains(&secure_why), "{inside:?}");
 
     // An upstream proxy nothing listens on.
     let gone = TcpListener::bind("127.0.0.1:0")
