@@ -257,8 +257,14 @@ pub struct RunArgs {
     #[arg(long = "policy", value_name = "PRESET")]
     pub policy: Option<String>,
     /// No network at all: no proxy, only the sandbox's own loopback.
-    #[arg(long, conflicts_with_all = ["allow", "allow_private_address", "policy"])]
+    #[arg(long, conflicts_with_all = ["allow", "allow_private_address", "policy", "upstream_proxy"])]
     pub no_network: bool,
+    /// Send allowed connections on through this proxy of the host's network
+    /// (http://[USER:PASSWORD@]HOST[:PORT]), or `none` for no upstream proxy. By default the
+    /// host's HTTPS_PROXY, HTTP_PROXY and NO_PROXY, as set when the sandbox's settings are
+    /// made (run, create). Paddock's rules still decide first.
+    #[arg(long, value_name = "URL")]
+    pub upstream_proxy: Option<String>,
     /// An agent to run (claude, codex, gemini, shell): installed into the sandbox on first use
     /// and started in the workspace; arguments after `--` go to it.
     #[arg(value_name = "AGENT")]

@@ -10,7 +10,7 @@ use paddock_core::{
     SandboxState, Stdio, Store,
 };
 use paddock_image::BuildOptions;
-use paddock_policy::net::{Action, Rule, Scope};
+use paddock_policy::net::{Action, Rule, Scope, UpstreamProxy};
 use paddock_policy::{AbsPath, EnvVar, Limits, Mount, User};
 
 use crate::cli::{Cli, Cmd, ExecArgs, ImageCmd, RuleArgs, RunArgs, SystemCmd};
@@ -115,6 +115,7 @@ struct Validated {
     ports: Vec<paddock_policy::PortMap>,
     host_ca: bool,
     agent_config: bool,
+    upstream: Option<UpstreamProxy>,
 }
 
 fn validate(args: &RunArgs) -> Result<Validated> {
@@ -277,7 +278,9 @@ fn validate(args: &RunArgs) -> Result<Validated> {
             }
         }
     }
+    let upstream = upstream_proxy(args)?;
     let v = Validated {
+        upstream,
         allow,
         no_network: args.no_network,
         workspace,
@@ -332,7 +335,41 @@ fn spec_for(
         ports: v.ports.clone(),
         dangerously_mount_sockets: v.mount_sockets,
         host_ca: v.host_ca,
+        upstream_proxy: if v.no_network {
+            None
+        } else {
+            v.upstream.clone()
+        },
         discard_layer: false,
+    }
+}
+
+/// The upstream proxy a new run's settings get: `--upstream-proxy`, else the host's proxy
+/// variables as they are now.
+fn upstream_proxy(args: &RunArgs) -> Result<Option<UpstreamProxy>> {
+    if args.no_network {
+        return Ok(None);
+    }
+    let env = |k: &str| std::env::var(k).ok();
+    match &args.upstream_proxy {
+        Some(flag) => {
+            UpstreamProxy::from_flag(flag, env).map_err(|e| usage(format!("--upstream-proxy: {e}")))
+        }
+        None => {
+            let found = UpstreamProxy::from_env(env).map_err(|e| {
+                usage(format!(
+                    "{e} (from this shell's proxy variables; fix them, or pass --upstream-proxy none or --upstream-proxy URL)"
+                ))
+            })?;
+            if let Some(u) = &found
+                && std::io::stderr().is_terminal()
+            {
+                eprintln!(
+                    "paddock: allowed connections go on through the upstream proxy {u} (from this shell's proxy variables; --upstream-proxy none ignores them)"
+                );
+            }
+            Ok(found)
+        }
     }
 }
 

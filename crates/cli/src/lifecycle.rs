@@ -536,6 +536,7 @@ pub fn inspect(name: &str, json: bool) -> Result<i32> {
         "limits": rec.spec.limits,
         "user": rec.spec.user,
         "network": rec.spec.network,
+        "upstream_proxy": rec.spec.upstream_proxy.as_ref().map(ToString::to_string),
         "ports": rec.spec.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
         "git_config_protected": !rec.spec.allow_git_config,
         "env": rec.spec.env,

@@ -297,3 +297,34 @@ fn a_reader_that_goes_early_ends_a_listing_quietly() {
         );
     }
 }
+
+#[test]
+fn an_upstream_proxy_paddock_cannot_use_is_refused_cleanly() {
+    let ws = common::workspace();
+    let w = ws.path().to_str().unwrap();
+    check(
+        &[
+            "run",
+            "-w",
+            w,
+            "--upstream-proxy",
+            "https://u:secret@proxy.example:443",
+            "--",
+            "true",
+        ],
+        "--upstream-proxy: upstream proxy https://***@proxy.example:443: TLS to the proxy (https://) is not supported",
+    );
+    // The host's own variable: refused too, rather than going direct, with the way out.
+    let out = paddock()
+        .env("HTTPS_PROXY", "socks5://proxy.example:1080")
+        .args(["create", "-w", w])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("only http:// proxies are supported") && err.contains("--upstream-proxy none"),
+        "{err}"
+    );
+    assert!(!err.contains("secret"), "{err}");
+}

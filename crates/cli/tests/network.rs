@@ -553,3 +553,144 @@ fn new_sandboxes_get_balanced_unless_told_otherwise() {
     rm(&b);
     assert_eq!(count(&b).0, 0, "rm removes the sandbox's rules");
 }
+
+/// What a recording upstream proxy saw of each request: its request line and its
+/// Proxy-Authorization.
+type UpstreamLog = std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>;
+
+/// A minimal upstream proxy on the host's loopback (CONNECT, and absolute-form plain HTTP),
+/// that resolves every name to 127.0.0.1 itself and records what it was asked.
+fn recording_upstream() -> (u16, UpstreamLog) {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let log = UpstreamLog::default();
+    let seen = log.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut client) = s else { continue };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match client.read(&mut b) {
+                        Ok(1) => head.push(b[0]),
+                        _ => return,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let line = head.lines().next().unwrap_or("").to_owned();
+                let auth = head.lines().find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("proxy-authorization")
+                        .then(|| v.trim().to_owned())
+                });
+                seen.lock().unwrap().push((line.clone(), auth));
+                let target = line.split(' ').nth(1).unwrap_or("");
+                let connect = line.starts_with("CONNECT ");
+                let authority = target
+                    .strip_prefix("http://")
+                    .map_or(target, |r| r.split('/').next().unwrap_or(""));
+                let port: u16 = authority
+                    .rsplit_once(':')
+                    .and_then(|(_, p)| p.parse().ok())
+                    .unwrap_or(80);
+                let Ok(mut origin) = TcpStream::connect(("127.0.0.1", port)) else {
+                    return;
+                };
+                if connect {
+                    let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+                } else {
+                    // On to the origin in origin form, as a proxy does.
+                    let path = authority.len() + "http://".len();
+                    let _ = origin.write_all(head.replacen(&target[..path], "", 1).as_bytes());
+                }
+                let (mut c2, mut o2) = (client.try_clone().unwrap(), origin.try_clone().unwrap());
+                let up = std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c2, &mut o2);
+                    let _ = o2.shutdown(Shutdown::Write);
+                });
+                let _ = std::io::copy(&mut origin, &mut client);
+                let _ = client.shutdown(Shutdown::Write);
+                let _ = up.join();
+            });
+        }
+    });
+    (port, log)
+}
+
+#[test]
+fn a_sandbox_reaches_a_loopback_origin_only_through_its_upstream_proxy() {
+    require_root!();
+    let w = world();
+    let ws = common::workspace();
+    let name = unique("net-upstream");
+    let (up, log) = recording_upstream();
+    let hp = w.http.port;
+    // No rule for 127.0.0.1: straight from Paddock's proxy, up.test's address would be
+    // refused; through the upstream proxy the name is the upstream's to resolve.
+    let script = format!(
+        r#"
+echo "plain: $(curl -sS http://up.test:{hp}/hello.txt)"
+echo "tunnel: $(curl -sS -p http://up.test:{hp}/hello.txt)"
+echo "denied: $(curl -s -o /dev/null -w '%{{http_code}}' http://other.test:{hp}/hello.txt)"
+"#
+    );
+    let o = run(
+        ws.path(),
+        &name,
+        &[
+            "--policy",
+            "deny-all",
+            "--allow",
+            &format!("up.test:{hp}"),
+            "--upstream-proxy",
+            &format!("http://tester:pw@127.0.0.1:{up}"),
+        ],
+        &script,
+    );
+    let out = stdout(&o);
+    let inspect = common::paddock().args(["inspect", &name]).output().unwrap();
+    let rows = audit(&name);
+    rm(&name);
+    let via = format!("through the upstream proxy http://tester:***@127.0.0.1:{up}");
+    let reached: Vec<&serde_json::Value> = rows.iter().filter(|r| r["host"] == "up.test").collect();
+    assert!(
+        reached.len() == 2
+            && reached
+                .iter()
+                .all(|r| r["action"] == "allow" && r["reason"].as_str().unwrap().contains(&via)),
+        "{rows:#?}"
+    );
+    for want in [
+        "plain: hello from upstream",
+        "tunnel: hello from upstream",
+        "denied: 403",
+    ] {
+        assert!(
+            out.contains(want),
+            "missing {want:?} in:\n{out}\nstderr:\n{}",
+            stderr(&o)
+        );
+    }
+    // "tester:pw" in base64; other.test never reached the upstream proxy.
+    let login = Some("Basic dGVzdGVyOnB3".to_owned());
+    assert_eq!(
+        *log.lock().unwrap(),
+        vec![
+            (
+                format!("GET http://up.test:{hp}/hello.txt HTTP/1.1"),
+                login.clone()
+            ),
+            (format!("CONNECT up.test:{hp} HTTP/1.1"), login),
+        ]
+    );
+    let shown = stdout(&inspect);
+    assert!(
+        shown.contains(&format!("http://tester:***@127.0.0.1:{up}")) && !shown.contains(":pw@"),
+        "{shown}"
+    );
+    drop(w);
+}

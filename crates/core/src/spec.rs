@@ -50,6 +50,11 @@ pub struct SandboxSpec {
     /// `--no-host-ca`.
     #[serde(default = "yes")]
     pub host_ca: bool,
+    /// The host network's own proxy, which the egress proxy sends allowed connections
+    /// through: the host user's `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` when the sandbox's
+    /// settings were made (`run`, `create`), or `--upstream-proxy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_proxy: Option<paddock_policy::net::UpstreamProxy>,
     /// This run removes the sandbox when it ends (`--rm`), writable layer included: the
     /// backend need not make the layer's writes durable (overlayfs `volatile`, so ending the
     /// sandbox does not sync the host filesystem the layer lives on). A property of one run,
@@ -111,6 +116,7 @@ mod tests {
             ports: vec![],
             dangerously_mount_sockets: false,
             host_ca: true,
+            upstream_proxy: None,
             discard_layer: false,
         }
     }
@@ -126,7 +132,16 @@ mod tests {
 
     #[test]
     fn json_round_trip() {
-        let s = spec("/w/p", &["/a:/b:ro"]);
+        let mut s = spec("/w/p", &["/a:/b:ro"]);
+        let j = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<SandboxSpec>(&j).unwrap(), s);
+        // A record from before upstream proxies reads as none; one with a login keeps it.
+        assert!(!j.contains("upstream_proxy"));
+        s.upstream_proxy = paddock_policy::net::UpstreamProxy::from_flag(
+            "http://u:p%40ss@proxy.example:3128",
+            |_| Some("internal.example".into()),
+        )
+        .unwrap();
         let j = serde_json::to_string(&s).unwrap();
         assert_eq!(serde_json::from_str::<SandboxSpec>(&j).unwrap(), s);
     }

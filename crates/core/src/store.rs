@@ -396,6 +396,7 @@ mod tests {
             ports: vec![],
             dangerously_mount_sockets: false,
             host_ca: true,
+            upstream_proxy: None,
             discard_layer: false,
         }
     }

@@ -602,6 +602,7 @@ impl Paddock {
                 resolver: Resolver::with_overrides(over),
                 connect_timeout: Duration::from_secs(15),
                 credentials: None,
+                upstream: None,
             },
             vec![paddock_proxy::Listener::Tcp(l)],
             threads,

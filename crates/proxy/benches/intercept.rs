@@ -345,6 +345,7 @@ fn paddock(
             resolver: Resolver::with_overrides(over),
             connect_timeout: Duration::from_secs(15),
             credentials: creds,
+            upstream: None,
         },
         vec![paddock_proxy::Listener::Tcp(l)],
         2,

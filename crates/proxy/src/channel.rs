@@ -91,6 +91,9 @@ pub struct Settings {
     pub connect_timeout_ms: u64,
     /// The credentials to inject, and the CA to intercept with.
     pub credentials: Option<CredentialSettings>,
+    /// The host network's own proxy, if allowed connections go through one.
+    #[serde(default)]
+    pub upstream: Option<paddock_policy::net::UpstreamProxy>,
 }
 
 /// The sandbox's CA and the secrets bound to it: all the proxy process gets of the secrets

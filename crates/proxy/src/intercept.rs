@@ -3,12 +3,11 @@
 //! The proxy answers the CONNECT, then terminates the client's TLS with a certificate for the
 //! CONNECT host signed by the sandbox's own CA (its key stays on the host), checks that the SNI
 //! and every request's Host name that same host, connects to the address the policy checked
-//! with TLS verified against the system's roots, and only then writes the credential into the
-//! request. An upstream whose certificate does not verify gets no request at all (502). Every
-//! other host stays an opaque tunnel.
+//! (or through the upstream proxy, [`crate::upstream`]) with TLS verified against the system's
+//! roots, and only then writes the credential into the request. An upstream whose certificate
+//! does not verify gets no request at all (502). Every other host stays an opaque tunnel.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,6 +33,7 @@ use tokio::net::TcpStream;
 use crate::audit::Record;
 use crate::body::{Counted, Direction, Tally};
 use crate::server::ProxyConfig;
+use crate::upstream::Route;
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -164,15 +164,26 @@ impl Credentials {
     /// Binds `entries` for interception with `ca`. Upstreams are verified against the system's
     /// roots (plus [`TEST_UPSTREAM_CA_ENV`] when the host user sets it).
     pub fn new(ca: SandboxCa, entries: Vec<Entry>) -> std::io::Result<Credentials> {
+        let extra = match std::env::var(TEST_UPSTREAM_CA_ENV) {
+            Ok(path) => Some(std::fs::read(&path)?),
+            Err(_) => None,
+        };
+        Credentials::with_extra_roots(ca, entries, extra.as_deref())
+    }
+
+    /// As [`Credentials::new`], with the certificates of `extra_pem` trusted as roots too (and
+    /// no look at the environment): for tests against local servers with a test CA.
+    pub fn with_extra_roots(
+        ca: SandboxCa,
+        entries: Vec<Entry>,
+        extra_pem: Option<&[u8]>,
+    ) -> std::io::Result<Credentials> {
         let mut roots = rustls::RootCertStore::empty();
         for c in rustls_native_certs::load_native_certs().certs {
             let _ = roots.add(c);
         }
-        if let Ok(extra) = std::env::var(TEST_UPSTREAM_CA_ENV) {
-            let pem = std::fs::read(&extra)?;
-            for c in rustls_pemfile_certs(&pem) {
-                roots.add(c).map_err(io_err)?;
-            }
+        for c in rustls_pemfile_certs(extra_pem.unwrap_or_default()) {
+            roots.add(c).map_err(io_err)?;
         }
         let mut upstream = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -277,7 +288,8 @@ struct Tunnel {
     client: String,
     host: String,
     port: u16,
-    addrs: Vec<SocketAddr>,
+    /// Where its connections go (the checked addresses, or the upstream proxy).
+    route: Route,
     rule: String,
     /// Connections to the host between requests. An HTTP/2 client sends requests at once on
     /// one tunnel; each goes on a connection that is free (HTTP/1.1 carries one exchange at a
@@ -407,11 +419,27 @@ impl Tunnel {
         }
     }
 
-    /// A new connection to the host (TCP to the checked addresses, TLS verified).
+    /// A new connection to the host (TCP to the checked addresses or a tunnel through the
+    /// upstream proxy, TLS verified).
     async fn connect(&self) -> Result<Upstream, (StatusCode, String)> {
+        let addrs = match &self.route {
+            Route::Direct(addrs) => addrs,
+            Route::Via(p) => {
+                let host = Host::parse(&self.host).map_err(|e| {
+                    (
+                        StatusCode::BAD_GATEWAY,
+                        format!("paddock: {}: {e}\n", self.host),
+                    )
+                })?;
+                let tcp = crate::upstream::tunnel(&self.cfg, p, &host, self.port)
+                    .await
+                    .map_err(|e| (StatusCode::BAD_GATEWAY, format!("paddock: {e}\n")))?;
+                return self.over_tls(tcp).await;
+            }
+        };
         let mut tcp = None;
         let mut last = None;
-        for a in &self.addrs {
+        for a in addrs {
             match tokio::time::timeout(self.cfg.connect_timeout, TcpStream::connect(a)).await {
                 Ok(Ok(s)) => {
                     tcp = Some(s);
@@ -433,6 +461,11 @@ impl Tunnel {
             )
         })?;
         let _ = tcp.set_nodelay(true);
+        self.over_tls(tcp).await
+    }
+
+    /// TLS to the host over `tcp`, verified, and HTTP/1.1 over that.
+    async fn over_tls(&self, tcp: TcpStream) -> Result<Upstream, (StatusCode, String)> {
         let name = ServerName::try_from(self.host.clone()).map_err(|e| {
             (
                 StatusCode::BAD_GATEWAY,
@@ -451,6 +484,8 @@ impl Tunnel {
                     ),
                 )
             })?;
+        // An answer that ends with its connection ends there, close_notify or not.
+        let tls = crate::tls_end::EndAtClose::new(tls);
         let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| {
@@ -645,7 +680,7 @@ fn inject(parts: &mut http::request::Parts, b: &Bound) -> bool {
     carried
 }
 
-fn base64(data: &[u8]) -> String {
+pub(crate) fn base64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
@@ -675,7 +710,7 @@ pub(crate) async fn serve<S>(
     client: String,
     host: String,
     port: u16,
-    addrs: Vec<SocketAddr>,
+    route: Route,
     rule: String,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -686,7 +721,7 @@ pub(crate) async fn serve<S>(
         client,
         host,
         port,
-        addrs,
+        route,
         rule,
         idle: std::sync::Mutex::new(Vec::new()),
     });

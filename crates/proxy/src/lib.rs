@@ -4,8 +4,8 @@
 //! the sandbox's network namespace, a Unix socket, vsock) and never knows which backend that is.
 //! Each request is decided on its own against the sandbox's rules ([`paddock_policy::net`]):
 //! deny by default, explicit deny wins. Names are resolved here, after the rule check, and the
-//! connection goes to exactly the address that was checked. Every decision is written to the
-//! audit log.
+//! connection goes to exactly the address that was checked, or, on a network with a proxy of
+//! its own, through that proxy ([`upstream`]). Every decision is written to the audit log.
 #![forbid(unsafe_code)]
 
 pub mod head;
@@ -23,6 +23,8 @@ pub mod rules;
 mod server;
 mod splice;
 pub mod store;
+mod tls_end;
+pub mod upstream;
 
 use std::sync::Arc;
 

@@ -16,8 +16,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use paddock_policy::net::{
-    Action, Decision, Host, Kind, StoredRule, Target, decide, decide_address, normalize_path,
-    split_host_port,
+    Action, Decision, Host, Kind, ProxyUrl, StoredRule, Target, decide, decide_address,
+    normalize_path, split_host_port,
 };
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::Mutex as AsyncMutex;
@@ -28,6 +28,7 @@ use crate::guard::Guarded;
 use crate::resolve::Resolver;
 use crate::rules::RuleSource;
 use crate::splice::SpliceSocket;
+use crate::upstream::{Route, UpstreamFailure};
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -49,6 +50,9 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// Credentials bound to hosts: tunnels to those hosts are intercepted to inject them.
     pub credentials: Option<Arc<crate::intercept::Credentials>>,
+    /// The host network's own proxy, which allowed connections go through (but those its
+    /// `NO_PROXY` names).
+    pub upstream: Option<paddock_policy::net::UpstreamProxy>,
 }
 
 /// What the proxy saw of a request, for the audit log.
@@ -71,7 +75,10 @@ struct Conn {
 struct Pooled {
     host: Host,
     port: u16,
-    addr: SocketAddr,
+    /// The address checked for it (none for a name the upstream proxy resolves).
+    addr: Option<SocketAddr>,
+    /// It goes to the upstream proxy.
+    via: bool,
     sender: hyper::client::conn::http1::SendRequest<Body>,
 }
 
@@ -221,6 +228,43 @@ impl Conn {
                 seen.port.unwrap_or_default()
             ),
         )
+    }
+
+    /// A 502 for an allowed destination the upstream proxy did not carry, audited with why.
+    fn upstream_failed(&self, seen: Seen<'_>, d: &Decision, e: &UpstreamFailure) -> Response<Body> {
+        let noted = Decision {
+            reason: format!("{}; {e}", d.reason),
+            ..d.clone()
+        };
+        self.record(seen, &noted, None, 502);
+        text(
+            StatusCode::BAD_GATEWAY,
+            &d.header(),
+            format!("paddock: {e}\n"),
+        )
+    }
+
+    /// Where an allowed `target` goes: through `via`, or to its checked addresses. An
+    /// address target is checked either way; a name is resolved only when it goes direct
+    /// (the upstream proxy resolves it). `Err` is the audited answer to send instead.
+    async fn route(
+        &self,
+        rules: &[StoredRule],
+        method: &str,
+        target: &Target,
+        path: Option<&str>,
+        via: Option<ProxyUrl>,
+    ) -> Result<Route, Response<Body>> {
+        if let Some(p) = &via
+            && target.host.ip().is_none()
+        {
+            return Ok(Route::Via(p.clone()));
+        }
+        let addrs = self.addresses(rules, method, target, path).await?;
+        Ok(match via {
+            Some(p) => Route::Via(p),
+            None => Route::Direct(addrs),
+        })
     }
 
     /// A 403 that says which rule decided and how to change it, audited.
@@ -390,39 +434,35 @@ async fn connect(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     if d.action == Action::Deny && !inspect {
         return conn.denied("CONNECT", &target, None, &d, None);
     }
-    let addrs = match conn.addresses(&rules, "CONNECT", &target, None).await {
-        Ok(a) => a,
+    let via = crate::upstream::via(conn.cfg.upstream.as_ref(), &target.host, port, true);
+    let route = match conn.route(&rules, "CONNECT", &target, None, via).await {
+        Ok(r) => r,
         Err(resp) => return resp,
     };
     let host = target.host.to_string();
+    let d = noted_route(d, &route);
     if let Some(creds) = conn.cfg.credentials.clone()
         && (inspect || creds.bound(&host).is_some())
     {
-        return intercept(conn, req, creds, host, port, addrs, &d);
+        return intercept(conn, req, creds, host, port, route, &d);
     }
-    let upstream = match conn.dial(&addrs).await {
-        Ok(s) => s,
-        Err(e) => {
-            let seen = Seen {
-                method: "CONNECT",
-                host: &host,
-                port: Some(port),
-                path: None,
-            };
-            return conn.unreachable(seen, &d, &e);
-        }
+    let seen = Seen {
+        method: "CONNECT",
+        host: &host,
+        port: Some(port),
+        path: None,
     };
-    let entry = conn.record(
-        Seen {
-            method: "CONNECT",
-            host: &host,
-            port: Some(port),
-            path: None,
+    let upstream = match &route {
+        Route::Direct(addrs) => match conn.dial(addrs).await {
+            Ok(s) => s,
+            Err(e) => return conn.unreachable(seen, &d, &e),
         },
-        &d,
-        None,
-        200,
-    );
+        Route::Via(p) => match crate::upstream::tunnel(&conn.cfg, p, &target.host, port).await {
+            Ok(s) => s,
+            Err(e) => return conn.upstream_failed(seen, &d, &e),
+        },
+    };
+    let entry = conn.record(seen, &d, None, 200);
     let tally = Tally::new(conn.cfg.audit.clone(), entry, started);
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
@@ -457,6 +497,17 @@ async fn connect(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     r
 }
 
+/// `d`, its reason saying when the connection goes through the upstream proxy.
+fn noted_route(d: Decision, route: &Route) -> Decision {
+    match route {
+        Route::Direct(_) => d,
+        Route::Via(p) => Decision {
+            reason: format!("{}; through the upstream proxy {}", d.reason, p.redacted()),
+            ..d
+        },
+    }
+}
+
 /// Answers a CONNECT to a host with a bound credential and intercepts the tunnel.
 fn intercept(
     conn: &Conn,
@@ -464,7 +515,7 @@ fn intercept(
     creds: Arc<crate::intercept::Credentials>,
     host: String,
     port: u16,
-    addrs: Vec<SocketAddr>,
+    route: Route,
     d: &Decision,
 ) -> Response<Body> {
     let rule = d
@@ -500,7 +551,7 @@ fn intercept(
             client,
             host,
             port,
-            addrs,
+            route,
             rule,
         )
         .await;
@@ -661,43 +712,50 @@ async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     };
     parts.headers.insert(header::HOST, host_value);
     parts.version = Version::HTTP_11;
-    parts.uri = match pq.parse() {
+    // Through an upstream proxy: absolute form, with its login; else origin form.
+    let via = crate::upstream::via(conn.cfg.upstream.as_ref(), &target.host, port, false);
+    let uri = match &via {
+        Some(p) => {
+            if let Some(v) = crate::upstream::authorization(p) {
+                parts.headers.insert(header::PROXY_AUTHORIZATION, v);
+            }
+            format!("http://{authority}{pq}")
+        }
+        None => pq,
+    };
+    parts.uri = match uri.parse() {
         Ok(u) => u,
         Err(_) => return conn.bad_request(&method, &host_s, Some(&path), "unusable path".into()),
     };
+    let seen = Seen {
+        method: &method,
+        host: &host_s,
+        port: Some(port),
+        path: Some(&path),
+    };
 
-    let mut sender = match take_pooled(conn, &rules, &target).await {
+    let mut sender = match take_pooled(conn, &rules, &target, via.is_some()).await {
         Some(s) => s,
         None => {
-            let addrs = match conn.addresses(&rules, &method, &target, Some(&path)).await {
-                Ok(a) => a,
+            let route = match conn
+                .route(&rules, &method, &target, Some(&path), via.clone())
+                .await
+            {
+                Ok(r) => r,
                 Err(resp) => return resp,
             };
-            match open_upstream(conn, &target, &addrs, upgrade).await {
+            match open_upstream(conn, &target, &route, upgrade).await {
                 Ok(s) => s,
-                Err(e) => {
-                    let seen = Seen {
-                        method: &method,
-                        host: &host_s,
-                        port: Some(port),
-                        path: Some(&path),
-                    };
-                    return conn.unreachable(seen, &d, &e);
-                }
+                Err(Unreached::Direct(e)) => return conn.unreachable(seen, &d, &e),
+                Err(Unreached::Upstream(e)) => return conn.upstream_failed(seen, &d, &e),
             }
         }
     };
-    let entry = conn.record(
-        Seen {
-            method: &method,
-            host: &host_s,
-            port: Some(port),
-            path: Some(&path),
-        },
-        &d,
-        None,
-        0,
-    );
+    let d = match &via {
+        Some(p) => noted_route(d, &Route::Via(p.clone())),
+        None => d,
+    };
+    let entry = conn.record(seen, &d, None, 0);
     let tally = Tally::new(conn.cfg.audit.clone(), entry, started);
     let body = Counted::new(body, Some(tally.clone()), Direction::Up).boxed();
     let upstream_req = Request::from_parts(parts, body);
@@ -714,6 +772,22 @@ async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
             );
         }
     };
+    if let Some(p) = &via
+        && resp.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED
+    {
+        // The upstream proxy's login is the host's business, not the sandbox's.
+        if let Ok(mut s) = tally.status.lock() {
+            *s = Some(502);
+        }
+        return text(
+            StatusCode::BAD_GATEWAY,
+            &d.header(),
+            format!(
+                "paddock: the upstream proxy {} wants a login (407); give it in its URL (http://user:password@host:port)\n",
+                p.redacted()
+            ),
+        );
+    }
     if let Ok(mut s) = tally.status.lock() {
         *s = Some(resp.status().as_u16());
     }
@@ -752,21 +826,29 @@ async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     )
 }
 
-async fn take_pooled(conn: &Conn, rules: &[StoredRule], target: &Target) -> Option<Pooled> {
+async fn take_pooled(
+    conn: &Conn,
+    rules: &[StoredRule],
+    target: &Target,
+    via: bool,
+) -> Option<Pooled> {
     let mut slot = conn.upstream.lock().await;
     let p = slot.take()?;
-    if p.host != target.host || p.port != target.port || p.sender.is_closed() {
+    if p.host != target.host || p.port != target.port || p.via != via || p.sender.is_closed() {
         return None;
     }
     // Re-check the address against the current rules: they may have changed.
-    let d = decide_address(
-        rules,
-        Some(&target.host),
-        p.addr.ip(),
-        target.port,
-        &target.kind,
-    );
-    if d.action != Action::Allow {
+    if let Some(addr) = p.addr
+        && decide_address(
+            rules,
+            Some(&target.host),
+            addr.ip(),
+            target.port,
+            &target.kind,
+        )
+        .action
+            != Action::Allow
+    {
         return None;
     }
     let mut p = p;
@@ -778,18 +860,39 @@ async fn put_pooled(conn: &Conn, p: Pooled) {
     *conn.upstream.lock().await = Some(p);
 }
 
+/// Why no connection for a plain-HTTP request was made.
+enum Unreached {
+    /// The destination's addresses.
+    Direct(std::io::Error),
+    /// The upstream proxy.
+    Upstream(UpstreamFailure),
+}
+
 async fn open_upstream(
     conn: &Conn,
     target: &Target,
-    addrs: &[SocketAddr],
+    route: &Route,
     upgrade: bool,
-) -> std::io::Result<Pooled> {
-    let stream = conn.dial(addrs).await?;
-    let addr = stream.peer_addr()?;
+) -> Result<Pooled, Unreached> {
+    let (stream, addr) = match route {
+        Route::Direct(addrs) => {
+            let stream = conn.dial(addrs).await.map_err(Unreached::Direct)?;
+            let addr = stream.peer_addr().map_err(Unreached::Direct)?;
+            (stream, Some(addr))
+        }
+        Route::Via(p) => {
+            let stream = crate::upstream::dial(&conn.cfg, p)
+                .await
+                .map_err(Unreached::Upstream)?;
+            // An address destination stays checked when the connection is reused.
+            let addr = target.host.ip().map(|ip| SocketAddr::new(ip, target.port));
+            (stream, addr)
+        }
+    };
     let (sender, connection) = hyper::client::conn::http1::Builder::new()
         .handshake::<_, Body>(TokioIo::new(stream))
         .await
-        .map_err(std::io::Error::other)?;
+        .map_err(|e| Unreached::Direct(std::io::Error::other(e)))?;
     if upgrade {
         tokio::spawn(async move {
             let _ = connection.with_upgrades().await;
@@ -803,6 +906,7 @@ async fn open_upstream(
         host: target.host.clone(),
         port: target.port,
         addr,
+        via: matches!(route, Route::Via(_)),
         sender,
     })
 }

@@ -121,6 +121,7 @@ impl Fixture {
                 resolver: Resolver::with_overrides(over),
                 connect_timeout: Duration::from_secs(5),
                 credentials: None,
+                upstream: None,
             },
             vec![paddock_proxy::Listener::Tcp(l)],
             1,

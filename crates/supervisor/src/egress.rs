@@ -67,6 +67,7 @@ pub fn spawn(
     db: &Path,
     sandbox: &str,
     credentials: Option<CredentialSettings>,
+    upstream: Option<paddock_policy::net::UpstreamProxy>,
 ) -> Result<Pending, BackendError> {
     let pair =
         || UnixStream::pair().map_err(|e| layer(format!("cannot make the proxy's channel: {e}")));
@@ -110,6 +111,7 @@ pub fn spawn(
             sandbox: sandbox.to_owned(),
             connect_timeout_ms: 15_000,
             credentials,
+            upstream,
         },
     };
     channel::send(&mut pending.control, &settings)

@@ -99,6 +99,7 @@ fn serve(control: &mut UnixStream, rules: UnixStream, audit: UnixStream) -> Resu
             resolver,
             connect_timeout: Duration::from_millis(settings.proxy.connect_timeout_ms),
             credentials,
+            upstream: settings.proxy.upstream,
         },
         vec![listener],
         2,

@@ -250,6 +250,7 @@ pub fn run_attached(
             &dirs.database(),
             &name,
             prepared.map(|p| p.credentials),
+            spec.upstream_proxy.clone(),
         )?),
     };
     store.mark_running(&spec.name, std::process::id())?;

@@ -3,6 +3,7 @@
 mod addr;
 mod host;
 mod rule;
+mod upstream;
 
 pub use addr::{AddrClass, classify};
 pub use host::{Host, HostError, canonical_ip, parse_ipv4_any, split_host_port};
@@ -10,3 +11,4 @@ pub use rule::{
     Action, Decision, HostPattern, Kind, PathGlob, PortSpec, Rule, RuleError, Scope, StoredRule,
     Target, decide, decide_address, needs_interception, normalize_path, parse_method,
 };
+pub use upstream::{DEFAULT_PROXY_PORT, NoProxy, ProxyUrl, UpstreamError, UpstreamProxy};
