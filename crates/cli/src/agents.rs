@@ -32,6 +32,9 @@ pub struct Agent {
     /// Arguments before the user's own.
     #[serde(default)]
     pub args: Vec<String>,
+    /// Variables set for it (`NAME=VALUE`).
+    #[serde(default)]
+    pub env: Vec<String>,
     /// Ports published for it (its login callbacks), where the host port is free.
     #[serde(default)]
     pub ports: Vec<String>,
@@ -208,6 +211,11 @@ pub fn argv(agent: &Agent, user_args: &[String]) -> Vec<String> {
             "export {var}=\"{AGENT_HOME}/{dir}\"; mkdir -p \"${var}\"; "
         ));
     }
+    for var in &agent.env {
+        if let Some((k, v)) = var.split_once('=') {
+            script.push_str(&format!("export {k}='{}'; ", v.replace('\'', "")));
+        }
+    }
     script.push_str(&format!("exec {} \"$@\"", agent.command));
     let mut argv = vec!["sh".to_owned(), "-c".to_owned(), script, agent.name.clone()];
     argv.extend(agent.args.iter().cloned());
@@ -247,6 +255,10 @@ mod tests {
             "exec bash \"$@\""
         );
         assert!(install_script(&find("shell").unwrap(), "x").is_none());
+        assert!(
+            super::argv(&find("gemini").unwrap(), &[])[2]
+                .contains("export NO_BROWSER='true'; exec gemini")
+        );
     }
 
     #[test]

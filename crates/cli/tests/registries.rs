@@ -10,6 +10,9 @@ mod common;
 
 use common::{stderr, stdout, unique};
 
+/// The codex cases share the install sandbox's name (`agent-install-codex`): one at a time.
+static CODEX: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn rm(name: &str) {
     let _ = common::paddock().args(["rm", "-f", name]).output();
 }
@@ -247,6 +250,9 @@ fn a_refused_install_names_the_refusal() {
         .tempdir_in("/var/tmp")
         .unwrap();
     common::hand_over(cache.path());
+    let _one = CODEX
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let host = npm_registry_host();
     let denied = common::paddock()
         .args(["policy", "deny", &host, "--sandbox", "agent-install-codex"])
@@ -273,5 +279,71 @@ fn a_refused_install_names_the_refusal() {
     assert!(
         !cache.path().join("codex/current").exists(),
         "a failed install is not used"
+    );
+}
+
+/// An agent's login through its published callback port: `codex login` inside listens on its
+/// port 1455, which the preset publishes on the host's 127.0.0.1:1455; the browser's redirect
+/// (here a request with the wrong state) reaches codex's own login server inside, which
+/// answers it. The rest of the flow is between the browser, the provider and codex.
+#[test]
+fn an_agents_login_callback_reaches_it_through_the_published_port() {
+    require_root!();
+    common::ensure_image();
+    if !common::registries_ready() {
+        return;
+    }
+    let _one = CODEX
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    assert!(
+        std::net::TcpListener::bind("127.0.0.1:1455").is_ok(),
+        "this test needs the host's port 1455 (codex's login callback) free"
+    );
+    let cache = tempfile::Builder::new()
+        .prefix("paddock-agents-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    common::hand_over(cache.path());
+    let ws = common::workspace();
+    let name = unique("reg-login");
+    let mut login = common::paddock()
+        .env("PADDOCK_CACHE_DIR", cache.path())
+        .args(["run", "codex", "--name", &name, "--no-tty", "-w"])
+        .arg(ws.path())
+        .args(["--", "login"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    let answer = loop {
+        if let Some(body) = common::http_get(1455, "/auth/callback?code=test&state=not-the-state")
+            && !body.is_empty()
+        {
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing answered on 127.0.0.1:1455"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    let _ = common::paddock().args(["stop", "-t", "1", &name]).output();
+    let _ = login.kill();
+    let out = login.wait_with_output().unwrap();
+    rm(&name);
+    assert!(
+        answer.contains("State mismatch"),
+        "{answer}\n{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("1455%2Fauth%2Fcallback")
+            || stderr(&out).contains("1455%2Fauth%2Fcallback"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
     );
 }
