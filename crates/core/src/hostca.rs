@@ -28,12 +28,42 @@ pub fn host_bundle() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(TRUST_STORE))
 }
 
-/// The certificates of the host's trust store that the image at `rootfs` lacks. An unreadable
-/// host bundle gives none (the sandbox then trusts what the image trusts).
+/// Where Debian keeps the CAs its `ca-certificates` package ships (the host's own; a local CA
+/// is added under `/usr/local/share/ca-certificates` instead).
+const DISTRIBUTION_CAS: &str = "/usr/share/ca-certificates";
+
+/// The certificates of the host's trust store that the image at `rootfs` lacks and the host's
+/// distribution did not ship: CAs the host's owner added (a company's, a mirror's). A CA that
+/// only differs because the host's `ca-certificates` is another version (one the image's
+/// dropped as distrusted, say) is not carried in. An unreadable host bundle gives none (the
+/// sandbox then trusts what the image trusts).
 pub fn extras(rootfs: &Path) -> Vec<HostCa> {
     let host = std::fs::read(host_bundle()).unwrap_or_default();
-    let image = std::fs::read(rootfs.join(TRUST_STORE.trim_start_matches('/'))).unwrap_or_default();
-    missing(&host, &image)
+    let mut known =
+        std::fs::read(rootfs.join(TRUST_STORE.trim_start_matches('/'))).unwrap_or_default();
+    known.push(b'\n');
+    known.extend(distribution_bundle(Path::new(DISTRIBUTION_CAS)));
+    missing(&host, &known)
+}
+
+/// Every `*.crt` under `dir` (its subdirectories included), one after the other.
+fn distribution_bundle(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.filter_map(Result::ok) {
+        let p = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() => out.extend(distribution_bundle(&p)),
+            Ok(t) if t.is_file() && p.extension().is_some_and(|x| x == "crt") => {
+                out.extend(std::fs::read(&p).unwrap_or_default());
+                out.push(b'\n');
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// The certificates in the PEM bundle `host` that are not in `image`, in the host's order,
@@ -138,6 +168,22 @@ mod tests {
             })
             .collect();
         assert_eq!(describe(&many), "\"CA 0\", \"CA 1\", \"CA 2\" and 2 more");
+    }
+
+    #[test]
+    fn the_distributions_own_cas_are_not_extras() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shipped, local) = (ca("Shipped Root"), ca("Local Corp CA"));
+        std::fs::create_dir_all(dir.path().join("mozilla")).unwrap();
+        std::fs::write(dir.path().join("mozilla/Shipped_Root.crt"), &shipped).unwrap();
+        std::fs::write(dir.path().join("README"), "not a certificate").unwrap();
+        let known = distribution_bundle(dir.path());
+        let host = format!("{shipped}{local}");
+        let names: Vec<_> = missing(host.as_bytes(), &known)
+            .into_iter()
+            .map(|c| c.name.unwrap())
+            .collect();
+        assert_eq!(names, ["Local Corp CA"]);
     }
 
     #[test]
