@@ -46,6 +46,59 @@ pub fn extras(rootfs: &Path) -> Vec<HostCa> {
     missing(&host, &known)
 }
 
+/// [`extras`] as one PEM text, remembered in `cache` (a directory of Paddock's own) under a key
+/// made of what it depends on: the host's bundle, the image's and the distribution's
+/// directory of CAs (device, inode, size and modification time of each, and of each
+/// subdirectory of the last). A start then reads one small file instead of parsing some 400
+/// certificates; a change to any input makes a new key.
+pub fn extras_pem(rootfs: &Path, cache: &Path) -> String {
+    let host = host_bundle();
+    let image = rootfs.join(TRUST_STORE.trim_start_matches('/'));
+    let mut inputs = vec![host.clone(), image, PathBuf::from(DISTRIBUTION_CAS)];
+    if let Ok(entries) = std::fs::read_dir(DISTRIBUTION_CAS) {
+        inputs.extend(entries.filter_map(Result::ok).map(|e| e.path()));
+    }
+    let mut key = 0xcbf2_9ce4_8422_2325_u64;
+    let mut mix = |bytes: &[u8]| {
+        for b in bytes {
+            key = (key ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for p in &inputs {
+        use std::os::unix::fs::MetadataExt;
+        mix(p.as_os_str().as_encoded_bytes());
+        if let Ok(m) = std::fs::metadata(p) {
+            for n in [
+                m.dev(),
+                m.ino(),
+                m.size(),
+                m.mtime() as u64,
+                m.mtime_nsec() as u64,
+            ] {
+                mix(&n.to_le_bytes());
+            }
+        }
+    }
+    let file = cache.join(format!("{key:016x}.pem"));
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        return text;
+    }
+    let text: String = extras(rootfs).into_iter().map(|c| c.pem).collect();
+    // Best effort: a cache that cannot be written costs the next start the parse again.
+    if std::fs::create_dir_all(cache).is_ok() {
+        if let Ok(old) = std::fs::read_dir(cache) {
+            for e in old.filter_map(Result::ok) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        let tmp = cache.join(format!(".{key:016x}.{}", std::process::id()));
+        if std::fs::write(&tmp, &text).is_ok() {
+            let _ = std::fs::rename(&tmp, &file);
+        }
+    }
+    text
+}
+
 /// Every `*.crt` under `dir` (its subdirectories included), one after the other.
 fn distribution_bundle(dir: &Path) -> Vec<u8> {
     let mut out = Vec::new();
@@ -184,6 +237,25 @@ mod tests {
             .map(|c| c.name.unwrap())
             .collect();
         assert_eq!(names, ["Local Corp CA"]);
+    }
+
+    #[test]
+    fn the_extras_are_remembered_until_an_input_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs");
+        let store = rootfs.join(TRUST_STORE.trim_start_matches('/'));
+        std::fs::create_dir_all(store.parent().unwrap()).unwrap();
+        // The image trusts nothing: every CA the host added or shipped is an extra here.
+        std::fs::write(&store, "").unwrap();
+        let cache = dir.path().join("cache");
+        let first = extras_pem(&rootfs, &cache);
+        let files = || std::fs::read_dir(&cache).unwrap().count();
+        assert_eq!(files(), 1);
+        assert_eq!(extras_pem(&rootfs, &cache), first);
+        // The image's bundle changes: a new key, the old file goes.
+        std::fs::write(&store, first.as_bytes()).unwrap();
+        assert_eq!(extras_pem(&rootfs, &cache), "");
+        assert_eq!(files(), 1);
     }
 
     #[test]

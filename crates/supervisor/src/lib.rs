@@ -223,9 +223,10 @@ pub fn run_attached(
     // sandbox was made with --no-host-ca, and the sandbox's own when the proxy intercepts.
     let mut extra_ca = String::new();
     if spec.host_ca && spec.network == Network::Proxy {
-        for ca in paddock_core::hostca::extras(&image_rootfs) {
-            extra_ca.push_str(&ca.pem);
-        }
+        extra_ca.push_str(&paddock_core::hostca::extras_pem(
+            &image_rootfs,
+            &dirs.home().join("hostca"),
+        ));
     }
     let exec_env = match &prepared {
         Some(p) => {
