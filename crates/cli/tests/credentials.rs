@@ -298,55 +298,47 @@ echo "--- end"
     let _ = common::paddock().args(["rm", &name]).output();
 }
 
-/// A local npm registry (plain HTTP on 127.0.0.1) offering a stand-in for the claude package.
-fn registry(root: &Path) -> PyServer {
-    let pkg = "@anthropic-ai/claude-code";
-    let script = r##"
-import gzip, hashlib, base64, io, json, os, sys, tarfile
-root, host = sys.argv[1], sys.argv[2]
-files = {
-    "package/package.json": json.dumps({"name": "@anthropic-ai/claude-code", "version": "1.0.0", "bin": {"claude": "cli.js"}}),
-    "package/cli.js": "#!/usr/bin/env node\nconsole.log('stand-in claude', process.argv.slice(2).join(' '), 'key=' + process.env.ANTHROPIC_API_KEY);\n",
-}
-buf = io.BytesIO()
-with tarfile.open(fileobj=buf, mode="w:gz") as t:
-    for name, text in files.items():
-        data = text.encode(); info = tarfile.TarInfo(name); info.size = len(data); info.mode = 0o755
-        t.addfile(info, io.BytesIO(data))
-tgz = buf.getvalue()
-open(os.path.join(root, "claude-code-1.0.0.tgz"), "wb").write(tgz)
-os.makedirs(os.path.join(root, "@anthropic-ai"), exist_ok=True)
-doc = {"name": "@anthropic-ai/claude-code", "dist-tags": {"latest": "1.0.0"}, "versions": {"1.0.0": {
-    "name": "@anthropic-ai/claude-code", "version": "1.0.0", "bin": {"claude": "cli.js"},
-    "dist": {"tarball": host + "/claude-code-1.0.0.tgz", "shasum": hashlib.sha1(tgz).hexdigest(),
-             "integrity": "sha512-" + base64.b64encode(hashlib.sha512(tgz).digest()).decode()}}}}
-open(os.path.join(root, "@anthropic-ai", "claude-code"), "w").write(json.dumps(doc))
-"##;
-    std::fs::create_dir_all(root).unwrap();
-    let server = common::static_server(root, None);
-    let host = format!("http://reg.test:{}", server.port);
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .arg(root)
-        .arg(&host)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{pkg}: {out:?}");
-    server
+/// An agent cache holding a claude "installation" that prints what it was started with and
+/// the key it sees: the probe for what a preset's command gets. (The real installs from the
+/// npm registry are the registries suite's.)
+fn probe_agent_cache(dir: &Path) -> PathBuf {
+    let cache = dir.join("agents");
+    let install = cache.join("claude/1.0.0-0");
+    std::fs::create_dir_all(install.join("bin")).unwrap();
+    std::fs::write(
+        install.join("bin/claude"),
+        "#!/bin/sh\ntouch /opt/paddock/agent/x 2>/dev/null && echo writable\n\
+         sudo -n touch /opt/paddock/agent/y 2>/dev/null && echo writable-by-root\n\
+         echo \"stand-in claude $* key=$ANTHROPIC_API_KEY config=$CLAUDE_CONFIG_DIR\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        install.join("bin/claude"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(
+        install.join("agent.json"),
+        r#"{"agent":"claude","package":"@anthropic-ai/claude-code","version":"1.0.0","node":"22.0.0","installed_at":0}"#,
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("1.0.0-0", cache.join("claude/current")).unwrap();
+    common::hand_over(&cache);
+    cache
 }
 
 on_ns_and_gvisor!(
-    an_agent_preset_installs_once_and_gets_placeholders,
+    an_agent_preset_runs_from_the_cache_and_gets_placeholders,
     method_and_path_rules_hold_inside_https
 );
 
-fn an_agent_preset_installs_once_and_gets_placeholders(backend: &str) {
+fn an_agent_preset_runs_from_the_cache_and_gets_placeholders(backend: &str) {
     common::ensure_image();
     let dir = tempfile::Builder::new()
         .prefix("paddock-agent-")
         .tempdir_in("/var/tmp")
         .unwrap();
-    let reg = registry(&dir.path().join("registry"));
+    let cache = probe_agent_cache(dir.path());
     let ws = dir.path().join("ws");
     std::fs::create_dir_all(&ws).unwrap();
     common::hand_over(&ws);
@@ -354,41 +346,28 @@ fn an_agent_preset_installs_once_and_gets_placeholders(backend: &str) {
     secret(&["set", "anthropic", "--sandbox", &name]);
     let run = || {
         common::paddock_for(backend)
-            .env("PADDOCK_TEST_RESOLVE", "reg.test=127.0.0.1")
+            .env("PADDOCK_CACHE_DIR", &cache)
             .args(["run", "--backend", backend, "--name", &name, "-w"])
             .arg(&ws)
-            .args([
-                "-e",
-                &format!("npm_config_registry=http://reg.test:{}/", reg.port),
-                "--allow",
-                &format!("reg.test:{}", reg.port),
-                "--allow",
-                "127.0.0.1:*",
-                "claude",
-                "--",
-                "--version",
-            ])
+            .args(["claude", "--", "--version"])
             .output()
             .unwrap()
     };
     let first = run();
     let ctx = format!("{first:?}");
     assert!(
-        stderr(&first).contains("installing @anthropic-ai/claude-code"),
-        "{ctx}"
-    );
-    assert!(
-        stdout(&first).contains("stand-in claude --version key=paddock-placeholder-anthropic-"),
+        stdout(&first).contains(
+            "stand-in claude --version key=paddock-placeholder-anthropic-"
+        ) && stdout(&first).contains("config=/home/agent/.claude"),
         "{ctx}"
     );
     assert!(!stdout(&first).contains(SECRET), "{ctx}");
-    // Installed in the sandbox's own layer: the second run starts it at once.
-    let second = run();
-    assert!(
-        stdout(&second).contains("stand-in claude --version"),
-        "{second:?}"
-    );
-    assert!(!stderr(&second).contains("installing"), "{second:?}");
+    assert!(!stderr(&first).contains("installing"), "{ctx}");
+    // The installation is seen read-only, also by root inside.
+    assert!(!stdout(&first).contains("writable"), "{ctx}");
+    for f in ["x", "y"] {
+        assert!(!cache.join("claude/1.0.0-0").join(f).exists(), "{f}");
+    }
     let bad = common::paddock()
         .args(["run", "--rm", "-w"])
         .arg(&ws)

@@ -141,6 +141,21 @@ fn an_image_takes_extra_packages_and_is_rebuilt_only_when_they_change() {
     );
 }
 
+/// With the registries answering (else `None`, the skip said), the default image and an agent
+/// cache of the test's own, which the suite's user owns.
+fn agent_cache() -> Option<tempfile::TempDir> {
+    common::ensure_image();
+    if !common::registries_ready() {
+        return None;
+    }
+    let cache = tempfile::Builder::new()
+        .prefix("paddock-agents-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    common::hand_over(cache.path());
+    Some(cache)
+}
+
 /// The npm registry host this host's npm uses (from its configuration, as the preset reads it).
 fn npm_registry_host() -> String {
     let cfg = paddock_proxy::registries::HostConfig::from_env();
@@ -158,15 +173,9 @@ fn npm_registry_host() -> String {
 #[test]
 fn an_agent_is_installed_once_and_then_starts_without_a_download() {
     require_root!();
-    common::ensure_image();
-    if !common::registries_ready() {
+    let Some(cache) = agent_cache() else {
         return;
-    }
-    let cache = tempfile::Builder::new()
-        .prefix("paddock-agents-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
-    common::hand_over(cache.path());
+    };
     let ws = common::workspace();
     let run = || {
         common::paddock()
@@ -241,15 +250,9 @@ fn an_agent_is_installed_once_and_then_starts_without_a_download() {
 #[test]
 fn a_refused_install_names_the_refusal() {
     require_root!();
-    common::ensure_image();
-    if !common::registries_ready() {
+    let Some(cache) = agent_cache() else {
         return;
-    }
-    let cache = tempfile::Builder::new()
-        .prefix("paddock-agents-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
-    common::hand_over(cache.path());
+    };
     let _one = CODEX
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -289,10 +292,9 @@ fn a_refused_install_names_the_refusal() {
 #[test]
 fn an_agents_login_callback_reaches_it_through_the_published_port() {
     require_root!();
-    common::ensure_image();
-    if !common::registries_ready() {
+    let Some(cache) = agent_cache() else {
         return;
-    }
+    };
     let _one = CODEX
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -300,11 +302,6 @@ fn an_agents_login_callback_reaches_it_through_the_published_port() {
         std::net::TcpListener::bind("127.0.0.1:1455").is_ok(),
         "this test needs the host's port 1455 (codex's login callback) free"
     );
-    let cache = tempfile::Builder::new()
-        .prefix("paddock-agents-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
-    common::hand_over(cache.path());
     let ws = common::workspace();
     let name = unique("reg-login");
     let mut login = common::paddock()

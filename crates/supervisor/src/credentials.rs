@@ -21,7 +21,7 @@ pub struct Prepared {
 
 /// The variables that point clients with trust stores of their own (Node, Python's requests,
 /// curl builds, git) at the sandbox's trust store, when it holds more than the image's.
-pub fn trust_env() -> Vec<(String, String)> {
+fn trust_env() -> Vec<(String, String)> {
     [
         "SSL_CERT_FILE",
         "NODE_EXTRA_CA_CERTS",

@@ -233,7 +233,13 @@ pub fn run_attached(
             extra_ca.push_str(&p.ca_pem);
             p.env.clone()
         }
-        None if !extra_ca.is_empty() => credentials::trust_env(),
+        // Only the host's CAs: they are in the system's trust store, which curl, git, Python
+        // and OpenSSL read; Node.js reads its own unless told (and a variable such as
+        // REQUESTS_CA_BUNDLE would override a client's own choice, pip's --cert).
+        None if !extra_ca.is_empty() => vec![(
+            "NODE_EXTRA_CA_CERTS".to_owned(),
+            paddock_core::TRUST_STORE.to_owned(),
+        )],
         None => Vec::new(),
     };
     let mut launch = launch.clone();
