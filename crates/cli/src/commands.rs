@@ -172,6 +172,7 @@ fn validate(args: &RunArgs) -> Result<Validated> {
         pids: parse_flag("--pids", args.pids.as_deref(), Limits::parse_pids)?,
         disk: parse_flag("--disk", args.disk.as_deref(), Limits::parse_disk)?,
     };
+    check_host_limits(&limits)?;
     let env = parse_env(&args.env)?;
     let user: User = args
         .user
@@ -299,6 +300,13 @@ pub(crate) fn check_port_free(m: &paddock_policy::PortMap) -> Result<()> {
             m.addr, m.host
         ))),
     }
+}
+
+/// Refuses a CPU or memory limit beyond this host's (it could never be reached: a slip).
+pub(crate) fn check_host_limits(limits: &Limits) -> Result<()> {
+    limits
+        .check_host(&paddock_core::host_capacity())
+        .map_err(|e| usage(e.to_string()))
 }
 
 /// Parses an optional flag value; a bad value is a usage error naming the flag.

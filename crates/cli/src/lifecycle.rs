@@ -384,6 +384,7 @@ pub fn update(
         pids: parse_flag("--pids", pids, Limits::parse_pids)?,
         disk: parse_flag("--disk", disk, Limits::parse_disk)?,
     };
+    crate::commands::check_host_limits(&new)?;
     if new == Limits::default() {
         return Err(usage(
             "nothing to change: give --cpus, --memory, --pids or --disk",
