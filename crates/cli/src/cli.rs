@@ -175,7 +175,8 @@ pub struct RunArgs {
     /// Share a host path: HOST[:SANDBOX][:ro|:rw]. Repeatable.
     #[arg(long = "mount", value_name = "SPEC")]
     pub mounts: Vec<String>,
-    /// Sandbox name (an existing stopped sandbox of this name is reused with its layer).
+    /// Sandbox name (an existing stopped sandbox of this name is reused with its layer, in its
+    /// own workspace only).
     #[arg(long)]
     pub name: Option<String>,
     /// Isolation backend: auto, ns, gvisor, vm.

@@ -302,6 +302,13 @@ pub(crate) fn check_port_free(m: &paddock_policy::PortMap) -> Result<()> {
     }
 }
 
+/// Why sandbox `name`, whose workspace is `had`, is not run on `asked`, and what to do.
+fn moved_workspace(name: &SandboxName, had: &AbsPath, asked: &AbsPath) -> String {
+    format!(
+        "sandbox {name} belongs to workspace {had}, not {asked}; run it there (-w {had}), choose another --name for {asked}, or `paddock rm {name}` first"
+    )
+}
+
 /// Refuses a CPU or memory limit beyond this host's (it could never be reached: a slip).
 pub(crate) fn check_host_limits(limits: &Limits) -> Result<()> {
     limits
@@ -403,6 +410,16 @@ fn run(args: RunArgs, mode: Mode) -> Result<i32> {
         return Err(usage(format!(
             "a sandbox named {} already exists (`paddock start {}` starts it)",
             old.spec.name, old.spec.name
+        )));
+    }
+    // A sandbox keeps its workspace: its layer and its agent's state belong to that project.
+    if let Some(old) = &existing
+        && old.spec.workspace != v.workspace
+    {
+        return Err(usage(moved_workspace(
+            &old.spec.name,
+            &old.spec.workspace,
+            &v.workspace,
         )));
     }
     // A sandbox keeps its backend: its disk and packages live there.

@@ -837,3 +837,41 @@ fn unsafe_kill(pid: u32, sig: i32) {
     // SAFETY: kill has no memory effects; `pid` is our child, not yet reaped.
     unsafe { libc::kill(pid as i32, sig) };
 }
+
+/// A named sandbox stays with its workspace: `--name X -w OTHER` is refused, naming X's
+/// workspace and what to do, and X is left exactly as it was.
+#[test]
+fn a_named_sandbox_is_not_moved_to_another_workspace() {
+    common::in_mode(false, || {
+        common::ensure_image();
+        let (ws, other) = (common::workspace(), common::workspace());
+        let (w, o) = (ws.path().to_str().unwrap(), other.path().to_str().unwrap());
+        let name = unique("stays");
+        ok(&paddock()
+            .args(["create", "--name", &name, "-w", w, "--memory", "256m"])
+            .output()
+            .unwrap());
+        let inspect = || {
+            ok(&paddock()
+                .args(["inspect", "--json", &name])
+                .output()
+                .unwrap())
+        };
+        let before = inspect();
+        let out = paddock()
+            .args([
+                "run", "--name", &name, "-w", o, "--memory", "512m", "--", "true",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        assert_eq!(
+            stderr(&out),
+            format!(
+                "paddock: error: sandbox {name} belongs to workspace {w}, not {o}; run it there (-w {w}), choose another --name for {o}, or `paddock rm {name}` first\n"
+            )
+        );
+        assert_eq!(inspect(), before, "{name} changed");
+        common::remove(&name);
+    });
+}
