@@ -80,11 +80,19 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Remove every stopped sandbox (and leftovers of interrupted removals).
+    /// Remove stopped sandboxes: every one, or those the filters pick (filters combine); and
+    /// leftovers of interrupted removals.
     Prune {
         /// Do not ask.
         #[arg(short, long)]
         force: bool,
+        /// Only sandboxes whose workspace is DIR or lies inside it (DIR need not exist any more).
+        #[arg(long, value_name = "DIR")]
+        workspace: Option<PathBuf>,
+        /// Only sandboxes not used for DURATION (e.g. 30m, 12h, 7d, 2w): last started that long
+        /// ago, or, never started, created that long ago.
+        #[arg(long, value_name = "DURATION")]
+        older_than: Option<String>,
     },
     #[command(hide = true, name = "__supervise")]
     Supervise {

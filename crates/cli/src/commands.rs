@@ -50,7 +50,14 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             publish,
             unpublish,
         } => crate::lifecycle::ports(&name, &publish, &unpublish),
-        Cmd::Prune { force } => crate::lifecycle::prune(force),
+        Cmd::Prune {
+            force,
+            workspace,
+            older_than,
+        } => crate::prune::prune(
+            &crate::prune::filter(workspace.as_deref(), older_than.as_deref())?,
+            force,
+        ),
         Cmd::Supervise { name } => crate::lifecycle::supervise(&name),
         Cmd::Image(cmd) => image(cmd),
         Cmd::Exec(args) => exec(args),

@@ -1,4 +1,4 @@
-//! Sandboxes in the background: `start`, `run -d`, `stop`, `logs`, `inspect`, `prune`, and the
+//! Sandboxes in the background: `start`, `run -d`, `stop`, `logs`, `inspect`, and the
 //! detached supervisor they start (`paddock __supervise NAME`).
 //!
 //! A background sandbox is one supervisor process of its own (a new session, no terminal, its
@@ -562,67 +562,6 @@ pub fn inspect(name: &str, json: bool) -> Result<i32> {
                 other => other.to_string(),
             };
             println!("{k:<22} {shown}");
-        }
-    }
-    Ok(0)
-}
-
-/// `paddock prune`: removes every sandbox that is not running.
-pub fn prune(force: bool) -> Result<i32> {
-    let (dirs, store) = open()?;
-    let doomed: Vec<SandboxName> = store
-        .list()?
-        .into_iter()
-        .filter(|r| state(&dirs, r) != SandboxState::Running)
-        .map(|r| r.spec.name)
-        .collect();
-    if doomed.is_empty() {
-        println!("nothing to prune");
-        return Ok(0);
-    }
-    if !force {
-        if !std::io::stdin().is_terminal() {
-            return Err(usage(format!(
-                "prune would remove {} stopped sandbox(es) ({}); pass --force to do it",
-                doomed.len(),
-                doomed
-                    .iter()
-                    .map(|n| n.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-        eprint!(
-            "remove {} stopped sandbox(es) and their installed packages ({})? [y/N] ",
-            doomed.len(),
-            doomed
-                .iter()
-                .map(|n| n.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            return Ok(1);
-        }
-    }
-    for name in doomed {
-        // One that started meanwhile is refused by its lock and kept.
-        match crate::commands::remove_sandbox(&dirs, &store, &name) {
-            Ok(()) => {
-                crate::commands::forget_secrets(&dirs, &name);
-                println!("{name}");
-            }
-            Err(e) => eprintln!("paddock: kept {name}: {e:#}"),
-        }
-    }
-    // Leftovers of removals that were interrupted.
-    if let Ok(entries) = std::fs::read_dir(dirs.sandboxes()) {
-        for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with(".rm-") {
-                let _ = paddock_confine::user::remove_tree(&e.path());
-            }
         }
     }
     Ok(0)

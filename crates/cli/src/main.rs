@@ -6,6 +6,7 @@ mod commands;
 mod error;
 mod lifecycle;
 mod policy;
+mod prune;
 mod secret;
 
 use clap::Parser;

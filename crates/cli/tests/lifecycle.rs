@@ -875,3 +875,50 @@ fn a_named_sandbox_is_not_moved_to_another_workspace() {
         common::remove(&name);
     });
 }
+
+/// `prune --workspace DIR --older-than DURATION` removes only the stopped sandboxes both filters
+/// pick, and without --force (and no terminal to ask on) its refusal names only those.
+#[test]
+fn prune_removes_only_what_its_filters_pick() {
+    common::in_mode(false, || {
+        common::ensure_image();
+        let (a, b) = (common::workspace(), common::workspace());
+        let (in_a, in_b) = (unique("prune-a"), unique("prune-b"));
+        for (name, ws) in [(&in_a, &a), (&in_b, &b)] {
+            ok(&paddock()
+                .args(["create", "--name", name, "-w"])
+                .arg(ws.path())
+                .output()
+                .unwrap());
+        }
+        let b_dir = b.path().to_str().unwrap();
+        let prune = |flags: &[&str]| {
+            paddock()
+                .args(["prune", "--workspace", b_dir])
+                .args(flags)
+                .output()
+                .unwrap()
+        };
+        // Just made: not an hour old.
+        assert_eq!(
+            ok(&prune(&["--older-than", "1h", "--force"])),
+            "nothing to prune: no stopped sandbox matches\n"
+        );
+        std::thread::sleep(Duration::from_secs(3));
+        let asked = prune(&["--older-than", "2s"]);
+        assert_eq!(asked.status.code(), Some(2), "{asked:?}");
+        assert_eq!(
+            stderr(&asked),
+            format!(
+                "paddock: error: prune would remove 1 stopped sandbox(es) ({in_b}); pass --force to do it\n"
+            )
+        );
+        assert_eq!(
+            ok(&prune(&["--older-than", "2s", "--force"])),
+            format!("{in_b}\n")
+        );
+        assert_eq!(state_of(&in_b), "absent");
+        assert_eq!(state_of(&in_a), "created");
+        common::remove(&in_a);
+    });
+}
