@@ -72,11 +72,11 @@ pub enum Cmd {
         #[arg(long, value_name = "HOST_PORT")]
         unpublish: Vec<u16>,
     },
-    /// Show everything known about a sandbox.
+    /// Show everything known about a sandbox (times in local time with their age).
     Inspect {
         /// Sandbox name.
         name: String,
-        /// Print JSON.
+        /// Print JSON (Unix times; the environment's values too).
         #[arg(long)]
         json: bool,
     },

@@ -31,7 +31,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Stop { names, time } => crate::lifecycle::stop_all(&names, time),
         Cmd::Attach { name } => crate::lifecycle::attach(&name),
         Cmd::Logs { name, follow } => crate::lifecycle::logs(&name, follow),
-        Cmd::Inspect { name, json } => crate::lifecycle::inspect(&name, json),
+        Cmd::Inspect { name, json } => crate::inspect::inspect(&name, json),
         Cmd::Update {
             name,
             cpus,

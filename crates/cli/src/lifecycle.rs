@@ -1,4 +1,4 @@
-//! Sandboxes in the background: `start`, `run -d`, `stop`, `logs`, `inspect`, and the
+//! Sandboxes in the background: `start`, `run -d`, `stop`, `logs`, and the
 //! detached supervisor they start (`paddock __supervise NAME`).
 //!
 //! A background sandbox is one supervisor process of its own (a new session, no terminal, its
@@ -39,7 +39,7 @@ fn main_file(dirs: &Dirs, name: &SandboxName) -> PathBuf {
     dirs.sandbox(name).join("main.json")
 }
 
-fn log_file(dirs: &Dirs, name: &SandboxName) -> PathBuf {
+pub(crate) fn log_file(dirs: &Dirs, name: &SandboxName) -> PathBuf {
     dirs.sandbox(name).join("output.log")
 }
 
@@ -54,7 +54,7 @@ pub fn write_main(dirs: &Dirs, name: &SandboxName, main: &Main) -> Result<()> {
     std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
 }
 
-fn read_main(dirs: &Dirs, name: &SandboxName) -> Main {
+pub(crate) fn read_main(dirs: &Dirs, name: &SandboxName) -> Main {
     std::fs::read(main_file(dirs, name))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -515,54 +515,6 @@ pub fn ports(name: &str, publish: &[String], unpublish: &[u16]) -> Result<i32> {
     }
     for m in &spec.ports {
         println!("{m}{}", if m.auto { " (agent preset)" } else { "" });
-    }
-    Ok(0)
-}
-
-/// `paddock inspect NAME`.
-pub fn inspect(name: &str, json: bool) -> Result<i32> {
-    let name = parse_name(name)?;
-    let (dirs, store) = open()?;
-    let rec = record(&store, &name)?;
-    let state = state(&dirs, &rec);
-    let main = read_main(&dirs, &name);
-    let dir = dirs.sandbox(&name);
-    let v = serde_json::json!({
-        "name": rec.spec.name,
-        "state": state,
-        "backend": rec.spec.backend,
-        "image": rec.spec.image,
-        "workspace": rec.spec.workspace,
-        "mounts": rec.spec.mounts,
-        "limits": rec.spec.limits,
-        "user": rec.spec.user,
-        "network": rec.spec.network,
-        "ports": rec.spec.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-        "git_config_protected": !rec.spec.allow_git_config,
-        "env": rec.spec.env,
-        "created_at": rec.created_at,
-        "started_at": rec.started_at,
-        "supervisor_pid": if state == SandboxState::Running { rec.supervisor_pid } else { None },
-        "last_exit": rec.last_exit,
-        "last_cause": rec.last_cause,
-        "background_command": main.argv,
-        "directory": dir,
-        "log": log_file(&dirs, &name),
-        "trust_report": dir.join("trust-report.txt"),
-    });
-    if json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(0);
-    }
-    if let serde_json::Value::Object(map) = v {
-        for (k, v) in map {
-            let shown = match v {
-                serde_json::Value::String(s) => s,
-                serde_json::Value::Null => "-".into(),
-                other => other.to_string(),
-            };
-            println!("{k:<22} {shown}");
-        }
     }
     Ok(0)
 }

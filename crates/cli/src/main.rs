@@ -4,6 +4,7 @@ mod agents;
 mod cli;
 mod commands;
 mod error;
+mod inspect;
 mod lifecycle;
 mod policy;
 mod prune;

@@ -922,3 +922,90 @@ fn prune_removes_only_what_its_filters_pick() {
         common::remove(&in_a);
     });
 }
+
+/// `inspect` reads as lines for a person (local times with their age, limits, network preset)
+/// and `inspect --json` keeps its keys for programs.
+#[test]
+fn inspect_is_readable_and_its_json_keeps_its_keys() {
+    common::in_mode(false, || {
+        common::ensure_image();
+        let ws = common::workspace();
+        let name = unique("inspected");
+        let host = free_port();
+        let publish = format!("{host}:8080");
+        ok(&paddock()
+            .args([
+                "create", "--name", &name, "--memory", "256m", "-p", &publish, "-w",
+            ])
+            .arg(ws.path())
+            .output()
+            .unwrap());
+        let text = ok(&paddock().args(["inspect", &name]).output().unwrap());
+        let line = |label: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(label).filter(|r| r.starts_with(' ')))
+                .unwrap_or_else(|| panic!("no {label} line in:\n{text}"))
+                .trim()
+                .to_owned()
+        };
+        assert_eq!(line("name"), name);
+        assert_eq!(line("state"), "created");
+        assert_eq!(line("workspace"), ws.path().to_str().unwrap());
+        assert_eq!(line("started"), "never");
+        assert!(line("limits").contains("memory 256M"), "{text}");
+        assert_eq!(line("network"), "through the proxy, preset balanced");
+        assert_eq!(line("ports"), format!("127.0.0.1:{host} -> 8080"));
+        // "2026-12-02 18:04 (3 s ago)"
+        let created = line("created");
+        let (date, age) = created.split_once(" (").unwrap();
+        assert!(
+            date.len() == 16 && date.as_bytes()[4] == b'-' && date.as_bytes()[13] == b':',
+            "{created}"
+        );
+        assert!(age.ends_with(" s ago)"), "{created}");
+        assert!(
+            !text.contains('{') && !text.contains('"'),
+            "raw JSON in:\n{text}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&ok(&paddock()
+            .args(["inspect", "--json", &name])
+            .output()
+            .unwrap()))
+        .unwrap();
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "backend",
+                "background_command",
+                "created_at",
+                "directory",
+                "env",
+                "git_config_protected",
+                "image",
+                "last_cause",
+                "last_exit",
+                "limits",
+                "log",
+                "mounts",
+                "name",
+                "network",
+                "ports",
+                "started_at",
+                "state",
+                "supervisor_pid",
+                "trust_report",
+                "user",
+                "workspace"
+            ]
+        );
+        assert!(json["created_at"].is_i64(), "{json}");
+        common::remove(&name);
+    });
+}
