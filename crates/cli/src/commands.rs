@@ -584,7 +584,20 @@ fn run(args: RunArgs, mode: Mode) -> Result<i32> {
         };
         let _ = remove(&dirs, &store, &name, how);
     }
-    let outcome = result?;
+    let outcome = match result {
+        Ok(o) => o,
+        // A stop signal during the start (timeout, Ctrl-C) is what ended it, whatever failed.
+        Err(e) => match e.signal() {
+            Some(sig) if remove_after => {
+                return Err(crate::error::interrupted(
+                    format!("{e}; nothing was kept"),
+                    sig,
+                ));
+            }
+            Some(sig) => return Err(crate::error::interrupted(e.to_string(), sig)),
+            None => return Err(e.into()),
+        },
+    };
     for d in outcome.diagnostics.iter().chain(&outcome.limits) {
         eprintln!("paddock: {d}");
     }

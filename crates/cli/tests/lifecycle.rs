@@ -1009,3 +1009,69 @@ fn inspect_is_readable_and_its_json_keeps_its_keys() {
         common::remove(&name);
     });
 }
+
+/// A start that a stop signal interrupts (`timeout`, which signals its whole process group:
+/// the backend's helpers get it too) says so and exits 128 + SIGTERM, instead of blaming a
+/// security layer; it never hangs. Signalled after a sweep of delays across the start (the
+/// window moves with the host's speed; at least one delay must land in it).
+fn interrupted_start_is_reported_as_such(backend: &str) {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    common::in_mode(false, || {
+        common::ensure_image();
+        let ws = common::workspace();
+        let mut said = 0;
+        for delay in (5..120).step_by(5).chain((120..=400).step_by(20)) {
+            let mut child = common::paddock_for(backend)
+                .args(["run", "--rm", "--backend", backend, "-w"])
+                .arg(ws.path())
+                .args(["--", "sleep", "5"])
+                .stderr(Stdio::piped())
+                .process_group(0)
+                .spawn()
+                .unwrap();
+            let group = child.id();
+            std::thread::sleep(Duration::from_millis(delay));
+            // SAFETY: kill has no memory effects; the group is the child's own.
+            unsafe { libc::kill(-(group as i32), libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while child.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    // SAFETY: as above.
+                    unsafe { libc::kill(-(group as i32), libc::SIGKILL) };
+                    panic!("{backend}: SIGTERM after {delay} ms: paddock hangs");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let out = child.wait_with_output().unwrap();
+            let err = stderr(&out);
+            // Before the signal is caught it ends paddock (a shell says 143 either way).
+            let status = out.status.code().or(out.status.signal().map(|s| 128 + s));
+            assert_eq!(
+                status,
+                Some(143),
+                "{backend}, {delay} ms: {:?}: {err}",
+                out.status
+            );
+            for line in err.lines().filter(|l| l.starts_with("paddock: error:")) {
+                assert!(
+                    line.starts_with("paddock: error: interrupted by SIGTERM "),
+                    "{backend}, {delay} ms: {err}"
+                );
+                said += 1;
+            }
+        }
+        assert!(said > 0, "{backend}: no delay interrupted the start");
+    });
+}
+
+#[test]
+fn interrupted_start_is_reported_as_such_ns() {
+    require_root!();
+    interrupted_start_is_reported_as_such("ns");
+}
+
+#[test]
+fn interrupted_start_is_reported_as_such_gvisor() {
+    require_gvisor!();
+    interrupted_start_is_reported_as_such("gvisor");
+}
