@@ -309,6 +309,19 @@ pub(crate) fn check_port_free(m: &paddock_policy::PortMap) -> Result<()> {
     }
 }
 
+/// The file in the state directory that holds the last `auto` backend note shown.
+const AUTO_NOTE: &str = "auto-backend-note";
+
+/// Whether `note` differs from the one recorded in `marker` (then it is recorded): a note is
+/// shown once, and again when it changes. A marker that cannot be written shows it every time.
+fn note_is_new(marker: &Path, note: &str) -> bool {
+    if std::fs::read_to_string(marker).is_ok_and(|had| had == note) {
+        return false;
+    }
+    let _ = std::fs::write(marker, note);
+    true
+}
+
 /// Why sandbox `name`, whose workspace is `had`, is not run on `asked`, and what to do.
 fn moved_workspace(name: &SandboxName, had: &AbsPath, asked: &AbsPath) -> String {
     format!(
@@ -435,10 +448,14 @@ fn run(args: RunArgs, mode: Mode) -> Result<i32> {
         _ => args.backend.clone(),
     };
     let (backend, why) = paddock_supervisor::select(&requested)?;
-    // Which backend `auto` picked for a new sandbox, and why (on a terminal; `paddock ls` shows
-    // the backend afterwards).
+    // Which backend `auto` picked for a new sandbox, and why: on a terminal, once per user and
+    // host until the choice or its reason changes (`paddock ls` shows the backend afterwards,
+    // `paddock doctor` the reason).
     if existing.is_none() && requested == "auto" && std::io::stderr().is_terminal() {
-        eprintln!("paddock: backend {}: {why}", backend.id());
+        let note = format!("backend {}: {why}", backend.id());
+        if note_is_new(&dirs.home().join(AUTO_NOTE), &note) {
+            eprintln!("paddock: {note} (said once; `paddock doctor` says it again)");
+        }
     }
     if let Some(old) = &existing
         && old.spec.backend != backend.id()
@@ -1161,4 +1178,25 @@ fn doctor(json: bool, seccomp: bool) -> Result<i32> {
     }
     let usable = report.backends.iter().any(|b| b.usable);
     Ok(if usable { 0 } else { 1 })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_note_is_said_once_and_again_when_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join(AUTO_NOTE);
+        let gvisor = "backend gvisor: auto: gvisor, because the vm backend needs working KVM (x)";
+        assert!(note_is_new(&marker, gvisor));
+        assert!(!note_is_new(&marker, gvisor));
+        assert!(!note_is_new(&marker, gvisor));
+        assert!(note_is_new(
+            &marker,
+            "backend vm: auto: vm, because KVM works here (y)"
+        ));
+        assert!(note_is_new(&marker, gvisor));
+    }
 }
