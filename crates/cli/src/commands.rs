@@ -110,6 +110,11 @@ struct Validated {
     allow: Vec<Rule>,
     no_network: bool,
     workspace: AbsPath,
+    /// Where the command starts when not in the workspace itself: the subdirectory of a git
+    /// work tree whose root is the workspace.
+    cwd: Option<AbsPath>,
+    /// What to say about the git repository the directory lies in.
+    git_note: Option<String>,
     mounts: Vec<Mount>,
     limits: Limits,
     env: Vec<EnvVar>,
@@ -150,6 +155,35 @@ fn validate(args: &RunArgs) -> Result<Validated> {
             AbsPath::try_from(c.path).map_err(|e| usage(e.to_string()))
         }
         Err(e) => Err(usage(e.to_string())),
+    };
+    // Below a git work tree's root (and no -w): share the root, whose .git git inside needs,
+    // and start the command here.
+    let (canonical, cwd, git_note) = match crate::gitroot::repo_root_above(&canonical) {
+        None => (canonical, None, None),
+        Some(root) => {
+            let home = std::env::var_os("HOME").and_then(|h| std::fs::canonicalize(h).ok());
+            let refused = rules.check(&root, false).err().map(|e| e.to_string());
+            match crate::gitroot::choose(
+                &canonical,
+                &root,
+                args.workspace.is_some(),
+                home.as_deref(),
+                refused,
+            ) {
+                crate::gitroot::Choice::Root { root } => {
+                    let note = format!(
+                        "sharing the git repository {} (its root, so that git works inside); the command starts in {}",
+                        root.display(),
+                        canonical.display()
+                    );
+                    let here = AbsPath::try_from(canonical).map_err(|e| usage(e.to_string()))?;
+                    (root, Some(here), Some(note))
+                }
+                crate::gitroot::Choice::Only { note } => {
+                    (canonical, None, Some(format!("note: {note}")))
+                }
+            }
+        }
     };
     let workspace = share(&canonical, false)?;
     // In user mode the agent is the user: a workspace the user cannot write would be a
@@ -242,6 +276,8 @@ fn validate(args: &RunArgs) -> Result<Validated> {
         allow,
         no_network: args.no_network,
         workspace,
+        cwd,
+        git_note,
         mounts,
         limits,
         env,
@@ -418,12 +454,23 @@ fn run(args: RunArgs, mode: Mode) -> Result<i32> {
     if mode == Mode::Create && args.rm {
         return Err(usage("--rm makes no sense with create"));
     }
-    let v = validate(&args)?;
+    let mut v = validate(&args)?;
     let (dirs, store) = open()?;
     let existing = match &v.name {
         Some(n) => store.get(n)?,
         None => None,
     };
+    // A sandbox made on the subdirectory itself (before roots were shared) keeps it.
+    if let Some(old) = &existing
+        && v.cwd.as_ref() == Some(&old.spec.workspace)
+    {
+        v.workspace = old.spec.workspace.clone();
+        v.cwd = None;
+        v.git_note = None;
+    }
+    if let Some(note) = &v.git_note {
+        eprintln!("paddock: {note}");
+    }
     if mode == Mode::Create
         && let Some(old) = &existing
     {
@@ -549,6 +596,7 @@ fn run(args: RunArgs, mode: Mode) -> Result<i32> {
                 argv,
                 rm: args.rm,
                 tty: args.tty || v.agent.is_some(),
+                cwd: v.cwd.as_ref().map(ToString::to_string),
             },
         )?;
         if mode == Mode::Detached {
@@ -568,7 +616,7 @@ fn run(args: RunArgs, mode: Mode) -> Result<i32> {
             name.as_str(),
             spec.network == Network::Proxy,
         ),
-        cwd: spec.workspace.to_string(),
+        cwd: v.cwd.as_ref().unwrap_or(&spec.workspace).to_string(),
         uid,
         stdio: if tty { Stdio::Pty } else { Stdio::Inherit },
     };

@@ -276,6 +276,7 @@ mod tests {
             argv: vec!["sleep".into(), "infinity".into()],
             rm: false,
             tty: false,
+            cwd: None,
         };
         let x = Extra {
             state: SandboxState::Stopped,

@@ -33,6 +33,10 @@ pub struct Main {
     /// Give the command a terminal (`paddock attach` reaches it).
     #[serde(default)]
     pub tty: bool,
+    /// Where the command starts, when not in the workspace (a subdirectory of the git work
+    /// tree whose root is the workspace).
+    #[serde(default)]
+    pub cwd: Option<String>,
 }
 
 fn main_file(dirs: &Dirs, name: &SandboxName) -> PathBuf {
@@ -62,6 +66,7 @@ pub(crate) fn read_main(dirs: &Dirs, name: &SandboxName) -> Main {
             argv: KEEP_ALIVE.iter().map(|s| s.to_string()).collect(),
             rm: false,
             tty: false,
+            cwd: None,
         })
 }
 
@@ -180,7 +185,10 @@ pub fn supervise(name: &str) -> Result<i32> {
             name.as_str(),
             spec.network == Network::Proxy,
         ),
-        cwd: spec.workspace.to_string(),
+        cwd: main
+            .cwd
+            .clone()
+            .unwrap_or_else(|| spec.workspace.to_string()),
         uid,
         stdio: if main.tty { Stdio::Pty } else { Stdio::Inherit },
     };

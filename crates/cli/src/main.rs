@@ -4,6 +4,7 @@ mod agents;
 mod cli;
 mod commands;
 mod error;
+mod gitroot;
 mod inspect;
 mod lifecycle;
 mod policy;

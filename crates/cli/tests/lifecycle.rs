@@ -1075,3 +1075,58 @@ fn interrupted_start_is_reported_as_such_gvisor() {
     require_gvisor!();
     interrupted_start_is_reported_as_such("gvisor");
 }
+
+/// Run from a subdirectory of a git work tree, the repository's root is shared and the command
+/// starts in the subdirectory, so git inside works; `-w SUBDIR` shares only that, and says git
+/// will not see the repository.
+#[test]
+fn a_subdirectory_of_a_repository_shares_its_root() {
+    require_root!();
+    common::in_mode(false, || {
+        common::ensure_image();
+        let ws = common::workspace();
+        let root = ws.path();
+        let sub = root.join("pkg");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::write(sub.join("lib.txt"), "x\n").unwrap();
+        let git = |args: &[&str]| {
+            let o = Command::new("git")
+                .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+                .args(args)
+                .current_dir(root)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "git {args:?}: {o:?}");
+        };
+        git(&["init", "-q"]);
+        git(&["add", "."]);
+        git(&["commit", "-qm", "first"]);
+        let script = "pwd; git status --porcelain && echo git-ok";
+        let run = |flags: &[&str]| {
+            paddock()
+                .args(["run", "--rm", "--backend", "ns"])
+                .args(flags)
+                .args(["--", "sh", "-c", script])
+                .current_dir(&sub)
+                .output()
+                .unwrap()
+        };
+        let (r, s) = (root.to_str().unwrap(), sub.to_str().unwrap());
+        let shared = run(&[]);
+        assert_eq!(stdout(&shared), format!("{s}\ngit-ok\n"), "{shared:?}");
+        assert!(
+            stderr(&shared).contains(&format!(
+                "paddock: sharing the git repository {r} (its root, so that git works inside); the command starts in {s}\n"
+            )),
+            "{shared:?}"
+        );
+        let only = run(&["-w", s]);
+        assert_eq!(stdout(&only), format!("{s}\n"), "{only:?}");
+        assert!(
+            stderr(&only).contains(&format!(
+                "paddock: note: {s} lies inside the git repository {r}, which is not shared: git inside will not see it (run paddock from {s} without -w to share the repository and start there, or pass -w {r})\n"
+            )),
+            "{only:?}"
+        );
+    });
+}
