@@ -162,7 +162,18 @@ fn validate(args: &RunArgs) -> Result<Validated> {
         None => (canonical, None, None),
         Some(root) => {
             let home = std::env::var_os("HOME").and_then(|h| std::fs::canonicalize(h).ok());
-            let refused = rules.check(&root, false).err().map(|e| e.to_string());
+            let refused = match rules.check(&root, false) {
+                Err(e) => Some(e.to_string()),
+                // In user mode the agent is the user: a root the user cannot write would be a
+                // read-only workspace.
+                Ok(_)
+                    if paddock_confine::user::is_user_mode()
+                        && !paddock_confine::user::writable(&root) =>
+                {
+                    Some(format!("you cannot write its root {}", root.display()))
+                }
+                Ok(_) => None,
+            };
             match crate::gitroot::choose(
                 &canonical,
                 &root,
