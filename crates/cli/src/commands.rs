@@ -546,6 +546,15 @@ fn run(args: RunArgs, mode: Mode) -> Result<i32> {
     // After every check that needs no image, so that bad input never waits for a build.
     let (image, rootfs) = ensure_image(&dirs, &args.image)?;
     let created = existing.is_none();
+    let tty = mode == Mode::Attached
+        && !args.no_tty
+        && std::io::stdin().is_terminal()
+        && std::io::stdout().is_terminal();
+    // Caught before the sandbox is recorded: a stop signal from here on ends the start cleanly.
+    let signals = match mode {
+        Mode::Attached => Some(paddock_supervisor::catch_signals(tty)?),
+        _ => None,
+    };
     if let Some(old) = &existing {
         if old.spec.image != spec.image {
             return Err(usage(format!(
@@ -586,10 +595,6 @@ fn run(args: RunArgs, mode: Mode) -> Result<i32> {
     if let Some(agent) = &v.agent {
         agent_hints(&dirs, agent, &name, &v);
     }
-    let tty = mode == Mode::Attached
-        && !args.no_tty
-        && std::io::stdin().is_terminal()
-        && std::io::stdout().is_terminal();
     let argv = match &v.agent {
         Some(agent) => crate::agents::argv(agent, &args.command),
         None if args.command.is_empty() && mode != Mode::Attached => crate::lifecycle::KEEP_ALIVE
@@ -636,6 +641,10 @@ fn run(args: RunArgs, mode: Mode) -> Result<i32> {
         discard_layer: args.rm,
         ..spec
     };
+    let signals = match signals {
+        Some(s) => s,
+        None => paddock_supervisor::catch_signals(tty)?,
+    };
     let result = paddock_supervisor::run_attached(
         &dirs,
         &store,
@@ -644,6 +653,7 @@ fn run(args: RunArgs, mode: Mode) -> Result<i32> {
         &image,
         rootfs,
         &launch,
+        signals,
     );
     // What the run changed that the host may later run: shown now, kept for `paddock trust`.
     report_trust(&dirs, &spec, started);

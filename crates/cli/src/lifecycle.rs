@@ -207,6 +207,7 @@ pub fn supervise(name: &str) -> Result<i32> {
         &image,
         rootfs,
         &launch,
+        paddock_supervisor::catch_signals(main.tty)?,
     );
     crate::commands::report_trust(&dirs, &spec, started);
     let code = match &result {

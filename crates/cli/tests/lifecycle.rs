@@ -1068,6 +1068,15 @@ fn interrupted_start_is_reported_as_such(backend: &str) {
             );
         }
         assert!(said > 0, "{backend}: no delay interrupted the start");
+        // Nothing was kept: no row (a start killed between recording the sandbox and catching
+        // signals used to leave one, "created").
+        let out = ok(&paddock().args(["ls", "--all", "--json"]).output().unwrap());
+        let kept: Vec<serde_json::Value> = serde_json::from_str::<Vec<serde_json::Value>>(&out)
+            .unwrap()
+            .into_iter()
+            .filter(|s| s["workspace"] == ws.path().to_str().unwrap())
+            .collect();
+        assert_eq!(kept, Vec::<serde_json::Value>::new(), "{backend}");
     });
 }
 

@@ -23,7 +23,7 @@ use paddock_core::{
     Backend, BackendError, Dirs, Exit, ImageInfo, Launch, LockError, Network, SandboxLock,
     SandboxSpec, StartContext, Store, StoreError,
 };
-pub use relay::{AttachEnd, AttachHub};
+pub use relay::{AttachEnd, AttachHub, SignalPipe};
 pub use select::{SelectError, backend_ids, check_name as select_check, select};
 
 /// The namespace backend's seccomp table: (syscall, action, reason).
@@ -199,6 +199,14 @@ pub struct Outcome {
     pub limits: Vec<String>,
 }
 
+/// Catches the signals a sandbox's command gets passed on (SIGWINCH too with a `terminal`), for
+/// [`run_attached`]: from before the sandbox is recorded, so that a stop signal during the
+/// setup ends it cleanly instead of killing this process halfway (a row and a directory left
+/// behind), and one that comes later reaches the command once it runs.
+pub fn catch_signals(terminal: bool) -> Result<SignalPipe, SupervisorError> {
+    relay::SignalPipe::catch(terminal).map_err(SupervisorError::Relay)
+}
+
 /// Refuses a spec whose shares may not be shared ([`paddock_core::shares`]): fail closed at
 /// every start, whatever the record says.
 fn check_shares(dirs: &Dirs, spec: &SandboxSpec) -> Result<(), SupervisorError> {
@@ -211,6 +219,10 @@ fn check_shares(dirs: &Dirs, spec: &SandboxSpec) -> Result<(), SupervisorError> 
 }
 
 /// Runs `launch` in the sandbox `spec`, attached to this terminal, and waits for it.
+/// `signals` were caught by the caller before it recorded the sandbox ([`catch_signals`]): a
+/// stop signal from then on ends the start as [`SupervisorError::Interrupted`], one after the
+/// start is passed on to the command.
+#[allow(clippy::too_many_arguments)]
 pub fn run_attached(
     dirs: &Dirs,
     store: &Store,
@@ -219,6 +231,7 @@ pub fn run_attached(
     image: &ImageInfo,
     image_rootfs: PathBuf,
     launch: &Launch,
+    signals: SignalPipe,
 ) -> Result<Outcome, SupervisorError> {
     let name = spec.name.to_string();
     check_shares(dirs, spec)?;
@@ -234,9 +247,13 @@ pub fn run_attached(
         Err(LockError::Busy) => return Err(SupervisorError::Busy(name)),
         Err(source) => return Err(SupervisorError::Lock { name, source }),
     };
-    // Caught from here on, so a signal during setup reaches the sandbox once it runs.
-    let signals = relay::SignalPipe::catch(launch.stdio == paddock_core::Stdio::Pty)
-        .map_err(SupervisorError::Relay)?;
+    // Asked to stop before anything started: nothing more is done.
+    if let Some(signal) = signals.stop_requested() {
+        return Err(SupervisorError::Interrupted {
+            signal,
+            starting: true,
+        });
+    }
     // A setup step that fails after a stop signal came (`timeout`, Ctrl-C: the signal reaches
     // the helpers of this process group too, mkfs or runsc) failed because of it: say so.
     let interrupted = |e: SupervisorError| match signals.stop_requested() {

@@ -14,6 +14,7 @@ use rustix::termios::{OptionalActions, Termios, tcgetattr, tcgetwinsize, tcsetat
 /// The signals the supervisor catches for a sandbox, caught from before the sandbox starts:
 /// one that arrives while the sandbox is being set up is passed on once it runs, instead of
 /// killing the supervisor and leaving the sandbox without it.
+#[derive(Debug)]
 pub struct SignalPipe {
     read: OwnedFd,
     write: std::os::fd::RawFd,
