@@ -6,15 +6,90 @@ use clap::{Args, Parser, Subcommand};
 
 /// Run AI coding agents (or any command) in a sandbox: full freedom inside, no reach outside.
 #[derive(Debug, Parser)]
-#[command(name = "paddock", version, about, propagate_version = true)]
+#[command(
+    name = "paddock",
+    version,
+    about,
+    propagate_version = true,
+    after_help = EXAMPLES
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Cmd,
 }
 
+/// Examples at the end of `paddock --help`.
+const EXAMPLES: &str = "\
+Examples:
+  paddock run claude                     an agent in a sandbox on the current directory
+  paddock run --name work -- bash        a named sandbox: its installed packages persist
+  paddock run -d --name web -p 3000:3000 -- npm run dev
+                                         in the background, port 3000 on the host's loopback
+  paddock exec web -- npm test           one more command in it; `paddock stop web` ends it
+  paddock policy allow api.example.com   let every sandbox reach one more host
+  paddock secret set anthropic           keep a key on the host; the sandbox sees a placeholder
+  paddock doctor                         what this host supports and which backend auto picks";
+
+/// Examples at the end of `paddock run --help`.
+const RUN_EXAMPLES: &str = "\
+Examples:
+  paddock run                                  bash in a new sandbox on this directory
+  paddock run codex -- --help                  an agent preset, arguments after `--` go to it
+  paddock run --rm --memory 2g --cpus 2 -- make test
+  paddock run codex --agent-config             codex with your ~/.codex (login) shared
+  paddock run -w ~/proj --mount ~/notes:ro -- bash
+  paddock run --no-network -- ./build.sh       no network at all
+  paddock run --policy deny-all --allow api.example.com:443 -- ./sync.sh
+  paddock run -d -t --name agent claude && paddock attach agent";
+
+/// The groups `paddock --help` lists the commands in (every visible one, once).
+pub const COMMAND_GROUPS: &[(&str, &[&str])] = &[
+    (
+        "Run and reach sandboxes",
+        &[
+            "run", "create", "start", "stop", "attach", "exec", "shell", "logs",
+        ],
+    ),
+    (
+        "Look after sandboxes",
+        &[
+            "ls", "inspect", "update", "ports", "trust", "reset", "rm", "prune",
+        ],
+    ),
+    ("Network & credentials", &["policy", "secret"]),
+    (
+        "Host, agents & images",
+        &["doctor", "agent", "image", "system", "completions", "help"],
+    ),
+];
+
+/// The command line with `paddock --help` listing the commands by [`COMMAND_GROUPS`].
+pub fn command() -> clap::Command {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let mut list = String::new();
+    for (heading, names) in COMMAND_GROUPS {
+        list.push_str(&format!("{heading}:\n"));
+        for name in *names {
+            let about = cmd
+                .find_subcommand(name)
+                .and_then(|c| c.get_about())
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| {
+                    "Print this message or the help of the given subcommand(s)".into()
+                });
+            list.push_str(&format!("  {name:<12} {about}\n"));
+        }
+        list.push('\n');
+    }
+    cmd.help_template(format!(
+        "{{about-with-newline}}\n{{usage-heading}} {{usage}}\n\n{list}Options:\n{{options}}{{after-help}}"
+    ))
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Run a command in a sandbox (created if needed); the current directory is the workspace.
+    #[command(after_help = RUN_EXAMPLES)]
     Run(RunArgs),
     /// Create a sandbox without starting it (same options as run).
     Create(RunArgs),
@@ -72,19 +147,27 @@ pub enum Cmd {
         #[arg(long, value_name = "HOST_PORT")]
         unpublish: Vec<u16>,
     },
-    /// Show everything known about a sandbox.
+    /// Show everything known about a sandbox (times in local time with their age).
     Inspect {
         /// Sandbox name.
         name: String,
-        /// Print JSON.
+        /// Print JSON (Unix times; the environment's values too).
         #[arg(long)]
         json: bool,
     },
-    /// Remove every stopped sandbox (and leftovers of interrupted removals).
+    /// Remove stopped sandboxes: every one, or those the filters pick (filters combine); and
+    /// leftovers of interrupted removals.
     Prune {
         /// Do not ask.
         #[arg(short, long)]
         force: bool,
+        /// Only sandboxes whose workspace is DIR or lies inside it (DIR need not exist any more).
+        #[arg(long, value_name = "DIR")]
+        workspace: Option<PathBuf>,
+        /// Only sandboxes not used for DURATION (e.g. 30m, 12h, 7d, 2w): last started that long
+        /// ago, or, never started, created that long ago.
+        #[arg(long, value_name = "DURATION")]
+        older_than: Option<String>,
     },
     #[command(hide = true, name = "__supervise")]
     Supervise {
@@ -170,100 +253,113 @@ pub enum Cmd {
     },
 }
 
+/// The groups of `run`'s options in its help.
+const WORKSPACE: &str = "Workspace & files";
+const SANDBOX: &str = "Sandbox";
+const RESOURCES: &str = "Resources";
+const NETWORK: &str = "Network";
+const LIFECYCLE: &str = "Lifecycle";
+const TERMINAL: &str = "Terminal";
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Workspace directory, shared read-write at the same path (default: the current directory).
-    #[arg(short, long, value_name = "DIR")]
+    #[arg(short, long, value_name = "DIR", help_heading = WORKSPACE)]
     pub workspace: Option<PathBuf>,
     /// Share a host path: HOST[:SANDBOX][:ro|:rw]. Repeatable.
-    #[arg(long = "mount", value_name = "SPEC")]
+    #[arg(long = "mount", value_name = "SPEC", help_heading = WORKSPACE)]
     pub mounts: Vec<String>,
-    /// Sandbox name (an existing stopped sandbox of this name is reused with its layer).
-    #[arg(long)]
+    /// Sandbox name (an existing stopped sandbox of this name is reused with its layer, in its
+    /// own workspace only).
+    #[arg(long, help_heading = SANDBOX)]
     pub name: Option<String>,
     /// Isolation backend: auto, ns, gvisor, vm.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, default_value = "auto", help_heading = SANDBOX)]
     pub backend: String,
     /// Image.
-    #[arg(long, default_value = paddock_core::DEFAULT_IMAGE)]
+    #[arg(long, default_value = paddock_core::DEFAULT_IMAGE, help_heading = SANDBOX)]
     pub image: String,
     /// CPU limit (e.g. 0.5, 2).
-    #[arg(long)]
+    #[arg(long, help_heading = RESOURCES)]
     pub cpus: Option<String>,
     /// Memory limit (e.g. 512m, 2g).
-    #[arg(long)]
+    #[arg(long, help_heading = RESOURCES)]
     pub memory: Option<String>,
     /// Process/thread limit.
-    #[arg(long)]
+    #[arg(long, help_heading = RESOURCES)]
     pub pids: Option<String>,
     /// Size of the sandbox's writable layer (e.g. 8g; at least 1g): an ext4 image for ns and
     /// gvisor, the disk layer for vm. Set when the layer is first made; `reset` drops it.
-    #[arg(long)]
+    #[arg(long, help_heading = RESOURCES)]
     pub disk: Option<String>,
     /// Set an environment variable inside: NAME=VALUE. Repeatable.
-    #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
+    #[arg(short = 'e', long = "env", value_name = "NAME=VALUE", help_heading = SANDBOX)]
     pub env: Vec<String>,
     /// Publish a port: [ADDR:][HOST_PORT:]SANDBOX_PORT, or a range like 1455-1465 (the host
     /// side listens on 127.0.0.1 unless ADDR is given). Repeatable.
-    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    #[arg(short = 'p', long = "publish", value_name = "SPEC", help_heading = NETWORK)]
     pub publish: Vec<String>,
     /// User inside: agent (default), root, or a uid.
-    #[arg(short, long, default_value = "agent")]
+    #[arg(short, long, default_value = "agent", help_heading = SANDBOX)]
     pub user: String,
     /// Set no_new_privs for every process (sudo inside stops working).
-    #[arg(long)]
+    #[arg(long, help_heading = SANDBOX)]
     pub no_sudo: bool,
     /// Remove the sandbox when the command exits.
-    #[arg(long)]
+    #[arg(long, help_heading = LIFECYCLE)]
     pub rm: bool,
     /// Run in the background (the command, or a keep-alive without one); prints the name.
     /// `paddock exec`, `shell`, `logs` and `stop` reach it.
-    #[arg(short, long)]
+    #[arg(short, long, help_heading = LIFECYCLE)]
     pub detach: bool,
     /// With -d (or create): give the command a terminal, so `paddock attach` can reach it
     /// (an agent preset always gets one).
-    #[arg(short = 't', long, conflicts_with = "no_tty")]
+    #[arg(short = 't', long, conflicts_with = "no_tty", help_heading = TERMINAL)]
     pub tty: bool,
     /// Leave `.git/hooks` and `.git/config` writable inside (by default they are read-only,
     /// since the host's git runs the hooks and obeys the config).
-    #[arg(long)]
+    #[arg(long, help_heading = WORKSPACE)]
     pub dangerously_allow_git_config: bool,
     /// Let --mount share a socket, device or FIFO (a Docker socket, say, gives the agent
     /// whatever listens behind it: with Docker's, the host).
-    #[arg(long)]
+    #[arg(long, help_heading = WORKSPACE)]
     pub dangerously_mount_sockets: bool,
     /// Never allocate a terminal, even when stdin and stdout are terminals.
-    #[arg(short = 'T', long)]
+    #[arg(short = 'T', long, help_heading = TERMINAL)]
     pub no_tty: bool,
     /// Allow HOST[:PORT] for this sandbox (repeatable; kept with a named sandbox).
-    #[arg(long = "allow", value_name = "HOST")]
+    #[arg(long = "allow", value_name = "HOST", help_heading = NETWORK)]
     pub allow: Vec<String>,
     /// Allow HOST[:PORT] even where it resolves to a private, reserved or carrier-grade NAT
     /// address (a company mirror); one host name, never a wildcard (repeatable). Loopback,
     /// link-local and metadata addresses are allowed only by naming the address.
-    #[arg(long = "allow-private-address", value_name = "HOST")]
+    #[arg(long = "allow-private-address", value_name = "HOST", help_heading = NETWORK)]
     pub allow_private_address: Vec<String>,
     /// Share the agent preset's configuration and login directory of this host (~/.claude,
     /// ~/.codex, ~/.gemini) at its place inside, writable: logins and token refreshes persist,
     /// and what the agent writes there applies to the agent on the host too.
-    #[arg(long)]
+    #[arg(long, help_heading = WORKSPACE)]
     pub agent_config: bool,
     /// Do not trust the host's extra certificate authorities inside (by default a sandbox
     /// trusts the CAs the host trusts and the image lacks: a company's TLS-inspecting proxy, a
     /// private registry's CA; `paddock doctor` lists them).
-    #[arg(long)]
+    #[arg(long, help_heading = NETWORK)]
     pub no_host_ca: bool,
     /// Network preset (deny-all, balanced, open); a new sandbox gets balanced.
-    #[arg(long = "policy", value_name = "PRESET")]
+    #[arg(long = "policy", value_name = "PRESET", help_heading = NETWORK)]
     pub policy: Option<String>,
     /// No network at all: no proxy, only the sandbox's own loopback.
-    #[arg(long, conflicts_with_all = ["allow", "allow_private_address", "policy", "upstream_proxy"])]
+    #[arg(
+        long,
+        conflicts_with_all = ["allow", "allow_private_address", "policy", "upstream_proxy"],
+        help_heading = NETWORK
+    )]
     pub no_network: bool,
     /// Send allowed connections on through this proxy of the host's network
     /// (http://[USER:PASSWORD@]HOST[:PORT]), or `none` for no upstream proxy. By default the
     /// host's HTTPS_PROXY, HTTP_PROXY and NO_PROXY, as set when the sandbox's settings are
     /// made (run, create). Paddock's rules still decide first.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", help_heading = NETWORK)]
     pub upstream_proxy: Option<String>,
     /// An agent to run (claude, codex, gemini, shell): installed into the sandbox on first use
     /// and started in the workspace; arguments after `--` go to it.
@@ -527,4 +623,46 @@ pub enum PolicyCmd {
         #[arg(long)]
         sandbox: Option<String>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_is_listed_in_one_group() {
+        let cmd = command();
+        let mut listed: Vec<&str> = COMMAND_GROUPS
+            .iter()
+            .flat_map(|(_, n)| n.iter().copied())
+            .collect();
+        listed.sort_unstable();
+        let mut visible: Vec<&str> = cmd
+            .get_subcommands()
+            .filter(|c| !c.is_hide_set())
+            .map(|c| c.get_name())
+            .chain(["help"])
+            .collect();
+        visible.sort_unstable();
+        assert_eq!(listed, visible);
+    }
+
+    #[test]
+    fn help_is_grouped_and_has_examples() {
+        let mut cmd = command();
+        let top = cmd.render_help().to_string();
+        for heading in COMMAND_GROUPS.iter().map(|(h, _)| h) {
+            assert!(top.contains(&format!("\n{heading}:\n")), "{top}");
+        }
+        assert!(top.contains("\nExamples:\n  paddock run claude"), "{top}");
+        let run = cmd
+            .find_subcommand_mut("run")
+            .map(|r| r.render_help().to_string())
+            .unwrap_or_default();
+        for heading in [WORKSPACE, SANDBOX, RESOURCES, NETWORK, LIFECYCLE, TERMINAL] {
+            assert!(run.contains(&format!("\n{heading}:\n")), "{run}");
+        }
+        assert!(run.contains("\nResources:\n      --cpus <CPUS>"), "{run}");
+        assert!(run.contains("\nExamples:\n  paddock run "), "{run}");
+    }
 }

@@ -32,7 +32,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Stop { names, time } => crate::lifecycle::stop_all(&names, time),
         Cmd::Attach { name } => crate::lifecycle::attach(&name),
         Cmd::Logs { name, follow } => crate::lifecycle::logs(&name, follow),
-        Cmd::Inspect { name, json } => crate::lifecycle::inspect(&name, json),
+        Cmd::Inspect { name, json } => crate::inspect::inspect(&name, json),
         Cmd::Update {
             name,
             cpus,
@@ -51,7 +51,14 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             publish,
             unpublish,
         } => crate::lifecycle::ports(&name, &publish, &unpublish),
-        Cmd::Prune { force } => crate::lifecycle::prune(force),
+        Cmd::Prune {
+            force,
+            workspace,
+            older_than,
+        } => crate::prune::prune(
+            &crate::prune::filter(workspace.as_deref(), older_than.as_deref())?,
+            force,
+        ),
         Cmd::Supervise { name } => crate::lifecycle::supervise(&name),
         Cmd::Image(cmd) => image(cmd),
         Cmd::Exec(args) => exec(args),
@@ -104,6 +111,11 @@ struct Validated {
     allow: Vec<Rule>,
     no_network: bool,
     workspace: AbsPath,
+    /// Where the command starts when not in the workspace itself: the subdirectory of a git
+    /// work tree whose root is the workspace.
+    cwd: Option<AbsPath>,
+    /// What to say about the git repository the directory lies in.
+    git_note: Option<String>,
     mounts: Vec<Mount>,
     limits: Limits,
     env: Vec<EnvVar>,
@@ -148,6 +160,46 @@ fn validate(args: &RunArgs) -> Result<Validated> {
         }
         Err(e) => Err(usage(e.to_string())),
     };
+    // Below a git work tree's root (and no -w): share the root, whose .git git inside needs,
+    // and start the command here.
+    let (canonical, cwd, git_note) = match crate::gitroot::repo_root_above(&canonical) {
+        None => (canonical, None, None),
+        Some(root) => {
+            let home = std::env::var_os("HOME").and_then(|h| std::fs::canonicalize(h).ok());
+            let refused = match rules.check(&root, false) {
+                Err(e) => Some(e.to_string()),
+                // In user mode the agent is the user: a root the user cannot write would be a
+                // read-only workspace.
+                Ok(_)
+                    if paddock_confine::user::is_user_mode()
+                        && !paddock_confine::user::writable(&root) =>
+                {
+                    Some(format!("you cannot write its root {}", root.display()))
+                }
+                Ok(_) => None,
+            };
+            match crate::gitroot::choose(
+                &canonical,
+                &root,
+                args.workspace.is_some(),
+                home.as_deref(),
+                refused,
+            ) {
+                crate::gitroot::Choice::Root { root } => {
+                    let note = format!(
+                        "sharing the git repository {} (its root, so that git works inside); the command starts in {}",
+                        root.display(),
+                        canonical.display()
+                    );
+                    let here = AbsPath::try_from(canonical).map_err(|e| usage(e.to_string()))?;
+                    (root, Some(here), Some(note))
+                }
+                crate::gitroot::Choice::Only { note } => {
+                    (canonical, None, Some(format!("note: {note}")))
+                }
+            }
+        }
+    };
     let workspace = share(&canonical, false)?;
     // In user mode the agent is the user: a workspace the user cannot write would be a
     // read-only one (or, with sudo inside, would look writable to root and fail). Asked after
@@ -176,6 +228,7 @@ fn validate(args: &RunArgs) -> Result<Validated> {
         pids: parse_flag("--pids", args.pids.as_deref(), Limits::parse_pids)?,
         disk: parse_flag("--disk", args.disk.as_deref(), Limits::parse_disk)?,
     };
+    check_host_limits(&limits)?;
     let env = parse_env(&args.env)?;
     let user: User = args
         .user
@@ -284,6 +337,8 @@ fn validate(args: &RunArgs) -> Result<Validated> {
         allow,
         no_network: args.no_network,
         workspace,
+        cwd,
+        git_note,
         mounts,
         limits,
         env,
@@ -386,6 +441,33 @@ pub(crate) fn check_port_free(m: &paddock_policy::PortMap) -> Result<()> {
             m.addr, m.host
         ))),
     }
+}
+
+/// The file in the state directory that holds the last `auto` backend note shown.
+const AUTO_NOTE: &str = "auto-backend-note";
+
+/// Whether `note` differs from the one recorded in `marker` (then it is recorded): a note is
+/// shown once, and again when it changes. A marker that cannot be written shows it every time.
+fn note_is_new(marker: &Path, note: &str) -> bool {
+    if std::fs::read_to_string(marker).is_ok_and(|had| had == note) {
+        return false;
+    }
+    let _ = std::fs::write(marker, note);
+    true
+}
+
+/// Why sandbox `name`, whose workspace is `had`, is not run on `asked`, and what to do.
+fn moved_workspace(name: &SandboxName, had: &AbsPath, asked: &AbsPath) -> String {
+    format!(
+        "sandbox {name} belongs to workspace {had}, not {asked}; run it there (-w {had}), choose another --name for {asked}, or `paddock rm {name}` first"
+    )
+}
+
+/// Refuses a CPU or memory limit beyond this host's (it could never be reached: a slip).
+pub(crate) fn check_host_limits(limits: &Limits) -> Result<()> {
+    limits
+        .check_host(&paddock_core::host_capacity())
+        .map_err(|e| usage(e.to_string()))
 }
 
 /// Parses an optional flag value; a bad value is a usage error naming the flag.
@@ -515,6 +597,17 @@ fn run_with(args: RunArgs, mode: Mode, internal: Internal) -> Result<i32> {
         Some(n) => store.get(n)?,
         None => None,
     };
+    // A sandbox made on the subdirectory itself (before roots were shared) keeps it.
+    if let Some(old) = &existing
+        && v.cwd.as_ref() == Some(&old.spec.workspace)
+    {
+        v.workspace = old.spec.workspace.clone();
+        v.cwd = None;
+        v.git_note = None;
+    }
+    if let Some(note) = &v.git_note {
+        eprintln!("paddock: {note}");
+    }
     if mode == Mode::Create
         && let Some(old) = &existing
     {
@@ -523,16 +616,30 @@ fn run_with(args: RunArgs, mode: Mode, internal: Internal) -> Result<i32> {
             old.spec.name, old.spec.name
         )));
     }
+    // A sandbox keeps its workspace: its layer and its agent's state belong to that project.
+    if let Some(old) = &existing
+        && old.spec.workspace != v.workspace
+    {
+        return Err(usage(moved_workspace(
+            &old.spec.name,
+            &old.spec.workspace,
+            &v.workspace,
+        )));
+    }
     // A sandbox keeps its backend: its disk and packages live there.
     let requested = match (&existing, args.backend.as_str()) {
         (Some(old), "auto") => old.spec.backend.clone(),
         _ => args.backend.clone(),
     };
     let (backend, why) = paddock_supervisor::select(&requested)?;
-    // Which backend `auto` picked for a new sandbox, and why (on a terminal; `paddock ls` shows
-    // the backend afterwards).
+    // Which backend `auto` picked for a new sandbox, and why: on a terminal, once per user and
+    // host until the choice or its reason changes (`paddock ls` shows the backend afterwards,
+    // `paddock doctor` the reason).
     if existing.is_none() && requested == "auto" && std::io::stderr().is_terminal() {
-        eprintln!("paddock: backend {}: {why}", backend.id());
+        let note = format!("backend {}: {why}", backend.id());
+        if note_is_new(&dirs.home().join(AUTO_NOTE), &note) {
+            eprintln!("paddock: {note} (said once; `paddock doctor` says it again)");
+        }
     }
     if let Some(old) = &existing
         && old.spec.backend != backend.id()
@@ -565,6 +672,15 @@ fn run_with(args: RunArgs, mode: Mode, internal: Internal) -> Result<i32> {
     // After every check that needs no image, so that bad input never waits for a build.
     let (image, rootfs) = ensure_image(&dirs, &args.image)?;
     let created = existing.is_none();
+    let tty = mode == Mode::Attached
+        && !args.no_tty
+        && std::io::stdin().is_terminal()
+        && std::io::stdout().is_terminal();
+    // Caught before the sandbox is recorded: a stop signal from here on ends the start cleanly.
+    let signals = match mode {
+        Mode::Attached => Some(paddock_supervisor::catch_signals(tty)?),
+        _ => None,
+    };
     if let Some(old) = &existing {
         if old.spec.image != spec.image {
             return Err(usage(format!(
@@ -605,10 +721,6 @@ fn run_with(args: RunArgs, mode: Mode, internal: Internal) -> Result<i32> {
     if let Some(agent) = &v.agent {
         agent_hints(&dirs, agent, &name, &v);
     }
-    let tty = mode == Mode::Attached
-        && !args.no_tty
-        && std::io::stdin().is_terminal()
-        && std::io::stdout().is_terminal();
     let argv = match &v.agent {
         Some(agent) => crate::agents::argv(agent, &args.command),
         None if args.command.is_empty() && mode != Mode::Attached => crate::lifecycle::KEEP_ALIVE
@@ -626,6 +738,7 @@ fn run_with(args: RunArgs, mode: Mode, internal: Internal) -> Result<i32> {
                 argv,
                 rm: args.rm,
                 tty: args.tty || v.agent.is_some(),
+                cwd: v.cwd.as_ref().map(ToString::to_string),
             },
         )?;
         if mode == Mode::Detached {
@@ -645,7 +758,7 @@ fn run_with(args: RunArgs, mode: Mode, internal: Internal) -> Result<i32> {
             name.as_str(),
             spec.network == Network::Proxy,
         ),
-        cwd: spec.workspace.to_string(),
+        cwd: v.cwd.as_ref().unwrap_or(&spec.workspace).to_string(),
         uid,
         stdio: if tty { Stdio::Pty } else { Stdio::Inherit },
     };
@@ -653,6 +766,10 @@ fn run_with(args: RunArgs, mode: Mode, internal: Internal) -> Result<i32> {
     let spec = SandboxSpec {
         discard_layer: args.rm,
         ..spec
+    };
+    let signals = match signals {
+        Some(s) => s,
+        None => paddock_supervisor::catch_signals(tty)?,
     };
     let result = paddock_supervisor::run_attached(
         &dirs,
@@ -662,6 +779,7 @@ fn run_with(args: RunArgs, mode: Mode, internal: Internal) -> Result<i32> {
         &image,
         rootfs,
         &launch,
+        signals,
     );
     // What the run changed that the host may later run: shown now, kept for `paddock trust`.
     if !internal.quiet {
@@ -680,7 +798,20 @@ fn run_with(args: RunArgs, mode: Mode, internal: Internal) -> Result<i32> {
         };
         let _ = remove(&dirs, &store, &name, how);
     }
-    let outcome = result?;
+    let outcome = match result {
+        Ok(o) => o,
+        // A stop signal during the start (timeout, Ctrl-C) is what ended it, whatever failed.
+        Err(e) => match e.signal() {
+            Some(sig) if remove_after => {
+                return Err(crate::error::interrupted(
+                    format!("{e}; nothing was kept"),
+                    sig,
+                ));
+            }
+            Some(sig) => return Err(crate::error::interrupted(e.to_string(), sig)),
+            None => return Err(e.into()),
+        },
+    };
     for d in outcome.diagnostics.iter().chain(&outcome.limits) {
         eprintln!("paddock: {d}");
     }
@@ -1306,4 +1437,25 @@ fn doctor(json: bool, seccomp: bool) -> Result<i32> {
     }
     let usable = report.backends.iter().any(|b| b.usable);
     Ok(if usable { 0 } else { 1 })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_note_is_said_once_and_again_when_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join(AUTO_NOTE);
+        let gvisor = "backend gvisor: auto: gvisor, because the vm backend needs working KVM (x)";
+        assert!(note_is_new(&marker, gvisor));
+        assert!(!note_is_new(&marker, gvisor));
+        assert!(!note_is_new(&marker, gvisor));
+        assert!(note_is_new(
+            &marker,
+            "backend vm: auto: vm, because KVM works here (y)"
+        ));
+        assert!(note_is_new(&marker, gvisor));
+    }
 }

@@ -26,6 +26,15 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
     .into()
 }
 
+/// A start a signal interrupted: the exit status is 128 + the signal, as a shell reports it.
+pub fn interrupted(message: impl Into<String>, signal: i32) -> anyhow::Error {
+    UserError {
+        message: message.into(),
+        code: 128 + signal,
+    }
+    .into()
+}
+
 /// Prints `e` and its causes; returns the exit status.
 pub fn report(e: &anyhow::Error) -> i32 {
     eprintln!("paddock: error: {e}");
@@ -35,11 +44,11 @@ pub fn report(e: &anyhow::Error) -> i32 {
     if let Some(u) = e.downcast_ref::<UserError>() {
         return u.code;
     }
-    if e.chain().any(|c| {
-        c.downcast_ref::<paddock_supervisor::SupervisorError>()
-            .is_some()
-    }) {
-        return EXIT_START;
+    let supervisor = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<paddock_supervisor::SupervisorError>());
+    if let Some(s) = supervisor {
+        return s.signal().map_or(EXIT_START, |sig| 128 + sig);
     }
     EXIT_FAILURE
 }

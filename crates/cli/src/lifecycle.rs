@@ -1,4 +1,4 @@
-//! Sandboxes in the background: `start`, `run -d`, `stop`, `logs`, `inspect`, `prune`, and the
+//! Sandboxes in the background: `start`, `run -d`, `stop`, `logs`, and the
 //! detached supervisor they start (`paddock __supervise NAME`).
 //!
 //! A background sandbox is one supervisor process of its own (a new session, no terminal, its
@@ -33,13 +33,17 @@ pub struct Main {
     /// Give the command a terminal (`paddock attach` reaches it).
     #[serde(default)]
     pub tty: bool,
+    /// Where the command starts, when not in the workspace (a subdirectory of the git work
+    /// tree whose root is the workspace).
+    #[serde(default)]
+    pub cwd: Option<String>,
 }
 
 fn main_file(dirs: &Dirs, name: &SandboxName) -> PathBuf {
     dirs.sandbox(name).join("main.json")
 }
 
-fn log_file(dirs: &Dirs, name: &SandboxName) -> PathBuf {
+pub(crate) fn log_file(dirs: &Dirs, name: &SandboxName) -> PathBuf {
     dirs.sandbox(name).join("output.log")
 }
 
@@ -54,7 +58,7 @@ pub fn write_main(dirs: &Dirs, name: &SandboxName, main: &Main) -> Result<()> {
     std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
 }
 
-fn read_main(dirs: &Dirs, name: &SandboxName) -> Main {
+pub(crate) fn read_main(dirs: &Dirs, name: &SandboxName) -> Main {
     std::fs::read(main_file(dirs, name))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -62,6 +66,7 @@ fn read_main(dirs: &Dirs, name: &SandboxName) -> Main {
             argv: KEEP_ALIVE.iter().map(|s| s.to_string()).collect(),
             rm: false,
             tty: false,
+            cwd: None,
         })
 }
 
@@ -180,7 +185,10 @@ pub fn supervise(name: &str) -> Result<i32> {
             name.as_str(),
             spec.network == Network::Proxy,
         ),
-        cwd: spec.workspace.to_string(),
+        cwd: main
+            .cwd
+            .clone()
+            .unwrap_or_else(|| spec.workspace.to_string()),
         uid,
         stdio: if main.tty { Stdio::Pty } else { Stdio::Inherit },
     };
@@ -199,6 +207,7 @@ pub fn supervise(name: &str) -> Result<i32> {
         &image,
         rootfs,
         &launch,
+        paddock_supervisor::catch_signals(main.tty)?,
     );
     crate::commands::report_trust(&dirs, &spec, started);
     let code = match &result {
@@ -384,6 +393,7 @@ pub fn update(
         pids: parse_flag("--pids", pids, Limits::parse_pids)?,
         disk: parse_flag("--disk", disk, Limits::parse_disk)?,
     };
+    crate::commands::check_host_limits(&new)?;
     if new == Limits::default() {
         return Err(usage(
             "nothing to change: give --cpus, --memory, --pids or --disk",
@@ -514,116 +524,6 @@ pub fn ports(name: &str, publish: &[String], unpublish: &[u16]) -> Result<i32> {
     }
     for m in &spec.ports {
         println!("{m}{}", if m.auto { " (agent preset)" } else { "" });
-    }
-    Ok(0)
-}
-
-/// `paddock inspect NAME`.
-pub fn inspect(name: &str, json: bool) -> Result<i32> {
-    let name = parse_name(name)?;
-    let (dirs, store) = open()?;
-    let rec = record(&store, &name)?;
-    let state = state(&dirs, &rec);
-    let main = read_main(&dirs, &name);
-    let dir = dirs.sandbox(&name);
-    let v = serde_json::json!({
-        "name": rec.spec.name,
-        "state": state,
-        "backend": rec.spec.backend,
-        "image": rec.spec.image,
-        "workspace": rec.spec.workspace,
-        "mounts": rec.spec.mounts,
-        "limits": rec.spec.limits,
-        "user": rec.spec.user,
-        "network": rec.spec.network,
-        "upstream_proxy": rec.spec.upstream_proxy.as_ref().map(ToString::to_string),
-        "ports": rec.spec.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-        "git_config_protected": !rec.spec.allow_git_config,
-        "env": rec.spec.env,
-        "created_at": rec.created_at,
-        "started_at": rec.started_at,
-        "supervisor_pid": if state == SandboxState::Running { rec.supervisor_pid } else { None },
-        "last_exit": rec.last_exit,
-        "last_cause": rec.last_cause,
-        "background_command": main.argv,
-        "directory": dir,
-        "log": log_file(&dirs, &name),
-        "trust_report": dir.join("trust-report.txt"),
-    });
-    if json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(0);
-    }
-    if let serde_json::Value::Object(map) = v {
-        for (k, v) in map {
-            let shown = match v {
-                serde_json::Value::String(s) => s,
-                serde_json::Value::Null => "-".into(),
-                other => other.to_string(),
-            };
-            println!("{k:<22} {shown}");
-        }
-    }
-    Ok(0)
-}
-
-/// `paddock prune`: removes every sandbox that is not running.
-pub fn prune(force: bool) -> Result<i32> {
-    let (dirs, store) = open()?;
-    let doomed: Vec<SandboxName> = store
-        .list()?
-        .into_iter()
-        .filter(|r| state(&dirs, r) != SandboxState::Running)
-        .map(|r| r.spec.name)
-        .collect();
-    if doomed.is_empty() {
-        println!("nothing to prune");
-        return Ok(0);
-    }
-    if !force {
-        if !std::io::stdin().is_terminal() {
-            return Err(usage(format!(
-                "prune would remove {} stopped sandbox(es) ({}); pass --force to do it",
-                doomed.len(),
-                doomed
-                    .iter()
-                    .map(|n| n.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-        eprint!(
-            "remove {} stopped sandbox(es) and their installed packages ({})? [y/N] ",
-            doomed.len(),
-            doomed
-                .iter()
-                .map(|n| n.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            return Ok(1);
-        }
-    }
-    for name in doomed {
-        // One that started meanwhile is refused by its lock and kept.
-        match crate::commands::remove_sandbox(&dirs, &store, &name) {
-            Ok(()) => {
-                crate::commands::forget_secrets(&dirs, &name);
-                println!("{name}");
-            }
-            Err(e) => eprintln!("paddock: kept {name}: {e:#}"),
-        }
-    }
-    // Leftovers of removals that were interrupted.
-    if let Ok(entries) = std::fs::read_dir(dirs.sandboxes()) {
-        for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with(".rm-") {
-                let _ = paddock_confine::user::remove_tree(&e.path());
-            }
-        }
     }
     Ok(0)
 }

@@ -5,11 +5,14 @@ mod agents;
 mod cli;
 mod commands;
 mod error;
+mod gitroot;
+mod inspect;
 mod lifecycle;
 mod policy;
+mod prune;
 mod secret;
 
-use clap::Parser;
+use clap::FromArgMatches;
 
 /// Whether `cmd` only prints and ends: not one that supervises or relays a sandbox's command,
 /// whose output pipe closing must not end the sandbox with it.
@@ -38,7 +41,10 @@ fn main() {
     {
         std::process::exit(paddock_confine::relay::main());
     }
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::from_arg_matches(&cli::command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     if prints_and_ends(&cli.command) {
         // Read by `head` or a pager that stops early: end quietly, as other command-line tools
         // do, instead of failing a print with a panic (Rust starts with SIGPIPE ignored).

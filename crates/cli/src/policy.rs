@@ -56,6 +56,23 @@ fn note_unknown_sandbox(dirs: &Dirs, scope: &Scope) {
     }
 }
 
+/// One line per built-in preset: its name and description (a preset that adds this host's
+/// package registries says so in its description, or gets it said after it).
+fn preset_list() -> Result<String> {
+    let mut out = String::new();
+    for (n, _) in presets::PRESETS {
+        let f = presets::load(n)?;
+        let description = f.description.unwrap_or_default();
+        let extra = if f.host_registries && !description.contains("package registries") {
+            " + this host's package registries"
+        } else {
+            ""
+        };
+        out.push_str(&format!("{n:<10} {description}{extra}\n"));
+    }
+    Ok(out)
+}
+
 /// Builds rules from `allow`/`deny` arguments, all checked before any is stored.
 pub fn rules_from(action: Action, args: &RuleArgs) -> Result<Vec<Rule>> {
     let port = args
@@ -200,15 +217,7 @@ pub fn policy(dirs: &Dirs, cmd: PolicyCmd) -> Result<i32> {
             match name {
                 Some(n) => print!("{}", presets::text(&n).map_err(|e| usage(e.to_string()))?),
                 None => {
-                    for (n, _) in presets::PRESETS {
-                        let f = presets::load(n)?;
-                        let extra = if f.host_registries {
-                            " + this host's package registries"
-                        } else {
-                            ""
-                        };
-                        println!("{n:<10} {}{extra}", f.description.unwrap_or_default());
-                    }
+                    print!("{}", preset_list()?);
                     println!(
                         "\n`paddock policy presets NAME` prints one; `paddock policy preset NAME [--sandbox S]` applies it."
                     );
@@ -519,4 +528,21 @@ fn import(dirs: &Dirs, file: &Path, sandbox: Option<&str>, replace: bool) -> Res
     let n = store.import(&by_scope, replace)?;
     println!("imported {n} rules from {}", file.display());
     Ok(0)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    #[test]
+    fn the_preset_list_says_each_thing_once() {
+        let list = super::preset_list().unwrap();
+        for line in list.lines() {
+            assert!(
+                line.matches("package registries").count() <= 1,
+                "said twice: {line}"
+            );
+        }
+        assert!(list.lines().any(|l| l.starts_with("balanced ")
+            && l.contains("this host's configured package registries")));
+    }
 }

@@ -81,10 +81,10 @@ pub fn secret(dirs: &Dirs, cmd: SecretCmd) -> Result<i32> {
             })?;
             let hosts: Vec<&str> = svc.inject.iter().map(|i| i.host()).collect();
             eprintln!(
-                "paddock: stored {} ({scope}); sent only to {}; inside, {} hold a placeholder",
+                "paddock: stored {} ({scope}); sent only to {}{}",
                 svc.name,
                 hosts.join(", "),
-                svc.env.join(", ")
+                placeholders_inside(&svc.env)
             );
             Ok(0)
         }
@@ -178,8 +178,43 @@ pub fn secret(dirs: &Dirs, cmd: SecretCmd) -> Result<i32> {
     }
 }
 
+/// `; inside, A holds a placeholder` or `; inside, A and B hold placeholders` (nothing for no
+/// variable).
+fn placeholders_inside(vars: &[String]) -> String {
+    match vars {
+        [] => String::new(),
+        [one] => format!("; inside, {one} holds a placeholder"),
+        [rest @ .., last] => format!("; inside, {} and {last} hold placeholders", rest.join(", ")),
+    }
+}
+
 fn http_header_name(h: &str) -> bool {
     !h.is_empty()
         && h.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholder_notes_agree_in_number() {
+        let vars = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let cases: &[(&[&str], &str)] = &[
+            (&[], ""),
+            (
+                &["ANTHROPIC_API_KEY"],
+                "; inside, ANTHROPIC_API_KEY holds a placeholder",
+            ),
+            (
+                &["GEMINI_API_KEY", "GOOGLE_API_KEY"],
+                "; inside, GEMINI_API_KEY and GOOGLE_API_KEY hold placeholders",
+            ),
+            (&["A", "B", "C"], "; inside, A, B and C hold placeholders"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(placeholders_inside(&vars(v)), *want);
+        }
+    }
 }

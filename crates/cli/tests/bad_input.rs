@@ -74,6 +74,26 @@ fn bad_input_is_refused_cleanly() {
     );
 }
 
+/// Limits beyond the host's (a slip: `100t` for `100g`) are refused by every command that
+/// takes them, with the host's figure, before anything exists.
+#[test]
+fn limits_beyond_the_host_are_refused() {
+    let ws = common::workspace();
+    let w = ws.path().to_str().unwrap();
+    check(
+        &["run", "-w", w, "--cpus", "999", "--", "true"],
+        "--cpus 999 is more than this host's ",
+    );
+    check(
+        &["create", "-w", w, "--name", "too-big", "--memory", "100t"],
+        "--memory 100T is more than this host's ",
+    );
+    check(
+        &["update", "too-big", "--cpus", "999"],
+        "online CPU(s); give at most --cpus ",
+    );
+}
+
 /// Shares that would hand the agent the host, Paddock itself or a host service (the outside
 /// review's cases): refused before anything exists, with what to do instead.
 #[test]

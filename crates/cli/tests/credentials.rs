@@ -356,9 +356,8 @@ fn an_agent_preset_runs_from_the_cache_and_gets_placeholders(backend: &str) {
     let first = run();
     let ctx = format!("{first:?}");
     assert!(
-        stdout(&first).contains(
-            "stand-in claude --version key=paddock-placeholder-anthropic-"
-        ) && stdout(&first).contains("config=/home/agent/.claude"),
+        stdout(&first).contains("stand-in claude --version key=paddock-placeholder-anthropic-")
+            && stdout(&first).contains("config=/home/agent/.claude"),
         "{ctx}"
     );
     assert!(!stdout(&first).contains(SECRET), "{ctx}");

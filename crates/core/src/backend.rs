@@ -113,20 +113,47 @@ pub fn shared_path(
 /// [`paddock_policy::Limits::host_defaults`] of the host's memory (`MemTotal`) and of the space
 /// free there (`statvfs`, for an unprivileged user).
 pub fn host_limits(state: &Path) -> paddock_policy::Limits {
-    let ram = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib * 1024);
+    let ram = host_capacity().memory;
     // The state directory may not exist yet: its nearest existing parent is on the same disk.
     let free = state
         .ancestors()
         .find_map(|p| rustix::fs::statvfs(p).ok())
         .map_or(0, |v| v.f_bavail.saturating_mul(v.f_frsize));
     paddock_policy::Limits::host_defaults(ram, free)
+}
+
+/// What this host has: its online CPUs (`/sys/devices/system/cpu/online`) and its memory
+/// (`MemTotal`); zero where it cannot be read.
+pub fn host_capacity() -> paddock_policy::HostCapacity {
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib.saturating_mul(1024));
+    let cpus = std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .and_then(|l| count_cpu_list(&l))
+        .unwrap_or(0);
+    paddock_policy::HostCapacity { cpus, memory }
+}
+
+/// The number of CPUs in a kernel CPU list (`0-3,6,8-9`), or `None` when it is malformed.
+fn count_cpu_list(list: &str) -> Option<u32> {
+    let mut n = 0u32;
+    for part in list.trim().split(',') {
+        let (lo, hi) = match part.split_once('-') {
+            Some((lo, hi)) => (lo.parse::<u32>().ok()?, hi.parse::<u32>().ok()?),
+            None => {
+                let one = part.parse::<u32>().ok()?;
+                (one, one)
+            }
+        };
+        n = n.checked_add(hi.checked_sub(lo)?.checked_add(1)?)?;
+    }
+    Some(n)
 }
 
 /// Everything a backend needs besides the spec.
@@ -376,4 +403,24 @@ pub trait Backend: Send + Sync {
         handle: ExecHandle,
         launch: &Launch,
     ) -> Result<Box<dyn Instance>, BackendError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_are_counted() {
+        let cases: &[(&str, Option<u32>)] = &[
+            ("0\n", Some(1)),
+            ("0-1\n", Some(2)),
+            ("0-3,6,8-9", Some(7)),
+            ("", None),
+            ("3-1", None),
+            ("0-x", None),
+        ];
+        for (list, want) in cases {
+            assert_eq!(count_cpu_list(list), *want, "{list:?}");
+        }
+    }
 }

@@ -23,7 +23,7 @@ pub mod trust;
 
 pub use backend::{
     Backend, BackendError, Egress, ExecHandle, Execs, Exit, Instance, Launch, Probe, ProbeItem,
-    SessionEnd, StartContext, Stdio, Streams, TRUST_STORE, host_limits, shared_path,
+    SessionEnd, StartContext, Stdio, Streams, TRUST_STORE, host_capacity, host_limits, shared_path,
     trust_store_file,
 };
 pub use dirs::{Dirs, DirsError};

@@ -13,7 +13,7 @@ mod path;
 mod port;
 mod run;
 
-pub use limits::{ByteSize, Cpus, DEFAULT_PIDS, Limits, LimitsError};
+pub use limits::{ByteSize, Cpus, DEFAULT_PIDS, HostCapacity, Limits, LimitsError};
 pub use mount::{Mount, MountError};
 pub use name::{NameError, SandboxName};
 pub use path::{AbsPath, PathError};

@@ -25,6 +25,36 @@ pub enum LimitsError {
     /// the disk is too small to hold an image
     #[error("disk size {0} is too small: at least 1g is needed")]
     DiskTooSmall(ByteSize),
+    /// more CPUs than the host has online
+    #[error(
+        "--cpus {asked} is more than this host's {host} online CPU(s); give at most --cpus {host}"
+    )]
+    CpusBeyondHost {
+        /// What was asked.
+        asked: Cpus,
+        /// The host's online CPUs.
+        host: u32,
+    },
+    /// more memory than the host has
+    #[error(
+        "--memory {asked} is more than this host's {host} of memory; give at most --memory {host}"
+    )]
+    MemoryBeyondHost {
+        /// What was asked.
+        asked: ByteSize,
+        /// The host's memory (`MemTotal`).
+        host: ByteSize,
+    },
+}
+
+/// What the host has, to check limits against: a limit beyond it can never be reached and is
+/// a slip (`--memory 100t` for `100g`). Zero means unknown (nothing is checked against it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostCapacity {
+    /// CPUs online.
+    pub cpus: u32,
+    /// Memory in bytes (`MemTotal`).
+    pub memory: u64,
 }
 
 /// A size in bytes, parsed from `512m`, `2G`, `1.5GiB`, `1048576`.
@@ -189,6 +219,29 @@ impl Limits {
         self.memory.map(|m| ByteSize((m.0 / 2).max(1 << 20)))
     }
 
+    /// Refuses a CPU or memory limit beyond what `host` has (the error names the host's figure).
+    pub fn check_host(&self, host: &HostCapacity) -> Result<(), LimitsError> {
+        if let Some(c) = self.cpus
+            && host.cpus > 0
+            && u64::from(c.0) > u64::from(host.cpus) * 1000
+        {
+            return Err(LimitsError::CpusBeyondHost {
+                asked: c,
+                host: host.cpus,
+            });
+        }
+        if let Some(m) = self.memory
+            && host.memory > 0
+            && m.0 > host.memory
+        {
+            return Err(LimitsError::MemoryBeyondHost {
+                asked: m,
+                host: ByteSize(host.memory),
+            });
+        }
+        Ok(())
+    }
+
     /// True when no limit is set.
     pub fn is_empty(&self) -> bool {
         self.cpus.is_none() && self.memory.is_none() && self.pids.is_none() && self.disk.is_none()
@@ -271,6 +324,75 @@ mod tests {
         assert_eq!(
             Limits::host_defaults(G, 130 * G).disk,
             Some(ByteSize(64 * G))
+        );
+    }
+
+    #[test]
+    fn limits_beyond_the_host_are_refused() {
+        const G: u64 = 1 << 30;
+        let host = HostCapacity {
+            cpus: 2,
+            memory: 8 * G,
+        };
+        let limits = |cpus: &str, memory: &str| Limits {
+            cpus: Some(cpus.parse().unwrap()),
+            memory: Some(Limits::parse_memory(memory).unwrap()),
+            ..Limits::default()
+        };
+        let cases: &[(&str, &str, Result<(), LimitsError>)] = &[
+            ("2", "8g", Ok(())),
+            ("0.5", "512m", Ok(())),
+            (
+                "2.01",
+                "1g",
+                Err(LimitsError::CpusBeyondHost {
+                    asked: Cpus(2010),
+                    host: 2,
+                }),
+            ),
+            (
+                "999",
+                "1g",
+                Err(LimitsError::CpusBeyondHost {
+                    asked: Cpus(999_000),
+                    host: 2,
+                }),
+            ),
+            (
+                "1",
+                "100t",
+                Err(LimitsError::MemoryBeyondHost {
+                    asked: ByteSize(100 << 40),
+                    host: ByteSize(8 * G),
+                }),
+            ),
+        ];
+        for (cpus, memory, want) in cases {
+            assert_eq!(
+                limits(cpus, memory).check_host(&host),
+                *want,
+                "{cpus} {memory}"
+            );
+        }
+        // Nothing set, or nothing known about the host: nothing to refuse.
+        assert_eq!(Limits::default().check_host(&host), Ok(()));
+        assert_eq!(
+            limits("999", "100t").check_host(&HostCapacity::default()),
+            Ok(())
+        );
+        assert_eq!(
+            limits("999", "1g")
+                .check_host(&host)
+                .unwrap_err()
+                .to_string(),
+            "--cpus 999 is more than this host's 2 online CPU(s); give at most --cpus 2"
+        );
+        assert_eq!(
+            limits("1", "100t")
+                .check_host(&host)
+                .unwrap_err()
+                .to_string(),
+            "--memory 100T is more than this host's 8G of memory; give at most --memory 8G"
         );
     }
 

@@ -23,7 +23,7 @@ use paddock_core::{
     Backend, BackendError, Dirs, Exit, ImageInfo, Launch, LockError, Network, SandboxLock,
     SandboxSpec, StartContext, Store, StoreError,
 };
-pub use relay::{AttachEnd, AttachHub};
+pub use relay::{AttachEnd, AttachHub, SignalPipe};
 pub use select::{SelectError, backend_ids, check_name as select_check, select};
 
 /// The namespace backend's seccomp table: (syscall, action, reason).
@@ -81,6 +81,31 @@ pub enum SupervisorError {
     /// predate a rule, or a path may lead elsewhere now)
     #[error(transparent)]
     Share(#[from] paddock_core::shares::ShareError),
+    /// a signal asked the supervisor to stop while the sandbox was being set up: whatever
+    /// failed then (a helper in the same process group got the signal too) is its effect, not
+    /// the cause
+    #[error(
+        "interrupted by {} {}",
+        relay::signal_name(*.signal),
+        if *.starting { "while starting" } else { "before the command finished" }
+    )]
+    Interrupted {
+        /// The signal.
+        signal: i32,
+        /// Whether the sandbox was still being set up (else its backend failed as it ran).
+        starting: bool,
+    },
+}
+
+impl SupervisorError {
+    /// The exit status the failure stands for: 128 + the signal for [`Self::Interrupted`],
+    /// as a shell reports a command a signal ended.
+    pub fn signal(&self) -> Option<i32> {
+        match self {
+            SupervisorError::Interrupted { signal, .. } => Some(*signal),
+            _ => None,
+        }
+    }
 }
 
 /// Attaches this terminal to the command of the running sandbox `name` (started with a
@@ -154,6 +179,15 @@ pub fn run_exec(
     })
 }
 
+/// Ends a sandbox that started but will not run: its command is killed, and the instance is
+/// told that no relay will read its session (an instance whose end is reported through the
+/// session, gVisor's or a VM's, would otherwise wait for that report for ever).
+fn abandon(instance: &mut dyn paddock_core::Instance) {
+    let _ = instance.signal(libc::SIGKILL);
+    instance.relayed(paddock_core::SessionEnd::default());
+    let _ = instance.wait();
+}
+
 /// What the run ended with.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -163,6 +197,14 @@ pub struct Outcome {
     pub diagnostics: Vec<String>,
     /// The limits the sandbox ran into (memory, processes).
     pub limits: Vec<String>,
+}
+
+/// Catches the signals a sandbox's command gets passed on (SIGWINCH too with a `terminal`), for
+/// [`run_attached`]: from before the sandbox is recorded, so that a stop signal during the
+/// setup ends it cleanly instead of killing this process halfway (a row and a directory left
+/// behind), and one that comes later reaches the command once it runs.
+pub fn catch_signals(terminal: bool) -> Result<SignalPipe, SupervisorError> {
+    relay::SignalPipe::catch(terminal).map_err(SupervisorError::Relay)
 }
 
 /// Refuses a spec whose shares may not be shared ([`paddock_core::shares`]): fail closed at
@@ -177,6 +219,10 @@ fn check_shares(dirs: &Dirs, spec: &SandboxSpec) -> Result<(), SupervisorError> 
 }
 
 /// Runs `launch` in the sandbox `spec`, attached to this terminal, and waits for it.
+/// `signals` were caught by the caller before it recorded the sandbox ([`catch_signals`]): a
+/// stop signal from then on ends the start as [`SupervisorError::Interrupted`], one after the
+/// start is passed on to the command.
+#[allow(clippy::too_many_arguments)]
 pub fn run_attached(
     dirs: &Dirs,
     store: &Store,
@@ -185,6 +231,7 @@ pub fn run_attached(
     image: &ImageInfo,
     image_rootfs: PathBuf,
     launch: &Launch,
+    signals: SignalPipe,
 ) -> Result<Outcome, SupervisorError> {
     let name = spec.name.to_string();
     check_shares(dirs, spec)?;
@@ -200,9 +247,22 @@ pub fn run_attached(
         Err(LockError::Busy) => return Err(SupervisorError::Busy(name)),
         Err(source) => return Err(SupervisorError::Lock { name, source }),
     };
-    // Caught from here on, so a signal during setup reaches the sandbox once it runs.
-    let signals = relay::SignalPipe::catch(launch.stdio == paddock_core::Stdio::Pty)
-        .map_err(SupervisorError::Relay)?;
+    // Asked to stop before anything started: nothing more is done.
+    if let Some(signal) = signals.stop_requested() {
+        return Err(SupervisorError::Interrupted {
+            signal,
+            starting: true,
+        });
+    }
+    // A setup step that fails after a stop signal came (`timeout`, Ctrl-C: the signal reaches
+    // the helpers of this process group too, mkfs or runsc) failed because of it: say so.
+    let interrupted = |e: SupervisorError| match signals.stop_requested() {
+        Some(signal) => SupervisorError::Interrupted {
+            signal,
+            starting: true,
+        },
+        None => e,
+    };
     // Credentials bound to hosts: the proxy injects them; the sandbox gets placeholders and
     // trusts the sandbox's CA. Fail closed: secrets that cannot be read stop the start.
     let prepared = match spec.network {
@@ -215,7 +275,8 @@ pub fn run_attached(
                 &name,
                 &sandbox_dir,
                 inspect,
-            )?
+            )
+            .map_err(|e| interrupted(e.into()))?
         }
         Network::None => None,
     };
@@ -253,12 +314,15 @@ pub fn run_attached(
     // The proxy process starts now, so its setup overlaps the sandbox's.
     let pending = match spec.network {
         Network::None => None,
-        Network::Proxy => Some(egress::spawn(
-            &dirs.database(),
-            &name,
-            prepared.map(|p| p.credentials),
-            spec.upstream_proxy.clone(),
-        )?),
+        Network::Proxy => Some(
+            egress::spawn(
+                &dirs.database(),
+                &name,
+                prepared.map(|p| p.credentials),
+                spec.upstream_proxy.clone(),
+            )
+            .map_err(|e| interrupted(e.into()))?,
+        ),
     };
     store.mark_running(&spec.name, std::process::id())?;
     let ctx = StartContext {
@@ -285,22 +349,20 @@ pub fn run_attached(
         Err(e) => {
             let _ = store.mark_stopped(&spec.name, None, None);
             drop(control);
-            return Err(e.into());
+            return Err(interrupted(e.into()));
         }
     };
     if let Some(c) = &control {
         c.set_pid(instance.pid());
         if let Err(e) = c.set_execs(instance.execs(), &spec.ports) {
             // Fail closed: a port the user asked for is not there.
-            let _ = instance.signal(libc::SIGKILL);
-            let _ = instance.wait();
+            abandon(instance.as_mut());
             let _ = store.mark_stopped(&spec.name, None, None);
             drop(control);
-            return Err(SupervisorError::Port(e));
+            return Err(interrupted(SupervisorError::Port(e)));
         }
     } else if !spec.ports.is_empty() {
-        let _ = instance.signal(libc::SIGKILL);
-        let _ = instance.wait();
+        abandon(instance.as_mut());
         let _ = store.mark_stopped(&spec.name, None, None);
         return Err(SupervisorError::Port(
             "the control socket could not be made, so no port can be published".into(),
@@ -312,11 +374,10 @@ pub fn run_attached(
             Ok(p) => Some(p),
             Err(e) => {
                 // Fail closed: no proxy, no sandbox.
-                let _ = instance.signal(libc::SIGKILL);
-                let _ = instance.wait();
+                abandon(instance.as_mut());
                 let _ = store.mark_stopped(&spec.name, None, None);
                 drop(control);
-                return Err(e.into());
+                return Err(interrupted(e.into()));
             }
         },
     };
@@ -336,8 +397,17 @@ pub fn run_attached(
     store.mark_stopped(&spec.name, status, cause.as_deref())?;
     drop(control);
     relayed.map_err(SupervisorError::Relay)?;
+    // A backend that failed after a stop signal came (gVisor's runsc got it too) failed
+    // because of it.
+    let exit = exit.map_err(|e| match signals.stop_requested() {
+        Some(signal) => SupervisorError::Interrupted {
+            signal,
+            starting: false,
+        },
+        None => e.into(),
+    })?;
     Ok(Outcome {
-        exit: exit?,
+        exit,
         diagnostics,
         limits,
     })

@@ -14,10 +14,14 @@ use rustix::termios::{OptionalActions, Termios, tcgetattr, tcgetwinsize, tcsetat
 /// The signals the supervisor catches for a sandbox, caught from before the sandbox starts:
 /// one that arrives while the sandbox is being set up is passed on once it runs, instead of
 /// killing the supervisor and leaving the sandbox without it.
+#[derive(Debug)]
 pub struct SignalPipe {
     read: OwnedFd,
     write: std::os::fd::RawFd,
     ids: Vec<signal_hook::SigId>,
+    /// The first stop signal (SIGINT, SIGTERM, SIGHUP, SIGQUIT) read from the pipe; 0 until one
+    /// came.
+    stopped: std::sync::atomic::AtomicI32,
 }
 
 impl SignalPipe {
@@ -51,6 +55,7 @@ impl SignalPipe {
             read,
             write: wfd,
             ids,
+            stopped: std::sync::atomic::AtomicI32::new(0),
         })
     }
 
@@ -62,6 +67,17 @@ impl SignalPipe {
         Ok(rustix::io::fcntl_dupfd_cloexec(fd, 3)?)
     }
 
+    /// The first signal caught so far that asks to stop (SIGINT, SIGTERM, SIGHUP, SIGQUIT):
+    /// for a sandbox that failed to start or to run, the likely cause (the signal reached the
+    /// helpers of this process group as well). Signals not yet passed on are consumed.
+    pub fn stop_requested(&self) -> Option<i32> {
+        self.drain();
+        match self.stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            s => Some(s),
+        }
+    }
+
     fn drain(&self) -> Vec<i32> {
         let mut buf = [0u8; 64];
         let mut out = Vec::new();
@@ -70,6 +86,14 @@ impl SignalPipe {
                 break;
             }
             out.extend(buf[..n].iter().map(|b| i32::from(*b)));
+        }
+        if let Some(s) = out.iter().find(|s| STOPS.contains(s)) {
+            let _ = self.stopped.compare_exchange(
+                0,
+                *s,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
         out
     }
@@ -80,6 +104,22 @@ impl Drop for SignalPipe {
         for id in self.ids.drain(..) {
             signal_hook::low_level::unregister(id);
         }
+    }
+}
+
+/// The signals that ask a command to stop.
+const STOPS: [i32; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+
+/// The name of a signal the supervisor catches (`SIGTERM`), or `signal N`.
+pub fn signal_name(signal: i32) -> String {
+    match signal {
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGHUP => "SIGHUP".into(),
+        libc::SIGQUIT => "SIGQUIT".into(),
+        libc::SIGUSR1 => "SIGUSR1".into(),
+        libc::SIGUSR2 => "SIGUSR2".into(),
+        n => format!("signal {n}"),
     }
 }
 
