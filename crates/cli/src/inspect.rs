@@ -318,6 +318,8 @@ last exit           137 (memory limit: 4G)
 limits              cpus 1.5, memory 4G, processes 4096, disk no limit
 user                agent
 network             through the proxy, preset balanced
+upstream proxy      none
+host CAs            trusted inside (those the host added)
 ports               127.0.0.1:3000 -> 3000
 git config          read-only inside
 environment         FOO

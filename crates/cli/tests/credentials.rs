@@ -300,9 +300,10 @@ echo "--- end"
 
 /// An agent cache holding a claude "installation" that prints what it was started with and
 /// the key it sees: the probe for what a preset's command gets. (The real installs from the
-/// npm registry are the registries suite's.)
+/// npm registry are the registries suite's.) Returns the cache's base (`PADDOCK_CACHE_DIR`).
 fn probe_agent_cache(dir: &Path) -> PathBuf {
-    let cache = dir.join("agents");
+    let base = dir.join("cache");
+    let cache = base.join("agents");
     let install = cache.join("claude/1.0.0-0");
     std::fs::create_dir_all(install.join("bin")).unwrap();
     std::fs::write(
@@ -323,8 +324,8 @@ fn probe_agent_cache(dir: &Path) -> PathBuf {
     )
     .unwrap();
     std::os::unix::fs::symlink("1.0.0-0", cache.join("claude/current")).unwrap();
-    common::hand_over(&cache);
-    cache
+    common::hand_over(&base);
+    base
 }
 
 on_ns_and_gvisor!(
@@ -365,7 +366,7 @@ fn an_agent_preset_runs_from_the_cache_and_gets_placeholders(backend: &str) {
     // The installation is seen read-only, also by root inside.
     assert!(!stdout(&first).contains("writable"), "{ctx}");
     for f in ["x", "y"] {
-        assert!(!cache.join("claude/1.0.0-0").join(f).exists(), "{f}");
+        assert!(!cache.join("agents/claude/1.0.0-0").join(f).exists(), "{f}");
     }
     let bad = common::paddock()
         .args(["run", "--rm", "-w"])

@@ -988,6 +988,7 @@ fn inspect_is_readable_and_its_json_keeps_its_keys() {
                 "directory",
                 "env",
                 "git_config_protected",
+                "host_ca",
                 "image",
                 "last_cause",
                 "last_exit",
@@ -1001,6 +1002,7 @@ fn inspect_is_readable_and_its_json_keeps_its_keys() {
                 "state",
                 "supervisor_pid",
                 "trust_report",
+                "upstream_proxy",
                 "user",
                 "workspace"
             ]

@@ -280,7 +280,7 @@ fn a_refused_install_names_the_refusal() {
         "{err}"
     );
     assert!(
-        !cache.path().join("codex/current").exists(),
+        !cache.path().join("agents/codex/current").exists(),
         "a failed install is not used"
     );
 }
