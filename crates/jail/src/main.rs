@@ -243,6 +243,11 @@ fn outer(cfg: JailConfig, channel: OwnedFd, mapped: bool) -> Result<i32, Failure
         rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::Dumpable)
             .layer("user namespace", "cannot prepare pid 1's id maps")?;
     }
+    // The forwarded signals are blocked before the fork, so that pid 1 starts with them
+    // blocked: a signal forwarded before its init has set itself up stays pending (the kernel
+    // drops a signal with the default action sent to a namespace's init, but never a blocked
+    // one), and init passes it on. The command itself starts with an empty mask.
+    let _ = paddock_init::block_forwarded();
     // SAFETY: single-threaded, so the child may run arbitrary code.
     match unsafe { fork() }.layer("namespaces", "cannot fork pid 1")? {
         ForkResult::Child => {
@@ -291,7 +296,6 @@ fn outer(cfg: JailConfig, channel: OwnedFd, mapped: bool) -> Result<i32, Failure
                 let _ = to_child_w.write_all(&reply);
             }
             drop(to_child_w);
-            let _ = paddock_init::block_forwarded();
             let code = forward_and_wait(child, Target::Process, false);
             // Everything in the sandbox is gone with its pid 1: nothing writes the folders now.
             give_back_folders(&cfg, started);
