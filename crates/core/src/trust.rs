@@ -211,7 +211,14 @@ fn classify(roots: &[PathBuf], root: &Path, p: &Path, since: i128, out: &mut Vec
     };
     let changed = ctime(&meta) >= since;
     let shown = Sweep::show(roots, p);
-    let Ok(rel) = p.strip_prefix(root) else {
+    // In the workspace, by its path there; in another shared folder, by its path from that
+    // folder's parent, so that the folder's own name counts (`.claude/settings.json` in a
+    // shared `~/.claude`, which an agent on the host loads).
+    let base = match roots.first() {
+        Some(ws) if ws != root => root.parent().unwrap_or(root),
+        _ => root,
+    };
+    let Ok(rel) = p.strip_prefix(base) else {
         return;
     };
     if meta.file_type().is_symlink() {
@@ -352,5 +359,26 @@ mod tests {
         assert!(r[0].why.contains("execute bits were removed"), "{r:?}");
         assert_eq!(mode(".git/hooks/post-checkout"), 0o664);
         assert_eq!(mode("run.sh"), 0o755);
+    }
+
+    /// A shared agent directory (`--agent-config`): what the agent changes there is judged by
+    /// the directory's own name too.
+    #[test]
+    fn a_shared_agent_directory_is_judged_by_its_name() {
+        let t = tempfile::tempdir().unwrap();
+        let (ws, claude) = (t.path().join("proj"), t.path().join(".claude"));
+        fs::create_dir_all(&ws).unwrap();
+        fs::create_dir_all(&claude).unwrap();
+        let start = SystemTime::now();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(claude.join("settings.json"), r#"{"hooks": {}}"#).unwrap();
+        fs::write(ws.join("settings.json"), "{}").unwrap();
+        let r = report(&[ws.clone(), claude.clone()], start, false);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(
+            r[0].path,
+            claude.join("settings.json").display().to_string()
+        );
+        assert!(r[0].why.contains("agent settings"), "{r:?}");
     }
 }
