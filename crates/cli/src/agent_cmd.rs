@@ -37,8 +37,7 @@ pub fn sandbox_name(agent: &str, workspace: &AbsPath) -> SandboxName {
         true => format!("{agent}-{:06x}", hash & 0xff_ffff),
         false => format!("{agent}-{base}-{:06x}", hash & 0xff_ffff),
     };
-    name.parse()
-        .unwrap_or_else(|_| crate::commands::fallback_name())
+    name.parse().unwrap_or_else(|_| crate::run::fallback_name())
 }
 
 /// The name of the sandbox that installs `agent` (kept after a failed install, so that its
@@ -125,7 +124,7 @@ fn install_into(agent: &Agent, backend: &str, build: &Path) -> Result<Installed>
         return Err(anyhow!("building the install command"));
     };
     let args: RunArgs = args;
-    let status = crate::commands::run_internal(args, crate::commands::Internal { quiet: true })?;
+    let status = crate::run::run_internal(args, crate::run::Internal { quiet: true })?;
     if status != 0 {
         return Err(usage(format!(
             "{} could not be installed (the reason is above); the install sandbox {sandbox} is kept: `paddock policy log --sandbox {sandbox}` shows its requests, `paddock rm {sandbox}` removes it",

@@ -385,7 +385,7 @@ pub fn update(
 ) -> Result<i32> {
     use paddock_policy::Limits;
 
-    use crate::commands::parse_flag;
+    use crate::run::parse_flag;
     let name = parse_name(name)?;
     let new = Limits {
         cpus: parse_flag("--cpus", cpus, str::parse)?,
@@ -393,7 +393,7 @@ pub fn update(
         pids: parse_flag("--pids", pids, Limits::parse_pids)?,
         disk: parse_flag("--disk", disk, Limits::parse_disk)?,
     };
-    crate::commands::check_host_limits(&new)?;
+    crate::run::check_host_limits(&new)?;
     if new == Limits::default() {
         return Err(usage(
             "nothing to change: give --cpus, --memory, --pids or --disk",
@@ -517,7 +517,7 @@ pub fn ports(name: &str, publish: &[String], unpublish: &[u16]) -> Result<i32> {
                 None => {}
             }
         } else {
-            crate::commands::check_port_free(&m)?;
+            crate::run::check_port_free(&m)?;
         }
         spec.ports.push(m);
         store.update_spec(&spec)?;

@@ -10,6 +10,7 @@ mod inspect;
 mod lifecycle;
 mod policy;
 mod prune;
+mod run;
 mod secret;
 
 use clap::FromArgMatches;
