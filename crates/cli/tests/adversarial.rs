@@ -239,10 +239,18 @@ mod runtime {
                 "sh",
                 "-c",
                 // The counter starts first (at the limit, nothing new can start to count) and
-                // counts the sandbox's processes: not pid 1, not a VM's kernel threads.
-                "command -v setpriv || exit 3; \
+                // counts the sandbox's processes: not pid 1, not a VM's kernel threads. It counts
+                // once every user's loop has started its processes (each leaves a mark without a
+                // fork; a loop killed for the limit leaves none, so at most 20 s), after a second in which a
+                // limit held by sampling (gVisor's) has caught up: on a loaded machine the loops
+                // may still be forking at any fixed time, and a count then sees a burst the
+                // sampler has not yet seen.
+                "command -v setpriv || exit 3; mkdir -m 1777 /tmp/started; \
                  python3 -c 'import os, time
-time.sleep(4)
+deadline = time.time() + 20
+while len(os.listdir(\"/tmp/started\")) < 12 and time.time() < deadline:
+    time.sleep(0.2)
+time.sleep(1)
 total, users = 0, set()
 for p in os.listdir(\"/proc\"):
     if not p.isdigit() or p in (\"1\", \"2\"):
@@ -258,7 +266,7 @@ for p in os.listdir(\"/proc\"):
         users.add(uid)
 print(\"USERS=%d\" % len(users)); print(\"TOTAL=%d\" % total, flush=True)' & \
                  for u in $(seq 2001 2012); do \
-                   setpriv --reuid=$u --regid=$u --clear-groups sh -c 'for i in $(seq 10); do sleep 30 & sleep 0.1; done; wait' 2>/dev/null & \
+                   setpriv --reuid=$u --regid=$u --clear-groups sh -c 'for i in $(seq 10); do sleep 30 & sleep 0.1; done; : > /tmp/started/$0; wait' $u 2>/dev/null & \
                  done; wait %1",
             ])
             .output()
