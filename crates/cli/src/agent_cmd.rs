@@ -16,23 +16,9 @@ use crate::error::usage;
 /// agent, named after both (`claude-myproject-3fa2c1`), so its layer and the agent's state
 /// inside are there next time.
 pub fn sandbox_name(agent: &str, workspace: &AbsPath) -> SandboxName {
-    let base: String = workspace
-        .components()
-        .last()
-        .unwrap_or("workspace")
-        .chars()
-        .map(|c| c.to_ascii_lowercase())
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .take(24)
-        .collect();
-    let base = base.trim_matches('-');
-    // FNV-1a over the whole path: two workspaces with the same last component differ.
-    let hash = workspace
-        .to_string()
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
+    let base = crate::run::workspace_label(workspace, 24);
+    // Over the whole path: two workspaces with the same last component differ.
+    let hash = paddock_core::stable_hash(workspace.to_string().as_bytes());
     let name = match base.is_empty() {
         true => format!("{agent}-{:06x}", hash & 0xff_ffff),
         false => format!("{agent}-{base}-{:06x}", hash & 0xff_ffff),
@@ -230,7 +216,7 @@ pub fn agent(cmd: AgentCmd) -> Result<i32> {
                         package,
                         i.version,
                         i.node,
-                        utc(i.installed_at)
+                        crate::inspect::local_time(i.installed_at)
                     ),
                     None => println!(
                         "{:<8} {:<28} {:<14} {:<10} on first `paddock run {}`",
@@ -262,26 +248,6 @@ pub fn agent(cmd: AgentCmd) -> Result<i32> {
             Ok(0)
         }
     }
-}
-
-/// `2026-12-02 18:04 UTC` for seconds since the epoch.
-fn utc(secs: i64) -> String {
-    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year}-{month:02}-{day:02} {:02}:{:02} UTC",
-        rest / 3600,
-        rest % 3600 / 60
-    )
 }
 
 fn known(name: &str) -> Result<Agent> {
@@ -323,12 +289,5 @@ mod tests {
                 .len()
                 <= 63
         );
-    }
-
-    #[test]
-    fn times_read_as_dates() {
-        assert_eq!(utc(0), "1970-01-01 00:00 UTC");
-        assert_eq!(utc(1_796_234_640), "2026-12-02 18:04 UTC");
-        assert_eq!(utc(951_782_400), "2000-02-29 00:00 UTC");
     }
 }

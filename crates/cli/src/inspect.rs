@@ -224,7 +224,7 @@ fn ago(secs: i64) -> String {
 
 /// `t` (Unix seconds) in the local time zone as `YYYY-MM-DD HH:MM`; the Unix seconds when the
 /// time zone cannot convert it.
-fn local_time(t: i64) -> String {
+pub(crate) fn local_time(t: i64) -> String {
     // SAFETY: an all-zero `tm` is a valid value of the plain C struct (its zone pointer null).
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     let time: libc::time_t = t;

@@ -397,24 +397,25 @@ fn random_suffix() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn generated_name(workspace: &AbsPath) -> SandboxName {
-    let base: String = workspace
+/// The workspace's last component as part of a sandbox name: lower case, each character that
+/// is not a letter or digit a '-', at most `max` characters, no '-' at either end (perhaps
+/// empty).
+pub(crate) fn workspace_label(workspace: &AbsPath, max: usize) -> String {
+    let label: String = workspace
         .components()
         .last()
-        .unwrap_or("sandbox")
+        .unwrap_or_default()
         .chars()
         .map(|c| c.to_ascii_lowercase())
-        .map(|c| {
-            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(32)
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(max)
         .collect();
-    let base = base.trim_matches('-');
-    let base = if base.is_empty() { "sandbox" } else { base };
+    label.trim_matches('-').to_owned()
+}
+
+fn generated_name(workspace: &AbsPath) -> SandboxName {
+    let base = workspace_label(workspace, 32);
+    let base = if base.is_empty() { "sandbox" } else { &base };
     // The sanitised base always satisfies the naming rule; the fallback is for safety only.
     format!("{base}-{}", random_suffix())
         .parse()
@@ -458,21 +459,13 @@ fn run_with(args: RunArgs, mode: Mode, internal: Internal) -> Result<i32> {
         return Err(usage("--rm makes no sense with create"));
     }
     let mut v = validate(&args)?;
-    // An agent runs from the agent cache (installed once, in a sandbox of its own), in one
-    // sandbox per workspace unless --name or --rm says otherwise.
-    if let Some(agent) = v.agent.clone() {
-        if v.name.is_none() && !args.rm {
-            v.name = Some(crate::agent_cmd::sandbox_name(&agent.name, &v.workspace));
-        }
-        if agent.package.is_some() && !v.no_network {
-            let installed = crate::agent_cmd::ensure_installed(&agent, &args.backend, false)?;
-            v.mounts.push(Mount {
-                host: AbsPath::try_from(installed.dir.clone()).map_err(|e| usage(e.to_string()))?,
-                sandbox: AbsPath::try_from(std::path::PathBuf::from(crate::agents::INSIDE))
-                    .map_err(|e| usage(e.to_string()))?,
-                read_only: true,
-            });
-        }
+    // An agent runs in one sandbox per workspace unless --name or --rm says otherwise (and
+    // from the agent cache, installed below once the other checks are done).
+    if v.name.is_none()
+        && !args.rm
+        && let Some(agent) = &v.agent
+    {
+        v.name = Some(crate::agent_cmd::sandbox_name(&agent.name, &v.workspace));
     }
     let (dirs, store) = open()?;
     let existing = match &v.name {
@@ -553,6 +546,18 @@ fn run_with(args: RunArgs, mode: Mode, internal: Internal) -> Result<i32> {
         .map_err(|e| usage(e.to_string()))?;
     // After every check that needs no image, so that bad input never waits for a build.
     let (image, rootfs) = ensure_image(&dirs, &args.image)?;
+    // Likewise the agent's install, the first time.
+    if let Some(agent) = v.agent.as_ref().filter(|a| a.package.is_some())
+        && !v.no_network
+    {
+        let installed = crate::agent_cmd::ensure_installed(agent, &args.backend, false)?;
+        spec.mounts.push(Mount {
+            host: AbsPath::try_from(installed.dir).map_err(|e| usage(e.to_string()))?,
+            sandbox: AbsPath::try_from(PathBuf::from(crate::agents::INSIDE))
+                .map_err(|e| usage(e.to_string()))?,
+            read_only: true,
+        });
+    }
     let created = existing.is_none();
     let tty = mode == Mode::Attached
         && !args.no_tty

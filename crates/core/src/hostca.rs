@@ -58,15 +58,10 @@ pub fn extras_pem(rootfs: &Path, cache: &Path) -> String {
     if let Ok(entries) = std::fs::read_dir(DISTRIBUTION_CAS) {
         inputs.extend(entries.filter_map(Result::ok).map(|e| e.path()));
     }
-    let mut key = 0xcbf2_9ce4_8422_2325_u64;
-    let mut mix = |bytes: &[u8]| {
-        for b in bytes {
-            key = (key ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    };
+    let mut material = Vec::new();
     for p in &inputs {
         use std::os::unix::fs::MetadataExt;
-        mix(p.as_os_str().as_encoded_bytes());
+        material.extend_from_slice(p.as_os_str().as_encoded_bytes());
         if let Ok(m) = std::fs::metadata(p) {
             for n in [
                 m.dev(),
@@ -75,10 +70,11 @@ pub fn extras_pem(rootfs: &Path, cache: &Path) -> String {
                 m.mtime() as u64,
                 m.mtime_nsec() as u64,
             ] {
-                mix(&n.to_le_bytes());
+                material.extend_from_slice(&n.to_le_bytes());
             }
         }
     }
+    let key = crate::stable_hash(&material);
     let file = cache.join(format!("{key:016x}.pem"));
     if let Ok(text) = std::fs::read_to_string(&file) {
         return text;

@@ -36,3 +36,11 @@ pub use paddock_policy::{NameError, SandboxName};
 pub use session::{RemoteExec, RemoteSession};
 pub use spec::{Network, PROXY_PORT, SandboxSpec, SpecError};
 pub use store::{SandboxRecord, SandboxState, Store, StoreError};
+
+/// FNV-1a (64-bit) of `bytes`: a hash that is the same in every build and version, for names
+/// and cache keys that must stay put (not for anything an attacker picks to collide).
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
