@@ -1,0 +1,350 @@
+//! Review mode: what an agent wrote to a sandbox's overlay upper layer, as changes to the host
+//! workspace that the user lists, reads as diffs, applies or discards.
+//!
+//! In review mode the workspace is mounted in the sandbox as an overlayfs (`userxattr`) whose
+//! lower layer is the live host workspace and whose upper layer is a directory Paddock keeps;
+//! the agent's writes land only in the upper layer. A [`Layer`] reads that upper layer and the
+//! host workspace:
+//!
+//! - Only the upper layer is walked (it holds only what the agent touched); each entry is looked
+//!   up on the host through a descriptor of its host directory. The host is listed only under
+//!   an opaque upper directory (to find what it hides) and under a deleted directory (for its
+//!   patch).
+//! - Overlay conventions: a character device 0:0, or an empty file with
+//!   `user.overlay.whiteout`, is a whiteout (deleted path); `user.overlay.opaque=y` marks a
+//!   directory that replaces the host's; a directory with `user.overlay.redirect` is treated as a
+//!   new directory whose contents were all added (its origin is not reported). The overlay's
+//!   own xattrs, and any other xattr, are never copied to the host.
+//! - Conflicts: the first time a path is seen in the upper layer ([`Layer::capture`]) the host's
+//!   `lstat` there is recorded (with a copy of a file up to 16 MiB as merge base), or the fact
+//!   that the host changed it while the run went on (ctime at or after its start less 10 ms).
+//!   A change whose host entry differs from its record conflicts; [`Layer::apply`] refuses it
+//!   unless forced or cleanly merged.
+//! - Safety: nothing here executes a program or needs privilege. Every host operation resolves
+//!   below a descriptor of the workspace root with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`; the
+//!   upper layer is read the same way. Each file is written to a temporary name listed first in
+//!   a journal, synced and renamed over the target, so an interrupted apply leaves every file
+//!   old or new and the next apply finishes the job.
+//!
+//! The state directory (owned by this crate) holds `meta.json` (the workspace's device and
+//! inode, so a moved or replaced workspace is refused), `seen.json`, `base/` and `journal`.
+#![forbid(unsafe_code)]
+
+mod apply;
+mod change;
+mod error;
+mod fsys;
+mod patch;
+mod relpath;
+mod rename;
+mod scan;
+mod state;
+mod upper;
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use apply::{ApplyOptions, ApplyReport, GIT_INTERNAL, Refusal};
+pub use change::{Change, ChangeKind, Entry, EntryType};
+pub use error::Error;
+pub use relpath::{PathError, RelPath};
+use serde::Serialize;
+
+use crate::error::show_path;
+use crate::scan::Scanner;
+use crate::state::{Meta, State};
+
+/// A sandbox's review layer: its upper directory, the host workspace, and the state directory.
+#[derive(Debug)]
+pub struct Layer {
+    upper: PathBuf,
+    workspace: PathBuf,
+    state: State,
+    id: (u64, u64),
+}
+
+/// What a discard did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DiscardReport {
+    /// The changes discarded (their upper entries are gone).
+    pub discarded: Vec<RelPath>,
+    /// Changes that could not be discarded alone, with why.
+    pub refused: Vec<Refusal>,
+    /// Selected paths that matched no change.
+    pub unmatched: Vec<RelPath>,
+}
+
+impl Layer {
+    /// Opens a review layer. `state` is a directory this crate owns; it is created, and the
+    /// workspace's (device, inode) recorded, on first open. Later opens refuse (with
+    /// [`Error::WorkspaceReplaced`]) when the workspace at that path is missing or is another
+    /// directory. The workspace path must have no symlink in it.
+    pub fn open(upper: &Path, workspace: &Path, state: &Path) -> Result<Layer, Error> {
+        let st = State::create(state)?;
+        let _lock = st.lock()?;
+        let meta = st.meta()?;
+        let root = match fsys::open_root(workspace) {
+            Ok(fd) => fd,
+            Err(_) if meta.is_some() => return Err(Error::WorkspaceReplaced(workspace.into())),
+            Err(e) => {
+                let what = format!("cannot open the workspace {}", show_path(workspace));
+                return Err(Error::io(what, e));
+            }
+        };
+        let rst = fsys::fstat(root.as_fd())
+            .map_err(|e| Error::io(format!("cannot stat {}", show_path(workspace)), e))?;
+        match meta {
+            Some(m) if (m.dev, m.ino) != (rst.dev, rst.ino) => {
+                return Err(Error::WorkspaceReplaced(workspace.into()));
+            }
+            Some(_) => {}
+            None => st.write_meta(&Meta {
+                version: 1,
+                dev: rst.dev,
+                ino: rst.ino,
+            })?,
+        }
+        fsys::open_own_dir(upper).map_err(|e| {
+            Error::io(
+                format!("cannot open the upper layer {}", show_path(upper)),
+                e,
+            )
+        })?;
+        Ok(Layer {
+            upper: upper.into(),
+            workspace: workspace.into(),
+            state: st,
+            id: (rst.dev, rst.ino),
+        })
+    }
+
+    /// The host workspace.
+    pub fn workspace(&self) -> &Path {
+        &self.workspace
+    }
+
+    /// The upper layer.
+    pub fn upper(&self) -> &Path {
+        &self.upper
+    }
+
+    /// Opens the workspace root (checked to be the recorded directory) and the upper layer.
+    fn roots(&self) -> Result<(OwnedFd, OwnedFd), Error> {
+        let replaced = || Error::WorkspaceReplaced(self.workspace.clone());
+        let host = fsys::open_root(&self.workspace).map_err(|_| replaced())?;
+        let st = fsys::fstat(host.as_fd()).map_err(|_| replaced())?;
+        if (st.dev, st.ino) != self.id {
+            return Err(replaced());
+        }
+        let upper = fsys::open_own_dir(&self.upper).map_err(|e| {
+            Error::io(
+                format!("cannot open the upper layer {}", show_path(&self.upper)),
+                e,
+            )
+        })?;
+        Ok((host, upper))
+    }
+
+    /// Records what the host looks like for every upper entry not yet recorded. `since`: when
+    /// the run that may have made those entries started (a host path changed after it, less
+    /// 10 ms, is recorded as changed on the host during the run).
+    pub fn capture(&self, since: SystemTime) -> Result<(), Error> {
+        let _lock = self.state.lock()?;
+        let (host, upper) = self.roots()?;
+        self.scan(host.as_fd(), upper.as_fd(), Some(since))?;
+        Ok(())
+    }
+
+    /// The changes (risky first, then by path), restricted to `select` (paths relative to the
+    /// workspace; a directory selects everything under it; empty: all). Captures first (with
+    /// `since`), so every change has a record.
+    pub fn changes(&self, select: &[RelPath], since: SystemTime) -> Result<Vec<Change>, Error> {
+        let _lock = self.state.lock()?;
+        let (host, upper) = self.roots()?;
+        let mut changes = self.scan(host.as_fd(), upper.as_fd(), Some(since))?;
+        changes.retain(|c| c.selected_by(select));
+        Ok(changes)
+    }
+
+    /// Unified diff text of one change (host now → agent): binary files summarised
+    /// ("Binary file PATH differs (N bytes → M bytes)"), symlinks as their targets, mode changes
+    /// as git's `old mode`/`new mode` lines.
+    pub fn patch(&self, change: &Change) -> Result<String, Error> {
+        let (host, upper) = self.roots()?;
+        patch::render(host.as_fd(), upper.as_fd(), change)
+    }
+
+    /// Applies the selected changes (all when `select` is empty): see [`ApplyOptions`]. Conflicts
+    /// are refused unless forced or merged, git internals and special files are skipped; the
+    /// others are applied. A failed write (disk full) stops with [`Error::Write`]: that file is
+    /// untouched, the files applied before it stay applied.
+    pub fn apply(
+        &self,
+        select: &[RelPath],
+        opts: ApplyOptions,
+        since: SystemTime,
+    ) -> Result<ApplyReport, Error> {
+        let _lock = self.state.lock()?;
+        let (host, upper) = self.roots()?;
+        let journal = self.state.journal(host.as_fd())?;
+        let mut seen = self.state.seen()?;
+        let all = Scanner::new(
+            host.as_fd(),
+            upper.as_fd(),
+            &self.state,
+            &mut seen,
+            Some(threshold(since)),
+        )
+        .run()?;
+        self.state.save_seen(&seen)?;
+        let chosen: Vec<Change> = all
+            .iter()
+            .filter(|c| c.selected_by(select))
+            .cloned()
+            .collect();
+        let mut applier = apply::Applier::new(
+            host.as_fd(),
+            upper.as_fd(),
+            &self.state,
+            &mut seen,
+            journal,
+            opts,
+        );
+        let ran = applier.run(&chosen);
+        let mut report = std::mem::take(&mut applier.report);
+        drop(applier);
+        self.state.save_seen(&seen)?;
+        ran?;
+        report.unmatched = apply::unmatched(select, &all);
+        Ok(report)
+    }
+
+    /// Removes the selected changes (all when `select` is empty) from the upper layer, with
+    /// their records: a deleted directory comes back, an added one goes, a rename's two sides
+    /// go together. A host entry hidden by an opaque directory can only be restored with that
+    /// whole directory. The caller guarantees the sandbox is stopped.
+    pub fn discard(&self, select: &[RelPath]) -> Result<DiscardReport, Error> {
+        let _lock = self.state.lock()?;
+        let (host, upper) = self.roots()?;
+        let mut seen = self.state.seen()?;
+        let all = Scanner::new(host.as_fd(), upper.as_fd(), &self.state, &mut seen, None).run()?;
+        let report = discard(host.as_fd(), upper.as_fd(), &mut seen, select, &all)?;
+        self.state.save_seen(&seen)?;
+        Ok(report)
+    }
+
+    fn scan(
+        &self,
+        host: std::os::fd::BorrowedFd<'_>,
+        upper: std::os::fd::BorrowedFd<'_>,
+        since: Option<SystemTime>,
+    ) -> Result<Vec<Change>, Error> {
+        let mut seen = self.state.seen()?;
+        let changes =
+            Scanner::new(host, upper, &self.state, &mut seen, since.map(threshold)).run()?;
+        self.state.save_seen(&seen)?;
+        Ok(changes)
+    }
+}
+
+/// Host ctimes at or after this (ns since the epoch) were changed during the run.
+fn threshold(since: SystemTime) -> i64 {
+    match since.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_nanos())
+            .unwrap_or(i64::MAX)
+            .saturating_sub(10_000_000),
+        Err(_) => i64::MIN,
+    }
+}
+
+/// See [`Layer::discard`].
+fn discard(
+    host: std::os::fd::BorrowedFd<'_>,
+    upper_root: std::os::fd::BorrowedFd<'_>,
+    seen: &mut state::Seen,
+    select: &[RelPath],
+    all: &[Change],
+) -> Result<DiscardReport, Error> {
+    let mut report = DiscardReport {
+        unmatched: apply::unmatched(select, all),
+        ..DiscardReport::default()
+    };
+    if select.is_empty() || select.iter().any(RelPath::is_root) {
+        let root = RelPath::root();
+        let fd = fsys::open_dir(upper_root, &root)
+            .map_err(|e| Error::io("cannot open the upper layer", e))?;
+        for name in fsys::list(fd.as_fd()).map_err(|e| scan::upper_err("list", &root, e))? {
+            let rel = root.join(&name)?;
+            upper::remove(upper_root, &rel, true)?;
+        }
+        seen.clear();
+        report.discarded = all.iter().map(|c| c.path.clone()).collect();
+        return Ok(report);
+    }
+    let exists = |p: &RelPath| matches!(fsys::stat_rel(upper_root, p), Ok(Some(_)));
+    // Selected paths that are upper entries go whole; each selected change's paths go too.
+    let mut remove: Vec<RelPath> = Vec::new();
+    for s in select {
+        if all.iter().any(|c| c.selected_by(std::slice::from_ref(s))) && exists(s) {
+            remove.push(s.clone());
+        }
+    }
+    for c in all.iter().filter(|c| c.selected_by(select)) {
+        let mut paths = vec![&c.path];
+        if let ChangeKind::Renamed { from } = &c.kind {
+            paths.push(from);
+        }
+        let mut ok = true;
+        for p in paths {
+            if remove.iter().any(|r| p.starts_with(r)) {
+                continue;
+            }
+            if exists(p) {
+                remove.push(p.clone());
+            } else {
+                ok = false;
+                let dir = replacing_parent(upper_root, p).unwrap_or_default();
+                report.refused.push(Refusal {
+                    path: c.path.clone(),
+                    reason: format!(
+                        "{p} is hidden by the replaced directory {dir}: discard {dir} instead"
+                    ),
+                });
+            }
+        }
+        if ok {
+            report.discarded.push(c.path.clone());
+        }
+    }
+    remove.sort();
+    remove.dedup();
+    let mut done: Vec<RelPath> = Vec::new();
+    for p in remove {
+        if done.iter().any(|d| p.starts_with(d)) {
+            continue;
+        }
+        upper::remove(upper_root, &p, true)?;
+        seen.retain(|k, _| !k.starts_with(&p));
+        upper::prune(upper_root, host, seen, &p)?;
+        done.push(p);
+    }
+    Ok(report)
+}
+
+/// The nearest parent of `p` that is an opaque or redirected upper directory.
+fn replacing_parent(upper_root: std::os::fd::BorrowedFd<'_>, p: &RelPath) -> Option<RelPath> {
+    let mut at = p.parent();
+    while let Some(d) = at {
+        if d.is_root() {
+            return None;
+        }
+        if let Ok(fd) = fsys::open_dir(upper_root, &d)
+            && scan::replaces(fd.as_fd()).unwrap_or(false)
+        {
+            return Some(d);
+        }
+        at = d.parent();
+    }
+    None
+}
