@@ -439,3 +439,7 @@ fn list_tree_at(
     }
     Ok(true)
 }
+
+#[cfg(test)]
+#[path = "fsys_tests.rs"]
+mod tests;

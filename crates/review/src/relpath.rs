@@ -52,13 +52,13 @@ impl RelPath {
     pub fn new(bytes: impl Into<Vec<u8>>) -> Result<RelPath, PathError> {
         let mut bytes = bytes.into();
         if bytes.first() == Some(&b'/') {
-            return Err(PathError::Absolute(escape(&bytes).0.into_owned()));
+            return Err(PathError::Absolute(quoted(&bytes)));
         }
         while bytes.len() > 1 && bytes.last() == Some(&b'/') {
             bytes.pop();
         }
         let invalid = |why| PathError::Invalid {
-            path: escape(&bytes).0.into_owned(),
+            path: quoted(&bytes),
             why,
         };
         if bytes.contains(&0) {
@@ -84,7 +84,7 @@ impl RelPath {
     /// relative to `cwd` when `cwd` is inside the workspace, else to the workspace root. `.` and
     /// `..` are resolved lexically. The workspace itself gives [`RelPath::root`].
     pub fn from_user(arg: &OsStr, cwd: &Path, workspace: &Path) -> Result<RelPath, PathError> {
-        let ws_text = || escape(workspace.as_os_str().as_bytes()).0.into_owned();
+        let ws_text = || quoted(workspace.as_os_str().as_bytes());
         if !workspace.is_absolute() {
             return Err(PathError::RelativeWorkspace(ws_text()));
         }
@@ -102,7 +102,7 @@ impl RelPath {
             normalize(&base.join(arg_path))
         };
         let outside = || PathError::Outside {
-            path: escape(arg.as_bytes()).0.into_owned(),
+            path: quoted(arg.as_bytes()),
             workspace: ws_text(),
         };
         let rest = full.strip_prefix(&ws).map_err(|_| outside())?;
@@ -155,7 +155,7 @@ impl RelPath {
     pub fn join(&self, name: &[u8]) -> Result<RelPath, PathError> {
         if name.is_empty() || name.contains(&b'/') || name == b"." || name == b".." {
             return Err(PathError::Invalid {
-                path: escape(name).0.into_owned(),
+                path: quoted(name),
                 why: "not a single name",
             });
         }

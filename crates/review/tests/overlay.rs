@@ -1,11 +1,13 @@
 //! `changes`, `patch`, `apply` and `discard` on real overlay layers (see `common`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use common::{Fixture, change, dir, file, rel, symlink};
-use paddock_review::{ApplyOptions, ChangeKind, Error};
+use paddock_review::{ApplyOptions, ChangeKind, Error, RelPath};
 
 #[test]
 fn lists_adds_modifies_deletes_renames_modes_and_symlinks() {
@@ -136,4 +138,312 @@ fn workspace_moved_is_refused_and_nothing_written() {
         "x\n"
     );
     assert!(!fx.root.join("moved/b").exists());
+}
+
+#[test]
+fn deleted_directory_is_one_entry_and_apply_removes_it_whole() {
+    let fx = Fixture::new();
+    fx.host("mkdir -p d/sub; printf 'a\\n' > d/a; printf 'b\\n' > d/sub/b; printf k > keep");
+    fx.agent("rm -rf d");
+    let changes = fx.changes();
+    assert_eq!(
+        changes,
+        vec![change("d", ChangeKind::Deleted, dir(0o755), None)]
+    );
+    let layer = fx.layer();
+    assert_eq!(
+        layer.patch(&changes[0]).unwrap(),
+        "diff --git a/d b/d\ndeleted directory mode 040755\ndeleted d/a (file, 2 bytes)\n\
+         deleted d/sub (directory)\ndeleted d/sub/b (file, 2 bytes)\n"
+    );
+    let opts = ApplyOptions {
+        settle: true,
+        ..ApplyOptions::default()
+    };
+    let report = layer.apply(&[], opts, fx.since()).unwrap();
+    assert_eq!(report.applied, vec![rel("d")]);
+    assert!(!fx.ws.join("d").exists());
+    assert!(fx.ws.join("keep").exists());
+    assert_eq!(fx.upper_entries(), Vec::<String>::new());
+    assert_eq!(fx.changes(), vec![]);
+}
+
+#[test]
+fn opaque_directory_deletes_what_it_hides() {
+    let fx = Fixture::new();
+    fx.host(
+        "mkdir -p o/subdir; printf 'keep\\n' > o/keep; printf 'same\\n' > o/same; \
+         printf 'gone\\n' > o/gone; printf x > o/subdir/x",
+    );
+    fx.agent(
+        "rm -rf o; mkdir o; printf 'kept\\n' > o/keep; printf 'same\\n' > o/same; \
+         printf 'added\\n' > o/added",
+    );
+    let mut opaque = [0u8; 8];
+    let n = rustix::fs::getxattr(fx.upper.join("o"), "user.overlay.opaque", &mut opaque[..])
+        .expect("the fixture made an opaque directory");
+    assert_eq!(&opaque[..n], b"y");
+    assert_eq!(
+        fx.changes(),
+        vec![
+            change("o/added", ChangeKind::Added, None, file(0o644, 6)),
+            change("o/gone", ChangeKind::Deleted, file(0o644, 5), None),
+            change(
+                "o/keep",
+                ChangeKind::Modified,
+                file(0o644, 5),
+                file(0o644, 5)
+            ),
+            change("o/subdir", ChangeKind::Deleted, dir(0o755), None),
+        ]
+    );
+    fx.layer()
+        .apply(&[], ApplyOptions::default(), fx.since())
+        .unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(fx.ws.join("o"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["added", "keep", "same"]);
+    assert_eq!(fx.read("o/keep"), "kept\n");
+    assert_eq!(fx.changes(), vec![]);
+}
+
+#[test]
+fn unchanged_after_copy_up_shows_nothing() {
+    let fx = Fixture::new();
+    fx.host("printf 'x\\n' > t; printf 'y\\n' > u; mkdir d; printf z > d/f; printf w > same");
+    fx.agent("touch t; chmod +x u; chmod -x u; touch d/f; printf w > same");
+    assert_eq!(fx.upper_entries(), ["d", "d/f", "same", "t", "u"]);
+    assert_eq!(fx.changes(), vec![]);
+}
+
+#[test]
+fn odd_names_are_escaped() {
+    let fx = Fixture::new();
+    fx.agent("printf x > \"$(printf 'a\\nb')\"; printf y > \"$(printf 'bad\\377name')\"");
+    let changes = fx.changes();
+    let nl = RelPath::new(b"a\nb".to_vec()).unwrap();
+    let bad = RelPath::new(b"bad\xffname".to_vec()).unwrap();
+    let added = |p: &RelPath| paddock_review::Change {
+        path: p.clone(),
+        ..change("x", ChangeKind::Added, None, file(0o644, 1))
+    };
+    assert_eq!(changes, vec![added(&nl), added(&bad)]);
+    assert_eq!(changes[0].path.to_string(), "\"a\\nb\"");
+    assert_eq!(changes[1].path.to_string(), "\"bad\\377name\"");
+    let json = serde_json::to_value(&changes[1]).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "path": "bad\\377name", "path_escaped": true, "kind": "added", "old": null,
+            "new": {"type": "file", "mode": 0o644, "size": 1}, "binary": false, "risk": null,
+            "conflict": null, "git_internal": false
+        })
+    );
+    let layer = fx.layer();
+    assert!(
+        layer
+            .patch(&changes[0])
+            .unwrap()
+            .starts_with("diff --git \"a/a\\nb\" \"b/a\\nb\"\nnew file mode 100644\n")
+    );
+    layer
+        .apply(&[], ApplyOptions::default(), fx.since())
+        .unwrap();
+    use std::os::unix::ffi::OsStrExt;
+    assert_eq!(
+        std::fs::read(fx.ws.join(std::ffi::OsStr::from_bytes(b"bad\xffname"))).unwrap(),
+        b"y"
+    );
+    assert_eq!(
+        std::fs::read(fx.ws.join(std::ffi::OsStr::from_bytes(b"a\nb"))).unwrap(),
+        b"x"
+    );
+}
+
+#[test]
+fn type_changes_and_special_files() {
+    let fx = Fixture::new();
+    fx.host("printf 'f\\n' > f2l; mkdir d2f; printf 'x\\n' > d2f/x; ln -s target l2f");
+    fx.agent(
+        "rm f2l; ln -s elsewhere f2l; rm -rf d2f; printf 'now a file\\n' > d2f; rm l2f; \
+         printf 'file\\n' > l2f; mkfifo fifo",
+    );
+    let changes = fx.changes();
+    let fifo = paddock_review::Entry {
+        kind: paddock_review::EntryType::Other,
+        mode: 0o644,
+        size: 0,
+        target: None,
+    };
+    assert_eq!(
+        changes,
+        vec![
+            change("d2f", ChangeKind::TypeChanged, dir(0o755), file(0o644, 11)),
+            change(
+                "f2l",
+                ChangeKind::TypeChanged,
+                file(0o644, 2),
+                symlink("elsewhere")
+            ),
+            change("fifo", ChangeKind::Special, None, Some(fifo)),
+            change(
+                "l2f",
+                ChangeKind::TypeChanged,
+                symlink("target"),
+                file(0o644, 5)
+            ),
+        ]
+    );
+    let report = fx
+        .layer()
+        .apply(&[], ApplyOptions::default(), fx.since())
+        .unwrap();
+    assert_eq!(report.applied, vec![rel("d2f"), rel("f2l"), rel("l2f")]);
+    assert_eq!(report.skipped.len(), 1);
+    assert_eq!(report.skipped[0].path, rel("fifo"));
+    assert_eq!(fx.read("d2f"), "now a file\n");
+    assert_eq!(fx.read("l2f"), "file\n");
+    assert_eq!(
+        std::fs::read_link(fx.ws.join("f2l")).unwrap(),
+        std::path::Path::new("elsewhere")
+    );
+    assert!(!fx.ws.join("fifo").exists());
+    assert_eq!(
+        fx.changes(),
+        vec![change(
+            "fifo",
+            ChangeKind::Special,
+            None,
+            Some(fifo_entry())
+        )]
+    );
+}
+
+fn fifo_entry() -> paddock_review::Entry {
+    paddock_review::Entry {
+        kind: paddock_review::EntryType::Other,
+        mode: 0o644,
+        size: 0,
+        target: None,
+    }
+}
+
+#[test]
+fn git_internals_are_listed_not_applied_and_new_repositories_are_risky() {
+    let fx = Fixture::new();
+    fx.host(
+        "mkdir -p repo/.git/hooks wt; printf '[core]\\n' > repo/.git/config; \
+         printf 'ref: refs/heads/main\\n' > repo/.git/HEAD",
+    );
+    fx.agent(
+        "printf '[core]\\n\\tfsmonitor = evil\\n' > repo/.git/config; printf x > repo/.git/obj; \
+         mkdir -p nested/.git; printf 'ref\\n' > nested/.git/HEAD; \
+         printf 'gitdir: /elsewhere\\n' > wt/.git",
+    );
+    let mut head = change("nested/.git/HEAD", ChangeKind::Added, None, file(0o644, 4));
+    head.risk = Some("new git repository".into());
+    let mut config = change(
+        "repo/.git/config",
+        ChangeKind::Modified,
+        file(0o644, 7),
+        file(0o644, 25),
+    );
+    config.risk = Some("git hook or config (the host's git runs or obeys it)".into());
+    config.git_internal = true;
+    let mut pointer = change("wt/.git", ChangeKind::Added, None, file(0o644, 19));
+    pointer.risk = Some(".git pointer (the host's git follows it)".into());
+    let mut obj = change("repo/.git/obj", ChangeKind::Added, None, file(0o644, 1));
+    obj.git_internal = true;
+    assert_eq!(fx.changes(), vec![head, config, pointer, obj]);
+    let report = fx
+        .layer()
+        .apply(&[], ApplyOptions::default(), fx.since())
+        .unwrap();
+    assert_eq!(
+        report.applied,
+        vec![rel("nested/.git/HEAD"), rel("wt/.git")]
+    );
+    let skipped: Vec<_> = report
+        .skipped
+        .iter()
+        .map(|r| (r.path.to_string(), r.reason.as_str()))
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            ("repo/.git/config".to_string(), paddock_review::GIT_INTERNAL),
+            ("repo/.git/obj".to_string(), paddock_review::GIT_INTERNAL)
+        ]
+    );
+    assert_eq!(fx.read("repo/.git/config"), "[core]\n");
+    assert!(!fx.ws.join("repo/.git/obj").exists());
+}
+
+#[test]
+fn hand_made_upper_xattr_whiteout_redirect_and_not_opaque() {
+    let fx = Fixture::new();
+    fx.host("printf 'w\\n' > wfile; mkdir r m; printf 'h\\n' > r/hostonly; printf k > m/keep");
+    fx.mark_run();
+    let up = &fx.upper;
+    std::fs::write(up.join("wfile"), b"").unwrap();
+    rustix::fs::setxattr(
+        up.join("wfile"),
+        "user.overlay.whiteout",
+        b"y",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    std::fs::create_dir(up.join("r")).unwrap();
+    rustix::fs::setxattr(
+        up.join("r"),
+        "user.overlay.redirect",
+        b"/elsewhere",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    std::fs::write(up.join("r/new"), b"n\n").unwrap();
+    std::fs::create_dir(up.join("m")).unwrap();
+    rustix::fs::setxattr(
+        up.join("m"),
+        "user.overlay.opaque",
+        b"x",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    std::fs::write(up.join("m/added"), b"add\n").unwrap();
+    rustix::fs::setxattr(
+        up.join("m/added"),
+        "user.note",
+        b"agent's",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    for p in ["wfile", "r", "r/new", "m", "m/added"] {
+        std::fs::set_permissions(
+            up.join(p),
+            PermissionsExt::from_mode(if p.len() == 1 { 0o755 } else { 0o644 }),
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        fx.changes(),
+        vec![
+            change("m/added", ChangeKind::Added, None, file(0o644, 4)),
+            change("r/hostonly", ChangeKind::Deleted, file(0o644, 2), None),
+            change("r/new", ChangeKind::Added, None, file(0o644, 2)),
+            change("wfile", ChangeKind::Deleted, file(0o644, 2), None),
+        ]
+    );
+    fx.layer()
+        .apply(&[], ApplyOptions::default(), fx.since())
+        .unwrap();
+    let mut names = [0u8; 256];
+    let n = rustix::fs::listxattr(fx.ws.join("m/added"), &mut names[..]).unwrap();
+    assert_eq!(n, 0, "no xattr is copied to the host");
+    assert!(fx.ws.join("m/keep").exists());
+    assert!(!fx.ws.join("r/hostonly").exists());
+    assert!(!fx.ws.join("wfile").exists());
 }

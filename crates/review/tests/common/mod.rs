@@ -84,9 +84,7 @@ impl Fixture {
     /// Runs `script` in the sandbox's view: the overlay mounted over the workspace, `cwd` at its
     /// root. Marks the run's start (see [`Fixture::since`]) first.
     pub fn agent(&self, script: &str) {
-        // Host changes made just before must be older than the run's start less 10 ms.
-        std::thread::sleep(Duration::from_millis(30));
-        self.since.set(SystemTime::now());
+        self.mark_run();
         let mount = format!(
             "mount -t overlay overlay -o lowerdir={},upperdir={},workdir={},userxattr {}",
             self.ws.display(),
@@ -101,6 +99,13 @@ impl Fixture {
         let unshare = unshare();
         let unshare = unshare.to_str().expect("utf-8 path");
         sh(&self.root, &[unshare, "-rm"], &full);
+    }
+
+    /// Marks the start of a run (host changes made just before must be older than the start
+    /// less 10 ms).
+    pub fn mark_run(&self) {
+        std::thread::sleep(Duration::from_millis(30));
+        self.since.set(SystemTime::now());
     }
 
     /// When the last agent run started.
