@@ -354,7 +354,7 @@ impl<'a> Applier<'a> {
     }
 
     /// A new temporary name next to `name`, listed in the journal before it is used.
-    fn temporary(&mut self, rel: &RelPath, name: &[u8]) -> Result<Vec<u8>, Failure> {
+    fn temporary(&mut self, rel: &RelPath, name: &[u8], is_dir: bool) -> Result<Vec<u8>, Failure> {
         self.counter += 1;
         let mut short = name.to_vec();
         short.truncate(180);
@@ -366,21 +366,41 @@ impl<'a> Applier<'a> {
         let parent = rel.parent().unwrap_or_default();
         let tmp_rel = parent.join(&tmp).map_err(|e| Failure::Fatal(e.into()))?;
         self.journal
-            .add(&tmp_rel)
+            .add(&tmp_rel, is_dir)
             .map_err(|e| Failure::Fatal(Error::io("cannot write the apply journal", e)))?;
         Ok(tmp)
     }
 
     /// Clears the way for a new entry of another type: a directory where a file goes is
     /// removed whole (never following a symlink).
-    fn clear_dir(&self, dir: BorrowedFd<'_>, name: &[u8], rel: &RelPath) -> Result<(), Failure> {
+    fn clear_dir(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &[u8],
+        rel: &RelPath,
+    ) -> Result<(), Failure> {
         if let Ok(Some(st)) = fsys::stat_at(dir, name)
             && st.kind() == Kind::Dir
         {
-            fsys::remove_tree(dir, name)
-                .map_err(|e| Failure::Fatal(crate::scan::host_err("remove", rel, e)))?;
+            self.remove_dir(dir, name, rel)?;
         }
         Ok(())
+    }
+
+    /// Removes the host directory `name` of `dir` at once: renamed to a journalled temporary
+    /// name, then emptied and removed there (never following a symlink). An interrupted
+    /// removal leaves the directory whole, or gone (the next apply removes the temporary).
+    fn remove_dir(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &[u8],
+        rel: &RelPath,
+    ) -> Result<(), Failure> {
+        let fatal = |e: io::Error| Failure::Fatal(crate::scan::host_err("remove", rel, e));
+        let tmp = self.temporary(rel, name, true)?;
+        rustix::fs::renameat(dir, name, dir, tmp.as_slice()).map_err(|e| fatal(e.into()))?;
+        rustix::fs::fsync(dir).map_err(|e| fatal(e.into()))?;
+        fsys::remove_tree(dir, &tmp).map_err(fatal)
     }
 
     fn put_file(&mut self, c: &Change, source: Source, agent_mode: u32) -> Result<(), Failure> {
@@ -404,7 +424,7 @@ impl<'a> Applier<'a> {
             Source::Bytes(_) => None,
         };
         self.clear_dir(dir.as_fd(), &name, rel)?;
-        let tmp = self.temporary(rel, &name)?;
+        let tmp = self.temporary(rel, &name, false)?;
         let fd = rustix::fs::openat(
             &dir,
             tmp.as_slice(),
@@ -445,7 +465,7 @@ impl<'a> Applier<'a> {
             return Ok(());
         };
         self.clear_dir(dir.as_fd(), &name, rel)?;
-        let tmp = self.temporary(rel, &name)?;
+        let tmp = self.temporary(rel, &name, false)?;
         let made = rustix::fs::symlinkat(target, &dir, tmp.as_slice())
             .and_then(|()| rustix::fs::renameat(&dir, tmp.as_slice(), &dir, name.as_slice()))
             .and_then(|()| rustix::fs::fsync(&dir));
@@ -505,9 +525,14 @@ impl<'a> Applier<'a> {
         let Some((dir, name)) = self.parent(rel, false)? else {
             return Ok(());
         };
-        fsys::remove_tree(dir.as_fd(), &name)
-            .and_then(|()| rustix::fs::fsync(&dir).map_err(io::Error::from))
-            .map_err(|e| Failure::Fatal(crate::scan::host_err("remove", rel, e)))
+        let fatal = |e: io::Error| Failure::Fatal(crate::scan::host_err("remove", rel, e));
+        match fsys::stat_at(dir.as_fd(), &name).map_err(fatal)? {
+            None => Ok(()),
+            Some(st) if st.kind() == Kind::Dir => self.remove_dir(dir.as_fd(), &name, rel),
+            Some(_) => fsys::unlink(dir.as_fd(), &name, false)
+                .and_then(|()| rustix::fs::fsync(&dir).map_err(io::Error::from))
+                .map_err(fatal),
+        }
     }
 
     /// After a change was applied: with settle, its upper entries go (and parents that become

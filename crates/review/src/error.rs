@@ -47,6 +47,11 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// The upper layer has a metadata-only copy: the overlay was mounted with metacopy on.
+    #[error(
+        "{0} in the upper layer is a metadata-only copy: review mode needs the overlay mounted with metacopy=off"
+    )]
+    Metacopy(RelPath),
     /// A tree is deeper than this crate walks.
     #[error("{0} is nested more than {max} directories deep", max = crate::fsys::MAX_DEPTH)]
     TooDeep(RelPath),

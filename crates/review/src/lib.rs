@@ -32,6 +32,7 @@
 
 mod apply;
 mod change;
+mod discard;
 mod error;
 mod fsys;
 mod patch;
@@ -41,15 +42,15 @@ mod scan;
 mod state;
 mod upper;
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use apply::{ApplyOptions, ApplyReport, GIT_INTERNAL, Refusal};
 pub use change::{Change, ChangeKind, Entry, EntryType};
+pub use discard::DiscardReport;
 pub use error::Error;
 pub use relpath::{PathError, RelPath};
-use serde::Serialize;
 
 use crate::error::show_path;
 use crate::scan::Scanner;
@@ -62,17 +63,6 @@ pub struct Layer {
     workspace: PathBuf,
     state: State,
     id: (u64, u64),
-}
-
-/// What a discard did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct DiscardReport {
-    /// The changes discarded (their upper entries are gone).
-    pub discarded: Vec<RelPath>,
-    /// Changes that could not be discarded alone, with why.
-    pub refused: Vec<Refusal>,
-    /// Selected paths that matched no change.
-    pub unmatched: Vec<RelPath>,
 }
 
 impl Layer {
@@ -229,15 +219,15 @@ impl Layer {
         let (host, upper) = self.roots()?;
         let mut seen = self.state.seen()?;
         let all = Scanner::new(host.as_fd(), upper.as_fd(), &self.state, &mut seen, None).run()?;
-        let report = discard(host.as_fd(), upper.as_fd(), &mut seen, select, &all)?;
+        let report = discard::discard(host.as_fd(), upper.as_fd(), &mut seen, select, &all)?;
         self.state.save_seen(&seen)?;
         Ok(report)
     }
 
     fn scan(
         &self,
-        host: std::os::fd::BorrowedFd<'_>,
-        upper: std::os::fd::BorrowedFd<'_>,
+        host: BorrowedFd<'_>,
+        upper: BorrowedFd<'_>,
         since: Option<SystemTime>,
     ) -> Result<Vec<Change>, Error> {
         let mut seen = self.state.seen()?;
@@ -256,95 +246,4 @@ fn threshold(since: SystemTime) -> i64 {
             .saturating_sub(10_000_000),
         Err(_) => i64::MIN,
     }
-}
-
-/// See [`Layer::discard`].
-fn discard(
-    host: std::os::fd::BorrowedFd<'_>,
-    upper_root: std::os::fd::BorrowedFd<'_>,
-    seen: &mut state::Seen,
-    select: &[RelPath],
-    all: &[Change],
-) -> Result<DiscardReport, Error> {
-    let mut report = DiscardReport {
-        unmatched: apply::unmatched(select, all),
-        ..DiscardReport::default()
-    };
-    if select.is_empty() || select.iter().any(RelPath::is_root) {
-        let root = RelPath::root();
-        let fd = fsys::open_dir(upper_root, &root)
-            .map_err(|e| Error::io("cannot open the upper layer", e))?;
-        for name in fsys::list(fd.as_fd()).map_err(|e| scan::upper_err("list", &root, e))? {
-            let rel = root.join(&name)?;
-            upper::remove(upper_root, &rel, true)?;
-        }
-        seen.clear();
-        report.discarded = all.iter().map(|c| c.path.clone()).collect();
-        return Ok(report);
-    }
-    let exists = |p: &RelPath| matches!(fsys::stat_rel(upper_root, p), Ok(Some(_)));
-    // Selected paths that are upper entries go whole; each selected change's paths go too.
-    let mut remove: Vec<RelPath> = Vec::new();
-    for s in select {
-        if all.iter().any(|c| c.selected_by(std::slice::from_ref(s))) && exists(s) {
-            remove.push(s.clone());
-        }
-    }
-    for c in all.iter().filter(|c| c.selected_by(select)) {
-        let mut paths = vec![&c.path];
-        if let ChangeKind::Renamed { from } = &c.kind {
-            paths.push(from);
-        }
-        let mut ok = true;
-        for p in paths {
-            if remove.iter().any(|r| p.starts_with(r)) {
-                continue;
-            }
-            if exists(p) {
-                remove.push(p.clone());
-            } else {
-                ok = false;
-                let dir = replacing_parent(upper_root, p).unwrap_or_default();
-                report.refused.push(Refusal {
-                    path: c.path.clone(),
-                    reason: format!(
-                        "{p} is hidden by the replaced directory {dir}: discard {dir} instead"
-                    ),
-                });
-            }
-        }
-        if ok {
-            report.discarded.push(c.path.clone());
-        }
-    }
-    remove.sort();
-    remove.dedup();
-    let mut done: Vec<RelPath> = Vec::new();
-    for p in remove {
-        if done.iter().any(|d| p.starts_with(d)) {
-            continue;
-        }
-        upper::remove(upper_root, &p, true)?;
-        seen.retain(|k, _| !k.starts_with(&p));
-        upper::prune(upper_root, host, seen, &p)?;
-        done.push(p);
-    }
-    Ok(report)
-}
-
-/// The nearest parent of `p` that is an opaque or redirected upper directory.
-fn replacing_parent(upper_root: std::os::fd::BorrowedFd<'_>, p: &RelPath) -> Option<RelPath> {
-    let mut at = p.parent();
-    while let Some(d) = at {
-        if d.is_root() {
-            return None;
-        }
-        if let Ok(fd) = fsys::open_dir(upper_root, &d)
-            && scan::replaces(fd.as_fd()).unwrap_or(false)
-        {
-            return Some(d);
-        }
-        at = d.parent();
-    }
-    None
 }

@@ -17,6 +17,7 @@ use crate::state::{self, HostStat, Record, Seen, State};
 const XATTR_OPAQUE: &str = "user.overlay.opaque";
 const XATTR_REDIRECT: &str = "user.overlay.redirect";
 const XATTR_WHITEOUT: &str = "user.overlay.whiteout";
+const XATTR_METACOPY: &str = "user.overlay.metacopy";
 
 /// What an upper entry is.
 enum Upper {
@@ -31,6 +32,9 @@ enum Upper {
     Symlink(Vec<u8>),
     /// A fifo, socket or device that is not a whiteout.
     Special,
+    /// A metadata-only copy (its data is still in the lower layer): never read as the agent's
+    /// content, which it is not.
+    Metacopy,
 }
 
 /// The host directory matching the upper directory being walked.
@@ -178,6 +182,7 @@ impl<'a> Scanner<'a> {
                 Upper::File => self.file(&side)?,
                 Upper::Symlink(target) => self.symlink(&side, target)?,
                 Upper::Special => self.special(&side)?,
+                Upper::Metacopy => return Err(Error::Metacopy(rel)),
                 Upper::Dir { fd, replaces: own } => {
                     self.dir(&side, fd, replaces || own, depth)?;
                 }
@@ -550,15 +555,16 @@ fn classify(dir: BorrowedFd<'_>, name: &[u8], st: &Stat) -> io::Result<Upper> {
     Ok(match st.kind() {
         Kind::Other if st.is_whiteout_device() => Upper::Whiteout,
         Kind::Other => Upper::Special,
-        Kind::File if st.size == 0 => {
+        Kind::File => {
             let f = fsys::open_child_file(dir, name)?;
-            if fsys::xattr(f.as_fd(), XATTR_WHITEOUT)?.is_some() {
+            if st.size == 0 && fsys::xattr(f.as_fd(), XATTR_WHITEOUT)?.is_some() {
                 Upper::Whiteout
+            } else if fsys::xattr(f.as_fd(), XATTR_METACOPY)?.is_some() {
+                Upper::Metacopy
             } else {
                 Upper::File
             }
         }
-        Kind::File => Upper::File,
         Kind::Symlink => Upper::Symlink(fsys::read_link(dir, name)?),
         Kind::Dir => {
             let fd = fsys::open_child_dir(dir, name)?;

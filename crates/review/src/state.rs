@@ -263,15 +263,19 @@ impl State {
             lines.push(line.map_err(|e| Error::io(what(), e))?);
         }
         for line in lines {
-            let Some(rel) = std::str::from_utf8(&line).ok().and_then(RelPath::from_key) else {
+            let Ok(line) = std::str::from_utf8(&line) else {
                 continue;
             };
-            remove_temporary(root, &rel).map_err(|e| {
-                Error::io(
-                    format!("cannot remove the leftover temporary file {rel}"),
-                    e,
-                )
-            })?;
+            let (is_dir, key) = match line.split_once(' ') {
+                Some(("d", key)) => (true, key),
+                Some(("f", key)) => (false, key),
+                _ => continue,
+            };
+            let Some(rel) = RelPath::from_key(key) else {
+                continue;
+            };
+            remove_temporary(root, &rel, is_dir)
+                .map_err(|e| Error::io(format!("cannot remove the leftover temporary {rel}"), e))?;
         }
         file.set_len(0).map_err(|e| Error::io(what(), e))?;
         file.rewind().map_err(|e| Error::io(what(), e))?;
@@ -331,31 +335,37 @@ fn libc_nofollow() -> i32 {
     rustix::fs::OFlags::NOFOLLOW.bits() as i32
 }
 
-/// Removes a leftover temporary: only a regular file or a symlink, never through a symlink.
-fn remove_temporary(root: BorrowedFd<'_>, rel: &RelPath) -> io::Result<()> {
+/// Removes a leftover temporary, never through a symlink: a regular file or a symlink, or (when
+/// listed as one: a directory being deleted that was renamed out of the way) a directory tree.
+fn remove_temporary(root: BorrowedFd<'_>, rel: &RelPath, is_dir: bool) -> io::Result<()> {
     let (dir, name) = match fsys::open_parent(root, rel) {
         Ok(x) => x,
         // Its directory is gone or is no longer a plain directory: nothing of ours is there.
         Err(_) => return Ok(()),
     };
     match fsys::stat_at(dir.as_fd(), &name)? {
-        Some(st) if matches!(st.kind(), Kind::File | Kind::Symlink) => {
+        Some(st) if !is_dir && matches!(st.kind(), Kind::File | Kind::Symlink) => {
             fsys::unlink(dir.as_fd(), &name, false)
         }
+        Some(st) if is_dir && st.kind() == Kind::Dir => fsys::remove_tree(dir.as_fd(), &name),
         _ => Ok(()),
     }
 }
 
-/// The apply journal: each temporary name is listed (and synced) before the file is made.
+/// The apply journal: each temporary name is listed (and synced) before the file is made or a
+/// directory is renamed to it. A line is `f KEY` (a file or symlink) or `d KEY` (a directory
+/// being deleted), KEY the path's [`RelPath::key`].
 #[derive(Debug)]
 pub(crate) struct Journal {
     file: File,
 }
 
 impl Journal {
-    /// Lists `rel` (a temporary about to be created).
-    pub(crate) fn add(&mut self, rel: &RelPath) -> io::Result<()> {
-        self.file.write_all(format!("{}\n", rel.key()).as_bytes())?;
+    /// Lists `rel` (a temporary about to be created; `is_dir`: a directory renamed to it).
+    pub(crate) fn add(&mut self, rel: &RelPath, is_dir: bool) -> io::Result<()> {
+        let kind = if is_dir { "d" } else { "f" };
+        self.file
+            .write_all(format!("{kind} {}\n", rel.key()).as_bytes())?;
         self.file.sync_data()
     }
 

@@ -253,13 +253,17 @@ fn journal_leftovers_are_removed_and_apply_finishes() {
     fx.agent("printf 'new\\n' > j.txt; printf 'n\\n' > d/k");
     let layer = fx.layer();
     layer.capture(fx.since()).unwrap();
-    // An apply killed after listing and creating its temporaries: one half-written file, one
-    // listed but never created; a directory by a listed name is not ours and stays.
+    // An apply killed after listing and creating its temporaries: a half-written file, one
+    // listed but never created, a directory being deleted that was renamed out of the way. A
+    // directory by a name listed as a file is not ours and stays.
     std::fs::write(fx.ws.join(".j.txt.paddock-apply-99999-1"), "ne").unwrap();
     std::fs::create_dir(fx.ws.join("d/.k.paddock-apply-99999-3")).unwrap();
+    std::fs::create_dir_all(fx.ws.join(".old.paddock-apply-99999-4/sub")).unwrap();
+    std::fs::write(fx.ws.join(".old.paddock-apply-99999-4/sub/f"), "f").unwrap();
     std::fs::write(
         fx.state.join("journal"),
-        ".j.txt.paddock-apply-99999-1\n.x.paddock-apply-99999-2\nd/.k.paddock-apply-99999-3\n",
+        "f .j.txt.paddock-apply-99999-1\nf .x.paddock-apply-99999-2\n\
+         f d/.k.paddock-apply-99999-3\nd .old.paddock-apply-99999-4\n",
     )
     .unwrap();
     let report = layer

@@ -447,3 +447,95 @@ fn hand_made_upper_xattr_whiteout_redirect_and_not_opaque() {
     assert!(!fx.ws.join("r/hostonly").exists());
     assert!(!fx.ws.join("wfile").exists());
 }
+
+#[test]
+fn binary_files_are_flagged_and_summarised() {
+    let fx = Fixture::new();
+    fx.host(
+        "printf 'x\\000y' > nul.bin; printf 'text\\n' > latin1.txt; printf 'gone\\n' > del.txt",
+    );
+    fx.agent("printf 'x\\000yz' > nul.bin; printf 'caf\\351\\n' > latin1.txt; rm del.txt");
+    let mut latin1 = change(
+        "latin1.txt",
+        ChangeKind::Modified,
+        file(0o644, 5),
+        file(0o644, 5),
+    );
+    latin1.binary = true;
+    let mut nul = change(
+        "nul.bin",
+        ChangeKind::Modified,
+        file(0o644, 3),
+        file(0o644, 4),
+    );
+    nul.binary = true;
+    let changes = fx.changes();
+    assert_eq!(
+        changes,
+        vec![
+            change("del.txt", ChangeKind::Deleted, file(0o644, 5), None),
+            latin1,
+            nul
+        ]
+    );
+    let layer = fx.layer();
+    let patches: Vec<String> = changes.iter().map(|c| layer.patch(c).unwrap()).collect();
+    assert_eq!(
+        patches,
+        [
+            "diff --git a/del.txt b/del.txt\ndeleted file mode 100644\n--- a/del.txt\n\
+             +++ /dev/null\n@@ -1 +0,0 @@\n-gone\n",
+            "diff --git a/latin1.txt b/latin1.txt\n\
+             Binary file latin1.txt differs (5 bytes → 5 bytes)\n",
+            "diff --git a/nul.bin b/nul.bin\nBinary file nul.bin differs (3 bytes → 4 bytes)\n",
+        ]
+    );
+}
+
+#[test]
+fn type_change_patch_is_a_deletion_and_an_addition() {
+    let fx = Fixture::new();
+    fx.host("printf 'f\\n' > f2l");
+    fx.agent("rm f2l; ln -s elsewhere f2l");
+    let changes = fx.changes();
+    assert_eq!(
+        fx.layer().patch(&changes[0]).unwrap(),
+        "diff --git a/f2l b/f2l\ndeleted file mode 100644\n--- a/f2l\n+++ /dev/null\n\
+         @@ -1 +0,0 @@\n-f\n\
+         diff --git a/f2l b/f2l\nnew file mode 120000\n--- /dev/null\n+++ b/f2l\n\
+         @@ -0,0 +1 @@\n+elsewhere\n\\ No newline at end of file\n"
+    );
+}
+
+#[test]
+fn a_metadata_only_copy_is_refused() {
+    let fx = Fixture::new();
+    fx.host("printf 'data\\n' > m");
+    fx.mark_run();
+    std::fs::write(fx.upper.join("m"), b"").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(fx.upper.join("m"))
+        .unwrap()
+        .set_len(5)
+        .unwrap();
+    rustix::fs::setxattr(
+        fx.upper.join("m"),
+        "user.overlay.metacopy",
+        b"",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    let err = fx.layer().changes(&[], fx.since()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "m in the upper layer is a metadata-only copy: review mode needs the overlay mounted \
+         with metacopy=off"
+    );
+    let err = fx
+        .layer()
+        .apply(&[], ApplyOptions::default(), fx.since())
+        .unwrap_err();
+    assert!(matches!(err, Error::Metacopy(_)), "{err:?}");
+    assert_eq!(fx.read("m"), "data\n");
+}
