@@ -423,7 +423,6 @@ impl<'a> Applier<'a> {
             ),
             Source::Bytes(_) => None,
         };
-        self.clear_dir(dir.as_fd(), &name, rel)?;
         let tmp = self.temporary(rel, &name, false)?;
         let fd = rustix::fs::openat(
             &dir,
@@ -440,39 +439,49 @@ impl<'a> Applier<'a> {
         };
         let finished = written.and_then(|()| {
             rustix::fs::fchmod(&out, Mode::from_raw_mode(mode)).map_err(|e| Some(e.into()))?;
-            out.sync_all().map_err(Some)?;
-            drop(out);
-            rustix::fs::renameat(&dir, tmp.as_slice(), &dir, name.as_slice())
-                .map_err(|e| Some(e.into()))?;
-            rustix::fs::fsync(&dir).map_err(|e| Some(e.into()))
+            out.sync_all().map_err(Some)
         });
-        match finished {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let _ = fsys::unlink(dir.as_fd(), &tmp, false);
-                match e {
-                    Some(e) => Err(write_err(rel, e)),
-                    None => Err(Failure::Refuse(format!(
-                        "cannot read the agent's version of {rel}"
-                    ))),
-                }
-            }
+        drop(out);
+        if let Err(e) = finished {
+            let _ = fsys::unlink(dir.as_fd(), &tmp, false);
+            return Err(match e {
+                Some(e) => write_err(rel, e),
+                None => Failure::Refuse(format!("cannot read the agent's version of {rel}")),
+            });
         }
+        self.install(dir.as_fd(), &tmp, &name, rel)
     }
 
     fn put_symlink(&mut self, rel: &RelPath, target: &[u8]) -> Result<(), Failure> {
         let Some((dir, name)) = self.parent(rel, true)? else {
             return Ok(());
         };
-        self.clear_dir(dir.as_fd(), &name, rel)?;
         let tmp = self.temporary(rel, &name, false)?;
-        let made = rustix::fs::symlinkat(target, &dir, tmp.as_slice())
-            .and_then(|()| rustix::fs::renameat(&dir, tmp.as_slice(), &dir, name.as_slice()))
-            .and_then(|()| rustix::fs::fsync(&dir));
-        made.map_err(|e| {
+        rustix::fs::symlinkat(target, &dir, tmp.as_slice()).map_err(|e| {
             let _ = fsys::unlink(dir.as_fd(), &tmp, false);
             write_err(rel, e.into())
-        })
+        })?;
+        self.install(dir.as_fd(), &tmp, &name, rel)
+    }
+
+    /// Puts the finished temporary `tmp` in place of `name`: a directory there is removed
+    /// first (a type change), anything else is replaced at once by the rename.
+    fn install(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        tmp: &[u8],
+        name: &[u8],
+        rel: &RelPath,
+    ) -> Result<(), Failure> {
+        let placed = self.clear_dir(dir, name, rel).and_then(|()| {
+            rustix::fs::renameat(dir, tmp, dir, name)
+                .and_then(|()| rustix::fs::fsync(dir))
+                .map_err(|e| write_err(rel, e.into()))
+        });
+        if placed.is_err() {
+            let _ = fsys::unlink(dir, tmp, false);
+        }
+        placed
     }
 
     fn make_dir(&mut self, rel: &RelPath, mode: u32) -> Result<(), Failure> {

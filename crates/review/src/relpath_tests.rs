@@ -159,3 +159,66 @@ fn prefixes_parents_and_joins() {
     assert!(p.join(b"..").is_err());
     assert!(p.join(b"x/y").is_err());
 }
+
+proptest::proptest! {
+    /// Any name a sandbox can write: keys round-trip, and the shown text has no control or
+    /// bidi character and reads back as the same bytes.
+    #[test]
+    fn any_bytes_round_trip(parts in proptest::collection::vec(
+        proptest::collection::vec(1u8..=255, 1..12), 1..4)) {
+        let parts: Vec<Vec<u8>> = parts
+            .into_iter()
+            .map(|p| p.into_iter().map(|b| if b == b'/' { b'_' } else { b }).collect())
+            .filter(|p: &Vec<u8>| p != b"." && p != b"..")
+            .collect();
+        proptest::prop_assume!(!parts.is_empty());
+        let bytes = parts.join(&b'/');
+        let p = RelPath::new(bytes.clone()).unwrap();
+        proptest::prop_assert_eq!(RelPath::from_key(&p.key()), Some(p.clone()));
+        let (text, escaped) = p.escaped();
+        proptest::prop_assert!(!text.chars().any(unsafe_char));
+        proptest::prop_assert_eq!(unquote(&text, escaped), bytes);
+    }
+}
+
+/// The inverse of [`escape`] (for the property above).
+fn unquote(text: &str, escaped: bool) -> Vec<u8> {
+    if !escaped {
+        return text.as_bytes().to_vec();
+    }
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            out.push(b[i]);
+            i += 1;
+            continue;
+        }
+        let c = b[i + 1];
+        let simple = match c {
+            b'a' => Some(7),
+            b'b' => Some(8),
+            b't' => Some(9),
+            b'n' => Some(10),
+            b'v' => Some(11),
+            b'f' => Some(12),
+            b'r' => Some(13),
+            b'"' => Some(b'"'),
+            b'\\' => Some(b'\\'),
+            _ => None,
+        };
+        match simple {
+            Some(v) => {
+                out.push(v);
+                i += 2;
+            }
+            None => {
+                let oct = std::str::from_utf8(&b[i + 1..i + 4]).unwrap();
+                out.push(u8::from_str_radix(oct, 8).unwrap());
+                i += 4;
+            }
+        }
+    }
+    out
+}
