@@ -86,14 +86,15 @@ enum Source {
 /// The message for a git-internal change.
 pub const GIT_INTERNAL: &str = "git internals: use apply --commits";
 
+/// One apply: the roots, the records, the journal, and what it did so far.
 pub(crate) struct Applier<'a> {
-    pub host: BorrowedFd<'a>,
-    pub upper: BorrowedFd<'a>,
-    pub state: &'a State,
-    pub seen: &'a mut Seen,
-    pub journal: Journal,
-    pub opts: ApplyOptions,
-    pub report: ApplyReport,
+    host: BorrowedFd<'a>,
+    upper: BorrowedFd<'a>,
+    state: &'a State,
+    seen: &'a mut Seen,
+    journal: Journal,
+    opts: ApplyOptions,
+    pub(crate) report: ApplyReport,
     counter: u64,
 }
 
