@@ -56,6 +56,7 @@ pub const COMMAND_GROUPS: &[(&str, &[&str])] = &[
             "ls", "inspect", "update", "ports", "trust", "reset", "rm", "prune",
         ],
     ),
+    ("Review changes", &["diff", "apply", "discard", "review"]),
     ("Network & credentials", &["policy", "secret"]),
     (
         "Host, agents & images",
@@ -224,19 +225,75 @@ pub enum Cmd {
         /// Sandbox names.
         #[arg(required = true)]
         names: Vec<String>,
-        /// Stop running ones first, and do not fail when a sandbox does not exist.
+        /// Stop running ones first, drop changes waiting for review without asking, and do not
+        /// fail when a sandbox does not exist.
         #[arg(short, long)]
         force: bool,
     },
-    /// Reset a sandbox to the clean image (deletes its writable layer; the workspace is untouched).
+    /// Reset a sandbox to the clean image (deletes its writable layer, and in review mode the
+    /// changes not yet applied, after asking; the workspace is untouched).
     Reset {
         /// Sandbox name.
         name: String,
+        /// Do not ask before dropping changes waiting for review.
+        #[arg(short, long)]
+        force: bool,
     },
     /// Show what the sandbox's last run changed in the workspace that the host may run (CI
     /// files, build files, git hooks and config, editor tasks, agent settings, executable bits,
     /// symlinks leading out).
     Trust {
+        /// Sandbox name.
+        name: String,
+    },
+    /// Show what a review-mode sandbox changed, compared with the workspace as it is now
+    /// (risky files first; conflicts marked).
+    Diff {
+        /// Sandbox name.
+        name: String,
+        /// Only these files or directories (relative to the current directory inside the
+        /// workspace, else to the workspace).
+        #[arg(value_name = "PATH")]
+        paths: Vec<std::ffi::OsString>,
+        /// One line per change, with lines added and removed.
+        #[arg(long, conflicts_with_all = ["name_only", "json"])]
+        stat: bool,
+        /// Only the changed paths, one per line.
+        #[arg(long, conflicts_with = "json")]
+        name_only: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a review-mode sandbox's changes (all, or those under PATHs) to the workspace, each
+    /// file whole or not at all; a file the host changed meanwhile is a conflict.
+    Apply {
+        /// Sandbox name.
+        name: String,
+        /// Only these files or directories.
+        #[arg(value_name = "PATH")]
+        paths: Vec<std::ffi::OsString>,
+        /// Overwrite conflicting files with the sandbox's version.
+        #[arg(long, conflicts_with = "merge")]
+        force: bool,
+        /// Merge conflicting text files (three-way) where the merge is clean.
+        #[arg(long)]
+        merge: bool,
+    },
+    /// Drop a stopped review-mode sandbox's changes (all, or those under PATHs).
+    Discard {
+        /// Sandbox name.
+        name: String,
+        /// Only these files or directories.
+        #[arg(value_name = "PATH")]
+        paths: Vec<std::ffi::OsString>,
+        /// Do not ask before dropping every change.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Go through a review-mode sandbox's changes in the terminal, file by file (accept,
+    /// reject, skip, quit), then apply what you accepted.
+    Review {
         /// Sandbox name.
         name: String,
     },
@@ -316,6 +373,11 @@ pub struct RunArgs {
     /// (an agent preset always gets one).
     #[arg(short = 't', long, conflicts_with = "no_tty", help_heading = TERMINAL)]
     pub tty: bool,
+    /// Review mode: the agent's changes to the workspace wait in the sandbox's layer until
+    /// you apply them (`paddock diff`, `apply`, `discard`, `review`); the workspace does not
+    /// change meanwhile. Kept with a named sandbox.
+    #[arg(long, help_heading = WORKSPACE)]
+    pub review: bool,
     /// Leave `.git/hooks` and `.git/config` writable inside (by default they are read-only,
     /// since the host's git runs the hooks and obeys the config).
     #[arg(long, help_heading = WORKSPACE)]

@@ -75,8 +75,32 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Doctor { json, seccomp } => doctor(json, seccomp),
         Cmd::Ls { all, json } => ls(all, json),
         Cmd::Rm { names, force } => rm(&names, force),
-        Cmd::Reset { name } => reset(&name),
+        Cmd::Reset { name, force } => reset(&name, force),
         Cmd::Trust { name } => trust(&name),
+        Cmd::Diff {
+            name,
+            paths,
+            stat,
+            name_only,
+            json,
+        } => crate::review::diff(
+            &name,
+            &paths,
+            match (stat, name_only, json) {
+                (true, _, _) => crate::review::Format::Stat,
+                (_, true, _) => crate::review::Format::NameOnly,
+                (_, _, true) => crate::review::Format::Json,
+                _ => crate::review::Format::Patch,
+            },
+        ),
+        Cmd::Apply {
+            name,
+            paths,
+            force,
+            merge,
+        } => crate::review::apply(&name, &paths, force, merge),
+        Cmd::Discard { name, paths, force } => crate::review::discard(&name, &paths, force),
+        Cmd::Review { name } => crate::review::interactive(&name),
         Cmd::Policy(cmd) => {
             let dirs = Dirs::from_env()?;
             dirs.ensure()?;
@@ -198,17 +222,43 @@ fn exec(args: ExecArgs) -> Result<i32> {
 pub(crate) fn report_trust(dirs: &Dirs, spec: &SandboxSpec, started: std::time::SystemTime) {
     // Every folder the sandbox could write: the workspace first (shown relative), then the
     // read-write mounts.
-    let roots: Vec<PathBuf> = std::iter::once(&spec.workspace)
-        .chain(spec.mounts.iter().filter(|m| !m.read_only).map(|m| &m.host))
+    // In review mode the workspace is unchanged: what the run wrote there waits in the review
+    // layer, judged under the same names before it lands (and left as it is: it is not the
+    // host's yet).
+    let (workspace, mounts) = match spec.review {
+        true => (None, spec.mounts.iter().collect::<Vec<_>>()),
+        false => (Some(&spec.workspace), spec.mounts.iter().collect()),
+    };
+    let roots: Vec<PathBuf> = workspace
+        .into_iter()
+        .chain(mounts.iter().filter(|m| !m.read_only).map(|m| &m.host))
         .filter_map(|p| std::fs::canonicalize(p.as_path()).ok())
         .collect();
-    let findings = paddock_core::trust::report(&roots, started, !spec.allow_git_config);
+    let mut findings = Vec::new();
+    if spec.review {
+        let upper = paddock_core::review_dirs(&dirs.sandbox(&spec.name))
+            .layer
+            .join("upper");
+        if upper.is_dir() {
+            findings = paddock_core::trust::report(&[upper], started, false);
+        }
+    }
+    findings.extend(paddock_core::trust::report(
+        &roots,
+        started,
+        !spec.allow_git_config,
+    ));
     let text = paddock_core::trust::render(&findings);
     if !findings.is_empty() {
-        eprintln!(
-            "paddock: this run changed files your host may run or load; review them before you do:\n{}",
-            text.trim_end()
-        );
+        let what = if spec.review {
+            "this run's changes include files your host may run or load; review them before you apply them"
+        } else {
+            "this run changed files your host may run or load; review them before you do"
+        };
+        eprintln!("paddock: {what}:\n{}", text.trim_end());
+    }
+    if spec.review {
+        crate::review::after_run(dirs, spec);
     }
     let _ = std::fs::write(dirs.sandbox(&spec.name).join("trust-report.txt"), &text);
 }
@@ -382,6 +432,9 @@ fn rm(names: &[String], force: bool) -> Result<i32> {
             }
             return Err(usage(format!("no sandbox named {name}")));
         }
+        if !crate::review::confirm_drop(&dirs.sandbox(&name), &name, force, "rm")? {
+            return Ok(1);
+        }
         if force {
             crate::lifecycle::stop(&dirs, &store, &name, 0)?;
         } else if crate::lifecycle::running(&dirs, &name) {
@@ -396,7 +449,7 @@ fn rm(names: &[String], force: bool) -> Result<i32> {
     Ok(0)
 }
 
-fn reset(name: &str) -> Result<i32> {
+fn reset(name: &str, force: bool) -> Result<i32> {
     let name = parse_name(name)?;
     let (dirs, store) = open()?;
     if store.get(&name)?.is_none() {
@@ -404,7 +457,20 @@ fn reset(name: &str) -> Result<i32> {
     }
     let dir = dirs.sandbox(&name);
     let _lock = lock(&dir, &name)?;
+    if !crate::review::confirm_drop(&dir, &name, force, "reset")? {
+        return Ok(1);
+    }
     paddock_confine::rootfs::remove_layer_dirs(&dir)?;
+    // Review mode: the changes under review and their records (renamed first, so that a
+    // removal cut short never leaves half a layer to be mounted).
+    let review = dir.join("review");
+    if review.exists() {
+        let doomed = dir.join(format!(".rm-review-{}", std::process::id()));
+        std::fs::rename(&review, &doomed)
+            .with_context(|| format!("cannot reset {}", review.display()))?;
+        paddock_confine::user::remove_tree(&doomed)
+            .with_context(|| format!("cannot remove {}", doomed.display()))?;
+    }
     // A size-limited layer's image (ns, gvisor): the next start makes a fresh one if asked.
     let layer = dir.join(paddock_confine::rootfs::LAYER_IMAGE);
     if layer.exists() {

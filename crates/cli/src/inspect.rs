@@ -19,6 +19,8 @@ struct Extra<'a> {
     trust_report: &'a Path,
     /// The sandbox's network preset, when one was applied.
     preset: Option<String>,
+    /// Review mode: its layer holds changes not yet applied.
+    review_pending: bool,
 }
 
 /// `paddock inspect NAME`.
@@ -44,6 +46,8 @@ pub fn inspect(name: &str, json: bool) -> Result<i32> {
             "network": rec.spec.network,
             "upstream_proxy": rec.spec.upstream_proxy.as_ref().map(ToString::to_string),
             "host_ca": rec.spec.host_ca,
+            "review": rec.spec.review,
+            "review_pending": rec.spec.review && crate::review::pending(&dir),
             "ports": rec.spec.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
             "git_config_protected": !rec.spec.allow_git_config,
             "env": rec.spec.env,
@@ -73,6 +77,7 @@ pub fn inspect(name: &str, json: bool) -> Result<i32> {
         log: &log,
         trust_report: &trust_report,
         preset,
+        review_pending: crate::review::pending(&dir),
     };
     print!("{}", render(&rec, &extra, now(), &local_time));
     Ok(0)
@@ -167,6 +172,17 @@ fn render(rec: &SandboxRecord, x: &Extra, now: i64, local: &dyn Fn(i64) -> Strin
             spec.upstream_proxy
                 .as_ref()
                 .map_or("none".into(), ToString::to_string),
+        ),
+        (
+            "review",
+            match (spec.review, x.review_pending) {
+                (false, _) => "off: changes reach the workspace as they are made".into(),
+                (true, false) => "on: changes wait in the sandbox's layer; none now".into(),
+                (true, true) => format!(
+                    "on: changes wait in the sandbox's layer (`paddock diff {}`)",
+                    spec.name
+                ),
+            },
         ),
         (
             "host CAs",
@@ -301,6 +317,7 @@ mod tests {
             log: Path::new("/state/sandboxes/work/output.log"),
             trust_report: Path::new("/state/sandboxes/work/trust-report.txt"),
             preset: Some("balanced".into()),
+            review_pending: false,
         };
         let got = render(&rec, &x, 1_000_000 + 3600 + 180, &|t| format!("T{t}"));
         assert_eq!(
@@ -319,6 +336,7 @@ limits              cpus 1.5, memory 4G, processes 4096, disk no limit
 user                agent
 network             through the proxy, preset balanced
 upstream proxy      none
+review              off: changes reach the workspace as they are made
 host CAs            trusted inside (those the host added)
 ports               127.0.0.1:3000 -> 3000
 git config          read-only inside

@@ -10,6 +10,9 @@ mod inspect;
 mod lifecycle;
 mod policy;
 mod prune;
+mod review;
+mod review_helper;
+mod review_tui;
 mod run;
 mod secret;
 
@@ -41,6 +44,11 @@ fn main() {
         == Some(std::ffi::OsStr::new(paddock_confine::relay::RELAY_ARG))
     {
         std::process::exit(paddock_confine::relay::main());
+    }
+    // The review helper (started by `diff`, `apply`, the supervisor): it confines itself
+    // before it reads a byte of a sandbox's layer.
+    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new("__review")) {
+        std::process::exit(review_helper::main(std::env::args_os().skip(2).collect()));
     }
     let cli = match cli::Cli::from_arg_matches(&cli::command().get_matches()) {
         Ok(cli) => cli,

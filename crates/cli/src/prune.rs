@@ -101,12 +101,21 @@ fn now() -> i64 {
 pub fn prune(filter: &Filter, force: bool) -> Result<i32> {
     let (dirs, store) = open()?;
     let now = now();
-    let doomed: Vec<SandboxName> = store
+    let picked: Vec<SandboxName> = store
         .list()?
         .into_iter()
         .filter(|r| filter.picks(r, crate::lifecycle::state(&dirs, r), now))
         .map(|r| r.spec.name)
         .collect();
+    // Changes waiting for review are work not yet looked at: never pruned with the sandbox.
+    let (kept, doomed): (Vec<SandboxName>, Vec<SandboxName>) = picked
+        .into_iter()
+        .partition(|n| crate::review::pending(&dirs.sandbox(n)));
+    for n in &kept {
+        eprintln!(
+            "paddock: kept {n}: it holds changes waiting for review (`paddock apply {n}` or `paddock discard {n}`, then prune)"
+        );
+    }
     let listed = doomed
         .iter()
         .map(|n| n.as_str())

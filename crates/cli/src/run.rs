@@ -36,10 +36,16 @@ struct Validated {
     host_ca: bool,
     agent_config: bool,
     upstream: Option<UpstreamProxy>,
+    review: bool,
 }
 
 fn validate(args: &RunArgs) -> Result<Validated> {
     paddock_supervisor::select_check(&args.backend).map_err(|e| usage(e.to_string()))?;
+    if args.review && args.rm {
+        return Err(usage(
+            "--rm would remove the changes waiting for review with the sandbox: give it a --name instead, and `paddock rm` it once its changes are applied or discarded",
+        ));
+    }
     let ws = match &args.workspace {
         Some(w) => w.clone(),
         None => std::env::current_dir().context("cannot read the current directory")?,
@@ -258,6 +264,7 @@ fn validate(args: &RunArgs) -> Result<Validated> {
         host_ca: !args.no_host_ca,
         agent_config: args.agent_config,
         ports,
+        review: args.review,
     };
     // Whole-spec checks (clashing mount targets) before anything exists.
     spec_for(
@@ -303,6 +310,7 @@ fn spec_for(
         } else {
             v.upstream.clone()
         },
+        review: v.review,
         discard_layer: false,
     }
 }
@@ -532,6 +540,9 @@ fn run_with(args: RunArgs, mode: Mode, internal: Internal) -> Result<i32> {
         .clone()
         .unwrap_or_else(|| generated_name(&v.workspace));
     let mut spec = spec_for(&v, name.clone(), backend.id(), &args.image, args.no_sudo);
+    // Review mode stays with a sandbox: its layer may hold changes not yet applied, which a
+    // run on the workspace itself would hide.
+    spec.review |= existing.as_ref().is_some_and(|old| old.spec.review);
     // Limits: the flags, else this host's defaults (a share of its memory and free disk, so
     // that no sandbox can take the host's), as every other setting of a reused sandbox comes
     // from this command's flags. The disk belongs to the layer: a reused sandbox keeps its

@@ -23,6 +23,11 @@ pub struct Bind {
     pub idmap: bool,
     /// The host path is a directory (else a file).
     pub is_dir: bool,
+    /// Review mode (`--review`): the folder is only the lower layer of an overlay whose upper
+    /// layer and work directory are `upper` and `work` in this directory (the sandbox's
+    /// review layer), so the sandbox's writes stay there until the user applies them.
+    #[serde(default)]
+    pub review: Option<PathBuf>,
 }
 
 impl Bind {
@@ -31,6 +36,20 @@ impl Bind {
     /// ([`crate::jail::giveback`]).
     pub fn gives_back(&self) -> bool {
         self.idmap && self.is_dir && !self.read_only
+    }
+
+    /// Where the files to give back after a run are ([`Self::gives_back`]): the folder, or in
+    /// review mode its review layer's upper directory in user mode (where the sandbox's root
+    /// wrote as a subordinate id the user cannot read) and nowhere in root mode (where the
+    /// review layer keeps the sandbox's own host ids, which the next run must see again).
+    pub fn give_back_at(&self, user_mode: bool) -> Option<PathBuf> {
+        if !self.gives_back() {
+            return None;
+        }
+        match &self.review {
+            Some(dir) => user_mode.then(|| dir.join("upper")),
+            None => Some(self.host.clone()),
+        }
     }
 }
 

@@ -53,6 +53,32 @@ pub fn restrict_to_reading(paths: &[&str]) -> Result<Enforced, LandlockError> {
     enforce(&rules, true)
 }
 
+/// Restricts the calling thread (and its future children) to the trees under the directory
+/// descriptors `dirs`, where it may do anything, with signals and abstract Unix sockets scoped
+/// to itself; sets `no_new_privs`. For the review helper.
+pub fn restrict_beneath(dirs: &[std::os::fd::BorrowedFd<'_>]) -> Result<Enforced, LandlockError> {
+    let e = |x: &dyn std::fmt::Display| LandlockError::Ruleset(x.to_string());
+    let mut ruleset = Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .handle_access(AccessFs::from_all(ABI_USED))
+        .map_err(|x| e(&x))?
+        .scope(Scope::from_all(ABI_USED))
+        .map_err(|x| e(&x))?
+        .create()
+        .map_err(|x| e(&x))?;
+    for fd in dirs {
+        ruleset = ruleset
+            .add_rule(PathBeneath::new(*fd, AccessFs::from_all(ABI_USED)))
+            .map_err(|x| e(&x))?;
+    }
+    let status = ruleset.restrict_self().map_err(|x| e(&x))?;
+    Ok(match status.ruleset {
+        RulesetStatus::FullyEnforced => Enforced::Fully,
+        RulesetStatus::PartiallyEnforced => Enforced::Partially,
+        RulesetStatus::NotEnforced => Enforced::Unsupported,
+    })
+}
+
 /// Every filesystem access handled, signals and abstract sockets scoped, and `rules` (each
 /// path with what it allows beneath it; one that cannot be opened is an error) the only ones
 /// allowed; `no_new_privs` set with it when asked.

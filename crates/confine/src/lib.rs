@@ -16,6 +16,7 @@ pub mod jail;
 pub mod landlock;
 #[cfg(target_os = "linux")]
 pub mod relay;
+pub mod review;
 pub mod rootfs;
 pub mod seccomp;
 #[cfg(target_os = "linux")]

@@ -33,6 +33,7 @@ pub fn describe_bind(
         owner_gid: meta.gid(),
         is_dir: meta.is_dir(),
         idmap: true,
+        review: None,
     })
 }
 
@@ -72,9 +73,66 @@ pub fn shared_binds(spec: &SandboxSpec) -> Result<Vec<Bind>, BackendError> {
             owner_gid: meta.gid(),
             is_dir: pin.is_dir,
             idmap: true,
+            review: None,
         });
     }
     Ok(binds)
+}
+
+/// Review mode: makes the review layer of the sandbox directory `dir` on first use
+/// ([`paddock_core::review_dirs`]) and returns its directory. A fresh upper directory, the
+/// overlay's root, takes the mode of the `workspace` root and the host ids `owner` (whoever the
+/// backend writes the agent's files as: host `base` + 1000 for ns and gvisor in root mode, the
+/// folder's owner for vm's virtiofsd; `None` in user mode, where the user is the agent).
+pub fn prepare_review(
+    dir: &Path,
+    workspace: &Path,
+    owner: Option<(u32, u32)>,
+) -> Result<PathBuf, BackendError> {
+    let dirs = paddock_core::review_dirs(dir);
+    let meta =
+        fs::metadata(workspace).map_err(io(format!("cannot read {}", workspace.display())))?;
+    let mode = meta.permissions().mode() & 0o7777;
+    let upper = dirs.layer.join("upper");
+    for d in [&dirs.state, &dirs.layer.join("work")] {
+        fs::create_dir_all(d).map_err(io(format!("cannot create {}", d.display())))?;
+    }
+    // The review's own records are written by the review helper, which runs as the
+    // workspace's owner (`paddock_confine::review`).
+    if rustix::process::geteuid().is_root() {
+        std::os::unix::fs::chown(&dirs.state, Some(meta.uid()), Some(meta.gid()))
+            .map_err(io("cannot set the owner of the review's records"))?;
+    }
+    if !upper.exists() {
+        // Made complete under another name, so that a half-made one is never mounted.
+        let fresh = dirs.layer.join(".upper-new");
+        let _ = fs::remove_dir(&fresh);
+        fs::create_dir(&fresh).map_err(io(format!("cannot create {}", fresh.display())))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&fresh, Some(uid), Some(gid))
+                .map_err(io("cannot set the review layer's owner"))?;
+        }
+        fs::set_permissions(&fresh, fs::Permissions::from_mode(mode))
+            .map_err(io("cannot set the review layer's mode"))?;
+        fs::rename(&fresh, &upper).map_err(io(format!("cannot create {}", upper.display())))?;
+    }
+    Ok(dirs.layer)
+}
+
+/// [`prepare_review`] for a backend that shares the workspace, `binds[0]`, as an overlay
+/// ([`Bind::review`]) built by the jail: ns and gvisor. `base`: the host id of the sandbox's
+/// root in root mode.
+pub fn review_workspace(
+    dir: &Path,
+    base: Option<u32>,
+    binds: &mut [Bind],
+) -> Result<(), BackendError> {
+    let Some(ws) = binds.first_mut() else {
+        return Ok(());
+    };
+    let agent = base.map(|b| (b + paddock_core::AGENT_ID, b + paddock_core::AGENT_ID));
+    ws.review = Some(prepare_review(dir, &ws.host, agent)?);
+    Ok(())
 }
 
 /// The sandbox's writable layer, the overlay's work directory and a mount point, made on first
@@ -421,6 +479,7 @@ pub fn run_file(host: &Path, target: &str) -> Bind {
         owner_gid: 0,
         is_dir: false,
         idmap: false,
+        review: None,
     }
 }
 
@@ -450,6 +509,7 @@ pub fn generated_files(dir: &Path, hostname: &str) -> Result<Vec<Bind>, BackendE
             owner_gid: 0,
             is_dir: false,
             idmap: false,
+            review: None,
         });
     }
     Ok(out)

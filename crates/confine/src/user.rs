@@ -154,6 +154,16 @@ pub fn spawn_mapped(
     cmd: &mut Command,
     ids: &UserIds,
 ) -> Result<std::process::Child, UserModeError> {
+    let ids = *ids;
+    spawn_mapped_by(cmd, move |pid| map_ids(pid, &ids))
+}
+
+/// Starts `cmd` as root of a new user namespace (and a mount namespace of its own) whose maps
+/// `map` writes, given the child's pid, while the child waits.
+pub fn spawn_mapped_by(
+    cmd: &mut Command,
+    map: impl FnOnce(u32) -> Result<(), UserModeError> + Send + 'static,
+) -> Result<std::process::Child, UserModeError> {
     let pipe = || {
         rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
             .map_err(|e| io("cannot create a pipe")(e.into()))
@@ -188,7 +198,6 @@ pub fn spawn_mapped(
         });
     }
     // The child waits for its maps while `spawn` waits for its exec: a thread writes them.
-    let ids = *ids;
     let mapper = std::thread::spawn(move || -> Result<(), UserModeError> {
         let mut ready_r = std::fs::File::from(ready_r);
         let mut go_w = std::fs::File::from(go_w);
@@ -196,7 +205,7 @@ pub fn spawn_mapped(
         if ready_r.read_exact(&mut pid).is_err() {
             return Ok(()); // The child failed before it asked; spawn reports why.
         }
-        let done = map_ids(u32::from_le_bytes(pid), &ids);
+        let done = map(u32::from_le_bytes(pid));
         let _ = go_w.write_all(&[u8::from(done.is_ok())]);
         done
     });

@@ -179,13 +179,16 @@ fn git_dir(dir: &Path, meta: &fs::Metadata, out: &mut Vec<Pin>) -> Result<(), Gu
 }
 
 /// The pins of every read-write shared folder of `spec` (none when the spec allows git
-/// config), each with its path inside the sandbox. A folder that cannot be protected stops the
+/// config; none for a review-mode workspace), each with its path inside the sandbox. A folder that cannot be protected stops the
 /// start (fail closed).
 pub fn for_spec(spec: &SandboxSpec) -> Result<Vec<(Pin, String)>, BackendError> {
     if spec.allow_git_config {
         return Ok(Vec::new());
     }
-    let folders = std::iter::once((&spec.workspace, &spec.workspace)).chain(
+    // A review-mode workspace needs none: the sandbox writes only its review layer, and the
+    // review never applies a git directory's files to the host ([`crate::review_dirs`]).
+    let workspace = (!spec.review).then_some((&spec.workspace, &spec.workspace));
+    let folders = workspace.into_iter().chain(
         spec.mounts
             .iter()
             .filter(|m| !m.read_only)

@@ -37,6 +37,26 @@ pub use session::{RemoteExec, RemoteSession};
 pub use spec::{Network, PROXY_PORT, SandboxSpec, SpecError};
 pub use store::{SandboxRecord, SandboxState, Store, StoreError};
 
+/// A review-mode sandbox's directories ([`SandboxSpec::review`]) under its directory
+/// `sandbox_dir`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewDirs {
+    /// The overlay's layer: `upper` (what the sandbox wrote) and `work` (overlayfs's own).
+    pub layer: std::path::PathBuf,
+    /// The review's own records (what the host looked like, merge bases, the apply journal).
+    pub state: std::path::PathBuf,
+}
+
+/// See [`ReviewDirs`]. Neither the sandbox's `upper` nor its `work` directory: the root layer
+/// is reset without losing the changes under review, and the other way round.
+pub fn review_dirs(sandbox_dir: &std::path::Path) -> ReviewDirs {
+    let dir = sandbox_dir.join("review");
+    ReviewDirs {
+        layer: dir.join("layer"),
+        state: dir.join("state"),
+    }
+}
+
 /// FNV-1a (64-bit) of `bytes`: a hash that is the same in every build and version, for names
 /// and cache keys that must stay put (not for anything an attacker picks to collide).
 pub fn stable_hash(bytes: &[u8]) -> u64 {

@@ -55,6 +55,11 @@ pub struct SandboxSpec {
     /// settings were made (`run`, `create`), or `--upstream-proxy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_proxy: Option<paddock_policy::net::UpstreamProxy>,
+    /// Review mode (`--review`): the workspace is the lower layer of an overlay whose upper
+    /// layer is the sandbox's review layer ([`crate::review_dir`]), so the host workspace does
+    /// not change until the user applies the changes (`paddock diff`, `apply`, `discard`).
+    #[serde(default)]
+    pub review: bool,
     /// This run removes the sandbox when it ends (`--rm`), writable layer included: the
     /// backend need not make the layer's writes durable (overlayfs `volatile`, so ending the
     /// sandbox does not sync the host filesystem the layer lives on). A property of one run,
@@ -117,6 +122,7 @@ mod tests {
             dangerously_mount_sockets: false,
             host_ca: true,
             upstream_proxy: None,
+            review: false,
             discard_layer: false,
         }
     }

@@ -397,6 +397,7 @@ mod tests {
             dangerously_mount_sockets: false,
             host_ca: true,
             upstream_proxy: None,
+            review: false,
             discard_layer: false,
         }
     }

@@ -246,6 +246,13 @@ impl Backend for GvisorBackend {
 
         // What the sandbox shares with the host, checked (canonical, no symlinks).
         let mut binds = paddock_confine::rootfs::shared_binds(spec)?;
+        if spec.review {
+            paddock_confine::rootfs::review_workspace(
+                &ctx.sandbox_dir,
+                user.is_none().then_some(base),
+                &mut binds,
+            )?;
+        }
         let (upper, work, _) = paddock_confine::rootfs::prepare_dirs(
             &ctx.sandbox_dir,
             user.is_none().then_some(base),
@@ -269,6 +276,7 @@ impl Backend for GvisorBackend {
             owner_gid: 0,
             idmap: false,
             is_dir: false,
+            review: None,
         };
         let run_files = match &ctx.extra_ca {
             Some(ca) => vec![paddock_confine::rootfs::run_file(
@@ -522,8 +530,10 @@ impl Backend for GvisorBackend {
             i.give_back = (
                 binds
                     .iter()
-                    .filter(|b| b.gives_back())
-                    .map(|b| (b.host.clone(), b.owner_uid, b.owner_gid))
+                    .filter_map(|b| {
+                        b.give_back_at(user.is_some())
+                            .map(|at| (at, b.owner_uid, b.owner_gid))
+                    })
                     .collect(),
                 base,
                 self.jail.clone(),

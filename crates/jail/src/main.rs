@@ -377,14 +377,17 @@ fn reexec_mapped(cfg: &JailConfig, channel: std::os::fd::BorrowedFd<'_>) -> Resu
 /// sandbox id but the agent's, which is the user already.
 fn give_back_folders(cfg: &JailConfig, since: i128) {
     use paddock_confine::jail::giveback::{GiveBack, give_back};
-    for b in cfg.binds.iter().filter(|b| b.gives_back()) {
+    for b in &cfg.binds {
+        let Some(at) = b.give_back_at(cfg.user_namespace) else {
+            continue;
+        };
         let how = GiveBack::for_sandbox(
             cfg.user_namespace,
             cfg.id_base,
             (b.owner_uid, b.owner_gid),
             since,
         );
-        let _ = give_back(&b.host, how);
+        let _ = give_back(&at, how);
     }
 }
 

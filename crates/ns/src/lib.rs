@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use paddock_confine::cgroup::{CgroupHost, SandboxCgroups};
 use paddock_confine::config::{EnterConfig, JailConfig};
 use paddock_confine::rootfs::{
-    generated_files, layer_full, prepare_dirs, prepare_layer, run_file, shared_binds,
+    generated_files, layer_full, prepare_dirs, prepare_layer, review_workspace, run_file,
+    shared_binds,
 };
 use paddock_confine::{find_jail, jail, join_cgroups};
 use paddock_core::{
@@ -183,6 +184,9 @@ fn prepare(
     }
     // The ids as the jail sees them: in user mode its own user namespace's, whose root is 0.
     let base = if user_mode { 0 } else { ctx.image.idmap.base };
+    if spec.review {
+        review_workspace(&ctx.sandbox_dir, (!user_mode).then_some(base), &mut binds)?;
+    }
     let (upper, work, merged) = prepare_dirs(
         &ctx.sandbox_dir,
         (!user_mode).then_some(base),

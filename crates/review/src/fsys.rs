@@ -137,6 +137,11 @@ pub(crate) fn open_root(path: &Path) -> io::Result<OwnedFd> {
     )
 }
 
+/// A readable descriptor of the directory `dir` refers to (which may be an `O_PATH` one).
+pub(crate) fn reopen_dir(dir: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    rustix::fs::openat(dir, ".", DIR_FLAGS, Mode::empty()).map_err(io::Error::from)
+}
+
 /// Opens a directory Paddock owns (the upper layer, the state directory): its last component
 /// must not be a symlink; the components above it are Paddock's own.
 pub(crate) fn open_own_dir(path: &Path) -> io::Result<OwnedFd> {

@@ -63,6 +63,9 @@ pub struct Layer {
     workspace: PathBuf,
     state: State,
     id: (u64, u64),
+    /// Given as descriptors ([`Layer::from_fds`]): the workspace root (reopened from it
+    /// rather than by path), and the upper and state directories, named by their descriptors.
+    held: Option<[OwnedFd; 3]>,
 }
 
 impl Layer {
@@ -71,10 +74,43 @@ impl Layer {
     /// [`Error::WorkspaceReplaced`]) when the workspace at that path is missing or is another
     /// directory. The workspace path must have no symlink in it.
     pub fn open(upper: &Path, workspace: &Path, state: &Path) -> Result<Layer, Error> {
+        Layer::open_with(upper, workspace, state, None)
+    }
+
+    /// [`Layer::open`] for a process given the three directories as descriptors (opened by
+    /// its parent, which can reach them where it cannot): `workspace_name` is the workspace's
+    /// path, for messages; its root is checked against the record as by path.
+    pub fn from_fds(
+        upper: OwnedFd,
+        workspace: OwnedFd,
+        workspace_name: &Path,
+        state: OwnedFd,
+    ) -> Result<Layer, Error> {
+        use std::os::fd::AsRawFd;
+        let name = |fd: &OwnedFd| PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        let (upper_path, state_path) = (name(&upper), name(&state));
+        Layer::open_with(
+            &upper_path,
+            workspace_name,
+            &state_path,
+            Some([upper, workspace, state]),
+        )
+    }
+
+    fn open_with(
+        upper: &Path,
+        workspace: &Path,
+        state: &Path,
+        held: Option<[OwnedFd; 3]>,
+    ) -> Result<Layer, Error> {
         let st = State::create(state)?;
         let _lock = st.lock()?;
         let meta = st.meta()?;
-        let root = match fsys::open_root(workspace) {
+        let opened = match &held {
+            Some([_, ws, _]) => fsys::reopen_dir(ws.as_fd()),
+            None => fsys::open_root(workspace),
+        };
+        let root = match opened {
             Ok(fd) => fd,
             Err(_) if meta.is_some() => return Err(Error::WorkspaceReplaced(workspace.into())),
             Err(e) => {
@@ -95,7 +131,11 @@ impl Layer {
                 ino: rst.ino,
             })?,
         }
-        fsys::open_own_dir(upper).map_err(|e| {
+        match &held {
+            Some([up, _, _]) => fsys::reopen_dir(up.as_fd()),
+            None => fsys::open_own_dir(upper),
+        }
+        .map_err(|e| {
             Error::io(
                 format!("cannot open the upper layer {}", show_path(upper)),
                 e,
@@ -106,6 +146,7 @@ impl Layer {
             workspace: workspace.into(),
             state: st,
             id: (rst.dev, rst.ino),
+            held,
         })
     }
 
@@ -122,12 +163,20 @@ impl Layer {
     /// Opens the workspace root (checked to be the recorded directory) and the upper layer.
     fn roots(&self) -> Result<(OwnedFd, OwnedFd), Error> {
         let replaced = || Error::WorkspaceReplaced(self.workspace.clone());
-        let host = fsys::open_root(&self.workspace).map_err(|_| replaced())?;
+        let host = match &self.held {
+            Some([_, ws, _]) => fsys::reopen_dir(ws.as_fd()),
+            None => fsys::open_root(&self.workspace),
+        }
+        .map_err(|_| replaced())?;
         let st = fsys::fstat(host.as_fd()).map_err(|_| replaced())?;
         if (st.dev, st.ino) != self.id {
             return Err(replaced());
         }
-        let upper = fsys::open_own_dir(&self.upper).map_err(|e| {
+        let upper = match &self.held {
+            Some([up, _, _]) => fsys::reopen_dir(up.as_fd()),
+            None => fsys::open_own_dir(&self.upper),
+        }
+        .map_err(|e| {
             Error::io(
                 format!("cannot open the upper layer {}", show_path(&self.upper)),
                 e,

@@ -13,6 +13,7 @@ pub mod egress_worker;
 mod env;
 mod ports;
 mod relay;
+pub mod review;
 mod select;
 pub mod system;
 
@@ -253,6 +254,12 @@ pub fn run_attached(
             signal,
             starting: true,
         });
+    }
+    // Review mode: what the layer holds from earlier runs is judged against the host as it
+    // is now, before this run may add to it (fail closed: unjudged changes would hide
+    // conflicts), and this run's start is recorded for what it adds.
+    if spec.review {
+        review::begin(&sandbox_dir, spec, image.idmap.base).map_err(SupervisorError::Backend)?;
     }
     // A setup step that fails after a stop signal came (`timeout`, Ctrl-C: the signal reaches
     // the helpers of this process group too, mkfs or runsc) failed because of it: say so.

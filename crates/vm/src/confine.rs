@@ -360,6 +360,70 @@ pub(crate) struct Share<'a> {
     /// virtiofsd serves what it sees, so the guest's writes there fail with EROFS, and renaming
     /// a pinned directory with EBUSY.
     pub pins: &'a [(PathBuf, bool)],
+    /// Review mode: the review layer (`upper`, `work`) of an overlay mounted over the share,
+    /// whose lower layer the share is (see `paddock_confine::config::Bind::review`).
+    pub review: Option<&'a Path>,
+}
+
+/// The review layer's `upper` and `work` directories as canonical paths: overlayfs takes
+/// its layers as paths, resolved in virtiofsd's new mount namespace (a descriptor opened before
+/// it belongs to the host's, whose mounts overlayfs refuses to clone).
+struct ReviewLayer {
+    upper: CString,
+    work: CString,
+}
+
+impl ReviewLayer {
+    fn open(dir: &Path) -> Result<ReviewLayer, BackendError> {
+        let path = |name: &str| {
+            let p = dir.join(name);
+            let real = std::fs::canonicalize(&p)
+                .map_err(|e| layer("review layer", format!("cannot open {}: {e}", p.display())))?;
+            c_path(&real)
+        };
+        Ok(ReviewLayer {
+            upper: path("upper")?,
+            work: path("work")?,
+        })
+    }
+
+    /// Mounts the overlay over `dst`, where the share is mounted (its lower layer), with
+    /// `userxattr` (the review reads its marks unprivileged; a user namespace may set them).
+    ///
+    /// Only system calls on prepared strings; for use between fork and exec.
+    fn mount_over(&self, dst: &CStr) -> std::io::Result<()> {
+        use rustix::mount::{
+            FsMountFlags, FsOpenFlags, MountAttrFlags, fsconfig_create, fsconfig_set_flag,
+            fsconfig_set_string, fsmount, fsopen,
+        };
+        let fs = fsopen(c"overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
+        fsconfig_set_string(fs.as_fd(), c"source", c"paddock-review")?;
+        fsconfig_set_string(fs.as_fd(), c"lowerdir", dst)?;
+        fsconfig_set_string(fs.as_fd(), c"upperdir", self.upper.as_c_str())?;
+        fsconfig_set_string(fs.as_fd(), c"workdir", self.work.as_c_str())?;
+        fsconfig_set_flag(fs.as_fd(), c"userxattr")?;
+        fsconfig_create(fs.as_fd())?;
+        let mnt = fsmount(
+            fs.as_fd(),
+            FsMountFlags::FSMOUNT_CLOEXEC,
+            MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
+        )?;
+        let onto = openat2(
+            CWD,
+            dst,
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )?;
+        move_mount(
+            mnt.as_fd(),
+            c"",
+            onto.as_fd(),
+            c"",
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+        )?;
+        Ok(())
+    }
 }
 
 /// A command for `program` executed through a descriptor opened now, by root: the program
@@ -401,6 +465,7 @@ pub(crate) fn virtiofsd(
     }
     let src = c_path(share.dir)?;
     let dst = c_path(share.view)?;
+    let review = share.review.map(ReviewLayer::open).transpose()?;
     let share_attrs = MOUNT_ATTR_NOSUID
         | MOUNT_ATTR_NODEV
         | if share.read_only {
@@ -442,6 +507,9 @@ pub(crate) fn virtiofsd(
                 bind_resolved(p, p, false, attrs)?;
             }
             bind_resolved(&src, &dst, true, share_attrs)?;
+            if let Some(review) = &review {
+                review.mount_over(&dst)?;
+            }
             // The listening socket stays open across exec for `--fd`.
             check(libc::fcntl(listener.as_raw_fd(), libc::F_SETFD, 0))?;
             if user_mode {

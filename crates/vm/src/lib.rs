@@ -734,6 +734,16 @@ impl VmBackend {
         // Git directories pinned, hooks and config read-only: made in each virtiofsd's own
         // mount namespace on the host, where root in the guest cannot undo them.
         let pins = paddock_core::gitguard::for_spec(spec)?;
+        // Review mode: the workspace's virtiofsd serves an overlay over it, whose upper layer
+        // keeps what the guest writes (as the folder's owner, as virtiofsd writes).
+        let review = match (spec.review, shares.first()) {
+            (true, Some((dir, _, _, uid, gid))) => Some(paddock_confine::rootfs::prepare_review(
+                &ctx.sandbox_dir,
+                dir,
+                (!user_mode).then(|| (*uid, confine::share_group(*uid, *gid))),
+            )?),
+            _ => None,
+        };
 
         // The sandbox's disk: a copy-on-write layer over the image's disk.
         let disk = ctx.sandbox_dir.join(DISK_LAYER);
@@ -919,6 +929,7 @@ impl VmBackend {
                     view: &view,
                     read_only: *ro,
                     pins: &mine,
+                    review: if i == 0 { review.as_deref() } else { None },
                 },
                 listener,
                 confine::owner_namespace(uid, group)?,

@@ -400,8 +400,55 @@ pub fn build_runsc(
             &format!("{what}: cannot open the mount point {}", b.target),
         )?;
         attach(tree.as_fd(), target.as_fd(), &what)?;
+        if let Some(dir) = &b.review {
+            review_overlay(tree.as_fd(), target.as_fd(), dir, &what)?;
+        }
     }
     Ok(())
+}
+
+/// Review mode ([`Bind::review`]): mounts over the shared folder just attached at `at` (its
+/// mount, `lower`) an overlay whose lower layer it is and whose upper layer and work directory
+/// are those of the review layer `dir`, so the sandbox's writes stay in the layer.
+///
+/// The folder is attached first because overlayfs takes as layers only mounts of this mount
+/// namespace (before Linux 6.15 no detached one); it stays beneath the overlay, unreachable.
+/// `userxattr`: overlayfs keeps its whiteouts' and opaque directories' marks in
+/// `user.overlay.*`, which the review (the folder's owner, unprivileged) can read, and which a
+/// user namespace may set (user mode).
+fn review_overlay(
+    lower: BorrowedFd<'_>,
+    at: BorrowedFd<'_>,
+    dir: &Path,
+    what: &str,
+) -> Result<(), Failure> {
+    let what = format!("{what}: cannot mount the review layer {}", dir.display());
+    let open = |name: &str| {
+        openat2(
+            CWD,
+            dir.join(name),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )
+        .layer(LAYER, &what)
+    };
+    let (upper, work) = (open("upper")?, open("work")?);
+    let name =
+        |fd: BorrowedFd<'_>| format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+    let fs = new_fs(
+        "overlay",
+        &[
+            ("source", "paddock-review"),
+            ("lowerdir", &name(lower)),
+            ("upperdir", &name(upper.as_fd())),
+            ("workdir", &name(work.as_fd())),
+        ],
+        &["userxattr"],
+        MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
+    )
+    .map_err(|f| Failure::new("review layer", format!("{what}: {}", f.message)))?;
+    attach(fs.as_fd(), at, &what)
 }
 
 /// What the host side mounted for the sandbox while the jail started, as detached mounts
@@ -550,6 +597,9 @@ pub fn build(cfg: &JailConfig, premade: Premade) -> Result<(), Failure> {
         let what = format!("cannot share {} at {}", b.host.display(), b.target);
         let target = ensure_beneath(root, &b.target, !b.is_dir, base)?;
         attach(tree.as_fd(), target.as_fd(), &what)?;
+        if let Some(dir) = &b.review {
+            review_overlay(tree.as_fd(), target.as_fd(), dir, &what)?;
+        }
     }
 
     // Kernel knobs in /proc stay read-only even for the sandbox's root.
