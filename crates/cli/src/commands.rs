@@ -210,7 +210,7 @@ fn exec(args: ExecArgs) -> Result<i32> {
     };
     let started = std::time::SystemTime::now();
     let outcome = paddock_supervisor::run_exec(&dirs, &spec, backend.as_ref(), &launch);
-    report_trust(&dirs, &spec, started);
+    report_trust(&dirs, &spec, started, false);
     let outcome = outcome?;
     for d in &outcome.diagnostics {
         eprintln!("paddock: {d}");
@@ -219,7 +219,13 @@ fn exec(args: ExecArgs) -> Result<i32> {
 }
 
 /// Shows (and keeps for `paddock trust`) what changed since `started` that the host may run.
-pub(crate) fn report_trust(dirs: &Dirs, spec: &SandboxSpec, started: std::time::SystemTime) {
+/// `said`: whether to say what waits for review (after a run, not after each `exec`).
+pub(crate) fn report_trust(
+    dirs: &Dirs,
+    spec: &SandboxSpec,
+    started: std::time::SystemTime,
+    said: bool,
+) {
     // Every folder the sandbox could write: the workspace first (shown relative), then the
     // read-write mounts.
     // In review mode the workspace is unchanged: what the run wrote there waits in the review
@@ -258,7 +264,7 @@ pub(crate) fn report_trust(dirs: &Dirs, spec: &SandboxSpec, started: std::time::
         eprintln!("paddock: {what}:\n{}", text.trim_end());
     }
     if spec.review {
-        crate::review::after_run(dirs, spec);
+        crate::review::after_run(dirs, spec, said);
     }
     let _ = std::fs::write(dirs.sandbox(&spec.name).join("trust-report.txt"), &text);
 }

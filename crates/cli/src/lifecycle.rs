@@ -209,7 +209,7 @@ pub fn supervise(name: &str) -> Result<i32> {
         &launch,
         paddock_supervisor::catch_signals(main.tty)?,
     );
-    crate::commands::report_trust(&dirs, &spec, started);
+    crate::commands::report_trust(&dirs, &spec, started, true);
     let code = match &result {
         Ok(o) => {
             for d in &o.diagnostics {

@@ -320,9 +320,10 @@ pub fn interactive(name: &str) -> Result<i32> {
 
 /// After a run of a review-mode sandbox: records how the workspace looks for what the run
 /// added (conflicts are then judged from the run's start, not from whenever `diff` runs).
-pub(crate) fn after_run(dirs: &Dirs, spec: &SandboxSpec) {
+/// `said` false (after an `exec`, while the sandbox goes on): nothing; its stop does it.
+pub(crate) fn after_run(dirs: &Dirs, spec: &SandboxSpec, said: bool) {
     let sandbox_dir = dirs.sandbox(&spec.name);
-    if !pending(&sandbox_dir) {
+    if !said || !pending(&sandbox_dir) {
         return;
     }
     let Some(since) = paddock_supervisor::review::run_start(&sandbox_dir) else {

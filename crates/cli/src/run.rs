@@ -41,6 +41,9 @@ struct Validated {
 
 fn validate(args: &RunArgs) -> Result<Validated> {
     paddock_supervisor::select_check(&args.backend).map_err(|e| usage(e.to_string()))?;
+    if args.review {
+        paddock_core::review_supported().map_err(usage)?;
+    }
     if args.review && args.rm {
         return Err(usage(
             "--rm would remove the changes waiting for review with the sandbox: give it a --name instead, and `paddock rm` it once its changes are applied or discarded",
@@ -681,7 +684,7 @@ fn run_with(args: RunArgs, mode: Mode, internal: Internal) -> Result<i32> {
     );
     // What the run changed that the host may later run: shown now, kept for `paddock trust`.
     if !internal.quiet {
-        report_trust(&dirs, &spec, started);
+        report_trust(&dirs, &spec, started, true);
     }
     // A failed first start of a sandbox with a generated name leaves nothing behind; a sandbox
     // the user named is never removed by a failure (its layer may hold the agent's work).

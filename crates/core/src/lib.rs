@@ -57,6 +57,26 @@ pub fn review_dirs(sandbox_dir: &std::path::Path) -> ReviewDirs {
     }
 }
 
+/// Whether this host can run a review-mode sandbox: overlayfs with `userxattr` and idmapped
+/// layers (Linux 5.19; overlayfs itself every backend's root layer needs already). `Err` says
+/// why not, for `create --review` to refuse before anything is made.
+pub fn review_supported() -> Result<(), String> {
+    let release = rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned();
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if version < (5, 19) {
+        return Err(format!(
+            "review mode needs Linux 5.19 or newer (overlayfs over an idmapped workspace); this host runs {release}"
+        ));
+    }
+    Ok(())
+}
+
 /// FNV-1a (64-bit) of `bytes`: a hash that is the same in every build and version, for names
 /// and cache keys that must stay put (not for anything an attacker picks to collide).
 pub fn stable_hash(bytes: &[u8]) -> u64 {

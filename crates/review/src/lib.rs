@@ -17,7 +17,8 @@
 //!   own xattrs, and any other xattr, are never copied to the host.
 //! - Conflicts: the first time a path is seen in the upper layer ([`Layer::capture`]) the host's
 //!   `lstat` there is recorded (with a copy of a file up to 16 MiB as merge base), or the fact
-//!   that the host changed it while the run went on (ctime at or after its start less 10 ms).
+//!   that the host changed it while the run went on (ctime at or after its start, which the
+//!   caller takes from the filesystem's own clock: see [`Layer::capture`]).
 //!   A change whose host entry differs from its record conflicts; [`Layer::apply`] refuses it
 //!   unless forced or cleanly merged.
 //! - Safety: nothing here executes a program or needs privilege. Every host operation resolves
@@ -186,8 +187,11 @@ impl Layer {
     }
 
     /// Records what the host looks like for every upper entry not yet recorded. `since`: when
-    /// the run that may have made those entries started (a host path changed after it, less
-    /// 10 ms, is recorded as changed on the host during the run).
+    /// the run that may have made those entries started (a host path whose ctime is at or
+    /// after it is recorded as changed on the host during the run). Take it from the
+    /// filesystem's clock (the ctime of a file written at the start), which lags the system
+    /// clock by up to a tick: a change made in the same tick as the start counts as during
+    /// the run, never the other way round.
     pub fn capture(&self, since: SystemTime) -> Result<(), Error> {
         let _lock = self.state.lock()?;
         let (host, upper) = self.roots()?;
@@ -290,9 +294,7 @@ impl Layer {
 /// Host ctimes at or after this (ns since the epoch) were changed during the run.
 fn threshold(since: SystemTime) -> i64 {
     match since.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_nanos())
-            .unwrap_or(i64::MAX)
-            .saturating_sub(10_000_000),
+        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
         Err(_) => i64::MIN,
     }
 }

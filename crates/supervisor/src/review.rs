@@ -5,12 +5,11 @@
 
 use std::ffi::OsString;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use paddock_core::{BackendError, SandboxSpec};
 
-/// The file, in the sandbox's `review` directory, that holds when its last run started
-/// (nanoseconds since the epoch).
+/// The file, in the sandbox's `review` directory, whose change time is when its last run
+/// started.
 const RUN_START: &str = "run-start";
 
 fn layer(message: String) -> BackendError {
@@ -21,11 +20,14 @@ fn layer(message: String) -> BackendError {
 }
 
 /// When the sandbox whose directory is `sandbox_dir` last started in review mode, in
-/// nanoseconds since the epoch (none before its first start).
+/// nanoseconds since the epoch (none before its first start): the change time of a file
+/// written at the start, so on the filesystems' own clock, which the host's later changes are
+/// stamped with (the system clock runs up to a tick ahead of it).
 pub fn run_start(sandbox_dir: &Path) -> Option<i128> {
+    use std::os::unix::fs::MetadataExt;
     let dir = paddock_core::review_dirs(sandbox_dir);
-    let file = dir.layer.parent()?.join(RUN_START);
-    std::fs::read_to_string(file).ok()?.trim().parse().ok()
+    let m = std::fs::metadata(dir.layer.parent()?.join(RUN_START)).ok()?;
+    Some(i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()))
 }
 
 /// Runs the review helper with `args` for `spec`'s sandbox and waits for it; its output goes
@@ -66,13 +68,11 @@ pub fn begin(sandbox_dir: &Path, spec: &SandboxSpec, base: u32) -> Result<(), Ba
     };
     std::fs::create_dir_all(review)
         .map_err(|e| layer(format!("cannot create {}: {e}", review.display())))?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    // Its change time is the start (see [`run_start`]); made anew, so that it is this one's.
     let file = review.join(RUN_START);
     let tmp = review.join(format!("{RUN_START}.tmp"));
-    std::fs::write(&tmp, format!("{now}\n"))
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::write(&tmp, b"")
         .and_then(|()| std::fs::rename(&tmp, &file))
         .map_err(|e| layer(format!("cannot write {}: {e}", file.display())))
 }
