@@ -83,6 +83,9 @@ enum Source {
     Bytes(Vec<u8>),
 }
 
+/// The largest side a three-way merge takes.
+const MAX_MERGE: u64 = 1 << 20;
+
 /// The message for a git-internal change.
 pub const GIT_INTERNAL: &str = "git internals: use apply --commits";
 
@@ -265,6 +268,13 @@ impl<'a> Applier<'a> {
         };
         let ours = read(self.host)?;
         let theirs = read(self.upper)?;
+        // The merge's diffs are quadratic in the differences, and the agent writes one side.
+        if [&base, &ours, &theirs].iter().any(|b| b.len() as u64 > MAX_MERGE) {
+            return Err(format!(
+                "a file over {} MiB is not merged (--force writes the sandbox's version)",
+                MAX_MERGE >> 20
+            ));
+        }
         let text = |b: &[u8]| -> Result<String, String> {
             String::from_utf8(b.to_vec()).map_err(|_| "a binary file cannot be merged".to_owned())
         };

@@ -14,6 +14,9 @@ use crate::scan::{host_err, upper_err};
 /// Larger files are summarised, not diffed.
 const MAX_DIFF: u64 = 16 * 1024 * 1024;
 
+/// The longest one file's diff may take before it settles for a coarser one.
+const DIFF_DEADLINE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// At most this many entries of a deleted directory are listed.
 const MAX_LISTED: usize = 10_000;
 
@@ -216,18 +219,24 @@ impl Renderer<'_> {
             v.extend_from_slice(path.as_bytes());
             quoted(&v)
         };
-        let mut opts = diffy::DiffOptions::new();
-        opts.set_original_filename(if both || old.2.kind != EntryType::Other {
+        let from = if both || old.2.kind != EntryType::Other {
             name("a/", old.0)
         } else {
             "/dev/null".to_owned()
-        });
-        opts.set_modified_filename(if both || new.2.kind != EntryType::Other {
+        };
+        let to = if both || new.2.kind != EntryType::Other {
             name("b/", new.0)
         } else {
             "/dev/null".to_owned()
-        });
-        out.push_str(&opts.create_patch(ta, tb).to_string());
+        };
+        // Myers' diff is quadratic in the differences: two large files with nothing in common
+        // (which the agent can write) would hold the listing for hours. Past the deadline the
+        // diff is coarser, never slower.
+        let diff = similar::TextDiff::configure()
+            .algorithm(similar::Algorithm::Myers)
+            .timeout(DIFF_DEADLINE)
+            .diff_lines(ta, tb);
+        out.push_str(&diff.unified_diff().header(&from, &to).to_string());
         Ok(())
     }
 
