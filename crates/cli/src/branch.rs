@@ -57,7 +57,7 @@ struct Exported {
 }
 
 fn read_export(stream: impl Read, git: &HostGit) -> Result<Exported> {
-    let dir = git.make_dir(Path::new("blobs")).map_err(git_err)?;
+    git.make_dir(Path::new("blobs")).map_err(git_err)?;
     let mut r = Reader::new(BufReader::new(stream));
     let mut out = Exported {
         incoming: Vec::new(),
@@ -75,7 +75,10 @@ fn read_export(stream: impl Read, git: &HostGit) -> Result<Exported> {
             } => {
                 let blob = if new.has_data() {
                     let n = out.blobs.len();
-                    let (file, f) = git.create_file(&dir.join(n.to_string())).map_err(git_err)?;
+                    let (file, f) = git
+                        .create_file(&Path::new("blobs").join(n.to_string()))
+                        .map_err(git_err)?
+                        .context("a saved content's name is taken")?;
                     let mut w = BufWriter::new(f);
                     r.data(&mut w)?;
                     w.flush().context("cannot save a change's content")?;

@@ -95,10 +95,10 @@ fn read_objects(
                     }
                     ObjectFile::Pack => Path::new("objects/pack").join(&name),
                 };
-                if git.scratch().join(&rel).exists() {
-                    continue; // named twice: the first copy stands
-                }
-                let (path, f) = git.create_file(&rel).map_err(git_err)?;
+                // Named twice: the first copy stands.
+                let Some((path, f)) = git.create_file(&rel).map_err(git_err)? else {
+                    continue;
+                };
                 let mut w = BufWriter::new(f);
                 r.data(&mut w)?;
                 w.flush().context("cannot save an object file")?;
@@ -191,8 +191,8 @@ pub fn apply_commits(name: &str, branch: &str) -> Result<i32> {
     }
     // What the host lacks, packed from the copies and unpacked into the host, each object
     // checked there.
-    let list = git.scratch().join("import.list");
-    let pack = git.scratch().join("import.pack");
+    let list = Path::new("import.list");
+    let pack = Path::new("import.pack");
     let walk = [
         "rev-list",
         "--objects",
@@ -202,18 +202,18 @@ pub fn apply_commits(name: &str, branch: &str) -> Result<i32> {
         "--all",
     ]
     .map(OsStr::new);
-    git.exec(&walk, Input::Null, Some(&list))
+    git.exec(&walk, Input::Null, Some(list))
         .map_err(git_err)?
         .checked(&walk)
         .map_err(git_err)?;
     let pack_args = ["pack-objects", "--stdout", "-q"].map(OsStr::new);
-    git.exec(&pack_args, Input::File(&list), Some(&pack))
+    git.exec(&pack_args, Input::File(list), Some(pack))
         .map_err(git_err)?
         .checked(&pack_args)
         .map_err(git_err)?;
     git.set_alternates(None);
     let unpack = ["unpack-objects", "--strict", "-q"].map(OsStr::new);
-    git.exec(&unpack, Input::File(&pack), None)
+    git.exec(&unpack, Input::File(pack), None)
         .map_err(git_err)?
         .checked(&unpack)
         .map_err(git_err)?;

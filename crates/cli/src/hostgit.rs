@@ -20,9 +20,12 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 /// Where git is looked for (system directories only; never the caller's `PATH`).
 pub(crate) const SAFE_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -119,7 +122,7 @@ pub(crate) enum Input<'a> {
     Null,
     /// These bytes.
     Bytes(&'a [u8]),
-    /// This file of the private directory.
+    /// This file of the private directory (relative to it).
     File(&'a Path),
 }
 
@@ -138,6 +141,8 @@ pub(crate) struct HostGit {
     program: PathBuf,
     git_dir: PathBuf,
     scratch: tempfile::TempDir,
+    /// The private directory, open.
+    root: OwnedFd,
     /// Root mode: the workspace's owner (uid, gid), whom git runs as.
     owner: Option<(u32, u32)>,
     /// Extra object directories (the sandbox's objects, copied into the private directory).
@@ -191,31 +196,40 @@ impl HostGit {
     pub(crate) fn open(workspace: &Path) -> Result<HostGit, GitError> {
         let git_dir = check_repository(workspace)?;
         let program = find_git().ok_or(GitError::Missing)?;
+        let scratch_err = |what: &str| {
+            let what = what.to_owned();
+            move |e: std::io::Error| GitError::Scratch { what, source: e }
+        };
         let owner = if paddock_confine::user::is_user_mode() {
             None
         } else {
-            let m = std::fs::metadata(workspace).map_err(|e| GitError::Scratch {
-                what: format!("cannot read the owner of {}", workspace.display()),
-                source: e,
-            })?;
+            let m = std::fs::metadata(workspace).map_err(scratch_err(&format!(
+                "cannot read the owner of {}",
+                workspace.display()
+            )))?;
             Some((m.uid(), m.gid()))
         };
         let scratch = tempfile::Builder::new()
             .prefix("paddock-git-")
             .tempdir()
-            .map_err(|e| GitError::Scratch {
-                what: "cannot make a temporary directory".into(),
-                source: e,
-            })?;
+            .map_err(scratch_err("cannot make a temporary directory"))?;
+        // Fresh, 0700 and this process's: nobody else can have changed it yet.
+        let root = rustix::fs::open(
+            scratch.path(),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| scratch_err("cannot open the temporary directory")(e.into()))?;
         let git = HostGit {
             program,
             git_dir,
             scratch,
+            root,
             owner,
             alternates: None,
             identity: None,
         };
-        git.give(git.scratch.path())?;
+        git.give(&git.root)?;
         Ok(git)
     }
 
@@ -224,51 +238,87 @@ impl HostGit {
         self.scratch.path()
     }
 
-    /// Gives `path` (made by this process) to the owner git runs as.
-    fn give(&self, path: &Path) -> Result<(), GitError> {
+    /// Gives the file or directory `fd` (made by this process) to the owner git runs as.
+    fn give(&self, fd: &OwnedFd) -> Result<(), GitError> {
         if let Some((uid, gid)) = self.owner {
-            std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(|e| {
-                GitError::Scratch {
-                    what: format!("cannot give {} to the workspace's owner", path.display()),
-                    source: e,
-                }
+            rustix::fs::fchown(
+                fd,
+                Some(rustix::fs::Uid::from_raw(uid)),
+                Some(rustix::fs::Gid::from_raw(gid)),
+            )
+            .map_err(|e| GitError::Scratch {
+                what: "cannot give a file of the temporary directory to the workspace's owner"
+                    .into(),
+                source: e.into(),
             })?;
         }
         Ok(())
     }
 
-    /// Makes the directory `rel` (and its parents) in the private directory.
-    pub(crate) fn make_dir(&self, rel: &Path) -> Result<PathBuf, GitError> {
-        let mut at = self.scratch().to_path_buf();
-        for c in rel.components() {
-            at.push(c);
-            match std::fs::create_dir(&at) {
-                Ok(()) => self.give(&at)?,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => {
-                    return Err(GitError::Scratch {
-                        what: format!("cannot make {}", at.display()),
-                        source: e,
-                    });
-                }
-            }
-        }
-        Ok(at)
+    /// Opens `rel` below the private directory. In root mode the directory belongs to the
+    /// workspace's owner, who could put a symlink anywhere in it: nothing there is followed,
+    /// and nothing resolves outside it.
+    fn open_beneath(&self, rel: &Path, flags: OFlags, mode: u32) -> Result<OwnedFd, GitError> {
+        rustix::fs::openat2(
+            &self.root,
+            rel,
+            flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )
+        .map_err(|e| GitError::Scratch {
+            what: format!("cannot open {} in the temporary directory", rel.display()),
+            source: e.into(),
+        })
     }
 
-    /// Creates the file `rel` in the private directory (its parent must exist), for git.
-    pub(crate) fn create_file(&self, rel: &Path) -> Result<(PathBuf, File), GitError> {
-        let path = self.scratch().join(rel);
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| GitError::Scratch {
-                what: format!("cannot create {}", path.display()),
-                source: e,
-            })?;
-        self.give(&path)?;
-        Ok((path, f))
+    /// Makes the directory `rel` (and its parents) in the private directory; its full path.
+    pub(crate) fn make_dir(&self, rel: &Path) -> Result<PathBuf, GitError> {
+        let mut at = PathBuf::new();
+        for c in rel.components() {
+            let parent = self.open_beneath(
+                if at.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    &at
+                },
+                OFlags::RDONLY | OFlags::DIRECTORY,
+                0,
+            )?;
+            let made = match rustix::fs::mkdirat(&parent, c.as_os_str(), Mode::from_raw_mode(0o700))
+            {
+                Ok(()) => true,
+                Err(rustix::io::Errno::EXIST) => false,
+                Err(e) => {
+                    return Err(GitError::Scratch {
+                        what: format!("cannot make {}", at.join(c).display()),
+                        source: e.into(),
+                    });
+                }
+            };
+            at.push(c);
+            if made {
+                self.give(&self.open_beneath(&at, OFlags::RDONLY | OFlags::DIRECTORY, 0)?)?;
+            }
+        }
+        Ok(self.scratch().join(at))
+    }
+
+    /// Creates the file `rel` of the private directory for git (its parent must exist): its
+    /// full path and the file; `None` when it exists.
+    pub(crate) fn create_file(&self, rel: &Path) -> Result<Option<(PathBuf, File)>, GitError> {
+        let fd = match self.open_beneath(rel, OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL, 0o600)
+        {
+            Ok(fd) => fd,
+            Err(GitError::Scratch { source, .. })
+                if source.kind() == std::io::ErrorKind::AlreadyExists =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        self.give(&fd)?;
+        Ok(Some((self.scratch().join(rel), File::from(fd))))
     }
 
     /// Object directories git also reads (`GIT_ALTERNATE_OBJECT_DIRECTORIES`) from now on, or
@@ -339,7 +389,7 @@ impl HostGit {
     }
 
     /// Runs `git ARGS` with `input` on its stdin and its stdout captured, or written to the
-    /// private directory's file `to`.
+    /// private directory's new file `to` (relative to it).
     pub(crate) fn exec(
         &self,
         args: &[&OsStr],
@@ -350,21 +400,20 @@ impl HostGit {
             .first()
             .map(|a| a.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let scratch_err = |what: String| move |e| GitError::Scratch { what, source: e };
         let mut cmd = self.command(args);
         cmd.stderr(Stdio::piped());
         cmd.stdin(match input {
             Input::Null => Stdio::null(),
             Input::Bytes(_) => Stdio::piped(),
-            Input::File(p) => Stdio::from(
-                File::open(p).map_err(scratch_err(format!("cannot open {}", p.display())))?,
-            ),
+            Input::File(p) => Stdio::from(self.open_beneath(p, OFlags::RDONLY, 0)?),
         });
         cmd.stdout(match to {
             None => Stdio::piped(),
-            Some(p) => Stdio::from(
-                File::create(p).map_err(scratch_err(format!("cannot create {}", p.display())))?,
-            ),
+            Some(p) => Stdio::from(self.open_beneath(
+                p,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL,
+                0o600,
+            )?),
         });
         let mut child = self.spawn(&mut cmd, &what)?;
         let writer = match (input, child.stdin.take()) {

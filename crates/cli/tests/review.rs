@@ -580,6 +580,17 @@ fn agent_commits(backend: &str) {
     let w = ws.path();
     git_workspace(w, &[("a.txt", "one\n"), ("b.txt", "b\n")], &[]);
     common::hand_over(w);
+    if common::suite_as_user().is_none() {
+        // Root mode on an ordinary user's repository: git runs as that user.
+        let u = common::user::suite_user().unwrap();
+        let out = std::process::Command::new("chown")
+            .arg("-R")
+            .arg(format!("{}:{}", u.uid, u.gid))
+            .arg(w)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
     let name = unique("commits");
     let _cleanup = Cleanup(name.clone());
     let out = run_in(
@@ -617,6 +628,13 @@ fn agent_commits(backend: &str) {
         "the agent's commits sit on the host's HEAD"
     );
     host_git(w, &["fsck", "--connectivity-only", "--no-dangling"], b"");
+    let owner = std::fs::metadata(w).unwrap();
+    let made = std::fs::metadata(w.join(".git/refs/heads/agent/work")).unwrap();
+    assert_eq!(
+        (made.uid(), made.gid()),
+        (owner.uid(), owner.gid()),
+        "git ran as the workspace's owner"
+    );
     assert_eq!(
         host_state(w),
         before,
