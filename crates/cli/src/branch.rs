@@ -256,8 +256,13 @@ pub fn apply_branch(name: &str, paths: &[OsString], branch: &str) -> Result<i32>
     for l in &plan.listed {
         println!("  {l}");
     }
+    let show = if parent.is_some() {
+        format!("`git diff HEAD {branch}` shows the commit, `git log {branch}` lists it")
+    } else {
+        format!("`git show {branch}` shows the commit")
+    };
     eprintln!(
-        "paddock: the working tree, the index and HEAD are as they were, and the changes still wait in the sandbox; `git diff HEAD {branch}` shows the commit, `git log {branch}` lists it"
+        "paddock: the working tree, the index and HEAD are as they were, and the changes still wait in the sandbox; {show}"
     );
     Ok(0)
 }

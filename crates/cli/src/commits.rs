@@ -41,7 +41,9 @@ impl SandboxHead {
 
 /// Reads the helper's `commits` stream: the object files go to `objects/` of the private
 /// directory (packs indexed by git), which becomes git's extra object directory.
-fn load(t: &Target, git: &mut HostGit) -> Result<Result<SandboxHead, i32>> {
+/// `Ok(Ok(None))`: the sandbox's `HEAD` has no commit yet; `Ok(Err(code))`: the helper failed
+/// (and said why).
+fn load(t: &Target, git: &mut HostGit) -> Result<Result<Option<SandboxHead>, i32>> {
     let mut child = t.spawn("commits", &[], &[], true)?;
     let stream = child
         .stdout
@@ -55,7 +57,9 @@ fn load(t: &Target, git: &mut HostGit) -> Result<Result<SandboxHead, i32>> {
     if !status.success() {
         return Ok(Err(status.code().unwrap_or(2)));
     }
-    let (head, packs) = read?;
+    let Some((head, packs)) = read? else {
+        return Ok(Ok(None));
+    };
     for pack in packs {
         let args = [OsStr::new("index-pack"), pack.as_os_str()];
         let done = git.exec(&args, Input::Null, None).map_err(git_err)?;
@@ -69,16 +73,17 @@ fn load(t: &Target, git: &mut HostGit) -> Result<Result<SandboxHead, i32>> {
     }
     let objects = git.scratch().join("objects");
     git.set_alternates(Some(objects));
-    Ok(Ok(head))
+    Ok(Ok(Some(head)))
 }
 
 fn read_objects(
     stream: impl Read,
     git: &HostGit,
-) -> Result<(SandboxHead, Vec<std::path::PathBuf>)> {
+) -> Result<Option<(SandboxHead, Vec<std::path::PathBuf>)>> {
     let mut r = Reader::new(BufReader::new(stream));
     let head = match r.next_record()? {
         Record::Head { id, branch } => SandboxHead { id, branch },
+        Record::End => return Ok(None),
         other => bail!("the review helper sent {other:?} before HEAD"),
     };
     git.make_dir(Path::new("objects/pack")).map_err(git_err)?;
@@ -106,7 +111,7 @@ fn read_objects(
                     packs.push(path);
                 }
             }
-            Record::End => return Ok((head, packs)),
+            Record::End => return Ok(Some((head, packs))),
             other => bail!("the review helper sent an unexpected record: {other:?}"),
         }
     }
@@ -146,7 +151,11 @@ pub fn diff_commits(name: &str) -> Result<i32> {
         return Ok(0);
     }
     let head = match load(&t, &mut git)? {
-        Ok(h) => h,
+        Ok(Some(h)) => h,
+        Ok(None) => {
+            println!("no commits");
+            return Ok(0);
+        }
         Err(code) => return Ok(code),
     };
     let commits = new_commits(&git, &head)?;
@@ -178,7 +187,14 @@ pub fn apply_commits(name: &str, branch: &str) -> Result<i32> {
         return Ok(1);
     }
     let head = match load(&t, &mut git)? {
-        Ok(h) => h,
+        Ok(Some(h)) => h,
+        Ok(None) => {
+            eprintln!(
+                "paddock: {} made no commits (its HEAD names a branch with none); no branch was made",
+                t.spec.name
+            );
+            return Ok(1);
+        }
         Err(code) => return Ok(code),
     };
     let commits = new_commits(&git, &head)?;

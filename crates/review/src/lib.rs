@@ -368,13 +368,22 @@ impl Layer {
 
     /// Writes the sandbox's git `HEAD` (as the overlay shows the workspace's `.git`) and every
     /// object file the layer holds under `.git/objects` to `out` as an [`export`] stream, for
-    /// the host's git to list and import the agent's commits (`paddock diff --commits`).
+    /// the host's git to list and import the agent's commits (`paddock diff --commits`). When
+    /// `HEAD` names a branch with no commit yet, the stream is empty (no `Head` record).
     pub fn export_commits(&self, out: &mut dyn Write) -> Result<(), Error> {
         use export::Record;
         let (host, upper) = self.roots()?;
-        let (id, branch) = gitview::head(host.as_fd(), upper.as_fd())?;
         let w =
             |out: &mut dyn Write, r: &Record| export::write_record(out, r).map_err(Error::Export);
+        let (id, branch) = match gitview::head(host.as_fd(), upper.as_fd()) {
+            Ok(h) => h,
+            // A branch with no commit yet: no commits, and no stream of objects.
+            Err(Error::Head(HeadError::Unborn(_))) => {
+                export::write_magic(out).map_err(Error::Export)?;
+                return w(out, &Record::End);
+            }
+            Err(e) => return Err(e),
+        };
         export::write_magic(out).map_err(Error::Export)?;
         w(out, &Record::Head { id, branch })?;
         gitview::objects(upper.as_fd(), &mut |kind, name, mut f| {

@@ -182,3 +182,13 @@ fn the_agents_commits_are_found_through_the_overlay() {
     let err = fx.layer().export_commits(&mut Vec::new()).unwrap_err();
     assert!(matches!(err, Error::Head(HeadError::NoHead)), "{err}");
 }
+
+#[test]
+fn a_branch_without_commits_gives_an_empty_stream() {
+    let fx = Fixture::new();
+    git(&fx, "init -q");
+    fx.agent("printf x > f");
+    let mut out = Vec::new();
+    fx.layer().export_commits(&mut out).unwrap();
+    assert_eq!(records(&out), Vec::new());
+}
