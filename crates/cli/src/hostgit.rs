@@ -19,7 +19,7 @@
 
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -149,6 +149,8 @@ pub(crate) struct HostGit {
     alternates: Option<PathBuf>,
     /// Author and committer.
     identity: Option<(String, String)>,
+    /// How many stdin files were made.
+    inputs: std::cell::Cell<usize>,
 }
 
 /// Finds `git` in [`SAFE_PATH`].
@@ -228,6 +230,7 @@ impl HostGit {
             owner,
             alternates: None,
             identity: None,
+            inputs: std::cell::Cell::new(0),
         };
         git.give(&git.root)?;
         Ok(git)
@@ -388,6 +391,24 @@ impl HostGit {
         })
     }
 
+    /// A new file of the private directory holding `bytes`, open at its start: git's stdin.
+    /// A file rather than a pipe: a git that fails before it has read everything must not end
+    /// this process with SIGPIPE (commands that print restore its default action).
+    fn input_file(&self, bytes: &[u8]) -> Result<File, GitError> {
+        let n = self.inputs.get();
+        self.inputs.set(n + 1);
+        let rel = PathBuf::from(format!("stdin-{n}"));
+        let fd = self.open_beneath(&rel, OFlags::RDWR | OFlags::CREATE | OFlags::EXCL, 0o600)?;
+        let mut f = File::from(fd);
+        f.write_all(bytes)
+            .and_then(|()| f.seek(std::io::SeekFrom::Start(0)).map(|_| ()))
+            .map_err(|e| GitError::Scratch {
+                what: format!("cannot write {}", rel.display()),
+                source: e,
+            })?;
+        Ok(f)
+    }
+
     /// Runs `git ARGS` with `input` on its stdin and its stdout captured, or written to the
     /// private directory's new file `to` (relative to it).
     pub(crate) fn exec(
@@ -404,7 +425,7 @@ impl HostGit {
         cmd.stderr(Stdio::piped());
         cmd.stdin(match input {
             Input::Null => Stdio::null(),
-            Input::Bytes(_) => Stdio::piped(),
+            Input::Bytes(b) => Stdio::from(self.input_file(b)?),
             Input::File(p) => Stdio::from(self.open_beneath(p, OFlags::RDONLY, 0)?),
         });
         cmd.stdout(match to {
@@ -415,22 +436,11 @@ impl HostGit {
                 0o600,
             )?),
         });
-        let mut child = self.spawn(&mut cmd, &what)?;
-        let writer = match (input, child.stdin.take()) {
-            (Input::Bytes(b), Some(mut stdin)) => {
-                let bytes = b.to_vec();
-                Some(std::thread::spawn(move || stdin.write_all(&bytes)))
-            }
-            _ => None,
-        };
+        let child = self.spawn(&mut cmd, &what)?;
         let out = child.wait_with_output().map_err(|source| GitError::Spawn {
             what: what.clone(),
             source,
         })?;
-        if let Some(w) = writer {
-            // A git that stopped reading has failed, and says why on stderr.
-            let _ = w.join();
-        }
         let mut stderr = String::new();
         let _ = (&out.stderr[..])
             .take(MAX_STDERR as u64)
