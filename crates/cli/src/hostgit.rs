@@ -168,6 +168,20 @@ fn find_git() -> Option<PathBuf> {
 fn check_repository(workspace: &Path) -> Result<PathBuf, GitError> {
     let git_dir = workspace.join(".git");
     let ws = workspace.display();
+    // As the review helper opens it: a path that now passes through a symlink is refused before
+    // git runs there.
+    rustix::fs::openat2(
+        rustix::fs::CWD,
+        workspace,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(|e| {
+        GitError::NotRepository(format!(
+            "the workspace {ws} is missing, not a directory, or reached through a symlink ({e}); nothing was done"
+        ))
+    })?;
     let how = "`paddock apply` without --branch writes the changes to the workspace instead";
     match std::fs::symlink_metadata(&git_dir) {
         Ok(m) if m.is_dir() => Ok(git_dir),
@@ -548,7 +562,8 @@ mod tests {
     #[test]
     fn only_a_workspace_with_a_git_directory_will_do() {
         let dir = tempfile::tempdir().unwrap();
-        let ws = dir.path();
+        let real = dir.path().canonicalize().unwrap();
+        let ws = real.as_path();
         let err = |ws: &Path| check_repository(ws).unwrap_err().to_string();
         assert!(err(ws).contains("no .git directory"), "{}", err(ws));
         for d in ["HEAD", "objects", "refs"] {
@@ -563,5 +578,8 @@ mod tests {
         std::fs::remove_file(ws.join(".git")).unwrap();
         std::fs::create_dir(ws.join(".git")).unwrap();
         assert_eq!(check_repository(ws).unwrap(), ws.join(".git"));
+        let link = ws.join("link");
+        std::os::unix::fs::symlink(ws, &link).unwrap();
+        assert!(err(&link).contains("through a symlink"), "{}", err(&link));
     }
 }
