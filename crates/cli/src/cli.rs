@@ -247,7 +247,7 @@ pub enum Cmd {
         name: String,
     },
     /// Show what a review-mode sandbox changed, compared with the workspace as it is now
-    /// (risky files first; conflicts marked).
+    /// (risky files first; conflicts marked), or the commits its agent made with git.
     Diff {
         /// Sandbox name.
         name: String,
@@ -264,9 +264,14 @@ pub enum Cmd {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// List the commits the agent made with git inside (reachable from the sandbox's HEAD)
+        /// that the workspace's repository does not have, one line each.
+        #[arg(long, conflicts_with_all = ["paths", "stat", "name_only", "json"])]
+        commits: bool,
     },
     /// Write a review-mode sandbox's changes (all, or those under PATHs) to the workspace, each
-    /// file whole or not at all; a file the host changed meanwhile is a conflict.
+    /// file whole or not at all; a file the host changed meanwhile is a conflict. With
+    /// --branch, commit them to a new branch of the workspace's git repository instead.
     Apply {
         /// Sandbox name.
         name: String,
@@ -274,11 +279,22 @@ pub enum Cmd {
         #[arg(value_name = "PATH")]
         paths: Vec<std::ffi::OsString>,
         /// Overwrite conflicting files with the sandbox's version.
-        #[arg(long, conflicts_with = "merge")]
+        #[arg(long, conflicts_with_all = ["merge", "branch"])]
         force: bool,
         /// Merge conflicting text files (three-way) where the merge is clean.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "branch")]
         merge: bool,
+        /// Commit the changes to BRANCH, a new branch of the workspace's repository (parent:
+        /// HEAD), instead of writing them to the working tree; the working tree, the index and
+        /// HEAD stay as they are, the changes stay in the sandbox. The host's git runs as the
+        /// workspace's owner, with hooks and program-running configuration off. An existing
+        /// branch is never moved.
+        #[arg(long, value_name = "BRANCH")]
+        branch: Option<String>,
+        /// With --branch: make BRANCH point at the commits the agent made with git inside
+        /// (the sandbox's HEAD), their objects copied into the host's repository.
+        #[arg(long, requires = "branch", conflicts_with = "paths")]
+        commits: bool,
     },
     /// Drop a stopped review-mode sandbox's changes (all, or those under PATHs).
     Discard {

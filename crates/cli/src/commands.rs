@@ -77,12 +77,14 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Rm { names, force } => rm(&names, force),
         Cmd::Reset { name, force } => reset(&name, force),
         Cmd::Trust { name } => trust(&name),
+        Cmd::Diff { name, commits, .. } if commits => crate::commits::diff_commits(&name),
         Cmd::Diff {
             name,
             paths,
             stat,
             name_only,
             json,
+            ..
         } => crate::review::diff(
             &name,
             &paths,
@@ -98,7 +100,13 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             paths,
             force,
             merge,
-        } => crate::review::apply(&name, &paths, force, merge),
+            branch,
+            commits,
+        } => match branch {
+            Some(b) if commits => crate::commits::apply_commits(&name, &b),
+            Some(b) => crate::branch::apply_branch(&name, &paths, &b),
+            None => crate::review::apply(&name, &paths, force, merge),
+        },
         Cmd::Discard { name, paths, force } => crate::review::discard(&name, &paths, force),
         Cmd::Review { name } => crate::review::interactive(&name),
         Cmd::Policy(cmd) => {

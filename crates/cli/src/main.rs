@@ -2,10 +2,14 @@
 
 mod agent_cmd;
 mod agents;
+mod branch;
+mod branch_plan;
 mod cli;
 mod commands;
+mod commits;
 mod error;
 mod gitroot;
+mod hostgit;
 mod inspect;
 mod lifecycle;
 mod policy;

@@ -5,7 +5,10 @@
 //! - `capture`: records how the host looks for the changes not yet recorded;
 //! - `diff` with `--patch`, `--stat`, `--name-only` or `--json`;
 //! - `list`: the changes with their diffs, as JSON, for `paddock review`;
-//! - `apply` with `--force`, `--merge`, `--settle`; `discard` with `--settle`.
+//! - `apply` with `--force`, `--merge`, `--settle`; `discard` with `--settle`;
+//! - `export`: the selected changes with the agent's content, and `commits`: the sandbox's git
+//!   `HEAD` and object files, as a [`paddock_review::export`] stream (for `apply --branch` and
+//!   `--commits`).
 //!
 //! Exit status: 0 done, 1 some selected change was refused (a conflict), 2 an error.
 
@@ -76,7 +79,7 @@ fn parse(args: Vec<OsString>) -> Result<Request, String> {
 
 /// Control characters other than newline and tab, made visible (`^[`): a diff shows what the
 /// sandbox wrote, and a terminal must not take any of it as a command.
-fn visible(text: &str) -> String {
+pub(crate) fn visible(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -313,6 +316,17 @@ fn run(req: Request, fds: [std::os::fd::RawFd; 3]) -> Result<i32, String> {
                 eprintln!("paddock: {} change(s) not applied", report.refused.len());
                 return Ok(1);
             }
+            Ok(0)
+        }
+        "export" | "commits" => {
+            let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+            if req.op == "export" {
+                layer.export(&select, since, &mut out)
+            } else {
+                layer.export_commits(&mut out)
+            }
+            .map_err(|e| chain(&e))?;
+            out.flush().map_err(|e| chain(&e))?;
             Ok(0)
         }
         "discard" => {

@@ -52,6 +52,12 @@ pub enum Error {
         "{0} in the upper layer is a metadata-only copy: review mode needs the overlay mounted with metacopy=off"
     )]
     Metacopy(RelPath),
+    /// The sandbox's git `HEAD` cannot be read.
+    #[error(transparent)]
+    Head(#[from] crate::gitview::HeadError),
+    /// The export stream cannot be written (its reader went away).
+    #[error("cannot write the export stream")]
+    Export(#[source] io::Error),
     /// A tree is deeper than this crate walks.
     #[error("{0} is nested more than {max} directories deep", max = crate::fsys::MAX_DEPTH)]
     TooDeep(RelPath),

@@ -35,7 +35,9 @@ mod apply;
 mod change;
 mod discard;
 mod error;
+pub mod export;
 mod fsys;
+mod gitview;
 mod patch;
 mod relpath;
 mod rename;
@@ -43,6 +45,7 @@ mod scan;
 mod state;
 mod upper;
 
+use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -51,6 +54,7 @@ pub use apply::{ApplyOptions, ApplyReport, GIT_INTERNAL, Refusal};
 pub use change::{Change, ChangeKind, Entry, EntryType};
 pub use discard::DiscardReport;
 pub use error::Error;
+pub use gitview::HeadError;
 pub use relpath::{PathError, RelPath};
 
 use crate::error::show_path;
@@ -275,6 +279,125 @@ impl Layer {
         let report = discard::discard(host.as_fd(), upper.as_fd(), &mut seen, select, &all)?;
         self.state.save_seen(&seen)?;
         Ok(report)
+    }
+
+    /// Writes the selected changes (all when `select` is empty) to `out` as an [`export`]
+    /// stream, each with the agent's content (a file's bytes, a symlink's target), for a commit
+    /// on the host (`paddock apply --branch`). Git internals and special files are listed as
+    /// skipped. Nothing is written to the workspace or the layer (the record of each path is
+    /// made, as by [`Layer::changes`]).
+    pub fn export(
+        &self,
+        select: &[RelPath],
+        since: SystemTime,
+        out: &mut dyn Write,
+    ) -> Result<(), Error> {
+        use export::{Kind, New, Record};
+        let changes = self.changes(select, since)?;
+        let (_host, upper) = self.roots()?;
+        let w =
+            |out: &mut dyn Write, r: &Record| export::write_record(out, r).map_err(Error::Export);
+        export::write_magic(out).map_err(Error::Export)?;
+        for c in &changes {
+            let skip = |reason: &str| Record::Skipped {
+                path: c.path.clone(),
+                reason: reason.to_owned(),
+            };
+            let kind = match &c.kind {
+                _ if c.git_internal => {
+                    w(out, &skip(GIT_INTERNAL))?;
+                    continue;
+                }
+                ChangeKind::Special => {
+                    w(out, &skip("a fifo, socket or device: never committed"))?;
+                    continue;
+                }
+                ChangeKind::Added => Kind::Added,
+                ChangeKind::Modified => Kind::Modified,
+                ChangeKind::Deleted => Kind::Deleted,
+                ChangeKind::Renamed { .. } => Kind::Renamed,
+                ChangeKind::Mode => Kind::Mode,
+                ChangeKind::TypeChanged => Kind::TypeChanged,
+            };
+            let from = match &c.kind {
+                ChangeKind::Renamed { from } => Some(from.clone()),
+                _ => None,
+            };
+            let new = match &c.new {
+                None => New::Absent,
+                Some(e) => match e.kind {
+                    EntryType::Dir => New::Dir,
+                    EntryType::File => New::File {
+                        exec: e.executable(),
+                    },
+                    EntryType::Symlink => New::Symlink,
+                    EntryType::Other => {
+                        w(out, &skip("a fifo, socket or device: never committed"))?;
+                        continue;
+                    }
+                },
+            };
+            let record = |len| Record::Change {
+                kind,
+                path: c.path.clone(),
+                from: from.clone(),
+                new,
+                len,
+            };
+            match new {
+                New::File { .. } => {
+                    let mut f = fsys::open_file(upper.as_fd(), &c.path)
+                        .map_err(|e| scan::upper_err("read", &c.path, e))?;
+                    let len = fsys::fstat(f.as_fd())
+                        .map_err(|e| scan::upper_err("read", &c.path, e))?
+                        .size;
+                    w(out, &record(len))?;
+                    export::write_data(out, &mut f, len).map_err(Error::Export)?;
+                }
+                New::Symlink => {
+                    let target = c
+                        .new
+                        .as_ref()
+                        .and_then(|e| e.target.clone())
+                        .unwrap_or_default();
+                    w(out, &record(target.len() as u64))?;
+                    export::write_data(out, &mut &target[..], target.len() as u64)
+                        .map_err(Error::Export)?;
+                }
+                New::Absent | New::Dir => w(out, &record(0))?,
+            }
+        }
+        w(out, &Record::End)
+    }
+
+    /// Writes the sandbox's git `HEAD` (as the overlay shows the workspace's `.git`) and every
+    /// object file the layer holds under `.git/objects` to `out` as an [`export`] stream, for
+    /// the host's git to list and import the agent's commits (`paddock diff --commits`). When
+    /// `HEAD` names a branch with no commit yet, the stream is empty (no `Head` record).
+    pub fn export_commits(&self, out: &mut dyn Write) -> Result<(), Error> {
+        use export::Record;
+        let (host, upper) = self.roots()?;
+        let w =
+            |out: &mut dyn Write, r: &Record| export::write_record(out, r).map_err(Error::Export);
+        let (id, branch) = match gitview::head(host.as_fd(), upper.as_fd()) {
+            Ok(h) => h,
+            // A branch with no commit yet: no commits, and no stream of objects.
+            Err(Error::Head(HeadError::Unborn(_))) => {
+                export::write_magic(out).map_err(Error::Export)?;
+                return w(out, &Record::End);
+            }
+            Err(e) => return Err(e),
+        };
+        export::write_magic(out).map_err(Error::Export)?;
+        w(out, &Record::Head { id, branch })?;
+        gitview::objects(upper.as_fd(), &mut |kind, name, mut f| {
+            let len = fsys::fstat(f.as_fd())
+                .map_err(|e| Error::io(format!("cannot read .git/objects/{name}"), e))?
+                .size;
+            w(out, &Record::Object { kind, name, len })?;
+            export::write_data(out, &mut f, len).map_err(Error::Export)
+        })?;
+        w(out, &Record::End)
     }
 
     fn scan(

@@ -20,7 +20,7 @@ const XATTR_WHITEOUT: &str = "user.overlay.whiteout";
 const XATTR_METACOPY: &str = "user.overlay.metacopy";
 
 /// What an upper entry is.
-enum Upper {
+pub(crate) enum Upper {
     /// The agent deleted the path.
     Whiteout,
     /// A directory; `replaces`: opaque or redirected (it does not merge with the host's).
@@ -551,7 +551,7 @@ fn found_parts(found: Vec<Found>) -> Vec<(Change, bool, bool)> {
 }
 
 /// What an upper entry is (see the crate docs for the overlay's conventions).
-fn classify(dir: BorrowedFd<'_>, name: &[u8], st: &Stat) -> io::Result<Upper> {
+pub(crate) fn classify(dir: BorrowedFd<'_>, name: &[u8], st: &Stat) -> io::Result<Upper> {
     Ok(match st.kind() {
         Kind::Other if st.is_whiteout_device() => Upper::Whiteout,
         Kind::Other => Upper::Special,
