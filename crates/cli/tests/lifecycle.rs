@@ -998,6 +998,8 @@ fn inspect_is_readable_and_its_json_keeps_its_keys() {
                 "name",
                 "network",
                 "ports",
+                "review",
+                "review_pending",
                 "started_at",
                 "state",
                 "supervisor_pid",

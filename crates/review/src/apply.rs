@@ -269,7 +269,10 @@ impl<'a> Applier<'a> {
         let ours = read(self.host)?;
         let theirs = read(self.upper)?;
         // The merge's diffs are quadratic in the differences, and the agent writes one side.
-        if [&base, &ours, &theirs].iter().any(|b| b.len() as u64 > MAX_MERGE) {
+        if [&base, &ours, &theirs]
+            .iter()
+            .any(|b| b.len() as u64 > MAX_MERGE)
+        {
             return Err(format!(
                 "a file over {} MiB is not merged (--force writes the sandbox's version)",
                 MAX_MERGE >> 20
