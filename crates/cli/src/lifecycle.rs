@@ -123,9 +123,9 @@ pub fn start_detached(dirs: &Dirs, name: &SandboxName) -> Result<()> {
                     .join("\n")
             );
         }
-        let up = paddock_supervisor::control::request(&socket, r#"{"op":"status"}"#)
-            .and_then(|v| v.get("sandbox_pid").and_then(|p| p.as_i64()))
-            .is_some_and(|p| p > 0);
+        let up = paddock_supervisor::control::Client::new(&socket, name.as_str())
+            .status()
+            .is_ok_and(|s| s.sandbox_pid > 0);
         if up {
             return Ok(());
         }
@@ -247,11 +247,10 @@ pub fn stop(dirs: &Dirs, store: &Store, name: &SandboxName, grace: u64) -> Resul
         }
         true
     };
+    let control = paddock_supervisor::control::Client::new(&socket, name.as_str());
+    // A supervisor that is gone or does not answer: the waits below see the end either way.
     let signal = |sig: i32| {
-        paddock_supervisor::control::request(
-            &socket,
-            &format!(r#"{{"op":"signal","signal":{sig}}}"#),
-        )
+        let _ = control.signal(sig);
     };
     signal(libc::SIGTERM);
     if wait(Duration::from_secs(grace)) {
@@ -474,7 +473,8 @@ pub fn ports(name: &str, publish: &[String], unpublish: &[u16]) -> Result<i32> {
     }
     let (dirs, store) = open()?;
     let mut spec = record(&store, &name)?.spec;
-    let socket = dirs.control_socket(&name);
+    let control =
+        paddock_supervisor::control::Client::new(&dirs.control_socket(&name), name.as_str());
     let live = running(&dirs, &name);
     for host in unpublish {
         if !spec.ports.iter().any(|m| m.host == *host) {
@@ -482,10 +482,7 @@ pub fn ports(name: &str, publish: &[String], unpublish: &[u16]) -> Result<i32> {
         }
         spec.ports.retain(|m| m.host != *host);
         if live {
-            paddock_supervisor::control::request(
-                &socket,
-                &serde_json::json!({ "op": "unpublish", "host": host }).to_string(),
-            );
+            let _ = control.unpublish(*host);
         }
         store.update_spec(&spec)?;
     }
@@ -501,20 +498,11 @@ pub fn ports(name: &str, publish: &[String], unpublish: &[u16]) -> Result<i32> {
             )));
         }
         if live {
-            let answer = paddock_supervisor::control::request(
-                &socket,
-                &serde_json::json!({ "op": "publish", "map": m }).to_string(),
-            );
-            match answer
-                .as_ref()
-                .and_then(|a| a.get("error"))
-                .and_then(|e| e.as_str())
-            {
-                Some(e) => return Err(usage(e.to_owned())),
-                None if answer.is_none() => {
-                    anyhow::bail!("the supervisor of {name} did not answer")
-                }
-                None => {}
+            use paddock_supervisor::control::ControlError;
+            match control.publish(m) {
+                Ok(()) => {}
+                Err(ControlError::Refused { message, .. }) => return Err(usage(message)),
+                Err(e) => anyhow::bail!("the supervisor of {name} did not answer: {e}"),
             }
         } else {
             crate::run::check_port_free(&m)?;

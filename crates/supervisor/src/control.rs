@@ -1,8 +1,8 @@
-//! The control socket: `run/NAME.sock`, one JSON request per line, one JSON answer per line.
-//! Requests: `{"op":"status"}`, `{"op":"signal","signal":N}` and `{"op":"exec"}` (answered with a
-//! descriptor, passed with the answer line: the backend's way into the running sandbox for one
-//! more command, see [`paddock_core::Execs`]). Only the owner can connect (the run directory is
-//! 0700).
+//! The control socket: `run/NAME.sock`, one JSON request per line ([`Request`]), one JSON
+//! answer per line ([`Answer`]); [`Client`] speaks it. `exec` is answered with descriptors
+//! passed with the answer line (the backend's way into the running sandbox for one more
+//! command, see [`paddock_core::Execs`]); after `attach`'s answer the connection carries the
+//! command's terminal. Only the owner can connect (the run directory is 0700).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -18,24 +18,85 @@ use serde::{Deserialize, Serialize};
 use crate::ports::Forwards;
 use crate::relay::AttachHub;
 
-#[derive(Debug, Deserialize)]
+/// A request on the control socket: one JSON object per line, `{"op": ...}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
-enum Request {
+pub enum Request {
+    /// Who runs the sandbox, and its pid 1 (0 while it starts).
     Status,
-    Signal { signal: i32 },
+    /// Pass this signal on to the sandbox's command.
+    Signal {
+        /// 1-64.
+        signal: i32,
+    },
+    /// A way in for one more command: answered with descriptors ([`ExecHandle`]).
     Exec,
-    Publish { map: PortMap },
-    Unpublish { host: u16 },
+    /// Forward one more host port.
+    Publish {
+        /// The forward.
+        map: PortMap,
+    },
+    /// Stop forwarding a host port.
+    Unpublish {
+        /// The host port.
+        host: u16,
+    },
+    /// The ports forwarded now.
     Ports,
+    /// From the answer on, the connection carries the command's terminal.
     Attach,
 }
 
-#[derive(Debug, Serialize)]
-struct Status<'a> {
-    name: &'a str,
-    backend: &'a str,
-    supervisor_pid: u32,
-    sandbox_pid: i32,
+/// The answer to [`Request::Status`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// Sandbox name.
+    pub name: String,
+    /// Backend id.
+    pub backend: String,
+    /// The supervisor's pid.
+    pub supervisor_pid: u32,
+    /// The sandbox's pid 1 on the host (0 while it starts).
+    pub sandbox_pid: i32,
+}
+
+/// The supervisor's answer: one JSON object per line, shaped by the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Answer {
+    /// To [`Request::Status`].
+    Status(Status),
+    /// To [`Request::Exec`], with its descriptors: the variables every command there gets.
+    Exec {
+        /// Always true.
+        ok: bool,
+        /// The backend's note on the way in.
+        detail: String,
+        /// Credential placeholders, trust-store pointers.
+        env: Vec<(String, String)>,
+    },
+    /// To [`Request::Ports`].
+    Ports {
+        /// The forwards.
+        ports: Vec<PortMap>,
+    },
+    /// Refused, with why.
+    Error {
+        /// The supervisor's message.
+        error: String,
+    },
+    /// Done (or, false, not: a signal with nothing to receive it, an unknown port).
+    Ok {
+        /// Whether it was done.
+        ok: bool,
+    },
+}
+
+impl Answer {
+    fn line(&self) -> String {
+        // Plain data: serialising it cannot fail.
+        serde_json::to_string(self).unwrap_or_else(|_| "{\"ok\":false}".into()) + "\n"
+    }
 }
 
 /// A listening control socket, removed on drop.
@@ -164,13 +225,16 @@ fn serve(conn: UnixStream, shared: &Shared) {
         return;
     };
     let pid = &shared.pid;
+    let not_running = || Answer::Error {
+        error: "the sandbox is not running".into(),
+    };
     let reader = BufReader::new(conn);
     for line in reader.lines().take(64) {
         let Ok(line) = line else { return };
         let answer = match serde_json::from_str::<Request>(&line) {
-            Ok(Request::Status) => serde_json::to_string(&Status {
-                name: &shared.name,
-                backend: shared.backend,
+            Ok(Request::Status) => Answer::Status(Status {
+                name: shared.name.clone(),
+                backend: shared.backend.to_owned(),
                 supervisor_pid: std::process::id(),
                 sandbox_pid: pid.load(Ordering::SeqCst),
             }),
@@ -187,15 +251,18 @@ fn serve(conn: UnixStream, shared: &Shared) {
                 };
                 let sent = match handle {
                     Ok(h) => {
-                        let line =
-                            serde_json::json!({ "ok": true, "detail": h.detail, "env": shared.env })
-                                .to_string() + "\n";
+                        let line = Answer::Exec {
+                            ok: true,
+                            detail: h.detail.clone(),
+                            env: shared.env.clone(),
+                        }
+                        .line();
                         let mut fds = vec![h.fd.as_fd()];
                         fds.extend(h.extra.as_ref().map(|f| f.as_fd()));
                         paddock_wire::send_with_fds(out.as_fd(), line.as_bytes(), &fds)
                     }
-                    Err(e) => {
-                        let line = serde_json::json!({ "error": e }).to_string() + "\n";
+                    Err(error) => {
+                        let line = Answer::Error { error }.line();
                         paddock_wire::send_with_fds(out.as_fd(), line.as_bytes(), &[])
                     }
                 };
@@ -211,48 +278,47 @@ fn serve(conn: UnixStream, shared: &Shared) {
                         .signals
                         .as_ref()
                         .is_some_and(|w| rustix::io::write(w, &[signal as u8]) == Ok(1));
-                Ok(format!("{{\"ok\":{ok}}}"))
+                Answer::Ok { ok }
             }
             Ok(Request::Publish { map }) => {
                 let running = shared.execs.lock().unwrap_or_else(PoisonError::into_inner);
-                Ok(match running.as_ref().map(|r| r.forwards.publish(map)) {
-                    Some(Ok(())) => serde_json::json!({ "ok": true }).to_string(),
-                    Some(Err(e)) => serde_json::json!({ "error": e }).to_string(),
-                    None => {
-                        serde_json::json!({ "error": "the sandbox is not running" }).to_string()
-                    }
-                })
+                match running.as_ref().map(|r| r.forwards.publish(map)) {
+                    Some(Ok(())) => Answer::Ok { ok: true },
+                    Some(Err(error)) => Answer::Error { error },
+                    None => not_running(),
+                }
             }
             Ok(Request::Unpublish { host }) => {
                 let running = shared.execs.lock().unwrap_or_else(PoisonError::into_inner);
                 let ok = running.as_ref().is_some_and(|r| r.forwards.unpublish(host));
-                Ok(serde_json::json!({ "ok": ok }).to_string())
+                Answer::Ok { ok }
             }
             Ok(Request::Attach) => match (&shared.hub, out.try_clone()) {
                 (Some(hub), Ok(conn)) => {
                     // From here the connection is the relay's: output out, framed input in.
-                    if writeln!(out, "{{\"ok\":true}}").is_ok() {
+                    if out.write_all(Answer::Ok { ok: true }.line().as_bytes()).is_ok() {
                         hub.add(conn);
                     }
                     return;
                 }
-                _ => Ok(serde_json::json!({
-                    "error": "its command has no terminal (start it with `run -d -t` to attach; `paddock logs -f` shows its output)"
-                })
-                .to_string()),
+                _ => Answer::Error {
+                    error: "its command has no terminal (start it with `run -d -t` to attach; `paddock logs -f` shows its output)".into(),
+                },
             },
             Ok(Request::Ports) => {
                 let running = shared.execs.lock().unwrap_or_else(PoisonError::into_inner);
-                let list = running
-                    .as_ref()
-                    .map(|r| r.forwards.list())
-                    .unwrap_or_default();
-                Ok(serde_json::json!({ "ports": list }).to_string())
+                Answer::Ports {
+                    ports: running
+                        .as_ref()
+                        .map(|r| r.forwards.list())
+                        .unwrap_or_default(),
+                }
             }
-            Err(e) => Ok(serde_json::json!({ "error": e.to_string() }).to_string()),
+            Err(e) => Answer::Error {
+                error: e.to_string(),
+            },
         };
-        let Ok(answer) = answer else { return };
-        if writeln!(out, "{answer}").is_err() {
+        if out.write_all(answer.line().as_bytes()).is_err() {
             return;
         }
     }
@@ -283,68 +349,250 @@ pub enum ControlError {
     },
 }
 
-/// Asks the supervisor listening on `socket` for a way to run one more command in sandbox
-/// `name`, and the variables every command there gets.
-pub fn request_exec(
-    socket: &Path,
-    name: &str,
-) -> Result<(ExecHandle, Vec<(String, String)>), ControlError> {
-    let io = |source| ControlError::Io {
-        name: name.to_owned(),
-        source,
-    };
-    let mut conn =
-        UnixStream::connect(socket).map_err(|_| ControlError::NotRunning(name.to_owned()))?;
-    conn.write_all(b"{\"op\":\"exec\"}\n").map_err(io)?;
-    let mut text = Vec::new();
-    let mut fds: Vec<OwnedFd> = Vec::new();
-    while !text.contains(&b'\n') {
-        let mut buf = [0u8; 4096];
-        match paddock_wire::recv_with_fds(conn.as_fd(), &mut buf).map_err(io)? {
-            Some((n, got)) if n > 0 => {
-                text.extend_from_slice(&buf[..n]);
-                fds.extend(got);
-            }
-            _ => return Err(ControlError::NotRunning(name.to_owned())),
-        }
-    }
-    let answer: serde_json::Value = serde_json::from_slice(&text)
-        .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
-    if let Some(e) = answer.get("error").and_then(|e| e.as_str()) {
-        return Err(ControlError::Refused {
-            name: name.to_owned(),
-            message: e.to_owned(),
-        });
-    }
-    let mut fds = fds.into_iter();
-    let fd = fds.next().ok_or_else(|| {
-        io(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "no descriptor came with the answer",
-        ))
-    })?;
-    let env = answer
-        .get("env")
-        .and_then(|e| serde_json::from_value(e.clone()).ok())
-        .unwrap_or_default();
-    let handle = ExecHandle {
-        fd,
-        extra: fds.next(),
-        detail: answer
-            .get("detail")
-            .and_then(|d| d.as_str())
-            .unwrap_or_default()
-            .to_owned(),
-    };
-    Ok((handle, env))
+/// The client end of a sandbox's control socket: typed requests, typed answers.
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+    name: String,
 }
 
-/// Sends one request line to the supervisor on `socket` and returns its answer.
-pub fn request(socket: &Path, line: &str) -> Option<serde_json::Value> {
-    let mut conn = UnixStream::connect(socket).ok()?;
-    let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(10)));
-    conn.write_all(format!("{line}\n").as_bytes()).ok()?;
-    let mut answer = String::new();
-    BufReader::new(conn).read_line(&mut answer).ok()?;
-    serde_json::from_str(&answer).ok()
+impl Client {
+    /// The control socket of sandbox `name` (`Dirs::control_socket`).
+    pub fn new(socket: &Path, name: &str) -> Client {
+        Client {
+            socket: socket.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    fn io(&self) -> impl Fn(std::io::Error) -> ControlError + '_ {
+        move |source| ControlError::Io {
+            name: self.name.clone(),
+            source,
+        }
+    }
+
+    fn connect(&self) -> Result<UnixStream, ControlError> {
+        UnixStream::connect(&self.socket).map_err(|_| ControlError::NotRunning(self.name.clone()))
+    }
+
+    fn refused(&self, error: String) -> ControlError {
+        ControlError::Refused {
+            name: self.name.clone(),
+            message: error,
+        }
+    }
+
+    fn unexpected(&self, answer: &Answer) -> ControlError {
+        (self.io())(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("unexpected answer {answer:?}"),
+        ))
+    }
+
+    /// Sends `request` and reads its one-line answer (10 s at most). Not for
+    /// [`Request::Exec`] and [`Request::Attach`], whose answers carry more.
+    pub fn call(&self, request: &Request) -> Result<Answer, ControlError> {
+        let mut conn = self.connect()?;
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .map_err(self.io())?;
+        let line = serde_json::to_string(request)
+            .map_err(|e| (self.io())(std::io::Error::other(e)))?
+            + "\n";
+        conn.write_all(line.as_bytes()).map_err(self.io())?;
+        let mut answer = String::new();
+        BufReader::new(std::io::Read::take(conn, 64 << 10))
+            .read_line(&mut answer)
+            .map_err(self.io())?;
+        if answer.is_empty() {
+            return Err(ControlError::NotRunning(self.name.clone()));
+        }
+        match serde_json::from_str(&answer) {
+            Ok(Answer::Error { error }) => Err(self.refused(error)),
+            Ok(a) => Ok(a),
+            Err(e) => Err((self.io())(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                e,
+            ))),
+        }
+    }
+
+    /// [`Request::Status`].
+    pub fn status(&self) -> Result<Status, ControlError> {
+        match self.call(&Request::Status)? {
+            Answer::Status(s) => Ok(s),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// [`Request::Signal`]: whether the signal was passed on.
+    pub fn signal(&self, signal: i32) -> Result<bool, ControlError> {
+        match self.call(&Request::Signal { signal })? {
+            Answer::Ok { ok } => Ok(ok),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// [`Request::Publish`].
+    pub fn publish(&self, map: PortMap) -> Result<(), ControlError> {
+        match self.call(&Request::Publish { map })? {
+            Answer::Ok { ok: true } => Ok(()),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// [`Request::Unpublish`]: whether the port was forwarded.
+    pub fn unpublish(&self, host: u16) -> Result<bool, ControlError> {
+        match self.call(&Request::Unpublish { host })? {
+            Answer::Ok { ok } => Ok(ok),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// [`Request::Ports`].
+    pub fn ports(&self) -> Result<Vec<PortMap>, ControlError> {
+        match self.call(&Request::Ports)? {
+            Answer::Ports { ports } => Ok(ports),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// [`Request::Exec`]: a way to run one more command in the sandbox, and the variables
+    /// every command there gets.
+    pub fn exec(&self) -> Result<(ExecHandle, Vec<(String, String)>), ControlError> {
+        let io = self.io();
+        let mut conn = self.connect()?;
+        let line =
+            serde_json::to_string(&Request::Exec).map_err(|e| io(std::io::Error::other(e)))?;
+        conn.write_all(format!("{line}\n").as_bytes())
+            .map_err(&io)?;
+        let mut text = Vec::new();
+        let mut fds: Vec<OwnedFd> = Vec::new();
+        while !text.contains(&b'\n') {
+            let mut buf = [0u8; 4096];
+            match paddock_wire::recv_with_fds(conn.as_fd(), &mut buf).map_err(&io)? {
+                Some((n, got)) if n > 0 && text.len() < (64 << 10) => {
+                    text.extend_from_slice(&buf[..n]);
+                    fds.extend(got);
+                }
+                _ => return Err(ControlError::NotRunning(self.name.clone())),
+            }
+        }
+        let answer: Answer = serde_json::from_slice(&text)
+            .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+        let (detail, env) = match answer {
+            Answer::Exec { detail, env, .. } => (detail, env),
+            Answer::Error { error } => return Err(self.refused(error)),
+            other => return Err(self.unexpected(&other)),
+        };
+        let mut fds = fds.into_iter();
+        let fd = fds.next().ok_or_else(|| {
+            io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "no descriptor came with the answer",
+            ))
+        })?;
+        Ok((
+            ExecHandle {
+                fd,
+                extra: fds.next(),
+                detail,
+            },
+            env,
+        ))
+    }
+
+    /// [`Request::Attach`]: after the answer the connection carries the command's terminal.
+    pub fn attach(&self) -> Result<UnixStream, ControlError> {
+        let io = self.io();
+        let mut conn = self.connect()?;
+        let line =
+            serde_json::to_string(&Request::Attach).map_err(|e| io(std::io::Error::other(e)))?;
+        conn.write_all(format!("{line}\n").as_bytes())
+            .map_err(&io)?;
+        // The answer line, byte by byte: what follows is the command's output.
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        while line.len() < 4096 {
+            match std::io::Read::read(&mut conn, &mut b).map_err(&io)? {
+                0 => break,
+                _ if b[0] == b'\n' => break,
+                _ => line.push(b[0]),
+            }
+        }
+        match serde_json::from_slice::<Answer>(&line) {
+            Ok(Answer::Ok { ok: true }) => Ok(conn),
+            Ok(Answer::Error { error }) => Err(self.refused(error)),
+            Ok(other) => Err(self.unexpected(&other)),
+            Err(_) if line.is_empty() => Err(ControlError::NotRunning(self.name.clone())),
+            Err(e) => Err(io(std::io::Error::new(std::io::ErrorKind::InvalidData, e))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The wire form stays what it was (clients of another version still understand it).
+    #[test]
+    fn requests_and_answers_keep_their_wire_form() {
+        let map: PortMap = "127.0.0.1:8080:80".parse().unwrap();
+        for (req, text) in [
+            (Request::Status, r#"{"op":"status"}"#.to_owned()),
+            (
+                Request::Signal { signal: 15 },
+                r#"{"op":"signal","signal":15}"#.to_owned(),
+            ),
+            (Request::Exec, r#"{"op":"exec"}"#.to_owned()),
+            (
+                Request::Unpublish { host: 8080 },
+                r#"{"op":"unpublish","host":8080}"#.to_owned(),
+            ),
+            (Request::Ports, r#"{"op":"ports"}"#.to_owned()),
+            (Request::Attach, r#"{"op":"attach"}"#.to_owned()),
+            (
+                Request::Publish { map },
+                format!(
+                    r#"{{"op":"publish","map":{}}}"#,
+                    serde_json::to_string(&map).unwrap()
+                ),
+            ),
+        ] {
+            assert_eq!(serde_json::to_string(&req).unwrap(), text);
+            assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), req);
+        }
+        assert!(serde_json::from_str::<Request>(r#"{"op":"reboot"}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"op":"signal","signal":1,"x":1}"#).is_err());
+        let status = Answer::Status(Status {
+            name: "w".into(),
+            backend: "ns".into(),
+            supervisor_pid: 7,
+            sandbox_pid: 9,
+        });
+        for answer in [
+            status,
+            Answer::Exec {
+                ok: true,
+                detail: "pid 9".into(),
+                env: vec![("A".into(), "b".into())],
+            },
+            Answer::Ports { ports: vec![map] },
+            Answer::Error { error: "no".into() },
+            Answer::Ok { ok: false },
+        ] {
+            let line = answer.line();
+            assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));
+            assert_eq!(serde_json::from_str::<Answer>(&line).unwrap(), answer);
+        }
+        assert_eq!(Answer::Ok { ok: true }.line(), "{\"ok\":true}\n");
+    }
+
+    /// A client against a socket nobody serves says the sandbox is not running.
+    #[test]
+    fn a_client_without_a_server_says_not_running() {
+        let c = Client::new(Path::new("/nonexistent/paddock-test/none.sock"), "w");
+        assert!(matches!(c.status(), Err(ControlError::NotRunning(n)) if n == "w"));
+    }
 }

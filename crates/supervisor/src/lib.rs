@@ -118,35 +118,9 @@ pub fn attach(
     name: &paddock_core::SandboxName,
     ready: impl FnOnce(),
 ) -> Result<AttachEnd, SupervisorError> {
-    use std::io::Write;
-    let io = |source| {
-        SupervisorError::Control(control::ControlError::Io {
-            name: name.to_string(),
-            source,
-        })
-    };
-    let mut conn =
-        std::os::unix::net::UnixStream::connect(dirs.control_socket(name)).map_err(|_| {
-            SupervisorError::Control(control::ControlError::NotRunning(name.to_string()))
-        })?;
-    conn.write_all(b"{\"op\":\"attach\"}\n").map_err(io)?;
-    // The answer line, byte by byte: what follows is the command's output.
-    let mut line = Vec::new();
-    let mut b = [0u8; 1];
-    while line.len() < 4096 {
-        match std::io::Read::read(&mut conn, &mut b).map_err(io)? {
-            0 => break,
-            _ if b[0] == b'\n' => break,
-            _ => line.push(b[0]),
-        }
-    }
-    let answer: serde_json::Value = serde_json::from_slice(&line).unwrap_or_default();
-    if let Some(e) = answer.get("error").and_then(|e| e.as_str()) {
-        return Err(SupervisorError::Control(control::ControlError::Refused {
-            name: name.to_string(),
-            message: e.to_owned(),
-        }));
-    }
+    let conn = control::Client::new(&dirs.control_socket(name), name.as_str())
+        .attach()
+        .map_err(SupervisorError::Control)?;
     relay::attach_client(conn, name.as_str(), ready).map_err(SupervisorError::Relay)
 }
 
@@ -159,7 +133,7 @@ pub fn run_exec(
     launch: &Launch,
 ) -> Result<Outcome, SupervisorError> {
     let (handle, env) =
-        control::request_exec(&dirs.control_socket(&spec.name), spec.name.as_str())?;
+        control::Client::new(&dirs.control_socket(&spec.name), spec.name.as_str()).exec()?;
     let signals = relay::SignalPipe::catch(launch.stdio == paddock_core::Stdio::Pty)
         .map_err(SupervisorError::Relay)?;
     let mut launch = launch.clone();
