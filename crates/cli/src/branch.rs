@@ -20,7 +20,7 @@ use paddock_review::export::{Reader, Record};
 use crate::branch_plan::{self, Edit, Incoming, Tree};
 use crate::error::usage;
 use crate::hostgit::{GitError, HostGit, Input};
-use crate::review::{Target, escape, relative};
+use crate::review::{Target, quoted, relative};
 
 /// At most this many changed paths are named in the commit message.
 const MESSAGE_PATHS: usize = 500;
@@ -204,8 +204,8 @@ pub fn apply_branch(name: &str, paths: &[OsString], branch: &str) -> Result<i32>
     for (p, why) in &skipped {
         println!(
             "skipped {}: {}",
-            escape(p.as_bytes()),
-            escape(why.as_bytes())
+            quoted(p.as_bytes()),
+            quoted(why.as_bytes())
         );
     }
     let ids = hash_blobs(&git, &plan.edits, &exported.blobs)?;

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use paddock_review::RelPath;
 use paddock_review::export::{Kind, New};
 
-use crate::review::escape;
+use crate::review::quoted;
 
 /// One entry of a tree listing: its mode (`100644`, `040000` is never listed with `-r`) and
 /// object id.
@@ -108,7 +108,7 @@ fn in_submodule(tree: &Tree, path: &RelPath) -> Option<String> {
     let mut at = path.parent();
     while let Some(p) = at.filter(|p| !p.is_root()) {
         if tree.get(p.as_bytes()).is_some_and(|e| e.mode == "160000") {
-            return Some(escape(p.as_bytes()));
+            return Some(quoted(p.as_bytes()));
         }
         at = p.parent();
     }
@@ -125,8 +125,8 @@ pub(crate) fn plan(base: &Tree, incoming: &[Incoming]) -> Plan {
     let mut puts = Vec::new();
     for c in incoming {
         let shown = match &c.from {
-            Some(f) => format!("{} -> {}", escape(f.as_bytes()), escape(c.path.as_bytes())),
-            None => escape(c.path.as_bytes()),
+            Some(f) => format!("{} -> {}", quoted(f.as_bytes()), quoted(c.path.as_bytes())),
+            None => quoted(c.path.as_bytes()),
         };
         if c.new == New::Dir && c.kind == Kind::Mode {
             continue; // git records no directory modes
@@ -141,7 +141,7 @@ pub(crate) fn plan(base: &Tree, incoming: &[Incoming]) -> Plan {
                 (Kind::Added, _) => None,
                 (Kind::Renamed, Some(from)) if !tracked(base, from) => Some(format!(
                     "renamed from {}, which the repository does not track: left out",
-                    escape(from.as_bytes())
+                    quoted(from.as_bytes())
                 )),
                 (Kind::Deleted, _) if !tracked(base, &c.path) => {
                     Some("not tracked by the repository: nothing to remove".to_owned())

@@ -477,7 +477,7 @@ fn reset(name: &str, force: bool) -> Result<i32> {
     paddock_confine::rootfs::remove_layer_dirs(&dir)?;
     // Review mode: the changes under review and their records (renamed first, so that a
     // removal cut short never leaves half a layer to be mounted).
-    let review = dir.join("review");
+    let review = paddock_core::review_dirs(&dir).root;
     if review.exists() {
         let doomed = dir.join(format!(".rm-review-{}", std::process::id()));
         std::fs::rename(&review, &doomed)

@@ -463,7 +463,7 @@ impl HostGit {
             ok: out.status.success(),
             stdout: out.stdout,
             status: out.status.to_string(),
-            stderr: crate::review::escape(stderr.trim().as_bytes()),
+            stderr: crate::review::quoted(stderr.trim().as_bytes()),
         })
     }
 

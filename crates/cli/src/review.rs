@@ -10,6 +10,7 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result};
 use paddock_core::{Dirs, ImageStore, LockError, SandboxLock, SandboxName, SandboxSpec};
+pub(crate) use paddock_review::quoted;
 
 use crate::commands::open;
 use crate::error::usage;
@@ -60,10 +61,7 @@ impl Target {
                 "sandbox {n} is not in review mode: its changes reached the workspace as they were made (`paddock trust {n}` lists those your host may run); `paddock create --review` makes a review-mode sandbox"
             )));
         }
-        let base = ImageStore::new(dirs.images())
-            .get(&rec.spec.image)
-            .map(|i| i.idmap.base)
-            .unwrap_or(paddock_core::DEFAULT_ID_BASE);
+        let base = image_base(&dirs, &rec.spec);
         let sandbox_dir = dirs.sandbox(&n);
         Ok(Target {
             spec: rec.spec,
@@ -116,6 +114,14 @@ impl Target {
     }
 }
 
+/// The host id of the root of `spec`'s sandbox (root mode): its image's.
+fn image_base(dirs: &Dirs, spec: &SandboxSpec) -> u32 {
+    ImageStore::new(dirs.images())
+        .get(&spec.image)
+        .map(|i| i.idmap.base)
+        .unwrap_or(paddock_core::DEFAULT_ID_BASE)
+}
+
 /// Whether the review layer under `sandbox_dir` holds any change.
 pub(crate) fn pending(sandbox_dir: &Path) -> bool {
     let upper = paddock_core::review_dirs(sandbox_dir).layer.join("upper");
@@ -152,7 +158,7 @@ pub(crate) fn relative(paths: &[OsString], ws: &Path) -> Result<Vec<OsString>> {
         let Ok(rel) = normal.strip_prefix(ws) else {
             return Err(usage(format!(
                 "{} is outside the workspace {}",
-                escape(p.as_bytes()),
+                quoted(p.as_bytes()),
                 ws.display()
             )));
         };
@@ -163,33 +169,6 @@ pub(crate) fn relative(paths: &[OsString], ws: &Path) -> Result<Vec<OsString>> {
         out.push(rel.as_os_str().to_owned());
     }
     Ok(out)
-}
-
-/// A path for a message: as it is when it is printable UTF-8, else quoted with escapes.
-pub(crate) fn escape(bytes: &[u8]) -> String {
-    match std::str::from_utf8(bytes) {
-        Ok(s) if !s.chars().any(char::is_control) && !s.contains('"') => s.to_owned(),
-        _ => {
-            let mut out = String::from("\"");
-            for chunk in bytes.utf8_chunks() {
-                for c in chunk.valid().chars() {
-                    match c {
-                        '\n' => out.push_str("\\n"),
-                        '\t' => out.push_str("\\t"),
-                        '"' => out.push_str("\\\""),
-                        '\\' => out.push_str("\\\\"),
-                        c if c.is_control() => out.push_str(&format!("\\{:03o}", c as u32)),
-                        c => out.push(c),
-                    }
-                }
-                for b in chunk.invalid() {
-                    out.push_str(&format!("\\{b:03o}"));
-                }
-            }
-            out.push('"');
-            out
-        }
-    }
 }
 
 /// `paddock diff NAME [PATH…]`.
@@ -208,7 +187,7 @@ pub fn diff(name: &str, paths: &[OsString], format: Format) -> Result<i32> {
 }
 
 /// The sandbox's lock when it is stopped (held while the layer changes); `None` when it runs.
-fn lock_if_stopped(t: &Target) -> Result<Option<SandboxLock>> {
+pub(crate) fn lock_if_stopped(t: &Target) -> Result<Option<SandboxLock>> {
     match SandboxLock::try_acquire(&t.sandbox_dir.join("lock")) {
         Ok(l) => Ok(Some(l)),
         Err(LockError::Busy) => Ok(None),
@@ -250,8 +229,6 @@ pub(crate) fn apply_selected(
     }
     let code = t.helper("apply", &flags, rel)?;
     drop(lock);
-    // What landed may hold git hooks or configuration of a new repository: disarmed as
-    // after a run in a shared folder.
     Ok(code)
 }
 
@@ -329,10 +306,7 @@ pub(crate) fn after_run(dirs: &Dirs, spec: &SandboxSpec, said: bool) {
     let Some(since) = paddock_supervisor::review::run_start(&sandbox_dir) else {
         return;
     };
-    let base = ImageStore::new(dirs.images())
-        .get(&spec.image)
-        .map(|i| i.idmap.base)
-        .unwrap_or(paddock_core::DEFAULT_ID_BASE);
+    let base = image_base(dirs, spec);
     let args = ["capture", "--since", &since.to_string()].map(OsString::from);
     if let Err(e) = paddock_supervisor::review::run_helper(&sandbox_dir, spec, base, &args) {
         eprintln!("paddock: warning: {e}");
@@ -369,9 +343,9 @@ mod tests {
 
     #[test]
     fn odd_names_are_escaped() {
-        assert_eq!(escape(b"plain/name.rs"), "plain/name.rs");
-        assert_eq!(escape(b"a\nb"), "\"a\\nb\"");
-        assert_eq!(escape(b"bad\xffname"), "\"bad\\377name\"");
-        assert_eq!(escape(b"esc\x1b[31m"), "\"esc\\033[31m\"");
+        assert_eq!(quoted(b"plain/name.rs"), "plain/name.rs");
+        assert_eq!(quoted(b"a\nb"), "\"a\\nb\"");
+        assert_eq!(quoted(b"bad\xffname"), "\"bad\\377name\"");
+        assert_eq!(quoted(b"esc\x1b[31m"), "\"esc\\033[31m\"");
     }
 }

@@ -213,6 +213,20 @@ fn diff(layer: &Layer, changes: &[Change], format: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// What an apply or discard did not do (`done`: the verb for what it did), on stderr.
+fn refusals(done: &str, refused: &[paddock_review::Refusal], unmatched: &[RelPath]) {
+    for r in refused {
+        eprintln!(
+            "paddock: not {done} {}: {}",
+            visible(&shown(&r.path)),
+            visible(&r.reason)
+        );
+    }
+    for p in unmatched {
+        eprintln!("paddock: no change at {}", visible(&shown(p)));
+    }
+}
+
 /// `list`: every change with its diff, for the interactive review.
 fn list(layer: &Layer, changes: &[Change]) -> Result<(), String> {
     let mut items = Vec::new();
@@ -302,16 +316,7 @@ fn run(req: Request, fds: [std::os::fd::RawFd; 3]) -> Result<i32, String> {
                     visible(&r.reason)
                 );
             }
-            for r in &report.refused {
-                eprintln!(
-                    "paddock: not applied {}: {}",
-                    visible(&shown(&r.path)),
-                    visible(&r.reason)
-                );
-            }
-            for p in &report.unmatched {
-                eprintln!("paddock: no change at {}", visible(&shown(p)));
-            }
+            refusals("applied", &report.refused, &report.unmatched);
             if !report.refused.is_empty() {
                 eprintln!("paddock: {} change(s) not applied", report.refused.len());
                 return Ok(1);
@@ -334,16 +339,7 @@ fn run(req: Request, fds: [std::os::fd::RawFd; 3]) -> Result<i32, String> {
             for p in &report.discarded {
                 println!("discarded {}", visible(&shown(p)));
             }
-            for r in &report.refused {
-                eprintln!(
-                    "paddock: not discarded {}: {}",
-                    visible(&shown(&r.path)),
-                    visible(&r.reason)
-                );
-            }
-            for p in &report.unmatched {
-                eprintln!("paddock: no change at {}", visible(&shown(p)));
-            }
+            refusals("discarded", &report.refused, &report.unmatched);
             Ok(i32::from(!report.refused.is_empty()))
         }
         other => Err(format!("unknown operation {other}")),

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 
 use crate::error::usage;
-use crate::review::{Target, apply_selected, escape};
+use crate::review::{Target, apply_selected, quoted};
 
 /// One change as the helper lists it (`list`).
 #[derive(Debug, Deserialize)]
@@ -54,7 +54,7 @@ fn ask(item: &Item, index: usize, total: usize) -> Result<Answer> {
         eprint!(
             "[{}/{total}] apply this change to {}? [a]ccept [r]eject [s]kip [q]uit [?] ",
             index + 1,
-            escape(&item.raw)
+            quoted(&item.raw)
         );
         std::io::stderr().flush().ok();
         let mut line = String::new();
@@ -75,9 +75,9 @@ fn ask(item: &Item, index: usize, total: usize) -> Result<Answer> {
 
 fn show(item: &Item) {
     let mut out = std::io::stdout().lock();
-    let path = escape(&item.raw);
+    let path = quoted(&item.raw);
     let title = match &item.from_raw {
-        Some(from) => format!("{} {} -> {path}", item.kind, escape(from)),
+        Some(from) => format!("{} {} -> {path}", item.kind, quoted(from)),
         None => format!("{} {path}", item.kind),
     };
     let _ = writeln!(out, "\n=== {title}");
@@ -158,14 +158,15 @@ pub fn run(t: &Target) -> Result<i32> {
         code = apply_selected(t, &accepted, false, false)?;
     }
     if !rejected.is_empty() {
-        match paddock_core::SandboxLock::try_acquire(&t.sandbox_dir.join("lock")) {
-            Ok(lock) => {
+        // A lock that cannot even be taken counts as held: the layer is left alone.
+        match crate::review::lock_if_stopped(t).ok().flatten() {
+            Some(lock) => {
                 eprintln!("paddock: dropping {} rejected change(s)", rejected.len());
                 let c = t.helper("discard", &["--settle"], &rejected)?;
                 drop(lock);
                 code = code.max(c);
             }
-            Err(_) => eprintln!(
+            None => eprintln!(
                 "paddock: {name} is running: the rejected changes stay in its layer (`paddock discard {name} PATH…` once it stopped)"
             ),
         }

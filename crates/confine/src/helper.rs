@@ -140,6 +140,19 @@ pub fn confine(
     readable: &[&str],
     extra: Vec<seccompiler::BpfProgram>,
 ) -> Result<(), String> {
+    confine_with(
+        uid,
+        || crate::landlock::restrict_to_reading(readable),
+        extra,
+    )
+}
+
+/// [`confine`] with the Landlock layer `landlock` applies (instead of reading `readable`).
+pub fn confine_with(
+    uid: Option<u32>,
+    landlock: impl FnOnce() -> Result<crate::landlock::Enforced, crate::landlock::LandlockError>,
+    extra: Vec<seccompiler::BpfProgram>,
+) -> Result<(), String> {
     let parent = rustix::process::getppid();
     if let Some(uid) = uid {
         sys::become_id(uid).map_err(failed("the helper's uid and gid"))?;
@@ -154,7 +167,7 @@ pub fn confine(
         return Err("its parent is gone".into());
     }
     // As in the sandbox: Landlock is required wherever the kernel offers it.
-    match crate::landlock::restrict_to_reading(readable) {
+    match landlock() {
         Ok(crate::landlock::Enforced::Unsupported) if crate::landlock::kernel_abi() > 0 => {
             return Err("cannot apply Landlock: not enforced".into());
         }

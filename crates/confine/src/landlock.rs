@@ -6,6 +6,8 @@
 //! fails. Where the kernel offers scoping (ABI 6), signals and abstract Unix sockets are limited
 //! to the sandbox too.
 
+use std::os::fd::AsFd;
+
 use landlock::{
     ABI, Access, AccessFs, BitFlags, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
     RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
@@ -57,36 +59,41 @@ pub fn restrict_to_reading(paths: &[&str]) -> Result<Enforced, LandlockError> {
 /// descriptors `dirs`, where it may do anything, with signals and abstract Unix sockets scoped
 /// to itself; sets `no_new_privs`. For the review helper.
 pub fn restrict_beneath(dirs: &[std::os::fd::BorrowedFd<'_>]) -> Result<Enforced, LandlockError> {
-    let e = |x: &dyn std::fmt::Display| LandlockError::Ruleset(x.to_string());
-    let mut ruleset = Ruleset::default()
-        .set_compatibility(CompatLevel::BestEffort)
-        .handle_access(AccessFs::from_all(ABI_USED))
-        .map_err(|x| e(&x))?
-        .scope(Scope::from_all(ABI_USED))
-        .map_err(|x| e(&x))?
-        .create()
-        .map_err(|x| e(&x))?;
-    for fd in dirs {
-        ruleset = ruleset
-            .add_rule(PathBeneath::new(*fd, AccessFs::from_all(ABI_USED)))
-            .map_err(|x| e(&x))?;
-    }
-    let status = ruleset.restrict_self().map_err(|x| e(&x))?;
-    Ok(match status.ruleset {
-        RulesetStatus::FullyEnforced => Enforced::Fully,
-        RulesetStatus::PartiallyEnforced => Enforced::Partially,
-        RulesetStatus::NotEnforced => Enforced::Unsupported,
-    })
+    let rules: Vec<_> = dirs
+        .iter()
+        .map(|fd| (*fd, AccessFs::from_all(ABI_USED)))
+        .collect();
+    enforce_fds(&rules, true)
 }
 
-/// Every filesystem access handled, signals and abstract sockets scoped, and `rules` (each
-/// path with what it allows beneath it; one that cannot be opened is an error) the only ones
-/// allowed; `no_new_privs` set with it when asked.
+fn ruleset_error(x: &dyn std::fmt::Display) -> LandlockError {
+    LandlockError::Ruleset(x.to_string())
+}
+
+/// [`enforce_fds`] with each path opened (one that cannot be opened is an error).
 fn enforce(
     rules: &[(&str, BitFlags<AccessFs>)],
     no_new_privs: bool,
 ) -> Result<Enforced, LandlockError> {
-    let e = |x: &dyn std::fmt::Display| LandlockError::Ruleset(x.to_string());
+    let opened = rules
+        .iter()
+        .map(|(path, access)| Ok((PathFd::new(path).map_err(|x| ruleset_error(&x))?, *access)))
+        .collect::<Result<Vec<_>, LandlockError>>()?;
+    let borrowed: Vec<_> = opened
+        .iter()
+        .map(|(fd, access)| (fd.as_fd(), *access))
+        .collect();
+    enforce_fds(&borrowed, no_new_privs)
+}
+
+/// Every filesystem access handled, signals and abstract sockets scoped, and `rules` (each
+/// directory with what it allows beneath it) the only ones allowed; `no_new_privs` set with it
+/// when asked.
+fn enforce_fds(
+    rules: &[(std::os::fd::BorrowedFd<'_>, BitFlags<AccessFs>)],
+    no_new_privs: bool,
+) -> Result<Enforced, LandlockError> {
+    let e = ruleset_error;
     let mut ruleset = Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
         .handle_access(AccessFs::from_all(ABI_USED))
@@ -95,10 +102,9 @@ fn enforce(
         .map_err(|x| e(&x))?
         .create()
         .map_err(|x| e(&x))?;
-    for (path, access) in rules {
-        let fd = PathFd::new(path).map_err(|x| e(&x))?;
+    for (fd, access) in rules {
         ruleset = ruleset
-            .add_rule(PathBeneath::new(fd, *access))
+            .add_rule(PathBeneath::new(*fd, *access))
             .map_err(|x| e(&x))?;
     }
     let status = ruleset

@@ -221,31 +221,19 @@ pub fn confine_self() -> Result<[RawFd; 3], String> {
         .iter()
         .map(|fd| unsafe { BorrowedFd::borrow_raw(*fd) })
         .collect();
-    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-        .map_err(|e| format!("cannot apply the parent-death signal: {e}"))?;
-    crate::jail::sys::set_non_dumpable().map_err(|e| format!("cannot apply non-dumpable: {e}"))?;
-    rustix::thread::set_no_new_privs(true)
-        .map_err(|e| format!("cannot apply no_new_privs: {e}"))?;
+    // Started by a parent already gone (reparented): refused, as after the parent-death
+    // signal is set (checked in `confine_with`).
     if rustix::process::getppid().is_none_or(|p| p.as_raw_nonzero().get() == 1) {
         return Err("its parent is gone".into());
     }
-    match crate::landlock::restrict_beneath(&dirs) {
-        Ok(crate::landlock::Enforced::Unsupported) if crate::landlock::kernel_abi() > 0 => {
-            return Err("cannot apply Landlock: not enforced".into());
-        }
-        Ok(_) => {}
-        Err(_) if crate::landlock::kernel_abi() == 0 => {}
-        Err(e) => return Err(format!("cannot apply {e}")),
-    }
-    let mut programs =
-        crate::seccomp::programs().map_err(|e| format!("cannot apply seccomp: {e}"))?;
-    programs.push(
-        crate::seccomp::relay_helper()
-            .map_err(|e| format!("cannot apply seccomp (no exec, no sockets): {e}"))?,
-    );
-    for p in &programs {
-        crate::seccomp::apply(p).map_err(|e| format!("cannot apply seccomp: {e}"))?;
-    }
+    crate::helper::confine_with(
+        None,
+        || crate::landlock::restrict_beneath(&dirs),
+        vec![
+            crate::seccomp::relay_helper()
+                .map_err(|e| format!("cannot apply seccomp (no exec, no sockets): {e}"))?,
+        ],
+    )?;
     Ok(fds)
 }
 

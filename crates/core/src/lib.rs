@@ -41,6 +41,8 @@ pub use store::{SandboxRecord, SandboxState, Store, StoreError};
 /// `sandbox_dir`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReviewDirs {
+    /// The whole (`reset` removes it): the two below and the start's record.
+    pub root: std::path::PathBuf,
     /// The overlay's layer: `upper` (what the sandbox wrote) and `work` (overlayfs's own).
     pub layer: std::path::PathBuf,
     /// The review's own records (what the host looked like, merge bases, the apply journal).
@@ -50,10 +52,11 @@ pub struct ReviewDirs {
 /// See [`ReviewDirs`]. Neither the sandbox's `upper` nor its `work` directory: the root layer
 /// is reset without losing the changes under review, and the other way round.
 pub fn review_dirs(sandbox_dir: &std::path::Path) -> ReviewDirs {
-    let dir = sandbox_dir.join("review");
+    let root = sandbox_dir.join("review");
     ReviewDirs {
-        layer: dir.join("layer"),
-        state: dir.join("state"),
+        layer: root.join("layer"),
+        state: root.join("state"),
+        root,
     }
 }
 

@@ -55,7 +55,7 @@ pub use change::{Change, ChangeKind, Entry, EntryType};
 pub use discard::DiscardReport;
 pub use error::Error;
 pub use gitview::HeadError;
-pub use relpath::{PathError, RelPath};
+pub use relpath::{PathError, RelPath, quoted};
 
 use crate::error::show_path;
 use crate::scan::Scanner;

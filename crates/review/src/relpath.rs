@@ -244,7 +244,7 @@ pub(crate) fn show(bytes: &[u8], f: &mut fmt::Formatter<'_>) -> fmt::Result {
 }
 
 /// `bytes` shown as text, quoted with `"` when escaped (for messages and patch headers).
-pub(crate) fn quoted(bytes: &[u8]) -> String {
+pub fn quoted(bytes: &[u8]) -> String {
     match escape(bytes) {
         (s, false) => s.into_owned(),
         (s, true) => format!("\"{s}\""),

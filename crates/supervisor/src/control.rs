@@ -376,6 +376,16 @@ impl Client {
         UnixStream::connect(&self.socket).map_err(|_| ControlError::NotRunning(self.name.clone()))
     }
 
+    /// Connects and sends `request`'s line; the connection, for its answer.
+    fn send(&self, request: &Request) -> Result<UnixStream, ControlError> {
+        let mut conn = self.connect()?;
+        let line = serde_json::to_string(request)
+            .map_err(|e| (self.io())(std::io::Error::other(e)))?
+            + "\n";
+        conn.write_all(line.as_bytes()).map_err(self.io())?;
+        Ok(conn)
+    }
+
     fn refused(&self, error: String) -> ControlError {
         ControlError::Refused {
             name: self.name.clone(),
@@ -393,13 +403,9 @@ impl Client {
     /// Sends `request` and reads its one-line answer (10 s at most). Not for
     /// [`Request::Exec`] and [`Request::Attach`], whose answers carry more.
     pub fn call(&self, request: &Request) -> Result<Answer, ControlError> {
-        let mut conn = self.connect()?;
+        let conn = self.send(request)?;
         conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
             .map_err(self.io())?;
-        let line = serde_json::to_string(request)
-            .map_err(|e| (self.io())(std::io::Error::other(e)))?
-            + "\n";
-        conn.write_all(line.as_bytes()).map_err(self.io())?;
         let mut answer = String::new();
         BufReader::new(std::io::Read::take(conn, 64 << 10))
             .read_line(&mut answer)
@@ -461,11 +467,7 @@ impl Client {
     /// every command there gets.
     pub fn exec(&self) -> Result<(ExecHandle, Vec<(String, String)>), ControlError> {
         let io = self.io();
-        let mut conn = self.connect()?;
-        let line =
-            serde_json::to_string(&Request::Exec).map_err(|e| io(std::io::Error::other(e)))?;
-        conn.write_all(format!("{line}\n").as_bytes())
-            .map_err(&io)?;
+        let conn = self.send(&Request::Exec)?;
         let mut text = Vec::new();
         let mut fds: Vec<OwnedFd> = Vec::new();
         while !text.contains(&b'\n') {
@@ -505,11 +507,7 @@ impl Client {
     /// [`Request::Attach`]: after the answer the connection carries the command's terminal.
     pub fn attach(&self) -> Result<UnixStream, ControlError> {
         let io = self.io();
-        let mut conn = self.connect()?;
-        let line =
-            serde_json::to_string(&Request::Attach).map_err(|e| io(std::io::Error::other(e)))?;
-        conn.write_all(format!("{line}\n").as_bytes())
-            .map_err(&io)?;
+        let mut conn = self.send(&Request::Attach)?;
         // The answer line, byte by byte: what follows is the command's output.
         let mut line = Vec::new();
         let mut b = [0u8; 1];

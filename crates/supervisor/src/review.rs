@@ -26,7 +26,7 @@ fn layer(message: String) -> BackendError {
 pub fn run_start(sandbox_dir: &Path) -> Option<i128> {
     use std::os::unix::fs::MetadataExt;
     let dir = paddock_core::review_dirs(sandbox_dir);
-    let m = std::fs::metadata(dir.layer.parent()?.join(RUN_START)).ok()?;
+    let m = std::fs::metadata(dir.root.join(RUN_START)).ok()?;
     Some(i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()))
 }
 
@@ -63,9 +63,7 @@ pub fn begin(sandbox_dir: &Path, spec: &SandboxSpec, base: u32) -> Result<(), Ba
             )));
         }
     }
-    let Some(review) = dirs.layer.parent() else {
-        return Ok(());
-    };
+    let review = &dirs.root;
     std::fs::create_dir_all(review)
         .map_err(|e| layer(format!("cannot create {}: {e}", review.display())))?;
     // Its change time is the start (see [`run_start`]); made anew, so that it is this one's.

@@ -77,21 +77,36 @@ fn set_attrs(dst: &CStr, recursive: bool, attrs: u64) -> std::io::Result<()> {
     mount_setattr(at.as_fd(), recursive, attrs, None)
 }
 
+/// `p` as an `O_PATH` descriptor, opened without following any symlink.
+fn open_resolved(p: &CStr) -> std::io::Result<OwnedFd> {
+    Ok(openat2(
+        CWD,
+        p,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )?)
+}
+
+/// Attaches the detached mount `mnt` on what `dst` names ([`open_resolved`]).
+fn attach_resolved(mnt: std::os::fd::BorrowedFd<'_>, dst: &CStr) -> std::io::Result<()> {
+    let onto = open_resolved(dst)?;
+    move_mount(
+        mnt,
+        c"",
+        onto.as_fd(),
+        c"",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )?;
+    Ok(())
+}
+
 /// Binds what `src` names onto what `dst` names, both opened without following any symlink
 /// (so nothing swapped in after the host's checks is mounted or mounted on): a detached copy
 /// of `src` (with its submounts if `recursive`), given `attrs` throughout, attached by
 /// descriptor.
 fn bind_resolved(src: &CStr, dst: &CStr, recursive: bool, attrs: u64) -> std::io::Result<()> {
-    let open = |p: &CStr| {
-        openat2(
-            CWD,
-            p,
-            OFlags::PATH | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-        )
-    };
-    let (from, onto) = (open(src)?, open(dst)?);
+    let from = open_resolved(src)?;
     let mut flags = OpenTreeFlags::OPEN_TREE_CLONE
         | OpenTreeFlags::OPEN_TREE_CLOEXEC
         | OpenTreeFlags::AT_EMPTY_PATH;
@@ -102,14 +117,7 @@ fn bind_resolved(src: &CStr, dst: &CStr, recursive: bool, attrs: u64) -> std::io
     if attrs != 0 {
         mount_setattr(tree.as_fd(), recursive, attrs, None)?;
     }
-    move_mount(
-        tree.as_fd(),
-        c"",
-        onto.as_fd(),
-        c"",
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
-    )?;
-    Ok(())
+    attach_resolved(tree.as_fd(), dst)
 }
 
 /// A new mount namespace whose mounts no longer propagate to the host's.
@@ -408,21 +416,7 @@ impl ReviewLayer {
             FsMountFlags::FSMOUNT_CLOEXEC,
             MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
         )?;
-        let onto = openat2(
-            CWD,
-            dst,
-            OFlags::PATH | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-        )?;
-        move_mount(
-            mnt.as_fd(),
-            c"",
-            onto.as_fd(),
-            c"",
-            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
-        )?;
-        Ok(())
+        attach_resolved(mnt.as_fd(), dst)
     }
 }
 
