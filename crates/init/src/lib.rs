@@ -98,10 +98,57 @@ fn fail(channel: &OwnedFd, layer: &str, message: &str) -> ! {
 }
 
 /// Sends `sig` to `pid` (or its group), ignoring a target that is already gone.
+///
+/// A signal that came before the command has made its own session finds no group yet (pid 1
+/// forwards what waited while it set itself up as soon as it has forked): it goes to the
+/// command's process itself, which has it pending until it unblocks signals, instead of being
+/// lost.
 pub fn deliver(pid: Pid, target: Target, sig: Signal) {
-    let to = match target {
-        Target::Group => Pid::from_raw(-pid.as_raw()),
-        Target::Process => pid,
-    };
-    let _ = nix::sys::signal::kill(to, sig);
+    if target == Target::Group
+        && nix::sys::signal::kill(Pid::from_raw(-pid.as_raw()), sig)
+            != Err(nix::errno::Errno::ESRCH)
+    {
+        return;
+    }
+    let _ = nix::sys::signal::kill(pid, sig);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::*;
+
+    /// A signal for a command that has no process group of its own yet (it has not reached
+    /// setsid) reaches the command itself; it used to be lost, and the command ran on.
+    #[test]
+    fn a_signal_before_the_commands_session_is_not_lost() {
+        // In this test's group, so no group has its id.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = Pid::from_raw(child.id() as i32);
+        deliver(pid, Target::Group, Signal::SIGTERM);
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+    }
+
+    /// Once the command leads its group, the whole group gets the signal.
+    #[test]
+    fn a_signal_reaches_the_commands_group() {
+        use std::os::unix::process::CommandExt;
+        let child = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & wait"])
+            .process_group(0)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = Pid::from_raw(child.id() as i32);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        deliver(pid, Target::Group, Signal::SIGTERM);
+        // The output closes only once `sleep`, which holds it too, is gone as well.
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.signal(), Some(libc::SIGTERM), "{:?}", out.status);
+    }
 }
