@@ -1,20 +1,16 @@
 //! What each subcommand does.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use clap::CommandFactory;
-use paddock_core::{
-    Dirs, ImageStore, Launch, LockError, Network, SandboxLock, SandboxName, SandboxSpec,
-    SandboxState, Stdio, Store,
-};
+use paddock_core::{Dirs, ImageStore, SandboxLock, SandboxName, SandboxState, Store};
 use paddock_image::BuildOptions;
-use paddock_policy::User;
 
 use crate::cli::{Cli, Cmd, ExecArgs, ImageCmd, SystemCmd};
 use crate::error::usage;
-use crate::run::{Mode, parse_env, run};
+use crate::run::{Mode, run};
 
 pub fn dispatch(cli: Cli) -> Result<i32> {
     match cli.command {
@@ -138,143 +134,34 @@ pub(crate) fn open() -> Result<(Dirs, Store)> {
     Ok((dirs, store))
 }
 
-pub(crate) fn ensure_image(dirs: &Dirs, name: &str) -> Result<(paddock_core::ImageInfo, PathBuf)> {
-    let store = ImageStore::new(dirs.images());
-    match store.get(name) {
-        Ok(info) => {
-            if info.version < paddock_image::LAYOUT_VERSION {
-                eprintln!(
-                    "paddock: image {name} was built by an older Paddock (apt inside has no proxy setting or package lists); `paddock image build {name}` updates it, and sandboxes keep their layers"
-                );
-            }
-            Ok((info, store.rootfs(name)?))
-        }
-        Err(paddock_core::ImageStoreError::NotFound(_)) if name == paddock_core::DEFAULT_IMAGE => {
-            eprintln!(
-                "paddock: the default image is not built yet; building it now (about a minute; needs the host's Debian apt sources)"
-            );
-            let opts = BuildOptions {
-                progress: std::io::stderr().is_terminal(),
-                ..BuildOptions::default_image(name)
-            };
-            let info = paddock_image::build(&store, &opts).context("building the default image")?;
-            Ok((info, store.rootfs(name)?))
-        }
-        Err(e) => Err(e.into()),
-    }
+/// The engine over the state directory `dirs`.
+pub(crate) fn engine(dirs: &Dirs) -> Result<paddock_engine::Engine> {
+    Ok(paddock_engine::Engine::at(dirs.clone())?)
 }
 
 /// `paddock exec NAME -- CMD`: one more command in a running sandbox.
 fn exec(args: ExecArgs) -> Result<i32> {
     let name = parse_name(&args.name)?;
-    let env = parse_env(&args.env)?;
-    let user: Option<User> = args
-        .user
-        .as_deref()
-        .map(str::parse)
-        .transpose()
-        .map_err(|e: paddock_policy::UserError| usage(e.to_string()))?;
-    if let Some(w) = &args.workdir
-        && !w.starts_with('/')
-    {
-        return Err(usage(format!("--workdir {w}: give an absolute path")));
-    }
+    let req = paddock_engine::exec::ExecRequest {
+        command: args.command,
+        env: args.env,
+        user: args.user,
+        workdir: args.workdir,
+        tty: args.tty,
+        stdin: args.interactive,
+    };
+    req.check()?;
     let terminal = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     if args.tty && !terminal {
         return Err(usage(
             "--tty: stdin and stdout must be terminals (drop -t to run without one)",
         ));
     }
-    let (dirs, store) = open()?;
-    let rec = record(&store, &name)?;
-    if !crate::lifecycle::running(&dirs, &name) {
-        return Err(usage(format!(
-            "sandbox {name} is not running (`paddock start {name}` starts it)"
-        )));
-    }
-    let spec = rec.spec;
-    let (backend, _) = paddock_supervisor::select(&spec.backend)?;
-    if !args.interactive && !args.tty {
-        // The command reads nothing: stdin is /dev/null.
-        let null = std::fs::File::open("/dev/null").context("cannot open /dev/null")?;
-        rustix::stdio::dup2_stdin(&null).context("cannot redirect stdin")?;
-    }
-    let uid = user.unwrap_or(spec.user).uid();
-    let mut extra = spec.env.clone();
-    extra.extend(env);
-    let launch = Launch {
-        argv: args.command,
-        env: paddock_supervisor::environment(
-            std::env::vars(),
-            &extra,
-            uid,
-            args.tty,
-            name.as_str(),
-            spec.network == Network::Proxy,
-        ),
-        cwd: args.workdir.unwrap_or_else(|| spec.workspace.to_string()),
-        uid,
-        stdio: if args.tty { Stdio::Pty } else { Stdio::Inherit },
-    };
-    let started = std::time::SystemTime::now();
-    let outcome = paddock_supervisor::run_exec(&dirs, &spec, backend.as_ref(), &launch);
-    report_trust(&dirs, &spec, started, false);
-    let outcome = outcome?;
+    let outcome = paddock_engine::Engine::open()?.exec(&name, req, &crate::error::Terminal)?;
     for d in &outcome.diagnostics {
         eprintln!("paddock: {d}");
     }
     Ok(outcome.exit.status())
-}
-
-/// Shows (and keeps for `paddock trust`) what changed since `started` that the host may run.
-/// `said`: whether to say what waits for review (after a run, not after each `exec`).
-pub(crate) fn report_trust(
-    dirs: &Dirs,
-    spec: &SandboxSpec,
-    started: std::time::SystemTime,
-    said: bool,
-) {
-    // Every folder the sandbox could write: the workspace first (shown relative), then the
-    // read-write mounts.
-    // In review mode the workspace is unchanged: what the run wrote there waits in the review
-    // layer, judged under the same names before it lands (and left as it is: it is not the
-    // host's yet).
-    let (workspace, mounts) = match spec.review {
-        true => (None, spec.mounts.iter().collect::<Vec<_>>()),
-        false => (Some(&spec.workspace), spec.mounts.iter().collect()),
-    };
-    let roots: Vec<PathBuf> = workspace
-        .into_iter()
-        .chain(mounts.iter().filter(|m| !m.read_only).map(|m| &m.host))
-        .filter_map(|p| std::fs::canonicalize(p.as_path()).ok())
-        .collect();
-    let mut findings = Vec::new();
-    if spec.review {
-        let upper = paddock_core::review_dirs(&dirs.sandbox(&spec.name))
-            .layer
-            .join("upper");
-        if upper.is_dir() {
-            findings = paddock_core::trust::report(&[upper], started, false);
-        }
-    }
-    findings.extend(paddock_core::trust::report(
-        &roots,
-        started,
-        !spec.allow_git_config,
-    ));
-    let text = paddock_core::trust::render(&findings);
-    if !findings.is_empty() {
-        let what = if spec.review {
-            "this run's changes include files your host may run or load; review them before you apply them"
-        } else {
-            "this run changed files your host may run or load; review them before you do"
-        };
-        eprintln!("paddock: {what}:\n{}", text.trim_end());
-    }
-    if spec.review {
-        crate::review::after_run(dirs, spec, said);
-    }
-    let _ = std::fs::write(dirs.sandbox(&spec.name).join("trust-report.txt"), &text);
 }
 
 /// `paddock trust NAME`: the last run's report of changed files the host may run.
@@ -301,102 +188,14 @@ pub(crate) fn remove_sandbox(dirs: &Dirs, store: &Store, name: &SandboxName) -> 
     remove(dirs, store, name, Removal::Full)
 }
 
-/// How a removal goes.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Removal {
-    /// `rm`, `prune`, a start that failed: the tree is gone when the call returns, and what a
-    /// killed supervisor may have left on the host (cgroups, socket directories) is swept.
-    Full,
-    /// After a `--rm` run that its backend ended: the backend removed its own cgroups and
-    /// directories, and `rm -rf` deletes the renamed tree in the background (the caller waits
-    /// for the command's status, not for the disk: a layer with installed packages takes
-    /// seconds to delete).
-    AfterRun,
-}
+pub(crate) use paddock_engine::remove::Removal;
 
-pub(crate) fn remove(dirs: &Dirs, store: &Store, name: &SandboxName, how: Removal) -> Result<()> {
-    let dir = dirs.sandbox(name);
-    let _lock = lock(&dir, name)?;
-    // Rename first so a half-removed layer is never started again, and the name is free at
-    // once. `paddock prune` removes renamed trees whose removal was interrupted.
-    let doomed = dirs
-        .sandboxes()
-        .join(format!(".rm-{name}-{}", std::process::id()));
-    if dir.exists() {
-        std::fs::rename(&dir, &doomed)
-            .with_context(|| format!("cannot remove {}", dir.display()))?;
-    }
-    let detached = how == Removal::AfterRun && remove_in_background(&doomed);
-    // The host's leftovers and (unless detached) the tree go while the rows are cleared.
-    let rest = (how == Removal::Full || !detached).then(|| {
-        let doomed = doomed.clone();
-        let name = name.clone();
-        std::thread::spawn(move || {
-            if how == Removal::Full {
-                // A vm run whose supervisor was killed may have left its socket directory.
-                paddock_vm::remove_stale_run_dirs(name.as_str());
-                paddock_gvisor::remove_stale_run_dirs(name.as_str());
-                paddock_confine::cgroup::SandboxCgroups::remove_leftovers(
-                    &paddock_confine::cgroup::CgroupHost::detect(),
-                    name.as_str(),
-                );
-            }
-            if detached {
-                return Ok(());
-            }
-            paddock_confine::user::remove_tree(&doomed)
-        })
-    });
-    let rows = (|| -> Result<()> {
-        store.delete(name)?;
-        paddock_proxy::store::remove_sandbox_rules(
-            store.connection(),
-            store.path(),
-            name.as_str(),
-        )?;
-        Ok(())
-    })();
-    let removed = rest.map_or(Ok(()), |t| {
-        t.join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("the removal thread panicked")))
-    });
-    rows?;
-    removed.with_context(|| format!("cannot remove {}", doomed.display()))
-}
-
-/// Starts `rm -rf` on `tree` in a process group of its own (the terminal's Ctrl-C does not
-/// reach it), with nothing of this process but /dev/null as its standard streams (a pipe
-/// reading this command's output ends when this command does). False when it cannot start.
-fn remove_in_background(tree: &Path) -> bool {
-    use std::os::unix::process::CommandExt;
-    let mut cmd = std::process::Command::new("rm");
-    cmd.args(["-rf", "--one-file-system", "--"])
-        .arg(tree)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .process_group(0);
-    if !paddock_confine::user::is_user_mode() {
-        return cmd.spawn().is_ok();
-    }
-    // The layer holds files of the sandbox's root and other users: the user's subordinate ids.
-    paddock_confine::user::current_user_ids()
-        .ok()
-        .and_then(|ids| paddock_confine::user::spawn_mapped(&mut cmd, &ids).ok())
-        .is_some()
+pub(crate) fn remove(dirs: &Dirs, _store: &Store, name: &SandboxName, how: Removal) -> Result<()> {
+    Ok(engine(dirs)?.remove(name, how)?)
 }
 
 pub(crate) fn lock(dir: &Path, name: &SandboxName) -> Result<Option<SandboxLock>> {
-    if !dir.exists() {
-        return Ok(None);
-    }
-    match SandboxLock::try_acquire(&dir.join("lock")) {
-        Ok(l) => Ok(Some(l)),
-        Err(LockError::Busy) => Err(usage(format!(
-            "sandbox {name} is running; stop it first (`paddock stop {name}`)"
-        ))),
-        Err(e) => Err(e.into()),
-    }
+    Ok(paddock_engine::sandboxes::lock(dir, name)?)
 }
 
 /// The record of sandbox `name`, or the usage error every command gives for an unknown one.
@@ -407,33 +206,14 @@ pub(crate) fn record(store: &Store, name: &SandboxName) -> Result<paddock_core::
 }
 
 pub(crate) fn parse_name(s: &str) -> Result<SandboxName> {
-    s.parse()
-        .map_err(|e: paddock_core::NameError| usage(e.to_string()))
+    Ok(paddock_engine::sandboxes::parse_name(s)?)
 }
 
-/// Removes the secrets stored for sandbox `name`, which `rm` or `prune` just removed: a later
-/// sandbox of this name starts without them. A store that cannot be read is said, not fatal
-/// (the sandbox is gone already).
+/// Removes the secrets stored for sandbox `name`, which `rm` or `prune` just removed.
 pub(crate) fn forget_secrets(dirs: &Dirs, name: &SandboxName) {
-    match paddock_secrets::SecretStore::at_default(dirs.home()).remove_sandbox(name.as_str()) {
-        Ok(0) => {}
-        Ok(n) => eprintln!("paddock: removed {name}'s {n} secret(s)"),
-        Err(e) => eprintln!(
-            "paddock: warning: {name}'s own secrets could not be removed ({e}); `paddock secret ls` shows them, `paddock secret rm NAME --sandbox {name}` removes one"
-        ),
+    if let Ok(e) = engine(dirs) {
+        e.forget_secrets(name, &crate::error::Terminal);
     }
-}
-
-/// Removes sandbox `name` (stopping it first) if it exists, and its secrets; quiet.
-pub(crate) fn remove_quietly(name: &str) -> Result<()> {
-    let name = parse_name(name)?;
-    let (dirs, store) = open()?;
-    if store.get(&name)?.is_some() {
-        crate::lifecycle::stop(&dirs, &store, &name, 0)?;
-        remove_sandbox(&dirs, &store, &name)?;
-        forget_secrets(&dirs, &name);
-    }
-    Ok(())
 }
 
 fn rm(names: &[String], force: bool) -> Result<i32> {

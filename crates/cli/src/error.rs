@@ -26,15 +26,6 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
     .into()
 }
 
-/// A start a signal interrupted: the exit status is 128 + the signal, as a shell reports it.
-pub fn interrupted(message: impl Into<String>, signal: i32) -> anyhow::Error {
-    UserError {
-        message: message.into(),
-        code: 128 + signal,
-    }
-    .into()
-}
-
 /// Prints `e` and its causes; returns the exit status.
 pub fn report(e: &anyhow::Error) -> i32 {
     eprintln!("paddock: error: {e}");
@@ -44,6 +35,15 @@ pub fn report(e: &anyhow::Error) -> i32 {
     if let Some(u) = e.downcast_ref::<UserError>() {
         return u.code;
     }
+    if let Some(x) = e.downcast_ref::<paddock_engine::EngineError>() {
+        use paddock_engine::EngineError as E;
+        match x {
+            E::Invalid(_) | E::NotFound(_) | E::Conflict(_) => return EXIT_USAGE,
+            E::Interrupted { signal, .. } => return 128 + signal,
+            E::Supervisor(s) => return s.signal().map_or(EXIT_START, |sig| 128 + sig),
+            E::Below(_) | E::Failed { .. } => {}
+        }
+    }
     let supervisor = e
         .chain()
         .find_map(|c| c.downcast_ref::<paddock_supervisor::SupervisorError>());
@@ -51,4 +51,25 @@ pub fn report(e: &anyhow::Error) -> i32 {
         return s.signal().map_or(EXIT_START, |sig| 128 + sig);
     }
     EXIT_FAILURE
+}
+
+/// The engine's notes, on this terminal's stderr.
+#[derive(Debug, Clone, Copy)]
+pub struct Terminal;
+
+impl paddock_engine::Reporter for Terminal {
+    fn note(&self, text: &str) {
+        eprintln!("paddock: {text}");
+    }
+
+    fn interactive(&self) -> bool {
+        std::io::IsTerminal::is_terminal(&std::io::stderr())
+    }
+
+    fn terminal(&self) -> bool {
+        use std::io::IsTerminal;
+        std::io::stdin().is_terminal()
+            && std::io::stdout().is_terminal()
+            && std::io::stderr().is_terminal()
+    }
 }

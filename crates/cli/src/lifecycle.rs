@@ -7,135 +7,34 @@
 //! and its sandbox dies with it (every backend ties the sandbox to the supervisor's life).
 
 use std::io::{IsTerminal, Read, Seek, Write};
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result};
-use paddock_core::{Dirs, Launch, Network, SandboxLock, SandboxName, SandboxState, Stdio, Store};
-use serde::{Deserialize, Serialize};
+use anyhow::Result;
+use paddock_core::{Dirs, SandboxName, Store};
+pub use paddock_engine::background::{Main, log_file, read_main};
+pub use paddock_engine::sandboxes::{running, state};
 
 use crate::commands::{open, parse_name, record};
 use crate::error::usage;
 
-/// The command of a background sandbox started without one: it only keeps the sandbox alive
-/// for `exec` and `shell`.
-pub const KEEP_ALIVE: &[&str] = &["sleep", "infinity"];
-
-/// What a background start runs (`sandboxes/NAME/main.json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Main {
-    /// The command.
-    pub argv: Vec<String>,
-    /// Remove the sandbox when it ends.
-    #[serde(default)]
-    pub rm: bool,
-    /// Give the command a terminal (`paddock attach` reaches it).
-    #[serde(default)]
-    pub tty: bool,
-    /// Where the command starts, when not in the workspace (a subdirectory of the git work
-    /// tree whose root is the workspace).
-    #[serde(default)]
-    pub cwd: Option<String>,
-}
-
-fn main_file(dirs: &Dirs, name: &SandboxName) -> PathBuf {
-    dirs.sandbox(name).join("main.json")
-}
-
-pub(crate) fn log_file(dirs: &Dirs, name: &SandboxName) -> PathBuf {
-    dirs.sandbox(name).join("output.log")
-}
-
-/// Records what a background start of `name` runs.
-pub fn write_main(dirs: &Dirs, name: &SandboxName, main: &Main) -> Result<()> {
-    let dir = dirs.sandbox(name);
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let path = main_file(dirs, name);
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(main)?)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
-}
-
-pub(crate) fn read_main(dirs: &Dirs, name: &SandboxName) -> Main {
-    std::fs::read(main_file(dirs, name))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_else(|| Main {
-            argv: KEEP_ALIVE.iter().map(|s| s.to_string()).collect(),
-            rm: false,
-            tty: false,
-            cwd: None,
-        })
-}
-
-/// Whether a supervisor holds the sandbox's lock (the truth about "running").
-pub fn running(dirs: &Dirs, name: &SandboxName) -> bool {
-    SandboxLock::is_held(&dirs.sandbox(name).join("lock"))
+fn engine(dirs: &Dirs) -> Result<paddock_engine::Engine> {
+    Ok(paddock_engine::Engine::at(dirs.clone())?)
 }
 
 /// Starts the supervisor of `name` in the background and waits until its sandbox runs.
 pub fn start_detached(dirs: &Dirs, name: &SandboxName) -> Result<()> {
-    if running(dirs, name) {
-        return Err(usage(format!("sandbox {name} is already running")));
-    }
-    let path = log_file(dirs, name);
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    let offset = log.seek(std::io::SeekFrom::End(0)).unwrap_or(0);
-    let _ = writeln!(log, "--- paddock start {name}");
-    let exe = std::env::current_exe().context("cannot find the paddock executable")?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg("__supervise")
-        .arg(name.as_str())
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    // SAFETY: setsid is async-signal-safe; the child execs right after. A session of its own:
-    // closing this terminal does not reach it.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().context("cannot start the supervisor")?;
-    let socket = dirs.control_socket(name);
-    let deadline = Instant::now() + Duration::from_secs(900);
-    loop {
-        if let Some(status) = child.try_wait()? {
-            let mut text = String::new();
-            if let Ok(mut f) = std::fs::File::open(&path) {
-                let _ = f.seek(std::io::SeekFrom::Start(offset));
-                let _ = f.read_to_string(&mut text);
-            }
-            anyhow::bail!(
-                "sandbox {name} did not start ({status}):\n{}",
-                text.lines()
-                    .filter(|l| !l.starts_with("--- "))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
-        }
-        let up = paddock_supervisor::control::Client::new(&socket, name.as_str())
-            .status()
-            .is_ok_and(|s| s.sandbox_pid > 0);
-        if up {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            anyhow::bail!(
-                "sandbox {name} is still starting after 15 minutes; `paddock logs {name}` shows what it does"
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    Ok(engine(dirs)?.start_detached(name)?)
+}
+
+/// Stops `name` if it runs ([`paddock_engine::Engine::stop`]); whether it was running.
+pub fn stop(dirs: &Dirs, _store: &Store, name: &SandboxName, grace: u64) -> Result<bool> {
+    Ok(engine(dirs)?.stop(name, grace)?)
+}
+
+/// The detached supervisor (`paddock __supervise NAME`).
+pub fn supervise(name: &str) -> Result<i32> {
+    let name = parse_name(name)?;
+    Ok(paddock_engine::Engine::open()?.supervise(&name, &crate::error::Terminal)?)
 }
 
 /// Parses `names` and checks that each is a sandbox, before anything is done to any of them.
@@ -160,116 +59,6 @@ pub fn start_all(names: &[String]) -> Result<i32> {
         println!("{name}");
     }
     Ok(0)
-}
-
-/// The detached supervisor: runs the sandbox's background command until it ends or is stopped.
-pub fn supervise(name: &str) -> Result<i32> {
-    let name = parse_name(name)?;
-    let (dirs, store) = open()?;
-    let rec = record(&store, &name)?;
-    let main = read_main(&dirs, &name);
-    let spec = paddock_core::SandboxSpec {
-        discard_layer: main.rm,
-        ..rec.spec
-    };
-    let (image, rootfs) = crate::commands::ensure_image(&dirs, &spec.image)?;
-    let (backend, _) = paddock_supervisor::select(&spec.backend)?;
-    let uid = spec.user.uid();
-    let launch = Launch {
-        argv: main.argv.clone(),
-        env: paddock_supervisor::environment(
-            std::env::vars(),
-            &spec.env,
-            uid,
-            main.tty,
-            name.as_str(),
-            spec.network == Network::Proxy,
-        ),
-        cwd: main
-            .cwd
-            .clone()
-            .unwrap_or_else(|| spec.workspace.to_string()),
-        uid,
-        stdio: if main.tty { Stdio::Pty } else { Stdio::Inherit },
-    };
-    eprintln!(
-        "paddock: supervisor {} runs {name} on the {} backend: {}",
-        std::process::id(),
-        backend.id(),
-        main.argv.join(" ")
-    );
-    let started = std::time::SystemTime::now();
-    let result = paddock_supervisor::run_attached(
-        &dirs,
-        &store,
-        &spec,
-        backend.as_ref(),
-        &image,
-        rootfs,
-        &launch,
-        paddock_supervisor::catch_signals(main.tty)?,
-    );
-    crate::commands::report_trust(&dirs, &spec, started, true);
-    let code = match &result {
-        Ok(o) => {
-            for d in &o.diagnostics {
-                eprintln!("paddock: {d}");
-            }
-            eprintln!("paddock: {name} stopped (exit status {})", o.exit.status());
-            o.exit.status()
-        }
-        Err(e) => {
-            eprintln!("paddock: {name} failed: {e}");
-            125
-        }
-    };
-    if main.rm {
-        crate::commands::remove_sandbox(&dirs, &store, &name)?;
-    }
-    result?;
-    Ok(code)
-}
-
-/// Stops `name` if it runs: SIGTERM to its command, SIGKILL after `grace` seconds, and as a last
-/// resort SIGKILL to its supervisor (the sandbox dies with it). Returns whether it was running.
-pub fn stop(dirs: &Dirs, store: &Store, name: &SandboxName, grace: u64) -> Result<bool> {
-    if !running(dirs, name) {
-        return Ok(false);
-    }
-    let socket = dirs.control_socket(name);
-    let wait = |limit: Duration| {
-        let deadline = Instant::now() + limit;
-        while running(dirs, name) {
-            if Instant::now() > deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        true
-    };
-    let control = paddock_supervisor::control::Client::new(&socket, name.as_str());
-    // A supervisor that is gone or does not answer: the waits below see the end either way.
-    let signal = |sig: i32| {
-        let _ = control.signal(sig);
-    };
-    signal(libc::SIGTERM);
-    if wait(Duration::from_secs(grace)) {
-        return Ok(true);
-    }
-    signal(libc::SIGKILL);
-    // A VM powers off cleanly after its command ends, slowly under emulation.
-    if wait(Duration::from_secs(60)) {
-        return Ok(true);
-    }
-    if let Some(pid) = store.get(name)?.and_then(|r| r.supervisor_pid) {
-        // SAFETY: kill has no memory effects; the pid is the supervisor recorded for the sandbox
-        // whose lock is still held, so it is alive and ours.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    }
-    if !wait(Duration::from_secs(10)) {
-        anyhow::bail!("sandbox {name} does not stop; its supervisor is stuck");
-    }
-    Ok(true)
 }
 
 /// `paddock attach NAME`.
@@ -365,16 +154,7 @@ fn copy_log(dirs: &Dirs, name: &SandboxName, from_end: bool, follow: bool) -> Re
     Ok(true)
 }
 
-/// The state as it is: the lock decides between running and not.
-pub fn state(dirs: &Dirs, rec: &paddock_core::SandboxRecord) -> SandboxState {
-    match (running(dirs, &rec.spec.name), rec.state) {
-        (true, _) => SandboxState::Running,
-        (false, SandboxState::Created) => SandboxState::Created,
-        (false, _) => SandboxState::Stopped,
-    }
-}
-
-/// `paddock update NAME --cpus/--memory/--pids/--disk`.
+/// `paddock update NAME …`.
 pub fn update(
     name: &str,
     cpus: Option<&str>,

@@ -1,14 +1,12 @@
 //! `paddock`: the command line.
 
 mod agent_cmd;
-mod agents;
 mod branch;
 mod branch_plan;
 mod cli;
 mod commands;
 mod commits;
 mod error;
-mod gitroot;
 mod hostgit;
 mod inspect;
 mod lifecycle;
@@ -53,6 +51,13 @@ fn main() {
     // before it reads a byte of a sandbox's layer.
     if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new("__review")) {
         std::process::exit(review_helper::main(std::env::args_os().skip(2).collect()));
+    }
+    // One command of `paddock serve`'s exec, with streams of its own.
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(paddock_engine::exec::EXEC_ARG))
+    {
+        let args: Vec<_> = std::env::args_os().skip(2).collect();
+        std::process::exit(paddock_engine::exec::exec_main(&args, &error::Terminal));
     }
     let cli = match cli::Cli::from_arg_matches(&cli::command().get_matches()) {
         Ok(cli) => cli,

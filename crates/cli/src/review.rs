@@ -9,7 +9,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result};
-use paddock_core::{Dirs, ImageStore, LockError, SandboxLock, SandboxName, SandboxSpec};
+use paddock_core::{LockError, SandboxLock, SandboxName, SandboxSpec};
+pub(crate) use paddock_engine::trust::{image_base, review_pending as pending};
 pub(crate) use paddock_review::quoted;
 
 use crate::commands::open;
@@ -112,20 +113,6 @@ impl Target {
         paddock_confine::review::launch_with(&self.sandbox_dir, ws, self.base, &args, capture)
             .map_err(|e| usage(e.to_string()))
     }
-}
-
-/// The host id of the root of `spec`'s sandbox (root mode): its image's.
-fn image_base(dirs: &Dirs, spec: &SandboxSpec) -> u32 {
-    ImageStore::new(dirs.images())
-        .get(&spec.image)
-        .map(|i| i.idmap.base)
-        .unwrap_or(paddock_core::DEFAULT_ID_BASE)
-}
-
-/// Whether the review layer under `sandbox_dir` holds any change.
-pub(crate) fn pending(sandbox_dir: &Path) -> bool {
-    let upper = paddock_core::review_dirs(sandbox_dir).layer.join("upper");
-    std::fs::read_dir(upper).is_ok_and(|mut d| d.next().is_some())
 }
 
 /// The selected paths, relative to the workspace `ws`: an absolute one must lie in it; a
@@ -293,28 +280,6 @@ pub(crate) fn confirm_drop(
 /// `paddock review NAME`: the changes one by one in the terminal.
 pub fn interactive(name: &str) -> Result<i32> {
     crate::review_tui::run(&Target::find(name)?)
-}
-
-/// After a run of a review-mode sandbox: records how the workspace looks for what the run
-/// added (conflicts are then judged from the run's start, not from whenever `diff` runs).
-/// `said` false (after an `exec`, while the sandbox goes on): nothing; its stop does it.
-pub(crate) fn after_run(dirs: &Dirs, spec: &SandboxSpec, said: bool) {
-    let sandbox_dir = dirs.sandbox(&spec.name);
-    if !said || !pending(&sandbox_dir) {
-        return;
-    }
-    let Some(since) = paddock_supervisor::review::run_start(&sandbox_dir) else {
-        return;
-    };
-    let base = image_base(dirs, spec);
-    let args = ["capture", "--since", &since.to_string()].map(OsString::from);
-    if let Err(e) = paddock_supervisor::review::run_helper(&sandbox_dir, spec, base, &args) {
-        eprintln!("paddock: warning: {e}");
-    }
-    eprintln!(
-        "paddock: the changes wait for your review: `paddock diff {n}` shows them, `paddock apply {n}` writes them to the workspace, `paddock review {n}` goes through them",
-        n = spec.name
-    );
 }
 
 #[cfg(test)]
