@@ -98,42 +98,51 @@ impl Engine {
     pub fn list(&self, all: bool) -> Result<(Vec<Summary>, usize)> {
         let mut rows = Vec::new();
         let mut hidden = 0;
-        let now = now();
         let host = paddock_confine::cgroup::CgroupHost::detect();
         for r in self.store.list()? {
-            let state = state(&self.dirs, &r);
-            if !all && state != SandboxState::Running {
+            let row = summary(&self.dirs, &host, r);
+            if all || row.state == SandboxState::Running {
+                rows.push(row);
+            } else {
                 hidden += 1;
-                continue;
             }
-            // What a running sandbox uses, from its host cgroups (a VM's: its VMM and device
-            // helpers).
-            let (memory_bytes, cpu_seconds) = match state {
-                SandboxState::Running => {
-                    paddock_confine::cgroup::SandboxCgroups::usage(&host, r.spec.name.as_str())
-                }
-                _ => (None, None),
-            };
-            let uptime_seconds = match (state, r.started_at) {
-                (SandboxState::Running, Some(t)) => Some(now.saturating_sub(t)),
-                _ => None,
-            };
-            rows.push(Summary {
-                name: r.spec.name,
-                backend: r.spec.backend,
-                state,
-                image: r.spec.image,
-                workspace: r.spec.workspace,
-                created_at: r.created_at,
-                started_at: r.started_at,
-                last_exit: r.last_exit,
-                limits: r.spec.limits,
-                uptime_seconds,
-                last_cause: r.last_cause,
-                memory_bytes,
-                cpu_seconds,
-            });
         }
         Ok((rows, hidden))
+    }
+
+    /// Sandbox `name` as [`Engine::list`] shows it.
+    pub fn summary(&self, name: &SandboxName) -> Result<Summary> {
+        let host = paddock_confine::cgroup::CgroupHost::detect();
+        Ok(summary(&self.dirs, &host, self.record(name)?))
+    }
+}
+
+fn summary(dirs: &Dirs, host: &paddock_confine::cgroup::CgroupHost, r: SandboxRecord) -> Summary {
+    let state = state(dirs, &r);
+    // What a running sandbox uses, from its host cgroups (a VM's: its VMM and device helpers).
+    let (memory_bytes, cpu_seconds) = match state {
+        SandboxState::Running => {
+            paddock_confine::cgroup::SandboxCgroups::usage(host, r.spec.name.as_str())
+        }
+        _ => (None, None),
+    };
+    let uptime_seconds = match (state, r.started_at) {
+        (SandboxState::Running, Some(t)) => Some(now().saturating_sub(t)),
+        _ => None,
+    };
+    Summary {
+        name: r.spec.name,
+        backend: r.spec.backend,
+        state,
+        image: r.spec.image,
+        workspace: r.spec.workspace,
+        created_at: r.created_at,
+        started_at: r.started_at,
+        last_exit: r.last_exit,
+        limits: r.spec.limits,
+        uptime_seconds,
+        last_cause: r.last_cause,
+        memory_bytes,
+        cpu_seconds,
     }
 }
