@@ -60,7 +60,15 @@ pub const COMMAND_GROUPS: &[(&str, &[&str])] = &[
     ("Network & credentials", &["policy", "secret"]),
     (
         "Host, agents & images",
-        &["doctor", "agent", "image", "system", "completions", "help"],
+        &[
+            "doctor",
+            "agent",
+            "image",
+            "system",
+            "serve",
+            "completions",
+            "help",
+        ],
     ),
 ];
 
@@ -319,6 +327,12 @@ pub enum Cmd {
     /// Credentials kept on the host and injected by the proxy (the sandbox sees placeholders).
     #[command(subcommand)]
     Secret(SecretCmd),
+    /// Serve the HTTP API on a unix socket only you can use, or on TCP with --listen.
+    ///
+    /// The socket (mode 0600) answers only connections of your own uid. Over TCP every request
+    /// needs the bearer token, and an address that is not loopback needs TLS. Runs until
+    /// SIGINT or SIGTERM, then removes its socket. `GET /v1/openapi.json` describes the API.
+    Serve(ServeArgs),
     /// Print shell completions.
     Completions {
         /// Shell.
@@ -446,6 +460,25 @@ pub struct RunArgs {
     /// The command (default: bash).
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Listen on TCP ADDR (IP:PORT, e.g. 127.0.0.1:7300) instead of the unix socket. Every
+    /// request needs the bearer token, made on first use in the state directory's `api-token`
+    /// (mode 0600). An address that is not loopback needs --tls-cert and --tls-key as well.
+    #[arg(long, value_name = "ADDR", conflicts_with = "socket")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// With --listen: serve HTTPS with this certificate chain (PEM).
+    #[arg(long, value_name = "PEM", requires_all = ["listen", "tls_key"])]
+    pub tls_cert: Option<PathBuf>,
+    /// With --listen: the certificate's private key (PEM).
+    #[arg(long, value_name = "PEM", requires_all = ["listen", "tls_cert"])]
+    pub tls_key: Option<PathBuf>,
+    /// The unix socket's path (default: $XDG_RUNTIME_DIR/paddock/api.sock, else in the state
+    /// directory); its directory must exist.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -115,6 +115,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             dirs.ensure()?;
             crate::secret::secret(&dirs, cmd)
         }
+        Cmd::Serve(args) => crate::serve::serve(args),
         Cmd::Completions { shell } => {
             clap_complete::generate(
                 shell,

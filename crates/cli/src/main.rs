@@ -17,6 +17,7 @@ mod review_helper;
 mod review_tui;
 mod run;
 mod secret;
+mod serve;
 
 use clap::FromArgMatches;
 
@@ -30,6 +31,7 @@ fn prints_and_ends(cmd: &cli::Cmd) -> bool {
             | cli::Cmd::Shell { .. }
             | cli::Cmd::Attach { .. }
             | cli::Cmd::Supervise { .. }
+            | cli::Cmd::Serve(_)
     )
 }
 

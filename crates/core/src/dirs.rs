@@ -31,6 +31,9 @@ pub enum DirsError {
 #[derive(Debug, Clone)]
 pub struct Dirs {
     home: PathBuf,
+    /// `$XDG_RUNTIME_DIR`, when the state directory was found from the environment without
+    /// `PADDOCK_HOME` (a `PADDOCK_HOME` is a Paddock of its own: its sockets live inside it).
+    runtime: Option<PathBuf>,
 }
 
 impl Dirs {
@@ -42,7 +45,7 @@ impl Dirs {
                 .map(PathBuf::from)
         };
         let home = if let Some(p) = var("PADDOCK_HOME") {
-            p
+            return Dirs::at(p);
         } else if let Some(x) = var("XDG_DATA_HOME") {
             x.join("paddock")
         } else if let Some(h) = var("HOME") {
@@ -50,7 +53,9 @@ impl Dirs {
         } else {
             return Err(DirsError::NoHome);
         };
-        Dirs::at(home)
+        let mut dirs = Dirs::at(home)?;
+        dirs.runtime = var("XDG_RUNTIME_DIR").filter(|r| r.is_absolute());
+        Ok(dirs)
     }
 
     /// Uses `home` as the state directory.
@@ -58,7 +63,10 @@ impl Dirs {
         if !home.is_absolute() {
             return Err(DirsError::NotAbsolute(home));
         }
-        Ok(Dirs { home })
+        Ok(Dirs {
+            home,
+            runtime: None,
+        })
     }
 
     /// Creates the directory tree if missing, private to the owner.
@@ -108,6 +116,30 @@ impl Dirs {
     pub fn control_socket(&self, name: &SandboxName) -> PathBuf {
         self.run().join(format!("{name}.sock"))
     }
+
+    /// The directory of `paddock serve`'s socket: `$XDG_RUNTIME_DIR/paddock`, else [`Dirs::run`]
+    /// (both private to the user; [`Dirs::ensure_api_dir`] makes it).
+    pub fn api_dir(&self) -> PathBuf {
+        match &self.runtime {
+            Some(r) => r.join("paddock"),
+            None => self.run(),
+        }
+    }
+
+    /// The unix socket `paddock serve` listens on by default.
+    pub fn api_socket(&self) -> PathBuf {
+        self.api_dir().join("api.sock")
+    }
+
+    /// Creates [`Dirs::api_dir`] if missing, private to the owner (mode 0700).
+    pub fn ensure_api_dir(&self) -> Result<(), DirsError> {
+        ensure_private_dir(&self.api_dir())
+    }
+
+    /// The bearer token `paddock serve --listen` requires (made on first use, mode 0600).
+    pub fn api_token(&self) -> PathBuf {
+        self.home.join("api-token")
+    }
 }
 
 /// Creates `d` (and parents) with mode 0700 and tightens it if it already exists.
@@ -122,4 +154,25 @@ pub(crate) fn ensure_private_dir(d: &Path) -> Result<(), DirsError> {
         .create(d)
         .map_err(create)?;
     fs::set_permissions(d, fs::Permissions::from_mode(0o700)).map_err(create)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_paths() {
+        let at = Dirs::at(PathBuf::from("/state")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(at.api_socket(), PathBuf::from("/state/run/api.sock"));
+        assert_eq!(at.api_token(), PathBuf::from("/state/api-token"));
+        let runtime = Dirs {
+            runtime: Some(PathBuf::from("/run/user/1000")),
+            ..at
+        };
+        assert_eq!(
+            runtime.api_socket(),
+            PathBuf::from("/run/user/1000/paddock/api.sock")
+        );
+        assert_eq!(runtime.api_token(), PathBuf::from("/state/api-token"));
+    }
 }

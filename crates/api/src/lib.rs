@@ -1,0 +1,182 @@
+//! Paddock's HTTP API server (`paddock serve`): the transport and its security, not the
+//! operations.
+//!
+//! - **Where it listens** ([`ListenConfig`], [`Server`]): by default a unix socket, mode 0600,
+//!   that only peers of the server's own uid may use (checked with `SO_PEERCRED` on every
+//!   connection); TCP only when asked, always with a bearer token ([`Token`]), and with TLS on
+//!   any address that is not loopback ([`check_tcp`]).
+//! - **Errors** ([`Problem`]): RFC 9457 `application/problem+json` with a stable `code`; unknown
+//!   routes, wrong methods, bodies over the cap and malformed JSON answer the same way.
+//! - **Limits**: request bodies over [`DEFAULT_BODY_LIMIT`] (or a route's own cap,
+//!   [`body_limit`]) are refused with 413 after at most that many bytes are read.
+//! - **Routes** ([`router`], [`app`]): `GET /v1/health` and `GET /v1/openapi.json`, the OpenAPI
+//!   3.1 document generated from the routes' `#[utoipa::path]` annotations.
+//!
+//! Adding an operation: write the handler with its annotation, register it with utoipa-axum's
+//! `routes!` in [`router`], and let handlers fail with [`Problem`]:
+//!
+//! ```text
+//! #[utoipa::path(post, path = "/v1/sandboxes", tag = "sandboxes",
+//!     request_body = CreateRequest,
+//!     responses((status = 201, body = Sandbox),
+//!               (status = 409, body = Problem, content_type = "application/problem+json")))]
+//! async fn create(State(engine): State<Engine>, Json(req): Json<CreateRequest>)
+//!     -> Result<Json<Sandbox>, Problem> { ... }
+//!
+//! router().routes(routes!(create))
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod listen;
+mod problem;
+mod serve;
+mod tls;
+mod token;
+mod unix;
+
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, header};
+pub use listen::{Endpoint, ListenConfig, ListenError, TlsFiles, check_tcp};
+use problem::problem_responses;
+pub use problem::{Json, PROBLEM_JSON, Problem, ProblemCode};
+use serde::{Deserialize, Serialize};
+pub use serve::{ServeError, Server, serve, shutdown_signal};
+pub use tls::TlsError;
+pub use token::{Token, TokenError};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// The largest request body a route takes unless it sets its own cap ([`body_limit`]).
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// The answer of `GET /v1/health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`: the server answers.
+    #[schema(example = "ok")]
+    pub status: String,
+    /// Paddock's version.
+    #[schema(example = "0.1.0")]
+    pub version: String,
+}
+
+/// The document's fixed parts: title, the bearer scheme, the shared schemas.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Paddock API",
+        description = "Paddock's HTTP API (`paddock serve`). On the unix socket (the default) \
+                       no credentials are needed: only the server's own user can connect. Over \
+                       TCP (`--listen`) every request needs `Authorization: Bearer TOKEN`. \
+                       Errors are `application/problem+json` (RFC 9457) with a stable `code`."
+    ),
+    components(schemas(Problem, ProblemCode)),
+    modifiers(&BearerScheme),
+    security((), ("bearer" = [])),
+    tags((name = "meta", description = "The server itself"))
+)]
+struct Document;
+
+/// Adds the `bearer` security scheme.
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "Required over TCP (`paddock serve --listen`): the token in the state \
+                         directory's `api-token` file. Not used on the unix socket.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Every route of the API, each with its OpenAPI annotation. Other modules add theirs with
+/// `.routes(routes!(handler))` or `.merge(their_router)`; a route that takes larger bodies sets
+/// its own cap with `.layer(body_limit(bytes))` on its own router before the merge.
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    OpenApiRouter::with_openapi(Document::openapi())
+        .routes(routes!(health))
+        .routes(routes!(openapi_json))
+}
+
+/// The finished service for [`Server::run`] (with `state` given to the handlers) and its
+/// OpenAPI document: 404 and 405 answers, rejections and over-cap bodies as [`Problem`]s,
+/// the default body cap, and `/v1/openapi.json` serving the document.
+pub fn app<S>(routes: OpenApiRouter<S>, state: S) -> (axum::Router, utoipa::openapi::OpenApi)
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let (router, document) = routes.split_for_parts();
+    let json = Bytes::from(serde_json::to_vec(&document).unwrap_or_default());
+    let router = router
+        .fallback(not_found)
+        .layer(Extension(OpenApiJson(json)))
+        .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
+        .layer(axum::middleware::from_fn(problem_responses))
+        .with_state(state);
+    (router, document)
+}
+
+/// A route's own cap on request bodies, instead of [`DEFAULT_BODY_LIMIT`]: the handler's body
+/// extractor stops reading and answers 413 past `bytes`.
+pub fn body_limit(bytes: usize) -> DefaultBodyLimit {
+    DefaultBodyLimit::max(bytes)
+}
+
+/// The document, serialised once.
+#[derive(Clone)]
+struct OpenApiJson(Bytes);
+
+/// Whether the server answers.
+#[utoipa::path(
+    get,
+    path = "/v1/health",
+    tag = "meta",
+    responses((status = 200, description = "The server answers", body = Health))
+)]
+async fn health() -> axum::Json<Health> {
+    axum::Json(Health {
+        status: "ok".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    })
+}
+
+/// This API's OpenAPI 3.1 document.
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    tag = "meta",
+    responses((status = 200, description = "The OpenAPI document", body = Object))
+)]
+async fn openapi_json(Extension(OpenApiJson(json)): Extension<OpenApiJson>) -> Response {
+    let mut res = json.into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+async fn not_found() -> Problem {
+    Problem::not_found("no such route")
+}
+
+#[cfg(test)]
+mod app_tests;

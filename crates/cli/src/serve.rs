@@ -1,0 +1,52 @@
+//! `paddock serve`: the HTTP API (crates/api) where the flags say, until SIGINT or SIGTERM.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+use paddock_api::{ListenConfig, Server, TlsFiles};
+use paddock_core::Dirs;
+
+use crate::cli::ServeArgs;
+use crate::error::usage;
+
+pub fn serve(args: ServeArgs) -> Result<i32> {
+    let dirs = Dirs::from_env()?;
+    dirs.ensure()?;
+    let config = match args.listen {
+        Some(addr) => ListenConfig::Tcp {
+            addr,
+            token_file: dirs.api_token(),
+            tls: args
+                .tls_cert
+                .zip(args.tls_key)
+                .map(|(cert, key)| TlsFiles { cert, key }),
+        },
+        None => {
+            let socket = match args.socket {
+                Some(socket) => socket,
+                None => {
+                    dirs.ensure_api_dir()?;
+                    dirs.api_socket()
+                }
+            };
+            ListenConfig::Unix { socket }
+        }
+    };
+    // Before anything is bound or made.
+    config.check().map_err(|e| usage(e.to_string()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the server's runtime")?;
+    runtime.block_on(async {
+        let shutdown =
+            paddock_api::shutdown_signal().context("cannot handle SIGINT and SIGTERM")?;
+        let server = Server::bind(config).await?;
+        println!("paddock: serving the API on {}", server.endpoint());
+        std::io::stdout().flush()?;
+        let (app, _) = paddock_api::app(paddock_api::router(), ());
+        server.run(app, shutdown).await;
+        Ok(0)
+    })
+}
