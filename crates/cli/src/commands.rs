@@ -327,15 +327,26 @@ pub(crate) fn remove(dirs: &Dirs, store: &Store, name: &SandboxName, how: Remova
             .with_context(|| format!("cannot remove {}", dir.display()))?;
     }
     let detached = how == Removal::AfterRun && remove_in_background(&doomed);
+    // What a killed supervisor may have left is its backend's to know: the recorded one's, or,
+    // where the record names none this build has, every backend's.
+    let backends = match how {
+        Removal::Full => store
+            .get(name)
+            .ok()
+            .flatten()
+            .and_then(|r| paddock_supervisor::backend(&r.spec.backend).ok())
+            .map_or_else(paddock_supervisor::backends, |b| vec![b]),
+        Removal::AfterRun => Vec::new(),
+    };
     // The host's leftovers and (unless detached) the tree go while the rows are cleared.
     let rest = (how == Removal::Full || !detached).then(|| {
         let doomed = doomed.clone();
         let name = name.clone();
         std::thread::spawn(move || {
             if how == Removal::Full {
-                // A vm run whose supervisor was killed may have left its socket directory.
-                paddock_vm::remove_stale_run_dirs(name.as_str());
-                paddock_gvisor::remove_stale_run_dirs(name.as_str());
+                for b in &backends {
+                    b.remove_leftovers(&name);
+                }
                 paddock_confine::cgroup::SandboxCgroups::remove_leftovers(
                     &paddock_confine::cgroup::CgroupHost::detect(),
                     name.as_str(),
@@ -466,15 +477,13 @@ fn rm(names: &[String], force: bool) -> Result<i32> {
 fn reset(name: &str, force: bool) -> Result<i32> {
     let name = parse_name(name)?;
     let (dirs, store) = open()?;
-    if store.get(&name)?.is_none() {
-        return Err(usage(format!("no sandbox named {name}")));
-    }
+    let rec = record(&store, &name)?;
     let dir = dirs.sandbox(&name);
     let _lock = lock(&dir, &name)?;
     if !crate::review::confirm_drop(&dir, &name, force, "reset")? {
         return Ok(1);
     }
-    paddock_confine::rootfs::remove_layer_dirs(&dir)?;
+    paddock_supervisor::backend(&rec.spec.backend)?.reset_layer(&dir)?;
     // Review mode: the changes under review and their records (renamed first, so that a
     // removal cut short never leaves half a layer to be mounted).
     let review = paddock_core::review_dirs(&dir).root;
@@ -485,21 +494,7 @@ fn reset(name: &str, force: bool) -> Result<i32> {
         paddock_confine::user::remove_tree(&doomed)
             .with_context(|| format!("cannot remove {}", doomed.display()))?;
     }
-    // A size-limited layer's image (ns, gvisor): the next start makes a fresh one if asked.
-    let layer = dir.join(paddock_confine::rootfs::LAYER_IMAGE);
-    if layer.exists() {
-        std::fs::remove_file(&layer)
-            .with_context(|| format!("cannot reset {}", layer.display()))?;
-    }
-    // The vm backend's disk layer: the next start makes a fresh one over the image's disk.
-    let disk = dir.join(paddock_vm::DISK_LAYER);
-    if disk.exists() {
-        std::fs::remove_file(&disk).with_context(|| format!("cannot reset {}", disk.display()))?;
-    }
-    println!(
-        "{name} reset to image {}",
-        store.get(&name)?.map(|r| r.spec.image).unwrap_or_default()
-    );
+    println!("{name} reset to image {}", rec.spec.image);
     Ok(0)
 }
 
