@@ -642,19 +642,15 @@ fn image(cmd: ImageCmd) -> Result<i32> {
                 info.size as f64 / 1e6,
                 started.elapsed()
             );
-            // The vm backend's kernel, initramfs and disk, from the same tree, where the
-            // backend can run; otherwise the first `--backend vm` run prepares them.
-            let vm = paddock_vm::VmBackend::new();
-            if paddock_core::Backend::probe(&vm).usable() {
-                let a = paddock_vm::artifacts::Artifacts::prepare(
-                    &store.rootfs(&info.name)?,
-                    &info.idmap,
-                    &mut |m| eprintln!("paddock: {m}"),
-                )?;
-                println!(
-                    "prepared the image for the vm backend (kernel {})",
-                    a.info.kernel_release
-                );
+            // What each backend that can run here needs from the same tree (the vm backend's
+            // kernel, initramfs and disk); otherwise its first run prepares it.
+            let rootfs = store.rootfs(&info.name)?;
+            for backend in paddock_supervisor::backends() {
+                let prepared = backend
+                    .prepare_image(&rootfs, &info.idmap, &mut |m| eprintln!("paddock: {m}"))?;
+                if let Some(done) = prepared {
+                    println!("{done}");
+                }
             }
         }
         ImageCmd::Ls { json } => {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use paddock_policy::SandboxName;
 use serde::Serialize;
 
+use crate::idmap::IdMap;
 use crate::image::ImageInfo;
 use crate::spec::SandboxSpec;
 
@@ -29,6 +30,9 @@ pub enum BackendError {
         /// What went wrong.
         message: String,
     },
+    /// an image could not be prepared for the backend (the message says what and why)
+    #[error("{0}")]
+    Image(String),
     /// an operating-system call failed
     #[error("{what}")]
     Io {
@@ -388,6 +392,17 @@ pub trait Backend: Send + Sync {
     /// changed, so that a limit is never silently not applied.
     fn check_limits(&self, _limits: &paddock_policy::Limits) -> Result<(), BackendError> {
         Ok(())
+    }
+    /// Prepares what this backend needs from a freshly built image whose tree is `rootfs` (owned
+    /// as `idmap` says), where the backend can run here; otherwise its first start does it.
+    /// Returns what was prepared, as a sentence for the user; progress goes to `progress`.
+    fn prepare_image(
+        &self,
+        _rootfs: &Path,
+        _idmap: &IdMap,
+        _progress: &mut dyn FnMut(&str),
+    ) -> Result<Option<String>, BackendError> {
+        Ok(None)
     }
     /// Applies the limits `limits` gives (the others are `None`) to the running sandbox
     /// `sandbox` now. Returns what could not be applied live, one reason each: those apply at

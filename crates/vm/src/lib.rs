@@ -554,6 +554,24 @@ impl Backend for VmBackend {
         }
     }
 
+    fn prepare_image(
+        &self,
+        rootfs: &Path,
+        idmap: &paddock_core::IdMap,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Option<String>, BackendError> {
+        // The kernel, initramfs and disk, where this backend can run.
+        if !self.probe().usable() {
+            return Ok(None);
+        }
+        let a = Artifacts::prepare(rootfs, idmap, progress)
+            .map_err(|e| BackendError::Image(e.to_string()))?;
+        Ok(Some(format!(
+            "prepared the image for the vm backend (kernel {})",
+            a.info.kernel_release
+        )))
+    }
+
     fn update_limits(
         &self,
         _sandbox: &paddock_core::SandboxName,
