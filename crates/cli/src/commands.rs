@@ -247,15 +247,13 @@ fn rm(names: &[String], force: bool) -> Result<i32> {
 fn reset(name: &str, force: bool) -> Result<i32> {
     let name = parse_name(name)?;
     let (dirs, store) = open()?;
-    if store.get(&name)?.is_none() {
-        return Err(usage(format!("no sandbox named {name}")));
-    }
+    let rec = record(&store, &name)?;
     let dir = dirs.sandbox(&name);
     let _lock = lock(&dir, &name)?;
     if !crate::review::confirm_drop(&dir, &name, force, "reset")? {
         return Ok(1);
     }
-    paddock_confine::rootfs::remove_layer_dirs(&dir)?;
+    paddock_supervisor::backend(&rec.spec.backend)?.reset_layer(&dir)?;
     // Review mode: the changes under review and their records (renamed first, so that a
     // removal cut short never leaves half a layer to be mounted).
     let review = paddock_core::review_dirs(&dir).root;
@@ -266,21 +264,7 @@ fn reset(name: &str, force: bool) -> Result<i32> {
         paddock_confine::user::remove_tree(&doomed)
             .with_context(|| format!("cannot remove {}", doomed.display()))?;
     }
-    // A size-limited layer's image (ns, gvisor): the next start makes a fresh one if asked.
-    let layer = dir.join(paddock_confine::rootfs::LAYER_IMAGE);
-    if layer.exists() {
-        std::fs::remove_file(&layer)
-            .with_context(|| format!("cannot reset {}", layer.display()))?;
-    }
-    // The vm backend's disk layer: the next start makes a fresh one over the image's disk.
-    let disk = dir.join(paddock_vm::DISK_LAYER);
-    if disk.exists() {
-        std::fs::remove_file(&disk).with_context(|| format!("cannot reset {}", disk.display()))?;
-    }
-    println!(
-        "{name} reset to image {}",
-        store.get(&name)?.map(|r| r.spec.image).unwrap_or_default()
-    );
+    println!("{name} reset to image {}", rec.spec.image);
     Ok(0)
 }
 
@@ -428,19 +412,15 @@ fn image(cmd: ImageCmd) -> Result<i32> {
                 info.size as f64 / 1e6,
                 started.elapsed()
             );
-            // The vm backend's kernel, initramfs and disk, from the same tree, where the
-            // backend can run; otherwise the first `--backend vm` run prepares them.
-            let vm = paddock_vm::VmBackend::new();
-            if paddock_core::Backend::probe(&vm).usable() {
-                let a = paddock_vm::artifacts::Artifacts::prepare(
-                    &store.rootfs(&info.name)?,
-                    &info.idmap,
-                    &mut |m| eprintln!("paddock: {m}"),
-                )?;
-                println!(
-                    "prepared the image for the vm backend (kernel {})",
-                    a.info.kernel_release
-                );
+            // What each backend that can run here needs from the same tree (the vm backend's
+            // kernel, initramfs and disk); otherwise its first run prepares it.
+            let rootfs = store.rootfs(&info.name)?;
+            for backend in paddock_supervisor::backends() {
+                let prepared = backend
+                    .prepare_image(&rootfs, &info.idmap, &mut |m| eprintln!("paddock: {m}"))?;
+                if let Some(done) = prepared {
+                    println!("{done}");
+                }
             }
         }
         ImageCmd::Ls { json } => {

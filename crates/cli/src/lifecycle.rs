@@ -180,6 +180,7 @@ pub fn update(
     }
     let (dirs, store) = open()?;
     let mut spec = record(&store, &name)?.spec;
+    let backend = paddock_supervisor::backend(&spec.backend)?;
     // The layer changes size only while nothing uses it: under the sandbox's lock, before the
     // new limits are recorded (a refusal changes nothing).
     let _lock = match new.disk {
@@ -190,11 +191,7 @@ pub fn update(
                     "--disk changes a stopped sandbox's layer; `paddock stop {name}` first"
                 ))
             })?;
-            let resized = match spec.backend.as_str() {
-                "vm" => paddock_vm::resize_disk(&dir, size.0),
-                _ => paddock_confine::rootfs::resize_layer(&dir, size.0),
-            };
-            match resized {
+            match backend.resize_disk(&dir, size.0) {
                 Err(paddock_core::BackendError::Layer { message, .. }) => {
                     return Err(usage(format!("--disk: {message}")));
                 }
@@ -214,25 +211,7 @@ pub fn update(
         println!("{name}: the new limits apply at its next start");
         return Ok(0);
     }
-    let later = match spec.backend.as_str() {
-        // gVisor's own process limit is fixed at start; its host cgroups change now.
-        "ns" | "gvisor" => {
-            let mut live = new.clone();
-            if spec.backend == "gvisor" {
-                live.pids = None;
-            }
-            let mut skipped = paddock_confine::cgroup::SandboxCgroups::update(
-                &paddock_confine::cgroup::CgroupHost::detect(),
-                name.as_str(),
-                &live,
-            );
-            if spec.backend == "gvisor" && new.pids.is_some() {
-                skipped.push("--pids: gVisor's process limit is set at start".into());
-            }
-            skipped
-        }
-        _ => vec!["the VM's memory, CPUs and process limit are set when it boots".into()],
-    };
+    let later = backend.update_limits(&name, &new);
     if later.is_empty() {
         println!("{name}: updated (in effect now)");
     } else {

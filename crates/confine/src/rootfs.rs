@@ -185,7 +185,7 @@ pub fn prepare_dirs(
 /// Removes the writable layer's directories (`upper`, then `work`) of the sandbox directory
 /// `dir`, each renamed first so that a half-removed layer is never mounted; the work
 /// directory, which holds overlayfs's `volatile` marker, goes last, so a removal cut short is
-/// redone by the next start ([`prepare_dirs`]). `reset` uses it too.
+/// redone by the next start ([`prepare_dirs`]). [`reset_layer`] uses it too.
 pub fn remove_layer_dirs(dir: &Path) -> Result<(), BackendError> {
     for sub in ["upper", "work"] {
         let p = dir.join(sub);
@@ -196,6 +196,18 @@ pub fn remove_layer_dirs(dir: &Path) -> Result<(), BackendError> {
         fs::rename(&p, &doomed).map_err(io(format!("cannot reset {}", p.display())))?;
         crate::user::remove_tree(&doomed)
             .map_err(io(format!("cannot remove {}", doomed.display())))?;
+    }
+    Ok(())
+}
+
+/// Removes the writable layer of the sandbox directory `dir` (the ns and gvisor backends'
+/// `reset`): its directories ([`remove_layer_dirs`]), then a size-limited layer's image, so
+/// that the next start makes a fresh one if a size is asked for.
+pub fn reset_layer(dir: &Path) -> Result<(), BackendError> {
+    remove_layer_dirs(dir)?;
+    let image = dir.join(LAYER_IMAGE);
+    if image.exists() {
+        fs::remove_file(&image).map_err(io(format!("cannot reset {}", image.display())))?;
     }
     Ok(())
 }
@@ -518,6 +530,32 @@ pub fn generated_files(dir: &Path, hostname: &str) -> Result<Vec<Bind>, BackendE
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+
+    fn names(dir: &std::path::Path) -> Vec<String> {
+        let mut n: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        n.sort();
+        n
+    }
+
+    #[test]
+    fn a_reset_removes_the_layer_and_nothing_else() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path();
+        for sub in ["upper/usr/bin", "work/work", "review/upper"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        for file in [super::LAYER_IMAGE, "lock", "trust-report.txt"] {
+            std::fs::write(d.join(file), "x").unwrap();
+        }
+        super::reset_layer(d).unwrap();
+        assert_eq!(names(d), ["lock", "review", "trust-report.txt"]);
+        // Nothing left to remove is no error.
+        super::reset_layer(d).unwrap();
+        assert_eq!(names(d), ["lock", "review", "trust-report.txt"]);
+    }
 
     #[test]
     fn the_layer_superblock_is_read_as_dumpe2fs_reads_it() {

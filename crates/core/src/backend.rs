@@ -4,8 +4,10 @@ use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use paddock_policy::SandboxName;
 use serde::Serialize;
 
+use crate::idmap::IdMap;
 use crate::image::ImageInfo;
 use crate::spec::SandboxSpec;
 
@@ -28,6 +30,9 @@ pub enum BackendError {
         /// What went wrong.
         message: String,
     },
+    /// an image could not be prepared for the backend (the message says what and why)
+    #[error("{0}")]
+    Image(String),
     /// an operating-system call failed
     #[error("{what}")]
     Io {
@@ -388,6 +393,33 @@ pub trait Backend: Send + Sync {
     fn check_limits(&self, _limits: &paddock_policy::Limits) -> Result<(), BackendError> {
         Ok(())
     }
+    /// Prepares what this backend needs from a freshly built image whose tree is `rootfs` (owned
+    /// as `idmap` says), where the backend can run here; otherwise its first start does it.
+    /// Returns what was prepared, as a sentence for the user; progress goes to `progress`.
+    fn prepare_image(
+        &self,
+        _rootfs: &Path,
+        _idmap: &IdMap,
+        _progress: &mut dyn FnMut(&str),
+    ) -> Result<Option<String>, BackendError> {
+        Ok(None)
+    }
+    /// Applies the limits `limits` gives (the others are `None`) to the running sandbox
+    /// `sandbox` now. Returns what could not be applied live, one reason each: those apply at
+    /// its next start.
+    fn update_limits(&self, sandbox: &SandboxName, limits: &paddock_policy::Limits) -> Vec<String>;
+    /// Gives the disk of the stopped sandbox whose directory is `sandbox_dir` the size `bytes`:
+    /// one that exists grows and cannot shrink (a [`BackendError::Layer`] says why); with none
+    /// yet, the next start makes one of that size. Called with the sandbox's lock held.
+    fn resize_disk(&self, sandbox_dir: &Path, bytes: u64) -> Result<(), BackendError>;
+    /// Removes the writable layer (installed packages, home) the sandbox whose directory is
+    /// `sandbox_dir` keeps between runs, so that its next start begins from the image (`reset`).
+    /// Called with the sandbox's lock held.
+    fn reset_layer(&self, sandbox_dir: &Path) -> Result<(), BackendError>;
+    /// Removes what a run of `sandbox` may have left on the host when its supervisor was killed
+    /// (the host cgroups, which every backend makes through the same toolkit, are the caller's
+    /// to sweep). Called with the sandbox's lock held, so none of it is in use.
+    fn remove_leftovers(&self, _sandbox: &SandboxName) {}
     /// Starts `launch` in a new instance of the sandbox described by `spec`.
     fn start(
         &self,

@@ -67,15 +67,27 @@ impl Engine {
                 .with_context(|| format!("cannot remove {}", dir.display()))?;
         }
         let detached = how == Removal::AfterRun && remove_in_background(&doomed);
+        // What a killed supervisor may have left is its backend's to know: the recorded one's, or,
+        // where the record names none this build has, every backend's.
+        let backends = match how {
+            Removal::Full => self
+                .store
+                .get(name)
+                .ok()
+                .flatten()
+                .and_then(|r| paddock_supervisor::backend(&r.spec.backend).ok())
+                .map_or_else(paddock_supervisor::backends, |b| vec![b]),
+            Removal::AfterRun => Vec::new(),
+        };
         // The host's leftovers and (unless detached) the tree go while the rows are cleared.
         let rest = (how == Removal::Full || !detached).then(|| {
             let doomed = doomed.clone();
             let name = name.clone();
             std::thread::spawn(move || {
                 if how == Removal::Full {
-                    // A vm run whose supervisor was killed may have left its socket directory.
-                    paddock_vm::remove_stale_run_dirs(name.as_str());
-                    paddock_gvisor::remove_stale_run_dirs(name.as_str());
+                    for b in &backends {
+                        b.remove_leftovers(&name);
+                    }
                     paddock_confine::cgroup::SandboxCgroups::remove_leftovers(
                         &paddock_confine::cgroup::CgroupHost::detect(),
                         name.as_str(),

@@ -102,7 +102,7 @@ fn run_dir_prefix(name: &str) -> String {
 
 /// Removes run directories left by an earlier run of sandbox `name` whose supervisor was
 /// killed (their mounts went with runsc's mount namespace).
-pub fn remove_stale_run_dirs(name: &str) {
+fn remove_stale_run_dirs(name: &str) {
     let prefix = run_dir_prefix(name);
     let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
         return;
@@ -116,6 +116,23 @@ pub fn remove_stale_run_dirs(name: &str) {
             let _ = fs::remove_dir_all(e.path());
         }
     }
+}
+
+/// A running sandbox's new limits: what `update` writes into its host cgroups now (all but the
+/// process limit, which gVisor fixes at start), and what of `limits` waits for the next start.
+fn live_limits(
+    limits: &paddock_policy::Limits,
+    update: impl FnOnce(&paddock_policy::Limits) -> Vec<String>,
+) -> Vec<String> {
+    let live = paddock_policy::Limits {
+        pids: None,
+        ..limits.clone()
+    };
+    let mut skipped = update(&live);
+    if limits.pids.is_some() {
+        skipped.push("--pids: gVisor's process limit is set at start".into());
+    }
+    skipped
 }
 
 /// `rel` as the sandbox sees it: the layer's copy when the sandbox replaced it, else the image's;
@@ -179,6 +196,28 @@ impl Backend for GvisorBackend {
 
     fn check_limits(&self, limits: &paddock_policy::Limits) -> Result<(), BackendError> {
         paddock_confine::user::check_limits(limits)
+    }
+
+    fn update_limits(
+        &self,
+        sandbox: &paddock_core::SandboxName,
+        limits: &paddock_policy::Limits,
+    ) -> Vec<String> {
+        live_limits(limits, |live| {
+            SandboxCgroups::update(&CgroupHost::detect(), sandbox.as_str(), live)
+        })
+    }
+
+    fn resize_disk(&self, sandbox_dir: &Path, bytes: u64) -> Result<(), BackendError> {
+        paddock_confine::rootfs::resize_layer(sandbox_dir, bytes)
+    }
+
+    fn reset_layer(&self, sandbox_dir: &Path) -> Result<(), BackendError> {
+        paddock_confine::rootfs::reset_layer(sandbox_dir)
+    }
+
+    fn remove_leftovers(&self, sandbox: &paddock_core::SandboxName) {
+        remove_stale_run_dirs(sandbox.as_str());
     }
 
     fn probe(&self) -> Probe {
@@ -928,7 +967,43 @@ impl Execs for GvisorExecs {
 
 #[cfg(test)]
 mod tests {
+    use paddock_policy::{ByteSize, Cpus, Limits};
+
     use super::*;
+
+    #[test]
+    fn the_process_limit_waits_for_the_next_start() {
+        let limits = Limits {
+            cpus: Some(Cpus(2000)),
+            memory: Some(ByteSize(1 << 30)),
+            pids: Some(100),
+            disk: None,
+        };
+        let mut written = None;
+        let later = live_limits(&limits, |live| {
+            written = Some(live.clone());
+            vec!["--memory: the sandbox has no memory cgroup".into()]
+        });
+        assert_eq!(
+            written,
+            Some(Limits {
+                pids: None,
+                ..limits.clone()
+            })
+        );
+        assert_eq!(
+            later,
+            [
+                "--memory: the sandbox has no memory cgroup",
+                "--pids: gVisor's process limit is set at start"
+            ]
+        );
+        let no_pids = Limits {
+            pids: None,
+            ..limits
+        };
+        assert_eq!(live_limits(&no_pids, |_| Vec::new()), Vec::<String>::new());
+    }
 
     #[test]
     fn image_file_prefers_the_layer_and_follows_no_symlink_in_it() {

@@ -97,6 +97,22 @@ impl Backend for NsBackend {
         paddock_confine::user::check_limits(limits)
     }
 
+    fn update_limits(
+        &self,
+        sandbox: &paddock_core::SandboxName,
+        limits: &paddock_policy::Limits,
+    ) -> Vec<String> {
+        SandboxCgroups::update(&CgroupHost::detect(), sandbox.as_str(), limits)
+    }
+
+    fn resize_disk(&self, sandbox_dir: &Path, bytes: u64) -> Result<(), BackendError> {
+        paddock_confine::rootfs::resize_layer(sandbox_dir, bytes)
+    }
+
+    fn reset_layer(&self, sandbox_dir: &Path) -> Result<(), BackendError> {
+        paddock_confine::rootfs::reset_layer(sandbox_dir)
+    }
+
     fn exec(
         &self,
         spec: &SandboxSpec,

@@ -25,7 +25,7 @@ use paddock_core::{
     SandboxSpec, StartContext, Store, StoreError,
 };
 pub use relay::{AttachEnd, AttachHub, SignalPipe};
-pub use select::{SelectError, backend_ids, check_name as select_check, select};
+pub use select::{SelectError, backend, backend_ids, backends, check_name as select_check, select};
 
 /// The namespace backend's seccomp table: (syscall, action, reason).
 pub fn seccomp_rules() -> Vec<(&'static str, &'static str, &'static str)> {

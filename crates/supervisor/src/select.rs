@@ -1,4 +1,4 @@
-//! Choosing a backend by probing: the rest of Paddock never names one.
+//! Choosing a backend, by probing or by a sandbox's record: the rest of Paddock never names one.
 
 use paddock_core::Backend;
 use paddock_gvisor::GvisorBackend;
@@ -50,6 +50,27 @@ fn usable(b: &dyn Backend) -> Result<(), SelectError> {
             reason: probe.reason().unwrap_or_default(),
         })
     }
+}
+
+/// The backend `id` names (a sandbox's recorded one), made without probing: work on a sandbox
+/// that is not running (removing, resetting, resizing its layer) must not need its backend to
+/// be usable here.
+pub fn backend(id: &str) -> Result<Box<dyn Backend>, SelectError> {
+    Ok(match id {
+        "ns" => Box::new(NsBackend::new()),
+        "gvisor" => Box::new(GvisorBackend::new(VmBackend::new().kvm().works)),
+        "vm" => Box::new(VmBackend::new()),
+        _ => return Err(SelectError::Unknown(id.to_owned())),
+    })
+}
+
+/// Every backend this build has, made without probing (for work each one may have a part in,
+/// such as preparing a new image).
+pub fn backends() -> Vec<Box<dyn Backend>> {
+    backend_ids()
+        .iter()
+        .filter_map(|id| backend(id).ok())
+        .collect()
 }
 
 /// Resolves `requested` (`auto` or an id) to a backend that works here, and says why.
@@ -118,6 +139,26 @@ pub fn select(requested: &str) -> Result<(Box<dyn Backend>, String), SelectError
             let ns = NsBackend::new();
             usable(&ns)?;
             Ok((Box::new(ns), "requested with --backend ns".to_owned()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_backend_name_makes_that_backend() {
+        let ids: Vec<&str> = backends().iter().map(|b| b.id()).collect();
+        assert_eq!(ids, ["ns", "gvisor", "vm"]);
+        for id in ["ns", "gvisor", "vm"] {
+            assert_eq!(backend(id).map(|b| b.id()).ok(), Some(id));
+        }
+        for id in ["auto", "", "kvm"] {
+            assert!(
+                matches!(backend(id), Err(SelectError::Unknown(s)) if s == id),
+                "{id}"
+            );
         }
     }
 }

@@ -330,7 +330,7 @@ const RUN_DIR_RAND: usize = 6;
 
 /// Removes the socket directories a previous run of sandbox `name` left behind when its
 /// supervisor was killed. Call with the sandbox's lock held (then none of them is in use).
-pub fn remove_stale_run_dirs(name: &str) {
+fn remove_stale_run_dirs(name: &str) {
     let prefix = run_dir_prefix(name);
     let Ok(rd) = fs::read_dir(std::env::temp_dir()) else {
         return;
@@ -347,12 +347,12 @@ pub fn remove_stale_run_dirs(name: &str) {
 }
 
 /// The file name of a sandbox's disk layer (qcow2 over the image's disk) in its directory.
-pub const DISK_LAYER: &str = "vm-disk.qcow2";
+const DISK_LAYER: &str = "vm-disk.qcow2";
 
 /// Gives a stopped sandbox's disk the size `bytes`: a disk that exists grows (the guest grows
 /// its file system to fill it at the next boot); it cannot shrink. With no disk yet, the next
 /// start makes one of the size asked (the caller records it). Call with the sandbox's lock held.
-pub fn resize_disk(dir: &Path, bytes: u64) -> Result<(), BackendError> {
+fn resize_disk(dir: &Path, bytes: u64) -> Result<(), BackendError> {
     let disk = dir.join(DISK_LAYER);
     let Ok(mut f) = fs::File::open(&disk) else {
         return Ok(());
@@ -552,6 +552,50 @@ impl Backend for VmBackend {
             pids: Some(paddock_policy::DEFAULT_PIDS),
             disk: Some(paddock_policy::ByteSize(DEFAULT_DISK)),
         }
+    }
+
+    fn prepare_image(
+        &self,
+        rootfs: &Path,
+        idmap: &paddock_core::IdMap,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Option<String>, BackendError> {
+        // The kernel, initramfs and disk, where this backend can run.
+        if !self.probe().usable() {
+            return Ok(None);
+        }
+        let a = Artifacts::prepare(rootfs, idmap, progress)
+            .map_err(|e| BackendError::Image(e.to_string()))?;
+        Ok(Some(format!(
+            "prepared the image for the vm backend (kernel {})",
+            a.info.kernel_release
+        )))
+    }
+
+    fn update_limits(
+        &self,
+        _sandbox: &paddock_core::SandboxName,
+        _limits: &paddock_policy::Limits,
+    ) -> Vec<String> {
+        vec!["the VM's memory, CPUs and process limit are set when it boots".into()]
+    }
+
+    fn resize_disk(&self, sandbox_dir: &Path, bytes: u64) -> Result<(), BackendError> {
+        resize_disk(sandbox_dir, bytes)
+    }
+
+    fn reset_layer(&self, sandbox_dir: &Path) -> Result<(), BackendError> {
+        // The disk layer: the next start makes a fresh one over the image's disk.
+        let disk = sandbox_dir.join(DISK_LAYER);
+        if disk.exists() {
+            fs::remove_file(&disk).map_err(io(format!("cannot reset {}", disk.display())))?;
+        }
+        Ok(())
+    }
+
+    fn remove_leftovers(&self, sandbox: &paddock_core::SandboxName) {
+        // A run whose supervisor was killed may have left its socket directory.
+        remove_stale_run_dirs(sandbox.as_str());
     }
 
     fn probe(&self) -> Probe {
@@ -1058,5 +1102,29 @@ impl VmBackend {
         })
         .map_err(io("cannot start the VM's stream relays"))?;
         Ok(Box::new(inst))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reset_removes_the_disk_layer_and_nothing_else() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path();
+        fs::create_dir_all(d.join("review/upper")).unwrap();
+        for file in [DISK_LAYER, "lock"] {
+            fs::write(d.join(file), "x").unwrap();
+        }
+        let vm = VmBackend::new();
+        vm.reset_layer(d).unwrap();
+        let mut names: Vec<String> = fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["lock", "review"]);
+        vm.reset_layer(d).unwrap();
     }
 }
