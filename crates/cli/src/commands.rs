@@ -7,10 +7,11 @@ use anyhow::{Context, Result};
 use clap::CommandFactory;
 use paddock_core::{
     Dirs, ImageStore, Launch, LockError, Network, SandboxLock, SandboxName, SandboxSpec,
-    SandboxState, Stdio, Store,
+    SandboxState, Stdio,
 };
 use paddock_image::BuildOptions;
 use paddock_policy::User;
+use paddock_store::Store;
 
 use crate::cli::{Cli, Cmd, ExecArgs, ImageCmd, SystemCmd};
 use crate::error::usage;
@@ -347,15 +348,7 @@ pub(crate) fn remove(dirs: &Dirs, store: &Store, name: &SandboxName, how: Remova
             paddock_confine::user::remove_tree(&doomed)
         })
     });
-    let rows = (|| -> Result<()> {
-        store.delete(name)?;
-        paddock_proxy::store::remove_sandbox_rules(
-            store.connection(),
-            store.path(),
-            name.as_str(),
-        )?;
-        Ok(())
-    })();
+    let rows = store.remove_sandbox(name);
     let removed = rest.map_or(Ok(()), |t| {
         t.join()
             .unwrap_or_else(|_| Err(std::io::Error::other("the removal thread panicked")))

@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use paddock_core::{Dirs, Launch, Network, SandboxLock, SandboxName, SandboxState, Stdio, Store};
+use paddock_core::{Dirs, Launch, Network, SandboxLock, SandboxName, SandboxState, Stdio};
+use paddock_store::Store;
 use serde::{Deserialize, Serialize};
 
 use crate::commands::{open, parse_name, record};

@@ -5,15 +5,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use paddock_core::{Dirs, Store};
+use paddock_core::Dirs;
 use paddock_policy::SandboxName;
 use paddock_policy::net::{
     Action, Host, Kind, PathGlob, PortSpec, Rule, Scope, StoredRule, Target, decide,
     decide_address, parse_method, split_host_port,
 };
 use paddock_proxy::registries::{HostConfig, RegistryHost, discover};
-use paddock_proxy::store::{AuditQuery, AuditRow, PolicyStore, audit_rows};
 use paddock_proxy::{policyfile, presets};
+use paddock_store::{AuditQuery, AuditRow, Store};
 
 use crate::cli::{PolicyCmd, RuleArgs};
 use crate::error::usage;
@@ -30,23 +30,17 @@ fn scope_of(sandbox: Option<&str>) -> Result<Scope> {
     }
 }
 
-/// Opens the rules in the state database.
-pub fn open_store(dirs: &Dirs) -> Result<PolicyStore> {
-    Ok(PolicyStore::open(&dirs.database())?)
+/// Opens the state database (for its rules, presets and audit log).
+pub fn open_store(dirs: &Dirs) -> Result<Store> {
+    Ok(Store::open(&dirs.database())?)
 }
 
-fn note_unknown_sandbox(dirs: &Dirs, scope: &Scope) {
+fn note_unknown_sandbox(store: &Store, scope: &Scope) {
     if let Scope::Sandbox(n) = scope {
         let known = n
             .parse::<SandboxName>()
             .ok()
-            .and_then(|name| {
-                Store::open(&dirs.database())
-                    .ok()?
-                    .get(&name)
-                    .ok()
-                    .flatten()
-            })
+            .and_then(|name| store.get(&name).ok().flatten())
             .is_some();
         if !known {
             eprintln!(
@@ -162,7 +156,7 @@ fn registries(dirs: &Dirs, fresh: bool) -> Vec<RegistryHost> {
 /// again instead of reusing the last day's discovery).
 pub fn apply_preset(
     dirs: &Dirs,
-    store: &mut PolicyStore,
+    store: &Store,
     scope: &Scope,
     name: &str,
     fresh: bool,
@@ -183,7 +177,7 @@ pub fn policy(dirs: &Dirs, cmd: PolicyCmd) -> Result<i32> {
         PolicyCmd::Allow(args) => add(dirs, Action::Allow, &args),
         PolicyCmd::Deny(args) => add(dirs, Action::Deny, &args),
         PolicyCmd::Rm { ids } => {
-            let mut store = open_store(dirs)?;
+            let store = open_store(dirs)?;
             // Check every id first so a typo removes nothing.
             let all = store.all()?;
             if let Some(missing) = ids.iter().find(|id| !all.iter().any(|r| r.id == **id)) {
@@ -205,9 +199,9 @@ pub fn policy(dirs: &Dirs, cmd: PolicyCmd) -> Result<i32> {
         PolicyCmd::Preset { name, sandbox } => {
             let scope = scope_of(sandbox.as_deref())?;
             presets::text(&name).map_err(|e| usage(e.to_string()))?;
-            let mut store = open_store(dirs)?;
-            note_unknown_sandbox(dirs, &scope);
-            let n = apply_preset(dirs, &mut store, &scope, &name, true)?;
+            let store = open_store(dirs)?;
+            note_unknown_sandbox(&store, &scope);
+            let n = apply_preset(dirs, &store, &scope, &name, true)?;
             println!(
                 "applied preset {name} to {scope}: {n} rules (rules you added yourself are kept)"
             );
@@ -269,8 +263,8 @@ fn describe(r: &StoredRule) -> String {
 fn add(dirs: &Dirs, action: Action, args: &RuleArgs) -> Result<i32> {
     let scope = scope_of(args.sandbox.as_deref())?;
     let rules = rules_from(action, args)?;
-    let mut store = open_store(dirs)?;
-    note_unknown_sandbox(dirs, &scope);
+    let store = open_store(dirs)?;
+    note_unknown_sandbox(&store, &scope);
     let ids = store.add(&scope, &rules, "user")?;
     for (id, rule) in ids.iter().zip(rules) {
         println!(
@@ -490,7 +484,7 @@ fn log(
     };
     let mut out = std::io::stdout().lock();
     loop {
-        let rows = audit_rows(store.connection(), &q).context("reading the audit log")?;
+        let rows = store.audit_rows(&q).context("reading the audit log")?;
         if let Some(last) = rows.last() {
             q.after = Some(last.id);
         }
@@ -511,7 +505,7 @@ fn import(dirs: &Dirs, file: &Path, sandbox: Option<&str>, replace: bool) -> Res
     let parsed =
         policyfile::parse(&file.display().to_string(), &text).map_err(|e| usage(e.to_string()))?;
     let forced = sandbox.map(|s| scope_of(Some(s))).transpose()?;
-    let mut store = open_store(dirs)?;
+    let store = open_store(dirs)?;
     let mut by_scope: Vec<(Scope, Vec<Rule>)> = Vec::new();
     for (s, rule) in parsed.rules {
         vet(&rule, &format!("{}: rule {}", file.display(), rule.host))?;
