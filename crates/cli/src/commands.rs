@@ -5,8 +5,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use clap::CommandFactory;
-use paddock_core::{Dirs, ImageStore, SandboxLock, SandboxName, SandboxState, Store};
+use paddock_core::{Dirs, ImageStore, SandboxLock, SandboxName, SandboxState};
 use paddock_image::BuildOptions;
+use paddock_store::Store;
 
 use crate::cli::{Cli, Cmd, ExecArgs, ImageCmd, SystemCmd};
 use crate::error::usage;

@@ -64,11 +64,11 @@ pub fn inspect(name: &str, json: bool) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
-    // The preset is shown where the rules can be read; a policy store that cannot be opened
-    // leaves it out rather than failing the whole view.
-    let preset = crate::policy::open_store(&dirs)
+    // The preset is shown where the rules can be read; presets that cannot be read leave it
+    // out rather than failing the whole view.
+    let preset = store
+        .preset_of(&Scope::Sandbox(name.to_string()))
         .ok()
-        .and_then(|s| s.preset_of(&Scope::Sandbox(name.to_string())).ok())
         .flatten();
     let extra = Extra {
         state,

@@ -10,9 +10,10 @@ use std::io::{IsTerminal, Read, Seek, Write};
 use std::time::Duration;
 
 use anyhow::Result;
-use paddock_core::{Dirs, SandboxName, Store};
+use paddock_core::{Dirs, SandboxName};
 pub use paddock_engine::background::{Main, log_file, read_main};
 pub use paddock_engine::sandboxes::{running, state};
+use paddock_store::Store;
 
 use crate::commands::{open, parse_name, record};
 use crate::error::usage;

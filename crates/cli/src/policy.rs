@@ -5,18 +5,17 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use paddock_core::{Dirs, Store};
+use paddock_core::Dirs;
 use paddock_policy::SandboxName;
 use paddock_policy::net::{
-    Action, Host, Kind, PathGlob, PortSpec, Rule, Scope, StoredRule, Target, decide,
-    decide_address, parse_method, split_host_port,
+    Action, Host, Kind, PortSpec, Rule, Scope, StoredRule, Target, decide, decide_address,
+    parse_method, split_host_port,
 };
-use paddock_proxy::registries::{HostConfig, RegistryHost, discover};
-use paddock_proxy::store::{AuditQuery, AuditRow, PolicyStore, audit_rows};
 use paddock_proxy::{policyfile, presets};
+use paddock_store::{AuditQuery, AuditRow, Store};
 
 use crate::cli::{PolicyCmd, RuleArgs};
-use crate::error::usage;
+use crate::error::{Terminal, usage};
 
 fn scope_of(sandbox: Option<&str>) -> Result<Scope> {
     match sandbox {
@@ -30,23 +29,17 @@ fn scope_of(sandbox: Option<&str>) -> Result<Scope> {
     }
 }
 
-/// Opens the rules in the state database.
-pub fn open_store(dirs: &Dirs) -> Result<PolicyStore> {
-    Ok(PolicyStore::open(&dirs.database())?)
+/// Opens the state database (for its rules, presets and audit log).
+pub fn open_store(dirs: &Dirs) -> Result<Store> {
+    Ok(Store::open(&dirs.database())?)
 }
 
-fn note_unknown_sandbox(dirs: &Dirs, scope: &Scope) {
+fn note_unknown_sandbox(store: &Store, scope: &Scope) {
     if let Scope::Sandbox(n) = scope {
         let known = n
             .parse::<SandboxName>()
             .ok()
-            .and_then(|name| {
-                Store::open(&dirs.database())
-                    .ok()?
-                    .get(&name)
-                    .ok()
-                    .flatten()
-            })
+            .and_then(|name| store.get(&name).ok().flatten())
             .is_some();
         if !known {
             eprintln!(
@@ -74,106 +67,28 @@ fn preset_list() -> Result<String> {
 }
 
 /// Builds rules from `allow`/`deny` arguments, all checked before any is stored.
-pub fn rules_from(action: Action, args: &RuleArgs) -> Result<Vec<Rule>> {
-    let port = args
-        .port
-        .as_deref()
-        .map(PortSpec::parse)
-        .transpose()
-        .map_err(|e| usage(format!("--port: {e}")))?;
-    let method = args
-        .method
-        .as_deref()
-        .map(parse_method)
-        .transpose()
-        .map_err(|e| usage(format!("--method: {e}")))?;
-    let path = args
-        .path
-        .as_deref()
-        .map(PathGlob::parse)
-        .transpose()
-        .map_err(|e| usage(format!("--path: {e}")))?;
-    args.hosts
-        .iter()
-        .map(|h| {
-            let mut r = Rule::parse_target(action, h).map_err(|e| usage(e.to_string()))?;
-            if let Some(p) = port {
-                if r.port != PortSpec::Default {
-                    return Err(usage(format!(
-                        "{h}: give the port either in HOST:PORT or with --port, not both"
-                    )));
-                }
-                r.port = p;
-            }
-            r.method = method.clone();
-            r.path = path.clone();
-            r.private_address = args.private_address;
-            vet(&r, h)?;
-            Ok(r)
-        })
-        .collect()
-}
-
-/// Refuses a rule a user wrote that allows every host or opens non-public addresses through
-/// a range; says what a non-public address named exactly is.
-fn vet(rule: &Rule, written: &str) -> Result<()> {
-    match rule.vet() {
-        Ok(None) => Ok(()),
-        Ok(Some(w)) => {
-            eprintln!("paddock: warning: {written}: {w}");
-            Ok(())
-        }
-        Err(e) => Err(usage(e.to_string())),
-    }
-}
-
-/// How long a discovery of the host's registries is reused for new sandboxes.
-const REGISTRY_CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
-
-/// This host's package registries: discovered now when `fresh` (asking pip and npm takes most of
-/// a second), else reused from the last discovery of the past day.
-fn registries(dirs: &Dirs, fresh: bool) -> Vec<RegistryHost> {
-    let cache = dirs.home().join("registries.json");
-    if !fresh {
-        let young = std::fs::metadata(&cache)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age < REGISTRY_CACHE_TTL);
-        if young
-            && let Some(hosts) = std::fs::read(&cache)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Vec<RegistryHost>>(&b).ok())
-        {
-            return hosts;
-        }
-    }
-    let hosts = discover(&HostConfig::from_env());
-    if let Ok(json) = serde_json::to_vec_pretty(&hosts) {
-        let tmp = cache.with_extension("json.tmp");
-        if std::fs::write(&tmp, json).is_ok() {
-            let _ = std::fs::rename(&tmp, &cache);
-        }
-    }
-    hosts
-}
-
-/// Applies a preset to a scope (with this host's registries for `balanced`; `fresh` reads them
-/// again instead of reusing the last day's discovery).
-pub fn apply_preset(
-    dirs: &Dirs,
-    store: &mut PolicyStore,
-    scope: &Scope,
-    name: &str,
-    fresh: bool,
-) -> Result<usize> {
-    let regs = if presets::wants_registries(name).map_err(|e| usage(e.to_string()))? {
-        registries(dirs, fresh)
-    } else {
-        Vec::new()
+fn rules_from(action: Action, args: &RuleArgs) -> Result<Vec<Rule>> {
+    let request = paddock_engine::policy::RuleRequest {
+        hosts: args.hosts.clone(),
+        sandbox: args.sandbox.clone(),
+        port: args.port.clone(),
+        method: args.method.clone(),
+        path: args.path.clone(),
+        private_address: args.private_address,
     };
-    let rules = presets::materialize(name, &regs).map_err(|e| usage(e.to_string()))?;
-    Ok(store.apply_preset(scope, name, &rules)?.len())
+    Ok(paddock_engine::policy::rules_from(
+        action, &request, &Terminal,
+    )?)
+}
+
+fn vet(rule: &Rule, written: &str) -> Result<()> {
+    Ok(paddock_engine::policy::vet(rule, written, &Terminal)?)
+}
+
+fn apply_preset(dirs: &Dirs, store: &Store, scope: &Scope, name: &str) -> Result<usize> {
+    Ok(paddock_engine::policy::apply_preset(
+        dirs, store, scope, name, true,
+    )?)
 }
 
 /// `paddock policy …`.
@@ -183,7 +98,7 @@ pub fn policy(dirs: &Dirs, cmd: PolicyCmd) -> Result<i32> {
         PolicyCmd::Allow(args) => add(dirs, Action::Allow, &args),
         PolicyCmd::Deny(args) => add(dirs, Action::Deny, &args),
         PolicyCmd::Rm { ids } => {
-            let mut store = open_store(dirs)?;
+            let store = open_store(dirs)?;
             // Check every id first so a typo removes nothing.
             let all = store.all()?;
             if let Some(missing) = ids.iter().find(|id| !all.iter().any(|r| r.id == **id)) {
@@ -205,9 +120,9 @@ pub fn policy(dirs: &Dirs, cmd: PolicyCmd) -> Result<i32> {
         PolicyCmd::Preset { name, sandbox } => {
             let scope = scope_of(sandbox.as_deref())?;
             presets::text(&name).map_err(|e| usage(e.to_string()))?;
-            let mut store = open_store(dirs)?;
-            note_unknown_sandbox(dirs, &scope);
-            let n = apply_preset(dirs, &mut store, &scope, &name, true)?;
+            let store = open_store(dirs)?;
+            note_unknown_sandbox(&store, &scope);
+            let n = apply_preset(dirs, &store, &scope, &name)?;
             println!(
                 "applied preset {name} to {scope}: {n} rules (rules you added yourself are kept)"
             );
@@ -269,8 +184,8 @@ fn describe(r: &StoredRule) -> String {
 fn add(dirs: &Dirs, action: Action, args: &RuleArgs) -> Result<i32> {
     let scope = scope_of(args.sandbox.as_deref())?;
     let rules = rules_from(action, args)?;
-    let mut store = open_store(dirs)?;
-    note_unknown_sandbox(dirs, &scope);
+    let store = open_store(dirs)?;
+    note_unknown_sandbox(&store, &scope);
     let ids = store.add(&scope, &rules, "user")?;
     for (id, rule) in ids.iter().zip(rules) {
         println!(
@@ -490,7 +405,7 @@ fn log(
     };
     let mut out = std::io::stdout().lock();
     loop {
-        let rows = audit_rows(store.connection(), &q).context("reading the audit log")?;
+        let rows = store.audit_rows(&q).context("reading the audit log")?;
         if let Some(last) = rows.last() {
             q.after = Some(last.id);
         }
@@ -511,7 +426,7 @@ fn import(dirs: &Dirs, file: &Path, sandbox: Option<&str>, replace: bool) -> Res
     let parsed =
         policyfile::parse(&file.display().to_string(), &text).map_err(|e| usage(e.to_string()))?;
     let forced = sandbox.map(|s| scope_of(Some(s))).transpose()?;
-    let mut store = open_store(dirs)?;
+    let store = open_store(dirs)?;
     let mut by_scope: Vec<(Scope, Vec<Rule>)> = Vec::new();
     for (s, rule) in parsed.rules {
         vet(&rule, &format!("{}: rule {}", file.display(), rule.host))?;

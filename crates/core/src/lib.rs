@@ -1,5 +1,6 @@
 //! The sandbox core: what a sandbox is ([`SandboxSpec`]), how a backend runs one ([`Backend`]),
-//! where Paddock keeps things ([`Dirs`]) and what it remembers ([`Store`]).
+//! where Paddock keeps things ([`Dirs`]) and what it remembers of a sandbox ([`SandboxRecord`],
+//! kept by paddock-store).
 //!
 //! The core never names a concrete backend: backends implement [`Backend`] and the supervisor
 //! chooses one by probing.
@@ -14,10 +15,10 @@ pub mod hostca;
 pub mod idmap;
 mod image;
 mod lock;
+mod record;
 mod session;
 pub mod shares;
 mod spec;
-mod store;
 pub mod tools;
 pub mod trust;
 
@@ -33,9 +34,9 @@ pub use image::{
 };
 pub use lock::{LockError, SandboxLock};
 pub use paddock_policy::{NameError, SandboxName};
+pub use record::{SandboxRecord, SandboxState};
 pub use session::{RemoteExec, RemoteSession};
 pub use spec::{Network, PROXY_PORT, SandboxSpec, SpecError};
-pub use store::{SandboxRecord, SandboxState, Store, StoreError};
 
 /// A review-mode sandbox's directories ([`SandboxSpec::review`]) under its directory
 /// `sandbox_dir`.

@@ -108,13 +108,12 @@ macro_rules! failed_from {
 failed_from!(
     std::io::Error,
     serde_json::Error,
-    paddock_core::StoreError,
     paddock_core::DirsError,
     paddock_core::ImageStoreError,
     paddock_core::BackendError,
     paddock_core::LockError,
     paddock_supervisor::SelectError,
-    paddock_proxy::store::StoreError,
+    paddock_store::StoreError,
     paddock_secrets::StoreError,
     paddock_image::BuildError,
 );

@@ -24,7 +24,8 @@ use std::path::PathBuf;
 pub use agent_install::sandbox_name as agent_sandbox_name;
 pub use create::RunRequest;
 pub use error::{Context, EngineError, Result, invalid};
-use paddock_core::{Dirs, ImageStore, Store};
+use paddock_core::{Dirs, ImageStore};
+use paddock_store::Store;
 pub use run::{Mode, RunOutcome};
 
 /// Where an operation's notes go, and what it may ask of the front end.

@@ -6,7 +6,7 @@ use paddock_core::Dirs;
 use paddock_policy::net::{Action, PathGlob, PortSpec, Rule, Scope, parse_method};
 use paddock_proxy::presets;
 use paddock_proxy::registries::{HostConfig, RegistryHost, discover};
-use paddock_proxy::store::PolicyStore;
+use paddock_store::Store;
 use serde::{Deserialize, Serialize};
 
 use crate::{Reporter, Result, invalid};
@@ -28,11 +28,6 @@ pub struct RuleRequest {
     pub path: Option<String>,
     /// The hosts may resolve to private addresses.
     pub private_address: bool,
-}
-
-/// Opens the rules in the state database.
-pub fn open_store(dirs: &Dirs) -> Result<PolicyStore> {
-    Ok(PolicyStore::open(&dirs.database())?)
 }
 
 /// Builds rules from `allow`/`deny` arguments, all checked before any is stored.
@@ -78,7 +73,7 @@ pub fn rules_from(action: Action, args: &RuleRequest, report: &dyn Reporter) -> 
 
 /// Refuses a rule a user wrote that allows every host or opens non-public addresses through
 /// a range; says what a non-public address named exactly is.
-fn vet(rule: &Rule, written: &str, report: &dyn Reporter) -> Result<()> {
+pub fn vet(rule: &Rule, written: &str, report: &dyn Reporter) -> Result<()> {
     match rule.vet() {
         Ok(None) => Ok(()),
         Ok(Some(w)) => {
@@ -124,7 +119,7 @@ pub fn registries(dirs: &Dirs, fresh: bool) -> Vec<RegistryHost> {
 /// again instead of reusing the last day's discovery).
 pub fn apply_preset(
     dirs: &Dirs,
-    store: &mut PolicyStore,
+    store: &Store,
     scope: &Scope,
     name: &str,
     fresh: bool,

@@ -99,15 +99,7 @@ impl Engine {
                 paddock_confine::user::remove_tree(&doomed)
             })
         });
-        let rows = (|| -> Result<()> {
-            self.store.delete(name)?;
-            paddock_proxy::store::remove_sandbox_rules(
-                self.store.connection(),
-                self.store.path(),
-                name.as_str(),
-            )?;
-            Ok(())
-        })();
+        let rows = self.store.remove_sandbox(name);
         let removed = rest.map_or(Ok(()), |t| {
             t.join()
                 .unwrap_or_else(|_| Err(std::io::Error::other("the removal thread panicked")))

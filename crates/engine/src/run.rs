@@ -198,7 +198,7 @@ impl Engine {
             store.insert(&spec)?;
         }
         if !args.no_network {
-            let mut rules = crate::policy::open_store(dirs)?;
+            let rules = store;
             let scope = Scope::Sandbox(name.to_string());
             let preset = match (&args.policy, rules.preset_of(&scope)?) {
                 (Some(p), _) => Some(p.as_str()),
@@ -206,7 +206,7 @@ impl Engine {
                 (None, Some(_)) => None,
             };
             if let Some(p) = preset {
-                crate::policy::apply_preset(dirs, &mut rules, &scope, p, false)?;
+                crate::policy::apply_preset(dirs, rules, &scope, p, false)?;
             }
             let have = rules.rules_for(name.as_str())?;
             let fresh: Vec<Rule> = v

@@ -30,8 +30,8 @@ use paddock_proxy::audit::{AuditSink, AuditWriter};
 use paddock_proxy::channel::{self, AuditForwarder};
 use paddock_proxy::resolve::Resolver;
 use paddock_proxy::rules::RuleSource;
-use paddock_proxy::store::PolicyStore;
 use paddock_proxy::{ProxyConfig, ProxyHandle};
+use paddock_store::{AuditQuery, Store};
 
 /// The name the upstream is asked for (paddock resolves it by override, squid by a hosts file).
 const NAME: &str = "bench.test";
@@ -553,18 +553,15 @@ impl Paddock {
         ];
         let db = dir.join(if live { "live.db" } else { "fixed.db" });
         let scope = Scope::Sandbox(SANDBOX.into());
-        let (writer, sink): (AuditWriter, AuditSink) = AuditWriter::start(&db).unwrap();
+        let (writer, sink): (AuditWriter, AuditSink) =
+            AuditWriter::start(Store::open(&db).unwrap()).unwrap();
         let (source, audit, channel) = if live {
-            let mut store = PolicyStore::open(&db).unwrap();
+            let store = Store::open(&db).unwrap();
             store.add(&scope, &rules, "user").unwrap();
-            drop(store);
             let (worker, supervisor) = UnixStream::pair().unwrap();
-            let served = {
-                let db = db.clone();
-                std::thread::spawn(move || {
-                    let _ = channel::serve_rules(supervisor, &db, SANDBOX);
-                })
-            };
+            let served = std::thread::spawn(move || {
+                let _ = channel::serve_rules(supervisor, &store, SANDBOX);
+            });
             let (worker_audit, supervisor_audit) = UnixStream::pair().unwrap();
             let received = std::thread::spawn(move || {
                 let _ = channel::receive_audit(supervisor_audit, &sink, SANDBOX);
@@ -631,9 +628,8 @@ impl Paddock {
         if let Some(w) = self.writer.take() {
             w.close();
         }
-        let db = paddock_proxy::store::open(&self.db).unwrap();
-        db.query_row("SELECT count(*) FROM net_audit", [], |r| r.get(0))
-            .unwrap()
+        let store = Store::open(&self.db).unwrap();
+        store.audit_rows(&AuditQuery::default()).unwrap().len() as i64
     }
 }
 

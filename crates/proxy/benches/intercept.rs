@@ -31,6 +31,7 @@ use paddock_proxy::intercept::{Credentials, SandboxCa, TEST_UPSTREAM_CA_ENV};
 use paddock_proxy::resolve::Resolver;
 use paddock_proxy::rules::RuleSource;
 use paddock_secrets::{Entry, Injection, Scope as SecretScope, SecretValue};
+use paddock_store::Store;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -332,7 +333,7 @@ fn paddock(
             .collect(),
     );
     let db = dir.join(format!("audit-{}.db", creds.is_some()));
-    let (writer, audit) = AuditWriter::start(&db).unwrap();
+    let (writer, audit) = AuditWriter::start(Store::open(&db).unwrap()).unwrap();
     let over: HashMap<String, Vec<IpAddr>> =
         HashMap::from([(NAME.to_owned(), vec![IpAddr::from([127, 0, 0, 1])])]);
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

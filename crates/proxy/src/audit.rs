@@ -1,23 +1,64 @@
 //! The audit writer: every decision becomes one row, written off the request path.
 //!
-//! Requests hand records to a channel; one thread writes them in batches (one transaction per
-//! batch), so a request never waits for the disk. A decision is inserted when it is made and
+//! Requests hand records to a channel; one thread writes them in batches to the state store's
+//! [`AuditLog`] (one transaction per batch), so a request never waits for the disk. A decision is inserted when it is made and
 //! its byte counts and duration are filled in when the request or tunnel ends, so a long tunnel
 //! is visible in `policy log --follow` while it is open.
 
-use std::path::Path;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long the writer gathers decisions before writing them (and how stale `policy log
 /// --follow` may be).
 const BATCH_WINDOW: Duration = Duration::from_millis(25);
 
-use rusqlite::params;
+/// The audit log as the state store keeps it: what the writer thread fills.
+pub trait AuditLog {
+    /// Why the store could not answer.
+    type Error: std::error::Error + Send + Sync + 'static;
 
-use crate::store::{self, StoreError};
+    /// Drops the rows the store no longer keeps (old, or beyond its bound); runs when a proxy
+    /// starts, so the log cannot grow without bound. Returns how many went.
+    fn prune(&mut self, now_ms: i64) -> Result<usize, Self::Error>;
+
+    /// Makes `changes`, in order, in one transaction.
+    fn write(&mut self, changes: &[AuditChange<'_>]) -> Result<(), Self::Error>;
+}
+
+/// One change to the audit log.
+#[derive(Debug, Clone, Copy)]
+pub enum AuditChange<'a> {
+    /// A new decision made at `ts` (ms since the epoch), with its end when that came in the
+    /// same batch (one row, not a row and an update).
+    Decision {
+        /// The row's key, unique in the log.
+        key: &'a str,
+        /// When.
+        ts: i64,
+        /// The decision.
+        record: &'a Record,
+        /// Its end, if known already.
+        end: Option<&'a Finish>,
+    },
+    /// The end of a decision written in an earlier batch.
+    End {
+        /// The decision's key.
+        key: &'a str,
+        /// Its end.
+        finish: &'a Finish,
+    },
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
 
 /// One decision.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -95,7 +136,7 @@ impl AuditSink {
     pub fn record(&self, rec: Record) -> Entry {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let key = format!("{}-{n}", self.prefix);
-        let _ = self.tx.send(Msg::Insert(key.clone(), store::now_ms(), rec));
+        let _ = self.tx.send(Msg::Insert(key.clone(), now_ms(), rec));
         Entry(key)
     }
 
@@ -112,10 +153,12 @@ pub struct AuditWriter {
 }
 
 impl AuditWriter {
-    /// Opens the database and starts the writer.
-    pub fn start(db_path: &Path) -> Result<(AuditWriter, AuditSink), StoreError> {
-        let mut db = store::open(db_path)?;
-        if let Err(e) = prune(&db, store::now_ms()) {
+    /// Starts the writer on `log`, after pruning it.
+    pub fn start<L>(mut log: L) -> std::io::Result<(AuditWriter, AuditSink)>
+    where
+        L: AuditLog + Send + 'static,
+    {
+        if let Err(e) = log.prune(now_ms()) {
             tracing::warn!("pruning the audit log failed: {e}");
         }
         let (tx, rx) = mpsc::channel::<Msg>();
@@ -134,20 +177,16 @@ impl AuditWriter {
                             Err(_) => break,
                         }
                     }
-                    if let Err(e) = write_batch(&mut db, &batch) {
+                    if let Err(e) = log.write(&changes(&batch)) {
                         tracing::error!("audit log write failed: {e}");
                     }
                 }
-            })
-            .map_err(|e| StoreError::Sqlite {
-                path: db_path.to_owned(),
-                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
             })?;
         let prefix = format!(
             "{}-{}",
             std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_nanos())
                 .unwrap_or(0)
         );
@@ -171,84 +210,33 @@ impl AuditWriter {
     }
 }
 
-/// How long audit rows are kept.
-pub const KEEP_DAYS: i64 = 90;
-/// How many audit rows are kept at most (the newest).
-pub const KEEP_ROWS: i64 = 1_000_000;
-
-/// Drops rows older than [`KEEP_DAYS`] and all but the newest [`KEEP_ROWS`]; runs when a proxy
-/// starts, so the log cannot grow without bound.
-pub fn prune(db: &rusqlite::Connection, now_ms: i64) -> rusqlite::Result<usize> {
-    let old = db.execute(
-        "DELETE FROM net_audit WHERE ts < ?1",
-        [now_ms - KEEP_DAYS * 24 * 3600 * 1000],
-    )?;
-    let extra = db.execute(
-        "DELETE FROM net_audit WHERE id <= (SELECT MAX(id) FROM net_audit) - ?1",
-        [KEEP_ROWS],
-    )?;
-    Ok(old + extra)
-}
-
-fn write_batch(db: &mut rusqlite::Connection, batch: &[Msg]) -> rusqlite::Result<()> {
-    // A request that starts and ends within one batch is written as one row, not a row and an
-    // update.
-    let mut ends: std::collections::HashMap<&str, &Finish> = batch
+/// The changes `batch` makes: a request that starts and ends within one batch is one new row,
+/// not a row and an update.
+fn changes(batch: &[Msg]) -> Vec<AuditChange<'_>> {
+    let mut ends: HashMap<&str, &Finish> = batch
         .iter()
         .filter_map(|m| match m {
             Msg::Finish(k, f) => Some((k.as_str(), f)),
             Msg::Insert(..) => None,
         })
         .collect();
-    let tx = db.transaction()?;
-    {
-        let mut ins = tx.prepare_cached(
-            "INSERT INTO net_audit (key, ts, sandbox, client, method, host, port, path, action,
-                                    rule, reason, status, bytes_up, bytes_down, duration_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-        )?;
-        let mut fin = tx.prepare_cached(
-            "UPDATE net_audit SET bytes_up = ?2, bytes_down = ?3, duration_ms = ?4,
-                                  status = COALESCE(?5, status)
-             WHERE key = ?1",
-        )?;
-        for m in batch {
-            match m {
-                Msg::Insert(key, ts, r) => {
-                    let end = ends.remove(key.as_str());
-                    ins.execute(params![
-                        key,
-                        ts,
-                        r.sandbox,
-                        r.client,
-                        r.method,
-                        r.host,
-                        r.port,
-                        r.path,
-                        r.action,
-                        r.rule,
-                        r.reason,
-                        end.and_then(|f| f.status).or(r.status),
-                        end.map_or(0, |f| f.bytes_up as i64),
-                        end.map_or(0, |f| f.bytes_down as i64),
-                        end.map(|f| f.duration_ms as i64),
-                    ])?;
-                }
-                Msg::Finish(key, f) => {
-                    if ends.remove(key.as_str()).is_some() {
-                        fin.execute(params![
-                            key,
-                            f.bytes_up as i64,
-                            f.bytes_down as i64,
-                            f.duration_ms as i64,
-                            f.status
-                        ])?;
-                    }
+    let mut out = Vec::with_capacity(batch.len());
+    for m in batch {
+        match m {
+            Msg::Insert(key, ts, record) => out.push(AuditChange::Decision {
+                key,
+                ts: *ts,
+                record,
+                end: ends.remove(key.as_str()),
+            }),
+            Msg::Finish(key, finish) => {
+                if ends.remove(key.as_str()).is_some() {
+                    out.push(AuditChange::End { key, finish });
                 }
             }
         }
     }
-    tx.commit()
+    out
 }
 
 #[cfg(test)]
@@ -256,33 +244,59 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    #[test]
-    fn prune_drops_old_and_surplus_rows() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = store::open(&dir.path().join("s.db")).unwrap();
-        let now = 100 * 24 * 3600 * 1000;
-        for (i, ts) in [(1, 0), (2, now - 1), (3, now)] {
-            db.execute(
-                "INSERT INTO net_audit (id, key, ts, sandbox, client, method, host, action, rule, reason)
-                 VALUES (?1, ?1, ?2, 's', 'c', 'GET', 'h', 'deny', 'default', 'r')",
-                [i, ts],
-            )
-            .unwrap();
+    fn record(host: &str) -> Record {
+        Record {
+            sandbox: "s".into(),
+            client: "c".into(),
+            method: "GET".into(),
+            host: host.into(),
+            port: Some(80),
+            path: None,
+            action: "allow",
+            rule: "1".into(),
+            reason: "r".into(),
+            status: None,
         }
-        assert_eq!(prune(&db, now).unwrap(), 1);
-        db.execute(
-            "UPDATE net_audit SET id = id + ?1 WHERE id = 3",
-            [KEEP_ROWS],
-        )
-        .unwrap();
-        assert_eq!(prune(&db, now).unwrap(), 1);
-        let left: Vec<i64> = db
-            .prepare("SELECT id FROM net_audit")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(left, vec![3 + KEEP_ROWS]);
+    }
+
+    fn finish(bytes_up: u64) -> Finish {
+        Finish {
+            bytes_up,
+            bytes_down: 0,
+            duration_ms: 1,
+            status: None,
+        }
+    }
+
+    /// What each change is: (key, whether a decision, the bytes up of its end).
+    fn summary(changes: &[AuditChange<'_>]) -> Vec<(String, bool, Option<u64>)> {
+        changes
+            .iter()
+            .map(|c| match c {
+                AuditChange::Decision { key, end, .. } => {
+                    (key.to_string(), true, end.map(|f| f.bytes_up))
+                }
+                AuditChange::End { key, finish } => (key.to_string(), false, Some(finish.bytes_up)),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_decision_that_ends_in_its_batch_is_one_change() {
+        let batch = vec![
+            Msg::Insert("a".into(), 1, record("a.example")),
+            Msg::Insert("b".into(), 2, record("b.example")),
+            Msg::Finish("a".into(), finish(7)),
+            // The end of a decision of an earlier batch.
+            Msg::Finish("z".into(), finish(9)),
+        ];
+        assert_eq!(
+            summary(&changes(&batch)),
+            [
+                ("a".into(), true, Some(7)),
+                ("b".into(), true, None),
+                ("z".into(), false, Some(9)),
+            ]
+        );
     }
 }

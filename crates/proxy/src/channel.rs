@@ -18,7 +18,6 @@
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
@@ -29,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Listener;
 use crate::audit::{AuditSink, Finish, Msg, Record};
-use crate::store::{self, RuleRow};
+use crate::rules::{RuleRow, RuleRows};
 
 /// The largest frame the privileged part reads (audit records, the status).
 pub const MAX_UNTRUSTED_FRAME: usize = 64 << 10;
@@ -155,10 +154,13 @@ pub struct RulesReply {
     pub rows: Option<Vec<RuleRow>>,
 }
 
-/// Answers the rule requests of one proxy process for `sandbox` from the database at `db`
-/// until the process closes `stream`.
-pub fn serve_rules(mut stream: UnixStream, db: &Path, sandbox: &str) -> io::Result<()> {
-    let conn = store::open(db).map_err(io::Error::other)?;
+/// Answers the rule requests of one proxy process for `sandbox` from `rules` (the state
+/// store) until the process closes `stream`.
+pub fn serve_rules<R: RuleRows>(
+    mut stream: UnixStream,
+    rules: &R,
+    sandbox: &str,
+) -> io::Result<()> {
     let mut have = [0u8; 8];
     loop {
         match stream.read_exact(&mut have) {
@@ -167,14 +169,11 @@ pub fn serve_rules(mut stream: UnixStream, db: &Path, sandbox: &str) -> io::Resu
             Err(e) => return Err(e),
         }
         let have = i64::from_le_bytes(have);
-        let generation = store::generation(&conn).map_err(io::Error::other)?;
+        let generation = rules.generation().map_err(io::Error::other)?;
         let rows = if generation == have {
             None
         } else {
-            Some(
-                store::load_rows(&conn, Some(sandbox))
-                    .map_err(|e| io::Error::other(e.into_store(db)))?,
-            )
+            Some(rules.rule_rows(sandbox).map_err(io::Error::other)?)
         };
         send(&mut stream, &RulesReply { generation, rows })?;
     }
@@ -299,7 +298,7 @@ pub fn receive_audit(stream: UnixStream, sink: &AuditSink, sandbox: &str) -> io:
                 };
                 Msg::Insert(
                     key(&k),
-                    store::now_ms(),
+                    crate::audit::now_ms(),
                     Record {
                         sandbox: sandbox.to_owned(),
                         client: r.client,
@@ -327,13 +326,11 @@ pub fn receive_audit(stream: UnixStream, sink: &AuditSink, sandbox: &str) -> io:
 mod tests {
     #![allow(clippy::unwrap_used)]
     use std::io::Cursor;
-
-    use paddock_policy::net::{Action, Rule, Scope};
+    use std::sync::Mutex;
 
     use super::*;
-    use crate::audit::AuditWriter;
+    use crate::audit::{AuditChange, AuditLog, AuditWriter};
     use crate::rules::RuleSource;
-    use crate::store::{AuditQuery, PolicyStore};
 
     #[test]
     fn frames_round_trip_and_are_bounded() {
@@ -366,30 +363,52 @@ mod tests {
         assert!(receive_listener(&b).is_err());
     }
 
+    /// Rules as a store would keep them: a generation and every sandbox's rows.
+    #[derive(Default)]
+    struct Rules(Mutex<(i64, Vec<RuleRow>)>);
+
+    impl Rules {
+        fn add(&self, sandbox: Option<&str>, action: &str, host: &str) {
+            let mut t = self.0.lock().unwrap();
+            t.0 += 1;
+            let id = t.1.len() as i64 + 1;
+            t.1.push(RuleRow {
+                id,
+                sandbox: sandbox.map(str::to_owned),
+                action: action.into(),
+                host: host.into(),
+                port: "default".into(),
+                method: None,
+                path: None,
+                source: "user".into(),
+                private_address: false,
+            });
+        }
+    }
+
+    impl RuleRows for Rules {
+        type Error = io::Error;
+
+        fn generation(&self) -> io::Result<i64> {
+            Ok(self.0.lock().unwrap().0)
+        }
+
+        fn rule_rows(&self, sandbox: &str) -> io::Result<Vec<RuleRow>> {
+            let t = self.0.lock().unwrap();
+            let mine = |r: &&RuleRow| r.sandbox.as_deref().is_none_or(|s| s == sandbox);
+            Ok(t.1.iter().filter(mine).cloned().collect())
+        }
+    }
+
     #[test]
-    fn remote_rules_follow_the_database() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("state.db");
-        let mut store = PolicyStore::open(&db).unwrap();
-        let rule = |a: Action, t: &str| Rule::parse_target(a, t).unwrap();
-        store
-            .add(
-                &Scope::Global,
-                &[rule(Action::Allow, "example.com")],
-                "user",
-            )
-            .unwrap();
-        store
-            .add(
-                &Scope::Sandbox("b".into()),
-                &[rule(Action::Allow, "b.example")],
-                "user",
-            )
-            .unwrap();
+    fn remote_rules_follow_the_store() {
+        let rules = Arc::new(Rules::default());
+        rules.add(None, "allow", "example.com");
+        rules.add(Some("b"), "allow", "b.example");
         let (worker, parent) = UnixStream::pair().unwrap();
         let served = {
-            let db = db.clone();
-            std::thread::spawn(move || serve_rules(parent, &db, "a"))
+            let rules = rules.clone();
+            std::thread::spawn(move || serve_rules(parent, &*rules, "a"))
         };
         let source = RuleSource::remote(worker);
         let hosts = |s: &RuleSource| -> Vec<String> {
@@ -398,26 +417,61 @@ mod tests {
                 .map(|r| r.rule.host.to_string())
                 .collect()
         };
-        // Global rules and the sandbox's own only.
         assert_eq!(hosts(&source), ["example.com"]);
-        store
-            .add(
-                &Scope::Sandbox("a".into()),
-                &[rule(Action::Deny, "example.com")],
-                "user",
-            )
-            .unwrap();
+        rules.add(Some("a"), "deny", "example.com");
         assert_eq!(hosts(&source), ["example.com", "example.com"]);
-        assert_eq!(source.current()[1].rule.action, Action::Deny);
+        assert_eq!(
+            source.current()[1].rule.action,
+            paddock_policy::net::Action::Deny
+        );
+        // A row that does not parse: no rules at all, and none trusted from then on.
+        rules.add(None, "maybe", "example.com");
+        assert_eq!(hosts(&source), Vec::<String>::new());
         drop(source);
         served.join().unwrap().unwrap();
     }
 
+    /// A row of [`Log`]: key, sandbox, host, bytes down.
+    type Row = (String, String, String, u64);
+
+    /// An audit log as a store would keep it.
+    #[derive(Clone, Default)]
+    struct Log(Arc<Mutex<Vec<Row>>>);
+
+    impl AuditLog for Log {
+        type Error = io::Error;
+
+        fn prune(&mut self, _now_ms: i64) -> io::Result<usize> {
+            Ok(0)
+        }
+
+        fn write(&mut self, changes: &[AuditChange<'_>]) -> io::Result<()> {
+            let mut rows = self.0.lock().unwrap();
+            for c in changes {
+                match c {
+                    AuditChange::Decision {
+                        key, record, end, ..
+                    } => rows.push((
+                        key.to_string(),
+                        record.sandbox.clone(),
+                        record.host.clone(),
+                        end.map_or(0, |f| f.bytes_down),
+                    )),
+                    AuditChange::End { key, finish } => {
+                        for row in rows.iter_mut().filter(|r| r.0 == *key) {
+                            row.3 = finish.bytes_down;
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+
     #[test]
     fn audit_records_get_the_receivers_sandbox_and_keys() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("state.db");
-        let (writer, sink) = AuditWriter::start(&db).unwrap();
+        let log = Log::default();
+        let (writer, sink) = AuditWriter::start(log.clone()).unwrap();
         let (worker, parent) = UnixStream::pair().unwrap();
         let received = {
             let sink = sink.clone();
@@ -458,17 +512,15 @@ mod tests {
         write_frame(&mut w, b"{not json").unwrap();
         drop(w);
         received.join().unwrap().unwrap();
+        let prefix = sink.prefix.to_string();
         drop(sink);
         writer.close();
-        let conn = store::open(&db).unwrap();
-        let rows = store::audit_rows(&conn, &AuditQuery::default()).unwrap();
+        let rows = log.0.lock().unwrap().clone();
         assert_eq!(rows.len(), 1, "{rows:?}");
+        let (key, sandbox, host, down) = &rows[0];
+        assert!(key.starts_with(&format!("{prefix}-")), "{key}");
         assert_eq!(
-            (
-                rows[0].sandbox.as_str(),
-                rows[0].host.as_str(),
-                rows[0].bytes_down
-            ),
+            (sandbox.as_str(), host.as_str(), *down),
             ("mine", "a.example", 2)
         );
     }

@@ -22,7 +22,6 @@ pub mod resolve;
 pub mod rules;
 mod server;
 mod splice;
-pub mod store;
 mod tls_end;
 pub mod upstream;
 

@@ -1,15 +1,110 @@
-//! The rules a running proxy decides with, re-read when they change.
+//! The rules a running proxy decides with, and how its privileged side reads them.
+//!
+//! The proxy never opens the state database: the privileged side hands [`crate::channel`]
+//! something that implements [`RuleRows`] (paddock-store's `Store`), and the proxy process
+//! asks it for the rows over a stream ([`RuleSource::remote`]).
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use paddock_policy::net::StoredRule;
-use rusqlite::Connection;
+use paddock_policy::net::{
+    Action, HostPattern, PathGlob, PortSpec, Rule, Scope, StoredRule, parse_method,
+};
+use serde::Serialize;
 
 use crate::channel::{self, RulesReply};
-use crate::store::{self, StoreError};
+
+/// The rules as the state store keeps them: what the privileged side reads for the proxy.
+pub trait RuleRows {
+    /// Why the store could not answer.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// The rules generation: changes whenever any rule is added, changed or removed.
+    fn generation(&self) -> Result<i64, Self::Error>;
+
+    /// The rows of the global rules and of `sandbox`'s own, ordered by id.
+    fn rule_rows(&self, sandbox: &str) -> Result<Vec<RuleRow>, Self::Error>;
+}
+
+/// A rule row as stored, before parsing: what the privileged part hands the proxy process
+/// ([`crate::channel`]), which parses it with [`parse_row`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleRow {
+    /// Rule id.
+    pub id: i64,
+    /// The sandbox, or none for a global rule.
+    pub sandbox: Option<String>,
+    /// `allow` / `deny`.
+    pub action: String,
+    /// Host pattern.
+    pub host: String,
+    /// Port spec.
+    pub port: String,
+    /// Method, if limited.
+    pub method: Option<String>,
+    /// Path glob, if limited.
+    pub path: Option<String>,
+    /// Where it came from.
+    pub source: String,
+    /// Whether the named host may resolve to a private address.
+    #[serde(default)]
+    pub private_address: bool,
+}
+
+/// A stored rule that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("stored rule {id} is unreadable: {reason}")]
+pub struct BadRule {
+    /// Rule id.
+    pub id: i64,
+    /// Why.
+    pub reason: String,
+}
+
+/// Parses one stored row.
+pub fn parse_row(row: RuleRow) -> Result<StoredRule, BadRule> {
+    let RuleRow {
+        id,
+        sandbox,
+        action,
+        host,
+        port,
+        method,
+        path,
+        source,
+        private_address,
+    } = row;
+    let bad = |e: &dyn std::fmt::Display| BadRule {
+        id,
+        reason: e.to_string(),
+    };
+    let action = match action.as_str() {
+        "allow" => Action::Allow,
+        "deny" => Action::Deny,
+        other => return Err(bad(&format!("unknown action {other:?}"))),
+    };
+    Ok(StoredRule {
+        id,
+        scope: sandbox.map(Scope::Sandbox).unwrap_or(Scope::Global),
+        source,
+        rule: Rule {
+            action,
+            host: HostPattern::parse(&host).map_err(|e| bad(&e))?,
+            port: PortSpec::parse(&port).map_err(|e| bad(&e))?,
+            method: method
+                .map(|m| parse_method(&m))
+                .transpose()
+                .map_err(|e| bad(&e))?,
+            path: path
+                .map(|p| PathGlob::parse(&p))
+                .transpose()
+                .map_err(|e| bad(&e))?,
+            private_address,
+        },
+    })
+}
 
 /// Where the proxy gets its rules.
 #[derive(Debug, Clone)]
@@ -18,11 +113,6 @@ pub struct RuleSource(Arc<Inner>);
 #[derive(Debug)]
 enum Inner {
     Fixed(Arc<Vec<StoredRule>>),
-    Live {
-        sandbox: String,
-        path: PathBuf,
-        state: Mutex<Live>,
-    },
     Remote(Mutex<Remote>),
 }
 
@@ -52,9 +142,9 @@ impl Remote {
         if let Some(rows) = reply.rows {
             let rules = rows
                 .into_iter()
-                .map(store::parse_row)
+                .map(parse_row)
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("a rule does not parse: {e:?}"))?;
+                .map_err(|e| format!("a rule does not parse: {e}"))?;
             self.rules = Arc::new(rules);
             self.generation = reply.generation;
         }
@@ -63,35 +153,10 @@ impl Remote {
     }
 }
 
-#[derive(Debug)]
-struct Live {
-    db: Connection,
-    generation: i64,
-    rules: Arc<Vec<StoredRule>>,
-}
-
 impl RuleSource {
     /// A fixed set of rules (tests, benchmarks).
     pub fn fixed(rules: Vec<StoredRule>) -> RuleSource {
         RuleSource(Arc::new(Inner::Fixed(Arc::new(rules))))
-    }
-
-    /// The global rules and those of `sandbox` from the state database, re-read whenever any
-    /// rule changes (checked on every request: one indexed read).
-    pub fn live(db_path: &Path, sandbox: &str) -> Result<RuleSource, StoreError> {
-        let db = store::open(db_path)?;
-        let generation =
-            store::generation(&db).map_err(|e| store::LoadError::Sql(e).into_store(db_path))?;
-        let rules = store::load(&db, Some(sandbox)).map_err(|e| e.into_store(db_path))?;
-        Ok(RuleSource(Arc::new(Inner::Live {
-            sandbox: sandbox.to_owned(),
-            path: db_path.to_owned(),
-            state: Mutex::new(Live {
-                db,
-                generation,
-                rules: Arc::new(rules),
-            }),
-        })))
     }
 
     /// The rules the privileged part answers on `stream` ([`channel::serve_rules`]), asked
@@ -107,7 +172,7 @@ impl RuleSource {
         }))))
     }
 
-    /// The rules now. If the database cannot be read, no rules (everything is denied).
+    /// The rules now. If they cannot be had, no rules (everything is denied).
     pub fn current(&self) -> Arc<Vec<StoredRule>> {
         match &*self.0 {
             Inner::Fixed(r) => r.clone(),
@@ -119,39 +184,6 @@ impl RuleSource {
                     Ok(()) => remote.rules.clone(),
                     Err(e) => {
                         tracing::error!("{e}; denying all");
-                        Arc::new(Vec::new())
-                    }
-                }
-            }
-            Inner::Live {
-                sandbox,
-                path,
-                state,
-            } => {
-                let Ok(mut live) = state.lock() else {
-                    return Arc::new(Vec::new());
-                };
-                match store::generation(&live.db) {
-                    Ok(g) if g == live.generation => live.rules.clone(),
-                    Ok(g) => match store::load(&live.db, Some(sandbox)) {
-                        Ok(rules) => {
-                            live.generation = g;
-                            live.rules = Arc::new(rules);
-                            live.rules.clone()
-                        }
-                        Err(e) => {
-                            tracing::error!(
-                                "rules in {} unreadable ({e:?}); denying all",
-                                path.display()
-                            );
-                            Arc::new(Vec::new())
-                        }
-                    },
-                    Err(e) => {
-                        tracing::error!(
-                            "rules in {} unreadable ({e}); denying all",
-                            path.display()
-                        );
                         Arc::new(Vec::new())
                     }
                 }

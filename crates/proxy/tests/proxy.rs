@@ -11,8 +11,8 @@ use paddock_policy::net::{Action, Rule, Scope, StoredRule};
 use paddock_proxy::audit::AuditWriter;
 use paddock_proxy::resolve::Resolver;
 use paddock_proxy::rules::RuleSource;
-use paddock_proxy::store::{AuditQuery, audit_rows};
 use paddock_proxy::{ProxyConfig, ProxyHandle};
+use paddock_store::{AuditQuery, AuditRow, Store};
 
 /// An upstream that answers `METHOD PATH host=HOST` and, on `Upgrade`, echoes bytes.
 fn upstream() -> SocketAddr {
@@ -106,7 +106,7 @@ impl Fixture {
                 rule: Rule::parse_target(*a, &t.replace("PORT", &up.port().to_string())).unwrap(),
             })
             .collect();
-        let (writer, sink) = AuditWriter::start(&db).unwrap();
+        let (writer, sink) = AuditWriter::start(Store::open(&db).unwrap()).unwrap();
         let mut over = HashMap::new();
         for n in ["allowed.test", "other.test", "rebind.test"] {
             over.insert(n.to_string(), vec!["127.0.0.1".parse().unwrap()]);
@@ -171,11 +171,11 @@ impl Fixture {
     }
 
     /// Stops the proxy and returns every audit row.
-    fn audit(mut self) -> Vec<paddock_proxy::store::AuditRow> {
+    fn audit(mut self) -> Vec<AuditRow> {
         drop(self.handle.take());
         self.writer.take().unwrap().close();
-        let db = paddock_proxy::store::open(&self.db).unwrap();
-        audit_rows(&db, &AuditQuery::default()).unwrap()
+        let store = Store::open(&self.db).unwrap();
+        store.audit_rows(&AuditQuery::default()).unwrap()
     }
 }
 

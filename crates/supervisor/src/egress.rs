@@ -23,6 +23,7 @@ use paddock_proxy::audit::AuditWriter;
 use paddock_proxy::channel::{self, CredentialSettings, MAX_UNTRUSTED_FRAME, Settings, Status};
 use paddock_proxy::intercept::TEST_UPSTREAM_CA_ENV;
 use paddock_proxy::resolve::TEST_OVERRIDE_ENV;
+use paddock_store::Store;
 use serde::{Deserialize, Serialize};
 
 /// The hidden first argument that makes `paddock` the proxy process.
@@ -148,7 +149,9 @@ impl Pending {
         if let Some(e) = status.error {
             return Err(layer(format!("the proxy process stopped: {e}")));
         }
-        let (writer, sink) = AuditWriter::start(&self.db)
+        let (writer, sink) = Store::open(&self.db)
+            .map_err(|e| e.to_string())
+            .and_then(|log| AuditWriter::start(log).map_err(|e| e.to_string()))
             .map_err(|e| layer(format!("cannot open the audit log: {e}")))?;
         let clone = |s: &UnixStream| s.try_clone().map_err(io("proxy channel"));
         let (rules, audit) = (clone(&self.rules)?, clone(&self.audit)?);
@@ -156,7 +159,10 @@ impl Pending {
         let rules_thread = std::thread::Builder::new()
             .name("paddock-rules".into())
             .spawn(move || {
-                if let Err(e) = channel::serve_rules(rules, &db, &sandbox) {
+                let served = Store::open(&db)
+                    .map_err(std::io::Error::other)
+                    .and_then(|store| channel::serve_rules(rules, &store, &sandbox));
+                if let Err(e) = served {
                     // The worker then denies everything: fail closed.
                     eprintln!("paddock: answering the egress proxy's rule requests failed ({e}); it now denies every request");
                 }

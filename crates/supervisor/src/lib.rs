@@ -22,8 +22,9 @@ use std::path::PathBuf;
 pub use env::environment;
 use paddock_core::{
     Backend, BackendError, Dirs, Exit, ImageInfo, Launch, LockError, Network, SandboxLock,
-    SandboxSpec, StartContext, Store, StoreError,
+    SandboxSpec, StartContext,
 };
+use paddock_store::{Store, StoreError};
 pub use relay::{AttachEnd, AttachHub, SignalPipe};
 pub use select::{SelectError, backend, backend_ids, backends, check_name as select_check, select};
 
@@ -248,8 +249,9 @@ pub fn run_attached(
     // trusts the sandbox's CA. Fail closed: secrets that cannot be read stop the start.
     let prepared = match spec.network {
         Network::Proxy => {
-            let inspect = paddock_proxy::rules::RuleSource::live(&dirs.database(), &name)
-                .map(|r| r.current().iter().any(|r| r.rule.needs_request()))
+            let inspect = store
+                .rules_for(&name)
+                .map(|rules| rules.iter().any(|r| r.rule.needs_request()))
                 .unwrap_or(false);
             credentials::prepare(
                 &paddock_secrets::SecretStore::at_default(dirs.home()),

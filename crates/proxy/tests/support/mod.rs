@@ -15,9 +15,9 @@ use paddock_proxy::audit::AuditWriter;
 use paddock_proxy::intercept::{Credentials, SandboxCa};
 use paddock_proxy::resolve::Resolver;
 use paddock_proxy::rules::RuleSource;
-use paddock_proxy::store::{AuditQuery, AuditRow, audit_rows};
 use paddock_proxy::{ProxyConfig, ProxyHandle};
 use paddock_secrets::{Entry, Injection, Scope as SecretScope, SecretValue};
+use paddock_store::{AuditQuery, AuditRow, Store};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -270,7 +270,7 @@ impl Proxy {
                 rule: Rule::parse_target(*a, t).unwrap(),
             })
             .collect();
-        let (writer, sink) = AuditWriter::start(&db).unwrap();
+        let (writer, sink) = AuditWriter::start(Store::open(&db).unwrap()).unwrap();
         let over: HashMap<String, Vec<IpAddr>> = s
             .names
             .iter()
@@ -332,8 +332,8 @@ impl Proxy {
     pub fn audit(mut self) -> Vec<AuditRow> {
         drop(self.handle.take());
         self.writer.take().unwrap().close();
-        let db = paddock_proxy::store::open(&self.db).unwrap();
-        audit_rows(&db, &AuditQuery::default()).unwrap()
+        let store = Store::open(&self.db).unwrap();
+        store.audit_rows(&AuditQuery::default()).unwrap()
     }
 }
 

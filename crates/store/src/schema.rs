@@ -1,0 +1,164 @@
+//! The one schema of the state database and its forward migrations.
+//!
+//! Until schema version 3 the network tables (rules, presets, the audit log) kept their own
+//! version in a `proxy_schema` table, migrated apart from the sandboxes; version 3 brings them,
+//! at whatever version that table names, under `user_version` and drops it.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
+
+use crate::{StoreError, sql_err};
+
+/// One step forward.
+enum Step {
+    /// Plain SQL.
+    Sql(&'static str),
+    /// The network tables: created, or brought forward from the version their own
+    /// `proxy_schema` row names, and that row's table dropped.
+    NetTables,
+}
+
+/// Every step; schema version N is the first N applied.
+const STEPS: &[Step] = &[
+    // 1: sandboxes
+    Step::Sql(
+        "CREATE TABLE sandboxes (
+        name TEXT PRIMARY KEY NOT NULL,
+        spec TEXT NOT NULL,
+        state TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        started_at INTEGER,
+        supervisor_pid INTEGER,
+        last_exit INTEGER
+    ) STRICT;",
+    ),
+    // 2: why the last run stopped, when a limit was hit
+    Step::Sql("ALTER TABLE sandboxes ADD COLUMN last_cause TEXT;"),
+    // 3: rules, presets and the audit log, under this version
+    Step::NetTables,
+];
+
+/// The newest schema version.
+pub(crate) const VERSION: i64 = STEPS.len() as i64;
+
+/// The network tables' own steps as `proxy_schema` counted them (version N is the first N).
+/// Kept as they were: a database may hold any of these versions.
+const NET_STEPS: &[&str] = &[
+    r"
+CREATE TABLE net_rules (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sandbox TEXT,
+    action TEXT NOT NULL CHECK (action IN ('allow', 'deny')),
+    host TEXT NOT NULL,
+    port TEXT NOT NULL,
+    method TEXT,
+    path TEXT,
+    source TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX net_rules_sandbox ON net_rules (sandbox);
+CREATE TABLE net_rules_gen (gen INTEGER NOT NULL);
+INSERT INTO net_rules_gen VALUES (0);
+CREATE TRIGGER net_rules_ins AFTER INSERT ON net_rules BEGIN UPDATE net_rules_gen SET gen = gen + 1; END;
+CREATE TRIGGER net_rules_del AFTER DELETE ON net_rules BEGIN UPDATE net_rules_gen SET gen = gen + 1; END;
+CREATE TRIGGER net_rules_upd AFTER UPDATE ON net_rules BEGIN UPDATE net_rules_gen SET gen = gen + 1; END;
+CREATE TABLE net_presets (
+    scope TEXT PRIMARY KEY,
+    preset TEXT NOT NULL,
+    applied_at INTEGER NOT NULL
+);
+CREATE TABLE net_audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    ts INTEGER NOT NULL,
+    sandbox TEXT NOT NULL,
+    client TEXT NOT NULL,
+    method TEXT NOT NULL,
+    host TEXT NOT NULL,
+    port INTEGER,
+    path TEXT,
+    action TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    status INTEGER,
+    bytes_up INTEGER NOT NULL DEFAULT 0,
+    bytes_down INTEGER NOT NULL DEFAULT 0,
+    duration_ms INTEGER
+);
+CREATE INDEX net_audit_sandbox ON net_audit (sandbox, id);
+",
+    "CREATE INDEX net_audit_ts ON net_audit (ts);",
+    "ALTER TABLE net_rules ADD COLUMN private_address INTEGER NOT NULL DEFAULT 0;",
+];
+
+/// Brings the database at `path` (open on `conn`) to [`VERSION`]; refuses a newer one.
+pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let err = sql_err(path);
+    let found = user_version(conn).map_err(err)?;
+    if found > VERSION {
+        return Err(StoreError::TooNew {
+            path: path.to_owned(),
+            found,
+            known: VERSION,
+        });
+    }
+    if found == VERSION {
+        return Ok(());
+    }
+    // IMMEDIATE: two paddock processes opening an older database do not both migrate.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(err)?;
+    let current = user_version(&tx).map_err(err)?;
+    for (i, step) in STEPS.iter().enumerate().skip(current as usize) {
+        match step {
+            Step::Sql(sql) => tx.execute_batch(sql).map_err(err)?,
+            Step::NetTables => net_tables(&tx, path)?,
+        }
+        tx.pragma_update(None, "user_version", i as i64 + 1)
+            .map_err(err)?;
+    }
+    tx.commit().map_err(err)
+}
+
+fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.pragma_query_value(None, "user_version", |r| r.get(0))
+}
+
+/// [`Step::NetTables`].
+fn net_tables(tx: &Transaction<'_>, path: &Path) -> Result<(), StoreError> {
+    let err = sql_err(path);
+    let versioned: bool = tx
+        .query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'proxy_schema'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(err)?;
+    let found: i64 = if versioned {
+        tx.query_row("SELECT version FROM proxy_schema", [], |r| r.get(0))
+            .optional()
+            .map_err(err)?
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    let steps = usize::try_from(found)
+        .ok()
+        .and_then(|found| NET_STEPS.get(found..))
+        .ok_or_else(|| StoreError::TooNew {
+            path: path.to_owned(),
+            found,
+            known: NET_STEPS.len() as i64,
+        })?;
+    for sql in steps {
+        tx.execute_batch(sql).map_err(err)?;
+    }
+    tx.execute_batch("DROP TABLE IF EXISTS proxy_schema")
+        .map_err(err)
+}
+
+#[cfg(test)]
+#[path = "schema_tests.rs"]
+mod tests;
