@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One more command in a running sandbox: `paddock exec NAME -- true` on each backend this host
 # runs, against `docker exec` of the same image's tree (Docker Engine from Debian's packages;
-# the container image is imported from Paddock's default image, so no registry is involved). One hyperfine run; writes target/bench-exec.md.
+# the container image is imported from Paddock's default image, so no registry is involved), and
+# the same command through the HTTP API (`paddock serve`, curl on its unix socket). One hyperfine
+# run; writes target/bench-exec.md.
 # Usage: scripts/bench-exec.sh [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +20,7 @@ names=()
 cleanup() {
     for n in "${names[@]}"; do "$P" rm -f "$n" >/dev/null 2>&1 || true; done
     docker rm -f paddock-bench-exec >/dev/null 2>&1 || true
+    [ -n "${serve_pid:-}" ] && kill "$serve_pid" 2>/dev/null || true
     [ -n "${dockerd_pid:-}" ] && kill "$dockerd_pid" 2>/dev/null || true
     rm -rf "$ws"
 }
@@ -47,6 +50,15 @@ for b in ns gvisor vm; do
         args+=(-n "paddock exec ($b) -- true" "$P exec $n -- true")
     fi
 done
+# The API: one server, each exec a POST over its unix socket.
+sock=$ws/api.sock
+"$P" serve --socket "$sock" >"$ws/serve.log" 2>&1 &
+serve_pid=$!
+for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
+[ -S "$sock" ] || { cat "$ws/serve.log" >&2; exit 1; }
+api_exec="curl -sSf --unix-socket $sock -H content-type:application/json --data-binary '{\"command\":[\"true\"]}' http://x/v1/sandboxes/bench-exec-ns/exec"
+eval "$api_exec" | grep -q '"exit_code":0' || { echo "the API's exec failed" >&2; exit 1; }
+args+=(-n "API exec (ns): curl POST …/exec [true]" "$api_exec")
 args+=(-n "docker exec (runc) -- true" "docker exec paddock-bench-exec true")
 hyperfine -N --warmup 5 --runs "$runs" --export-markdown target/bench-exec.md "${args[@]}"
 cat target/bench-exec.md

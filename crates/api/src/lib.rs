@@ -9,8 +9,9 @@
 //!   routes, wrong methods, bodies over the cap and malformed JSON answer the same way.
 //! - **Limits**: request bodies over [`DEFAULT_BODY_LIMIT`] (or a route's own cap,
 //!   [`body_limit`]) are refused with 413 after at most that many bytes are read.
-//! - **Routes** ([`router`], [`app`]): `GET /v1/health` and `GET /v1/openapi.json`, the OpenAPI
-//!   3.1 document generated from the routes' `#[utoipa::path]` annotations.
+//! - **Routes** ([`router`], [`app`], [`api`]): `GET /v1/health` and `GET /v1/openapi.json`, the
+//!   OpenAPI 3.1 document generated from the routes' `#[utoipa::path]` annotations, and the
+//!   sandboxes' operations ([`sandboxes`]), each a call into `paddock-engine`.
 //!
 //! Adding an operation: write the handler with its annotation, register it with utoipa-axum's
 //! `routes!` in [`router`], and let handlers fail with [`Problem`]:
@@ -30,6 +31,7 @@
 
 mod listen;
 mod problem;
+pub mod sandboxes;
 mod serve;
 mod tls;
 mod token;
@@ -79,7 +81,10 @@ pub struct Health {
     components(schemas(Problem, ProblemCode)),
     modifiers(&BearerScheme),
     security((), ("bearer" = [])),
-    tags((name = "meta", description = "The server itself"))
+    tags(
+        (name = "meta", description = "The server itself"),
+        (name = "sandboxes", description = "Sandboxes: make, start, stop, delete, run commands in")
+    )
 )]
 struct Document;
 
@@ -114,6 +119,21 @@ where
     OpenApiRouter::with_openapi(Document::openapi())
         .routes(routes!(health))
         .routes(routes!(openapi_json))
+}
+
+/// Every route of the API with the sandboxes' operations, on the state directory `dirs`'s
+/// engine: what `paddock serve` serves.
+pub fn api(dirs: paddock_core::Dirs) -> (axum::Router, utoipa::openapi::OpenApi) {
+    app(all_routes(), sandboxes::ApiState::new(dirs))
+}
+
+/// The OpenAPI document of [`api`] (`docs/openapi.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    all_routes().split_for_parts().1
+}
+
+fn all_routes() -> OpenApiRouter<sandboxes::ApiState> {
+    router().merge(sandboxes::routes())
 }
 
 /// The finished service for [`Server::run`] (with `state` given to the handlers) and its

@@ -33,6 +33,10 @@ pub enum ProblemCode {
     PayloadTooLarge,
     /// The request body is not of a media type the route takes (415).
     UnsupportedMediaType,
+    /// A sandbox could not be started or its command could not be run (500).
+    StartFailed,
+    /// A stop signal ended the operation on the server (503).
+    Interrupted,
     /// A failure of the server itself (500 and other 5xx).
     Internal,
 }
@@ -49,7 +53,8 @@ impl ProblemCode {
             ProblemCode::Conflict => StatusCode::CONFLICT,
             ProblemCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProblemCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ProblemCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ProblemCode::StartFailed | ProblemCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ProblemCode::Interrupted => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

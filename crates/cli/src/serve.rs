@@ -45,7 +45,7 @@ pub fn serve(args: ServeArgs) -> Result<i32> {
         let server = Server::bind(config).await?;
         println!("paddock: serving the API on {}", server.endpoint());
         std::io::stdout().flush()?;
-        let (app, _) = paddock_api::app(paddock_api::router(), ());
+        let (app, _) = paddock_api::api(dirs);
         server.run(app, shutdown).await;
         Ok(0)
     })

@@ -450,3 +450,289 @@ fn off_loopback_only_with_tls() {
     let (status, _) = server.stop();
     assert!(status.success());
 }
+
+// A sandbox driven through the API alone, on every backend, as an ordinary user (the main
+// mode): create and start, list, exec with input, exit status, output caps, base64, timeout,
+// commands side by side, refusals that lose nothing, stop, start, delete.
+mod user {
+    crate::on_every_backend_in_mode!(true, api_drives_a_sandbox_from_creation_to_removal);
+}
+
+/// The API on a unix socket, and the user whose server it is (the peer check takes no other).
+struct Api {
+    socket: PathBuf,
+    owner: Option<(u32, u32)>,
+}
+
+impl Api {
+    /// Serving as this test's sandboxes' user does (an ordinary user or root).
+    fn of(socket: PathBuf) -> Api {
+        let owner = common::suite_as_user().map(|u| (u.uid, u.gid));
+        Api { socket, owner }
+    }
+
+    /// A request with an optional JSON body.
+    fn call(&self, method: &str, path: &str, body: Option<&serde_json::Value>) -> Got {
+        let url = format!("http://x{path}");
+        let text = body.map(serde_json::Value::to_string);
+        let mut cmd = curl_cmd(&["--max-time", "120", "--unix-socket"]);
+        cmd.arg(&self.socket).args(["-X", method, url.as_str()]);
+        if let Some(t) = &text {
+            cmd.args(["-H", "content-type: application/json", "--data-binary", t]);
+        }
+        if let Some((uid, gid)) = self.owner {
+            cmd.uid(uid).gid(gid);
+        }
+        curl_as(cmd)
+    }
+}
+
+fn json(got: &Got) -> serde_json::Value {
+    serde_json::from_str(&got.body).unwrap_or_else(|e| panic!("{e}: {got:?}"))
+}
+
+fn api_drives_a_sandbox_from_creation_to_removal(backend: &str) {
+    use serde_json::json;
+    let ws = common::workspace();
+    let sock_dir = common::workspace();
+    let socket = sock_dir.path().join("api.sock");
+    let mut cmd = common::paddock_for(backend);
+    cmd.args(["serve", "--socket", socket.to_str().unwrap()]);
+    let server = Server::start(cmd).unwrap_or_else(|out| {
+        panic!(
+            "the server did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let api = Api::of(socket);
+    let name = common::unique("api");
+    let _cleanup = common::Cleanup(name.clone());
+    let workspace = ws.path().to_str().unwrap();
+
+    let made = api.call(
+        "POST",
+        "/v1/sandboxes",
+        Some(&json!({"workspace": workspace, "backend": backend, "name": name})),
+    );
+    assert_eq!(made.status, 201, "{made:?}");
+    let made = json(&made);
+    assert_eq!(made["sandbox"]["name"], name.as_str());
+    assert_eq!(made["sandbox"]["backend"], backend);
+    assert_eq!(made["sandbox"]["state"], "running", "{made}");
+    assert_eq!(made["sandbox"]["workspace"], workspace);
+
+    let listed = json(&api.call("GET", "/v1/sandboxes", None));
+    assert!(
+        listed["sandboxes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == name.as_str()),
+        "{listed}"
+    );
+    let one = api.call("GET", &format!("/v1/sandboxes/{name}"), None);
+    assert_eq!(one.status, 200, "{one:?}");
+
+    let exec_path = format!("/v1/sandboxes/{name}/exec");
+    let exec = |body: serde_json::Value| {
+        let got = api.call("POST", &exec_path, Some(&body));
+        assert_eq!(got.status, 200, "{body}: {got:?}");
+        json(&got)
+    };
+    // Input in, both streams out, the workspace written at its own path.
+    let r = exec(json!({
+        "command": ["sh", "-c", "cat; echo to-stderr >&2; echo $((6*7)) > from-api; id -un"],
+        "stdin": "from-stdin\n",
+    }));
+    assert_eq!(r["exit_code"], 0, "{r}");
+    assert_eq!(r["stdout"], "from-stdin\nagent\n", "{r}");
+    assert_eq!(r["stderr"], "to-stderr\n", "{r}");
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("from-api")).unwrap(),
+        "42\n"
+    );
+    let r = exec(json!({"command": ["sh", "-c", "exit 3"]}));
+    assert_eq!(r["exit_code"], 3, "{r}");
+    // Output past the cap is cut and said to be; bytes come back exact in base64.
+    let r = exec(json!({
+        "command": ["head", "-c", "100000", "/dev/zero"],
+        "max_output_bytes": 10,
+    }));
+    assert_eq!(r["stdout"].as_str().unwrap().len(), 10, "{r}");
+    assert_eq!(r["stdout_truncated"], true);
+    let r = exec(json!({
+        "command": ["sh", "-c", "printf '\\377\\000'; cat"],
+        "encoding": "base64",
+        "stdin_base64": "AQI=",
+    }));
+    assert_eq!(r["stdout"], "/wABAg==", "{r}");
+    // A command past its timeout is stopped, and the answer says so.
+    let r = exec(json!({"command": ["sleep", "600"], "timeout_ms": 1000}));
+    assert_eq!(r["timed_out"], true, "{r}");
+    assert!(r["duration_ms"].as_u64().unwrap() < 60_000, "{r}");
+    // Commands side by side, each with its own streams.
+    let answers: Vec<serde_json::Value> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..3)
+            .map(|i| {
+                let exec = &exec;
+                s.spawn(move || {
+                    exec(json!({
+                        "command": ["sh", "-c", format!("sleep 1; echo run-{i}")],
+                    }))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, r) in answers.iter().enumerate() {
+        assert_eq!(r["stdout"], format!("run-{i}\n"), "{r}");
+    }
+
+    // Refusals, each with its code, and nothing lost.
+    let again = api.call(
+        "POST",
+        "/v1/sandboxes",
+        Some(&json!({"workspace": workspace, "backend": backend, "name": name})),
+    );
+    assert_eq!(again.status, 409, "{again:?}");
+    assert_eq!(again.problem_code(), "conflict");
+    let busy = api.call("DELETE", &format!("/v1/sandboxes/{name}"), None);
+    assert_eq!(busy.status, 409, "{busy:?}");
+    let no_command = api.call("POST", &exec_path, Some(&json!({"command": []})));
+    assert_eq!(no_command.status, 422, "{no_command:?}");
+    assert_eq!(no_command.problem_code(), "invalid");
+
+    let stopped = api.call("POST", &format!("/v1/sandboxes/{name}/stop"), None);
+    assert_eq!(stopped.status, 200, "{stopped:?}");
+    assert_eq!(json(&stopped)["sandbox"]["state"], "stopped");
+    let idle = api.call("POST", &exec_path, Some(&json!({"command": ["true"]})));
+    assert_eq!(idle.status, 409, "{idle:?}");
+    assert_eq!(idle.problem_code(), "conflict");
+    let started = api.call("POST", &format!("/v1/sandboxes/{name}/start"), None);
+    assert_eq!(started.status, 200, "{started:?}");
+    assert_eq!(json(&started)["sandbox"]["state"], "running");
+    let r = exec(json!({"command": ["cat", "from-api"]}));
+    assert_eq!(r["stdout"], "42\n", "{r}");
+
+    let gone = api.call("DELETE", &format!("/v1/sandboxes/{name}?force=true"), None);
+    assert_eq!(gone.status, 204, "{gone:?}");
+    let missing = api.call("GET", &format!("/v1/sandboxes/{name}"), None);
+    assert_eq!(missing.status, 404, "{missing:?}");
+    assert_eq!(missing.problem_code(), "not_found");
+    // The workspace is the user's: removal leaves it.
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("from-api")).unwrap(),
+        "42\n"
+    );
+    let (status, err) = server.stop();
+    assert!(status.success(), "{status:?} {err}");
+}
+
+/// Requests the API refuses before anything is made: each answered with its problem code, and
+/// the state directory holds no sandbox afterwards.
+#[test]
+fn bad_sandbox_requests_are_refused_with_their_codes() {
+    use serde_json::json;
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(serve_cmd(home.path(), &[])).unwrap();
+    let api = Api::of(server.socket());
+    let ws = tempfile::tempdir().unwrap();
+    let cases = [
+        ("POST", "/v1/sandboxes", json!({}), 422, "invalid"),
+        (
+            "POST",
+            "/v1/sandboxes",
+            json!({"workspace": "relative/dir"}),
+            422,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/v1/sandboxes",
+            json!({"workspace": ws.path(), "no_such_setting": 1}),
+            422,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/v1/sandboxes",
+            json!({"workspace": ws.path(), "cpus": "lots"}),
+            422,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/v1/sandboxes",
+            json!({"workspace": "/no/such/dir", "backend": "ns"}),
+            422,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/v1/sandboxes",
+            json!({"workspace": "/etc"}),
+            422,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/v1/sandboxes/nobody/exec",
+            json!({"command": ["true"]}),
+            404,
+            "not_found",
+        ),
+        (
+            "POST",
+            "/v1/sandboxes/nobody/exec",
+            json!({"command": ["true"], "max_output_bytes": 1_000_000_000}),
+            422,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/v1/sandboxes/nobody/exec",
+            json!({"command": ["true"], "stdin": "a", "stdin_base64": "YQ=="}),
+            422,
+            "invalid",
+        ),
+        (
+            "POST",
+            "/v1/sandboxes/nobody/start",
+            json!(null),
+            404,
+            "not_found",
+        ),
+        (
+            "POST",
+            "/v1/sandboxes/nobody/stop",
+            json!(null),
+            404,
+            "not_found",
+        ),
+        (
+            "DELETE",
+            "/v1/sandboxes/nobody",
+            json!(null),
+            404,
+            "not_found",
+        ),
+        (
+            "GET",
+            "/v1/sandboxes/Not%20A%20Name",
+            json!(null),
+            422,
+            "invalid",
+        ),
+    ];
+    for (method, path, body, status, code) in cases {
+        let body = (!body.is_null()).then_some(body);
+        let got = api.call(method, path, body.as_ref());
+        assert_eq!(got.status, status, "{method} {path} {body:?}: {got:?}");
+        assert_eq!(got.problem_code(), code, "{method} {path}");
+    }
+    let listed = api.call("GET", "/v1/sandboxes", None);
+    assert_eq!(listed.status, 200, "{listed:?}");
+    assert_eq!(json(&listed)["sandboxes"], json!([]));
+    let (status, err) = server.stop();
+    assert!(status.success(), "{status:?} {err}");
+}

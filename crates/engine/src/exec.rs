@@ -101,30 +101,78 @@ pub const EXEC_ARG: &str = "__exec";
 
 impl Engine {
     /// A process of its own that runs `req` in sandbox `name` ([`Engine::exec`] behind this
-    /// executable's [`EXEC_ARG`]): its stdin, stdout and stderr are the command's (stderr also
-    /// carries Paddock's notes, "paddock: …"), its exit status the command's. For a front end
-    /// that serves several commands at once, each with streams of its own.
+    /// executable's [`EXEC_ARG`]): its stdin, stdout and stderr are the command's, its exit
+    /// status the command's. Paddock's notes (what the command changed that the host runs, why
+    /// it was killed) are appended to `notes`, one JSON string per line, instead of mixing with the
+    /// command's stderr. For a front end that serves several commands at once, each with
+    /// streams of its own. The sandbox must exist and run.
     pub fn exec_process(
         &self,
         name: &SandboxName,
         req: &ExecRequest,
+        notes: &std::path::Path,
     ) -> Result<std::process::Command> {
         req.check()?;
+        if req.tty {
+            return Err(invalid(
+                "tty: a command run for another program has no terminal of its own",
+            ));
+        }
+        self.record(name)?;
+        if !running(&self.dirs, name) {
+            return Err(EngineError::Conflict(format!(
+                "sandbox {name} is not running (start it first)"
+            )));
+        }
         let exe = std::env::current_exe().context("cannot find the paddock executable")?;
         let mut cmd = std::process::Command::new(exe);
+        // The request (its variables may hold secrets) in the environment, which only this
+        // user and root may read, not on the command line, which every local user may.
         cmd.arg(EXEC_ARG)
             .arg(name.as_str())
-            .arg(serde_json::to_string(req)?)
-            .env("PADDOCK_HOME", self.dirs.home());
+            .env(REQUEST_ENV, serde_json::to_string(req)?)
+            .env("PADDOCK_HOME", self.dirs.home())
+            .env(NOTES_ENV, notes);
         Ok(cmd)
     }
 }
 
-/// `paddock __exec NAME REQUEST`: runs the JSON request; the exit status is the command's.
-pub fn exec_main(args: &[std::ffi::OsString], report: &dyn Reporter) -> i32 {
+/// Where `__exec` appends its notes (set by [`Engine::exec_process`]).
+const NOTES_ENV: &str = "PADDOCK_EXEC_NOTES";
+/// `__exec`'s request, as JSON.
+const REQUEST_ENV: &str = "PADDOCK_EXEC_REQUEST";
+
+/// Notes appended to a file, one JSON string per line.
+struct NotesFile(std::sync::Mutex<std::fs::File>);
+
+impl Reporter for NotesFile {
+    fn note(&self, text: &str) {
+        use std::io::Write;
+        if let (Ok(mut f), Ok(line)) = (self.0.lock(), serde_json::to_string(text)) {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+}
+
+/// `paddock __exec NAME` with the JSON request in `PADDOCK_EXEC_REQUEST`: runs it; the exit
+/// status is the command's.
+pub fn exec_main(args: &[std::ffi::OsString], terminal: &dyn Reporter) -> i32 {
+    let file = std::env::var_os(NOTES_ENV).and_then(|p| {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(p)
+            .ok()
+            .map(|f| NotesFile(std::sync::Mutex::new(f)))
+    });
+    let report: &dyn Reporter = match &file {
+        Some(f) => f,
+        None => terminal,
+    };
     let run = || -> Result<i32> {
-        let [name, req] = args else {
-            return Err(invalid("usage: paddock __exec NAME REQUEST"));
+        let ([name], Some(req)) = (args, std::env::var_os(REQUEST_ENV)) else {
+            return Err(invalid(format!(
+                "usage: {REQUEST_ENV}=JSON paddock {EXEC_ARG} NAME"
+            )));
         };
         let name = crate::sandboxes::parse_name(&name.to_string_lossy())?;
         let req: ExecRequest = serde_json::from_str(&req.to_string_lossy())

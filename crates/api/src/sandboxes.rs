@@ -1,0 +1,611 @@
+//! The sandboxes' routes: list, create (and start), one sandbox, start, stop, delete, and one
+//! command in a running sandbox. Each is a call into `paddock-engine`, the code behind the
+//! command line, on a blocking thread with an engine of its own (one database connection per
+//! call; a start waits for the sandbox to come up). What the engine says along the way comes
+//! back as `notes`.
+
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, Query, State};
+use http::StatusCode;
+use paddock_core::{Dirs, SandboxName};
+use paddock_engine::exec::ExecRequest;
+use paddock_engine::remove::Delete;
+use paddock_engine::sandboxes::{Summary, parse_name};
+use paddock_engine::{Engine, EngineError, Mode, Reporter, RunRequest};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::{Json, Problem, ProblemCode, body_limit};
+
+/// What the sandboxes' handlers share: the state directory they open an engine on.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    dirs: Dirs,
+}
+
+impl ApiState {
+    /// The API on the state directory `dirs`.
+    pub fn new(dirs: Dirs) -> ApiState {
+        ApiState { dirs }
+    }
+}
+
+/// The default cap on each of a command's output streams in an exec answer.
+pub const DEFAULT_OUTPUT_CAP: usize = 1024 * 1024;
+/// The largest cap a request may ask for.
+pub const MAX_OUTPUT_CAP: usize = 16 * 1024 * 1024;
+/// The largest exec request (its stdin, base64 or text, is in it).
+pub const EXEC_BODY_LIMIT: usize = 24 * 1024 * 1024;
+/// How long a command past its timeout has after SIGTERM before SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+
+/// The sandboxes' routes, to merge into [`crate::router`].
+pub fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get_one, delete))
+        .routes(routes!(start))
+        .routes(routes!(stop))
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(exec))
+                .layer(body_limit(EXEC_BODY_LIMIT)),
+        )
+}
+
+/// Notes an operation made, kept for its answer.
+#[derive(Default)]
+struct Notes(Mutex<Vec<String>>);
+
+impl Reporter for Notes {
+    fn note(&self, text: &str) {
+        if let Ok(mut n) = self.0.lock() {
+            n.push(text.to_owned());
+        }
+    }
+}
+
+/// The problem an engine error is answered with. The caller is the server's own user (unix
+/// socket) or holds its token, so the whole message, causes and paths included, is shown.
+pub fn problem(e: &EngineError) -> Problem {
+    let mut detail = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !detail.contains(&text) {
+            detail.push_str(": ");
+            detail.push_str(&text);
+        }
+        cause = c.source();
+    }
+    let code = match e {
+        EngineError::Invalid(_) => ProblemCode::Invalid,
+        EngineError::NotFound(_) => ProblemCode::NotFound,
+        EngineError::Conflict(_) => ProblemCode::Conflict,
+        EngineError::Interrupted { .. } => ProblemCode::Interrupted,
+        EngineError::Supervisor(_) => ProblemCode::StartFailed,
+        _ => ProblemCode::Internal,
+    };
+    match code {
+        ProblemCode::Invalid => Problem::unprocessable(detail),
+        code => Problem::new(code, detail),
+    }
+}
+
+/// Runs `f` with an engine on a blocking thread; its result and the notes it made.
+async fn blocking<T, F>(state: &ApiState, f: F) -> Result<(T, Vec<String>), Problem>
+where
+    T: Send + 'static,
+    F: FnOnce(&Engine, &dyn Reporter) -> paddock_engine::Result<T> + Send + 'static,
+{
+    let dirs = state.dirs.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        let notes = Notes::default();
+        let result = Engine::at(dirs).and_then(|engine| f(&engine, &notes));
+        (result, notes.0.into_inner().unwrap_or_default())
+    })
+    .await;
+    match joined {
+        Ok((Ok(value), notes)) => Ok((value, notes)),
+        Ok((Err(e), _)) => Err(problem(&e)),
+        Err(_) => Err(Problem::internal("the operation's thread failed")),
+    }
+}
+
+fn name_of(raw: &str) -> Result<SandboxName, Problem> {
+    parse_name(raw).map_err(|e| problem(&e))
+}
+
+/// The sandboxes.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SandboxList {
+    /// Each with its state now.
+    pub sandboxes: Vec<Summary>,
+}
+
+/// A sandbox after an operation, and what the operation had to say.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SandboxAnswer {
+    /// The sandbox as it is now.
+    pub sandbox: Summary,
+    /// Notes and warnings, for a person.
+    pub notes: Vec<String>,
+}
+
+/// Which sandboxes to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only the running ones.
+    #[serde(default)]
+    pub running: bool,
+}
+
+/// The sandboxes, with their state, limits and what they use now.
+#[utoipa::path(
+    get,
+    path = "/v1/sandboxes",
+    tag = "sandboxes",
+    params(ListQuery),
+    responses((status = 200, body = SandboxList))
+)]
+async fn list(
+    State(state): State<ApiState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<SandboxList>, Problem> {
+    let ((sandboxes, _), _) = blocking(&state, move |e, _| e.list(!q.running)).await?;
+    Ok(Json(SandboxList { sandboxes }))
+}
+
+/// Whether a new sandbox starts.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CreateQuery {
+    /// Start it in the background at once (its command, or a keep-alive when none is given).
+    /// Default: true.
+    pub start: Option<bool>,
+}
+
+/// Makes a sandbox (the settings of `paddock create`) and, unless `start=false`, starts it in
+/// the background. `workspace` is required and must be absolute. A name already in use by a
+/// sandbox of the same workspace reuses it (its settings are replaced while it is stopped).
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes",
+    tag = "sandboxes",
+    params(CreateQuery),
+    request_body = RunRequest,
+    responses(
+        (status = 201, body = SandboxAnswer),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 500, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn create(
+    State(state): State<ApiState>,
+    Query(q): Query<CreateQuery>,
+    Json(req): Json<RunRequest>,
+) -> Result<(StatusCode, Json<SandboxAnswer>), Problem> {
+    match &req.workspace {
+        None => {
+            return Err(Problem::unprocessable(
+                "workspace: give the host folder the sandbox works on (an absolute path)",
+            ));
+        }
+        Some(w) if !w.is_absolute() => {
+            return Err(Problem::unprocessable(format!(
+                "workspace {}: give an absolute path",
+                w.display()
+            )));
+        }
+        Some(_) => {}
+    }
+    let mode = if q.start.unwrap_or(true) {
+        Mode::Detached
+    } else {
+        Mode::Create
+    };
+    let (sandbox, notes) = blocking(&state, move |e, report| {
+        let done = e.run(&req, mode, report)?;
+        e.summary(&done.name)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(SandboxAnswer { sandbox, notes })))
+}
+
+/// One sandbox.
+#[utoipa::path(
+    get,
+    path = "/v1/sandboxes/{name}",
+    tag = "sandboxes",
+    params(("name" = String, Path, description = "The sandbox's name")),
+    responses(
+        (status = 200, body = Summary),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn get_one(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<Summary>, Problem> {
+    let name = name_of(&name)?;
+    let (summary, _) = blocking(&state, move |e, _| e.summary(&name)).await?;
+    Ok(Json(summary))
+}
+
+/// How a sandbox is deleted.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteQuery {
+    /// Stop it first if it runs, and drop changes that wait for review.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Deletes a sandbox: its layer, records, rules and secrets. The workspace is not touched. A
+/// running sandbox, or one holding changes that wait for review, is refused unless `force`.
+#[utoipa::path(
+    delete,
+    path = "/v1/sandboxes/{name}",
+    tag = "sandboxes",
+    params(("name" = String, Path, description = "The sandbox's name"), DeleteQuery),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn delete(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<DeleteQuery>,
+) -> Result<StatusCode, Problem> {
+    let name = name_of(&name)?;
+    let how = Delete {
+        stop: q.force,
+        drop_pending: q.force,
+    };
+    blocking(&state, move |e, report| e.delete(&name, how, report)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Starts a stopped sandbox in the background (nothing happens to a running one).
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes/{name}/start",
+    tag = "sandboxes",
+    params(("name" = String, Path, description = "The sandbox's name")),
+    responses(
+        (status = 200, body = SandboxAnswer),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 500, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn start(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<SandboxAnswer>, Problem> {
+    let name = name_of(&name)?;
+    let (sandbox, notes) = blocking(&state, move |e, report| {
+        if !e.start(&name)? {
+            report.note(&format!("{name} was running"));
+        }
+        e.summary(&name)
+    })
+    .await?;
+    Ok(Json(SandboxAnswer { sandbox, notes }))
+}
+
+/// How long a stop waits.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StopQuery {
+    /// Seconds between SIGTERM to the command and SIGKILL (default 10, at most 3600).
+    pub grace: Option<u64>,
+}
+
+/// Stops a running sandbox: SIGTERM to its command, SIGKILL after the grace period. Its layer
+/// stays; `start` runs it again.
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes/{name}/stop",
+    tag = "sandboxes",
+    params(("name" = String, Path, description = "The sandbox's name"), StopQuery),
+    responses(
+        (status = 200, body = SandboxAnswer),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn stop(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<StopQuery>,
+) -> Result<Json<SandboxAnswer>, Problem> {
+    let name = name_of(&name)?;
+    let grace = q.grace.unwrap_or(10);
+    if grace > 3600 {
+        return Err(Problem::unprocessable("grace: at most 3600 seconds"));
+    }
+    let (sandbox, notes) = blocking(&state, move |e, report| {
+        e.record(&name)?;
+        if !e.stop(&name, grace)? {
+            report.note(&format!("{name} was not running"));
+        }
+        e.summary(&name)
+    })
+    .await?;
+    Ok(Json(SandboxAnswer { sandbox, notes }))
+}
+
+/// How an exec answer carries the command's output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// UTF-8 text; bytes that are not UTF-8 become U+FFFD.
+    #[default]
+    Text,
+    /// Standard base64 of the bytes as they were.
+    Base64,
+}
+
+/// A command to run in a running sandbox, and what it reads.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecBody {
+    /// Program and arguments (no shell unless you name one: `["bash", "-lc", "…"]`).
+    pub command: Vec<String>,
+    /// More `NAME=VALUE` variables.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// `agent`, `root` or a uid (the sandbox's user when not given).
+    pub user: Option<String>,
+    /// Where it starts (an absolute path inside; the workspace when not given).
+    pub workdir: Option<String>,
+    /// Its standard input, as text (none: it reads an empty input).
+    pub stdin: Option<String>,
+    /// Its standard input, base64 (instead of `stdin`).
+    pub stdin_base64: Option<String>,
+    /// Milliseconds before it is stopped (SIGTERM, SIGKILL 2 s later); no limit when not given.
+    pub timeout_ms: Option<u64>,
+    /// Bytes kept of each of stdout and stderr (default 1 MiB, at most 16 MiB); the rest is
+    /// read and dropped, and the answer says it was cut.
+    pub max_output_bytes: Option<usize>,
+    /// How the output is carried: `text` (default) or `base64`.
+    #[serde(default)]
+    pub encoding: Encoding,
+}
+
+/// How a command ended and what it wrote.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExecResult {
+    /// Its exit status (128 + N when signal N ended it); none when it was killed at its
+    /// timeout.
+    pub exit_code: Option<i32>,
+    /// What it wrote to stdout, as `encoding` says.
+    pub stdout: String,
+    /// What it wrote to stderr, as `encoding` says.
+    pub stderr: String,
+    /// How `stdout` and `stderr` are carried.
+    pub encoding: Encoding,
+    /// stdout was longer than the cap and was cut.
+    pub stdout_truncated: bool,
+    /// stderr was longer than the cap and was cut.
+    pub stderr_truncated: bool,
+    /// It ran past `timeout_ms` and was stopped.
+    pub timed_out: bool,
+    /// Milliseconds from start to end.
+    pub duration_ms: u64,
+    /// Paddock's notes: files the host runs that the command changed, why it was killed.
+    pub notes: Vec<String>,
+}
+
+/// Runs one command in a running sandbox and answers when it ends, with its exit status and
+/// output. Each command runs in a process of its own; commands run side by side.
+#[utoipa::path(
+    post,
+    path = "/v1/sandboxes/{name}/exec",
+    tag = "sandboxes",
+    params(("name" = String, Path, description = "The sandbox's name")),
+    request_body = ExecBody,
+    responses(
+        (status = 200, body = ExecResult),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json",
+         description = "The sandbox is not running"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 500, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn exec(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    Json(body): Json<ExecBody>,
+) -> Result<Json<ExecResult>, Problem> {
+    use base64::Engine as _;
+    let name = name_of(&name)?;
+    let cap = body.max_output_bytes.unwrap_or(DEFAULT_OUTPUT_CAP);
+    if cap > MAX_OUTPUT_CAP {
+        return Err(Problem::unprocessable(format!(
+            "max_output_bytes: at most {MAX_OUTPUT_CAP}"
+        )));
+    }
+    let input = match (&body.stdin, &body.stdin_base64) {
+        (Some(_), Some(_)) => {
+            return Err(Problem::unprocessable(
+                "give stdin or stdin_base64, not both",
+            ));
+        }
+        (Some(text), None) => Some(text.clone().into_bytes()),
+        (None, Some(b64)) => Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| Problem::unprocessable(format!("stdin_base64: {e}")))?,
+        ),
+        (None, None) => None,
+    };
+    let req = ExecRequest {
+        command: body.command,
+        env: body.env,
+        user: body.user,
+        workdir: body.workdir,
+        tty: false,
+        stdin: input.is_some(),
+    };
+    let notes_file = tempfile::NamedTempFile::new()
+        .map_err(|e| Problem::internal(format!("cannot make a temporary file: {e}")))?;
+    let notes_path = notes_file.path().to_owned();
+    let (cmd, _) = blocking(&state, move |e, _| e.exec_process(&name, &req, &notes_path)).await?;
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true);
+    let started = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Problem::internal(format!("cannot start the command: {e}")))?;
+    if let (Some(mut pipe), Some(data)) = (child.stdin.take(), input) {
+        // A command that does not read its input must not hold the answer up.
+        tokio::spawn(async move {
+            let _ = pipe.write_all(&data).await;
+        });
+    }
+    let out = tokio::spawn(read_capped(child.stdout.take(), cap));
+    let err = tokio::spawn(read_capped(child.stderr.take(), cap));
+    let mut timed_out = false;
+    let status = match body.timeout_ms {
+        None => child.wait().await,
+        Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), child.wait()).await {
+            Ok(s) => s,
+            Err(_) => {
+                timed_out = true;
+                signal(&child, rustix::process::Signal::TERM);
+                match tokio::time::timeout(KILL_GRACE, child.wait()).await {
+                    Ok(s) => s,
+                    Err(_) => {
+                        let _ = child.start_kill();
+                        child.wait().await
+                    }
+                }
+            }
+        },
+    }
+    .map_err(|e| Problem::internal(format!("cannot wait for the command: {e}")))?;
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let (stdout, stdout_truncated) = out.await.unwrap_or_default();
+    let (stderr, stderr_truncated) = err.await.unwrap_or_default();
+    let notes: Vec<String> = std::fs::read_to_string(notes_file.path())
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    // The exec process's own failure (the sandbox stopped in between, its backend failed):
+    // its last note is the error, its status 2 or 125.
+    let code = status.code();
+    if matches!(code, Some(2 | 125))
+        && let Some(error) = notes.last().and_then(|n| n.strip_prefix("error: "))
+    {
+        return Err(Problem::new(ProblemCode::StartFailed, error.to_owned()));
+    }
+    let render = |bytes: Vec<u8>| match body.encoding {
+        Encoding::Text => String::from_utf8_lossy(&bytes).into_owned(),
+        Encoding::Base64 => base64::engine::general_purpose::STANDARD.encode(bytes),
+    };
+    Ok(Json(ExecResult {
+        exit_code: if timed_out && code.is_none() {
+            None
+        } else {
+            code.or_else(|| std::os::unix::process::ExitStatusExt::signal(&status).map(|s| 128 + s))
+        },
+        stdout: render(stdout),
+        stderr: render(stderr),
+        encoding: body.encoding,
+        stdout_truncated,
+        stderr_truncated,
+        timed_out,
+        duration_ms,
+        notes,
+    }))
+}
+
+fn signal(child: &tokio::process::Child, sig: rustix::process::Signal) {
+    if let Some(pid) = child
+        .id()
+        .and_then(|id| rustix::process::Pid::from_raw(id as i32))
+    {
+        let _ = rustix::process::kill_process(pid, sig);
+    }
+}
+
+/// Reads `pipe` to its end, keeping the first `cap` bytes; whether more came.
+async fn read_capped(pipe: Option<impl AsyncRead + Unpin>, cap: usize) -> (Vec<u8>, bool) {
+    let Some(mut pipe) = pipe else {
+        return (Vec::new(), false);
+    };
+    let mut kept = Vec::new();
+    let mut more = false;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = cap.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+                more |= n > room;
+            }
+        }
+    }
+    (kept, more)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn output_past_the_cap_is_read_to_its_end_and_said_to_be_cut() {
+        let data = vec![b'x'; 200_000];
+        let (kept, cut) = read_capped(Some(&data[..]), 1000).await;
+        assert_eq!(kept.len(), 1000);
+        assert!(cut);
+        let (kept, cut) = read_capped(Some(&data[..10]), 1000).await;
+        assert_eq!(kept.len(), 10);
+        assert!(!cut);
+        let (kept, cut) = read_capped(Some(&data[..1000]), 1000).await;
+        assert_eq!(kept.len(), 1000);
+        assert!(!cut);
+    }
+
+    #[test]
+    fn engine_errors_keep_their_kind_and_causes() {
+        let p = problem(&EngineError::NotFound("no sandbox named x".into()));
+        assert_eq!((p.status, p.code), (404, ProblemCode::NotFound));
+        let p = problem(&paddock_engine::invalid("--cpus: not a number"));
+        assert_eq!((p.status, p.code), (422, ProblemCode::Invalid));
+        let p = problem(&EngineError::Conflict("running".into()));
+        assert_eq!(p.status, 409);
+        let p = problem(&EngineError::Interrupted {
+            message: "stopped".into(),
+            signal: 15,
+        });
+        assert_eq!((p.status, p.code), (503, ProblemCode::Interrupted));
+        let io = std::io::Error::other("disk full");
+        let p = problem(&EngineError::Failed {
+            what: "cannot write the record".into(),
+            source: Some(Box::new(io)),
+        });
+        assert_eq!(p.code, ProblemCode::Internal);
+        assert_eq!(p.detail, "cannot write the record: disk full");
+    }
+}
