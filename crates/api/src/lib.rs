@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 mod listen;
+pub mod mcp;
 mod problem;
 pub mod sandboxes;
 mod serve;

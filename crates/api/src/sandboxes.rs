@@ -122,6 +122,204 @@ fn name_of(raw: &str) -> Result<SandboxName, Problem> {
     parse_name(raw).map_err(|e| problem(&e))
 }
 
+/// The operations, for the HTTP routes and the MCP tools alike.
+impl ApiState {
+    /// The sandboxes (only the running ones with `running`).
+    pub async fn list(&self, running: bool) -> Result<Vec<Summary>, Problem> {
+        let ((sandboxes, _), _) = blocking(self, move |e, _| e.list(!running)).await?;
+        Ok(sandboxes)
+    }
+
+    /// Makes a sandbox and, with `start`, starts it in the background.
+    pub async fn create(&self, req: RunRequest, start: bool) -> Result<SandboxAnswer, Problem> {
+        match &req.workspace {
+            None => {
+                return Err(Problem::unprocessable(
+                    "workspace: give the host folder the sandbox works on (an absolute path)",
+                ));
+            }
+            Some(w) if !w.is_absolute() => {
+                return Err(Problem::unprocessable(format!(
+                    "workspace {}: give an absolute path",
+                    w.display()
+                )));
+            }
+            Some(_) => {}
+        }
+        let mode = if start { Mode::Detached } else { Mode::Create };
+        let (sandbox, notes) = blocking(self, move |e, report| {
+            let done = e.run(&req, mode, report)?;
+            e.summary(&done.name)
+        })
+        .await?;
+        Ok(SandboxAnswer { sandbox, notes })
+    }
+
+    /// One sandbox.
+    pub async fn get(&self, name: &str) -> Result<Summary, Problem> {
+        let name = name_of(name)?;
+        let (summary, _) = blocking(self, move |e, _| e.summary(&name)).await?;
+        Ok(summary)
+    }
+
+    /// Deletes a sandbox (stopping it and dropping pending changes with `force`); the notes.
+    pub async fn delete(&self, name: &str, force: bool) -> Result<Vec<String>, Problem> {
+        let name = name_of(name)?;
+        let how = Delete {
+            stop: force,
+            drop_pending: force,
+        };
+        let ((), notes) = blocking(self, move |e, report| e.delete(&name, how, report)).await?;
+        Ok(notes)
+    }
+
+    /// Starts a sandbox in the background unless it runs.
+    pub async fn start(&self, name: &str) -> Result<SandboxAnswer, Problem> {
+        let name = name_of(name)?;
+        let (sandbox, notes) = blocking(self, move |e, report| {
+            if !e.start(&name)? {
+                report.note(&format!("{name} was running"));
+            }
+            e.summary(&name)
+        })
+        .await?;
+        Ok(SandboxAnswer { sandbox, notes })
+    }
+
+    /// Stops a sandbox: SIGTERM, SIGKILL after `grace` seconds (10 when not given).
+    pub async fn stop(&self, name: &str, grace: Option<u64>) -> Result<SandboxAnswer, Problem> {
+        let name = name_of(name)?;
+        let grace = grace.unwrap_or(10);
+        if grace > 3600 {
+            return Err(Problem::unprocessable("grace: at most 3600 seconds"));
+        }
+        let (sandbox, notes) = blocking(self, move |e, report| {
+            e.record(&name)?;
+            if !e.stop(&name, grace)? {
+                report.note(&format!("{name} was not running"));
+            }
+            e.summary(&name)
+        })
+        .await?;
+        Ok(SandboxAnswer { sandbox, notes })
+    }
+
+    /// Runs one command in a running sandbox to its end.
+    pub async fn exec(&self, name: &str, body: ExecBody) -> Result<ExecResult, Problem> {
+        use base64::Engine as _;
+        let name = name_of(name)?;
+        let cap = body.max_output_bytes.unwrap_or(DEFAULT_OUTPUT_CAP);
+        if cap > MAX_OUTPUT_CAP {
+            return Err(Problem::unprocessable(format!(
+                "max_output_bytes: at most {MAX_OUTPUT_CAP}"
+            )));
+        }
+        let input = match (&body.stdin, &body.stdin_base64) {
+            (Some(_), Some(_)) => {
+                return Err(Problem::unprocessable(
+                    "give stdin or stdin_base64, not both",
+                ));
+            }
+            (Some(text), None) => Some(text.clone().into_bytes()),
+            (None, Some(b64)) => Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .map_err(|e| Problem::unprocessable(format!("stdin_base64: {e}")))?,
+            ),
+            (None, None) => None,
+        };
+        let req = ExecRequest {
+            command: body.command,
+            env: body.env,
+            user: body.user,
+            workdir: body.workdir,
+            tty: false,
+            stdin: input.is_some(),
+        };
+        let notes_file = tempfile::NamedTempFile::new()
+            .map_err(|e| Problem::internal(format!("cannot make a temporary file: {e}")))?;
+        let notes_path = notes_file.path().to_owned();
+        let (cmd, _) = blocking(self, move |e, _| e.exec_process(&name, &req, &notes_path)).await?;
+        let mut cmd = tokio::process::Command::from(cmd);
+        cmd.stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+        let started = Instant::now();
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Problem::internal(format!("cannot start the command: {e}")))?;
+        if let (Some(mut pipe), Some(data)) = (child.stdin.take(), input) {
+            // A command that does not read its input must not hold the answer up.
+            tokio::spawn(async move {
+                let _ = pipe.write_all(&data).await;
+            });
+        }
+        let out = tokio::spawn(read_capped(child.stdout.take(), cap));
+        let err = tokio::spawn(read_capped(child.stderr.take(), cap));
+        let mut timed_out = false;
+        let status = match body.timeout_ms {
+            None => child.wait().await,
+            Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), child.wait()).await {
+                Ok(s) => s,
+                Err(_) => {
+                    timed_out = true;
+                    signal(&child, rustix::process::Signal::TERM);
+                    match tokio::time::timeout(KILL_GRACE, child.wait()).await {
+                        Ok(s) => s,
+                        Err(_) => {
+                            let _ = child.start_kill();
+                            child.wait().await
+                        }
+                    }
+                }
+            },
+        }
+        .map_err(|e| Problem::internal(format!("cannot wait for the command: {e}")))?;
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let (stdout, stdout_truncated) = out.await.unwrap_or_default();
+        let (stderr, stderr_truncated) = err.await.unwrap_or_default();
+        let notes: Vec<String> = std::fs::read_to_string(notes_file.path())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        // The exec process's own failure (the sandbox stopped in between, its backend failed):
+        // its last note is the error, its status 2 or 125.
+        let code = status.code();
+        if matches!(code, Some(2 | 125))
+            && let Some(error) = notes.last().and_then(|n| n.strip_prefix("error: "))
+        {
+            return Err(Problem::new(ProblemCode::StartFailed, error.to_owned()));
+        }
+        let render = |bytes: Vec<u8>| match body.encoding {
+            Encoding::Text => String::from_utf8_lossy(&bytes).into_owned(),
+            Encoding::Base64 => base64::engine::general_purpose::STANDARD.encode(bytes),
+        };
+        Ok(ExecResult {
+            exit_code: if timed_out && code.is_none() {
+                None
+            } else {
+                code.or_else(|| {
+                    std::os::unix::process::ExitStatusExt::signal(&status).map(|s| 128 + s)
+                })
+            },
+            stdout: render(stdout),
+            stderr: render(stderr),
+            encoding: body.encoding,
+            stdout_truncated,
+            stderr_truncated,
+            timed_out,
+            duration_ms,
+            notes,
+        })
+    }
+}
+
 /// The sandboxes.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SandboxList {
@@ -159,8 +357,9 @@ async fn list(
     State(state): State<ApiState>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<SandboxList>, Problem> {
-    let ((sandboxes, _), _) = blocking(&state, move |e, _| e.list(!q.running)).await?;
-    Ok(Json(SandboxList { sandboxes }))
+    Ok(Json(SandboxList {
+        sandboxes: state.list(q.running).await?,
+    }))
 }
 
 /// Whether a new sandbox starts.
@@ -193,31 +392,8 @@ async fn create(
     Query(q): Query<CreateQuery>,
     Json(req): Json<RunRequest>,
 ) -> Result<(StatusCode, Json<SandboxAnswer>), Problem> {
-    match &req.workspace {
-        None => {
-            return Err(Problem::unprocessable(
-                "workspace: give the host folder the sandbox works on (an absolute path)",
-            ));
-        }
-        Some(w) if !w.is_absolute() => {
-            return Err(Problem::unprocessable(format!(
-                "workspace {}: give an absolute path",
-                w.display()
-            )));
-        }
-        Some(_) => {}
-    }
-    let mode = if q.start.unwrap_or(true) {
-        Mode::Detached
-    } else {
-        Mode::Create
-    };
-    let (sandbox, notes) = blocking(&state, move |e, report| {
-        let done = e.run(&req, mode, report)?;
-        e.summary(&done.name)
-    })
-    .await?;
-    Ok((StatusCode::CREATED, Json(SandboxAnswer { sandbox, notes })))
+    let answer = state.create(req, q.start.unwrap_or(true)).await?;
+    Ok((StatusCode::CREATED, Json(answer)))
 }
 
 /// One sandbox.
@@ -235,9 +411,7 @@ async fn get_one(
     State(state): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<Json<Summary>, Problem> {
-    let name = name_of(&name)?;
-    let (summary, _) = blocking(&state, move |e, _| e.summary(&name)).await?;
-    Ok(Json(summary))
+    Ok(Json(state.get(&name).await?))
 }
 
 /// How a sandbox is deleted.
@@ -267,12 +441,7 @@ async fn delete(
     Path(name): Path<String>,
     Query(q): Query<DeleteQuery>,
 ) -> Result<StatusCode, Problem> {
-    let name = name_of(&name)?;
-    let how = Delete {
-        stop: q.force,
-        drop_pending: q.force,
-    };
-    blocking(&state, move |e, report| e.delete(&name, how, report)).await?;
+    state.delete(&name, q.force).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -292,15 +461,7 @@ async fn start(
     State(state): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<Json<SandboxAnswer>, Problem> {
-    let name = name_of(&name)?;
-    let (sandbox, notes) = blocking(&state, move |e, report| {
-        if !e.start(&name)? {
-            report.note(&format!("{name} was running"));
-        }
-        e.summary(&name)
-    })
-    .await?;
-    Ok(Json(SandboxAnswer { sandbox, notes }))
+    Ok(Json(state.start(&name).await?))
 }
 
 /// How long a stop waits.
@@ -328,20 +489,7 @@ async fn stop(
     Path(name): Path<String>,
     Query(q): Query<StopQuery>,
 ) -> Result<Json<SandboxAnswer>, Problem> {
-    let name = name_of(&name)?;
-    let grace = q.grace.unwrap_or(10);
-    if grace > 3600 {
-        return Err(Problem::unprocessable("grace: at most 3600 seconds"));
-    }
-    let (sandbox, notes) = blocking(&state, move |e, report| {
-        e.record(&name)?;
-        if !e.stop(&name, grace)? {
-            report.note(&format!("{name} was not running"));
-        }
-        e.summary(&name)
-    })
-    .await?;
-    Ok(Json(SandboxAnswer { sandbox, notes }))
+    Ok(Json(state.stop(&name, q.grace).await?))
 }
 
 /// How an exec answer carries the command's output.
@@ -428,115 +576,7 @@ async fn exec(
     Path(name): Path<String>,
     Json(body): Json<ExecBody>,
 ) -> Result<Json<ExecResult>, Problem> {
-    use base64::Engine as _;
-    let name = name_of(&name)?;
-    let cap = body.max_output_bytes.unwrap_or(DEFAULT_OUTPUT_CAP);
-    if cap > MAX_OUTPUT_CAP {
-        return Err(Problem::unprocessable(format!(
-            "max_output_bytes: at most {MAX_OUTPUT_CAP}"
-        )));
-    }
-    let input = match (&body.stdin, &body.stdin_base64) {
-        (Some(_), Some(_)) => {
-            return Err(Problem::unprocessable(
-                "give stdin or stdin_base64, not both",
-            ));
-        }
-        (Some(text), None) => Some(text.clone().into_bytes()),
-        (None, Some(b64)) => Some(
-            base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .map_err(|e| Problem::unprocessable(format!("stdin_base64: {e}")))?,
-        ),
-        (None, None) => None,
-    };
-    let req = ExecRequest {
-        command: body.command,
-        env: body.env,
-        user: body.user,
-        workdir: body.workdir,
-        tty: false,
-        stdin: input.is_some(),
-    };
-    let notes_file = tempfile::NamedTempFile::new()
-        .map_err(|e| Problem::internal(format!("cannot make a temporary file: {e}")))?;
-    let notes_path = notes_file.path().to_owned();
-    let (cmd, _) = blocking(&state, move |e, _| e.exec_process(&name, &req, &notes_path)).await?;
-    let mut cmd = tokio::process::Command::from(cmd);
-    cmd.stdin(if input.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .kill_on_drop(true);
-    let started = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Problem::internal(format!("cannot start the command: {e}")))?;
-    if let (Some(mut pipe), Some(data)) = (child.stdin.take(), input) {
-        // A command that does not read its input must not hold the answer up.
-        tokio::spawn(async move {
-            let _ = pipe.write_all(&data).await;
-        });
-    }
-    let out = tokio::spawn(read_capped(child.stdout.take(), cap));
-    let err = tokio::spawn(read_capped(child.stderr.take(), cap));
-    let mut timed_out = false;
-    let status = match body.timeout_ms {
-        None => child.wait().await,
-        Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), child.wait()).await {
-            Ok(s) => s,
-            Err(_) => {
-                timed_out = true;
-                signal(&child, rustix::process::Signal::TERM);
-                match tokio::time::timeout(KILL_GRACE, child.wait()).await {
-                    Ok(s) => s,
-                    Err(_) => {
-                        let _ = child.start_kill();
-                        child.wait().await
-                    }
-                }
-            }
-        },
-    }
-    .map_err(|e| Problem::internal(format!("cannot wait for the command: {e}")))?;
-    let duration_ms = started.elapsed().as_millis() as u64;
-    let (stdout, stdout_truncated) = out.await.unwrap_or_default();
-    let (stderr, stderr_truncated) = err.await.unwrap_or_default();
-    let notes: Vec<String> = std::fs::read_to_string(notes_file.path())
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    // The exec process's own failure (the sandbox stopped in between, its backend failed):
-    // its last note is the error, its status 2 or 125.
-    let code = status.code();
-    if matches!(code, Some(2 | 125))
-        && let Some(error) = notes.last().and_then(|n| n.strip_prefix("error: "))
-    {
-        return Err(Problem::new(ProblemCode::StartFailed, error.to_owned()));
-    }
-    let render = |bytes: Vec<u8>| match body.encoding {
-        Encoding::Text => String::from_utf8_lossy(&bytes).into_owned(),
-        Encoding::Base64 => base64::engine::general_purpose::STANDARD.encode(bytes),
-    };
-    Ok(Json(ExecResult {
-        exit_code: if timed_out && code.is_none() {
-            None
-        } else {
-            code.or_else(|| std::os::unix::process::ExitStatusExt::signal(&status).map(|s| 128 + s))
-        },
-        stdout: render(stdout),
-        stderr: render(stderr),
-        encoding: body.encoding,
-        stdout_truncated,
-        stderr_truncated,
-        timed_out,
-        duration_ms,
-        notes,
-    }))
+    Ok(Json(state.exec(&name, body).await?))
 }
 
 fn signal(child: &tokio::process::Child, sig: rustix::process::Signal) {

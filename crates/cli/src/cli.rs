@@ -333,6 +333,12 @@ pub enum Cmd {
     /// needs the bearer token, and an address that is not loopback needs TLS. Runs until
     /// SIGINT or SIGTERM, then removes its socket. `GET /v1/openapi.json` describes the API.
     Serve(ServeArgs),
+    /// Serve the sandboxes as tools of a Model Context Protocol server on stdin and stdout,
+    /// for an agent that runs outside a sandbox: make a sandbox, run commands in it, list,
+    /// stop, start and delete sandboxes. Runs until the client closes its end.
+    ///
+    /// For example, in an MCP client's configuration: {"command": "paddock", "args": ["mcp"]}.
+    Mcp,
     /// Print shell completions.
     Completions {
         /// Shell.

@@ -117,6 +117,7 @@ pub fn dispatch(cli: Cli) -> Result<i32> {
             crate::secret::secret(&dirs, cmd)
         }
         Cmd::Serve(args) => crate::serve::serve(args),
+        Cmd::Mcp => crate::serve::mcp(),
         Cmd::Completions { shell } => {
             clap_complete::generate(
                 shell,

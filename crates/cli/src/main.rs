@@ -32,6 +32,7 @@ fn prints_and_ends(cmd: &cli::Cmd) -> bool {
             | cli::Cmd::Attach { .. }
             | cli::Cmd::Supervise { .. }
             | cli::Cmd::Serve(_)
+            | cli::Cmd::Mcp
     )
 }
 

@@ -50,3 +50,28 @@ pub fn serve(args: ServeArgs) -> Result<i32> {
         Ok(0)
     })
 }
+
+/// `paddock mcp`: the MCP server on stdin and stdout. The protocol gets a duplicate of stdout,
+/// and stdout itself becomes stderr, so that nothing else this process or a program it starts
+/// prints (an image build's tools) can break the protocol's stream.
+pub fn mcp() -> Result<i32> {
+    let dirs = Dirs::from_env()?;
+    dirs.ensure()?;
+    let protocol = rustix::io::dup(std::io::stdout()).context("cannot duplicate stdout")?;
+    rustix::stdio::dup2_stdout(std::io::stderr()).context("cannot redirect stdout")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the server's runtime")?;
+    runtime.block_on(async {
+        let out = tokio::fs::File::from_std(std::fs::File::from(protocol));
+        paddock_api::mcp::serve(
+            paddock_api::sandboxes::ApiState::new(dirs),
+            (tokio::io::stdin(), out),
+        )
+        .await
+        .context("the MCP server failed")?;
+        Ok(0)
+    })
+}

@@ -736,3 +736,111 @@ fn bad_sandbox_requests_are_refused_with_their_codes() {
     let (status, err) = server.stop();
     assert!(status.success(), "{status:?} {err}");
 }
+
+// The MCP server driven by the official MCP Python SDK over stdio, as an ordinary user: its
+// tools make a sandbox, run a command in it with input, show what it cannot reach, refuse what
+// they should, stop it and delete it.
+mod mcp {
+    #[test]
+    fn the_python_sdk_runs_a_command_in_a_real_sandbox() {
+        crate::require_root!();
+        crate::common::in_mode(true, || super::mcp_client_session("ns"));
+    }
+}
+
+/// A Python with the official MCP SDK (PyPI `mcp`, from this host's own package index), in a
+/// venv made once per target directory; None (the test skips) where the registries cannot be
+/// reached, unless CI requires them.
+fn mcp_python() -> Option<PathBuf> {
+    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("mcp-venv");
+    let python = venv.join("bin/python");
+    let has_sdk = |p: &Path| {
+        Command::new(p)
+            .args(["-c", "import mcp.client.stdio"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if has_sdk(&python) {
+        return Some(python);
+    }
+    if !common::registries_ready() {
+        return None;
+    }
+    // The system's Python (a user's own, under root's home, is out of the suite user's reach).
+    let base = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    let made = Command::new(base)
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv)
+        .output()
+        .expect("python3 must be installed for this suite");
+    assert!(
+        made.status.success(),
+        "cannot make a venv (Debian: apt-get install python3-venv): {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let pip = Command::new(venv.join("bin/pip"))
+        .args(["install", "-q", "mcp"])
+        .output()
+        .unwrap();
+    assert!(
+        pip.status.success(),
+        "cannot install the MCP SDK from the package index: {}",
+        String::from_utf8_lossy(&pip.stderr)
+    );
+    assert!(has_sdk(&python), "the venv has no mcp package after pip");
+    Some(python)
+}
+
+fn mcp_client_session(backend: &str) {
+    let Some(python) = mcp_python() else {
+        eprintln!(
+            "skipped: the MCP SDK is installed from the package registries, which do not answer"
+        );
+        return;
+    };
+    common::ensure_image();
+    let ws = common::workspace();
+    let other = common::workspace();
+    let outside = other.path().join("secret");
+    std::fs::write(&outside, "host-only\n").unwrap();
+    let user = common::suite_as_user();
+    if let Some(u) = &user {
+        std::os::unix::fs::chown(&outside, Some(u.uid), Some(u.gid)).unwrap();
+    }
+    let name = common::unique("mcp");
+    let _cleanup = common::Cleanup(name.clone());
+    // The client with paddock's own environment for this mode; it starts `paddock mcp`.
+    let base = common::paddock_for(backend);
+    let mut cmd = Command::new(python);
+    cmd.env_clear();
+    for (k, v) in base.get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    if let Some(u) = &user {
+        cmd.uid(u.uid).gid(u.gid);
+    }
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_client.py"))
+        .arg(common::bin())
+        .arg(ws.path())
+        .arg(backend)
+        .arg(&name)
+        .arg(&outside)
+        .current_dir(ws.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = wait_for(cmd.spawn().unwrap(), Duration::from_secs(600));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.trim_end().ends_with("done"),
+        "the MCP client failed:\n{said}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,248 @@
+//! `paddock mcp`: Paddock's sandboxes as tools of a Model Context Protocol server (the official
+//! Rust SDK, `rmcp`), for an agent that runs outside a sandbox and sends its commands into one.
+//! Every tool is the HTTP API's operation of the same name ([`ApiState`]), so a tool call is
+//! checked and carried out exactly as the API and the command line do it. A failed operation is
+//! a tool result marked as an error, with the reason, so the agent can read it and try again.
+
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig};
+use rmcp::{ErrorData, ServerHandler, ServiceExt, schemars, tool, tool_handler, tool_router};
+use serde::Deserialize;
+
+use crate::Problem;
+use crate::sandboxes::{ApiState, ExecBody};
+
+/// What every tool's description may lean on: what a sandbox is and is not.
+const INSTRUCTIONS: &str = "Paddock runs commands in sandboxes on the user's machine. A \
+sandbox sees one host folder, its workspace, read-write at the same path, and nothing else of \
+the host: no other files, no credentials, no host processes. Its network goes through Paddock's \
+proxy, which allows only the hosts its rules allow (by default the package registries and the \
+coding agents' APIs) and logs every request. Inside, the command has full freedom: root with \
+sudo, apt, pip, npm. Make a sandbox with sandbox_create, run commands with sandbox_exec (it \
+keeps its files between commands), and delete it with sandbox_delete when done.";
+
+/// The MCP server: the sandboxes' operations as tools.
+#[derive(Debug, Clone)]
+pub struct Tools {
+    state: ApiState,
+    tool_router: ToolRouter<Tools>,
+}
+
+/// `sandbox_create`'s arguments.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateArgs {
+    /// The host folder the sandbox works on: an absolute path. Only this folder of the host is
+    /// visible inside (read-write, at the same path).
+    pub workspace: String,
+    /// A name for the sandbox (lowercase letters, digits, '-'); generated when not given.
+    pub name: Option<String>,
+    /// `auto` (default), `ns` (namespaces), `gvisor` (a user-space kernel) or `vm` (a virtual
+    /// machine).
+    pub backend: Option<String>,
+    /// More hosts the sandbox may reach (e.g. `api.example.com`, `*.example.com`).
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// The network preset: `balanced` (default), `strict` or `open`.
+    pub policy: Option<String>,
+    /// No network at all.
+    #[serde(default)]
+    pub no_network: bool,
+    /// Review mode: the sandbox's changes to the workspace wait for the user's approval
+    /// instead of reaching the host folder.
+    #[serde(default)]
+    pub review: bool,
+}
+
+/// `sandbox_exec`'s arguments.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecArgs {
+    /// The sandbox's name.
+    pub sandbox: String,
+    /// Program and arguments, e.g. `["bash", "-lc", "make test"]`.
+    pub command: Vec<String>,
+    /// Text for the command's standard input.
+    pub stdin: Option<String>,
+    /// Where it starts: an absolute path inside (the workspace when not given).
+    pub workdir: Option<String>,
+    /// Milliseconds before it is stopped (no limit when not given).
+    pub timeout_ms: Option<u64>,
+    /// Bytes kept of each of stdout and stderr (default 1 MiB, at most 16 MiB).
+    pub max_output_bytes: Option<usize>,
+}
+
+/// A sandbox named.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NameArgs {
+    /// The sandbox's name.
+    pub sandbox: String,
+}
+
+/// `sandbox_delete`'s arguments.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteArgs {
+    /// The sandbox's name.
+    pub sandbox: String,
+    /// Stop it first if it runs, and drop changes that wait for review.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// `sandbox_list`'s arguments.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListArgs {
+    /// Only the running ones.
+    #[serde(default)]
+    pub running: bool,
+}
+
+/// A tool's answer: the value as structured content, or the problem as an error result.
+fn answer<T: serde::Serialize>(result: Result<T, Problem>) -> Result<CallToolResult, ErrorData> {
+    match result {
+        Ok(value) => Ok(CallToolResult::structured(
+            serde_json::to_value(value)
+                .map_err(|e| ErrorData::internal_error(e.to_string(), None))?,
+        )),
+        Err(p) => Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+            "{} ({}): {}",
+            p.title,
+            serde_json::to_value(p.code)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            p.detail
+        ))])),
+    }
+}
+
+#[tool_router]
+impl Tools {
+    /// The tools on the state directory `state`'s sandboxes.
+    pub fn new(state: ApiState) -> Tools {
+        Tools {
+            state,
+            tool_router: Self::tool_router(),
+        }
+    }
+
+    #[tool(
+        description = "Make a sandbox on a host folder and start it. Inside, commands run with full \
+                       freedom (root, sudo, package installs), but see only that folder of the host \
+                       (read-write at the same path); other files, credentials and host processes \
+                       are out of reach, and the network reaches only allowed hosts through \
+                       Paddock's logging proxy. Returns the sandbox (its name is what the other \
+                       tools take)."
+    )]
+    async fn sandbox_create(
+        &self,
+        Parameters(args): Parameters<CreateArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let req = paddock_engine::RunRequest {
+            workspace: Some(args.workspace.into()),
+            name: args.name,
+            backend: args.backend,
+            allow: args.allow,
+            policy: args.policy,
+            no_network: args.no_network,
+            review: args.review,
+            ..Default::default()
+        };
+        answer(self.state.create(req, true).await)
+    }
+
+    #[tool(
+        description = "Run a command in a running sandbox and wait for it: returns its exit code, \
+                       stdout and stderr (each capped), whether it timed out, and Paddock's notes \
+                       (such as changes to files the host runs, like git hooks or CI configuration). \
+                       The command runs isolated from the host as described for sandbox_create; \
+                       files it writes stay for the next command."
+    )]
+    async fn sandbox_exec(
+        &self,
+        Parameters(args): Parameters<ExecArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let body = ExecBody {
+            command: args.command,
+            stdin: args.stdin,
+            workdir: args.workdir,
+            timeout_ms: args.timeout_ms,
+            max_output_bytes: args.max_output_bytes,
+            ..Default::default()
+        };
+        answer(self.state.exec(&args.sandbox, body).await)
+    }
+
+    #[tool(description = "List the sandboxes with their state, workspace, backend and limits.")]
+    async fn sandbox_list(
+        &self,
+        Parameters(args): Parameters<ListArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        answer(
+            self.state
+                .list(args.running)
+                .await
+                .map(|sandboxes| serde_json::json!({ "sandboxes": sandboxes })),
+        )
+    }
+
+    #[tool(description = "Stop a running sandbox; its files stay and sandbox_start runs it again.")]
+    async fn sandbox_stop(
+        &self,
+        Parameters(args): Parameters<NameArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        answer(self.state.stop(&args.sandbox, None).await)
+    }
+
+    #[tool(description = "Start a stopped sandbox again.")]
+    async fn sandbox_start(
+        &self,
+        Parameters(args): Parameters<NameArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        answer(self.state.start(&args.sandbox).await)
+    }
+
+    #[tool(
+        description = "Delete a sandbox and everything it made outside its workspace. The \
+                       workspace's files on the host are kept. A running sandbox needs force."
+    )]
+    async fn sandbox_delete(
+        &self,
+        Parameters(args): Parameters<DeleteArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        answer(
+            self.state
+                .delete(&args.sandbox, args.force)
+                .await
+                .map(|notes| serde_json::json!({ "deleted": args.sandbox, "notes": notes })),
+        )
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for Tools {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("paddock", env!("CARGO_PKG_VERSION")))
+            .with_instructions(INSTRUCTIONS)
+    }
+}
+
+/// Serves the tools on `transport` (stdin and stdout: `(tokio::io::stdin(), stdout)`) until
+/// the client closes it.
+pub async fn serve<R, W>(state: ApiState, transport: (R, W)) -> Result<(), std::io::Error>
+where
+    R: tokio::io::AsyncRead + Send + Unpin + 'static,
+    W: tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let running = Tools::new(state)
+        .serve(transport)
+        .await
+        .map_err(std::io::Error::other)?;
+    running.waiting().await.map_err(std::io::Error::other)?;
+    Ok(())
+}
