@@ -84,7 +84,8 @@ pub struct Health {
     security((), ("bearer" = [])),
     tags(
         (name = "meta", description = "The server itself"),
-        (name = "sandboxes", description = "Sandboxes: make, start, stop, delete, run commands in")
+        (name = "sandboxes", description = "Sandboxes: make, start, stop, delete, run commands in"),
+        (name = "files", description = "A sandbox's workspace files, by paths relative to its root; symlinks are never followed")
     )
 )]
 struct Document;

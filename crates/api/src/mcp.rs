@@ -101,6 +101,44 @@ pub struct ListArgs {
     pub running: bool,
 }
 
+/// `file_read`'s arguments.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileReadArgs {
+    /// The sandbox's name.
+    pub sandbox: String,
+    /// The file, relative to the workspace root (e.g. `src/main.rs`).
+    pub path: String,
+    /// Refuse a file larger than this many bytes (default 1 MiB, at most 64 MiB).
+    pub max_bytes: Option<u64>,
+}
+
+/// `file_write`'s arguments.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileWriteArgs {
+    /// The sandbox's name.
+    pub sandbox: String,
+    /// The file, relative to the workspace root; missing directories are made.
+    pub path: String,
+    /// The whole new content, as text (or base64 with `base64: true`).
+    pub content: String,
+    /// `content` is base64 (for bytes that are not text).
+    #[serde(default)]
+    pub base64: bool,
+}
+
+/// `file_list`'s arguments.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileListArgs {
+    /// The sandbox's name.
+    pub sandbox: String,
+    /// The directory, relative to the workspace root (the root when not given).
+    #[serde(default)]
+    pub path: String,
+}
+
 /// A tool's answer: the value as structured content, or the problem as an error result.
 fn answer<T: serde::Serialize>(result: Result<T, Problem>) -> Result<CallToolResult, ErrorData> {
     match result {
@@ -126,7 +164,7 @@ impl Tools {
     pub fn new(state: ApiState) -> Tools {
         Tools {
             state,
-            tool_router: Self::tool_router(),
+            tool_router: Self::tool_router() + Self::file_router(),
         }
     }
 
@@ -220,6 +258,71 @@ impl Tools {
                 .await
                 .map(|notes| serde_json::json!({ "deleted": args.sandbox, "notes": notes })),
         )
+    }
+}
+
+#[tool_router(router = file_router)]
+impl Tools {
+    #[tool(
+        description = "Read a file of a sandbox's workspace (the host folder it works on), by a path \
+                       relative to the workspace root. Text comes back as text, other bytes as \
+                       base64. Symlinks are never followed, so nothing outside the workspace is \
+                       read."
+    )]
+    async fn file_read(
+        &self,
+        Parameters(args): Parameters<FileReadArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        use base64::Engine as _;
+        let max = args.max_bytes.unwrap_or(1024 * 1024);
+        let read = self.state.file_read(&args.sandbox, &args.path, max).await;
+        answer(read.map(|bytes| match String::from_utf8(bytes) {
+            Ok(text) => serde_json::json!({ "path": args.path, "content": text, "base64": false }),
+            Err(e) => serde_json::json!({
+                "path": args.path,
+                "content": base64::engine::general_purpose::STANDARD.encode(e.into_bytes()),
+                "base64": true,
+            }),
+        }))
+    }
+
+    #[tool(
+        description = "Write a file of a sandbox's workspace whole (made or replaced), by a path \
+                       relative to the workspace root; missing directories are made. The change \
+                       is on the host at once, as if the sandbox wrote it. Symlinks are never \
+                       followed."
+    )]
+    async fn file_write(
+        &self,
+        Parameters(args): Parameters<FileWriteArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        use base64::Engine as _;
+        let data = if args.base64 {
+            match base64::engine::general_purpose::STANDARD.decode(&args.content) {
+                Ok(d) => d,
+                Err(e) => {
+                    return answer::<()>(Err(Problem::unprocessable(format!("content: {e}"))));
+                }
+            }
+        } else {
+            args.content.into_bytes()
+        };
+        answer(
+            self.state
+                .file_write(&args.sandbox, &args.path, data, None, true)
+                .await,
+        )
+    }
+
+    #[tool(
+        description = "List a directory of a sandbox's workspace (the root when no path is given): \
+                       each entry's path, kind (file, dir, symlink), size, mode and time."
+    )]
+    async fn file_list(
+        &self,
+        Parameters(args): Parameters<FileListArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        answer(self.state.file_list(&args.sandbox, &args.path).await)
     }
 }
 

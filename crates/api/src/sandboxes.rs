@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path, Query, State};
+use axum::response::IntoResponse;
 use http::StatusCode;
 use paddock_core::{Dirs, SandboxName};
 use paddock_engine::exec::ExecRequest;
@@ -42,6 +43,8 @@ pub const DEFAULT_OUTPUT_CAP: usize = 1024 * 1024;
 pub const MAX_OUTPUT_CAP: usize = 16 * 1024 * 1024;
 /// The largest exec request (its stdin, base64 or text, is in it).
 pub const EXEC_BODY_LIMIT: usize = 24 * 1024 * 1024;
+/// The largest file read or written in one request.
+pub const MAX_FILE_BYTES: usize = 64 * 1024 * 1024;
 /// How long a command past its timeout has after SIGTERM before SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(2);
 
@@ -56,6 +59,14 @@ pub fn routes() -> OpenApiRouter<ApiState> {
             OpenApiRouter::new()
                 .routes(routes!(exec))
                 .layer(body_limit(EXEC_BODY_LIMIT)),
+        )
+        .routes(routes!(file_list))
+        .routes(routes!(file_stat))
+        .routes(routes!(file_delete))
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(file_read, file_write))
+                .layer(body_limit(MAX_FILE_BYTES)),
         )
 }
 
@@ -320,6 +331,119 @@ impl ApiState {
     }
 }
 
+/// A sandbox's workspace files, for the HTTP routes and the MCP tools alike.
+impl ApiState {
+    async fn files<T, F>(&self, name: &str, path: &str, f: F) -> Result<T, Problem>
+    where
+        T: Send + 'static,
+        F: FnOnce(
+                &paddock_engine::files::Workspace,
+                &paddock_review::RelPath,
+            ) -> Result<T, paddock_engine::files::FilesError>
+            + Send
+            + 'static,
+    {
+        let name = name_of(name)?;
+        let rel = paddock_engine::files::workspace_path(path).map_err(|e| problem(&e))?;
+        let (value, _) = blocking(self, move |e, _| {
+            let ws = e.workspace_files(&name)?;
+            f(&ws, &rel).map_err(paddock_engine::files::files_error)
+        })
+        .await?;
+        Ok(value)
+    }
+
+    /// The entries of a directory of the workspace (`""`: its root).
+    pub async fn file_list(&self, name: &str, path: &str) -> Result<FileList, Problem> {
+        self.files(name, path, |ws, rel| {
+            let (entries, truncated) = ws.list(rel)?;
+            Ok(FileList {
+                entries: entries.into_iter().map(FileEntry::from).collect(),
+                truncated,
+            })
+        })
+        .await
+    }
+
+    /// What is at a path of the workspace.
+    pub async fn file_stat(&self, name: &str, path: &str) -> Result<FileEntry, Problem> {
+        self.files(name, path, |ws, rel| ws.stat(rel).map(FileEntry::from))
+            .await
+    }
+
+    /// A regular file's bytes, when it has at most `max` bytes.
+    pub async fn file_read(&self, name: &str, path: &str, max: u64) -> Result<Vec<u8>, Problem> {
+        self.files(name, path, move |ws, rel| ws.read(rel, max))
+            .await
+    }
+
+    /// Writes a file whole (made or replaced; `parents` makes missing directories).
+    pub async fn file_write(
+        &self,
+        name: &str,
+        path: &str,
+        data: Vec<u8>,
+        mode: Option<u32>,
+        parents: bool,
+    ) -> Result<FileEntry, Problem> {
+        self.files(name, path, move |ws, rel| {
+            ws.write(rel, &data, mode, parents).map(FileEntry::from)
+        })
+        .await
+    }
+
+    /// Deletes a file, a symlink (itself), an empty directory, or with `recursive` a tree.
+    pub async fn file_delete(
+        &self,
+        name: &str,
+        path: &str,
+        recursive: bool,
+    ) -> Result<(), Problem> {
+        self.files(name, path, move |ws, rel| ws.delete(rel, recursive))
+            .await
+    }
+}
+
+/// One entry of a workspace.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FileEntry {
+    /// Its path relative to the workspace root (`""` for the root; bytes that are not UTF-8, or
+    /// control characters, escaped and the whole quoted).
+    pub path: String,
+    /// `file`, `dir`, `symlink` or `other` (a fifo, socket or device).
+    pub kind: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its permission bits (0o644 is 420).
+    pub mode: u32,
+    /// When it was last modified (Unix seconds).
+    pub modified: i64,
+    /// A symlink's target as written (symlinks are never followed).
+    pub target: Option<String>,
+}
+
+impl From<paddock_engine::files::FileInfo> for FileEntry {
+    fn from(f: paddock_engine::files::FileInfo) -> FileEntry {
+        FileEntry {
+            path: f.path,
+            kind: f.kind.to_owned(),
+            size: f.size,
+            mode: f.mode,
+            modified: f.modified,
+            target: f.target,
+        }
+    }
+}
+
+/// A directory's entries.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FileList {
+    /// Sorted by name.
+    pub entries: Vec<FileEntry>,
+    /// More entries than a listing returns (10,000) were there.
+    pub truncated: bool,
+}
+
 /// The sandboxes.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SandboxList {
@@ -577,6 +701,194 @@ async fn exec(
     Json(body): Json<ExecBody>,
 ) -> Result<Json<ExecResult>, Problem> {
     Ok(Json(state.exec(&name, body).await?))
+}
+
+/// A path of the workspace.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PathQuery {
+    /// Relative to the workspace root (`""` or absent: the root); no `..`, not absolute.
+    #[serde(default)]
+    pub path: String,
+}
+
+/// The entries of a directory of the sandbox's workspace. Symlinks are listed as symlinks.
+#[utoipa::path(
+    get,
+    path = "/v1/sandboxes/{name}/files/list",
+    tag = "files",
+    params(("name" = String, Path, description = "The sandbox's name"), PathQuery),
+    responses(
+        (status = 200, body = FileList),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json",
+         description = "A review-mode sandbox"),
+        (status = 422, body = Problem, content_type = "application/problem+json",
+         description = "Not a directory, a symlink on the way, or a path out of the workspace"),
+    )
+)]
+async fn file_list(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<PathQuery>,
+) -> Result<Json<FileList>, Problem> {
+    Ok(Json(state.file_list(&name, &q.path).await?))
+}
+
+/// What is at a path of the sandbox's workspace (a symlink is described, not followed).
+#[utoipa::path(
+    get,
+    path = "/v1/sandboxes/{name}/files/stat",
+    tag = "files",
+    params(("name" = String, Path, description = "The sandbox's name"), PathQuery),
+    responses(
+        (status = 200, body = FileEntry),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn file_stat(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<PathQuery>,
+) -> Result<Json<FileEntry>, Problem> {
+    Ok(Json(state.file_stat(&name, &q.path).await?))
+}
+
+/// Which file to read, and how much of one is taken.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReadQuery {
+    /// Relative to the workspace root.
+    pub path: String,
+    /// Refuse a file larger than this (default and most: 64 MiB).
+    pub max_bytes: Option<u64>,
+}
+
+/// A regular file of the sandbox's workspace, as its bytes (`application/octet-stream`).
+/// Reading through a symlink is refused.
+#[utoipa::path(
+    get,
+    path = "/v1/sandboxes/{name}/files/content",
+    tag = "files",
+    params(("name" = String, Path, description = "The sandbox's name"), ReadQuery),
+    responses(
+        (status = 200, content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json",
+         description = "Not a regular file, a symlink, larger than max_bytes, or a path out of the workspace"),
+    )
+)]
+async fn file_read(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<ReadQuery>,
+) -> Result<axum::response::Response, Problem> {
+    let max = q
+        .max_bytes
+        .unwrap_or(MAX_FILE_BYTES as u64)
+        .min(MAX_FILE_BYTES as u64);
+    let bytes = state.file_read(&name, &q.path, max).await?;
+    Ok((
+        [(http::header::CONTENT_TYPE, "application/octet-stream")],
+        bytes,
+    )
+        .into_response())
+}
+
+/// Where a file is written, and how.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WriteQuery {
+    /// Relative to the workspace root.
+    pub path: String,
+    /// Permission bits in octal (e.g. `755`); the replaced file's, or 644, when not given.
+    pub mode: Option<String>,
+    /// Make missing directories (default true).
+    pub parents: Option<bool>,
+}
+
+/// Writes a file of the sandbox's workspace whole from the request's bytes (at most 64 MiB): to
+/// a temporary file beside it, renamed over it, so readers see the old file or the new one.
+/// Writing through a symlink is refused.
+#[utoipa::path(
+    put,
+    path = "/v1/sandboxes/{name}/files/content",
+    tag = "files",
+    params(("name" = String, Path, description = "The sandbox's name"), WriteQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses(
+        (status = 200, body = FileEntry),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn file_write(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<WriteQuery>,
+    body: axum::body::Bytes,
+) -> Result<Json<FileEntry>, Problem> {
+    let mode = q
+        .mode
+        .as_deref()
+        .map(|m| u32::from_str_radix(m, 8))
+        .transpose()
+        .ok()
+        .flatten()
+        .filter(|m| *m <= 0o7777);
+    if q.mode.is_some() && mode.is_none() {
+        return Err(Problem::unprocessable(
+            "mode: give permission bits in octal, e.g. 644 or 755",
+        ));
+    }
+    Ok(Json(
+        state
+            .file_write(
+                &name,
+                &q.path,
+                body.to_vec(),
+                mode,
+                q.parents.unwrap_or(true),
+            )
+            .await?,
+    ))
+}
+
+/// What is deleted.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteFileQuery {
+    /// Relative to the workspace root (not the root itself).
+    pub path: String,
+    /// Delete a directory with everything below it (symlinks inside removed, not followed).
+    #[serde(default)]
+    pub recursive: bool,
+}
+
+/// Deletes a file, a symlink (the link itself), an empty directory, or with `recursive` a
+/// directory tree of the sandbox's workspace.
+#[utoipa::path(
+    delete,
+    path = "/v1/sandboxes/{name}/files",
+    tag = "files",
+    params(("name" = String, Path, description = "The sandbox's name"), DeleteFileQuery),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json",
+         description = "A directory that is not empty, without recursive"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn file_delete(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<DeleteFileQuery>,
+) -> Result<StatusCode, Problem> {
+    state.file_delete(&name, &q.path, q.recursive).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 fn signal(child: &tokio::process::Child, sig: rustix::process::Signal) {

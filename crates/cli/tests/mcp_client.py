@@ -54,7 +54,7 @@ async def main(paddock, workspace, backend, name, outside):
 
             tools = {t.name: t for t in (await session.list_tools()).tools}
             want = {"sandbox_create", "sandbox_exec", "sandbox_list", "sandbox_stop",
-                    "sandbox_start", "sandbox_delete"}
+                    "sandbox_start", "sandbox_delete", "file_read", "file_write", "file_list"}
             check(want <= set(tools), "it lists the sandbox tools", sorted(tools))
             check("only that folder" in tools["sandbox_create"].description,
                   "sandbox_create's description says what the sandbox sees",
@@ -88,6 +88,30 @@ async def main(paddock, workspace, backend, name, outside):
                 "sandbox": name, "command": ["sh", "-c", f"cat {outside} || echo unseen"]}))
             check(peek["stdout"].endswith("unseen\n") and "host-only" not in peek["stdout"],
                   "a host file outside the workspace is out of reach", peek)
+
+            # Files: written by the tool, seen by the command; read back; a symlink the
+            # command plants to the outside file is not followed.
+            wrote = await session.call_tool("file_write", {
+                "sandbox": name, "path": "notes/todo.txt", "content": "from the tool\n"})
+            check(not field(wrote, "is_error", "isError"), "file_write writes", text(wrote))
+            seen = structured(await session.call_tool("sandbox_exec", {
+                "sandbox": name, "command": ["cat", "notes/todo.txt"]}))
+            check(seen["stdout"] == "from the tool\n", "the command sees the written file", seen)
+            read = structured(await session.call_tool("file_read", {
+                "sandbox": name, "path": "from-mcp"}))
+            check(read["content"] == "written through MCP\n", "file_read reads", read)
+            files = structured(await session.call_tool("file_list", {"sandbox": name}))
+            names = {e["path"]: e["kind"] for e in files["entries"]}
+            check(names.get("notes") == "dir" and names.get("from-mcp") == "file",
+                  "file_list lists", names)
+            await session.call_tool("sandbox_exec", {
+                "sandbox": name, "command": ["ln", "-s", outside, "planted"]})
+            refused = await session.call_tool("file_read", {"sandbox": name, "path": "planted"})
+            check(field(refused, "is_error", "isError") and "host-only" not in text(refused),
+                  "file_read does not follow a planted symlink", text(refused))
+            escaped = await session.call_tool("file_read", {"sandbox": name, "path": "../x"})
+            check(field(escaped, "is_error", "isError"), "a path out of the workspace is refused",
+                  text(escaped))
 
             listed = structured(await session.call_tool("sandbox_list", {}))
             check(any(s["name"] == name for s in listed["sandboxes"]),

@@ -844,3 +844,166 @@ fn mcp_client_session(backend: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+// A sandbox's workspace files through the API, as an ordinary user: write, read, stat, list,
+// delete; symlinks the sandbox planted (to a host file and a host directory outside the
+// workspace) are listed as symlinks and never followed; paths out of the workspace refused.
+mod files {
+    #[test]
+    fn workspace_files_round_trip_and_never_follow_a_symlink() {
+        crate::require_root!();
+        crate::common::in_mode(true, super::files_round_trip);
+    }
+}
+
+fn files_round_trip() {
+    common::ensure_image();
+    let ws = common::workspace();
+    let other = common::workspace();
+    std::fs::write(other.path().join("secret"), "host-only\n").unwrap();
+    std::os::unix::fs::symlink(other.path().join("secret"), ws.path().join("link")).unwrap();
+    std::os::unix::fs::symlink(other.path(), ws.path().join("out")).unwrap();
+    let sock_dir = common::workspace();
+    let socket = sock_dir.path().join("api.sock");
+    let mut cmd = common::paddock();
+    cmd.args(["serve", "--socket", socket.to_str().unwrap()]);
+    let server = Server::start(cmd).unwrap();
+    let api = Api::of(socket.clone());
+    let name = common::unique("files");
+    let _cleanup = common::Cleanup(name.clone());
+    let made = api.call(
+        "POST",
+        "/v1/sandboxes?start=false",
+        Some(&serde_json::json!({"workspace": ws.path(), "name": name})),
+    );
+    assert_eq!(made.status, 201, "{made:?}");
+    assert_eq!(json(&made)["sandbox"]["state"], "created");
+
+    // Raw bytes in and out (curl --data-binary @file, so any byte goes).
+    let payload = sock_dir.path().join("payload");
+    let bytes: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    std::fs::write(&payload, &bytes).unwrap();
+    if let Some((uid, gid)) = api.owner {
+        std::os::unix::fs::chown(&payload, Some(uid), Some(gid)).unwrap();
+    }
+    let base = format!("/v1/sandboxes/{name}/files");
+    let put = |path: &str, extra: &str| {
+        let url = format!("http://x{base}/content?path={path}{extra}");
+        let mut cmd = curl_cmd(&["--unix-socket", socket.to_str().unwrap(), "-X", "PUT"]);
+        cmd.args([
+            "-H",
+            "content-type: application/octet-stream",
+            "--data-binary",
+        ])
+        .arg(format!("@{}", payload.display()))
+        .arg(url);
+        if let Some((uid, gid)) = api.owner {
+            cmd.uid(uid).gid(gid);
+        }
+        curl_as(cmd)
+    };
+    let wrote = put("deep/dir/blob.bin", "&mode=640");
+    assert_eq!(wrote.status, 200, "{wrote:?}");
+    let entry = json(&wrote);
+    assert_eq!(entry["kind"], "file");
+    assert_eq!(entry["size"], 70_000);
+    assert_eq!(entry["mode"], 0o640);
+    let on_host = ws.path().join("deep/dir/blob.bin");
+    assert_eq!(std::fs::read(&on_host).unwrap(), bytes);
+    // Made as the sandbox's owner, who owns the workspace.
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(&on_host).unwrap().uid(),
+        std::fs::metadata(ws.path()).unwrap().uid()
+    );
+    let fetched = sock_dir.path().join("fetched");
+    let mut read_cmd = Command::new("curl");
+    read_cmd
+        .args([
+            "-sS",
+            "--max-time",
+            "30",
+            "-w",
+            "%{http_code}",
+            "--unix-socket",
+        ])
+        .arg(&socket)
+        .arg("-o")
+        .arg(&fetched)
+        .arg(format!("http://x{base}/content?path=deep/dir/blob.bin"));
+    if let Some((uid, gid)) = api.owner {
+        std::os::unix::fs::chown(sock_dir.path(), Some(uid), Some(gid)).unwrap();
+        read_cmd.uid(uid).gid(gid);
+    }
+    let got = read_cmd.output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "200", "{got:?}");
+    assert_eq!(std::fs::read(&fetched).unwrap(), bytes);
+    let small = api.call(
+        "GET",
+        &format!("{base}/content?path=deep/dir/blob.bin&max_bytes=100"),
+        None,
+    );
+    assert_eq!(small.status, 422, "{small:?}");
+
+    let listed = json(&api.call("GET", &format!("{base}/list"), None));
+    let kinds: Vec<(String, String)> = listed["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["path"].as_str().unwrap().to_owned(),
+                e["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for want in [("deep", "dir"), ("link", "symlink"), ("out", "symlink")] {
+        assert!(
+            kinds.iter().any(|(p, k)| p == want.0 && k == want.1),
+            "{want:?} not in {kinds:?}"
+        );
+    }
+    let stat = json(&api.call("GET", &format!("{base}/stat?path=link"), None));
+    assert_eq!(stat["kind"], "symlink");
+    assert_eq!(
+        stat["target"],
+        other.path().join("secret").to_str().unwrap()
+    );
+
+    // Never through a symlink, never out of the workspace.
+    for (method, path) in [
+        ("GET", format!("{base}/content?path=link")),
+        ("GET", format!("{base}/content?path=out/secret")),
+        ("GET", format!("{base}/list?path=out")),
+        ("GET", format!("{base}/content?path=../secret")),
+        ("GET", format!("{base}/content?path=/etc/passwd")),
+        ("DELETE", format!("{base}?path=out/secret")),
+    ] {
+        let got = api.call(method, &path, None);
+        assert_eq!(got.status, 422, "{method} {path}: {got:?}");
+        assert_eq!(got.problem_code(), "invalid");
+        assert!(!got.body.contains("host-only"), "{got:?}");
+    }
+    let through = put("out/planted", "");
+    assert_eq!(through.status, 422, "{through:?}");
+    assert!(!other.path().join("planted").exists());
+    let over_link = put("link", "");
+    assert_eq!(over_link.status, 422, "{over_link:?}");
+    assert_eq!(
+        std::fs::read_to_string(other.path().join("secret")).unwrap(),
+        "host-only\n"
+    );
+
+    let missing = api.call("GET", &format!("{base}/stat?path=nothing"), None);
+    assert_eq!(missing.status, 404, "{missing:?}");
+    let full = api.call("DELETE", &format!("{base}?path=deep"), None);
+    assert_eq!(full.status, 409, "{full:?}");
+    let gone = api.call("DELETE", &format!("{base}?path=deep&recursive=true"), None);
+    assert_eq!(gone.status, 204, "{gone:?}");
+    assert!(!ws.path().join("deep").exists());
+    let unlinked = api.call("DELETE", &format!("{base}?path=out"), None);
+    assert_eq!(unlinked.status, 204, "{unlinked:?}");
+    assert!(other.path().join("secret").exists());
+    let (status, err) = server.stop();
+    assert!(status.success(), "{status:?} {err}");
+}

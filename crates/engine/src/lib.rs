@@ -12,6 +12,7 @@ pub mod agents;
 pub mod background;
 pub mod create;
 pub mod exec;
+pub mod files;
 pub mod gitroot;
 pub mod policy;
 pub mod remove;

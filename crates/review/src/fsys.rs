@@ -55,6 +55,8 @@ pub(crate) struct Stat {
     pub mode: u32,
     pub size: u64,
     pub rdev: u64,
+    pub uid: u32,
+    pub gid: u32,
     pub mtime_ns: i64,
     pub ctime_ns: i64,
 }
@@ -68,6 +70,8 @@ impl Stat {
             mode: st.st_mode as u32,
             size: u64::try_from(st.st_size).unwrap_or(0),
             rdev: st.st_rdev as u64,
+            uid: st.st_uid,
+            gid: st.st_gid,
             mtime_ns: (st.st_mtime as i64)
                 .saturating_mul(1_000_000_000)
                 .saturating_add(st.st_mtime_nsec as i64),

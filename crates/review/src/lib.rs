@@ -36,6 +36,7 @@ mod change;
 mod discard;
 mod error;
 pub mod export;
+pub mod files;
 mod fsys;
 mod gitview;
 mod patch;

@@ -7,6 +7,8 @@ fn stat(mode: u32, ino: u64, size: u64, mtime_ns: i64, ctime_ns: i64) -> Stat {
         mode,
         size,
         rdev: 0,
+        uid: 0,
+        gid: 0,
         mtime_ns,
         ctime_ns,
     }
