@@ -5,7 +5,7 @@
 //! back as `notes`.
 
 use std::process::Stdio;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path, Query, State};
@@ -24,18 +24,27 @@ use utoipa_axum::routes;
 
 use crate::{Json, Problem, ProblemCode, body_limit};
 
-/// What the sandboxes' handlers share: the state directory they open an engine on.
+/// What the sandboxes' handlers share: the state directory they open an engine on, and the
+/// slots for commands running at once.
 #[derive(Debug, Clone)]
 pub struct ApiState {
     dirs: Dirs,
+    exec_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl ApiState {
     /// The API on the state directory `dirs`.
     pub fn new(dirs: Dirs) -> ApiState {
-        ApiState { dirs }
+        ApiState {
+            dirs,
+            exec_slots: Arc::new(tokio::sync::Semaphore::new(EXEC_SLOTS)),
+        }
     }
 }
+
+/// Commands run at once through one server (each is a process on the host); more wait for a
+/// slot, so a flood of requests queues instead of starting thousands of processes.
+pub const EXEC_SLOTS: usize = 64;
 
 /// The default cap on each of a command's output streams in an exec answer.
 pub const DEFAULT_OUTPUT_CAP: usize = 1024 * 1024;
@@ -251,6 +260,12 @@ impl ApiState {
             .map_err(|e| Problem::internal(format!("cannot make a temporary file: {e}")))?;
         let notes_path = notes_file.path().to_owned();
         let (cmd, _) = blocking(self, move |e, _| e.exec_process(&name, &req, &notes_path)).await?;
+        // Held until the command's process has ended and its output is read.
+        let _slot = self
+            .exec_slots
+            .acquire()
+            .await
+            .map_err(|_| Problem::internal("the server is shutting down"))?;
         let mut cmd = tokio::process::Command::from(cmd);
         cmd.stdin(if input.is_some() {
             Stdio::piped()

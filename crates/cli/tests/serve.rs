@@ -748,6 +748,15 @@ mod mcp {
     }
 }
 
+/// The system's Python (one under root's home, as pyenv makes, is out of the suite user's reach).
+fn system_python() -> &'static str {
+    if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    }
+}
+
 /// A Python with the official MCP SDK (PyPI `mcp`, from this host's own package index), in a
 /// venv made once per target directory; None (the test skips) where the registries cannot be
 /// reached, unless CI requires them.
@@ -768,12 +777,7 @@ fn mcp_python() -> Option<PathBuf> {
         return None;
     }
     // The system's Python (a user's own, under root's home, is out of the suite user's reach).
-    let base = if Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
-    };
-    let made = Command::new(base)
+    let made = Command::new(system_python())
         .args(["-m", "venv", "--clear"])
         .arg(&venv)
         .output()
@@ -1004,6 +1008,78 @@ fn files_round_trip() {
     let unlinked = api.call("DELETE", &format!("{base}?path=out"), None);
     assert_eq!(unlinked.status, 204, "{unlinked:?}");
     assert!(other.path().join("secret").exists());
+    let (status, err) = server.stop();
+    assert!(status.success(), "{status:?} {err}");
+}
+
+// A thousand exec requests at once, as an ordinary user on an ns sandbox: each answered with
+// its own output, the server still answering after, and no exec process left behind.
+mod flood {
+    #[test]
+    fn a_thousand_execs_at_once_are_all_answered_and_leave_nothing_behind() {
+        crate::require_root!();
+        crate::common::in_mode(true, super::flood);
+    }
+}
+
+fn flood() {
+    common::ensure_image();
+    let ws = common::workspace();
+    let sock_dir = common::workspace();
+    let socket = sock_dir.path().join("api.sock");
+    let mut cmd = common::paddock();
+    cmd.args(["serve", "--socket", socket.to_str().unwrap()]);
+    let server = Server::start(cmd).unwrap();
+    let server_pid = server.child.as_ref().unwrap().id();
+    let api = Api::of(socket.clone());
+    let name = common::unique("flood");
+    let _cleanup = common::Cleanup(name.clone());
+    let made = api.call(
+        "POST",
+        "/v1/sandboxes",
+        Some(&serde_json::json!({"workspace": ws.path(), "name": name, "backend": "ns"})),
+    );
+    assert_eq!(made.status, 201, "{made:?}");
+    let mut py = Command::new(system_python());
+    py.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api_flood.py"))
+        .arg(&socket)
+        .arg(&name)
+        .arg("1000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some((uid, gid)) = api.owner {
+        py.uid(uid).gid(gid);
+    }
+    let out = wait_for(py.spawn().unwrap(), Duration::from_secs(900));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // No exec process of this server's is left.
+    let children =
+        std::fs::read_to_string(format!("/proc/{server_pid}/task/{server_pid}/children"))
+            .unwrap_or_default();
+    assert!(
+        children.split_whitespace().all(|pid| {
+            !std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .unwrap_or_default()
+                .contains("__exec")
+        }),
+        "exec processes left: {children}"
+    );
+    let ps = Command::new("pgrep")
+        .args(["-f", &format!("__exec {name}")])
+        .output()
+        .unwrap();
+    assert!(
+        ps.stdout.is_empty(),
+        "exec processes left: {}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
+    let gone = api.call("DELETE", &format!("/v1/sandboxes/{name}?force=true"), None);
+    assert_eq!(gone.status, 204, "{gone:?}");
     let (status, err) = server.stop();
     assert!(status.success(), "{status:?} {err}");
 }
