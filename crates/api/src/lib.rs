@@ -131,7 +131,9 @@ pub fn api(dirs: paddock_core::Dirs) -> (axum::Router, utoipa::openapi::OpenApi)
 
 /// The OpenAPI document of [`api`] (`docs/openapi.json`).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    all_routes().split_for_parts().1
+    let mut document = all_routes().split_for_parts().1;
+    common_responses(&mut document);
+    document
 }
 
 fn all_routes() -> OpenApiRouter<sandboxes::ApiState> {
@@ -145,7 +147,8 @@ pub fn app<S>(routes: OpenApiRouter<S>, state: S) -> (axum::Router, utoipa::open
 where
     S: Clone + Send + Sync + 'static,
 {
-    let (router, document) = routes.split_for_parts();
+    let (router, mut document) = routes.split_for_parts();
+    common_responses(&mut document);
     let json = Bytes::from(serde_json::to_vec(&document).unwrap_or_default());
     let router = router
         .fallback(not_found)
@@ -154,6 +157,56 @@ where
         .layer(axum::middleware::from_fn(problem_responses))
         .with_state(state);
     (router, document)
+}
+
+/// The answers every operation may give besides its own: 400 (a malformed query, path or body,
+/// from the extractors) and 422 (a well-formed request with a value that is not valid) as
+/// problems, and 500 (the server or a part below it failed).
+fn common_responses(document: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let problem = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                PROBLEM_JSON,
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build()
+    };
+    let common = [
+        ("400", "The request is malformed (its query, path or body)"),
+        ("422", "A value in the request is not valid"),
+        ("500", "The server, or a part below it, failed"),
+    ];
+    for item in document.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if op.request_body.is_some() {
+                op.responses
+                    .responses
+                    .entry("415".to_owned())
+                    .or_insert_with(|| {
+                        problem("The body is not of the media type the operation takes").into()
+                    });
+            }
+            for (status, description) in common {
+                op.responses
+                    .responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| problem(description).into());
+            }
+        }
+    }
 }
 
 /// A route's own cap on request bodies, instead of [`DEFAULT_BODY_LIMIT`]: the handler's body

@@ -228,19 +228,33 @@ impl ApiState {
     pub async fn exec(&self, name: &str, body: ExecBody) -> Result<ExecResult, Problem> {
         use base64::Engine as _;
         let name = name_of(name)?;
+        let req = ExecRequest {
+            command: body.command,
+            env: body.env,
+            user: body.user,
+            workdir: body.workdir,
+            tty: false,
+            stdin: body.stdin.is_some() || body.stdin_base64.is_some(),
+        };
+        let notes_file = tempfile::NamedTempFile::new()
+            .map_err(|e| Problem::internal(format!("cannot make a temporary file: {e}")))?;
+        let notes_path = notes_file.path().to_owned();
+        // Which sandbox and whether it runs first (an unknown one is 404 whatever the request),
+        // then the request.
+        let (cmd, _) = blocking(self, move |e, _| e.exec_process(&name, &req, &notes_path)).await?;
         let cap = body.max_output_bytes.unwrap_or(DEFAULT_OUTPUT_CAP);
         if cap > MAX_OUTPUT_CAP {
             return Err(Problem::unprocessable(format!(
                 "max_output_bytes: at most {MAX_OUTPUT_CAP}"
             )));
         }
-        let input = match (&body.stdin, &body.stdin_base64) {
+        let input = match (body.stdin, body.stdin_base64) {
             (Some(_), Some(_)) => {
                 return Err(Problem::unprocessable(
                     "give stdin or stdin_base64, not both",
                 ));
             }
-            (Some(text), None) => Some(text.clone().into_bytes()),
+            (Some(text), None) => Some(text.into_bytes()),
             (None, Some(b64)) => Some(
                 base64::engine::general_purpose::STANDARD
                     .decode(b64)
@@ -248,18 +262,6 @@ impl ApiState {
             ),
             (None, None) => None,
         };
-        let req = ExecRequest {
-            command: body.command,
-            env: body.env,
-            user: body.user,
-            workdir: body.workdir,
-            tty: false,
-            stdin: input.is_some(),
-        };
-        let notes_file = tempfile::NamedTempFile::new()
-            .map_err(|e| Problem::internal(format!("cannot make a temporary file: {e}")))?;
-        let notes_path = notes_file.path().to_owned();
-        let (cmd, _) = blocking(self, move |e, _| e.exec_process(&name, &req, &notes_path)).await?;
         // Held until the command's process has ended and its output is read.
         let _slot = self
             .exec_slots
@@ -359,9 +361,11 @@ impl ApiState {
             + 'static,
     {
         let name = name_of(name)?;
-        let rel = paddock_engine::files::workspace_path(path).map_err(|e| problem(&e))?;
+        let path = path.to_owned();
         let (value, _) = blocking(self, move |e, _| {
+            // Which sandbox first (an unknown one is 404 whatever the path), then the path.
             let ws = e.workspace_files(&name)?;
+            let rel = paddock_engine::files::workspace_path(&path)?;
             f(&ws, &rel).map_err(paddock_engine::files::files_error)
         })
         .await?;
@@ -459,6 +463,16 @@ pub struct FileList {
     pub truncated: bool,
 }
 
+/// A sandbox's name in a route's path.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct NamePath {
+    /// The sandbox's name: 1-48 characters from a-z, 0-9, `-` and `_`, starting with a letter
+    /// or digit.
+    #[param(pattern = "^[a-z0-9][a-z0-9_-]{0,47}$")]
+    pub name: String,
+}
+
 /// The sandboxes.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SandboxList {
@@ -540,7 +554,7 @@ async fn create(
     get,
     path = "/v1/sandboxes/{name}",
     tag = "sandboxes",
-    params(("name" = String, Path, description = "The sandbox's name")),
+    params(NamePath),
     responses(
         (status = 200, body = Summary),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -568,7 +582,7 @@ pub struct DeleteQuery {
     delete,
     path = "/v1/sandboxes/{name}",
     tag = "sandboxes",
-    params(("name" = String, Path, description = "The sandbox's name"), DeleteQuery),
+    params(NamePath, DeleteQuery),
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -589,7 +603,7 @@ async fn delete(
     post,
     path = "/v1/sandboxes/{name}/start",
     tag = "sandboxes",
-    params(("name" = String, Path, description = "The sandbox's name")),
+    params(NamePath),
     responses(
         (status = 200, body = SandboxAnswer),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -608,6 +622,7 @@ async fn start(
 #[into_params(parameter_in = Query)]
 pub struct StopQuery {
     /// Seconds between SIGTERM to the command and SIGKILL (default 10, at most 3600).
+    #[param(maximum = 3600)]
     pub grace: Option<u64>,
 }
 
@@ -617,7 +632,7 @@ pub struct StopQuery {
     post,
     path = "/v1/sandboxes/{name}/stop",
     tag = "sandboxes",
-    params(("name" = String, Path, description = "The sandbox's name"), StopQuery),
+    params(NamePath, StopQuery),
     responses(
         (status = 200, body = SandboxAnswer),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -647,6 +662,7 @@ pub enum Encoding {
 #[serde(deny_unknown_fields)]
 pub struct ExecBody {
     /// Program and arguments (no shell unless you name one: `["bash", "-lc", "…"]`).
+    #[schema(min_items = 1)]
     pub command: Vec<String>,
     /// More `NAME=VALUE` variables.
     #[serde(default)]
@@ -654,19 +670,47 @@ pub struct ExecBody {
     /// `agent`, `root` or a uid (the sandbox's user when not given).
     pub user: Option<String>,
     /// Where it starts (an absolute path inside; the workspace when not given).
+    #[schema(pattern = "^/")]
     pub workdir: Option<String>,
     /// Its standard input, as text (none: it reads an empty input).
     pub stdin: Option<String>,
     /// Its standard input, base64 (instead of `stdin`).
     pub stdin_base64: Option<String>,
     /// Milliseconds before it is stopped (SIGTERM, SIGKILL 2 s later); no limit when not given.
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(value_type = Option<u64>, minimum = 0)]
     pub timeout_ms: Option<u64>,
     /// Bytes kept of each of stdout and stderr (default 1 MiB, at most 16 MiB); the rest is
     /// read and dropped, and the answer says it was cut.
+    #[serde(default, deserialize_with = "whole_number_usize")]
+    #[schema(value_type = Option<u64>, minimum = 0, maximum = 16777216)]
     pub max_output_bytes: Option<usize>,
     /// How the output is carried: `text` (default) or `base64`.
     #[serde(default)]
     pub encoding: Encoding,
+}
+
+/// A count as JSON Schema's `integer` has it: `5` or `5.0`, not `5.5` or a negative.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(u) = n.as_u64() {
+        return Ok(Some(u));
+    }
+    match n.as_f64() {
+        Some(f) if f >= 0.0 && f.fract() == 0.0 && f < u64::MAX as f64 => Ok(Some(f as u64)),
+        _ => Err(serde::de::Error::custom(format!(
+            "{n} is not a whole number of at least 0"
+        ))),
+    }
+}
+
+fn whole_number_usize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    whole_number(d)?
+        .map(usize::try_from)
+        .transpose()
+        .map_err(serde::de::Error::custom)
 }
 
 /// How a command ended and what it wrote.
@@ -699,7 +743,7 @@ pub struct ExecResult {
     post,
     path = "/v1/sandboxes/{name}/exec",
     tag = "sandboxes",
-    params(("name" = String, Path, description = "The sandbox's name")),
+    params(NamePath),
     request_body = ExecBody,
     responses(
         (status = 200, body = ExecResult),
@@ -732,7 +776,7 @@ pub struct PathQuery {
     get,
     path = "/v1/sandboxes/{name}/files/list",
     tag = "files",
-    params(("name" = String, Path, description = "The sandbox's name"), PathQuery),
+    params(NamePath, PathQuery),
     responses(
         (status = 200, body = FileList),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -755,7 +799,7 @@ async fn file_list(
     get,
     path = "/v1/sandboxes/{name}/files/stat",
     tag = "files",
-    params(("name" = String, Path, description = "The sandbox's name"), PathQuery),
+    params(NamePath, PathQuery),
     responses(
         (status = 200, body = FileEntry),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -775,6 +819,7 @@ async fn file_stat(
 #[into_params(parameter_in = Query)]
 pub struct ReadQuery {
     /// Relative to the workspace root.
+    #[param(pattern = "^[^/]")]
     pub path: String,
     /// Refuse a file larger than this (default and most: 64 MiB).
     pub max_bytes: Option<u64>,
@@ -786,7 +831,7 @@ pub struct ReadQuery {
     get,
     path = "/v1/sandboxes/{name}/files/content",
     tag = "files",
-    params(("name" = String, Path, description = "The sandbox's name"), ReadQuery),
+    params(NamePath, ReadQuery),
     responses(
         (status = 200, content_type = "application/octet-stream", body = Vec<u8>),
         (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -816,8 +861,10 @@ async fn file_read(
 #[into_params(parameter_in = Query)]
 pub struct WriteQuery {
     /// Relative to the workspace root.
+    #[param(pattern = "^[^/]")]
     pub path: String,
     /// Permission bits in octal (e.g. `755`); the replaced file's, or 644, when not given.
+    #[param(pattern = "^[0-7]{1,4}$")]
     pub mode: Option<String>,
     /// Make missing directories (default true).
     pub parents: Option<bool>,
@@ -830,7 +877,7 @@ pub struct WriteQuery {
     put,
     path = "/v1/sandboxes/{name}/files/content",
     tag = "files",
-    params(("name" = String, Path, description = "The sandbox's name"), WriteQuery),
+    params(NamePath, WriteQuery),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses(
         (status = 200, body = FileEntry),
@@ -876,6 +923,7 @@ async fn file_write(
 #[into_params(parameter_in = Query)]
 pub struct DeleteFileQuery {
     /// Relative to the workspace root (not the root itself).
+    #[param(pattern = "^[^/]")]
     pub path: String,
     /// Delete a directory with everything below it (symlinks inside removed, not followed).
     #[serde(default)]
@@ -888,7 +936,7 @@ pub struct DeleteFileQuery {
     delete,
     path = "/v1/sandboxes/{name}/files",
     tag = "files",
-    params(("name" = String, Path, description = "The sandbox's name"), DeleteFileQuery),
+    params(NamePath, DeleteFileQuery),
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, body = Problem, content_type = "application/problem+json"),

@@ -18,7 +18,7 @@ use crate::{Context, Reporter, Result, invalid};
 pub struct RunRequest {
     /// The host folder the sandbox works on (the current directory when not given; a folder
     /// inside a git work tree shares the tree's root, and the command starts in the folder).
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = String, required = true, pattern = "^/")]
     pub workspace: Option<PathBuf>,
     /// More host folders: `HOST:SANDBOX[:ro]`.
     pub mounts: Vec<String>,

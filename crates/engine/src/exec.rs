@@ -112,17 +112,19 @@ impl Engine {
         req: &ExecRequest,
         notes: &std::path::Path,
     ) -> Result<std::process::Command> {
-        req.check()?;
-        if req.tty {
-            return Err(invalid(
-                "tty: a command run for another program has no terminal of its own",
-            ));
-        }
+        // Which sandbox first (an unknown one is not found whatever the request), then whether
+        // it runs, then the request.
         self.record(name)?;
         if !running(&self.dirs, name) {
             return Err(EngineError::Conflict(format!(
                 "sandbox {name} is not running (start it first)"
             )));
+        }
+        req.check()?;
+        if req.tty {
+            return Err(invalid(
+                "tty: a command run for another program has no terminal of its own",
+            ));
         }
         let exe = std::env::current_exe().context("cannot find the paddock executable")?;
         let mut cmd = std::process::Command::new(exe);
