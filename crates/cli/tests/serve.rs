@@ -767,7 +767,7 @@ fn system_python() -> &'static str {
     }
 }
 
-/// A Python with the official MCP SDK (PyPI `mcp`) and schemathesis, from this host's own
+/// A Python with the official MCP SDK (PyPI `mcp`), schemathesis and websockets, from this host's own
 /// package index, in a venv made once per target directory; None (the test skips) where the
 /// registries cannot be reached, unless CI requires them.
 fn py_tools() -> Option<PathBuf> {
@@ -779,7 +779,7 @@ fn py_tools() -> Option<PathBuf> {
     let python = venv.join("bin/python");
     let has_sdk = |p: &Path| {
         Command::new(p)
-            .args(["-c", "import mcp.client.stdio, schemathesis"])
+            .args(["-c", "import mcp.client.stdio, schemathesis, websockets"])
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
@@ -802,17 +802,17 @@ fn py_tools() -> Option<PathBuf> {
         String::from_utf8_lossy(&made.stderr)
     );
     let pip = Command::new(venv.join("bin/pip"))
-        .args(["install", "-q", "mcp", "schemathesis"])
+        .args(["install", "-q", "mcp", "schemathesis", "websockets"])
         .output()
         .unwrap();
     assert!(
         pip.status.success(),
-        "cannot install the MCP SDK and schemathesis from the package index: {}",
+        "cannot install the Python test tools from the package index: {}",
         String::from_utf8_lossy(&pip.stderr)
     );
     assert!(
         has_sdk(&python),
-        "the venv lacks mcp or schemathesis after pip"
+        "the venv lacks mcp, schemathesis or websockets after pip"
     );
     Some(python)
 }
@@ -1146,6 +1146,80 @@ fn schemathesis_finds_no_server_error_and_every_answer_conforms() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    let (status, err) = server.stop();
+    assert!(status.success(), "{status:?} {err}");
+}
+
+// A streamed exec over the WebSocket, as an ordinary user on an ns sandbox (the Python
+// `websockets` client): see tests/ws_exec.py.
+mod stream {
+    #[test]
+    fn a_streamed_exec_answers_as_it_runs_and_stops_when_its_client_leaves() {
+        crate::require_root!();
+        crate::common::in_mode(true, super::streamed_exec);
+    }
+}
+
+fn streamed_exec() {
+    let Some(python) = py_tools() else {
+        eprintln!(
+            "skipped: websockets is installed from the package registries, which do not answer"
+        );
+        return;
+    };
+    common::ensure_image();
+    let ws = common::workspace();
+    let sock_dir = common::workspace();
+    let socket = sock_dir.path().join("api.sock");
+    let mut cmd = common::paddock();
+    cmd.args(["serve", "--socket", socket.to_str().unwrap()]);
+    let server = Server::start(cmd).unwrap();
+    let api = Api::of(socket.clone());
+    let name = common::unique("stream");
+    let _cleanup = common::Cleanup(name.clone());
+    let made = api.call(
+        "POST",
+        "/v1/sandboxes",
+        Some(&serde_json::json!({"workspace": ws.path(), "name": name, "backend": "ns"})),
+    );
+    assert_eq!(made.status, 201, "{made:?}");
+    // Before any upgrade: an unknown sandbox, a stopped one.
+    let unknown = api.call("GET", "/v1/sandboxes/nobody/exec/stream", None);
+    assert_eq!(unknown.status, 404, "{unknown:?}");
+    let mut py = Command::new(python);
+    py.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ws_exec.py"))
+        .arg(&socket)
+        .arg(&name)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some((uid, gid)) = api.owner {
+        py.uid(uid).gid(gid);
+    }
+    let out = wait_for(py.spawn().unwrap(), Duration::from_secs(300));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.trim_end().ends_with("done"),
+        "{said}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The command of the client that left is stopped.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = Command::new("pgrep")
+            .args(["-f", "exec sleep 600|sleep 600"])
+            .output()
+            .unwrap();
+        let left = String::from_utf8_lossy(&left.stdout).trim().to_owned();
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still running: {left}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stopped = api.call("POST", &format!("/v1/sandboxes/{name}/stop"), None);
+    assert_eq!(stopped.status, 200, "{stopped:?}");
+    let idle = api.call("GET", &format!("/v1/sandboxes/{name}/exec/stream"), None);
+    assert_eq!(idle.status, 409, "{idle:?}");
     let (status, err) = server.stop();
     assert!(status.success(), "{status:?} {err}");
 }
