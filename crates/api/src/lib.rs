@@ -85,6 +85,7 @@ pub struct Health {
     tags(
         (name = "meta", description = "The server itself"),
         (name = "sandboxes", description = "Sandboxes: make, start, stop, delete, run commands in"),
+        (name = "policy", description = "The egress proxy's rules, what it would decide for a URL, and its audit log"),
         (name = "files", description = "A sandbox's workspace files, by paths relative to its root; symlinks are never followed")
     )
 )]

@@ -139,6 +139,18 @@ pub struct FileListArgs {
     pub path: String,
 }
 
+/// `policy_check`'s arguments.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckArgs {
+    /// `https://host/…`, `http://host[:port]/path`, or a bare `host[:port]`.
+    pub url: String,
+    /// With this sandbox's rules (the global rules alone when not given).
+    pub sandbox: Option<String>,
+    /// The HTTP method of a plain-HTTP request (GET when not given).
+    pub method: Option<String>,
+}
+
 /// A tool's answer: the value as structured content, or the problem as an error result.
 fn answer<T: serde::Serialize>(result: Result<T, Problem>) -> Result<CallToolResult, ErrorData> {
     match result {
@@ -312,6 +324,18 @@ impl Tools {
                 .file_write(&args.sandbox, &args.path, data, None, true)
                 .await,
         )
+    }
+
+    #[tool(
+        description = "Check whether a sandbox may reach a URL: what Paddock's egress proxy would \
+                       decide, and which rule decides. Sandboxes reach only the hosts their rules \
+                       allow; the user adds rules (`paddock policy allow`)."
+    )]
+    async fn policy_check(
+        &self,
+        Parameters(args): Parameters<CheckArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        answer(self.state.check(args.url, args.sandbox, args.method).await)
     }
 
     #[tool(

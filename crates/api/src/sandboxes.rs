@@ -70,6 +70,11 @@ pub fn routes() -> OpenApiRouter<ApiState> {
                 .layer(body_limit(EXEC_BODY_LIMIT)),
         )
         .routes(routes!(exec_stream))
+        .routes(routes!(rules_list, rules_add))
+        .routes(routes!(rules_remove))
+        .routes(routes!(policy_check))
+        .routes(routes!(audit))
+        .routes(routes!(audit_stream))
         .routes(routes!(file_list))
         .routes(routes!(file_stat))
         .routes(routes!(file_delete))
@@ -1237,6 +1242,330 @@ async fn read_some(pipe: &mut Option<impl AsyncRead + Unpin>, buf: &mut [u8]) ->
             Ok(n) => Some(n),
         },
         None => std::future::pending().await,
+    }
+}
+
+/// Which rules to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RulesQuery {
+    /// The rules that apply to this sandbox (its own and the global ones); every rule when
+    /// not given.
+    #[param(pattern = "^[a-z0-9][a-z0-9_-]{0,47}$")]
+    pub sandbox: Option<String>,
+}
+
+/// The network rules.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RuleList {
+    /// Each rule with its id, scope and source.
+    pub rules: Vec<paddock_engine::policy::RuleView>,
+}
+
+/// Rules to add: `allow` or `deny` for each of `hosts`, with the optional port, method and
+/// path for all of them; for one sandbox or every sandbox.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddRules {
+    /// `allow` or `deny`.
+    #[schema(pattern = "^(allow|deny)$")]
+    pub action: String,
+    /// Host patterns: `api.example.com`, `*.example.com` (one label), `**.example.com` (any
+    /// depth, and the name itself), an address or range, each with an optional `:PORT`.
+    #[schema(min_items = 1)]
+    pub hosts: Vec<String>,
+    /// Only this sandbox (every sandbox when not given).
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,47}$")]
+    pub sandbox: Option<String>,
+    /// A port, a range, or `any` (default: 80 for plain HTTP, 443 for HTTPS).
+    pub port: Option<String>,
+    /// Only this HTTP method (the host is intercepted to see it).
+    pub method: Option<String>,
+    /// Only paths matching this glob (the host is intercepted to see it).
+    pub path: Option<String>,
+    /// The hosts (one name each, no wildcard) may resolve to a private address.
+    #[serde(default)]
+    pub private_address: bool,
+}
+
+impl ApiState {
+    /// The rules (those that apply to `sandbox`, or every one).
+    pub async fn rules(&self, sandbox: Option<String>) -> Result<RuleList, Problem> {
+        let (rules, _) = blocking(self, move |e, _| e.rules(sandbox.as_deref())).await?;
+        Ok(RuleList {
+            rules: rules.iter().map(Into::into).collect(),
+        })
+    }
+
+    /// What the proxy would decide for `url` in `sandbox` (the global rules when none).
+    pub async fn check(
+        &self,
+        url: String,
+        sandbox: Option<String>,
+        method: Option<String>,
+    ) -> Result<paddock_engine::policy::Check, Problem> {
+        let (check, _) = blocking(self, move |e, _| {
+            e.check_url(&url, sandbox.as_deref(), method.as_deref())
+        })
+        .await?;
+        Ok(check)
+    }
+}
+
+/// The network rules, in the order the proxy weighs them.
+#[utoipa::path(
+    get,
+    path = "/v1/policy/rules",
+    tag = "policy",
+    params(RulesQuery),
+    responses((status = 200, body = RuleList))
+)]
+async fn rules_list(
+    State(state): State<ApiState>,
+    Query(q): Query<RulesQuery>,
+) -> Result<Json<RuleList>, Problem> {
+    Ok(Json(state.rules(q.sandbox).await?))
+}
+
+/// Adds rules (all checked before any is stored: a rule that allows every host, or private
+/// addresses through a range, is refused).
+#[utoipa::path(
+    post,
+    path = "/v1/policy/rules",
+    tag = "policy",
+    request_body = AddRules,
+    responses(
+        (status = 201, body = RuleList, description = "The rules added, with their ids"),
+    )
+)]
+async fn rules_add(
+    State(state): State<ApiState>,
+    Json(req): Json<AddRules>,
+) -> Result<(StatusCode, Json<RuleList>), Problem> {
+    let action = match req.action.as_str() {
+        "allow" => paddock_policy::net::Action::Allow,
+        "deny" => paddock_policy::net::Action::Deny,
+        other => {
+            return Err(Problem::unprocessable(format!(
+                "action {other:?}: allow or deny"
+            )));
+        }
+    };
+    let request = paddock_engine::policy::RuleRequest {
+        hosts: req.hosts,
+        sandbox: req.sandbox,
+        port: req.port,
+        method: req.method,
+        path: req.path,
+        private_address: req.private_address,
+    };
+    let (added, _) = blocking(&state, move |e, report| {
+        e.add_rules(action, &request, report)
+    })
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(RuleList {
+            rules: added.iter().map(Into::into).collect(),
+        }),
+    ))
+}
+
+/// A rule's id in a route's path.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct RuleId {
+    /// The rule's id.
+    pub id: i64,
+}
+
+/// Removes a rule.
+#[utoipa::path(
+    delete,
+    path = "/v1/policy/rules/{id}",
+    tag = "policy",
+    params(RuleId),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn rules_remove(
+    State(state): State<ApiState>,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, Problem> {
+    blocking(&state, move |e, _| e.remove_rules(&[id])).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// What to check.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CheckQuery {
+    /// `https://host/…`, `http://host[:port]/path`, or a bare `host[:port]` (as https).
+    pub url: String,
+    /// With this sandbox's rules (the global rules alone when not given).
+    #[param(pattern = "^[a-z0-9][a-z0-9_-]{0,47}$")]
+    pub sandbox: Option<String>,
+    /// The HTTP method of a plain-HTTP request (GET when not given).
+    pub method: Option<String>,
+}
+
+/// What the egress proxy would decide for a URL, and which rule decides.
+#[utoipa::path(
+    get,
+    path = "/v1/policy/check",
+    tag = "policy",
+    params(CheckQuery),
+    responses((status = 200, body = paddock_engine::policy::Check))
+)]
+async fn policy_check(
+    State(state): State<ApiState>,
+    Query(q): Query<CheckQuery>,
+) -> Result<Json<paddock_engine::policy::Check>, Problem> {
+    Ok(Json(state.check(q.url, q.sandbox, q.method).await?))
+}
+
+/// Which audit rows to read.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditParams {
+    /// Only this sandbox's requests.
+    #[param(pattern = "^[a-z0-9][a-z0-9_-]{0,47}$")]
+    pub sandbox: Option<String>,
+    /// Only denials.
+    #[serde(default)]
+    pub denied: bool,
+    /// Only rows after this id (to page on, or to follow from).
+    pub after: Option<i64>,
+    /// At most this many, the newest (default 100, at most 10,000).
+    #[param(maximum = 10000)]
+    pub limit: Option<u32>,
+}
+
+impl AuditParams {
+    fn query(self) -> Result<paddock_store::AuditQuery, Problem> {
+        if let Some(s) = &self.sandbox {
+            parse_name(s).map_err(|e| problem(&e))?;
+        }
+        if self.limit.is_some_and(|l| l > 10_000) {
+            return Err(Problem::unprocessable("limit: at most 10000"));
+        }
+        Ok(paddock_store::AuditQuery {
+            sandbox: self.sandbox,
+            denied: self.denied,
+            after: self.after,
+            limit: Some(self.limit.unwrap_or(100)),
+        })
+    }
+}
+
+/// The audit log of the sandboxes' network requests: every decision of the egress proxy.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditLog {
+    /// Oldest first.
+    pub rows: Vec<paddock_store::AuditRow>,
+}
+
+/// The egress proxy's decisions, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    tag = "policy",
+    params(AuditParams),
+    responses((status = 200, body = AuditLog))
+)]
+async fn audit(
+    State(state): State<ApiState>,
+    Query(q): Query<AuditParams>,
+) -> Result<Json<AuditLog>, Problem> {
+    let q = q.query()?;
+    let (rows, _) = blocking(&state, move |e, _| Ok(e.store().audit_rows(&q)?)).await?;
+    Ok(Json(AuditLog { rows }))
+}
+
+/// How often a followed audit log is read for new rows.
+const AUDIT_POLL: Duration = Duration::from_millis(250);
+
+/// The egress proxy's decisions as they are made, as server-sent events (`text/event-stream`):
+/// each event is one row (`event: audit`, `id:` the row's id, `data:` the row as JSON). It
+/// starts with the last `limit` rows (none with `limit=0`) or those after `after` (or the
+/// `Last-Event-ID` header a reconnecting client sends), and goes on until the client leaves.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/stream",
+    tag = "policy",
+    params(AuditParams),
+    responses((status = 200, content_type = "text/event-stream", body = paddock_store::AuditRow))
+)]
+async fn audit_stream(
+    State(state): State<ApiState>,
+    Query(q): Query<AuditParams>,
+    headers: http::HeaderMap,
+) -> Result<axum::response::Response, Problem> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let mut q = q.query()?;
+    if let Some(last) = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+    {
+        q.after = Some(last);
+    }
+    // Open once (the engine checks the state directory) before the stream is answered.
+    blocking(&state, |_, _| Ok(())).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, std::convert::Infallible>>(256);
+    let dirs = state.dirs.clone();
+    tokio::task::spawn_blocking(move || {
+        let Ok(engine) = Engine::at(dirs) else { return };
+        loop {
+            let Ok(rows) = engine.store().audit_rows(&q) else {
+                return;
+            };
+            for row in &rows {
+                let event = Event::default()
+                    .event("audit")
+                    .id(row.id.to_string())
+                    .json_data(row);
+                let Ok(event) = event else { continue };
+                if tx.blocking_send(Ok(event)).is_err() {
+                    // The client left.
+                    return;
+                }
+            }
+            if let Some(last) = rows.last() {
+                q.after = Some(last.id);
+            }
+            q.limit = None;
+            if tx.is_closed() {
+                return;
+            }
+            std::thread::sleep(AUDIT_POLL);
+        }
+    });
+    let stream = tokio_stream_from(rx);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// The receiver as a stream of events.
+fn tokio_stream_from<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_core::Stream<Item = T> + Send + 'static {
+    Received(rx)
+}
+
+struct Received<T>(tokio::sync::mpsc::Receiver<T>);
+
+impl<T> futures_core::Stream for Received<T> {
+    type Item = T;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
+        self.0.poll_recv(cx)
     }
 }
 

@@ -7,10 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use paddock_core::Dirs;
 use paddock_policy::SandboxName;
-use paddock_policy::net::{
-    Action, Host, Kind, PortSpec, Rule, Scope, StoredRule, Target, decide, decide_address,
-    parse_method, split_host_port,
-};
+use paddock_policy::net::{Action, Rule, Scope, StoredRule};
 use paddock_proxy::{policyfile, presets};
 use paddock_store::{AuditQuery, AuditRow, Store};
 
@@ -18,15 +15,7 @@ use crate::cli::{PolicyCmd, RuleArgs};
 use crate::error::{Terminal, usage};
 
 fn scope_of(sandbox: Option<&str>) -> Result<Scope> {
-    match sandbox {
-        None => Ok(Scope::Global),
-        Some(s) => {
-            let n: SandboxName = s
-                .parse()
-                .map_err(|e: paddock_policy::NameError| usage(format!("--sandbox: {e}")))?;
-            Ok(Scope::Sandbox(n.to_string()))
-        }
-    }
+    Ok(paddock_engine::policy::scope_of(sandbox)?)
 }
 
 /// Opens the state database (for its rules, presets and audit log).
@@ -98,16 +87,8 @@ pub fn policy(dirs: &Dirs, cmd: PolicyCmd) -> Result<i32> {
         PolicyCmd::Allow(args) => add(dirs, Action::Allow, &args),
         PolicyCmd::Deny(args) => add(dirs, Action::Deny, &args),
         PolicyCmd::Rm { ids } => {
-            let store = open_store(dirs)?;
-            // Check every id first so a typo removes nothing.
-            let all = store.all()?;
-            if let Some(missing) = ids.iter().find(|id| !all.iter().any(|r| r.id == **id)) {
-                return Err(usage(format!(
-                    "no rule with id {missing} (see `paddock policy ls`)"
-                )));
-            }
-            for id in ids {
-                let r = store.remove(id)?;
+            // Every id is checked first, so a typo removes nothing.
+            for r in paddock_engine::Engine::at(dirs.clone())?.remove_rules(&ids)? {
                 println!("removed {}", describe(&r));
             }
             Ok(0)
@@ -165,20 +146,7 @@ pub fn policy(dirs: &Dirs, cmd: PolicyCmd) -> Result<i32> {
 }
 
 fn describe(r: &StoredRule) -> String {
-    let mut s = format!("rule {}: {} {}", r.id, r.rule.action, r.rule.host);
-    if r.rule.port != PortSpec::Default {
-        s += &format!(" port {}", r.rule.port);
-    }
-    if let Some(m) = &r.rule.method {
-        s += &format!(" method {m}");
-    }
-    if let Some(p) = &r.rule.path {
-        s += &format!(" path {}", p.as_str());
-    }
-    if r.rule.private_address {
-        s += " (private address allowed)";
-    }
-    s + &format!(" ({}, {})", r.scope, r.source)
+    paddock_engine::policy::describe(r)
 }
 
 fn add(dirs: &Dirs, action: Action, args: &RuleArgs) -> Result<i32> {
@@ -208,22 +176,7 @@ fn ls(dirs: &Dirs, sandbox: Option<&str>, json: bool) -> Result<i32> {
         None => store.all()?,
     };
     if json {
-        let v: Vec<serde_json::Value> = rules
-            .iter()
-            .map(|r| {
-                serde_json::json!({
-                    "id": r.id,
-                    "scope": r.scope.to_string(),
-                    "action": r.rule.action.to_string(),
-                    "host": r.rule.host.to_string(),
-                    "port": r.rule.port.to_string(),
-                    "method": r.rule.method,
-                    "path": r.rule.path.as_ref().map(|p| p.as_str()),
-                    "private_address": r.rule.private_address,
-                    "source": r.source,
-                })
-            })
-            .collect();
+        let v: Vec<paddock_engine::policy::RuleView> = rules.iter().map(Into::into).collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
@@ -261,87 +214,14 @@ fn ls(dirs: &Dirs, sandbox: Option<&str>, json: bool) -> Result<i32> {
     Ok(0)
 }
 
-/// Reads `http://host[:port]/path`, `https://…`, or a bare `host[:port]` (as https).
-fn parse_url(url: &str, method: Option<&str>) -> Result<Target> {
-    let (scheme, rest) = match url.split_once("://") {
-        Some((s, r)) => (s.to_ascii_lowercase(), r),
-        None => ("https".to_owned(), url),
-    };
-    let (auth, path) = match rest.find(['/', '?', '#']) {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if auth.contains('@') {
-        return Err(usage("user information in the URL is not supported"));
-    }
-    let (h, p) = split_host_port(auth).map_err(|e| usage(e.to_string()))?;
-    let host = Host::parse(h).map_err(|e| usage(e.to_string()))?;
-    let path = path.split(['?', '#']).next().unwrap_or("/");
-    let path = if path.is_empty() { "/" } else { path };
-    let kind = match scheme.as_str() {
-        "http" | "ws" => Kind::Http {
-            method: method
-                .map(parse_method)
-                .transpose()
-                .map_err(|e| usage(e.to_string()))?
-                .unwrap_or_else(|| "GET".into()),
-            path: path.to_owned(),
-        },
-        "https" | "wss" => Kind::Connect,
-        other => return Err(usage(format!("scheme {other:?}: use http:// or https://"))),
-    };
-    let port = p.unwrap_or(kind.default_port());
-    Ok(Target { host, port, kind })
-}
-
 fn check(dirs: &Dirs, url: &str, sandbox: Option<&str>, method: Option<&str>) -> Result<i32> {
-    let target = parse_url(url, method)?;
-    let store = open_store(dirs)?;
-    let rules = match sandbox {
-        Some(s) => store.rules_for(&scope_of(Some(s))?.to_string())?,
-        None => store
-            .all()?
-            .into_iter()
-            .filter(|r| r.scope == Scope::Global)
-            .collect(),
-    };
-    let what = match &target.kind {
-        Kind::Connect => format!("CONNECT {}", target.host.authority(target.port)),
-        Kind::Http { method, path } => format!(
-            "{method} http://{}{path}",
-            target.host.authority(target.port)
-        ),
-        Kind::Https { method, path } => format!(
-            "{method} https://{}{path} (intercepted)",
-            target.host.authority(target.port)
-        ),
-    };
-    let d = decide(&rules, &target);
-    let explain = |d: &paddock_policy::net::Decision| match d
-        .rule
-        .and_then(|id| rules.iter().find(|r| r.id == id))
-    {
-        Some(r) => describe(r),
-        None => d.reason.clone(),
-    };
-    if d.action == Action::Deny {
-        println!("deny  {what}\n      {}", explain(&d));
-        return Ok(1);
+    let c = paddock_engine::Engine::at(dirs.clone())?.check_url(url, sandbox, method)?;
+    let verdict = if c.allowed { "allow" } else { "deny " };
+    println!("{verdict} {}\n      {}", c.request, c.reason);
+    if let Some(note) = c.note {
+        println!("      ({note})");
     }
-    if let Some(ip) = target.host.ip() {
-        let a = decide_address(&rules, Some(&target.host), ip, target.port, &target.kind);
-        if a.action == Action::Deny {
-            println!("deny  {what}\n      {}", explain(&a));
-            return Ok(1);
-        }
-    }
-    println!("allow {what}\n      {}", explain(&d));
-    if target.host.ip().is_none() {
-        println!(
-            "      (at request time the proxy also refuses the name if it resolves to a private, loopback or metadata address no rule names)"
-        );
-    }
-    Ok(0)
+    Ok(if c.allowed { 0 } else { 1 })
 }
 
 fn print_rows(rows: &[AuditRow], json: bool, out: &mut impl Write) -> std::io::Result<()> {

@@ -54,7 +54,7 @@ async def main(paddock, workspace, backend, name, outside):
 
             tools = {t.name: t for t in (await session.list_tools()).tools}
             want = {"sandbox_create", "sandbox_exec", "sandbox_list", "sandbox_stop",
-                    "sandbox_start", "sandbox_delete", "file_read", "file_write", "file_list"}
+                    "sandbox_start", "sandbox_delete", "file_read", "file_write", "file_list", "policy_check"}
             check(want <= set(tools), "it lists the sandbox tools", sorted(tools))
             check("only that folder" in tools["sandbox_create"].description,
                   "sandbox_create's description says what the sandbox sees",
@@ -112,6 +112,11 @@ async def main(paddock, workspace, backend, name, outside):
             escaped = await session.call_tool("file_read", {"sandbox": name, "path": "../x"})
             check(field(escaped, "is_error", "isError"), "a path out of the workspace is refused",
                   text(escaped))
+
+            verdict = structured(await session.call_tool("policy_check", {
+                "url": "https://denied.invalid/", "sandbox": name}))
+            check(verdict["allowed"] is False and "CONNECT denied.invalid:443" in verdict["request"],
+                  "policy_check says a host no rule allows is denied", verdict)
 
             listed = structured(await session.call_tool("sandbox_list", {}))
             check(any(s["name"] == name for s in listed["sandboxes"]),

@@ -1103,9 +1103,9 @@ fn flood() {
 
 /// schemathesis (PyPI) against the served OpenAPI document, over TCP with the token: no 5xx,
 /// every answer's status, media type, headers and body as documented, schema-valid requests
-/// accepted and invalid ones refused. Making a sandbox is fuzzed without the check that every
-/// schema-valid request is accepted (a workspace must exist and be shareable, which no schema
-/// says).
+/// accepted and invalid ones refused. Making a sandbox, adding rules and checking a URL are
+/// fuzzed without the check that every schema-valid request is accepted (a workspace must exist
+/// and be shareable, a host or URL must parse, which no schema says).
 #[test]
 fn schemathesis_finds_no_server_error_and_every_answer_conforms() {
     let Some(python) = py_tools() else {
@@ -1121,23 +1121,40 @@ fn schemathesis_finds_no_server_error_and_every_answer_conforms() {
     let token = std::fs::read_to_string(token_file).unwrap();
     let auth = format!("Authorization: Bearer {}", token.trim_end());
     let url = format!("http://127.0.0.1:{port}/v1/openapi.json");
+    // Whose valid values no schema says: a workspace that exists, a host or URL that parses.
+    let semantic = "^/v1/(sandboxes|policy/rules|policy/check)$";
+    // The audit log followed never ends: its events are checked in `stream`.
     let passes: [&[&str]; 2] = [
-        &["--exclude-path-regex", "^/v1/sandboxes$"],
         &[
-            "--include-path",
-            "/v1/sandboxes",
+            "--exclude-path-regex",
+            semantic,
+            "--exclude-path",
+            "/v1/audit/stream",
+        ],
+        &[
+            "--include-path-regex",
+            semantic,
             "--exclude-checks",
             "positive_data_acceptance",
         ],
     ];
     for pass in passes {
         let mut cmd = Command::new(&schemathesis);
-        cmd.args(["run", &url, "-H", &auth, "--checks", "all"])
-            .args(["--max-examples", "50", "--seed", "1", "--no-color"])
-            .args(pass)
-            .current_dir(home.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args([
+            "run",
+            &url,
+            "-H",
+            &auth,
+            "--checks",
+            "all",
+            "--request-timeout",
+            "60",
+        ])
+        .args(["--max-examples", "50", "--seed", "1", "--no-color"])
+        .args(pass)
+        .current_dir(home.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let out = wait_for(cmd.spawn().unwrap(), Duration::from_secs(600));
         let said = String::from_utf8_lossy(&out.stdout);
         assert!(
@@ -1151,7 +1168,8 @@ fn schemathesis_finds_no_server_error_and_every_answer_conforms() {
 }
 
 // A streamed exec over the WebSocket, as an ordinary user on an ns sandbox (the Python
-// `websockets` client): see tests/ws_exec.py.
+// `websockets` client): see tests/ws_exec.py. Then the audit log followed as server-sent
+// events sees a request the sandbox made and the proxy denied.
 mod stream {
     #[test]
     fn a_streamed_exec_answers_as_it_runs_and_stops_when_its_client_leaves() {
@@ -1216,10 +1234,131 @@ fn streamed_exec() {
         assert!(Instant::now() < deadline, "still running: {left}");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The audit log as it is written: a denied request the sandbox makes arrives as an event.
+    let mut follow = Command::new("curl");
+    follow
+        .args(["-sS", "-N", "--max-time", "60", "--unix-socket"])
+        .arg(&socket)
+        .arg(format!(
+            "http://x/v1/audit/stream?sandbox={name}&denied=true&limit=0"
+        ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if let Some((uid, gid)) = api.owner {
+        follow.uid(uid).gid(gid);
+    }
+    let mut follower = follow.spawn().unwrap();
+    let events = follower.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(events).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Events start after the stream is open; one request now, more until one is seen.
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let mut seen = Vec::new();
+    'wait: loop {
+        let r = api.call(
+            "POST",
+            &format!("/v1/sandboxes/{name}/exec"),
+            Some(&serde_json::json!({"command": ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://denied.invalid/from-the-sandbox"]})),
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+        while let Ok(line) = rx.recv_timeout(Duration::from_millis(1500)) {
+            if line.starts_with("data:") && line.contains("denied.invalid") {
+                let row: serde_json::Value =
+                    serde_json::from_str(line.trim_start_matches("data:").trim()).unwrap();
+                assert_eq!(row["action"], "deny", "{row}");
+                assert_eq!(row["sandbox"], name.as_str(), "{row}");
+                assert_eq!(row["path"], "/from-the-sandbox", "{row}");
+                break 'wait;
+            }
+            seen.push(line);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no audit event arrived: {seen:?}"
+        );
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
     let stopped = api.call("POST", &format!("/v1/sandboxes/{name}/stop"), None);
     assert_eq!(stopped.status, 200, "{stopped:?}");
     let idle = api.call("GET", &format!("/v1/sandboxes/{name}/exec/stream"), None);
     assert_eq!(idle.status, 409, "{idle:?}");
+    let (status, err) = server.stop();
+    assert!(status.success(), "{status:?} {err}");
+}
+
+/// Rules through the API: added for one sandbox, weighed by the check, listed, removed; refused
+/// where the CLI refuses them.
+#[test]
+fn rules_are_added_checked_listed_and_removed() {
+    use serde_json::json;
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(serve_cmd(home.path(), &[])).unwrap();
+    let api = Api::of(server.socket());
+    let added = api.call(
+        "POST",
+        "/v1/policy/rules",
+        Some(&json!({"action": "allow", "hosts": ["docs.example.org"], "sandbox": "web"})),
+    );
+    assert_eq!(added.status, 201, "{added:?}");
+    let rule = json(&added)["rules"][0].clone();
+    assert_eq!(rule["host"], "docs.example.org");
+    assert_eq!(rule["scope"], "web");
+    let id = rule["id"].as_i64().unwrap();
+
+    let check = |url: &str, sandbox: &str| {
+        let got = api.call(
+            "GET",
+            &format!("/v1/policy/check?url={url}&sandbox={sandbox}"),
+            None,
+        );
+        assert_eq!(got.status, 200, "{got:?}");
+        json(&got)
+    };
+    let yes = check("https://docs.example.org/guide", "web");
+    assert_eq!(yes["allowed"], true, "{yes}");
+    assert_eq!(yes["rule"], id);
+    assert_eq!(yes["request"], "CONNECT docs.example.org:443");
+    let other = check("https://docs.example.org/", "api");
+    assert_eq!(
+        other["allowed"], false,
+        "another sandbox has no such rule: {other}"
+    );
+    let no = check("http://elsewhere.example.org/x", "web");
+    assert_eq!(no["allowed"], false, "{no}");
+
+    let listed = json(&api.call("GET", "/v1/policy/rules?sandbox=web", None));
+    assert!(
+        listed["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == id),
+        "{listed}"
+    );
+    for bad in [
+        json!({"action": "allow", "hosts": ["*"]}),
+        json!({"action": "allow", "hosts": ["0.0.0.0/0"]}),
+        json!({"action": "maybe", "hosts": ["x.example.org"]}),
+        json!({"action": "allow", "hosts": ["x.example.org"], "colour": "red"}),
+        json!({"action": "allow", "hosts": ["x.example.org"], "port": "http"}),
+    ] {
+        let got = api.call("POST", "/v1/policy/rules", Some(&bad));
+        assert_eq!(got.status, 422, "{bad}: {got:?}");
+    }
+    let bad_url = api.call("GET", "/v1/policy/check?url=ftp://x.example.org/", None);
+    assert_eq!(bad_url.status, 422, "{bad_url:?}");
+    let removed = api.call("DELETE", &format!("/v1/policy/rules/{id}"), None);
+    assert_eq!(removed.status, 204, "{removed:?}");
+    let again = api.call("DELETE", &format!("/v1/policy/rules/{id}"), None);
+    assert_eq!(again.status, 404, "{again:?}");
+    assert_eq!(check("https://docs.example.org/", "web")["allowed"], false);
     let (status, err) = server.stop();
     assert!(status.success(), "{status:?} {err}");
 }

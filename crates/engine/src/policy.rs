@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use paddock_core::Dirs;
-use paddock_policy::net::{Action, PathGlob, PortSpec, Rule, Scope, parse_method};
+use paddock_policy::net::{
+    Action, Host, Kind, PathGlob, PortSpec, Rule, Scope, StoredRule, Target, decide,
+    decide_address, parse_method, split_host_port,
+};
 use paddock_proxy::presets;
 use paddock_proxy::registries::{HostConfig, RegistryHost, discover};
 use paddock_store::Store;
@@ -131,4 +134,227 @@ pub fn apply_preset(
     };
     let rules = presets::materialize(name, &regs).map_err(|e| invalid(e.to_string()))?;
     Ok(store.apply_preset(scope, name, &rules)?.len())
+}
+
+/// The scope of rules for `sandbox` (every sandbox when none).
+pub fn scope_of(sandbox: Option<&str>) -> Result<Scope> {
+    match sandbox {
+        None => Ok(Scope::Global),
+        Some(s) => {
+            let n: paddock_policy::SandboxName = s
+                .parse()
+                .map_err(|e: paddock_policy::NameError| invalid(format!("sandbox: {e}")))?;
+            Ok(Scope::Sandbox(n.to_string()))
+        }
+    }
+}
+
+/// One stored rule, as front ends show it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RuleView {
+    /// Its id (for removal).
+    pub id: i64,
+    /// `global`, or the sandbox's name.
+    pub scope: String,
+    /// `allow` or `deny`.
+    pub action: String,
+    /// The host pattern.
+    pub host: String,
+    /// The port (`default`: 80 for HTTP, 443 for HTTPS; `any`; a number or range).
+    pub port: String,
+    /// The HTTP method, where the rule names one.
+    pub method: Option<String>,
+    /// The path glob, where the rule names one.
+    pub path: Option<String>,
+    /// The host may resolve to a private address.
+    pub private_address: bool,
+    /// Who added it: `user`, `run`, `preset:NAME`, ...
+    pub source: String,
+}
+
+impl From<&StoredRule> for RuleView {
+    fn from(r: &StoredRule) -> RuleView {
+        RuleView {
+            id: r.id,
+            scope: r.scope.to_string(),
+            action: r.rule.action.to_string(),
+            host: r.rule.host.to_string(),
+            port: r.rule.port.to_string(),
+            method: r.rule.method.clone(),
+            path: r.rule.path.as_ref().map(|p| p.as_str().to_owned()),
+            private_address: r.rule.private_address,
+            source: r.source.clone(),
+        }
+    }
+}
+
+/// A rule in words: `rule 3: allow example.com port 8080 (web, user)`.
+pub fn describe(r: &StoredRule) -> String {
+    let mut s = format!("rule {}: {} {}", r.id, r.rule.action, r.rule.host);
+    if r.rule.port != PortSpec::Default {
+        s += &format!(" port {}", r.rule.port);
+    }
+    if let Some(m) = &r.rule.method {
+        s += &format!(" method {m}");
+    }
+    if let Some(p) = &r.rule.path {
+        s += &format!(" path {}", p.as_str());
+    }
+    if r.rule.private_address {
+        s += " (private address allowed)";
+    }
+    s + &format!(" ({}, {})", r.scope, r.source)
+}
+
+/// What the proxy would decide for a URL.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Check {
+    /// Whether the request would be let through.
+    pub allowed: bool,
+    /// The request as the proxy sees it (`CONNECT host:443`, `GET http://host/path`).
+    pub request: String,
+    /// Which rule decided, in words, or why none did.
+    pub reason: String,
+    /// The deciding rule's id, when a rule decided.
+    pub rule: Option<i64>,
+    /// What is decided only at request time.
+    pub note: Option<String>,
+}
+
+/// Reads `http://host[:port]/path`, `https://…`, or a bare `host[:port]` (as https).
+pub fn parse_url(url: &str, method: Option<&str>) -> Result<Target> {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (s.to_ascii_lowercase(), r),
+        None => ("https".to_owned(), url),
+    };
+    let (auth, path) = match rest.find(['/', '?', '#']) {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if auth.contains('@') {
+        return Err(invalid("user information in the URL is not supported"));
+    }
+    let (h, p) = split_host_port(auth).map_err(|e| invalid(e.to_string()))?;
+    let host = Host::parse(h).map_err(|e| invalid(e.to_string()))?;
+    let path = path.split(['?', '#']).next().unwrap_or("/");
+    let path = if path.is_empty() { "/" } else { path };
+    let kind = match scheme.as_str() {
+        "http" | "ws" => Kind::Http {
+            method: method
+                .map(parse_method)
+                .transpose()
+                .map_err(|e| invalid(e.to_string()))?
+                .unwrap_or_else(|| "GET".into()),
+            path: path.to_owned(),
+        },
+        "https" | "wss" => Kind::Connect,
+        other => {
+            return Err(invalid(format!(
+                "scheme {other:?}: use http:// or https://"
+            )));
+        }
+    };
+    let port = p.unwrap_or(kind.default_port());
+    Ok(Target { host, port, kind })
+}
+
+impl crate::Engine {
+    /// The rules that apply to `sandbox` (its own and the global ones), or every rule.
+    pub fn rules(&self, sandbox: Option<&str>) -> Result<Vec<StoredRule>> {
+        Ok(match sandbox {
+            Some(s) => self.store.rules_for(&scope_of(Some(s))?.to_string())?,
+            None => self.store.all()?,
+        })
+    }
+
+    /// Adds `action` rules from `req` (all checked before any is stored).
+    pub fn add_rules(
+        &self,
+        action: Action,
+        req: &RuleRequest,
+        report: &dyn Reporter,
+    ) -> Result<Vec<StoredRule>> {
+        let scope = scope_of(req.sandbox.as_deref())?;
+        if req.hosts.is_empty() {
+            return Err(invalid("hosts: give at least one host"));
+        }
+        let rules = rules_from(action, req, report)?;
+        let ids = self.store.add(&scope, &rules, "user")?;
+        Ok(ids
+            .into_iter()
+            .zip(rules)
+            .map(|(id, rule)| StoredRule {
+                id,
+                scope: scope.clone(),
+                source: "user".into(),
+                rule,
+            })
+            .collect())
+    }
+
+    /// Removes the rules `ids` and returns them; none is removed when one does not exist.
+    pub fn remove_rules(&self, ids: &[i64]) -> Result<Vec<StoredRule>> {
+        let all = self.store.all()?;
+        if let Some(missing) = ids.iter().find(|id| !all.iter().any(|r| r.id == **id)) {
+            return Err(crate::EngineError::NotFound(format!(
+                "no rule with id {missing} (see `paddock policy ls`)"
+            )));
+        }
+        ids.iter().map(|id| Ok(self.store.remove(*id)?)).collect()
+    }
+
+    /// What the proxy would decide for `url` in `sandbox` (the global rules alone when none).
+    pub fn check_url(
+        &self,
+        url: &str,
+        sandbox: Option<&str>,
+        method: Option<&str>,
+    ) -> Result<Check> {
+        let target = parse_url(url, method)?;
+        let rules = match sandbox {
+            Some(_) => self.rules(sandbox)?,
+            None => self
+                .store
+                .all()?
+                .into_iter()
+                .filter(|r| r.scope == Scope::Global)
+                .collect(),
+        };
+        let request = match &target.kind {
+            Kind::Connect => format!("CONNECT {}", target.host.authority(target.port)),
+            Kind::Http { method, path } => format!(
+                "{method} http://{}{path}",
+                target.host.authority(target.port)
+            ),
+            Kind::Https { method, path } => format!(
+                "{method} https://{}{path} (intercepted)",
+                target.host.authority(target.port)
+            ),
+        };
+        let explain = |d: &paddock_policy::net::Decision| match d
+            .rule
+            .and_then(|id| rules.iter().find(|r| r.id == id))
+        {
+            Some(r) => describe(r),
+            None => d.reason.clone(),
+        };
+        let mut d = decide(&rules, &target);
+        if d.action == Action::Allow
+            && let Some(ip) = target.host.ip()
+        {
+            let a = decide_address(&rules, Some(&target.host), ip, target.port, &target.kind);
+            if a.action == Action::Deny {
+                d = a;
+            }
+        }
+        Ok(Check {
+            allowed: d.action == Action::Allow,
+            request,
+            reason: explain(&d),
+            rule: d.rule,
+            note: (d.action == Action::Allow && target.host.ip().is_none()).then(|| {
+                "at request time the proxy also refuses the name if it resolves to a private, loopback or metadata address no rule names".to_owned()
+            }),
+        })
+    }
 }

@@ -16,7 +16,7 @@ pub const KEEP_DAYS: i64 = 90;
 pub const KEEP_ROWS: i64 = 1_000_000;
 
 /// One audit row as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AuditRow {
     /// Row id (increasing).
     pub id: i64,
