@@ -1080,7 +1080,22 @@ impl ApiState {
         if let Ok(text) = serde_json::to_string(&end) {
             let _ = socket.send(Message::Text(text.into())).await;
         }
-        let _ = socket.send(Message::Close(None)).await;
+        // The closing handshake: a normal close, then the client's answer (for a second at
+        // most), so the client has read everything before the connection goes.
+        let close = axum::extract::ws::CloseFrame {
+            code: axum::extract::ws::close_code::NORMAL,
+            reason: "".into(),
+        };
+        if socket.send(Message::Close(Some(close))).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                while let Some(Ok(m)) = socket.recv().await {
+                    if matches!(m, Message::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
     }
 
     async fn stream_inner(

@@ -767,7 +767,7 @@ fn system_python() -> &'static str {
     }
 }
 
-/// A Python with the official MCP SDK (PyPI `mcp`), schemathesis and websockets, from this host's own
+/// A Python with the official MCP SDK (PyPI `mcp`), schemathesis, websockets and httpx, from this host's own
 /// package index, in a venv made once per target directory; None (the test skips) where the
 /// registries cannot be reached, unless CI requires them.
 fn py_tools() -> Option<PathBuf> {
@@ -779,7 +779,10 @@ fn py_tools() -> Option<PathBuf> {
     let python = venv.join("bin/python");
     let has_sdk = |p: &Path| {
         Command::new(p)
-            .args(["-c", "import mcp.client.stdio, schemathesis, websockets"])
+            .args([
+                "-c",
+                "import mcp.client.stdio, schemathesis, websockets, httpx",
+            ])
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
@@ -802,7 +805,14 @@ fn py_tools() -> Option<PathBuf> {
         String::from_utf8_lossy(&made.stderr)
     );
     let pip = Command::new(venv.join("bin/pip"))
-        .args(["install", "-q", "mcp", "schemathesis", "websockets"])
+        .args([
+            "install",
+            "-q",
+            "mcp",
+            "schemathesis",
+            "websockets",
+            "httpx",
+        ])
         .output()
         .unwrap();
     assert!(
@@ -812,7 +822,7 @@ fn py_tools() -> Option<PathBuf> {
     );
     assert!(
         has_sdk(&python),
-        "the venv lacks mcp, schemathesis or websockets after pip"
+        "the venv lacks a Python test tool after pip"
     );
     Some(python)
 }
@@ -1359,6 +1369,80 @@ fn rules_are_added_checked_listed_and_removed() {
     let again = api.call("DELETE", &format!("/v1/policy/rules/{id}"), None);
     assert_eq!(again.status, 404, "{again:?}");
     assert_eq!(check("https://docs.example.org/", "web")["allowed"], false);
+    let (status, err) = server.stop();
+    assert!(status.success(), "{status:?} {err}");
+}
+
+// Paddock's Python client (clients/python), installed with pip as a user would, against a real
+// server, as an ordinary user on an ns sandbox: see tests/py_client.py.
+mod python_client {
+    #[test]
+    fn the_python_client_installs_agrees_with_the_document_and_drives_a_sandbox() {
+        crate::require_root!();
+        crate::common::in_mode(true, super::python_client);
+    }
+}
+
+fn python_client() {
+    let Some(python) = py_tools() else {
+        eprintln!(
+            "skipped: the client's dependencies come from the package registries, which do not answer"
+        );
+        return;
+    };
+    common::ensure_image();
+    // The package as it would be published: built and installed by pip with its dependencies
+    // from the package index, into a venv of its own.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let venv = tempfile::Builder::new()
+        .prefix("paddock-client-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let made = Command::new(system_python())
+        .args(["-m", "venv"])
+        .arg(venv.path())
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let pip = Command::new(venv.path().join("bin/pip"))
+        .args(["install", "-q"])
+        .arg(root.join("clients/python"))
+        .current_dir(venv.path())
+        .output()
+        .unwrap();
+    assert!(
+        pip.status.success(),
+        "pip could not install clients/python: {}",
+        String::from_utf8_lossy(&pip.stderr)
+    );
+    let ws = common::workspace();
+    let sock_dir = common::workspace();
+    let socket = sock_dir.path().join("api.sock");
+    let mut cmd = common::paddock();
+    cmd.args(["serve", "--socket", socket.to_str().unwrap()]);
+    let server = Server::start(cmd).unwrap();
+    let api = Api::of(socket.clone());
+    let name = common::unique("pyclient");
+    let _cleanup = common::Cleanup(name.clone());
+    let mut py = Command::new(venv.path().join("bin/python"));
+    py.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py_client.py"))
+        .arg(&socket)
+        .arg(root.join("docs/openapi.json"))
+        .arg(ws.path())
+        .arg(&name)
+        .current_dir(sock_dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some((uid, gid)) = api.owner {
+        py.uid(uid).gid(gid);
+    }
+    let out = wait_for(py.spawn().unwrap(), Duration::from_secs(300));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.trim_end().ends_with("done"),
+        "{said}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (status, err) = server.stop();
     assert!(status.success(), "{status:?} {err}");
 }

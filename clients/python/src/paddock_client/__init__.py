@@ -1,0 +1,543 @@
+"""A typed client for Paddock's HTTP API (`paddock serve`), sync (`Client`) and async
+(`AsyncClient`). The routes and fields are those of the API's OpenAPI document
+(`docs/openapi.json`); the suite checks the two agree."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterator, Optional, Sequence, Union
+
+import httpx
+
+__all__ = [
+    "AsyncClient",
+    "AsyncExecStream",
+    "Check",
+    "Client",
+    "ExecResult",
+    "ExecStream",
+    "FileEntry",
+    "PaddockError",
+    "Rule",
+    "Sandbox",
+    "default_socket",
+]
+
+__version__ = "0.1.0"
+
+#: Every route the client uses, as (method, path) of the OpenAPI document.
+ROUTES = [
+    ("get", "/v1/health"),
+    ("get", "/v1/sandboxes"),
+    ("post", "/v1/sandboxes"),
+    ("get", "/v1/sandboxes/{name}"),
+    ("delete", "/v1/sandboxes/{name}"),
+    ("post", "/v1/sandboxes/{name}/start"),
+    ("post", "/v1/sandboxes/{name}/stop"),
+    ("post", "/v1/sandboxes/{name}/exec"),
+    ("get", "/v1/sandboxes/{name}/exec/stream"),
+    ("get", "/v1/sandboxes/{name}/files/list"),
+    ("get", "/v1/sandboxes/{name}/files/stat"),
+    ("get", "/v1/sandboxes/{name}/files/content"),
+    ("put", "/v1/sandboxes/{name}/files/content"),
+    ("delete", "/v1/sandboxes/{name}/files"),
+    ("get", "/v1/policy/rules"),
+    ("post", "/v1/policy/rules"),
+    ("delete", "/v1/policy/rules/{id}"),
+    ("get", "/v1/policy/check"),
+]
+
+STDIN, STDOUT, STDERR = 0, 1, 2
+
+
+class PaddockError(Exception):
+    """An error answer of the API (RFC 9457 problem): `status`, a stable `code`, `detail`."""
+
+    def __init__(self, status: int, code: str, detail: str):
+        super().__init__(f"{status} {code}: {detail}")
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+
+def _from(cls, data: dict):
+    """An instance of the dataclass `cls` from the API's JSON (fields it does not know are
+    left out, so a newer server's additions do not break an older client)."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class Sandbox:
+    """A sandbox as the API shows it (schema `Summary`)."""
+
+    name: str
+    backend: str
+    state: str
+    image: str
+    workspace: str
+    created_at: int
+    limits: dict
+    started_at: Optional[int] = None
+    last_exit: Optional[int] = None
+    uptime_seconds: Optional[int] = None
+    last_cause: Optional[str] = None
+    memory_bytes: Optional[int] = None
+    cpu_seconds: Optional[float] = None
+    notes: list = field(default_factory=list)
+
+
+@dataclass
+class ExecResult:
+    """How a command ended and what it wrote (schema `ExecResult`; output as bytes)."""
+
+    exit_code: Optional[int]
+    stdout: bytes
+    stderr: bytes
+    stdout_truncated: bool
+    stderr_truncated: bool
+    timed_out: bool
+    duration_ms: int
+    notes: list
+
+
+@dataclass
+class FileEntry:
+    """One entry of a workspace (schema `FileEntry`)."""
+
+    path: str
+    kind: str
+    size: int
+    mode: int
+    modified: int
+    target: Optional[str] = None
+
+
+@dataclass
+class Rule:
+    """A network rule (schema `RuleView`)."""
+
+    id: int
+    scope: str
+    action: str
+    host: str
+    port: str
+    private_address: bool
+    source: str
+    method: Optional[str] = None
+    path: Optional[str] = None
+
+
+@dataclass
+class Check:
+    """What the egress proxy would decide for a URL (schema `Check`)."""
+
+    allowed: bool
+    request: str
+    reason: str
+    rule: Optional[int] = None
+    note: Optional[str] = None
+
+
+def default_socket() -> Path:
+    """Where `paddock serve` listens by default for this user."""
+    home = os.environ.get("PADDOCK_HOME")
+    if home:
+        return Path(home) / "run" / "api.sock"
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return Path(runtime) / "paddock" / "api.sock"
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "paddock" / "run" / "api.sock"
+
+
+def _problem(response: httpx.Response) -> PaddockError:
+    try:
+        p = response.json()
+        return PaddockError(p.get("status", response.status_code), p.get("code", ""), p.get("detail", ""))
+    except ValueError:
+        return PaddockError(response.status_code, "", response.text)
+
+
+def _sandbox(answer: dict) -> Sandbox:
+    sb = _from(Sandbox, answer["sandbox"] if "sandbox" in answer else answer)
+    sb.notes = answer.get("notes", [])
+    return sb
+
+
+def _exec_body(command, stdin, env, user, workdir, timeout_ms, max_output_bytes) -> dict:
+    body: dict[str, Any] = {"command": list(command), "encoding": "base64"}
+    if stdin is not None:
+        data = stdin.encode() if isinstance(stdin, str) else bytes(stdin)
+        body["stdin_base64"] = base64.b64encode(data).decode()
+    for key, value in (("env", env), ("user", user), ("workdir", workdir),
+                       ("timeout_ms", timeout_ms), ("max_output_bytes", max_output_bytes)):
+        if value is not None:
+            body[key] = list(value) if key == "env" else value
+    return body
+
+
+def _exec_result(answer: dict) -> ExecResult:
+    r = _from(ExecResult, answer)
+    r.stdout = base64.b64decode(answer["stdout"])
+    r.stderr = base64.b64decode(answer["stderr"])
+    return r
+
+
+def _settings(workspace, kwargs) -> dict:
+    body = {"workspace": str(workspace)}
+    body.update({k: v for k, v in kwargs.items() if v is not None})
+    return body
+
+
+def _transport_args(socket, url, token):
+    """httpx arguments for the unix socket (default) or a TCP URL with its token."""
+    headers = {}
+    if url is None:
+        path = str(socket or default_socket())
+        return "http://paddock", headers, {"uds": path}, path
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return url.rstrip("/"), headers, {}, None
+
+
+Data = Union[bytes, str]
+
+
+class Client:
+    """The API, synchronously. `Client()` talks to the default unix socket; `socket=` names
+    another; `url=` and `token=` talk TCP (`paddock serve --listen`)."""
+
+    def __init__(self, socket: Optional[Union[str, Path]] = None, url: Optional[str] = None,
+                 token: Optional[str] = None, timeout: float = 600.0):
+        base, headers, transport, self._socket = _transport_args(socket, url, token)
+        self._base, self._headers = base, headers
+        self._http = httpx.Client(base_url=base, headers=headers, timeout=timeout,
+                                  transport=httpx.HTTPTransport(**transport))
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, **kwargs) -> Any:
+        r = self._http.request(method, path, **kwargs)
+        if r.status_code >= 400:
+            raise _problem(r)
+        if r.status_code == 204:
+            return None
+        if r.headers.get("content-type", "").startswith("application/json"):
+            return r.json()
+        return r.content
+
+    def health(self) -> dict:
+        return self._call("GET", "/v1/health")
+
+    # Sandboxes.
+    def list(self, running: bool = False) -> list[Sandbox]:
+        answer = self._call("GET", "/v1/sandboxes", params={"running": str(running).lower()})
+        return [_from(Sandbox, s) for s in answer["sandboxes"]]
+
+    def create(self, workspace: Union[str, Path], start: bool = True, **settings) -> Sandbox:
+        """Makes a sandbox (`paddock create`'s settings: name, backend, image, cpus, memory,
+        allow, policy, review, ...) and starts it unless `start=False`."""
+        return _sandbox(self._call("POST", "/v1/sandboxes",
+                                   params={"start": str(start).lower()},
+                                   json=_settings(workspace, settings)))
+
+    def get(self, name: str) -> Sandbox:
+        return _from(Sandbox, self._call("GET", f"/v1/sandboxes/{name}"))
+
+    def start(self, name: str) -> Sandbox:
+        return _sandbox(self._call("POST", f"/v1/sandboxes/{name}/start"))
+
+    def stop(self, name: str, grace: Optional[int] = None) -> Sandbox:
+        params = {} if grace is None else {"grace": grace}
+        return _sandbox(self._call("POST", f"/v1/sandboxes/{name}/stop", params=params))
+
+    def delete(self, name: str, force: bool = False) -> None:
+        self._call("DELETE", f"/v1/sandboxes/{name}", params={"force": str(force).lower()})
+
+    # Commands.
+    def exec(self, name: str, command: Sequence[str], stdin: Optional[Data] = None,
+             env: Optional[Sequence[str]] = None, user: Optional[str] = None,
+             workdir: Optional[str] = None, timeout_ms: Optional[int] = None,
+             max_output_bytes: Optional[int] = None) -> ExecResult:
+        """Runs `command` in the running sandbox `name` to its end."""
+        body = _exec_body(command, stdin, env, user, workdir, timeout_ms, max_output_bytes)
+        return _exec_result(self._call("POST", f"/v1/sandboxes/{name}/exec", json=body))
+
+    def exec_stream(self, name: str, command: Sequence[str], env: Optional[Sequence[str]] = None,
+                    user: Optional[str] = None, workdir: Optional[str] = None) -> "ExecStream":
+        """Runs `command` with its streams as they happen (a WebSocket): use as a context
+        manager; iterate it for ("stdout" | "stderr", bytes)."""
+        start = {"command": list(command)}
+        for key, value in (("env", env), ("user", user), ("workdir", workdir)):
+            if value is not None:
+                start[key] = list(value) if key == "env" else value
+        return ExecStream(self, name, start)
+
+    # Files of the workspace.
+    def list_files(self, name: str, path: str = "") -> list[FileEntry]:
+        answer = self._call("GET", f"/v1/sandboxes/{name}/files/list", params={"path": path})
+        return [_from(FileEntry, e) for e in answer["entries"]]
+
+    def stat(self, name: str, path: str) -> FileEntry:
+        return _from(FileEntry, self._call("GET", f"/v1/sandboxes/{name}/files/stat",
+                                           params={"path": path}))
+
+    def read_file(self, name: str, path: str, max_bytes: Optional[int] = None) -> bytes:
+        params: dict[str, Any] = {"path": path}
+        if max_bytes is not None:
+            params["max_bytes"] = max_bytes
+        return self._call("GET", f"/v1/sandboxes/{name}/files/content", params=params)
+
+    def write_file(self, name: str, path: str, data: Data, mode: Optional[int] = None,
+                   parents: bool = True) -> FileEntry:
+        params: dict[str, Any] = {"path": path, "parents": str(parents).lower()}
+        if mode is not None:
+            params["mode"] = format(mode, "o")
+        content = data.encode() if isinstance(data, str) else bytes(data)
+        return _from(FileEntry, self._call(
+            "PUT", f"/v1/sandboxes/{name}/files/content", params=params, content=content,
+            headers={"content-type": "application/octet-stream"}))
+
+    def delete_file(self, name: str, path: str, recursive: bool = False) -> None:
+        self._call("DELETE", f"/v1/sandboxes/{name}/files",
+                   params={"path": path, "recursive": str(recursive).lower()})
+
+    # Network rules.
+    def rules(self, sandbox: Optional[str] = None) -> list[Rule]:
+        params = {} if sandbox is None else {"sandbox": sandbox}
+        return [_from(Rule, r) for r in self._call("GET", "/v1/policy/rules", params=params)["rules"]]
+
+    def add_rule(self, action: str, hosts: Sequence[str], **options) -> list[Rule]:
+        body = {"action": action, "hosts": list(hosts)}
+        body.update({k: v for k, v in options.items() if v is not None})
+        return [_from(Rule, r) for r in self._call("POST", "/v1/policy/rules", json=body)["rules"]]
+
+    def remove_rule(self, rule_id: int) -> None:
+        self._call("DELETE", f"/v1/policy/rules/{rule_id}")
+
+    def check(self, url: str, sandbox: Optional[str] = None, method: Optional[str] = None) -> Check:
+        params = {"url": url}
+        if sandbox is not None:
+            params["sandbox"] = sandbox
+        if method is not None:
+            params["method"] = method
+        return _from(Check, self._call("GET", "/v1/policy/check", params=params))
+
+
+def _ws_uri(base: str, name: str) -> str:
+    if base == "http://paddock":
+        return f"ws://paddock/v1/sandboxes/{name}/exec/stream"
+    return base.replace("http", "ws", 1) + f"/v1/sandboxes/{name}/exec/stream"
+
+
+def _end(msg: str, stream) -> None:
+    end = json.loads(msg)
+    if end.get("type") == "error":
+        raise PaddockError(0, end.get("code", ""), end.get("detail", ""))
+    stream.exit_code = end.get("exit_code")
+    stream.notes = end.get("notes", [])
+
+
+_CHANNELS = {STDOUT: "stdout", STDERR: "stderr"}
+
+
+class ExecStream:
+    """A command whose streams come as they happen. Iterate it for ("stdout" | "stderr",
+    bytes) until the command ends; then `exit_code` and `notes` are set."""
+
+    def __init__(self, client: Client, name: str, start: dict):
+        self._client, self._name, self._start = client, name, start
+        self._ws = None
+        self.exit_code: Optional[int] = None
+        self.notes: list = []
+
+    def __enter__(self) -> "ExecStream":
+        from websockets.sync.client import connect, unix_connect
+        uri = _ws_uri(self._client._base, self._name)
+        if self._client._socket is not None:
+            self._ws = unix_connect(self._client._socket, uri)
+        else:
+            self._ws = connect(uri, additional_headers=self._client._headers)
+        self._ws.send(json.dumps(self._start))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._ws is not None:
+            self._ws.close()
+
+    def write(self, data: Data) -> None:
+        self._ws.send(bytes([STDIN]) + (data.encode() if isinstance(data, str) else bytes(data)))
+
+    def close_stdin(self) -> None:
+        self._ws.send(json.dumps({"type": "eof"}))
+
+    def signal(self, signal: int) -> None:
+        self._ws.send(json.dumps({"type": "signal", "signal": signal}))
+
+    def __iter__(self) -> Iterator[tuple[str, bytes]]:
+        from websockets.exceptions import ConnectionClosed
+        while True:
+            try:
+                msg = self._ws.recv()
+            except ConnectionClosed:
+                return
+            if isinstance(msg, bytes):
+                yield _CHANNELS.get(msg[0], str(msg[0])), msg[1:]
+            else:
+                _end(msg, self)
+
+
+class AsyncClient:
+    """The API as coroutines: the same methods as `Client`."""
+
+    def __init__(self, socket: Optional[Union[str, Path]] = None, url: Optional[str] = None,
+                 token: Optional[str] = None, timeout: float = 600.0):
+        base, headers, transport, self._socket = _transport_args(socket, url, token)
+        self._base, self._headers = base, headers
+        self._http = httpx.AsyncClient(base_url=base, headers=headers, timeout=timeout,
+                                       transport=httpx.AsyncHTTPTransport(**transport))
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _call(self, method: str, path: str, **kwargs) -> Any:
+        r = await self._http.request(method, path, **kwargs)
+        if r.status_code >= 400:
+            raise _problem(r)
+        if r.status_code == 204:
+            return None
+        if r.headers.get("content-type", "").startswith("application/json"):
+            return r.json()
+        return r.content
+
+    async def health(self) -> dict:
+        return await self._call("GET", "/v1/health")
+
+    async def list(self, running: bool = False) -> list[Sandbox]:
+        answer = await self._call("GET", "/v1/sandboxes", params={"running": str(running).lower()})
+        return [_from(Sandbox, s) for s in answer["sandboxes"]]
+
+    async def create(self, workspace: Union[str, Path], start: bool = True, **settings) -> Sandbox:
+        return _sandbox(await self._call("POST", "/v1/sandboxes",
+                                         params={"start": str(start).lower()},
+                                         json=_settings(workspace, settings)))
+
+    async def get(self, name: str) -> Sandbox:
+        return _from(Sandbox, await self._call("GET", f"/v1/sandboxes/{name}"))
+
+    async def start(self, name: str) -> Sandbox:
+        return _sandbox(await self._call("POST", f"/v1/sandboxes/{name}/start"))
+
+    async def stop(self, name: str, grace: Optional[int] = None) -> Sandbox:
+        params = {} if grace is None else {"grace": grace}
+        return _sandbox(await self._call("POST", f"/v1/sandboxes/{name}/stop", params=params))
+
+    async def delete(self, name: str, force: bool = False) -> None:
+        await self._call("DELETE", f"/v1/sandboxes/{name}", params={"force": str(force).lower()})
+
+    async def exec(self, name: str, command: Sequence[str], stdin: Optional[Data] = None,
+                   env: Optional[Sequence[str]] = None, user: Optional[str] = None,
+                   workdir: Optional[str] = None, timeout_ms: Optional[int] = None,
+                   max_output_bytes: Optional[int] = None) -> ExecResult:
+        body = _exec_body(command, stdin, env, user, workdir, timeout_ms, max_output_bytes)
+        return _exec_result(await self._call("POST", f"/v1/sandboxes/{name}/exec", json=body))
+
+    def exec_stream(self, name: str, command: Sequence[str], env: Optional[Sequence[str]] = None,
+                    user: Optional[str] = None, workdir: Optional[str] = None) -> "AsyncExecStream":
+        start = {"command": list(command)}
+        for key, value in (("env", env), ("user", user), ("workdir", workdir)):
+            if value is not None:
+                start[key] = list(value) if key == "env" else value
+        return AsyncExecStream(self, name, start)
+
+    async def read_file(self, name: str, path: str, max_bytes: Optional[int] = None) -> bytes:
+        params: dict[str, Any] = {"path": path}
+        if max_bytes is not None:
+            params["max_bytes"] = max_bytes
+        return await self._call("GET", f"/v1/sandboxes/{name}/files/content", params=params)
+
+    async def write_file(self, name: str, path: str, data: Data, mode: Optional[int] = None,
+                         parents: bool = True) -> FileEntry:
+        params: dict[str, Any] = {"path": path, "parents": str(parents).lower()}
+        if mode is not None:
+            params["mode"] = format(mode, "o")
+        content = data.encode() if isinstance(data, str) else bytes(data)
+        return _from(FileEntry, await self._call(
+            "PUT", f"/v1/sandboxes/{name}/files/content", params=params, content=content,
+            headers={"content-type": "application/octet-stream"}))
+
+    async def list_files(self, name: str, path: str = "") -> list[FileEntry]:
+        answer = await self._call("GET", f"/v1/sandboxes/{name}/files/list", params={"path": path})
+        return [_from(FileEntry, e) for e in answer["entries"]]
+
+    async def check(self, url: str, sandbox: Optional[str] = None,
+                    method: Optional[str] = None) -> Check:
+        params = {"url": url}
+        if sandbox is not None:
+            params["sandbox"] = sandbox
+        if method is not None:
+            params["method"] = method
+        return _from(Check, await self._call("GET", "/v1/policy/check", params=params))
+
+
+class AsyncExecStream:
+    """`ExecStream` for `AsyncClient`: `async with`, `async for`."""
+
+    def __init__(self, client: AsyncClient, name: str, start: dict):
+        self._client, self._name, self._start = client, name, start
+        self._ws = None
+        self.exit_code: Optional[int] = None
+        self.notes: list = []
+
+    async def __aenter__(self) -> "AsyncExecStream":
+        from websockets.asyncio.client import connect, unix_connect
+        uri = _ws_uri(self._client._base, self._name)
+        if self._client._socket is not None:
+            self._ws = await unix_connect(self._client._socket, uri)
+        else:
+            self._ws = await connect(uri, additional_headers=self._client._headers)
+        await self._ws.send(json.dumps(self._start))
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self._ws is not None:
+            await self._ws.close()
+
+    async def write(self, data: Data) -> None:
+        await self._ws.send(bytes([STDIN]) + (data.encode() if isinstance(data, str) else bytes(data)))
+
+    async def close_stdin(self) -> None:
+        await self._ws.send(json.dumps({"type": "eof"}))
+
+    async def signal(self, signal: int) -> None:
+        await self._ws.send(json.dumps({"type": "signal", "signal": signal}))
+
+    async def __aiter__(self) -> AsyncIterator[tuple[str, bytes]]:
+        from websockets.exceptions import ConnectionClosed
+        while True:
+            try:
+                msg = await self._ws.recv()
+            except ConnectionClosed:
+                return
+            if isinstance(msg, bytes):
+                yield _CHANNELS.get(msg[0], str(msg[0])), msg[1:]
+            else:
+                _end(msg, self)

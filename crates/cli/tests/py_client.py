@@ -1,0 +1,111 @@
+"""Paddock's Python client (clients/python, installed by pip) against a real `paddock serve`:
+its routes and fields checked against the OpenAPI document, then the sync and async clients
+drive a real sandbox: create, exec with stdin and exact bytes, a streamed exec, files, a rule
+check, errors, stop, delete.
+
+Usage: python py_client.py SOCKET OPENAPI_JSON WORKSPACE NAME
+"""
+
+import asyncio
+import dataclasses
+import json
+import os
+import sys
+
+import paddock_client
+from paddock_client import AsyncClient, Client, PaddockError
+
+
+def check(cond, what, got=None):
+    if not cond:
+        print(f"FAILED: {what}: {got!r}", flush=True)
+        sys.exit(1)
+    print(f"ok: {what}", flush=True)
+
+
+def contract(doc):
+    paths = doc["paths"]
+    for method, path in paddock_client.ROUTES:
+        check(method in paths.get(path, {}), f"the document has {method.upper()} {path}")
+    schemas = doc["components"]["schemas"]
+    for cls, schema, extra in [
+        (paddock_client.Sandbox, "Summary", {"notes"}),
+        (paddock_client.ExecResult, "ExecResult", set()),
+        (paddock_client.FileEntry, "FileEntry", set()),
+        (paddock_client.Rule, "RuleView", set()),
+        (paddock_client.Check, "Check", set()),
+    ]:
+        mine = {f.name for f in dataclasses.fields(cls)} - extra
+        theirs = set(schemas[schema]["properties"])
+        check(mine == theirs - ({"encoding"} if schema == "ExecResult" else set()),
+              f"{cls.__name__} has {schema}'s fields", (mine ^ theirs))
+
+
+def sync_flow(socket, workspace, name):
+    with Client(socket=socket) as c:
+        check(c.health()["status"] == "ok", "health")
+        sb = c.create(workspace=workspace, name=name, backend="ns")
+        check(sb.state == "running" and sb.name == name, "create starts it", sb)
+        r = c.exec(name, ["sh", "-c", "cat; printf '\\377' >&2; exit 4"], stdin=b"in\x00put")
+        check((r.exit_code, r.stdout, r.stderr) == (4, b"in\x00put", b"\xff"),
+              "exec: status, stdin and output bytes exact", r)
+        r = c.exec(name, ["sleep", "60"], timeout_ms=500)
+        check(r.timed_out, "exec: timeout", r)
+        with c.exec_stream(name, ["sh", "-c", "read l; echo got-$l; echo e >&2"]) as s:
+            s.write("x\n")
+            seen = {"stdout": b"", "stderr": b""}
+            for channel, data in s:
+                seen[channel] += data
+        check(seen == {"stdout": b"got-x\n", "stderr": b"e\n"} and s.exit_code == 0,
+              "a streamed exec", (seen, s.exit_code))
+        entry = c.write_file(name, "dir/f.bin", b"\x00\x01", mode=0o600)
+        check((entry.size, entry.mode) == (2, 0o600), "write_file", entry)
+        check(c.read_file(name, "dir/f.bin") == b"\x00\x01", "read_file")
+        check(any(e.path == "dir" for e in c.list_files(name)), "list_files")
+        with open(os.path.join(workspace, "dir", "f.bin"), "rb") as f:
+            check(f.read() == b"\x00\x01", "the file is in the host workspace")
+        verdict = c.check("https://denied.invalid/", sandbox=name)
+        check(not verdict.allowed, "check: a host no rule allows", verdict)
+        try:
+            c.get("no-such-sandbox")
+            check(False, "an unknown sandbox raises")
+        except PaddockError as e:
+            check((e.status, e.code) == (404, "not_found"), "PaddockError carries status and code", e)
+        try:
+            c.read_file(name, "../outside")
+            check(False, "a path out of the workspace raises")
+        except PaddockError as e:
+            check(e.code == "invalid", "a path out of the workspace is invalid", e)
+        check(any(s.name == name for s in c.list()), "list")
+
+
+async def async_flow(socket, name):
+    async with AsyncClient(socket=socket) as c:
+        results = await asyncio.gather(*(c.exec(name, ["echo", str(i)]) for i in range(8)))
+        check([r.stdout for r in results] == [f"{i}\n".encode() for i in range(8)],
+              "async: eight commands side by side", results)
+        async with c.exec_stream(name, ["cat"]) as s:
+            await s.write(b"async-in")
+            await s.close_stdin()
+            out = b"".join([d async for ch, d in s if ch == "stdout"])
+        check(out == b"async-in" and s.exit_code == 0, "async: a streamed exec", (out, s.exit_code))
+        sb = await c.stop(name)
+        check(sb.state == "stopped", "async: stop", sb)
+        await c.delete(name)
+        try:
+            await c.get(name)
+            check(False, "deleted")
+        except PaddockError as e:
+            check(e.status == 404, "async: deleted", e)
+
+
+def main(socket, openapi, workspace, name):
+    with open(openapi) as f:
+        contract(json.load(f))
+    sync_flow(socket, workspace, name)
+    asyncio.run(async_flow(socket, name))
+    print("done", flush=True)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:5])
