@@ -1384,12 +1384,12 @@ mod python_client {
 }
 
 fn python_client() {
-    let Some(python) = py_tools() else {
+    if py_tools().is_none() {
         eprintln!(
             "skipped: the client's dependencies come from the package registries, which do not answer"
         );
         return;
-    };
+    }
     common::ensure_image();
     // The package as it would be published: built and installed by pip with its dependencies
     // from the package index, into a venv of its own.
