@@ -242,12 +242,9 @@ impl ApiState {
             tty: false,
             stdin: body.stdin.is_some() || body.stdin_base64.is_some(),
         };
-        let notes_file = tempfile::NamedTempFile::new()
-            .map_err(|e| Problem::internal(format!("cannot make a temporary file: {e}")))?;
-        let notes_path = notes_file.path().to_owned();
         // Which sandbox and whether it runs first (an unknown one is 404 whatever the request),
         // then the request.
-        let (cmd, _) = blocking(self, move |e, _| e.exec_process(&name, &req, &notes_path)).await?;
+        let (cmd, notes_file) = self.exec_command(name, req).await?;
         let cap = body.max_output_bytes.unwrap_or(DEFAULT_OUTPUT_CAP);
         if cap > MAX_OUTPUT_CAP {
             return Err(Problem::unprocessable(format!(
@@ -268,25 +265,8 @@ impl ApiState {
             ),
             (None, None) => None,
         };
-        // Held until the command's process has ended and its output is read.
-        let _slot = self
-            .exec_slots
-            .acquire()
-            .await
-            .map_err(|_| Problem::internal("the server is shutting down"))?;
-        let mut cmd = tokio::process::Command::from(cmd);
-        cmd.stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        let (mut child, _slot) = self.spawn(cmd, input.is_some()).await?;
         let started = Instant::now();
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| Problem::internal(format!("cannot start the command: {e}")))?;
         if let (Some(mut pipe), Some(data)) = (child.stdin.take(), input) {
             // A command that does not read its input must not hold the answer up.
             tokio::spawn(async move {
@@ -317,30 +297,16 @@ impl ApiState {
         let duration_ms = started.elapsed().as_millis() as u64;
         let (stdout, stdout_truncated) = out.await.unwrap_or_default();
         let (stderr, stderr_truncated) = err.await.unwrap_or_default();
-        let notes: Vec<String> = std::fs::read_to_string(notes_file.path())
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        // The exec process's own failure (the sandbox stopped in between, its backend failed):
-        // its last note is the error, its status 2 or 125.
-        let code = status.code();
-        if matches!(code, Some(2 | 125))
-            && let Some(error) = notes.last().and_then(|n| n.strip_prefix("error: "))
-        {
-            return Err(Problem::new(ProblemCode::StartFailed, error.to_owned()));
-        }
+        let (code, notes) = ended(&status, notes_file.path())?;
         let render = |bytes: Vec<u8>| match body.encoding {
             Encoding::Text => String::from_utf8_lossy(&bytes).into_owned(),
             Encoding::Base64 => base64::engine::general_purpose::STANDARD.encode(bytes),
         };
         Ok(ExecResult {
-            exit_code: if timed_out && code.is_none() {
+            exit_code: if timed_out && status.code().is_none() {
                 None
             } else {
-                code.or_else(|| {
-                    std::os::unix::process::ExitStatusExt::signal(&status).map(|s| 128 + s)
-                })
+                code
             },
             stdout: render(stdout),
             stderr: render(stderr),
@@ -1122,23 +1088,8 @@ impl ApiState {
             tty: false,
             stdin: true,
         };
-        let notes_file = tempfile::NamedTempFile::new()
-            .map_err(|e| Problem::internal(format!("cannot make a temporary file: {e}")))?;
-        let notes_path = notes_file.path().to_owned();
-        let (cmd, _) = blocking(self, move |e, _| e.exec_process(&name, &req, &notes_path)).await?;
-        let _slot = self
-            .exec_slots
-            .acquire()
-            .await
-            .map_err(|_| Problem::internal("the server is shutting down"))?;
-        let mut cmd = tokio::process::Command::from(cmd);
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| Problem::internal(format!("cannot start the command: {e}")))?;
+        let (cmd, notes_file) = self.exec_command(name, req).await?;
+        let (mut child, _slot) = self.spawn(cmd, true).await?;
         // Input goes through a task of its own, so that a command that does not read it never
         // holds up its output.
         let (input, mut inputs) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
@@ -1229,24 +1180,70 @@ impl ApiState {
             .wait()
             .await
             .map_err(|e| Problem::internal(format!("cannot wait for the command: {e}")))?;
-        let notes: Vec<String> = std::fs::read_to_string(notes_file.path())
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        let code = status.code();
-        if matches!(code, Some(2 | 125))
-            && let Some(error) = notes.last().and_then(|n| n.strip_prefix("error: "))
-        {
-            return Err(Problem::new(ProblemCode::StartFailed, error.to_owned()));
-        }
-        Ok(StreamEvent::Exit {
-            exit_code: code.or_else(|| {
-                std::os::unix::process::ExitStatusExt::signal(&status).map(|s| 128 + s)
-            }),
-            notes,
-        })
+        let (exit_code, notes) = ended(&status, notes_file.path())?;
+        Ok(StreamEvent::Exit { exit_code, notes })
     }
+}
+
+impl ApiState {
+    /// The exec process for `req` in sandbox `name` (checked: it exists, runs, and the request
+    /// is valid), and the file it writes its notes to.
+    async fn exec_command(
+        &self,
+        name: SandboxName,
+        req: ExecRequest,
+    ) -> Result<(std::process::Command, tempfile::NamedTempFile), Problem> {
+        let notes_file = tempfile::NamedTempFile::new()
+            .map_err(|e| Problem::internal(format!("cannot make a temporary file: {e}")))?;
+        let notes_path = notes_file.path().to_owned();
+        let (cmd, _) = blocking(self, move |e, _| e.exec_process(&name, &req, &notes_path)).await?;
+        Ok((cmd, notes_file))
+    }
+
+    /// Starts an exec process once a slot is free, its output piped (and its input, with
+    /// `stdin`; else /dev/null); the slot is held until the permit is dropped.
+    async fn spawn(
+        &self,
+        cmd: std::process::Command,
+        stdin: bool,
+    ) -> Result<(tokio::process::Child, tokio::sync::OwnedSemaphorePermit), Problem> {
+        let slot = Arc::clone(&self.exec_slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| Problem::internal("the server is shutting down"))?;
+        let mut cmd = tokio::process::Command::from(cmd);
+        cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let child = cmd
+            .spawn()
+            .map_err(|e| Problem::internal(format!("cannot start the command: {e}")))?;
+        Ok((child, slot))
+    }
+}
+
+/// How an exec process ended: the command's exit status (128 + N for signal N) and Paddock's
+/// notes; or, when the exec process itself failed (the sandbox stopped in between, its backend
+/// failed: status 2 or 125 with an `error:` note last), that failure.
+fn ended(
+    status: &std::process::ExitStatus,
+    notes_file: &std::path::Path,
+) -> Result<(Option<i32>, Vec<String>), Problem> {
+    let notes: Vec<String> = std::fs::read_to_string(notes_file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let code = status.code();
+    if matches!(code, Some(2 | 125))
+        && let Some(error) = notes.last().and_then(|n| n.strip_prefix("error: "))
+    {
+        return Err(Problem::new(ProblemCode::StartFailed, error.to_owned()));
+    }
+    let code =
+        code.or_else(|| std::os::unix::process::ExitStatusExt::signal(status).map(|s| 128 + s));
+    Ok((code, notes))
 }
 
 /// Reads what `pipe` has (None at its end, or when there is no pipe: never ready then).

@@ -66,6 +66,7 @@ pub const COMMAND_GROUPS: &[(&str, &[&str])] = &[
             "image",
             "system",
             "serve",
+            "mcp",
             "completions",
             "help",
         ],
