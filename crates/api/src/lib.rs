@@ -127,7 +127,9 @@ where
 /// Every route of the API with the sandboxes' operations, on the state directory `dirs`'s
 /// engine: what `paddock serve` serves.
 pub fn api(dirs: paddock_core::Dirs) -> (axum::Router, utoipa::openapi::OpenApi) {
-    app(all_routes(), sandboxes::ApiState::new(dirs))
+    let state = sandboxes::ApiState::new(dirs);
+    let routes = all_routes().route_service(mcp::HTTP_PATH, mcp::http_service(state.clone()));
+    app(routes, state)
 }
 
 /// The OpenAPI document of [`api`] (`docs/openapi.json`).

@@ -373,3 +373,26 @@ where
     running.waiting().await.map_err(std::io::Error::other)?;
     Ok(())
 }
+
+/// Where `paddock serve` serves the same tools over MCP's streamable HTTP transport.
+pub const HTTP_PATH: &str = "/v1/mcp";
+
+/// The tools as MCP's streamable HTTP transport (a tower service for `paddock serve` to mount
+/// at [`HTTP_PATH`]; behind its unix socket's peer check, or its token on TCP). Sessions live
+/// in memory; requests whose `Host` is not a loopback name are refused (DNS rebinding).
+pub fn http_service(
+    state: ApiState,
+) -> rmcp::transport::streamable_http_server::StreamableHttpService<
+    Tools,
+    rmcp::transport::streamable_http_server::session::local::LocalSessionManager,
+> {
+    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService,
+    };
+    StreamableHttpService::new(
+        move || Ok(Tools::new(state.clone())),
+        std::sync::Arc::new(LocalSessionManager::default()),
+        StreamableHttpServerConfig::default(),
+    )
+}

@@ -371,9 +371,21 @@ fn tcp_needs_the_token() {
             "{refused:?}"
         );
     }
-    // Unknown routes too: nothing is answered without the token.
+    // Unknown routes too: nothing is answered without the token, the MCP endpoint included.
     let probe = curl(&[&format!("http://127.0.0.1:{port}/v1/no-such-route")]);
     assert_eq!(probe.status, 401, "{probe:?}");
+    let mcp = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "content-type: application/json",
+        "-H",
+        "accept: application/json, text/event-stream",
+        "--data",
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+        &format!("http://127.0.0.1:{port}/v1/mcp"),
+    ]);
+    assert_eq!(mcp.status, 401, "{mcp:?}");
     let ok = curl(&["-H", &right, &url]);
     assert_eq!(ok.status, 200, "{ok:?}");
     let missing = curl(&[
@@ -756,6 +768,55 @@ mod mcp {
         crate::require_root!();
         crate::common::in_mode(true, || super::mcp_client_session("ns"));
     }
+
+    #[test]
+    fn the_python_sdk_reaches_the_same_tools_over_streamable_http() {
+        crate::require_root!();
+        crate::common::in_mode(true, super::mcp_over_http);
+    }
+}
+
+/// `paddock serve`'s /v1/mcp on its unix socket, driven by the MCP Python SDK's streamable
+/// HTTP client (tests/mcp_http_client.py).
+fn mcp_over_http() {
+    let Some(python) = py_tools() else {
+        eprintln!(
+            "skipped: the MCP SDK is installed from the package registries, which do not answer"
+        );
+        return;
+    };
+    common::ensure_image();
+    let ws = common::workspace();
+    let sock_dir = common::workspace();
+    let socket = sock_dir.path().join("api.sock");
+    let mut cmd = common::paddock();
+    cmd.args(["serve", "--socket", socket.to_str().unwrap()]);
+    let server = Server::start(cmd).unwrap();
+    let api = Api::of(socket.clone());
+    let name = common::unique("mcphttp");
+    let _cleanup = common::Cleanup(name.clone());
+    let mut py = Command::new(python);
+    py.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_http_client.py"))
+        .arg(&socket)
+        .arg(ws.path())
+        .arg(&name)
+        .current_dir(sock_dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some((uid, gid)) = api.owner {
+        py.uid(uid).gid(gid);
+    }
+    let out = wait_for(py.spawn().unwrap(), Duration::from_secs(300));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.trim_end().ends_with("done"),
+        "{said}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gone = api.call("GET", &format!("/v1/sandboxes/{name}"), None);
+    assert_eq!(gone.status, 404, "the tool deleted it: {gone:?}");
+    let (status, err) = server.stop();
+    assert!(status.success(), "{status:?} {err}");
 }
 
 /// The system's Python (one under root's home, as pyenv makes, is out of the suite user's reach).
