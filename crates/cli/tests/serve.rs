@@ -1465,9 +1465,18 @@ fn python_client() {
         .output()
         .unwrap();
     assert!(made.status.success(), "{made:?}");
+    // From a copy: pip builds a local project in place, and the checkout stays as it is.
+    let source = venv.path().join("source");
+    let copied = Command::new("cp")
+        .arg("-r")
+        .arg(root.join("clients/python"))
+        .arg(&source)
+        .status()
+        .unwrap();
+    assert!(copied.success());
     let pip = Command::new(venv.path().join("bin/pip"))
         .args(["install", "-q"])
-        .arg(root.join("clients/python"))
+        .arg(&source)
         .current_dir(venv.path())
         .output()
         .unwrap();
