@@ -499,6 +499,50 @@ impl Api {
     }
 }
 
+/// `paddock serve` from `base` (this test's `paddock` for its mode) on a unix socket in a
+/// directory of its own (the sandboxes' owner's), and the API on it as that owner.
+fn serve_on_socket(mut base: Command) -> (Server, Api, tempfile::TempDir) {
+    let dir = common::workspace();
+    let socket = dir.path().join("api.sock");
+    base.args(["serve", "--socket"]).arg(&socket);
+    let server = Server::start(base).unwrap_or_else(|out| {
+        panic!(
+            "the server did not start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (server, Api::of(socket), dir)
+}
+
+/// A client script of tests/ run by `python`.
+fn client_script(python: impl AsRef<std::ffi::OsStr>, script: &str) -> Command {
+    let mut cmd = Command::new(python);
+    cmd.arg(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests")
+            .join(script),
+    );
+    cmd
+}
+
+/// Runs a client script (as `owner` when given) within `limit`, checking it ended well and said
+/// `done` last.
+fn run_client(mut cmd: Command, owner: Option<(u32, u32)>, limit: Duration) {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some((uid, gid)) = owner {
+        cmd.uid(uid).gid(gid);
+    }
+    let out = wait_for(cmd.spawn().unwrap(), limit);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.trim_end().ends_with("done"),
+        "the client failed:\n{said}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn json(got: &Got) -> serde_json::Value {
     serde_json::from_str(&got.body).unwrap_or_else(|e| panic!("{e}: {got:?}"))
 }
@@ -506,17 +550,7 @@ fn json(got: &Got) -> serde_json::Value {
 fn api_drives_a_sandbox_from_creation_to_removal(backend: &str) {
     use serde_json::json;
     let ws = common::workspace();
-    let sock_dir = common::workspace();
-    let socket = sock_dir.path().join("api.sock");
-    let mut cmd = common::paddock_for(backend);
-    cmd.args(["serve", "--socket", socket.to_str().unwrap()]);
-    let server = Server::start(cmd).unwrap_or_else(|out| {
-        panic!(
-            "the server did not start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    let api = Api::of(socket);
+    let (server, api, _sock_dir) = serve_on_socket(common::paddock_for(backend));
     let name = common::unique("api");
     let _cleanup = common::Cleanup(name.clone());
     let workspace = ws.path().to_str().unwrap();
@@ -787,32 +821,16 @@ fn mcp_over_http() {
     };
     common::ensure_image();
     let ws = common::workspace();
-    let sock_dir = common::workspace();
-    let socket = sock_dir.path().join("api.sock");
-    let mut cmd = common::paddock();
-    cmd.args(["serve", "--socket", socket.to_str().unwrap()]);
-    let server = Server::start(cmd).unwrap();
-    let api = Api::of(socket.clone());
+    let (server, api, sock_dir) = serve_on_socket(common::paddock());
+    let socket = api.socket.clone();
     let name = common::unique("mcphttp");
     let _cleanup = common::Cleanup(name.clone());
-    let mut py = Command::new(python);
-    py.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_http_client.py"))
-        .arg(&socket)
+    let mut py = client_script(python, "mcp_http_client.py");
+    py.arg(&socket)
         .arg(ws.path())
         .arg(&name)
-        .current_dir(sock_dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some((uid, gid)) = api.owner {
-        py.uid(uid).gid(gid);
-    }
-    let out = wait_for(py.spawn().unwrap(), Duration::from_secs(300));
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && said.trim_end().ends_with("done"),
-        "{said}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .current_dir(sock_dir.path());
+    run_client(py, api.owner, Duration::from_secs(300));
     let gone = api.call("GET", &format!("/v1/sandboxes/{name}"), None);
     assert_eq!(gone.status, 404, "the tool deleted it: {gone:?}");
     let (status, err) = server.stop();
@@ -900,41 +918,28 @@ fn mcp_client_session(backend: &str) {
     let other = common::workspace();
     let outside = other.path().join("secret");
     std::fs::write(&outside, "host-only\n").unwrap();
-    let user = common::suite_as_user();
-    if let Some(u) = &user {
-        std::os::unix::fs::chown(&outside, Some(u.uid), Some(u.gid)).unwrap();
+    let owner = common::suite_as_user().map(|u| (u.uid, u.gid));
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(&outside, Some(uid), Some(gid)).unwrap();
     }
     let name = common::unique("mcp");
     let _cleanup = common::Cleanup(name.clone());
     // The client with paddock's own environment for this mode; it starts `paddock mcp`.
     let base = common::paddock_for(backend);
-    let mut cmd = Command::new(python);
+    let mut cmd = client_script(python, "mcp_client.py");
     cmd.env_clear();
     for (k, v) in base.get_envs() {
         if let Some(v) = v {
             cmd.env(k, v);
         }
     }
-    if let Some(u) = &user {
-        cmd.uid(u.uid).gid(u.gid);
-    }
-    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_client.py"))
-        .arg(common::bin())
+    cmd.arg(common::bin())
         .arg(ws.path())
         .arg(backend)
         .arg(&name)
         .arg(&outside)
-        .current_dir(ws.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let out = wait_for(cmd.spawn().unwrap(), Duration::from_secs(600));
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && said.trim_end().ends_with("done"),
-        "the MCP client failed:\n{said}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .current_dir(ws.path());
+    run_client(cmd, owner, Duration::from_secs(600));
 }
 
 // A sandbox's workspace files through the API, as an ordinary user: write, read, stat, list,
@@ -955,12 +960,8 @@ fn files_round_trip() {
     std::fs::write(other.path().join("secret"), "host-only\n").unwrap();
     std::os::unix::fs::symlink(other.path().join("secret"), ws.path().join("link")).unwrap();
     std::os::unix::fs::symlink(other.path(), ws.path().join("out")).unwrap();
-    let sock_dir = common::workspace();
-    let socket = sock_dir.path().join("api.sock");
-    let mut cmd = common::paddock();
-    cmd.args(["serve", "--socket", socket.to_str().unwrap()]);
-    let server = Server::start(cmd).unwrap();
-    let api = Api::of(socket.clone());
+    let (server, api, sock_dir) = serve_on_socket(common::paddock());
+    let socket = api.socket.clone();
     let name = common::unique("files");
     let _cleanup = common::Cleanup(name.clone());
     let made = api.call(
@@ -1113,13 +1114,9 @@ mod flood {
 fn flood() {
     common::ensure_image();
     let ws = common::workspace();
-    let sock_dir = common::workspace();
-    let socket = sock_dir.path().join("api.sock");
-    let mut cmd = common::paddock();
-    cmd.args(["serve", "--socket", socket.to_str().unwrap()]);
-    let server = Server::start(cmd).unwrap();
+    let (server, api, _sock_dir) = serve_on_socket(common::paddock());
+    let socket = api.socket.clone();
     let server_pid = server.child.as_ref().unwrap().id();
-    let api = Api::of(socket.clone());
     let name = common::unique("flood");
     let _cleanup = common::Cleanup(name.clone());
     let made = api.call(
@@ -1128,23 +1125,9 @@ fn flood() {
         Some(&serde_json::json!({"workspace": ws.path(), "name": name, "backend": "ns"})),
     );
     assert_eq!(made.status, 201, "{made:?}");
-    let mut py = Command::new(system_python());
-    py.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api_flood.py"))
-        .arg(&socket)
-        .arg(&name)
-        .arg("1000")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some((uid, gid)) = api.owner {
-        py.uid(uid).gid(gid);
-    }
-    let out = wait_for(py.spawn().unwrap(), Duration::from_secs(900));
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{said}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut py = client_script(system_python(), "api_flood.py");
+    py.arg(&socket).arg(&name).arg("1000");
+    run_client(py, api.owner, Duration::from_secs(900));
     // No exec process of this server's is left.
     let children =
         std::fs::read_to_string(format!("/proc/{server_pid}/task/{server_pid}/children"))
@@ -1258,12 +1241,8 @@ fn streamed_exec() {
     };
     common::ensure_image();
     let ws = common::workspace();
-    let sock_dir = common::workspace();
-    let socket = sock_dir.path().join("api.sock");
-    let mut cmd = common::paddock();
-    cmd.args(["serve", "--socket", socket.to_str().unwrap()]);
-    let server = Server::start(cmd).unwrap();
-    let api = Api::of(socket.clone());
+    let (server, api, _sock_dir) = serve_on_socket(common::paddock());
+    let socket = api.socket.clone();
     let name = common::unique("stream");
     let _cleanup = common::Cleanup(name.clone());
     let made = api.call(
@@ -1275,22 +1254,9 @@ fn streamed_exec() {
     // Before any upgrade: an unknown sandbox, a stopped one.
     let unknown = api.call("GET", "/v1/sandboxes/nobody/exec/stream", None);
     assert_eq!(unknown.status, 404, "{unknown:?}");
-    let mut py = Command::new(python);
-    py.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ws_exec.py"))
-        .arg(&socket)
-        .arg(&name)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some((uid, gid)) = api.owner {
-        py.uid(uid).gid(gid);
-    }
-    let out = wait_for(py.spawn().unwrap(), Duration::from_secs(300));
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && said.trim_end().ends_with("done"),
-        "{said}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut py = client_script(python, "ws_exec.py");
+    py.arg(&socket).arg(&name);
+    run_client(py, api.owner, Duration::from_secs(300));
     // The command of the client that left is stopped.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -1486,33 +1452,17 @@ fn python_client() {
         String::from_utf8_lossy(&pip.stderr)
     );
     let ws = common::workspace();
-    let sock_dir = common::workspace();
-    let socket = sock_dir.path().join("api.sock");
-    let mut cmd = common::paddock();
-    cmd.args(["serve", "--socket", socket.to_str().unwrap()]);
-    let server = Server::start(cmd).unwrap();
-    let api = Api::of(socket.clone());
+    let (server, api, sock_dir) = serve_on_socket(common::paddock());
+    let socket = api.socket.clone();
     let name = common::unique("pyclient");
     let _cleanup = common::Cleanup(name.clone());
-    let mut py = Command::new(venv.path().join("bin/python"));
-    py.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py_client.py"))
-        .arg(&socket)
+    let mut py = client_script(venv.path().join("bin/python"), "py_client.py");
+    py.arg(&socket)
         .arg(root.join("docs/openapi.json"))
         .arg(ws.path())
         .arg(&name)
-        .current_dir(sock_dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some((uid, gid)) = api.owner {
-        py.uid(uid).gid(gid);
-    }
-    let out = wait_for(py.spawn().unwrap(), Duration::from_secs(300));
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && said.trim_end().ends_with("done"),
-        "{said}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .current_dir(sock_dir.path());
+    run_client(py, api.owner, Duration::from_secs(300));
     let (status, err) = server.stop();
     assert!(status.success(), "{status:?} {err}");
 }
