@@ -34,11 +34,7 @@ pub fn serve(args: ServeArgs) -> Result<i32> {
     };
     // Before anything is bound or made.
     config.check().map_err(|e| usage(e.to_string()))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the server's runtime")?;
+    let runtime = runtime()?;
     runtime.block_on(async {
         let shutdown =
             paddock_api::shutdown_signal().context("cannot handle SIGINT and SIGTERM")?;
@@ -59,11 +55,7 @@ pub fn mcp() -> Result<i32> {
     dirs.ensure()?;
     let protocol = rustix::io::dup(std::io::stdout()).context("cannot duplicate stdout")?;
     rustix::stdio::dup2_stdout(std::io::stderr()).context("cannot redirect stdout")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the server's runtime")?;
+    let runtime = runtime()?;
     runtime.block_on(async {
         let out = tokio::fs::File::from_std(std::fs::File::from(protocol));
         paddock_api::mcp::serve(
@@ -74,4 +66,14 @@ pub fn mcp() -> Result<i32> {
         .context("the MCP server failed")?;
         Ok(0)
     })
+}
+
+/// The runtime both servers run on: two workers (blocking work, such as a sandbox's start, goes
+/// to tokio's blocking pool).
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the server's runtime")
 }
