@@ -188,6 +188,50 @@ def _exec_result(answer: dict) -> ExecResult:
     return r
 
 
+def _answer(r: httpx.Response) -> Any:
+    """A response's value: its JSON, its bytes, None for 204; a problem raised."""
+    if r.status_code >= 400:
+        raise _problem(r)
+    if r.status_code == 204:
+        return None
+    if r.headers.get("content-type", "").startswith("application/json"):
+        return r.json()
+    return r.content
+
+
+def _stream_start(command, env, user, workdir) -> dict:
+    start: dict[str, Any] = {"command": list(command)}
+    for key, value in (("env", env), ("user", user), ("workdir", workdir)):
+        if value is not None:
+            start[key] = list(value) if key == "env" else value
+    return start
+
+
+def _read_params(path, max_bytes) -> dict:
+    params: dict[str, Any] = {"path": path}
+    if max_bytes is not None:
+        params["max_bytes"] = max_bytes
+    return params
+
+
+def _write_args(path, data, mode, parents) -> dict:
+    params: dict[str, Any] = {"path": path, "parents": str(parents).lower()}
+    if mode is not None:
+        params["mode"] = format(mode, "o")
+    content = data.encode() if isinstance(data, str) else bytes(data)
+    return {"params": params, "content": content,
+            "headers": {"content-type": "application/octet-stream"}}
+
+
+def _check_params(url, sandbox, method) -> dict:
+    params = {"url": url}
+    if sandbox is not None:
+        params["sandbox"] = sandbox
+    if method is not None:
+        params["method"] = method
+    return params
+
+
 def _settings(workspace, kwargs) -> dict:
     body = {"workspace": str(workspace)}
     body.update({k: v for k, v in kwargs.items() if v is not None})
@@ -229,14 +273,7 @@ class Client:
         self._http.close()
 
     def _call(self, method: str, path: str, **kwargs) -> Any:
-        r = self._http.request(method, path, **kwargs)
-        if r.status_code >= 400:
-            raise _problem(r)
-        if r.status_code == 204:
-            return None
-        if r.headers.get("content-type", "").startswith("application/json"):
-            return r.json()
-        return r.content
+        return _answer(self._http.request(method, path, **kwargs))
 
     def health(self) -> dict:
         return self._call("GET", "/v1/health")
@@ -279,11 +316,7 @@ class Client:
                     user: Optional[str] = None, workdir: Optional[str] = None) -> "ExecStream":
         """Runs `command` with its streams as they happen (a WebSocket): use as a context
         manager; iterate it for ("stdout" | "stderr", bytes)."""
-        start = {"command": list(command)}
-        for key, value in (("env", env), ("user", user), ("workdir", workdir)):
-            if value is not None:
-                start[key] = list(value) if key == "env" else value
-        return ExecStream(self, name, start)
+        return ExecStream(self, name, _stream_start(command, env, user, workdir))
 
     # Files of the workspace.
     def list_files(self, name: str, path: str = "") -> list[FileEntry]:
@@ -295,20 +328,13 @@ class Client:
                                            params={"path": path}))
 
     def read_file(self, name: str, path: str, max_bytes: Optional[int] = None) -> bytes:
-        params: dict[str, Any] = {"path": path}
-        if max_bytes is not None:
-            params["max_bytes"] = max_bytes
-        return self._call("GET", f"/v1/sandboxes/{name}/files/content", params=params)
+        return self._call("GET", f"/v1/sandboxes/{name}/files/content",
+                          params=_read_params(path, max_bytes))
 
     def write_file(self, name: str, path: str, data: Data, mode: Optional[int] = None,
                    parents: bool = True) -> FileEntry:
-        params: dict[str, Any] = {"path": path, "parents": str(parents).lower()}
-        if mode is not None:
-            params["mode"] = format(mode, "o")
-        content = data.encode() if isinstance(data, str) else bytes(data)
-        return _from(FileEntry, self._call(
-            "PUT", f"/v1/sandboxes/{name}/files/content", params=params, content=content,
-            headers={"content-type": "application/octet-stream"}))
+        return _from(FileEntry, self._call("PUT", f"/v1/sandboxes/{name}/files/content",
+                                           **_write_args(path, data, mode, parents)))
 
     def delete_file(self, name: str, path: str, recursive: bool = False) -> None:
         self._call("DELETE", f"/v1/sandboxes/{name}/files",
@@ -328,12 +354,8 @@ class Client:
         self._call("DELETE", f"/v1/policy/rules/{rule_id}")
 
     def check(self, url: str, sandbox: Optional[str] = None, method: Optional[str] = None) -> Check:
-        params = {"url": url}
-        if sandbox is not None:
-            params["sandbox"] = sandbox
-        if method is not None:
-            params["method"] = method
-        return _from(Check, self._call("GET", "/v1/policy/check", params=params))
+        return _from(Check, self._call("GET", "/v1/policy/check",
+                                       params=_check_params(url, sandbox, method)))
 
 
 def _ws_uri(base: str, name: str) -> str:
@@ -419,14 +441,7 @@ class AsyncClient:
         await self._http.aclose()
 
     async def _call(self, method: str, path: str, **kwargs) -> Any:
-        r = await self._http.request(method, path, **kwargs)
-        if r.status_code >= 400:
-            raise _problem(r)
-        if r.status_code == 204:
-            return None
-        if r.headers.get("content-type", "").startswith("application/json"):
-            return r.json()
-        return r.content
+        return _answer(await self._http.request(method, path, **kwargs))
 
     async def health(self) -> dict:
         return await self._call("GET", "/v1/health")
@@ -462,27 +477,16 @@ class AsyncClient:
 
     def exec_stream(self, name: str, command: Sequence[str], env: Optional[Sequence[str]] = None,
                     user: Optional[str] = None, workdir: Optional[str] = None) -> "AsyncExecStream":
-        start = {"command": list(command)}
-        for key, value in (("env", env), ("user", user), ("workdir", workdir)):
-            if value is not None:
-                start[key] = list(value) if key == "env" else value
-        return AsyncExecStream(self, name, start)
+        return AsyncExecStream(self, name, _stream_start(command, env, user, workdir))
 
     async def read_file(self, name: str, path: str, max_bytes: Optional[int] = None) -> bytes:
-        params: dict[str, Any] = {"path": path}
-        if max_bytes is not None:
-            params["max_bytes"] = max_bytes
-        return await self._call("GET", f"/v1/sandboxes/{name}/files/content", params=params)
+        return await self._call("GET", f"/v1/sandboxes/{name}/files/content",
+                                params=_read_params(path, max_bytes))
 
     async def write_file(self, name: str, path: str, data: Data, mode: Optional[int] = None,
                          parents: bool = True) -> FileEntry:
-        params: dict[str, Any] = {"path": path, "parents": str(parents).lower()}
-        if mode is not None:
-            params["mode"] = format(mode, "o")
-        content = data.encode() if isinstance(data, str) else bytes(data)
-        return _from(FileEntry, await self._call(
-            "PUT", f"/v1/sandboxes/{name}/files/content", params=params, content=content,
-            headers={"content-type": "application/octet-stream"}))
+        return _from(FileEntry, await self._call("PUT", f"/v1/sandboxes/{name}/files/content",
+                                                 **_write_args(path, data, mode, parents)))
 
     async def list_files(self, name: str, path: str = "") -> list[FileEntry]:
         answer = await self._call("GET", f"/v1/sandboxes/{name}/files/list", params={"path": path})
@@ -490,12 +494,8 @@ class AsyncClient:
 
     async def check(self, url: str, sandbox: Optional[str] = None,
                     method: Optional[str] = None) -> Check:
-        params = {"url": url}
-        if sandbox is not None:
-            params["sandbox"] = sandbox
-        if method is not None:
-            params["method"] = method
-        return _from(Check, await self._call("GET", "/v1/policy/check", params=params))
+        return _from(Check, await self._call("GET", "/v1/policy/check",
+                                             params=_check_params(url, sandbox, method)))
 
 
 class AsyncExecStream:
