@@ -1524,12 +1524,15 @@ async fn audit_stream(
     {
         q.after = Some(last);
     }
-    // Open once (the engine checks the state directory) before the stream is answered.
-    blocking(&state, |_, _| Ok(())).await?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, std::convert::Infallible>>(256);
+    // The engine is opened before the stream is answered (a state directory that cannot be
+    // opened is a problem answer), and the follower keeps it.
     let dirs = state.dirs.clone();
+    let engine = tokio::task::spawn_blocking(move || Engine::at(dirs))
+        .await
+        .map_err(|_| Problem::internal("the operation's thread failed"))?
+        .map_err(|e| problem(&e))?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, std::convert::Infallible>>(256);
     tokio::task::spawn_blocking(move || {
-        let Ok(engine) = Engine::at(dirs) else { return };
         loop {
             let Ok(rows) = engine.store().audit_rows(&q) else {
                 return;
