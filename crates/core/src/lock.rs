@@ -104,23 +104,36 @@ mod tests {
         drop(held);
         assert!(!SandboxLock::is_held(&path));
         // Someone asking all the time (`paddock ls`) never makes a start find the lock taken.
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // The starts go on until the asker has asked many times: on a busy machine the asker's
+        // thread may not run at all during the first thousands of starts.
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let asked = Arc::new(AtomicU64::new(0));
         let asker = {
-            let (stop, path) = (stop.clone(), path.clone());
+            let (stop, asked, path) = (stop.clone(), asked.clone(), path.clone());
             std::thread::spawn(move || {
-                let mut asked = 0u64;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                while !stop.load(Ordering::Relaxed) {
                     let _ = SandboxLock::is_held(&path);
-                    asked += 1;
+                    asked.fetch_add(1, Ordering::Relaxed);
                 }
-                asked
             })
         };
-        for i in 0..2000 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut starts = 0u64;
+        while starts < 2000 || asked.load(Ordering::Relaxed) < 2000 {
             let lock = SandboxLock::try_acquire(&path);
-            assert!(lock.is_ok(), "start {i} found the lock taken: {lock:?}");
+            assert!(
+                lock.is_ok(),
+                "start {starts} found the lock taken: {lock:?}"
+            );
+            starts += 1;
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the asking thread never ran"
+            );
         }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        assert!(asker.join().unwrap() > 0);
+        stop.store(true, Ordering::Relaxed);
+        asker.join().unwrap();
     }
 }
