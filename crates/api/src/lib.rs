@@ -29,7 +29,9 @@
 
 #![forbid(unsafe_code)]
 
+mod events;
 mod listen;
+mod manage;
 pub mod mcp;
 mod problem;
 pub mod sandboxes;
@@ -140,7 +142,10 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 fn all_routes() -> OpenApiRouter<sandboxes::ApiState> {
-    router().merge(sandboxes::routes())
+    router()
+        .merge(sandboxes::routes())
+        .merge(manage::routes())
+        .merge(events::routes())
 }
 
 /// The finished service for [`Server::run`] (with `state` given to the handlers) and its

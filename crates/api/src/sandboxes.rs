@@ -40,6 +40,11 @@ impl ApiState {
             exec_slots: Arc::new(tokio::sync::Semaphore::new(EXEC_SLOTS)),
         }
     }
+
+    /// The state directory.
+    pub fn dirs(&self) -> &Dirs {
+        &self.dirs
+    }
 }
 
 /// Commands run at once through one server (each is a process on the host); more wait for a
@@ -125,7 +130,7 @@ pub fn problem(e: &EngineError) -> Problem {
 }
 
 /// Runs `f` with an engine on a blocking thread; its result and the notes it made.
-async fn blocking<T, F>(state: &ApiState, f: F) -> Result<(T, Vec<String>), Problem>
+pub(crate) async fn blocking<T, F>(state: &ApiState, f: F) -> Result<(T, Vec<String>), Problem>
 where
     T: Send + 'static,
     F: FnOnce(&Engine, &dyn Reporter) -> paddock_engine::Result<T> + Send + 'static,
@@ -144,7 +149,7 @@ where
     }
 }
 
-fn name_of(raw: &str) -> Result<SandboxName, Problem> {
+pub(crate) fn name_of(raw: &str) -> Result<SandboxName, Problem> {
     parse_name(raw).map_err(|e| problem(&e))
 }
 
@@ -1534,6 +1539,21 @@ async fn audit_stream(
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, std::convert::Infallible>>(256);
     tokio::task::spawn_blocking(move || {
         loop {
+            // The first read: where the log ends now, asked first, is where following goes on
+            // from even when `limit` left every row out (`limit=0`).
+            let end = match q.after {
+                Some(after) => after,
+                None => {
+                    let newest = paddock_store::AuditQuery {
+                        limit: Some(1),
+                        ..q.clone()
+                    };
+                    match engine.store().audit_rows(&newest) {
+                        Ok(rows) => rows.last().map_or(0, |r| r.id),
+                        Err(_) => return,
+                    }
+                }
+            };
             let Ok(rows) = engine.store().audit_rows(&q) else {
                 return;
             };
@@ -1548,9 +1568,7 @@ async fn audit_stream(
                     return;
                 }
             }
-            if let Some(last) = rows.last() {
-                q.after = Some(last.id);
-            }
+            q.after = Some(rows.last().map_or(end, |r| r.id.max(end)));
             q.limit = None;
             if tx.is_closed() {
                 return;
@@ -1565,7 +1583,7 @@ async fn audit_stream(
 }
 
 /// The receiver as a stream of events.
-fn tokio_stream_from<T: Send + 'static>(
+pub(crate) fn tokio_stream_from<T: Send + 'static>(
     rx: tokio::sync::mpsc::Receiver<T>,
 ) -> impl futures_core::Stream<Item = T> + Send + 'static {
     Received(rx)

@@ -1,11 +1,10 @@
 //! What each subcommand does.
 
 use std::io::IsTerminal;
-use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::CommandFactory;
-use paddock_core::{Dirs, ImageStore, SandboxLock, SandboxName, SandboxState};
+use paddock_core::{Dirs, ImageStore, SandboxName, SandboxState};
 use paddock_image::BuildOptions;
 use paddock_store::Store;
 
@@ -197,10 +196,6 @@ pub(crate) fn remove(dirs: &Dirs, _store: &Store, name: &SandboxName, how: Remov
     Ok(engine(dirs)?.remove(name, how)?)
 }
 
-pub(crate) fn lock(dir: &Path, name: &SandboxName) -> Result<Option<SandboxLock>> {
-    Ok(paddock_engine::sandboxes::lock(dir, name)?)
-}
-
 /// The record of sandbox `name`, or the usage error every command gives for an unknown one.
 pub(crate) fn record(store: &Store, name: &SandboxName) -> Result<paddock_core::SandboxRecord> {
     store
@@ -250,22 +245,12 @@ fn reset(name: &str, force: bool) -> Result<i32> {
     let name = parse_name(name)?;
     let (dirs, store) = open()?;
     let rec = record(&store, &name)?;
-    let dir = dirs.sandbox(&name);
-    let _lock = lock(&dir, &name)?;
-    if !crate::review::confirm_drop(&dir, &name, force, "reset")? {
+    // Asked here, with the terminal; the engine refuses again if changes wait and it was not.
+    let confirmed = crate::review::confirm_drop(&dirs.sandbox(&name), &name, force, "reset")?;
+    if !confirmed {
         return Ok(1);
     }
-    paddock_supervisor::backend(&rec.spec.backend)?.reset_layer(&dir)?;
-    // Review mode: the changes under review and their records (renamed first, so that a
-    // removal cut short never leaves half a layer to be mounted).
-    let review = paddock_core::review_dirs(&dir).root;
-    if review.exists() {
-        let doomed = dir.join(format!(".rm-review-{}", std::process::id()));
-        std::fs::rename(&review, &doomed)
-            .with_context(|| format!("cannot reset {}", review.display()))?;
-        paddock_confine::user::remove_tree(&doomed)
-            .with_context(|| format!("cannot remove {}", doomed.display()))?;
-    }
+    engine(&dirs)?.reset(&name, true)?;
     println!("{name} reset to image {}", rec.spec.image);
     Ok(0)
 }

@@ -163,62 +163,31 @@ pub fn update(
     pids: Option<&str>,
     disk: Option<&str>,
 ) -> Result<i32> {
-    use paddock_policy::Limits;
-
-    use crate::run::parse_flag;
     let name = parse_name(name)?;
-    let new = Limits {
-        cpus: parse_flag("--cpus", cpus, str::parse)?,
-        memory: parse_flag("--memory", memory, Limits::parse_memory)?,
-        pids: parse_flag("--pids", pids, Limits::parse_pids)?,
-        disk: parse_flag("--disk", disk, Limits::parse_disk)?,
+    let change = paddock_engine::manage::LimitsChange {
+        cpus: cpus.map(str::to_owned),
+        memory: memory.map(str::to_owned),
+        pids: pids.map(str::to_owned),
+        disk: disk.map(str::to_owned),
     };
-    crate::run::check_host_limits(&new)?;
-    if new == Limits::default() {
-        return Err(usage(
-            "nothing to change: give --cpus, --memory, --pids or --disk",
-        ));
-    }
-    let (dirs, store) = open()?;
-    let mut spec = record(&store, &name)?.spec;
-    let backend = paddock_supervisor::backend(&spec.backend)?;
-    // The layer changes size only while nothing uses it: under the sandbox's lock, before the
-    // new limits are recorded (a refusal changes nothing).
-    let _lock = match new.disk {
-        Some(size) => {
-            let dir = dirs.sandbox(&name);
-            let lock = crate::commands::lock(&dir, &name).map_err(|_| {
-                usage(format!(
-                    "--disk changes a stopped sandbox's layer; `paddock stop {name}` first"
-                ))
-            })?;
-            match backend.resize_disk(&dir, size.0) {
-                Err(paddock_core::BackendError::Layer { message, .. }) => {
-                    return Err(usage(format!("--disk: {message}")));
-                }
-                r => r?,
-            }
-            spec.limits.disk = Some(size);
-            lock
+    // The flags' names in what a bad value is told with.
+    let new = change.parse().map_err(|e| match e {
+        paddock_engine::EngineError::Invalid(m) if m.starts_with("nothing to change") => {
+            usage("nothing to change: give --cpus, --memory, --pids or --disk")
         }
-        None => None,
-    };
-    spec.limits.cpus = new.cpus.or(spec.limits.cpus);
-    spec.limits.memory = new.memory.or(spec.limits.memory);
-    spec.limits.pids = new.pids.or(spec.limits.pids);
-    store.update_spec(&spec)?;
-    // (With --disk the lock is ours, so it is stopped.)
-    if new.disk.is_some() || !running(&dirs, &name) {
+        paddock_engine::EngineError::Invalid(m) => usage(format!("--{m}")),
+        e => e.into(),
+    })?;
+    let (dirs, _) = open()?;
+    let updated = crate::commands::engine(&dirs)?.update(&name, &new)?;
+    if !updated.live {
         println!("{name}: the new limits apply at its next start");
-        return Ok(0);
-    }
-    let later = backend.update_limits(&name, &new);
-    if later.is_empty() {
+    } else if updated.later.is_empty() {
         println!("{name}: updated (in effect now)");
     } else {
         println!(
             "{name}: updated; applies at its next start for: {}",
-            later.join("; ")
+            updated.later.join("; ")
         );
     }
     Ok(0)
@@ -231,46 +200,16 @@ pub fn ports(name: &str, publish: &[String], unpublish: &[u16]) -> Result<i32> {
     for p in publish {
         maps.extend(paddock_policy::parse_ports(p).map_err(|e| usage(format!("--publish: {e}")))?);
     }
-    let (dirs, store) = open()?;
-    let mut spec = record(&store, &name)?.spec;
-    let control =
-        paddock_supervisor::control::Client::new(&dirs.control_socket(&name), name.as_str());
-    let live = running(&dirs, &name);
-    for host in unpublish {
-        if !spec.ports.iter().any(|m| m.host == *host) {
-            return Err(usage(format!("port {host} is not published for {name}")));
-        }
-        spec.ports.retain(|m| m.host != *host);
-        if live {
-            let _ = control.unpublish(*host);
-        }
-        store.update_spec(&spec)?;
+    let (dirs, _) = open()?;
+    let engine = crate::commands::engine(&dirs)?;
+    let mut ports = engine.ports(&name)?;
+    if !unpublish.is_empty() {
+        ports = engine.unpublish(&name, unpublish)?;
     }
-    for m in maps {
-        if spec
-            .ports
-            .iter()
-            .any(|have| have.host == m.host && have.addr == m.addr)
-        {
-            return Err(usage(format!(
-                "port {}:{} is already published for {name}",
-                m.addr, m.host
-            )));
-        }
-        if live {
-            use paddock_supervisor::control::ControlError;
-            match control.publish(m) {
-                Ok(()) => {}
-                Err(ControlError::Refused { message, .. }) => return Err(usage(message)),
-                Err(e) => anyhow::bail!("the supervisor of {name} did not answer: {e}"),
-            }
-        } else {
-            crate::run::check_port_free(&m)?;
-        }
-        spec.ports.push(m);
-        store.update_spec(&spec)?;
+    if !maps.is_empty() {
+        ports = engine.publish(&name, &maps)?;
     }
-    for m in &spec.ports {
+    for m in &ports {
         println!("{m}{}", if m.auto { " (agent preset)" } else { "" });
     }
     Ok(0)

@@ -4,7 +4,6 @@
 use std::io::IsTerminal;
 
 use anyhow::Result;
-pub(crate) use paddock_engine::create::{check_host_limits, check_port_free, parse_flag};
 use paddock_engine::{Mode as EngineMode, RunRequest};
 
 use crate::cli::RunArgs;

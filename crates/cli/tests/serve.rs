@@ -499,6 +499,22 @@ impl Api {
     }
 }
 
+impl Api {
+    /// A stream (server-sent events) followed until the returned curl is ended.
+    fn follow(&self, path: &str) -> Child {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sSN", "--unix-socket"])
+            .arg(&self.socket)
+            .arg(format!("http://x{path}"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if let Some((uid, gid)) = self.owner {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd.spawn().expect("curl must be installed for this suite")
+    }
+}
+
 /// `paddock serve` from `base` (this test's `paddock` for its mode) on a unix socket in a
 /// directory of its own (the sandboxes' owner's), and the API on it as that owner.
 fn serve_on_socket(mut base: Command) -> (Server, Api, tempfile::TempDir) {
@@ -657,17 +673,115 @@ fn api_drives_a_sandbox_from_creation_to_removal(backend: &str) {
         assert_eq!(got.problem_code(), "invalid", "{bad}");
     }
 
+    // Limits: applied at once, recorded; bad ones refused with nothing changed.
+    let limits_path = format!("/v1/sandboxes/{name}/limits");
+    let up = api.call("PATCH", &limits_path, Some(&json!({"pids": "300"})));
+    assert_eq!(up.status, 200, "{up:?}");
+    let up = json(&up);
+    assert_eq!(
+        (&up["limits"]["pids"], &up["live"]),
+        (&json!(300), &json!(true)),
+        "{up}"
+    );
+    for bad in [json!({}), json!({"memory": "0"}), json!({"cpu": "1"})] {
+        let got = api.call("PATCH", &limits_path, Some(&bad));
+        assert_eq!(got.status, 422, "{bad}: {got:?}");
+    }
+    let busy = api.call("PATCH", &limits_path, Some(&json!({"disk": "64g"})));
+    assert_eq!(busy.status, 409, "{busy:?}");
+    let one = json(&api.call("GET", &format!("/v1/sandboxes/{name}"), None));
+    assert_eq!(one["limits"]["pids"], 300, "{one}");
+
+    // Ports: published now (the host port answers), listed, refused twice, unpublished.
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let ports_path = format!("/v1/sandboxes/{name}/ports");
+    let spec = json!({"publish": format!("{free}:8080")});
+    let got = api.call("POST", &ports_path, Some(&spec));
+    assert_eq!(got.status, 200, "{got:?}");
+    let want =
+        json!({"address": "127.0.0.1", "host_port": free, "sandbox_port": 8080, "auto": false});
+    assert_eq!(json(&got)["ports"], json!([want]), "{got:?}");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", free)).is_ok());
+    assert_eq!(
+        json(&api.call("GET", &ports_path, None))["ports"],
+        json!([want])
+    );
+    let twice = api.call("POST", &ports_path, Some(&spec));
+    assert_eq!(twice.status, 409, "{twice:?}");
+    let bad = api.call("POST", &ports_path, Some(&json!({"publish": "no-port"})));
+    assert_eq!(bad.status, 422, "{bad:?}");
+    let port_path = format!("{ports_path}/{free}");
+    let gone = api.call("DELETE", &port_path, None);
+    assert_eq!(
+        (gone.status, json(&gone)["ports"].clone()),
+        (200, json!([])),
+        "{gone:?}"
+    );
+    assert_eq!(api.call("DELETE", &port_path, None).status, 404);
+    let closed = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        std::net::TcpStream::connect(("127.0.0.1", free)).is_err()
+    });
+    assert!(closed, "port {free} still answers after it was unpublished");
+
+    // Reset: refused while it runs; on a stopped sandbox it empties the layer (a file written
+    // outside the workspace is gone) and leaves the workspace.
+    let r = exec(json!({"command": ["sh", "-c", "echo x > /opt/api-marker"], "user": "root"}));
+    assert_eq!(r["exit_code"], 0, "{r}");
+    let reset_path = format!("/v1/sandboxes/{name}/reset");
+    let running = api.call("POST", &reset_path, None);
+    assert_eq!(running.status, 409, "{running:?}");
+
+    // The events from here are followed as they come.
+    let seen = json(&api.call("GET", &format!("/v1/events?sandbox={name}&limit=1"), None));
+    let after = seen["events"][0]["id"].as_i64().unwrap();
+    let follower = api.follow(&format!("/v1/events/stream?sandbox={name}&after={after}"));
+
     let stopped = api.call("POST", &format!("/v1/sandboxes/{name}/stop"), None);
     assert_eq!(stopped.status, 200, "{stopped:?}");
     assert_eq!(json(&stopped)["sandbox"]["state"], "stopped");
     let idle = api.call("POST", &exec_path, Some(&json!({"command": ["true"]})));
     assert_eq!(idle.status, 409, "{idle:?}");
     assert_eq!(idle.problem_code(), "conflict");
+    let reset = api.call("POST", &reset_path, None);
+    assert_eq!(reset.status, 200, "{reset:?}");
     let started = api.call("POST", &format!("/v1/sandboxes/{name}/start"), None);
     assert_eq!(started.status, 200, "{started:?}");
     assert_eq!(json(&started)["sandbox"]["state"], "running");
-    let r = exec(json!({"command": ["cat", "from-api"]}));
-    assert_eq!(r["stdout"], "42\n", "{r}");
+    let r = exec(json!({"command": ["sh", "-c", "cat from-api; test -e /opt/api-marker"]}));
+    assert_eq!(
+        (&r["stdout"], &r["exit_code"]),
+        (&json!("42\n"), &json!(1)),
+        "{r}"
+    );
+
+    // The log has each change, and the follower saw the stop and the start as they came.
+    let log = json(&api.call("GET", &format!("/v1/events?sandbox={name}"), None));
+    let kinds: Vec<&str> = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "created", "started", "updated", "updated", "updated", "stopped", "started"
+        ],
+        "{log}"
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    terminate(&follower);
+    let streamed =
+        String::from_utf8_lossy(&follower.wait_with_output().unwrap().stdout).into_owned();
+    let kinds: Vec<&str> = streamed
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(kinds, ["stopped", "started"], "{streamed}");
 
     let gone = api.call("DELETE", &format!("/v1/sandboxes/{name}?force=true"), None);
     assert_eq!(gone.status, 204, "{gone:?}");

@@ -14,6 +14,7 @@ pub mod create;
 pub mod exec;
 pub mod files;
 pub mod gitroot;
+pub mod manage;
 pub mod policy;
 pub mod remove;
 pub mod run;

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod events;
 mod rules;
 mod sandboxes;
 mod schema;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use audit::{AuditQuery, AuditRow, KEEP_DAYS, KEEP_ROWS};
+pub use events::{EventQuery, KEEP_EVENTS, SandboxEvent};
 use paddock_policy::SandboxName;
 use rusqlite::Connection;
 use rusqlite::config::DbConfig;

@@ -37,7 +37,50 @@ const STEPS: &[Step] = &[
     Step::Sql("ALTER TABLE sandboxes ADD COLUMN last_cause TEXT;"),
     // 3: rules, presets and the audit log, under this version
     Step::NetTables,
+    // 4: the sandboxes' events, written by triggers in the transaction of each change, so that
+    // no change is ever recorded without its event or the other way round
+    Step::Sql(EVENTS),
 ];
+
+/// [`STEPS`]' step 4: the events table and the triggers that fill and prune it.
+const EVENTS: &str = r"
+CREATE TABLE sandbox_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts INTEGER NOT NULL,
+    sandbox TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    state TEXT,
+    exit INTEGER,
+    cause TEXT
+) STRICT;
+CREATE INDEX sandbox_events_sandbox ON sandbox_events (sandbox, id);
+CREATE TRIGGER sandbox_created AFTER INSERT ON sandboxes BEGIN
+    INSERT INTO sandbox_events (ts, sandbox, kind, state)
+    VALUES (CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER), NEW.name, 'created', NEW.state);
+END;
+CREATE TRIGGER sandbox_started AFTER UPDATE OF state, started_at ON sandboxes
+WHEN NEW.state = 'running' BEGIN
+    INSERT INTO sandbox_events (ts, sandbox, kind, state)
+    VALUES (CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER), NEW.name, 'started', 'running');
+END;
+CREATE TRIGGER sandbox_stopped AFTER UPDATE OF state ON sandboxes
+WHEN NEW.state = 'stopped' AND OLD.state IS NOT 'stopped' BEGIN
+    INSERT INTO sandbox_events (ts, sandbox, kind, state, exit, cause)
+    VALUES (CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER), NEW.name, 'stopped', 'stopped', NEW.last_exit, NEW.last_cause);
+END;
+CREATE TRIGGER sandbox_updated AFTER UPDATE OF spec ON sandboxes
+WHEN NEW.spec IS NOT OLD.spec BEGIN
+    INSERT INTO sandbox_events (ts, sandbox, kind, state)
+    VALUES (CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER), NEW.name, 'updated', NEW.state);
+END;
+CREATE TRIGGER sandbox_removed AFTER DELETE ON sandboxes BEGIN
+    INSERT INTO sandbox_events (ts, sandbox, kind)
+    VALUES (CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER), OLD.name, 'removed');
+END;
+CREATE TRIGGER sandbox_events_pruned AFTER INSERT ON sandbox_events BEGIN
+    DELETE FROM sandbox_events WHERE id <= NEW.id - 10000;
+END;
+";
 
 /// The newest schema version.
 pub(crate) const VERSION: i64 = STEPS.len() as i64;

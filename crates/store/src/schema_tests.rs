@@ -138,6 +138,7 @@ fn a_fresh_database_has_every_table_and_the_newest_version() {
             "net_presets",
             "net_rules",
             "net_rules_gen",
+            "sandbox_events",
             "sandboxes",
             "sqlite_sequence"
         ]
