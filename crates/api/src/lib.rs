@@ -34,6 +34,7 @@ mod listen;
 mod manage;
 pub mod mcp;
 mod problem;
+pub mod review;
 pub mod sandboxes;
 mod serve;
 mod tls;
@@ -88,7 +89,8 @@ pub struct Health {
         (name = "meta", description = "The server itself"),
         (name = "sandboxes", description = "Sandboxes: make, start, stop, delete, run commands in"),
         (name = "policy", description = "The egress proxy's rules, what it would decide for a URL, and its audit log"),
-        (name = "files", description = "A sandbox's workspace files, by paths relative to its root; symlinks are never followed")
+        (name = "files", description = "A sandbox's workspace files, by paths relative to its root; symlinks are never followed"),
+        (name = "review", description = "A review-mode sandbox's changes to its workspace, which wait for the user's approval: list, apply, discard")
     )
 )]
 struct Document;
@@ -146,6 +148,7 @@ fn all_routes() -> OpenApiRouter<sandboxes::ApiState> {
         .merge(sandboxes::routes())
         .merge(manage::routes())
         .merge(events::routes())
+        .merge(review::routes())
 }
 
 /// The finished service for [`Server::run`] (with `state` given to the handlers) and its

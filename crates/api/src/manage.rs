@@ -74,8 +74,10 @@ pub struct Publish {
 #[into_params(parameter_in = Path)]
 pub struct PortPath {
     /// The sandbox's name.
+    #[param(pattern = "^[a-z0-9][a-z0-9_-]{0,47}$")]
     pub name: String,
     /// The host port.
+    #[param(minimum = 1, maximum = 65535)]
     pub host_port: u16,
 }
 
@@ -112,6 +114,8 @@ impl ApiState {
     ) -> Result<Updated, Problem> {
         let name = name_of(name)?;
         let (updated, _) = blocking(self, move |e, _| {
+            // Which sandbox first: an unknown one is 404 whatever the request.
+            e.record(&name)?;
             let new = change.parse()?;
             e.update(&name, &new)
         })
@@ -130,6 +134,7 @@ impl ApiState {
     pub async fn publish(&self, name: &str, spec: String) -> Result<Ports, Problem> {
         let name = name_of(name)?;
         let (maps, _) = blocking(self, move |e, _| {
+            e.record(&name)?;
             let maps = paddock_policy::parse_ports(&spec)
                 .map_err(|err| paddock_engine::invalid(format!("publish: {err}")))?;
             e.publish(&name, &maps)

@@ -151,6 +151,16 @@ pub struct CheckArgs {
     pub method: Option<String>,
 }
 
+/// `sandbox_diff`'s arguments.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DiffArgs {
+    /// The sandbox's name (a review-mode one).
+    pub sandbox: String,
+    /// Bytes kept of the unified diff (default 256 KiB, at most 16 MiB).
+    pub max_patch_bytes: Option<usize>,
+}
+
 /// A tool's answer: the value as structured content, or the problem as an error result.
 fn answer<T: serde::Serialize>(result: Result<T, Problem>) -> Result<CallToolResult, ErrorData> {
     match result {
@@ -347,6 +357,38 @@ impl Tools {
         Parameters(args): Parameters<FileListArgs>,
     ) -> Result<CallToolResult, ErrorData> {
         answer(self.state.file_list(&args.sandbox, &args.path).await)
+    }
+
+    #[tool(
+        description = "Show what a review-mode sandbox changed in its workspace, which waits for \
+                       the user's approval: each change (risky ones first: files the host may \
+                       run, such as git hooks or CI configuration; files the host changed \
+                       meanwhile marked as conflicts) and their unified diff. The changes reach \
+                       the host folder only when the user applies them (`paddock apply` or \
+                       `paddock review`); no tool here applies them."
+    )]
+    async fn sandbox_diff(
+        &self,
+        Parameters(args): Parameters<DiffArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let cap = args.max_patch_bytes.unwrap_or(256 * 1024);
+        if cap > crate::review::MAX_DIFF_BYTES {
+            return answer::<()>(Err(Problem::unprocessable(
+                "max_patch_bytes: at most 16 MiB",
+            )));
+        }
+        let mut changes = self.state.changes(&args.sandbox).await;
+        if let Ok(c) = &mut changes
+            && c.patch.len() > cap
+        {
+            let mut end = cap;
+            while !c.patch.is_char_boundary(end) {
+                end -= 1;
+            }
+            c.patch.truncate(end);
+            c.patch_truncated = true;
+        }
+        answer(changes)
     }
 }
 
