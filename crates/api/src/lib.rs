@@ -29,6 +29,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod exec_stream;
 mod listen;
 pub mod mcp;
 mod problem;
