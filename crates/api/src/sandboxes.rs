@@ -12,7 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
 use http::StatusCode;
 use paddock_core::{Dirs, SandboxName};
-use paddock_engine::exec::ExecRequest;
+use paddock_engine::exec::{ExecProcess, ExecRequest, WindowSize};
 use paddock_engine::remove::Delete;
 use paddock_engine::sandboxes::{Summary, parse_name};
 use paddock_engine::{Engine, EngineError, Mode, Reporter, RunRequest};
@@ -244,7 +244,7 @@ impl ApiState {
         };
         // Which sandbox and whether it runs first (an unknown one is 404 whatever the request),
         // then the request.
-        let (cmd, notes_file) = self.exec_command(name, req).await?;
+        let (process, notes_file) = self.exec_command(name, req, WindowSize::DEFAULT).await?;
         let cap = body.max_output_bytes.unwrap_or(DEFAULT_OUTPUT_CAP);
         if cap > MAX_OUTPUT_CAP {
             return Err(Problem::unprocessable(format!(
@@ -265,7 +265,7 @@ impl ApiState {
             ),
             (None, None) => None,
         };
-        let (mut child, _slot) = self.spawn(cmd, input.is_some()).await?;
+        let (mut child, _slot) = self.spawn(process.command, input.is_some()).await?;
         let started = Instant::now();
         if let (Some(mut pipe), Some(data)) = (child.stdin.take(), input) {
             // A command that does not read its input must not hold the answer up.
@@ -928,17 +928,29 @@ async fn file_delete(
 
 impl ApiState {
     /// The exec process for `req` in sandbox `name` (checked: it exists, runs, and the request
-    /// is valid), and the file it writes its notes to.
+    /// is valid; with `tty`, in a new terminal of `size`), and the file it writes its notes to.
     pub(crate) async fn exec_command(
         &self,
         name: SandboxName,
         req: ExecRequest,
-    ) -> Result<(std::process::Command, tempfile::NamedTempFile), Problem> {
+        size: WindowSize,
+    ) -> Result<(ExecProcess, tempfile::NamedTempFile), Problem> {
         let notes_file = tempfile::NamedTempFile::new()
             .map_err(|e| Problem::internal(format!("cannot make a temporary file: {e}")))?;
         let notes_path = notes_file.path().to_owned();
-        let (cmd, _) = blocking(self, move |e, _| e.exec_process(&name, &req, &notes_path)).await?;
-        Ok((cmd, notes_file))
+        let (process, _) = blocking(self, move |e, _| {
+            e.exec_process(&name, &req, size, &notes_path)
+        })
+        .await?;
+        Ok((process, notes_file))
+    }
+
+    /// A slot for one more exec process, once one is free; held until the permit is dropped.
+    pub(crate) async fn exec_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Problem> {
+        Arc::clone(&self.exec_slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| Problem::internal("the server is shutting down"))
     }
 
     /// Starts an exec process once a slot is free, its output piped (and its input, with
@@ -948,10 +960,7 @@ impl ApiState {
         cmd: std::process::Command,
         stdin: bool,
     ) -> Result<(tokio::process::Child, tokio::sync::OwnedSemaphorePermit), Problem> {
-        let slot = Arc::clone(&self.exec_slots)
-            .acquire_owned()
-            .await
-            .map_err(|_| Problem::internal("the server is shutting down"))?;
+        let slot = self.exec_slot().await?;
         let mut cmd = tokio::process::Command::from(cmd);
         cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
