@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 mod events;
+pub mod exec_stream;
 mod listen;
 mod manage;
 pub mod mcp;

@@ -1,7 +1,7 @@
 """Paddock's Python client (clients/python, installed by pip) against a real `paddock serve`:
 its routes and fields checked against the OpenAPI document, then the sync and async clients
-drive a real sandbox: create, exec with stdin and exact bytes, a streamed exec, files, a rule
-check, errors, stop, delete.
+drive a real sandbox: create, exec with stdin and exact bytes, a streamed exec (with a terminal
+too), files, a rule check, errors, stop, delete.
 
 Usage: python py_client.py SOCKET OPENAPI_JSON WORKSPACE NAME
 """
@@ -39,6 +39,10 @@ def contract(doc):
         theirs = set(schemas[schema]["properties"])
         check(mine == theirs - ({"encoding"} if schema == "ExecResult" else set()),
               f"{cls.__name__} has {schema}'s fields", (mine ^ theirs))
+    start = paddock_client._stream_start(["sh"], ["A=1"], "agent", "/", True, 30, 100)
+    theirs = set(schemas["StreamStart"]["properties"])
+    check(set(start) == theirs, "a streamed exec's start has StreamStart's fields",
+          set(start) ^ theirs)
 
 
 def sync_flow(socket, workspace, name):
@@ -58,6 +62,27 @@ def sync_flow(socket, workspace, name):
                 seen[channel] += data
         check(seen == {"stdout": b"got-x\n", "stderr": b"e\n"} and s.exit_code == 0,
               "a streamed exec", (seen, s.exit_code))
+        # In a terminal: input is typed once the command is up (its size reaches the sandbox
+        # just after it starts); a resize reaches it as SIGWINCH.
+        script = ("trap '[ \"$(stty size)\" = \"31 101\" ] && { echo resized; echo e >&2; exit; }' "
+                  "WINCH; echo ready; read l; stty size; while :; do sleep 0.1; done")
+        with c.exec_stream(name, ["bash", "-c", script], tty=True, rows=30, cols=100) as s:
+            out = b""
+            for channel, data in s:
+                out += data
+                if out.endswith(b"ready\r\n"):
+                    s.write("a\r")
+                if out.endswith(b"30 100\r\n"):
+                    s.resize(31, 101)
+        check(out == b"ready\r\na\r\n30 100\r\nresized\r\ne\r\n" and s.exit_code == 0,
+              "a streamed exec in a terminal: its size, a resize, stderr with stdout", out)
+        with c.exec_stream(name, ["cat"]) as s:
+            s.resize(30, 100)
+            s.write("after")
+            s.close_stdin()
+            out = b"".join(d for _, d in s)
+        check(out == b"after" and len(s.refused) == 1 and "no terminal" in s.refused[0],
+              "a resize without a terminal is refused, the stream goes on", (out, s.refused))
         entry = c.write_file(name, "dir/f.bin", b"\x00\x01", mode=0o600)
         check((entry.size, entry.mode) == (2, 0o600), "write_file", entry)
         check(c.read_file(name, "dir/f.bin") == b"\x00\x01", "read_file")
@@ -89,6 +114,22 @@ async def async_flow(socket, name):
             await s.close_stdin()
             out = b"".join([d async for ch, d in s if ch == "stdout"])
         check(out == b"async-in" and s.exit_code == 0, "async: a streamed exec", (out, s.exit_code))
+        script = ("trap '[ \"$(stty size)\" = \"44 144\" ] && echo resized' WINCH; echo ready; "
+                  "read l; stty size; while read -r -t 0.2 l || [ $? -gt 128 ]; do :; done; "
+                  "echo ended")
+        async with c.exec_stream(name, ["bash", "-c", script], tty=True) as s:
+            out = b""
+            async for _, data in s:
+                out += data
+                if out.endswith(b"ready\r\n"):
+                    await s.write(b"go\r")
+                if out.endswith(b"24 80\r\n"):
+                    await s.resize(44, 144)
+                if out.endswith(b"resized\r\n"):
+                    await s.close_stdin()
+        check(out.startswith(b"ready\r\ngo\r\n24 80\r\n")
+              and out.endswith(b"resized\r\nended\r\n") and s.exit_code == 0,
+              "async: a terminal of 24 x 80, resized, Ctrl-D ends its input", (out, s.exit_code))
         sb = await c.stop(name)
         check(sb.state == "stopped", "async: stop", sb)
         await c.delete(name)

@@ -1347,6 +1347,42 @@ mod stream {
         crate::require_root!();
         crate::common::in_mode(true, super::streamed_exec);
     }
+
+    #[test]
+    fn a_streamed_exec_with_a_terminal_has_its_size_follows_resizes_and_takes_ctrl_c() {
+        crate::require_root!();
+        crate::common::in_mode(false, super::streamed_exec_with_a_terminal);
+    }
+}
+
+/// tests/ws_tty.py against an ns sandbox made through the API, with the server as root (the
+/// streamed exec without a terminal runs as an ordinary user above).
+fn streamed_exec_with_a_terminal() {
+    let Some(python) = py_tools() else {
+        eprintln!(
+            "skipped: websockets is installed from the package registries, which do not answer"
+        );
+        return;
+    };
+    common::ensure_image();
+    let ws = common::workspace();
+    let (server, api, _sock_dir) = serve_on_socket(common::paddock());
+    let name = common::unique("tty");
+    let _cleanup = common::Cleanup(name.clone());
+    let made = api.call(
+        "POST",
+        "/v1/sandboxes",
+        Some(&serde_json::json!({"workspace": ws.path(), "name": name, "backend": "ns"})),
+    );
+    assert_eq!(made.status, 201, "{made:?}");
+    let mut py = client_script(python, "ws_tty.py");
+    // It imports ws_exec.py from beside it: no bytecode written into the source tree.
+    py.arg(&api.socket)
+        .arg(&name)
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    run_client(py, api.owner, Duration::from_secs(300));
+    let (status, err) = server.stop();
+    assert!(status.success(), "{status:?} {err}");
 }
 
 fn streamed_exec() {

@@ -1,6 +1,8 @@
 //! One more command in a running sandbox (`paddock exec`), with this process's standard
 //! streams.
 
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
 use paddock_core::{Launch, Network, SandboxName, Stdio};
 use paddock_policy::User;
 use serde::{Deserialize, Serialize};
@@ -21,7 +23,8 @@ pub struct ExecRequest {
     pub user: Option<String>,
     /// Where it starts (an absolute path inside; the workspace when not given).
     pub workdir: Option<String>,
-    /// In a terminal of its own (this process's streams must be one).
+    /// In a terminal of its own (this process's streams must be one; [`Engine::exec_process`]
+    /// makes one).
     pub tty: bool,
     /// Pass this process's stdin (else the command reads /dev/null).
     pub stdin: bool,
@@ -105,13 +108,15 @@ impl Engine {
     /// status the command's. Paddock's notes (what the command changed that the host runs, why
     /// it was killed) are appended to `notes`, one JSON string per line, instead of mixing with the
     /// command's stderr. For a front end that serves several commands at once, each with
-    /// streams of its own. The sandbox must exist and run.
+    /// streams of its own. With [`ExecRequest::tty`] the process runs in a new terminal of
+    /// `size` ([`ExecTerminal`]; `size` is unused without). The sandbox must exist and run.
     pub fn exec_process(
         &self,
         name: &SandboxName,
         req: &ExecRequest,
+        size: WindowSize,
         notes: &std::path::Path,
-    ) -> Result<std::process::Command> {
+    ) -> Result<ExecProcess> {
         // Which sandbox first (an unknown one is not found whatever the request), then whether
         // it runs, then the request.
         self.record(name)?;
@@ -121,11 +126,6 @@ impl Engine {
             )));
         }
         req.check()?;
-        if req.tty {
-            return Err(invalid(
-                "tty: a command run for another program has no terminal of its own",
-            ));
-        }
         let exe = std::env::current_exe().context("cannot find the paddock executable")?;
         let mut cmd = std::process::Command::new(exe);
         // The request (its variables may hold secrets) in the environment, which only this
@@ -135,7 +135,124 @@ impl Engine {
             .env(REQUEST_ENV, serde_json::to_string(req)?)
             .env("PADDOCK_HOME", self.dirs.home())
             .env(NOTES_ENV, notes);
-        Ok(cmd)
+        let terminal = if req.tty {
+            let (terminal, slave) = ExecTerminal::open(size)?;
+            let copy = |fd: &OwnedFd| fd.try_clone().context("cannot share the terminal");
+            cmd.stdin(copy(&slave)?).stdout(copy(&slave)?).stderr(slave);
+            Some(terminal)
+        } else {
+            None
+        };
+        Ok(ExecProcess {
+            command: cmd,
+            terminal,
+        })
+    }
+}
+
+/// An exec process ready to start ([`Engine::exec_process`]).
+#[derive(Debug)]
+pub struct ExecProcess {
+    /// `paddock __exec NAME` with the request. Without a terminal its streams are the
+    /// caller's to set; with one they are already the terminal's other side (drop the command
+    /// once it started, so that only the process holds that side and the host side reads its
+    /// end).
+    pub command: std::process::Command,
+    /// With [`ExecRequest::tty`]: the host side of the process's terminal.
+    pub terminal: Option<ExecTerminal>,
+}
+
+/// A terminal's size in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSize {
+    rows: u16,
+    cols: u16,
+}
+
+impl WindowSize {
+    /// The most rows, and the most columns, a size may have.
+    pub const MAX: u16 = 1000;
+    /// The size of a terminal when none is given: 24 rows of 80 columns.
+    pub const DEFAULT: WindowSize = WindowSize { rows: 24, cols: 80 };
+
+    /// `rows` × `cols`, each 1 to [`WindowSize::MAX`].
+    pub fn new(rows: i64, cols: i64) -> Result<WindowSize> {
+        let cells = |what: &str, n: i64| {
+            u16::try_from(n)
+                .ok()
+                .filter(|n| (1..=WindowSize::MAX).contains(n))
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "{what}: give 1 to {} (character cells), not {n}",
+                        WindowSize::MAX
+                    ))
+                })
+        };
+        Ok(WindowSize {
+            rows: cells("rows", rows)?,
+            cols: cells("cols", cols)?,
+        })
+    }
+
+    /// Rows (lines).
+    pub fn rows(&self) -> u16 {
+        self.rows
+    }
+
+    /// Columns (characters per line).
+    pub fn cols(&self) -> u16 {
+        self.cols
+    }
+}
+
+/// The host side of the terminal an exec process runs in ([`Engine::exec_process`] with
+/// [`ExecRequest::tty`]): a new pty of this host, whose other side is the process's stdin,
+/// stdout and stderr. `paddock __exec` then treats it as `paddock exec -t` treats the user's
+/// terminal: it is raw, what is written here reaches the command's own terminal in the
+/// sandbox (through the unprivileged relay) as typed keys, what the command writes (stdout and
+/// stderr together, as a terminal shows them) is read here, and its size is the command's.
+#[derive(Debug)]
+pub struct ExecTerminal {
+    master: OwnedFd,
+}
+
+impl ExecTerminal {
+    /// A new pty of `size`, raw from the start (nothing echoed or turned into a signal on this
+    /// host: the command's terminal in the sandbox does that), and its other side.
+    fn open(size: WindowSize) -> Result<(ExecTerminal, OwnedFd)> {
+        use rustix::termios::{OptionalActions, tcgetattr, tcsetattr};
+        let (master, slave) = paddock_wire::open_pty().context("cannot open a terminal")?;
+        let mut mode = tcgetattr(&slave).context("cannot read the terminal's mode")?;
+        mode.make_raw();
+        tcsetattr(&slave, OptionalActions::Now, &mode).context("cannot make the terminal raw")?;
+        let terminal = ExecTerminal { master };
+        terminal.resize(size, None)?;
+        Ok((terminal, slave))
+    }
+
+    /// The host side: reading it gives the command's output, writing it gives the command
+    /// input. Reading fails (EIO) once no process holds the other side.
+    pub fn master(&self) -> BorrowedFd<'_> {
+        self.master.as_fd()
+    }
+
+    /// Gives the terminal `size`, and tells the started exec process `pid` (SIGWINCH), which
+    /// passes the size on to the command's terminal (the command gets SIGWINCH there).
+    pub fn resize(&self, size: WindowSize, pid: Option<u32>) -> Result<()> {
+        let winsize = rustix::termios::Winsize {
+            ws_row: size.rows,
+            ws_col: size.cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        rustix::termios::tcsetwinsize(&self.master, winsize)
+            .context("cannot set the terminal's size")?;
+        // The process has no controlling terminal (it stays in the caller's session), so the
+        // kernel does not tell it: this does.
+        if let Some(pid) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::WINCH);
+        }
+        Ok(())
     }
 }
 
@@ -194,5 +311,58 @@ pub fn exec_main(args: &[std::ffi::OsString], terminal: &dyn Reporter) -> i32 {
                 _ => 125,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rustix::termios::{LocalModes, tcgetattr, tcgetwinsize};
+
+    use super::*;
+
+    #[test]
+    fn a_window_size_is_1_to_1000_cells_each_way() {
+        let size = |rows, cols| WindowSize::new(rows, cols).map(|s| (s.rows(), s.cols()));
+        assert_eq!(size(1, 1).unwrap(), (1, 1));
+        assert_eq!(size(24, 80).unwrap(), (24, 80));
+        assert_eq!(size(1000, 1000).unwrap(), (1000, 1000));
+        for (rows, cols, message) in [
+            (0, 80, "rows: give 1 to 1000 (character cells), not 0"),
+            (1001, 80, "rows: give 1 to 1000 (character cells), not 1001"),
+            (-1, 80, "rows: give 1 to 1000 (character cells), not -1"),
+            (24, 0, "cols: give 1 to 1000 (character cells), not 0"),
+            (
+                24,
+                65_616,
+                "cols: give 1 to 1000 (character cells), not 65616",
+            ),
+        ] {
+            let e = size(rows, cols).unwrap_err();
+            assert!(matches!(e, EngineError::Invalid(_)), "{e:?}");
+            assert_eq!(e.to_string(), message);
+        }
+    }
+
+    #[test]
+    fn an_exec_terminal_is_raw_has_its_size_and_takes_a_new_one() {
+        let (terminal, slave) = ExecTerminal::open(WindowSize::new(33, 77).unwrap()).unwrap();
+        let size = |fd| {
+            let w = tcgetwinsize(fd).unwrap();
+            (w.ws_row, w.ws_col)
+        };
+        assert_eq!(size(&slave), (33, 77));
+        let mode = tcgetattr(&slave).unwrap();
+        for cooked in [LocalModes::ECHO, LocalModes::ICANON, LocalModes::ISIG] {
+            assert!(!mode.local_modes.contains(cooked), "{cooked:?} is on");
+        }
+        terminal
+            .resize(WindowSize::new(40, 100).unwrap(), None)
+            .unwrap();
+        assert_eq!(size(&slave), (40, 100));
+        // What is written on one side is read on the other, byte for byte (^C and ^D too).
+        rustix::io::write(terminal.master(), b"a\x03\x04\n").unwrap();
+        let mut buf = [0u8; 8];
+        let n = rustix::io::read(&slave, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"a\x03\x04\n");
     }
 }

@@ -177,7 +177,8 @@ impl TerminalSize {
     }
 }
 
-/// Opens a new pty in the sandbox's own devpts: (master, slave).
+/// Opens a new pty in the devpts of this process's `/dev/ptmx` (inside a sandbox, the
+/// sandbox's own): (master, slave), both close-on-exec, neither a controlling terminal.
 pub fn open_pty() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
     grantpt(&master)?;

@@ -199,12 +199,19 @@ def _answer(r: httpx.Response) -> Any:
     return r.content
 
 
-def _stream_start(command, env, user, workdir) -> dict:
+def _stream_start(command, env, user, workdir, tty=False, rows=None, cols=None) -> dict:
     start: dict[str, Any] = {"command": list(command)}
-    for key, value in (("env", env), ("user", user), ("workdir", workdir)):
+    for key, value in (("env", env), ("user", user), ("workdir", workdir), ("rows", rows),
+                       ("cols", cols)):
         if value is not None:
             start[key] = list(value) if key == "env" else value
+    if tty:
+        start["tty"] = True
     return start
+
+
+def _resize(rows: int, cols: int) -> str:
+    return json.dumps({"type": "resize", "rows": rows, "cols": cols})
 
 
 def _read_params(path, max_bytes) -> dict:
@@ -313,10 +320,14 @@ class Client:
         return _exec_result(self._call("POST", f"/v1/sandboxes/{name}/exec", json=body))
 
     def exec_stream(self, name: str, command: Sequence[str], env: Optional[Sequence[str]] = None,
-                    user: Optional[str] = None, workdir: Optional[str] = None) -> "ExecStream":
+                    user: Optional[str] = None, workdir: Optional[str] = None, tty: bool = False,
+                    rows: Optional[int] = None, cols: Optional[int] = None) -> "ExecStream":
         """Runs `command` with its streams as they happen (a WebSocket): use as a context
-        manager; iterate it for ("stdout" | "stderr", bytes)."""
-        return ExecStream(self, name, _stream_start(command, env, user, workdir))
+        manager; iterate it for ("stdout" | "stderr", bytes). With `tty` it runs in a terminal
+        of `rows` x `cols` (24 x 80 unless given): its output, stdout and stderr together,
+        comes as "stdout", what is written is typed, `resize` changes the size, and
+        `close_stdin` types Ctrl-D."""
+        return ExecStream(self, name, _stream_start(command, env, user, workdir, tty, rows, cols))
 
     # Files of the workspace.
     def list_files(self, name: str, path: str = "") -> list[FileEntry]:
@@ -366,6 +377,10 @@ def _ws_uri(base: str, name: str) -> str:
 
 def _end(msg: str, stream) -> None:
     end = json.loads(msg)
+    if end.get("type") == "refused":
+        # A control message the server refused; the command goes on.
+        stream.refused.append(end.get("detail", ""))
+        return
     if end.get("type") == "error":
         raise PaddockError(0, end.get("code", ""), end.get("detail", ""))
     stream.exit_code = end.get("exit_code")
@@ -377,13 +392,15 @@ _CHANNELS = {STDOUT: "stdout", STDERR: "stderr"}
 
 class ExecStream:
     """A command whose streams come as they happen. Iterate it for ("stdout" | "stderr",
-    bytes) until the command ends; then `exit_code` and `notes` are set."""
+    bytes) until the command ends; then `exit_code` and `notes` are set. `refused` lists why
+    the server refused control messages (a resize without a terminal, a size out of range)."""
 
     def __init__(self, client: Client, name: str, start: dict):
         self._client, self._name, self._start = client, name, start
         self._ws = None
         self.exit_code: Optional[int] = None
         self.notes: list = []
+        self.refused: list[str] = []
 
     def __enter__(self) -> "ExecStream":
         from websockets.sync.client import connect, unix_connect
@@ -407,6 +424,10 @@ class ExecStream:
 
     def signal(self, signal: int) -> None:
         self._ws.send(json.dumps({"type": "signal", "signal": signal}))
+
+    def resize(self, rows: int, cols: int) -> None:
+        """Gives the command's terminal (`tty`) a new size; it gets SIGWINCH."""
+        self._ws.send(_resize(rows, cols))
 
     def __iter__(self) -> Iterator[tuple[str, bytes]]:
         from websockets.exceptions import ConnectionClosed
@@ -476,8 +497,10 @@ class AsyncClient:
         return _exec_result(await self._call("POST", f"/v1/sandboxes/{name}/exec", json=body))
 
     def exec_stream(self, name: str, command: Sequence[str], env: Optional[Sequence[str]] = None,
-                    user: Optional[str] = None, workdir: Optional[str] = None) -> "AsyncExecStream":
-        return AsyncExecStream(self, name, _stream_start(command, env, user, workdir))
+                    user: Optional[str] = None, workdir: Optional[str] = None, tty: bool = False,
+                    rows: Optional[int] = None, cols: Optional[int] = None) -> "AsyncExecStream":
+        return AsyncExecStream(self, name,
+                               _stream_start(command, env, user, workdir, tty, rows, cols))
 
     async def read_file(self, name: str, path: str, max_bytes: Optional[int] = None) -> bytes:
         return await self._call("GET", f"/v1/sandboxes/{name}/files/content",
@@ -506,6 +529,7 @@ class AsyncExecStream:
         self._ws = None
         self.exit_code: Optional[int] = None
         self.notes: list = []
+        self.refused: list[str] = []
 
     async def __aenter__(self) -> "AsyncExecStream":
         from websockets.asyncio.client import connect, unix_connect
@@ -529,6 +553,9 @@ class AsyncExecStream:
 
     async def signal(self, signal: int) -> None:
         await self._ws.send(json.dumps({"type": "signal", "signal": signal}))
+
+    async def resize(self, rows: int, cols: int) -> None:
+        await self._ws.send(_resize(rows, cols))
 
     async def __aiter__(self) -> AsyncIterator[tuple[str, bytes]]:
         from websockets.exceptions import ConnectionClosed
