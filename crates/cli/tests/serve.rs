@@ -1351,12 +1351,11 @@ mod stream {
     #[test]
     fn a_streamed_exec_with_a_terminal_has_its_size_follows_resizes_and_takes_ctrl_c() {
         crate::require_root!();
-        crate::common::in_mode(false, super::streamed_exec_with_a_terminal);
+        crate::common::in_mode(true, super::streamed_exec_with_a_terminal);
     }
 }
 
-/// tests/ws_tty.py against an ns sandbox made through the API, with the server as root (the
-/// streamed exec without a terminal runs as an ordinary user above).
+/// tests/ws_tty.py against an ns sandbox made through the API, as an ordinary user.
 fn streamed_exec_with_a_terminal() {
     let Some(python) = py_tools() else {
         eprintln!(
