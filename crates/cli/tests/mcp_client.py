@@ -54,8 +54,12 @@ async def main(paddock, workspace, backend, name, outside):
 
             tools = {t.name: t for t in (await session.list_tools()).tools}
             want = {"sandbox_create", "sandbox_exec", "sandbox_list", "sandbox_stop",
-                    "sandbox_start", "sandbox_delete", "file_read", "file_write", "file_list", "policy_check"}
+                    "sandbox_start", "sandbox_delete", "sandbox_diff", "file_read", "file_write",
+                    "file_list", "policy_check"}
             check(want <= set(tools), "it lists the sandbox tools", sorted(tools))
+            check("no tool here applies" in tools["sandbox_diff"].description,
+                  "sandbox_diff's description says the user applies the changes",
+                  tools["sandbox_diff"].description)
             check("only that folder" in tools["sandbox_create"].description,
                   "sandbox_create's description says what the sandbox sees",
                   tools["sandbox_create"].description)
@@ -129,6 +133,41 @@ async def main(paddock, workspace, backend, name, outside):
             busy = await session.call_tool("sandbox_delete", {"sandbox": name})
             check(field(busy, "is_error", "isError") and "conflict" in text(busy),
                   "a running sandbox is not deleted without force", text(busy))
+
+            direct = await session.call_tool("sandbox_diff", {"sandbox": name})
+            check(field(direct, "is_error", "isError") and "review mode" in text(direct),
+                  "sandbox_diff of a sandbox not in review mode says so", text(direct))
+
+            # A review-mode sandbox: what its command writes waits, and sandbox_diff shows it.
+            held = name + "-r"
+            made = await session.call_tool("sandbox_create", {
+                "workspace": workspace, "backend": backend, "name": held, "review": True})
+            check(not field(made, "is_error", "isError"), "a review-mode sandbox is made",
+                  text(made))
+            wrote = structured(await session.call_tool("sandbox_exec", {
+                "sandbox": held, "command": ["sh", "-c",
+                                             "echo held back > held.txt; echo changed >> from-mcp"]}))
+            check(wrote["exit_code"] == 0, "its command writes files", wrote)
+            check(not os.path.exists(os.path.join(workspace, "held.txt")),
+                  "its new file is not in the host workspace", workspace)
+            diff = await session.call_tool("sandbox_diff", {"sandbox": held})
+            check(not field(diff, "is_error", "isError"), "sandbox_diff answers", text(diff))
+            diff = structured(diff)
+            kinds = {c["path"]: c["kind"] for c in diff["changes"]}
+            check(kinds == {"held.txt": "added", "from-mcp": "modified"},
+                  "sandbox_diff lists the added and the modified file", diff["changes"])
+            check("+held back" in diff["patch"] and "+changed" in diff["patch"]
+                  and not diff["patch_truncated"], "its patch holds the new lines", diff["patch"])
+            short = structured(await session.call_tool("sandbox_diff", {
+                "sandbox": held, "max_patch_bytes": 10}))
+            check(len(short["patch"]) <= 10 and short["patch_truncated"],
+                  "the patch is cut where asked, and says so", short)
+            gone = await session.call_tool("sandbox_delete", {"sandbox": held, "force": True})
+            check(not field(gone, "is_error", "isError"), "the review-mode sandbox is deleted",
+                  text(gone))
+            with open(os.path.join(workspace, "from-mcp")) as f:
+                check(f.read() == "written through MCP\n",
+                      "what it held back never reached the workspace", workspace)
 
             stopped = structured(await session.call_tool("sandbox_stop", {"sandbox": name}))
             check(stopped["sandbox"]["state"] == "stopped", "sandbox_stop stops it", stopped)

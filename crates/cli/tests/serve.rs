@@ -1038,6 +1038,7 @@ fn mcp_client_session(backend: &str) {
     }
     let name = common::unique("mcp");
     let _cleanup = common::Cleanup(name.clone());
+    let _cleanup_held = common::Cleanup(format!("{name}-r"));
     // The client with paddock's own environment for this mode; it starts `paddock mcp`.
     let base = common::paddock_for(backend);
     let mut cmd = client_script(python, "mcp_client.py");
@@ -1054,6 +1055,106 @@ fn mcp_client_session(backend: &str) {
         .arg(&outside)
         .current_dir(ws.path());
     run_client(cmd, owner, Duration::from_secs(600));
+}
+
+// A review-mode sandbox's changes through the API, as an ordinary user on ns: listed with
+// their diff, applied by path (a conflict refused and kept), discarded once it stops.
+mod review {
+    #[test]
+    fn changes_are_listed_applied_and_discarded_over_the_api() {
+        crate::require_root!();
+        crate::common::in_mode(true, super::review_over_the_api);
+    }
+}
+
+fn review_over_the_api() {
+    use serde_json::json;
+    common::ensure_image();
+    let ws = common::workspace();
+    let (server, api, _sock_dir) = serve_on_socket(common::paddock());
+    let name = common::unique("apirev");
+    let _cleanup = common::Cleanup(name.clone());
+    let made = api.call(
+        "POST",
+        "/v1/sandboxes",
+        Some(&json!({"workspace": ws.path(), "name": name, "backend": "ns", "review": true})),
+    );
+    assert_eq!(made.status, 201, "{made:?}");
+    let ran = api.call(
+        "POST",
+        &format!("/v1/sandboxes/{name}/exec"),
+        Some(&json!({"command": ["sh", "-c", "for f in a b c; do echo agent-$f > $f.txt; done"]})),
+    );
+    assert_eq!(json(&ran)["exit_code"], 0, "{ran:?}");
+    assert!(!ws.path().join("a.txt").exists(), "a change reached the workspace unreviewed");
+
+    let changes_path = format!("/v1/sandboxes/{name}/changes");
+    let listed = json(&api.call("GET", &changes_path, None));
+    let paths: Vec<&str> = listed["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["a.txt", "b.txt", "c.txt"], "{listed}");
+    assert!(
+        listed["patch"].as_str().unwrap().contains("+agent-b"),
+        "{listed}"
+    );
+
+    let apply_path = format!("{changes_path}/apply");
+    let applied = api.call("POST", &apply_path, Some(&json!({"paths": ["a.txt"]})));
+    assert_eq!(applied.status, 200, "{applied:?}");
+    assert_eq!(json(&applied)["complete"], true, "{applied:?}");
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("a.txt")).unwrap(),
+        "agent-a\n"
+    );
+    // The host made b.txt meanwhile: a conflict, refused and kept for later.
+    std::fs::write(ws.path().join("b.txt"), "host-b\n").unwrap();
+    if let Some(u) = common::suite_as_user() {
+        std::os::unix::fs::chown(ws.path().join("b.txt"), Some(u.uid), Some(u.gid)).unwrap();
+    }
+    let refused = api.call("POST", &apply_path, Some(&json!({"paths": ["b.txt"]})));
+    assert_eq!(refused.status, 200, "{refused:?}");
+    let refused = json(&refused);
+    assert_eq!(refused["complete"], false, "{refused}");
+    assert!(refused["notes"].to_string().contains("b.txt"), "{refused}");
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("b.txt")).unwrap(),
+        "host-b\n"
+    );
+    for bad in [
+        json!({"paths": ["../outside"]}),
+        json!({"paths": ["/etc/passwd"]}),
+        json!({"force": true, "merge": true}),
+    ] {
+        let got = api.call("POST", &apply_path, Some(&bad));
+        assert_eq!(got.status, 422, "{bad}: {got:?}");
+    }
+    let discard_path = format!("{changes_path}/discard");
+    let running = api.call("POST", &discard_path, Some(&json!({"paths": ["c.txt"]})));
+    assert_eq!(running.status, 409, "{running:?}");
+    let stopped = api.call("POST", &format!("/v1/sandboxes/{name}/stop"), None);
+    assert_eq!(stopped.status, 200, "{stopped:?}");
+    let dropped = api.call("POST", &discard_path, Some(&json!({"paths": ["c.txt"]})));
+    assert_eq!(json(&dropped)["complete"], true, "{dropped:?}");
+    let left = json(&api.call("GET", &changes_path, None));
+    let paths: Vec<&str> = left["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["b.txt"], "{left}");
+    assert_eq!(left["changes"][0]["conflict"].is_string(), true, "{left}");
+    assert!(!ws.path().join("c.txt").exists());
+    let missing = api.call("GET", "/v1/sandboxes/no-such-box/changes", None);
+    assert_eq!(missing.status, 404, "{missing:?}");
+    let gone = api.call("DELETE", &format!("/v1/sandboxes/{name}?force=true"), None);
+    assert_eq!(gone.status, 204, "{gone:?}");
+    let (status, err) = server.stop();
+    assert!(status.success(), "{status:?} {err}");
 }
 
 // A sandbox's workspace files through the API, as an ordinary user: write, read, stat, list,
