@@ -1,15 +1,17 @@
 """Paddock's Python client (clients/python, installed by pip) against a real `paddock serve`:
 its routes and fields checked against the OpenAPI document, then the sync and async clients
 drive a real sandbox: create, exec with stdin and exact bytes, a streamed exec (with a terminal
-too), files, a rule check, errors, stop, delete.
+too), files, a rule check, limits, ports, events (followed too), review mode, errors, stop,
+reset, delete.
 
-Usage: python py_client.py SOCKET OPENAPI_JSON WORKSPACE NAME
+Usage: python py_client.py SOCKET OPENAPI_JSON WORKSPACE NAME BACKEND
 """
 
 import asyncio
 import dataclasses
 import json
 import os
+import socket as sockets
 import sys
 
 import paddock_client
@@ -34,6 +36,11 @@ def contract(doc):
         (paddock_client.FileEntry, "FileEntry", set()),
         (paddock_client.Rule, "RuleView", set()),
         (paddock_client.Check, "Check", set()),
+        (paddock_client.Updated, "Updated", set()),
+        (paddock_client.Port, "Port", set()),
+        (paddock_client.Event, "SandboxEvent", set()),
+        (paddock_client.Changes, "Changes", set()),
+        (paddock_client.ReviewResult, "ReviewResult", set()),
     ]:
         mine = {f.name for f in dataclasses.fields(cls)} - extra
         theirs = set(schemas[schema]["properties"])
@@ -45,10 +52,10 @@ def contract(doc):
           set(start) ^ theirs)
 
 
-def sync_flow(socket, workspace, name):
+def sync_flow(socket, workspace, name, backend):
     with Client(socket=socket) as c:
         check(c.health()["status"] == "ok", "health")
-        sb = c.create(workspace=workspace, name=name, backend="ns")
+        sb = c.create(workspace=workspace, name=name, backend=backend)
         check(sb.state == "running" and sb.name == name, "create starts it", sb)
         r = c.exec(name, ["sh", "-c", "cat; printf '\\377' >&2; exit 4"], stdin=b"in\x00put")
         check((r.exit_code, r.stdout, r.stderr) == (4, b"in\x00put", b"\xff"),
@@ -103,6 +110,40 @@ def sync_flow(socket, workspace, name):
             check(e.code == "invalid", "a path out of the workspace is invalid", e)
         check(any(s.name == name for s in c.list()), "list")
 
+        up = c.update_limits(name, pids=300)
+        check(up.live and up.limits["pids"] == 300, "update_limits applies at once", up)
+        probe = sockets.socket()
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+        probe.close()
+        ports = c.publish(name, f"{free}:8080")
+        check([(p.host_port, p.sandbox_port) for p in ports] == [(free, 8080)], "publish", ports)
+        check(c.ports(name) == ports, "ports", c.ports(name))
+        check(c.unpublish(name, free) == [], "unpublish")
+        kinds = [e.kind for e in c.events(sandbox=name)]
+        check(kinds[:2] == ["created", "started"] and kinds.count("updated") == 3,
+              "events: made, started, three changes", kinds)
+
+        # Review mode: what the command writes waits; listed, applied by path, discarded.
+        held = name + "-r"
+        c.create(workspace=workspace, name=held, backend=backend, review=True)
+        c.exec(held, ["sh", "-c", "echo one > review-1.txt; echo two > review-2.txt"])
+        check(not os.path.exists(os.path.join(workspace, "review-1.txt")),
+              "review mode: nothing reaches the workspace unreviewed")
+        listed = c.changes(held)
+        check(sorted(ch["path"] for ch in listed.changes) == ["review-1.txt", "review-2.txt"]
+              and "+one" in listed.patch, "changes: listed with their diff", listed)
+        done = c.apply(held, ["review-1.txt"])
+        with open(os.path.join(workspace, "review-1.txt")) as f:
+            check(done.complete and f.read() == "one\n", "apply: one path reaches the workspace",
+                  done)
+        c.stop(held)
+        check(c.discard(held).complete and c.changes(held).changes == [],
+              "discard: the rest is dropped")
+        check(not os.path.exists(os.path.join(workspace, "review-2.txt")),
+              "a discarded change never reaches the workspace")
+        c.delete(held)
+
 
 async def async_flow(socket, name):
     async with AsyncClient(socket=socket) as c:
@@ -114,9 +155,10 @@ async def async_flow(socket, name):
             await s.close_stdin()
             out = b"".join([d async for ch, d in s if ch == "stdout"])
         check(out == b"async-in" and s.exit_code == 0, "async: a streamed exec", (out, s.exit_code))
-        script = ("trap '[ \"$(stty size)\" = \"44 144\" ] && echo resized' WINCH; echo ready; "
-                  "read l; stty size; while read -r -t 0.2 l || [ $? -gt 128 ]; do :; done; "
-                  "echo ended")
+        # Ctrl-D at the start of a line is end of input for a reader that waits (here `cat`;
+        # under gVisor a `read -t` that polls the terminal does not see it).
+        script = ("trap '[ \"$(stty size)\" = \"44 144\" ] && { echo resized; cat; echo ended; "
+                  "exit; }' WINCH; echo ready; read l; stty size; while :; do sleep 0.1; done")
         async with c.exec_stream(name, ["bash", "-c", script], tty=True) as s:
             out = b""
             async for _, data in s:
@@ -130,8 +172,26 @@ async def async_flow(socket, name):
         check(out.startswith(b"ready\r\ngo\r\n24 80\r\n")
               and out.endswith(b"resized\r\nended\r\n") and s.exit_code == 0,
               "async: a terminal of 24 x 80, resized, Ctrl-D ends its input", (out, s.exit_code))
+        # The stop is seen by a follower as it happens.
+        last = (await c.events(sandbox=name, limit=1))[-1].id
+
+        async def first_stop():
+            async for event in c.follow_events(sandbox=name, after=last):
+                if event.kind == "stopped":
+                    return event
+
+        follower = asyncio.create_task(first_stop())
+        await c.exec(name, ["sh", "-c", "echo layer > /opt/in-layer"], user="root")
         sb = await c.stop(name)
         check(sb.state == "stopped", "async: stop", sb)
+        stopped = await asyncio.wait_for(follower, 60)
+        check(stopped.sandbox == name and stopped.id > last, "async: the stop is followed", stopped)
+        sb = await c.reset(name)
+        check(sb.state == "stopped", "async: reset", sb)
+        await c.start(name)
+        r = await c.exec(name, ["sh", "-c", "test -e /opt/in-layer || echo gone"])
+        check(r.stdout == b"gone\n", "async: reset empties the layer", r)
+        await c.stop(name)
         await c.delete(name)
         try:
             await c.get(name)
@@ -140,13 +200,13 @@ async def async_flow(socket, name):
             check(e.status == 404, "async: deleted", e)
 
 
-def main(socket, openapi, workspace, name):
+def main(socket, openapi, workspace, name, backend):
     with open(openapi) as f:
         contract(json.load(f))
-    sync_flow(socket, workspace, name)
+    sync_flow(socket, workspace, name, backend)
     asyncio.run(async_flow(socket, name))
     print("done", flush=True)
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:5])
+    main(*sys.argv[1:6])

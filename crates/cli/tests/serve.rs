@@ -125,7 +125,8 @@ fn wait_for(mut child: Child, limit: Duration) -> Output {
             let _ = child.kill();
             let out = child.wait_with_output().unwrap();
             panic!(
-                "still running after {limit:?}: {}",
+                "still running after {limit:?}:\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             );
         }
@@ -1086,7 +1087,10 @@ fn review_over_the_api() {
         Some(&json!({"command": ["sh", "-c", "for f in a b c; do echo agent-$f > $f.txt; done"]})),
     );
     assert_eq!(json(&ran)["exit_code"], 0, "{ran:?}");
-    assert!(!ws.path().join("a.txt").exists(), "a change reached the workspace unreviewed");
+    assert!(
+        !ws.path().join("a.txt").exists(),
+        "a change reached the workspace unreviewed"
+    );
 
     let changes_path = format!("/v1/sandboxes/{name}/changes");
     let listed = json(&api.call("GET", &changes_path, None));
@@ -1654,16 +1658,12 @@ fn rules_are_added_checked_listed_and_removed() {
 }
 
 // Paddock's Python client (clients/python), installed with pip as a user would, against a real
-// server, as an ordinary user on an ns sandbox: see tests/py_client.py.
+// server, as an ordinary user on every backend: see tests/py_client.py.
 mod python_client {
-    #[test]
-    fn the_python_client_installs_agrees_with_the_document_and_drives_a_sandbox() {
-        crate::require_root!();
-        crate::common::in_mode(true, super::python_client);
-    }
+    crate::on_every_backend_in_mode!(true, python_client);
 }
 
-fn python_client() {
+fn python_client(backend: &str) {
     if py_tools().is_none() {
         eprintln!(
             "skipped: the client's dependencies come from the package registries, which do not answer"
@@ -1705,17 +1705,19 @@ fn python_client() {
         String::from_utf8_lossy(&pip.stderr)
     );
     let ws = common::workspace();
-    let (server, api, sock_dir) = serve_on_socket(common::paddock());
+    let (server, api, sock_dir) = serve_on_socket(common::paddock_for(backend));
     let socket = api.socket.clone();
     let name = common::unique("pyclient");
     let _cleanup = common::Cleanup(name.clone());
+    let _cleanup_held = common::Cleanup(format!("{name}-r"));
     let mut py = client_script(venv.path().join("bin/python"), "py_client.py");
     py.arg(&socket)
         .arg(root.join("docs/openapi.json"))
         .arg(ws.path())
         .arg(&name)
+        .arg(backend)
         .current_dir(sock_dir.path());
-    run_client(py, api.owner, Duration::from_secs(300));
+    run_client(py, api.owner, Duration::from_secs(180));
     let (status, err) = server.stop();
     assert!(status.success(), "{status:?} {err}");
 }

@@ -16,14 +16,19 @@ import httpx
 __all__ = [
     "AsyncClient",
     "AsyncExecStream",
+    "Changes",
     "Check",
     "Client",
+    "Event",
     "ExecResult",
     "ExecStream",
     "FileEntry",
     "PaddockError",
+    "Port",
+    "ReviewResult",
     "Rule",
     "Sandbox",
+    "Updated",
     "default_socket",
 ]
 
@@ -49,6 +54,16 @@ ROUTES = [
     ("post", "/v1/policy/rules"),
     ("delete", "/v1/policy/rules/{id}"),
     ("get", "/v1/policy/check"),
+    ("post", "/v1/sandboxes/{name}/reset"),
+    ("patch", "/v1/sandboxes/{name}/limits"),
+    ("get", "/v1/sandboxes/{name}/ports"),
+    ("post", "/v1/sandboxes/{name}/ports"),
+    ("delete", "/v1/sandboxes/{name}/ports/{host_port}"),
+    ("get", "/v1/events"),
+    ("get", "/v1/events/stream"),
+    ("get", "/v1/sandboxes/{name}/changes"),
+    ("post", "/v1/sandboxes/{name}/changes/apply"),
+    ("post", "/v1/sandboxes/{name}/changes/discard"),
 ]
 
 STDIN, STDOUT, STDERR = 0, 1, 2
@@ -141,6 +156,57 @@ class Check:
     reason: str
     rule: Optional[int] = None
     note: Optional[str] = None
+
+
+@dataclass
+class Updated:
+    """What a limits update did (schema `Updated`): the limits now, whether the running
+    sandbox took them at once, and those that apply only at its next start."""
+
+    limits: dict
+    live: bool
+    later: list
+
+
+@dataclass
+class Port:
+    """A published port (schema `Port`)."""
+
+    address: str
+    host_port: int
+    sandbox_port: int
+    auto: bool
+
+
+@dataclass
+class Event:
+    """A sandbox's change (schema `SandboxEvent`): created, started, stopped, updated,
+    removed."""
+
+    id: int
+    ts: int
+    sandbox: str
+    kind: str
+    state: Optional[str] = None
+    exit: Optional[int] = None
+    cause: Optional[str] = None
+
+
+@dataclass
+class Changes:
+    """A review-mode sandbox's changes that wait for review (schema `Changes`)."""
+
+    changes: list
+    patch: str
+    patch_truncated: bool
+
+
+@dataclass
+class ReviewResult:
+    """What an apply or discard did (schema `ReviewResult`)."""
+
+    complete: bool
+    notes: list
 
 
 def default_socket() -> Path:
@@ -243,6 +309,35 @@ def _settings(workspace, kwargs) -> dict:
     body = {"workspace": str(workspace)}
     body.update({k: v for k, v in kwargs.items() if v is not None})
     return body
+
+
+def _limits(cpus, memory, pids, disk) -> dict:
+    given = {"cpus": cpus, "memory": memory, "pids": pids, "disk": disk}
+    return {k: str(v) for k, v in given.items() if v is not None}
+
+
+def _event_params(sandbox, after, limit) -> dict:
+    given = {"sandbox": sandbox, "after": after, "limit": limit}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _ports(answer: dict) -> list[Port]:
+    return [_from(Port, p) for p in answer["ports"]]
+
+
+class _Sse:
+    """Server-sent events, fed line by line: `line` returns an event when one is complete."""
+
+    def __init__(self):
+        self._data: list[str] = []
+
+    def line(self, line: str) -> Optional[Event]:
+        if line.startswith("data:"):
+            self._data.append(line[5:].lstrip(" "))
+        elif line == "" and self._data:
+            data, self._data = "\n".join(self._data), []
+            return _from(Event, json.loads(data))
+        return None
 
 
 def _transport_args(socket, url, token):
@@ -367,6 +462,66 @@ class Client:
     def check(self, url: str, sandbox: Optional[str] = None, method: Optional[str] = None) -> Check:
         return _from(Check, self._call("GET", "/v1/policy/check",
                                        params=_check_params(url, sandbox, method)))
+
+    # Changing a sandbox.
+    def reset(self, name: str, force: bool = False) -> Sandbox:
+        """Empties a stopped sandbox's layer (back to its image); `force` drops changes that
+        wait for review."""
+        return _sandbox(self._call("POST", f"/v1/sandboxes/{name}/reset",
+                                   params={"force": str(force).lower()}))
+
+    def update_limits(self, name: str, cpus=None, memory=None, pids=None, disk=None) -> Updated:
+        """New limits as `paddock update` takes them (`"0.5"`, `"512m"`, `200`, `"20g"`)."""
+        return _from(Updated, self._call("PATCH", f"/v1/sandboxes/{name}/limits",
+                                         json=_limits(cpus, memory, pids, disk)))
+
+    def ports(self, name: str) -> list[Port]:
+        return _ports(self._call("GET", f"/v1/sandboxes/{name}/ports"))
+
+    def publish(self, name: str, spec: str) -> list[Port]:
+        """Publishes `[ADDR:][HOST_PORT:]SANDBOX_PORT` (or a range); the ports after."""
+        return _ports(self._call("POST", f"/v1/sandboxes/{name}/ports", json={"publish": spec}))
+
+    def unpublish(self, name: str, host_port: int) -> list[Port]:
+        return _ports(self._call("DELETE", f"/v1/sandboxes/{name}/ports/{host_port}"))
+
+    # Events.
+    def events(self, sandbox: Optional[str] = None, after: Optional[int] = None,
+               limit: Optional[int] = None) -> list[Event]:
+        answer = self._call("GET", "/v1/events", params=_event_params(sandbox, after, limit))
+        return [_from(Event, e) for e in answer["events"]]
+
+    def follow_events(self, sandbox: Optional[str] = None, after: Optional[int] = None,
+                      limit: int = 0) -> Iterator[Event]:
+        """The events as they happen (after `after`, else the last `limit`), until the caller
+        stops iterating."""
+        params = _event_params(sandbox, after, limit)
+        with self._http.stream("GET", "/v1/events/stream", params=params, timeout=None) as r:
+            if r.status_code != 200:
+                r.read()
+                raise _problem(r)
+            sse = _Sse()
+            for line in r.iter_lines():
+                event = sse.line(line)
+                if event is not None:
+                    yield event
+
+    # Review mode.
+    def changes(self, name: str) -> Changes:
+        """The changes a review-mode sandbox made that wait for review, with their diff."""
+        return _from(Changes, self._call("GET", f"/v1/sandboxes/{name}/changes"))
+
+    def apply(self, name: str, paths: Sequence[str] = (), force: bool = False,
+              merge: bool = False) -> ReviewResult:
+        """Writes changes (all, or those under `paths`) to the workspace."""
+        body = {"paths": list(paths), "force": force, "merge": merge}
+        return _from(ReviewResult,
+                     self._call("POST", f"/v1/sandboxes/{name}/changes/apply", json=body))
+
+    def discard(self, name: str, paths: Sequence[str] = ()) -> ReviewResult:
+        """Drops a stopped sandbox's changes (all, or those under `paths`)."""
+        return _from(ReviewResult, self._call("POST", f"/v1/sandboxes/{name}/changes/discard",
+                                              json={"paths": list(paths)}))
 
 
 def _ws_uri(base: str, name: str) -> str:
@@ -519,6 +674,58 @@ class AsyncClient:
                     method: Optional[str] = None) -> Check:
         return _from(Check, await self._call("GET", "/v1/policy/check",
                                              params=_check_params(url, sandbox, method)))
+
+    async def reset(self, name: str, force: bool = False) -> Sandbox:
+        return _sandbox(await self._call("POST", f"/v1/sandboxes/{name}/reset",
+                                         params={"force": str(force).lower()}))
+
+    async def update_limits(self, name: str, cpus=None, memory=None, pids=None,
+                            disk=None) -> Updated:
+        return _from(Updated, await self._call("PATCH", f"/v1/sandboxes/{name}/limits",
+                                               json=_limits(cpus, memory, pids, disk)))
+
+    async def ports(self, name: str) -> list[Port]:
+        return _ports(await self._call("GET", f"/v1/sandboxes/{name}/ports"))
+
+    async def publish(self, name: str, spec: str) -> list[Port]:
+        return _ports(await self._call("POST", f"/v1/sandboxes/{name}/ports",
+                                       json={"publish": spec}))
+
+    async def unpublish(self, name: str, host_port: int) -> list[Port]:
+        return _ports(await self._call("DELETE", f"/v1/sandboxes/{name}/ports/{host_port}"))
+
+    async def events(self, sandbox: Optional[str] = None, after: Optional[int] = None,
+                     limit: Optional[int] = None) -> list[Event]:
+        answer = await self._call("GET", "/v1/events",
+                                  params=_event_params(sandbox, after, limit))
+        return [_from(Event, e) for e in answer["events"]]
+
+    async def follow_events(self, sandbox: Optional[str] = None, after: Optional[int] = None,
+                            limit: int = 0) -> AsyncIterator[Event]:
+        params = _event_params(sandbox, after, limit)
+        async with self._http.stream("GET", "/v1/events/stream", params=params,
+                                     timeout=None) as r:
+            if r.status_code != 200:
+                await r.aread()
+                raise _problem(r)
+            sse = _Sse()
+            async for line in r.aiter_lines():
+                event = sse.line(line)
+                if event is not None:
+                    yield event
+
+    async def changes(self, name: str) -> Changes:
+        return _from(Changes, await self._call("GET", f"/v1/sandboxes/{name}/changes"))
+
+    async def apply(self, name: str, paths: Sequence[str] = (), force: bool = False,
+                    merge: bool = False) -> ReviewResult:
+        body = {"paths": list(paths), "force": force, "merge": merge}
+        return _from(ReviewResult, await self._call(
+            "POST", f"/v1/sandboxes/{name}/changes/apply", json=body))
+
+    async def discard(self, name: str, paths: Sequence[str] = ()) -> ReviewResult:
+        return _from(ReviewResult, await self._call(
+            "POST", f"/v1/sandboxes/{name}/changes/discard", json={"paths": list(paths)}))
 
 
 class AsyncExecStream:
