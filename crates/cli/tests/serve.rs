@@ -1151,7 +1151,7 @@ fn review_over_the_api() {
         .map(|c| c["path"].as_str().unwrap())
         .collect();
     assert_eq!(paths, ["b.txt"], "{left}");
-    assert_eq!(left["changes"][0]["conflict"].is_string(), true, "{left}");
+    assert!(left["changes"][0]["conflict"].is_string(), "{left}");
     assert!(!ws.path().join("c.txt").exists());
     let missing = api.call("GET", "/v1/sandboxes/no-such-box/changes", None);
     assert_eq!(missing.status, 404, "{missing:?}");
