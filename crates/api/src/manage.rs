@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::sandboxes::{ApiState, NamePath, SandboxAnswer, blocking, name_of};
+use crate::sandboxes::{ApiState, NamePath, SandboxAnswer, blocking, name_of, tokio_stream_from};
 use crate::{Json, Problem};
 
 /// The routes, to merge into the API's router.
@@ -20,6 +20,7 @@ pub fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(update_limits))
         .routes(routes!(ports_list, ports_publish))
         .routes(routes!(ports_unpublish))
+        .routes(routes!(logs))
 }
 
 /// One published port.
@@ -253,4 +254,96 @@ async fn ports_unpublish(
     Path(p): Path<PortPath>,
 ) -> Result<Json<Ports>, Problem> {
     Ok(Json(state.unpublish(&p.name, p.host_port).await?))
+}
+
+/// How much of a log, and whether to follow it.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LogsQuery {
+    /// Keep sending what is written while the sandbox runs (the answer ends when it stops).
+    #[serde(default)]
+    pub follow: bool,
+    /// Only the last this many bytes of what is there now.
+    pub tail_bytes: Option<u64>,
+}
+
+/// How often a followed log is read for more.
+const LOG_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The output of a sandbox started in the background (its command's output and its
+/// supervisor's messages), as `paddock logs` prints it: what is there now, and with `follow`
+/// what comes while it runs, as a chunked body. Empty for a sandbox that never ran in the
+/// background.
+#[utoipa::path(
+    get,
+    path = "/v1/sandboxes/{name}/logs",
+    tag = "sandboxes",
+    params(NamePath, LogsQuery),
+    responses(
+        (status = 200, content_type = "text/plain", body = String),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn logs(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<axum::response::Response, Problem> {
+    use std::io::{Read, Seek, SeekFrom};
+
+    use axum::response::IntoResponse;
+    let name = name_of(&name)?;
+    let ((path, dirs), _) = blocking(&state, move |e, _| {
+        e.record(&name)?;
+        Ok((
+            paddock_engine::background::log_file(e.dirs(), &name),
+            (e.dirs().clone(), name),
+        ))
+    })
+    .await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(16);
+    tokio::task::spawn_blocking(move || {
+        let Ok(mut f) = std::fs::File::open(&path) else {
+            return;
+        };
+        if let Some(tail) = q.tail_bytes {
+            let len = f.metadata().map_or(0, |m| m.len());
+            if f.seek(SeekFrom::Start(len.saturating_sub(tail))).is_err() {
+                return;
+            }
+        }
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match f.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            };
+            if n > 0 {
+                let chunk = axum::body::Bytes::copy_from_slice(&buf[..n]);
+                if tx.blocking_send(Ok(chunk)).is_err() {
+                    // The client left.
+                    return;
+                }
+                continue;
+            }
+            let (dirs, name) = &dirs;
+            if !q.follow || !paddock_engine::sandboxes::running(dirs, name) || tx.is_closed() {
+                // What came between the last read and the stop.
+                let mut rest = Vec::new();
+                if f.read_to_end(&mut rest).is_ok() && !rest.is_empty() {
+                    let _ = tx.blocking_send(Ok(rest.into()));
+                }
+                return;
+            }
+            std::thread::sleep(LOG_POLL);
+        }
+    });
+    Ok((
+        [(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        axum::body::Body::from_stream(tokio_stream_from(rx)),
+    )
+        .into_response())
 }

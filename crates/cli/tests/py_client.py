@@ -120,6 +120,8 @@ def sync_flow(socket, workspace, name, backend):
         check([(p.host_port, p.sandbox_port) for p in ports] == [(free, 8080)], "publish", ports)
         check(c.ports(name) == ports, "ports", c.ports(name))
         check(c.unpublish(name, free) == [], "unpublish")
+        check(b"supervisor" in c.logs(name) and len(c.logs(name, tail_bytes=5)) == 5,
+              "logs, and their tail", c.logs(name))
         kinds = [e.kind for e in c.events(sandbox=name)]
         check(kinds[:2] == ["created", "started"] and kinds.count("updated") == 3,
               "events: made, started, three changes", kinds)

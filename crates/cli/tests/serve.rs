@@ -1161,6 +1161,65 @@ fn review_over_the_api() {
     assert!(status.success(), "{status:?} {err}");
 }
 
+// A background sandbox's output through the API, as an ordinary user on ns: followed until
+// its command ends, then its tail.
+mod logs {
+    #[test]
+    fn a_background_sandboxs_output_is_followed_until_it_stops() {
+        crate::require_root!();
+        crate::common::in_mode(true, super::logs_over_the_api);
+    }
+}
+
+fn logs_over_the_api() {
+    use serde_json::json;
+    common::ensure_image();
+    let ws = common::workspace();
+    let (server, api, _sock_dir) = serve_on_socket(common::paddock());
+    let name = common::unique("apilog");
+    let _cleanup = common::Cleanup(name.clone());
+    let made = api.call(
+        "POST",
+        "/v1/sandboxes",
+        Some(&json!({
+            "workspace": ws.path(), "name": name, "backend": "ns",
+            "command": ["sh", "-c", "echo first; sleep 2; echo second"],
+        })),
+    );
+    assert_eq!(made.status, 201, "{made:?}");
+    // Followed: the answer goes on while it runs, and ends by itself when it stops.
+    let followed = api.call(
+        "GET",
+        &format!("/v1/sandboxes/{name}/logs?follow=true"),
+        None,
+    );
+    assert_eq!(followed.status, 200, "{followed:?}");
+    assert_eq!(followed.exit, Some(0), "{followed:?}");
+    // (The supervisor's first line names the command: whole lines only.)
+    let first = followed.body.find("\nfirst\n");
+    let second = followed.body.find("\nsecond\n");
+    assert!(first.is_some() && first < second, "{followed:?}");
+    assert!(
+        followed
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain"),
+        "{followed:?}"
+    );
+    let state = json(&api.call("GET", &format!("/v1/sandboxes/{name}"), None));
+    assert_eq!(state["state"], "stopped", "{state}");
+    let tail = api.call(
+        "GET",
+        &format!("/v1/sandboxes/{name}/logs?tail_bytes=16"),
+        None,
+    );
+    assert_eq!(tail.body, "(exit status 0)\n", "{tail:?}");
+    let missing = api.call("GET", "/v1/sandboxes/no-such-box/logs", None);
+    assert_eq!(missing.status, 404, "{missing:?}");
+    let (status, err) = server.stop();
+    assert!(status.success(), "{status:?} {err}");
+}
+
 // A sandbox's workspace files through the API, as an ordinary user: write, read, stat, list,
 // delete; symlinks the sandbox planted (to a host file and a host directory outside the
 // workspace) are listed as symlinks and never followed; paths out of the workspace refused.

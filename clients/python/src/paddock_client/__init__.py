@@ -59,6 +59,7 @@ ROUTES = [
     ("get", "/v1/sandboxes/{name}/ports"),
     ("post", "/v1/sandboxes/{name}/ports"),
     ("delete", "/v1/sandboxes/{name}/ports/{host_port}"),
+    ("get", "/v1/sandboxes/{name}/logs"),
     ("get", "/v1/events"),
     ("get", "/v1/events/stream"),
     ("get", "/v1/sandboxes/{name}/changes"),
@@ -485,6 +486,26 @@ class Client:
     def unpublish(self, name: str, host_port: int) -> list[Port]:
         return _ports(self._call("DELETE", f"/v1/sandboxes/{name}/ports/{host_port}"))
 
+    def logs(self, name: str, tail_bytes: Optional[int] = None) -> bytes:
+        """What a background sandbox's command and supervisor wrote (the last `tail_bytes`)."""
+        params = {} if tail_bytes is None else {"tail_bytes": tail_bytes}
+        r = self._http.get(f"/v1/sandboxes/{name}/logs", params=params)
+        if r.status_code != 200:
+            raise _problem(r)
+        return r.content
+
+    def follow_logs(self, name: str, tail_bytes: Optional[int] = None) -> Iterator[bytes]:
+        """The log as it is written, until the sandbox stops."""
+        params = {"follow": "true"}
+        if tail_bytes is not None:
+            params["tail_bytes"] = tail_bytes
+        with self._http.stream("GET", f"/v1/sandboxes/{name}/logs", params=params,
+                               timeout=None) as r:
+            if r.status_code != 200:
+                r.read()
+                raise _problem(r)
+            yield from r.iter_bytes()
+
     # Events.
     def events(self, sandbox: Optional[str] = None, after: Optional[int] = None,
                limit: Optional[int] = None) -> list[Event]:
@@ -693,6 +714,13 @@ class AsyncClient:
 
     async def unpublish(self, name: str, host_port: int) -> list[Port]:
         return _ports(await self._call("DELETE", f"/v1/sandboxes/{name}/ports/{host_port}"))
+
+    async def logs(self, name: str, tail_bytes: Optional[int] = None) -> bytes:
+        params = {} if tail_bytes is None else {"tail_bytes": tail_bytes}
+        r = await self._http.get(f"/v1/sandboxes/{name}/logs", params=params)
+        if r.status_code != 200:
+            raise _problem(r)
+        return r.content
 
     async def events(self, sandbox: Optional[str] = None, after: Optional[int] = None,
                      limit: Optional[int] = None) -> list[Event]:
