@@ -31,6 +31,7 @@
 
 mod events;
 pub mod exec_stream;
+mod fs;
 mod listen;
 mod manage;
 pub mod mcp;
@@ -150,6 +151,7 @@ fn all_routes() -> OpenApiRouter<sandboxes::ApiState> {
         .merge(manage::routes())
         .merge(events::routes())
         .merge(review::routes())
+        .merge(fs::routes())
 }
 
 /// The finished service for [`Server::run`] (with `state` given to the handlers) and its

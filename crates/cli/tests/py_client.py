@@ -110,6 +110,12 @@ def sync_flow(socket, workspace, name, backend):
             check(e.code == "invalid", "a path out of the workspace is invalid", e)
         check(any(s.name == name for s in c.list()), "list")
 
+        entry = c.fs_write(name, "/opt/py/f.txt", "inside", mode=0o640)
+        check((entry.path, entry.size, entry.mode) == ("/opt/py/f.txt", 6, 0o640),
+              "fs_write: the sandbox's own file system", entry)
+        check(c.fs_read(name, "/opt/py/f.txt") == b"inside"
+              and [e.path for e in c.fs_list(name, "/opt/py")] == ["/opt/py/f.txt"]
+              and c.fs_stat(name, "/opt/py").kind == "dir", "fs_read, fs_list, fs_stat")
         up = c.update_limits(name, pids=300)
         check(up.live and up.limits["pids"] == 300, "update_limits applies at once", up)
         probe = sockets.socket()

@@ -759,6 +759,85 @@ fn api_drives_a_sandbox_from_creation_to_removal(backend: &str) {
         "{r}"
     );
 
+    // The sandbox's own file system, as it sees it (image, layer, workspace).
+    let fs = |method: &str, query: &str, body: Option<&str>| {
+        let url = format!("http://x/v1/sandboxes/{name}/fs/{query}");
+        let mut cmd = curl_cmd(&["--max-time", "120", "--unix-socket"]);
+        cmd.arg(&api.socket).args(["-X", method, url.as_str()]);
+        if let Some(b) = body {
+            cmd.args([
+                "-H",
+                "content-type: application/octet-stream",
+                "--data-binary",
+                b,
+            ]);
+        }
+        if let Some((uid, gid)) = api.owner {
+            cmd.uid(uid).gid(gid);
+        }
+        curl_as(cmd)
+    };
+    let wrote = fs(
+        "PUT",
+        "content?path=/opt/fs-api/new.txt&mode=600",
+        Some("hello"),
+    );
+    assert_eq!(wrote.status, 200, "{wrote:?}");
+    let entry = json(&wrote);
+    assert_eq!(
+        (
+            &entry["path"],
+            &entry["kind"],
+            &entry["size"],
+            &entry["mode"]
+        ),
+        (
+            &json!("/opt/fs-api/new.txt"),
+            &json!("file"),
+            &json!(5),
+            &json!(0o600)
+        ),
+        "{entry}"
+    );
+    assert_eq!(
+        fs("GET", "content?path=/opt/fs-api/new.txt", None).body,
+        "hello"
+    );
+    let r =
+        exec(json!({"command": ["ln", "-s", "/etc/hostname", "/opt/fs-api/link"], "user": "root"}));
+    assert_eq!(r["exit_code"], 0, "{r}");
+    let listed = json(&fs("GET", "list?path=/opt/fs-api", None));
+    assert_eq!(
+        listed["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["path"].as_str().unwrap(), e["kind"].as_str().unwrap()))
+            .collect::<Vec<_>>(),
+        [
+            ("/opt/fs-api/link", "symlink"),
+            ("/opt/fs-api/new.txt", "file")
+        ],
+        "{listed}"
+    );
+    let link = json(&fs("GET", "stat?path=/opt/fs-api/link", None));
+    assert_eq!(link["target"], "/etc/hostname", "{link}");
+    // Inside, /etc/passwd is the image's (its agent user), and the workspace is at its path.
+    let passwd = fs("GET", "content?path=/etc/passwd", None);
+    assert!(passwd.body.contains("\nagent:"), "{passwd:?}");
+    let in_ws = fs("GET", &format!("content?path={workspace}/from-api"), None);
+    assert_eq!(in_ws.body, "42\n", "{in_ws:?}");
+    for (query, status) in [
+        ("content?path=/no/such/file", 404),
+        ("content?path=/opt", 422),
+        ("content?path=/etc/passwd&max_bytes=2", 413),
+        ("content?path=relative", 422),
+        ("list?path=/opt/fs-api/new.txt", 422),
+    ] {
+        let got = fs("GET", query, None);
+        assert_eq!(got.status, status, "{query}: {got:?}");
+    }
+
     // The log has each change, and the follower saw the stop and the start as they came.
     let log = json(&api.call("GET", &format!("/v1/events?sandbox={name}"), None));
     let kinds: Vec<&str> = log["events"]

@@ -60,6 +60,10 @@ ROUTES = [
     ("post", "/v1/sandboxes/{name}/ports"),
     ("delete", "/v1/sandboxes/{name}/ports/{host_port}"),
     ("get", "/v1/sandboxes/{name}/logs"),
+    ("get", "/v1/sandboxes/{name}/fs/list"),
+    ("get", "/v1/sandboxes/{name}/fs/stat"),
+    ("get", "/v1/sandboxes/{name}/fs/content"),
+    ("put", "/v1/sandboxes/{name}/fs/content"),
     ("get", "/v1/events"),
     ("get", "/v1/events/stream"),
     ("get", "/v1/sandboxes/{name}/changes"),
@@ -312,6 +316,10 @@ def _settings(workspace, kwargs) -> dict:
     return body
 
 
+def _fs(path, user) -> dict:
+    return {"path": str(path)} if user is None else {"path": str(path), "user": user}
+
+
 def _limits(cpus, memory, pids, disk) -> dict:
     given = {"cpus": cpus, "memory": memory, "pids": pids, "disk": disk}
     return {k: str(v) for k, v in given.items() if v is not None}
@@ -446,6 +454,28 @@ class Client:
     def delete_file(self, name: str, path: str, recursive: bool = False) -> None:
         self._call("DELETE", f"/v1/sandboxes/{name}/files",
                    params={"path": path, "recursive": str(recursive).lower()})
+
+    # The sandbox's own file system (absolute paths inside, as root unless `user`).
+    def fs_list(self, name: str, path: str, user: Optional[str] = None) -> list[FileEntry]:
+        answer = self._call("GET", f"/v1/sandboxes/{name}/fs/list", params=_fs(path, user))
+        return [_from(FileEntry, e) for e in answer["entries"]]
+
+    def fs_stat(self, name: str, path: str, user: Optional[str] = None) -> FileEntry:
+        return _from(FileEntry, self._call("GET", f"/v1/sandboxes/{name}/fs/stat",
+                                           params=_fs(path, user)))
+
+    def fs_read(self, name: str, path: str, user: Optional[str] = None) -> bytes:
+        return self._call("GET", f"/v1/sandboxes/{name}/fs/content", params=_fs(path, user))
+
+    def fs_write(self, name: str, path: str, data: Data, mode: Optional[int] = None,
+                 user: Optional[str] = None) -> FileEntry:
+        params = _fs(path, user)
+        if mode is not None:
+            params["mode"] = format(mode, "o")
+        body = data.encode() if isinstance(data, str) else bytes(data)
+        return _from(FileEntry, self._call("PUT", f"/v1/sandboxes/{name}/fs/content",
+                                           params=params, content=body,
+                                           headers={"content-type": "application/octet-stream"}))
 
     # Network rules.
     def rules(self, sandbox: Optional[str] = None) -> list[Rule]:
@@ -690,6 +720,14 @@ class AsyncClient:
     async def list_files(self, name: str, path: str = "") -> list[FileEntry]:
         answer = await self._call("GET", f"/v1/sandboxes/{name}/files/list", params={"path": path})
         return [_from(FileEntry, e) for e in answer["entries"]]
+
+    async def fs_list(self, name: str, path: str, user: Optional[str] = None) -> list[FileEntry]:
+        answer = await self._call("GET", f"/v1/sandboxes/{name}/fs/list", params=_fs(path, user))
+        return [_from(FileEntry, e) for e in answer["entries"]]
+
+    async def fs_read(self, name: str, path: str, user: Optional[str] = None) -> bytes:
+        return await self._call("GET", f"/v1/sandboxes/{name}/fs/content",
+                                params=_fs(path, user))
 
     async def check(self, url: str, sandbox: Optional[str] = None,
                     method: Optional[str] = None) -> Check:
