@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use axum::extract::{Query, State};
 use axum::response::IntoResponse;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use paddock_engine::Engine;
 use paddock_engine::sandboxes::parse_name;
 use paddock_store::{EventQuery, SandboxEvent};
@@ -102,15 +103,59 @@ async fn events_stream(
     Query(q): Query<EventParams>,
     headers: http::HeaderMap,
 ) -> Result<axum::response::Response, Problem> {
-    use axum::response::sse::{Event, KeepAlive, Sse};
     let mut q = q.query()?;
-    if let Some(last) = headers
+    q.after = last_event_id(&headers).or(q.after);
+    let mut follower = Follower::default();
+    follow(&state, POLL, move |engine| {
+        let batch = follower.next(engine, &mut q)?;
+        Ok(batch
+            .into_iter()
+            .filter_map(|(id, event)| {
+                let sse = Event::default().event(event.kind.clone());
+                let sse = match id {
+                    Some(id) => sse.id(id.to_string()),
+                    None => sse,
+                };
+                sse.json_data(&event).ok()
+            })
+            .collect())
+    })
+    .await
+}
+
+/// The id a reconnecting client last saw (`Last-Event-ID`).
+pub(crate) fn last_event_id(headers: &http::HeaderMap) -> Option<i64> {
+    headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
-    {
-        q.after = Some(last);
+}
+
+/// Where following a log goes on from after its first read: `after` when given, else where
+/// the log ends now (`newest`, asked before that first read), so that `limit=0` sends nothing of
+/// the past and then everything new.
+pub(crate) fn resume_from(
+    after: Option<i64>,
+    newest: impl FnOnce() -> paddock_engine::Result<Option<i64>>,
+) -> paddock_engine::Result<i64> {
+    match after {
+        Some(after) => Ok(after),
+        None => Ok(newest()?.unwrap_or(0)),
     }
+}
+
+/// Answers with server-sent events: `next` is asked every `poll`, on a blocking thread with an
+/// engine of its own, for the events that came since it was last asked, until the client
+/// leaves or `next` fails. The engine is opened before the answer starts, so a state directory
+/// that cannot be opened is a problem answer.
+pub(crate) async fn follow<F>(
+    state: &ApiState,
+    poll: Duration,
+    mut next: F,
+) -> Result<axum::response::Response, Problem>
+where
+    F: FnMut(&Engine) -> paddock_engine::Result<Vec<Event>> + Send + 'static,
+{
     let dirs = state.dirs().clone();
     let engine = tokio::task::spawn_blocking(move || Engine::at(dirs))
         .await
@@ -118,20 +163,9 @@ async fn events_stream(
         .map_err(|e| problem(&e))?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, std::convert::Infallible>>(256);
     tokio::task::spawn_blocking(move || {
-        let mut follower = Follower::default();
-        loop {
-            let Ok(batch) = follower.next(&engine, &mut q) else {
-                return;
-            };
-            for (id, event) in batch {
-                let mut sse = Event::default().event(event.kind.clone());
-                if let Some(id) = id {
-                    sse = sse.id(id.to_string());
-                }
-                let Ok(sse) = sse.json_data(&event) else {
-                    continue;
-                };
-                if tx.blocking_send(Ok(sse)).is_err() {
+        while let Ok(events) = next(&engine) {
+            for event in events {
+                if tx.blocking_send(Ok(event)).is_err() {
                     // The client left.
                     return;
                 }
@@ -139,7 +173,7 @@ async fn events_stream(
             if tx.is_closed() {
                 return;
             }
-            std::thread::sleep(POLL);
+            std::thread::sleep(poll);
         }
     });
     Ok(Sse::new(tokio_stream_from(rx))
@@ -162,19 +196,13 @@ impl Follower {
         engine: &Engine,
         q: &mut EventQuery,
     ) -> paddock_engine::Result<Vec<(Option<i64>, SandboxEvent)>> {
-        // The first read: where the log ends now, asked first, is where following goes on
-        // from even when `limit` left every row out (`limit=0`).
-        let end = match q.after {
-            None => engine
-                .store()
-                .events(&EventQuery {
-                    limit: Some(1),
-                    ..q.clone()
-                })?
-                .last()
-                .map_or(0, |e| e.id),
-            Some(after) => after,
-        };
+        let end = resume_from(q.after, || {
+            let newest = EventQuery {
+                limit: Some(1),
+                ..q.clone()
+            };
+            Ok(engine.store().events(&newest)?.last().map(|e| e.id))
+        })?;
         let rows = engine.store().events(q)?;
         q.after = Some(rows.last().map_or(end, |e| e.id.max(end)));
         q.limit = None;

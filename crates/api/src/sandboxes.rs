@@ -1259,66 +1259,32 @@ async fn audit_stream(
     Query(q): Query<AuditParams>,
     headers: http::HeaderMap,
 ) -> Result<axum::response::Response, Problem> {
-    use axum::response::sse::{Event, KeepAlive, Sse};
+    use axum::response::sse::Event;
     let mut q = q.query()?;
-    if let Some(last) = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-    {
-        q.after = Some(last);
-    }
-    // The engine is opened before the stream is answered (a state directory that cannot be
-    // opened is a problem answer), and the follower keeps it.
-    let dirs = state.dirs.clone();
-    let engine = tokio::task::spawn_blocking(move || Engine::at(dirs))
-        .await
-        .map_err(|_| Problem::internal("the operation's thread failed"))?
-        .map_err(|e| problem(&e))?;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, std::convert::Infallible>>(256);
-    tokio::task::spawn_blocking(move || {
-        loop {
-            // The first read: where the log ends now, asked first, is where following goes on
-            // from even when `limit` left every row out (`limit=0`).
-            let end = match q.after {
-                Some(after) => after,
-                None => {
-                    let newest = paddock_store::AuditQuery {
-                        limit: Some(1),
-                        ..q.clone()
-                    };
-                    match engine.store().audit_rows(&newest) {
-                        Ok(rows) => rows.last().map_or(0, |r| r.id),
-                        Err(_) => return,
-                    }
-                }
+    q.after = crate::events::last_event_id(&headers).or(q.after);
+    crate::events::follow(&state, AUDIT_POLL, move |engine| {
+        let end = crate::events::resume_from(q.after, || {
+            let newest = paddock_store::AuditQuery {
+                limit: Some(1),
+                ..q.clone()
             };
-            let Ok(rows) = engine.store().audit_rows(&q) else {
-                return;
-            };
-            for row in &rows {
-                let event = Event::default()
+            Ok(engine.store().audit_rows(&newest)?.last().map(|r| r.id))
+        })?;
+        let rows = engine.store().audit_rows(&q)?;
+        q.after = Some(rows.last().map_or(end, |r| r.id.max(end)));
+        q.limit = None;
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                Event::default()
                     .event("audit")
                     .id(row.id.to_string())
-                    .json_data(row);
-                let Ok(event) = event else { continue };
-                if tx.blocking_send(Ok(event)).is_err() {
-                    // The client left.
-                    return;
-                }
-            }
-            q.after = Some(rows.last().map_or(end, |r| r.id.max(end)));
-            q.limit = None;
-            if tx.is_closed() {
-                return;
-            }
-            std::thread::sleep(AUDIT_POLL);
-        }
-    });
-    let stream = tokio_stream_from(rx);
-    Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::default())
-        .into_response())
+                    .json_data(row)
+                    .ok()
+            })
+            .collect())
+    })
+    .await
 }
 
 /// The receiver as a stream of events.

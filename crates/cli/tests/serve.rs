@@ -1172,14 +1172,17 @@ fn review_over_the_api() {
     );
 
     let changes_path = format!("/v1/sandboxes/{name}/changes");
+    // The changed paths an answer lists.
+    let paths = |v: &serde_json::Value| -> Vec<String> {
+        v["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["path"].as_str().unwrap().to_owned())
+            .collect()
+    };
     let listed = json(&api.call("GET", &changes_path, None));
-    let paths: Vec<&str> = listed["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["path"].as_str().unwrap())
-        .collect();
-    assert_eq!(paths, ["a.txt", "b.txt", "c.txt"], "{listed}");
+    assert_eq!(paths(&listed), ["a.txt", "b.txt", "c.txt"], "{listed}");
     assert!(
         listed["patch"].as_str().unwrap().contains("+agent-b"),
         "{listed}"
@@ -1223,13 +1226,7 @@ fn review_over_the_api() {
     let dropped = api.call("POST", &discard_path, Some(&json!({"paths": ["c.txt"]})));
     assert_eq!(json(&dropped)["complete"], true, "{dropped:?}");
     let left = json(&api.call("GET", &changes_path, None));
-    let paths: Vec<&str> = left["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["path"].as_str().unwrap())
-        .collect();
-    assert_eq!(paths, ["b.txt"], "{left}");
+    assert_eq!(paths(&left), ["b.txt"], "{left}");
     assert!(left["changes"][0]["conflict"].is_string(), "{left}");
     assert!(!ws.path().join("c.txt").exists());
     let missing = api.call("GET", "/v1/sandboxes/no-such-box/changes", None);
