@@ -38,6 +38,7 @@ pub mod mcp;
 mod problem;
 pub mod review;
 pub mod sandboxes;
+mod secrets;
 mod serve;
 mod tls;
 mod token;
@@ -152,6 +153,7 @@ fn all_routes() -> OpenApiRouter<sandboxes::ApiState> {
         .merge(events::routes())
         .merge(review::routes())
         .merge(fs::routes())
+        .merge(secrets::routes())
 }
 
 /// The finished service for [`Server::run`] (with `state` given to the handlers) and its

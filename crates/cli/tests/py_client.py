@@ -96,6 +96,7 @@ def sync_flow(socket, workspace, name, backend):
         check(any(e.path == "dir" for e in c.list_files(name)), "list_files")
         with open(os.path.join(workspace, "dir", "f.bin"), "rb") as f:
             check(f.read() == b"\x00\x01", "the file is in the host workspace")
+        check(isinstance(c.secrets(sandbox=name), list), "secrets: names only")
         verdict = c.check("https://denied.invalid/", sandbox=name)
         check(not verdict.allowed, "check: a host no rule allows", verdict)
         try:

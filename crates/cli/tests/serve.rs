@@ -1856,3 +1856,61 @@ fn python_client(backend: &str) {
     let (status, err) = server.stop();
     assert!(status.success(), "{status:?} {err}");
 }
+
+/// `GET /v1/secrets` answers each secret's name, scope, hosts and variables, never its value.
+#[test]
+fn secrets_are_listed_without_their_values() {
+    use std::io::Write;
+    let home = tempfile::tempdir().unwrap();
+    let key = home.path().join("secrets.key");
+    let mut set = Command::new(common::bin());
+    set.args([
+        "secret",
+        "set-custom",
+        "demo-token",
+        "--host",
+        "api.example.test",
+    ])
+    .args(["--header", "Authorization", "--prefix", "Bearer "])
+    .args(["--env", "DEMO_TOKEN", "--sandbox", "box1"])
+    .env("PADDOCK_HOME", home.path())
+    .env("PADDOCK_SECRET_KEY", &key)
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = set.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"s3cret-value-xyz\n")
+        .unwrap();
+    let out = wait_for(child, Duration::from_secs(30));
+    assert!(out.status.success(), "{out:?}");
+    let mut cmd = serve_cmd(home.path(), &[]);
+    cmd.env("PADDOCK_SECRET_KEY", &key);
+    let server = Server::start(cmd).unwrap();
+    let api = Api::of(server.socket());
+    let all = api.call("GET", "/v1/secrets", None);
+    assert_eq!(all.status, 200, "{all:?}");
+    assert!(
+        !all.body.contains("s3cret"),
+        "a value was answered: {all:?}"
+    );
+    assert_eq!(
+        json(&all)["secrets"],
+        serde_json::json!([{
+            "name": "demo-token", "scope": "sandbox box1", "service": null,
+            "hosts": ["api.example.test"], "env": ["DEMO_TOKEN"],
+        }]),
+        "{all:?}"
+    );
+    let mine = json(&api.call("GET", "/v1/secrets?sandbox=box1", None));
+    assert_eq!(mine["secrets"].as_array().unwrap().len(), 1, "{mine}");
+    let others = json(&api.call("GET", "/v1/secrets?sandbox=box2", None));
+    assert_eq!(others["secrets"], serde_json::json!([]), "{others}");
+    let bad = api.call("GET", "/v1/secrets?sandbox=Bad%2Fname", None);
+    assert_eq!(bad.status, 422, "{bad:?}");
+    let (status, err) = server.stop();
+    assert!(status.success(), "{status:?} {err}");
+}

@@ -19,6 +19,7 @@ pub mod policy;
 pub mod remove;
 pub mod run;
 pub mod sandboxes;
+pub mod secrets;
 pub mod trust;
 
 use std::path::PathBuf;

@@ -54,6 +54,7 @@ ROUTES = [
     ("post", "/v1/policy/rules"),
     ("delete", "/v1/policy/rules/{id}"),
     ("get", "/v1/policy/check"),
+    ("get", "/v1/secrets"),
     ("post", "/v1/sandboxes/{name}/reset"),
     ("patch", "/v1/sandboxes/{name}/limits"),
     ("get", "/v1/sandboxes/{name}/ports"),
@@ -493,6 +494,12 @@ class Client:
     def check(self, url: str, sandbox: Optional[str] = None, method: Optional[str] = None) -> Check:
         return _from(Check, self._call("GET", "/v1/policy/check",
                                        params=_check_params(url, sandbox, method)))
+
+    def secrets(self, sandbox: Optional[str] = None) -> list[dict]:
+        """The secrets kept on the host (those a sandbox gets, with `sandbox`): name, scope,
+        service, hosts and variables; never a value."""
+        params = {} if sandbox is None else {"sandbox": sandbox}
+        return self._call("GET", "/v1/secrets", params=params)["secrets"]
 
     # Changing a sandbox.
     def reset(self, name: str, force: bool = False) -> Sandbox:
