@@ -4,7 +4,8 @@
 #      same flags Paddock uses: systrap, no network, no cgroups) vs `paddock run --backend ns`;
 #   2. a walk of a large workspace (find + stat of every file) and `git status` on it: native,
 #      ns, gvisor (timed inside the sandbox, so start-up is not counted).
-# The image must be built and paddock, paddock-jail and paddock-guest installed (./setup.sh).
+# Runs this checkout's release build (built here, with its static paddock-guest), as the other
+# bench scripts do: an installed paddock of another version would share the state database.
 # Writes target/bench-gvisor.md. Usage: scripts/bench-gvisor.sh [RUNS] [FILES]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +13,10 @@ runs=${1:-50}
 files=${2:-50000}
 command -v hyperfine >/dev/null || apt-get install -y -q hyperfine >/dev/null
 runsc=$(command -v runsc || echo /usr/sbin/runsc)
-P=$(command -v paddock)
+cargo build --release -q --workspace --bins
+scripts/build-guest.sh target/release/paddock-guest >/dev/null 2>&1
+export PADDOCK_GUEST_BINARY="$PWD/target/release/paddock-guest"
+P="$PWD/target/release/paddock"
 out=target/bench-gvisor.md
 mkdir -p target
 ws=$(mktemp -d /var/tmp/paddock-bench-gv-XXXXXX)
