@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use paddock_engine::EngineError;
 use paddock_engine::exec::{ExecProcess, ExecRequest, ExecTerminal, WindowSize};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use utoipa::{OpenApi, ToSchema};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -21,7 +21,9 @@ use crate::{Problem, ProblemCode};
 /// The streamed exec's route, to merge into the sandboxes' routes, with the schemas of the
 /// messages a client sends (the route's own annotation names what the server sends).
 pub fn routes() -> OpenApiRouter<ApiState> {
-    OpenApiRouter::with_openapi(Messages::openapi()).routes(routes!(exec_stream))
+    OpenApiRouter::with_openapi(Messages::openapi())
+        .routes(routes!(exec_stream))
+        .routes(routes!(attach))
 }
 
 /// The client's messages of a streamed exec, as schemas of the document.
@@ -246,11 +248,82 @@ async fn exec_stream(
         .on_upgrade(move |socket| async move { state.stream(&name, socket).await }))
 }
 
+/// The size of an attached terminal.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AttachQuery {
+    /// Rows of the terminal (1-1000; 24 when not given).
+    #[param(minimum = 1, maximum = 1000)]
+    pub rows: Option<u16>,
+    /// Columns of the terminal (1-1000; 80 when not given).
+    #[param(minimum = 1, maximum = 1000)]
+    pub cols: Option<u16>,
+}
+
+/// Attaches to the command of a sandbox started in the background with a terminal (`tty`), as
+/// `paddock attach` does, over a WebSocket: the messages are a streamed exec's with a terminal
+/// (binary, channel 0 in, channel 1 out; `resize`, `signal` and `eof` as text), without a first
+/// message. Typing Ctrl-P Ctrl-Q (bytes 16, 17) detaches: the stream ends with exit 0 and the
+/// command goes on, as it does when the client leaves. 409 for a sandbox that is not running
+/// or whose command has no terminal (its output is in `…/logs?follow=true`).
+#[utoipa::path(
+    get,
+    path = "/v1/sandboxes/{name}/attach",
+    tag = "sandboxes",
+    params(NamePath, AttachQuery),
+    responses(
+        (status = 101, description = "Switched to the WebSocket protocol; the command's terminal follows",
+         body = StreamEvent),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 400, body = Problem, content_type = "application/problem+json",
+         description = "Not a WebSocket upgrade"),
+    )
+)]
+async fn attach(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<AttachQuery>,
+    upgrade: Result<
+        axum::extract::ws::WebSocketUpgrade,
+        axum::extract::ws::rejection::WebSocketUpgradeRejection,
+    >,
+) -> Result<axum::response::Response, Problem> {
+    // Which sandbox, whether it runs with a terminal, and the size, before the upgrade: the
+    // answer is a plain problem.
+    let checked = name_of(&name)?;
+    let size = WindowSize::new(
+        i64::from(q.rows.unwrap_or(24)),
+        i64::from(q.cols.unwrap_or(80)),
+    );
+    let (process, _) = blocking(&state, move |e, _| e.attach_process(&checked, size?)).await?;
+    let upgrade = upgrade
+        .map_err(|e| Problem::invalid(format!("this route speaks WebSocket: {}", e.body_text())))?;
+    let notes_file = tempfile::NamedTempFile::new()
+        .map_err(|e| Problem::internal(format!("cannot make a temporary file: {e}")))?;
+    Ok(upgrade
+        .max_message_size(EXEC_BODY_LIMIT)
+        .on_upgrade(move |mut socket| async move {
+            let end = state.relay_stream(process, notes_file, &mut socket).await;
+            state.end_stream(end, socket).await;
+        }))
+}
+
 impl ApiState {
     /// Runs one streamed exec on `socket` (see [`exec_stream`]).
     async fn stream(&self, name: &str, mut socket: axum::extract::ws::WebSocket) {
+        let end = self.stream_inner(name, &mut socket).await;
+        self.end_stream(end, socket).await;
+    }
+
+    /// Sends a stream's last message (its exit, or its error) and closes it properly.
+    async fn end_stream(
+        &self,
+        end: Result<StreamEvent, Problem>,
+        mut socket: axum::extract::ws::WebSocket,
+    ) {
         use axum::extract::ws::Message;
-        let end = match self.stream_inner(name, &mut socket).await {
+        let end = match end {
             Ok(exit) => exit,
             Err(p) => StreamEvent::Error {
                 code: p.code,
@@ -306,6 +379,18 @@ impl ApiState {
         let (process, notes_file) = self
             .exec_command(name, req, size.unwrap_or(WindowSize::DEFAULT))
             .await?;
+        self.relay_stream(process, notes_file, socket).await
+    }
+
+    /// Starts `process` and relays its streams (or its terminal) to and from `socket` until it
+    /// ends; its exit, with the notes it wrote to `notes_file`.
+    async fn relay_stream(
+        &self,
+        process: ExecProcess,
+        notes_file: tempfile::NamedTempFile,
+        socket: &mut axum::extract::ws::WebSocket,
+    ) -> Result<StreamEvent, Problem> {
+        use axum::extract::ws::Message;
         let tty = process.terminal.is_some();
         let (mut child, terminal, _slot) = self.spawn_streamed(process).await?;
         let (mut out, mut err, sink) = match &terminal {

@@ -97,6 +97,21 @@ def sync_flow(socket, workspace, name, backend):
         with open(os.path.join(workspace, "dir", "f.bin"), "rb") as f:
             check(f.read() == b"\x00\x01", "the file is in the host workspace")
         check(isinstance(c.secrets(sandbox=name), list), "secrets: names only")
+        # A background command with a terminal, attached to and detached from.
+        shell = name + "-t"
+        c.create(workspace=workspace, name=shell, backend=backend, tty=True,
+                 command=["bash", "-c", "while read -r l; do echo got-$l; done"])
+        with c.attach(shell, rows=30, cols=90) as s:
+            out = b""
+            for _, data in s:
+                out += data
+                if out.endswith(b"detaches\r\n"):
+                    s.write("typed\r")
+                if out.endswith(b"got-typed\r\n"):
+                    s.write(bytes([16, 17]))
+        check(b"got-typed" in out and s.exit_code == 0 and c.get(shell).state == "running",
+              "attach: typed into, detached, still running", out)
+        c.delete(shell, force=True)
         verdict = c.check("https://denied.invalid/", sandbox=name)
         check(not verdict.allowed, "check: a host no rule allows", verdict)
         try:

@@ -1237,6 +1237,74 @@ fn review_over_the_api() {
     assert!(status.success(), "{status:?} {err}");
 }
 
+// Attaching to a background sandbox's command with a terminal through the API, as an ordinary
+// user on ns: tests/ws_attach.py types into it, resizes it, detaches and attaches again.
+mod attach {
+    #[test]
+    fn a_background_command_is_attached_to_detached_from_and_found_again() {
+        crate::require_root!();
+        crate::common::in_mode(true, super::attach_over_the_api);
+    }
+}
+
+fn attach_over_the_api() {
+    use serde_json::json;
+    let Some(python) = py_tools() else {
+        eprintln!(
+            "skipped: websockets is installed from the package registries, which do not answer"
+        );
+        return;
+    };
+    common::ensure_image();
+    let ws = common::workspace();
+    let (server, api, _sock_dir) = serve_on_socket(common::paddock());
+    let name = common::unique("attach");
+    let _cleanup = common::Cleanup(name.clone());
+    let script = "while read -r l; do case $l in size) stty size;; quit) exit 0;; \
+                  *) echo got $l;; esac; done";
+    let made = api.call(
+        "POST",
+        "/v1/sandboxes",
+        Some(&json!({
+            "workspace": ws.path(), "name": name, "backend": "ns", "tty": true,
+            "command": ["bash", "-c", script],
+        })),
+    );
+    assert_eq!(made.status, 201, "{made:?}");
+    let mut py = client_script(python, "ws_attach.py");
+    py.arg(&api.socket)
+        .arg(&name)
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    run_client(py, api.owner, Duration::from_secs(120));
+    // Its command ended ("quit"): the sandbox stops with it.
+    let stopped = (0..100).any(|_| {
+        let state = json(&api.call("GET", &format!("/v1/sandboxes/{name}"), None));
+        state["state"] == "stopped" || {
+            std::thread::sleep(Duration::from_millis(100));
+            false
+        }
+    });
+    assert!(stopped, "{name} still runs after its command ended");
+    // Refused before any upgrade: a sandbox that does not run, and one without a terminal.
+    let stopped = api.call("GET", &format!("/v1/sandboxes/{name}/attach"), None);
+    assert_eq!(stopped.status, 409, "{stopped:?}");
+    let plain = common::unique("attach-plain");
+    let _cleanup_plain = common::Cleanup(plain.clone());
+    let made = api.call(
+        "POST",
+        "/v1/sandboxes",
+        Some(&json!({"workspace": ws.path(), "name": plain, "backend": "ns"})),
+    );
+    assert_eq!(made.status, 201, "{made:?}");
+    let no_tty = api.call("GET", &format!("/v1/sandboxes/{plain}/attach"), None);
+    assert_eq!(no_tty.status, 409, "{no_tty:?}");
+    assert!(no_tty.body.contains("no terminal"), "{no_tty:?}");
+    let bad = api.call("GET", &format!("/v1/sandboxes/{plain}/attach?rows=0"), None);
+    assert!(bad.status == 409 || bad.status == 422, "{bad:?}");
+    let (status, err) = server.stop();
+    assert!(status.success(), "{status:?} {err}");
+}
+
 // A background sandbox's output through the API, as an ordinary user on ns: followed until
 // its command ends, then its tail.
 mod logs {
@@ -1845,6 +1913,7 @@ fn python_client(backend: &str) {
     let name = common::unique("pyclient");
     let _cleanup = common::Cleanup(name.clone());
     let _cleanup_held = common::Cleanup(format!("{name}-r"));
+    let _cleanup_shell = common::Cleanup(format!("{name}-t"));
     let mut py = client_script(venv.path().join("bin/python"), "py_client.py");
     py.arg(&socket)
         .arg(root.join("docs/openapi.json"))

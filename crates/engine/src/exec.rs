@@ -150,6 +150,38 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// A process of its own attached to the command of the background sandbox `name`, in a
+    /// new terminal of `size` (`paddock attach NAME`: what is typed reaches the command, its
+    /// output comes back, Ctrl-P Ctrl-Q detaches and leaves it running). Only a command
+    /// started with a terminal can be attached to; the output of others is their log.
+    pub fn attach_process(&self, name: &SandboxName, size: WindowSize) -> Result<ExecProcess> {
+        self.record(name)?;
+        if !running(&self.dirs, name) {
+            return Err(EngineError::Conflict(format!(
+                "sandbox {name} is not running (start it first)"
+            )));
+        }
+        if !crate::background::read_main(&self.dirs, name).tty {
+            return Err(EngineError::Conflict(format!(
+                "{name}'s command has no terminal to attach to (it was started without `tty`); follow its output in its log"
+            )));
+        }
+        let exe = std::env::current_exe().context("cannot find the paddock executable")?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg("attach")
+            .arg(name.as_str())
+            .env("PADDOCK_HOME", self.dirs.home());
+        let (terminal, slave) = ExecTerminal::open(size)?;
+        let copy = |fd: &OwnedFd| fd.try_clone().context("cannot share the terminal");
+        cmd.stdin(copy(&slave)?).stdout(copy(&slave)?).stderr(slave);
+        Ok(ExecProcess {
+            command: cmd,
+            terminal: Some(terminal),
+        })
+    }
+}
+
 /// An exec process ready to start ([`Engine::exec_process`]).
 #[derive(Debug)]
 pub struct ExecProcess {

@@ -45,6 +45,7 @@ ROUTES = [
     ("post", "/v1/sandboxes/{name}/stop"),
     ("post", "/v1/sandboxes/{name}/exec"),
     ("get", "/v1/sandboxes/{name}/exec/stream"),
+    ("get", "/v1/sandboxes/{name}/attach"),
     ("get", "/v1/sandboxes/{name}/files/list"),
     ("get", "/v1/sandboxes/{name}/files/stat"),
     ("get", "/v1/sandboxes/{name}/files/content"),
@@ -434,6 +435,12 @@ class Client:
         `close_stdin` types Ctrl-D."""
         return ExecStream(self, name, _stream_start(command, env, user, workdir, tty, rows, cols))
 
+    def attach(self, name: str, rows: int = 24, cols: int = 80) -> "ExecStream":
+        """Attaches to the command of a background sandbox started with a terminal (`tty`):
+        the stream of a streamed exec with a terminal; writing bytes 16, 17 (Ctrl-P Ctrl-Q)
+        detaches and leaves the command running."""
+        return ExecStream(self, name, None, f"attach?rows={int(rows)}&cols={int(cols)}")
+
     # Files of the workspace.
     def list_files(self, name: str, path: str = "") -> list[FileEntry]:
         answer = self._call("GET", f"/v1/sandboxes/{name}/files/list", params={"path": path})
@@ -582,10 +589,10 @@ class Client:
                                               json={"paths": list(paths)}))
 
 
-def _ws_uri(base: str, name: str) -> str:
+def _ws_uri(base: str, name: str, route: str = "exec/stream") -> str:
     if base == "http://paddock":
-        return f"ws://paddock/v1/sandboxes/{name}/exec/stream"
-    return base.replace("http", "ws", 1) + f"/v1/sandboxes/{name}/exec/stream"
+        return f"ws://paddock/v1/sandboxes/{name}/{route}"
+    return base.replace("http", "ws", 1) + f"/v1/sandboxes/{name}/{route}"
 
 
 def _end(msg: str, stream) -> None:
@@ -608,8 +615,9 @@ class ExecStream:
     bytes) until the command ends; then `exit_code` and `notes` are set. `refused` lists why
     the server refused control messages (a resize without a terminal, a size out of range)."""
 
-    def __init__(self, client: Client, name: str, start: dict):
-        self._client, self._name, self._start = client, name, start
+    def __init__(self, client: Client, name: str, start: Optional[dict],
+                 route: str = "exec/stream"):
+        self._client, self._name, self._start, self._route = client, name, start, route
         self._ws = None
         self.exit_code: Optional[int] = None
         self.notes: list = []
@@ -617,12 +625,13 @@ class ExecStream:
 
     def __enter__(self) -> "ExecStream":
         from websockets.sync.client import connect, unix_connect
-        uri = _ws_uri(self._client._base, self._name)
+        uri = _ws_uri(self._client._base, self._name, self._route)
         if self._client._socket is not None:
             self._ws = unix_connect(self._client._socket, uri)
         else:
             self._ws = connect(uri, additional_headers=self._client._headers)
-        self._ws.send(json.dumps(self._start))
+        if self._start is not None:
+            self._ws.send(json.dumps(self._start))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -715,6 +724,9 @@ class AsyncClient:
         return AsyncExecStream(self, name,
                                _stream_start(command, env, user, workdir, tty, rows, cols))
 
+    def attach(self, name: str, rows: int = 24, cols: int = 80) -> "AsyncExecStream":
+        return AsyncExecStream(self, name, None, f"attach?rows={int(rows)}&cols={int(cols)}")
+
     async def read_file(self, name: str, path: str, max_bytes: Optional[int] = None) -> bytes:
         return await self._call("GET", f"/v1/sandboxes/{name}/files/content",
                                 params=_read_params(path, max_bytes))
@@ -804,8 +816,9 @@ class AsyncClient:
 class AsyncExecStream:
     """`ExecStream` for `AsyncClient`: `async with`, `async for`."""
 
-    def __init__(self, client: AsyncClient, name: str, start: dict):
-        self._client, self._name, self._start = client, name, start
+    def __init__(self, client: AsyncClient, name: str, start: Optional[dict],
+                 route: str = "exec/stream"):
+        self._client, self._name, self._start, self._route = client, name, start, route
         self._ws = None
         self.exit_code: Optional[int] = None
         self.notes: list = []
@@ -813,12 +826,13 @@ class AsyncExecStream:
 
     async def __aenter__(self) -> "AsyncExecStream":
         from websockets.asyncio.client import connect, unix_connect
-        uri = _ws_uri(self._client._base, self._name)
+        uri = _ws_uri(self._client._base, self._name, self._route)
         if self._client._socket is not None:
             self._ws = await unix_connect(self._client._socket, uri)
         else:
             self._ws = await connect(uri, additional_headers=self._client._headers)
-        await self._ws.send(json.dumps(self._start))
+        if self._start is not None:
+            await self._ws.send(json.dumps(self._start))
         return self
 
     async def __aexit__(self, *exc) -> None:

@@ -1,0 +1,63 @@
+"""Attaching to a background sandbox's command over `paddock serve`'s WebSocket (the
+`websockets` package, on the unix socket): what is typed reaches the command and its answer
+comes back, a resize reaches it, Ctrl-P Ctrl-Q detaches and leaves it running, and a second
+attach finds it still there.
+
+Usage: python ws_attach.py SOCKET SANDBOX
+"""
+
+import asyncio
+import json
+import sys
+
+from websockets.asyncio.client import unix_connect
+
+from ws_exec import STDIN, STDOUT, check, until
+
+
+async def attached(socket, sandbox, script, query="rows=30&cols=90"):
+    uri = f"ws://x/v1/sandboxes/{sandbox}/attach?{query}"
+    streams = {STDOUT: b"", 2: b""}
+    async with unix_connect(socket, uri) as ws:
+        await script(ws, streams)
+        last = None
+        async for msg in ws:
+            if isinstance(msg, bytes):
+                streams[msg[0]] += msg[1:]
+            else:
+                last = json.loads(msg)
+    return streams[STDOUT], last
+
+
+async def main(socket, sandbox):
+    async def first(ws, streams):
+        await until(ws, streams, STDOUT, b"Ctrl-P Ctrl-Q detaches")
+        await ws.send(bytes([STDIN]) + b"hello\r")
+        await until(ws, streams, STDOUT, b"got hello")
+        await ws.send(bytes([STDIN]) + b"size\r")
+        await until(ws, streams, STDOUT, b"30 90")
+        await ws.send(json.dumps({"type": "resize", "rows": 40, "cols": 100}))
+        await ws.send(bytes([STDIN]) + b"size\r")
+        await until(ws, streams, STDOUT, b"40 100")
+        await ws.send(bytes([STDIN, 16, 17]))
+
+    out, last = await attached(socket, sandbox, first)
+    check(b"got hello" in out and b"40 100" in out, "typed lines reach the command, its size follows",
+          out)
+    check(last == {"type": "exit", "exit_code": 0, "notes": []} and b"detached" in out,
+          "Ctrl-P Ctrl-Q detaches", (last, out))
+
+    async def again(ws, streams):
+        await until(ws, streams, STDOUT, b"Ctrl-P Ctrl-Q detaches")
+        await ws.send(bytes([STDIN]) + b"again\r")
+        await until(ws, streams, STDOUT, b"got again")
+        await ws.send(bytes([STDIN]) + b"quit\r")
+
+    out, last = await attached(socket, sandbox, again)
+    check(b"got again" in out and last["type"] == "exit",
+          "the command was still there, and its end ends the stream", (last, out))
+    print("done", flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(*sys.argv[1:3]))
