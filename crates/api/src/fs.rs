@@ -290,7 +290,8 @@ trap 'rm -f -- "$tmp"' EXIT
 cat > "$tmp"
 if [ -n "$2" ]; then chmod -- "$2" "$tmp"; elif [ -e "$1" ]; then chmod --reference="$1" -- "$tmp"; else chmod 644 -- "$tmp"; fi
 mv -f -- "$tmp" "$1"
-trap - EXIT"#;
+trap - EXIT
+exec find "$1" -maxdepth 0 -printf "$4""#;
         let command = vec![
             "sh".into(),
             "-c".into(),
@@ -299,14 +300,18 @@ trap - EXIT"#;
             path.into(),
             mode.map(|m| format!("{m:o}")).unwrap_or_default(),
             if parents { "1" } else { "0" }.into(),
+            ENTRY_FORMAT.into(),
         ];
-        let (r, _) = self
-            .inside(name, user.clone(), command, Some(data), 64 * 1024)
+        // The script ends by printing what it wrote, as `fs_stat` would.
+        let (r, out) = self
+            .inside(name, user, command, Some(data), 64 * 1024)
             .await?;
         if r.exit_code != Some(0) {
             return Err(failed(&r));
         }
-        self.fs_stat(name, path, user).await
+        entries(&out)
+            .pop()
+            .ok_or_else(|| Problem::internal(format!("find printed no entry for {path}")))
     }
 }
 
