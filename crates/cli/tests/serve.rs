@@ -486,12 +486,22 @@ impl Api {
 
     /// A request with an optional JSON body.
     fn call(&self, method: &str, path: &str, body: Option<&serde_json::Value>) -> Got {
-        let url = format!("http://x{path}");
         let text = body.map(serde_json::Value::to_string);
+        self.send(
+            method,
+            path,
+            text.as_deref().map(|t| ("application/json", t)),
+        )
+    }
+
+    /// A request with an optional body of a media type.
+    fn send(&self, method: &str, path: &str, body: Option<(&str, &str)>) -> Got {
+        let url = format!("http://x{path}");
         let mut cmd = curl_cmd(&["--max-time", "120", "--unix-socket"]);
         cmd.arg(&self.socket).args(["-X", method, url.as_str()]);
-        if let Some(t) = &text {
-            cmd.args(["-H", "content-type: application/json", "--data-binary", t]);
+        if let Some((media, data)) = body {
+            let header = format!("content-type: {media}");
+            cmd.args(["-H", header.as_str(), "--data-binary", data]);
         }
         if let Some((uid, gid)) = self.owner {
             cmd.uid(uid).gid(gid);
@@ -761,21 +771,8 @@ fn api_drives_a_sandbox_from_creation_to_removal(backend: &str) {
 
     // The sandbox's own file system, as it sees it (image, layer, workspace).
     let fs = |method: &str, query: &str, body: Option<&str>| {
-        let url = format!("http://x/v1/sandboxes/{name}/fs/{query}");
-        let mut cmd = curl_cmd(&["--max-time", "120", "--unix-socket"]);
-        cmd.arg(&api.socket).args(["-X", method, url.as_str()]);
-        if let Some(b) = body {
-            cmd.args([
-                "-H",
-                "content-type: application/octet-stream",
-                "--data-binary",
-                b,
-            ]);
-        }
-        if let Some((uid, gid)) = api.owner {
-            cmd.uid(uid).gid(gid);
-        }
-        curl_as(cmd)
+        let path = format!("/v1/sandboxes/{name}/fs/{query}");
+        api.send(method, &path, body.map(|b| ("application/octet-stream", b)))
     };
     let wrote = fs(
         "PUT",
@@ -1007,10 +1004,7 @@ mod mcp {
 /// `paddock serve`'s /v1/mcp on its unix socket, driven by the MCP Python SDK's streamable
 /// HTTP client (tests/mcp_http_client.py).
 fn mcp_over_http() {
-    let Some(python) = py_tools() else {
-        eprintln!(
-            "skipped: the MCP SDK is installed from the package registries, which do not answer"
-        );
+    let Some(python) = py_tools("the MCP SDK") else {
         return;
     };
     common::ensure_image();
@@ -1041,9 +1035,19 @@ fn system_python() -> &'static str {
 }
 
 /// A Python with the official MCP SDK (PyPI `mcp`), schemathesis, websockets and httpx, from this host's own
-/// package index, in a venv made once per target directory; None (the test skips) where the
-/// registries cannot be reached, unless CI requires them.
-fn py_tools() -> Option<PathBuf> {
+/// package index, in a venv made once per target directory; None where the registries cannot be
+/// reached (unless CI requires them), after saying the test skips for want of `needs`.
+fn py_tools(needs: &str) -> Option<PathBuf> {
+    let python = py_venv();
+    if python.is_none() {
+        eprintln!(
+            "skipped: needs {needs}, installed from the package registries, which do not answer"
+        );
+    }
+    python
+}
+
+fn py_venv() -> Option<PathBuf> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = LOCK
         .lock()
@@ -1101,10 +1105,7 @@ fn py_tools() -> Option<PathBuf> {
 }
 
 fn mcp_client_session(backend: &str) {
-    let Some(python) = py_tools() else {
-        eprintln!(
-            "skipped: the MCP SDK is installed from the package registries, which do not answer"
-        );
+    let Some(python) = py_tools("the MCP SDK") else {
         return;
     };
     common::ensure_image();
@@ -1249,10 +1250,7 @@ mod attach {
 
 fn attach_over_the_api() {
     use serde_json::json;
-    let Some(python) = py_tools() else {
-        eprintln!(
-            "skipped: websockets is installed from the package registries, which do not answer"
-        );
+    let Some(python) = py_tools("websockets") else {
         return;
     };
     common::ensure_image();
@@ -1584,10 +1582,7 @@ fn flood() {
 /// and be shareable, a host or URL must parse, which no schema says).
 #[test]
 fn schemathesis_finds_no_server_error_and_every_answer_conforms() {
-    let Some(python) = py_tools() else {
-        eprintln!(
-            "skipped: schemathesis is installed from the package registries, which do not answer"
-        );
+    let Some(python) = py_tools("schemathesis") else {
         return;
     };
     let schemathesis = python.with_file_name("schemathesis");
@@ -1665,10 +1660,7 @@ mod stream {
 
 /// tests/ws_tty.py against an ns sandbox made through the API, as an ordinary user.
 fn streamed_exec_with_a_terminal() {
-    let Some(python) = py_tools() else {
-        eprintln!(
-            "skipped: websockets is installed from the package registries, which do not answer"
-        );
+    let Some(python) = py_tools("websockets") else {
         return;
     };
     common::ensure_image();
@@ -1693,10 +1685,7 @@ fn streamed_exec_with_a_terminal() {
 }
 
 fn streamed_exec() {
-    let Some(python) = py_tools() else {
-        eprintln!(
-            "skipped: websockets is installed from the package registries, which do not answer"
-        );
+    let Some(python) = py_tools("websockets") else {
         return;
     };
     common::ensure_image();
@@ -1867,10 +1856,7 @@ mod python_client {
 }
 
 fn python_client(backend: &str) {
-    if py_tools().is_none() {
-        eprintln!(
-            "skipped: the client's dependencies come from the package registries, which do not answer"
-        );
+    if py_tools("the client's dependencies").is_none() {
         return;
     }
     common::ensure_image();

@@ -10,23 +10,13 @@ import asyncio
 import json
 import sys
 
-from websockets.asyncio.client import unix_connect
-
-from ws_exec import STDIN, STDOUT, check, until
+from ws_exec import STDIN, STDOUT, check, session, until
 
 
-async def attached(socket, sandbox, script, query="rows=30&cols=90"):
-    uri = f"ws://x/v1/sandboxes/{sandbox}/attach?{query}"
-    streams = {STDOUT: b"", 2: b""}
-    async with unix_connect(socket, uri) as ws:
-        await script(ws, streams)
-        last = None
-        async for msg in ws:
-            if isinstance(msg, bytes):
-                streams[msg[0]] += msg[1:]
-            else:
-                last = json.loads(msg)
-    return streams[STDOUT], last
+async def attached(socket, sandbox, script):
+    """`script` on the sandbox's attach route, with a terminal of 30 x 90: (output, last)."""
+    out, _, last = await session(socket, sandbox, None, script, route="attach?rows=30&cols=90")
+    return out, last
 
 
 async def main(socket, sandbox):

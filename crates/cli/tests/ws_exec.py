@@ -21,12 +21,14 @@ def check(cond, what, got):
     print(f"ok: {what}", flush=True)
 
 
-async def session(socket, sandbox, start, script):
-    """Runs `script(ws, streams)` after sending `start`; returns (stdout, stderr, last)."""
-    uri = f"ws://x/v1/sandboxes/{sandbox}/exec/stream"
+async def session(socket, sandbox, start, script, route="exec/stream"):
+    """Runs `script(ws, streams)` on the sandbox's `route` after sending `start` (when it is not
+    None); returns (stdout, stderr, last)."""
+    uri = f"ws://x/v1/sandboxes/{sandbox}/{route}"
     streams = {STDOUT: b"", STDERR: b""}
     async with unix_connect(socket, uri) as ws:
-        await ws.send(json.dumps(start))
+        if start is not None:
+            await ws.send(json.dumps(start))
         await script(ws, streams)
         last = None
         async for msg in ws:
