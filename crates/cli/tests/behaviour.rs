@@ -352,11 +352,14 @@ fn terminal_resize_and_ctrl_c(backend: &str) {
             "--",
             "bash",
             "-c",
-            "tty; [ -t 0 ] && echo IS-A-TTY; read x; stty size; sleep 100; echo NOT-INTERRUPTED",
+            "echo at-start $(stty size); tty; [ -t 0 ] && echo IS-A-TTY; read x; stty size; \
+             sleep 100; echo NOT-INTERRUPTED",
         ]);
     let (mut child, mut m) = common::spawn_on_pty(cmd);
     let mut seen = String::new();
     common::read_until(&mut m, "IS-A-TTY", &mut seen);
+    // The sandbox's terminal has this terminal's size before the command starts.
+    assert!(seen.contains("at-start 24 80"), "{seen:?}");
     assert!(
         seen.contains("/dev/pts/0"),
         "the command's terminal is the sandbox's own pty: {seen:?}"

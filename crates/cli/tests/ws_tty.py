@@ -23,22 +23,22 @@ async def text(ws, streams):
 
 
 async def main(socket, sandbox):
-    # A terminal of the size asked for; stdout and stderr together on channel 1. The command
-    # waits for a line first: the size reaches the sandbox's terminal just after the command
-    # starts (the relay passes it on), as with `paddock exec -t`.
+    # A terminal of the size asked for, from the start (the command's first look at it is
+    # right); stdout and stderr together on channel 1; what is typed is echoed.
     async def go(ws, streams):
         await until(ws, streams, STDOUT, b"ready\r\n")
         await ws.send(bytes([0]) + b"go\r")
 
     out, err, last = await session(socket, sandbox, {
-        "command": ["sh", "-c", "echo ready; read -r go; test -t 0 && test -t 1 && tty "
-                    "&& stty size && echo to-err >&2"],
+        "command": ["sh", "-c", "stty size; test -t 0 && test -t 1 && tty && echo ready; "
+                    "read -r go; echo to-err >&2"],
         "tty": True, "rows": 33, "cols": 77,
     }, go)
     lines = out.decode(errors="replace").split("\r\n")
-    check(lines[:2] == ["ready", "go"], "typed input is echoed by the terminal", out)
-    check(lines[2].startswith("/dev/pts/"), "the command has a terminal (tty)", out)
-    check(lines[3:] == ["33 77", "to-err", ""], "its size, then stderr on the same channel", out)
+    check(lines[0] == "33 77", "the size asked for, from the start", out)
+    check(lines[1].startswith("/dev/pts/"), "the command has a terminal (tty)", out)
+    check(lines[2:4] == ["ready", "go"], "typed input is echoed by the terminal", out)
+    check(lines[4:] == ["to-err", ""], "stderr on the same channel", out)
     check(err == b"" and last == {"type": "exit", "exit_code": 0, "notes": []},
           "channel 2 unused, exit 0", (err, last))
 

@@ -57,8 +57,32 @@ impl BackendError {
 pub enum Stdio {
     /// The supervisor's own stdin/stdout/stderr are passed in (pipes, files).
     Inherit,
-    /// A pty is created inside the sandbox; its master is handed to the supervisor.
-    Pty,
+    /// A pty is created inside the sandbox; its master is handed to the supervisor. It has
+    /// `size` (rows, columns) from the start when given; else 0 × 0 until the relay sets it.
+    Pty {
+        /// The terminal's size when the command starts.
+        size: Option<(u16, u16)>,
+    },
+}
+
+impl Stdio {
+    /// A terminal (of this process's terminal's size, when stdin is one) when `tty`, else this
+    /// process's streams.
+    pub fn for_this_terminal(tty: bool) -> Stdio {
+        if !tty {
+            return Stdio::Inherit;
+        }
+        let size = rustix::termios::tcgetwinsize(rustix::stdio::stdin())
+            .ok()
+            .filter(|w| w.ws_row > 0 && w.ws_col > 0)
+            .map(|w| (w.ws_row, w.ws_col));
+        Stdio::Pty { size }
+    }
+
+    /// Whether the command gets a terminal.
+    pub fn is_pty(self) -> bool {
+        matches!(self, Stdio::Pty { .. })
+    }
 }
 
 /// One command to run in a sandbox.
@@ -86,7 +110,11 @@ impl Launch {
             uid: self.uid,
             gid: self.uid,
             groups: vec![],
-            tty: self.stdio == Stdio::Pty,
+            tty: self.stdio.is_pty(),
+            size: match self.stdio {
+                Stdio::Pty { size } => size,
+                Stdio::Inherit => None,
+            },
             no_new_privs,
         }
     }

@@ -180,7 +180,12 @@ impl Engine {
                 .clone()
                 .unwrap_or_else(|| spec.workspace.to_string()),
             uid,
-            stdio: if main.tty { Stdio::Pty } else { Stdio::Inherit },
+            // No terminal is attached yet: the first to attach gives the size.
+            stdio: if main.tty {
+                Stdio::Pty { size: None }
+            } else {
+                Stdio::Inherit
+            },
         };
         report.note(&format!(
             "supervisor {} runs {name} on the {} backend: {}",

@@ -89,7 +89,7 @@ impl Engine {
             ),
             cwd: req.workdir.unwrap_or_else(|| spec.workspace.to_string()),
             uid,
-            stdio: if req.tty { Stdio::Pty } else { Stdio::Inherit },
+            stdio: Stdio::for_this_terminal(req.tty),
         };
         let started = std::time::SystemTime::now();
         let outcome = paddock_supervisor::run_exec(&self.dirs, &spec, backend.as_ref(), &launch);
@@ -253,13 +253,12 @@ impl ExecTerminal {
     /// host: the command's terminal in the sandbox does that), and its other side.
     fn open(size: WindowSize) -> Result<(ExecTerminal, OwnedFd)> {
         use rustix::termios::{OptionalActions, tcgetattr, tcsetattr};
-        let (master, slave) = paddock_wire::open_pty().context("cannot open a terminal")?;
+        let (master, slave) = paddock_wire::open_pty(Some((size.rows, size.cols)))
+            .context("cannot open a terminal")?;
         let mut mode = tcgetattr(&slave).context("cannot read the terminal's mode")?;
         mode.make_raw();
         tcsetattr(&slave, OptionalActions::Now, &mode).context("cannot make the terminal raw")?;
-        let terminal = ExecTerminal { master };
-        terminal.resize(size, None)?;
-        Ok((terminal, slave))
+        Ok((ExecTerminal { master }, slave))
     }
 
     /// The host side: reading it gives the command's output, writing it gives the command

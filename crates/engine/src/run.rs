@@ -261,7 +261,7 @@ impl Engine {
             ),
             cwd: v.cwd.as_ref().unwrap_or(&spec.workspace).to_string(),
             uid,
-            stdio: if tty { Stdio::Pty } else { Stdio::Inherit },
+            stdio: Stdio::for_this_terminal(tty),
         };
         let started = std::time::SystemTime::now();
         let spec = SandboxSpec {

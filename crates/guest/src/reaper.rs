@@ -135,6 +135,7 @@ mod tests {
             gid,
             groups: vec![gid],
             tty: false,
+            size: None,
             no_new_privs: true,
         }
     }

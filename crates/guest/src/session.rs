@@ -111,9 +111,9 @@ enum ChildEnds {
     Pipes([OwnedFd; 3]),
 }
 
-fn streams(tty: bool) -> io::Result<Streams> {
+fn streams(tty: bool, size: Option<(u16, u16)>) -> io::Result<Streams> {
     if tty {
-        let (master, slave) = paddock_wire::open_pty()?;
+        let (master, slave) = paddock_wire::open_pty(size)?;
         let m = File::from(master);
         Ok(Streams {
             input: Some(m.try_clone()?),
@@ -142,7 +142,7 @@ fn run(
     reaper: &Reaper,
     signal_resize: bool,
 ) -> io::Result<()> {
-    let mut s = streams(cmd.tty)?;
+    let mut s = streams(cmd.tty, cmd.size)?;
     let (reports, child_reports) = socketpair(
         AddressFamily::UNIX,
         SocketType::SEQPACKET,

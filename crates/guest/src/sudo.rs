@@ -286,6 +286,7 @@ fn handle(conn: OwnedFd, reaper: &Reaper) {
         gid: 0,
         groups: vec![0],
         tty: false,
+        size: None,
         no_new_privs: false,
     };
     let (reports, child_reports) = match rustix::net::socketpair(

@@ -35,7 +35,7 @@ use paddock_confine::config::{Bind, RunscConfig};
 use paddock_core::tools::{find_guest, find_program, is_static_elf};
 use paddock_core::{
     Backend, BackendError, Egress, ExecHandle, Execs, Exit, Instance, Launch, Network, Probe,
-    RemoteSession, SandboxSpec, SessionEnd, StartContext, Stdio, Streams,
+    RemoteSession, SandboxSpec, SessionEnd, StartContext, Streams,
 };
 use paddock_wire::Report;
 pub use probe::{Platform, RunscInfo};
@@ -512,7 +512,7 @@ impl Backend for GvisorBackend {
         // The command's session, handed over before the helper is up: the socket and the
         // command wait in their connections, so the helper starts the command as soon as it
         // serves sessions, without a round trip to the host first.
-        let tty = launch.stdio == Stdio::Pty;
+        let tty = launch.stdio.is_pty();
         let (mut conn, theirs) =
             UnixStream::pair().map_err(io("cannot create the command's socket"))?;
         let handed = paddock_wire::send_byte(sessions.as_fd(), 1, Some(theirs.as_fd()))

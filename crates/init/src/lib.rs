@@ -28,7 +28,7 @@ pub fn run(cmd: &Command, channel: OwnedFd, host_pid: i32) -> ! {
         Err(e) => fail(&channel, "init", &format!("cannot block signals: {e}")),
     };
     let pty = if cmd.tty {
-        match paddock_wire::open_pty() {
+        match paddock_wire::open_pty(cmd.size) {
             Ok((master, slave)) => {
                 if let Err(e) = send_fd(channel.as_fd(), &Report::PtyMaster, master.as_fd()) {
                     fail(

@@ -293,7 +293,7 @@ fn start_jail(
         Stdio::Inherit => Some(
             stdio::pipes().map_err(|e| BackendError::io("cannot create the command's pipes")(e))?,
         ),
-        Stdio::Pty => None,
+        Stdio::Pty { .. } => None,
     };
     let streams = pipes.as_ref().map(|p| {
         let [a, b, c] = &p.theirs;

@@ -135,8 +135,8 @@ pub fn run_exec(
 ) -> Result<Outcome, SupervisorError> {
     let (handle, env) =
         control::Client::new(&dirs.control_socket(&spec.name), spec.name.as_str()).exec()?;
-    let signals = relay::SignalPipe::catch(launch.stdio == paddock_core::Stdio::Pty)
-        .map_err(SupervisorError::Relay)?;
+    let signals =
+        relay::SignalPipe::catch(launch.stdio.is_pty()).map_err(SupervisorError::Relay)?;
     let mut launch = launch.clone();
     for (k, v) in env {
         if !launch.env.iter().any(|(have, _)| *have == k) {
@@ -315,7 +315,7 @@ pub fn run_attached(
         extra_ca,
     };
     // Other terminals may attach to a command that has one (`paddock attach`).
-    let hub = (launch.stdio == paddock_core::Stdio::Pty)
+    let hub = (launch.stdio.is_pty())
         .then(relay::AttachHub::new)
         .and_then(Result::ok)
         .map(std::sync::Arc::new);

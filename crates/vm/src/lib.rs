@@ -29,7 +29,7 @@ pub use paddock_core::tools::{GUEST_BINARY, GUEST_ENV};
 use paddock_core::tools::{find_guest, find_program, is_static_elf};
 use paddock_core::{
     Backend, BackendError, Instance, Launch, Network, Probe, ProbeItem, RemoteSession, SandboxSpec,
-    StartContext, Stdio,
+    StartContext,
 };
 use paddock_wire::Report;
 use paddock_wire::vm::{BOOT_PORT, EXEC_PORT, Frame, PROXY_PORT, Setup, SharedFolder};
@@ -1091,7 +1091,7 @@ impl VmBackend {
             vmm_pidfd,
             boot,
             exec,
-            tty: launch.stdio == Stdio::Pty,
+            tty: launch.stdio.is_pty(),
             egress,
             run_dir: run,
             console_log,

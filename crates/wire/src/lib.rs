@@ -50,6 +50,11 @@ pub struct Command {
     pub groups: Vec<u32>,
     /// Give the command a terminal (a pty created inside the sandbox).
     pub tty: bool,
+    /// With `tty`: the terminal's size (rows, columns) from the start, so that the command's
+    /// first look at it is right (a full-screen program lays itself out once, at start).
+    /// Without, the terminal starts at 0 × 0 until the host side sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<(u16, u16)>,
     /// Set `no_new_privs` before exec (setuid programs such as sudo then cannot raise privileges).
     pub no_new_privs: bool,
 }
@@ -146,6 +151,30 @@ mod tests {
         for m in msgs {
             assert_eq!(Report::decode(&m.encode()).unwrap(), m);
         }
+    }
+
+    #[test]
+    fn a_command_carries_its_terminal_size_only_with_one() {
+        let mut cmd = Command {
+            argv: vec!["sh".into()],
+            env: vec![],
+            cwd: "/".into(),
+            uid: 1000,
+            gid: 1000,
+            groups: vec![],
+            tty: false,
+            size: None,
+            no_new_privs: true,
+        };
+        // Without a size the request is what an older helper reads.
+        let plain = serde_json::to_string(&cmd).unwrap();
+        assert!(!plain.contains("size"), "{plain}");
+        assert_eq!(serde_json::from_str::<Command>(&plain).unwrap(), cmd);
+        cmd.tty = true;
+        cmd.size = Some((33, 77));
+        let sized = serde_json::to_string(&cmd).unwrap();
+        assert!(sized.contains(r#""size":[33,77]"#), "{sized}");
+        assert_eq!(serde_json::from_str::<Command>(&sized).unwrap(), cmd);
     }
 
     #[test]

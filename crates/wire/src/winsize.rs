@@ -178,8 +178,9 @@ impl TerminalSize {
 }
 
 /// Opens a new pty in the devpts of this process's `/dev/ptmx` (inside a sandbox, the
-/// sandbox's own): (master, slave), both close-on-exec, neither a controlling terminal.
-pub fn open_pty() -> std::io::Result<(OwnedFd, OwnedFd)> {
+/// sandbox's own): (master, slave), both close-on-exec, neither a controlling terminal; of
+/// `size` (rows, columns) when given.
+pub fn open_pty(size: Option<(u16, u16)>) -> std::io::Result<(OwnedFd, OwnedFd)> {
     let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
     grantpt(&master)?;
     unlockpt(&master)?;
@@ -189,6 +190,15 @@ pub fn open_pty() -> std::io::Result<(OwnedFd, OwnedFd)> {
         OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
+    if let Some((rows, cols)) = size {
+        let size = Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        tcsetwinsize(&master, size)?;
+    }
     Ok((master, slave))
 }
 
@@ -224,8 +234,12 @@ mod tests {
 
     #[test]
     fn a_stale_write_back_is_undone_and_a_new_choice_is_kept() {
-        let (master, slave) = open_pty().unwrap();
-        put_size(slave.as_fd(), 24, 80);
+        let (master, slave) = open_pty(Some((24, 80))).unwrap();
+        assert_eq!(
+            size(slave.as_fd()),
+            (24, 80),
+            "the size asked for from the start"
+        );
         let mut t = TerminalSize::new(master.as_fd()).unwrap();
         t.set(33, 77);
         assert_eq!(size(slave.as_fd()), (33, 77), "set at once");

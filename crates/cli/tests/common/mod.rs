@@ -749,10 +749,14 @@ pub fn spawn_on_pty(mut cmd: Command) -> (std::process::Child, std::fs::File) {
             Ok(())
         });
     }
+    let master = std::fs::File::from(master);
+    // The size of a terminal window, before the child looks; a test that resizes it sees the
+    // change.
+    set_winsize(&master, 24, 80);
     let child = cmd.spawn().unwrap();
     // `cmd` (and its copies of the slave) goes here, so the master sees the end of the child.
     drop(cmd);
-    (child, std::fs::File::from(master))
+    (child, master)
 }
 
 /// Reads the pty `master` into `seen` until it holds `want` (60 s at most: a read never blocks
