@@ -3,7 +3,8 @@
 # runs, against `docker exec` of the same image's tree (Docker Engine from Debian's packages;
 # the container image is imported from Paddock's default image, so no registry is involved), and
 # the same command through the HTTP API (`paddock serve`, curl on its unix socket). One hyperfine
-# run; writes target/bench-exec.md.
+# run; before it, the API's round trip from inside one client against Docker Engine's API
+# (scripts/bench-api-exec.py, 10 x RUNS rounds each). Writes target/bench-exec.md.
 # Usage: scripts/bench-exec.sh [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,5 +61,15 @@ api_exec="curl -sSf --unix-socket $sock -H content-type:application/json --data-
 eval "$api_exec" | grep -q '"exit_code":0' || { echo "the API's exec failed" >&2; exit 1; }
 args+=(-n "API exec (ns): curl POST …/exec [true]" "$api_exec")
 args+=(-n "docker exec (runc) -- true" "docker exec paddock-bench-exec true")
+# The round trips first: Docker's exec leaves work behind it that would slow what follows.
+docker_sock=$(docker context inspect --format '{{.Endpoints.docker.Host}}' 2>/dev/null || true)
+docker_sock=${docker_sock#unix://}
+[ -S "$docker_sock" ] || docker_sock=/var/run/docker.sock
+python3 scripts/bench-api-exec.py $((runs * 10)) "$sock" bench-exec-ns "$docker_sock" \
+    paddock-bench-exec >target/bench-api-exec.md
 hyperfine -N --warmup 5 --runs "$runs" --export-markdown target/bench-exec.md "${args[@]}"
+{
+    echo
+    cat target/bench-api-exec.md
+} >>target/bench-exec.md
 cat target/bench-exec.md

@@ -29,6 +29,7 @@
 
 #![forbid(unsafe_code)]
 
+mod direct;
 mod events;
 pub mod exec_stream;
 mod fs;

@@ -12,6 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
 use http::StatusCode;
 use paddock_core::{Dirs, SandboxName};
+use paddock_engine::exec::direct::DirectEnd;
 use paddock_engine::exec::{ExecProcess, ExecRequest, WindowSize};
 use paddock_engine::remove::Delete;
 use paddock_engine::sandboxes::{Summary, parse_name};
@@ -30,6 +31,8 @@ use crate::{Json, Problem, ProblemCode, body_limit};
 pub struct ApiState {
     dirs: Dirs,
     exec_slots: Arc<tokio::sync::Semaphore>,
+    /// What commands through an ns sandbox's exec socket need, read once per run.
+    pub(crate) direct: Arc<crate::direct::Targets>,
 }
 
 impl ApiState {
@@ -38,6 +41,7 @@ impl ApiState {
         ApiState {
             dirs,
             exec_slots: Arc::new(tokio::sync::Semaphore::new(EXEC_SLOTS)),
+            direct: Arc::default(),
         }
     }
 
@@ -237,39 +241,24 @@ impl ApiState {
 
     /// Runs one command in a running sandbox to its end.
     pub async fn exec(&self, name: &str, body: ExecBody) -> Result<ExecResult, Problem> {
-        use base64::Engine as _;
         let name = name_of(name)?;
         let req = ExecRequest {
-            command: body.command,
-            env: body.env,
-            user: body.user,
-            workdir: body.workdir,
+            command: body.command.clone(),
+            env: body.env.clone(),
+            user: body.user.clone(),
+            workdir: body.workdir.clone(),
             tty: false,
             stdin: body.stdin.is_some() || body.stdin_base64.is_some(),
         };
+        // An ns sandbox's exec socket: one fork inside, no process here (`direct`). Which
+        // sandbox and whether it runs come first there too, then the request.
+        if let Some(result) = self.exec_direct(&name, &req, &body).await? {
+            return Ok(result);
+        }
         // Which sandbox and whether it runs first (an unknown one is 404 whatever the request),
         // then the request.
         let (process, notes_file) = self.exec_command(name, req, WindowSize::DEFAULT).await?;
-        let cap = body.max_output_bytes.unwrap_or(DEFAULT_OUTPUT_CAP);
-        if cap > MAX_OUTPUT_CAP {
-            return Err(Problem::unprocessable(format!(
-                "max_output_bytes: at most {MAX_OUTPUT_CAP}"
-            )));
-        }
-        let input = match (body.stdin, body.stdin_base64) {
-            (Some(_), Some(_)) => {
-                return Err(Problem::unprocessable(
-                    "give stdin or stdin_base64, not both",
-                ));
-            }
-            (Some(text), None) => Some(text.into_bytes()),
-            (None, Some(b64)) => Some(
-                base64::engine::general_purpose::STANDARD
-                    .decode(b64)
-                    .map_err(|e| Problem::unprocessable(format!("stdin_base64: {e}")))?,
-            ),
-            (None, None) => None,
-        };
+        let (cap, input) = exec_input(&body)?;
         let (mut child, _slot) = self.spawn(process.command, input.is_some()).await?;
         let started = Instant::now();
         if let (Some(mut pipe), Some(data)) = (child.stdin.take(), input) {
@@ -303,16 +292,39 @@ impl ApiState {
         let (stdout, stdout_truncated) = out.await.unwrap_or_default();
         let (stderr, stderr_truncated) = err.await.unwrap_or_default();
         let (code, notes) = ended(&status, notes_file.path())?;
+        // Killed at the deadline: no status of its own.
+        let code = if timed_out && status.code().is_none() {
+            None
+        } else {
+            code
+        };
+        Ok(ExecResult::of(
+            &body,
+            code,
+            [(stdout, stdout_truncated), (stderr, stderr_truncated)],
+            (timed_out, duration_ms),
+            notes,
+        ))
+    }
+}
+
+impl ExecResult {
+    /// The answer to `body`: the command's status, its two streams (each with whether it was
+    /// cut), whether it timed out and how long it ran, and the notes.
+    fn of(
+        body: &ExecBody,
+        exit_code: Option<i32>,
+        [(stdout, stdout_truncated), (stderr, stderr_truncated)]: [(Vec<u8>, bool); 2],
+        (timed_out, duration_ms): (bool, u64),
+        notes: Vec<String>,
+    ) -> ExecResult {
+        use base64::Engine as _;
         let render = |bytes: Vec<u8>| match body.encoding {
             Encoding::Text => String::from_utf8_lossy(&bytes).into_owned(),
             Encoding::Base64 => base64::engine::general_purpose::STANDARD.encode(bytes),
         };
-        Ok(ExecResult {
-            exit_code: if timed_out && status.code().is_none() {
-                None
-            } else {
-                code
-            },
+        ExecResult {
+            exit_code,
             stdout: render(stdout),
             stderr: render(stderr),
             encoding: body.encoding,
@@ -321,8 +333,111 @@ impl ApiState {
             timed_out,
             duration_ms,
             notes,
-        })
+        }
     }
+}
+
+impl ApiState {
+    /// [`Self::exec`] through the sandbox's exec socket; `None` when it serves none.
+    async fn exec_direct(
+        &self,
+        name: &SandboxName,
+        req: &ExecRequest,
+        body: &ExecBody,
+    ) -> Result<Option<ExecResult>, Problem> {
+        let Some(target) = self.direct_target(name).await? else {
+            return Ok(None);
+        };
+        let (cap, input) = exec_input(body)?;
+        let slot = self.exec_slot().await?;
+        let Some(mut direct) = self.start_direct(target, req, input.is_some()).await? else {
+            return Ok(None);
+        };
+        let started = Instant::now();
+        if let (Some(mut pipe), Some(data)) = (direct.stdin.take(), input) {
+            // A command that does not read its input must not hold the answer up.
+            tokio::spawn(async move {
+                let _ = pipe.write_all(&data).await;
+            });
+        }
+        let (ended_tx, ended) = tokio::sync::watch::channel(false);
+        let read = |pipe: Option<tokio::net::unix::pipe::Receiver>, ended| {
+            tokio::spawn(async move {
+                match pipe {
+                    Some(p) => crate::direct::read_until_end(p, cap, ended).await,
+                    None => (Vec::new(), false),
+                }
+            })
+        };
+        let out = read(direct.stdout.take(), ended.clone());
+        let err = read(direct.stderr.take(), ended);
+        let waited = |r: std::io::Result<DirectEnd>| {
+            r.map_err(|e| Problem::internal(format!("cannot wait for the command: {e}")))
+        };
+        let mut timed_out = false;
+        let end = match body.timeout_ms {
+            None => waited(direct.wait().await),
+            Some(ms) => {
+                match tokio::time::timeout(Duration::from_millis(ms), direct.wait()).await {
+                    Ok(r) => waited(r),
+                    Err(_) => {
+                        timed_out = true;
+                        direct.signal(rustix::process::Signal::TERM);
+                        match tokio::time::timeout(KILL_GRACE, direct.wait()).await {
+                            Ok(r) => waited(r),
+                            Err(_) => {
+                                direct.signal(rustix::process::Signal::KILL);
+                                waited(direct.wait().await)
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        let _ = ended_tx.send(true);
+        let end = end?;
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let (stdout, stdout_truncated) = out.await.unwrap_or_default();
+        let (stderr, stderr_truncated) = err.await.unwrap_or_default();
+        drop(slot);
+        let mut notes = end.diagnostics;
+        notes.extend(direct.trust_notes(&self.dirs).await);
+        // Killed at the deadline: no status of its own.
+        let code = (!timed_out || end.status <= 128).then_some(end.status);
+        Ok(Some(ExecResult::of(
+            body,
+            code,
+            [(stdout, stdout_truncated), (stderr, stderr_truncated)],
+            (timed_out, duration_ms),
+            notes,
+        )))
+    }
+}
+
+/// An exec request's output cap and input (checked).
+fn exec_input(body: &ExecBody) -> Result<(usize, Option<Vec<u8>>), Problem> {
+    use base64::Engine as _;
+    let cap = body.max_output_bytes.unwrap_or(DEFAULT_OUTPUT_CAP);
+    if cap > MAX_OUTPUT_CAP {
+        return Err(Problem::unprocessable(format!(
+            "max_output_bytes: at most {MAX_OUTPUT_CAP}"
+        )));
+    }
+    let input = match (&body.stdin, &body.stdin_base64) {
+        (Some(_), Some(_)) => {
+            return Err(Problem::unprocessable(
+                "give stdin or stdin_base64, not both",
+            ));
+        }
+        (Some(text), None) => Some(text.clone().into_bytes()),
+        (None, Some(b64)) => Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| Problem::unprocessable(format!("stdin_base64: {e}")))?,
+        ),
+        (None, None) => None,
+    };
+    Ok((cap, input))
 }
 
 /// A sandbox's workspace files, for the HTTP routes and the MCP tools alike.

@@ -175,6 +175,20 @@ impl Got {
     }
 }
 
+/// Runs a command as `owner` when given.
+trait Uids {
+    fn uids(&mut self, owner: Option<(u32, u32)>) -> &mut Self;
+}
+
+impl Uids for Command {
+    fn uids(&mut self, owner: Option<(u32, u32)>) -> &mut Self {
+        if let Some((uid, gid)) = owner {
+            self.uid(uid).gid(gid);
+        }
+        self
+    }
+}
+
 fn curl_cmd(args: &[&str]) -> Command {
     let mut c = Command::new("curl");
     c.args(["-sS", "-i", "--max-time", "10"]).args(args);
@@ -503,9 +517,7 @@ impl Api {
             let header = format!("content-type: {media}");
             cmd.args(["-H", header.as_str(), "--data-binary", data]);
         }
-        if let Some((uid, gid)) = self.owner {
-            cmd.uid(uid).gid(gid);
-        }
+        cmd.uids(self.owner);
         curl_as(cmd)
     }
 }
@@ -519,10 +531,9 @@ impl Api {
             .arg(format!("http://x{path}"))
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
-        if let Some((uid, gid)) = self.owner {
-            cmd.uid(uid).gid(gid);
-        }
-        cmd.spawn().expect("curl must be installed for this suite")
+        cmd.uids(self.owner)
+            .spawn()
+            .expect("curl must be installed for this suite")
     }
 }
 
@@ -659,6 +670,43 @@ fn api_drives_a_sandbox_from_creation_to_removal(backend: &str) {
     });
     for (i, r) in answers.iter().enumerate() {
         assert_eq!(r["stdout"], format!("run-{i}\n"), "{r}");
+    }
+    // A program that is not there: 127, and the sandbox's word for it.
+    let r = exec(json!({"command": ["no-such-program-xyz"]}));
+    assert_eq!(r["exit_code"], 127, "{r}");
+    assert!(
+        r["notes"][0]
+            .as_str()
+            .unwrap()
+            .contains("no-such-program-xyz: command not found"),
+        "{r}"
+    );
+    if backend == "ns" {
+        // Through the exec socket: the command is a child of the sandbox's pid 1 (joining
+        // through `paddock-jail enter` it would be the child of a helper of its own).
+        let r = exec(json!({"command": ["sh", "-c", "echo $PPID"]}));
+        assert_eq!(r["stdout"], "1\n", "{r}");
+        // A client that leaves takes its command with it.
+        let left = curl_cmd(&["--max-time", "2", "--unix-socket"])
+            .arg(&api.socket)
+            .args(["-H", "content-type: application/json", "--data-binary"])
+            .arg(json!({"command": ["sleep", "611"]}).to_string())
+            .arg(format!("http://x{exec_path}"))
+            .uids(api.owner)
+            .output()
+            .unwrap();
+        assert_eq!(left.status.code(), Some(28), "curl timed out: {left:?}");
+        let mut gone = false;
+        for _ in 0..100 {
+            let r = exec(json!({"command": ["sh", "-c",
+                "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f; echo; done | grep -c '^sleep 611'"]}));
+            if r["stdout"] == "0\n" {
+                gone = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(gone, "the command outlived its client");
     }
 
     // Refusals, each with its code, and nothing lost.

@@ -95,6 +95,10 @@ pub struct JailConfig {
     /// them. `id_base` is then 0: the sandbox's root as that namespace sees it.
     #[serde(default)]
     pub user_namespace: bool,
+    /// Where the jail binds the sandbox's exec socket ([`paddock_wire::EXEC_SOCKET`]), whose
+    /// listener pid 1 serves; none: no exec socket.
+    #[serde(default)]
+    pub exec_socket: Option<PathBuf>,
 }
 
 /// What the jail prepares for a gVisor sandbox before it becomes runsc

@@ -74,27 +74,131 @@ impl Engine {
             let null = std::fs::File::open("/dev/null").context("cannot open /dev/null")?;
             rustix::stdio::dup2_stdin(&null).context("cannot redirect stdin")?;
         }
-        let uid = user.unwrap_or(spec.user).uid();
-        let mut extra = spec.env.clone();
-        extra.extend(env);
-        let launch = Launch {
-            argv: req.command,
-            env: paddock_supervisor::environment(
-                std::env::vars(),
-                &extra,
-                uid,
-                req.tty,
-                name.as_str(),
-                spec.network == Network::Proxy,
-            ),
-            cwd: req.workdir.unwrap_or_else(|| spec.workspace.to_string()),
-            uid,
-            stdio: Stdio::for_this_terminal(req.tty),
-        };
+        let stdio = Stdio::for_this_terminal(req.tty);
+        let launch = launch_of(&spec, req, (env, user), stdio);
         let started = std::time::SystemTime::now();
         let outcome = paddock_supervisor::run_exec(&self.dirs, &spec, backend.as_ref(), &launch);
         crate::trust::report(&self.dirs, &spec, started, false, report);
         Ok(outcome?)
+    }
+}
+
+/// How `req` (checked: its variables and user) runs in sandbox `spec`, with `stdio`.
+fn launch_of(
+    spec: &paddock_core::SandboxSpec,
+    req: ExecRequest,
+    (env, user): (Vec<paddock_policy::EnvVar>, Option<User>),
+    stdio: Stdio,
+) -> Launch {
+    let uid = user.unwrap_or(spec.user).uid();
+    let mut extra = spec.env.clone();
+    extra.extend(env);
+    Launch {
+        argv: req.command,
+        env: paddock_supervisor::environment(
+            std::env::vars(),
+            &extra,
+            uid,
+            req.tty,
+            spec.name.as_str(),
+            spec.network == Network::Proxy,
+        ),
+        cwd: req.workdir.unwrap_or_else(|| spec.workspace.to_string()),
+        uid,
+        stdio,
+    }
+}
+
+pub use paddock_supervisor::direct;
+
+/// Where sandbox `name`'s exec socket is, when it has one ([`paddock_wire::EXEC_SOCKET`]).
+pub fn exec_socket(dirs: &paddock_core::Dirs, name: &SandboxName) -> std::path::PathBuf {
+    dirs.sandbox(name).join(paddock_wire::EXEC_SOCKET)
+}
+
+/// A running ns sandbox's exec socket ([`paddock_wire::EXEC_SOCKET`]) and what every command
+/// started through it needs besides its request: a command there is one fork by the sandbox's
+/// pid 1 (no process on the host), see [`paddock_supervisor::direct`].
+#[derive(Debug, Clone)]
+pub struct DirectTarget {
+    /// The sandbox.
+    pub spec: paddock_core::SandboxSpec,
+    /// Its exec socket.
+    pub socket: std::path::PathBuf,
+    /// The variables every command there gets (the proxy's placeholders, the trust store),
+    /// from the sandbox's supervisor.
+    pub env: Vec<(String, String)>,
+}
+
+impl DirectTarget {
+    /// What `req` runs as there (with `tty`, in a terminal of `size` made inside).
+    pub fn command(&self, req: ExecRequest, size: WindowSize) -> Result<paddock_wire::Command> {
+        let checked = req.check()?;
+        let stdio = if req.tty {
+            Stdio::Pty {
+                size: Some((size.rows, size.cols)),
+            }
+        } else {
+            Stdio::Inherit
+        };
+        let mut launch = launch_of(&self.spec, req, checked, stdio);
+        for (k, v) in &self.env {
+            if !launch.env.iter().any(|(have, _)| have == k) {
+                launch.env.push((k.clone(), v.clone()));
+            }
+        }
+        Ok(launch.command(self.spec.no_new_privs))
+    }
+
+    /// After a command: what it changed that the host may run (the notes `paddock exec`
+    /// prints), for `started` on.
+    pub fn trust_notes(
+        &self,
+        dirs: &paddock_core::Dirs,
+        started: std::time::SystemTime,
+    ) -> Vec<String> {
+        #[derive(Default)]
+        struct Collect(std::sync::Mutex<Vec<String>>);
+        impl Reporter for Collect {
+            fn note(&self, text: &str) {
+                self.0
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(text.to_owned());
+            }
+        }
+        let notes = Collect::default();
+        crate::trust::report(dirs, &self.spec, started, false, &notes);
+        notes.0.into_inner().unwrap_or_default()
+    }
+}
+
+impl Engine {
+    /// The exec socket of the running sandbox `name`, when it has one (an ns sandbox started
+    /// by this version); `None` otherwise, when commands join it through the backend's `exec`.
+    pub fn direct_target(&self, name: &SandboxName) -> Result<Option<DirectTarget>> {
+        let rec = self.record(name)?;
+        if !running(&self.dirs, name) {
+            return Err(EngineError::Conflict(format!(
+                "sandbox {name} is not running (start it first)"
+            )));
+        }
+        let socket = exec_socket(&self.dirs, name);
+        if !socket.exists() {
+            return Ok(None);
+        }
+        let client = paddock_supervisor::control::Client::new(
+            &self.dirs.control_socket(name),
+            name.as_str(),
+        );
+        let (_, env) = client
+            .exec()
+            .map_err(paddock_supervisor::SupervisorError::Control)?;
+        Ok(Some(DirectTarget {
+            spec: rec.spec,
+            socket,
+            env,
+        }))
     }
 }
 

@@ -267,3 +267,51 @@ fn close_stray_fds(keep: i32) {
         libc::syscall(libc::SYS_close_range, (keep + 1) as u32, u32::MAX, 0u32);
     }
 }
+
+/// The child's stack: ample for the system calls it makes and for the report of a failure.
+const CHILD_STACK: usize = 256 * 1024;
+
+/// clone(CLONE_VM | CLONE_VFORK): runs `child` in a new process sharing this one's memory and
+/// returns its pid once it has exec'd or exited (as posix_spawn does: no copy of the address
+/// space). `child` must only make system calls, no allocation and no lock, until it fails
+/// (see [`Prepared`]).
+pub fn spawn_shared<F: FnOnce()>(child: F) -> nix::Result<i32> {
+    extern "C" fn entry<F: FnOnce()>(arg: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: `arg` is the `Option<F>` below, alive until this child has exec'd or exited
+        // (the parent waits: CLONE_VFORK).
+        let f = unsafe { &mut *arg.cast::<Option<F>>() };
+        if let Some(f) = f.take() {
+            f();
+        }
+        // SAFETY: _exit ends the child without running the parent's handlers.
+        unsafe { libc::_exit(127) }
+    }
+    let mut f = Some(child);
+    let mut stack = vec![0u8; CHILD_STACK];
+    // The stack grows down from its 16-byte-aligned end.
+    let top = (stack.as_mut_ptr() as usize + CHILD_STACK) & !15;
+    // Every signal blocked across the clone: a handler of this process must not run in the
+    // child, on its stack, in shared memory. The child resets them all before exec.
+    let mut all = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    let mut old = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigfillset initialises `all`; pthread_sigmask writes the old mask into `old`.
+    unsafe {
+        libc::sigfillset(all.as_mut_ptr());
+        libc::pthread_sigmask(libc::SIG_SETMASK, all.as_ptr(), old.as_mut_ptr());
+    }
+    // SAFETY: the child runs `entry` on its own stack and this thread is suspended until it
+    // execs or exits, so `f` and `stack` outlive its use of them.
+    let pid = unsafe {
+        libc::clone(
+            entry::<F>,
+            top as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&raw mut f).cast(),
+        )
+    };
+    let err = nix::errno::Errno::last();
+    // SAFETY: `old` was filled by the pthread_sigmask above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old.as_ptr(), std::ptr::null_mut()) };
+    drop(stack);
+    if pid < 0 { Err(err) } else { Ok(pid) }
+}

@@ -6,23 +6,24 @@
 //! command's status. When it exits the kernel kills whatever is left in the sandbox's pid
 //! namespace, so nothing of the command's tree survives it.
 //!
-//! Later the same helper carries the sandbox's `127.0.0.1:3128` to the host's egress proxy over
-//! the backend's channel.
+//! Given an exec socket's listener (the ns backend's, [`paddock_wire::EXEC_SOCKET`]) it also
+//! forks more commands on request while the first one runs ([`serve`]).
 
 mod exec;
+pub mod serve;
 mod signals;
 
 use std::os::fd::{AsFd, OwnedFd};
 
-pub use exec::{Prepared, exec_command};
+pub use exec::{Prepared, exec_command, spawn_shared};
 use nix::sys::signal::Signal;
 use nix::unistd::{ForkResult, Pid, fork};
 use paddock_wire::{Command, EXIT_SETUP_FAILED, Report, send_fd, send_report};
 pub use signals::{FORWARDED, block_all as block_forwarded, forward_and_wait};
 
 /// Runs `cmd` as pid 1 of a sandbox and exits with its status. `channel` is the report channel
-/// to the host side.
-pub fn run(cmd: &Command, channel: OwnedFd, host_pid: i32) -> ! {
+/// to the host side; `execs`, a listening exec socket to serve meanwhile.
+pub fn run(cmd: &Command, channel: OwnedFd, host_pid: i32, execs: Option<OwnedFd>) -> ! {
     let blocked = match signals::block_all() {
         Ok(b) => b,
         Err(e) => fail(&channel, "init", &format!("cannot block signals: {e}")),
@@ -71,7 +72,10 @@ pub fn run(cmd: &Command, channel: OwnedFd, host_pid: i32) -> ! {
                 Ok(me) => send_fd(channel.as_fd(), &ready, me.as_fd()),
                 Err(_) => send_report(channel.as_fd(), &ready),
             };
-            let status = forward_and_wait(child, Target::Group, true);
+            let status = match execs {
+                Some(listener) => serve::serve_and_wait(child, listener),
+                None => forward_and_wait(child, Target::Group, true),
+            };
             std::process::exit(status)
         }
     }

@@ -19,7 +19,7 @@ pub const FORWARDED: [Signal; 8] = [
     Signal::SIGCONT,
 ];
 
-fn set() -> SigSet {
+pub(crate) fn set() -> SigSet {
     let mut s = SigSet::empty();
     for sig in FORWARDED {
         s.add(sig);

@@ -34,6 +34,7 @@
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
 
 use nix::unistd::{ForkResult, fork};
 use paddock_confine::config::{EnterConfig, JailConfig, RunscConfig};
@@ -218,6 +219,10 @@ fn outer(cfg: JailConfig, channel: OwnedFd, mapped: bool) -> Result<i32, Failure
     rustix::system::sethostname(cfg.hostname.as_bytes())
         .layer("namespaces", "cannot set the host name")?;
 
+    let execs = cfg
+        .exec_socket
+        .as_deref()
+        .and_then(|p| exec_listener(p, cfg.user_namespace));
     // Pid 1 must start inside the cgroups.
     let premade = wait_for_cgroups(channel.as_fd())?;
     let premade = if cfg.user_namespace {
@@ -259,6 +264,7 @@ fn outer(cfg: JailConfig, channel: OwnedFd, mapped: bool) -> Result<i32, Failure
                 premade,
                 from_parent_r,
                 to_parent_w,
+                execs,
             ) {
                 Ok(never) => match never {},
                 Err(f) => {
@@ -279,6 +285,7 @@ fn outer(cfg: JailConfig, channel: OwnedFd, mapped: bool) -> Result<i32, Failure
             drop(to_parent_w);
             drop(premade);
             drop(channel);
+            drop(execs);
             let mut b = [0u8; 1];
             if matches!(from_child_r.read(&mut b), Ok(1)) {
                 let done = userns::write_maps(child, cfg.id_base, cfg.user_namespace);
@@ -426,6 +433,7 @@ fn pid1(
     premade: mounts::Premade,
     mut from_parent: std::fs::File,
     mut to_parent: std::fs::File,
+    execs: Option<OwnedFd>,
 ) -> Result<Never, Failure> {
     let channel = channel.layer("init", "dup")?;
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
@@ -461,7 +469,41 @@ fn pid1(
         .layer("init", "cannot tie pid 1 to the jail")?;
     sys::set_non_dumpable().layer("init", "cannot make pid 1 non-dumpable")?;
     confine(&cfg.command)?;
-    paddock_init::run(&cfg.command, channel, host_pid)
+    paddock_init::run(&cfg.command, channel, host_pid, execs)
+}
+
+/// The sandbox's exec socket at `path` (host side, before pid 1 exists), listening, for pid 1
+/// to serve: only the user may connect (mode 0600, the user's, in the user's private state
+/// directory; in user mode this process is root of the outer user namespace, a subordinate id
+/// on the host, so the socket is given to the agent's id, which is the user). `None` when it
+/// cannot be made (a path too long for a socket, say): commands then join the sandbox through
+/// `paddock-jail enter`, which needs no socket.
+fn exec_listener(path: &Path, user_mode: bool) -> Option<OwnedFd> {
+    use rustix::net::{
+        AddressFamily, SocketAddrUnix, SocketFlags, SocketType, bind, listen, socket_with,
+    };
+    let addr = SocketAddrUnix::new(path).ok()?;
+    let _ = std::fs::remove_file(path);
+    let fd = socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )
+    .ok()?;
+    bind(&fd, &addr).ok()?;
+    rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(0o600)).ok()?;
+    if user_mode {
+        let agent = paddock_core::AGENT_ID;
+        rustix::fs::chown(
+            path,
+            Some(rustix::fs::Uid::from_raw(agent)),
+            Some(rustix::fs::Gid::from_raw(agent)),
+        )
+        .ok()?;
+    }
+    listen(&fd, 256).ok()?;
+    Some(fd)
 }
 
 /// Takes the ids 0 of the sandbox's user namespace (host: the sandbox's unprivileged root).
@@ -548,5 +590,5 @@ fn enter(cfg: &EnterConfig, channel: OwnedFd) -> Result<Never, Failure> {
     sys::set_non_dumpable().layer("init", "cannot turn non-dumpable")?;
     rustix::process::chdir("/").layer("mounts", "cannot enter the sandbox's root")?;
     confine(&cfg.command)?;
-    paddock_init::run(&cfg.command, channel, std::process::id() as i32)
+    paddock_init::run(&cfg.command, channel, std::process::id() as i32, None)
 }

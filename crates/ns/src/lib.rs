@@ -239,6 +239,7 @@ fn prepare(
         volatile: spec.discard_layer,
         tmpfs_size: spec.limits.tmpfs_size().map(|b| b.0),
         user_namespace: user_mode,
+        exec_socket: Some(ctx.sandbox_dir.join(paddock_wire::EXEC_SOCKET)),
     };
     Ok((cfg, cgroups))
 }
@@ -402,7 +403,10 @@ fn finish(
                 return Err(BackendError::Layer { layer, message });
             }
             Ok(Some((
-                Report::ExecFailed { .. } | Report::LimitsHit { .. } | Report::UserNamespace,
+                Report::ExecFailed { .. }
+                | Report::Exited { .. }
+                | Report::LimitsHit { .. }
+                | Report::UserNamespace,
                 _,
             ))) => {
                 // Cannot happen before Ready; treat as a protocol error.

@@ -7,6 +7,7 @@
 
 pub mod control;
 pub mod credentials;
+pub mod direct;
 pub mod doctor;
 pub mod egress;
 pub mod egress_worker;

@@ -32,6 +32,20 @@ pub const EXIT_NOT_FOUND: i32 = 127;
 /// The largest message either side accepts.
 pub const MAX_MESSAGE: usize = 64 * 1024;
 
+/// The ns backend's exec socket, in the sandbox's directory on the host: a `SOCK_SEQPACKET`
+/// socket the jail binds before the sandbox starts and whose listener only the sandbox's pid 1
+/// holds (no sandbox process can reach the path). One connection runs one more command, forked
+/// by pid 1, so inside every layer of the sandbox and its cgroups from the start:
+///
+/// - the host sends the [`Command`] (JSON) in one message, with three descriptors (the
+///   command's stdin, stdout and stderr) unless it asks for a terminal, which pid 1 then makes
+///   and sends back first ([`Report::PtyMaster`]);
+/// - pid 1 answers [`Report::Ready`] (`pid`: the command's, inside) once it forked,
+///   [`Report::ExecFailed`] when it could not run it, and [`Report::Exited`] when it ended;
+/// - each later message from the host is one byte, a signal for the command's process group;
+/// - a host that closes the connection first ends the command (SIGKILL to its group).
+pub const EXEC_SOCKET: &str = "exec.sock";
+
 /// What the in-sandbox helper runs, and how.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +102,12 @@ pub enum Report {
     LimitsHit {
         /// The sentences.
         events: Vec<String>,
+    },
+    /// A command started through a sandbox's exec socket ([`EXEC_SOCKET`]) ended: its exit
+    /// status, or 128 + the signal that killed it.
+    Exited {
+        /// The status.
+        status: i32,
     },
     /// The command could not be started.
     ExecFailed {
