@@ -185,9 +185,14 @@ impl Direct {
         }
     }
 
-    /// After its end: what it changed that the host may run (a walk of its folders, on a
-    /// blocking thread).
+    /// After its end: what it changed that the host may run (a walk of its folders, which
+    /// blocks: on the server's multi-threaded runtime in place, the worker's other tasks moving
+    /// to another worker meanwhile, without a hop to the blocking pool and back).
     pub(crate) async fn trust_notes(&self, dirs: &paddock_core::Dirs) -> Vec<String> {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+            return tokio::task::block_in_place(|| self.target.trust_notes(dirs, self.since));
+        }
         let (target, dirs, since) = (Arc::clone(&self.target), dirs.clone(), self.since);
         tokio::task::spawn_blocking(move || target.trust_notes(&dirs, since))
             .await

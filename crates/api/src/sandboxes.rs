@@ -51,8 +51,9 @@ impl ApiState {
     }
 }
 
-/// Commands run at once through one server (each is a process on the host); more wait for a
-/// slot, so a flood of requests queues instead of starting thousands of processes.
+/// Commands run at once through one server (each a process on the host, or in an ns sandbox a
+/// connection to its pid 1 and a process there); more wait for a slot, so a flood of requests
+/// queues instead of starting thousands of processes.
 pub const EXEC_SLOTS: usize = 64;
 
 /// The default cap on each of a command's output streams in an exec answer.
@@ -360,45 +361,45 @@ impl ApiState {
                 let _ = pipe.write_all(&data).await;
             });
         }
+        // The end and both streams in this one task: no hop to another thread for each.
         let (ended_tx, ended) = tokio::sync::watch::channel(false);
-        let read = |pipe: Option<tokio::net::unix::pipe::Receiver>, ended| {
-            tokio::spawn(async move {
-                match pipe {
-                    Some(p) => crate::direct::read_until_end(p, cap, ended).await,
-                    None => (Vec::new(), false),
-                }
-            })
+        let read = |pipe: Option<tokio::net::unix::pipe::Receiver>, ended| async move {
+            match pipe {
+                Some(p) => crate::direct::read_until_end(p, cap, ended).await,
+                None => (Vec::new(), false),
+            }
         };
-        let out = read(direct.stdout.take(), ended.clone());
-        let err = read(direct.stderr.take(), ended);
+        let (stdout, stderr) = (direct.stdout.take(), direct.stderr.take());
         let waited = |r: std::io::Result<DirectEnd>| {
             r.map_err(|e| Problem::internal(format!("cannot wait for the command: {e}")))
         };
-        let mut timed_out = false;
-        let end = match body.timeout_ms {
-            None => waited(direct.wait().await),
-            Some(ms) => {
-                match tokio::time::timeout(Duration::from_millis(ms), direct.wait()).await {
-                    Ok(r) => waited(r),
-                    Err(_) => {
-                        timed_out = true;
-                        direct.signal(rustix::process::Signal::TERM);
-                        match tokio::time::timeout(KILL_GRACE, direct.wait()).await {
-                            Ok(r) => waited(r),
-                            Err(_) => {
-                                direct.signal(rustix::process::Signal::KILL);
-                                waited(direct.wait().await)
-                            }
+        let wait = async {
+            let ended = match body.timeout_ms {
+                None => (waited(direct.wait().await), false),
+                Some(ms) => {
+                    match tokio::time::timeout(Duration::from_millis(ms), direct.wait()).await {
+                        Ok(r) => (waited(r), false),
+                        Err(_) => {
+                            direct.signal(rustix::process::Signal::TERM);
+                            let r = match tokio::time::timeout(KILL_GRACE, direct.wait()).await {
+                                Ok(r) => r,
+                                Err(_) => {
+                                    direct.signal(rustix::process::Signal::KILL);
+                                    direct.wait().await
+                                }
+                            };
+                            (waited(r), true)
                         }
                     }
                 }
-            }
+            };
+            let _ = ended_tx.send(true);
+            ended
         };
-        let _ = ended_tx.send(true);
+        let ((end, timed_out), (stdout, stdout_truncated), (stderr, stderr_truncated)) =
+            tokio::join!(wait, read(stdout, ended.clone()), read(stderr, ended));
         let end = end?;
         let duration_ms = started.elapsed().as_millis() as u64;
-        let (stdout, stdout_truncated) = out.await.unwrap_or_default();
-        let (stderr, stderr_truncated) = err.await.unwrap_or_default();
         drop(slot);
         let mut notes = end.diagnostics;
         notes.extend(direct.trust_notes(&self.dirs).await);
