@@ -20,7 +20,7 @@ use paddock_engine::exec::{DirectTarget, ExecRequest, WindowSize};
 use tokio::net::unix::pipe;
 
 use crate::Problem;
-use crate::sandboxes::{ApiState, blocking};
+use crate::sandboxes::{ApiState, Capped, Notes, blocking};
 
 /// The exec socket's identity: a new start binds a new socket (its inode may be reused, its
 /// change time not).
@@ -191,12 +191,18 @@ impl Direct {
     pub(crate) async fn trust_notes(&self, dirs: &paddock_core::Dirs) -> Vec<String> {
         use tokio::runtime::{Handle, RuntimeFlavor};
         if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
-            return tokio::task::block_in_place(|| self.target.trust_notes(dirs, self.since));
+            let notes = Notes::default();
+            tokio::task::block_in_place(|| self.target.trust_report(dirs, self.since, &notes));
+            return notes.0.into_inner().unwrap_or_default();
         }
         let (target, dirs, since) = (Arc::clone(&self.target), dirs.clone(), self.since);
-        tokio::task::spawn_blocking(move || target.trust_notes(&dirs, since))
-            .await
-            .unwrap_or_default()
+        tokio::task::spawn_blocking(move || {
+            let notes = Notes::default();
+            target.trust_report(&dirs, since, &notes);
+            notes.0.into_inner().unwrap_or_default()
+        })
+        .await
+        .unwrap_or_default()
     }
 }
 
@@ -208,14 +214,8 @@ pub(crate) async fn read_until_end(
     cap: usize,
     mut ended: tokio::sync::watch::Receiver<bool>,
 ) -> (Vec<u8>, bool) {
-    let mut kept = Vec::new();
-    let mut more = false;
+    let mut kept = Capped::new(cap);
     let mut buf = vec![0u8; 64 * 1024];
-    let mut keep = |data: &[u8]| {
-        let room = cap.saturating_sub(kept.len());
-        kept.extend_from_slice(&data[..data.len().min(room)]);
-        more |= data.len() > room;
-    };
     loop {
         tokio::select! {
             biased;
@@ -225,7 +225,7 @@ pub(crate) async fn read_until_end(
                 // with the system call itself: the reactor may not have seen it readable yet.
                 for _ in 0..64 {
                     match rustix::io::read(pipe.as_fd(), &mut buf) {
-                        Ok(n) if n > 0 => keep(&buf[..n]),
+                        Ok(n) if n > 0 => kept.keep(&buf[..n]),
                         _ => break,
                     }
                 }
@@ -233,9 +233,9 @@ pub(crate) async fn read_until_end(
             }
             r = tokio::io::AsyncReadExt::read(&mut pipe, &mut buf) => match r {
                 Ok(0) | Err(_) => break,
-                Ok(n) => keep(&buf[..n]),
+                Ok(n) => kept.keep(&buf[..n]),
             },
         }
     }
-    (kept, more)
+    kept.done()
 }

@@ -97,7 +97,7 @@ pub fn routes() -> OpenApiRouter<ApiState> {
 
 /// Notes an operation made, kept for its answer.
 #[derive(Default)]
-struct Notes(Mutex<Vec<String>>);
+pub(crate) struct Notes(pub(crate) Mutex<Vec<String>>);
 
 impl Reporter for Notes {
     fn note(&self, text: &str) {
@@ -1437,20 +1437,44 @@ async fn read_capped(pipe: Option<impl AsyncRead + Unpin>, cap: usize) -> (Vec<u
     let Some(mut pipe) = pipe else {
         return (Vec::new(), false);
     };
-    let mut kept = Vec::new();
-    let mut more = false;
+    let mut kept = Capped::new(cap);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match pipe.read(&mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let room = cap.saturating_sub(kept.len());
-                kept.extend_from_slice(&buf[..n.min(room)]);
-                more |= n > room;
-            }
+            Ok(n) => kept.keep(&buf[..n]),
         }
     }
-    (kept, more)
+    kept.done()
+}
+
+/// A stream's first `cap` bytes, and whether more came.
+pub(crate) struct Capped {
+    kept: Vec<u8>,
+    more: bool,
+    cap: usize,
+}
+
+impl Capped {
+    pub(crate) fn new(cap: usize) -> Capped {
+        Capped {
+            kept: Vec::new(),
+            more: false,
+            cap,
+        }
+    }
+
+    /// Keeps what of `data` fits under the cap.
+    pub(crate) fn keep(&mut self, data: &[u8]) {
+        let room = self.cap.saturating_sub(self.kept.len());
+        self.kept.extend_from_slice(&data[..data.len().min(room)]);
+        self.more |= data.len() > room;
+    }
+
+    /// The bytes kept, and whether more came.
+    pub(crate) fn done(self) -> (Vec<u8>, bool) {
+        (self.kept, self.more)
+    }
 }
 
 #[cfg(test)]

@@ -151,38 +151,33 @@ impl DirectTarget {
     }
 
     /// After a command: what it changed that the host may run (the notes `paddock exec`
-    /// prints), for `started` on.
-    pub fn trust_notes(
+    /// prints), for `started` on, told to `report`.
+    pub fn trust_report(
         &self,
         dirs: &paddock_core::Dirs,
         started: std::time::SystemTime,
-    ) -> Vec<String> {
-        #[derive(Default)]
-        struct Collect(std::sync::Mutex<Vec<String>>);
-        impl Reporter for Collect {
-            fn note(&self, text: &str) {
-                self.0
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .push(text.to_owned());
-            }
-        }
-        let notes = Collect::default();
-        crate::trust::report(dirs, &self.spec, started, false, &notes);
-        notes.0.into_inner().unwrap_or_default()
+        report: &dyn Reporter,
+    ) {
+        crate::trust::report(dirs, &self.spec, started, false, report);
     }
 }
 
 impl Engine {
-    /// The exec socket of the running sandbox `name`, when it has one (an ns sandbox started
-    /// by this version); `None` otherwise, when commands join it through the backend's `exec`.
-    pub fn direct_target(&self, name: &SandboxName) -> Result<Option<DirectTarget>> {
+    /// The record of sandbox `name`, which must be running (`not_found`, then `conflict`).
+    fn running_record(&self, name: &SandboxName) -> Result<paddock_core::SandboxRecord> {
         let rec = self.record(name)?;
         if !running(&self.dirs, name) {
             return Err(EngineError::Conflict(format!(
                 "sandbox {name} is not running (start it first)"
             )));
         }
+        Ok(rec)
+    }
+
+    /// The exec socket of the running sandbox `name`, when it has one (an ns sandbox started
+    /// by this version); `None` otherwise, when commands join it through the backend's `exec`.
+    pub fn direct_target(&self, name: &SandboxName) -> Result<Option<DirectTarget>> {
+        let rec = self.running_record(name)?;
         let socket = exec_socket(&self.dirs, name);
         if !socket.exists() {
             return Ok(None);
@@ -223,12 +218,7 @@ impl Engine {
     ) -> Result<ExecProcess> {
         // Which sandbox first (an unknown one is not found whatever the request), then whether
         // it runs, then the request.
-        self.record(name)?;
-        if !running(&self.dirs, name) {
-            return Err(EngineError::Conflict(format!(
-                "sandbox {name} is not running (start it first)"
-            )));
-        }
+        self.running_record(name)?;
         req.check()?;
         let exe = std::env::current_exe().context("cannot find the paddock executable")?;
         let mut cmd = std::process::Command::new(exe);
@@ -260,12 +250,7 @@ impl Engine {
     /// output comes back, Ctrl-P Ctrl-Q detaches and leaves it running). Only a command
     /// started with a terminal can be attached to; the output of others is their log.
     pub fn attach_process(&self, name: &SandboxName, size: WindowSize) -> Result<ExecProcess> {
-        self.record(name)?;
-        if !running(&self.dirs, name) {
-            return Err(EngineError::Conflict(format!(
-                "sandbox {name} is not running (start it first)"
-            )));
-        }
+        self.running_record(name)?;
         if !crate::background::read_main(&self.dirs, name).tty {
             return Err(EngineError::Conflict(format!(
                 "{name}'s command has no terminal to attach to (it was started without `tty`); follow its output in its log"
