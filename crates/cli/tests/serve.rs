@@ -681,6 +681,13 @@ fn api_drives_a_sandbox_from_creation_to_removal(backend: &str) {
             .contains("no-such-program-xyz: command not found"),
         "{r}"
     );
+    // What the command changed that the host would run comes back as a note.
+    let r = exec(json!({"command": ["sh", "-c",
+        "mkdir -p .git/hooks && printf '#!/bin/sh\\n' > .git/hooks/pre-commit && chmod +x .git/hooks/pre-commit"]}));
+    assert!(
+        r["notes"].to_string().contains(".git/hooks/pre-commit"),
+        "{r}"
+    );
     if backend == "ns" {
         // Through the exec socket: the command is a child of the sandbox's pid 1 (joining
         // through `paddock-jail enter` it would be the child of a helper of its own).
