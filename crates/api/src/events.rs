@@ -272,6 +272,7 @@ mod tests {
             upstream_proxy: None,
             review: false,
             discard_layer: false,
+            ask_timeout_s: None,
         }
     }
 

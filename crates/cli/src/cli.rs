@@ -460,6 +460,10 @@ pub struct RunArgs {
     /// made (run, create). Paddock's rules still decide first.
     #[arg(long, value_name = "URL", help_heading = NETWORK)]
     pub upstream_proxy: Option<String>,
+    /// Seconds a request an `ask` rule holds waits for your answer before it is denied
+    /// (default 60).
+    #[arg(long, value_name = "SECS", help_heading = NETWORK)]
+    pub ask_timeout: Option<u32>,
     /// An agent to run (claude, codex, gemini, shell): installed into the sandbox on first use
     /// and started in the workspace; arguments after `--` go to it.
     #[arg(value_name = "AGENT")]
@@ -597,6 +601,51 @@ pub struct RuleArgs {
     pub private_address: bool,
 }
 
+/// `policy deny`: rules, or one waiting request.
+#[derive(Debug, Args)]
+pub struct DenyArgs {
+    #[command(flatten)]
+    pub rule: RuleArgs,
+    /// With a request's number: also deny its host and port from now on (a rule for its
+    /// sandbox).
+    #[arg(long)]
+    pub always: bool,
+}
+
+/// `policy approve`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("lasting").args(["once", "for_run", "always"])))]
+#[command(group(clap::ArgGroup::new("shape").args(["host_only", "path"])))]
+pub struct ApproveArgs {
+    /// The request's number (from `policy pending`, or the notice that it waits).
+    pub id: i64,
+    /// Only the requests waiting now (the default): the next identical one asks again.
+    #[arg(long)]
+    pub once: bool,
+    /// Add a rule for the sandbox's current run; it goes when the sandbox stops.
+    #[arg(long)]
+    pub for_run: bool,
+    /// Add a rule that stays (until `policy rm`).
+    #[arg(long)]
+    pub always: bool,
+    /// The rule is for this sandbox (default: the one that asked).
+    #[arg(long, conflicts_with = "global")]
+    pub sandbox: Option<String>,
+    /// The rule is for every sandbox.
+    #[arg(long)]
+    pub global: bool,
+    /// The rule covers every method and path on the host and port (by default it covers the
+    /// request's method and path, where they were visible).
+    #[arg(long)]
+    pub host_only: bool,
+    /// The rule covers paths starting with PREFIX.
+    #[arg(long, value_name = "PREFIX")]
+    pub path: Option<String>,
+    /// The rule covers this method only.
+    #[arg(long, value_name = "METHOD")]
+    pub method: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum SecretCmd {
     /// Store the secret of a built-in service (the value is read from a prompt without echo,
@@ -673,8 +722,27 @@ pub enum PolicyCmd {
     },
     /// Allow hosts.
     Allow(RuleArgs),
-    /// Deny hosts (an explicit deny beats every allow).
-    Deny(RuleArgs),
+    /// Deny hosts (an explicit deny beats every allow), or, given a request's number, deny
+    /// that waiting request.
+    Deny(DenyArgs),
+    /// Ask before allowing hosts: a request no allow rule covers waits until you approve or
+    /// deny it (`policy pending`, `approve`, `deny`). `ask '**' --port any` asks about every
+    /// host no other rule names.
+    Ask(RuleArgs),
+    /// List the requests waiting for your answer.
+    Pending {
+        /// Only this sandbox's.
+        #[arg(long)]
+        sandbox: Option<String>,
+        /// Keep printing requests as they come and go.
+        #[arg(short, long)]
+        follow: bool,
+        /// Print JSON (with --follow: one object per line, each new request).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let a waiting request through: once (the default), for the sandbox's run, or always.
+    Approve(ApproveArgs),
     /// Remove rules by id.
     Rm {
         /// Rule ids (from `policy ls`).

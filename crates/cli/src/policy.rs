@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use paddock_core::Dirs;
+use paddock_engine::asks::{Approval, Lasting};
 use paddock_policy::SandboxName;
 use paddock_policy::net::{Action, Rule, Scope, StoredRule};
 use paddock_proxy::{policyfile, presets};
-use paddock_store::{AuditQuery, AuditRow, Store};
+use paddock_store::{AskRow, AuditQuery, AuditRow, Store};
 
 use crate::cli::{PolicyCmd, RuleArgs};
 use crate::error::{Terminal, usage};
@@ -85,7 +86,37 @@ pub fn policy(dirs: &Dirs, cmd: PolicyCmd) -> Result<i32> {
     match cmd {
         PolicyCmd::Ls { sandbox, json } => ls(dirs, sandbox.as_deref(), json),
         PolicyCmd::Allow(args) => add(dirs, Action::Allow, &args),
-        PolicyCmd::Deny(args) => add(dirs, Action::Deny, &args),
+        PolicyCmd::Deny(args) => match request_id(&args.rule) {
+            Some(id) => answer(dirs, id, None, args.always),
+            None if args.always => Err(usage(
+                "--always goes with a waiting request's number (policy deny ID --always); a deny rule always lasts",
+            )),
+            None => add(dirs, Action::Deny, &args.rule),
+        },
+        PolicyCmd::Ask(args) => add(dirs, Action::Ask, &args),
+        PolicyCmd::Pending {
+            sandbox,
+            follow,
+            json,
+        } => pending(dirs, sandbox.as_deref(), follow, json),
+        PolicyCmd::Approve(args) => {
+            let lasting = if args.always {
+                Lasting::Always
+            } else if args.for_run {
+                Lasting::ForRun
+            } else {
+                Lasting::Once
+            };
+            let approval = Approval {
+                lasting,
+                global: args.global,
+                sandbox: args.sandbox,
+                host_only: args.host_only,
+                path: args.path,
+                method: args.method,
+            };
+            answer(dirs, args.id, Some(approval), false)
+        }
         PolicyCmd::Rm { ids } => {
             // Every id is checked first, so a typo removes nothing.
             for r in paddock_engine::Engine::at(dirs.clone())?.remove_rules(&ids)? {
@@ -147,6 +178,124 @@ pub fn policy(dirs: &Dirs, cmd: PolicyCmd) -> Result<i32> {
 
 fn describe(r: &StoredRule) -> String {
     paddock_engine::policy::describe(r)
+}
+
+/// A waiting request's number given where hosts go (`policy deny 7`): one argument of digits
+/// only, no other rule option. A host is never written so (an address as one number is
+/// written dotted).
+fn request_id(args: &RuleArgs) -> Option<i64> {
+    match args.hosts.as_slice() {
+        [one]
+            if one.bytes().all(|b| b.is_ascii_digit())
+                && args.port.is_none()
+                && args.method.is_none()
+                && args.path.is_none()
+                && args.sandbox.is_none()
+                && !args.private_address =>
+        {
+            one.parse().ok()
+        }
+        _ => None,
+    }
+}
+
+/// `policy approve ID` (`approval`) or `policy deny ID [--always]`.
+fn answer(dirs: &Dirs, id: i64, approval: Option<Approval>, always: bool) -> Result<i32> {
+    let engine = paddock_engine::Engine::at(dirs.clone())?;
+    let done = match &approval {
+        Some(a) => engine.approve(id, a)?,
+        None => engine.deny_request(id, always)?,
+    };
+    let what = if done.allowed { "approved" } else { "denied" };
+    let r = &done.request;
+    let rule = match &done.rule {
+        Some(v) => format!("; rule {} {} {} for {}", v.id, v.action, v.host, v.scope),
+        None if done.allowed => "; the next identical request asks again".into(),
+        None => String::new(),
+    };
+    println!(
+        "{what} request {id} of {}: {} ({} waiting){rule}",
+        r.sandbox,
+        request_words(r),
+        r.waiting
+    );
+    Ok(0)
+}
+
+/// `CONNECT host:443`, `GET http://host:80/path`.
+fn request_words(r: &AskRow) -> String {
+    paddock_proxy::ask::Question {
+        kind: r.kind.clone(),
+        host: r.host.clone(),
+        port: r.port,
+        method: r.method.clone(),
+        path: r.path.clone(),
+        rule: r.rule,
+    }
+    .request()
+}
+
+fn pending(dirs: &Dirs, sandbox: Option<&str>, follow: bool, json: bool) -> Result<i32> {
+    let engine = paddock_engine::Engine::at(dirs.clone())?;
+    let mut out = std::io::stdout().lock();
+    let line = |r: &AskRow| {
+        let left = (r.expires_at - paddock_proxy::audit::now_ms()).max(0) / 1000;
+        format!(
+            "{:>5}  {:<16} {:<56} {:>7}  {left:>4} s",
+            r.id,
+            r.sandbox,
+            request_words(r),
+            r.waiting
+        )
+    };
+    let header = format!(
+        "{:>5}  {:<16} {:<56} {:>7}  {}",
+        "ID", "SANDBOX", "REQUEST", "WAITING", "DENIED IN"
+    );
+    let rows = engine.pending(sandbox)?;
+    if !follow {
+        if json {
+            writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+        } else if rows.is_empty() {
+            writeln!(out, "no request is waiting for an answer")?;
+        } else {
+            writeln!(out, "{header}")?;
+            for r in &rows {
+                writeln!(out, "{}", line(r))?;
+            }
+            writeln!(
+                out,
+                "\nanswer with `paddock policy approve ID [--for-run | --always]` or `paddock policy deny ID [--always]`"
+            )?;
+        }
+        return Ok(0);
+    }
+    // Following: each request once as it comes, and a line when it goes.
+    if !json {
+        writeln!(out, "{header}")?;
+    }
+    let mut shown: Vec<i64> = Vec::new();
+    loop {
+        let rows = engine.pending(sandbox)?;
+        for r in rows.iter().filter(|r| !shown.contains(&r.id)) {
+            let printed = match json {
+                true => writeln!(out, "{}", serde_json::to_string(r)?),
+                false => writeln!(out, "{}", line(r)),
+            };
+            if printed.and_then(|()| out.flush()).is_err() {
+                return Ok(0);
+            }
+        }
+        if !json {
+            for gone in shown.iter().filter(|id| !rows.iter().any(|r| r.id == **id)) {
+                if writeln!(out, "{gone:>5}  (answered, timed out or gone)").is_err() {
+                    return Ok(0);
+                }
+            }
+        }
+        shown = rows.iter().map(|r| r.id).collect();
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 fn add(dirs: &Dirs, action: Action, args: &RuleArgs) -> Result<i32> {

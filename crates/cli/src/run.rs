@@ -48,6 +48,7 @@ pub(crate) fn request(args: RunArgs) -> RunRequest {
         policy: args.policy,
         no_network: args.no_network,
         upstream_proxy: args.upstream_proxy,
+        ask_timeout: args.ask_timeout,
         agent: args.agent,
         command: args.command,
     }

@@ -55,6 +55,10 @@ pub struct SandboxSpec {
     /// settings were made (`run`, `create`), or `--upstream-proxy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_proxy: Option<paddock_policy::net::UpstreamProxy>,
+    /// How long a request an `ask` rule holds waits for the user's answer before it is denied,
+    /// in seconds (`--ask-timeout`; 60 when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ask_timeout_s: Option<u32>,
     /// Review mode (`--review`): the workspace is the lower layer of an overlay whose upper
     /// layer is the sandbox's review layer ([`crate::review_dir`]), so the host workspace does
     /// not change until the user applies the changes (`paddock diff`, `apply`, `discard`).
@@ -122,6 +126,7 @@ mod tests {
             dangerously_mount_sockets: false,
             host_ca: true,
             upstream_proxy: None,
+            ask_timeout_s: None,
             review: false,
             discard_layer: false,
         }

@@ -68,6 +68,8 @@ pub struct RunRequest {
     pub no_network: bool,
     /// `none`, or the upstream proxy's URL (the host's proxy variables when not given).
     pub upstream_proxy: Option<String>,
+    /// Seconds a request an `ask` rule holds waits for an answer (1 to 3600; 60 when none).
+    pub ask_timeout: Option<u32>,
     /// An agent preset (`claude`, `codex`, `gemini`, ...).
     pub agent: Option<String>,
     /// The command (bash, the agent, or keep-alive in the background, when empty).
@@ -108,6 +110,7 @@ pub(crate) struct Validated {
     pub(crate) host_ca: bool,
     pub(crate) agent_config: bool,
     pub(crate) upstream: Option<UpstreamProxy>,
+    pub(crate) ask_timeout_s: Option<u32>,
     pub(crate) review: bool,
 }
 
@@ -325,8 +328,16 @@ pub(crate) fn validate(args: &RunRequest, report: &dyn Reporter) -> Result<Valid
         }
     }
     let upstream = upstream_proxy(args, report)?;
+    if let Some(t) = args.ask_timeout
+        && !(1..=3600).contains(&t)
+    {
+        return Err(invalid(format!(
+            "--ask-timeout {t}: give the seconds a held request waits, from 1 to 3600"
+        )));
+    }
     let v = Validated {
         upstream,
+        ask_timeout_s: args.ask_timeout,
         allow,
         no_network: args.no_network,
         workspace,
@@ -391,6 +402,7 @@ pub(crate) fn spec_for(
         },
         review: v.review,
         discard_layer: false,
+        ask_timeout_s: v.ask_timeout_s,
     }
 }
 

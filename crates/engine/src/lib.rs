@@ -9,6 +9,7 @@ mod agent_install;
 mod error;
 
 pub mod agents;
+pub mod asks;
 pub mod background;
 pub mod create;
 pub mod exec;

@@ -600,6 +600,7 @@ impl Paddock {
                 connect_timeout: Duration::from_secs(15),
                 credentials: None,
                 upstream: None,
+                asks: None,
             },
             vec![paddock_proxy::Listener::Tcp(l)],
             threads,

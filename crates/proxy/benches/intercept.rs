@@ -347,6 +347,7 @@ fn paddock(
             connect_timeout: Duration::from_secs(15),
             credentials: creds,
             upstream: None,
+            asks: None,
         },
         vec![paddock_proxy::Listener::Tcp(l)],
         2,

@@ -2,13 +2,14 @@
 //!
 //! The proxy parses bytes the sandbox controls, so it runs in a process of its own that holds
 //! no privilege and opens no file of Paddock's state (the supervisor's `egress_worker`). It asks
-//! the privileged part for the sandbox's rules and sends it the audit records. Two Unix streams:
+//! the privileged part for the sandbox's rules and sends it the audit records. Unix streams:
 //!
 //! - the control stream: the worker's settings (one frame, [`Settings`] inside the
 //!   supervisor's own message), the listener (one byte naming its kind, the descriptor
 //!   attached), the worker's [`Status`] (one frame); then rule requests, each the generation the
 //!   worker holds (8 bytes) answered by a [`RulesReply`] frame;
-//! - the audit stream, one way: [`AuditEvent`] frames.
+//! - the audit stream, one way: [`AuditEvent`] frames;
+//! - the asks stream: the requests an `ask` rule holds, and their answers ([`crate::ask`]).
 //!
 //! A frame is a 4-byte little-endian length and that many bytes of JSON. The privileged part
 //! trusts nothing it reads here: frames are bounded, a rule request names only a generation,
@@ -93,6 +94,9 @@ pub struct Settings {
     /// The host network's own proxy, if allowed connections go through one.
     #[serde(default)]
     pub upstream: Option<paddock_policy::net::UpstreamProxy>,
+    /// How long requests an `ask` rule holds wait, and how many may.
+    #[serde(default)]
+    pub ask: crate::ask::AskSettings,
 }
 
 /// The sandbox's CA and the secrets bound to it: all the proxy process gets of the secrets

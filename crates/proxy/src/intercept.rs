@@ -537,12 +537,22 @@ impl Tunnel {
                 path: normalize_path(req.uri().path()),
             },
         };
-        let d = decide(&self.cfg.rules.current(), &target);
+        let mut d = decide(&self.cfg.rules.current(), &target);
+        if d.action == Action::Ask {
+            d = match crate::server::hold(&self.cfg, &target, &d).await {
+                crate::server::Held::Once(d) | crate::server::Held::Denied(d) => d,
+                crate::server::Held::Granted(account) => crate::server::after_grant(
+                    decide(&self.cfg.rules.current(), &target),
+                    &account,
+                    false,
+                ),
+            };
+        }
         let rule = d
             .rule
             .map(|r| r.to_string())
             .unwrap_or_else(|| "default".into());
-        if d.action == Action::Deny {
+        if d.action != Action::Allow {
             self.audit_rule(
                 &method,
                 Some(&path),

@@ -13,6 +13,7 @@ pub mod policyfile;
 pub mod presets;
 pub mod registries;
 
+pub mod ask;
 pub mod audit;
 mod body;
 pub mod channel;

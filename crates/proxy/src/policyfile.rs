@@ -3,7 +3,7 @@
 //! ```toml
 //! version = 1
 //! [[rule]]
-//! action = "allow"            # or "deny"
+//! action = "allow"            # or "ask", or "deny"
 //! host = "api.example.com"    # exact, *.one-label, **.any-depth, ** or an address/range
 //! port = 8443                 # optional: a number or "any" (default: 80 plain, 443 CONNECT)
 //! method = "GET"              # optional, plain HTTP (or intercepted) only
@@ -118,15 +118,14 @@ pub fn parse(file: &str, text: &str) -> Result<PolicyFile, FileError> {
     let mut rules = Vec::new();
     for r in raw.rule {
         let r = r.into_inner();
-        let action = match r.action.get_ref().as_str() {
-            "allow" => Action::Allow,
-            "deny" => Action::Deny,
-            other => {
-                return Err(invalid(
-                    r.action.span(),
-                    format!("action {other:?}: use \"allow\" or \"deny\""),
-                ));
-            }
+        let Some(action) = Action::parse(r.action.get_ref()) else {
+            return Err(invalid(
+                r.action.span(),
+                format!(
+                    "action {:?}: use \"allow\", \"ask\" or \"deny\"",
+                    r.action.get_ref()
+                ),
+            ));
         };
         let mut rule = Rule::parse_target(action, r.host.get_ref())
             .map_err(|e| invalid(r.host.span(), e.to_string()))?;

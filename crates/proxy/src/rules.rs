@@ -36,7 +36,7 @@ pub struct RuleRow {
     pub id: i64,
     /// The sandbox, or none for a global rule.
     pub sandbox: Option<String>,
-    /// `allow` / `deny`.
+    /// `allow` / `ask` / `deny`.
     pub action: String,
     /// Host pattern.
     pub host: String,
@@ -80,10 +80,8 @@ pub fn parse_row(row: RuleRow) -> Result<StoredRule, BadRule> {
         id,
         reason: e.to_string(),
     };
-    let action = match action.as_str() {
-        "allow" => Action::Allow,
-        "deny" => Action::Deny,
-        other => return Err(bad(&format!("unknown action {other:?}"))),
+    let Some(action) = Action::parse(&action) else {
+        return Err(bad(&format!("unknown action {action:?}")));
     };
     Ok(StoredRule {
         id,

@@ -53,6 +53,64 @@ pub struct ProxyConfig {
     /// The host network's own proxy, which allowed connections go through (but those its
     /// `NO_PROXY` names).
     pub upstream: Option<paddock_policy::net::UpstreamProxy>,
+    /// Who requests an `ask` rule holds are asked about (none: they are denied).
+    pub asks: Option<crate::ask::Asker>,
+}
+
+/// How a held request came out.
+pub(crate) enum Held {
+    /// Allowed this once: the decision to go on with.
+    Once(Decision),
+    /// Allowed with a rule the approval made: decide again with the rules as they are now
+    /// (the rule may cover less than the waiting request); the words say who approved.
+    Granted(String),
+    /// Denied (by the user, the timeout, or a bound): the decision to answer with.
+    Denied(Decision),
+}
+
+/// Holds the request `target` an ask rule decided (`d`) until it is answered.
+pub(crate) async fn hold(cfg: &ProxyConfig, target: &Target, d: &Decision) -> Held {
+    let started = Instant::now();
+    let verdict = match &cfg.asks {
+        Some(asks) => asks.ask(crate::ask::Question::of(target, d.rule)).await,
+        None => crate::ask::Verdict {
+            allow: false,
+            request: None,
+            by: "this proxy, which has nobody to ask".into(),
+            rule: None,
+        },
+    };
+    let account = verdict.account(started.elapsed());
+    match (verdict.allow, verdict.rule) {
+        (false, _) => Held::Denied(Decision {
+            action: Action::Deny,
+            rule: d.rule,
+            reason: format!("{}; {account}", d.reason),
+        }),
+        (true, None) => Held::Once(Decision {
+            action: Action::Allow,
+            rule: d.rule,
+            reason: format!("{}; {account}, this once", d.reason),
+        }),
+        (true, Some(rule)) => Held::Granted(format!("{account} with rule {rule}")),
+    }
+}
+
+/// The decision after an approval that made a rule: `d` (decided again with the new rules)
+/// when it allows, else a denial saying the rule does not cover the request.
+pub(crate) fn after_grant(d: Decision, account: &str, intercepts: bool) -> Decision {
+    match d.action {
+        Action::Allow => Decision {
+            reason: format!("{}; {account}", d.reason),
+            ..d
+        },
+        _ if intercepts => d,
+        _ => Decision {
+            action: Action::Deny,
+            rule: d.rule,
+            reason: format!("{account}, which does not cover this request: {}", d.reason),
+        },
+    }
 }
 
 /// What the proxy saw of a request, for the audit log.
@@ -173,7 +231,7 @@ impl Conn {
             path: seen.path.map(Into::into),
             action: match d.action {
                 Action::Allow => "allow",
-                Action::Deny => "deny",
+                Action::Ask | Action::Deny => "deny",
             },
             rule: rule.map(Into::into).unwrap_or_else(|| {
                 d.rule
@@ -290,6 +348,15 @@ impl Conn {
         );
         let sb = &self.cfg.sandbox;
         let fix = match (rule, d.rule) {
+            (Some("ask"), _) => format!(
+                "paddock policy allow {}{} --sandbox {sb}   # or approve it when it is asked again",
+                target.host,
+                if target.port == target.kind.default_port() {
+                    String::new()
+                } else {
+                    format!(" --port {}", target.port)
+                }
+            ),
             (Some("address"), _) => match target.host.ip() {
                 Some(ip) => format!(
                     "paddock policy allow {ip} --port {} --sandbox {sb}",
@@ -365,7 +432,7 @@ impl Conn {
             let d = decide_address(rules, Some(&target.host), ip, target.port, &target.kind);
             match d.action {
                 Action::Allow => ok.push(SocketAddr::new(ip, target.port)),
-                Action::Deny => {
+                Action::Ask | Action::Deny => {
                     first_refusal.get_or_insert(d);
                 }
             }
@@ -425,13 +492,27 @@ async fn connect(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
         port,
         kind: Kind::Connect,
     };
-    let rules = conn.cfg.rules.current();
-    let d = decide(&rules, &target);
+    let mut rules = conn.cfg.rules.current();
+    let mut d = decide(&rules, &target);
     // Rules that limit methods or paths on this host: with a CA to intercept with, the tunnel
     // is opened and each request inside decided; without one, such rules refuse the tunnel.
-    let inspect = conn.cfg.credentials.is_some()
-        && paddock_policy::net::needs_interception(&rules, &target.host, port);
-    if d.action == Action::Deny && !inspect {
+    let intercepts = |rules: &[StoredRule]| {
+        conn.cfg.credentials.is_some()
+            && paddock_policy::net::needs_interception(rules, &target.host, port)
+    };
+    let mut inspect = intercepts(&rules);
+    if d.action == Action::Ask && !inspect {
+        d = match hold(&conn.cfg, &target, &d).await {
+            Held::Once(d) => d,
+            Held::Denied(d) => return conn.denied("CONNECT", &target, None, &d, Some("ask")),
+            Held::Granted(account) => {
+                rules = conn.cfg.rules.current();
+                inspect = intercepts(&rules);
+                after_grant(decide(&rules, &target), &account, inspect)
+            }
+        };
+    }
+    if d.action != Action::Allow && !inspect {
         return conn.denied("CONNECT", &target, None, &d, None);
     }
     let via = crate::upstream::via(conn.cfg.upstream.as_ref(), &target.host, port, true);
@@ -444,7 +525,7 @@ async fn connect(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     if let Some(creds) = conn.cfg.credentials.clone()
         && (inspect || creds.bound(&host).is_some())
     {
-        return intercept(conn, req, creds, host, port, route, &d);
+        return intercept(conn, &rules, req, creds, host, port, route, &d);
     }
     let seen = Seen {
         method: "CONNECT",
@@ -509,8 +590,10 @@ fn noted_route(d: Decision, route: &Route) -> Decision {
 }
 
 /// Answers a CONNECT to a host with a bound credential and intercepts the tunnel.
+#[allow(clippy::too_many_arguments)]
 fn intercept(
     conn: &Conn,
+    rules: &[StoredRule],
     mut req: Request<Incoming>,
     creds: Arc<crate::intercept::Credentials>,
     host: String,
@@ -528,13 +611,32 @@ fn intercept(
         port: Some(port),
         path: None,
     };
-    let noted = Decision {
-        action: Action::Allow,
-        rule: d.rule,
-        reason: format!(
-            "intercepted (a credential or a method/path rule applies to this host); {}",
-            d.reason
-        ),
+    // A tunnel opened although the host's decision is not an allow: a rule limits methods or
+    // paths here, so each request inside is decided (and audited) on its own.
+    let noted = match d.action {
+        Action::Allow => Decision {
+            reason: format!(
+                "intercepted (a credential or a method/path rule applies to this host); {}",
+                d.reason
+            ),
+            ..d.clone()
+        },
+        _ => {
+            let limiting = paddock_policy::net::interception_rule(rules, &host_of(&host), port);
+            Decision {
+                action: Action::Allow,
+                rule: limiting.map(|r| r.id),
+                reason: match limiting {
+                    Some(r) => format!(
+                        "opened to decide each request inside: rule {} ({}) limits {} on this host",
+                        r.id,
+                        r.scope,
+                        r.rule.limits()
+                    ),
+                    None => "opened to decide each request inside".into(),
+                },
+            }
+        }
     };
     conn.record(seen, &noted, None, 200);
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -562,6 +664,10 @@ fn intercept(
             .insert(HeaderName::from_static(DECISION_HEADER), v);
     }
     r
+}
+
+fn host_of(host: &str) -> Host {
+    Host::parse(host).unwrap_or_else(|_| Host::Name(host.to_owned()))
 }
 
 /// Copies both ways until both sides are done.
@@ -681,9 +787,19 @@ async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
         },
     };
     // One read of the rules per request: the decision and the address check agree.
-    let rules = conn.cfg.rules.current();
-    let d = decide(&rules, &target);
-    if d.action == Action::Deny {
+    let mut rules = conn.cfg.rules.current();
+    let mut d = decide(&rules, &target);
+    if d.action == Action::Ask {
+        d = match hold(&conn.cfg, &target, &d).await {
+            Held::Once(d) => d,
+            Held::Denied(d) => return conn.denied(&method, &target, Some(&path), &d, Some("ask")),
+            Held::Granted(account) => {
+                rules = conn.cfg.rules.current();
+                after_grant(decide(&rules, &target), &account, false)
+            }
+        };
+    }
+    if d.action != Action::Allow {
         return conn.denied(&method, &target, Some(&path), &d, None);
     }
     let upgrade = is_upgrade(req.headers());

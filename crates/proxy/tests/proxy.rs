@@ -122,6 +122,7 @@ impl Fixture {
                 connect_timeout: Duration::from_secs(5),
                 credentials: None,
                 upstream: None,
+                asks: None,
             },
             vec![paddock_proxy::Listener::Tcp(l)],
             1,

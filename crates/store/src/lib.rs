@@ -11,6 +11,7 @@
 //! [`paddock_proxy::audit::AuditLog`]), which [`Store`] implements.
 #![forbid(unsafe_code)]
 
+mod asks;
 mod audit;
 mod events;
 mod rules;
@@ -22,6 +23,7 @@ mod test_support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use asks::{Answer, AskRow, AskSlot, Grant, NewAsk};
 pub use audit::{AuditQuery, AuditRow, KEEP_DAYS, KEEP_ROWS};
 pub use events::{EventQuery, KEEP_EVENTS, SandboxEvent};
 use paddock_policy::SandboxName;
@@ -73,6 +75,11 @@ pub enum StoreError {
     /// no rule with that id
     #[error("no rule with id {0} (see `paddock policy ls`)")]
     NoRule(i64),
+    /// no request with that id waits for an answer
+    #[error(
+        "no request {0} is waiting for an answer (it was answered, timed out, or its sandbox stopped; see `paddock policy pending`)"
+    )]
+    NoAsk(i64),
 }
 
 /// Pages the write-ahead log holds before it is checkpointed (see [`Store::open`]).

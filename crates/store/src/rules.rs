@@ -150,7 +150,7 @@ fn parse(rows: Vec<RuleRow>) -> Result<Vec<StoredRule>, StoreError> {
     Ok(rows.into_iter().map(parse_row).collect::<Result<_, _>>()?)
 }
 
-fn insert_rules(
+pub(crate) fn insert_rules(
     tx: &Transaction<'_>,
     scope: &Scope,
     rules: &[Rule],

@@ -112,7 +112,7 @@ impl Store {
         Ok(out)
     }
 
-    /// Removes a sandbox's record, its own rules and its preset, in one transaction: either
+    /// Removes a sandbox's record, its own rules, its preset and its waiting requests, in one transaction: either
     /// all go or nothing does. Its audit rows stay (the log is history; it is pruned by age).
     pub fn remove_sandbox(&self, name: &SandboxName) -> Result<(), StoreError> {
         let err = self.err();
@@ -133,6 +133,11 @@ impl Store {
         .map_err(err)?;
         tx.execute(
             "DELETE FROM net_presets WHERE scope = ?1",
+            params![name.as_str()],
+        )
+        .map_err(err)?;
+        tx.execute(
+            "DELETE FROM net_asks WHERE sandbox = ?1",
             params![name.as_str()],
         )
         .map_err(err)?;

@@ -40,6 +40,8 @@ const STEPS: &[Step] = &[
     // 4: the sandboxes' events, written by triggers in the transaction of each change, so that
     // no change is ever recorded without its event or the other way round
     Step::Sql(EVENTS),
+    // 5: rules that ask, rules that last one run, and the requests waiting for the user
+    Step::Sql(ASKS),
 ];
 
 /// [`STEPS`]' step 4: the events table and the triggers that fill and prune it.
@@ -80,6 +82,56 @@ END;
 CREATE TRIGGER sandbox_events_pruned AFTER INSERT ON sandbox_events BEGIN
     DELETE FROM sandbox_events WHERE id <= NEW.id - 10000;
 END;
+";
+
+/// [`STEPS`]' step 5. SQLite cannot change a CHECK constraint, so `net_rules` is made again
+/// (same ids, the id counter kept) with `ask` allowed and `until_stop` (a rule an approval made
+/// for one run, removed when that run ends); `net_asks` holds the requests a proxy holds for
+/// the user's answer, which the user's commands write and the sandbox's supervisor reads.
+const ASKS: &str = r"
+CREATE TABLE net_rules_5 (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sandbox TEXT,
+    action TEXT NOT NULL CHECK (action IN ('allow', 'deny', 'ask')),
+    host TEXT NOT NULL,
+    port TEXT NOT NULL,
+    method TEXT,
+    path TEXT,
+    source TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    private_address INTEGER NOT NULL DEFAULT 0,
+    until_stop INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO net_rules_5 (id, sandbox, action, host, port, method, path, source, created_at, private_address)
+    SELECT id, sandbox, action, host, port, method, path, source, created_at, private_address FROM net_rules;
+DELETE FROM sqlite_sequence WHERE name = 'net_rules_5';
+INSERT INTO sqlite_sequence (name, seq)
+    SELECT 'net_rules_5', seq FROM sqlite_sequence WHERE name = 'net_rules';
+DROP TABLE net_rules;
+ALTER TABLE net_rules_5 RENAME TO net_rules;
+CREATE INDEX net_rules_sandbox ON net_rules (sandbox);
+CREATE TRIGGER net_rules_ins AFTER INSERT ON net_rules BEGIN UPDATE net_rules_gen SET gen = gen + 1; END;
+CREATE TRIGGER net_rules_del AFTER DELETE ON net_rules BEGIN UPDATE net_rules_gen SET gen = gen + 1; END;
+CREATE TRIGGER net_rules_upd AFTER UPDATE ON net_rules BEGIN UPDATE net_rules_gen SET gen = gen + 1; END;
+UPDATE net_rules_gen SET gen = gen + 1;
+CREATE TABLE net_asks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sandbox TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('connect', 'http', 'https')),
+    host TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    method TEXT,
+    path TEXT,
+    rule INTEGER,
+    waiting INTEGER NOT NULL DEFAULT 1,
+    asked_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    answer TEXT CHECK (answer IN ('allow', 'deny')),
+    answered_by TEXT,
+    grant_rule INTEGER,
+    answered_at INTEGER
+) STRICT;
+CREATE INDEX net_asks_sandbox ON net_asks (sandbox, id);
 ";
 
 /// The newest schema version.

@@ -101,7 +101,22 @@ fn an_older_database_keeps_its_rows_under_one_version() {
                 assert_eq!(audit.len(), 1, "{case}");
                 assert_eq!(audit[0].host, "old.test", "{case}");
             }
-            // Every table of the newest schema works, and the generation still moves.
+            // Every table of the newest schema works, and the generation still moves; the
+            // rules made again for `ask` keep counting ids after the old ones.
+            let before: i64 = store
+                .conn
+                .query_row("SELECT coalesce(max(id), 0) FROM net_rules", [], |r| {
+                    r.get(0)
+                })
+                .unwrap();
+            let asked = store
+                .add(
+                    &old,
+                    &[Rule::parse_target(Action::Ask, "**").unwrap()],
+                    "user",
+                )
+                .unwrap();
+            assert!(asked[0] > before, "{case}");
             let generation = store.generation().unwrap();
             let mut rule = Rule::parse_target(Action::Allow, "10.0.0.1").unwrap();
             rule.private_address = true;
@@ -134,6 +149,7 @@ fn a_fresh_database_has_every_table_and_the_newest_version() {
     assert_eq!(
         tables(&path),
         [
+            "net_asks",
             "net_audit",
             "net_presets",
             "net_rules",
@@ -164,4 +180,71 @@ fn a_newer_database_is_refused() {
         ),
         "{e:?}"
     );
+}
+
+#[test]
+fn a_version_4_database_gains_ask_rules_and_keeps_its_rule_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let mut db = Connection::open(&path).unwrap();
+        let tx = db.transaction().unwrap();
+        for step in &STEPS[..4] {
+            match step {
+                Step::Sql(sql) => tx.execute_batch(sql).unwrap(),
+                Step::NetTables => net_tables(&tx, &path).unwrap(),
+            }
+        }
+        tx.pragma_update(None, "user_version", 4).unwrap();
+        tx.execute_batch(
+            "INSERT INTO net_rules (sandbox, action, host, port, source, created_at, private_address)
+                 VALUES ('old', 'allow', 'one.test', 'default', 'user', 1, 1);
+             INSERT INTO net_rules (sandbox, action, host, port, source, created_at)
+                 VALUES (NULL, 'deny', 'two.test', '443', 'user', 2);
+             INSERT INTO net_rules (sandbox, action, host, port, source, created_at)
+                 VALUES (NULL, 'allow', 'three.test', 'default', 'user', 3);
+             DELETE FROM net_rules WHERE host = 'three.test';",
+        )
+        .unwrap();
+        // The old table refuses what the new one takes.
+        assert!(
+            tx.execute_batch(
+                "INSERT INTO net_rules (sandbox, action, host, port, source, created_at)
+                 VALUES (NULL, 'ask', 'x.test', 'default', 'user', 4)"
+            )
+            .is_err()
+        );
+        tx.commit().unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(user_version(&store.conn).unwrap(), VERSION);
+    let rules: Vec<_> = store
+        .all()
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            (
+                r.id,
+                r.rule.action,
+                r.rule.host.to_string(),
+                r.rule.private_address,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            (1, Action::Allow, "one.test".into(), true),
+            (2, Action::Deny, "two.test".into(), false),
+        ]
+    );
+    // A removed rule's id is not given again.
+    let ids = store
+        .add(
+            &Scope::Global,
+            &[Rule::parse_target(Action::Ask, "x.test").unwrap()],
+            "user",
+        )
+        .unwrap();
+    assert_eq!(ids, [4]);
 }

@@ -23,5 +23,6 @@ pub(crate) fn spec(name: &str) -> SandboxSpec {
         upstream_proxy: None,
         review: false,
         discard_layer: false,
+        ask_timeout_s: None,
     }
 }

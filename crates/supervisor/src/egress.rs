@@ -19,6 +19,7 @@ use paddock_confine::helper;
 use paddock_core::idmap::{Helper, helper_uid};
 use paddock_core::{BackendError, Egress};
 use paddock_proxy::Listener;
+use paddock_proxy::ask::{self, AskSettings};
 use paddock_proxy::audit::AuditWriter;
 use paddock_proxy::channel::{self, CredentialSettings, MAX_UNTRUSTED_FRAME, Settings, Status};
 use paddock_proxy::intercept::TEST_UPSTREAM_CA_ENV;
@@ -59,6 +60,8 @@ pub struct Pending {
     control: UnixStream,
     rules: UnixStream,
     audit: UnixStream,
+    asks: UnixStream,
+    ask: AskSettings,
     db: PathBuf,
     sandbox: String,
 }
@@ -69,12 +72,14 @@ pub fn spawn(
     sandbox: &str,
     credentials: Option<CredentialSettings>,
     upstream: Option<paddock_policy::net::UpstreamProxy>,
+    ask: AskSettings,
 ) -> Result<Pending, BackendError> {
     let pair =
         || UnixStream::pair().map_err(|e| layer(format!("cannot make the proxy's channel: {e}")));
     let (control, control_child) = pair()?;
     let (rules, rules_child) = pair()?;
     let (audit, audit_child) = pair()?;
+    let (asks, asks_child) = pair()?;
     // Tests point the proxy at local names and a local CA; nothing else of this environment
     // reaches it.
     let env: Vec<CString> = [TEST_OVERRIDE_ENV, TEST_UPSTREAM_CA_ENV, "RUST_BACKTRACE"]
@@ -84,7 +89,7 @@ pub fn spawn(
             CString::new([var.as_bytes(), b"=", v.as_bytes()].concat()).ok()
         })
         .collect();
-    let fds = [&control_child, &rules_child, &audit_child].map(AsRawFd::as_raw_fd);
+    let fds = [&control_child, &rules_child, &audit_child, &asks_child].map(AsRawFd::as_raw_fd);
     let child = helper::spawn(&helper::Spawn {
         arg: c"__egress",
         fds: &fds,
@@ -93,12 +98,14 @@ pub fn spawn(
         env: &env,
     })
     .map_err(|e| layer(format!("cannot start the proxy process: {e}")))?;
-    drop((control_child, rules_child, audit_child));
+    drop((control_child, rules_child, audit_child, asks_child));
     let mut pending = Pending {
         child,
         control,
         rules,
         audit,
+        asks,
+        ask,
         db: db.to_owned(),
         sandbox: sandbox.to_owned(),
     };
@@ -113,6 +120,7 @@ pub fn spawn(
             connect_timeout_ms: 15_000,
             credentials,
             upstream,
+            ask,
         },
     };
     channel::send(&mut pending.control, &settings)
@@ -168,6 +176,28 @@ impl Pending {
                 }
             })
             .map_err(io("cannot start the rules thread"))?;
+        // What a killed supervisor of an earlier run left: its questions, its one-run rules.
+        if let Ok(store) = Store::open(&self.db) {
+            let _ = store.end_run(&self.sandbox);
+        }
+        let asks = clone(&self.asks)?;
+        let (db, sandbox, ask) = (self.db.clone(), self.sandbox.clone(), self.ask);
+        let asks_thread = std::thread::Builder::new()
+            .name("paddock-asks".into())
+            .spawn(move || {
+                let served = Store::open(&db)
+                    .map_err(std::io::Error::other)
+                    .and_then(|store| {
+                        ask::serve_asks(asks, &store, &sandbox, ask, &|id, q| {
+                            crate::asks::tell(&sandbox, id, q, ask)
+                        })
+                    });
+                if let Err(e) = served {
+                    // The worker then denies what waits, and every later ask: fail closed.
+                    eprintln!("paddock: answering the egress proxy's questions failed ({e}); requests an ask rule holds are now denied");
+                }
+            })
+            .map_err(io("cannot start the asks thread"))?;
         let sandbox = self.sandbox.clone();
         let audit_thread = std::thread::Builder::new()
             .name("paddock-audit-in".into())
@@ -179,7 +209,7 @@ impl Pending {
             .map_err(io("cannot start the audit thread"))?;
         Ok(RunningProxy {
             pending: Some(self),
-            threads: vec![rules_thread, audit_thread],
+            threads: vec![rules_thread, audit_thread, asks_thread],
             writer: Some(writer),
         })
     }
@@ -209,9 +239,14 @@ impl RunningProxy {
         p.child.wait_for(Duration::from_secs(3));
         // The process held the only other ends of the streams: the threads read what it sent
         // and then the end of their streams.
+        let (db, sandbox) = (p.db.clone(), p.sandbox.clone());
         drop(p);
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+        // Nothing waits any more, and what was approved for this run only ends with it.
+        if let Ok(store) = Store::open(&db) {
+            let _ = store.end_run(&sandbox);
         }
         if let Some(w) = self.writer.take() {
             w.close();

@@ -1,6 +1,6 @@
 //! The proxy process: `paddock __egress`, started by [`crate::egress::spawn`].
 //!
-//! It gets three streams from its parent (descriptors 3, 4 and 5: control, rules, audit; see
+//! It gets four streams from its parent (descriptors 3 to 6: control, rules, audit, asks; see
 //! [`paddock_proxy::channel`]). It reads its settings, builds what needs a file (the host's
 //! trusted roots, the sandbox's CA), and then confines itself before it reads a byte the
 //! sandbox sends:
@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use paddock_proxy::ProxyConfig;
+use paddock_proxy::ask::Asker;
 use paddock_proxy::channel::{self, AuditForwarder, CredentialSettings, MAX_FRAME, Status};
 use paddock_proxy::intercept::{Credentials, SandboxCa};
 use paddock_proxy::resolve::{Resolver, TEST_OVERRIDE_ENV};
@@ -41,17 +42,18 @@ pub fn main() -> i32 {
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
     // SAFETY: descriptors 3, 4 and 5 are this process's streams by the contract of
     // `egress::spawn`, and nothing else here owns them.
-    let (mut control, rules, audit) = unsafe {
+    let (mut control, rules, audit, asks) = unsafe {
         (
             UnixStream::from_raw_fd(3),
             UnixStream::from_raw_fd(4),
             UnixStream::from_raw_fd(5),
+            UnixStream::from_raw_fd(6),
         )
     };
-    for s in [&control, &rules, &audit] {
+    for s in [&control, &rules, &audit, &asks] {
         let _ = rustix::io::fcntl_setfd(s, rustix::io::FdFlags::CLOEXEC);
     }
-    match serve(&mut control, rules, audit) {
+    match serve(&mut control, rules, audit, asks) {
         Ok(()) => 0,
         Err(error) => {
             let _ = channel::send(&mut control, &Status { error: Some(error) });
@@ -60,7 +62,12 @@ pub fn main() -> i32 {
     }
 }
 
-fn serve(control: &mut UnixStream, rules: UnixStream, audit: UnixStream) -> Result<(), String> {
+fn serve(
+    control: &mut UnixStream,
+    rules: UnixStream,
+    audit: UnixStream,
+    asks: UnixStream,
+) -> Result<(), String> {
     let settings: WorkerSettings =
         channel::receive(control, MAX_FRAME).map_err(|e| format!("no settings: {e}"))?;
     if rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32) != Some(settings.parent)
@@ -91,6 +98,8 @@ fn serve(control: &mut UnixStream, rules: UnixStream, audit: UnixStream) -> Resu
         .map_err(|e| format!("no listener from the supervisor: {e}"))?;
     let (forwarder, sink) =
         AuditForwarder::start(audit).map_err(|e| format!("cannot start the audit thread: {e}"))?;
+    let asks = Asker::start(asks, settings.proxy.ask)
+        .map_err(|e| format!("cannot start the asks thread: {e}"))?;
     let handle = paddock_proxy::start(
         ProxyConfig {
             sandbox,
@@ -100,6 +109,7 @@ fn serve(control: &mut UnixStream, rules: UnixStream, audit: UnixStream) -> Resu
             connect_timeout: Duration::from_millis(settings.proxy.connect_timeout_ms),
             credentials,
             upstream: settings.proxy.upstream,
+            asks: Some(asks),
         },
         vec![listener],
         2,

@@ -5,6 +5,7 @@
 //! reports the command's exit status. It owns the egress proxy and the published ports, and
 //! hands out ways into the running sandbox (`exec`, `attach`) over its control socket.
 
+mod asks;
 pub mod control;
 pub mod credentials;
 pub mod direct;
@@ -304,6 +305,10 @@ pub fn run_attached(
                 &name,
                 prepared.map(|p| p.credentials),
                 spec.upstream_proxy.clone(),
+                paddock_proxy::ask::AskSettings {
+                    timeout_ms: u64::from(spec.ask_timeout_s.unwrap_or(60)) * 1000,
+                    ..Default::default()
+                },
             )
             .map_err(|e| interrupted(e.into()))?,
         ),

@@ -213,6 +213,7 @@ fn watch_this_test() {
 /// mode): the rest run as root, which keeps the escape and network cases in root mode too.
 /// `PADDOCK_SUITE_MODE=user` or `=root` puts every binary in one mode.
 const USER_MODE_SUITES: &[&str] = &[
+    "ask",
     "behaviour",
     "lifecycle",
     "credentials",

@@ -60,20 +60,37 @@ pub enum RuleError {
     },
 }
 
-/// What a rule does. `Deny > Allow`, so the strictest of several is their `max()`.
+/// What a rule does. Among the rules that match a request an explicit deny wins, then an
+/// allow, then an ask; no match at all is a deny (see [`decide`]). An ask ranks below an allow
+/// so that what the user approves (an allow rule) lets the request through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     /// Let the request through.
     Allow,
+    /// Hold the request until the user allows or denies it (or a timeout denies it).
+    Ask,
     /// Refuse it.
     Deny,
+}
+
+impl Action {
+    /// Reads `allow`, `ask` or `deny`.
+    pub fn parse(raw: &str) -> Option<Action> {
+        match raw {
+            "allow" => Some(Action::Allow),
+            "ask" => Some(Action::Ask),
+            "deny" => Some(Action::Deny),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Action::Allow => "allow",
+            Action::Ask => "ask",
             Action::Deny => "deny",
         })
     }
@@ -417,6 +434,16 @@ impl Rule {
         }
     }
 
+    /// Its method and path limits in words: `GET /v1/*`, `any method on /v1/*`, `POST`.
+    pub fn limits(&self) -> String {
+        match (&self.method, &self.path) {
+            (Some(m), Some(p)) => format!("{m} {}", p.as_str()),
+            (Some(m), None) => format!("{m} on any path"),
+            (None, Some(p)) => format!("any method on {}", p.as_str()),
+            (None, None) => "every request".into(),
+        }
+    }
+
     /// Whether this rule can be decided only on a visible request (method or path set).
     pub fn needs_request(&self) -> bool {
         self.method.is_some() || self.path.is_some()
@@ -640,29 +667,49 @@ impl Decision {
 /// intercept the tunnel and decide each request inside it (with [`Kind::Https`]) instead of
 /// refusing the tunnel.
 pub fn needs_interception(rules: &[StoredRule], host: &Host, port: u16) -> bool {
-    rules.iter().any(|r| {
+    interception_rule(rules, host, port).is_some()
+}
+
+/// The first rule that limits methods or paths on a CONNECT to `host:port` (what
+/// [`needs_interception`] finds).
+pub fn interception_rule<'a>(
+    rules: &'a [StoredRule],
+    host: &Host,
+    port: u16,
+) -> Option<&'a StoredRule> {
+    rules.iter().find(|r| {
         r.rule.needs_request()
             && r.rule.host.matches(host)
             && r.rule.port.matches(port, &Kind::Connect)
     })
 }
 
-/// Decides on a destination. Deny by default; an explicit deny beats every allow.
+/// Decides on a destination. Deny by default; of the rules that match, an explicit deny beats
+/// every allow, and an allow beats every ask.
 ///
-/// The reported rule is the first matching deny, or else the first matching allow, in the order
-/// given. A rule that limits methods or paths is checked where the request is visible (plain
-/// HTTP); in a CONNECT tunnel it cannot be, so such an allow rule does not allow the tunnel and
-/// such a deny rule refuses it (fail closed).
+/// The reported rule is the first matching rule of the deciding kind, in the order given. A
+/// rule that limits methods or paths is checked where the request is visible (plain HTTP, or
+/// a request inside an intercepted tunnel); in an opaque CONNECT tunnel it cannot be, so such
+/// an allow rule does not allow the tunnel, such a deny rule refuses it (fail closed) and such
+/// an ask rule asks about the whole tunnel. A default deny says why no allow rule applied:
+/// none names the host and port, or one does but limits methods or paths this request does not
+/// match.
 pub fn decide(rules: &[StoredRule], target: &Target) -> Decision {
     let mut allow: Option<&StoredRule> = None;
+    let mut ask: Option<&StoredRule> = None;
     let mut deny: Option<(&StoredRule, Option<bool>)> = None;
+    // An allow rule for this host and port whose method or path limits do not fit (or cannot
+    // be seen): what a default deny explains itself with.
+    let mut near: Option<&StoredRule> = None;
     for r in rules {
         if !r.rule.host.matches(&target.host) || !r.rule.port.matches(target.port, &target.kind) {
             continue;
         }
         match (r.rule.action, r.rule.request_matches(&target.kind)) {
             (Action::Allow, Some(true)) => allow = allow.or(Some(r)),
+            (Action::Allow, _) => near = near.or(Some(r)),
             (Action::Deny, seen @ (Some(true) | None)) => deny = deny.or(Some((r, seen))),
+            (Action::Ask, Some(true) | None) => ask = ask.or(Some(r)),
             _ => {}
         }
     }
@@ -686,7 +733,35 @@ pub fn decide(rules: &[StoredRule], target: &Target) -> Decision {
             reason: format!("allowed by rule {} ({})", r.id, r.scope),
         };
     }
-    Decision::deny(None, "no rule allows this host and port (deny by default)")
+    if let Some(r) = ask {
+        return Decision {
+            action: Action::Ask,
+            rule: Some(r.id),
+            reason: format!("rule {} ({}) asks the user", r.id, r.scope),
+        };
+    }
+    match near {
+        Some(r) => Decision::deny(
+            None,
+            match &target.kind {
+                Kind::Connect => format!(
+                    "rule {} ({}) allows only {} on this host, which an opaque CONNECT tunnel \
+                     does not show (deny by default)",
+                    r.id,
+                    r.scope,
+                    r.rule.limits()
+                ),
+                Kind::Http { method, path } | Kind::Https { method, path } => format!(
+                    "{method} {path} is not what rule {} ({}) allows on this host: {} (deny by \
+                     default)",
+                    r.id,
+                    r.scope,
+                    r.rule.limits()
+                ),
+            },
+        ),
+        None => Decision::deny(None, "no rule allows this host and port (deny by default)"),
+    }
 }
 
 /// Decides on the address a name resolved to (or an IP literal), for the same request `kind`

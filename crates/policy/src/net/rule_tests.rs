@@ -100,6 +100,16 @@ fn default_deny() -> Decision {
     denied(None, DEFAULT_DENY)
 }
 
+/// The default deny for a request an allow rule names the host of but limits otherwise.
+fn not_as_limited(request: &str, id: i64, limits: &str) -> Decision {
+    denied(
+        None,
+        &format!(
+            "{request} is not what rule {id} (global) allows on this host: {limits} (deny by default)"
+        ),
+    )
+}
+
 fn by(id: i64, scope: &str) -> Decision {
     allowed(Some(id), &format!("allowed by rule {id} ({scope})"))
 }
@@ -711,15 +721,15 @@ fn method_and_path_allow_rules_on_plain_http() {
         ),
         (
             to("api.example.com", 80, http("POST", "/v1/users")),
-            default_deny(),
+            not_as_limited("POST /v1/users", 1, "GET /v1/*"),
         ),
         (
             to("api.example.com", 80, http("GET", "/v2/users")),
-            default_deny(),
+            not_as_limited("GET /v2/users", 1, "GET /v1/*"),
         ),
         (
             to("api.example.com", 80, http("GET", "/v1")),
-            default_deny(),
+            not_as_limited("GET /v1", 1, "GET /v1/*"),
         ),
         (
             to("api.example.com", 8080, http("GET", "/v1/users")),
@@ -740,9 +750,15 @@ fn method_and_path_allow_rules_on_plain_http() {
     ];
     let cases = [
         (to("a.test", 80, http("HEAD", "/anything")), by(1, "global")),
-        (to("a.test", 80, http("GET", "/anything")), default_deny()),
+        (
+            to("a.test", 80, http("GET", "/anything")),
+            not_as_limited("GET /anything", 1, "HEAD on any path"),
+        ),
         (to("b.test", 80, http("PUT", "/public/x")), by(2, "global")),
-        (to("b.test", 80, http("PUT", "/private/x")), default_deny()),
+        (
+            to("b.test", 80, http("PUT", "/private/x")),
+            not_as_limited("PUT /private/x", 2, "any method on /public/*"),
+        ),
     ];
     for (t, want) in cases {
         assert_eq!(decide(&rules, &t), want, "{t:?}");
@@ -796,10 +812,19 @@ fn method_and_path_deny_rules_on_plain_http() {
 #[test]
 fn an_allow_with_method_or_path_does_not_allow_a_tunnel() {
     let t = to("api.example.com", 443, Kind::Connect);
+    let hidden = |limits: &str| {
+        denied(
+            None,
+            &format!(
+                "rule 1 (global) allows only {limits} on this host, which an opaque CONNECT \
+                 tunnel does not show (deny by default)"
+            ),
+        )
+    };
     let rules = [limited(allow(1, "api.example.com"), Some("GET"), None)];
-    assert_eq!(decide(&rules, &t), default_deny());
+    assert_eq!(decide(&rules, &t), hidden("GET on any path"));
     let rules = [limited(allow(1, "api.example.com"), None, Some("/*"))];
-    assert_eq!(decide(&rules, &t), default_deny());
+    assert_eq!(decide(&rules, &t), hidden("any method on /*"));
     // a plain allow for the same host still does
     let rules = [
         limited(allow(1, "api.example.com"), Some("GET"), None),
@@ -1462,4 +1487,102 @@ fn a_private_address_allowance_needs_one_named_allow() {
         r.private_address = true;
         assert_eq!(r.vet().is_ok(), ok, "{action} {target}: {:?}", r.vet());
     }
+}
+
+fn ask(id: i64, target: &str) -> StoredRule {
+    rule(id, Action::Ask, target)
+}
+
+fn asked_by(id: i64, scope: &str) -> Decision {
+    Decision {
+        action: Action::Ask,
+        rule: Some(id),
+        reason: format!("rule {id} ({scope}) asks the user"),
+    }
+}
+
+#[test]
+fn a_deny_beats_an_allow_which_beats_an_ask() {
+    let get = || to("api.example.com", 80, http("GET", "/v1/x"));
+    let tunnel = || to("api.example.com", 443, Kind::Connect);
+    let cases: Vec<(Vec<StoredRule>, Target, Decision)> = vec![
+        // an ask alone asks, for plain requests and tunnels alike
+        (vec![ask(1, "**")], get(), asked_by(1, "global")),
+        (vec![ask(1, "**")], tunnel(), asked_by(1, "global")),
+        // an allow (what an approval makes) wins over the ask, in either order
+        (
+            vec![ask(1, "**"), allow(2, "api.example.com")],
+            get(),
+            by(2, "global"),
+        ),
+        (
+            vec![allow(1, "api.example.com"), ask(2, "api.example.com")],
+            get(),
+            by(1, "global"),
+        ),
+        // a deny wins over both
+        (
+            vec![
+                ask(1, "**"),
+                allow(2, "api.example.com"),
+                deny(3, "*.example.com"),
+            ],
+            get(),
+            denied_by(3, "global"),
+        ),
+        // an allow limited to other paths leaves the request to the ask
+        (
+            vec![
+                limited(allow(1, "api.example.com"), None, Some("/v2/*")),
+                ask(2, "**"),
+            ],
+            get(),
+            asked_by(2, "global"),
+        ),
+        // a path-limited ask asks only about what it names; a tunnel hides the path, so the
+        // whole tunnel is asked about
+        (
+            vec![limited(ask(1, "api.example.com"), None, Some("/v1/*"))],
+            get(),
+            asked_by(1, "global"),
+        ),
+        (
+            vec![limited(ask(1, "api.example.com"), None, Some("/v2/*"))],
+            get(),
+            default_deny(),
+        ),
+        (
+            vec![limited(ask(1, "api.example.com"), None, Some("/v2/*"))],
+            tunnel(),
+            asked_by(1, "global"),
+        ),
+        // an ask on another port does not ask
+        (vec![ask(1, "api.example.com:8080")], get(), default_deny()),
+        // the first matching ask is the one reported
+        (
+            vec![in_sandbox(ask(1, "**"), "s"), ask(2, "api.example.com")],
+            get(),
+            asked_by(1, "s"),
+        ),
+    ];
+    for (rules, t, want) in cases {
+        assert_eq!(decide(&rules, &t), want, "{rules:?} {t:?}");
+    }
+}
+
+#[test]
+fn actions_read_and_print_alike() {
+    for a in [Action::Allow, Action::Ask, Action::Deny] {
+        assert_eq!(Action::parse(&a.to_string()), Some(a));
+    }
+    assert_eq!(Action::parse("permit"), None);
+    // an ask for every host is not an allow for every host, so it needs no preset
+    assert_eq!(
+        Rule::parse_target(Action::Ask, "**").unwrap().vet(),
+        Ok(None)
+    );
+    // and it cannot carry private_address, which only an allow naming a host may
+    let mut r = Rule::parse_target(Action::Ask, "mirror.example").unwrap();
+    r.private_address = true;
+    assert!(r.vet().is_err());
 }

@@ -286,6 +286,7 @@ impl Proxy {
             connect_timeout: Duration::from_secs(5),
             credentials: s.credentials,
             upstream: None,
+            asks: None,
         };
         adjust(&mut cfg);
         let handle = paddock_proxy::start(cfg, vec![paddock_proxy::Listener::Tcp(l)], 2).unwrap();

@@ -1,0 +1,177 @@
+//! Ask mode from inside real sandboxes: curl waits while the proxy holds its request, and the
+//! user answers with `paddock policy pending`, `approve` and `deny`, as a user would, from
+//! another process on the host. One scenario per backend walks every answer.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::{stderr, stdout, unique};
+
+on_every_backend!(a_held_request_waits_for_the_users_answer);
+
+fn policy(args: &[&str]) -> Output {
+    let o = common::paddock().arg("policy").args(args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "policy {args:?}: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    o
+}
+
+/// Waits until `name` has a request whose words contain `what` with `waiting` clients on it;
+/// returns its id. `done` says the sandbox ended (nothing more will come).
+fn asked(name: &str, what: &str, waiting: i64, done: &dyn Fn() -> bool) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let o = policy(&["pending", "--json", "--sandbox", name]);
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout(&o)).unwrap();
+        if let Some(r) = rows.iter().find(|r| {
+            let words = format!(
+                "{} {}:{}{}",
+                r["method"].as_str().unwrap_or("CONNECT"),
+                r["host"].as_str().unwrap(),
+                r["port"],
+                r["path"].as_str().unwrap_or("")
+            );
+            words.contains(what) && r["waiting"].as_i64().unwrap() >= waiting
+        }) {
+            return r["id"].as_i64().unwrap();
+        }
+        assert!(
+            Instant::now() < deadline && !done(),
+            "no request {what:?} of {name} waits ({rows:?})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn a_held_request_waits_for_the_users_answer(backend: &str) {
+    common::ensure_image();
+    let dir = tempfile::Builder::new()
+        .prefix("paddock-ask-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let root = dir.path().join("www");
+    for f in ["hello.txt", "v1/x", "v2/a", "v2/b", "v3/c"] {
+        let p = root.join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, "hello from upstream\n").unwrap();
+    }
+    let (ca, cert, key) = common::test_certificates(dir.path(), "server", &["up.test", "tls.test"]);
+    let http = common::static_server(&root, None);
+    let https = common::static_server(&root, Some((&cert, &key)));
+    let ws = common::workspace();
+    let name = unique("ask");
+    let (hp, sp) = (http.port, https.port);
+    // Every host no other rule names asks (ask '**' on any port), before the sandbox exists.
+    policy(&["ask", "**", "--port", "any", "--sandbox", &name]);
+    let home = common::home();
+    let script = format!(
+        r#"
+H=http://up.test:{hp}
+step() {{ echo "$1 $(curl -sS -o /dev/null -w '%{{http_code}}' "$2" 2>&1)"; }}
+(step once-a $H/hello.txt) & step once-b $H/hello.txt; wait
+step once-again $H/hello.txt
+step always $H/v1/x
+step always-again $H/v1/x
+step path $H/v2/a
+step path-ok $H/v2/b
+step path-other $H/v3/c
+echo "tls $(curl -sS -o /dev/null -w '%{{http_code}}' --cacert /etc/paddock-test/ca.pem https://tls.test:{sp}/hello.txt 2>&1)"
+test -e {home} && echo "state: visible" || echo "state: hidden"
+"#,
+        home = home.display()
+    );
+    let ca_mount = format!("{}:/etc/paddock-test:ro", ca.parent().unwrap().display());
+    let child = {
+        let (ws, name, backend) = (ws.path().to_owned(), name.clone(), backend.to_owned());
+        std::thread::spawn(move || {
+            let mut c = common::paddock_for(&backend);
+            c.env(
+                "PADDOCK_TEST_RESOLVE",
+                "up.test=127.0.0.1;tls.test=127.0.0.1",
+            )
+            .args(["run", "--backend", &backend, "--name", &name, "-w"])
+            .arg(&ws)
+            .args(["--mount", &ca_mount, "--allow", "127.0.0.1"])
+            .args(["--ask-timeout", "5"])
+            .args(["--", "sh", "-c", &script])
+            .output()
+            .unwrap()
+        })
+    };
+    let done = || child.is_finished();
+    // Two identical requests wait on one question; approved once, both go.
+    let once = asked(&name, &format!("GET up.test:{hp}/hello.txt"), 2, &done);
+    policy(&["approve", &once.to_string()]);
+    // The next identical one asks again; denied.
+    let again = asked(&name, &format!("GET up.test:{hp}/hello.txt"), 1, &done);
+    assert_ne!(again, once);
+    policy(&["deny", &again.to_string()]);
+    // Approved always: a rule, and the next identical request does not ask.
+    let always = asked(&name, &format!("GET up.test:{hp}/v1/x"), 1, &done);
+    let o = policy(&["approve", &always.to_string(), "--always"]);
+    assert!(stdout(&o).contains("allow up.test"), "{}", stdout(&o));
+    // A path-scoped approval for this run: /v2/ passes, /v3/ asks again (and times out).
+    let path = asked(&name, &format!("GET up.test:{hp}/v2/a"), 1, &done);
+    policy(&["approve", &path.to_string(), "--for-run", "--path", "/v2/"]);
+    asked(&name, &format!("GET up.test:{hp}/v3/c"), 1, &done);
+    // An HTTPS request waits as its CONNECT.
+    let tls = asked(&name, &format!("CONNECT tls.test:{sp}"), 1, &done);
+    policy(&["approve", &tls.to_string()]);
+    let o = child.join().unwrap();
+    let out = stdout(&o);
+    let rules = stdout(&policy(&["ls", "--sandbox", &name]));
+    let log = stdout(&policy(&["log", "--sandbox", &name, "--limit", "100"]));
+    let _ = common::paddock().args(["rm", "-f", &name]).output();
+    for want in [
+        "once-a 200",
+        "once-b 200",
+        "once-again 403",
+        "always 200",
+        "always-again 200",
+        "path 200",
+        "path-ok 200",
+        "path-other 403",
+        "tls 200",
+        "state: hidden",
+    ] {
+        assert!(
+            out.lines().any(|l| l == want),
+            "missing {want:?} in:\n{out}\nstderr:\n{}",
+            stderr(&o)
+        );
+    }
+    // The user was told on the run's terminal, with the commands that answer.
+    assert!(
+        stderr(&o).contains(&format!(
+            "asks to reach GET http://up.test:{hp}/hello.txt (request {once}). Answer with `paddock policy approve {once}`"
+        )),
+        "{}",
+        stderr(&o)
+    );
+    // The always rule stays, saying where it came from; the one for the run went with it.
+    assert!(
+        rules.lines().any(|l| l.contains("allow")
+            && l.contains("up.test")
+            && l.contains("/v1/x")
+            && l.contains("approved by the user at")
+            && l.contains(&format!("request {always}"))),
+        "{rules}"
+    );
+    assert!(!rules.contains("/v2/*"), "{rules}");
+    // The audit log says who decided and how long each request waited.
+    for want in [
+        format!("request {once} allowed by the user after"),
+        format!("request {again} denied by the user after"),
+        "no answer within 5 s".to_owned(),
+    ] {
+        assert!(log.contains(&want), "missing {want:?} in:\n{log}");
+    }
+    drop((http, https, dir));
+}
