@@ -29,6 +29,7 @@
 
 #![forbid(unsafe_code)]
 
+mod asks;
 mod direct;
 mod events;
 pub mod exec_stream;
@@ -92,7 +93,7 @@ pub struct Health {
     tags(
         (name = "meta", description = "The server itself"),
         (name = "sandboxes", description = "Sandboxes: make, start, stop, delete, run commands in"),
-        (name = "policy", description = "The egress proxy's rules, what it would decide for a URL, and its audit log"),
+        (name = "policy", description = "The egress proxy's rules, what it would decide for a URL, the requests waiting for your answer, and its audit log"),
         (name = "files", description = "A sandbox's workspace files, by paths relative to its root; symlinks are never followed"),
         (name = "review", description = "A review-mode sandbox's changes to its workspace, which wait for the user's approval: list, apply, discard")
     )
@@ -155,6 +156,7 @@ fn all_routes() -> OpenApiRouter<sandboxes::ApiState> {
         .merge(review::routes())
         .merge(fs::routes())
         .merge(secrets::routes())
+        .merge(asks::routes())
 }
 
 /// The finished service for [`Server::run`] (with `state` given to the handlers) and its

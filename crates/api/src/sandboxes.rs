@@ -1134,13 +1134,13 @@ pub struct RuleList {
     pub rules: Vec<paddock_engine::policy::RuleView>,
 }
 
-/// Rules to add: `allow` or `deny` for each of `hosts`, with the optional port, method and
-/// path for all of them; for one sandbox or every sandbox.
+/// Rules to add: `allow`, `ask` or `deny` for each of `hosts`, with the optional port, method
+/// and path for all of them; for one sandbox or every sandbox.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddRules {
-    /// `allow` or `deny`.
-    #[schema(pattern = "^(allow|deny)$")]
+    /// `allow`, `ask` (a request waits for the user's answer) or `deny`.
+    #[schema(pattern = "^(allow|ask|deny)$")]
     pub action: String,
     /// Host patterns: `api.example.com`, `*.example.com` (one label), `**.example.com` (any
     /// depth, and the name itself), an address or range, each with an optional `:PORT`.
@@ -1214,14 +1214,11 @@ async fn rules_add(
     State(state): State<ApiState>,
     Json(req): Json<AddRules>,
 ) -> Result<(StatusCode, Json<RuleList>), Problem> {
-    let action = match req.action.as_str() {
-        "allow" => paddock_policy::net::Action::Allow,
-        "deny" => paddock_policy::net::Action::Deny,
-        other => {
-            return Err(Problem::unprocessable(format!(
-                "action {other:?}: allow or deny"
-            )));
-        }
+    let Some(action) = paddock_policy::net::Action::parse(&req.action) else {
+        return Err(Problem::unprocessable(format!(
+            "action {:?}: allow, ask or deny",
+            req.action
+        )));
     };
     let request = paddock_engine::policy::RuleRequest {
         hosts: req.hosts,

@@ -450,7 +450,7 @@ pub struct RunArgs {
     /// No network at all: no proxy, only the sandbox's own loopback.
     #[arg(
         long,
-        conflicts_with_all = ["allow", "allow_private_address", "policy", "upstream_proxy"],
+        conflicts_with_all = ["allow", "allow_private_address", "policy", "upstream_proxy", "ask_unlisted", "ask_timeout"],
         help_heading = NETWORK
     )]
     pub no_network: bool,
@@ -464,6 +464,10 @@ pub struct RunArgs {
     /// (default 60).
     #[arg(long, value_name = "SECS", help_heading = NETWORK)]
     pub ask_timeout: Option<u32>,
+    /// Ask instead of deny: a request to a host no rule names waits for your answer
+    /// (`paddock policy approve`/`deny`; the run's terminal says what waits).
+    #[arg(long, help_heading = NETWORK)]
+    pub ask_unlisted: bool,
     /// An agent to run (claude, codex, gemini, shell): installed into the sandbox on first use
     /// and started in the workspace; arguments after `--` go to it.
     #[arg(value_name = "AGENT")]
@@ -749,15 +753,17 @@ pub enum PolicyCmd {
         #[arg(required = true)]
         ids: Vec<i64>,
     },
-    /// Show the decision for a URL and the rule that makes it, without sending anything.
-    /// Exits 0 when allowed, 1 when denied.
+    /// Show the decision for a URL and the rule that makes it, as the proxy decides (an HTTPS
+    /// host whose rules limit methods or paths: the request inside), without sending anything.
+    /// Exits 0 when allowed, 1 when denied or when it would wait for your answer (ask).
     Check {
-        /// http://host[:port]/path, https://host[:port], or host[:port] (as HTTPS).
+        /// http://host[:port]/path, https://host[:port]/path, or host[:port] (as HTTPS).
         url: String,
-        /// Decide with this sandbox's rules (default: the global rules only).
+        /// Decide with this sandbox's rules (default: as in a new sandbox: the global rules and
+        /// the preset it gets).
         #[arg(long)]
         sandbox: Option<String>,
-        /// Method of a plain-HTTP request (default GET).
+        /// The request's method (default GET).
         #[arg(long)]
         method: Option<String>,
     },
@@ -765,6 +771,9 @@ pub enum PolicyCmd {
     Preset {
         /// deny-all, balanced or open.
         name: String,
+        /// End in an ask instead of a deny: a host no rule names waits for your answer.
+        #[arg(long)]
+        ask_unlisted: bool,
         /// Only this sandbox (default: global).
         #[arg(long)]
         sandbox: Option<String>,

@@ -75,9 +75,20 @@ fn vet(rule: &Rule, written: &str) -> Result<()> {
     Ok(paddock_engine::policy::vet(rule, written, &Terminal)?)
 }
 
-fn apply_preset(dirs: &Dirs, store: &Store, scope: &Scope, name: &str) -> Result<usize> {
+fn apply_preset(
+    dirs: &Dirs,
+    store: &Store,
+    scope: &Scope,
+    name: &str,
+    ask_unlisted: bool,
+) -> Result<usize> {
     Ok(paddock_engine::policy::apply_preset(
-        dirs, store, scope, name, true,
+        dirs,
+        store,
+        scope,
+        name,
+        true,
+        ask_unlisted,
     )?)
 }
 
@@ -129,14 +140,23 @@ pub fn policy(dirs: &Dirs, cmd: PolicyCmd) -> Result<i32> {
             sandbox,
             method,
         } => check(dirs, &url, sandbox.as_deref(), method.as_deref()),
-        PolicyCmd::Preset { name, sandbox } => {
+        PolicyCmd::Preset {
+            name,
+            sandbox,
+            ask_unlisted,
+        } => {
             let scope = scope_of(sandbox.as_deref())?;
             presets::text(&name).map_err(|e| usage(e.to_string()))?;
             let store = open_store(dirs)?;
             note_unknown_sandbox(&store, &scope);
-            let n = apply_preset(dirs, &store, &scope, &name)?;
+            let n = apply_preset(dirs, &store, &scope, &name, ask_unlisted)?;
+            let ending = if ask_unlisted {
+                "; a host no rule names waits for your answer"
+            } else {
+                ""
+            };
             println!(
-                "applied preset {name} to {scope}: {n} rules (rules you added yourself are kept)"
+                "applied preset {name} to {scope}: {n} rules (rules you added yourself are kept){ending}"
             );
             Ok(0)
         }
@@ -365,10 +385,15 @@ fn ls(dirs: &Dirs, sandbox: Option<&str>, json: bool) -> Result<i32> {
 
 fn check(dirs: &Dirs, url: &str, sandbox: Option<&str>, method: Option<&str>) -> Result<i32> {
     let c = paddock_engine::Engine::at(dirs.clone())?.check_url(url, sandbox, method)?;
-    let verdict = if c.allowed { "allow" } else { "deny " };
-    println!("{verdict} {}\n      {}", c.request, c.reason);
+    println!("{:<5} {}\n      {}", c.decision, c.request, c.reason);
+    if let Some(rule) = &c.rule_text {
+        println!("      {rule}");
+    }
     if let Some(note) = c.note {
         println!("      ({note})");
+    }
+    if sandbox.is_none() {
+        println!("      (as in a new sandbox: the global rules and the preset it gets)");
     }
     Ok(if c.allowed { 0 } else { 1 })
 }

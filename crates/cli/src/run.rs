@@ -49,6 +49,7 @@ pub(crate) fn request(args: RunArgs) -> RunRequest {
         no_network: args.no_network,
         upstream_proxy: args.upstream_proxy,
         ask_timeout: args.ask_timeout,
+        ask_unlisted: args.ask_unlisted,
         agent: args.agent,
         command: args.command,
     }

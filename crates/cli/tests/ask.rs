@@ -68,8 +68,15 @@ fn a_held_request_waits_for_the_users_answer(backend: &str) {
     let ws = common::workspace();
     let name = unique("ask");
     let (hp, sp) = (http.port, https.port);
-    // Every host no other rule names asks (ask '**' on any port), before the sandbox exists.
-    policy(&["ask", "**", "--port", "any", "--sandbox", &name]);
+    // Every host no other rule names asks (`run --ask-unlisted`).
+    // And one host is denied outright: its HTTPS refusals explain themselves to curl, pip and
+    // npm inside, naming the rule and the command.
+    let o = policy(&["deny", "denied.test", "--port", "any", "--sandbox", &name]);
+    let deny_rule: i64 = stdout(&o)
+        .strip_prefix("rule ")
+        .and_then(|r| r.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{}", stdout(&o)));
     let home = common::home();
     let script = format!(
         r#"
@@ -84,6 +91,9 @@ step path-ok $H/v2/b
 step path-other $H/v3/c
 echo "tls $(curl -sS -o /dev/null -w '%{{http_code}}' --cacert /etc/paddock-test/ca.pem https://tls.test:{sp}/hello.txt 2>&1)"
 test -e {home} && echo "state: visible" || echo "state: hidden"
+echo "curl-denied: $(curl -sS https://denied.test:{sp}/x 2>&1 | tr '\n' '|')"
+pip download demo --retries 1 --no-deps -d /tmp/pip --index-url https://denied.test:{sp}/simple/ 2>&1 | grep -m1 -o 'Tunnel connection failed: 403 .*' | sed 's/^/pip-denied: /'
+npm view demo version --fetch-retries 0 --registry https://denied.test:{sp}/npm/ 2>&1 | grep -m1 -o '403 Forbidden by Paddock.*' | sed 's/^/npm-denied: /'
 "#,
         home = home.display()
     );
@@ -99,7 +109,7 @@ test -e {home} && echo "state: visible" || echo "state: hidden"
             .args(["run", "--backend", &backend, "--name", &name, "-w"])
             .arg(&ws)
             .args(["--mount", &ca_mount, "--allow", "127.0.0.1"])
-            .args(["--ask-timeout", "5"])
+            .args(["--ask-unlisted", "--ask-timeout", "5"])
             .args(["--", "sh", "-c", &script])
             .output()
             .unwrap()
@@ -147,6 +157,34 @@ test -e {home} && echo "state: visible" || echo "state: hidden"
             stderr(&o)
         );
     }
+    // Each client says what denied it and what would change that.
+    let fix = format!("paddock policy rm {deny_rule}");
+    for (client, want) in [
+        (
+            "curl-denied: ",
+            format!(
+                "paddock: GET https://denied.test:{sp}/x denied: denied by rule {deny_rule} ({name})|to allow it: {fix}   # an explicit deny rule decided|"
+            ),
+        ),
+        (
+            "pip-denied: ",
+            format!(
+                "Tunnel connection failed: 403 Forbidden by Paddock (rule={deny_rule}); to allow it: {fix}"
+            ),
+        ),
+        (
+            "npm-denied: ",
+            format!(
+                "403 Forbidden by Paddock (rule={deny_rule}); to allow it: {fix} - GET https://denied.test:{sp}/npm/demo"
+            ),
+        ),
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.strip_prefix(client).is_some_and(|l| l.starts_with(&want))),
+            "{client}{want:?} not in:\n{out}"
+        );
+    }
     // The user was told on the run's terminal, with the commands that answer.
     assert!(
         stderr(&o).contains(&format!(
@@ -155,7 +193,25 @@ test -e {home} && echo "state: visible" || echo "state: hidden"
         "{}",
         stderr(&o)
     );
-    // The always rule stays, saying where it came from; the one for the run went with it.
+    // Each denial is told on the run's terminal too, with what would allow it.
+    assert!(
+        stderr(&o).contains(&format!(
+            "paddock: {name} denied GET up.test:{hp}/hello.txt: rule "
+        )) && stderr(&o).contains(&format!(
+            "To allow it: paddock policy allow up.test --port {hp} --sandbox {name}."
+        )),
+        "{}",
+        stderr(&o)
+    );
+    // The preset ends in the ask; the always rule stays, saying where it came from; the one for
+    // the run went with it.
+    assert!(
+        rules.lines().any(|l| l.contains("ask")
+            && l.contains("**")
+            && l.contains("any")
+            && l.contains("preset:balanced")),
+        "{rules}"
+    );
     assert!(
         rules.lines().any(|l| l.contains("allow")
             && l.contains("up.test")

@@ -92,10 +92,21 @@ fn allow_deny_check_and_remove() {
         Some(1),
         "a sandbox rule is not global"
     );
-    assert_eq!(
-        check("https://api.example.org/v1/x", Some("box")).0,
-        Some(1),
-        "path rules cannot allow a tunnel"
+    // The proxy opens a tunnel to a host whose rules limit paths and decides the request
+    // inside: check decides that request too.
+    let (code, out) = check("https://api.example.org/v1/x", Some("box"));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.starts_with(
+            "allow GET https://api.example.org:443/v1/x\n      allowed by rule 4 (box)"
+        ),
+        "{out}"
+    );
+    let (code, out) = check("https://api.example.org/v2/x", Some("box"));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("GET /v2/x is not what rule 4 (box) allows on this host: GET /v1/*"),
+        "{out}"
     );
     assert_eq!(check("http://127.0.0.1/", None).0, Some(1));
 
@@ -311,4 +322,77 @@ fn allow_everything_is_refused_and_reserved_addresses_need_their_own_rule() {
         let o = policy(h, &["check", url]);
         assert_eq!(o.status.code(), Some(1), "{url}: {o:?}");
     }
+}
+
+/// Ask rules: added, listed, checked as `ask`; a preset that ends in one.
+#[test]
+fn ask_rules_and_a_preset_that_ends_in_one() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    assert_eq!(
+        ok(h, &["ask", "*.example.com", "--sandbox", "box"]).trim(),
+        "rule 1: ask *.example.com (box, user)"
+    );
+    let o = policy(h, &["check", "https://a.example.com/x", "--sandbox", "box"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).starts_with("ask   CONNECT a.example.com:443\n      rule 1 (box) asks the user"),
+        "{}",
+        stdout(&o)
+    );
+    // An allow beats the ask.
+    ok(h, &["allow", "a.example.com", "--sandbox", "box"]);
+    assert_eq!(
+        policy(h, &["check", "https://a.example.com", "--sandbox", "box"])
+            .status
+            .code(),
+        Some(0)
+    );
+    // A preset that ends in an ask: its rules, then `ask ** port any`.
+    let out = ok(
+        h,
+        &["preset", "deny-all", "--sandbox", "box", "--ask-unlisted"],
+    );
+    assert!(out.contains("waits for your answer"), "{out}");
+    let ls = ok(h, &["ls", "--sandbox", "box", "--json"]);
+    let rules: Vec<serde_json::Value> = serde_json::from_str(&ls).unwrap();
+    assert!(
+        rules.iter().any(|r| r["action"] == "ask"
+            && r["host"] == "**"
+            && r["port"] == "any"
+            && r["source"] == "preset:deny-all"),
+        "{ls}"
+    );
+    let o = policy(
+        h,
+        &[
+            "check",
+            "http://anything.example.org:8080/",
+            "--sandbox",
+            "box",
+        ],
+    );
+    assert!(stdout(&o).starts_with("ask "), "{}", stdout(&o));
+    // A waiting request's number where none waits: said so, nothing changed.
+    let o = policy(h, &["approve", "99"]);
+    assert!(!o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no request 99 is waiting"),
+        "{}",
+        stderr(&o)
+    );
+    let o = policy(h, &["deny", "99", "--always"]);
+    assert!(
+        stderr(&o).contains("no request 99 is waiting"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        ok(h, &["pending"]).trim(),
+        "no request is waiting for an answer"
+    );
+    assert_eq!(
+        serde_json::from_str::<Vec<serde_json::Value>>(&ok(h, &["pending", "--json"])).unwrap(),
+        Vec::<serde_json::Value>::new()
+    );
 }

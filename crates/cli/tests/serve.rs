@@ -1417,6 +1417,139 @@ fn logs_over_the_api() {
     assert!(status.success(), "{status:?} {err}");
 }
 
+// A request an ask rule holds, answered over the API: the waiting list followed as server-sent
+// events, an approval that makes a rule, the request let through; as an ordinary user.
+mod asks {
+    #[test]
+    fn a_held_request_is_followed_and_approved_over_the_api() {
+        crate::require_root!();
+        crate::common::in_mode(true, super::asks_over_the_api);
+    }
+}
+
+fn asks_over_the_api() {
+    use serde_json::json;
+    common::ensure_image();
+    let ws = common::workspace();
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("hello.txt"), "hello from upstream\n").unwrap();
+    let origin = common::static_server(www.path(), None);
+    let mut base = common::paddock();
+    base.env("PADDOCK_TEST_RESOLVE", "up.test=127.0.0.1");
+    let (server, api, _sock_dir) = serve_on_socket(base);
+    let name = common::unique("apiask");
+    let _cleanup = common::Cleanup(name.clone());
+    let script = format!(
+        "curl -sS http://up.test:{}/hello.txt > got.txt 2>&1; sleep 300",
+        origin.port
+    );
+    let made = api.call(
+        "POST",
+        "/v1/sandboxes",
+        Some(&json!({
+            "workspace": ws.path(), "name": name, "backend": "ns",
+            "allow": ["127.0.0.1"], "ask_unlisted": true, "ask_timeout": 120,
+            "command": ["sh", "-c", script],
+        })),
+    );
+    assert_eq!(made.status, 201, "{made:?}");
+    // The waiting list, followed: the request comes as `asked`...
+    let mut follower = api.follow(&format!("/v1/policy/pending/stream?sandbox={name}"));
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let out = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let next_event = |kind: &str| -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let mut event = String::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no `{kind}` event came"));
+            if let Some(e) = line.strip_prefix("event: ") {
+                event = e.to_owned();
+            } else if let Some(data) = line.strip_prefix("data: ")
+                && event == kind
+            {
+                return serde_json::from_str(data).unwrap();
+            }
+        }
+    };
+    let asked = next_event("asked");
+    assert_eq!(
+        (
+            &asked["sandbox"],
+            &asked["host"],
+            &asked["method"],
+            &asked["path"]
+        ),
+        (
+            &json!(name),
+            &json!("up.test"),
+            &json!("GET"),
+            &json!("/hello.txt")
+        ),
+        "{asked}"
+    );
+    let id = asked["id"].as_i64().unwrap();
+    let listed = json(&api.call("GET", "/v1/policy/pending", None));
+    assert!(
+        listed["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == id),
+        "{listed}"
+    );
+    // ...approved always for the whole host, it goes (`gone`), and the request goes through.
+    let approved = api.call(
+        "POST",
+        &format!("/v1/policy/pending/{id}/approve"),
+        Some(&json!({"lasting": "always", "host_only": true})),
+    );
+    assert_eq!(approved.status, 200, "{approved:?}");
+    let approved = json(&approved);
+    assert_eq!(approved["allowed"], true);
+    assert_eq!(
+        (
+            &approved["rule"]["action"],
+            &approved["rule"]["host"],
+            &approved["rule"]["path"]
+        ),
+        (&json!("allow"), &json!("up.test"), &json!(null)),
+        "{approved}"
+    );
+    assert_eq!(next_event("gone")["id"], id);
+    let got = ws.path().join("got.txt");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&got).unwrap_or_default() != "hello from upstream\n" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            std::fs::read_to_string(&got)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Answered once: a second answer finds nothing waiting.
+    let again = api.call(
+        "POST",
+        &format!("/v1/policy/pending/{id}/deny"),
+        Some(&json!({"always": true})),
+    );
+    assert_eq!(again.status, 404, "{again:?}");
+    assert_eq!(again.problem_code(), "not_found");
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let (status, err) = server.stop();
+    assert!(status.success(), "{status:?} {err}");
+}
+
 // A sandbox's workspace files through the API, as an ordinary user: write, read, stat, list,
 // delete; symlinks the sandbox planted (to a host file and a host directory outside the
 // workspace) are listed as symlinks and never followed; paths out of the workspace refused.

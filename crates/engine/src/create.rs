@@ -70,6 +70,8 @@ pub struct RunRequest {
     pub upstream_proxy: Option<String>,
     /// Seconds a request an `ask` rule holds waits for an answer (1 to 3600; 60 when none).
     pub ask_timeout: Option<u32>,
+    /// The preset ends in an ask instead of a deny: a host no rule names waits for the user.
+    pub ask_unlisted: bool,
     /// An agent preset (`claude`, `codex`, `gemini`, ...).
     pub agent: Option<String>,
     /// The command (bash, the agent, or keep-alive in the background, when empty).
@@ -328,6 +330,11 @@ pub(crate) fn validate(args: &RunRequest, report: &dyn Reporter) -> Result<Valid
         }
     }
     let upstream = upstream_proxy(args, report)?;
+    if args.no_network && (args.ask_unlisted || args.ask_timeout.is_some()) {
+        return Err(invalid(
+            "--ask-unlisted and --ask-timeout go with the network; --no-network has none",
+        ));
+    }
     if let Some(t) = args.ask_timeout
         && !(1..=3600).contains(&t)
     {

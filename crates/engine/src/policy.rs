@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use paddock_core::Dirs;
 use paddock_policy::net::{
-    Action, Host, Kind, PathGlob, PortSpec, Rule, Scope, StoredRule, Target, decide,
-    decide_address, parse_method, split_host_port,
+    Action, Decision, Host, Kind, PathGlob, PortSpec, Rule, Scope, StoredRule, Target, Tunnel,
+    decide, decide_address, normalize_path, parse_method, split_host_port, tunnel,
 };
 use paddock_proxy::presets;
 use paddock_proxy::registries::{HostConfig, RegistryHost, discover};
@@ -119,21 +119,61 @@ pub fn registries(dirs: &Dirs, fresh: bool) -> Vec<RegistryHost> {
 }
 
 /// Applies a preset to a scope (with this host's registries for `balanced`; `fresh` reads them
-/// again instead of reusing the last day's discovery).
+/// again instead of reusing the last day's discovery). `ask_unlisted`: the preset ends in an
+/// ask for every host on any port instead of the default deny, so a host no rule names waits
+/// for the user's answer.
 pub fn apply_preset(
     dirs: &Dirs,
     store: &Store,
     scope: &Scope,
     name: &str,
     fresh: bool,
+    ask_unlisted: bool,
 ) -> Result<usize> {
     let regs = if presets::wants_registries(name).map_err(|e| invalid(e.to_string()))? {
         registries(dirs, fresh)
     } else {
         Vec::new()
     };
-    let rules = presets::materialize(name, &regs).map_err(|e| invalid(e.to_string()))?;
+    let mut rules = presets::materialize(name, &regs).map_err(|e| invalid(e.to_string()))?;
+    if ask_unlisted {
+        rules.push(ask_unlisted_rule());
+    }
     Ok(store.apply_preset(scope, name, &rules)?.len())
+}
+
+/// `ask ** port any`: what `--ask-unlisted` adds to a preset.
+pub fn ask_unlisted_rule() -> Rule {
+    Rule {
+        action: Action::Ask,
+        host: paddock_policy::net::HostPattern::Any,
+        port: PortSpec::Any,
+        method: None,
+        path: None,
+        private_address: false,
+    }
+}
+
+/// The rules of the preset a new sandbox gets, as `check` decides with them before any
+/// sandbox has them: ids below zero, in the scope `new sandbox (preset NAME)`.
+fn new_sandbox_preset(dirs: &Dirs) -> Result<Vec<StoredRule>> {
+    let name = presets::DEFAULT;
+    let regs = if presets::wants_registries(name).map_err(|e| invalid(e.to_string()))? {
+        registries(dirs, false)
+    } else {
+        Vec::new()
+    };
+    let rules = presets::materialize(name, &regs).map_err(|e| invalid(e.to_string()))?;
+    Ok(rules
+        .into_iter()
+        .zip(1..)
+        .map(|(rule, i)| StoredRule {
+            id: -i,
+            scope: Scope::Sandbox(format!("a new sandbox's preset {name}")),
+            source: format!("preset:{name}"),
+            rule,
+        })
+        .collect())
 }
 
 /// The scope of rules for `sandbox` (every sandbox when none).
@@ -209,20 +249,35 @@ pub fn describe(r: &StoredRule) -> String {
 /// What the proxy would decide for a URL.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Check {
-    /// Whether the request would be let through.
+    /// Whether the request would be let through without asking.
     pub allowed: bool,
-    /// The request as the proxy sees it (`CONNECT host:443`, `GET http://host/path`).
+    /// `allow`, `ask` (it would wait for the user's answer) or `deny`.
+    pub decision: String,
+    /// The request as the proxy decides it (`CONNECT host:443`, `GET http://host:80/path`,
+    /// `GET https://host:443/path` inside a tunnel the proxy opens to decide each request).
     pub request: String,
-    /// Which rule decided, in words, or why none did.
+    /// Why, in the words of the proxy's audit log.
     pub reason: String,
     /// The deciding rule's id, when a rule decided.
     pub rule: Option<i64>,
+    /// The deciding rule in words.
+    pub rule_text: Option<String>,
     /// What is decided only at request time.
     pub note: Option<String>,
 }
 
+/// A URL as `policy check` reads it: the request the proxy sees first, and for HTTPS the
+/// request inside the tunnel (method and path), which the proxy sees where it intercepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// A plain request, or the CONNECT of an HTTPS one.
+    pub target: Target,
+    /// For HTTPS: the method and path inside the tunnel.
+    pub inner: Option<(String, String)>,
+}
+
 /// Reads `http://host[:port]/path`, `https://…`, or a bare `host[:port]` (as https).
-pub fn parse_url(url: &str, method: Option<&str>) -> Result<Target> {
+pub fn parse_url(url: &str, method: Option<&str>) -> Result<Probe> {
     let (scheme, rest) = match url.split_once("://") {
         Some((s, r)) => (s.to_ascii_lowercase(), r),
         None => ("https".to_owned(), url),
@@ -237,17 +292,15 @@ pub fn parse_url(url: &str, method: Option<&str>) -> Result<Target> {
     let (h, p) = split_host_port(auth).map_err(|e| invalid(e.to_string()))?;
     let host = Host::parse(h).map_err(|e| invalid(e.to_string()))?;
     let path = path.split(['?', '#']).next().unwrap_or("/");
-    let path = if path.is_empty() { "/" } else { path };
-    let kind = match scheme.as_str() {
-        "http" | "ws" => Kind::Http {
-            method: method
-                .map(parse_method)
-                .transpose()
-                .map_err(|e| invalid(e.to_string()))?
-                .unwrap_or_else(|| "GET".into()),
-            path: path.to_owned(),
-        },
-        "https" | "wss" => Kind::Connect,
+    let path = normalize_path(if path.is_empty() { "/" } else { path });
+    let method = method
+        .map(parse_method)
+        .transpose()
+        .map_err(|e| invalid(e.to_string()))?
+        .unwrap_or_else(|| "GET".into());
+    let (kind, inner) = match scheme.as_str() {
+        "http" | "ws" => (Kind::Http { method, path }, None),
+        "https" | "wss" => (Kind::Connect, Some((method, path))),
         other => {
             return Err(invalid(format!(
                 "scheme {other:?}: use http:// or https://"
@@ -255,7 +308,55 @@ pub fn parse_url(url: &str, method: Option<&str>) -> Result<Target> {
         }
     };
     let port = p.unwrap_or(kind.default_port());
-    Ok(Target { host, port, kind })
+    Ok(Probe {
+        target: Target { host, port, kind },
+        inner,
+    })
+}
+
+/// The request as `check` names it.
+fn request_words(t: &Target) -> String {
+    match &t.kind {
+        Kind::Connect => format!("CONNECT {}", t.host.authority(t.port)),
+        Kind::Http { method, path } => {
+            format!("{method} http://{}{path}", t.host.authority(t.port))
+        }
+        Kind::Https { method, path } => {
+            format!("{method} https://{}{path}", t.host.authority(t.port))
+        }
+    }
+}
+
+/// Decides `probe` with `rules` as the proxy does ([`tunnel`] for HTTPS, then the request
+/// inside where the proxy intercepts; [`decide_address`] for an address): the decision and the
+/// request it is about.
+pub fn decide_probe(rules: &[StoredRule], probe: &Probe) -> (Decision, Target) {
+    let t = &probe.target;
+    let (d, decided) = match (&t.kind, &probe.inner) {
+        (Kind::Connect, Some((method, path))) => match tunnel(rules, t, true) {
+            Tunnel::Inspect(_) => {
+                let inner = Target {
+                    kind: Kind::Https {
+                        method: method.clone(),
+                        path: path.clone(),
+                    },
+                    ..t.clone()
+                };
+                (decide(rules, &inner), inner)
+            }
+            Tunnel::Open(d) | Tunnel::Ask(d) | Tunnel::Refuse(d) => (d, t.clone()),
+        },
+        _ => (decide(rules, t), t.clone()),
+    };
+    // The proxy checks an address destination before it connects (the tunnel's, for HTTPS).
+    let d = match t.host.ip() {
+        Some(ip) if d.action == Action::Allow => {
+            let a = decide_address(rules, Some(&t.host), ip, t.port, &t.kind);
+            if a.action == Action::Allow { d } else { a }
+        }
+        _ => d,
+    };
+    (d, decided)
 }
 
 impl crate::Engine {
@@ -303,56 +404,38 @@ impl crate::Engine {
         ids.iter().map(|id| Ok(self.store.remove(*id)?)).collect()
     }
 
-    /// What the proxy would decide for `url` in `sandbox` (the global rules alone when none).
+    /// What the proxy would decide for `url` in `sandbox`; with none, in a new sandbox (the
+    /// global rules and the preset every new sandbox gets).
     pub fn check_url(
         &self,
         url: &str,
         sandbox: Option<&str>,
         method: Option<&str>,
     ) -> Result<Check> {
-        let target = parse_url(url, method)?;
+        let probe = parse_url(url, method)?;
         let rules = match sandbox {
             Some(_) => self.rules(sandbox)?,
-            None => self
-                .store
-                .all()?
-                .into_iter()
-                .filter(|r| r.scope == Scope::Global)
-                .collect(),
-        };
-        let request = match &target.kind {
-            Kind::Connect => format!("CONNECT {}", target.host.authority(target.port)),
-            Kind::Http { method, path } => format!(
-                "{method} http://{}{path}",
-                target.host.authority(target.port)
-            ),
-            Kind::Https { method, path } => format!(
-                "{method} https://{}{path} (intercepted)",
-                target.host.authority(target.port)
-            ),
-        };
-        let explain = |d: &paddock_policy::net::Decision| match d
-            .rule
-            .and_then(|id| rules.iter().find(|r| r.id == id))
-        {
-            Some(r) => describe(r),
-            None => d.reason.clone(),
-        };
-        let mut d = decide(&rules, &target);
-        if d.action == Action::Allow
-            && let Some(ip) = target.host.ip()
-        {
-            let a = decide_address(&rules, Some(&target.host), ip, target.port, &target.kind);
-            if a.action == Action::Deny {
-                d = a;
+            None => {
+                let mut rules: Vec<StoredRule> = self
+                    .store
+                    .all()?
+                    .into_iter()
+                    .filter(|r| r.scope == Scope::Global)
+                    .collect();
+                rules.extend(new_sandbox_preset(&self.dirs)?);
+                rules
             }
-        }
+        };
+        let (d, decided) = decide_probe(&rules, &probe);
+        let rule = d.rule.and_then(|id| rules.iter().find(|r| r.id == id));
         Ok(Check {
             allowed: d.action == Action::Allow,
-            request,
-            reason: explain(&d),
-            rule: d.rule,
-            note: (d.action == Action::Allow && target.host.ip().is_none()).then(|| {
+            decision: d.action.to_string(),
+            request: request_words(&decided),
+            reason: d.reason.clone(),
+            rule: d.rule.filter(|id| *id > 0),
+            rule_text: rule.map(describe),
+            note: (d.action == Action::Allow && probe.target.host.ip().is_none()).then(|| {
                 "at request time the proxy also refuses the name if it resolves to a private, loopback or metadata address no rule names".to_owned()
             }),
         })

@@ -200,13 +200,16 @@ impl Engine {
         if !args.no_network {
             let rules = store;
             let scope = Scope::Sandbox(name.to_string());
-            let preset = match (&args.policy, rules.preset_of(&scope)?) {
+            let had = rules.preset_of(&scope)?;
+            let preset = match (&args.policy, &had) {
                 (Some(p), _) => Some(p.as_str()),
                 (None, None) => Some(paddock_proxy::presets::DEFAULT),
+                // The preset it has, now ending in an ask.
+                (None, Some(p)) if args.ask_unlisted => Some(p.as_str()),
                 (None, Some(_)) => None,
             };
             if let Some(p) = preset {
-                crate::policy::apply_preset(dirs, rules, &scope, p, false)?;
+                crate::policy::apply_preset(dirs, rules, &scope, p, false, args.ask_unlisted)?;
             }
             let have = rules.rules_for(name.as_str())?;
             let fresh: Vec<Rule> = v

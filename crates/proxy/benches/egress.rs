@@ -564,7 +564,7 @@ impl Paddock {
             });
             let (worker_audit, supervisor_audit) = UnixStream::pair().unwrap();
             let received = std::thread::spawn(move || {
-                let _ = channel::receive_audit(supervisor_audit, &sink, SANDBOX);
+                let _ = channel::receive_audit(supervisor_audit, &sink, SANDBOX, &|_| {});
             });
             let (forwarder, audit) = AuditForwarder::start(worker_audit).unwrap();
             (

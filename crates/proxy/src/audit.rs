@@ -75,9 +75,11 @@ pub struct Record {
     pub port: Option<u16>,
     /// Path, where visible.
     pub path: Option<String>,
-    /// `allow` / `deny`.
+    /// `allow` / `deny`, or `fail` for an allowed request that failed before a decision
+    /// could matter (a name that does not resolve).
     pub action: &'static str,
-    /// Deciding rule id, `default`, `address` or `protocol`.
+    /// Deciding rule id, `default`, `address`, `protocol`, `ask` (a held request denied), or
+    /// `resolve`.
     pub rule: String,
     /// Why.
     pub reason: String,

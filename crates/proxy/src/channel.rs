@@ -275,8 +275,14 @@ fn forward(stream: UnixStream, rx: &mpsc::Receiver<Msg>, stop: &AtomicBool) {
 
 /// Writes what one proxy process of `sandbox` sends on `stream` to `sink`, until it closes the
 /// stream. Each record gets `sandbox` and a key of `sink`'s, whatever the sender wrote; a
-/// malformed message is dropped.
-pub fn receive_audit(stream: UnixStream, sink: &AuditSink, sandbox: &str) -> io::Result<()> {
+/// malformed message is dropped. `seen` is shown each record as it is written (the supervisor
+/// tells the user of denials).
+pub fn receive_audit(
+    stream: UnixStream,
+    sink: &AuditSink,
+    sandbox: &str,
+    seen: &dyn Fn(&Record),
+) -> io::Result<()> {
     let mut input = io::BufReader::new(stream);
     // Keys name this sink's rows only: its prefix, then what the sender called it (kept short
     // and plain).
@@ -298,24 +304,23 @@ pub fn receive_audit(stream: UnixStream, sink: &AuditSink, sandbox: &str) -> io:
                 let action = match r.action.as_str() {
                     "allow" => "allow",
                     "deny" => "deny",
+                    "fail" => "fail",
                     _ => continue,
                 };
-                Msg::Insert(
-                    key(&k),
-                    crate::audit::now_ms(),
-                    Record {
-                        sandbox: sandbox.to_owned(),
-                        client: r.client,
-                        method: r.method,
-                        host: r.host,
-                        port: r.port,
-                        path: r.path,
-                        action,
-                        rule: r.rule,
-                        reason: r.reason,
-                        status: r.status,
-                    },
-                )
+                let record = Record {
+                    sandbox: sandbox.to_owned(),
+                    client: r.client,
+                    method: r.method,
+                    host: r.host,
+                    port: r.port,
+                    path: r.path,
+                    action,
+                    rule: r.rule,
+                    reason: r.reason,
+                    status: r.status,
+                };
+                seen(&record);
+                Msg::Insert(key(&k), crate::audit::now_ms(), record)
             }
             AuditEvent::Finish { key: k, finish } => Msg::Finish(key(&k), finish),
         };
@@ -479,7 +484,7 @@ mod tests {
         let (worker, parent) = UnixStream::pair().unwrap();
         let received = {
             let sink = sink.clone();
-            std::thread::spawn(move || receive_audit(parent, &sink, "mine"))
+            std::thread::spawn(move || receive_audit(parent, &sink, "mine", &|_| {}))
         };
         let (forwarder, wsink) = AuditForwarder::start(worker.try_clone().unwrap()).unwrap();
         let record = |sandbox: &str, host: &str| Record {

@@ -146,7 +146,16 @@ pub struct Credentials {
     by_host: HashMap<String, Vec<Bound>>,
     upstream: Arc<rustls::ClientConfig>,
     servers: Mutex<HashMap<String, Arc<rustls::ServerConfig>>>,
+    /// Hosts whose refusal a client lately would not take over TLS (it does not trust the
+    /// sandbox's CA), with when: their refusals go back to a 403 to the CONNECT for a while.
+    untrusted: Mutex<Vec<(String, std::time::Instant)>>,
 }
+
+/// How long a host's refusals stay a 403 to the CONNECT after a client refused the
+/// explaining certificate.
+const UNTRUSTED_FOR: Duration = Duration::from_secs(600);
+/// How many such hosts are remembered (the oldest is forgotten first).
+const UNTRUSTED_MAX: usize = 256;
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -208,7 +217,25 @@ impl Credentials {
             by_host,
             upstream: Arc::new(upstream),
             servers: Mutex::new(HashMap::new()),
+            untrusted: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Whether a refusal of a tunnel to `host` is explained over TLS: not when a client
+    /// refused the explaining certificate for it in the last [`UNTRUSTED_FOR`].
+    pub fn explains(&self, host: &str) -> bool {
+        let mut list = self.untrusted.lock().unwrap_or_else(|p| p.into_inner());
+        list.retain(|(_, at)| at.elapsed() < UNTRUSTED_FOR);
+        !list.iter().any(|(h, _)| h == host)
+    }
+
+    fn not_trusted(&self, host: &str) {
+        let mut list = self.untrusted.lock().unwrap_or_else(|p| p.into_inner());
+        list.retain(|(h, _)| h != host);
+        if list.len() >= UNTRUSTED_MAX {
+            list.remove(0);
+        }
+        list.push((host.to_owned(), std::time::Instant::now()));
     }
 
     /// The credentials bound to `host`, if any (then its tunnels are intercepted).
@@ -538,7 +565,8 @@ impl Tunnel {
             },
         };
         let mut d = decide(&self.cfg.rules.current(), &target);
-        if d.action == Action::Ask {
+        let asked = d.action == Action::Ask;
+        if asked {
             d = match crate::server::hold(&self.cfg, &target, &d).await {
                 crate::server::Held::Once(d) | crate::server::Held::Denied(d) => d,
                 crate::server::Held::Granted(account) => crate::server::after_grant(
@@ -561,19 +589,31 @@ impl Tunnel {
                 d.reason.clone(),
                 Some(403),
             );
-            let mut r = text(
-                StatusCode::FORBIDDEN,
+            let sb = &self.cfg.sandbox;
+            let fix = match d.rule {
+                Some(id) if !asked => {
+                    format!("paddock policy rm {id}   # an explicit deny rule decided")
+                }
+                _ => format!(
+                    "paddock policy allow {}{} --method {method} --path '{}' --sandbox {sb}",
+                    target.host,
+                    if self.port == 443 {
+                        String::new()
+                    } else {
+                        format!(" --port {}", self.port)
+                    },
+                    req.uri().path()
+                ),
+            };
+            return crate::server::forbidden(
+                &d.header(),
                 format!(
-                    "paddock: {method} https://{}{path} denied: {}\n",
+                    "paddock: {method} https://{}{path} denied: {}\nto allow it: {fix}\n",
                     target.host.authority(self.port),
                     d.reason
                 ),
+                &fix,
             );
-            if let Ok(v) = HeaderValue::from_str(&d.header()) {
-                r.headers_mut()
-                    .insert(HeaderName::from_static(crate::server::DECISION_HEADER), v);
-            }
-            return r;
         }
         let mut sender = match self.free_upstream().await {
             Ok(s) => s,
@@ -610,9 +650,9 @@ impl Tunnel {
         }
         // Recorded now, its bytes each way, duration and status filled in when the exchange ends.
         let reason = if used.is_empty() {
-            "intercepted; no credential applied".to_owned()
+            format!("{}; intercepted, no credential applied", d.reason)
         } else {
-            format!("credential {} injected", used.join(", "))
+            format!("{}; credential {} injected", d.reason, used.join(", "))
         };
         let entry = self.audit_rule(&method, Some(&path), false, rule, reason, None);
         let tally = Tally::new(self.cfg.audit.clone(), entry, started);
@@ -709,6 +749,54 @@ pub(crate) fn base64(data: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Serves a refused tunnel: TLS with the client under the sandbox's CA for `host`, and every
+/// request inside answered by `answer(method, path)` (the 403 that explains the refusal);
+/// nothing goes upstream. A client that refuses the certificate makes `host`'s next refusals a
+/// 403 to the CONNECT ([`Credentials::explains`]).
+pub(crate) async fn explain<S, F>(creds: Arc<Credentials>, client_io: S, host: String, answer: F)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Fn(&str, &str) -> Response<Body> + Send + Sync + 'static,
+{
+    let Ok(server) = creds.server_for(&host) else {
+        return;
+    };
+    let accepted = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio_rustls::TlsAcceptor::from(server).accept(client_io),
+    )
+    .await;
+    let tls = match accepted {
+        Ok(Ok(t)) => t,
+        Ok(Err(_)) => return creds.not_trusted(&host),
+        Err(_) => return,
+    };
+    let answer = Arc::new(answer);
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let answer = answer.clone();
+        async move {
+            let path = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_else(|| "/".into());
+            Ok::<_, std::convert::Infallible>(answer(req.method().as_str(), &path))
+        }
+    });
+    let served = tokio::time::timeout(Duration::from_secs(30), async move {
+        if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+            let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .serve_connection(TokioIo::new(tls), svc)
+                .await;
+        } else {
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), svc)
+                .await;
+        }
+    });
+    let _ = served.await;
 }
 
 /// Serves one intercepted tunnel: TLS with the client, then each request on to the host.

@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use paddock_policy::net::{Host, canonical_ip};
 
 /// The environment variable that maps names to addresses for tests
-/// (`name=addr[,addr];name=addr`), in the way `curl --resolve` does. Names listed there are
-/// never sent to the system resolver.
+/// (`name=addr[,addr];name=addr`), in the way `curl --resolve` does; `name=` does not resolve.
+/// Names listed there are never sent to the system resolver.
 pub const TEST_OVERRIDE_ENV: &str = "PADDOCK_TEST_RESOLVE";
 
 /// Resolves names.
@@ -40,6 +40,7 @@ impl Resolver {
             };
             let addrs = addrs
                 .split(',')
+                .filter(|a| !a.trim().is_empty())
                 .map(|a| {
                     a.trim()
                         .parse::<IpAddr>()
@@ -57,8 +58,13 @@ impl Resolver {
             Host::Ip(a) => return Ok(vec![*a]),
             Host::Name(n) => n,
         };
-        if let Some(a) = self.overrides.get(name) {
-            return Ok(a.clone());
+        match self.overrides.get(name) {
+            // A name listed with no address does not resolve.
+            Some(a) if a.is_empty() => {
+                return Err(io::Error::new(io::ErrorKind::NotFound, "no addresses"));
+            }
+            Some(a) => return Ok(a.clone()),
+            None => {}
         }
         let addrs: Vec<IpAddr> = tokio::net::lookup_host((name.as_str(), port))
             .await?

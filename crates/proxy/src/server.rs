@@ -16,8 +16,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use paddock_policy::net::{
-    Action, Decision, Host, Kind, ProxyUrl, StoredRule, Target, decide, decide_address,
-    normalize_path, split_host_port,
+    Action, Decision, Host, Kind, ProxyUrl, StoredRule, Target, Tunnel, decide, decide_address,
+    normalize_path, split_host_port, tunnel,
 };
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::Mutex as AsyncMutex;
@@ -210,6 +210,20 @@ fn text(status: StatusCode, decision: &str, msg: String) -> Response<Body> {
     r
 }
 
+/// A 403 with `msg` as its body, and a reason phrase (HTTP/1.1) that names the fix: many
+/// clients print the status line's phrase, not the body.
+pub(crate) fn forbidden(decision: &str, msg: String, fix: &str) -> Response<Body> {
+    let mut r = text(StatusCode::FORBIDDEN, decision, msg);
+    let fix = fix.split("   #").next().unwrap_or(fix).trim();
+    let rule = decision.strip_prefix("deny; ").unwrap_or(decision);
+    if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(format!(
+        "Forbidden by Paddock ({rule}); to allow it: {fix}"
+    )) {
+        r.extensions_mut().insert(phrase);
+    }
+    r
+}
+
 fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
@@ -305,6 +319,7 @@ impl Conn {
     /// Where an allowed `target` goes: through `via`, or to its checked addresses. An
     /// address target is checked either way; a name is resolved only when it goes direct
     /// (the upstream proxy resolves it). `Err` is the audited answer to send instead.
+    /// `connect`: the CONNECT request, whose refusal is explained over TLS ([`Conn::refused`]).
     async fn route(
         &self,
         rules: &[StoredRule],
@@ -312,17 +327,52 @@ impl Conn {
         target: &Target,
         path: Option<&str>,
         via: Option<ProxyUrl>,
+        connect: Option<&mut Request<Incoming>>,
     ) -> Result<Route, Response<Body>> {
         if let Some(p) = &via
             && target.host.ip().is_none()
         {
             return Ok(Route::Via(p.clone()));
         }
-        let addrs = self.addresses(rules, method, target, path).await?;
+        let addrs = self.addresses(rules, method, target, path, connect).await?;
         Ok(match via {
             Some(p) => Route::Via(p),
             None => Route::Direct(addrs),
         })
+    }
+
+    /// What a denial of `target` says: the `x-paddock-decision` header, and the command that
+    /// would allow it.
+    fn denial(&self, target: &Target, d: &Decision, rule: Option<&str>) -> (String, String) {
+        let sb = &self.cfg.sandbox;
+        let port = if target.port == target.kind.default_port() {
+            String::new()
+        } else {
+            format!(" --port {}", target.port)
+        };
+        let fix = match (rule, d.rule) {
+            (Some("ask"), _) => format!(
+                "paddock policy allow {}{port} --sandbox {sb}   # or approve it when it is asked again",
+                target.host
+            ),
+            (Some("address"), _) => match target.host.ip() {
+                Some(ip) => format!(
+                    "paddock policy allow {ip} --port {} --sandbox {sb}",
+                    target.port
+                ),
+                None => format!(
+                    "paddock policy allow {} --port {} --sandbox {sb}   # plus the address range it resolves to",
+                    target.host, target.port
+                ),
+            },
+            (_, Some(id)) => format!("paddock policy rm {id}   # an explicit deny rule decided"),
+            (_, None) => format!("paddock policy allow {}{port} --sandbox {sb}", target.host),
+        };
+        let header = match rule {
+            Some(r) => format!("deny; rule={r}"),
+            None => d.header(),
+        };
+        (header, fix)
     }
 
     /// A 403 that says which rule decided and how to change it, audited.
@@ -346,49 +396,65 @@ impl Conn {
             rule,
             403,
         );
-        let sb = &self.cfg.sandbox;
-        let fix = match (rule, d.rule) {
-            (Some("ask"), _) => format!(
-                "paddock policy allow {}{} --sandbox {sb}   # or approve it when it is asked again",
-                target.host,
-                if target.port == target.kind.default_port() {
-                    String::new()
-                } else {
-                    format!(" --port {}", target.port)
-                }
-            ),
-            (Some("address"), _) => match target.host.ip() {
-                Some(ip) => format!(
-                    "paddock policy allow {ip} --port {} --sandbox {sb}",
-                    target.port
-                ),
-                None => format!(
-                    "paddock policy allow {} --port {} --sandbox {sb}   # plus the address range it resolves to",
-                    target.host, target.port
-                ),
-            },
-            (_, Some(id)) => format!("paddock policy rm {id}   # an explicit deny rule decided"),
-            (_, None) => {
-                let port = if target.port == target.kind.default_port() {
-                    String::new()
-                } else {
-                    format!(" --port {}", target.port)
-                };
-                format!("paddock policy allow {}{port} --sandbox {sb}", target.host)
-            }
-        };
-        let header = match rule {
-            Some(r) => format!("deny; rule={r}"),
-            None => d.header(),
-        };
-        text(
-            StatusCode::FORBIDDEN,
+        let (header, fix) = self.denial(target, d, rule);
+        forbidden(
             &header,
             format!(
                 "paddock: {} {}:{} denied: {}\nto allow it: {fix}\n",
                 method, target.host, target.port, d.reason
             ),
+            &fix,
         )
+    }
+
+    /// Refuses a CONNECT, audited. With the sandbox's CA, and unless a client refused its
+    /// certificate for this host lately, the tunnel is opened to a TLS session under that CA
+    /// whose every request is answered with the 403 that explains the refusal (curl and most
+    /// clients print that, where a refused CONNECT shows them only a status); else a 403 to the
+    /// CONNECT, whose status line's phrase says what to do. An HTTP/1.0 CONNECT (Python's
+    /// `http.client`: pip, requests, urllib) gets that 403 too: those clients print a refused
+    /// CONNECT's status line, and pip would print nothing of a 403 from an index.
+    fn refused(
+        &self,
+        req: &mut Request<Incoming>,
+        target: &Target,
+        d: &Decision,
+        rule: Option<&str>,
+    ) -> Response<Body> {
+        let host = target.host.to_string();
+        let creds = match &self.cfg.credentials {
+            Some(c) if c.explains(&host) && req.version() != Version::HTTP_10 => c.clone(),
+            _ => return self.denied("CONNECT", target, None, d, rule),
+        };
+        self.record(
+            Seen {
+                method: "CONNECT",
+                host: &host,
+                port: Some(target.port),
+                path: None,
+            },
+            d,
+            rule,
+            403,
+        );
+        let (header, fix) = self.denial(target, d, rule);
+        let on_upgrade = hyper::upgrade::on(req);
+        let (reason, authority) = (d.reason.clone(), target.host.authority(target.port));
+        let answer = move |method: &str, path: &str| {
+            forbidden(
+                &header,
+                format!(
+                    "paddock: {method} https://{authority}{path} denied: {reason}\nto allow it: {fix}\n"
+                ),
+                &fix,
+            )
+        };
+        tokio::spawn(async move {
+            if let Ok(upgraded) = on_upgrade.await {
+                crate::intercept::explain(creds, TokioIo::new(upgraded), host, answer).await;
+            }
+        });
+        Response::new(empty())
     }
 
     /// Resolves an allowed target and picks the addresses the rules allow, in order. `Err` is
@@ -399,31 +465,38 @@ impl Conn {
         method: &str,
         target: &Target,
         path: Option<&str>,
+        connect: Option<&mut Request<Incoming>>,
     ) -> Result<Vec<SocketAddr>, Response<Body>> {
         let ips: Vec<IpAddr> = match self.cfg.resolver.resolve(&target.host, target.port).await {
             Ok(a) => a,
             Err(e) => {
-                let d = Decision {
-                    action: Action::Deny,
-                    rule: None,
-                    reason: format!("cannot resolve {}: {e}", target.host),
-                };
-                self.record(
-                    Seen {
-                        method,
-                        host: &target.host.to_string(),
-                        port: Some(target.port),
-                        path,
-                    },
-                    &d,
-                    Some("resolve"),
-                    502,
-                );
-                return Err(text(
+                // Not a decision of the rules, which allowed the name: a failure, logged and
+                // answered as one.
+                let why = format!("cannot resolve {}: {e}", target.host);
+                self.cfg.audit.record(Record {
+                    sandbox: self.cfg.sandbox.clone(),
+                    client: self.client.clone(),
+                    method: method.into(),
+                    host: target.host.to_string(),
+                    port: Some(target.port),
+                    path: path.map(Into::into),
+                    action: "fail",
+                    rule: "resolve".into(),
+                    reason: why.clone(),
+                    status: Some(502),
+                });
+                let mut r = text(
                     StatusCode::BAD_GATEWAY,
-                    "deny; rule=resolve",
-                    format!("paddock: cannot resolve {}: {e}\n", target.host),
-                ));
+                    "fail; rule=resolve",
+                    format!("paddock: {why} (the rules allow it; the name does not resolve)\n"),
+                );
+                if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(format!(
+                    "Bad Gateway: Paddock cannot resolve {}",
+                    target.host
+                )) {
+                    r.extensions_mut().insert(phrase);
+                }
+                return Err(r);
             }
         };
         let mut first_refusal = None;
@@ -439,7 +512,10 @@ impl Conn {
         }
         match (ok.is_empty(), first_refusal) {
             (false, _) => Ok(ok),
-            (true, Some(d)) => Err(self.denied(method, target, path, &d, Some("address"))),
+            (true, Some(d)) => Err(match connect {
+                Some(req) => self.refused(req, target, &d, Some("address")),
+                None => self.denied(method, target, path, &d, Some("address")),
+            }),
             (true, None) => {
                 Err(self.bad_request(method, &target.host.to_string(), path, "no address".into()))
             }
@@ -492,31 +568,37 @@ async fn connect(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
         port,
         kind: Kind::Connect,
     };
+    // With the sandbox's CA the proxy can open a tunnel to decide each request inside (a rule
+    // limits methods or paths on the host), and explain a refusal over TLS.
+    let can_intercept = conn.cfg.credentials.is_some();
     let mut rules = conn.cfg.rules.current();
-    let mut d = decide(&rules, &target);
-    // Rules that limit methods or paths on this host: with a CA to intercept with, the tunnel
-    // is opened and each request inside decided; without one, such rules refuse the tunnel.
-    let intercepts = |rules: &[StoredRule]| {
-        conn.cfg.credentials.is_some()
-            && paddock_policy::net::needs_interception(rules, &target.host, port)
-    };
-    let mut inspect = intercepts(&rules);
-    if d.action == Action::Ask && !inspect {
-        d = match hold(&conn.cfg, &target, &d).await {
-            Held::Once(d) => d,
-            Held::Denied(d) => return conn.denied("CONNECT", &target, None, &d, Some("ask")),
+    let mut t = tunnel(&rules, &target, can_intercept);
+    if let Tunnel::Ask(d) = &t {
+        t = match hold(&conn.cfg, &target, d).await {
+            Held::Once(d) => Tunnel::Open(d),
+            Held::Denied(d) => return conn.refused(&mut req, &target, &d, Some("ask")),
             Held::Granted(account) => {
                 rules = conn.cfg.rules.current();
-                inspect = intercepts(&rules);
-                after_grant(decide(&rules, &target), &account, inspect)
+                match tunnel(&rules, &target, can_intercept) {
+                    Tunnel::Open(d) => Tunnel::Open(after_grant(d, &account, false)),
+                    Tunnel::Inspect(d) => Tunnel::Inspect(after_grant(d, &account, false)),
+                    Tunnel::Ask(d) | Tunnel::Refuse(d) => {
+                        Tunnel::Refuse(after_grant(d, &account, false))
+                    }
+                }
             }
         };
     }
-    if d.action != Action::Allow && !inspect {
-        return conn.denied("CONNECT", &target, None, &d, None);
-    }
+    let (d, inspect) = match t {
+        Tunnel::Open(d) => (d, false),
+        Tunnel::Inspect(d) => (d, true),
+        Tunnel::Ask(d) | Tunnel::Refuse(d) => return conn.refused(&mut req, &target, &d, None),
+    };
     let via = crate::upstream::via(conn.cfg.upstream.as_ref(), &target.host, port, true);
-    let route = match conn.route(&rules, "CONNECT", &target, None, via).await {
+    let route = match conn
+        .route(&rules, "CONNECT", &target, None, via, Some(&mut req))
+        .await
+    {
         Ok(r) => r,
         Err(resp) => return resp,
     };
@@ -525,7 +607,7 @@ async fn connect(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     if let Some(creds) = conn.cfg.credentials.clone()
         && (inspect || creds.bound(&host).is_some())
     {
-        return intercept(conn, &rules, req, creds, host, port, route, &d);
+        return intercept(conn, req, creds, host, port, route, &d, inspect);
     }
     let seen = Seen {
         method: "CONNECT",
@@ -589,17 +671,19 @@ fn noted_route(d: Decision, route: &Route) -> Decision {
     }
 }
 
-/// Answers a CONNECT to a host with a bound credential and intercepts the tunnel.
+/// Answers a CONNECT to a host with a bound credential, or one whose requests are decided
+/// each on its own (`inspect`: `d` is then the tunnel's decision as [`tunnel`] made it), and
+/// intercepts the tunnel.
 #[allow(clippy::too_many_arguments)]
 fn intercept(
     conn: &Conn,
-    rules: &[StoredRule],
     mut req: Request<Incoming>,
     creds: Arc<crate::intercept::Credentials>,
     host: String,
     port: u16,
     route: Route,
     d: &Decision,
+    inspect: bool,
 ) -> Response<Body> {
     let rule = d
         .rule
@@ -611,32 +695,15 @@ fn intercept(
         port: Some(port),
         path: None,
     };
-    // A tunnel opened although the host's decision is not an allow: a rule limits methods or
-    // paths here, so each request inside is decided (and audited) on its own.
-    let noted = match d.action {
-        Action::Allow => Decision {
+    let noted = match inspect {
+        true => d.clone(),
+        false => Decision {
             reason: format!(
-                "intercepted (a credential or a method/path rule applies to this host); {}",
+                "intercepted (a credential applies to this host); {}",
                 d.reason
             ),
             ..d.clone()
         },
-        _ => {
-            let limiting = paddock_policy::net::interception_rule(rules, &host_of(&host), port);
-            Decision {
-                action: Action::Allow,
-                rule: limiting.map(|r| r.id),
-                reason: match limiting {
-                    Some(r) => format!(
-                        "opened to decide each request inside: rule {} ({}) limits {} on this host",
-                        r.id,
-                        r.scope,
-                        r.rule.limits()
-                    ),
-                    None => "opened to decide each request inside".into(),
-                },
-            }
-        }
     };
     conn.record(seen, &noted, None, 200);
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -664,10 +731,6 @@ fn intercept(
             .insert(HeaderName::from_static(DECISION_HEADER), v);
     }
     r
-}
-
-fn host_of(host: &str) -> Host {
-    Host::parse(host).unwrap_or_else(|_| Host::Name(host.to_owned()))
 }
 
 /// Copies both ways until both sides are done.
@@ -854,7 +917,7 @@ async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
         Some(s) => s,
         None => {
             let route = match conn
-                .route(&rules, &method, &target, Some(&path), via.clone())
+                .route(&rules, &method, &target, Some(&path), via.clone(), None)
                 .await
             {
                 Ok(r) => r,

@@ -126,3 +126,70 @@ fn a_body_cut_short_is_an_error_not_a_truncation() {
         }
     }
 }
+
+/// A refused tunnel explains itself over TLS to a client that trusts the sandbox's CA: the
+/// body and the status line's phrase name the reason and the command that allows it. A client
+/// that refuses that certificate gets a 403 to its CONNECT on its next try.
+#[test]
+fn a_refused_tunnel_explains_itself_to_a_client_that_trusts_the_sandbox_ca() {
+    let c = case(Ending::Close, 10);
+    let denied = "denied.test";
+    let url = format!("https://{denied}/v1/x");
+    for version in ["--http1.1", "--http2"] {
+        let (code, out, err) = c.proxy.curl(&[
+            version,
+            "--cacert",
+            c.sandbox_ca.to_str().unwrap(),
+            "-w",
+            "status=%{http_code}",
+            &url,
+        ]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(
+            out,
+            "paddock: GET https://denied.test:443/v1/x denied: no rule allows this host and port \
+             (deny by default)\nto allow it: paddock policy allow denied.test --sandbox t\nstatus=403",
+            "{version}"
+        );
+    }
+    // With headers: the decision header and, over HTTP/1.1, the phrase.
+    let (_, out, _) = c.proxy.curl(&[
+        "--http1.1",
+        "--cacert",
+        c.sandbox_ca.to_str().unwrap(),
+        "-s",
+        "-o",
+        "/dev/null",
+        "-D",
+        "-",
+        &url,
+    ]);
+    assert!(
+        out.contains(
+            "HTTP/1.1 403 Forbidden by Paddock (rule=default); to allow it: paddock policy allow denied.test --sandbox t"
+        ) && out.contains("x-paddock-decision: deny; rule=default"),
+        "{out}"
+    );
+    assert!(c.seen.lock().unwrap().is_empty(), "nothing went upstream");
+    // A client that trusts only its own CA refuses the certificate...
+    let other_ca = c.dir.path().join("upstream-ca.pem");
+    let (code, _, err) = c
+        .proxy
+        .curl(&["--cacert", other_ca.to_str().unwrap(), &url]);
+    assert_eq!(code, 60, "{err}");
+    // ...and then gets the refusal as the answer to its CONNECT, the phrase saying what to do.
+    let (code, _, err) = c
+        .proxy
+        .curl(&["--cacert", other_ca.to_str().unwrap(), &url]);
+    assert_eq!(code, 56, "{err}");
+    assert!(err.contains("CONNECT tunnel failed, response 403"), "{err}");
+    let raw = c
+        .proxy
+        .raw(b"CONNECT denied.test:443 HTTP/1.1\r\nHost: denied.test:443\r\n\r\n");
+    assert!(
+        raw.starts_with(
+            "HTTP/1.1 403 Forbidden by Paddock (rule=default); to allow it: paddock policy allow denied.test --sandbox t\r\n"
+        ),
+        "{raw}"
+    );
+}

@@ -111,6 +111,8 @@ impl Fixture {
         for n in ["allowed.test", "other.test", "rebind.test"] {
             over.insert(n.to_string(), vec!["127.0.0.1".parse().unwrap()]);
         }
+        // A name that does not resolve.
+        over.insert("gone.test".to_string(), vec![]);
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let proxy = l.local_addr().unwrap();
         let handle = paddock_proxy::start(
@@ -297,6 +299,32 @@ fn rebinding_to_loopback_is_refused_without_an_address_rule() {
             .all(|r| r.host == "127.0.0.1" && r.action == "deny"),
         "{rows:#?}"
     );
+}
+
+/// A name the rules allow that does not resolve is a failure, not a denial: so answered and
+/// so logged, plain and CONNECT alike.
+#[test]
+fn a_name_that_does_not_resolve_is_a_failure_not_a_denial() {
+    let f = Fixture::new(&[(ALLOW, "gone.test:any")]);
+    let (r, _) = f.curl(&[&f.url("gone.test", "/x")]);
+    assert!(
+        r.starts_with("HTTP/1.1 502 Bad Gateway: Paddock cannot resolve gone.test")
+            && r.contains("x-paddock-decision: fail; rule=resolve")
+            && r.contains("paddock: cannot resolve gone.test: no addresses (the rules allow it; the name does not resolve)"),
+        "{r}"
+    );
+    let (_, err) = f.curl(&["https://gone.test/"]);
+    assert!(err.contains("CONNECT tunnel failed, response 502"), "{err}");
+    let rows = f.audit();
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    for r in &rows {
+        assert_eq!(
+            (r.action.as_str(), r.rule.as_str(), r.status),
+            ("fail", "resolve", Some(502)),
+            "{r:#?}"
+        );
+        assert_eq!(r.reason, "cannot resolve gone.test: no addresses");
+    }
 }
 
 #[test]

@@ -1,15 +1,97 @@
-//! Telling the user that a request waits for an answer: a line on the supervisor's standard
-//! error (the attached terminal, or the sandbox's log when it runs in the background) and a
-//! desktop notification where `notify-send` and a desktop session exist.
+//! Telling the user that a request waits for an answer, or was denied: a line on the
+//! supervisor's standard error (the attached terminal, or the sandbox's log when it runs in the
+//! background), and for a waiting request a desktop notification where `notify-send` and a
+//! desktop session exist.
 //!
 //! What is told comes from the proxy process, which parses the sandbox's bytes: the request
 //! has been checked ([`paddock_proxy::ask`]: a canonical host, a method and a path without
 //! control characters), and it goes to `notify-send` as an argument, never through a shell.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use paddock_proxy::ask::{AskSettings, Question};
+use paddock_proxy::audit::Record;
+
+/// How long the denials of one host stay quiet after one was told.
+const QUIET: Duration = Duration::from_secs(30);
+/// How many hosts' last notices are remembered.
+const REMEMBERED: usize = 1024;
+
+/// Writes `line` to standard error on a line of its own (a terminal in raw mode needs the
+/// carriage returns; a log file takes them as they are).
+pub fn say(line: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "\r\n{line}\r\n");
+    let _ = err.flush();
+}
+
+/// The one-line notices of denials, at most one per host in [`QUIET`] (the next says how many
+/// were not told).
+#[derive(Debug, Default)]
+pub struct Denials(Mutex<HashMap<String, (Instant, usize)>>);
+
+impl Denials {
+    /// The line that tells of `r`, if it is a denial and its host was not told of lately.
+    pub fn notice(&self, r: &Record) -> Option<String> {
+        if r.action != "deny" {
+            return None;
+        }
+        let mut told = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let quiet = match told.get_mut(&r.host) {
+            Some((at, skipped)) if now.duration_since(*at) < QUIET => {
+                *skipped += 1;
+                return None;
+            }
+            Some((_, skipped)) => std::mem::take(skipped),
+            None => 0,
+        };
+        if told.len() >= REMEMBERED {
+            told.retain(|_, (at, _)| now.duration_since(*at) < QUIET);
+        }
+        told.insert(r.host.clone(), (now, 0));
+        Some(denial_line(r, quiet))
+    }
+}
+
+/// `paddock: web denied GET http://example.com:80/x: why. To allow it: …`
+fn denial_line(r: &Record, quiet: usize) -> String {
+    let sb = &r.sandbox;
+    let target = match (r.port, &r.path) {
+        (Some(p), Some(path)) if r.method != "CONNECT" => format!("{}:{p}{path}", r.host),
+        (Some(p), _) => format!("{}:{p}", r.host),
+        (None, _) => r.host.clone(),
+    };
+    let fix = match r.rule.as_str() {
+        // The reason says what to do (a private address), or there is nothing to allow.
+        "address" | "protocol" => String::new(),
+        id if id.parse::<i64>().is_ok() && r.reason.starts_with("denied by rule") => {
+            format!(" To allow it: paddock policy rm {id}.")
+        }
+        _ => {
+            let port = match r.port {
+                Some(80 | 443) | None => String::new(),
+                Some(p) => format!(" --port {p}"),
+            };
+            format!(
+                " To allow it: paddock policy allow {}{port} --sandbox {sb}.",
+                r.host
+            )
+        }
+    };
+    let more = match quiet {
+        0 => String::new(),
+        n => format!(" ({n} more denials of {} since the last notice.)", r.host),
+    };
+    format!(
+        "paddock: {sb} denied {} {target}: {}.{fix}{more}",
+        r.method, r.reason
+    )
+}
 
 /// The line that says request `id` of `sandbox` waits, and how to answer it.
 pub fn notice(sandbox: &str, id: i64, q: &Question, ask: AskSettings) -> String {
@@ -23,11 +105,7 @@ pub fn notice(sandbox: &str, id: i64, q: &Question, ask: AskSettings) -> String 
 /// Tells the user of request `id`.
 pub fn tell(sandbox: &str, id: i64, q: &Question, ask: AskSettings) {
     let line = notice(sandbox, id, q, ask);
-    // A terminal in raw mode needs the carriage returns; a log file takes them as they are.
-    let mut err = std::io::stderr().lock();
-    let _ = write!(err, "\r\n{line}\r\n");
-    let _ = err.flush();
-    drop(err);
+    say(&line);
     let desktop = ["DISPLAY", "WAYLAND_DISPLAY", "DBUS_SESSION_BUS_ADDRESS"]
         .iter()
         .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()));
@@ -50,6 +128,58 @@ pub fn tell(sandbox: &str, id: i64, q: &Question, ask: AskSettings) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn denied(host: &str, rule: &str, reason: &str) -> Record {
+        Record {
+            sandbox: "web".into(),
+            client: "c".into(),
+            method: "GET".into(),
+            host: host.into(),
+            port: Some(8080),
+            path: Some("/x".into()),
+            action: "deny",
+            rule: rule.into(),
+            reason: reason.into(),
+            status: Some(403),
+        }
+    }
+
+    #[test]
+    fn a_denial_is_told_once_per_host_in_a_while_with_its_fix() {
+        let d = Denials::default();
+        let default = denied(
+            "a.test",
+            "default",
+            "no rule allows this host and port (deny by default)",
+        );
+        assert_eq!(
+            d.notice(&default).as_deref(),
+            Some(
+                "paddock: web denied GET a.test:8080/x: no rule allows this host and port (deny by default). To allow it: paddock policy allow a.test --port 8080 --sandbox web."
+            )
+        );
+        // The same host again, soon: quiet; another host is told.
+        assert_eq!(d.notice(&default), None);
+        assert_eq!(d.notice(&default), None);
+        let by_rule = denied("b.test", "7", "denied by rule 7 (web)");
+        assert_eq!(
+            d.notice(&by_rule).as_deref(),
+            Some(
+                "paddock: web denied GET b.test:8080/x: denied by rule 7 (web). To allow it: paddock policy rm 7."
+            )
+        );
+        // Once the quiet time is over, the next says how many were not told.
+        d.0.lock().unwrap().get_mut("a.test").unwrap().0 -= QUIET;
+        assert!(
+            d.notice(&default)
+                .unwrap()
+                .ends_with("(2 more denials of a.test since the last notice.)")
+        );
+        // Allowed requests and failures are not denials.
+        let mut allowed = denied("c.test", "3", "allowed by rule 3 (web)");
+        allowed.action = "allow";
+        assert_eq!(d.notice(&allowed), None);
+    }
 
     #[test]
     fn the_notice_names_the_request_and_both_answers() {

@@ -41,15 +41,17 @@ fn layer(message: String) -> BackendError {
     }
 }
 
-/// Prepares the credentials of sandbox `name`; `None` when no secret applies to it and
-/// `inspect` is false (`inspect`: its rules limit methods or paths on some host, so the proxy
-/// must be able to intercept even without a secret).
+/// Prepares the credentials of sandbox `name`. Every sandbox with the network has its CA, so
+/// that the proxy can intercept a host whose rules limit methods or paths (rules may change
+/// while it runs) and explain a refused HTTPS request over TLS; the sandbox's trust store holds
+/// it, which curl, git, Python and OpenSSL read, and Node.js is pointed at it. The variables
+/// that make other clients read that store (`REQUESTS_CA_BUNDLE`, ...) are set only when a
+/// secret applies: they would override a client's own choice (`pip --cert`).
 pub fn prepare(
     store: &SecretStore,
     name: &str,
     sandbox_dir: &Path,
-    inspect: bool,
-) -> Result<Option<Prepared>, BackendError> {
+) -> Result<Prepared, BackendError> {
     let entries = store
         .for_sandbox(name)
         .map_err(|e| {
@@ -58,9 +60,6 @@ pub fn prepare(
                 store.path().display()
             ))
         })?;
-    if entries.is_empty() && !inspect {
-        return Ok(None);
-    }
     let ca = SandboxCa::load_or_create(&sandbox_dir.join("ca"), name)
         .map_err(|e| layer(format!("cannot make the sandbox's CA: {e}")))?;
     let mut env = Vec::new();
@@ -69,15 +68,22 @@ pub fn prepare(
             env.push((var.clone(), e.placeholder.clone()));
         }
     }
-    env.extend(trust_env());
+    if entries.is_empty() {
+        env.push((
+            "NODE_EXTRA_CA_CERTS".to_owned(),
+            paddock_core::TRUST_STORE.to_owned(),
+        ));
+    } else {
+        env.extend(trust_env());
+    }
     let ca_pem = ca.pem().to_owned();
     let credentials = CredentialSettings {
         ca_key_pem: ca.key_pem(),
         entries,
     };
-    Ok(Some(Prepared {
+    Ok(Prepared {
         credentials,
         env,
         ca_pem,
-    }))
+    })
 }

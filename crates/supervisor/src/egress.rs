@@ -202,7 +202,13 @@ impl Pending {
         let audit_thread = std::thread::Builder::new()
             .name("paddock-audit-in".into())
             .spawn(move || {
-                if let Err(e) = channel::receive_audit(audit, &sink, &sandbox) {
+                let notices = crate::asks::Denials::default();
+                let seen = |r: &paddock_proxy::audit::Record| {
+                    if let Some(line) = notices.notice(r) {
+                        crate::asks::say(&line);
+                    }
+                };
+                if let Err(e) = channel::receive_audit(audit, &sink, &sandbox, &seen) {
                     eprintln!("paddock: reading the egress proxy's audit records failed ({e}); later decisions are not logged");
                 }
             })

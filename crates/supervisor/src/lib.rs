@@ -250,23 +250,19 @@ pub fn run_attached(
     // Credentials bound to hosts: the proxy injects them; the sandbox gets placeholders and
     // trusts the sandbox's CA. Fail closed: secrets that cannot be read stop the start.
     let prepared = match spec.network {
-        Network::Proxy => {
-            let inspect = store
-                .rules_for(&name)
-                .map(|rules| rules.iter().any(|r| r.rule.needs_request()))
-                .unwrap_or(false);
+        Network::Proxy => Some(
             credentials::prepare(
                 &paddock_secrets::SecretStore::at_default(dirs.home()),
                 &name,
                 &sandbox_dir,
-                inspect,
             )
-            .map_err(|e| interrupted(e.into()))?
-        }
+            .map_err(|e| interrupted(e.into()))?,
+        ),
         Network::None => None,
     };
     // The host's extra CAs (a company's inspecting proxy, a private registry's), unless the
-    // sandbox was made with --no-host-ca, and the sandbox's own when the proxy intercepts.
+    // sandbox was made with --no-host-ca, and the sandbox's own (every sandbox with the
+    // network has one).
     let mut extra_ca = String::new();
     if spec.host_ca && spec.network == Network::Proxy {
         extra_ca.push_str(&paddock_core::hostca::extras_pem(
@@ -279,13 +275,7 @@ pub fn run_attached(
             extra_ca.push_str(&p.ca_pem);
             p.env.clone()
         }
-        // Only the host's CAs: they are in the system's trust store, which curl, git, Python
-        // and OpenSSL read; Node.js reads its own unless told (and a variable such as
-        // REQUESTS_CA_BUNDLE would override a client's own choice, pip's --cert).
-        None if !extra_ca.is_empty() => vec![(
-            "NODE_EXTRA_CA_CERTS".to_owned(),
-            paddock_core::TRUST_STORE.to_owned(),
-        )],
+        // No network, so no CA.
         None => Vec::new(),
     };
     let mut launch = launch.clone();

@@ -9,7 +9,7 @@ pub use addr::{AddrClass, classify};
 pub use host::{Host, HostError, canonical_ip, parse_ipv4_any, split_host_port};
 pub use rule::{
     Action, Decision, HostPattern, Kind, PathGlob, PortSpec, Rule, RuleError, Scope, StoredRule,
-    Target, decide, decide_address, interception_rule, needs_interception, normalize_path,
-    parse_method,
+    Target, Tunnel, decide, decide_address, interception_rule, needs_interception, normalize_path,
+    parse_method, tunnel,
 };
 pub use upstream::{DEFAULT_PROXY_PORT, NoProxy, ProxyUrl, UpstreamError, UpstreamProxy};

@@ -684,6 +684,53 @@ pub fn interception_rule<'a>(
     })
 }
 
+/// What the proxy does with a CONNECT tunnel: what [`tunnel`] decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tunnel {
+    /// Opened; its bytes pass unread (or intercepted for a bound credential).
+    Open(Decision),
+    /// Opened and intercepted, because a rule limits methods or paths on the host: each
+    /// request inside is decided on its own (with [`Kind::Https`]). The decision is the
+    /// tunnel's own, as audited.
+    Inspect(Decision),
+    /// Held until the user answers.
+    Ask(Decision),
+    /// Refused.
+    Refuse(Decision),
+}
+
+/// Decides on a CONNECT to `target` (whose kind is [`Kind::Connect`]): `can_intercept` says
+/// the proxy has the sandbox's CA, so that a host where a rule limits methods or paths is
+/// intercepted and each request inside decided, rather than the tunnel being decided whole.
+/// The proxy and `policy check` both decide with this.
+pub fn tunnel(rules: &[StoredRule], target: &Target, can_intercept: bool) -> Tunnel {
+    let d = decide(rules, target);
+    // A deny of the whole host and port refuses the tunnel, whatever else limits requests.
+    let whole_deny = d.action == Action::Deny
+        && d.rule
+            .and_then(|id| rules.iter().find(|r| r.id == id))
+            .is_some_and(|r| !r.rule.needs_request());
+    let limiting = (can_intercept && !whole_deny)
+        .then(|| interception_rule(rules, &target.host, target.port))
+        .flatten();
+    match (d.action, limiting) {
+        (Action::Allow, Some(_)) => Tunnel::Inspect(d),
+        (_, Some(r)) => Tunnel::Inspect(Decision {
+            action: Action::Allow,
+            rule: Some(r.id),
+            reason: format!(
+                "opened to decide each request inside: rule {} ({}) limits {} on this host",
+                r.id,
+                r.scope,
+                r.rule.limits()
+            ),
+        }),
+        (Action::Allow, None) => Tunnel::Open(d),
+        (Action::Ask, None) => Tunnel::Ask(d),
+        (Action::Deny, None) => Tunnel::Refuse(d),
+    }
+}
+
 /// Decides on a destination. Deny by default; of the rules that match, an explicit deny beats
 /// every allow, and an allow beats every ask.
 ///

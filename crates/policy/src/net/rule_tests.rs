@@ -1586,3 +1586,91 @@ fn actions_read_and_print_alike() {
     r.private_address = true;
     assert!(r.vet().is_err());
 }
+
+#[test]
+fn a_tunnel_is_opened_inspected_held_or_refused() {
+    let t = || to("api.example.com", 443, Kind::Connect);
+    let inspect_for = |id: i64, limits: &str| {
+        Tunnel::Inspect(Decision {
+            action: Action::Allow,
+            rule: Some(id),
+            reason: format!(
+                "opened to decide each request inside: rule {id} (global) limits {limits} on this host"
+            ),
+        })
+    };
+    let cases: Vec<(Vec<StoredRule>, bool, Tunnel)> = vec![
+        (
+            vec![allow(1, "api.example.com")],
+            true,
+            Tunnel::Open(by(1, "global")),
+        ),
+        (vec![], true, Tunnel::Refuse(default_deny())),
+        (vec![ask(1, "**")], true, Tunnel::Ask(asked_by(1, "global"))),
+        // a path-limited allow: inspected with a CA, refused (whole) without one
+        (
+            vec![limited(
+                allow(1, "api.example.com"),
+                Some("GET"),
+                Some("/v1/*"),
+            )],
+            true,
+            inspect_for(1, "GET /v1/*"),
+        ),
+        (
+            vec![limited(
+                allow(1, "api.example.com"),
+                Some("GET"),
+                Some("/v1/*"),
+            )],
+            false,
+            Tunnel::Refuse(denied(
+                None,
+                "rule 1 (global) allows only GET /v1/* on this host, which an opaque CONNECT \
+                 tunnel does not show (deny by default)",
+            )),
+        ),
+        // an allowed host with a path-limited deny: inspected, keeping the allow as the
+        // tunnel's decision
+        (
+            vec![
+                allow(1, "api.example.com"),
+                limited(deny(2, "api.example.com"), None, Some("/admin*")),
+            ],
+            true,
+            inspect_for(2, "any method on /admin*"),
+        ),
+        // a path-limited ask beside an unlimited one: inspected, so only what it names asks
+        (
+            vec![limited(ask(1, "api.example.com"), None, Some("/v1/*"))],
+            true,
+            inspect_for(1, "any method on /v1/*"),
+        ),
+        (
+            vec![limited(ask(1, "api.example.com"), None, Some("/v1/*"))],
+            false,
+            Tunnel::Ask(asked_by(1, "global")),
+        ),
+        // an allow with a path-limited allow beside it: inspected as allowed
+        (
+            vec![
+                allow(1, "api.example.com"),
+                limited(allow(2, "api.example.com"), None, Some("/v1/*")),
+            ],
+            true,
+            Tunnel::Inspect(by(1, "global")),
+        ),
+        // an explicit deny of the whole host is refused even with a CA: nothing is opened
+        (
+            vec![
+                deny(1, "api.example.com"),
+                limited(allow(2, "api.example.com"), None, Some("/v1/*")),
+            ],
+            true,
+            Tunnel::Refuse(denied_by(1, "global")),
+        ),
+    ];
+    for (rules, ca, want) in cases {
+        assert_eq!(tunnel(&rules, &t(), ca), want, "{rules:?} ca={ca}");
+    }
+}
