@@ -144,7 +144,12 @@ pub struct Credentials {
     ca: SandboxCa,
     leaf_key: KeyPair,
     by_host: HashMap<String, Vec<Bound>>,
-    upstream: Arc<rustls::ClientConfig>,
+    /// How upstreams are verified: made at the first intercepted connection (reading the
+    /// system's roots takes milliseconds every sandbox start would pay, and most never
+    /// intercept); `extra_roots` trusted besides.
+    upstream: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
+    extra_roots: Vec<CertificateDer<'static>>,
+    client: rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>,
     servers: Mutex<HashMap<String, Arc<rustls::ServerConfig>>>,
     /// Hosts whose refusal a client lately would not take over TLS (it does not trust the
     /// sandbox's CA), with when: their refusals go back to a 403 to the CONNECT for a while.
@@ -187,19 +192,15 @@ impl Credentials {
         entries: Vec<Entry>,
         extra_pem: Option<&[u8]>,
     ) -> std::io::Result<Credentials> {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(c);
+        let extra_roots = rustls_pemfile_certs(extra_pem.unwrap_or_default());
+        // Checked now, so a bad extra root fails the start rather than the first request.
+        let mut check = rustls::RootCertStore::empty();
+        for c in &extra_roots {
+            check.add(c.clone()).map_err(io_err)?;
         }
-        for c in rustls_pemfile_certs(extra_pem.unwrap_or_default()) {
-            roots.add(c).map_err(io_err)?;
-        }
-        let mut upstream = rustls::ClientConfig::builder_with_provider(provider())
+        let client = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(io_err)?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        upstream.alpn_protocols = vec![b"http/1.1".to_vec()];
+            .map_err(io_err)?;
         let mut by_host: HashMap<String, Vec<Bound>> = HashMap::new();
         for e in entries {
             for i in &e.inject {
@@ -215,10 +216,35 @@ impl Credentials {
             ca,
             leaf_key: KeyPair::generate().map_err(io_err)?,
             by_host,
-            upstream: Arc::new(upstream),
+            upstream: std::sync::OnceLock::new(),
+            extra_roots,
+            client,
             servers: Mutex::new(HashMap::new()),
             untrusted: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The client configuration upstreams are verified with: the system's roots and the extra
+    /// ones.
+    fn upstream(&self) -> Arc<rustls::ClientConfig> {
+        self.upstream
+            .get_or_init(|| {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in rustls_native_certs::load_native_certs().certs {
+                    let _ = roots.add(c);
+                }
+                for c in &self.extra_roots {
+                    let _ = roots.add(c.clone());
+                }
+                let mut cfg = self
+                    .client
+                    .clone()
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+                Arc::new(cfg)
+            })
+            .clone()
     }
 
     /// Whether a refusal of a tunnel to `host` is explained over TLS: not when a client
@@ -499,7 +525,7 @@ impl Tunnel {
                 format!("paddock: {}: {e}\n", self.host),
             )
         })?;
-        let tls = tokio_rustls::TlsConnector::from(self.creds.upstream.clone())
+        let tls = tokio_rustls::TlsConnector::from(self.creds.upstream())
             .connect(name, tcp)
             .await
             .map_err(|e| {
