@@ -85,7 +85,7 @@ fuzz_target!(|raw: &str| {
     if let Ok(p) = HostPattern::parse(raw) {
         check_pattern(raw, &p);
     }
-    for action in [Action::Allow, Action::Deny] {
+    for action in [Action::Allow, Action::Ask, Action::Deny] {
         let Ok(rule) = Rule::parse_target(action, raw) else {
             continue;
         };
