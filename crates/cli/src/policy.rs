@@ -97,7 +97,7 @@ pub fn policy(dirs: &Dirs, cmd: PolicyCmd) -> Result<i32> {
     match cmd {
         PolicyCmd::Ls { sandbox, json } => ls(dirs, sandbox.as_deref(), json),
         PolicyCmd::Allow(args) => add(dirs, Action::Allow, &args),
-        PolicyCmd::Deny(args) => match request_id(&args.rule) {
+        PolicyCmd::Deny(args) => match request_id(&args.rule)? {
             Some(id) => answer(dirs, id, None, args.always),
             None if args.always => Err(usage(
                 "--always goes with a waiting request's number (policy deny ID --always); a deny rule always lasts",
@@ -200,22 +200,33 @@ fn describe(r: &StoredRule) -> String {
     paddock_engine::policy::describe(r)
 }
 
-/// A waiting request's number given where hosts go (`policy deny 7`): one argument of digits
-/// only, no other rule option. A host is never written so (an address as one number is
-/// written dotted).
-fn request_id(args: &RuleArgs) -> Option<i64> {
+/// A waiting request's number given where hosts go (`policy deny 7`): an argument of digits
+/// only is always one (an address written as one number is written dotted instead), and takes
+/// no rule option.
+fn request_id(args: &RuleArgs) -> Result<Option<i64>> {
+    let numbers = args
+        .hosts
+        .iter()
+        .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_digit()))
+        .count();
+    if numbers == 0 {
+        return Ok(None);
+    }
     match args.hosts.as_slice() {
         [one]
-            if one.bytes().all(|b| b.is_ascii_digit())
-                && args.port.is_none()
+            if args.port.is_none()
                 && args.method.is_none()
                 && args.path.is_none()
                 && args.sandbox.is_none()
                 && !args.private_address =>
         {
-            one.parse().ok()
+            one.parse()
+                .map(Some)
+                .map_err(|_| usage(format!("{one}: not a request's number")))
         }
-        _ => None,
+        _ => Err(usage(
+            "a bare number is a waiting request's number: `paddock policy deny ID [--always]` takes one and no other option; write an address dotted (127.0.0.1)",
+        )),
     }
 }
 

@@ -387,6 +387,15 @@ fn ask_rules_and_a_preset_that_ends_in_one() {
         "{}",
         stderr(&o)
     );
+    // A bare number is a request's number, never an address rule.
+    let o = policy(h, &["deny", "7", "--sandbox", "box"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("a bare number is a waiting request's number"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!ok(h, &["ls", "--json"]).contains("0.0.0.7"));
     assert_eq!(
         ok(h, &["pending"]).trim(),
         "no request is waiting for an answer"

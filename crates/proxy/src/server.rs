@@ -582,8 +582,11 @@ async fn connect(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
                 match tunnel(&rules, &target, can_intercept) {
                     Tunnel::Open(d) => Tunnel::Open(after_grant(d, &account, false)),
                     Tunnel::Inspect(d) => Tunnel::Inspect(after_grant(d, &account, false)),
+                    // The rule the user made does not cover this tunnel: refused as a held
+                    // request is, saying so.
                     Tunnel::Ask(d) | Tunnel::Refuse(d) => {
-                        Tunnel::Refuse(after_grant(d, &account, false))
+                        let d = after_grant(d, &account, false);
+                        return conn.refused(&mut req, &target, &d, Some("ask"));
                     }
                 }
             }
@@ -858,7 +861,12 @@ async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
             Held::Denied(d) => return conn.denied(&method, &target, Some(&path), &d, Some("ask")),
             Held::Granted(account) => {
                 rules = conn.cfg.rules.current();
-                after_grant(decide(&rules, &target), &account, false)
+                let d = after_grant(decide(&rules, &target), &account, false);
+                if d.action != Action::Allow {
+                    // The rule the user made does not cover this request.
+                    return conn.denied(&method, &target, Some(&path), &d, Some("ask"));
+                }
+                d
             }
         };
     }
