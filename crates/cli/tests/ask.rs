@@ -1,6 +1,7 @@
 //! Ask mode from inside real sandboxes: curl waits while the proxy holds its request, and the
 //! user answers with `paddock policy pending`, `approve` and `deny`, as a user would, from
-//! another process on the host. One scenario per backend walks every answer.
+//! another process on the host; or at the prompt on the run's terminal. One scenario per
+//! backend walks every answer, and one more the terminal's prompt.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -10,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use common::{stderr, stdout, unique};
 
-on_every_backend!(a_held_request_waits_for_the_users_answer);
+on_every_backend!(
+    a_held_request_waits_for_the_users_answer,
+    the_terminal_prompts_and_only_the_user_answers
+);
 
 fn policy(args: &[&str]) -> Output {
     let o = common::paddock().arg("policy").args(args).output().unwrap();
@@ -230,4 +234,122 @@ npm view demo version --fetch-retries 0 --registry https://denied.test:{sp}/npm/
         assert!(log.contains(&want), "missing {want:?} in:\n{log}");
     }
     drop((http, https, dir));
+}
+
+/// An interactive run on a terminal (a pty): each request that waits is put to the user on
+/// the host's side of the relay, the sandbox's output held meanwhile; a terminal's reply to
+/// the sandbox's query answers nothing, nor do the keys the sandbox writes to its terminal.
+fn the_terminal_prompts_and_only_the_user_answers(backend: &str) {
+    use std::io::Write;
+    common::ensure_image();
+    let dir = tempfile::Builder::new()
+        .prefix("paddock-askpty-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let root = dir.path().join("www");
+    for f in ["a", "b", "c", "d"] {
+        let p = root.join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, "hello from upstream\n").unwrap();
+    }
+    let http = common::static_server(&root, None);
+    let ws = common::workspace();
+    let name = unique("askpty");
+    let _cleanup = common::Cleanup(name.clone());
+    let hp = http.port;
+    // While each request waits, the sandbox writes to its terminal what would answer it if it
+    // reached the prompt, and a cursor-position query (a terminal's reply is input).
+    let script = format!(
+        r#"
+H=http://up.test:{hp}
+get() {{ curl -sS -o /dev/null -w "$1 %{{http_code}}\n" "$H/$1"; }}
+noise() {{ (sleep 1; printf 'y\r\033[6n'; while :; do echo tick; sleep 0.2; done) & NOISE=$!; }}
+echo ready
+noise; get a; kill $NOISE
+get b
+get b
+get c
+echo over
+"#
+    );
+    let mut cmd = common::paddock_for(backend);
+    cmd.env("PADDOCK_TEST_RESOLVE", "up.test=127.0.0.1")
+        .args(["run", "--backend", backend, "--name", &name, "-w"])
+        .arg(ws.path())
+        .args([
+            "--allow",
+            "127.0.0.1",
+            "--ask-unlisted",
+            "--ask-timeout",
+            "120",
+        ])
+        .args(["--", "sh", "-c", &script]);
+    let (mut child, mut term) = common::spawn_on_pty(cmd);
+    let mut seen = String::new();
+    common::read_until(&mut term, "ready", &mut seen);
+    let prompt = |what: &str| format!("asks to reach GET http://up.test:{hp}/{what} (request ");
+    // The first request: its prompt, then the sandbox's noise after a second. Nothing of
+    // the sandbox's output shows while the prompt is up.
+    common::read_until(&mut term, &prompt("a"), &mut seen);
+    let shown_at = seen.len();
+    // A terminal's reply to the sandbox's query comes as input: it answers nothing, though
+    // it holds answer keys.
+    std::thread::sleep(Duration::from_millis(1500));
+    term.write_all(b"\x1b[12;1R\x1b]11;rgb:aaaa/dddd/yyyy\x07")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    common::read_within(&mut term, "\u{0}", &mut seen, 1);
+    let held = &seen[shown_at..];
+    assert!(
+        !held.contains("tick") && !held.contains("a 200") && !held.contains("request"),
+        "the sandbox's output or an answer came while the prompt showed: {held:?}"
+    );
+    // The request still waits: the sandbox's `y` and the reply answered nothing.
+    let id = asked(&name, &format!("GET up.test:{hp}/a"), 1, &|| false);
+    // The user answers once.
+    term.write_all(b"y").unwrap();
+    common::read_until(
+        &mut term,
+        &format!("request {id}: allowed once."),
+        &mut seen,
+    );
+    common::read_until(&mut term, "a 200", &mut seen);
+    assert!(
+        seen[shown_at..].contains("tick"),
+        "the held output did not go on: {seen:?}"
+    );
+    // Always, exactly this request: the next identical one does not ask.
+    common::read_until(&mut term, &prompt("b"), &mut seen);
+    std::thread::sleep(Duration::from_millis(400));
+    term.write_all(b"a").unwrap();
+    common::read_until(&mut term, "allowed from now on.", &mut seen);
+    common::read_until(&mut term, "b 200\r\n", &mut seen);
+    let after_b = seen.len();
+    common::read_until(&mut term, &prompt("c"), &mut seen);
+    let between = &seen[after_b..];
+    assert_eq!(between.matches("b 200").count(), 1, "{between:?}");
+    assert!(!between.contains(&prompt("b")), "asked again: {between:?}");
+    // Denied at the prompt.
+    std::thread::sleep(Duration::from_millis(400));
+    term.write_all(b"n").unwrap();
+    common::read_until(&mut term, "c 403", &mut seen);
+    common::read_until(&mut term, "over", &mut seen);
+    let status = common::wait_within(&mut child, 120, "the interactive run");
+    assert!(status.success(), "{status:?}: {seen}");
+    let rules = stdout(&policy(&["ls", "--sandbox", &name]));
+    let log = stdout(&policy(&["log", "--sandbox", &name, "--limit", "50"]));
+    assert!(
+        rules.lines().any(|l| l.contains("allow")
+            && l.contains("up.test")
+            && l.contains("/b")
+            && l.contains("approved by the user at")),
+        "{rules}"
+    );
+    for want in [
+        format!("request {id} allowed by the user after"),
+        "denied by the user after".to_owned(),
+    ] {
+        assert!(log.contains(&want), "missing {want:?} in:\n{log}");
+    }
+    drop((http, dir));
 }

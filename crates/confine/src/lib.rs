@@ -14,6 +14,7 @@ pub mod helper;
 #[cfg(target_os = "linux")]
 pub mod jail;
 pub mod landlock;
+pub mod prompt;
 #[cfg(target_os = "linux")]
 pub mod relay;
 pub mod review;

@@ -18,8 +18,8 @@
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{SigSet, Signal};
 use paddock_core::{Exit, Streams};
@@ -29,6 +29,8 @@ use rustix::event::{PollFd, PollFlags, poll};
 use serde::{Deserialize, Serialize};
 
 use crate::helper::{self, Spawn, Worker};
+pub use crate::prompt::Choice;
+use crate::prompt::{Prompter, Step};
 
 /// The hidden first argument that makes `paddock` the relay process.
 pub const RELAY_ARG: &str = "__relay";
@@ -76,7 +78,7 @@ struct Settings {
 }
 
 /// Supervisor → relay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Order {
     /// The user's terminal has this size (rows, columns).
     Resize(u16, u16),
@@ -89,6 +91,11 @@ pub enum Order {
     /// Carry a published port's connection: the host's client and the sandbox's end (both come
     /// with the message), both ways until each side ends.
     Carry,
+    /// A request waits for the user's answer: prompt for it on the terminal (the user's, or
+    /// one attached later), described by the text.
+    Prompt(i64, String),
+    /// The request no longer waits: take its prompt down.
+    Unprompt(i64),
 }
 
 /// Relay → supervisor.
@@ -109,6 +116,8 @@ pub enum Event {
     Detached,
     /// The relay could not start (the layer that failed).
     Failed(String),
+    /// The user answered a request's prompt, with a key of the terminal.
+    Answer(i64, Choice),
     /// The relay is gone (its end of the pair closed) without saying it was done.
     Gone,
 }
@@ -118,6 +127,8 @@ const SIGNAL: u8 = 2;
 const ATTACH: u8 = 3;
 const FINISH: u8 = 4;
 const CARRY: u8 = 5;
+const PROMPT: u8 = 6;
+const UNPROMPT: u8 = 7;
 
 const READY: u8 = 1;
 const EXIT_CODE: u8 = 2;
@@ -127,9 +138,10 @@ const LIMIT: u8 = 5;
 const DONE: u8 = 6;
 const FAILED: u8 = 7;
 const DETACHED: u8 = 8;
+const ANSWER: u8 = 9;
 
 impl Order {
-    fn encode(self) -> Vec<u8> {
+    fn encode(&self) -> Vec<u8> {
         match self {
             Order::Resize(rows, cols) => {
                 let mut v = vec![RESIZE];
@@ -145,6 +157,8 @@ impl Order {
             Order::Attach => vec![ATTACH],
             Order::Finish => vec![FINISH],
             Order::Carry => vec![CARRY],
+            Order::Prompt(id, t) => [&[PROMPT][..], &id.to_be_bytes(), &text(0, t)[1..]].concat(),
+            Order::Unprompt(id) => [&[UNPROMPT][..], &id.to_be_bytes()].concat(),
         }
     }
 
@@ -158,6 +172,11 @@ impl Order {
             [ATTACH] => Some(Order::Attach),
             [FINISH] => Some(Order::Finish),
             [CARRY] => Some(Order::Carry),
+            [PROMPT, rest @ ..] if rest.len() >= 8 => Some(Order::Prompt(
+                i64::from_be_bytes(rest[..8].try_into().ok()?),
+                String::from_utf8_lossy(&rest[8..rest.len().min(8 + MAX_TEXT)]).into_owned(),
+            )),
+            [UNPROMPT, id @ ..] => Some(Order::Unprompt(i64::from_be_bytes(id.try_into().ok()?))),
             _ => None,
         }
     }
@@ -186,6 +205,7 @@ impl Event {
             Event::Done => vec![DONE],
             Event::Failed(s) => text(FAILED, s),
             Event::Detached => vec![DETACHED],
+            Event::Answer(id, c) => [&[ANSWER][..], &id.to_be_bytes(), &[c.byte()]].concat(),
             Event::Gone => Vec::new(),
         }
     }
@@ -207,6 +227,12 @@ impl Event {
             [DONE] => Event::Done,
             [FAILED, s @ ..] => Event::Failed(string(s)),
             [DETACHED] => Event::Detached,
+            [ANSWER, rest @ ..] if rest.len() == 9 => {
+                match (rest[..8].try_into(), Choice::from_byte(rest[8])) {
+                    (Ok(id), Some(c)) => Event::Answer(i64::from_be_bytes(id), c),
+                    _ => Event::Gone,
+                }
+            }
             _ => Event::Gone,
         }
     }
@@ -362,6 +388,11 @@ impl Relay {
         let _ = send(self.ctl.as_fd(), &order.encode(), None);
     }
 
+    /// A way to tell the relay orders from another thread (the prompts of waiting requests).
+    pub fn orders(&self) -> io::Result<Orders> {
+        Ok(Orders(self.ctl.try_clone()?))
+    }
+
     /// Hands the relay one more attached terminal.
     pub fn attach(&self, conn: &UnixStream) {
         let _ = send(
@@ -398,6 +429,17 @@ impl Relay {
     /// Waits up to `limit` for the relay to end by itself (after [`Event::Done`]).
     pub fn end(mut self, limit: Duration) {
         self.worker.wait_for(limit);
+    }
+}
+
+/// Tells a relay orders from another thread than the one that reads its events.
+#[derive(Debug)]
+pub struct Orders(OwnedFd);
+
+impl Orders {
+    /// Tells the relay `order`; false when it is gone.
+    pub fn order(&self, order: &Order) -> bool {
+        send(self.0.as_fd(), &order.encode(), None).is_ok()
     }
 }
 
@@ -483,14 +525,127 @@ fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> io::Result<()> {
 struct Output {
     stdout_gone: bool,
     clients: Vec<UnixStream>,
+    /// A prompt shows: the command's output waits.
+    held: bool,
 }
 
 impl Output {
-    fn write(&mut self, data: &[u8]) {
-        if !self.stdout_gone && write_all(rustix::stdio::stdout(), data).is_err() {
+    fn write(&mut self, data: &[u8], to_stdout: bool) {
+        if to_stdout && !self.stdout_gone && write_all(rustix::stdio::stdout(), data).is_err() {
             self.stdout_gone = true;
         }
         self.clients.retain_mut(|c| c.write_all(data).is_ok());
+    }
+}
+
+/// The command's output and the prompts drawn over it, shared by the threads that write.
+#[derive(Debug, Default)]
+struct Screen {
+    out: Mutex<Output>,
+    free: Condvar,
+}
+
+impl Screen {
+    fn lock(&self) -> MutexGuard<'_, Output> {
+        self.out.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits while a prompt shows; the output, free to write.
+    fn wait_free(&self) -> MutexGuard<'_, Output> {
+        let mut out = self.lock();
+        while out.held {
+            out = self.free.wait(out).unwrap_or_else(PoisonError::into_inner);
+        }
+        out
+    }
+
+    /// The command's output: held while a prompt shows.
+    fn write(&self, data: &[u8]) {
+        self.wait_free().write(data, true);
+    }
+
+    /// Paddock's own words (a prompt, an answer): to the attached terminals, and to stdout
+    /// when `local` (it is the user's terminal).
+    fn draw(&self, data: &[u8], local: bool) {
+        self.lock().write(data, local);
+    }
+
+    /// Holds the command's output, or lets it go on.
+    fn hold(&self, held: bool) {
+        self.lock().held = held;
+        self.free.notify_all();
+    }
+
+    /// Whether a terminal is attached.
+    fn attached(&self) -> bool {
+        !self.lock().clients.is_empty()
+    }
+}
+
+/// The prompts of a relay with a terminal ([`crate::prompt`]): drawn on the user's terminal
+/// and on attached ones, answered with their keys, never seen by the sandbox.
+#[derive(Debug)]
+struct Prompts {
+    prompter: Prompter,
+    /// This process's stdin is the user's terminal.
+    local: bool,
+}
+
+impl Prompts {
+    fn new() -> Prompts {
+        Prompts {
+            prompter: Prompter::default(),
+            local: rustix::termios::isatty(rustix::stdio::stdin()),
+        }
+    }
+
+    /// Takes an order about prompts; false for any other order.
+    fn order(&mut self, order: &Order, screen: &Screen) -> bool {
+        match order {
+            Order::Prompt(id, text) => self.prompter.add(*id, text),
+            Order::Unprompt(id) => {
+                if let Some(said) = self.prompter.remove(*id) {
+                    screen.draw(&said, self.local);
+                    screen.hold(false);
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// Puts up the next prompt, if one waits and a terminal can show it: the command's output
+    /// is held, and what was typed before it is dropped.
+    fn refresh(&mut self, screen: &Screen) {
+        if self.prompter.showing() || !(self.local || screen.attached()) {
+            return;
+        }
+        if let Some(drawn) = self.prompter.show(Instant::now()) {
+            screen.hold(true);
+            screen.draw(&drawn, self.local);
+            if self.local {
+                let _ = rustix::termios::tcflush(
+                    rustix::stdio::stdin(),
+                    rustix::termios::QueueSelector::IFlush,
+                );
+            }
+        }
+    }
+
+    /// Whether keys go to a prompt instead of the command.
+    fn showing(&self) -> bool {
+        self.prompter.showing()
+    }
+
+    /// Keys typed while a prompt shows; an answer goes to the supervisor.
+    fn keys(&mut self, typed: &[u8], ctl: BorrowedFd<'_>, screen: &Screen) {
+        if let Some((step, said)) = self.prompter.keys(typed, Instant::now()) {
+            screen.draw(&said, self.local);
+            screen.hold(false);
+            if let Step::Answer(id, c) = step {
+                tell(ctl, &Event::Answer(id, c));
+            }
+        }
     }
 }
 
@@ -556,7 +711,7 @@ struct Attached {
 }
 
 impl Attached {
-    fn add(&mut self, conn: OwnedFd, output: &Mutex<Output>) {
+    fn add(&mut self, conn: OwnedFd, output: &Screen) {
         let conn = UnixStream::from(conn);
         let Ok(writer) = conn.try_clone() else { return };
         // Reads without blocking; writes block (a terminal that cannot take a chunk at all is
@@ -565,11 +720,7 @@ impl Attached {
             return;
         }
         let _ = rustix::io::ioctl_fionbio(&writer, false);
-        output
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clients
-            .push(writer);
+        output.lock().clients.push(writer);
         self.clients.push(Client {
             conn,
             buf: Vec::new(),
@@ -612,30 +763,40 @@ fn tell(ctl: BorrowedFd<'_>, event: &Event) {
     let _ = send(ctl, &event.encode(), None);
 }
 
-/// An ns command's terminal: the pty master's output to the terminals, their input to it.
+/// An ns command's terminal: the pty master's output to the terminals, their input to it;
+/// while a prompt shows, the output waits in the pty and the keys go to the prompt.
 fn relay_pty(ctl: BorrowedFd<'_>, master: OwnedFd) {
     let stdin = rustix::stdio::stdin();
-    let output = Mutex::new(Output::default());
+    let screen = Screen::default();
+    let mut prompts = Prompts::new();
     let mut attached = Attached::default();
     let mut terminal = TerminalSize::new(master.as_fd()).ok();
     let mut stdin_open = true;
     let mut buf = vec![0u8; 64 * 1024];
     let drain = |buf: &mut [u8]| {
+        screen.hold(false);
         let _ = rustix::io::ioctl_fionbio(&master, true);
         while let Ok(n) = rustix::io::read(&master, &mut *buf) {
             if n == 0 {
                 break;
             }
-            output
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .write(&buf[..n]);
+            screen.write(&buf[..n]);
         }
     };
     loop {
+        prompts.refresh(&screen);
+        let showing = prompts.showing();
         let mut fds = vec![
             PollFd::new(&ctl, PollFlags::IN),
-            PollFd::new(&master, PollFlags::IN),
+            // Held while a prompt shows: the command's writes wait in the pty.
+            PollFd::new(
+                &master,
+                if showing {
+                    PollFlags::empty()
+                } else {
+                    PollFlags::IN
+                },
+            ),
         ];
         if stdin_open {
             fds.push(PollFd::new(&stdin, PollFlags::IN));
@@ -656,7 +817,7 @@ fn relay_pty(ctl: BorrowedFd<'_>, master: OwnedFd) {
                     }
                     Some(Order::Attach) => {
                         if let Some(fd) = fd {
-                            attached.add(fd, &output);
+                            attached.add(fd, &screen);
                         }
                     }
                     Some(Order::Finish) => {
@@ -664,13 +825,16 @@ fn relay_pty(ctl: BorrowedFd<'_>, master: OwnedFd) {
                         tell(ctl, &Event::Done);
                         return;
                     }
-                    Some(Order::Signal(_) | Order::Carry) | None => {}
+                    Some(o) => {
+                        prompts.order(&o, &screen);
+                    }
+                    None => {}
                 },
                 // The supervisor is gone.
                 Ok(None) | Err(_) => return,
             }
         }
-        if ready[1] {
+        if ready[1] && !showing {
             match rustix::io::read(&master, &mut buf) {
                 Ok(0) | Err(rustix::io::Errno::IO) => {
                     // Every process of the terminal closed it: the command is done.
@@ -678,10 +842,7 @@ fn relay_pty(ctl: BorrowedFd<'_>, master: OwnedFd) {
                     tell(ctl, &Event::Done);
                     return;
                 }
-                Ok(n) => output
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .write(&buf[..n]),
+                Ok(n) => screen.write(&buf[..n]),
                 Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::AGAIN) => {}
                 Err(_) => {
                     tell(ctl, &Event::Done);
@@ -692,6 +853,7 @@ fn relay_pty(ctl: BorrowedFd<'_>, master: OwnedFd) {
         if stdin_open && ready[2] {
             match rustix::io::read(stdin, &mut buf) {
                 Ok(0) => stdin_open = false,
+                Ok(n) if prompts.showing() => prompts.keys(&buf[..n], ctl, &screen),
                 Ok(n) => {
                     if write_all(master.as_fd(), &buf[..n]).is_err() {
                         stdin_open = false;
@@ -703,6 +865,7 @@ fn relay_pty(ctl: BorrowedFd<'_>, master: OwnedFd) {
         }
         for a in attached.read(&ready[clients_at..]) {
             match a {
+                Asked::Input(d) if prompts.showing() => prompts.keys(&d, ctl, &screen),
                 Asked::Input(d) => {
                     let _ = write_all(master.as_fd(), &d);
                 }
@@ -1000,7 +1163,7 @@ fn pump(from: OwnedFd, to: OwnedFd) {
 /// A gVisor or VM command: the helper's frames become output (and the exit, diagnostics and
 /// limits, told to the supervisor); input, signals and sizes become frames.
 fn relay_session(ctl: BorrowedFd<'_>, conn: UnixStream, tty: bool) {
-    let output = Arc::new(Mutex::new(Output::default()));
+    let output = Arc::new(Screen::default());
     // Output, reports and the exit, on a thread of their own, which ends the process.
     let Ok(mut reader) = conn.try_clone() else {
         tell(ctl, &Event::Done);
@@ -1019,11 +1182,10 @@ fn relay_session(ctl: BorrowedFd<'_>, conn: UnixStream, tty: bool) {
                 let stderr = rustix::stdio::stderr();
                 while let Ok(Some(frame)) = Frame::read_from(&mut reader) {
                     match frame {
-                        Frame::Stdout(d) => output
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .write(&d),
+                        Frame::Stdout(d) => output.write(&d),
                         Frame::Stderr(d) => {
+                            // Held while a prompt shows, like the output.
+                            let _held = output.wait_free();
                             let _ = write_all(stderr, &d);
                         }
                         Frame::Report(Report::ExecFailed {
@@ -1058,10 +1220,15 @@ fn relay_session(ctl: BorrowedFd<'_>, conn: UnixStream, tty: bool) {
     let mut writer = conn;
     let stdin = rustix::stdio::stdin();
     let mut attached = Attached::default();
+    // Prompts only where the command has a terminal.
+    let mut prompts = tty.then(Prompts::new);
     let mut stdin_open = true;
     let mut buf = vec![0u8; MAX_DATA];
     let mut frame = |f: Frame| f.write_to(&mut writer);
     loop {
+        if let Some(p) = &mut prompts {
+            p.refresh(&output);
+        }
         let mut fds = vec![PollFd::new(&ctl, PollFlags::IN)];
         if stdin_open {
             fds.push(PollFd::new(&stdin, PollFlags::IN));
@@ -1086,10 +1253,16 @@ fn relay_session(ctl: BorrowedFd<'_>, conn: UnixStream, tty: bool) {
                         }
                     }
                     Some(Order::Finish) => {
+                        output.hold(false);
                         tell(ctl, &Event::Done);
                         return;
                     }
-                    Some(Order::Carry) | None => {}
+                    Some(o) => {
+                        if let Some(p) = &mut prompts {
+                            p.order(&o, &output);
+                        }
+                    }
+                    None => {}
                 },
                 Ok(None) | Err(_) => return,
             }
@@ -1100,17 +1273,26 @@ fn relay_session(ctl: BorrowedFd<'_>, conn: UnixStream, tty: bool) {
                     let _ = frame(Frame::StdinEof);
                     stdin_open = false;
                 }
-                Ok(n) => {
-                    if frame(Frame::Stdin(buf[..n].to_vec())).is_err() {
-                        stdin_open = false;
+                Ok(n) => match &mut prompts {
+                    Some(p) if p.showing() => p.keys(&buf[..n], ctl, &output),
+                    _ => {
+                        if frame(Frame::Stdin(buf[..n].to_vec())).is_err() {
+                            stdin_open = false;
+                        }
                     }
-                }
+                },
                 Err(rustix::io::Errno::INTR) | Err(rustix::io::Errno::AGAIN) => {}
                 Err(_) => stdin_open = false,
             }
         }
         for a in attached.read(&ready[clients_at..]) {
             let _ = match a {
+                Asked::Input(d) if prompts.as_ref().is_some_and(Prompts::showing) => {
+                    if let Some(p) = &mut prompts {
+                        p.keys(&d, ctl, &output);
+                    }
+                    Ok(())
+                }
                 Asked::Input(d) => d
                     .chunks(MAX_DATA)
                     .try_for_each(|c| frame(Frame::Stdin(c.to_vec()))),
@@ -1132,9 +1314,13 @@ mod tests {
             Order::Attach,
             Order::Finish,
             Order::Carry,
+            Order::Prompt(-7, "web asks to reach example.com:443".into()),
+            Order::Unprompt(i64::MAX),
         ] {
             assert_eq!(Order::decode(&o.encode()), Some(o));
         }
+        assert_eq!(Order::decode(&[PROMPT, 0, 0, 1]), None);
+        assert_eq!(Order::decode(&[UNPROMPT, 0, 0, 1]), None);
         assert_eq!(Order::decode(&[RESIZE, 0, 1]), None);
         assert_eq!(Order::decode(&[9]), None);
         for e in [
@@ -1146,12 +1332,18 @@ mod tests {
             Event::Done,
             Event::Failed("cannot apply seccomp".into()),
             Event::Detached,
+            Event::Answer(42, Choice::AlwaysHost),
+            Event::Answer(-1, Choice::DenyAlways),
         ] {
             assert_eq!(Event::decode(&e.encode()), e);
         }
         assert_eq!(Event::decode(&[]), Event::Gone);
         assert_eq!(Event::decode(&[EXIT_CODE, 1, 2]), Event::Gone);
         assert_eq!(Event::decode(&[200, 1]), Event::Gone);
+        assert_eq!(
+            Event::decode(&[ANSWER, 0, 0, 0, 0, 0, 0, 0, 1, b'z']),
+            Event::Gone
+        );
         // Text is cut at the limit, on a character boundary.
         let long = "é".repeat(MAX_TEXT);
         match Event::decode(&Event::Diagnostic(long).encode()) {

@@ -387,15 +387,25 @@ pub trait AskBook {
     fn expire(&self, id: i64) -> Result<bool, Self::Error>;
 }
 
+/// What [`serve_asks`] tells its caller, to tell the user.
+#[derive(Debug, Clone, Copy)]
+pub enum Told<'a> {
+    /// A new question, with its id in the book.
+    Asked(i64, &'a Question),
+    /// Question `id` no longer waits: it was answered, or it timed out.
+    Gone(i64),
+}
+
 /// Answers the questions of one proxy process for `sandbox` from `book` until the process
-/// closes `stream`. `asked` is told of each new question (with its id), to tell the user.
-/// Everything still waiting at the end is removed from the book by the caller's end of run.
+/// closes `stream`. `told` hears of each new question (with its id) and of each that stops
+/// waiting, to tell the user. Everything still waiting at the end is removed from the book by
+/// the caller's end of run.
 pub fn serve_asks<B: AskBook>(
     stream: UnixStream,
     book: &B,
     sandbox: &str,
     settings: AskSettings,
-    asked: &dyn Fn(i64, &Question),
+    told: &dyn Fn(Told<'_>),
 ) -> io::Result<()> {
     let (tx, rx) = mpsc::channel::<ToBook>();
     let reader = stream.try_clone()?;
@@ -448,7 +458,7 @@ pub fn serve_asks<B: AskBook>(
                             + i64::try_from(settings.timeout_ms).unwrap_or(i64::MAX / 2);
                         match book.record(sandbox, &q, expires, settings.limit) {
                             Ok(Slot::New(id)) => {
-                                asked(id, &q);
+                                told(Told::Asked(id, &q));
                                 waiting.insert(id, (vec![token], Instant::now() + timeout));
                                 tokens_seen.insert(token, id);
                                 None
@@ -502,6 +512,7 @@ pub fn serve_asks<B: AskBook>(
                     rule: a.rule,
                 };
                 answer(&mut out, &tokens, &v)?;
+                told(Told::Gone(a.id));
             }
         }
         let now = Instant::now();
@@ -522,6 +533,7 @@ pub fn serve_asks<B: AskBook>(
                     rule: None,
                 };
                 answer(&mut out, &tokens, &v)?;
+                told(Told::Gone(id));
             }
         }
     }

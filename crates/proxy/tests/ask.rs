@@ -48,7 +48,7 @@ fn proxy(dir: &Path, settings: AskSettings, serve_questions: bool) -> (Proxy, Op
                 &Store::open(&served).unwrap(),
                 "t",
                 settings,
-                &|_, _| {},
+                &|_| {},
             )
         });
         None
@@ -78,7 +78,7 @@ fn proxy(dir: &Path, settings: AskSettings, serve_questions: bool) -> (Proxy, Op
 
 /// Waits until a request for `host` waits with `waiting` clients; returns it.
 fn waiting_for(store: &Store, host: &str, waiting: i64) -> AskRow {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         if let Some(r) = store
             .pending(Some("t"))

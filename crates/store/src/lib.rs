@@ -11,6 +11,7 @@
 //! [`paddock_proxy::audit::AuditLog`]), which [`Store`] implements.
 #![forbid(unsafe_code)]
 
+mod answers;
 mod asks;
 mod audit;
 mod events;
@@ -23,6 +24,7 @@ mod test_support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use answers::{Answered, Approval, Lasting, grant_rule};
 pub use asks::{Answer, AskRow, AskSlot, Grant, NewAsk};
 pub use audit::{AuditQuery, AuditRow, KEEP_DAYS, KEEP_ROWS};
 pub use events::{EventQuery, KEEP_EVENTS, SandboxEvent};
@@ -80,6 +82,9 @@ pub enum StoreError {
         "no request {0} is waiting for an answer (it was answered, timed out, or its sandbox stopped; see `paddock policy pending`)"
     )]
     NoAsk(i64),
+    /// an answer that does not fit its request (its words say why)
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Pages the write-ahead log holds before it is checkpointed (see [`Store::open`]).

@@ -1,7 +1,7 @@
 //! Telling the user that a request waits for an answer, or was denied: a line on the
 //! supervisor's standard error (the attached terminal, or the sandbox's log when it runs in the
 //! background), and for a waiting request a desktop notification where `notify-send` and a
-//! desktop session exist.
+//! desktop session exist, and a prompt on the command's terminal ([`Prompts`]).
 //!
 //! What is told comes from the proxy process, which parses the sandbox's bytes: the request
 //! has been checked ([`paddock_proxy::ask`]: a canonical host, a method and a path without
@@ -9,12 +9,15 @@
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use paddock_confine::relay::{Choice, Order, Orders};
 use paddock_proxy::ask::{AskSettings, Question};
 use paddock_proxy::audit::Record;
+use paddock_store::{Approval, Lasting, Store};
 
 /// How long the denials of one host stay quiet after one was told.
 const QUIET: Duration = Duration::from_secs(30);
@@ -102,10 +105,127 @@ pub fn notice(sandbox: &str, id: i64, q: &Question, ask: AskSettings) -> String 
     )
 }
 
-/// Tells the user of request `id`.
-pub fn tell(sandbox: &str, id: i64, q: &Question, ask: AskSettings) {
+/// What a prompt says of request `id`.
+fn prompt_text(sandbox: &str, id: i64, q: &Question, ask: AskSettings) -> String {
+    format!(
+        "{sandbox} asks to reach {} (request {id}; denied in {} s unless answered)",
+        q.request(),
+        ask.timeout_ms / 1000
+    )
+}
+
+/// The prompts of one sandbox's command terminal. The asks thread tells it of each request
+/// that waits and each that stops waiting; the relay loop connects the relay process that
+/// draws them (on the user's terminal and attached ones) and applies the answers it reads
+/// from their keys. An answer is taken only for a request of this sandbox that this hub put
+/// up and that still waits.
+#[derive(Debug)]
+pub struct Prompts {
+    db: PathBuf,
+    sandbox: String,
+    /// This process's stdin is the user's terminal: the prompt shows there.
+    local: bool,
+    state: Mutex<PromptState>,
+}
+
+#[derive(Debug, Default)]
+struct PromptState {
+    relay: Option<Orders>,
+    /// The requests that wait, and what their prompts say.
+    waiting: Vec<(i64, String)>,
+}
+
+impl Prompts {
+    /// The prompts of sandbox `sandbox`, whose answers go to the state database `db`.
+    pub fn new(db: PathBuf, sandbox: &str) -> Prompts {
+        Prompts {
+            db,
+            sandbox: sandbox.to_owned(),
+            local: rustix::termios::isatty(rustix::stdio::stdin()),
+            state: Mutex::default(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, PromptState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The relay of the command's terminal is up: every request that waits is put to it.
+    pub fn connect(&self, relay: Orders) {
+        let mut st = self.state();
+        for (id, text) in &st.waiting {
+            relay.order(&Order::Prompt(*id, text.clone()));
+        }
+        st.relay = Some(relay);
+    }
+
+    /// The relay is gone.
+    pub fn disconnect(&self) {
+        self.state().relay = None;
+    }
+
+    /// Request `id` waits; whether its prompt shows on the user's terminal (else the notice
+    /// line is needed: a run in the background shows prompts only to terminals attached
+    /// later).
+    fn asked(&self, id: i64, text: String) -> bool {
+        let mut st = self.state();
+        let shown = st
+            .relay
+            .as_ref()
+            .is_some_and(|r| r.order(&Order::Prompt(id, text.clone())));
+        st.waiting.push((id, text));
+        shown && self.local
+    }
+
+    /// Request `id` no longer waits.
+    fn gone(&self, id: i64) {
+        let mut st = self.state();
+        st.waiting.retain(|(w, _)| *w != id);
+        if let Some(r) = &st.relay {
+            r.order(&Order::Unprompt(id));
+        }
+    }
+
+    /// Applies the answer the user gave request `id` at the prompt; what went wrong, in words.
+    pub fn answer(&self, id: i64, choice: Choice) -> Result<(), String> {
+        if !self.state().waiting.iter().any(|(w, _)| *w == id) {
+            return Err(format!(
+                "request {id} no longer waits (answered elsewhere, or timed out)"
+            ));
+        }
+        let store = Store::open(&self.db).map_err(|e| e.to_string())?;
+        let ask = store.pending_one(id).map_err(|e| e.to_string())?;
+        if ask.sandbox != self.sandbox {
+            return Err(format!(
+                "request {id} is of sandbox {}, not {}",
+                ask.sandbox, self.sandbox
+            ));
+        }
+        let approval = |lasting, host_only| Approval {
+            lasting,
+            host_only,
+            ..Approval::default()
+        };
+        let done = match choice {
+            Choice::Once => store.approve(id, &approval(Lasting::Once, false)),
+            Choice::ForRun => store.approve(id, &approval(Lasting::ForRun, false)),
+            Choice::Always => store.approve(id, &approval(Lasting::Always, false)),
+            Choice::AlwaysHost => store.approve(id, &approval(Lasting::Always, true)),
+            Choice::Deny => store.deny_request(id, false),
+            Choice::DenyAlways => store.deny_request(id, true),
+        };
+        done.map(drop).map_err(|e| e.to_string())
+    }
+}
+
+/// Tells the user of request `id`: a prompt on the command's terminal where there is one
+/// (`prompts`), else a line on standard error; and a desktop notification.
+pub fn tell(sandbox: &str, id: i64, q: &Question, ask: AskSettings, prompts: Option<&Prompts>) {
     let line = notice(sandbox, id, q, ask);
-    say(&line);
+    let prompted = prompts.is_some_and(|p| p.asked(id, prompt_text(sandbox, id, q, ask)));
+    if !prompted {
+        say(&line);
+    }
     let desktop = ["DISPLAY", "WAYLAND_DISPLAY", "DBUS_SESSION_BUS_ADDRESS"]
         .iter()
         .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()));
@@ -122,6 +242,13 @@ pub fn tell(sandbox: &str, id: i64, q: &Question, ask: AskSettings) {
             // Reaped in the background: notify-send returns at once.
             std::thread::spawn(move || child.wait());
         }
+    }
+}
+
+/// Request `id` no longer waits: its prompt goes.
+pub fn gone(id: i64, prompts: Option<&Prompts>) {
+    if let Some(p) = prompts {
+        p.gone(id);
     }
 }
 

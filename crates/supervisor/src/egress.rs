@@ -12,6 +12,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use paddock_confine::helper;
 use paddock_core::idmap::{Helper, helper_uid};
 use paddock_core::{BackendError, Egress};
 use paddock_proxy::Listener;
-use paddock_proxy::ask::{self, AskSettings};
+use paddock_proxy::ask::{self, AskSettings, Told};
 use paddock_proxy::audit::AuditWriter;
 use paddock_proxy::channel::{self, CredentialSettings, MAX_UNTRUSTED_FRAME, Settings, Status};
 use paddock_proxy::intercept::TEST_UPSTREAM_CA_ENV;
@@ -130,7 +131,12 @@ pub fn spawn(
 
 impl Pending {
     /// Hands the proxy process the sandbox's `egress` listener and waits until it serves.
-    pub fn serve(mut self, egress: Option<Egress>) -> Result<RunningProxy, BackendError> {
+    /// Requests that wait for an answer are put to `prompts` (the command's terminal).
+    pub fn serve(
+        mut self,
+        egress: Option<Egress>,
+        prompts: Option<Arc<crate::asks::Prompts>>,
+    ) -> Result<RunningProxy, BackendError> {
         let listener = match egress {
             Some(Egress::TcpListener(fd)) => Listener::Tcp(std::net::TcpListener::from(fd)),
             Some(Egress::UnixListener(fd)) => {
@@ -188,8 +194,11 @@ impl Pending {
                 let served = Store::open(&db)
                     .map_err(std::io::Error::other)
                     .and_then(|store| {
-                        ask::serve_asks(asks, &store, &sandbox, ask, &|id, q| {
-                            crate::asks::tell(&sandbox, id, q, ask)
+                        ask::serve_asks(asks, &store, &sandbox, ask, &|told| match told {
+                            Told::Asked(id, q) => {
+                                crate::asks::tell(&sandbox, id, q, ask, prompts.as_deref());
+                            }
+                            Told::Gone(id) => crate::asks::gone(id, prompts.as_deref()),
                         })
                     });
                 if let Err(e) = served {

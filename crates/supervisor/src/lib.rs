@@ -146,7 +146,7 @@ pub fn run_exec(
         }
     }
     let mut instance = backend.exec(spec, handle, &launch)?;
-    let relayed = relay::relay(instance.as_mut(), &signals, None, spec.name.as_str());
+    let relayed = relay::relay(instance.as_mut(), &signals, None, None, spec.name.as_str());
     let exit = instance.wait();
     let diagnostics = instance.diagnostics();
     relayed.map_err(SupervisorError::Relay)?;
@@ -315,6 +315,9 @@ pub fn run_attached(
         .then(relay::AttachHub::new)
         .and_then(Result::ok)
         .map(std::sync::Arc::new);
+    // Requests an ask rule holds are put to the command's terminal, where it has one.
+    let prompts = (launch.stdio.is_pty() && spec.network == Network::Proxy)
+        .then(|| std::sync::Arc::new(asks::Prompts::new(dirs.database(), &name)));
     let control = control::Server::start(
         &dirs.control_socket(&spec.name),
         &name,
@@ -349,7 +352,7 @@ pub fn run_attached(
     }
     let proxy = match pending {
         None => None,
-        Some(pending) => match pending.serve(instance.take_egress()) {
+        Some(pending) => match pending.serve(instance.take_egress(), prompts.clone()) {
             Ok(p) => Some(p),
             Err(e) => {
                 // Fail closed: no proxy, no sandbox.
@@ -360,7 +363,13 @@ pub fn run_attached(
             }
         },
     };
-    let relayed = relay::relay(instance.as_mut(), &signals, hub.as_deref(), &name);
+    let relayed = relay::relay(
+        instance.as_mut(),
+        &signals,
+        hub.as_deref(),
+        prompts.as_deref(),
+        &name,
+    );
     // The command ended: the sandbox ends with it, so no more commands start there.
     if let Some(c) = &control {
         let _ = c.set_execs(None, &[]);

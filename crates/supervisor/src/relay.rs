@@ -191,12 +191,14 @@ impl AttachHub {
 
 /// Relays until the command ends: its streams go to the relay process
 /// ([`paddock_confine::relay`]), which holds no privilege; this side passes on signals, this
-/// terminal's size and the terminals attached through `hub`, and waits for the end. A relay
-/// that fails or dies ends the command (fail closed).
+/// terminal's size and the terminals attached through `hub`, and waits for the end. A command
+/// with a terminal shows `prompts` there, and the answers the user types are applied here. A
+/// relay that fails or dies ends the command (fail closed).
 pub fn relay(
     instance: &mut dyn Instance,
     sigs: &SignalPipe,
     hub: Option<&AttachHub>,
+    prompts: Option<&crate::asks::Prompts>,
     sandbox: &str,
 ) -> io::Result<()> {
     let streams = instance.take_streams();
@@ -220,6 +222,12 @@ pub fn relay(
     let _raw = tty.then(|| RawMode::enter(stdin).ok());
     if tty && let Ok(size) = tcgetwinsize(stdin) {
         relay.order(Order::Resize(size.ws_row, size.ws_col));
+    }
+    let prompts = prompts.filter(|_| tty);
+    if let Some(p) = prompts
+        && let Ok(orders) = relay.orders()
+    {
+        p.connect(orders);
     }
     let mut end = SessionEnd::default();
     let mut finishing: Option<Instant> = None;
@@ -269,6 +277,13 @@ pub fn relay(
                 Event::Diagnostic(d) => end.diagnostics.push(d),
                 Event::Limit(l) => end.limits.push(l),
                 Event::Done => break Ok(()),
+                Event::Answer(id, choice) => {
+                    if let Some(p) = prompts
+                        && let Err(e) = p.answer(id, choice)
+                    {
+                        crate::asks::say(&format!("paddock: {e}"));
+                    }
+                }
                 Event::Ready | Event::Detached | Event::Failed(_) | Event::Gone => {
                     break Err(io::Error::other(
                         "the relay process ended before the command did; the command was stopped",
@@ -284,6 +299,9 @@ pub fn relay(
             break Ok(());
         }
     };
+    if let Some(p) = prompts {
+        p.disconnect();
+    }
     if outcome.is_err() {
         let _ = instance.signal(libc::SIGKILL);
     }
