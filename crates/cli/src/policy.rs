@@ -186,14 +186,45 @@ pub fn policy(dirs: &Dirs, cmd: PolicyCmd) -> Result<i32> {
         } => import(dirs, &file, sandbox.as_deref(), replace),
         PolicyCmd::Export { sandbox } => {
             let store = open_store(dirs)?;
-            let rules = match &sandbox {
-                Some(s) => store.rules_for(scope_of(Some(s))?.to_string().as_str())?,
-                None => store.all()?,
-            };
-            print!("{}", policyfile::export(&rules));
+            print!("{}", export(&store, sandbox.as_deref())?);
             Ok(0)
         }
     }
+}
+
+/// `policy export`: every scope's rules and presets, each sandbox named; or one sandbox's own
+/// rules and preset, naming none (for `import --sandbox` into any other). A preset is written
+/// by name, never as its rules; the rules for every sandbox are not one sandbox's.
+fn export(store: &Store, sandbox: Option<&str>) -> Result<String> {
+    let scope = sandbox.map(|s| scope_of(Some(s))).transpose()?;
+    let uses = |p: &paddock_store::PresetInUse| policyfile::PresetUse {
+        sandbox: match &p.scope {
+            Scope::Sandbox(n) => Some(n.clone()),
+            _ => None,
+        },
+        name: p.preset.clone(),
+        ask_unlisted: p.ask_unlisted,
+    };
+    Ok(match &scope {
+        Some(scope) => {
+            let rules: Vec<StoredRule> = store
+                .all()?
+                .into_iter()
+                .filter(|r| r.scope == *scope)
+                .collect();
+            let presets: Vec<_> = store
+                .presets_in_use(sandbox)?
+                .iter()
+                .filter(|p| p.scope == *scope)
+                .map(uses)
+                .collect();
+            policyfile::export(&rules, &presets, true)
+        }
+        None => {
+            let presets: Vec<_> = store.presets_in_use(None)?.iter().map(uses).collect();
+            policyfile::export(&store.all()?, &presets, false)
+        }
+    })
 }
 
 fn describe(r: &StoredRule) -> String {
@@ -366,6 +397,47 @@ fn ls(dirs: &Dirs, sandbox: Option<&str>, json: bool) -> Result<i32> {
             "sandbox {s}: preset {}",
             preset.as_deref().unwrap_or("(none)")
         );
+    } else {
+        // Each preset's rules are listed once; who uses them is said here.
+        let mut sets: Vec<(Option<i64>, String, Vec<String>)> = Vec::new();
+        for p in store.presets_in_use(None)? {
+            let label = if p.ask_unlisted {
+                format!("{} (ask unlisted)", p.preset)
+            } else {
+                p.preset.clone()
+            };
+            let user = match &p.scope {
+                Scope::Global => "every sandbox".to_owned(),
+                other => other.to_string(),
+            };
+            match sets
+                .iter_mut()
+                .find(|(set, l, _)| *set == p.set && *l == label)
+            {
+                Some((_, _, users)) => users.push(user),
+                None => sets.push((p.set, label, vec![user])),
+            }
+        }
+        for (set, label, users) in sets {
+            let ids = match set {
+                Some(set) => store.preset_set_rules(set)?,
+                None => Vec::new(),
+            };
+            let span = match (ids.first(), ids.last()) {
+                (Some(a), Some(b)) if a != b => format!("rules {a}-{b}"),
+                (Some(a), _) => format!("rule {a}"),
+                _ => "no rules".to_owned(),
+            };
+            let shown = users.len().min(8);
+            let more = match users.len() - shown {
+                0 => String::new(),
+                n => format!(" and {n} more"),
+            };
+            println!(
+                "preset {label} ({span}): used by {}{more}",
+                users[..shown].join(", ")
+            );
+        }
     }
     if rules.is_empty() {
         println!("no rules: every request is denied");
@@ -505,8 +577,25 @@ fn import(dirs: &Dirs, file: &Path, sandbox: Option<&str>, replace: bool) -> Res
             None => by_scope.push((scope, vec![rule])),
         }
     }
+    // Presets by name: each scope uses the preset's one set of rules, nothing is copied.
+    let mut presets = Vec::new();
+    for p in &parsed.presets {
+        let scope = match (&forced, &p.sandbox) {
+            (Some(f), _) => f.clone(),
+            (None, Some(n)) => Scope::Sandbox(n.clone()),
+            (None, None) => Scope::Global,
+        };
+        presets.push((scope, p));
+    }
     let n = store.import(&by_scope, replace)?;
-    println!("imported {n} rules from {}", file.display());
+    for (scope, p) in &presets {
+        apply_preset(dirs, &store, scope, &p.name, p.ask_unlisted)?;
+        println!("{scope} uses preset {}", p.name);
+    }
+    println!(
+        "imported {n} rules from {} (rules a scope already had are not added again)",
+        file.display()
+    );
     Ok(0)
 }
 

@@ -405,3 +405,64 @@ fn ask_rules_and_a_preset_that_ends_in_one() {
         Vec::<serde_json::Value>::new()
     );
 }
+
+/// A preset's rules are kept once however many sandboxes use it: `ls` lists them once and
+/// says who uses them; a sandbox's export names its preset, not its rules, and no sandbox, so
+/// importing it elsewhere (twice, even) duplicates nothing; a shared rule is not removed for
+/// everyone by `rm`.
+#[test]
+fn presets_are_shared_and_export_import_copies_nothing() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    for s in ["a", "b", "c"] {
+        ok(h, &["preset", "deny-all", "--sandbox", s, "--ask-unlisted"]);
+    }
+    ok(h, &["allow", "own.test", "--sandbox", "a"]);
+    let rows = |args: &[&str]| -> Vec<serde_json::Value> {
+        serde_json::from_str(&ok(h, &[&["ls", "--json"][..], args].concat())).unwrap()
+    };
+    let shared: Vec<i64> = rows(&["--sandbox", "a"])
+        .iter()
+        .filter(|r| r["scope"] == "preset deny-all")
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    assert!(!shared.is_empty());
+    // Once in all, whoever uses it; each sandbox sees the same ids.
+    assert_eq!(rows(&[]).len(), shared.len() + 1);
+    let b: Vec<i64> = rows(&["--sandbox", "b"])
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(b, shared);
+    let ls = ok(h, &["ls"]);
+    assert!(ls.contains("preset deny-all (ask unlisted) ("), "{ls}");
+    assert!(ls.contains("used by a, b, c"), "{ls}");
+    // A sandbox's export: its preset by name, its own rules, no sandbox named.
+    let exported = ok(h, &["export", "--sandbox", "a"]);
+    assert!(
+        exported.contains("[[preset]]\nname = \"deny-all\"\nask_unlisted = true\n"),
+        "{exported}"
+    );
+    assert!(
+        exported.contains("own.test") && !exported.contains("sandbox ="),
+        "{exported}"
+    );
+    let file = home.path().join("a.toml");
+    std::fs::write(&file, &exported).unwrap();
+    let first = ok(h, &["import", file.to_str().unwrap(), "--sandbox", "d"]);
+    assert!(first.contains("imported 1 rules"), "{first}");
+    let again = ok(h, &["import", file.to_str().unwrap(), "--sandbox", "d"]);
+    assert!(again.contains("imported 0 rules"), "{again}");
+    let d = rows(&["--sandbox", "d"]);
+    assert_eq!(d.len(), shared.len() + 1, "{d:?}");
+    assert_eq!(rows(&[]).len(), shared.len() + 2);
+    // A shared rule stays; the message says how to narrow one sandbox instead.
+    let o = policy(h, &["rm", &shared[0].to_string()]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("every sandbox using that preset shares"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(rows(&[]).len(), shared.len() + 2);
+}

@@ -94,6 +94,18 @@ impl<T, E: StdError + Send + Sync + 'static> Context<T> for std::result::Result<
     }
 }
 
+/// The state store's errors: a request it refuses as invalid is the caller's to mend, the rest
+/// a failure below.
+impl From<paddock_store::StoreError> for EngineError {
+    fn from(e: paddock_store::StoreError) -> EngineError {
+        use paddock_store::StoreError as S;
+        match e {
+            S::Invalid(why) => EngineError::Invalid(why),
+            e => EngineError::Below(Box::new(e)),
+        }
+    }
+}
+
 /// Errors of the parts below, each a failure under its own message.
 macro_rules! failed_from {
     ($($t:ty),* $(,)?) => {$(
@@ -113,7 +125,6 @@ failed_from!(
     paddock_core::BackendError,
     paddock_core::LockError,
     paddock_supervisor::SelectError,
-    paddock_store::StoreError,
     paddock_secrets::StoreError,
     paddock_image::BuildError,
 );

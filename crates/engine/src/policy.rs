@@ -139,7 +139,7 @@ pub fn apply_preset(
     if ask_unlisted {
         rules.push(ask_unlisted_rule());
     }
-    Ok(store.apply_preset(scope, name, &rules)?.len())
+    Ok(store.apply_preset(scope, name, &rules, ask_unlisted)?.len())
 }
 
 /// `ask ** port any`: what `--ask-unlisted` adds to a preset.
@@ -416,12 +416,9 @@ impl crate::Engine {
         let rules = match sandbox {
             Some(_) => self.rules(sandbox)?,
             None => {
-                let mut rules: Vec<StoredRule> = self
-                    .store
-                    .all()?
-                    .into_iter()
-                    .filter(|r| r.scope == Scope::Global)
-                    .collect();
+                // What every sandbox gets: the global rules and the preset for every sandbox
+                // (a sandbox of no name has no rules of its own).
+                let mut rules: Vec<StoredRule> = self.store.rules_for("")?;
                 rules.extend(new_sandbox_preset(&self.dirs)?);
                 rules
             }

@@ -391,6 +391,7 @@ mod tests {
                 path: None,
                 source: "user".into(),
                 private_address: false,
+                preset: None,
             });
         }
     }

@@ -10,6 +10,11 @@
 //! path = "/v1/*"              # optional, likewise
 //! private_address = true      # optional: the named host may resolve to a private address
 //! sandbox = "my-box"          # optional: absent means every sandbox
+//!
+//! [[preset]]                  # a preset the scope uses, by name (its rules are not copied)
+//! name = "balanced"
+//! ask_unlisted = true         # optional: it ends in an ask instead of the default deny
+//! sandbox = "my-box"          # optional, as for a rule
 //! ```
 //!
 //! A file is read whole and checked whole before anything changes; an error names the line.
@@ -56,6 +61,18 @@ struct RawFile {
     host_registries: bool,
     #[serde(default)]
     rule: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    preset: Vec<Spanned<RawPreset>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPreset {
+    name: Spanned<String>,
+    #[serde(default)]
+    ask_unlisted: bool,
+    #[serde(default)]
+    sandbox: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,6 +108,19 @@ pub struct PolicyFile {
     pub host_registries: bool,
     /// The rules, with the scope each names (`None`: not named in the file).
     pub rules: Vec<(Option<String>, Rule)>,
+    /// The presets the scopes use, with the scope each names.
+    pub presets: Vec<PresetUse>,
+}
+
+/// A preset a scope uses, as a policy file names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresetUse {
+    /// The sandbox (`None`: not named in the file).
+    pub sandbox: Option<String>,
+    /// The preset's name (checked against the built-in presets when applied).
+    pub name: String,
+    /// It ends in an ask for hosts no rule names.
+    pub ask_unlisted: bool,
 }
 
 /// Reads a policy file; `file` is the name used in messages.
@@ -115,6 +145,16 @@ pub fn parse(file: &str, text: &str) -> Result<PolicyFile, FileError> {
             ),
         ));
     }
+    let sandbox_of = |s: &Option<Spanned<String>>| -> Result<Option<String>, FileError> {
+        s.as_ref()
+            .map(|s| {
+                s.get_ref()
+                    .parse::<paddock_policy::SandboxName>()
+                    .map(|n| n.to_string())
+                    .map_err(|e| invalid(s.span(), e.to_string()))
+            })
+            .transpose()
+    };
     let mut rules = Vec::new();
     for r in raw.rule {
         let r = r.into_inner();
@@ -156,28 +196,54 @@ pub fn parse(file: &str, text: &str) -> Result<PolicyFile, FileError> {
                 return Err(invalid(p.span(), e.to_string()));
             }
         }
-        let scope = match &r.sandbox {
-            Some(s) => Some(
-                s.get_ref()
-                    .parse::<paddock_policy::SandboxName>()
-                    .map_err(|e| invalid(s.span(), e.to_string()))?
-                    .to_string(),
-            ),
-            None => None,
-        };
-        rules.push((scope, rule));
+        rules.push((sandbox_of(&r.sandbox)?, rule));
+    }
+    let mut presets = Vec::new();
+    for p in raw.preset {
+        let p = p.into_inner();
+        if !crate::presets::PRESETS
+            .iter()
+            .any(|(n, _)| n == p.name.get_ref())
+        {
+            let names: Vec<&str> = crate::presets::PRESETS.iter().map(|(n, _)| *n).collect();
+            return Err(invalid(
+                p.name.span(),
+                format!(
+                    "no preset named {:?} (there are {})",
+                    p.name.get_ref(),
+                    names.join(", ")
+                ),
+            ));
+        }
+        presets.push(PresetUse {
+            sandbox: sandbox_of(&p.sandbox)?,
+            name: p.name.into_inner(),
+            ask_unlisted: p.ask_unlisted,
+        });
     }
     Ok(PolicyFile {
         description: raw.description,
         host_registries: raw.host_registries,
         rules,
+        presets,
     })
 }
 
 #[derive(Debug, Serialize)]
 struct OutFile {
     version: u32,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    preset: Vec<OutPreset>,
     rule: Vec<OutRule>,
+}
+
+#[derive(Debug, Serialize)]
+struct OutPreset {
+    name: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    ask_unlisted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sandbox: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -196,12 +262,25 @@ struct OutRule {
     sandbox: Option<String>,
 }
 
-/// Writes rules in the file format (importing the result gives the same rules).
-pub fn export(rules: &[StoredRule]) -> String {
+/// Writes rules and the presets their scopes use in the file format (importing the result
+/// gives the same rules and presets). A preset's own rules are not written: the preset is,
+/// by name. With `unnamed`, no sandbox is named (the file is for one scope, whichever
+/// imports it).
+pub fn export(rules: &[StoredRule], presets: &[PresetUse], unnamed: bool) -> String {
+    let name = |s: &Option<String>| s.clone().filter(|_| !unnamed);
     let out = OutFile {
         version: VERSION,
+        preset: presets
+            .iter()
+            .map(|p| OutPreset {
+                name: p.name.clone(),
+                ask_unlisted: p.ask_unlisted,
+                sandbox: name(&p.sandbox),
+            })
+            .collect(),
         rule: rules
             .iter()
+            .filter(|r| !matches!(r.scope, Scope::Preset(_)))
             .map(|r| OutRule {
                 action: r.rule.action.to_string(),
                 host: match &r.rule.host {
@@ -220,8 +299,8 @@ pub fn export(rules: &[StoredRule]) -> String {
                 path: r.rule.path.as_ref().map(|p| p.as_str().to_owned()),
                 private_address: r.rule.private_address,
                 sandbox: match &r.scope {
-                    Scope::Global => None,
-                    Scope::Sandbox(n) => Some(n.clone()),
+                    Scope::Sandbox(n) if !unnamed => Some(n.clone()),
+                    _ => None,
                 },
             })
             .collect(),
@@ -303,8 +382,34 @@ private_address = true
             })
             .collect();
         assert!(f.rules[4].1.private_address && !f.rules[0].1.private_address);
-        let again = parse("b", &export(&stored)).unwrap();
+        let again = parse("b", &export(&stored, &[], false)).unwrap();
         assert_eq!(again.rules, f.rules);
+        // A preset is written by name, and its rules not at all; unnamed, no sandbox is named.
+        let presets = [PresetUse {
+            sandbox: Some("box".into()),
+            name: "balanced".into(),
+            ask_unlisted: true,
+        }];
+        let mut with_preset = stored.clone();
+        with_preset.push(StoredRule {
+            id: 99,
+            scope: Scope::Preset("balanced".into()),
+            source: "preset:balanced".into(),
+            rule: f.rules[0].1.clone(),
+        });
+        let named = parse("c", &export(&with_preset, &presets, false)).unwrap();
+        assert_eq!(
+            (named.rules, named.presets),
+            (f.rules.clone(), presets.to_vec())
+        );
+        let unnamed = parse("d", &export(&with_preset, &presets, true)).unwrap();
+        assert!(unnamed.rules.iter().all(|(s, _)| s.is_none()));
+        assert_eq!(unnamed.presets[0].sandbox, None);
+        assert_eq!(unnamed.rules.len(), f.rules.len());
+        let e = parse("e", "version = 1\n[[preset]]\nname = \"lax\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("e:3: no preset named \"lax\""), "{e}");
     }
 
     #[test]

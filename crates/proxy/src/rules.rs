@@ -51,6 +51,9 @@ pub struct RuleRow {
     /// Whether the named host may resolve to a private address.
     #[serde(default)]
     pub private_address: bool,
+    /// The preset whose rule it is (kept once, used by every scope the preset is applied to).
+    #[serde(default)]
+    pub preset: Option<String>,
 }
 
 /// A stored rule that does not parse.
@@ -75,6 +78,7 @@ pub fn parse_row(row: RuleRow) -> Result<StoredRule, BadRule> {
         path,
         source,
         private_address,
+        preset,
     } = row;
     let bad = |e: &dyn std::fmt::Display| BadRule {
         id,
@@ -85,7 +89,11 @@ pub fn parse_row(row: RuleRow) -> Result<StoredRule, BadRule> {
     };
     Ok(StoredRule {
         id,
-        scope: sandbox.map(Scope::Sandbox).unwrap_or(Scope::Global),
+        scope: match (preset, sandbox) {
+            (Some(p), _) => Scope::Preset(p),
+            (None, Some(s)) => Scope::Sandbox(s),
+            (None, None) => Scope::Global,
+        },
         source,
         rule: Rule {
             action,

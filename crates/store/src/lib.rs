@@ -29,6 +29,7 @@ pub use asks::{Answer, AskRow, AskSlot, Grant, NewAsk};
 pub use audit::{AuditQuery, AuditRow, KEEP_DAYS, KEEP_ROWS};
 pub use events::{EventQuery, KEEP_EVENTS, SandboxEvent};
 use paddock_policy::SandboxName;
+pub use rules::PresetInUse;
 use rusqlite::Connection;
 use rusqlite::config::DbConfig;
 

@@ -36,13 +36,13 @@ fn rules_presets_and_the_generation() {
         .add(&a, &[rule(Action::Deny, "mine.test")], "user")
         .unwrap();
     store
-        .apply_preset(&a, "p1", &[rule(Action::Allow, "p1.test")])
+        .apply_preset(&a, "p1", &[rule(Action::Allow, "p1.test")], false)
         .unwrap();
     let g1 = store.generation().unwrap();
     assert!(g1 > g0);
     // A preset replaces the scope's preset rules only.
     store
-        .apply_preset(&a, "p2", &[rule(Action::Allow, "p2.test")])
+        .apply_preset(&a, "p2", &[rule(Action::Allow, "p2.test")], false)
         .unwrap();
     assert_eq!(store.preset_of(&a).unwrap().as_deref(), Some("p2"));
     assert_eq!(store.preset_of(&Scope::Global).unwrap(), None);
@@ -59,6 +59,7 @@ fn rules_presets_and_the_generation() {
             .collect::<Vec<_>>(),
         ["global.test", "mine.test", "p2.test"]
     );
+    // p1's rules went with the last scope that used them.
     assert_eq!(store.all().unwrap().len(), 4);
     let removed = store.remove(mine[0]).unwrap();
     assert_eq!(removed.rule.host.to_string(), "mine.test");
@@ -75,7 +76,7 @@ fn import_replaces_user_rules_in_one_transaction() {
         .add(&a, &[rule(Action::Allow, "old.test")], "user")
         .unwrap();
     store
-        .apply_preset(&a, "p", &[rule(Action::Allow, "preset.test")])
+        .apply_preset(&a, "p", &[rule(Action::Allow, "preset.test")], false)
         .unwrap();
     let n = store
         .import(
@@ -91,6 +92,97 @@ fn import_replaces_user_rules_in_one_transaction() {
         hosts(&store.rules_for("a").unwrap()),
         ["preset.test", "new.test", "g.test"]
     );
+}
+
+#[test]
+fn a_preset_is_kept_once_and_referenced_by_each_scope_that_uses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.db")).unwrap();
+    let preset = [rule(Action::Allow, "a.test"), rule(Action::Allow, "b.test")];
+    let names: Vec<String> = (0..30).map(|i| format!("s{i}")).collect();
+    let mut ids = Vec::new();
+    for n in &names {
+        let scope = Scope::Sandbox(n.clone());
+        ids.push(
+            store
+                .apply_preset(&scope, "balanced", &preset, false)
+                .unwrap(),
+        );
+        store
+            .add(&scope, &[rule(Action::Allow, &format!("{n}.test"))], "user")
+            .unwrap();
+    }
+    // One set of rules, the same ids for every sandbox; each sandbox sees them with its own.
+    assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
+    let all = store.all().unwrap();
+    assert_eq!(all.len(), 2 + names.len());
+    assert_eq!(
+        hosts(&store.rules_for("s7").unwrap()),
+        ["a.test", "b.test", "s7.test"]
+    );
+    assert!(
+        store.rules_for("s7").unwrap()[..2]
+            .iter()
+            .all(|r| r.scope == Scope::Preset("balanced".into()))
+    );
+    // The same preset ending in an ask is other rules: a set of its own.
+    let mut asking = preset.to_vec();
+    asking.push(rule(Action::Ask, "**"));
+    let other = store
+        .apply_preset(&Scope::Sandbox("s0".into()), "balanced", &asking, true)
+        .unwrap();
+    assert_eq!(other.len(), 3);
+    assert!(!other.contains(&ids[0][0]));
+    let used = store.presets_in_use(Some("s0")).unwrap();
+    assert_eq!(
+        used.iter()
+            .map(|p| (p.preset.as_str(), p.ask_unlisted))
+            .collect::<Vec<_>>(),
+        [("balanced", true)]
+    );
+    // A preset's rule is everyone's: it is not removed for one.
+    let e = store.remove(ids[0][0]).unwrap_err().to_string();
+    assert!(
+        e.contains("preset balanced") && e.contains("paddock policy deny a.test"),
+        "{e}"
+    );
+    // Nor are rules added to a preset.
+    assert!(
+        store
+            .add(&Scope::Preset("balanced".into()), &preset, "user")
+            .is_err()
+    );
+    // When the last sandbox that used a set stops using it, its rules go.
+    store
+        .apply_preset(&Scope::Sandbox("s0".into()), "strict", &[], false)
+        .unwrap();
+    assert!(
+        store
+            .all()
+            .unwrap()
+            .iter()
+            .all(|r| r.rule.action != Action::Ask)
+    );
+    for n in &names[1..] {
+        store
+            .apply_preset(&Scope::Sandbox(n.clone()), "strict", &[], false)
+            .unwrap();
+    }
+    assert_eq!(store.all().unwrap().len(), names.len());
+    // Import does not add a rule a scope already has.
+    let again = store
+        .import(
+            &[(
+                Scope::Sandbox("s1".into()),
+                vec![
+                    rule(Action::Allow, "s1.test"),
+                    rule(Action::Allow, "new.test"),
+                ],
+            )],
+            false,
+        )
+        .unwrap();
+    assert_eq!(again, 1);
 }
 
 #[test]

@@ -136,6 +136,7 @@ impl Store {
             params![name.as_str()],
         )
         .map_err(err)?;
+        crate::rules::drop_unused_sets(&tx).map_err(err)?;
         tx.execute(
             "DELETE FROM net_asks WHERE sandbox = ?1",
             params![name.as_str()],

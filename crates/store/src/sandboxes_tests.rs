@@ -69,7 +69,7 @@ fn two_sandboxes(store: &mut Store) {
             .add(&scope, std::slice::from_ref(&rule), "cli")
             .unwrap();
         store
-            .apply_preset(&scope, "none", std::slice::from_ref(&rule))
+            .apply_preset(&scope, "none", std::slice::from_ref(&rule), false)
             .unwrap();
     }
     store
@@ -126,12 +126,16 @@ fn removing_a_sandbox_takes_its_row_rules_and_preset_and_keeps_its_log() {
     two_sandboxes(&mut store);
     store.remove_sandbox(&"gone".parse().unwrap()).unwrap();
     assert_eq!(held(&store, "gone"), (false, 0, false, 1));
-    assert_eq!(held(&store, "kept"), (true, 2, true, 0));
+    assert_eq!(held(&store, "kept"), (true, 1, true, 0));
     assert_eq!(
         store.rules_for("gone").unwrap().len(),
         1,
         "the global rule stays"
     );
+    // The preset's rules, shared, stay while a sandbox uses them, and go with the last.
+    assert_eq!(store.rules_for("kept").unwrap().len(), 3);
+    store.remove_sandbox(&"kept".parse().unwrap()).unwrap();
+    assert_eq!(store.all().unwrap().len(), 1, "{:?}", store.all());
 }
 
 #[test]
@@ -149,5 +153,5 @@ fn a_removal_that_fails_part_way_removes_nothing() {
         .unwrap();
     let e = store.remove_sandbox(&"gone".parse().unwrap()).unwrap_err();
     assert!(matches!(e, StoreError::Sqlite { .. }), "{e:?}");
-    assert_eq!(held(&store, "gone"), (true, 2, true, 1));
+    assert_eq!(held(&store, "gone"), (true, 1, true, 1));
 }

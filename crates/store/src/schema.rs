@@ -17,6 +17,8 @@ enum Step {
     /// The network tables: created, or brought forward from the version their own
     /// `proxy_schema` row names, and that row's table dropped.
     NetTables,
+    /// [`PRESET_SETS`], then each scope's copy of its preset's rules made one shared set.
+    PresetSets,
 }
 
 /// Every step; schema version N is the first N applied.
@@ -42,7 +44,26 @@ const STEPS: &[Step] = &[
     Step::Sql(EVENTS),
     // 5: rules that ask, rules that last one run, and the requests waiting for the user
     Step::Sql(ASKS),
+    // 6: a preset's rules kept once and referenced by the scopes that use it
+    Step::PresetSets,
 ];
+
+/// [`STEPS`]' step 6: `net_preset_sets` holds each distinct set of preset rules once (its key:
+/// the preset's name and its rules in words); a set's rules are `net_rules` rows with
+/// `preset_set` (and no sandbox), and `net_presets.set_id` says which set a scope uses. A set
+/// no scope uses is removed with its rules.
+const PRESET_SETS: &str = r"
+CREATE TABLE net_preset_sets (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    preset TEXT NOT NULL,
+    ask_unlisted INTEGER NOT NULL DEFAULT 0,
+    key TEXT NOT NULL UNIQUE,
+    made_at INTEGER NOT NULL
+) STRICT;
+ALTER TABLE net_rules ADD COLUMN preset_set INTEGER REFERENCES net_preset_sets (id) ON DELETE CASCADE;
+CREATE INDEX net_rules_preset_set ON net_rules (preset_set);
+ALTER TABLE net_presets ADD COLUMN set_id INTEGER REFERENCES net_preset_sets (id);
+";
 
 /// [`STEPS`]' step 4: the events table and the triggers that fill and prune it.
 const EVENTS: &str = r"
@@ -210,6 +231,10 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
         match step {
             Step::Sql(sql) => tx.execute_batch(sql).map_err(err)?,
             Step::NetTables => net_tables(&tx, path)?,
+            Step::PresetSets => {
+                tx.execute_batch(PRESET_SETS).map_err(err)?;
+                crate::rules::share_preset_copies(&tx).map_err(err)?;
+            }
         }
         tx.pragma_update(None, "user_version", i as i64 + 1)
             .map_err(err)?;

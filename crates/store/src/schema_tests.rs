@@ -151,6 +151,7 @@ fn a_fresh_database_has_every_table_and_the_newest_version() {
         [
             "net_asks",
             "net_audit",
+            "net_preset_sets",
             "net_presets",
             "net_rules",
             "net_rules_gen",
@@ -193,6 +194,7 @@ fn a_version_4_database_gains_ask_rules_and_keeps_its_rule_ids() {
             match step {
                 Step::Sql(sql) => tx.execute_batch(sql).unwrap(),
                 Step::NetTables => net_tables(&tx, &path).unwrap(),
+                Step::PresetSets => panic!("step 6 in the first four"),
             }
         }
         tx.pragma_update(None, "user_version", 4).unwrap();
@@ -247,4 +249,87 @@ fn a_version_4_database_gains_ask_rules_and_keeps_its_rule_ids() {
         )
         .unwrap();
     assert_eq!(ids, [4]);
+}
+
+#[test]
+fn copies_of_a_preset_become_one_shared_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    // A database at version 5, as the paddock before shared presets left it: each scope with
+    // its own copy of its preset's rules.
+    {
+        let mut db = Connection::open(&path).unwrap();
+        let tx = db.transaction().unwrap();
+        for step in &STEPS[..5] {
+            match step {
+                Step::Sql(sql) => tx.execute_batch(sql).unwrap(),
+                Step::NetTables => net_tables(&tx, &path).unwrap(),
+                Step::PresetSets => panic!("step 6 in the first five"),
+            }
+        }
+        tx.pragma_update(None, "user_version", 5).unwrap();
+        let copy = |scope: Option<&str>, hosts: &[&str]| {
+            for h in hosts {
+                tx.execute(
+                    "INSERT INTO net_rules (sandbox, action, host, port, source, created_at)
+                     VALUES (?1, 'allow', ?2, 'default', 'preset:balanced', 1)",
+                    rusqlite::params![scope, h],
+                )
+                .unwrap();
+            }
+            tx.execute(
+                "INSERT INTO net_presets (scope, preset, applied_at) VALUES (?1, 'balanced', 1)",
+                [scope.unwrap_or("")],
+            )
+            .unwrap();
+        };
+        copy(Some("a"), &["x.test", "y.test"]);
+        copy(Some("b"), &["x.test", "y.test"]);
+        copy(Some("c"), &["x.test"]);
+        copy(None, &["x.test", "y.test"]);
+        tx.execute(
+            "INSERT INTO net_rules (sandbox, action, host, port, source, created_at)
+             VALUES ('a', 'deny', 'own.test', 'default', 'user', 1)",
+            [],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let all = store.all().unwrap();
+    let words: Vec<(i64, String, String)> = all
+        .iter()
+        .map(|r| (r.id, r.scope.to_string(), r.rule.host.to_string()))
+        .collect();
+    // The copy for every sandbox (the first scope) is kept (ids 6, 7) and shared with a and
+    // b; c's differs and stays its own.
+    assert_eq!(
+        words,
+        [
+            (5, "preset balanced".into(), "x.test".into()),
+            (6, "preset balanced".into(), "x.test".into()),
+            (7, "preset balanced".into(), "y.test".into()),
+            (8, "a".into(), "own.test".into()),
+        ]
+    );
+    assert_eq!(
+        store
+            .rules_for("b")
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>(),
+        [6, 7]
+    );
+    // c sees its own set and the one for every sandbox.
+    assert_eq!(
+        store
+            .rules_for("c")
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>(),
+        [5, 6, 7]
+    );
+    assert_eq!(store.presets_in_use(None).unwrap().len(), 4);
 }

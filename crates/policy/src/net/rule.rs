@@ -567,6 +567,9 @@ pub enum Scope {
     Global,
     /// One sandbox, by name.
     Sandbox(String),
+    /// A preset's rules, kept once and referenced by each scope the preset is applied to (by
+    /// the preset's name).
+    Preset(String),
 }
 
 impl fmt::Display for Scope {
@@ -574,6 +577,7 @@ impl fmt::Display for Scope {
         match self {
             Scope::Global => f.write_str("global"),
             Scope::Sandbox(n) => f.write_str(n),
+            Scope::Preset(n) => write!(f, "preset {n}"),
         }
     }
 }
@@ -583,7 +587,7 @@ impl fmt::Display for Scope {
 pub struct StoredRule {
     /// Stable id (for `policy rm`).
     pub id: i64,
-    /// Global or one sandbox.
+    /// Global, one sandbox, or a preset's (shared by the scopes it is applied to).
     pub scope: Scope,
     /// Where it came from: `user`, `preset:NAME`, `run`.
     pub source: String,
