@@ -9,8 +9,7 @@ use paddock_core::Dirs;
 use paddock_engine::asks::{Approval, Lasting};
 use paddock_policy::SandboxName;
 use paddock_policy::net::{Action, Rule, Scope, StoredRule};
-use paddock_proxy::{policyfile, presets};
-use paddock_store::{AskRow, AuditQuery, AuditRow, Store};
+use paddock_store::{AskRow, AuditQuery, AuditRow, Store, policyfile, presets};
 
 use crate::cli::{PolicyCmd, RuleArgs};
 use crate::error::{Terminal, usage};

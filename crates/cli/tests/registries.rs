@@ -158,8 +158,8 @@ fn agent_cache() -> Option<tempfile::TempDir> {
 
 /// The npm registry host this host's npm uses (from its configuration, as the preset reads it).
 fn npm_registry_host() -> String {
-    let cfg = paddock_proxy::registries::HostConfig::from_env();
-    paddock_proxy::registries::discover(&cfg)
+    let cfg = paddock_store::registries::HostConfig::from_env();
+    paddock_store::registries::discover(&cfg)
         .into_iter()
         .find(|h| h.source.starts_with("npm"))
         .map(|h| h.host)

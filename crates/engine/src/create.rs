@@ -257,7 +257,7 @@ pub(crate) fn validate(args: &RunRequest, report: &dyn Reporter) -> Result<Valid
         .map_err(|e| invalid(format!("--allow-private-address: {e}")))?,
     );
     if let Some(p) = &args.policy {
-        paddock_proxy::presets::text(p).map_err(|e| invalid(format!("--policy: {e}")))?;
+        paddock_store::presets::text(p).map_err(|e| invalid(format!("--policy: {e}")))?;
     }
     let agent = match &args.agent {
         None => None,

@@ -7,9 +7,8 @@ use paddock_policy::net::{
     Action, Decision, Host, Kind, PathGlob, PortSpec, Rule, Scope, StoredRule, Target, Tunnel,
     decide, decide_address, normalize_path, parse_method, split_host_port, tunnel,
 };
-use paddock_proxy::presets;
-use paddock_proxy::registries::{HostConfig, RegistryHost, discover};
-use paddock_store::Store;
+use paddock_store::registries::{HostConfig, RegistryHost, discover};
+use paddock_store::{Store, presets};
 use serde::{Deserialize, Serialize};
 
 use crate::{Reporter, Result, invalid};

@@ -203,7 +203,7 @@ impl Engine {
             let had = rules.preset_of(&scope)?;
             let preset = match (&args.policy, &had) {
                 (Some(p), _) => Some(p.as_str()),
-                (None, None) => Some(paddock_proxy::presets::DEFAULT),
+                (None, None) => Some(paddock_store::presets::DEFAULT),
                 // The preset it has, now ending in an ask.
                 (None, Some(p)) if args.ask_unlisted => Some(p.as_str()),
                 (None, Some(_)) => None,

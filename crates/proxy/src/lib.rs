@@ -9,9 +9,6 @@
 #![forbid(unsafe_code)]
 
 pub mod head;
-pub mod policyfile;
-pub mod presets;
-pub mod registries;
 
 pub mod ask;
 pub mod audit;

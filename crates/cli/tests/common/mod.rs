@@ -447,8 +447,8 @@ pub fn registries_ready() -> bool {
     use std::net::ToSocketAddrs;
     static READY: OnceLock<Result<(), String>> = OnceLock::new();
     let ready = READY.get_or_init(|| {
-        let cfg = paddock_proxy::registries::HostConfig::from_env();
-        let hosts = paddock_proxy::registries::discover(&cfg);
+        let cfg = paddock_store::registries::HostConfig::from_env();
+        let hosts = paddock_store::registries::discover(&cfg);
         if hosts.is_empty() {
             return Err("this host's package managers name no registry".into());
         }
