@@ -138,7 +138,7 @@ pub struct AskId {
     request_body = Approval,
     responses(
         (status = 200, body = Answered, description = "Approved, with the rule made"),
-        (status = 404, body = Problem, description = "No request with that id waits"),
+        (status = 404, body = Problem, content_type = "application/problem+json", description = "No request with that id waits"),
     )
 )]
 async fn approve(
@@ -167,7 +167,7 @@ pub struct Denial {
     request_body = Denial,
     responses(
         (status = 200, body = Answered, description = "Denied, with the rule made"),
-        (status = 404, body = Problem, description = "No request with that id waits"),
+        (status = 404, body = Problem, content_type = "application/problem+json", description = "No request with that id waits"),
     )
 )]
 async fn deny(

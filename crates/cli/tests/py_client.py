@@ -36,6 +36,7 @@ def contract(doc):
         (paddock_client.FileEntry, "FileEntry", set()),
         (paddock_client.Rule, "RuleView", set()),
         (paddock_client.Check, "Check", set()),
+        (paddock_client.Pending, "AskRow", set()),
         (paddock_client.Updated, "Updated", set()),
         (paddock_client.Port, "Port", set()),
         (paddock_client.Event, "SandboxEvent", set()),
@@ -113,7 +114,14 @@ def sync_flow(socket, workspace, name, backend):
               "attach: typed into, detached, still running", out)
         c.delete(shell, force=True)
         verdict = c.check("https://denied.invalid/", sandbox=name)
-        check(not verdict.allowed, "check: a host no rule allows", verdict)
+        check(not verdict.allowed and verdict.decision == "deny",
+              "check: a host no rule allows", verdict)
+        check(c.pending(name) == [], "pending: nothing waits")
+        try:
+            c.approve(2**40, lasting="always", host_only=True)
+            check(False, "approving what does not wait raises")
+        except PaddockError as e:
+            check((e.status, e.code) == (404, "not_found"), "approving what does not wait", e)
         try:
             c.get("no-such-sandbox")
             check(False, "an unknown sandbox raises")

@@ -24,6 +24,7 @@ __all__ = [
     "ExecStream",
     "FileEntry",
     "PaddockError",
+    "Pending",
     "Port",
     "ReviewResult",
     "Rule",
@@ -55,6 +56,9 @@ ROUTES = [
     ("post", "/v1/policy/rules"),
     ("delete", "/v1/policy/rules/{id}"),
     ("get", "/v1/policy/check"),
+    ("get", "/v1/policy/pending"),
+    ("post", "/v1/policy/pending/{id}/approve"),
+    ("post", "/v1/policy/pending/{id}/deny"),
     ("get", "/v1/secrets"),
     ("post", "/v1/sandboxes/{name}/reset"),
     ("patch", "/v1/sandboxes/{name}/limits"),
@@ -84,6 +88,15 @@ class PaddockError(Exception):
         self.status = status
         self.code = code
         self.detail = detail
+
+
+def _approval(lasting: str, shape: dict) -> dict:
+    """The body of an approval (schema `Approval`); `global_` is sent as `global`."""
+    body = {"lasting": lasting}
+    for k, v in shape.items():
+        if v is not None:
+            body["global" if k == "global_" else k] = v
+    return body
 
 
 def _from(cls, data: dict):
@@ -159,10 +172,29 @@ class Check:
     """What the egress proxy would decide for a URL (schema `Check`)."""
 
     allowed: bool
+    decision: str
     request: str
     reason: str
     rule: Optional[int] = None
+    rule_text: Optional[str] = None
     note: Optional[str] = None
+
+
+@dataclass
+class Pending:
+    """A request an `ask` rule holds until the user answers (schema `AskRow`)."""
+
+    id: int
+    sandbox: str
+    kind: str
+    host: str
+    port: int
+    waiting: int
+    asked_at: int
+    expires_at: int
+    method: Optional[str] = None
+    path: Optional[str] = None
+    rule: Optional[int] = None
 
 
 @dataclass
@@ -502,6 +534,24 @@ class Client:
         return _from(Check, self._call("GET", "/v1/policy/check",
                                        params=_check_params(url, sandbox, method)))
 
+    def pending(self, sandbox: Optional[str] = None) -> list[Pending]:
+        """The requests that wait for the user's answer (every sandbox's, or one's)."""
+        params = {} if sandbox is None else {"sandbox": sandbox}
+        answer = self._call("GET", "/v1/policy/pending", params=params)
+        return [_from(Pending, r) for r in answer["requests"]]
+
+    def approve(self, request_id: int, lasting: str = "once", **shape) -> dict:
+        """Approves a waiting request: `lasting` is `once`, `for_run` or `always`; `shape`
+        (`host_only`, `path`, `method`, `sandbox`, `global_`) shapes the rule it makes. The
+        answer: the request, and the rule made, if any."""
+        return self._call("POST", f"/v1/policy/pending/{request_id}/approve",
+                          json=_approval(lasting, shape))
+
+    def deny(self, request_id: int, always: bool = False) -> dict:
+        """Denies a waiting request; `always` also denies its host and port from now on."""
+        return self._call("POST", f"/v1/policy/pending/{request_id}/deny",
+                          json={"always": always})
+
     def secrets(self, sandbox: Optional[str] = None) -> list[dict]:
         """The secrets kept on the host (those a sandbox gets, with `sandbox`): name, scope,
         service, hosts and variables; never a value."""
@@ -752,6 +802,19 @@ class AsyncClient:
                     method: Optional[str] = None) -> Check:
         return _from(Check, await self._call("GET", "/v1/policy/check",
                                              params=_check_params(url, sandbox, method)))
+
+    async def pending(self, sandbox: Optional[str] = None) -> list[Pending]:
+        params = {} if sandbox is None else {"sandbox": sandbox}
+        answer = await self._call("GET", "/v1/policy/pending", params=params)
+        return [_from(Pending, r) for r in answer["requests"]]
+
+    async def approve(self, request_id: int, lasting: str = "once", **shape) -> dict:
+        return await self._call("POST", f"/v1/policy/pending/{request_id}/approve",
+                                json=_approval(lasting, shape))
+
+    async def deny(self, request_id: int, always: bool = False) -> dict:
+        return await self._call("POST", f"/v1/policy/pending/{request_id}/deny",
+                                json={"always": always})
 
     async def reset(self, name: str, force: bool = False) -> Sandbox:
         return _sandbox(await self._call("POST", f"/v1/sandboxes/{name}/reset",
