@@ -27,10 +27,11 @@ use hyper_util::rt::TokioIo;
 use paddock_policy::net::{Action, Rule, Scope, StoredRule};
 use paddock_proxy::ProxyConfig;
 use paddock_proxy::audit::AuditWriter;
-use paddock_proxy::intercept::{Credentials, SandboxCa, TEST_UPSTREAM_CA_ENV};
+use paddock_proxy::intercept::{
+    Binding, Credentials, Put, SandboxCa, Secret, TEST_UPSTREAM_CA_ENV,
+};
 use paddock_proxy::resolve::Resolver;
 use paddock_proxy::rules::RuleSource;
-use paddock_secrets::{Entry, Injection, Scope as SecretScope, SecretValue};
 use paddock_store::Store;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -367,18 +368,15 @@ fn main() {
     std::fs::write(tmp.path().join("sandbox-ca.pem"), sandbox_ca.pem()).unwrap();
     let creds = Credentials::new(
         sandbox_ca,
-        vec![Entry {
+        vec![Binding {
+            host: NAME.into(),
             name: "bench".into(),
-            scope: SecretScope::Global,
-            service: None,
-            env: vec![],
-            inject: vec![Injection::Header {
-                host: NAME.into(),
+            put: Put::Header {
                 header: HEADER.into(),
                 prefix: String::new(),
-            }],
+            },
             placeholder: "paddock-placeholder-bench".into(),
-            value: SecretValue::new(VALUE.into()),
+            value: Secret::new(VALUE.into()),
         }],
     )
     .unwrap();

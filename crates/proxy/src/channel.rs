@@ -24,7 +24,6 @@ use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use paddock_secrets::Entry;
 use serde::{Deserialize, Serialize};
 
 use crate::Listener;
@@ -99,21 +98,21 @@ pub struct Settings {
     pub ask: crate::ask::AskSettings,
 }
 
-/// The sandbox's CA and the secrets bound to it: all the proxy process gets of the secrets
-/// store.
+/// The sandbox's CA and the credentials bound to its hosts: all the proxy process gets of the
+/// secrets store (plain bindings; the proxy never reads the store).
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialSettings {
     /// The CA's private key (PEM).
     pub ca_key_pem: String,
-    /// The secrets that apply to the sandbox.
-    pub entries: Vec<Entry>,
+    /// The credentials that apply to the sandbox, one per host they are bound to.
+    pub bindings: Vec<crate::intercept::Binding>,
 }
 
 impl std::fmt::Debug for CredentialSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CredentialSettings")
-            .field("entries", &self.entries.len())
+            .field("bindings", &self.bindings.len())
             .finish_non_exhaustive()
     }
 }

@@ -22,7 +22,6 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use paddock_policy::net::{Action, Host, Kind, Target, decide, normalize_path, split_host_port};
-use paddock_secrets::{Entry, Injection, SecretValue};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
@@ -126,24 +125,71 @@ impl SandboxCa {
     }
 }
 
-/// One credential bound to a host.
-#[derive(Debug, Clone)]
-pub struct Bound {
+/// A credential's value: zeroed when dropped, never printed.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(zeroize::Zeroizing<String>);
+
+impl Secret {
+    /// Wraps `value`.
+    pub fn new(value: String) -> Secret {
+        Secret(zeroize::Zeroizing::new(value))
+    }
+
+    /// The value, to write into a request.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(redacted)")
+    }
+}
+
+/// How a bound credential goes into a request to its host.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "put", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Put {
+    /// The header is set to `prefix` + the value, replacing what the client sent.
+    Header {
+        /// The header's name.
+        header: String,
+        /// Written before the value (`Bearer `).
+        prefix: String,
+    },
+    /// HTTP basic authentication with `user` and the value as the password.
+    Basic {
+        /// The user name.
+        user: String,
+    },
+    /// Only the placeholder is replaced, wherever it appears in the request head.
+    Placeholder,
+}
+
+/// One credential bound to one host: all the proxy gets of a secret (the supervisor reads the
+/// secrets store and hands over these plain bindings).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Binding {
+    /// The host (exact, lower case).
+    pub host: String,
     /// The secret's name (for the audit log).
     pub name: String,
     /// How it goes in.
-    pub injection: Injection,
-    /// The value.
-    pub value: SecretValue,
-    /// What the sandbox has instead.
+    pub put: Put,
+    /// What the sandbox has instead of the value.
     pub placeholder: String,
+    /// The value.
+    pub value: Secret,
 }
 
 /// The credentials of one sandbox and what interception needs.
 pub struct Credentials {
     ca: SandboxCa,
     leaf_key: KeyPair,
-    by_host: HashMap<String, Vec<Bound>>,
+    by_host: HashMap<String, Vec<Binding>>,
     /// How upstreams are verified: made at the first intercepted connection (reading the
     /// system's roots takes milliseconds every sandbox start would pay, and most never
     /// intercept); `extra_roots` trusted besides.
@@ -175,21 +221,21 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 impl Credentials {
-    /// Binds `entries` for interception with `ca`. Upstreams are verified against the system's
-    /// roots (plus [`TEST_UPSTREAM_CA_ENV`] when the host user sets it).
-    pub fn new(ca: SandboxCa, entries: Vec<Entry>) -> std::io::Result<Credentials> {
+    /// Binds `bindings` for interception with `ca`. Upstreams are verified against the
+    /// system's roots (plus [`TEST_UPSTREAM_CA_ENV`] when the host user sets it).
+    pub fn new(ca: SandboxCa, bindings: Vec<Binding>) -> std::io::Result<Credentials> {
         let extra = match std::env::var(TEST_UPSTREAM_CA_ENV) {
             Ok(path) => Some(std::fs::read(&path)?),
             Err(_) => None,
         };
-        Credentials::with_extra_roots(ca, entries, extra.as_deref())
+        Credentials::with_extra_roots(ca, bindings, extra.as_deref())
     }
 
     /// As [`Credentials::new`], with the certificates of `extra_pem` trusted as roots too (and
     /// no look at the environment): for tests against local servers with a test CA.
     pub fn with_extra_roots(
         ca: SandboxCa,
-        entries: Vec<Entry>,
+        bindings: Vec<Binding>,
         extra_pem: Option<&[u8]>,
     ) -> std::io::Result<Credentials> {
         let extra_roots = rustls_pemfile_certs(extra_pem.unwrap_or_default());
@@ -201,16 +247,12 @@ impl Credentials {
         let client = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(io_err)?;
-        let mut by_host: HashMap<String, Vec<Bound>> = HashMap::new();
-        for e in entries {
-            for i in &e.inject {
-                by_host.entry(i.host().to_owned()).or_default().push(Bound {
-                    name: e.name.clone(),
-                    injection: i.clone(),
-                    value: e.value.clone(),
-                    placeholder: e.placeholder.clone(),
-                });
-            }
+        let mut by_host: HashMap<String, Vec<Binding>> = HashMap::new();
+        for b in bindings {
+            by_host
+                .entry(b.host.to_ascii_lowercase())
+                .or_default()
+                .push(b);
         }
         Ok(Credentials {
             ca,
@@ -265,7 +307,7 @@ impl Credentials {
     }
 
     /// The credentials bound to `host`, if any (then its tunnels are intercepted).
-    pub fn bound(&self, host: &str) -> Option<&[Bound]> {
+    pub fn bound(&self, host: &str) -> Option<&[Binding]> {
         self.by_host.get(host).map(Vec::as_slice)
     }
 
@@ -713,7 +755,7 @@ impl Tunnel {
 }
 
 /// Writes credential `b` into the request head; true when the request now carries it.
-fn inject(parts: &mut http::request::Parts, b: &Bound) -> bool {
+fn inject(parts: &mut http::request::Parts, b: &Binding) -> bool {
     let mut carried = false;
     // The placeholder, wherever the client put it (headers, path, query).
     let value = b.value.expose();
@@ -733,8 +775,8 @@ fn inject(parts: &mut http::request::Parts, b: &Bound) -> bool {
         parts.uri = u;
         carried = true;
     }
-    match &b.injection {
-        Injection::Header { header, prefix, .. } => {
+    match &b.put {
+        Put::Header { header, prefix } => {
             if let (Ok(name), Ok(v)) = (
                 HeaderName::try_from(header.as_str()),
                 HeaderValue::from_str(&format!("{prefix}{value}")),
@@ -744,14 +786,14 @@ fn inject(parts: &mut http::request::Parts, b: &Bound) -> bool {
                 carried = true;
             }
         }
-        Injection::Basic { user, .. } => {
+        Put::Basic { user } => {
             let token = base64(format!("{user}:{value}").as_bytes());
             if let Ok(v) = HeaderValue::from_str(&format!("Basic {token}")) {
                 parts.headers.insert(header::AUTHORIZATION, v);
                 carried = true;
             }
         }
-        Injection::Placeholder { .. } => {}
+        Put::Placeholder => {}
     }
     carried
 }
@@ -919,14 +961,14 @@ mod tests {
 
     #[test]
     fn injection_sets_headers_and_replaces_placeholders() {
-        let b = Bound {
+        let b = Binding {
+            host: "api.openai.com".into(),
             name: "openai".into(),
-            injection: Injection::Header {
-                host: "api.openai.com".into(),
+            put: Put::Header {
                 header: "authorization".into(),
                 prefix: "Bearer ".into(),
             },
-            value: SecretValue::new("sk-real".into()),
+            value: Secret::new("sk-real".into()),
             placeholder: "PH-1".into(),
         };
         let (mut parts, _) = Request::builder()
@@ -941,8 +983,8 @@ mod tests {
         assert_eq!(parts.headers.get_all("authorization").iter().count(), 1);
         assert_eq!(parts.headers["x-other"], "keep sk-real here");
         assert_eq!(parts.uri, "/v1/x?key=sk-real");
-        let none = Bound {
-            injection: Injection::Placeholder { host: "h".into() },
+        let none = Binding {
+            put: Put::Placeholder,
             ..b
         };
         let (mut parts, _) = Request::builder().uri("/").body(()).unwrap().into_parts();

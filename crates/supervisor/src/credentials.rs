@@ -5,8 +5,29 @@ use std::path::Path;
 
 use paddock_core::{BackendError, TRUST_STORE};
 use paddock_proxy::channel::CredentialSettings;
-use paddock_proxy::intercept::SandboxCa;
-use paddock_secrets::SecretStore;
+use paddock_proxy::intercept::{Binding, Put, SandboxCa, Secret};
+use paddock_secrets::{Entry, Injection, SecretStore};
+
+/// The plain bindings of secret `e` for the proxy: one per host it is bound to.
+fn bindings(e: &Entry) -> Vec<Binding> {
+    e.inject
+        .iter()
+        .map(|i| Binding {
+            host: i.host().to_owned(),
+            name: e.name.clone(),
+            put: match i {
+                Injection::Header { header, prefix, .. } => Put::Header {
+                    header: header.clone(),
+                    prefix: prefix.clone(),
+                },
+                Injection::Basic { user, .. } => Put::Basic { user: user.clone() },
+                Injection::Placeholder { .. } => Put::Placeholder,
+            },
+            placeholder: e.placeholder.clone(),
+            value: Secret::new(e.value.expose().to_owned()),
+        })
+        .collect()
+}
 
 /// What a run with credentials needs.
 #[derive(Debug)]
@@ -79,7 +100,7 @@ pub fn prepare(
     let ca_pem = ca.pem().to_owned();
     let credentials = CredentialSettings {
         ca_key_pem: ca.key_pem(),
-        entries,
+        bindings: entries.iter().flat_map(bindings).collect(),
     };
     Ok(Prepared {
         credentials,

@@ -126,7 +126,7 @@ fn serve(
 fn credentials(sandbox: &str, c: CredentialSettings) -> Result<Arc<Credentials>, String> {
     let ca = SandboxCa::from_key_pem(sandbox, &c.ca_key_pem)
         .map_err(|e| format!("the sandbox's CA: {e}"))?;
-    Credentials::new(ca, c.entries)
+    Credentials::new(ca, c.bindings)
         .map(Arc::new)
         .map_err(|e| format!("cannot set up TLS: {e}"))
 }

@@ -12,11 +12,10 @@ use std::time::Duration;
 
 use paddock_policy::net::{Action, Rule, Scope, StoredRule};
 use paddock_proxy::audit::AuditWriter;
-use paddock_proxy::intercept::{Credentials, SandboxCa};
+use paddock_proxy::intercept::{Binding, Credentials, Put, SandboxCa, Secret};
 use paddock_proxy::resolve::Resolver;
 use paddock_proxy::rules::RuleSource;
 use paddock_proxy::{ProxyConfig, ProxyHandle};
-use paddock_secrets::{Entry, Injection, Scope as SecretScope, SecretValue};
 use paddock_store::{AuditQuery, AuditRow, Store};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -216,18 +215,15 @@ pub fn credentials(dir: &Path, host: &str, upstream_ca: &Path) -> (Arc<Credentia
     let ca = SandboxCa::load_or_create(&dir.join("sandbox-ca"), "t").unwrap();
     let sandbox_ca = dir.join("sandbox-ca.pem");
     std::fs::write(&sandbox_ca, ca.pem()).unwrap();
-    let entry = Entry {
+    let entry = Binding {
+        host: host.into(),
         name: "test".into(),
-        scope: SecretScope::Global,
-        service: None,
-        env: vec![],
-        inject: vec![Injection::Header {
-            host: host.into(),
+        put: Put::Header {
             header: SECRET_HEADER.into(),
             prefix: String::new(),
-        }],
+        },
         placeholder: "paddock-placeholder-test".into(),
-        value: SecretValue::new(SECRET_VALUE.into()),
+        value: Secret::new(SECRET_VALUE.into()),
     };
     let extra = std::fs::read(upstream_ca).unwrap();
     let creds = Credentials::with_extra_roots(ca, vec![entry], Some(&extra)).unwrap();
