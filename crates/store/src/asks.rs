@@ -103,7 +103,7 @@ impl Store {
     /// at most `limit` distinct requests of a sandbox wait.
     pub fn ask(&self, a: &NewAsk<'_>, limit: usize) -> Result<AskSlot, StoreError> {
         let err = self.err();
-        let tx = self.conn.unchecked_transaction().map_err(err)?;
+        let tx = self.write_tx().map_err(err)?;
         let same: Option<i64> = tx
             .query_row(
                 "SELECT id FROM net_asks WHERE sandbox = ?1 AND kind = ?2 AND host = ?3
@@ -160,7 +160,7 @@ impl Store {
     /// The answered requests of `sandbox`, removed as they are read.
     pub fn take_answers(&self, sandbox: &str) -> Result<Vec<Answer>, StoreError> {
         let err = self.err();
-        let tx = self.conn.unchecked_transaction().map_err(err)?;
+        let tx = self.write_tx().map_err(err)?;
         let answers = {
             let mut st = tx
                 .prepare_cached(
@@ -207,7 +207,7 @@ impl Store {
     /// that run only.
     pub fn end_run(&self, sandbox: &str) -> Result<(), StoreError> {
         let err = self.err();
-        let tx = self.conn.unchecked_transaction().map_err(err)?;
+        let tx = self.write_tx().map_err(err)?;
         tx.execute("DELETE FROM net_asks WHERE sandbox = ?1", [sandbox])
             .map_err(err)?;
         tx.execute(
@@ -259,7 +259,7 @@ impl Store {
         grant: Option<&Grant<'_>>,
     ) -> Result<Option<i64>, StoreError> {
         let err = self.err();
-        let tx = self.conn.unchecked_transaction().map_err(err)?;
+        let tx = self.write_tx().map_err(err)?;
         let rule = match grant {
             Some(g) => {
                 let ids = crate::rules::insert_rules(

@@ -137,6 +137,14 @@ impl Store {
         &self.path
     }
 
+    /// A transaction that writes. IMMEDIATE: it takes the write lock at its start, waiting
+    /// for another writer as long as the busy timeout allows, instead of failing at once when
+    /// a read inside it must become a write after another connection wrote
+    /// (`SQLITE_BUSY_SNAPSHOT`, which no busy timeout waits out).
+    pub(crate) fn write_tx(&self) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+        rusqlite::Transaction::new_unchecked(&self.conn, rusqlite::TransactionBehavior::Immediate)
+    }
+
     fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + Copy + '_ {
         sql_err(&self.path)
     }

@@ -116,7 +116,7 @@ impl Store {
     pub fn add(&self, scope: &Scope, rules: &[Rule], source: &str) -> Result<Vec<i64>, StoreError> {
         scope_value(scope)?;
         let err = self.err();
-        let tx = self.conn.unchecked_transaction().map_err(err)?;
+        let tx = self.write_tx().map_err(err)?;
         let ids = insert_rules(&tx, scope, rules, source).map_err(err)?;
         tx.commit().map_err(err)?;
         Ok(ids)
@@ -155,7 +155,7 @@ impl Store {
         let err = self.err();
         let words: Vec<[String; 6]> = rules.iter().map(rule_words).collect();
         let key = set_key(name, words.iter().map(|w| w.each_ref().map(String::as_str)));
-        let tx = self.conn.unchecked_transaction().map_err(err)?;
+        let tx = self.write_tx().map_err(err)?;
         let source = format!("preset:{name}");
         let set = set_for(&tx, name, ask_unlisted, &key, rules, &source).map_err(err)?;
         // What an older paddock copied into the scope goes.
@@ -202,7 +202,7 @@ impl Store {
         }
         let existing = self.all()?;
         let err = self.err();
-        let tx = self.conn.unchecked_transaction().map_err(err)?;
+        let tx = self.write_tx().map_err(err)?;
         let mut n = 0;
         for (scope, rules) in groups {
             if replace {

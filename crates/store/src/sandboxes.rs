@@ -116,7 +116,7 @@ impl Store {
     /// all go or nothing does. Its audit rows stay (the log is history; it is pruned by age).
     pub fn remove_sandbox(&self, name: &SandboxName) -> Result<(), StoreError> {
         let err = self.err();
-        let tx = self.conn.unchecked_transaction().map_err(err)?;
+        let tx = self.write_tx().map_err(err)?;
         let n = tx
             .execute(
                 "DELETE FROM sandboxes WHERE name = ?1",
