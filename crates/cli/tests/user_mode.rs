@@ -447,7 +447,8 @@ fn gvisor_runs_as_the_user_too() {
 }
 
 /// A named sandbox on `backend` as `user`: create, start, and exec (the agent is the user,
-/// sudo works, the egress proxy refuses a host no rule allows); `while_running` runs then,
+/// sudo works, the egress proxy refuses a host no rule allows, and says so over TLS);
+/// `while_running` runs then,
 /// with the sandbox's name. Stopped, what the agent made, as root too, is the user's; `rm`
 /// removes its layer. Returns what `while_running` did.
 fn a_named_sandbox_as_the_user<T>(
@@ -477,11 +478,13 @@ fn a_named_sandbox_as_the_user<T>(
         "sh",
         "-c",
         "id -u; sudo id -u; touch mine; sudo mkdir -p d; sudo touch d/f; \
-         curl -s -o /dev/null -w '%{http_connect}\\n' https://refused.example.test/ || true",
+         curl -s -o /dev/null -w '%{http_connect} %{http_code}\\n' https://refused.example.test/ || true",
     ]);
     let seen = while_running(&name);
     run(&["stop", &name]);
-    assert_eq!(out, "1000\n0\n403\n");
+    // The refusal is explained over TLS (the tunnel opens, and the answer inside is the 403),
+    // the sandbox's CA being trusted inside.
+    assert_eq!(out, "1000\n0\n200 403\n");
     for p in ["mine", "d", "d/f"] {
         assert_eq!(owner(&ws.path().join(p)), (user.uid, user.gid), "{p}");
     }
