@@ -308,6 +308,58 @@ mod tests {
         assert_eq!(d.notice(&allowed), None);
     }
 
+    /// An answer at the prompt is taken only for a request this hub put up and that still
+    /// waits, and does what the key says: `a` makes a rule exactly as the request was seen.
+    #[test]
+    fn a_prompt_answer_is_taken_only_for_a_request_put_up_here() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("state.db");
+        let store = Store::open(&db).unwrap();
+        let ask = |sandbox, path| match store
+            .ask(
+                &paddock_store::NewAsk {
+                    sandbox,
+                    kind: "http",
+                    host: "api.example.com",
+                    port: 80,
+                    method: Some("GET"),
+                    path: Some(path),
+                    rule: None,
+                    expires_at: i64::MAX,
+                },
+                64,
+            )
+            .unwrap()
+        {
+            paddock_store::AskSlot::New(id) => id,
+            other => panic!("{other:?}"),
+        };
+        let mine = ask("web", "/v1/x");
+        let other = ask("db", "/v1/y");
+        let prompts = Prompts::new(db.clone(), "web");
+        // Not put up here: refused, whoever's it is.
+        assert!(prompts.answer(mine, Choice::Always).is_err());
+        prompts.asked(mine, "web asks".into());
+        prompts.asked(other, "db asks".into());
+        let e = prompts.answer(other, Choice::Once).unwrap_err();
+        assert!(e.contains("is of sandbox db"), "{e}");
+        prompts.answer(mine, Choice::Always).unwrap();
+        let rules = store.rules_for("web").unwrap();
+        assert!(
+            rules
+                .iter()
+                .any(|r| r.rule.host.to_string() == "api.example.com"
+                    && r.rule.path.as_ref().map(|p| p.as_str()) == Some("/v1/x")
+                    && r.source.contains(&format!("request {mine}"))),
+            "{rules:?}"
+        );
+        // Answered: the next answer for it finds nothing waiting.
+        prompts.gone(mine);
+        assert!(prompts.answer(mine, Choice::Deny).is_err());
+        // The other sandbox's request still waits, untouched.
+        assert_eq!(store.pending_one(other).unwrap().sandbox, "db");
+    }
+
     #[test]
     fn the_notice_names_the_request_and_both_answers() {
         let q = Question {
