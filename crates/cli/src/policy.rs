@@ -292,6 +292,7 @@ fn request_words(r: &AskRow) -> String {
         method: r.method.clone(),
         path: r.path.clone(),
         rule: r.rule,
+        client: None,
     }
     .request()
 }
@@ -302,16 +303,17 @@ fn pending(dirs: &Dirs, sandbox: Option<&str>, follow: bool, json: bool) -> Resu
     let line = |r: &AskRow| {
         let left = (r.expires_at - paddock_proxy::audit::now_ms()).max(0) / 1000;
         format!(
-            "{:>5}  {:<16} {:<56} {:>7}  {left:>4} s",
+            "{:>5}  {:<16} {:<56} {:>7}  {left:>7} s  {}",
             r.id,
             r.sandbox,
             request_words(r),
-            r.waiting
+            r.waiting,
+            r.command.as_deref().unwrap_or("-")
         )
     };
     let header = format!(
-        "{:>5}  {:<16} {:<56} {:>7}  {}",
-        "ID", "SANDBOX", "REQUEST", "WAITING", "DENIED IN"
+        "{:>5}  {:<16} {:<56} {:>7}  {}  {}",
+        "ID", "SANDBOX", "REQUEST", "WAITING", "DENIED IN", "COMMAND"
     );
     let rows = engine.pending(sandbox)?;
     if !follow {

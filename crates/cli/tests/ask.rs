@@ -122,6 +122,26 @@ npm view demo version --fetch-retries 0 --registry https://denied.test:{sp}/npm/
     let done = || child.is_finished();
     // Two identical requests wait on one question; approved once, both go.
     let once = asked(&name, &format!("GET up.test:{hp}/hello.txt"), 2, &done);
+    // Where the backend can tell (ns, the supervisor being the user), it says which command
+    // asked; gVisor's and a VM's processes are not the host's to look at.
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_str(&stdout(&policy(&["pending", "--json", "--sandbox", &name]))).unwrap();
+    let command = rows
+        .iter()
+        .find(|r| r["id"] == once)
+        .map(|r| r["command"].clone())
+        .unwrap();
+    match backend {
+        "ns" if common::suite_as_user().is_some() => {
+            assert!(
+                command.as_str().is_some_and(
+                    |c| c.starts_with("curl -sS -o /dev/null") && c.contains("/hello.txt")
+                ),
+                "{rows:?}"
+            )
+        }
+        _ => assert!(command.is_null(), "{rows:?}"),
+    }
     policy(&["approve", &once.to_string()]);
     // The next identical one asks again; denied.
     let again = asked(&name, &format!("GET up.test:{hp}/hello.txt"), 1, &done);
@@ -189,10 +209,15 @@ npm view demo version --fetch-retries 0 --registry https://denied.test:{sp}/npm/
             "{client}{want:?} not in:\n{out}"
         );
     }
-    // The user was told on the run's terminal, with the commands that answer.
+    // The user was told on the run's terminal, with the commands that answer (and, where the
+    // backend can tell, the command that asked).
+    let from = match &command {
+        serde_json::Value::String(c) => format!(" from `{c}`"),
+        _ => String::new(),
+    };
     assert!(
         stderr(&o).contains(&format!(
-            "asks to reach GET http://up.test:{hp}/hello.txt (request {once}). Answer with `paddock policy approve {once}`"
+            "asks to reach GET http://up.test:{hp}/hello.txt{from} (request {once}). Answer with `paddock policy approve {once}`"
         )),
         "{}",
         stderr(&o)
@@ -287,11 +312,19 @@ echo over
     let (mut child, mut term) = common::spawn_on_pty(cmd);
     let mut seen = String::new();
     common::read_until(&mut term, "ready", &mut seen);
-    let prompt = |what: &str| format!("asks to reach GET http://up.test:{hp}/{what} (request ");
+    let prompt = |what: &str| format!("asks to reach GET http://up.test:{hp}/{what} ");
     // The first request: its prompt, then the sandbox's noise after a second. Nothing of
     // the sandbox's output shows while the prompt is up.
     common::read_until(&mut term, &prompt("a"), &mut seen);
+    common::read_until(&mut term, "(request ", &mut seen);
     let shown_at = seen.len();
+    // It names the command that asked, where the backend can tell.
+    if backend == "ns" && common::suite_as_user().is_some() {
+        assert!(
+            seen.contains("/a from `curl -sS -o /dev/null -w"),
+            "{seen:?}"
+        );
+    }
     // A terminal's reply to the sandbox's query comes as input: it answers nothing, though
     // it holds answer keys.
     std::thread::sleep(Duration::from_millis(1500));

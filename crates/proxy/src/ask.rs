@@ -68,11 +68,15 @@ pub struct Question {
     pub path: Option<String>,
     /// The ask rule that held it.
     pub rule: Option<i64>,
+    /// The client's address as the proxy saw it (`127.0.0.1:41234` where the sandbox reaches
+    /// it over TCP): for the supervisor to find the requesting process where it can.
+    #[serde(default)]
+    pub client: Option<String>,
 }
 
 impl Question {
-    /// The question about `target`, held by `rule`.
-    pub fn of(target: &Target, rule: Option<i64>) -> Question {
+    /// The question about `target` from `client`, held by `rule`.
+    pub fn of(target: &Target, rule: Option<i64>, client: &str) -> Question {
         let (kind, method, path) = match &target.kind {
             Kind::Connect => ("connect", None, None),
             Kind::Http { method, path } => ("http", Some(method.clone()), Some(path.clone())),
@@ -85,6 +89,7 @@ impl Question {
             method,
             path,
             rule,
+            client: Some(client.to_owned()),
         }
     }
 
@@ -110,7 +115,11 @@ impl Question {
         {
             return Err("a path must start with '/' and hold no control character".into());
         }
-        Ok(self)
+        // Only an address and port: anything else is dropped, not refused.
+        let client = self
+            .client
+            .filter(|c| c.parse::<std::net::SocketAddr>().is_ok());
+        Ok(Question { client, ..self })
     }
 
     /// The request in words: `CONNECT host:443`, `GET http://host/path`.
@@ -268,7 +277,13 @@ impl AskerInner {
                 "the proxy: {MAX_WAITERS} requests already wait for answers"
             )));
         }
-        let msg = match held.questions.get(&question) {
+        // Identical requests wait together whichever connection they came on (the first
+        // one's client is the one the user is told of).
+        let key = Question {
+            client: None,
+            ..question.clone()
+        };
+        let msg = match held.questions.get(&key) {
             Some((token, tx)) => {
                 let rx = tx.subscribe();
                 let token = *token;
@@ -287,8 +302,8 @@ impl AskerInner {
                 held.next += 1;
                 let token = held.next;
                 let (tx, rx) = watch::channel(None);
-                held.questions.insert(question.clone(), (token, tx));
-                held.by_token.insert(token, question.clone());
+                held.questions.insert(key.clone(), (token, tx));
+                held.by_token.insert(token, key);
                 held.waiters += 1;
                 (ToBook::Ask { token, question }, rx)
             }

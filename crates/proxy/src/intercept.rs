@@ -635,7 +635,7 @@ impl Tunnel {
         let mut d = decide(&self.cfg.rules.current(), &target);
         let asked = d.action == Action::Ask;
         if asked {
-            d = match crate::server::hold(&self.cfg, &target, &d).await {
+            d = match crate::server::hold(&self.cfg, &target, &d, &self.client).await {
                 crate::server::Held::Once(d) | crate::server::Held::Denied(d) => d,
                 crate::server::Held::Granted(account) => crate::server::after_grant(
                     decide(&self.cfg.rules.current(), &target),

@@ -69,10 +69,13 @@ pub(crate) enum Held {
 }
 
 /// Holds the request `target` an ask rule decided (`d`) until it is answered.
-pub(crate) async fn hold(cfg: &ProxyConfig, target: &Target, d: &Decision) -> Held {
+pub(crate) async fn hold(cfg: &ProxyConfig, target: &Target, d: &Decision, client: &str) -> Held {
     let started = Instant::now();
     let verdict = match &cfg.asks {
-        Some(asks) => asks.ask(crate::ask::Question::of(target, d.rule)).await,
+        Some(asks) => {
+            asks.ask(crate::ask::Question::of(target, d.rule, client))
+                .await
+        }
         None => crate::ask::Verdict {
             allow: false,
             request: None,
@@ -574,7 +577,7 @@ async fn connect(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     let mut rules = conn.cfg.rules.current();
     let mut t = tunnel(&rules, &target, can_intercept);
     if let Tunnel::Ask(d) = &t {
-        t = match hold(&conn.cfg, &target, d).await {
+        t = match hold(&conn.cfg, &target, d, &conn.client).await {
             Held::Once(d) => Tunnel::Open(d),
             Held::Denied(d) => return conn.refused(&mut req, &target, &d, Some("ask")),
             Held::Granted(account) => {
@@ -856,7 +859,7 @@ async fn forward(conn: &Conn, mut req: Request<Incoming>) -> Response<Body> {
     let mut rules = conn.cfg.rules.current();
     let mut d = decide(&rules, &target);
     if d.action == Action::Ask {
-        d = match hold(&conn.cfg, &target, &d).await {
+        d = match hold(&conn.cfg, &target, &d, &conn.client).await {
             Held::Once(d) => d,
             Held::Denied(d) => return conn.denied(&method, &target, Some(&path), &d, Some("ask")),
             Held::Granted(account) => {

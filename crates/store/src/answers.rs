@@ -262,6 +262,7 @@ mod tests {
             waiting: 1,
             asked_at: 0,
             expires_at: 0,
+            command: None,
         }
     }
 

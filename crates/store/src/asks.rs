@@ -70,6 +70,9 @@ pub struct AskRow {
     pub asked_at: i64,
     /// When it is denied unless answered (ms since the epoch).
     pub expires_at: i64,
+    /// The command line of the process that asked, where the backend can tell (the sandbox's
+    /// own word: its processes write their command lines).
+    pub command: Option<String>,
 }
 
 /// An answer for the supervisor to deliver.
@@ -225,7 +228,7 @@ impl Store {
             .conn
             .prepare_cached(
                 "SELECT id, sandbox, kind, host, port, method, path, rule, waiting, asked_at,
-                        expires_at
+                        expires_at, command
                  FROM net_asks WHERE answer IS NULL AND (?1 IS NULL OR sandbox = ?1) ORDER BY id",
             )
             .map_err(err)?;
@@ -242,6 +245,7 @@ impl Store {
                 waiting: r.get(8)?,
                 asked_at: r.get(9)?,
                 expires_at: r.get(10)?,
+                command: r.get(11)?,
             })
         })
         .and_then(Iterator::collect)
@@ -292,6 +296,17 @@ impl Store {
         }
         tx.commit().map_err(err)?;
         Ok(rule)
+    }
+
+    /// Records the command line of the process that made request `id`.
+    pub fn set_command(&self, id: i64, command: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE net_asks SET command = ?2 WHERE id = ?1",
+                params![id, command],
+            )
+            .map(drop)
+            .map_err(self.err())
     }
 
     /// One waiting request.

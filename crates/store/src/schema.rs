@@ -46,6 +46,8 @@ const STEPS: &[Step] = &[
     Step::Sql(ASKS),
     // 6: a preset's rules kept once and referenced by the scopes that use it
     Step::PresetSets,
+    // 7: the command line of the process that made a waiting request, where it is known
+    Step::Sql("ALTER TABLE net_asks ADD COLUMN command TEXT;"),
 ];
 
 /// [`STEPS`]' step 6: `net_preset_sets` holds each distinct set of preset rules once (its key:

@@ -96,20 +96,40 @@ fn denial_line(r: &Record, quiet: usize) -> String {
     )
 }
 
-/// The line that says request `id` of `sandbox` waits, and how to answer it.
-pub fn notice(sandbox: &str, id: i64, q: &Question, ask: AskSettings) -> String {
+/// ` from `curl -sS …`` where the requesting command is known.
+fn from(command: Option<&str>) -> String {
+    command.map(|c| format!(" from `{c}`")).unwrap_or_default()
+}
+
+/// The line that says request `id` of `sandbox` waits (made by `command`, where known), and
+/// how to answer it.
+pub fn notice(
+    sandbox: &str,
+    id: i64,
+    q: &Question,
+    ask: AskSettings,
+    command: Option<&str>,
+) -> String {
     format!(
-        "paddock: {sandbox} asks to reach {} (request {id}). Answer with `paddock policy approve {id}` (add --always to keep allowing it) or `paddock policy deny {id}`; denied in {} s otherwise.",
+        "paddock: {sandbox} asks to reach {}{} (request {id}). Answer with `paddock policy approve {id}` (add --always to keep allowing it) or `paddock policy deny {id}`; denied in {} s otherwise.",
         q.request(),
+        from(command),
         ask.timeout_ms / 1000
     )
 }
 
 /// What a prompt says of request `id`.
-fn prompt_text(sandbox: &str, id: i64, q: &Question, ask: AskSettings) -> String {
+fn prompt_text(
+    sandbox: &str,
+    id: i64,
+    q: &Question,
+    ask: AskSettings,
+    command: Option<&str>,
+) -> String {
     format!(
-        "{sandbox} asks to reach {} (request {id}; denied in {} s unless answered)",
+        "{sandbox} asks to reach {}{} (request {id}; denied in {} s unless answered)",
         q.request(),
+        from(command),
         ask.timeout_ms / 1000
     )
 }
@@ -218,11 +238,19 @@ impl Prompts {
     }
 }
 
-/// Tells the user of request `id`: a prompt on the command's terminal where there is one
-/// (`prompts`), else a line on standard error; and a desktop notification.
-pub fn tell(sandbox: &str, id: i64, q: &Question, ask: AskSettings, prompts: Option<&Prompts>) {
-    let line = notice(sandbox, id, q, ask);
-    let prompted = prompts.is_some_and(|p| p.asked(id, prompt_text(sandbox, id, q, ask)));
+/// Tells the user of request `id` (made by `command`, where known): a prompt on the
+/// command's terminal where there is one (`prompts`), else a line on standard error; and a
+/// desktop notification.
+pub fn tell(
+    sandbox: &str,
+    id: i64,
+    q: &Question,
+    ask: AskSettings,
+    prompts: Option<&Prompts>,
+    command: Option<&str>,
+) {
+    let line = notice(sandbox, id, q, ask, command);
+    let prompted = prompts.is_some_and(|p| p.asked(id, prompt_text(sandbox, id, q, ask, command)));
     if !prompted {
         say(&line);
     }
@@ -369,10 +397,15 @@ mod tests {
             method: Some("GET".into()),
             path: Some("/x".into()),
             rule: Some(3),
+            client: None,
         };
         assert_eq!(
-            notice("web", 7, &q, AskSettings::default()),
+            notice("web", 7, &q, AskSettings::default(), None),
             "paddock: web asks to reach GET http://example.com:80/x (request 7). Answer with `paddock policy approve 7` (add --always to keep allowing it) or `paddock policy deny 7`; denied in 60 s otherwise."
+        );
+        assert!(
+            notice("web", 7, &q, AskSettings::default(), Some("curl -sS http://example.com/x"))
+                .starts_with("paddock: web asks to reach GET http://example.com:80/x from `curl -sS http://example.com/x` (request 7).")
         );
     }
 }

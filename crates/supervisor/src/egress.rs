@@ -132,10 +132,13 @@ pub fn spawn(
 impl Pending {
     /// Hands the proxy process the sandbox's `egress` listener and waits until it serves.
     /// Requests that wait for an answer are put to `prompts` (the command's terminal).
+    /// `requester`: the pid of the sandbox's init, where the process that made a request may
+    /// be looked up ([`crate::requester`]).
     pub fn serve(
         mut self,
         egress: Option<Egress>,
         prompts: Option<Arc<crate::asks::Prompts>>,
+        requester: Option<i32>,
     ) -> Result<RunningProxy, BackendError> {
         let listener = match egress {
             Some(Egress::TcpListener(fd)) => Listener::Tcp(std::net::TcpListener::from(fd)),
@@ -196,7 +199,20 @@ impl Pending {
                     .and_then(|store| {
                         ask::serve_asks(asks, &store, &sandbox, ask, &|told| match told {
                             Told::Asked(id, q) => {
-                                crate::asks::tell(&sandbox, id, q, ask, prompts.as_deref());
+                                let command = requester.zip(q.client.as_deref()).and_then(
+                                    |(pid, client)| crate::requester::command_of(pid, client),
+                                );
+                                if let Some(c) = &command {
+                                    let _ = store.set_command(id, c);
+                                }
+                                crate::asks::tell(
+                                    &sandbox,
+                                    id,
+                                    q,
+                                    ask,
+                                    prompts.as_deref(),
+                                    command.as_deref(),
+                                );
                             }
                             Told::Gone(id) => crate::asks::gone(id, prompts.as_deref()),
                         })

@@ -15,6 +15,7 @@ pub mod egress_worker;
 mod env;
 mod ports;
 mod relay;
+mod requester;
 pub mod review;
 mod select;
 pub mod system;
@@ -352,7 +353,13 @@ pub fn run_attached(
     }
     let proxy = match pending {
         None => None,
-        Some(pending) => match pending.serve(instance.take_egress(), prompts.clone()) {
+        Some(pending) => match pending.serve(
+            instance.take_egress(),
+            prompts.clone(),
+            // The process that made a request is looked up where the supervisor holds no
+            // privilege and the sandbox's processes are the host's (ns in user mode).
+            (backend.id() == "ns" && !rustix::process::geteuid().is_root()).then(|| instance.pid()),
+        ) {
             Ok(p) => Some(p),
             Err(e) => {
                 // Fail closed: no proxy, no sandbox.

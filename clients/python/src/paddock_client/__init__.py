@@ -195,6 +195,7 @@ class Pending:
     method: Optional[str] = None
     path: Optional[str] = None
     rule: Optional[int] = None
+    command: Optional[str] = None
 
 
 @dataclass
