@@ -13,7 +13,8 @@ use common::{stderr, stdout, unique};
 
 on_every_backend!(
     a_held_request_waits_for_the_users_answer,
-    the_terminal_prompts_and_only_the_user_answers
+    the_terminal_prompts_and_only_the_user_answers,
+    a_terminal_attached_later_gets_the_prompt
 );
 
 fn policy(args: &[&str]) -> Output {
@@ -384,5 +385,70 @@ echo over
     ] {
         assert!(log.contains(&want), "missing {want:?} in:\n{log}");
     }
+    drop((http, dir));
+}
+
+/// A sandbox running in the background with a terminal: its request's prompt goes to the
+/// terminal attached later (`paddock attach`), which answers it with a key.
+fn a_terminal_attached_later_gets_the_prompt(backend: &str) {
+    use std::io::Write;
+    common::ensure_image();
+    let dir = tempfile::Builder::new()
+        .prefix("paddock-askattach-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let root = dir.path().join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("a"), "hello\n").unwrap();
+    let http = common::static_server(&root, None);
+    let ws = common::workspace();
+    let name = unique("askattach");
+    let _cleanup = common::Cleanup(name.clone());
+    let script = format!(
+        "sleep 1; curl -sS -o /dev/null -w 'got %{{http_code}}\\n' http://up.test:{}/a; sleep 60",
+        http.port
+    );
+    let o = common::paddock_for(backend)
+        .env("PADDOCK_TEST_RESOLVE", "up.test=127.0.0.1")
+        .args([
+            "run",
+            "-d",
+            "-t",
+            "--backend",
+            backend,
+            "--name",
+            &name,
+            "-w",
+        ])
+        .arg(ws.path())
+        .args([
+            "--allow",
+            "127.0.0.1",
+            "--ask-unlisted",
+            "--ask-timeout",
+            "120",
+        ])
+        .args(["--", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut attach = common::paddock_for(backend);
+    attach.args(["attach", &name]);
+    let (mut child, mut term) = common::spawn_on_pty(attach);
+    let mut seen = String::new();
+    common::read_until(
+        &mut term,
+        &format!("asks to reach GET http://up.test:{}/a", http.port),
+        &mut seen,
+    );
+    common::read_until(&mut term, "(request ", &mut seen);
+    std::thread::sleep(Duration::from_millis(500));
+    term.write_all(b"y").unwrap();
+    common::read_until(&mut term, "allowed once.", &mut seen);
+    common::read_until(&mut term, "got 200", &mut seen);
+    // Detached (Ctrl-P Ctrl-Q), the command goes on.
+    term.write_all(&[0x10, 0x11]).unwrap();
+    let status = common::wait_within(&mut child, 60, "paddock attach");
+    assert!(status.success(), "{status:?}: {seen}");
     drop((http, dir));
 }
