@@ -77,6 +77,32 @@ pub(crate) fn drop_unused_sets(tx: &Connection) -> rusqlite::Result<()> {
     .map(drop)
 }
 
+/// The set of preset rules whose key is `key`, if there is one.
+fn find_set(tx: &Connection, key: &str) -> rusqlite::Result<Option<i64>> {
+    tx.query_row(
+        "SELECT id FROM net_preset_sets WHERE key = ?1",
+        [key],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// A new, empty set of preset rules; its id.
+fn new_set(tx: &Connection, name: &str, ask_unlisted: bool, key: &str) -> rusqlite::Result<i64> {
+    tx.execute(
+        "INSERT INTO net_preset_sets (preset, ask_unlisted, key, made_at) VALUES (?1, ?2, ?3, ?4)",
+        params![name, ask_unlisted, key, now_ms()],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
+/// The ids of the rules of set `set`, in order.
+fn set_rules(db: &Connection, set: i64) -> rusqlite::Result<Vec<i64>> {
+    db.prepare_cached("SELECT id FROM net_rules WHERE preset_set = ?1 ORDER BY id")?
+        .query_map([set], |r| r.get(0))?
+        .collect()
+}
+
 /// The set holding exactly `rules` for preset `name`, made when there is none; its id.
 fn set_for(
     tx: &Transaction<'_>,
@@ -86,21 +112,10 @@ fn set_for(
     rules: &[Rule],
     source: &str,
 ) -> rusqlite::Result<i64> {
-    let found: Option<i64> = tx
-        .query_row(
-            "SELECT id FROM net_preset_sets WHERE key = ?1",
-            [key],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if let Some(id) = found {
+    if let Some(id) = find_set(tx, key)? {
         return Ok(id);
     }
-    tx.execute(
-        "INSERT INTO net_preset_sets (preset, ask_unlisted, key, made_at) VALUES (?1, ?2, ?3, ?4)",
-        params![name, ask_unlisted, key, now_ms()],
-    )?;
-    let set = tx.last_insert_rowid();
+    let set = new_set(tx, name, ask_unlisted, key)?;
     let ids = insert_rules(tx, &Scope::Global, rules, source)?;
     for id in ids {
         tx.execute(
@@ -177,14 +192,7 @@ impl Store {
         )
         .map_err(err)?;
         drop_unused_sets(&tx).map_err(err)?;
-        let ids = {
-            let mut st = tx
-                .prepare("SELECT id FROM net_rules WHERE preset_set = ?1 ORDER BY id")
-                .map_err(err)?;
-            st.query_map([set], |r| r.get(0))
-                .and_then(Iterator::collect::<rusqlite::Result<Vec<i64>>>)
-                .map_err(err)?
-        };
+        let ids = set_rules(&tx, set).map_err(err)?;
         tx.commit().map_err(err)?;
         Ok(ids)
     }
@@ -275,13 +283,7 @@ impl Store {
 
     /// The ids of the rules of preset set `set` ([`PresetInUse::set`]), in order.
     pub fn preset_set_rules(&self, set: i64) -> Result<Vec<i64>, StoreError> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT id FROM net_rules WHERE preset_set = ?1 ORDER BY id")
-            .map_err(self.err())?;
-        st.query_map([set], |r| r.get(0))
-            .and_then(Iterator::collect)
-            .map_err(self.err())
+        set_rules(&self.conn, set).map_err(self.err())
     }
 
     /// Every rule, ordered by id; a preset's rules once, however many scopes use them.
@@ -352,14 +354,7 @@ pub(crate) fn share_preset_copies(tx: &Transaction<'_>) -> rusqlite::Result<()> 
         let ask_unlisted = rows
             .iter()
             .any(|r| r.1 == "ask" && r.2 == "**" && r.3 == "any");
-        let found: Option<i64> = tx
-            .query_row(
-                "SELECT id FROM net_preset_sets WHERE key = ?1",
-                [&key],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let set = match found {
+        let set = match find_set(tx, &key)? {
             Some(set) => {
                 for r in &rows {
                     tx.execute("DELETE FROM net_rules WHERE id = ?1", [r.0])?;
@@ -367,11 +362,7 @@ pub(crate) fn share_preset_copies(tx: &Transaction<'_>) -> rusqlite::Result<()> 
                 set
             }
             None => {
-                tx.execute(
-                    "INSERT INTO net_preset_sets (preset, ask_unlisted, key, made_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![preset, ask_unlisted, key, now_ms()],
-                )?;
-                let set = tx.last_insert_rowid();
+                let set = new_set(tx, &preset, ask_unlisted, &key)?;
                 for r in &rows {
                     tx.execute(
                         "UPDATE net_rules SET sandbox = NULL, preset_set = ?2 WHERE id = ?1",
