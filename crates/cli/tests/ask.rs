@@ -55,18 +55,28 @@ fn asked(name: &str, what: &str, waiting: i64, done: &dyn Fn() -> bool) -> i64 {
     }
 }
 
-fn a_held_request_waits_for_the_users_answer(backend: &str) {
-    common::ensure_image();
+/// A directory for an upstream's files (`www/`, each file holding a line), and what else a
+/// test keeps beside them; returns it and the files' root.
+fn upstream_files(prefix: &str, files: &[&str]) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::Builder::new()
-        .prefix("paddock-ask-")
+        .prefix(prefix)
         .tempdir_in("/var/tmp")
         .unwrap();
     let root = dir.path().join("www");
-    for f in ["hello.txt", "v1/x", "v2/a", "v2/b", "v3/c"] {
+    for f in files {
         let p = root.join(f);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, "hello from upstream\n").unwrap();
     }
+    (dir, root)
+}
+
+fn a_held_request_waits_for_the_users_answer(backend: &str) {
+    common::ensure_image();
+    let (dir, root) = upstream_files(
+        "paddock-ask-",
+        &["hello.txt", "v1/x", "v2/a", "v2/b", "v3/c"],
+    );
     let (ca, cert, key) = common::test_certificates(dir.path(), "server", &["up.test", "tls.test"]);
     let http = common::static_server(&root, None);
     let https = common::static_server(&root, Some((&cert, &key)));
@@ -268,16 +278,7 @@ npm view demo version --fetch-retries 0 --registry https://denied.test:{sp}/npm/
 fn the_terminal_prompts_and_only_the_user_answers(backend: &str) {
     use std::io::Write;
     common::ensure_image();
-    let dir = tempfile::Builder::new()
-        .prefix("paddock-askpty-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
-    let root = dir.path().join("www");
-    for f in ["a", "b", "c", "d"] {
-        let p = root.join(f);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, "hello from upstream\n").unwrap();
-    }
+    let (dir, root) = upstream_files("paddock-askpty-", &["a", "b", "c", "d"]);
     let http = common::static_server(&root, None);
     let ws = common::workspace();
     let name = unique("askpty");
@@ -393,13 +394,7 @@ echo over
 fn a_terminal_attached_later_gets_the_prompt(backend: &str) {
     use std::io::Write;
     common::ensure_image();
-    let dir = tempfile::Builder::new()
-        .prefix("paddock-askattach-")
-        .tempdir_in("/var/tmp")
-        .unwrap();
-    let root = dir.path().join("www");
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::write(root.join("a"), "hello\n").unwrap();
+    let (dir, root) = upstream_files("paddock-askattach-", &["a"]);
     let http = common::static_server(&root, None);
     let ws = common::workspace();
     let name = unique("askattach");
