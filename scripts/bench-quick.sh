@@ -27,6 +27,7 @@ quick memory scripts/bench-memory.sh 1
 quick user scripts/bench-user.sh 3 1
 quick gvisor scripts/bench-gvisor.sh 3 500
 quick vm scripts/bench-vm.sh 1
+quick docker scripts/bench-docker.sh 1
 quick proxy scripts/bench-proxy.sh --requests 200 --warmup 20 --rounds 1 --runs 1 --bytes 16777216
 quick credentials scripts/bench-credentials.sh --requests 40 --bytes 4194304
 quick review scripts/bench-review.sh 2 2000

@@ -273,6 +273,7 @@ mod tests {
             review: false,
             discard_layer: false,
             ask_timeout_s: None,
+            docker: false,
         }
     }
 

@@ -373,6 +373,12 @@ pub struct RunArgs {
     /// Image.
     #[arg(long, default_value = paddock_core::DEFAULT_IMAGE, help_heading = SANDBOX)]
     pub image: String,
+    /// A Docker Engine of the sandbox's own inside (`docker`, `docker compose`; never the
+    /// host's): it starts with the sandbox, keeps images and volumes in its layer, and pulls
+    /// through the egress proxy under the same rules. Its image is IMAGE-docker, built on first
+    /// use. vm backend; kept with a named sandbox.
+    #[arg(long, help_heading = SANDBOX)]
+    pub docker: bool,
     /// CPU limit (e.g. 0.5, 2).
     #[arg(long, help_heading = RESOURCES)]
     pub cpus: Option<String>,
@@ -543,6 +549,10 @@ pub enum ImageCmd {
         /// Extra Debian packages from a file: one or more per line, '#' starts a comment.
         #[arg(long, value_name = "FILE")]
         packages_file: Option<std::path::PathBuf>,
+        /// Add Docker's engine and tools, for sandboxes run with --docker (the image
+        /// IMAGE-docker that --docker uses is built this way on first use).
+        #[arg(long)]
+        docker: bool,
     },
     /// List images.
     Ls {

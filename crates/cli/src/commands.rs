@@ -353,9 +353,11 @@ fn image(cmd: ImageCmd) -> Result<i32> {
             mirror,
             packages,
             packages_file,
+            docker,
         } => {
             paddock_core::check_image_name(&name).map_err(|e| usage(e.to_string()))?;
             let mut opts = BuildOptions::default_image(&name);
+            opts.docker = docker;
             opts.force = force;
             opts.mirror = mirror;
             opts.progress = std::io::stderr().is_terminal();
@@ -367,6 +369,13 @@ fn image(cmd: ImageCmd) -> Result<i32> {
                 let text = std::fs::read_to_string(file)
                     .map_err(|e| usage(format!("--packages-file {}: {e}", file.display())))?;
                 extra.extend(paddock_image::packages_in(&text));
+            }
+            if docker {
+                extra.extend(
+                    paddock_image::docker::PACKAGES
+                        .iter()
+                        .map(|p| (*p).to_owned()),
+                );
             }
             opts.packages = paddock_image::package_list(&opts.packages, &extra)
                 .map_err(|e| usage(e.to_string()))?;

@@ -51,6 +51,7 @@ pub(crate) fn request(args: RunArgs) -> RunRequest {
         ask_timeout: args.ask_timeout,
         ask_unlisted: args.ask_unlisted,
         agent: args.agent,
+        docker: args.docker,
         command: args.command,
     }
 }

@@ -421,6 +421,14 @@ pub trait Backend: Send + Sync {
     fn check_limits(&self, _limits: &paddock_policy::Limits) -> Result<(), BackendError> {
         Ok(())
     }
+    /// Whether this backend can run a Docker Engine inside its sandboxes (`--docker`); the
+    /// error says why not, as a sentence for the user, and is given at create.
+    fn docker(&self) -> Result<(), String> {
+        Err(format!(
+            "the {} backend cannot run a Docker Engine inside its sandboxes",
+            self.id()
+        ))
+    }
     /// Prepares what this backend needs from a freshly built image whose tree is `rootfs` (owned
     /// as `idmap` says), where the backend can run here; otherwise its first start does it.
     /// Returns what was prepared, as a sentence for the user; progress goes to `progress`.

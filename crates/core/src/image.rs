@@ -61,6 +61,9 @@ pub struct ImageInfo {
     pub idmap: IdMap,
     /// Format version of the tree layout.
     pub version: u32,
+    /// It holds Docker's engine and the settings a sandbox's own engine needs (`--docker`).
+    #[serde(default)]
+    pub docker: bool,
 }
 
 /// The image directory.

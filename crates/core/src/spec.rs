@@ -64,6 +64,11 @@ pub struct SandboxSpec {
     /// not change until the user applies the changes (`paddock diff`, `apply`, `discard`).
     #[serde(default)]
     pub review: bool,
+    /// A Docker Engine of its own runs inside (`--docker`): the image is one with Docker's
+    /// packages (`IMAGE-docker`), the engine starts with the sandbox, keeps its data in the
+    /// sandbox's writable layer and reaches the network only through the egress proxy.
+    #[serde(default)]
+    pub docker: bool,
     /// This run removes the sandbox when it ends (`--rm`), writable layer included: the
     /// backend need not make the layer's writes durable (overlayfs `volatile`, so ending the
     /// sandbox does not sync the host filesystem the layer lives on). A property of one run,
@@ -127,6 +132,7 @@ mod tests {
             host_ca: true,
             upstream_proxy: None,
             ask_timeout_s: None,
+            docker: false,
             review: false,
             discard_layer: false,
         }

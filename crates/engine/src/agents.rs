@@ -38,6 +38,9 @@ pub struct Agent {
     /// Ports published for it (its login callbacks), where the host port is free.
     #[serde(default)]
     pub ports: Vec<String>,
+    /// Its sandbox gets a Docker Engine of its own (as `--docker`).
+    #[serde(default)]
+    pub docker: bool,
 }
 
 #[derive(Deserialize)]

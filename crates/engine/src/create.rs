@@ -74,6 +74,10 @@ pub struct RunRequest {
     pub ask_unlisted: bool,
     /// An agent preset (`claude`, `codex`, `gemini`, ...).
     pub agent: Option<String>,
+    /// A Docker Engine of the sandbox's own inside (`docker` and `docker compose` work; its
+    /// images and volumes live in the sandbox's layer). Its image is `IMAGE-docker`, built on
+    /// first use. The vm backend runs it; the ns and gvisor backends refuse it.
+    pub docker: bool,
     /// The command (bash, the agent, or keep-alive in the background, when empty).
     pub command: Vec<String>,
 }
@@ -114,6 +118,7 @@ pub(crate) struct Validated {
     pub(crate) upstream: Option<UpstreamProxy>,
     pub(crate) ask_timeout_s: Option<u32>,
     pub(crate) review: bool,
+    pub(crate) docker: bool,
 }
 
 pub(crate) fn validate(args: &RunRequest, report: &dyn Reporter) -> Result<Validated> {
@@ -342,6 +347,12 @@ pub(crate) fn validate(args: &RunRequest, report: &dyn Reporter) -> Result<Valid
             "--ask-timeout {t}: give the seconds a held request waits, from 1 to 3600"
         )));
     }
+    let docker = args.docker || agent.as_ref().is_some_and(|a| a.docker);
+    if docker && args.no_sudo {
+        return Err(invalid(
+            "--docker gives the agent Docker's engine, which is root inside the sandbox; it cannot go with --no-sudo",
+        ));
+    }
     let v = Validated {
         upstream,
         ask_timeout_s: args.ask_timeout,
@@ -362,6 +373,7 @@ pub(crate) fn validate(args: &RunRequest, report: &dyn Reporter) -> Result<Valid
         agent_config: args.agent_config,
         ports,
         review: args.review,
+        docker,
     };
     // Whole-spec checks (clashing mount targets) before anything exists.
     spec_for(
@@ -410,6 +422,7 @@ pub(crate) fn spec_for(
         review: v.review,
         discard_layer: false,
         ask_timeout_s: v.ask_timeout_s,
+        docker: v.docker,
     }
 }
 

@@ -90,7 +90,8 @@ impl Engine {
         &self.store
     }
 
-    /// Image `name`, built first when it is the default image and missing.
+    /// Image `name`, built first when it is missing and is the default image or an image with
+    /// Docker (`IMAGE-docker`, from IMAGE).
     pub fn image(
         &self,
         name: &str,
@@ -118,6 +119,33 @@ impl Engine {
                 };
                 let info =
                     paddock_image::build(&store, &opts).context("building the default image")?;
+                Ok((info, store.rootfs(name)?))
+            }
+            // `IMAGE-docker` (`--docker`): IMAGE's packages and Docker's, built once.
+            Err(paddock_core::ImageStoreError::NotFound(_))
+                if let Some(base) = paddock_image::docker::base_of(name) =>
+            {
+                let (base_info, _) = self.image(base, report)?;
+                report.note(&format!(
+                    "image {name} is not built yet; building it now: image {base}'s packages and Docker's engine and tools (a few minutes, once)"
+                ));
+                let packages = paddock_image::package_list(
+                    &base_info.packages,
+                    &paddock_image::docker::PACKAGES
+                        .iter()
+                        .map(|p| (*p).to_owned())
+                        .collect::<Vec<_>>(),
+                )
+                .map_err(|e| EngineError::Invalid(e.to_string()))?;
+                let opts = paddock_image::BuildOptions {
+                    progress: report.interactive(),
+                    suite: base_info.suite.clone(),
+                    packages,
+                    docker: true,
+                    ..paddock_image::BuildOptions::default_image(name)
+                };
+                let info = paddock_image::build(&store, &opts)
+                    .with_context(|| format!("building image {name}"))?;
                 Ok((info, store.rootfs(name)?))
             }
             Err(e @ paddock_core::ImageStoreError::NotFound(_)) => {

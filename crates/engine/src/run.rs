@@ -146,6 +146,15 @@ impl Engine {
         // Review mode stays with a sandbox: its layer may hold changes not yet applied, which a
         // run on the workspace itself would hide.
         spec.review |= existing.as_ref().is_some_and(|old| old.spec.review);
+        // So does its Docker Engine: its images live in the layer, and so does its image.
+        spec.docker |= existing.as_ref().is_some_and(|old| old.spec.docker);
+        if spec.docker {
+            backend
+                .docker()
+                .map_err(|why| invalid(format!("--docker: {why}")))?;
+            spec.image = paddock_image::docker::image_name(&spec.image);
+            paddock_core::check_image_name(&spec.image).map_err(|e| invalid(e.to_string()))?;
+        }
         // Limits: the flags, else this host's defaults (a share of its memory and free disk, so
         // that no sandbox can take the host's), as every other setting of a reused sandbox comes
         // from this command's flags. The disk belongs to the layer: a reused sandbox keeps its
@@ -159,7 +168,13 @@ impl Engine {
             .check_limits(&spec.limits)
             .map_err(|e| invalid(e.to_string()))?;
         // After every check that needs no image, so that bad input never waits for a build.
-        let (image, rootfs) = self.image(args.image(), report)?;
+        let (image, rootfs) = self.image(&spec.image, report)?;
+        if spec.docker && !image.docker {
+            return Err(invalid(format!(
+                "--docker: image {} has no Docker engine; `paddock image build {} --docker` adds it, or leave --image out",
+                image.name, image.name
+            )));
+        }
         // Likewise the agent's install, the first time.
         if let Some(agent) = v.agent.as_ref().filter(|a| a.package.is_some())
             && !v.no_network

@@ -13,7 +13,7 @@ use paddock_wire::Report;
 use paddock_wire::vm::{BOOT_PORT, EXEC_PORT, Frame, Setup};
 
 use crate::reaper::Reaper;
-use crate::{egress, session, vsock};
+use crate::{docker, egress, session, vsock};
 
 /// A setup step that failed: which layer, and why.
 struct Failure {
@@ -97,10 +97,31 @@ fn boot(conn_slot: &mut Option<File>) -> Result<Infallible, Failure> {
         ))?;
     }
     pids_cgroup(setup.pids_max)?;
+    let dial: egress::Dial =
+        std::sync::Arc::new(|| vsock::connect_host(paddock_wire::vm::PROXY_PORT));
     if setup.egress {
-        let dial: egress::Dial =
-            std::sync::Arc::new(|| vsock::connect_host(paddock_wire::vm::PROXY_PORT));
-        egress::start(dial).map_err(fail("network", "cannot listen on 127.0.0.1:3128"))?;
+        egress::start(dial.clone(), [127, 0, 0, 1])
+            .map_err(fail("network", "cannot listen on 127.0.0.1:3128"))?;
+    }
+    if setup.docker {
+        if !docker::installed() {
+            return Err(Failure {
+                layer: "docker",
+                message: "the image has no Docker engine (/usr/sbin/dockerd); run the sandbox on an image built with --docker".into(),
+            });
+        }
+        docker::start(setup.egress, paddock_wire::vm::DOCKER_START_LIMIT).map_err(|message| {
+            Failure {
+                layer: "docker",
+                message,
+            }
+        })?;
+        if setup.egress {
+            egress::start(dial, paddock_wire::docker::BRIDGE_ADDR).map_err(fail(
+                "docker",
+                "cannot serve the proxy on the engine's bridge",
+            ))?;
+        }
     }
     let reaper = Arc::new(Reaper::default());
     let listener =
@@ -412,15 +433,30 @@ fn trust(ca: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The cgroup commands run in, with the sandbox's pids limit.
+/// The sandbox's cgroup, with its pids limit, and below it the cgroups commands run in and
+/// (`--docker`) the Docker Engine and its containers: the limit covers them all. The other
+/// controllers the kernel has are enabled below it where they can be, so that containers can
+/// be given limits of their own.
 fn pids_cgroup(max: Option<u64>) -> Result<(), Failure> {
-    let dir = Path::new(session::CGROUP);
+    let dir = Path::new(session::SANDBOX_CGROUP);
     fs::write("/sys/fs/cgroup/cgroup.subtree_control", "+pids")
         .map_err(fail("cgroup", "cannot enable the pids controller"))?;
     fs::create_dir_all(dir).map_err(fail("cgroup", "cannot create the sandbox cgroup"))?;
     if let Some(max) = max {
         fs::write(dir.join("pids.max"), max.to_string())
             .map_err(fail("cgroup", "cannot set pids.max"))?;
+    }
+    let others = fs::read_to_string("/sys/fs/cgroup/cgroup.controllers").unwrap_or_default();
+    for c in others.split_whitespace().filter(|c| *c != "pids") {
+        let _ = fs::write("/sys/fs/cgroup/cgroup.subtree_control", format!("+{c}"));
+    }
+    let enabled = fs::read_to_string("/sys/fs/cgroup/cgroup.subtree_control").unwrap_or_default();
+    for c in enabled.split_whitespace() {
+        let _ = fs::write(dir.join("cgroup.subtree_control"), format!("+{c}"));
+    }
+    for child in std::iter::once(session::COMMANDS).chain(docker::CGROUPS) {
+        fs::create_dir_all(dir.join(child))
+            .map_err(fail("cgroup", &format!("cannot create the {child} cgroup")))?;
     }
     Ok(())
 }
@@ -429,15 +465,13 @@ fn pids_cgroup(max: Option<u64>) -> Result<(), Failure> {
 /// (nearly) full disk. (Out-of-memory kills are on the console, where the host reads them.)
 fn limits_hit() -> Vec<String> {
     let mut out = Vec::new();
-    let refused = fs::read_to_string(Path::new(session::CGROUP).join("pids.events"))
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("max ")?.trim().parse::<u64>().ok())
-        })
-        .unwrap_or(0);
+    let refused = refused_forks(Path::new(session::SANDBOX_CGROUP));
     if refused > 0 {
         out.push(format!("pids limit: {refused} new process(es) refused"));
+    } else if rejected_in_removed_cgroups(&kernel_log()) > 0 {
+        // Counted in a cgroup that is gone (a container's, removed with it); the kernel's log
+        // still says so.
+        out.push("pids limit: new processes were refused (in a container since removed)".into());
     }
     if let Ok(st) = rustix::fs::statvfs("/") {
         let block = st.f_frsize.max(1);
@@ -452,10 +486,66 @@ fn limits_hit() -> Vec<String> {
     out
 }
 
+/// The forks refused in the cgroup `dir` and every cgroup below it: the kernel counts a refusal
+/// in the cgroup of the process that forked (a command's, a container's), not in the one whose
+/// limit it hit.
+fn refused_forks(dir: &Path) -> u64 {
+    let own = fs::read_to_string(dir.join("pids.events"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("max ")?.trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    let below: u64 = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| refused_forks(&e.path()))
+        .sum();
+    own + below
+}
+
+/// The kernel's log records so far (`/dev/kmsg`, read without waiting for more).
+fn kernel_log() -> String {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(mut f) = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+    else {
+        return String::new();
+    };
+    let mut text = String::new();
+    let mut buf = vec![0u8; 8192];
+    // One record per read; EAGAIN at the end (EPIPE: records overwritten meanwhile, go on).
+    loop {
+        match std::io::Read::read(&mut f, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+            Err(_) => break,
+        }
+    }
+    text
+}
+
+/// How many cgroups the kernel's log says refused a fork and that no longer exist (the kernel
+/// says it once per cgroup: "cgroup: fork rejected by pids controller in /PATH").
+fn rejected_in_removed_cgroups(log: &str) -> usize {
+    const SAID: &str = "fork rejected by pids controller in ";
+    log.lines()
+        .filter_map(|l| Some(l.split_once(SAID)?.1.trim()))
+        .filter(|cg| cg.starts_with('/') && !Path::new("/sys/fs/cgroup").join(&cg[1..]).exists())
+        .count()
+}
+
 /// Ends every process, writes everything to disk and powers off.
 /// Tells the host (when it is still there) once the disk is consistent, so it need not wait for
 /// the kernel's own power-down.
 fn shutdown(folders: &[String], conn: &mut File) -> ! {
+    docker::stop(Duration::from_secs(10));
     // SAFETY: kill(-1) signals every process but init; it has no memory effects.
     unsafe { libc::kill(-1, libc::SIGKILL) };
     nix::unistd::sync();
@@ -486,5 +576,36 @@ fn poweroff() -> ! {
     // Only reached if the kernel refused; pid 1 must not exit.
     loop {
         std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn refused_forks_are_summed_over_the_subtree() {
+        let root = tempfile::tempdir().unwrap();
+        let at = |rel: &str, max: u64| {
+            let d = root.path().join(rel);
+            fs::create_dir_all(&d).unwrap();
+            fs::write(d.join("pids.events"), format!("max {max}\n")).unwrap();
+        };
+        at("", 0);
+        at("commands", 2);
+        at("engine", 0);
+        at("containers/abc", 5);
+        fs::create_dir_all(root.path().join("containers/no-pids-controller")).unwrap();
+        assert_eq!(refused_forks(root.path()), 7);
+    }
+
+    #[test]
+    fn refusals_in_removed_cgroups_are_read_from_the_kernel_log() {
+        let log = "6,1,2,-;cgroup: fork rejected by pids controller in /sandbox/containers/0123abcd-gone\n\
+                   6,3,4,-;something else\n\
+                   6,5,6,-;cgroup: fork rejected by pids controller in /\n";
+        // The root cgroup exists wherever the test runs; the container's does not.
+        assert_eq!(rejected_in_removed_cgroups(log), 1);
     }
 }

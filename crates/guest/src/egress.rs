@@ -10,9 +10,13 @@ use std::sync::Arc;
 /// Opens one stream to the host's proxy.
 pub type Dial = Arc<dyn Fn() -> io::Result<File> + Send + Sync>;
 
-/// Binds the proxy port and serves it on a thread of its own.
-pub fn start(dial: Dial) -> io::Result<()> {
-    let listener = TcpListener::bind(("127.0.0.1", paddock_wire::vm::PROXY_PORT as u16))?;
+/// Binds the proxy port at `addr` (loopback; a VM's Docker bridge) and serves it on a thread
+/// of its own.
+pub fn start(dial: Dial, addr: [u8; 4]) -> io::Result<()> {
+    let listener = TcpListener::bind((
+        std::net::Ipv4Addr::from(addr),
+        paddock_wire::vm::PROXY_PORT as u16,
+    ))?;
     std::thread::Builder::new()
         .name("egress".into())
         .spawn(move || {

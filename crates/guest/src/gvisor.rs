@@ -122,7 +122,7 @@ pub fn run(egress_wanted: bool, sudo_wanted: bool) -> ! {
                 )),
             }
         });
-        if let Err(e) = egress::start(dial) {
+        if let Err(e) = egress::start(dial, [127, 0, 0, 1]) {
             eprintln!("paddock-guest: network failed: cannot listen on 127.0.0.1:3128: {e}");
             std::process::exit(paddock_wire::EXIT_SETUP_FAILED);
         }

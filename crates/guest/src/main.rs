@@ -13,6 +13,8 @@
 #[cfg(target_os = "linux")]
 mod boot;
 #[cfg(target_os = "linux")]
+mod docker;
+#[cfg(target_os = "linux")]
 mod egress;
 #[cfg(target_os = "linux")]
 mod gvisor;

@@ -15,11 +15,15 @@ use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
 
 use crate::reaper::Reaper;
 
-/// The cgroup every command joins (its `pids.max` is the sandbox's pids limit).
-pub const CGROUP: &str = "/sys/fs/cgroup/sandbox";
+/// The sandbox's cgroup: its `pids.max` is the sandbox's pids limit, which covers every cgroup
+/// below it.
+pub const SANDBOX_CGROUP: &str = "/sys/fs/cgroup/sandbox";
+
+/// The cgroup below it every command joins.
+pub const COMMANDS: &str = "commands";
 
 /// Its `cgroup.procs`, as the spawned child opens it (without allocating).
-const CGROUP_PROCS: &std::ffi::CStr = c"/sys/fs/cgroup/sandbox/cgroup.procs";
+const CGROUP_PROCS: &std::ffi::CStr = c"/sys/fs/cgroup/sandbox/commands/cgroup.procs";
 
 /// In a spawned child: joins the sandbox's cgroup (the pids limit). A guest without it has no
 /// limit to join. System calls only (see `Reaper::spawn`).
@@ -71,10 +75,11 @@ pub fn serve(conn: File, reaper: &Reaper, signal_resize: bool) {
     let Ok(writer) = conn.try_clone() else { return };
     let sender: Sender = Arc::new(Mutex::new(Some(writer)));
     let mut reader = conn;
-    let cmd = match Frame::read_from(&mut reader) {
+    let mut cmd = match Frame::read_from(&mut reader) {
         Ok(Some(Frame::Exec(cmd))) => cmd,
         _ => return,
     };
+    crate::docker::grant(&mut cmd);
     if let Err(e) = run(&cmd, &mut reader, &sender, reaper, signal_resize) {
         send(
             &sender,
@@ -281,7 +286,7 @@ mod tests {
     fn the_child_joins_the_sandbox_cgroup() {
         assert_eq!(
             super::CGROUP_PROCS.to_str().unwrap(),
-            format!("{}/cgroup.procs", super::CGROUP)
+            format!("{}/{}/cgroup.procs", super::SANDBOX_CGROUP, super::COMMANDS)
         );
     }
 }

@@ -190,6 +190,14 @@ impl Backend for GvisorBackend {
         "gvisor"
     }
 
+    fn docker(&self) -> Result<(), String> {
+        // Tried with this host's runsc: with raw sockets (--net-raw), every capability, a
+        // cgroup mount and no in-sandbox seccomp filter, dockerd runs and containers get a
+        // bridge; but only with its data in memory: gVisor's overlay needs a memory upper
+        // layer, and the vfs driver on the sandbox's layer fails to create a container.
+        Err("the gvisor backend does not run a Docker Engine: under this runsc the engine keeps its images only in memory (gVisor's overlay needs a memory upper layer, and the vfs driver fails on the sandbox's layer), so they would not survive a stop; use --backend vm".into())
+    }
+
     fn default_limits(&self, state: &Path) -> paddock_policy::Limits {
         CgroupHost::detect().enforceable(paddock_core::host_limits(state))
     }

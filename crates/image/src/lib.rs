@@ -4,6 +4,7 @@
 //! root-owned inside a sandbox and owned by nobody real on the host.
 #![forbid(unsafe_code)]
 
+pub mod docker;
 mod shift;
 mod sources;
 
@@ -115,6 +116,8 @@ pub struct BuildOptions {
     pub idmap: IdMap,
     /// Show progress.
     pub progress: bool,
+    /// Add Docker's engine and its settings ([`docker`]).
+    pub docker: bool,
 }
 
 impl BuildOptions {
@@ -128,6 +131,7 @@ impl BuildOptions {
             force: false,
             idmap: paddock_confine::user::current_idmap().unwrap_or_default(),
             progress: true,
+            docker: false,
         }
     }
 }
@@ -188,6 +192,13 @@ pub fn changes(old: &ImageInfo, opts: &BuildOptions) -> Option<String> {
             "the suite changed ({} to {})",
             old.suite, opts.suite
         ));
+    }
+    if old.docker != opts.docker {
+        return Some(if opts.docker {
+            "Docker's engine is added".to_owned()
+        } else {
+            "Docker's engine is left out".to_owned()
+        });
     }
     let added: Vec<&str> = opts
         .packages
@@ -386,6 +397,7 @@ fn build_in(tmp: &Path, opts: &BuildOptions, sources: &[String]) -> Result<Image
         .args(
             customize_hooks()
                 .iter()
+                .chain(opts.docker.then(docker::customize_hooks).iter().flatten())
                 .map(|h| format!("--customize-hook={h}")),
         )
         .arg(&opts.suite)
@@ -434,10 +446,23 @@ fn build_in(tmp: &Path, opts: &BuildOptions, sources: &[String]) -> Result<Image
         size,
         idmap: opts.idmap,
         version: LAYOUT_VERSION,
+        docker: opts.docker,
     };
     let json = serde_json::to_string_pretty(&info).unwrap_or_default();
     fs::write(tmp.join("image.json"), json).map_err(io("cannot write image.json"))?;
     Ok(info)
+}
+
+/// Runs one customize hook on the tree `root`, as mmdebstrap does (`$1` is the tree); it must
+/// succeed.
+#[cfg(test)]
+fn run_hook(hook: &str, root: &Path) {
+    let o = Command::new("sh")
+        .args(["-c", hook, "sh"])
+        .arg(root)
+        .output()
+        .expect("sh runs");
+    assert!(o.status.success(), "{hook}: {o:?}");
 }
 
 #[cfg(test)]
@@ -484,6 +509,7 @@ mod tests {
             size: 0,
             idmap: IdMap::default(),
             version,
+            docker: false,
         };
         let same = info(&["bash", "git", "jq"], "bookworm", LAYOUT_VERSION);
         assert_eq!(changes(&same, &opts), None);
@@ -517,12 +543,7 @@ mod tests {
             fs::create_dir_all(root.path().join(d)).unwrap();
         }
         for hook in customize_hooks().iter().filter(|h| !h.contains("chroot")) {
-            let o = Command::new("sh")
-                .args(["-c", hook, "sh"])
-                .arg(root.path())
-                .output()
-                .unwrap();
-            assert!(o.status.success(), "{hook}: {o:?}");
+            run_hook(hook, root.path());
         }
         let read = |p: &str| fs::read_to_string(root.path().join(p)).unwrap();
         assert_eq!(

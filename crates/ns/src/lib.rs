@@ -85,6 +85,10 @@ impl Backend for NsBackend {
         "ns"
     }
 
+    fn docker(&self) -> Result<(), String> {
+        Err("the ns backend shares the host's kernel, and Docker's engine needs what its seccomp filter keeps from the sandbox (mounts, new namespaces, bridges and netfilter rules, all served by the host kernel); use --backend vm, whose engine runs on a kernel of its own".into())
+    }
+
     fn probe(&self) -> Probe {
         probe::probe(&self.jail)
     }

@@ -24,5 +24,6 @@ pub(crate) fn spec(name: &str) -> SandboxSpec {
         review: false,
         discard_layer: false,
         ask_timeout_s: None,
+        docker: false,
     }
 }

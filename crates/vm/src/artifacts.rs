@@ -26,6 +26,42 @@ const WANTED_MODULES: &[&str] = &[
     "vmw_vsock_virtio_transport",
 ];
 
+/// Modules a Docker Engine inside needs (`--docker`), for an image that has one: its storage
+/// (overlay), its bridge network (bridge, veth, br_netfilter) and the netfilter rules it writes
+/// (iptables over nf_tables, and the legacy tables). Loaded at every boot of such an image.
+const DOCKER_MODULES: &[&str] = &[
+    "overlay",
+    "bridge",
+    "br_netfilter",
+    "veth",
+    "nf_tables",
+    "nft_compat",
+    "nft_chain_nat",
+    "nft_masq",
+    "nft_nat",
+    "nft_ct",
+    "nf_nat",
+    "nf_conntrack",
+    "nf_conntrack_netlink",
+    "xt_addrtype",
+    "xt_conntrack",
+    "xt_MASQUERADE",
+    "xt_nat",
+    "xt_tcpudp",
+    "xt_comment",
+    "xt_mark",
+    "ipt_REJECT",
+    "ip_tables",
+    "iptable_nat",
+    "iptable_filter",
+];
+
+/// Whether the image whose tree is `rootfs` has Docker's engine (its VM then gets the modules
+/// the engine needs).
+fn has_docker(rootfs: &Path) -> bool {
+    fs::symlink_metadata(rootfs.join("usr/sbin/dockerd")).is_ok()
+}
+
 /// Kernel packages tried in order: the small cloud kernel first, then the generic one.
 const KERNEL_PACKAGES: &[&str] = &["linux-image-cloud-amd64", "linux-image-amd64"];
 
@@ -137,9 +173,15 @@ impl Artifacts {
             tmp.path().join("vmlinuz"),
         )
         .map_err(|e| err(format!("the kernel package has no vmlinuz-{release}: {e}")))?;
+        let mut wanted = WANTED_MODULES.to_vec();
+        if has_docker(rootfs) {
+            progress("adding the kernel modules Docker's engine needs");
+            wanted.extend(DOCKER_MODULES);
+        }
         let modules = modules_archive(
             &unpacked.join(format!("lib/modules/{release}")),
             &tmp.path().join("modules.cpio"),
+            &wanted,
         )?;
         fs::remove_dir_all(&unpacked).map_err(|e| err(format!("cannot clean up: {e}")))?;
         let _ = fs::remove_file(&deb);
@@ -309,7 +351,11 @@ fn index_modules(dir: &Path, out: &mut BTreeMap<String, PathBuf>) {
 
 /// Writes the modules archive: `modules/*.ko` and `modules/order` (dependencies first).
 /// Returns the load order.
-fn modules_archive(moddir: &Path, out: &Path) -> Result<Vec<String>, PrepareError> {
+fn modules_archive(
+    moddir: &Path,
+    out: &Path,
+    wanted: &[&str],
+) -> Result<Vec<String>, PrepareError> {
     let mut index = BTreeMap::new();
     index_modules(&moddir.join("kernel"), &mut index);
     let builtin: BTreeSet<String> = fs::read_to_string(moddir.join("modules.builtin"))
@@ -345,7 +391,7 @@ fn modules_archive(moddir: &Path, out: &Path) -> Result<Vec<String>, PrepareErro
         order.push(name.to_owned());
         Ok(())
     }
-    for m in WANTED_MODULES {
+    for m in wanted {
         visit(m, &index, &builtin, &mut seen, &mut order)?;
     }
     let mut cpio = Cpio::new();

@@ -543,6 +543,10 @@ impl Backend for VmBackend {
         "vm"
     }
 
+    fn docker(&self) -> Result<(), String> {
+        Ok(())
+    }
+
     fn default_limits(&self, _state: &std::path::Path) -> paddock_policy::Limits {
         // A guest's RAM and disk are its own kernel's to manage: fixed sizes, not shares of the
         // host's.
@@ -1059,11 +1063,17 @@ impl VmBackend {
             egress: spec.network == Network::Proxy,
             pids_max: spec.limits.pids.map(u64::from),
             extra_ca: ctx.extra_ca.clone(),
+            docker: spec.docker,
         })
         .write_to(&mut boot)
         .map_err(io("cannot send the setup to the guest"))?;
         // A guest that hangs in its setup (a mount that never returns) must not hang the host.
-        let _ = boot.set_read_timeout(Some(boot_limit));
+        // Its Docker Engine has a limit of its own in the guest, which names what it waited for.
+        let setup_limit = match spec.docker {
+            true => boot_limit + paddock_wire::vm::DOCKER_START_LIMIT + Duration::from_secs(10),
+            false => boot_limit,
+        };
+        let _ = boot.set_read_timeout(Some(setup_limit));
         match Frame::read_from(&mut boot) {
             Ok(Some(Frame::Report(Report::Ready { .. }))) => {
                 let _ = boot.set_read_timeout(None);

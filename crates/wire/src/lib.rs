@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 mod channel;
+pub mod docker;
 pub mod vm;
 mod winsize;
 

@@ -57,7 +57,15 @@ pub struct Setup {
     /// CA, when the proxy injects credentials).
     #[serde(default)]
     pub extra_ca: Option<String>,
+    /// Start the image's Docker Engine before the command, and serve the proxy on its bridge
+    /// too (`--docker`).
+    #[serde(default)]
+    pub docker: bool,
 }
+
+/// How long the guest waits for its Docker Engine to answer before the start fails (under TCG
+/// the engine's first start, which makes its state, takes tens of seconds).
+pub const DOCKER_START_LIMIT: std::time::Duration = std::time::Duration::from_secs(180);
 
 /// One virtio-fs share.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -241,6 +249,7 @@ mod tests {
                 egress: true,
                 pids_max: Some(10),
                 extra_ca: Some("-----BEGIN CERTIFICATE-----".into()),
+                docker: true,
             }),
             Frame::Stdin(b"abc".to_vec()),
             Frame::StdinEof,

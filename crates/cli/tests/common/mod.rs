@@ -214,6 +214,7 @@ fn watch_this_test() {
 /// `PADDOCK_SUITE_MODE=user` or `=root` puts every binary in one mode.
 const USER_MODE_SUITES: &[&str] = &[
     "ask",
+    "docker",
     "behaviour",
     "lifecycle",
     "credentials",
