@@ -53,6 +53,10 @@ pub struct CreateArgs {
     /// instead of reaching the host folder.
     #[serde(default)]
     pub review: bool,
+    /// A Docker Engine of the sandbox's own inside (`docker`, `docker compose`; never the
+    /// host's); the `vm` backend runs it.
+    #[serde(default)]
+    pub docker: bool,
 }
 
 /// `sandbox_exec`'s arguments.
@@ -210,6 +214,7 @@ impl Tools {
             policy: args.policy,
             no_network: args.no_network,
             review: args.review,
+            docker: args.docker,
             ..Default::default()
         };
         answer(self.state.create(req, true).await)

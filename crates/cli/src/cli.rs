@@ -376,7 +376,8 @@ pub struct RunArgs {
     /// A Docker Engine of the sandbox's own inside (`docker`, `docker compose`; never the
     /// host's): it starts with the sandbox, keeps images and volumes in its layer, and pulls
     /// through the egress proxy under the same rules. Its image is IMAGE-docker, built on first
-    /// use. vm backend; kept with a named sandbox.
+    /// use (IMAGE itself if built with `image build --docker`). vm backend; kept with a named
+    /// sandbox.
     #[arg(long, help_heading = SANDBOX)]
     pub docker: bool,
     /// CPU limit (e.g. 0.5, 2).

@@ -48,6 +48,7 @@ pub fn inspect(name: &str, json: bool) -> Result<i32> {
             "host_ca": rec.spec.host_ca,
             "review": rec.spec.review,
             "review_pending": rec.spec.review && crate::review::pending(&dir),
+            "docker": rec.spec.docker,
             "ports": rec.spec.ports.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
             "git_config_protected": !rec.spec.allow_git_config,
             "env": rec.spec.env,
@@ -224,6 +225,12 @@ fn render(rec: &SandboxRecord, x: &Extra, now: i64, local: &dyn Fn(i64) -> Strin
     let mut out = String::new();
     for (label, value) in rows {
         out.push_str(&format!("{label:<19} {value}\n"));
+        if label == "network" && spec.docker {
+            out.push_str(&format!(
+                "{:<19} its own Docker Engine (images and volumes in its layer)\n",
+                "docker"
+            ));
+        }
     }
     out
 }

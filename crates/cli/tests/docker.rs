@@ -254,8 +254,10 @@ fn own_engine(backend: &str) {
             &w,
         ],
     );
-    let ls = stdout(&ok(backend, &["inspect", n, "--json"]));
-    assert!(ls.contains("-docker"), "{ls}\n{}", stderr(&o));
+    let made: serde_json::Value =
+        serde_json::from_str(&stdout(&ok(backend, &["inspect", n, "--json"]))).unwrap();
+    assert_eq!(made["docker"], true, "{made}\n{}", stderr(&o));
+    assert_eq!(made["image"], "default-docker", "{made}");
     ok(backend, &["start", n]);
 
     // The sandbox's own engine: its name is the sandbox's, its id not the host's; docker works

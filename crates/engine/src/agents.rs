@@ -237,6 +237,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_preset_can_ask_for_a_docker_engine() {
+        let t: Table = toml::from_str(
+            "[[agent]]\nname = \"d\"\ncommand = \"bash\"\nservices = []\ndocker = true\n\n[[agent]]\nname = \"e\"\ncommand = \"bash\"\nservices = []\n",
+        )
+        .unwrap();
+        assert!(t.agent[0].docker);
+        assert!(!t.agent[1].docker);
+        // None of the built-in presets does: their sandboxes run on every backend.
+        assert!(agents().iter().all(|a| !a.docker));
+    }
+
+    #[test]
     fn the_presets_parse_and_name_their_secrets_and_runtimes() {
         let all = agents();
         assert!(all.len() >= 4);

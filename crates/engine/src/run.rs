@@ -152,7 +152,13 @@ impl Engine {
             backend
                 .docker()
                 .map_err(|why| invalid(format!("--docker: {why}")))?;
-            spec.image = paddock_image::docker::image_name(&spec.image);
+            // An image that has the engine is used as it is; any other gets its `-docker` twin.
+            let has_engine = paddock_core::ImageStore::new(dirs.images())
+                .get(&spec.image)
+                .is_ok_and(|i| i.docker);
+            if !has_engine {
+                spec.image = paddock_image::docker::image_name(&spec.image);
+            }
             paddock_core::check_image_name(&spec.image).map_err(|e| invalid(e.to_string()))?;
         }
         // Limits: the flags, else this host's defaults (a share of its memory and free disk, so

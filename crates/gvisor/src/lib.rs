@@ -191,11 +191,13 @@ impl Backend for GvisorBackend {
     }
 
     fn docker(&self) -> Result<(), String> {
-        // Tried with this host's runsc: with raw sockets (--net-raw), every capability, a
-        // cgroup mount and no in-sandbox seccomp filter, dockerd runs and containers get a
-        // bridge; but only with its data in memory: gVisor's overlay needs a memory upper
-        // layer, and the vfs driver on the sandbox's layer fails to create a container.
-        Err("the gvisor backend does not run a Docker Engine: under this runsc the engine keeps its images only in memory (gVisor's overlay needs a memory upper layer, and the vfs driver fails on the sandbox's layer), so they would not survive a stop; use --backend vm".into())
+        // Tried with this host's runsc (2024-07-29): with raw sockets (--net-raw), every
+        // capability, a cgroup mount and no in-sandbox seccomp filter, dockerd runs and its
+        // containers get a bridge, but its data cannot live on the sandbox's layer: gVisor's
+        // overlay takes only a memory upper layer (overlay2), and its file server answers
+        // lgetxattr on a symlink with EBADF, which the vfs driver's copy treats as fatal (every
+        // container's init layer has the /etc/mtab symlink).
+        Err("the gvisor backend does not run a Docker Engine: under this runsc the engine could keep its images only in memory (gVisor's overlay needs a memory upper layer, and its file server fails the vfs driver on the sandbox's layer), so they would not survive a stop; use --backend vm".into())
     }
 
     fn default_limits(&self, state: &Path) -> paddock_policy::Limits {
