@@ -986,6 +986,7 @@ fn inspect_is_readable_and_its_json_keeps_its_keys() {
                 "background_command",
                 "created_at",
                 "directory",
+                "docker",
                 "env",
                 "git_config_protected",
                 "host_ca",
